@@ -1,0 +1,68 @@
+//! [`Failure`]: an error on its way to the terminal, with the exit status it
+//! ends the process with. Statuses are part of the interface scripts rely on
+//! (README, "Exit status"):
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | failure (daemon error, I/O) |
+//! | 2 | usage: bad flags or arguments, invalid name, value too large, missing confirmation |
+//! | 3 | not found: the secret or the project does not exist |
+//! | 4 | fluxd is not reachable |
+//! | 5 | permission denied |
+
+use flux_protocol::{ClientError, ErrorCode};
+use std::fmt;
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_NOT_FOUND: u8 = 3;
+pub const EXIT_UNREACHABLE: u8 = 4;
+pub const EXIT_DENIED: u8 = 5;
+
+/// An error message and the exit status it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(exit: u8, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(EXIT_USAGE, message)
+    }
+
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self::new(EXIT_FAILURE, message)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let exit = match e.code() {
+            Some(ErrorCode::NotFound | ErrorCode::UnknownProject) => EXIT_NOT_FOUND,
+            Some(ErrorCode::PermissionDenied) => EXIT_DENIED,
+            Some(ErrorCode::InvalidName | ErrorCode::TooLarge) => EXIT_USAGE,
+            Some(_) => EXIT_FAILURE,
+            None if e.is_unreachable() => EXIT_UNREACHABLE,
+            None => EXIT_FAILURE,
+        };
+        Self::new(exit, e.to_string())
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Failure> = std::result::Result<T, E>;

@@ -1,0 +1,160 @@
+//! `fluxctl`, the operator CLI for Flux Secrets, as a library: `main.rs`
+//! parses the command line with [`Cli`] and calls [`run`].
+//!
+//! Every command talks to the daemon through the blocking client in
+//! `flux-protocol`: project commands on the project's own socket, the rest
+//! on the control socket. Values are read from an argument, a file, stdin
+//! or a hidden prompt, and are never printed: listings show names and when
+//! each was set. Errors name what failed and what to do next, and map to
+//! the exit statuses documented in [`failure`].
+
+#![forbid(unsafe_code)]
+
+pub mod failure;
+mod projects;
+mod run;
+mod secrets;
+mod status;
+pub mod target;
+pub mod timefmt;
+
+use clap::{Parser, Subcommand};
+use failure::Result;
+use std::io::Write;
+use std::path::PathBuf;
+use target::Target;
+
+/// Manage Flux Secrets: per-project encrypted secrets served to functions.
+#[derive(Debug, Parser)]
+#[command(name = "fluxctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Folder holding fluxd's sockets [env: FLUX_RUNTIME_DIR; default as fluxd]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Project to act on [default: "name" in ./flux.json]
+    #[arg(long, short = 'p', global = true, env = "FLUX_PROJECT", value_name = "NAME")]
+    pub project: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Set, list and delete a project's secrets
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+    /// Create, list and delete projects
+    #[command(subcommand)]
+    Projects(ProjectsCmd),
+    /// Run a command with the project's secrets in its environment
+    Run {
+        /// The command and its arguments (put them after `--`)
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Show the daemon's state and each project's health
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCmd {
+    /// Create or rotate a secret; the new value is live immediately
+    Set {
+        /// Secret name, e.g. OPENAI_API_KEY
+        name: String,
+        /// The value; omit it to read stdin or be prompted (keeps it out of shell history)
+        value: Option<String>,
+        /// Read the value from a file, bytes exact (no newline stripped)
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        from_file: Option<PathBuf>,
+    },
+    /// List secret names and when each was set (never values)
+    List {
+        /// Print JSON: names and RFC 3339 times
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a secret
+    Delete {
+        /// Secret name
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCmd {
+    /// Create a project with its own key and an empty vault
+    Create {
+        /// Project name, e.g. my-app
+        name: String,
+    },
+    /// List projects
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a project and all its secrets, permanently
+    Delete {
+        /// Project name
+        name: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal)
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// Runs a parsed command line; returns the exit status.
+pub fn run(cli: Cli) -> Result<u8> {
+    let target = Target::new(cli.runtime_dir.as_deref(), cli.project);
+    match cli.command {
+        Command::Secrets(cmd) => secrets::run(&target, cmd).map(|()| 0),
+        Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
+        Command::Run { command } => run::run(&target, command),
+        Command::Status { json } => status::run(&target, json).map(|()| 0),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`fluxctl secrets list | head`) is not
+/// an error.
+pub(crate) fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(failure::Failure::failure(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Pads `rows` into aligned columns separated by two spaces.
+pub(crate) fn columns(rows: &[Vec<String>]) -> String {
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..width)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut text = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}

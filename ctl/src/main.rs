@@ -1,0 +1,16 @@
+//! `fluxctl`: parses the command line, runs it, prints errors as
+//! `fluxctl: error: …` on stderr, and exits with the documented status.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = fluxctl::Cli::parse();
+    match fluxctl::run(cli) {
+        Ok(status) => ExitCode::from(status),
+        Err(failure) => {
+            eprintln!("fluxctl: error: {failure}");
+            ExitCode::from(failure.exit)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `fluxctl projects create / list / delete`.
+//!
+//! Deleting a project destroys its key first, so it is confirmed: at a
+//! terminal by typing the project's name, in scripts with `--yes`.
+
+use crate::failure::{Failure, Result};
+use crate::target::Target;
+use crate::timefmt::rfc3339_ms;
+use crate::{ProjectsCmd, columns, out};
+use flux_protocol::limits::validate_project_name;
+use flux_protocol::paths::SOCKET_ENV;
+use std::io::{BufRead, IsTerminal, Write};
+
+pub(crate) fn run(target: &Target, cmd: ProjectsCmd) -> Result<()> {
+    match cmd {
+        ProjectsCmd::Create { name } => create(target, &name),
+        ProjectsCmd::List { json } => list(target, json),
+        ProjectsCmd::Delete { name, yes } => delete(target, &name, yes),
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    validate_project_name(name).map_err(|e| Failure::usage(e.to_string()))
+}
+
+fn create(target: &Target, name: &str) -> Result<()> {
+    check_name(name)?;
+    let info = target.control()?.create_project(name)?;
+    out(&format!(
+        "✔ Project created: {name}\nFunctions read its secrets through {SOCKET_ENV}={}\n",
+        info.socket
+    ))
+}
+
+fn list(target: &Target, json: bool) -> Result<()> {
+    let projects = target.control()?.list_projects()?;
+    if json {
+        let items: Vec<serde_json::Value> = projects
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "socket": p.socket,
+                    "secrets": p.secrets,
+                    "generation": p.generation,
+                    "loaded_at": rfc3339_ms(p.loaded_at_ms),
+                    "last_error": p.last_error,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&items).expect("JSON of plain values");
+        return out(&format!("{text}\n"));
+    }
+    if projects.is_empty() {
+        eprintln!("No projects yet. Create one with `fluxctl projects create NAME`.");
+        return Ok(());
+    }
+    let mut rows = vec![vec!["NAME".into(), "SECRETS".into(), "SOCKET".into()]];
+    rows.extend(
+        projects
+            .iter()
+            .map(|p| vec![p.name.clone(), p.secrets.to_string(), p.socket.clone()]),
+    );
+    out(&columns(&rows))
+}
+
+fn delete(target: &Target, name: &str, yes: bool) -> Result<()> {
+    check_name(name)?;
+    let mut control = target.control()?;
+    if !yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return Err(Failure::usage(format!(
+                "refusing to delete project {name} without confirmation: pass --yes"
+            )));
+        }
+        let secrets = control
+            .list_projects()?
+            .into_iter()
+            .find(|p| p.name == name)
+            .map(|p| p.secrets)
+            .unwrap_or(0);
+        eprint!(
+            "Delete project {name} and its {secrets} secrets? Its key is destroyed; this cannot be undone.\nType the project name to confirm: "
+        );
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Failure::failure(format!("cannot read the confirmation: {e}")))?;
+        if line.trim() != name {
+            return Err(Failure::usage("not confirmed; nothing was deleted"));
+        }
+    }
+    control.delete_project(name)?;
+    out(&format!(
+        "✔ Project deleted: {name} (its key, vault and socket are gone)\n"
+    ))
+}

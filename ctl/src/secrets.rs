@@ -1,0 +1,119 @@
+//! `fluxctl secrets set / list / delete`.
+//!
+//! `set` takes the value from the argument, else `--from-file` (bytes
+//! exact), else stdin when it is not a terminal (one trailing newline
+//! stripped, as `echo` and here-strings add one), else a prompt that does
+//! not echo. The value is held in a zeroizing buffer and never printed.
+
+use crate::failure::{Failure, Result};
+use crate::target::Target;
+use crate::timefmt::{ago, now_ms, rfc3339_ms};
+use crate::{SecretsCmd, columns, out};
+use flux_protocol::SecretValue;
+use flux_protocol::limits::{validate_secret_name, validate_value_len};
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+pub(crate) fn run(target: &Target, cmd: SecretsCmd) -> Result<()> {
+    match cmd {
+        SecretsCmd::Set {
+            name,
+            value,
+            from_file,
+        } => set(target, &name, value, from_file.as_deref()),
+        SecretsCmd::List { json } => list(target, json),
+        SecretsCmd::Delete { name } => delete(target, &name),
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    validate_secret_name(name).map_err(|e| Failure::usage(e.to_string()))
+}
+
+fn set(target: &Target, name: &str, value: Option<String>, from_file: Option<&Path>) -> Result<()> {
+    check_name(name)?;
+    let value = read_value(name, value, from_file)?;
+    validate_value_len(value.len()).map_err(|e| Failure::usage(format!("secret {name}: {e}")))?;
+    let (_, mut client) = target.project_client()?;
+    let stored = client.set(name, value)?;
+    if stored.created {
+        out(&format!("✔ Secret set: {name}\n"))
+    } else {
+        out(&format!(
+            "✔ Secret updated: {name}\nNew value is live immediately — no redeploy needed.\n"
+        ))
+    }
+}
+
+fn read_value(name: &str, value: Option<String>, from_file: Option<&Path>) -> Result<SecretValue> {
+    if let Some(v) = value {
+        return Ok(SecretValue::new(v));
+    }
+    if let Some(path) = from_file {
+        let bytes = Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?,
+        );
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Failure::usage(format!(
+                "{} is not UTF-8 text; secret values must be UTF-8 (base64-encode binary values)",
+                path.display()
+            ))
+        })?;
+        return Ok(SecretValue::from(text));
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut bytes = Zeroizing::new(Vec::new());
+        stdin
+            .lock()
+            .read_to_end(&mut bytes)
+            .map_err(|e| Failure::failure(format!("cannot read the value from stdin: {e}")))?;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Failure::usage("the value on stdin is not UTF-8 text; secret values must be UTF-8")
+        })?;
+        return Ok(SecretValue::from(text));
+    }
+    let typed = rpassword::prompt_password(format!("Value for {name} (input hidden): "))
+        .map_err(|e| Failure::failure(format!("cannot read the value from the terminal: {e}")))?;
+    Ok(SecretValue::new(typed))
+}
+
+fn list(target: &Target, json: bool) -> Result<()> {
+    let (project, mut client) = target.project_client()?;
+    let secrets = client.list()?;
+    if json {
+        let items: Vec<serde_json::Value> = secrets
+            .iter()
+            .map(|s| serde_json::json!({ "name": s.name, "set_at": rfc3339_ms(s.set_at_ms) }))
+            .collect();
+        let text = serde_json::to_string_pretty(&items).expect("JSON of strings");
+        return out(&format!("{text}\n"));
+    }
+    if secrets.is_empty() {
+        eprintln!(
+            "No secrets in project {project}. Set one with `fluxctl secrets set NAME --project {project}`."
+        );
+        return Ok(());
+    }
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = secrets
+        .iter()
+        .map(|s| vec![s.name.clone(), format!("set {}", ago(s.set_at_ms, now))])
+        .collect();
+    out(&columns(&rows))
+}
+
+fn delete(target: &Target, name: &str) -> Result<()> {
+    check_name(name)?;
+    let (_, mut client) = target.project_client()?;
+    client.delete(name)?;
+    out(&format!("✔ Secret deleted: {name}\n"))
+}

@@ -1,0 +1,76 @@
+//! `fluxctl status`: the daemon, and per project its socket, secret count,
+//! snapshot generation, when it was loaded and the last load error.
+
+use crate::failure::Result;
+use crate::target::Target;
+use crate::timefmt::{ago, now_ms, rfc3339_ms};
+use crate::{columns, out};
+
+pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
+    let status = target.control()?.status()?;
+    if json {
+        let projects: Vec<serde_json::Value> = status
+            .projects
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "socket": p.socket,
+                    "secrets": p.secrets,
+                    "generation": p.generation,
+                    "loaded_at": rfc3339_ms(p.loaded_at_ms),
+                    "last_error": p.last_error,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "version": status.version,
+            "pid": status.pid,
+            "started_at": rfc3339_ms(status.started_at_ms),
+            "state_dir": status.state_dir,
+            "runtime_dir": status.runtime_dir,
+            "projects": projects,
+        });
+        let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
+        return out(&format!("{text}\n"));
+    }
+    let now = now_ms();
+    let mut text = format!(
+        "fluxd {} (pid {}), started {}\nstate:   {}\nruntime: {}\n",
+        status.version,
+        status.pid,
+        ago(status.started_at_ms, now),
+        status.state_dir,
+        status.runtime_dir
+    );
+    if status.projects.is_empty() {
+        text.push_str("no projects\n");
+        return out(&text);
+    }
+    let mut rows = vec![vec![
+        "PROJECT".into(),
+        "SECRETS".into(),
+        "GENERATION".into(),
+        "LOADED".into(),
+        "SOCKET".into(),
+    ]];
+    rows.extend(status.projects.iter().map(|p| {
+        vec![
+            p.name.clone(),
+            p.secrets.to_string(),
+            p.generation.to_string(),
+            ago(p.loaded_at_ms, now),
+            p.socket.clone(),
+        ]
+    }));
+    text.push('\n');
+    text.push_str(&columns(&rows));
+    for p in status.projects.iter().filter(|p| p.last_error.is_some()) {
+        text.push_str(&format!(
+            "\n! {}: {}\n",
+            p.name,
+            p.last_error.as_deref().unwrap_or_default()
+        ));
+    }
+    out(&text)
+}

@@ -1,0 +1,96 @@
+//! Finding the daemon and the project.
+//!
+//! The runtime folder resolves as fluxd's does ([`flux_protocol::paths`]).
+//! The project comes from `--project`, else `FLUX_PROJECT`, else the `name`
+//! in `./flux.json`. A project socket that cannot be reached is told apart
+//! from a daemon that is not running by trying the control socket, so the
+//! message names the real problem.
+
+use crate::failure::{EXIT_NOT_FOUND, EXIT_USAGE, Failure, Result};
+use flux_protocol::blocking::Client;
+use flux_protocol::limits::validate_project_name;
+use flux_protocol::paths;
+use std::path::{Path, PathBuf};
+
+/// Where to find fluxd and which project to act on.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub runtime_dir: PathBuf,
+    pub project: Option<String>,
+}
+
+impl Target {
+    pub fn new(runtime_dir: Option<&Path>, project: Option<String>) -> Self {
+        Self {
+            runtime_dir: paths::runtime_dir(runtime_dir),
+            project,
+        }
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        paths::control_socket(&self.runtime_dir)
+    }
+
+    /// The project to act on, from the flag, the environment or `flux.json`.
+    pub fn project(&self) -> Result<String> {
+        let name = match &self.project {
+            Some(p) => p.clone(),
+            None => project_from_flux_json(Path::new("flux.json"))?.ok_or_else(|| {
+                Failure::usage(
+                    "no project given: pass --project NAME, set FLUX_PROJECT, or run where flux.json names it (`fluxctl init NAME` writes one)",
+                )
+            })?,
+        };
+        validate_project_name(&name).map_err(|e| Failure::usage(e.to_string()))?;
+        Ok(name)
+    }
+
+    /// A connection to the control socket.
+    pub fn control(&self) -> Result<Client> {
+        Ok(Client::connect(self.control_socket())?)
+    }
+
+    /// A connection to the project's socket.
+    pub fn project_client(&self) -> Result<(String, Client)> {
+        let project = self.project()?;
+        let socket = paths::project_socket(&self.runtime_dir, &project);
+        match Client::connect(&socket) {
+            Ok(client) => Ok((project, client)),
+            Err(e) if e.is_unreachable() => {
+                // Is fluxd down, or is there no such project?
+                let mut control = self.control()?;
+                let known = control.list_projects()?.iter().any(|p| p.name == project);
+                if known {
+                    Err(e.into())
+                } else {
+                    Err(Failure::new(
+                        EXIT_NOT_FOUND,
+                        format!(
+                            "unknown project {project}: list projects with `fluxctl projects list`, create it with `fluxctl projects create {project}`"
+                        ),
+                    ))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The `name` field of a `flux.json`, if the file exists.
+pub fn project_from_flux_json(path: &Path) -> Result<Option<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Failure::usage(format!("cannot read {}: {e}", path.display()))),
+    };
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("{} is not valid JSON: {e}", path.display())))?;
+    match json.get("name") {
+        Some(serde_json::Value::String(name)) => Ok(Some(name.clone())),
+        Some(_) => Err(Failure::usage(format!(
+            "{}: \"name\" must be a string",
+            path.display()
+        ))),
+        None => Ok(None),
+    }
+}

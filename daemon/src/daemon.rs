@@ -1,0 +1,258 @@
+//! The daemon's lifecycle and its registry of projects.
+//!
+//! [`Daemon::start`] prepares the folders (mode 0700), takes an exclusive
+//! lock on the state folder (two daemons must never write one vault), loads
+//! every project that has a key, opens each project's socket, and opens the
+//! control socket last — so a connectable control socket means every
+//! project socket is already listening. [`Daemon::wait`] returns after the
+//! shutdown token fires and the daemon has drained: accept loops stopped,
+//! in-flight requests answered (within the grace period), socket files
+//! removed.
+//!
+//! Project creation and deletion are serialized by one async mutex; the
+//! registry itself is a read-mostly `RwLock` that no request holds across
+//! an await.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fsutil::ensure_private_dir;
+use crate::project::Project;
+use crate::server::{bind, remove_socket, spawn_accept_loop};
+use crate::session::Target;
+use crate::store::{LocalStore, Store};
+use crate::vault::now_ms;
+use flux_protocol::limits::validate_project_name;
+use flux_protocol::message::{DaemonStatus, ProjectInfo};
+use flux_protocol::paths;
+use nix::fcntl::{Flock, FlockArg};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Mode of every socket file.
+pub const SOCKET_MODE: u32 = 0o600;
+
+/// State shared by the listeners and sessions.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) projects: RwLock<BTreeMap<String, Arc<Project>>>,
+    admin: tokio::sync::Mutex<()>,
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    started_at_ms: u64,
+    _lock: Flock<File>,
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    shared: Arc<Shared>,
+}
+
+impl Daemon {
+    /// Starts serving (see the module docs). Returns once every socket is
+    /// listening.
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Self> {
+        ensure_private_dir(&config.state_dir)?;
+        ensure_private_dir(&config.runtime_dir)?;
+        ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
+        let lock = lock_state_dir(&config)?;
+        let store: Arc<dyn Store> = Arc::new(LocalStore::open(&config.state_dir)?);
+        let shared = Arc::new(Shared {
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            config,
+            store,
+            projects: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            tracker: TaskTracker::new(),
+            shutdown,
+            started_at_ms: now_ms(),
+            _lock: lock,
+        });
+        for name in shared.store.projects()? {
+            let project = Project::load(
+                &name,
+                shared.project_socket(&name),
+                shared.store.clone(),
+                shared.shutdown.child_token(),
+            )?;
+            if let Some(e) = project.info().last_error {
+                warn!(project = %name, error = %e, "project loaded with an error");
+            }
+            shared.serve_project(Arc::new(project))?;
+        }
+        let control = bind(&shared.control_socket(), SOCKET_MODE)?;
+        spawn_accept_loop(
+            shared.clone(),
+            control,
+            Target::Control,
+            shared.shutdown.clone(),
+        );
+        info!(
+            control = %shared.control_socket().display(),
+            state = %shared.config.state_dir.display(),
+            projects = shared.projects.read().unwrap_or_else(|e| e.into_inner()).len(),
+            "fluxd ready"
+        );
+        Ok(Self { shared })
+    }
+
+    /// The control socket's path.
+    pub fn control_socket(&self) -> PathBuf {
+        self.shared.control_socket()
+    }
+
+    /// Waits for the shutdown token, then drains (see the module docs).
+    pub async fn wait(self) {
+        let shared = self.shared;
+        shared.shutdown.cancelled().await;
+        info!("shutting down");
+        shared.tracker.close();
+        let grace = shared.config.limits.shutdown_grace;
+        if tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                "requests still running after {grace:?}; exiting without them"
+            );
+        }
+        remove_socket(&shared.control_socket());
+        let projects = shared.projects.read().unwrap_or_else(|e| e.into_inner());
+        for project in projects.values() {
+            remove_socket(project.socket());
+        }
+        info!("stopped");
+    }
+}
+
+/// Starts the daemon and serves until `shutdown` fires.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    Daemon::start(config, shutdown).await?.wait().await;
+    Ok(())
+}
+
+fn lock_state_dir(config: &Config) -> Result<Flock<File>> {
+    let path = config.state_dir.join("fluxd.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        Error::Config(format!(
+            "another fluxd is using the state folder {} ({}: {errno}); stop it, or pass another --state-dir",
+            config.state_dir.display(),
+            path.display()
+        ))
+    })?;
+    let _ = lock.set_len(0);
+    let _ = writeln!(&mut *lock, "{}", std::process::id());
+    Ok(lock)
+}
+
+impl Shared {
+    pub(crate) fn control_socket(&self) -> PathBuf {
+        paths::control_socket(&self.config.runtime_dir)
+    }
+
+    fn project_socket(&self, name: &str) -> PathBuf {
+        paths::project_socket(&self.config.runtime_dir, name)
+    }
+
+    /// Binds a project's socket and adds it to the registry.
+    fn serve_project(self: &Arc<Self>, project: Arc<Project>) -> Result<()> {
+        let listener = bind(project.socket(), SOCKET_MODE)?;
+        self.projects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(project.name().to_owned(), project.clone());
+        let cancel = project.cancel_token().clone();
+        spawn_accept_loop(self.clone(), listener, Target::Project(project), cancel);
+        Ok(())
+    }
+
+    fn project(&self, name: &str) -> Option<Arc<Project>> {
+        self.projects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Creates a project: key, empty vault, socket.
+    pub(crate) async fn create_project(self: &Arc<Self>, name: &str) -> Result<ProjectInfo> {
+        validate_project_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
+        let _admin = self.admin.lock().await;
+        if self.project(name).is_some() {
+            return Err(Error::AlreadyExists(name.to_owned()));
+        }
+        let (store, socket, cancel) = (
+            self.store.clone(),
+            self.project_socket(name),
+            self.shutdown.child_token(),
+        );
+        let owned = name.to_owned();
+        let project = tokio::task::spawn_blocking(move || Project::create(&owned, socket, store, cancel))
+            .await
+            .map_err(|e| Error::Internal(format!("project create task failed: {e}")))??;
+        let project = Arc::new(project);
+        if let Err(e) = self.serve_project(project.clone()) {
+            // Roll back: no socket means no project.
+            let _ = project.destroy().await;
+            return Err(e);
+        }
+        info!(project = %name, "project created");
+        Ok(project.info())
+    }
+
+    /// Deletes a project: key first, then vault, then socket.
+    pub(crate) async fn delete_project(&self, name: &str) -> Result<()> {
+        validate_project_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
+        let _admin = self.admin.lock().await;
+        let project = self
+            .project(name)
+            .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
+        project.destroy().await?;
+        self.projects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        remove_socket(project.socket());
+        info!(project = %name, "project deleted");
+        Ok(())
+    }
+
+    pub(crate) fn project_infos(&self) -> Vec<ProjectInfo> {
+        self.projects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|p| p.info())
+            .collect()
+    }
+
+    pub(crate) fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_at_ms: self.started_at_ms,
+            state_dir: self.config.state_dir.display().to_string(),
+            runtime_dir: self.config.runtime_dir.display().to_string(),
+            projects: self.project_infos(),
+        }
+    }
+}

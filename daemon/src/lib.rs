@@ -1,0 +1,37 @@
+//! `fluxd`, the Flux Secrets daemon, as a library: the binary only parses
+//! flags, sets up logging and signals, and calls [`run`].
+//!
+//! ```text
+//!  fluxctl ──► <runtime>/control.sock ──┐
+//!                                        ├─► Daemon ─► Project (snapshot) ─► Store
+//!  function ─► <runtime>/projects/p.sock ┘                                   ├─ keys/p.key
+//!                                                                            └─ vaults/p.age
+//! ```
+//!
+//! - [`config`]: folders and limits;
+//! - [`daemon`]: start-up, the project registry, shutdown;
+//! - [`server`]: socket files and accept loops; `session`: one connection;
+//! - [`project`]: in-memory snapshots and the serialized write path;
+//! - [`vault`]: the sealed JSON document and its age encryption;
+//! - [`keys`]: project identities and the seal key derived from them;
+//! - [`store`]: where keys and ciphertext live; [`fsutil`]: durable writes.
+//!
+//! Secret values live in zeroizing buffers ([`flux_protocol::SecretValue`])
+//! and reach no log, error or panic message.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod fsutil;
+pub mod keys;
+pub mod project;
+pub mod server;
+mod session;
+pub mod store;
+pub mod vault;
+
+pub use config::Config;
+pub use daemon::{Daemon, run};
+pub use error::{Error, Result};

@@ -1,0 +1,114 @@
+//! `fluxd`: parses flags, sets up logging and signals, runs the daemon, and
+//! maps the outcome to an exit status: 0 after a clean shutdown, 78
+//! (EX_CONFIG) for bad configuration so systemd does not restart-loop, 1 for
+//! any other failure.
+
+use clap::Parser;
+use fluxd::{Config, Error};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+const EX_CONFIG: u8 = 78;
+
+/// Flux Secrets daemon: serves per-project encrypted secrets to function
+/// processes over Unix sockets.
+#[derive(Debug, Parser)]
+#[command(name = "fluxd", version, about, long_about = None)]
+struct Args {
+    /// Folder for keys and vaults [env: FLUX_STATE_DIR, STATE_DIRECTORY;
+    /// default: $XDG_STATE_HOME/flux or ~/.local/state/flux]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Folder for sockets [env: FLUX_RUNTIME_DIR, RUNTIME_DIRECTORY;
+    /// default: $XDG_RUNTIME_DIR/flux or /tmp/flux-$UID]
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive
+    /// such as `fluxd=debug` [default: RUST_LOG, else info]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = match &args.log_level {
+        Some(level) => EnvFilter::try_new(level),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+    };
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fluxd: invalid --log-level: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // Files and sockets are private unless fluxd widens them explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+
+    let config = match Config::resolve(args.state_dir.as_deref(), args.runtime_dir.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fluxd")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = match shutdown_on_signals(shutdown.clone()) {
+            Ok(task) => task,
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "cannot install signal handlers: {e}"
+                )));
+            }
+        };
+        let result = fluxd::run(config, shutdown).await;
+        signals.abort();
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Error) -> ExitCode {
+    error!("{e}");
+    if e.is_config() {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Turns SIGTERM and SIGINT into a cancelled token.
+fn shutdown_on_signals(token: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "stopping");
+        token.cancel();
+    }))
+}

@@ -1,0 +1,196 @@
+//! Storage: where project keys and sealed vaults live.
+//!
+//! The [`Store`] trait is the whole interface the daemon needs — list,
+//! load, store and delete, for keys and for vault ciphertext — so a
+//! replicated backend can sit beside the local folder. Stores only ever see
+//! ciphertext and keys; sealing and encryption happen above them.
+//!
+//! [`LocalStore`] keeps `<state>/keys/<project>.key` (mode 0600) and
+//! `<state>/vaults/<project>.age` (mode 0600), written with
+//! [`crate::fsutil::write_atomic`].
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, ensure_private_dir, is_temp_name, write_atomic};
+use crate::keys::ProjectKey;
+use flux_protocol::limits::validate_project_name;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// Where the daemon keeps project keys and vaults.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Names of the projects that have a key, sorted.
+    fn projects(&self) -> Result<Vec<String>>;
+    /// Reads a project's key.
+    fn load_key(&self, project: &str) -> Result<ProjectKey>;
+    /// Writes a new project key; fails if one exists (a key is never
+    /// overwritten: that would make its vault unreadable).
+    fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()>;
+    /// Removes a project key durably. Without it the vault and every backup
+    /// of it are unreadable.
+    fn delete_key(&self, project: &str) -> Result<()>;
+    /// Reads a vault's ciphertext; `None` when there is none.
+    fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>>;
+    /// Replaces a vault's ciphertext atomically and durably.
+    fn store_vault(&self, project: &str, ciphertext: &[u8]) -> Result<()>;
+    /// Removes a vault durably.
+    fn delete_vault(&self, project: &str) -> Result<()>;
+    /// Where a project's vault is, for messages.
+    fn vault_location(&self, project: &str) -> PathBuf;
+}
+
+/// A folder on the local disk: `keys/` and `vaults/` under the state dir.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    keys: PathBuf,
+    vaults: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (creating with mode 0700 where missing) the store under
+    /// `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self> {
+        let store = Self {
+            keys: state_dir.join("keys"),
+            vaults: state_dir.join("vaults"),
+        };
+        ensure_private_dir(&store.keys)?;
+        ensure_private_dir(&store.vaults)?;
+        Ok(store)
+    }
+
+    /// `<state>/keys/<project>.key`.
+    pub fn key_path(&self, project: &str) -> PathBuf {
+        self.keys.join(format!("{project}.key"))
+    }
+
+    /// `<state>/vaults/<project>.age`.
+    pub fn vault_path(&self, project: &str) -> PathBuf {
+        self.vaults.join(format!("{project}.age"))
+    }
+
+    /// The folder of vault files.
+    pub fn vaults_dir(&self) -> &Path {
+        &self.vaults
+    }
+
+    /// The folder of key files.
+    pub fn keys_dir(&self) -> &Path {
+        &self.keys
+    }
+}
+
+/// Project names found as `<name><ext>` in `dir`, skipping temp files and
+/// names that are not valid project names.
+pub fn names_in(dir: &Path, ext: &str) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("read folder", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read folder", dir, e))?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if is_temp_name(file_name) {
+            continue;
+        }
+        if let Some(name) = file_name.strip_suffix(ext)
+            && validate_project_name(name).is_ok()
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+impl Store for LocalStore {
+    fn projects(&self) -> Result<Vec<String>> {
+        names_in(&self.keys, ".key")
+    }
+
+    fn load_key(&self, project: &str) -> Result<ProjectKey> {
+        let path = self.key_path(project);
+        let text = Zeroizing::new(
+            fs::read_to_string(&path).map_err(|e| Error::io("read key", &path, e))?,
+        );
+        ProjectKey::parse(&text).map_err(|reason| Error::Key {
+            path,
+            reason: reason.into(),
+        })
+    }
+
+    fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()> {
+        let path = self.key_path(project);
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let contents = key.to_file_contents(&created);
+        // create_new: an existing key is never replaced. The key is written
+        // in place (mode 0600 from the first byte) and fsynced; a crash
+        // before the vault exists leaves a project with no secrets.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                ErrorKind::AlreadyExists => Error::AlreadyExists(project.to_owned()),
+                _ => Error::io("create key", &path, e),
+            })?;
+        file.write_all(contents.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write key", &path, e))?;
+        fsutil::sync_dir(&self.keys)
+    }
+
+    fn delete_key(&self, project: &str) -> Result<()> {
+        fsutil::remove_durably(&self.key_path(project))
+    }
+
+    fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.vault_path(project);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read vault", &path, e)),
+        }
+    }
+
+    fn store_vault(&self, project: &str, ciphertext: &[u8]) -> Result<()> {
+        write_atomic(&self.vault_path(project), ciphertext, 0o600)
+    }
+
+    fn delete_vault(&self, project: &str) -> Result<()> {
+        fsutil::remove_durably(&self.vault_path(project))
+    }
+
+    fn vault_location(&self, project: &str) -> PathBuf {
+        self.vault_path(project)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_key("app", &ProjectKey::generate()).unwrap();
+        let err = store.create_key("app", &ProjectKey::generate()).unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+        assert_eq!(store.projects().unwrap(), vec!["app".to_owned()]);
+    }
+
+    #[test]
+    fn scan_skips_temp_and_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        for f in ["a.key", ".a.key.x.tmp", "b.txt", "-x.key", "c.key"] {
+            fs::write(store.keys_dir().join(f), "").unwrap();
+        }
+        assert_eq!(store.projects().unwrap(), vec!["a", "c"]);
+    }
+}

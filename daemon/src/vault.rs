@@ -1,0 +1,381 @@
+//! The vault: a project's secrets as one sealed JSON document, encrypted
+//! with age to the project's recipient. `docs/VAULT.md` is the reference.
+//!
+//! ```json
+//! {
+//!   "format": "flux-secrets-vault",
+//!   "version": 1,
+//!   "project": "my-app",
+//!   "secrets": {
+//!     "OPENAI_API_KEY": { "value": "…", "set_at": "2026-11-27T21:49:25.123Z" }
+//!   },
+//!   "seal": "hmac-sha256:<64 hex digits>"
+//! }
+//! ```
+//!
+//! age does not authenticate who encrypted a file: anyone who knows the
+//! public recipient can write a vault that decrypts. The seal closes that
+//! gap: it is HMAC-SHA256, under a key derived from the project identity
+//! ([`crate::keys`]), over the document without its `seal` field, serialized
+//! as compact JSON with keys in the order above and secrets sorted by name
+//! (what serde_json writes for these types). Only a holder of the identity
+//! can produce it, so a vault that is merely encrypted to the recipient is
+//! refused like a corrupt one.
+//!
+//! Errors describe the failure (line and column for JSON) and never quote
+//! the document, which holds values.
+
+use crate::keys::ProjectKey;
+use flux_protocol::SecretValue;
+use flux_protocol::limits::{validate_secret_name, validate_value_len};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+/// The `format` field of every vault document.
+pub const FORMAT: &str = "flux-secrets-vault";
+/// The document version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Prefix of the `seal` field.
+pub const SEAL_PREFIX: &str = "hmac-sha256:";
+/// Largest plaintext a vault may decrypt to (bounds memory on a hostile file).
+pub const MAX_PLAINTEXT: u64 = 256 * 1024 * 1024;
+
+/// One secret in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: SecretValue,
+    /// When it was set, ms since the Unix epoch.
+    pub set_at_ms: u64,
+}
+
+/// A project's secrets by name.
+pub type Secrets = BTreeMap<String, Entry>;
+
+/// Why a vault could not be opened. Never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct VaultError(pub String);
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: String,
+    version: u32,
+    project: String,
+    secrets: BTreeMap<String, DocEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocEntry {
+    value: SecretValue,
+    set_at: String,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn format_time_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn parse_time_ms(s: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339(s).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
+fn json_error(e: &serde_json::Error) -> VaultError {
+    // serde_json's own message may quote the offending data, which can be a
+    // value: report the category and position only.
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "JSON syntax error",
+        serde_json::error::Category::Data => "wrong field or type for a vault document",
+        serde_json::error::Category::Eof => "the JSON ends early",
+    };
+    VaultError(format!(
+        "{what} at line {} column {}",
+        e.line(),
+        e.column()
+    ))
+}
+
+fn mac(doc: &Document, key: &ProjectKey) -> Result<Hmac<Sha256>, VaultError> {
+    debug_assert!(doc.seal.is_none());
+    let canonical = Zeroizing::new(
+        serde_json::to_vec(doc).map_err(|e| VaultError(format!("cannot encode: {e}")))?,
+    );
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.seal_key())
+        .expect("HMAC takes a key of any length");
+    mac.update(&canonical);
+    Ok(mac)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// The sealed plaintext document for `secrets`, pretty-printed JSON.
+pub fn seal_document(
+    project: &str,
+    secrets: &Secrets,
+    key: &ProjectKey,
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    let mut doc = Document {
+        format: FORMAT.into(),
+        version: VERSION,
+        project: project.into(),
+        secrets: secrets
+            .iter()
+            .map(|(name, e)| {
+                (
+                    name.clone(),
+                    DocEntry {
+                        value: e.value.clone(),
+                        set_at: format_time_ms(e.set_at_ms),
+                    },
+                )
+            })
+            .collect(),
+        seal: None,
+    };
+    let tag = mac(&doc, key)?.finalize().into_bytes();
+    doc.seal = Some(format!("{SEAL_PREFIX}{}", hex(&tag)));
+    let mut out = Zeroizing::new(
+        serde_json::to_vec_pretty(&doc).map_err(|e| VaultError(format!("cannot encode: {e}")))?,
+    );
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Parses and checks a plaintext document: its format and version, that it
+/// belongs to `project`, every name and value, and — when `key` is given —
+/// its seal.
+pub fn open_document(
+    plaintext: &[u8],
+    project: &str,
+    key: Option<&ProjectKey>,
+) -> Result<Secrets, VaultError> {
+    let mut doc: Document = serde_json::from_slice(plaintext).map_err(|e| json_error(&e))?;
+    if doc.format != FORMAT {
+        return Err(VaultError(format!(
+            "not a Flux Secrets vault document (format is {:?}, expected {FORMAT:?})",
+            doc.format
+        )));
+    }
+    if doc.version != VERSION {
+        return Err(VaultError(format!(
+            "vault document version {} is not supported (this fluxd reads version {VERSION})",
+            doc.version
+        )));
+    }
+    if doc.project != project {
+        return Err(VaultError(format!(
+            "the document belongs to project {:?}, not {project:?}",
+            doc.project
+        )));
+    }
+    if let Some(key) = key {
+        let seal = doc.seal.take().ok_or_else(|| {
+            VaultError(
+                "the document is not sealed by the project key (no \"seal\" field): \
+                 write it with `fluxctl vault seal`, not plain `age -r`"
+                    .into(),
+            )
+        })?;
+        let tag = seal
+            .strip_prefix(SEAL_PREFIX)
+            .and_then(unhex)
+            .ok_or_else(|| VaultError(format!("the seal is not {SEAL_PREFIX}<64 hex digits>")))?;
+        mac(&doc, key)?.verify_slice(&tag).map_err(|_| {
+            VaultError(
+                "the seal does not match: the document was altered or sealed with another key"
+                    .into(),
+            )
+        })?;
+    }
+    let mut secrets = Secrets::new();
+    for (name, entry) in doc.secrets {
+        validate_secret_name(&name).map_err(|e| VaultError(e.to_string()))?;
+        validate_value_len(entry.value.len())
+            .map_err(|e| VaultError(format!("secret {name}: {e}")))?;
+        let set_at_ms = parse_time_ms(&entry.set_at).ok_or_else(|| {
+            VaultError(format!(
+                "secret {name}: set_at is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z"
+            ))
+        })?;
+        secrets.insert(
+            name,
+            Entry {
+                value: entry.value,
+                set_at_ms,
+            },
+        );
+    }
+    Ok(secrets)
+}
+
+/// Encrypts a plaintext to the project's recipient (binary age format).
+pub fn encrypt(plaintext: &[u8], key: &ProjectKey) -> Result<Vec<u8>, VaultError> {
+    let enc = age::Encryptor::with_recipients(std::iter::once(key.recipient() as &dyn age::Recipient))
+        .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
+    let mut out = Vec::with_capacity(plaintext.len() + 256);
+    let mut w = enc
+        .wrap_output(&mut out)
+        .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
+    w.write_all(plaintext)
+        .and_then(|()| w.finish().map(drop))
+        .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
+    Ok(out)
+}
+
+/// Decrypts an age file (binary or armored) with the project's identity.
+pub fn decrypt(ciphertext: &[u8], key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    let armored = age::armor::ArmoredReader::new(ciphertext);
+    let dec = age::Decryptor::new(armored).map_err(|e| VaultError(decrypt_reason(&e)))?;
+    let reader = dec
+        .decrypt(std::iter::once(key.identity() as &dyn age::Identity))
+        .map_err(|e| VaultError(decrypt_reason(&e)))?;
+    let mut out = Zeroizing::new(Vec::new());
+    reader
+        .take(MAX_PLAINTEXT + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| VaultError(format!("cannot decrypt: the file is truncated or corrupt ({e})")))?;
+    if out.len() as u64 > MAX_PLAINTEXT {
+        return Err(VaultError(format!(
+            "the plaintext exceeds {MAX_PLAINTEXT} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+fn decrypt_reason(e: &age::DecryptError) -> String {
+    match e {
+        age::DecryptError::NoMatchingKeys => {
+            "cannot decrypt: the file is not encrypted to this project's key".into()
+        }
+        other => format!("cannot decrypt: not a valid age file ({other})"),
+    }
+}
+
+/// Seals and encrypts `secrets`: the bytes of a vault file.
+pub fn seal(project: &str, secrets: &Secrets, key: &ProjectKey) -> Result<Vec<u8>, VaultError> {
+    let doc = seal_document(project, secrets, key)?;
+    encrypt(&doc, key)
+}
+
+/// Decrypts and checks a vault file (the seal included).
+pub fn open(ciphertext: &[u8], project: &str, key: &ProjectKey) -> Result<Secrets, VaultError> {
+    let plaintext = decrypt(ciphertext, key)?;
+    open_document(&plaintext, project, Some(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Secrets {
+        let mut s = Secrets::new();
+        s.insert(
+            "B_KEY".into(),
+            Entry {
+                value: "sk-b".into(),
+                set_at_ms: 1_700_000_000_123,
+            },
+        );
+        s.insert(
+            "A_KEY".into(),
+            Entry {
+                value: "line1\nline2 \"quoted\" ✓".into(),
+                set_at_ms: 1_600_000_000_000,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn seal_and_open_round_trip() {
+        let key = ProjectKey::generate();
+        let file = seal("app", &sample(), &key).unwrap();
+        assert!(file.starts_with(b"age-encryption.org/v1\n"));
+        assert!(!file.windows(4).any(|w| w == b"sk-b"), "value in the clear");
+        assert_eq!(open(&file, "app", &key).unwrap(), sample());
+    }
+
+    #[test]
+    fn unsealed_or_altered_documents_are_refused() {
+        let key = ProjectKey::generate();
+        let doc = seal_document("app", &sample(), &key).unwrap();
+        let mut json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+
+        let mut altered = json.clone();
+        altered["secrets"]["B_KEY"]["value"] = "attacker".into();
+        let err = open_document(&serde_json::to_vec(&altered).unwrap(), "app", Some(&key))
+            .unwrap_err();
+        assert!(err.0.contains("does not match"), "{err}");
+
+        json.as_object_mut().unwrap().remove("seal");
+        let err =
+            open_document(&serde_json::to_vec(&json).unwrap(), "app", Some(&key)).unwrap_err();
+        assert!(err.0.contains("not sealed"), "{err}");
+
+        let other = ProjectKey::generate();
+        let err = open_document(&doc, "app", Some(&other)).unwrap_err();
+        assert!(err.0.contains("does not match"), "{err}");
+    }
+
+    #[test]
+    fn reformatting_keeps_the_seal_valid() {
+        let key = ProjectKey::generate();
+        let doc = seal_document("app", &sample(), &key).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        let compact = serde_json::to_vec(&json).unwrap();
+        assert_eq!(open_document(&compact, "app", Some(&key)).unwrap(), sample());
+    }
+
+    #[test]
+    fn errors_never_quote_values() {
+        let key = ProjectKey::generate();
+        let bad = br#"{"format":"flux-secrets-vault","version":1,"project":"app",
+            "secrets":{"A":{"value":12345678,"set_at":"2026-01-01T00:00:00Z"}}}"#;
+        let err = open_document(bad, "app", Some(&key)).unwrap_err();
+        assert!(!err.0.contains("12345678"), "{err}");
+        assert!(err.0.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn wrong_key_and_garbage_are_clear_errors() {
+        let key = ProjectKey::generate();
+        let file = seal("app", &sample(), &key).unwrap();
+        let err = open(&file, "app", &ProjectKey::generate()).unwrap_err();
+        assert!(err.0.contains("not encrypted to this project's key"), "{err}");
+        let err = open(&file[..file.len() / 2], "app", &key).unwrap_err();
+        assert!(err.0.contains("cannot decrypt"), "{err}");
+        assert!(open(b"garbage", "app", &key).is_err());
+        let err = open(&file, "other", &key).unwrap_err();
+        assert!(err.0.contains("belongs to project"), "{err}");
+    }
+}

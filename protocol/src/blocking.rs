@@ -1,0 +1,91 @@
+//! A blocking wrapper around [`crate::Client`] for programs without an async
+//! runtime (`fluxctl`, scripts, tests). Each client owns a small
+//! current-thread runtime, so there is one implementation of the protocol.
+//! Do not use it from inside an async runtime; use [`crate::Client`] there.
+
+use crate::client::ClientError;
+use crate::message::*;
+use crate::secret::SecretValue;
+use std::path::Path;
+
+/// A blocking connection to a fluxd socket.
+#[derive(Debug)]
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    inner: crate::Client,
+}
+
+impl Client {
+    /// Connects to `path` and performs the handshake.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ClientError::Io {
+                path: path.as_ref().to_path_buf(),
+                source,
+            })?;
+        let inner = rt.block_on(crate::Client::connect(path))?;
+        Ok(Self { rt, inner })
+    }
+
+    /// The socket this client is connected to.
+    pub fn path(&self) -> &Path {
+        self.inner.path()
+    }
+
+    /// The daemon's handshake answer.
+    pub fn welcome(&self) -> &Welcome {
+        self.inner.welcome()
+    }
+
+    /// See [`crate::Client::call`].
+    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        self.rt.block_on(self.inner.call(req))
+    }
+
+    /// See [`crate::Client::get`].
+    pub fn get(&mut self, name: &str) -> Result<SecretValue, ClientError> {
+        self.rt.block_on(self.inner.get(name))
+    }
+
+    /// See [`crate::Client::get_all`].
+    pub fn get_all(&mut self) -> Result<Vec<NamedValue>, ClientError> {
+        self.rt.block_on(self.inner.get_all())
+    }
+
+    /// See [`crate::Client::list`].
+    pub fn list(&mut self) -> Result<Vec<SecretInfo>, ClientError> {
+        self.rt.block_on(self.inner.list())
+    }
+
+    /// See [`crate::Client::set`].
+    pub fn set(&mut self, name: &str, value: SecretValue) -> Result<Stored, ClientError> {
+        self.rt.block_on(self.inner.set(name, value))
+    }
+
+    /// See [`crate::Client::delete`].
+    pub fn delete(&mut self, name: &str) -> Result<Deleted, ClientError> {
+        self.rt.block_on(self.inner.delete(name))
+    }
+
+    /// See [`crate::Client::create_project`].
+    pub fn create_project(&mut self, name: &str) -> Result<ProjectInfo, ClientError> {
+        self.rt.block_on(self.inner.create_project(name))
+    }
+
+    /// See [`crate::Client::delete_project`].
+    pub fn delete_project(&mut self, name: &str) -> Result<ProjectName, ClientError> {
+        self.rt.block_on(self.inner.delete_project(name))
+    }
+
+    /// See [`crate::Client::list_projects`].
+    pub fn list_projects(&mut self) -> Result<Vec<ProjectInfo>, ClientError> {
+        self.rt.block_on(self.inner.list_projects())
+    }
+
+    /// See [`crate::Client::status`].
+    pub fn status(&mut self) -> Result<DaemonStatus, ClientError> {
+        self.rt.block_on(self.inner.status())
+    }
+}

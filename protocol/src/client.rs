@@ -1,0 +1,257 @@
+//! The async client: one connection to one socket, a handshake on connect,
+//! then one request and one response at a time.
+//!
+//! Typed helpers (`get`, `set`, …) turn a [`Response::Error`] into
+//! [`ClientError::Remote`] carrying the daemon's [`ErrorCode`], and an
+//! answer of the wrong kind into [`ClientError::Unexpected`].
+
+use crate::codec::{self, CodecError};
+use crate::error::ErrorCode;
+use crate::limits::MAX_RESPONSE_FRAME_LEN;
+use crate::message::*;
+use crate::secret::SecretValue;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::io;
+use std::path::{Path, PathBuf};
+use tokio::net::UnixStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// What can go wrong talking to `fluxd`. No variant ever holds a value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The socket could not be reached: fluxd is not running, or the path is
+    /// wrong.
+    #[error(
+        "cannot connect to {} ({}): is fluxd running? start it with `fluxd`, or check `systemctl status fluxd`",
+        path.display(),
+        io_reason(source)
+    )]
+    Connect { path: PathBuf, source: io::Error },
+    /// Reading or writing the connection failed.
+    #[error("connection to {} failed: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// fluxd closed the connection before answering.
+    #[error("fluxd closed the connection on {} before answering", path.display())]
+    Closed { path: PathBuf },
+    /// A message could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// fluxd answered with an error.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
+    /// fluxd answered with a message that does not fit the request.
+    #[error("unexpected answer to {op}: a {got} message")]
+    Unexpected { op: &'static str, got: &'static str },
+}
+
+impl ClientError {
+    /// The daemon's error code, when the daemon answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True when the socket could not be reached or the connection broke,
+    /// as opposed to the daemon refusing the request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Io { .. } | Self::Closed { .. }
+        )
+    }
+}
+
+/// An I/O error's description without the "(os error N)" suffix.
+pub fn io_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    }
+}
+
+/// The variant's name, for [`ClientError::Unexpected`].
+fn kind(resp: &Response) -> &'static str {
+    match resp {
+        Response::Welcome(_) => "welcome",
+        Response::Error(_) => "error",
+        Response::Value(_) => "value",
+        Response::Secrets(_) => "secrets",
+        Response::Stored(_) => "stored",
+        Response::Deleted(_) => "deleted",
+        Response::Values(_) => "values",
+        Response::ProjectCreated(_) => "project created",
+        Response::ProjectDeleted(_) => "project deleted",
+        Response::Projects(_) => "projects",
+        Response::Status(_) => "status",
+    }
+}
+
+/// A connection to a fluxd socket.
+#[derive(Debug)]
+pub struct Client {
+    framed: Framed<UnixStream, LengthDelimitedCodec>,
+    path: PathBuf,
+    welcome: Welcome,
+}
+
+/// Turns an answer into `Ok(payload)` for the expected variant.
+macro_rules! expect {
+    ($resp:expr, $op:expr, $variant:path) => {
+        match $resp {
+            $variant(inner) => Ok(inner),
+            other => Err(ClientError::Unexpected {
+                op: $op,
+                got: kind(&other),
+            }),
+        }
+    };
+}
+
+impl Client {
+    /// Connects to `path` and performs the handshake.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = path.as_ref().to_path_buf();
+        let stream = UnixStream::connect(&path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.clone(),
+                source,
+            })?;
+        let framed = Framed::new(stream, codec::framing(MAX_RESPONSE_FRAME_LEN));
+        let mut client = Self {
+            framed,
+            path,
+            welcome: Welcome {
+                version: 0,
+                server: String::new(),
+                scope: Scope::Control,
+            },
+        };
+        let hello = Request::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            client: format!("flux-protocol/{}", env!("CARGO_PKG_VERSION")),
+        });
+        client.welcome = expect!(client.call(&hello).await?, "hello", Response::Welcome)?;
+        Ok(client)
+    }
+
+    /// The socket this client is connected to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The daemon's handshake answer.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends a request and returns the answer; an error answer becomes
+    /// [`ClientError::Remote`].
+    pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        self.send(req).await?;
+        match self.recv().await? {
+            Response::Error(e) => Err(ClientError::Remote {
+                code: e.code,
+                message: e.message,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends one request without waiting for the answer.
+    pub async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        let payload = codec::encode(req)?;
+        self.framed
+            .send(Bytes::from(payload))
+            .await
+            .map_err(|source| self.io(source))
+    }
+
+    /// Receives the next message from the daemon.
+    pub async fn recv(&mut self) -> Result<Response, ClientError> {
+        match self.framed.next().await {
+            Some(Ok(frame)) => Ok(codec::decode(&frame)?),
+            Some(Err(source)) => Err(self.io(source)),
+            None => Err(ClientError::Closed {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    fn io(&self, source: io::Error) -> ClientError {
+        ClientError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// A secret's value.
+    pub async fn get(&mut self, name: &str) -> Result<SecretValue, ClientError> {
+        let req = Request::Get(Get { name: name.into() });
+        expect!(self.call(&req).await?, "get", Response::Value)
+    }
+
+    /// Every secret with its value, sorted by name.
+    pub async fn get_all(&mut self) -> Result<Vec<NamedValue>, ClientError> {
+        expect!(self.call(&Request::GetAll).await?, "get_all", Response::Values)
+    }
+
+    /// Names and set times, sorted by name.
+    pub async fn list(&mut self) -> Result<Vec<SecretInfo>, ClientError> {
+        expect!(self.call(&Request::List).await?, "list", Response::Secrets)
+    }
+
+    /// Creates or replaces a secret.
+    pub async fn set(&mut self, name: &str, value: SecretValue) -> Result<Stored, ClientError> {
+        let req = Request::Set(Set {
+            name: name.into(),
+            value,
+        });
+        expect!(self.call(&req).await?, "set", Response::Stored)
+    }
+
+    /// Removes a secret.
+    pub async fn delete(&mut self, name: &str) -> Result<Deleted, ClientError> {
+        let req = Request::Delete(Delete { name: name.into() });
+        expect!(self.call(&req).await?, "delete", Response::Deleted)
+    }
+
+    /// Creates a project (control socket).
+    pub async fn create_project(&mut self, name: &str) -> Result<ProjectInfo, ClientError> {
+        let req = Request::CreateProject(ProjectName { name: name.into() });
+        expect!(
+            self.call(&req).await?,
+            "create_project",
+            Response::ProjectCreated
+        )
+    }
+
+    /// Deletes a project with all its secrets (control socket).
+    pub async fn delete_project(&mut self, name: &str) -> Result<ProjectName, ClientError> {
+        let req = Request::DeleteProject(ProjectName { name: name.into() });
+        expect!(
+            self.call(&req).await?,
+            "delete_project",
+            Response::ProjectDeleted
+        )
+    }
+
+    /// The projects served, sorted by name (control socket).
+    pub async fn list_projects(&mut self) -> Result<Vec<ProjectInfo>, ClientError> {
+        expect!(
+            self.call(&Request::ListProjects).await?,
+            "list_projects",
+            Response::Projects
+        )
+    }
+
+    /// Daemon status (control socket).
+    pub async fn status(&mut self) -> Result<DaemonStatus, ClientError> {
+        expect!(self.call(&Request::Status).await?, "status", Response::Status)
+    }
+}

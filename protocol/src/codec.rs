@@ -1,0 +1,143 @@
+//! Framing and encoding.
+//!
+//! A frame is a 4-byte big-endian payload length followed by the payload
+//! (tokio-util's [`LengthDelimitedCodec`] with its defaults). The maximum
+//! length is checked against the prefix before any buffer is allocated, so a
+//! 4 GiB prefix costs the daemon nothing but closing that connection.
+//!
+//! Payloads are bincode with [`bincode::config::legacy`]: fixed-width
+//! little-endian integers, `u64` lengths for strings and sequences, `u32`
+//! enum variant indexes, one byte for `bool` and the `Option` tag. That is
+//! bincode 1's layout, simple enough to write by hand in any language.
+//! Decoding refuses trailing bytes and is bounded by the frame size.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io::{self, Read, Write};
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// Why a payload could not be encoded or decoded. Messages describe the
+/// shape of the failure, never the bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+    #[error("malformed message: {0}")]
+    Decode(String),
+    #[error("malformed message: {extra} trailing bytes after a {used}-byte message")]
+    TrailingBytes { used: usize, extra: usize },
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+}
+
+fn config() -> impl bincode::config::Config {
+    // The limit bounds any length a hostile payload claims; real payloads
+    // are already bounded by the frame size.
+    bincode::config::legacy().with_limit::<{ crate::limits::MAX_RESPONSE_FRAME_LEN }>()
+}
+
+/// The frame codec for a connection, refusing frames longer than `max_len`.
+pub fn framing(max_len: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(max_len)
+        .new_codec()
+}
+
+/// Encodes a message into a payload (without the length prefix).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(msg, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a whole payload into a message; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
+    let (msg, used) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != payload.len() {
+        return Err(CodecError::TrailingBytes {
+            used,
+            extra: payload.len() - used,
+        });
+    }
+    Ok(msg)
+}
+
+/// Writes one frame (length prefix and payload) to a blocking writer.
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Reads one frame's payload from a blocking reader: `Ok(None)` on a clean
+/// close before a frame starts, an error on a close mid-frame or a length
+/// over `max_len` (checked before allocating).
+pub fn read_frame(r: &mut impl Read, max_len: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut prefix[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max_len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            CodecError::TooLarge { len, max: max_len },
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some(payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Get, Request};
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode(&Request::List).unwrap();
+        bytes.push(0);
+        let err = decode::<Request>(&bytes).unwrap_err();
+        assert!(matches!(err, CodecError::TrailingBytes { extra: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn truncated_payload_is_an_error() {
+        let bytes = encode(&Request::Get(Get { name: "ABC".into() })).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(decode::<Request>(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn read_frame_checks_the_limit_before_reading() {
+        let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        let err = read_frame(&mut input, 1024).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    }
+
+    #[test]
+    fn read_frame_distinguishes_clean_and_torn_close() {
+        let mut empty: &[u8] = &[];
+        assert!(read_frame(&mut empty, 16).unwrap().is_none());
+        let mut torn: &[u8] = &[0, 0];
+        assert!(read_frame(&mut torn, 16).is_err());
+        let mut short: &[u8] = &[0, 0, 0, 5, 1, 2];
+        assert!(read_frame(&mut short, 16).is_err());
+    }
+}

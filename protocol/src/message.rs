@@ -1,0 +1,215 @@
+//! Messages: one [`Request`] enum a client sends and one [`Response`] enum
+//! the daemon answers, each variant with its own payload struct.
+//!
+//! bincode encodes an enum variant by its position (a `u32`), so variants are
+//! only ever appended — never reordered or removed — and a payload struct is
+//! never changed without raising [`PROTOCOL_VERSION`]. `protocol/tests/`
+//! holds golden bytes for every message; `PROTOCOL.md` documents them.
+//!
+//! Which project a request is about is decided by the socket it arrived on,
+//! never by a field in the request: project sockets serve `Get`, `GetAll`,
+//! `List`, `Set` and `Delete`; the control socket serves the project and
+//! status requests.
+
+use crate::error::ErrorCode;
+use crate::secret::SecretValue;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks. A daemon answers a `Hello` with a
+/// different version with [`ErrorCode::VersionMismatch`] and closes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Everything a client can ask. The first request on a connection must be
+/// `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// 0: opens the conversation.
+    Hello(Hello),
+    /// 1: a secret's value (project socket).
+    Get(Get),
+    /// 2: names and set times, never values (project socket).
+    List,
+    /// 3: create or replace a secret (project socket).
+    Set(Set),
+    /// 4: remove a secret (project socket).
+    Delete(Delete),
+    /// 5: every name with its value, for `fluxctl run` (project socket).
+    GetAll,
+    /// 6: create a project with a new key and an empty vault (control socket).
+    CreateProject(ProjectName),
+    /// 7: delete a project: key, vault and socket (control socket).
+    DeleteProject(ProjectName),
+    /// 8: the projects this daemon serves (control socket).
+    ListProjects,
+    /// 9: daemon and per-project health (control socket).
+    Status,
+}
+
+impl Request {
+    /// The operation's name, for logs and audit lines (never a value).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "hello",
+            Self::Get(_) => "get",
+            Self::List => "list",
+            Self::Set(_) => "set",
+            Self::Delete(_) => "delete",
+            Self::GetAll => "get_all",
+            Self::CreateProject(_) => "create_project",
+            Self::DeleteProject(_) => "delete_project",
+            Self::ListProjects => "list_projects",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// Everything the daemon answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// 0: the handshake succeeded.
+    Welcome(Welcome),
+    /// 1: the request failed; the connection stays usable unless the
+    /// handshake failed.
+    Error(ErrorReply),
+    /// 2: answer to `Get`.
+    Value(SecretValue),
+    /// 3: answer to `List`, sorted by name.
+    Secrets(Vec<SecretInfo>),
+    /// 4: answer to `Set`.
+    Stored(Stored),
+    /// 5: answer to `Delete`.
+    Deleted(Deleted),
+    /// 6: answer to `GetAll`, sorted by name.
+    Values(Vec<NamedValue>),
+    /// 7: answer to `CreateProject`.
+    ProjectCreated(ProjectInfo),
+    /// 8: answer to `DeleteProject`.
+    ProjectDeleted(ProjectName),
+    /// 9: answer to `ListProjects`, sorted by name.
+    Projects(Vec<ProjectInfo>),
+    /// 10: answer to `Status`.
+    Status(DaemonStatus),
+}
+
+/// Payload of [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal the daemon's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// Free text naming the client (`fluxctl/0.1.0`), for logs.
+    pub client: String,
+}
+
+/// Payload of [`Response::Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The daemon's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// Free text naming the daemon (`fluxd/0.1.0`).
+    pub server: String,
+    /// What this socket serves.
+    pub scope: Scope,
+}
+
+/// What a socket serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    /// 0: the control socket.
+    Control,
+    /// 1: one project's socket.
+    Project(String),
+}
+
+/// Payload of [`Request::Get`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Get {
+    pub name: String,
+}
+
+/// Payload of [`Request::Set`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Set {
+    pub name: String,
+    pub value: SecretValue,
+}
+
+/// Payload of [`Request::Delete`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delete {
+    pub name: String,
+}
+
+/// A project's name, payload of the project requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectName {
+    pub name: String,
+}
+
+/// Payload of [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    /// Human-readable, names what failed and what to do; never a value.
+    pub message: String,
+}
+
+/// One secret in a [`Response::Secrets`] listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    /// When the value was last set, in milliseconds since the Unix epoch.
+    pub set_at_ms: u64,
+}
+
+/// Payload of [`Response::Stored`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// True when the name was new, false when an existing value was replaced.
+    pub created: bool,
+    /// The project's snapshot generation that holds the new value.
+    pub generation: u64,
+}
+
+/// Payload of [`Response::Deleted`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The project's snapshot generation without the name.
+    pub generation: u64,
+}
+
+/// One entry of [`Response::Values`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedValue {
+    pub name: String,
+    pub value: SecretValue,
+}
+
+/// A project as the control socket describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectInfo {
+    pub name: String,
+    /// Absolute path of the project's socket.
+    pub socket: String,
+    /// Number of secrets in the served snapshot.
+    pub secrets: u64,
+    /// Snapshot generation: raised by every set, delete and reload.
+    pub generation: u64,
+    /// When the served snapshot was loaded or written, ms since the epoch.
+    pub loaded_at_ms: u64,
+    /// The last failed load of the vault file, if the served snapshot is
+    /// older than the file on disk. Names a path and a reason, never a value.
+    pub last_error: Option<String>,
+}
+
+/// Payload of [`Response::Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// `fluxd`'s version.
+    pub version: String,
+    pub pid: u32,
+    /// When the daemon started, ms since the epoch.
+    pub started_at_ms: u64,
+    pub state_dir: String,
+    pub runtime_dir: String,
+    pub projects: Vec<ProjectInfo>,
+}

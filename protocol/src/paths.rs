@@ -1,0 +1,63 @@
+//! Where sockets live. `fluxd` and every client find the runtime folder the
+//! same way, so a bare `fluxd` and a bare `fluxctl` meet without flags:
+//!
+//! 1. an explicit path (`--runtime-dir`);
+//! 2. `FLUX_RUNTIME_DIR`;
+//! 3. `RUNTIME_DIRECTORY`, set by systemd's `RuntimeDirectory=` (its first
+//!    entry when there are several, separated by `:`);
+//! 4. `$XDG_RUNTIME_DIR/flux`;
+//! 5. `/tmp/flux-<uid>`.
+//!
+//! Inside it: `control.sock`, and `projects/<project>.sock` per project.
+//! Function processes are handed their project socket's path in
+//! `FLUX_SECRETS_SOCKET`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the runtime folder.
+pub const RUNTIME_DIR_ENV: &str = "FLUX_RUNTIME_DIR";
+/// Environment variable naming a function process's project socket.
+pub const SOCKET_ENV: &str = "FLUX_SECRETS_SOCKET";
+/// File name of the control socket inside the runtime folder.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// Folder of the project sockets inside the runtime folder.
+pub const PROJECTS_DIR: &str = "projects";
+
+/// A non-empty environment variable.
+pub fn env_path(var: &str) -> Option<PathBuf> {
+    env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The first entry of a systemd `*_DIRECTORY` variable.
+pub fn systemd_dir(var: &str) -> Option<PathBuf> {
+    let value = env::var(var).ok()?;
+    value
+        .split(':')
+        .find(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The runtime folder, resolved in the order the module docs give.
+pub fn runtime_dir(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env_path(RUNTIME_DIR_ENV))
+        .or_else(|| systemd_dir("RUNTIME_DIRECTORY"))
+        .or_else(|| env_path("XDG_RUNTIME_DIR").map(|d| d.join("flux")))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/flux-{}", nix::unistd::getuid())))
+}
+
+/// `<runtime>/control.sock`.
+pub fn control_socket(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join(CONTROL_SOCKET)
+}
+
+/// `<runtime>/projects/<project>.sock`.
+pub fn project_socket(runtime_dir: &Path, project: &str) -> PathBuf {
+    runtime_dir
+        .join(PROJECTS_DIR)
+        .join(format!("{project}.sock"))
+}
