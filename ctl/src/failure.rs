@@ -39,7 +39,7 @@ impl Failure {
         Self::new(EXIT_USAGE, message)
     }
 
-    pub fn failure(message: impl Into<String>) -> Self {
+    pub fn general(message: impl Into<String>) -> Self {
         Self::new(EXIT_FAILURE, message)
     }
 }

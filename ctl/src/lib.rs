@@ -32,7 +32,13 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
     /// Project to act on [default: "name" in ./flux.json]
-    #[arg(long, short = 'p', global = true, env = "FLUX_PROJECT", value_name = "NAME")]
+    #[arg(
+        long,
+        short = 'p',
+        global = true,
+        env = "FLUX_PROJECT",
+        value_name = "NAME"
+    )]
     pub project: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -49,7 +55,12 @@ pub enum Command {
     /// Run a command with the project's secrets in its environment
     Run {
         /// The command and its arguments (put them after `--`)
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         command: Vec<std::ffi::OsString>,
     },
     /// Show the daemon's state and each project's health
@@ -123,10 +134,13 @@ pub fn run(cli: Cli) -> Result<u8> {
 /// an error.
 pub(crate) fn out(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(failure::Failure::failure(format!("cannot write to stdout: {e}")))
-        }
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(failure::Failure::general(
+            format!("cannot write to stdout: {e}"),
+        )),
         _ => Ok(()),
     }
 }

@@ -88,7 +88,7 @@ fn delete(target: &Target, name: &str, yes: bool) -> Result<()> {
         stdin
             .lock()
             .read_line(&mut line)
-            .map_err(|e| Failure::failure(format!("cannot read the confirmation: {e}")))?;
+            .map_err(|e| Failure::general(format!("cannot read the confirmation: {e}")))?;
         if line.trim() != name {
             return Err(Failure::usage("not confirmed; nothing was deleted"));
         }

@@ -22,7 +22,7 @@ pub(crate) fn run(target: &Target, command: Vec<OsString>) -> Result<u8> {
     cmd.args(args);
     for entry in &values {
         if entry.value.expose().contains('\0') {
-            return Err(Failure::failure(format!(
+            return Err(Failure::general(format!(
                 "secret {} contains a NUL byte, which an environment variable cannot hold",
                 entry.name
             )));

@@ -69,7 +69,7 @@ fn read_value(name: &str, value: Option<String>, from_file: Option<&Path>) -> Re
         stdin
             .lock()
             .read_to_end(&mut bytes)
-            .map_err(|e| Failure::failure(format!("cannot read the value from stdin: {e}")))?;
+            .map_err(|e| Failure::general(format!("cannot read the value from stdin: {e}")))?;
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
             if bytes.last() == Some(&b'\r') {
@@ -82,7 +82,7 @@ fn read_value(name: &str, value: Option<String>, from_file: Option<&Path>) -> Re
         return Ok(SecretValue::from(text));
     }
     let typed = rpassword::prompt_password(format!("Value for {name} (input hidden): "))
-        .map_err(|e| Failure::failure(format!("cannot read the value from the terminal: {e}")))?;
+        .map_err(|e| Failure::general(format!("cannot read the value from the terminal: {e}")))?;
     Ok(SecretValue::new(typed))
 }
 

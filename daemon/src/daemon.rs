@@ -123,9 +123,7 @@ impl Daemon {
             .await
             .is_err()
         {
-            warn!(
-                "requests still running after {grace:?}; exiting without them"
-            );
+            warn!("requests still running after {grace:?}; exiting without them");
         }
         remove_socket(&shared.control_socket());
         let projects = shared.projects.read().unwrap_or_else(|e| e.into_inner());
@@ -206,9 +204,10 @@ impl Shared {
             self.shutdown.child_token(),
         );
         let owned = name.to_owned();
-        let project = tokio::task::spawn_blocking(move || Project::create(&owned, socket, store, cancel))
-            .await
-            .map_err(|e| Error::Internal(format!("project create task failed: {e}")))??;
+        let project =
+            tokio::task::spawn_blocking(move || Project::create(&owned, socket, store, cancel))
+                .await
+                .map_err(|e| Error::Internal(format!("project create task failed: {e}")))??;
         let project = Arc::new(project);
         if let Err(e) = self.serve_project(project.clone()) {
             // Roll back: no socket means no project.

@@ -26,9 +26,13 @@ pub enum Error {
     InvalidName(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error("secret {name} is not set in project {project}; set it with `fluxctl secrets set {name} --project {project}`")]
+    #[error(
+        "secret {name} is not set in project {project}; set it with `fluxctl secrets set {name} --project {project}`"
+    )]
     NotFound { project: String, name: String },
-    #[error("unknown project {0}: list projects with `fluxctl projects list`, create it with `fluxctl projects create {0}`")]
+    #[error(
+        "unknown project {0}: list projects with `fluxctl projects list`, create it with `fluxctl projects create {0}`"
+    )]
     UnknownProject(String),
     #[error("project {0} already exists")]
     AlreadyExists(String),

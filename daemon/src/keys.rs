@@ -61,8 +61,9 @@ impl ProjectKey {
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with('#'))
             .ok_or("no identity line (AGE-SECRET-KEY-1…) in the key file")?;
-        let identity = x25519::Identity::from_str(line)
-            .map_err(|_| "the identity line is not a valid age X25519 identity (AGE-SECRET-KEY-1…)")?;
+        let identity = x25519::Identity::from_str(line).map_err(
+            |_| "the identity line is not a valid age X25519 identity (AGE-SECRET-KEY-1…)",
+        )?;
         Ok(Self::from_identity(identity))
     }
 

@@ -224,7 +224,8 @@ impl Project {
     /// Sets a secret; answers once the vault holding it is durable.
     pub async fn set(&self, name: &str, value: SecretValue) -> Result<Stored> {
         validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
-        validate_value_len(value.len()).map_err(|e| Error::TooLarge(format!("secret {name}: {e}")))?;
+        validate_value_len(value.len())
+            .map_err(|e| Error::TooLarge(format!("secret {name}: {e}")))?;
         let name = name.to_owned();
         let (created, generation) = self
             .write(move |secrets| {

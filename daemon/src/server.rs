@@ -38,7 +38,8 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener> {
                     "another fluxd is already listening there; stop it first, or use another --runtime-dir".into(),
                 ));
             }
-            fs::remove_file(path).map_err(|e| bind_err(format!("cannot remove the stale socket: {e}")))?;
+            fs::remove_file(path)
+                .map_err(|e| bind_err(format!("cannot remove the stale socket: {e}")))?;
         }
         Ok(_) => {
             return Err(bind_err(

@@ -106,8 +106,7 @@ enum End {
 impl Session {
     async fn run(&mut self, cancel: &CancellationToken) -> Result<(), End> {
         let limits = &self.shared.config.limits;
-        let first = match tokio::time::timeout(limits.handshake_timeout, self.framed.next()).await
-        {
+        let first = match tokio::time::timeout(limits.handshake_timeout, self.framed.next()).await {
             Err(_) => {
                 let msg = format!(
                     "no handshake within {:?}: send Hello first (see PROTOCOL.md)",
@@ -237,7 +236,9 @@ impl Session {
             Request::List => Response::Secrets(project.list()?),
             Request::Set(set) => Response::Stored(project.set(&set.name, set.value).await?),
             Request::Delete(del) => Response::Deleted(project.delete(&del.name).await?),
-            Request::Hello(_) => return Err(Error::BadRequest("the handshake is already done".into())),
+            Request::Hello(_) => {
+                return Err(Error::BadRequest("the handshake is already done".into()));
+            }
             other => {
                 return Err(Error::BadRequest(format!(
                     "{} is a control request: send it to {}",
@@ -251,14 +252,18 @@ impl Session {
     async fn handle_control(&self, req: Request) -> Result<Response> {
         let shared = &self.shared;
         Ok(match req {
-            Request::CreateProject(p) => Response::ProjectCreated(shared.create_project(&p.name).await?),
+            Request::CreateProject(p) => {
+                Response::ProjectCreated(shared.create_project(&p.name).await?)
+            }
             Request::DeleteProject(p) => {
                 shared.delete_project(&p.name).await?;
                 Response::ProjectDeleted(p)
             }
             Request::ListProjects => Response::Projects(shared.project_infos()),
             Request::Status => Response::Status(shared.status()),
-            Request::Hello(_) => return Err(Error::BadRequest("the handshake is already done".into())),
+            Request::Hello(_) => {
+                return Err(Error::BadRequest("the handshake is already done".into()));
+            }
             other => {
                 return Err(Error::BadRequest(format!(
                     "{} is a project request: send it to the project's socket, {}",

@@ -113,13 +113,9 @@ impl Store for LocalStore {
 
     fn load_key(&self, project: &str) -> Result<ProjectKey> {
         let path = self.key_path(project);
-        let text = Zeroizing::new(
-            fs::read_to_string(&path).map_err(|e| Error::io("read key", &path, e))?,
-        );
-        ProjectKey::parse(&text).map_err(|reason| Error::Key {
-            path,
-            reason: reason.into(),
-        })
+        let text =
+            Zeroizing::new(fs::read_to_string(&path).map_err(|e| Error::io("read key", &path, e))?);
+        ProjectKey::parse(&text).map_err(|reason| Error::Key { path, reason })
     }
 
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()> {
@@ -179,7 +175,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         store.create_key("app", &ProjectKey::generate()).unwrap();
-        let err = store.create_key("app", &ProjectKey::generate()).unwrap_err();
+        let err = store
+            .create_key("app", &ProjectKey::generate())
+            .unwrap_err();
         assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
         assert_eq!(store.projects().unwrap(), vec!["app".to_owned()]);
     }

@@ -106,11 +106,7 @@ fn json_error(e: &serde_json::Error) -> VaultError {
         serde_json::error::Category::Data => "wrong field or type for a vault document",
         serde_json::error::Category::Eof => "the JSON ends early",
     };
-    VaultError(format!(
-        "{what} at line {} column {}",
-        e.line(),
-        e.column()
-    ))
+    VaultError(format!("{what} at line {} column {}", e.line(), e.column()))
 }
 
 fn mac(doc: &Document, key: &ProjectKey) -> Result<Hmac<Sha256>, VaultError> {
@@ -240,8 +236,9 @@ pub fn open_document(
 
 /// Encrypts a plaintext to the project's recipient (binary age format).
 pub fn encrypt(plaintext: &[u8], key: &ProjectKey) -> Result<Vec<u8>, VaultError> {
-    let enc = age::Encryptor::with_recipients(std::iter::once(key.recipient() as &dyn age::Recipient))
-        .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
+    let enc =
+        age::Encryptor::with_recipients(std::iter::once(key.recipient() as &dyn age::Recipient))
+            .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
     let mut out = Vec::with_capacity(plaintext.len() + 256);
     let mut w = enc
         .wrap_output(&mut out)
@@ -263,7 +260,11 @@ pub fn decrypt(ciphertext: &[u8], key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>
     reader
         .take(MAX_PLAINTEXT + 1)
         .read_to_end(&mut out)
-        .map_err(|e| VaultError(format!("cannot decrypt: the file is truncated or corrupt ({e})")))?;
+        .map_err(|e| {
+            VaultError(format!(
+                "cannot decrypt: the file is truncated or corrupt ({e})"
+            ))
+        })?;
     if out.len() as u64 > MAX_PLAINTEXT {
         return Err(VaultError(format!(
             "the plaintext exceeds {MAX_PLAINTEXT} bytes"
@@ -333,8 +334,8 @@ mod tests {
 
         let mut altered = json.clone();
         altered["secrets"]["B_KEY"]["value"] = "attacker".into();
-        let err = open_document(&serde_json::to_vec(&altered).unwrap(), "app", Some(&key))
-            .unwrap_err();
+        let err =
+            open_document(&serde_json::to_vec(&altered).unwrap(), "app", Some(&key)).unwrap_err();
         assert!(err.0.contains("does not match"), "{err}");
 
         json.as_object_mut().unwrap().remove("seal");
@@ -353,7 +354,10 @@ mod tests {
         let doc = seal_document("app", &sample(), &key).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         let compact = serde_json::to_vec(&json).unwrap();
-        assert_eq!(open_document(&compact, "app", Some(&key)).unwrap(), sample());
+        assert_eq!(
+            open_document(&compact, "app", Some(&key)).unwrap(),
+            sample()
+        );
     }
 
     #[test]
@@ -371,7 +375,10 @@ mod tests {
         let key = ProjectKey::generate();
         let file = seal("app", &sample(), &key).unwrap();
         let err = open(&file, "app", &ProjectKey::generate()).unwrap_err();
-        assert!(err.0.contains("not encrypted to this project's key"), "{err}");
+        assert!(
+            err.0.contains("not encrypted to this project's key"),
+            "{err}"
+        );
         let err = open(&file[..file.len() / 2], "app", &key).unwrap_err();
         assert!(err.0.contains("cannot decrypt"), "{err}");
         assert!(open(b"garbage", "app", &key).is_err());

@@ -198,7 +198,11 @@ impl Client {
 
     /// Every secret with its value, sorted by name.
     pub async fn get_all(&mut self) -> Result<Vec<NamedValue>, ClientError> {
-        expect!(self.call(&Request::GetAll).await?, "get_all", Response::Values)
+        expect!(
+            self.call(&Request::GetAll).await?,
+            "get_all",
+            Response::Values
+        )
     }
 
     /// Names and set times, sorted by name.
@@ -252,6 +256,10 @@ impl Client {
 
     /// Daemon status (control socket).
     pub async fn status(&mut self) -> Result<DaemonStatus, ClientError> {
-        expect!(self.call(&Request::Status).await?, "status", Response::Status)
+        expect!(
+            self.call(&Request::Status).await?,
+            "status",
+            Response::Status
+        )
     }
 }

@@ -112,7 +112,10 @@ mod tests {
         let mut bytes = encode(&Request::List).unwrap();
         bytes.push(0);
         let err = decode::<Request>(&bytes).unwrap_err();
-        assert!(matches!(err, CodecError::TrailingBytes { extra: 1, .. }), "{err}");
+        assert!(
+            matches!(err, CodecError::TrailingBytes { extra: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ impl fmt::Display for NameError {
         // Names are shown shortened and with control characters escaped, so
         // a hostile name cannot flood or garble a terminal.
         let shown: String = self.name.chars().take(80).collect();
-        let more = if self.name.chars().count() > 80 { "…" } else { "" };
+        let more = if self.name.chars().count() > 80 {
+            "…"
+        } else {
+            ""
+        };
         write!(
             f,
             "invalid {} name {:?}{more}: {}",
@@ -52,7 +56,9 @@ pub fn validate_secret_name(name: &str) -> Result<(), NameError> {
     let ok = !bytes.is_empty()
         && bytes.len() <= MAX_SECRET_NAME_LEN
         && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_');
     if ok {
         Ok(())
     } else {
@@ -133,7 +139,9 @@ mod tests {
 
     #[test]
     fn name_error_says_the_rule_and_escapes() {
-        let e = validate_secret_name("bad\u{1b}[2Jname").unwrap_err().to_string();
+        let e = validate_secret_name("bad\u{1b}[2Jname")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid secret name"), "{e}");
         assert!(e.contains("\\u{1b}"), "{e}");
         assert!(e.contains("start with a letter"), "{e}");

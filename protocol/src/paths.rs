@@ -34,10 +34,7 @@ pub fn env_path(var: &str) -> Option<PathBuf> {
 /// The first entry of a systemd `*_DIRECTORY` variable.
 pub fn systemd_dir(var: &str) -> Option<PathBuf> {
     let value = env::var(var).ok()?;
-    value
-        .split(':')
-        .find(|s| !s.is_empty())
-        .map(PathBuf::from)
+    value.split(':').find(|s| !s.is_empty()).map(PathBuf::from)
 }
 
 /// The runtime folder, resolved in the order the module docs give.

@@ -1,0 +1,245 @@
+//! Golden bytes: every message's exact frame, checked against the test
+//! vectors in `PROTOCOL.md` (the block fenced as ```vectors). Changing an
+//! encoding breaks this test; that is a protocol change, to be recorded in
+//! `PROTOCOL.md` with a new protocol version.
+//!
+//! `FLUX_BLESS=1 cargo test -p flux-protocol --test golden -- --nocapture`
+//! prints the block for this build's encoding.
+
+use flux_protocol::codec::{decode, encode};
+use flux_protocol::message::*;
+use flux_protocol::{ErrorCode, SecretValue};
+
+fn info(last_error: Option<&str>) -> ProjectInfo {
+    ProjectInfo {
+        name: "my-app".into(),
+        socket: "/run/flux/projects/my-app.sock".into(),
+        secrets: 2,
+        generation: 7,
+        loaded_at_ms: 1_764_000_000_000,
+        last_error: last_error.map(str::to_owned),
+    }
+}
+
+fn requests() -> Vec<(&'static str, Request)> {
+    vec![
+        (
+            "request.hello",
+            Request::Hello(Hello {
+                version: 1,
+                client: "fluxctl/0.1.0".into(),
+            }),
+        ),
+        (
+            "request.get",
+            Request::Get(Get {
+                name: "OPENAI_API_KEY".into(),
+            }),
+        ),
+        ("request.list", Request::List),
+        (
+            "request.set",
+            Request::Set(Set {
+                name: "OPENAI_API_KEY".into(),
+                value: SecretValue::from("sk-abc123"),
+            }),
+        ),
+        (
+            "request.delete",
+            Request::Delete(Delete {
+                name: "OPENAI_API_KEY".into(),
+            }),
+        ),
+        ("request.get_all", Request::GetAll),
+        (
+            "request.create_project",
+            Request::CreateProject(ProjectName {
+                name: "my-app".into(),
+            }),
+        ),
+        (
+            "request.delete_project",
+            Request::DeleteProject(ProjectName {
+                name: "my-app".into(),
+            }),
+        ),
+        ("request.list_projects", Request::ListProjects),
+        ("request.status", Request::Status),
+    ]
+}
+
+fn responses() -> Vec<(&'static str, Response)> {
+    vec![
+        (
+            "response.welcome.project",
+            Response::Welcome(Welcome {
+                version: 1,
+                server: "fluxd/0.1.0".into(),
+                scope: Scope::Project("my-app".into()),
+            }),
+        ),
+        (
+            "response.welcome.control",
+            Response::Welcome(Welcome {
+                version: 1,
+                server: "fluxd/0.1.0".into(),
+                scope: Scope::Control,
+            }),
+        ),
+        (
+            "response.error",
+            Response::Error(ErrorReply {
+                code: ErrorCode::NotFound,
+                message: "secret X is not set".into(),
+            }),
+        ),
+        (
+            "response.value",
+            Response::Value(SecretValue::from("sk-abc123")),
+        ),
+        (
+            "response.secrets",
+            Response::Secrets(vec![SecretInfo {
+                name: "OPENAI_API_KEY".into(),
+                set_at_ms: 1_764_000_000_000,
+            }]),
+        ),
+        (
+            "response.stored",
+            Response::Stored(Stored {
+                created: true,
+                generation: 2,
+            }),
+        ),
+        (
+            "response.deleted",
+            Response::Deleted(Deleted { generation: 3 }),
+        ),
+        (
+            "response.values",
+            Response::Values(vec![NamedValue {
+                name: "A".into(),
+                value: SecretValue::from("1"),
+            }]),
+        ),
+        (
+            "response.project_created",
+            Response::ProjectCreated(info(None)),
+        ),
+        (
+            "response.project_deleted",
+            Response::ProjectDeleted(ProjectName {
+                name: "my-app".into(),
+            }),
+        ),
+        (
+            "response.projects",
+            Response::Projects(vec![info(Some("bad seal"))]),
+        ),
+        (
+            "response.status",
+            Response::Status(DaemonStatus {
+                version: "0.1.0".into(),
+                pid: 42,
+                started_at_ms: 1_764_000_000_000,
+                state_dir: "/var/lib/flux".into(),
+                runtime_dir: "/run/flux".into(),
+                projects: vec![],
+            }),
+        ),
+    ]
+}
+
+fn frame_hex(payload: &[u8]) -> String {
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    frame.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The `name hex` lines of PROTOCOL.md's vectors block.
+fn documented() -> Vec<(String, String)> {
+    let doc = include_str!("../../PROTOCOL.md");
+    let block = doc
+        .split("```vectors\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("PROTOCOL.md has a ```vectors block");
+    block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut parts = l.split_whitespace();
+            let name = parts.next().unwrap().to_owned();
+            let hex: String = parts.collect();
+            (name, hex)
+        })
+        .collect()
+}
+
+#[test]
+fn every_message_matches_its_documented_vector() {
+    let mut ours: Vec<(String, String)> = Vec::new();
+    for (name, req) in requests() {
+        let bytes = encode(&req).unwrap();
+        assert_eq!(decode::<Request>(&bytes).unwrap(), req, "{name} round trip");
+        ours.push((name.into(), frame_hex(&bytes)));
+    }
+    for (name, resp) in responses() {
+        let bytes = encode(&resp).unwrap();
+        assert_eq!(
+            decode::<Response>(&bytes).unwrap(),
+            resp,
+            "{name} round trip"
+        );
+        ours.push((name.into(), frame_hex(&bytes)));
+    }
+    if std::env::var_os("FLUX_BLESS").is_some() {
+        for (name, hex) in &ours {
+            println!("{name:<26} {hex}");
+        }
+        return;
+    }
+    let doc = documented();
+    let doc_names: Vec<&str> = doc.iter().map(|(n, _)| n.as_str()).collect();
+    let our_names: Vec<&str> = ours.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(doc_names, our_names, "PROTOCOL.md lists the same vectors");
+    for ((name, want), (_, got)) in doc.iter().zip(&ours) {
+        assert_eq!(got, want, "{name}: encoding differs from PROTOCOL.md");
+        let payload = &unhex(want)[4..];
+        if name.starts_with("request.") {
+            decode::<Request>(payload).unwrap();
+        } else {
+            decode::<Response>(payload).unwrap();
+        }
+    }
+}
+
+#[test]
+fn variants_are_numbered_by_position() {
+    // The first four bytes of a payload are the variant index (u32 LE).
+    for (i, (name, req)) in requests().into_iter().enumerate() {
+        let bytes = encode(&req).unwrap();
+        assert_eq!(&bytes[..4], &(i as u32).to_le_bytes(), "{name}");
+    }
+}
+
+#[test]
+fn unknown_error_codes_still_decode() {
+    let mut bytes = encode(&Response::Error(ErrorReply {
+        code: ErrorCode::NotFound,
+        message: String::new(),
+    }))
+    .unwrap();
+    bytes[4..8].copy_from_slice(&999u32.to_le_bytes());
+    match decode::<Response>(&bytes).unwrap() {
+        Response::Error(e) => assert_eq!(e.code, ErrorCode::Other(999)),
+        other => panic!("decoded as {other:?}"),
+    }
+}

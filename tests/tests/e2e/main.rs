@@ -1,0 +1,31 @@
+//! End-to-end tests: the real `fluxd` and `fluxctl` on temp dirs, talking
+//! over real sockets. One test binary, one module per area.
+
+mod bad_input;
+mod durability;
+mod walkthrough;
+
+use flux_protocol::blocking::Client;
+
+/// Asserts a secret's value without ever printing it.
+pub fn assert_value(client: &mut Client, name: &str, want: &str) {
+    let got = client
+        .get(name)
+        .unwrap_or_else(|e| panic!("get {name}: {e}"));
+    assert!(
+        got.expose() == want,
+        "{name}: value differs from the one set ({} bytes, expected {} bytes)",
+        got.len(),
+        want.len()
+    );
+}
+
+/// stdout of a finished command as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr of a finished command as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
