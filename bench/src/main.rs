@@ -1,0 +1,5 @@
+//! Flux Secrets benchmarks (not yet written).
+
+fn main() {
+    eprintln!("flux-bench: no benchmarks yet");
+}
