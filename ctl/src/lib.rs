@@ -17,6 +17,7 @@ mod secrets;
 mod status;
 pub mod target;
 pub mod timefmt;
+mod vault;
 
 use clap::{Parser, Subcommand};
 use failure::Result;
@@ -63,6 +64,9 @@ pub enum Command {
         )]
         command: Vec<std::ffi::OsString>,
     },
+    /// Offline break-glass: open or seal a vault file with a project key
+    #[command(subcommand)]
+    Vault(VaultCmd),
     /// Show the daemon's state and each project's health
     Status {
         /// Print JSON
@@ -97,6 +101,27 @@ pub enum SecretsCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VaultCmd {
+    /// Decrypt a vault and print its plaintext document (values included)
+    Open {
+        /// The project's key file (keys/<project>.key)
+        #[arg(long, short = 'i', value_name = "KEY")]
+        identity: PathBuf,
+        /// The vault file (vaults/<project>.age)
+        vault: PathBuf,
+    },
+    /// Seal and encrypt a plaintext document read from stdin into a vault
+    Seal {
+        /// The project's key file (keys/<project>.key)
+        #[arg(long, short = 'i', value_name = "KEY")]
+        identity: PathBuf,
+        /// Write the vault here, atomically (default: stdout)
+        #[arg(long, short = 'o', value_name = "VAULT")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ProjectsCmd {
     /// Create a project with its own key and an empty vault
     Create {
@@ -127,6 +152,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
         Command::Run { command } => run::run(&target, command),
         Command::Status { json } => status::run(&target, json).map(|()| 0),
+        Command::Vault(VaultCmd::Open { identity, vault }) => {
+            vault::open(&identity, &vault).map(|()| 0)
+        }
+        Command::Vault(VaultCmd::Seal { identity, output }) => {
+            vault::seal(&identity, output.as_deref()).map(|()| 0)
+        }
     }
 }
 

@@ -34,7 +34,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Mode of every socket file.
 pub const SOCKET_MODE: u32 = 0o600;
@@ -67,7 +67,9 @@ impl Daemon {
         ensure_private_dir(&config.runtime_dir)?;
         ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
         let lock = lock_state_dir(&config)?;
-        let store: Arc<dyn Store> = Arc::new(LocalStore::open(&config.state_dir)?);
+        let local = LocalStore::open(&config.state_dir)?;
+        let (vaults_dir, keys_dir) = (local.vaults_dir().to_owned(), local.keys_dir().to_owned());
+        let store: Arc<dyn Store> = Arc::new(local);
         let shared = Arc::new(Shared {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             config,
@@ -80,17 +82,9 @@ impl Daemon {
             _lock: lock,
         });
         for name in shared.store.projects()? {
-            let project = Project::load(
-                &name,
-                shared.project_socket(&name),
-                shared.store.clone(),
-                shared.shutdown.child_token(),
-            )?;
-            if let Some(e) = project.info().last_error {
-                warn!(project = %name, error = %e, "project loaded with an error");
-            }
-            shared.serve_project(Arc::new(project))?;
+            shared.load_project(&name)?;
         }
+        crate::watch::spawn(shared.clone(), &vaults_dir, &keys_dir)?;
         let control = bind(&shared.control_socket(), SOCKET_MODE)?;
         spawn_accept_loop(
             shared.clone(),
@@ -112,6 +106,13 @@ impl Daemon {
         self.shared.control_socket()
     }
 
+    /// A handle for reloads (SIGHUP) while the daemon runs.
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Waits for the shutdown token, then drains (see the module docs).
     pub async fn wait(self) {
         let shared = self.shared;
@@ -131,6 +132,26 @@ impl Daemon {
             remove_socket(project.socket());
         }
         info!("stopped");
+    }
+}
+
+/// Asks a running daemon to do things from outside its sockets.
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    shared: Arc<Shared>,
+}
+
+impl DaemonHandle {
+    /// Re-scans the state folder and re-reads every vault and key (what
+    /// SIGHUP does): new projects get sockets, changed vaults are swapped
+    /// in, broken ones are reported and the last good snapshot kept.
+    pub async fn reload(&self) {
+        info!("reloading");
+        let scope = crate::watch::Scope {
+            all: true,
+            ..Default::default()
+        };
+        self.shared.rescan(scope, true).await;
     }
 }
 
@@ -169,6 +190,60 @@ impl Shared {
 
     fn project_socket(&self, name: &str) -> PathBuf {
         paths::project_socket(&self.config.runtime_dir, name)
+    }
+
+    /// Loads a project from the state folder and serves it. A key that
+    /// cannot be used is logged and the project skipped, so one broken
+    /// project never keeps the others from being served.
+    fn load_project(self: &Arc<Self>, name: &str) -> Result<()> {
+        let project = match Project::load(
+            name,
+            self.project_socket(name),
+            self.store.clone(),
+            self.shutdown.child_token(),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                error!(project = %name, error = %e, "project not served");
+                return Ok(());
+            }
+        };
+        if let Some(e) = project.info().last_error {
+            warn!(project = %name, error = %e, "project loaded with an error");
+        }
+        self.serve_project(Arc::new(project))
+    }
+
+    /// Reacts to changed files: projects that appeared (key and vault both
+    /// present) get a socket; served projects in `scope` re-read their files.
+    pub(crate) async fn rescan(self: &Arc<Self>, scope: crate::watch::Scope, force: bool) {
+        let _admin = self.admin.lock().await;
+        match self.store.projects() {
+            Ok(names) => {
+                let appeared = names.iter().filter(|n| {
+                    (scope.all || scope.projects.contains(*n)) && self.store.vault_exists(n)
+                });
+                for name in appeared {
+                    if self.project(name).is_none() {
+                        info!(project = %name, "project appeared in the state folder");
+                        if let Err(e) = self.load_project(name) {
+                            error!(project = %name, error = %e, "cannot serve the new project");
+                        }
+                    }
+                }
+            }
+            Err(e) => error!(error = %e, "cannot scan the state folder"),
+        }
+        let projects: Vec<Arc<Project>> = {
+            let map = self.projects.read().unwrap_or_else(|e| e.into_inner());
+            map.values()
+                .filter(|p| scope.all || scope.projects.contains(p.name()))
+                .cloned()
+                .collect()
+        };
+        for project in projects {
+            project.reload(force).await;
+        }
     }
 
     /// Binds a project's socket and adds it to the registry.

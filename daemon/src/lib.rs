@@ -14,7 +14,8 @@
 //! - [`project`]: in-memory snapshots and the serialized write path;
 //! - [`vault`]: the sealed JSON document and its age encryption;
 //! - [`keys`]: project identities and the seal key derived from them;
-//! - [`store`]: where keys and ciphertext live; [`fsutil`]: durable writes.
+//! - [`store`]: where keys and ciphertext live; [`fsutil`]: durable writes;
+//! - `watch`: the file watcher that makes outside changes live.
 //!
 //! Secret values live in zeroizing buffers ([`flux_protocol::SecretValue`])
 //! and reach no log, error or panic message.
@@ -31,7 +32,8 @@ pub mod server;
 mod session;
 pub mod store;
 pub mod vault;
+mod watch;
 
 pub use config::Config;
-pub use daemon::{Daemon, run};
+pub use daemon::{Daemon, DaemonHandle, run};
 pub use error::{Error, Result};

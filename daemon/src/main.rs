@@ -71,17 +71,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let signals = match shutdown_on_signals(shutdown.clone()) {
-            Ok(task) => task,
-            Err(e) => {
-                return Err(Error::Internal(format!(
-                    "cannot install signal handlers: {e}"
-                )));
-            }
-        };
-        let result = fluxd::run(config, shutdown).await;
+        let daemon = fluxd::Daemon::start(config, shutdown.clone()).await?;
+        let signals = handle_signals(shutdown.clone(), daemon.handle())
+            .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
+        daemon.wait().await;
         signals.abort();
-        result
+        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,17 +93,29 @@ fn fail(e: &Error) -> ExitCode {
     }
 }
 
-/// Turns SIGTERM and SIGINT into a cancelled token.
-fn shutdown_on_signals(token: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// Turns SIGTERM and SIGINT into a cancelled token, and SIGHUP into a
+/// reload.
+fn handle_signals(
+    token: CancellationToken,
+    daemon: fluxd::DaemonHandle,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        info!(signal = name, "stopping");
-        token.cancel();
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    daemon.reload().await;
+                    continue;
+                }
+            };
+            info!(signal = name, "stopping");
+            token.cancel();
+            return;
+        }
     }))
 }

@@ -1,17 +1,30 @@
-//! A served project: its key, the in-memory snapshot of its vault, and the
-//! write path.
+//! A served project: its key, the in-memory snapshot of its vault, the
+//! write path, reloads from disk, and change events.
 //!
 //! Reads never touch the disk and never wait on a writer: the snapshot is an
 //! immutable [`Snapshot`] behind an [`ArcSwap`], replaced whole on every
 //! change, so a reader sees the old vault or the new one, never a mix.
-//! Writes to one project are serialized by an async mutex; each one builds
-//! the new secret map, seals and encrypts it, writes it durably (on a
-//! blocking thread), and only then swaps the snapshot and answers — so an
-//! acknowledged write is on disk, and every later read sees it.
 //!
-//! A project whose vault cannot be opened at start is served as
+//! Writes and reloads of one project are serialized by an async mutex.
+//! A write builds the new secret map, seals and encrypts it, stores it
+//! durably (on a blocking thread), records the file's fingerprint, and only
+//! then swaps the snapshot and answers — so an acknowledged write is on
+//! disk and every later read sees it.
+//!
+//! A reload ([`Project::reload`], driven by the watcher and SIGHUP) reads
+//! the key and vault files, and skips them when their SHA-256 fingerprints
+//! match what was last loaded or written — which is how fluxd's own writes
+//! are not loaded a second time. A file that cannot be used (missing,
+//! truncated, wrong key, bad seal, wrong schema) never replaces a good
+//! snapshot: the last good one keeps serving and the reason is kept in
+//! `last_error` for `fluxctl status`.
+//!
+//! A project whose vault could not be opened at start is served as
 //! *unreadable*: reads and writes fail with the reason, and nothing
-//! overwrites the file, which may still be recoverable.
+//! overwrites the file, until a good file is loaded.
+//!
+//! Every change is announced on a broadcast channel as an [`Event`] with the
+//! names that changed (never values), for subscribed connections.
 
 use crate::error::{Error, Result};
 use crate::keys::ProjectKey;
@@ -20,11 +33,26 @@ use crate::vault::{self, Entry, Secrets, now_ms};
 use arc_swap::ArcSwap;
 use flux_protocol::SecretValue;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
-use flux_protocol::message::{Deleted, NamedValue, ProjectInfo, SecretInfo, Stored};
+use flux_protocol::message::{
+    Deleted, Event, EventKind, NamedValue, ProjectInfo, SecretInfo, Stored,
+};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// Events buffered per subscriber before it is told it fell behind.
+const EVENT_BUFFER: usize = 256;
+
+/// SHA-256 of a file's bytes.
+type Fingerprint = [u8; 32];
+
+fn fingerprint(bytes: &[u8]) -> Fingerprint {
+    Sha256::digest(bytes).into()
+}
 
 /// One immutable view of a project's secrets.
 #[derive(Debug)]
@@ -38,54 +66,142 @@ pub struct Snapshot {
     pub unreadable: Option<String>,
 }
 
+/// What the project last saw on disk. Only changed under the writer lock.
+#[derive(Debug, Default)]
+struct DiskState {
+    key: Option<Fingerprint>,
+    vault: Option<Fingerprint>,
+    last_error: Option<String>,
+}
+
+/// The outcome of [`Project::reload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The files are what is already served.
+    Unchanged,
+    /// A new snapshot is served.
+    Swapped,
+    /// The files could not be used; the last good snapshot keeps serving.
+    Failed,
+}
+
 /// A project served by this daemon.
 #[derive(Debug)]
 pub struct Project {
     name: String,
     socket: PathBuf,
-    key: Arc<ProjectKey>,
+    key: ArcSwap<ProjectKey>,
     store: Arc<dyn Store>,
     snapshot: ArcSwap<Snapshot>,
     writer: tokio::sync::Mutex<()>,
+    disk: Mutex<DiskState>,
     deleted: AtomicBool,
-    last_error: Mutex<Option<String>>,
+    events: broadcast::Sender<Event>,
     cancel: CancellationToken,
 }
 
+/// What [`read_disk`] found.
+enum DiskRead {
+    Same,
+    New {
+        key: Option<(Arc<ProjectKey>, Fingerprint)>,
+        vault: Fingerprint,
+        secrets: Secrets,
+    },
+}
+
+/// Reads and checks a project's key and vault, skipping decryption when
+/// both fingerprints match `known`. Blocking; the error names a path and a
+/// reason, never a value.
+fn read_disk(
+    store: &dyn Store,
+    name: &str,
+    current_key: Option<Arc<ProjectKey>>,
+    known: (Option<Fingerprint>, Option<Fingerprint>),
+) -> std::result::Result<DiskRead, String> {
+    let key_text = store.load_key(name).map_err(|e| e.to_string())?;
+    let key_fp = fingerprint(key_text.as_bytes());
+    let (key, new_key) = match current_key {
+        Some(key) if known.0 == Some(key_fp) => (key, None),
+        _ => {
+            let key = Arc::new(ProjectKey::parse(&key_text).map_err(|reason| {
+                format!("key {}: {reason}", store.key_location(name).display())
+            })?);
+            (key.clone(), Some((key, key_fp)))
+        }
+    };
+    let location = store.vault_location(name);
+    let bytes = store.load_vault(name).map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!(
+            "vault {} is missing: serving the last good snapshot (restore the file, or set a secret to write a new one)",
+            location.display()
+        )
+    })?;
+    let vault_fp = fingerprint(&bytes);
+    if new_key.is_none() && known.1 == Some(vault_fp) {
+        return Ok(DiskRead::Same);
+    }
+    let secrets = vault::open(&bytes, name, &key)
+        .map_err(|e| format!("vault {}: {e}", location.display()))?;
+    Ok(DiskRead::New {
+        key: new_key,
+        vault: vault_fp,
+        secrets,
+    })
+}
+
+/// Names whose value or set time differs between two secret maps, or that
+/// are in only one of them; sorted.
+fn changed_names(old: &Secrets, new: &Secrets) -> Vec<String> {
+    let mut names: Vec<String> = old
+        .iter()
+        .filter(|(n, e)| new.get(*n) != Some(*e))
+        .map(|(n, _)| n.clone())
+        .chain(new.keys().filter(|n| !old.contains_key(*n)).cloned())
+        .collect();
+    names.sort();
+    names
+}
+
 impl Project {
-    /// Loads an existing project from the store. A missing or broken vault
-    /// does not fail the load: it is reported through `last_error`.
+    /// Loads an existing project from the store. Fails only when the key
+    /// cannot be used; a missing or broken vault is reported through
+    /// `last_error` (a broken one makes the project unreadable).
     pub fn load(
         name: &str,
         socket: PathBuf,
         store: Arc<dyn Store>,
         cancel: CancellationToken,
     ) -> Result<Self> {
-        let key = Arc::new(store.load_key(name)?);
-        let location = store.vault_location(name);
-        let (secrets, unreadable, last_error) = match store.load_vault(name) {
-            Ok(Some(bytes)) => match vault::open(&bytes, name, &key) {
-                Ok(secrets) => (secrets, None, None),
-                Err(e) => {
-                    let reason = format!("vault {}: {e}", location.display());
-                    (Secrets::new(), Some(reason.clone()), Some(reason))
+        let key_text = store.load_key(name)?;
+        let key = ProjectKey::parse(&key_text).map_err(|reason| Error::Key {
+            path: store.key_location(name),
+            reason,
+        })?;
+        let mut disk = DiskState {
+            key: Some(fingerprint(key_text.as_bytes())),
+            ..DiskState::default()
+        };
+        let key = Arc::new(key);
+        let mut unreadable = None;
+        let secrets = match read_disk(&*store, name, Some(key.clone()), (disk.key, None)) {
+            Ok(DiskRead::New { vault, secrets, .. }) => {
+                disk.vault = Some(vault);
+                secrets
+            }
+            Ok(DiskRead::Same) => unreachable!("no vault fingerprint was known"),
+            Err(reason) => {
+                // A missing vault is an empty project; a broken one is kept
+                // untouched and served as unreadable.
+                if matches!(store.load_vault(name), Ok(Some(_))) {
+                    unreadable = Some(reason.clone());
                 }
-            },
-            Ok(None) => (
-                Secrets::new(),
-                None,
-                Some(format!(
-                    "vault {} is missing: serving no secrets",
-                    location.display()
-                )),
-            ),
-            Err(e) => {
-                let reason = e.to_string();
-                (Secrets::new(), Some(reason.clone()), Some(reason))
+                disk.last_error = Some(reason);
+                Secrets::new()
             }
         };
         Ok(Self::new(
-            name, socket, key, store, secrets, unreadable, last_error, cancel,
+            name, socket, key, store, secrets, unreadable, disk, cancel,
         ))
     }
 
@@ -99,14 +215,28 @@ impl Project {
     ) -> Result<Self> {
         let key = ProjectKey::generate();
         store.create_key(name, &key)?;
-        let sealed = vault::seal(name, &Secrets::new(), &key).map_err(|e| Error::Vault {
-            path: store.vault_location(name),
-            reason: e.0,
-        });
-        if let Err(e) = sealed.and_then(|bytes| store.store_vault(name, &bytes)) {
-            let _ = store.delete_key(name);
-            return Err(e);
-        }
+        let written = vault::seal(name, &Secrets::new(), &key)
+            .map_err(|e| Error::Vault {
+                path: store.vault_location(name),
+                reason: e.0,
+            })
+            .and_then(|bytes| store.store_vault(name, &bytes).map(|()| bytes));
+        let bytes = match written {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = store.delete_key(name);
+                return Err(e);
+            }
+        };
+        let key_fp = store
+            .load_key(name)
+            .map(|text| fingerprint(text.as_bytes()))
+            .ok();
+        let disk = DiskState {
+            key: key_fp,
+            vault: Some(fingerprint(&bytes)),
+            last_error: None,
+        };
         Ok(Self::new(
             name,
             socket,
@@ -114,7 +244,7 @@ impl Project {
             store,
             Secrets::new(),
             None,
-            None,
+            disk,
             cancel,
         ))
     }
@@ -127,13 +257,13 @@ impl Project {
         store: Arc<dyn Store>,
         secrets: Secrets,
         unreadable: Option<String>,
-        last_error: Option<String>,
+        disk: DiskState,
         cancel: CancellationToken,
     ) -> Self {
         Self {
             name: name.to_owned(),
             socket,
-            key,
+            key: ArcSwap::new(key),
             store,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 generation: 1,
@@ -142,8 +272,9 @@ impl Project {
                 unreadable,
             }),
             writer: tokio::sync::Mutex::new(()),
+            disk: Mutex::new(disk),
             deleted: AtomicBool::new(false),
-            last_error: Mutex::new(last_error),
+            events: broadcast::channel(EVENT_BUFFER).0,
             cancel,
         }
     }
@@ -166,6 +297,26 @@ impl Project {
     /// The snapshot being served now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// A receiver of this project's change events, and the generation
+    /// served at the moment of subscribing.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
+        let rx = self.events.subscribe();
+        (rx, self.snapshot.load().generation)
+    }
+
+    fn disk(&self) -> std::sync::MutexGuard<'_, DiskState> {
+        self.disk.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn announce(&self, generation: u64, kind: EventKind, names: Vec<String>) {
+        // No receivers is not an error.
+        let _ = self.events.send(Event {
+            generation,
+            kind,
+            names,
+        });
     }
 
     fn readable(&self) -> Result<arc_swap::Guard<Arc<Snapshot>>> {
@@ -195,7 +346,7 @@ impl Project {
             })
     }
 
-    /// Every secret with its value, sorted by name.
+    /// Every secret with its value, sorted by name, from one snapshot.
     pub fn get_all(&self) -> Result<Vec<NamedValue>> {
         let snap = self.readable()?;
         Ok(snap
@@ -226,14 +377,14 @@ impl Project {
         validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
         validate_value_len(value.len())
             .map_err(|e| Error::TooLarge(format!("secret {name}: {e}")))?;
-        let name = name.to_owned();
+        let owned = name.to_owned();
         let (created, generation) = self
-            .write(move |secrets| {
+            .write(EventKind::Set, vec![name.to_owned()], move |secrets| {
                 let entry = Entry {
                     value,
                     set_at_ms: now_ms(),
                 };
-                Ok(secrets.insert(name, entry).is_none())
+                Ok(secrets.insert(owned, entry).is_none())
             })
             .await?;
         Ok(Stored {
@@ -247,28 +398,35 @@ impl Project {
         validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
         let (project, owned) = (self.name.clone(), name.to_owned());
         let ((), generation) = self
-            .write(move |secrets| match secrets.remove(&owned) {
-                Some(_) => Ok(()),
-                None => Err(Error::NotFound {
-                    project,
-                    name: owned,
-                }),
-            })
+            .write(
+                EventKind::Deleted,
+                vec![name.to_owned()],
+                move |secrets| match secrets.remove(&owned) {
+                    Some(_) => Ok(()),
+                    None => Err(Error::NotFound {
+                        project,
+                        name: owned,
+                    }),
+                },
+            )
             .await?;
         Ok(Deleted { generation })
     }
 
     /// The write path: under the project's writer lock, apply `change` to a
     /// copy of the current secrets, seal, encrypt and store the result, then
-    /// swap it in. Returns `change`'s result and the new generation.
+    /// swap it in and announce `kind` for `names`. Returns `change`'s result
+    /// and the new generation.
     async fn write<T: Send + 'static>(
         &self,
+        kind: EventKind,
+        names: Vec<String>,
         change: impl FnOnce(&mut Secrets) -> Result<T> + Send + 'static,
     ) -> Result<(T, u64)> {
         let _writer = self.writer.lock().await;
         let current = Arc::clone(&*self.readable()?);
         let mut secrets = current.secrets.clone();
-        let (key, store, project) = (self.key.clone(), self.store.clone(), self.name.clone());
+        let (key, store, project) = (self.key.load_full(), self.store.clone(), self.name.clone());
         let (secrets, result) = tokio::task::spawn_blocking(move || {
             let result = change(&mut secrets).and_then(|out| {
                 let bytes = vault::seal(&project, &secrets, &key).map_err(|e| Error::Vault {
@@ -276,13 +434,18 @@ impl Project {
                     reason: e.0,
                 })?;
                 store.store_vault(&project, &bytes)?;
-                Ok(out)
+                Ok((out, fingerprint(&bytes)))
             });
             (secrets, result)
         })
         .await
         .map_err(|e| Error::Internal(format!("vault writer task failed: {e}")))?;
-        let out = result?;
+        let (out, vault_fp) = result?;
+        {
+            let mut disk = self.disk();
+            disk.vault = Some(vault_fp);
+            disk.last_error = None;
+        }
         let generation = current.generation + 1;
         self.snapshot.store(Arc::new(Snapshot {
             generation,
@@ -290,7 +453,73 @@ impl Project {
             secrets,
             unreadable: None,
         }));
+        self.announce(generation, kind, names);
         Ok((out, generation))
+    }
+
+    /// Re-reads the key and vault files and swaps in the vault when it
+    /// changed and is good (see the module docs). `force` re-opens the files
+    /// even when their fingerprints match.
+    pub async fn reload(&self, force: bool) -> Reload {
+        let _writer = self.writer.lock().await;
+        if self.deleted.load(Ordering::Acquire) {
+            return Reload::Unchanged;
+        }
+        let known = if force {
+            (None, None)
+        } else {
+            let disk = self.disk();
+            (disk.key, disk.vault)
+        };
+        let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
+        let read = tokio::task::spawn_blocking(move || read_disk(&*store, &name, Some(key), known))
+            .await
+            .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        let mut disk = self.disk();
+        match read {
+            Ok(DiskRead::Same) => {
+                if let Some(e) = disk.last_error.take() {
+                    info!(project = %self.name, cleared = %e, "vault is back to the served version");
+                }
+                Reload::Unchanged
+            }
+            Ok(DiskRead::New {
+                key,
+                vault,
+                secrets,
+            }) => {
+                if let Some((key, key_fp)) = key {
+                    self.key.store(key);
+                    disk.key = Some(key_fp);
+                }
+                disk.vault = Some(vault);
+                disk.last_error = None;
+                let current = self.snapshot.load_full();
+                let names = changed_names(&current.secrets, &secrets);
+                let generation = current.generation + 1;
+                info!(
+                    project = %self.name,
+                    generation,
+                    changed = names.len(),
+                    "vault reloaded"
+                );
+                self.snapshot.store(Arc::new(Snapshot {
+                    generation,
+                    loaded_at_ms: now_ms(),
+                    secrets,
+                    unreadable: None,
+                }));
+                self.announce(generation, EventKind::Reloaded, names);
+                Reload::Swapped
+            }
+            Err(reason) => {
+                if disk.last_error.as_deref() != Some(reason.as_str()) {
+                    error!(project = %self.name, error = %reason, "vault not loaded; the last good snapshot keeps serving");
+                }
+                disk.last_error = Some(reason);
+                Reload::Failed
+            }
+        }
     }
 
     /// Deletes the project: marks it gone for every open connection, then
@@ -300,15 +529,18 @@ impl Project {
     pub async fn destroy(&self) -> Result<()> {
         let _writer = self.writer.lock().await;
         self.deleted.store(true, Ordering::Release);
-        self.cancel.cancel();
         let store = self.store.clone();
         let name = self.name.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             store.delete_key(&name)?;
             store.delete_vault(&name)
         })
         .await
-        .map_err(|e| Error::Internal(format!("project delete task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("project delete task failed: {e}")))?;
+        let generation = self.snapshot.load().generation + 1;
+        self.announce(generation, EventKind::ProjectDeleted, Vec::new());
+        self.cancel.cancel();
+        result
     }
 
     /// How the control socket describes this project.
@@ -320,11 +552,41 @@ impl Project {
             secrets: snap.secrets.len() as u64,
             generation: snap.generation,
             loaded_at_ms: snap.loaded_at_ms,
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            last_error: self.disk().last_error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(v: &str, at: u64) -> Entry {
+        Entry {
+            value: v.into(),
+            set_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn changed_names_covers_added_removed_and_changed() {
+        let old: Secrets = [
+            ("A", entry("1", 1)),
+            ("B", entry("2", 1)),
+            ("C", entry("3", 1)),
+        ]
+        .into_iter()
+        .map(|(n, e)| (n.to_owned(), e))
+        .collect();
+        let new: Secrets = [
+            ("A", entry("1", 1)),
+            ("B", entry("9", 2)),
+            ("D", entry("4", 1)),
+        ]
+        .into_iter()
+        .map(|(n, e)| (n.to_owned(), e))
+        .collect();
+        assert_eq!(changed_names(&old, &new), ["B", "C", "D"]);
+        assert!(changed_names(&old, &old).is_empty());
     }
 }

@@ -11,6 +11,9 @@
 //!   timeout is cut off; an idle client is cut off after the idle timeout.
 //! - Shutdown is checked between requests only: a request in flight is
 //!   always answered.
+//! - After `Subscribe`, the project's change events are written between
+//!   answers; a subscriber that falls behind gets one event with no names
+//!   ("anything may have changed") instead of the ones it missed.
 //!
 //! Request frames are wiped once decoded, since a `Set` carries a value.
 //! Nothing here logs a value: requests are logged by operation and name.
@@ -21,7 +24,9 @@ use crate::project::Project;
 use bytes::Bytes;
 use flux_protocol::codec::{self, decode, encode};
 use flux_protocol::limits::{MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN};
-use flux_protocol::message::{ErrorReply, Request, Response, Scope, Welcome};
+use flux_protocol::message::{
+    ErrorReply, Event, EventKind, Request, Response, Scope, Subscribed, Welcome,
+};
 use flux_protocol::{ErrorCode, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
@@ -29,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::net::UnixStream;
+use tokio::sync::broadcast;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -119,9 +125,16 @@ impl Session {
             Ok(Some(frame)) => self.frame_or_close(frame).await?,
         };
         self.handshake(first).await?;
+        let mut events: Option<broadcast::Receiver<Event>> = None;
         loop {
             let frame = tokio::select! {
                 biased;
+                event = next_event(&mut events) => {
+                    if self.forward(event, &mut events).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 _ = cancel.cancelled() => return Ok(()),
                 frame = self.next_frame() => frame?,
             };
@@ -130,11 +143,59 @@ impl Session {
             let request = decode::<Request>(&frame);
             frame.as_mut().zeroize();
             let response = match request {
+                Ok(Request::Subscribe) => self.subscribe(&mut events),
                 Ok(req) => self.handle(req).await,
                 Err(e) => error_response(ErrorCode::BadRequest, e.to_string()),
             };
             self.send(&response).await?;
         }
+    }
+
+    /// Starts pushing the project's events on this connection.
+    fn subscribe(&self, events: &mut Option<broadcast::Receiver<Event>>) -> Response {
+        match &self.target {
+            Target::Project(project) => {
+                let (rx, generation) = project.subscribe();
+                *events = Some(rx);
+                debug!(generation, "subscribed");
+                Response::Subscribed(Subscribed { generation })
+            }
+            Target::Control => error_response(
+                ErrorCode::BadRequest,
+                "subscribe is a project request: send it to the project's socket".into(),
+            ),
+        }
+    }
+
+    /// Sends an event to the client; true when the connection should end
+    /// (the project was deleted).
+    async fn forward(
+        &mut self,
+        event: Result<Event, broadcast::error::RecvError>,
+        events: &mut Option<broadcast::Receiver<Event>>,
+    ) -> Result<bool, End> {
+        let event = match event {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                debug!(missed, "subscriber fell behind");
+                let generation = match &self.target {
+                    Target::Project(p) => p.snapshot().generation,
+                    Target::Control => 0,
+                };
+                Event {
+                    generation,
+                    kind: EventKind::Reloaded,
+                    names: Vec::new(),
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                *events = None;
+                return Ok(false);
+            }
+        };
+        let last = event.kind == EventKind::ProjectDeleted;
+        self.send(&Response::Event(event)).await?;
+        Ok(last)
     }
 
     /// The next frame, enforcing the frame and idle timeouts. `Ok(None)` on
@@ -292,6 +353,16 @@ impl Session {
         }
         self.framed.send(Bytes::from(payload)).await?;
         Ok(())
+    }
+}
+
+/// The next event of a subscribed connection; never resolves otherwise.
+async fn next_event(
+    events: &mut Option<broadcast::Receiver<Event>>,
+) -> Result<Event, broadcast::error::RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -23,8 +23,8 @@ use zeroize::Zeroizing;
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Names of the projects that have a key, sorted.
     fn projects(&self) -> Result<Vec<String>>;
-    /// Reads a project's key.
-    fn load_key(&self, project: &str) -> Result<ProjectKey>;
+    /// Reads a project's key file (the text `age-keygen` writes).
+    fn load_key(&self, project: &str) -> Result<Zeroizing<String>>;
     /// Writes a new project key; fails if one exists (a key is never
     /// overwritten: that would make its vault unreadable).
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()>;
@@ -33,12 +33,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn delete_key(&self, project: &str) -> Result<()>;
     /// Reads a vault's ciphertext; `None` when there is none.
     fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>>;
+    /// True when the project has a vault (a project appearing from outside
+    /// is served once both its key and its vault are there).
+    fn vault_exists(&self, project: &str) -> bool;
     /// Replaces a vault's ciphertext atomically and durably.
     fn store_vault(&self, project: &str, ciphertext: &[u8]) -> Result<()>;
     /// Removes a vault durably.
     fn delete_vault(&self, project: &str) -> Result<()>;
     /// Where a project's vault is, for messages.
     fn vault_location(&self, project: &str) -> PathBuf;
+    /// Where a project's key is, for messages.
+    fn key_location(&self, project: &str) -> PathBuf;
 }
 
 /// A folder on the local disk: `keys/` and `vaults/` under the state dir.
@@ -111,11 +116,11 @@ impl Store for LocalStore {
         names_in(&self.keys, ".key")
     }
 
-    fn load_key(&self, project: &str) -> Result<ProjectKey> {
+    fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {
         let path = self.key_path(project);
-        let text =
-            Zeroizing::new(fs::read_to_string(&path).map_err(|e| Error::io("read key", &path, e))?);
-        ProjectKey::parse(&text).map_err(|reason| Error::Key { path, reason })
+        Ok(Zeroizing::new(
+            fs::read_to_string(&path).map_err(|e| Error::io("read key", &path, e))?,
+        ))
     }
 
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()> {
@@ -153,6 +158,10 @@ impl Store for LocalStore {
         }
     }
 
+    fn vault_exists(&self, project: &str) -> bool {
+        self.vault_path(project).exists()
+    }
+
     fn store_vault(&self, project: &str, ciphertext: &[u8]) -> Result<()> {
         write_atomic(&self.vault_path(project), ciphertext, 0o600)
     }
@@ -163,6 +172,10 @@ impl Store for LocalStore {
 
     fn vault_location(&self, project: &str) -> PathBuf {
         self.vault_path(project)
+    }
+
+    fn key_location(&self, project: &str) -> PathBuf {
+        self.key_path(project)
     }
 }
 

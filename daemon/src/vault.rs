@@ -167,6 +167,28 @@ pub fn seal_document(
     Ok(out)
 }
 
+fn parse(plaintext: &[u8]) -> Result<Document, VaultError> {
+    serde_json::from_slice(plaintext).map_err(|e| json_error(&e))
+}
+
+/// The project a plaintext document says it belongs to.
+pub fn document_project(plaintext: &[u8]) -> Result<String, VaultError> {
+    Ok(parse(plaintext)?.project)
+}
+
+/// Checks an operator-written document (all but the seal, which it may
+/// lack) and returns its project and the document sealed with `key`: what
+/// `fluxctl vault seal` encrypts.
+pub fn reseal_document(
+    plaintext: &[u8],
+    key: &ProjectKey,
+) -> Result<(String, Zeroizing<Vec<u8>>), VaultError> {
+    let project = document_project(plaintext)?;
+    let secrets = open_document(plaintext, &project, None)?;
+    let sealed = seal_document(&project, &secrets, key)?;
+    Ok((project, sealed))
+}
+
 /// Parses and checks a plaintext document: its format and version, that it
 /// belongs to `project`, every name and value, and — when `key` is given —
 /// its seal.
@@ -175,7 +197,7 @@ pub fn open_document(
     project: &str,
     key: Option<&ProjectKey>,
 ) -> Result<Secrets, VaultError> {
-    let mut doc: Document = serde_json::from_slice(plaintext).map_err(|e| json_error(&e))?;
+    let mut doc = parse(plaintext)?;
     if doc.format != FORMAT {
         return Err(VaultError(format!(
             "not a Flux Secrets vault document (format is {:?}, expected {FORMAT:?})",

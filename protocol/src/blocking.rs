@@ -84,6 +84,22 @@ impl Client {
         self.rt.block_on(self.inner.list_projects())
     }
 
+    /// See [`crate::Client::subscribe`].
+    pub fn subscribe(&mut self) -> Result<u64, ClientError> {
+        self.rt.block_on(self.inner.subscribe())
+    }
+
+    /// See [`crate::Client::next_event`], waiting at most `timeout`;
+    /// `Ok(None)` when none arrived in time.
+    pub fn next_event(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Event>, ClientError> {
+        self.rt
+            .block_on(async { tokio::time::timeout(timeout, self.inner.next_event()).await })
+            .map_or(Ok(None), |r| r.map(Some))
+    }
+
     /// See [`crate::Client::status`].
     pub fn status(&mut self) -> Result<DaemonStatus, ClientError> {
         self.rt.block_on(self.inner.status())

@@ -12,6 +12,7 @@ use crate::message::*;
 use crate::secret::SecretValue;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use tokio::net::UnixStream;
@@ -88,6 +89,8 @@ fn kind(resp: &Response) -> &'static str {
         Response::ProjectDeleted(_) => "project deleted",
         Response::Projects(_) => "projects",
         Response::Status(_) => "status",
+        Response::Subscribed(_) => "subscribed",
+        Response::Event(_) => "event",
     }
 }
 
@@ -97,6 +100,8 @@ pub struct Client {
     framed: Framed<UnixStream, LengthDelimitedCodec>,
     path: PathBuf,
     welcome: Welcome,
+    /// Events that arrived while an answer was awaited.
+    events: VecDeque<Event>,
 }
 
 /// Turns an answer into `Ok(payload)` for the expected variant.
@@ -126,6 +131,7 @@ impl Client {
         let mut client = Self {
             framed,
             path,
+            events: VecDeque::new(),
             welcome: Welcome {
                 version: 0,
                 server: String::new(),
@@ -151,16 +157,42 @@ impl Client {
     }
 
     /// Sends a request and returns the answer; an error answer becomes
-    /// [`ClientError::Remote`].
+    /// [`ClientError::Remote`]. Events pushed meanwhile are kept for
+    /// [`Client::next_event`].
     pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
         self.send(req).await?;
-        match self.recv().await? {
-            Response::Error(e) => Err(ClientError::Remote {
-                code: e.code,
-                message: e.message,
-            }),
-            other => Ok(other),
+        loop {
+            match self.recv().await? {
+                Response::Event(event) => self.events.push_back(event),
+                Response::Error(e) => {
+                    return Err(ClientError::Remote {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+                other => return Ok(other),
+            }
         }
+    }
+
+    /// Subscribes this connection to the project's change events; returns
+    /// the generation served at that moment.
+    pub async fn subscribe(&mut self) -> Result<u64, ClientError> {
+        let sub = expect!(
+            self.call(&Request::Subscribe).await?,
+            "subscribe",
+            Response::Subscribed
+        )?;
+        Ok(sub.generation)
+    }
+
+    /// The next change event (after [`Client::subscribe`]), waiting for one
+    /// if none is queued.
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        if let Some(event) = self.events.pop_front() {
+            return Ok(event);
+        }
+        expect!(self.recv().await?, "subscribe", Response::Event)
     }
 
     /// Sends one request without waiting for the answer.

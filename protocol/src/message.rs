@@ -43,6 +43,9 @@ pub enum Request {
     ListProjects,
     /// 9: daemon and per-project health (control socket).
     Status,
+    /// 10: push an [`Event`] on this connection whenever the project's
+    /// secrets change (project socket).
+    Subscribe,
 }
 
 impl Request {
@@ -59,6 +62,7 @@ impl Request {
             Self::DeleteProject(_) => "delete_project",
             Self::ListProjects => "list_projects",
             Self::Status => "status",
+            Self::Subscribe => "subscribe",
         }
     }
 }
@@ -89,6 +93,43 @@ pub enum Response {
     Projects(Vec<ProjectInfo>),
     /// 10: answer to `Status`.
     Status(DaemonStatus),
+    /// 11: answer to `Subscribe`: events follow from this generation on.
+    Subscribed(Subscribed),
+    /// 12: pushed, unasked, to a subscribed connection between answers.
+    Event(Event),
+}
+
+/// Payload of [`Response::Subscribed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// The generation being served when the subscription started.
+    pub generation: u64,
+}
+
+/// A change to a project's secrets. Names only, never values: a client that
+/// caches values drops the named entries (or all of them when `names` is
+/// empty) and reads again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The generation now being served.
+    pub generation: u64,
+    pub kind: EventKind,
+    /// The names whose value changed, appeared or disappeared, sorted. Empty
+    /// means "anything may have changed" (events were missed).
+    pub names: Vec<String>,
+}
+
+/// What caused an [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// 0: a `Set`.
+    Set,
+    /// 1: a `Delete`.
+    Deleted,
+    /// 2: the vault file was replaced from outside, or re-read on SIGHUP.
+    Reloaded,
+    /// 3: the project was deleted; no more events follow.
+    ProjectDeleted,
 }
 
 /// Payload of [`Request::Hello`].

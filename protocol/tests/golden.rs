@@ -65,6 +65,7 @@ fn requests() -> Vec<(&'static str, Request)> {
         ),
         ("request.list_projects", Request::ListProjects),
         ("request.status", Request::Status),
+        ("request.subscribe", Request::Subscribe),
     ]
 }
 
@@ -145,6 +146,18 @@ fn responses() -> Vec<(&'static str, Response)> {
                 state_dir: "/var/lib/flux".into(),
                 runtime_dir: "/run/flux".into(),
                 projects: vec![],
+            }),
+        ),
+        (
+            "response.subscribed",
+            Response::Subscribed(Subscribed { generation: 5 }),
+        ),
+        (
+            "response.event",
+            Response::Event(Event {
+                generation: 6,
+                kind: EventKind::Reloaded,
+                names: vec!["OPENAI_API_KEY".into()],
             }),
         ),
     ]

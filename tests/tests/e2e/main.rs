@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod durability;
+mod rotation;
 mod walkthrough;
 
 use flux_protocol::blocking::Client;

@@ -1,0 +1,83 @@
+//! `fluxctl vault open / seal`: offline break-glass for operators who hold
+//! a project key. No daemon is involved.
+//!
+//! - `open --identity KEY VAULT` decrypts a vault and prints its plaintext
+//!   document (docs/VAULT.md). A seal that does not verify is reported on
+//!   stderr; the document is still printed, since recovering from a bad
+//!   file is what break-glass is for.
+//! - `seal --identity KEY [--output VAULT] < doc.json` checks a document,
+//!   seals it with the key and encrypts it to the key's recipient: a vault
+//!   fluxd accepts. `--output` replaces the file atomically (temp file,
+//!   fsync, rename), so a running fluxd never sees half a vault; without it
+//!   the vault goes to stdout, which must not be a terminal.
+
+use crate::failure::{Failure, Result};
+use crate::out;
+use fluxd::keys::ProjectKey;
+use fluxd::vault;
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+fn load_identity(path: &Path) -> Result<ProjectKey> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("cannot read key {}: {e}", path.display())))?,
+    );
+    ProjectKey::parse(&text).map_err(|e| Failure::usage(format!("key {}: {e}", path.display())))
+}
+
+pub(crate) fn open(identity: &Path, vault_path: &Path) -> Result<()> {
+    let key = load_identity(identity)?;
+    let bytes = std::fs::read(vault_path)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", vault_path.display())))?;
+    let plaintext = vault::decrypt(&bytes, &key)
+        .map_err(|e| Failure::general(format!("{}: {e}", vault_path.display())))?;
+    match vault::document_project(&plaintext)
+        .and_then(|project| vault::open_document(&plaintext, &project, Some(&key)))
+    {
+        Ok(_) => {}
+        Err(e) => eprintln!("fluxctl: warning: {}: {e}", vault_path.display()),
+    }
+    let text = std::str::from_utf8(&plaintext)
+        .map_err(|_| Failure::general("the vault's plaintext is not UTF-8"))?;
+    out(text)
+}
+
+pub(crate) fn seal(identity: &Path, output: Option<&Path>) -> Result<()> {
+    let key = load_identity(identity)?;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(Failure::usage(
+            "pipe the vault document in: fluxctl vault seal --identity KEY --output VAULT < doc.json",
+        ));
+    }
+    let mut doc = Zeroizing::new(Vec::new());
+    stdin
+        .lock()
+        .read_to_end(&mut doc)
+        .map_err(|e| Failure::general(format!("cannot read the document from stdin: {e}")))?;
+    let (project, sealed) = vault::reseal_document(&doc, &key)
+        .map_err(|e| Failure::usage(format!("the document cannot be sealed: {e}")))?;
+    let bytes = vault::encrypt(&sealed, &key).map_err(|e| Failure::general(e.to_string()))?;
+    match output {
+        Some(path) => {
+            fluxd::fsutil::write_atomic(path, &bytes, 0o600)
+                .map_err(|e| Failure::general(e.to_string()))?;
+            eprintln!("✔ Vault sealed for project {project}: {}", path.display());
+            Ok(())
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout.is_terminal() {
+                return Err(Failure::usage(
+                    "refusing to write a binary vault to a terminal: redirect stdout or pass --output VAULT",
+                ));
+            }
+            stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Failure::general(format!("cannot write the vault: {e}")))
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Live rotation: vaults changed from outside fluxd are picked up on open
+//! connections, bad files never replace a good snapshot, readers never see
+//! half a write, and subscribers are told.
+
+use crate::{assert_value, stderr};
+use flux_e2e::{TestDaemon, have_tool};
+use flux_protocol::SecretValue;
+use flux_protocol::message::EventKind;
+use fluxd::keys::ProjectKey;
+use fluxd::vault::{self, Entry, Secrets};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls `cond` until it holds; panics with `what` after [`WAIT`].
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn key_of(d: &TestDaemon, project: &str) -> ProjectKey {
+    ProjectKey::parse(&std::fs::read_to_string(d.key_path(project)).unwrap()).unwrap()
+}
+
+fn secrets(pairs: &[(&str, &str)]) -> Secrets {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                Entry {
+                    value: SecretValue::from(*v),
+                    set_at_ms: vault::now_ms(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A sealed vault file for `project` holding `pairs`.
+fn sealed(d: &TestDaemon, project: &str, pairs: &[(&str, &str)]) -> Vec<u8> {
+    vault::seal(project, &secrets(pairs), &key_of(d, project)).unwrap()
+}
+
+/// Writes `bytes` beside the vaults folder, then renames it over the vault.
+fn replace_by_rename(d: &TestDaemon, project: &str, bytes: &[u8]) {
+    let staging = d.state_dir().join(format!("{project}.staging"));
+    std::fs::write(&staging, bytes).unwrap();
+    std::fs::rename(&staging, d.vault_path(project)).unwrap();
+}
+
+fn last_error(d: &TestDaemon, project: &str) -> Option<String> {
+    d.control()
+        .status()
+        .unwrap()
+        .projects
+        .into_iter()
+        .find(|p| p.name == project)
+        .and_then(|p| p.last_error)
+}
+
+fn value_is(client: &mut flux_protocol::blocking::Client, name: &str, want: &str) -> bool {
+    client
+        .get(name)
+        .map(|v| v.expose() == want)
+        .unwrap_or(false)
+}
+
+#[test]
+fn outside_changes_reach_open_connections() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "TOKEN", "v0", "-p", "app"]);
+    let mut reader = d.client("app");
+    assert_value(&mut reader, "TOKEN", "v0");
+
+    // Replaced by rename (mv, rsync, config managers).
+    replace_by_rename(&d, "app", &sealed(&d, "app", &[("TOKEN", "v1")]));
+    eventually("rename picked up", || value_is(&mut reader, "TOKEN", "v1"));
+
+    // Rewritten in place.
+    std::fs::write(d.vault_path("app"), sealed(&d, "app", &[("TOKEN", "v2")])).unwrap();
+    eventually("in-place write picked up", || {
+        value_is(&mut reader, "TOKEN", "v2")
+    });
+
+    // Copied over with cp (a restore from backup).
+    let backup = d.dir().join("backup.age");
+    std::fs::write(&backup, sealed(&d, "app", &[("TOKEN", "v3")])).unwrap();
+    let status = Command::new("cp")
+        .arg(&backup)
+        .arg(d.vault_path("app"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("copy picked up", || value_is(&mut reader, "TOKEN", "v3"));
+
+    // Kubernetes-style: app.age -> ..data/app.age, ..data -> ..v4, and the
+    // swap renames a new ..data symlink over the old one.
+    let vaults = d.state_dir().join("vaults");
+    let v4 = vaults.join("..v4");
+    std::fs::create_dir(&v4).unwrap();
+    std::fs::write(v4.join("app.age"), sealed(&d, "app", &[("TOKEN", "v4")])).unwrap();
+    std::os::unix::fs::symlink("..v4", vaults.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/app.age", vaults.join("app.link")).unwrap();
+    std::fs::rename(vaults.join("app.link"), d.vault_path("app")).unwrap();
+    eventually("symlinked vault picked up", || {
+        value_is(&mut reader, "TOKEN", "v4")
+    });
+    let v5 = vaults.join("..v5");
+    std::fs::create_dir(&v5).unwrap();
+    std::fs::write(v5.join("app.age"), sealed(&d, "app", &[("TOKEN", "v5")])).unwrap();
+    std::os::unix::fs::symlink("..v5", vaults.join("..data_tmp")).unwrap();
+    std::fs::rename(vaults.join("..data_tmp"), vaults.join("..data")).unwrap();
+    eventually("..data swap picked up", || {
+        value_is(&mut reader, "TOKEN", "v5")
+    });
+
+    // Listing keeps working through reloads.
+    let out = d.ctl_ok(&["secrets", "list", "-p", "app"]);
+    assert!(out.starts_with("TOKEN  set "), "{out}");
+    assert_eq!(last_error(&d, "app"), None);
+}
+
+#[test]
+fn only_sealed_vaults_are_accepted() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "WEBHOOK_KEY", "good", "-p", "app"]);
+    let mut reader = d.client("app");
+    let key_path = d.key_path("app");
+
+    // The current document, as an operator sees it.
+    let out = d.run_ctl(&[
+        "vault",
+        "open",
+        "--identity",
+        key_path.to_str().unwrap(),
+        d.vault_path("app").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "a good vault opens without warnings");
+    let mut doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["secrets"]["WEBHOOK_KEY"]["value"] = "planted".into();
+    doc.as_object_mut().unwrap().remove("seal");
+    let doc = serde_json::to_vec_pretty(&doc).unwrap();
+
+    // Encrypted to the right recipient but not sealed: refused.
+    let unsealed = if have_tool("age", "only_sealed_vaults_are_accepted (age -r)") {
+        let recipient = key_of(&d, "app").recipient().to_string();
+        let mut child = Command::new("age")
+            .args(["-r", &recipient])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&doc).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    } else {
+        vault::encrypt(&doc, &key_of(&d, "app")).unwrap()
+    };
+    replace_by_rename(&d, "app", &unsealed);
+    eventually("unsealed vault reported", || {
+        last_error(&d, "app").is_some_and(|e| e.contains("not sealed by the project key"))
+    });
+    assert_value(&mut reader, "WEBHOOK_KEY", "good");
+
+    // The same document sealed with fluxctl vault seal: accepted.
+    let sealed_path = d.dir().join("sealed.age");
+    let mut child = d
+        .ctl()
+        .args([
+            "vault",
+            "seal",
+            "-i",
+            key_path.to_str().unwrap(),
+            "-o",
+            sealed_path.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&doc).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Vault sealed for project app"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::rename(&sealed_path, d.vault_path("app")).unwrap();
+    eventually("sealed vault accepted", || {
+        value_is(&mut reader, "WEBHOOK_KEY", "planted")
+    });
+    eventually("error cleared", || last_error(&d, "app").is_none());
+}
+
+#[test]
+fn bad_files_keep_the_last_good_snapshot_serving() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "KEY", "good", "-p", "app"]);
+    let good = std::fs::read(d.vault_path("app")).unwrap();
+    let mut reader = d.client("app");
+
+    let other = ProjectKey::generate();
+    let wrong_schema = br#"{"format":"flux-secrets-vault","version":1,"project":"app","secrets":{"KEY":{"value":1}}}"#;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "corrupt",
+            b"this is not an age file".to_vec(),
+            "not a valid age file",
+        ),
+        (
+            "truncated",
+            good[..good.len() - 20].to_vec(),
+            "truncated or corrupt",
+        ),
+        (
+            "wrong key",
+            vault::seal("app", &secrets(&[("KEY", "evil")]), &other).unwrap(),
+            "not encrypted to this project's key",
+        ),
+        (
+            "wrong schema",
+            vault::encrypt(wrong_schema, &key_of(&d, "app")).unwrap(),
+            "wrong field or type",
+        ),
+        (
+            "version",
+            vault::encrypt(
+                br#"{"format":"flux-secrets-vault","version":99,"project":"app","secrets":{}}"#,
+                &key_of(&d, "app"),
+            )
+            .unwrap(),
+            "version 99 is not supported",
+        ),
+    ];
+    for (what, bytes, reason) in cases {
+        replace_by_rename(&d, "app", &bytes);
+        eventually(&format!("{what} reported"), || {
+            last_error(&d, "app").is_some_and(|e| e.contains(reason))
+        });
+        assert_value(&mut reader, "KEY", "good");
+        let status = d.ctl_ok(&["status"]);
+        assert!(
+            status.contains(reason),
+            "{what}: status shows the error:\n{status}"
+        );
+        // A later good file is picked up and clears the error.
+        replace_by_rename(&d, "app", &sealed(&d, "app", &[("KEY", "good")]));
+        eventually(&format!("recovered from {what}"), || {
+            last_error(&d, "app").is_none()
+        });
+        assert_value(&mut reader, "KEY", "good");
+    }
+
+    // A vanished vault keeps serving and is reported; restoring clears it.
+    let current = std::fs::read(d.vault_path("app")).unwrap();
+    std::fs::remove_file(d.vault_path("app")).unwrap();
+    eventually("missing vault reported", || {
+        last_error(&d, "app").is_some_and(|e| e.contains("is missing"))
+    });
+    assert_value(&mut reader, "KEY", "good");
+    replace_by_rename(&d, "app", &current);
+    eventually("restored vault", || last_error(&d, "app").is_none());
+
+    // Nothing about the bad files reached the log as a value.
+    assert!(!d.log().contains("evil"));
+}
+
+#[test]
+fn readers_never_see_half_a_write() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    replace_by_rename(&d, "app", &sealed(&d, "app", &[("A", "0"), ("B", "0")]));
+    let mut probe = d.client("app");
+    eventually("first pair", || value_is(&mut probe, "B", "0"));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (socket, stop) = (d.project_socket("app"), stop.clone());
+            std::thread::spawn(move || {
+                let mut client = flux_protocol::blocking::Client::connect(socket).unwrap();
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let all = client.get_all().unwrap();
+                    assert_eq!(all.len(), 2);
+                    assert!(
+                        all[0].value == all[1].value,
+                        "a reader saw A and B from different writes"
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let key = key_of(&d, "app");
+    for i in 1..=60 {
+        let v = i.to_string();
+        let bytes = vault::seal("app", &secrets(&[("A", &v), ("B", &v)]), &key).unwrap();
+        fluxd::fsutil::write_atomic(&d.vault_path("app"), &bytes, 0o600).unwrap();
+        eventually("pair swapped in", || value_is(&mut probe, "A", &v));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0);
+}
+
+#[test]
+fn subscribers_hear_of_every_change_and_never_a_value() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    let mut sub = d.client("app");
+    let start = sub.subscribe().unwrap();
+    let next = |sub: &mut flux_protocol::blocking::Client| {
+        sub.next_event(WAIT)
+            .unwrap()
+            .expect("an event within the wait")
+    };
+
+    d.ctl_ok(&["secrets", "set", "NEW_KEY", "secret-value-1", "-p", "app"]);
+    let e = next(&mut sub);
+    assert_eq!(
+        (e.kind, e.names.clone()),
+        (EventKind::Set, vec!["NEW_KEY".to_owned()])
+    );
+    assert!(e.generation > start);
+    // fluxd's own write is not loaded a second time.
+    assert_eq!(sub.next_event(Duration::from_millis(300)).unwrap(), None);
+
+    d.ctl_ok(&["secrets", "delete", "NEW_KEY", "-p", "app"]);
+    let e = next(&mut sub);
+    assert_eq!(
+        (e.kind, e.names),
+        (EventKind::Deleted, vec!["NEW_KEY".to_owned()])
+    );
+
+    replace_by_rename(&d, "app", &sealed(&d, "app", &[("FROM_OUTSIDE", "x")]));
+    let e = next(&mut sub);
+    assert_eq!(
+        (e.kind, e.names),
+        (EventKind::Reloaded, vec!["FROM_OUTSIDE".to_owned()])
+    );
+
+    // The connection still answers requests between events.
+    assert_value(&mut sub, "FROM_OUTSIDE", "x");
+
+    d.ctl_ok(&["projects", "delete", "app", "--yes"]);
+    let e = next(&mut sub);
+    assert_eq!(e.kind, EventKind::ProjectDeleted);
+}
+
+#[test]
+fn projects_appear_while_running_and_sighup_reloads() {
+    let d = TestDaemon::start();
+    // A project restored from elsewhere: key first, then its vault.
+    let key = ProjectKey::generate();
+    let key_path: PathBuf = d.key_path("restored");
+    std::fs::write(
+        &key_path,
+        key.to_file_contents("2026-01-01T00:00:00Z").as_bytes(),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let bytes = vault::seal("restored", &secrets(&[("R", "restored-value")]), &key).unwrap();
+    replace_by_rename(&d, "restored", &bytes);
+    eventually("socket for the new project", || {
+        Path::new(&d.project_socket("restored")).exists()
+    });
+    assert_value(&mut d.client("restored"), "R", "restored-value");
+
+    let before = d.control().status().unwrap().projects[0].generation;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    eventually("SIGHUP reload", || {
+        d.control().status().unwrap().projects[0].generation > before
+    });
+    assert!(d.log().contains("reloading"));
+    assert_value(&mut d.client("restored"), "R", "restored-value");
+}
