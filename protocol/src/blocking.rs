@@ -100,6 +100,11 @@ impl Client {
             .map_or(Ok(None), |r| r.map(Some))
     }
 
+    /// See [`crate::Client::audit`].
+    pub fn audit(&mut self, query: AuditQuery) -> Result<Vec<AuditRecord>, ClientError> {
+        self.rt.block_on(self.inner.audit(query))
+    }
+
     /// See [`crate::Client::status`].
     pub fn status(&mut self) -> Result<DaemonStatus, ClientError> {
         self.rt.block_on(self.inner.status())

@@ -91,6 +91,7 @@ fn kind(resp: &Response) -> &'static str {
         Response::Status(_) => "status",
         Response::Subscribed(_) => "subscribed",
         Response::Event(_) => "event",
+        Response::AuditRecords(_) => "audit records",
     }
 }
 
@@ -283,6 +284,15 @@ impl Client {
             self.call(&Request::ListProjects).await?,
             "list_projects",
             Response::Projects
+        )
+    }
+
+    /// Audit records (control socket).
+    pub async fn audit(&mut self, query: AuditQuery) -> Result<Vec<AuditRecord>, ClientError> {
+        expect!(
+            self.call(&Request::Audit(query)).await?,
+            "audit",
+            Response::AuditRecords
         )
     }
 

@@ -46,6 +46,8 @@ pub enum Request {
     /// 10: push an [`Event`] on this connection whenever the project's
     /// secrets change (project socket).
     Subscribe,
+    /// 11: audit records, newest last (control socket).
+    Audit(AuditQuery),
 }
 
 impl Request {
@@ -63,6 +65,7 @@ impl Request {
             Self::ListProjects => "list_projects",
             Self::Status => "status",
             Self::Subscribe => "subscribe",
+            Self::Audit(_) => "audit",
         }
     }
 }
@@ -97,6 +100,42 @@ pub enum Response {
     Subscribed(Subscribed),
     /// 12: pushed, unasked, to a subscribed connection between answers.
     Event(Event),
+    /// 13: answer to `Audit`, oldest first.
+    AuditRecords(Vec<AuditRecord>),
+}
+
+/// Payload of [`Request::Audit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Only this project's records.
+    pub project: Option<String>,
+    /// Only records at or after this time, ms since the epoch (0: all).
+    pub since_ms: u64,
+    /// At most this many records, the newest (0: the daemon's default).
+    pub limit: u32,
+}
+
+/// One access decision. Never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, ms since the epoch.
+    pub time_ms: u64,
+    /// The project (none for daemon-wide requests).
+    pub project: Option<String>,
+    /// The operation, as [`Request::op`] names it.
+    pub op: String,
+    /// The secret or project name the request named, if any.
+    pub name: Option<String>,
+    /// The peer's uid, gid and pid, from the kernel.
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+    /// The peer's executable, when it could be read.
+    pub exe: Option<String>,
+    /// Whether the policy allowed the request.
+    pub allowed: bool,
+    /// `ok`, or the error code's name.
+    pub result: String,
 }
 
 /// Payload of [`Response::Subscribed`].

@@ -66,6 +66,14 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("request.list_projects", Request::ListProjects),
         ("request.status", Request::Status),
         ("request.subscribe", Request::Subscribe),
+        (
+            "request.audit",
+            Request::Audit(AuditQuery {
+                project: Some("my-app".into()),
+                since_ms: 1_764_000_000_000,
+                limit: 100,
+            }),
+        ),
     ]
 }
 
@@ -159,6 +167,21 @@ fn responses() -> Vec<(&'static str, Response)> {
                 kind: EventKind::Reloaded,
                 names: vec!["OPENAI_API_KEY".into()],
             }),
+        ),
+        (
+            "response.audit_records",
+            Response::AuditRecords(vec![AuditRecord {
+                time_ms: 1_764_000_000_000,
+                project: Some("my-app".into()),
+                op: "get".into(),
+                name: Some("OPENAI_API_KEY".into()),
+                uid: 1000,
+                gid: 1000,
+                pid: Some(4242),
+                exe: None,
+                allowed: true,
+                result: "ok".into(),
+            }]),
         ),
     ]
 }
