@@ -52,6 +52,17 @@ impl fmt::Display for Failure {
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
+        if let ClientError::Connect { path, source } = &e
+            && source.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Self::new(
+                EXIT_DENIED,
+                format!(
+                    "permission denied connecting to {}: ask an admin to add you to the group that owns that socket (socket_group in fluxd's config)",
+                    path.display()
+                ),
+            );
+        }
         let exit = match e.code() {
             Some(ErrorCode::NotFound | ErrorCode::UnknownProject) => EXIT_NOT_FOUND,
             Some(ErrorCode::PermissionDenied) => EXIT_DENIED,

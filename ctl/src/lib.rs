@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 pub mod failure;
 mod projects;
 mod run;
@@ -63,6 +64,19 @@ pub enum Command {
             value_name = "CMD"
         )]
         command: Vec<std::ffi::OsString>,
+    },
+    /// Show the audit log of access decisions (admins only); --project
+    /// narrows it to one project
+    Audit {
+        /// Only records newer than this, e.g. 1h, 30m, 7d
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// At most this many records, the newest
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Print JSON lines
+        #[arg(long)]
+        json: bool,
     },
     /// Offline break-glass: open or seal a vault file with a project key
     #[command(subcommand)]
@@ -152,6 +166,10 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
         Command::Run { command } => run::run(&target, command),
         Command::Status { json } => status::run(&target, json).map(|()| 0),
+        Command::Audit { since, limit, json } => {
+            let project = target.project.clone();
+            audit::run(&target, project, since.as_deref(), limit, json).map(|()| 0)
+        }
         Command::Vault(VaultCmd::Open { identity, vault }) => {
             vault::open(&identity, &vault).map(|()| 0)
         }

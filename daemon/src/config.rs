@@ -1,5 +1,6 @@
-//! Configuration: where the daemon keeps its state and sockets, and the
-//! limits that keep one bad client from hurting the others.
+//! Configuration: where the daemon keeps its state and sockets, who may do
+//! what ([`crate::policy`]), the audit log, and the limits that keep one bad
+//! client from hurting the others.
 //!
 //! Folders resolve in this order (the first that is set wins):
 //!
@@ -8,30 +9,56 @@
 //! | state   | `--state-dir`   | `FLUX_STATE_DIR`   | `STATE_DIRECTORY`    | `$XDG_STATE_HOME/flux`, else `~/.local/state/flux` |
 //! | runtime | `--runtime-dir` | `FLUX_RUNTIME_DIR` | `RUNTIME_DIRECTORY`  | `$XDG_RUNTIME_DIR/flux`, else `/tmp/flux-$UID`     |
 //!
-//! No root and no config file are needed to try fluxd.
+//! The config file is `--config`, else `FLUX_CONFIG`, else
+//! `$CONFIGURATION_DIRECTORY/fluxd.toml` when it exists; none is needed. It
+//! is TOML and unknown keys are errors (a typo must not silently open or
+//! close access). `docs/CONFIG.md` documents every key; SIGHUP re-reads the
+//! access policy, while limits and the audit path take effect at start.
 
 use crate::error::{Error, Result};
+use crate::policy::{Id, Policy, ProjectFile, RolesFile};
+use flux_protocol::limits::{MAX_REQUEST_FRAME_LEN, MAX_VALUE_LEN};
 use flux_protocol::paths::{self, env_path, systemd_dir};
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Environment variable naming the state folder.
 pub const STATE_DIR_ENV: &str = "FLUX_STATE_DIR";
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "FLUX_CONFIG";
 
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub state_dir: PathBuf,
     pub runtime_dir: PathBuf,
+    /// The config file read, if any (re-read on SIGHUP).
+    pub config_file: Option<PathBuf>,
+    pub policy: Policy,
     pub limits: Limits,
+    /// The audit log file; `None` when auditing is disabled.
+    pub audit_path: Option<PathBuf>,
 }
 
 /// Bounds on what clients may cost the daemon.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
+    /// Largest request frame, checked before allocation.
+    pub max_request_bytes: usize,
+    /// Largest secret value.
+    pub max_value_bytes: usize,
+    /// Most secrets one project may hold.
+    pub max_secrets_per_project: usize,
     /// Open connections across all sockets; further clients wait in the
     /// listen backlog until one closes.
     pub max_connections: usize,
+    /// Open connections on one project's socket; further ones are refused
+    /// with `limit_reached`, so one project cannot starve the others.
+    pub max_connections_per_project: usize,
+    /// Requests per second one connection may make (0: no limit).
+    pub requests_per_second: u32,
     /// Time a new connection has to complete the handshake.
     pub handshake_timeout: Duration,
     /// Time a client has to finish a frame it started sending.
@@ -45,7 +72,12 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            max_request_bytes: MAX_REQUEST_FRAME_LEN,
+            max_value_bytes: MAX_VALUE_LEN,
+            max_secrets_per_project: 100_000,
             max_connections: 1024,
+            max_connections_per_project: 512,
+            requests_per_second: 100_000,
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15 * 60),
@@ -54,10 +86,159 @@ impl Default for Limits {
     }
 }
 
+/// The config file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Group owning the control socket (mode 0660).
+    pub control_group: Option<Id>,
+    #[serde(default)]
+    pub defaults: RolesFile,
+    #[serde(default)]
+    pub projects: BTreeMap<String, ProjectFile>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub audit: AuditFile,
+}
+
+/// `[limits]`: each key overrides the default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_request_bytes: Option<usize>,
+    pub max_value_bytes: Option<usize>,
+    pub max_secrets_per_project: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_project: Option<usize>,
+    pub requests_per_second: Option<u32>,
+    pub handshake_timeout: Option<String>,
+    pub frame_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Default `<state>/audit.log`.
+    pub path: Option<PathBuf>,
+}
+
+fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(Error::Config(format!(
+                "[limits] {key} must be more than zero"
+            ))),
+            Err(e) => Err(Error::Config(format!(
+                "[limits] {key} = {text:?} is not a duration like \"5s\" or \"15m\": {e}"
+            ))),
+        },
+    }
+}
+
+impl LimitsFile {
+    fn resolve(&self) -> Result<Limits> {
+        let d = Limits::default();
+        let limits = Limits {
+            max_request_bytes: self.max_request_bytes.unwrap_or(d.max_request_bytes),
+            max_value_bytes: self.max_value_bytes.unwrap_or(d.max_value_bytes),
+            max_secrets_per_project: self
+                .max_secrets_per_project
+                .unwrap_or(d.max_secrets_per_project),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_project: self
+                .max_connections_per_project
+                .unwrap_or(d.max_connections_per_project),
+            requests_per_second: self.requests_per_second.unwrap_or(d.requests_per_second),
+            handshake_timeout: duration(
+                "handshake_timeout",
+                &self.handshake_timeout,
+                d.handshake_timeout,
+            )?,
+            frame_timeout: duration("frame_timeout", &self.frame_timeout, d.frame_timeout)?,
+            idle_timeout: duration("idle_timeout", &self.idle_timeout, d.idle_timeout)?,
+            shutdown_grace: duration("shutdown_grace", &self.shutdown_grace, d.shutdown_grace)?,
+        };
+        let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(Error::Config(msg)) };
+        check(
+            (1..=MAX_VALUE_LEN).contains(&limits.max_value_bytes),
+            format!("[limits] max_value_bytes must be 1 to {MAX_VALUE_LEN} (the protocol's limit)"),
+        )?;
+        check(
+            limits.max_request_bytes >= limits.max_value_bytes + 1024
+                && limits.max_request_bytes <= 16 * 1024 * 1024,
+            "[limits] max_request_bytes must be at least max_value_bytes + 1024 and at most 16 MiB"
+                .into(),
+        )?;
+        check(
+            limits.max_secrets_per_project >= 1,
+            "[limits] max_secrets_per_project must be at least 1".into(),
+        )?;
+        check(
+            limits.max_connections >= 1,
+            "[limits] max_connections must be at least 1".into(),
+        )?;
+        check(
+            limits.max_connections_per_project >= 1,
+            "[limits] max_connections_per_project must be at least 1".into(),
+        )?;
+        Ok(limits)
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            ))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
+    }
+
+    /// The access policy it describes, names resolved.
+    pub fn policy(&self, path: &Path) -> Result<Policy> {
+        Policy::resolve(
+            nix::unistd::geteuid().as_raw(),
+            &self.defaults,
+            &self.projects,
+            self.control_group.as_ref(),
+        )
+        .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
+    }
+}
+
+/// The config file to read: explicit, `FLUX_CONFIG`, or systemd's
+/// configuration folder when it holds `fluxd.toml`.
+pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env_path(CONFIG_ENV))
+        .or_else(|| {
+            systemd_dir("CONFIGURATION_DIRECTORY")
+                .map(|d| d.join("fluxd.toml"))
+                .filter(|p| p.exists())
+        })
+}
+
 impl Config {
-    /// Resolves the folders from explicit values, the environment and the
-    /// defaults (see the module docs). Both folders must be absolute.
-    pub fn resolve(state_dir: Option<&Path>, runtime_dir: Option<&Path>) -> Result<Self> {
+    /// Resolves the folders and reads the config file, if any (see the
+    /// module docs). Both folders must be absolute.
+    pub fn resolve(
+        state_dir: Option<&Path>,
+        runtime_dir: Option<&Path>,
+        config_file: Option<&Path>,
+    ) -> Result<Self> {
         let state_dir = state_dir
             .map(Path::to_path_buf)
             .or_else(|| env_path(STATE_DIR_ENV))
@@ -88,10 +269,78 @@ impl Config {
                 107 - (longest.as_os_str().len() - runtime_dir.as_os_str().len())
             )));
         }
+        let config_file = config_path(config_file);
+        let file = match &config_file {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        let policy = match &config_file {
+            Some(path) => file.policy(path)?,
+            None => Policy::default_for(nix::unistd::geteuid().as_raw()),
+        };
+        let limits = file.limits.resolve().map_err(|e| match (e, &config_file) {
+            (Error::Config(msg), Some(p)) => {
+                Error::Config(format!("config file {}: {msg}", p.display()))
+            }
+            (e, _) => e,
+        })?;
+        let audit_path = match file.audit.enabled {
+            Some(false) => None,
+            _ => Some(
+                file.audit
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| state_dir.join("audit.log")),
+            ),
+        };
         Ok(Self {
             state_dir,
             runtime_dir,
-            limits: Limits::default(),
+            config_file,
+            policy,
+            limits,
+            audit_path,
         })
+    }
+
+    /// Re-reads the access policy from the config file (SIGHUP).
+    pub fn reload_policy(&self) -> Result<Policy> {
+        match &self.config_file {
+            Some(path) => FileConfig::read(path)?.policy(path),
+            None => Ok(Policy::default_for(nix::unistd::geteuid().as_raw())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Limits> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        f.limits.resolve()
+    }
+
+    #[test]
+    fn limits_parse_and_are_checked() {
+        let l = parse("[limits]\nidle_timeout = \"2m\"\nmax_secrets_per_project = 10\n").unwrap();
+        assert_eq!(l.idle_timeout, Duration::from_secs(120));
+        assert_eq!(l.max_secrets_per_project, 10);
+        assert!(parse("[limits]\nmax_value_bytes = 70000\n").is_err());
+        assert!(
+            parse("[limits]\nidle_timeout = \"soon\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("not a duration")
+        );
+        assert!(parse("[limits]\nframe_timeout = \"0s\"\n").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = toml::from_str::<FileConfig>("[defaults]\nreaderz = {}\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = toml::from_str::<FileConfig>("typo = 1\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 }

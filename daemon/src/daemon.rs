@@ -12,16 +12,28 @@
 //! Project creation and deletion are serialized by one async mutex; the
 //! registry itself is a read-mostly `RwLock` that no request holds across
 //! an await.
+//!
+//! Like ssh with its keys, fluxd refuses to start (exit 78) when the state
+//! folder or a key file is open to group or others. Socket files carry the
+//! access policy: a project socket is mode 0660 and group-owned by the
+//! project's `socket_group` when the config names one, else 0600; likewise
+//! the control socket with `control_group`. When any socket is opened to a
+//! group, the runtime folder is 0711 (others may reach a socket whose path
+//! they know, but not list the projects); otherwise it is 0700.
 
+use crate::audit::{self, Audit};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::fsutil::ensure_private_dir;
+use crate::fsutil::{check_private, ensure_private_dir};
+use crate::policy::Policy;
 use crate::project::Project;
 use crate::server::{bind, remove_socket, spawn_accept_loop};
 use crate::session::Target;
 use crate::store::{LocalStore, Store};
 use crate::vault::now_ms;
+use arc_swap::ArcSwap;
 use flux_protocol::limits::validate_project_name;
+use flux_protocol::message::{AuditQuery, AuditRecord};
 use flux_protocol::message::{DaemonStatus, ProjectInfo};
 use flux_protocol::paths;
 use nix::fcntl::{Flock, FlockArg};
@@ -29,6 +41,8 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
@@ -36,8 +50,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-/// Mode of every socket file.
+/// Mode of a socket no group may reach.
 pub const SOCKET_MODE: u32 = 0o600;
+/// Mode of a socket opened to its group.
+pub const GROUP_SOCKET_MODE: u32 = 0o660;
 
 /// State shared by the listeners and sessions.
 #[derive(Debug)]
@@ -47,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) projects: RwLock<BTreeMap<String, Arc<Project>>>,
     admin: tokio::sync::Mutex<()>,
     pub(crate) connections: Arc<Semaphore>,
+    pub(crate) policy: ArcSwap<Policy>,
+    pub(crate) audit: Audit,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     started_at_ms: u64,
@@ -64,14 +82,27 @@ impl Daemon {
     /// listening.
     pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Self> {
         ensure_private_dir(&config.state_dir)?;
+        check_private(&config.state_dir, "the state folder", 0o700)?;
         ensure_private_dir(&config.runtime_dir)?;
         ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
         let lock = lock_state_dir(&config)?;
         let local = LocalStore::open(&config.state_dir)?;
+        for dir in [local.keys_dir(), local.vaults_dir()] {
+            check_private(dir, "the folder", 0o700)?;
+        }
+        for name in local.projects()? {
+            check_private(&local.key_path(&name), "key file", 0o600)?;
+        }
+        let audit = match &config.audit_path {
+            Some(path) => Audit::open(path)?,
+            None => Audit::disabled(),
+        };
         let (vaults_dir, keys_dir) = (local.vaults_dir().to_owned(), local.keys_dir().to_owned());
         let store: Arc<dyn Store> = Arc::new(local);
         let shared = Arc::new(Shared {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            policy: ArcSwap::from_pointee(config.policy.clone()),
+            audit,
             config,
             store,
             projects: RwLock::new(BTreeMap::new()),
@@ -85,7 +116,10 @@ impl Daemon {
             shared.load_project(&name)?;
         }
         crate::watch::spawn(shared.clone(), &vaults_dir, &keys_dir)?;
+        shared.apply_runtime_mode()?;
         let control = bind(&shared.control_socket(), SOCKET_MODE)?;
+        let control_group = shared.policy.load().control_group();
+        apply_socket_policy(&shared.control_socket(), control_group)?;
         spawn_accept_loop(
             shared.clone(),
             control,
@@ -131,6 +165,7 @@ impl Daemon {
         for project in projects.values() {
             remove_socket(project.socket());
         }
+        shared.audit.flush().await;
         info!("stopped");
     }
 }
@@ -147,6 +182,7 @@ impl DaemonHandle {
     /// in, broken ones are reported and the last good snapshot kept.
     pub async fn reload(&self) {
         info!("reloading");
+        self.shared.reload_policy();
         let scope = crate::watch::Scope {
             all: true,
             ..Default::default()
@@ -159,6 +195,25 @@ impl DaemonHandle {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     Daemon::start(config, shutdown).await?.wait().await;
     Ok(())
+}
+
+/// Gives a socket file its policy: group-owned by `group` with mode 0660,
+/// or mode 0600 when no group may reach it.
+fn apply_socket_policy(path: &Path, group: Option<u32>) -> Result<()> {
+    let fail = |e: String| Error::Bind {
+        path: path.to_path_buf(),
+        reason: e,
+    };
+    match group {
+        Some(gid) => {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .map_err(|e| fail(format!("cannot give the socket to group {gid}: {e}")))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(GROUP_SOCKET_MODE))
+                .map_err(|e| fail(e.to_string()))
+        }
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(|e| fail(e.to_string())),
+    }
 }
 
 fn lock_state_dir(config: &Config) -> Result<Flock<File>> {
@@ -196,6 +251,11 @@ impl Shared {
     /// cannot be used is logged and the project skipped, so one broken
     /// project never keeps the others from being served.
     fn load_project(self: &Arc<Self>, name: &str) -> Result<()> {
+        let key_path = self.store.key_location(name);
+        if let Err(e) = check_private(&key_path, "key file", 0o600) {
+            error!(project = %name, error = %e, "project not served");
+            return Ok(());
+        }
         let project = match Project::load(
             name,
             self.project_socket(name),
@@ -249,12 +309,22 @@ impl Shared {
     /// Binds a project's socket and adds it to the registry.
     fn serve_project(self: &Arc<Self>, project: Arc<Project>) -> Result<()> {
         let listener = bind(project.socket(), SOCKET_MODE)?;
+        let group = self.policy.load().socket_group(project.name());
+        apply_socket_policy(project.socket(), group)?;
         self.projects
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(project.name().to_owned(), project.clone());
         let cancel = project.cancel_token().clone();
-        spawn_accept_loop(self.clone(), listener, Target::Project(project), cancel);
+        let slots = Arc::new(Semaphore::new(
+            self.config.limits.max_connections_per_project,
+        ));
+        spawn_accept_loop(
+            self.clone(),
+            listener,
+            Target::Project { project, slots },
+            cancel,
+        );
         Ok(())
     }
 
@@ -308,6 +378,76 @@ impl Shared {
         remove_socket(project.socket());
         info!(project = %name, "project deleted");
         Ok(())
+    }
+
+    /// The runtime folder's mode follows the policy (see the module docs).
+    fn apply_runtime_mode(&self) -> Result<()> {
+        let mode = if self.policy.load().opens_sockets() {
+            0o711
+        } else {
+            0o700
+        };
+        for dir in [
+            self.config.runtime_dir.clone(),
+            self.config.runtime_dir.join(paths::PROJECTS_DIR),
+        ] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("set the mode of", &dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the access policy from the config file and re-applies it to
+    /// the socket files; a bad file is logged and the current policy kept.
+    fn reload_policy(&self) {
+        let policy = match self.config.reload_policy() {
+            Ok(p) => p,
+            Err(e) => {
+                error!(error = %e, "config not reloaded; the current policy stays in force");
+                return;
+            }
+        };
+        self.policy.store(Arc::new(policy));
+        let policy = self.policy.load();
+        if let Err(e) = self.apply_runtime_mode() {
+            error!(error = %e, "cannot apply the runtime folder's mode");
+        }
+        if let Err(e) = apply_socket_policy(&self.control_socket(), policy.control_group()) {
+            error!(error = %e, "cannot apply the policy to the control socket");
+        }
+        for project in self
+            .projects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            if let Err(e) =
+                apply_socket_policy(project.socket(), policy.socket_group(project.name()))
+            {
+                error!(project = %project.name(), error = %e, "cannot apply the policy to the socket");
+            }
+        }
+        info!("access policy reloaded");
+    }
+
+    /// Audit records for `fluxctl audit`.
+    pub(crate) async fn audit_records(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+        let Some(path) = self.audit.path().map(Path::to_path_buf) else {
+            return Err(Error::BadRequest(
+                "the audit log is disabled ([audit] enabled = false)".into(),
+            ));
+        };
+        self.audit.flush().await;
+        let limit = match query.limit {
+            0 => audit::DEFAULT_LIMIT,
+            n => n as usize,
+        };
+        let lines = tokio::task::spawn_blocking(move || {
+            audit::read(&path, query.project.as_deref(), query.since_ms, limit)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("audit read task failed: {e}")))??;
+        Ok(lines.into_iter().map(Into::into).collect())
     }
 
     pub(crate) fn project_infos(&self) -> Vec<ProjectInfo> {

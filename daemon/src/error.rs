@@ -40,6 +40,11 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     LimitReached(String),
+    #[error("permission denied: {op} on {} is not allowed for this user", match project { Some(p) => format!("project {p}"), None => "this daemon".to_owned() })]
+    PermissionDenied {
+        op: &'static str,
+        project: Option<String>,
+    },
     #[error("vault {}: {reason}", path.display())]
     Vault { path: PathBuf, reason: String },
     #[error("key {}: {reason}", path.display())]
@@ -68,6 +73,7 @@ impl Error {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::LimitReached(_) => ErrorCode::LimitReached,
+            Self::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             Self::Config(_)
             | Self::Io { .. }
             | Self::Bind { .. }

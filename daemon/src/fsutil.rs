@@ -73,6 +73,23 @@ pub fn remove_durably(path: &Path) -> Result<()> {
     }
 }
 
+/// Refuses (as a configuration error, exit 78) a file or folder that group
+/// or others may read or write, as ssh does for private keys. `want` is the
+/// mode the message suggests.
+pub fn check_private(path: &Path, what: &str, want: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).map_err(|e| Error::io("inspect", path, e))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Config(format!(
+            "{what} {} has mode {mode:04o}: it must not be readable or writable by group or others; fix it with: chmod {want:o} {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// True for the names `write_atomic` gives its temp files, and other dot
 /// files that are never vaults or keys.
 pub fn is_temp_name(name: &str) -> bool {

@@ -8,7 +8,10 @@
 //!                                                                            └─ vaults/p.age
 //! ```
 //!
-//! - [`config`]: folders and limits;
+//! - [`config`]: folders, the config file and limits;
+//! - [`policy`]: who may do what, from the kernel's peer credentials
+//!   ([`peer`]); [`audit`]: the log of every decision;
+//! - [`hardening`]: no core dumps, no ptrace, locked memory;
 //! - [`daemon`]: start-up, the project registry, shutdown;
 //! - [`server`]: socket files and accept loops; `session`: one connection;
 //! - [`project`]: in-memory snapshots and the serialized write path;
@@ -22,11 +25,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod fsutil;
+pub mod hardening;
 pub mod keys;
+pub mod peer;
+pub mod policy;
 pub mod project;
 pub mod server;
 mod session;

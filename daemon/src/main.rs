@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 const EX_CONFIG: u8 = 78;
@@ -27,6 +27,13 @@ struct Args {
     /// default: $XDG_RUNTIME_DIR/flux or /tmp/flux-$UID]
     #[arg(long, value_name = "DIR")]
     runtime_dir: Option<PathBuf>,
+    /// Config file (TOML): access policy, limits, audit [env: FLUX_CONFIG;
+    /// default: $CONFIGURATION_DIRECTORY/fluxd.toml when it exists]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration and exit: 0 when valid, 78 when not
+    #[arg(long)]
+    check_config: bool,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
     /// such as `fluxd=debug` [default: RUST_LOG, else info]
     #[arg(long, value_name = "LEVEL")]
@@ -54,13 +61,33 @@ fn main() -> ExitCode {
     // Files and sockets are private unless fluxd widens them explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 
-    let config = match Config::resolve(args.state_dir.as_deref(), args.runtime_dir.as_deref()) {
+    let config = match Config::resolve(
+        args.state_dir.as_deref(),
+        args.runtime_dir.as_deref(),
+        args.config.as_deref(),
+    ) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    if args.check_config {
+        let source = match &config.config_file {
+            Some(path) => path.display().to_string(),
+            None => "no config file (built-in defaults)".into(),
+        };
+        println!("fluxd: configuration is valid: {source}");
+        return ExitCode::SUCCESS;
+    }
+    // Before any thread starts, so locked memory covers them all.
+    let hardening = fluxd::hardening::harden();
+    for warning in &hardening.warnings {
+        warn!("{warning}");
+    }
+    info!(memory_locked = ?hardening.lock, "process hardened");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fluxd")
+        // Bounded, so locked memory (thread stacks included) stays bounded.
+        .max_blocking_threads(16)
         .build()
     {
         Ok(rt) => rt,

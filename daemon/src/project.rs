@@ -26,6 +26,7 @@
 //! Every change is announced on a broadcast channel as an [`Event`] with the
 //! names that changed (never values), for subscribed connections.
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::keys::ProjectKey;
 use crate::store::Store;
@@ -372,14 +373,29 @@ impl Project {
             .collect())
     }
 
-    /// Sets a secret; answers once the vault holding it is durable.
-    pub async fn set(&self, name: &str, value: SecretValue) -> Result<Stored> {
+    /// Sets a secret within `limits`; answers once the vault holding it is
+    /// durable.
+    pub async fn set(&self, name: &str, value: SecretValue, limits: &Limits) -> Result<Stored> {
         validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
         validate_value_len(value.len())
             .map_err(|e| Error::TooLarge(format!("secret {name}: {e}")))?;
+        if value.len() > limits.max_value_bytes {
+            return Err(Error::TooLarge(format!(
+                "secret {name}: value is {} bytes; this fluxd's limit is {} bytes",
+                value.len(),
+                limits.max_value_bytes
+            )));
+        }
         let owned = name.to_owned();
+        let (project, max) = (self.name.clone(), limits.max_secrets_per_project);
         let (created, generation) = self
             .write(EventKind::Set, vec![name.to_owned()], move |secrets| {
+                if !secrets.contains_key(&owned) && secrets.len() >= max {
+                    return Err(Error::LimitReached(format!(
+                        "project {project} holds {} secrets, the limit ([limits] max_secrets_per_project)",
+                        secrets.len()
+                    )));
+                }
                 let entry = Entry {
                     value,
                     set_at_ms: now_ms(),

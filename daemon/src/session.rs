@@ -1,14 +1,24 @@
-//! One client connection: handshake, then requests answered in order.
+//! One client connection: handshake, then requests answered in order, each
+//! one authorized against the policy and recorded in the audit log.
 //!
+//! - The peer is identified by the kernel when the connection is accepted
+//!   ([`Peer`]); every request is decided against the policy in force at
+//!   that moment ([`crate::policy`]). A denied request gets
+//!   `permission_denied` naming the operation and the project, and the
+//!   connection stays usable for what the peer may do.
 //! - The first frame must be `Hello` with our protocol version, within the
 //!   handshake timeout; otherwise the client gets a typed error and the
 //!   connection is closed.
+//! - A project socket admits a bounded number of connections; past it a
+//!   new connection gets `limit_reached` and is closed, so one project's
+//!   clients cannot starve another's.
 //! - A frame that does not decode gets a `bad_request` answer and the
 //!   connection stays usable (framing is intact). A frame whose length
 //!   prefix exceeds the limit gets a `too_large` answer and the connection
 //!   is closed (the stream can no longer be trusted).
 //! - A client that starts a frame and does not finish it within the frame
 //!   timeout is cut off; an idle client is cut off after the idle timeout.
+//!   A connection over its request rate gets `limit_reached` answers.
 //! - Shutdown is checked between requests only: a request in flight is
 //!   always answered.
 //! - After `Subscribe`, the project's change events are written between
@@ -16,14 +26,19 @@
 //!   ("anything may have changed") instead of the ones it missed.
 //!
 //! Request frames are wiped once decoded, since a `Set` carries a value.
-//! Nothing here logs a value: requests are logged by operation and name.
+//! Nothing here logs or audits a value: requests are recorded by operation
+//! and name.
 
+use crate::audit::Line;
 use crate::daemon::Shared;
 use crate::error::{Error, Result};
+use crate::peer::Peer;
+use crate::policy::Role;
 use crate::project::Project;
+use crate::vault::{format_time_ms, now_ms};
 use bytes::Bytes;
 use flux_protocol::codec::{self, decode, encode};
-use flux_protocol::limits::{MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN};
+use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
 use flux_protocol::message::{
     ErrorReply, Event, EventKind, Request, Response, Scope, Subscribed, Welcome,
 };
@@ -34,7 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::net::UnixStream;
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -44,21 +59,32 @@ use zeroize::Zeroize;
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
     Control,
-    Project(Arc<Project>),
+    Project {
+        project: Arc<Project>,
+        /// Connection slots of this project's socket.
+        slots: Arc<Semaphore>,
+    },
 }
 
 impl Target {
     pub(crate) fn label(&self) -> String {
         match self {
             Self::Control => "control".into(),
-            Self::Project(p) => format!("project:{}", p.name()),
+            Self::Project { project, .. } => format!("project:{}", project.name()),
         }
     }
 
     fn scope(&self) -> Scope {
         match self {
             Self::Control => Scope::Control,
-            Self::Project(p) => Scope::Project(p.name().to_owned()),
+            Self::Project { project, .. } => Scope::Project(project.name().to_owned()),
+        }
+    }
+
+    fn project_name(&self) -> Option<&str> {
+        match self {
+            Self::Control => None,
+            Self::Project { project, .. } => Some(project.name()),
         }
     }
 }
@@ -74,15 +100,22 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let (uid, pid) = match stream.peer_cred() {
-        Ok(c) => (Some(c.uid()), c.pid()),
-        Err(_) => (None, None),
+    let peer = match Peer::of(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            warn!(error = %e, "cannot read the peer's credentials; closing");
+            return;
+        }
     };
-    let span = info_span!("conn", id, socket = %target.label(), peer_uid = uid, peer_pid = pid);
+    let span =
+        info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
+    let max_frame = shared.config.limits.max_request_bytes;
     let mut session = Session {
-        framed: Framed::new(stream, codec::framing(MAX_REQUEST_FRAME_LEN)),
+        framed: Framed::new(stream, codec::framing(max_frame)),
         target,
         shared,
+        peer,
+        bucket: None,
     };
     async move {
         match session.run(&cancel).await {
@@ -94,10 +127,43 @@ pub(crate) async fn serve(
     .await
 }
 
+/// A token bucket: `rate` requests per second, bursts of up to `rate`.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 struct Session {
     framed: Framed<UnixStream, LengthDelimitedCodec>,
     target: Target,
     shared: Arc<Shared>,
+    peer: Peer,
+    bucket: Option<Bucket>,
 }
 
 /// Why a connection was ended by the daemon.
@@ -109,10 +175,31 @@ enum End {
     Protocol(String),
 }
 
+/// The secret or project name a request names, for the audit log.
+fn named(req: &Request) -> Option<String> {
+    match req {
+        Request::Get(g) => Some(g.name.clone()),
+        Request::Set(s) => Some(s.name.clone()),
+        Request::Delete(d) => Some(d.name.clone()),
+        Request::CreateProject(p) | Request::DeleteProject(p) => Some(p.name.clone()),
+        Request::Audit(q) => q.project.clone(),
+        _ => None,
+    }
+}
+
 impl Session {
     async fn run(&mut self, cancel: &CancellationToken) -> Result<(), End> {
-        let limits = &self.shared.config.limits;
-        let first = match tokio::time::timeout(limits.handshake_timeout, self.framed.next()).await {
+        let _slot = self.take_slot().await?;
+        let limits = self.shared.config.limits.clone();
+        if limits.requests_per_second > 0 {
+            self.bucket = Some(Bucket::new(limits.requests_per_second));
+        }
+        let first = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            first = tokio::time::timeout(limits.handshake_timeout, self.framed.next()) => first,
+        };
+        let first = match first {
             Err(_) => {
                 let msg = format!(
                     "no handshake within {:?}: send Hello first (see PROTOCOL.md)",
@@ -143,59 +230,32 @@ impl Session {
             let request = decode::<Request>(&frame);
             frame.as_mut().zeroize();
             let response = match request {
-                Ok(Request::Subscribe) => self.subscribe(&mut events),
-                Ok(req) => self.handle(req).await,
+                Ok(req) => self.decide(req, &mut events).await,
                 Err(e) => error_response(ErrorCode::BadRequest, e.to_string()),
             };
             self.send(&response).await?;
         }
     }
 
-    /// Starts pushing the project's events on this connection.
-    fn subscribe(&self, events: &mut Option<broadcast::Receiver<Event>>) -> Response {
-        match &self.target {
-            Target::Project(project) => {
-                let (rx, generation) = project.subscribe();
-                *events = Some(rx);
-                debug!(generation, "subscribed");
-                Response::Subscribed(Subscribed { generation })
-            }
-            Target::Control => error_response(
-                ErrorCode::BadRequest,
-                "subscribe is a project request: send it to the project's socket".into(),
-            ),
-        }
-    }
-
-    /// Sends an event to the client; true when the connection should end
-    /// (the project was deleted).
-    async fn forward(
-        &mut self,
-        event: Result<Event, broadcast::error::RecvError>,
-        events: &mut Option<broadcast::Receiver<Event>>,
-    ) -> Result<bool, End> {
-        let event = match event {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                debug!(missed, "subscriber fell behind");
-                let generation = match &self.target {
-                    Target::Project(p) => p.snapshot().generation,
-                    Target::Control => 0,
-                };
-                Event {
-                    generation,
-                    kind: EventKind::Reloaded,
-                    names: Vec::new(),
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => {
-                *events = None;
-                return Ok(false);
-            }
+    /// Takes one of the project socket's connection slots, or refuses the
+    /// connection with `limit_reached`.
+    async fn take_slot(&mut self) -> Result<Option<OwnedSemaphorePermit>, End> {
+        let Target::Project { project, slots } = &self.target else {
+            return Ok(None);
         };
-        let last = event.kind == EventKind::ProjectDeleted;
-        self.send(&Response::Event(event)).await?;
-        Ok(last)
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => {
+                let msg = format!(
+                    "too many connections to project {} (the limit is {}); close idle ones or raise [limits] max_connections_per_project",
+                    project.name(),
+                    self.shared.config.limits.max_connections_per_project
+                );
+                warn!("{msg}");
+                self.reply_error(ErrorCode::LimitReached, &msg).await?;
+                Err(End::Protocol(msg))
+            }
+        }
     }
 
     /// The next frame, enforcing the frame and idle timeouts. `Ok(None)` on
@@ -229,7 +289,8 @@ impl Session {
             Ok(frame) => Ok(frame),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 let msg = format!(
-                    "frame exceeds the limit of {MAX_REQUEST_FRAME_LEN} bytes; closing the connection"
+                    "frame exceeds the limit of {} bytes; closing the connection",
+                    self.shared.config.limits.max_request_bytes
                 );
                 warn!("{msg}");
                 let _ = self.reply_error(ErrorCode::TooLarge, &msg).await;
@@ -272,31 +333,121 @@ impl Session {
         Err(End::Protocol(msg))
     }
 
-    async fn handle(&self, req: Request) -> Response {
-        let op = req.op();
-        let outcome = match &self.target {
-            Target::Project(project) => self.handle_project(project, req).await,
-            Target::Control => self.handle_control(req).await,
-        };
-        match outcome {
-            Ok(response) => {
-                debug!(op, "ok");
-                response
+    /// Whether the policy lets this peer make `req` here. `None`: the
+    /// request does not belong on this socket (answered as a bad request).
+    fn allowed(&self, req: &Request) -> Option<bool> {
+        let policy = self.shared.policy.load();
+        let who = &self.peer.identity;
+        match (&self.target, req) {
+            (
+                Target::Project { project, .. },
+                Request::Get(_) | Request::GetAll | Request::Subscribe,
+            ) => Some(policy.allows(project.name(), who, Role::Reader)),
+            (
+                Target::Project { project, .. },
+                Request::List | Request::Set(_) | Request::Delete(_),
+            ) => Some(policy.allows(project.name(), who, Role::Admin)),
+            (Target::Control, Request::DeleteProject(p)) => {
+                Some(policy.is_daemon_admin(who) || policy.allows(&p.name, who, Role::Admin))
             }
-            Err(e) => {
-                debug!(op, code = %e.code(), error = %e, "refused");
-                error_response(e.code(), e.to_string())
-            }
+            (
+                Target::Control,
+                Request::CreateProject(_)
+                | Request::ListProjects
+                | Request::Status
+                | Request::Audit(_),
+            ) => Some(policy.is_daemon_admin(who)),
+            _ => None,
         }
     }
 
-    async fn handle_project(&self, project: &Project, req: Request) -> Result<Response> {
+    /// Authorizes, answers and audits one request.
+    async fn decide(
+        &mut self,
+        req: Request,
+        events: &mut Option<broadcast::Receiver<Event>>,
+    ) -> Response {
+        let op = req.op();
+        let name = named(&req);
+        let allowed = self.allowed(&req);
+        let limited = allowed == Some(true) && self.bucket.as_mut().is_some_and(|b| !b.take());
+        let outcome = match allowed {
+            Some(false) => Err(Error::PermissionDenied {
+                op,
+                project: self
+                    .target
+                    .project_name()
+                    .map(str::to_owned)
+                    .or_else(|| name.clone()),
+            }),
+            _ if limited => Err(Error::LimitReached(format!(
+                "slow down: at most {} requests per second per connection",
+                self.shared.config.limits.requests_per_second
+            ))),
+            _ => self.handle(req, events).await,
+        };
+        let (response, result) = match outcome {
+            Ok(response) => {
+                debug!(op, "ok");
+                (response, "ok")
+            }
+            Err(e) => {
+                debug!(op, code = %e.code(), error = %e, "refused");
+                (error_response(e.code(), e.to_string()), e.code().name())
+            }
+        };
+        if allowed.is_some() {
+            let time_ms = now_ms();
+            self.shared
+                .audit
+                .record(Line {
+                    time: format_time_ms(time_ms),
+                    time_ms,
+                    project: self.target.project_name().map(str::to_owned),
+                    op: op.to_owned(),
+                    name,
+                    uid: self.peer.uid,
+                    gid: self.peer.gid,
+                    pid: self.peer.pid,
+                    exe: self.peer.exe.clone(),
+                    allowed: allowed == Some(true),
+                    result: result.to_owned(),
+                })
+                .await;
+        }
+        response
+    }
+
+    async fn handle(
+        &self,
+        req: Request,
+        events: &mut Option<broadcast::Receiver<Event>>,
+    ) -> Result<Response> {
+        match &self.target {
+            Target::Project { project, .. } => self.handle_project(project, req, events).await,
+            Target::Control => self.handle_control(req).await,
+        }
+    }
+
+    async fn handle_project(
+        &self,
+        project: &Project,
+        req: Request,
+        events: &mut Option<broadcast::Receiver<Event>>,
+    ) -> Result<Response> {
+        let limits = &self.shared.config.limits;
         Ok(match req {
             Request::Get(get) => Response::Value(project.get(&get.name)?),
             Request::GetAll => Response::Values(project.get_all()?),
             Request::List => Response::Secrets(project.list()?),
-            Request::Set(set) => Response::Stored(project.set(&set.name, set.value).await?),
+            Request::Set(set) => Response::Stored(project.set(&set.name, set.value, limits).await?),
             Request::Delete(del) => Response::Deleted(project.delete(&del.name).await?),
+            Request::Subscribe => {
+                let (rx, generation) = project.subscribe();
+                *events = Some(rx);
+                debug!(generation, "subscribed");
+                Response::Subscribed(Subscribed { generation })
+            }
             Request::Hello(_) => {
                 return Err(Error::BadRequest("the handshake is already done".into()));
             }
@@ -322,6 +473,7 @@ impl Session {
             }
             Request::ListProjects => Response::Projects(shared.project_infos()),
             Request::Status => Response::Status(shared.status()),
+            Request::Audit(query) => Response::AuditRecords(shared.audit_records(query).await?),
             Request::Hello(_) => {
                 return Err(Error::BadRequest("the handshake is already done".into()));
             }
@@ -334,6 +486,37 @@ impl Session {
                 )));
             }
         })
+    }
+
+    /// Sends an event to the client; true when the connection should end
+    /// (the project was deleted).
+    async fn forward(
+        &mut self,
+        event: Result<Event, broadcast::error::RecvError>,
+        events: &mut Option<broadcast::Receiver<Event>>,
+    ) -> Result<bool, End> {
+        let event = match event {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                debug!(missed, "subscriber fell behind");
+                let generation = match &self.target {
+                    Target::Project { project, .. } => project.snapshot().generation,
+                    Target::Control => 0,
+                };
+                Event {
+                    generation,
+                    kind: EventKind::Reloaded,
+                    names: Vec::new(),
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                *events = None;
+                return Ok(false);
+            }
+        };
+        let last = event.kind == EventKind::ProjectDeleted;
+        self.send(&Response::Event(event)).await?;
+        Ok(last)
     }
 
     async fn reply_error(&mut self, code: ErrorCode, msg: &str) -> Result<(), End> {

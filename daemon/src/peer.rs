@@ -1,0 +1,57 @@
+//! The peer of a connection, as the kernel reports it.
+//!
+//! `SO_PEERCRED` gives the uid, gid and pid of the process that connected;
+//! a client cannot choose them. Authorization uses only the uid and the
+//! groups ([`crate::policy::PeerIdentity`]). The pid and executable path are
+//! recorded for the audit log; where the kernel has `SO_PEERPIDFD`, the
+//! executable is read only if the pidfd confirms the pid still names the
+//! peer, so a recycled pid cannot put another program's name in the log.
+
+use crate::policy::PeerIdentity;
+use nix::sys::socket::{getsockopt, sockopt::PeerPidfd};
+use std::os::fd::AsRawFd;
+use tokio::net::UnixStream;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+    pub exe: Option<String>,
+    pub identity: PeerIdentity,
+}
+
+impl Peer {
+    /// Asks the kernel who connected.
+    pub fn of(stream: &UnixStream) -> std::io::Result<Self> {
+        let cred = stream.peer_cred()?;
+        let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
+        let exe = pid.and_then(|pid| exe_of(stream, pid));
+        Ok(Self {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid,
+            exe,
+            identity: PeerIdentity::lookup(cred.uid(), cred.gid()),
+        })
+    }
+}
+
+fn exe_of(stream: &UnixStream, pid: u32) -> Option<String> {
+    let pidfd = getsockopt(stream, PeerPidfd).ok();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    if let Some(fd) = pidfd {
+        // The pidfd refers to the peer process itself; its fdinfo shows the
+        // pid it has now (-1 once it exited).
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+        let live = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if live != Some(i64::from(pid)) {
+            return None;
+        }
+    }
+    Some(exe.display().to_string())
+}

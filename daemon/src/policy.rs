@@ -1,0 +1,373 @@
+//! Who may do what: roles decided from the kernel's view of the peer.
+//!
+//! Every connection's peer is identified by the kernel (`SO_PEERCRED`: uid,
+//! gid, pid — see [`crate::peer`]); nothing a client sends is taken as its
+//! identity. Each request needs a role on the project the socket serves:
+//!
+//! | request | role |
+//! |---|---|
+//! | `Get`, `GetAll`, `Subscribe` | reader |
+//! | `List`, `Set`, `Delete` | admin |
+//! | `CreateProject`, `ListProjects`, `Status`, `Audit` | daemon admin |
+//! | `DeleteProject` | daemon admin, or admin of that project |
+//!
+//! No role receives a value except a reader's `Get` / `GetAll`.
+//!
+//! Roles come from the config file: a `[defaults]` section and one
+//! `[projects.<name>]` section per project, each with `readers` and
+//! `admins` lists of users and groups (names or ids). A project's list,
+//! when present, replaces the default one. Daemon admins are the default
+//! admins. Always, whatever the file says: the daemon's own uid is reader and
+//! admin everywhere (it can read the key files anyway), and root is admin.
+//! With no config file, that is the whole policy.
+//!
+//! A peer is in a group when it is its primary gid (from the kernel) or one
+//! of its user's groups in the system's group database.
+
+use nix::unistd::{Gid, Group, Uid, User};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// A user or group, by name or by number.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    Number(u32),
+    Name(String),
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Name(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// `{ users = [...], groups = [...] }` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalsFile {
+    #[serde(default)]
+    pub users: Vec<Id>,
+    #[serde(default)]
+    pub groups: Vec<Id>,
+}
+
+/// `[defaults]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesFile {
+    pub readers: Option<PrincipalsFile>,
+    pub admins: Option<PrincipalsFile>,
+}
+
+/// `[projects.<name>]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectFile {
+    pub readers: Option<PrincipalsFile>,
+    pub admins: Option<PrincipalsFile>,
+    /// Group that owns the project's socket (mode 0660); everyone who
+    /// connects — readers and admins — must be in it.
+    pub socket_group: Option<Id>,
+}
+
+/// Resolves a user to its uid.
+pub fn resolve_user(id: &Id) -> Result<u32, String> {
+    match id {
+        Id::Number(n) => Ok(*n),
+        Id::Name(name) => match User::from_name(name) {
+            Ok(Some(u)) => Ok(u.uid.as_raw()),
+            Ok(None) => Err(format!("unknown user {name:?}")),
+            Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+        },
+    }
+}
+
+/// Resolves a group to its gid.
+pub fn resolve_group(id: &Id) -> Result<u32, String> {
+    match id {
+        Id::Number(n) => Ok(*n),
+        Id::Name(name) => match Group::from_name(name) {
+            Ok(Some(g)) => Ok(g.gid.as_raw()),
+            Ok(None) => Err(format!("unknown group {name:?}")),
+            Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+        },
+    }
+}
+
+/// A set of users and groups, resolved to ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Principals {
+    pub uids: BTreeSet<u32>,
+    pub gids: BTreeSet<u32>,
+}
+
+impl Principals {
+    fn resolve(file: &PrincipalsFile) -> Result<Self, String> {
+        Ok(Self {
+            uids: file
+                .users
+                .iter()
+                .map(resolve_user)
+                .collect::<Result<_, _>>()?,
+            gids: file
+                .groups
+                .iter()
+                .map(resolve_group)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn contains(&self, peer: &PeerIdentity) -> bool {
+        self.uids.contains(&peer.uid) || peer.gids.iter().any(|g| self.gids.contains(g))
+    }
+}
+
+/// Readers and admins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roles {
+    pub readers: Principals,
+    pub admins: Principals,
+}
+
+/// One project's resolved policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectPolicy {
+    pub readers: Option<Principals>,
+    pub admins: Option<Principals>,
+    pub socket_group: Option<u32>,
+}
+
+/// A role a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Reader,
+    Admin,
+}
+
+/// Who a peer is, as far as policy cares: its uid and every group it is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub uid: u32,
+    pub gids: BTreeSet<u32>,
+}
+
+impl PeerIdentity {
+    /// The peer's uid, its primary gid from the kernel, and its user's
+    /// groups from the group database.
+    pub fn lookup(uid: u32, gid: u32) -> Self {
+        let mut gids = BTreeSet::from([gid]);
+        if let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid))
+            && let Ok(name) = std::ffi::CString::new(user.name.as_bytes())
+            && let Ok(groups) = nix::unistd::getgrouplist(&name, user.gid)
+        {
+            gids.extend(groups.into_iter().map(Gid::as_raw));
+        }
+        Self { uid, gids }
+    }
+}
+
+/// The whole access policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    daemon_uid: u32,
+    defaults: Roles,
+    projects: BTreeMap<String, ProjectPolicy>,
+    control_group: Option<u32>,
+}
+
+impl Policy {
+    /// The policy with no config file: the daemon's uid is reader and
+    /// admin, root is admin.
+    pub fn default_for(daemon_uid: u32) -> Self {
+        Self {
+            daemon_uid,
+            defaults: Roles::default(),
+            projects: BTreeMap::new(),
+            control_group: None,
+        }
+    }
+
+    /// Resolves the config file's sections (names to ids).
+    pub fn resolve(
+        daemon_uid: u32,
+        defaults: &RolesFile,
+        projects: &BTreeMap<String, ProjectFile>,
+        control_group: Option<&Id>,
+    ) -> Result<Self, String> {
+        let principals = |f: &Option<PrincipalsFile>| -> Result<Principals, String> {
+            f.as_ref()
+                .map(Principals::resolve)
+                .unwrap_or(Ok(Principals::default()))
+        };
+        let mut resolved = BTreeMap::new();
+        for (name, p) in projects {
+            flux_protocol::limits::validate_project_name(name)
+                .map_err(|e| format!("[projects.{name}]: {e}"))?;
+            let ctx = |e: String| format!("[projects.{name}]: {e}");
+            resolved.insert(
+                name.clone(),
+                ProjectPolicy {
+                    readers: p
+                        .readers
+                        .as_ref()
+                        .map(Principals::resolve)
+                        .transpose()
+                        .map_err(ctx)?,
+                    admins: p
+                        .admins
+                        .as_ref()
+                        .map(Principals::resolve)
+                        .transpose()
+                        .map_err(ctx)?,
+                    socket_group: p
+                        .socket_group
+                        .as_ref()
+                        .map(resolve_group)
+                        .transpose()
+                        .map_err(ctx)?,
+                },
+            );
+        }
+        Ok(Self {
+            daemon_uid,
+            defaults: Roles {
+                readers: principals(&defaults.readers).map_err(|e| format!("[defaults]: {e}"))?,
+                admins: principals(&defaults.admins).map_err(|e| format!("[defaults]: {e}"))?,
+            },
+            projects: resolved,
+            control_group: control_group
+                .map(resolve_group)
+                .transpose()
+                .map_err(|e| format!("control_group: {e}"))?,
+        })
+    }
+
+    /// Whether `peer` has `role` on `project`.
+    pub fn allows(&self, project: &str, peer: &PeerIdentity, role: Role) -> bool {
+        if peer.uid == self.daemon_uid || (peer.uid == 0 && role == Role::Admin) {
+            return true;
+        }
+        let p = self.projects.get(project);
+        let list = match role {
+            Role::Reader => p
+                .and_then(|p| p.readers.as_ref())
+                .unwrap_or(&self.defaults.readers),
+            Role::Admin => p
+                .and_then(|p| p.admins.as_ref())
+                .unwrap_or(&self.defaults.admins),
+        };
+        list.contains(peer)
+    }
+
+    /// Whether `peer` may manage the daemon (projects, status, audit).
+    pub fn is_daemon_admin(&self, peer: &PeerIdentity) -> bool {
+        peer.uid == self.daemon_uid || peer.uid == 0 || self.defaults.admins.contains(peer)
+    }
+
+    /// The group owning a project's socket, if the policy names one.
+    pub fn socket_group(&self, project: &str) -> Option<u32> {
+        self.projects.get(project).and_then(|p| p.socket_group)
+    }
+
+    /// The group owning the control socket, if the policy names one.
+    pub fn control_group(&self) -> Option<u32> {
+        self.control_group
+    }
+
+    /// True when some socket is opened to a group, so the runtime folder
+    /// must be traversable by others (mode 0711: no listing).
+    pub fn opens_sockets(&self) -> bool {
+        self.control_group.is_some() || self.projects.values().any(|p| p.socket_group.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32, gids: &[u32]) -> PeerIdentity {
+        PeerIdentity {
+            uid,
+            gids: gids.iter().copied().collect(),
+        }
+    }
+
+    fn policy() -> Policy {
+        let toml = r#"
+            [defaults]
+            readers = { users = [2000] }
+            admins = { groups = [3000] }
+            [projects.app]
+            readers = { users = [2001], groups = [4000] }
+            socket_group = 4000
+            [projects.other]
+            admins = { users = [2002] }
+        "#;
+        #[derive(Deserialize)]
+        struct F {
+            defaults: RolesFile,
+            projects: BTreeMap<String, ProjectFile>,
+        }
+        let f: F = toml::from_str(toml).unwrap();
+        Policy::resolve(1000, &f.defaults, &f.projects, None).unwrap()
+    }
+
+    #[test]
+    fn daemon_uid_and_root() {
+        let p = Policy::default_for(1000);
+        assert!(p.allows("x", &peer(1000, &[]), Role::Reader));
+        assert!(p.allows("x", &peer(1000, &[]), Role::Admin));
+        assert!(p.allows("x", &peer(0, &[]), Role::Admin));
+        assert!(
+            !p.allows("x", &peer(0, &[]), Role::Reader),
+            "root is not a reader by default"
+        );
+        assert!(!p.allows("x", &peer(1001, &[]), Role::Reader));
+        assert!(p.is_daemon_admin(&peer(0, &[])));
+        assert!(!p.is_daemon_admin(&peer(1001, &[])));
+    }
+
+    #[test]
+    fn project_lists_replace_defaults() {
+        let p = policy();
+        // app: readers replaced, admins from defaults.
+        assert!(p.allows("app", &peer(2001, &[]), Role::Reader));
+        assert!(p.allows("app", &peer(9, &[4000]), Role::Reader));
+        assert!(
+            !p.allows("app", &peer(2000, &[]), Role::Reader),
+            "default reader replaced"
+        );
+        assert!(p.allows("app", &peer(9, &[3000]), Role::Admin));
+        assert!(
+            !p.allows("app", &peer(2001, &[]), Role::Admin),
+            "readers are not admins"
+        );
+        // other: readers from defaults, admins replaced.
+        assert!(p.allows("other", &peer(2000, &[]), Role::Reader));
+        assert!(p.allows("other", &peer(2002, &[]), Role::Admin));
+        assert!(!p.allows("other", &peer(9, &[3000]), Role::Admin));
+        // Daemon admins are the default admins.
+        assert!(p.is_daemon_admin(&peer(9, &[3000])));
+        assert!(!p.is_daemon_admin(&peer(2002, &[])));
+        assert_eq!(p.socket_group("app"), Some(4000));
+        assert!(p.opens_sockets());
+    }
+
+    #[test]
+    fn unknown_names_are_config_errors() {
+        let f = RolesFile {
+            readers: Some(PrincipalsFile {
+                users: vec![Id::Name("no-such-user-here".into())],
+                groups: vec![],
+            }),
+            admins: None,
+        };
+        let err = Policy::resolve(0, &f, &BTreeMap::new(), None).unwrap_err();
+        assert!(err.contains("unknown user \"no-such-user-here\""), "{err}");
+    }
+}
