@@ -56,6 +56,11 @@ impl Target {
         let socket = paths::project_socket(&self.runtime_dir, &project);
         match Client::connect(&socket) {
             Ok(client) => Ok((project, client)),
+            Err(flux_protocol::ClientError::Connect { path, source })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Err(flux_protocol::ClientError::Connect { path, source }.into())
+            }
             Err(e) if e.is_unreachable() => {
                 // Is fluxd down, or is there no such project?
                 let mut control = self.control()?;

@@ -161,8 +161,12 @@ impl Daemon {
             warn!("requests still running after {grace:?}; exiting without them");
         }
         remove_socket(&shared.control_socket());
-        let projects = shared.projects.read().unwrap_or_else(|e| e.into_inner());
-        for project in projects.values() {
+        for project in shared
+            .projects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             remove_socket(project.socket());
         }
         shared.audit.flush().await;
