@@ -50,20 +50,53 @@ impl TestDaemon {
         Self::start_with(&[])
     }
 
+    /// Like [`TestDaemon::start`], with a config file (written to
+    /// `<dir>/fluxd.toml` and passed with `--config`).
+    pub fn start_with_config(toml: &str) -> Self {
+        let mut daemon = Self::unstarted(&[]);
+        daemon.write_config(toml);
+        let config = daemon.config_path();
+        daemon
+            .extra_args
+            .extend(["--config".to_owned(), config.display().to_string()]);
+        daemon.restart();
+        daemon
+    }
+
     /// Like [`TestDaemon::start`], with extra `fluxd` arguments.
     pub fn start_with(args: &[&str]) -> Self {
+        let mut daemon = Self::unstarted(args);
+        daemon.restart();
+        daemon
+    }
+
+    /// Temp dirs and arguments, no process yet.
+    pub fn unstarted(args: &[&str]) -> Self {
         // Short paths: Unix socket paths are limited to 107 bytes.
         let dir = tempfile::Builder::new()
             .prefix("fx")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let mut daemon = Self {
+        Self {
             dir,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        daemon.restart();
-        daemon
+        }
+    }
+
+    /// `<dir>/fluxd.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("fluxd.toml")
+    }
+
+    /// (Re)writes the config file; send [`TestDaemon::sighup`] to apply it.
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(self.config_path(), toml).expect("write config");
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn sighup(&self) {
+        kill(Pid::from_raw(self.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
     }
 
     /// The temp dir holding `state/`, `run/` and `fluxd.log`.

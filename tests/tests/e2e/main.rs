@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `fluxd` and `fluxctl` on temp dirs, talking
 //! over real sockets. One test binary, one module per area.
 
+mod access;
 mod bad_input;
 mod durability;
 mod rotation;
