@@ -20,7 +20,7 @@ export type FluxSecretsErrorCode =
   | 'closed'
   /** fluxd answered something this client cannot use. */
   | 'bad_response'
-  /** No socket path: neither `socketPath` nor `FLUX_SECRETS_SOCKET` is set. */
+  /** No usable socket path: neither `socketPath` nor `FLUX_SECRETS_SOCKET` is set, or the path is too long for a Unix socket. */
   | 'not_configured';
 
 /** Every failure of the client. Messages never contain a secret value. */
@@ -74,7 +74,8 @@ export interface CreateSecretsOptions {
 /**
  * Creates a client for one project socket. Throws a `FluxSecretsError` with
  * code `not_configured` when no socket path is given and
- * `FLUX_SECRETS_SOCKET` is not set. Nothing connects until the first `get`.
+ * `FLUX_SECRETS_SOCKET` is not set (or the path cannot be a Unix socket).
+ * Nothing connects until the first `get`.
  */
 export function createSecrets(options?: CreateSecretsOptions): FluxSecrets;
 

@@ -41,6 +41,9 @@ export const CLIENT_NAME = `@flux/secrets/${VERSION}`;
 /** The environment variable naming the project socket. */
 export const SOCKET_ENV = 'FLUX_SECRETS_SOCKET';
 
+/** Longest usable Unix socket path, in bytes. */
+const MAX_SOCKET_PATH_LEN = 107;
+
 /** How long to wait before the single reconnect after a broken connection. */
 export const DEFAULT_RECONNECT_DELAY_MS = 250;
 
@@ -354,6 +357,18 @@ export function createSecrets({ socketPath, reconnectDelayMs = DEFAULT_RECONNECT
   }
   if (typeof path !== 'string') {
     throw new TypeError(`socketPath must be a string, not ${typeof path}`);
+  }
+  // The kernel limit on a Unix socket path (sun_path, less its NUL); a longer
+  // path would be truncated, possibly to another socket.
+  const bytes = Buffer.byteLength(path);
+  if (bytes > MAX_SOCKET_PATH_LEN || path.includes('\0')) {
+    throw new FluxSecretsError(
+      `the fluxd socket path ${JSON.stringify(path)} is not usable: ` +
+        (bytes > MAX_SOCKET_PATH_LEN
+          ? `it is ${bytes} bytes and Unix socket paths are limited to ${MAX_SOCKET_PATH_LEN}`
+          : 'it contains a NUL byte'),
+      { code: 'not_configured', socketPath: path },
+    );
   }
   if (!Number.isFinite(reconnectDelayMs) || reconnectDelayMs < 0) {
     throw new TypeError('reconnectDelayMs must be a number of milliseconds, 0 or more');

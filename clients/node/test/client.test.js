@@ -270,6 +270,15 @@ describe('configuration', () => {
     }
   });
 
+  test('an unusable socket path is refused up front', () => {
+    for (const bad of [`/tmp/${'x'.repeat(120)}.sock`, '/tmp/a\0b.sock']) {
+      assert.throws(
+        () => createSecrets({ socketPath: bad }),
+        (err) => err instanceof FluxSecretsError && err.code === 'not_configured' && /not usable/.test(err.message),
+      );
+    }
+  });
+
   test('without a socket path, createSecrets says to set FLUX_SECRETS_SOCKET', () => {
     const saved = process.env.FLUX_SECRETS_SOCKET;
     try {
