@@ -247,7 +247,16 @@ class FluxSecrets {
   #onHandshake(conn, msg) {
     const path = this.#socketPath;
     if (msg.type === 'error') {
-      this.#abort(conn, errorFromReply(msg, { socketPath: path }));
+      // Never a SecretNotFoundError, whatever the code: a refused handshake
+      // must not turn into a caller's fallback.
+      this.#abort(
+        conn,
+        new FluxSecretsError(`fluxd refused the handshake on ${path}: ${msg.message}`, {
+          code: msg.codeName,
+          codeNumber: msg.code,
+          socketPath: path,
+        }),
+      );
     } else if (msg.type !== 'welcome') {
       this.#abort(conn, badResponse(path, `a ${msg.type} message answered the handshake`));
     } else if (msg.version !== PROTOCOL_VERSION) {
@@ -302,7 +311,7 @@ class FluxSecrets {
       }
     }
     if (retry.length === 0) return;
-    this.#waiting.unshift(...retry);
+    this.#waiting = retry.concat(this.#waiting);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
       const entries = this.#waiting.splice(0);

@@ -123,6 +123,19 @@ test('a handshake Error rejects every waiting caller with that error', async () 
   } finally {
     await peer.close();
   }
+  // Even a not_found code on the handshake is no reason to use a fallback.
+  const odd = await stub('odd', {
+    onRequest: (s, req) => {
+      if (req.index === Request.Hello) s.end(errorReply(1, 'strange'));
+    },
+  });
+  try {
+    const err = await rejection(createSecrets({ socketPath: odd.path }).get('A', 'fb'), 'get A');
+    assert.equal(err.code, 'not_found');
+    assert.match(err.message, /refused the handshake/);
+  } finally {
+    await odd.close();
+  }
 });
 
 test('an unknown error code still rejects, and never resolves to the fallback', async () => {
