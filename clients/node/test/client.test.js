@@ -106,15 +106,15 @@ describe('get', () => {
 describe('get with a fallback', () => {
   test('resolves to the fallback when the secret is not set', async () => {
     const c = client();
-    assert.equal(await c.get('NOT_SET', 'the-fallback'), 'the-fallback');
-    assert.equal(await c.get('NOT_SET', null), null);
+    assertValue(await c.get('NOT_SET', 'the-fallback'), 'the-fallback', 'NOT_SET');
+    assertValue(await c.get('NOT_SET', null), null, 'NOT_SET');
     const obj = {};
-    assert.equal(await c.get('NOT_SET', obj), obj);
+    assertValue(await c.get('NOT_SET', obj), obj, 'NOT_SET');
   });
 
   test('an explicit undefined counts as a fallback', async () => {
     const c = client();
-    assert.equal(await c.get('NOT_SET', undefined), undefined);
+    assertValue(await c.get('NOT_SET', undefined), undefined, 'NOT_SET');
   });
 
   test('returns the value when the secret is set, even an empty one', async () => {
@@ -155,8 +155,8 @@ describe('invalid names', () => {
 
   test('the longest valid name (128 characters) is accepted', async () => {
     const c = client();
-    assert.equal(await c.get('A'.repeat(128), 'fb'), 'fb');
-    assert.equal(await c.get('_', 'fb'), 'fb');
+    assertValue(await c.get('A'.repeat(128), 'fb'), 'fb', 'A x 128');
+    assertValue(await c.get('_', 'fb'), 'fb', '_');
   });
 });
 
@@ -168,7 +168,7 @@ describe('rotation and deletion', () => {
     await daemon.setSecret('app', 'ROTATED', 'new-value-2');
     assertValue(await c.get('ROTATED'), 'new-value-2', 'ROTATED');
     await daemon.deleteSecret('app', 'ROTATED');
-    assert.equal(await c.get('ROTATED', 'gone'), 'gone');
+    assertValue(await c.get('ROTATED', 'gone'), 'gone', 'ROTATED');
     const err = await rejection(c.get('ROTATED'), 'get(ROTATED) after delete');
     assert.equal(err.code, 'not_found');
   });
@@ -188,7 +188,7 @@ describe('concurrency', () => {
         const n = names.indexOf(name);
         jobs.push(c.get(name).then((v) => assertValue(v, `value-${n}-${'x'.repeat(n * 100)}`, name)));
       } else if (kind === 2) {
-        jobs.push(c.get(`ABSENT_${i}`, i).then((v) => assert.equal(v, i)));
+        jobs.push(c.get(`ABSENT_${i}`, i).then((v) => assertValue(v, i, `ABSENT_${i}`)));
       } else if (kind === 3) {
         jobs.push(
           rejection(c.get(`ABSENT_${i}`), `get(ABSENT_${i})`).then((e) => {
