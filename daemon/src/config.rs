@@ -40,7 +40,13 @@ pub struct Config {
     pub limits: Limits,
     /// The audit log file; `None` when auditing is disabled.
     pub audit_path: Option<PathBuf>,
+    /// The host key that wraps project keys at rest:
+    /// `$CREDENTIALS_DIRECTORY/fluxd-host-key` when systemd provides it.
+    pub host_key: Option<PathBuf>,
 }
+
+/// Name of the systemd credential holding the host key.
+pub const HOST_KEY_CREDENTIAL: &str = "fluxd-host-key";
 
 /// Bounds on what clients may cost the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +299,9 @@ impl Config {
                     .unwrap_or_else(|| state_dir.join("audit.log")),
             ),
         };
+        let host_key = env_path("CREDENTIALS_DIRECTORY")
+            .map(|d| d.join(HOST_KEY_CREDENTIAL))
+            .filter(|p| p.exists());
         Ok(Self {
             state_dir,
             runtime_dir,
@@ -300,6 +309,7 @@ impl Config {
             policy,
             limits,
             audit_path,
+            host_key,
         })
     }
 

@@ -30,6 +30,7 @@ use crate::project::Project;
 use crate::server::{bind, remove_socket, spawn_accept_loop};
 use crate::session::Target;
 use crate::store::{LocalStore, Store};
+use crate::systemd::{Inherited, Notifier};
 use crate::vault::now_ms;
 use arc_swap::ArcSwap;
 use flux_protocol::limits::validate_project_name;
@@ -38,12 +39,14 @@ use flux_protocol::message::{DaemonStatus, ProjectInfo};
 use flux_protocol::paths;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +71,21 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     started_at_ms: u64,
+    notifier: Notifier,
+    /// Sockets passed in by systemd, not yet used.
+    inherited: Mutex<Inherited>,
+    /// Socket files that belong to systemd's socket units: never removed.
+    inherited_paths: Mutex<HashSet<PathBuf>>,
     _lock: Flock<File>,
+}
+
+/// What the daemon is handed at start besides its configuration.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// Listening sockets from socket activation, by name.
+    pub inherited: Inherited,
+    /// Where to send readiness and watchdog notifications.
+    pub notifier: Notifier,
 }
 
 /// A running daemon.
@@ -81,12 +98,25 @@ impl Daemon {
     /// Starts serving (see the module docs). Returns once every socket is
     /// listening.
     pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Self> {
+        Self::start_with(config, shutdown, Startup::default()).await
+    }
+
+    /// [`Daemon::start`] with sockets from systemd and a notifier: sends
+    /// `READY=1` once every socket listens.
+    pub async fn start_with(
+        config: Config,
+        shutdown: CancellationToken,
+        startup: Startup,
+    ) -> Result<Self> {
         ensure_private_dir(&config.state_dir)?;
         check_private(&config.state_dir, "the state folder", 0o700)?;
         ensure_private_dir(&config.runtime_dir)?;
         ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
         let lock = lock_state_dir(&config)?;
-        let local = LocalStore::open(&config.state_dir)?;
+        let local = LocalStore::open(&config.state_dir)?.with_host_key(config.host_key.clone())?;
+        if local.wraps_keys() {
+            info!("project keys are wrapped with the host key credential");
+        }
         for dir in [local.keys_dir(), local.vaults_dir()] {
             check_private(dir, "the folder", 0o700)?;
         }
@@ -110,6 +140,9 @@ impl Daemon {
             tracker: TaskTracker::new(),
             shutdown,
             started_at_ms: now_ms(),
+            notifier: startup.notifier,
+            inherited: Mutex::new(startup.inherited),
+            inherited_paths: Mutex::new(HashSet::new()),
             _lock: lock,
         });
         for name in shared.store.projects()? {
@@ -117,7 +150,7 @@ impl Daemon {
         }
         crate::watch::spawn(shared.clone(), &vaults_dir, &keys_dir)?;
         shared.apply_runtime_mode()?;
-        let control = bind(&shared.control_socket(), SOCKET_MODE)?;
+        let control = shared.listen(&shared.control_socket(), "control")?;
         let control_group = shared.policy.load().control_group();
         apply_socket_policy(&shared.control_socket(), control_group)?;
         spawn_accept_loop(
@@ -126,6 +159,16 @@ impl Daemon {
             Target::Control,
             shared.shutdown.clone(),
         );
+        let leftover = shared
+            .inherited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leftover();
+        if !leftover.is_empty() {
+            warn!(sockets = ?leftover, "sockets passed by systemd match no project; closing them");
+        }
+        shared.spawn_watchdog();
+        shared.notifier.ready();
         info!(
             control = %shared.control_socket().display(),
             state = %shared.config.state_dir.display(),
@@ -152,6 +195,7 @@ impl Daemon {
         let shared = self.shared;
         shared.shutdown.cancelled().await;
         info!("shutting down");
+        shared.notifier.stopping();
         shared.tracker.close();
         let grace = shared.config.limits.shutdown_grace;
         if tokio::time::timeout(grace, shared.tracker.wait())
@@ -160,14 +204,14 @@ impl Daemon {
         {
             warn!("requests still running after {grace:?}; exiting without them");
         }
-        remove_socket(&shared.control_socket());
+        shared.retire_socket(&shared.control_socket());
         for project in shared
             .projects
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
         {
-            remove_socket(project.socket());
+            shared.retire_socket(project.socket());
         }
         shared.audit.flush().await;
         info!("stopped");
@@ -186,12 +230,14 @@ impl DaemonHandle {
     /// in, broken ones are reported and the last good snapshot kept.
     pub async fn reload(&self) {
         info!("reloading");
+        self.shared.notifier.reloading();
         self.shared.reload_policy();
         let scope = crate::watch::Scope {
             all: true,
             ..Default::default()
         };
         self.shared.rescan(scope, true).await;
+        self.shared.notifier.ready();
     }
 }
 
@@ -312,7 +358,7 @@ impl Shared {
 
     /// Binds a project's socket and adds it to the registry.
     fn serve_project(self: &Arc<Self>, project: Arc<Project>) -> Result<()> {
-        let listener = bind(project.socket(), SOCKET_MODE)?;
+        let listener = self.listen(project.socket(), &format!("project:{}", project.name()))?;
         let group = self.policy.load().socket_group(project.name());
         apply_socket_policy(project.socket(), group)?;
         self.projects
@@ -379,9 +425,64 @@ impl Shared {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        remove_socket(project.socket());
+        self.retire_socket(project.socket());
         info!(project = %name, "project deleted");
         Ok(())
+    }
+
+    /// The listener for `path`: the socket systemd passed under `name`, or a
+    /// new one.
+    fn listen(&self, path: &Path, name: &str) -> Result<tokio::net::UnixListener> {
+        let passed = self
+            .inherited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(name);
+        let Some(std_listener) = passed else {
+            return bind(path, SOCKET_MODE);
+        };
+        info!(socket = %path.display(), name, "using the socket passed by systemd");
+        let fail = |e: std::io::Error| Error::Bind {
+            path: path.to_path_buf(),
+            reason: format!("the socket passed by systemd as {name:?} is unusable: {e}"),
+        };
+        std_listener.set_nonblocking(true).map_err(fail)?;
+        let listener = tokio::net::UnixListener::from_std(std_listener).map_err(fail)?;
+        self.inherited_paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf());
+        Ok(listener)
+    }
+
+    /// Removes a socket file fluxd created; systemd's are left alone.
+    fn retire_socket(&self, path: &Path) {
+        let inherited = self
+            .inherited_paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(path);
+        if !inherited {
+            remove_socket(path);
+        }
+    }
+
+    /// Pings systemd's watchdog at half its timeout, until shutdown.
+    fn spawn_watchdog(&self) {
+        let Some(every) = self.notifier.watchdog_interval() else {
+            return;
+        };
+        info!(every = ?every, "watchdog enabled");
+        let (notifier, shutdown) = (self.notifier.clone(), self.shutdown.clone());
+        self.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => notifier.notify("WATCHDOG=1"),
+                }
+            }
+        });
     }
 
     /// The runtime folder's mode follows the policy (see the module docs).

@@ -18,7 +18,8 @@
 //! - [`vault`]: the sealed JSON document and its age encryption;
 //! - [`keys`]: project identities and the seal key derived from them;
 //! - [`store`]: where keys and ciphertext live; [`fsutil`]: durable writes;
-//! - `watch`: the file watcher that makes outside changes live.
+//! - `watch`: the file watcher that makes outside changes live;
+//! - [`systemd`]: readiness, watchdog and socket activation.
 //!
 //! Secret values live in zeroizing buffers ([`flux_protocol::SecretValue`])
 //! and reach no log, error or panic message.
@@ -38,9 +39,10 @@ pub mod project;
 pub mod server;
 mod session;
 pub mod store;
+pub mod systemd;
 pub mod vault;
 mod watch;
 
 pub use config::Config;
-pub use daemon::{Daemon, DaemonHandle, run};
+pub use daemon::{Daemon, DaemonHandle, Startup, run};
 pub use error::{Error, Result};

@@ -42,6 +42,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Before any thread starts: this reads and clears LISTEN_FDS.
+    let inherited = fluxd::systemd::inherited_listeners();
     let filter = match &args.log_level {
         Some(level) => EnvFilter::try_new(level),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
@@ -83,6 +85,17 @@ fn main() -> ExitCode {
         warn!("{warning}");
     }
     info!(memory_locked = ?hardening.lock, "process hardened");
+    let inherited = match inherited {
+        Ok(i) => i,
+        Err(e) => {
+            error!("cannot use the sockets passed by systemd (LISTEN_FDS): {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let startup = fluxd::Startup {
+        inherited,
+        notifier: fluxd::systemd::Notifier::from_env(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fluxd")
@@ -98,7 +111,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let daemon = fluxd::Daemon::start(config, shutdown.clone()).await?;
+        let daemon = fluxd::Daemon::start_with(config, shutdown.clone(), startup).await?;
         let signals = handle_signals(shutdown.clone(), daemon.handle())
             .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
         daemon.wait().await;

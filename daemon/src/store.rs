@@ -8,6 +8,12 @@
 //! [`LocalStore`] keeps `<state>/keys/<project>.key` (mode 0600) and
 //! `<state>/vaults/<project>.age` (mode 0600), written with
 //! [`crate::fsutil::write_atomic`].
+//!
+//! With a host key (systemd's `fluxd-host-key` credential, see
+//! `docs/DEPLOY.md`), new key files are themselves age files encrypted to
+//! the host key, so a key file copied off the host is useless. Key files
+//! are read either way: plain ones (written before the host key was
+//! configured) keep working.
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, ensure_private_dir, is_temp_name, write_atomic};
@@ -51,6 +57,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 pub struct LocalStore {
     keys: PathBuf,
     vaults: PathBuf,
+    host: Option<std::sync::Arc<ProjectKey>>,
 }
 
 impl LocalStore {
@@ -60,10 +67,30 @@ impl LocalStore {
         let store = Self {
             keys: state_dir.join("keys"),
             vaults: state_dir.join("vaults"),
+            host: None,
         };
         ensure_private_dir(&store.keys)?;
         ensure_private_dir(&store.vaults)?;
         Ok(store)
+    }
+
+    /// Wraps key files with the host key in the file at `path`, if any.
+    pub fn with_host_key(mut self, path: Option<PathBuf>) -> Result<Self> {
+        if let Some(path) = path {
+            let text = Zeroizing::new(fs::read_to_string(&path).map_err(|e| {
+                Error::Config(format!("cannot read the host key {}: {e}", path.display()))
+            })?);
+            let key = ProjectKey::parse(&text).map_err(|reason| {
+                Error::Config(format!("host key {}: {reason}", path.display()))
+            })?;
+            self.host = Some(std::sync::Arc::new(key));
+        }
+        Ok(self)
+    }
+
+    /// True when key files are wrapped with a host key.
+    pub fn wraps_keys(&self) -> bool {
+        self.host.is_some()
     }
 
     /// `<state>/keys/<project>.key`.
@@ -118,15 +145,43 @@ impl Store for LocalStore {
 
     fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {
         let path = self.key_path(project);
-        Ok(Zeroizing::new(
-            fs::read_to_string(&path).map_err(|e| Error::io("read key", &path, e))?,
-        ))
+        let bytes = Zeroizing::new(fs::read(&path).map_err(|e| Error::io("read key", &path, e))?);
+        let wrapped = bytes.starts_with(b"age-encryption.org/")
+            || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----");
+        let plain = if wrapped {
+            let host = self.host.as_ref().ok_or_else(|| Error::Key {
+                path: path.clone(),
+                reason: "the key file is wrapped with a host key, but fluxd was started without the fluxd-host-key credential".into(),
+            })?;
+            crate::vault::decrypt(&bytes, host).map_err(|e| Error::Key {
+                path: path.clone(),
+                reason: format!("cannot unwrap with the host key: {e}"),
+            })?
+        } else {
+            bytes
+        };
+        let text = std::str::from_utf8(&plain).map_err(|_| Error::Key {
+            path: path.clone(),
+            reason: "not a text key file".into(),
+        })?;
+        Ok(Zeroizing::new(text.to_owned()))
     }
 
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()> {
         let path = self.key_path(project);
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let contents = key.to_file_contents(&created);
+        let plain = key.to_file_contents(&created);
+        let contents: Zeroizing<Vec<u8>> = match &self.host {
+            Some(host) => {
+                Zeroizing::new(crate::vault::encrypt(plain.as_bytes(), host).map_err(|e| {
+                    Error::Key {
+                        path: path.clone(),
+                        reason: format!("cannot wrap with the host key: {e}"),
+                    }
+                })?)
+            }
+            None => Zeroizing::new(plain.as_bytes().to_vec()),
+        };
         // create_new: an existing key is never replaced. The key is written
         // in place (mode 0600 from the first byte) and fsynced; a crash
         // before the vault exists leaves a project with no secrets.
@@ -139,7 +194,7 @@ impl Store for LocalStore {
                 ErrorKind::AlreadyExists => Error::AlreadyExists(project.to_owned()),
                 _ => Error::io("create key", &path, e),
             })?;
-        file.write_all(contents.as_bytes())
+        file.write_all(&contents)
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io("write key", &path, e))?;
         fsutil::sync_dir(&self.keys)

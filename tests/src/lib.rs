@@ -42,6 +42,7 @@ pub struct TestDaemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    envs: Vec<(String, PathBuf)>,
 }
 
 impl TestDaemon {
@@ -81,7 +82,13 @@ impl TestDaemon {
             dir,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for every later start of fluxd.
+    pub fn set_env(&mut self, key: &str, value: impl Into<PathBuf>) {
+        self.envs.push((key.to_owned(), value.into()));
     }
 
     /// `<dir>/fluxd.toml`.
@@ -150,7 +157,8 @@ impl TestDaemon {
             .arg("--log-level")
             .arg("trace")
             .args(&self.extra_args)
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod durability;
 mod rotation;
+mod systemd;
 mod walkthrough;
 
 use flux_protocol::blocking::Client;
