@@ -12,6 +12,8 @@
 
 mod audit;
 pub mod failure;
+mod import;
+mod init;
 mod projects;
 mod run;
 mod secrets;
@@ -65,6 +67,14 @@ pub enum Command {
         )]
         command: Vec<std::ffi::OsString>,
     },
+    /// Name this folder's project in flux.json and keep .env out of git
+    Init {
+        /// Project name [default: this folder's name]
+        name: Option<String>,
+        /// Replace the name flux.json already has
+        #[arg(long)]
+        force: bool,
+    },
     /// Show the audit log of access decisions (admins only); --project
     /// narrows it to one project
     Audit {
@@ -111,6 +121,14 @@ pub enum SecretsCmd {
     Delete {
         /// Secret name
         name: String,
+    },
+    /// Set every secret of a .env file in one write, all or nothing
+    Import {
+        /// The .env file, or - for stdin
+        file: PathBuf,
+        /// List what would be created and updated; write nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -166,6 +184,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
         Command::Run { command } => run::run(&target, command),
         Command::Status { json } => status::run(&target, json).map(|()| 0),
+        Command::Init { name, force } => init::run(name, force).map(|()| 0),
         Command::Audit { since, limit, json } => {
             let project = target.project.clone();
             audit::run(&target, project, since.as_deref(), limit, json).map(|()| 0)

@@ -24,6 +24,7 @@ pub(crate) fn run(target: &Target, cmd: SecretsCmd) -> Result<()> {
         } => set(target, &name, value, from_file.as_deref()),
         SecretsCmd::List { json } => list(target, json),
         SecretsCmd::Delete { name } => delete(target, &name),
+        SecretsCmd::Import { file, dry_run } => crate::import::run(target, &file, dry_run),
     }
 }
 

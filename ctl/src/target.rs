@@ -62,8 +62,12 @@ impl Target {
                 Err(flux_protocol::ClientError::Connect { path, source }.into())
             }
             Err(e) if e.is_unreachable() => {
-                // Is fluxd down, or is there no such project?
-                let mut control = self.control()?;
+                // Is fluxd down, or is there no such project? When the
+                // control socket is unreachable too, the project socket's
+                // error is the one to show.
+                let Ok(mut control) = self.control() else {
+                    return Err(e.into());
+                };
                 let known = control.list_projects()?.iter().any(|p| p.name == project);
                 if known {
                     Err(e.into())

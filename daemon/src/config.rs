@@ -313,6 +313,38 @@ impl Config {
         })
     }
 
+    /// The configuration of `fluxd dev` for `project`: sockets under
+    /// `<runtime>/dev/<project>/`, the built-in policy and limits, no state
+    /// folder, no audit log.
+    pub fn dev(runtime_dir: Option<&Path>, project: &str) -> Result<Self> {
+        flux_protocol::limits::validate_project_name(project)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let base = paths::runtime_dir(runtime_dir);
+        if !base.is_absolute() {
+            return Err(Error::Config(format!(
+                "the runtime folder must be an absolute path, not {}",
+                base.display()
+            )));
+        }
+        let runtime_dir = base.join("dev").join(project);
+        let socket = paths::project_socket(&runtime_dir, project);
+        if socket.as_os_str().len() > 107 {
+            return Err(Error::Config(format!(
+                "the socket path {} is too long for a Unix socket (107 bytes at most); choose a shorter --runtime-dir or project name",
+                socket.display()
+            )));
+        }
+        Ok(Self {
+            state_dir: runtime_dir.clone(),
+            runtime_dir,
+            config_file: None,
+            policy: Policy::default_for(nix::unistd::geteuid().as_raw()),
+            limits: Limits::default(),
+            audit_path: None,
+            host_key: None,
+        })
+    }
+
     /// Re-reads the access policy from the config file (SIGHUP).
     pub fn reload_policy(&self) -> Result<Policy> {
         match &self.config_file {

@@ -76,7 +76,7 @@ pub(crate) struct Shared {
     inherited: Mutex<Inherited>,
     /// Socket files that belong to systemd's socket units: never removed.
     inherited_paths: Mutex<HashSet<PathBuf>>,
-    _lock: Flock<File>,
+    _lock: Option<Flock<File>>,
 }
 
 /// What the daemon is handed at start besides its configuration.
@@ -121,14 +121,57 @@ impl Daemon {
             check_private(dir, "the folder", 0o700)?;
         }
         for name in local.projects()? {
-            check_private(&local.key_path(&name), "key file", 0o600)?;
+            local.check_key_private(&name)?;
         }
         let audit = match &config.audit_path {
             Some(path) => Audit::open(path)?,
             None => Audit::disabled(),
         };
-        let (vaults_dir, keys_dir) = (local.vaults_dir().to_owned(), local.keys_dir().to_owned());
+        let watch = [local.vaults_dir().to_owned(), local.keys_dir().to_owned()];
         let store: Arc<dyn Store> = Arc::new(local);
+        Self::serve(config, shutdown, startup, store, &watch, Some(lock), audit).await
+    }
+
+    /// `fluxd dev`: serves the one project of `store` (a `.env` file) with
+    /// no state folder, no audit log and the default policy, watching the
+    /// file's folder for edits.
+    pub async fn start_dev(
+        config: Config,
+        shutdown: CancellationToken,
+        store: crate::dev::DevStore,
+    ) -> Result<Self> {
+        ensure_private_dir(&config.runtime_dir)?;
+        ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
+        let folder = store
+            .env_file()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let startup = Startup::default();
+        Self::serve(
+            config,
+            shutdown,
+            startup,
+            store,
+            &[folder],
+            None,
+            Audit::disabled(),
+        )
+        .await
+    }
+
+    /// Serves `store`'s projects: the part of start-up both modes share.
+    async fn serve(
+        config: Config,
+        shutdown: CancellationToken,
+        startup: Startup,
+        store: Arc<dyn Store>,
+        watch: &[PathBuf],
+        lock: Option<Flock<File>>,
+        audit: Audit,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             policy: ArcSwap::from_pointee(config.policy.clone()),
@@ -148,7 +191,7 @@ impl Daemon {
         for name in shared.store.projects()? {
             shared.load_project(&name)?;
         }
-        crate::watch::spawn(shared.clone(), &vaults_dir, &keys_dir)?;
+        crate::watch::spawn(shared.clone(), watch)?;
         shared.apply_runtime_mode()?;
         let control = shared.listen(&shared.control_socket(), "control")?;
         let control_group = shared.policy.load().control_group();
@@ -301,8 +344,7 @@ impl Shared {
     /// cannot be used is logged and the project skipped, so one broken
     /// project never keeps the others from being served.
     fn load_project(self: &Arc<Self>, name: &str) -> Result<()> {
-        let key_path = self.store.key_location(name);
-        if let Err(e) = check_private(&key_path, "key file", 0o600) {
+        if let Err(e) = self.store.check_key_private(name) {
             error!(project = %name, error = %e, "project not served");
             return Ok(());
         }

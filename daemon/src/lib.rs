@@ -29,6 +29,8 @@
 pub mod audit;
 pub mod config;
 pub mod daemon;
+pub mod dev;
+pub mod dotenv;
 pub mod error;
 pub mod fsutil;
 pub mod hardening;

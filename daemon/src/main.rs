@@ -3,7 +3,7 @@
 //! (EX_CONFIG) for bad configuration so systemd does not restart-loop, 1 for
 //! any other failure.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use fluxd::{Config, Error};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -38,6 +38,41 @@ struct Args {
     /// such as `fluxd=debug` [default: RUST_LOG, else info]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve one project from a .env file for local development, on the
+    /// same socket protocol as production (never reads a vault)
+    Dev {
+        /// Project name [env: FLUX_PROJECT; default: "name" in ./flux.json]
+        #[arg(long, short = 'p', value_name = "NAME")]
+        project: Option<String>,
+        /// The .env file to serve; edits are live on the next get
+        #[arg(long, value_name = "PATH", default_value = ".env")]
+        env_file: PathBuf,
+    },
+}
+
+/// The project for `fluxd dev`: the flag, `FLUX_PROJECT`, or the `name` in
+/// `./flux.json`.
+fn dev_project(flag: Option<String>) -> Result<String, Error> {
+    if let Some(p) = flag.or_else(|| std::env::var("FLUX_PROJECT").ok().filter(|p| !p.is_empty())) {
+        return Ok(p);
+    }
+    let text = std::fs::read_to_string("flux.json").map_err(|_| {
+        Error::Config(
+            "no project given: pass --project NAME, set FLUX_PROJECT, or run where flux.json names it (`fluxctl init NAME` writes one)".into(),
+        )
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("flux.json is not valid JSON: {e}")))?;
+    json.get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Config("flux.json has no \"name\" string".into()))
 }
 
 fn main() -> ExitCode {
@@ -63,11 +98,22 @@ fn main() -> ExitCode {
     // Files and sockets are private unless fluxd widens them explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 
-    let config = match Config::resolve(
-        args.state_dir.as_deref(),
-        args.runtime_dir.as_deref(),
-        args.config.as_deref(),
-    ) {
+    let dev = match args.command {
+        Some(Command::Dev { project, env_file }) => match dev_project(project) {
+            Ok(project) => Some((project, env_file)),
+            Err(e) => return fail(&e),
+        },
+        None => None,
+    };
+    let config = match &dev {
+        Some((project, _)) => Config::dev(args.runtime_dir.as_deref(), project),
+        None => Config::resolve(
+            args.state_dir.as_deref(),
+            args.runtime_dir.as_deref(),
+            args.config.as_deref(),
+        ),
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
@@ -111,7 +157,20 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let daemon = fluxd::Daemon::start_with(config, shutdown.clone(), startup).await?;
+        let daemon = match dev {
+            Some((project, env_file)) => {
+                let socket = flux_protocol::paths::project_socket(&config.runtime_dir, &project);
+                let store = fluxd::dev::DevStore::new(&project, &env_file);
+                let daemon = fluxd::Daemon::start_dev(config, shutdown.clone(), store).await?;
+                if !env_file.exists() {
+                    warn!(file = %env_file.display(), "no such file yet: serving no secrets until it appears");
+                }
+                info!(project = %project, file = %env_file.display(), "fluxd dev: serving the .env file; export the line on stdout in the shell that runs your function");
+                println!("{}={}", flux_protocol::paths::SOCKET_ENV, socket.display());
+                daemon
+            }
+            None => fluxd::Daemon::start_with(config, shutdown.clone(), startup).await?,
+        };
         let signals = handle_signals(shutdown.clone(), daemon.handle())
             .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
         daemon.wait().await;

@@ -35,7 +35,7 @@ use arc_swap::ArcSwap;
 use flux_protocol::SecretValue;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
 use flux_protocol::message::{
-    Deleted, Event, EventKind, NamedValue, ProjectInfo, SecretInfo, Stored,
+    Deleted, Event, EventKind, NamedValue, ProjectInfo, SecretInfo, Stored, StoredMany,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -151,12 +151,12 @@ fn read_disk(
     })
 }
 
-/// Names whose value or set time differs between two secret maps, or that
-/// are in only one of them; sorted.
+/// Names whose value differs between two secret maps, or that are in only
+/// one of them; sorted. (A new set time alone is no change to a reader.)
 fn changed_names(old: &Secrets, new: &Secrets) -> Vec<String> {
     let mut names: Vec<String> = old
         .iter()
-        .filter(|(n, e)| new.get(*n) != Some(*e))
+        .filter(|(n, e)| new.get(*n).map(|x| &x.value) != Some(&e.value))
         .map(|(n, _)| n.clone())
         .chain(new.keys().filter(|n| !old.contains_key(*n)).cloned())
         .collect();
@@ -409,6 +409,71 @@ impl Project {
         })
     }
 
+    /// Sets several secrets in one vault write: all of them, or none when
+    /// any name, value or limit is refused.
+    pub async fn set_many(&self, entries: Vec<NamedValue>, limits: &Limits) -> Result<StoredMany> {
+        if entries.is_empty() {
+            return Err(Error::BadRequest(
+                "set_many needs at least one secret".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &entries {
+            validate_secret_name(&e.name).map_err(|err| Error::InvalidName(err.to_string()))?;
+            if e.value.len()
+                > limits
+                    .max_value_bytes
+                    .min(flux_protocol::limits::MAX_VALUE_LEN)
+            {
+                return Err(Error::TooLarge(format!(
+                    "secret {}: value is {} bytes; the limit is {} bytes",
+                    e.name,
+                    e.value.len(),
+                    limits.max_value_bytes
+                )));
+            }
+            if !seen.insert(e.name.clone()) {
+                return Err(Error::BadRequest(format!(
+                    "secret {} appears twice",
+                    e.name
+                )));
+            }
+        }
+        let names: Vec<String> = seen.into_iter().collect();
+        let (project, max) = (self.name.clone(), limits.max_secrets_per_project);
+        let ((created, updated), generation) = self
+            .write(EventKind::Set, names, move |secrets| {
+                let new = entries.iter().filter(|e| !secrets.contains_key(&e.name)).count();
+                if secrets.len() + new > max {
+                    return Err(Error::LimitReached(format!(
+                        "project {project} would hold {} secrets, over the limit of {max} ([limits] max_secrets_per_project)",
+                        secrets.len() + new
+                    )));
+                }
+                let now = now_ms();
+                let (mut created, mut updated) = (Vec::new(), Vec::new());
+                for e in entries {
+                    let entry = Entry {
+                        value: e.value,
+                        set_at_ms: now,
+                    };
+                    match secrets.insert(e.name.clone(), entry) {
+                        None => created.push(e.name),
+                        Some(_) => updated.push(e.name),
+                    }
+                }
+                created.sort();
+                updated.sort();
+                Ok((created, updated))
+            })
+            .await?;
+        Ok(StoredMany {
+            created,
+            updated,
+            generation,
+        })
+    }
+
     /// Deletes a secret; answers once the vault without it is durable.
     pub async fn delete(&self, name: &str) -> Result<Deleted> {
         validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
@@ -525,7 +590,10 @@ impl Project {
                     secrets,
                     unreadable: None,
                 }));
-                self.announce(generation, EventKind::Reloaded, names);
+                // A forced reload of an unchanged file needs no event.
+                if !names.is_empty() {
+                    self.announce(generation, EventKind::Reloaded, names);
+                }
                 Reload::Swapped
             }
             Err(reason) => {

@@ -441,6 +441,9 @@ impl Session {
             Request::GetAll => Response::Values(project.get_all()?),
             Request::List => Response::Secrets(project.list()?),
             Request::Set(set) => Response::Stored(project.set(&set.name, set.value, limits).await?),
+            Request::SetMany(entries) => {
+                Response::StoredMany(project.set_many(entries, limits).await?)
+            }
             Request::Delete(del) => Response::Deleted(project.delete(&del.name).await?),
             Request::Subscribe => {
                 let (rx, generation) = project.subscribe();

@@ -50,6 +50,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn vault_location(&self, project: &str) -> PathBuf;
     /// Where a project's key is, for messages.
     fn key_location(&self, project: &str) -> PathBuf;
+    /// Refuses a key that group or others could read or write.
+    fn check_key_private(&self, project: &str) -> Result<()>;
 }
 
 /// A folder on the local disk: `keys/` and `vaults/` under the state dir.
@@ -231,6 +233,10 @@ impl Store for LocalStore {
 
     fn key_location(&self, project: &str) -> PathBuf {
         self.key_path(project)
+    }
+
+    fn check_key_private(&self, project: &str) -> Result<()> {
+        fsutil::check_private(&self.key_path(project), "key file", 0o600)
     }
 }
 

@@ -93,13 +93,13 @@ impl Scope {
 
 /// Starts watching `vaults/` and `keys/` and spawns the task that turns
 /// bursts of events into rescans.
-pub(crate) fn spawn(shared: Arc<Shared>, vaults: &Path, keys: &Path) -> Result<()> {
+pub(crate) fn spawn(shared: Arc<Shared>, folders: &[std::path::PathBuf]) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = tx.send(event);
     })
     .map_err(|e| Error::Internal(format!("cannot start the file watcher: {e}")))?;
-    for dir in [vaults, keys] {
+    for dir in folders {
         watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|e| Error::Internal(format!("cannot watch {}: {e}", dir.display())))?;

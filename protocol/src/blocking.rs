@@ -64,6 +64,11 @@ impl Client {
         self.rt.block_on(self.inner.set(name, value))
     }
 
+    /// See [`crate::Client::set_many`].
+    pub fn set_many(&mut self, entries: Vec<NamedValue>) -> Result<StoredMany, ClientError> {
+        self.rt.block_on(self.inner.set_many(entries))
+    }
+
     /// See [`crate::Client::delete`].
     pub fn delete(&mut self, name: &str) -> Result<Deleted, ClientError> {
         self.rt.block_on(self.inner.delete(name))
@@ -108,5 +113,53 @@ impl Client {
     /// See [`crate::Client::status`].
     pub fn status(&mut self) -> Result<DaemonStatus, ClientError> {
         self.rt.block_on(self.inner.status())
+    }
+}
+
+/// The blocking `ctx.secrets`: see [`crate::Secrets`].
+///
+/// ```no_run
+/// let secrets = flux_protocol::blocking::Secrets::from_env()?;
+/// let api_key = secrets.get("OPENAI_API_KEY")?;
+/// let region = secrets.get_or("AWS_REGION", "us-east-1")?;
+/// # let _ = (api_key, region);
+/// # Ok::<(), flux_protocol::ClientError>(())
+/// ```
+#[derive(Debug)]
+pub struct Secrets {
+    rt: tokio::runtime::Runtime,
+    inner: crate::Secrets,
+}
+
+impl Secrets {
+    /// Secrets served on the socket at `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Result<Self, ClientError> {
+        Self::wrap(crate::Secrets::new(path))
+    }
+
+    /// Secrets served on the socket named by `FLUX_SECRETS_SOCKET`.
+    pub fn from_env() -> Result<Self, ClientError> {
+        Self::wrap(crate::Secrets::from_env()?)
+    }
+
+    fn wrap(inner: crate::Secrets) -> Result<Self, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ClientError::Io {
+                path: inner.socket().to_path_buf(),
+                source,
+            })?;
+        Ok(Self { rt, inner })
+    }
+
+    /// See [`crate::Secrets::get`].
+    pub fn get(&self, key: &str) -> Result<String, ClientError> {
+        self.rt.block_on(self.inner.get(key))
+    }
+
+    /// See [`crate::Secrets::get_or`].
+    pub fn get_or(&self, key: &str, fallback: &str) -> Result<String, ClientError> {
+        self.rt.block_on(self.inner.get_or(key, fallback))
     }
 }

@@ -42,12 +42,22 @@ pub enum ClientError {
     /// fluxd answered with an error.
     #[error("{message}")]
     Remote { code: ErrorCode, message: String },
+    /// No socket was given and `FLUX_SECRETS_SOCKET` is not set.
+    #[error(
+        "FLUX_SECRETS_SOCKET is not set: run the function under fluxd (or `fluxd dev`), which prints the socket to export"
+    )]
+    NotConfigured,
     /// fluxd answered with a message that does not fit the request.
     #[error("unexpected answer to {op}: a {got} message")]
     Unexpected { op: &'static str, got: &'static str },
 }
 
 impl ClientError {
+    /// True when the daemon answered that the secret is not set.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(ErrorCode::NotFound)
+    }
+
     /// The daemon's error code, when the daemon answered with an error.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -92,6 +102,7 @@ fn kind(resp: &Response) -> &'static str {
         Response::Subscribed(_) => "subscribed",
         Response::Event(_) => "event",
         Response::AuditRecords(_) => "audit records",
+        Response::StoredMany(_) => "stored many",
     }
 }
 
@@ -250,6 +261,15 @@ impl Client {
             value,
         });
         expect!(self.call(&req).await?, "set", Response::Stored)
+    }
+
+    /// Sets several secrets in one vault write: all or none.
+    pub async fn set_many(&mut self, entries: Vec<NamedValue>) -> Result<StoredMany, ClientError> {
+        expect!(
+            self.call(&Request::SetMany(entries)).await?,
+            "set_many",
+            Response::StoredMany
+        )
     }
 
     /// Removes a secret.

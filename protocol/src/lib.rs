@@ -10,8 +10,9 @@
 //!
 //! This crate owns framing ([`codec`]), messages ([`message`]), error codes
 //! ([`error`]), the grammar of names and the size limits ([`limits`]), where
-//! sockets are found ([`paths`]) and the client ([`client`], with a blocking
-//! wrapper in [`blocking`]). It knows nothing of policy: who may do what is
+//! sockets are found ([`paths`]), the client ([`client`], with a blocking
+//! wrapper in [`blocking`]) and `ctx.secrets` for Rust functions
+//! ([`secrets`]). It knows nothing of policy: who may do what is
 //! the daemon's business. It is the only crate in the workspace that calls
 //! bincode, so the codec can be swapped in one place.
 
@@ -25,8 +26,10 @@ pub mod limits;
 pub mod message;
 pub mod paths;
 pub mod secret;
+pub mod secrets;
 
 pub use client::{Client, ClientError};
 pub use error::ErrorCode;
 pub use message::{PROTOCOL_VERSION, Request, Response};
 pub use secret::SecretValue;
+pub use secrets::Secrets;

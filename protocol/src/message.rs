@@ -48,6 +48,9 @@ pub enum Request {
     Subscribe,
     /// 11: audit records, newest last (control socket).
     Audit(AuditQuery),
+    /// 12: set several secrets in one vault write, all or nothing (project
+    /// socket).
+    SetMany(Vec<NamedValue>),
 }
 
 impl Request {
@@ -66,6 +69,7 @@ impl Request {
             Self::Status => "status",
             Self::Subscribe => "subscribe",
             Self::Audit(_) => "audit",
+            Self::SetMany(_) => "set_many",
         }
     }
 }
@@ -102,6 +106,19 @@ pub enum Response {
     Event(Event),
     /// 13: answer to `Audit`, oldest first.
     AuditRecords(Vec<AuditRecord>),
+    /// 14: answer to `SetMany`.
+    StoredMany(StoredMany),
+}
+
+/// Payload of [`Response::StoredMany`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMany {
+    /// Names that were new, sorted.
+    pub created: Vec<String>,
+    /// Names whose value was replaced, sorted.
+    pub updated: Vec<String>,
+    /// The project's snapshot generation that holds them all.
+    pub generation: u64,
 }
 
 /// Payload of [`Request::Audit`].

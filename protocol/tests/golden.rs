@@ -74,6 +74,13 @@ fn requests() -> Vec<(&'static str, Request)> {
                 limit: 100,
             }),
         ),
+        (
+            "request.set_many",
+            Request::SetMany(vec![NamedValue {
+                name: "A".into(),
+                value: SecretValue::from("1"),
+            }]),
+        ),
     ]
 }
 
@@ -182,6 +189,14 @@ fn responses() -> Vec<(&'static str, Response)> {
                 allowed: true,
                 result: "ok".into(),
             }]),
+        ),
+        (
+            "response.stored_many",
+            Response::StoredMany(StoredMany {
+                created: vec!["A".into()],
+                updated: vec![],
+                generation: 8,
+            }),
         ),
     ]
 }

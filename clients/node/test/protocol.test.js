@@ -112,6 +112,8 @@ const NOT_ENCODED = new Set([
   'request.list_projects',
   'request.status',
   'request.audit',
+  'request.set_many',
+  'response.stored_many',
   // This client does not cache values, so it never subscribes to change
   // events: every get asks the daemon.
   'request.subscribe',

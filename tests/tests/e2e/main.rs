@@ -3,6 +3,8 @@
 
 mod access;
 mod bad_input;
+mod clients;
+mod dev;
 mod durability;
 mod rotation;
 mod systemd;

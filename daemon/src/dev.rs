@@ -1,0 +1,142 @@
+//! `fluxd dev`: one project served from a `.env` file, on the same socket
+//! protocol as production, so function code is identical in both.
+//!
+//! [`DevStore`] is a [`Store`] whose only project's "vault" is the `.env`
+//! file: each load parses the file ([`crate::dotenv`]) and seals it in
+//! memory with a key that lives only as long as the process, so the
+//! daemon's whole serving path — snapshots, change events, the watcher —
+//! is the production one. The watcher follows the file's folder, so an
+//! edit is live on the next `get`. Writes are refused: the file is the
+//! source of truth. A missing file serves no secrets until it appears.
+//!
+//! Production `fluxd` never reads `.env`: only this store does, and only
+//! `fluxd dev` creates it.
+
+use crate::error::{Error, Result};
+use crate::keys::ProjectKey;
+use crate::store::Store;
+use crate::vault::{self, Entry, Secrets};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+use zeroize::Zeroizing;
+
+/// One project backed by a `.env` file.
+#[derive(Debug)]
+pub struct DevStore {
+    project: String,
+    env_file: PathBuf,
+    key: ProjectKey,
+    /// The last file contents' hash and the vault sealed from them, so an
+    /// unchanged file reloads as unchanged.
+    last: Mutex<Option<([u8; 32], Vec<u8>)>>,
+}
+
+impl DevStore {
+    /// Serves `project` from `env_file`.
+    pub fn new(project: &str, env_file: &Path) -> Self {
+        Self {
+            project: project.to_owned(),
+            env_file: env_file.to_path_buf(),
+            key: ProjectKey::generate(),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The `.env` file.
+    pub fn env_file(&self) -> &Path {
+        &self.env_file
+    }
+
+    fn read_only(&self) -> Error {
+        Error::BadRequest(format!(
+            "fluxd dev serves {} read-only: edit that file; changes are live at once",
+            self.env_file.display()
+        ))
+    }
+
+    fn unknown(&self, project: &str) -> Error {
+        Error::UnknownProject(project.to_owned())
+    }
+}
+
+impl Store for DevStore {
+    fn projects(&self) -> Result<Vec<String>> {
+        Ok(vec![self.project.clone()])
+    }
+
+    fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {
+        if project != self.project {
+            return Err(self.unknown(project));
+        }
+        Ok(self.key.to_file_contents("fluxd dev"))
+    }
+
+    fn create_key(&self, _project: &str, _key: &ProjectKey) -> Result<()> {
+        Err(Error::BadRequest(
+            "fluxd dev serves one project from its .env file; run fluxd for more".into(),
+        ))
+    }
+
+    fn delete_key(&self, _project: &str) -> Result<()> {
+        Err(self.read_only())
+    }
+
+    fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>> {
+        if project != self.project {
+            return Err(self.unknown(project));
+        }
+        let bytes = match std::fs::read(&self.env_file) {
+            Ok(b) => Zeroizing::new(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Zeroizing::new(Vec::new()),
+            Err(e) => return Err(Error::io("read", &self.env_file, e)),
+        };
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((h, sealed)) = &*last
+            && *h == hash
+        {
+            return Ok(Some(sealed.clone()));
+        }
+        let set_at_ms = std::fs::metadata(&self.env_file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or_else(vault::now_ms, |d| d.as_millis() as u64);
+        let entries = crate::dotenv::parse(&bytes, &self.env_file.display().to_string())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let secrets: Secrets = entries
+            .into_iter()
+            .map(|(name, value)| (name, Entry { value, set_at_ms }))
+            .collect();
+        let sealed = vault::seal(&self.project, &secrets, &self.key)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        *last = Some((hash, sealed.clone()));
+        Ok(Some(sealed))
+    }
+
+    fn vault_exists(&self, project: &str) -> bool {
+        project == self.project
+    }
+
+    fn store_vault(&self, _project: &str, _ciphertext: &[u8]) -> Result<()> {
+        Err(self.read_only())
+    }
+
+    fn delete_vault(&self, _project: &str) -> Result<()> {
+        Err(self.read_only())
+    }
+
+    fn vault_location(&self, _project: &str) -> PathBuf {
+        self.env_file.clone()
+    }
+
+    fn key_location(&self, _project: &str) -> PathBuf {
+        PathBuf::from("(fluxd dev: a key held in memory)")
+    }
+
+    fn check_key_private(&self, _project: &str) -> Result<()> {
+        Ok(())
+    }
+}

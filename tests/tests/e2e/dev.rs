@@ -1,0 +1,346 @@
+//! Local development: `fluxd dev` serves a `.env` file on the production
+//! protocol, `fluxctl init` writes flux.json and .gitignore, and
+//! `fluxctl secrets import` sets a whole file in one write.
+
+use crate::{assert_value, stderr, stdout};
+use flux_e2e::{TestDaemon, bin};
+use flux_protocol::ErrorCode;
+use flux_protocol::blocking::Client;
+use flux_protocol::message::EventKind;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+struct Dev {
+    child: Child,
+    socket: String,
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `fluxd dev` in a fresh folder holding `env` as `.env` and a
+/// flux.json naming `app`; returns once it printed its socket.
+fn dev(env: &str) -> Dev {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
+    std::fs::write(dir.join(".env"), env).unwrap();
+    std::fs::write(dir.join("flux.json"), r#"{"name": "app"}"#).unwrap();
+    let mut child = Command::new(bin("fluxd"))
+        .args(["--runtime-dir", dir.join("run").to_str().unwrap(), "dev"])
+        .current_dir(&dir)
+        .env_remove("FLUX_PROJECT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let socket = line
+        .trim_end()
+        .strip_prefix("FLUX_SECRETS_SOCKET=")
+        .unwrap_or_else(|| panic!("fluxd dev prints the socket to export, got {line:?}"))
+        .to_owned();
+    Dev {
+        child,
+        socket,
+        _dir: tmp,
+        dir,
+    }
+}
+
+#[test]
+fn fluxd_dev_serves_the_env_file_live() {
+    let d = dev(
+        "# local\nOPENAI_API_KEY=sk-local-dev-key\nexport STRIPE_SECRET_KEY='sk_test_xyz'\nPEM=\"a\nb\"\n",
+    );
+    assert!(
+        d.socket.ends_with("/dev/app/projects/app.sock"),
+        "{}",
+        d.socket
+    );
+    let mut c = Client::connect(&d.socket).unwrap();
+    assert_value(&mut c, "OPENAI_API_KEY", "sk-local-dev-key");
+    assert_value(&mut c, "STRIPE_SECRET_KEY", "sk_test_xyz");
+    assert_value(&mut c, "PEM", "a\nb");
+    let sub_generation = c.subscribe().unwrap();
+    assert!(sub_generation >= 1);
+
+    // Edits are live on the next get, and subscribers hear of them.
+    std::fs::write(
+        d.dir.join(".env"),
+        "OPENAI_API_KEY=sk-edited\nSTRIPE_SECRET_KEY='sk_test_xyz'\nPEM=\"a\nb\"\n",
+    )
+    .unwrap();
+    let event = c
+        .next_event(Duration::from_secs(10))
+        .unwrap()
+        .expect("an event for the edit");
+    assert_eq!(
+        (event.kind, event.names),
+        (EventKind::Reloaded, vec!["OPENAI_API_KEY".to_owned()])
+    );
+    assert_value(&mut c, "OPENAI_API_KEY", "sk-edited");
+
+    // A broken edit keeps the last good values; the error names the file,
+    // line and column, never the value.
+    std::fs::write(d.dir.join(".env"), "OPENAI_API_KEY=\"sk-broken-unclosed\n").unwrap();
+    let control = d.socket.replace("/projects/app.sock", "/control.sock");
+    eventually("the parse error is reported", || {
+        Client::connect(&control)
+            .unwrap()
+            .status()
+            .unwrap()
+            .projects[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(".env:1:16") && e.contains("never closed"))
+    });
+    let status = Client::connect(&control).unwrap().status().unwrap();
+    assert!(
+        !status.projects[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("sk-broken")
+    );
+    assert_value(&mut c, "OPENAI_API_KEY", "sk-edited");
+
+    // The file is the source of truth: writes are refused.
+    let err = c.set("X", "y".into()).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest));
+    assert!(
+        err.to_string().contains("read-only: edit that file"),
+        "{err}"
+    );
+    // The missing-secret message is the production one.
+    let err = c.get("MISSING").unwrap_err();
+    assert!(
+        err.to_string().contains("fluxctl secrets set MISSING"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fluxd_dev_takes_flags_and_reports_a_missing_project() {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let out = Command::new(bin("fluxd"))
+        .args([
+            "--runtime-dir",
+            tmp.path().join("run").to_str().unwrap(),
+            "dev",
+        ])
+        .current_dir(tmp.path())
+        .env_remove("FLUX_PROJECT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("no project given"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(tmp.path().join("local.env"), "K=from-flag\n").unwrap();
+    let mut child = Command::new(bin("fluxd"))
+        .args([
+            "--runtime-dir",
+            tmp.path().join("run").to_str().unwrap(),
+            "dev",
+            "--project",
+            "other",
+            "--env-file",
+            "local.env",
+        ])
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let socket = line
+        .trim_end()
+        .strip_prefix("FLUX_SECRETS_SOCKET=")
+        .unwrap()
+        .to_owned();
+    assert!(
+        socket.ends_with("/dev/other/projects/other.sock"),
+        "{socket}"
+    );
+    assert_value(&mut Client::connect(&socket).unwrap(), "K", "from-flag");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn production_fluxd_never_reads_env_files() {
+    let d = TestDaemon::unstarted(&[]);
+    std::fs::write(d.dir().join(".env"), "LEAKED=from-dot-env\n").unwrap();
+    let mut child = d
+        .fluxd_command()
+        .current_dir(d.dir())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("fluxd ready", || {
+        Client::connect(d.control_socket()).is_ok()
+    });
+    Client::connect(d.control_socket())
+        .unwrap()
+        .create_project("app")
+        .unwrap();
+    let err = d.client("app").get("LEAKED").unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
+
+#[test]
+fn fluxctl_init_writes_flux_json_and_keeps_gitignore() {
+    let d = TestDaemon::unstarted(&[]);
+    std::fs::write(d.dir().join(".gitignore"), "target/\nnode_modules").unwrap();
+    let out = d.run_ctl(&["init", "my-app"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("✔ Wrote flux.json: project my-app"),
+        "{}",
+        stdout(&out)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.dir().join("flux.json")).unwrap()).unwrap();
+    assert_eq!(json["name"], "my-app");
+    let ignore = std::fs::read_to_string(d.dir().join(".gitignore")).unwrap();
+    assert!(
+        ignore.starts_with("target/\nnode_modules\n"),
+        "existing lines kept: {ignore:?}"
+    );
+    assert!(ignore.lines().any(|l| l == ".env"), "{ignore:?}");
+
+    // Again: nothing changes.
+    let out = d.run_ctl(&["init", "my-app"]);
+    assert!(
+        stdout(&out).contains("already names project my-app"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("already lists .env"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.dir().join(".gitignore")).unwrap(),
+        ignore
+    );
+
+    // Another name needs --force.
+    let out = d.run_ctl(&["init", "other"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("pass --force"), "{}", stderr(&out));
+    // And fluxctl now finds the project from flux.json.
+    let out = d.run_ctl(&["secrets", "list"]);
+    assert!(stderr(&out).contains("my-app"), "{}", stderr(&out));
+}
+
+#[test]
+fn import_sets_a_whole_env_file_in_one_write() {
+    let d = TestDaemon::start_with_config("[limits]\nmax_secrets_per_project = 4\n");
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "EXISTING", "old", "-p", "app"]);
+    let env = d.dir().join("prod.env");
+    std::fs::write(&env, "EXISTING=new\nA_KEY=a\nexport B_KEY=\"b b\"\n").unwrap();
+    let env = env.to_str().unwrap();
+
+    let out = d.ctl_ok(&["secrets", "import", env, "--dry-run", "-p", "app"]);
+    assert!(out.contains("would create: A_KEY, B_KEY"), "{out}");
+    assert!(out.contains("would update: EXISTING"), "{out}");
+    assert!(out.ends_with("2 created, 1 updated\n"), "{out}");
+    assert_eq!(
+        d.client("app").list().unwrap().len(),
+        1,
+        "a dry run writes nothing"
+    );
+
+    let mut sub = d.client("app");
+    sub.subscribe().unwrap();
+    let out = d.ctl_ok(&["secrets", "import", env, "-p", "app"]);
+    assert!(out.ends_with("2 created, 1 updated\n"), "{out}");
+    let mut c = d.client("app");
+    assert_value(&mut c, "EXISTING", "new");
+    assert_value(&mut c, "B_KEY", "b b");
+    let event = sub.next_event(Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(
+        event.names,
+        ["A_KEY", "B_KEY", "EXISTING"],
+        "one write, one event"
+    );
+    assert!(
+        sub.next_event(Duration::from_millis(200))
+            .unwrap()
+            .is_none()
+    );
+
+    // All or nothing: over the limit, nothing is written.
+    std::fs::write(d.dir().join("more.env"), "C_KEY=c\nD_KEY=d\n").unwrap();
+    let out = d.run_ctl(&[
+        "secrets",
+        "import",
+        d.dir().join("more.env").to_str().unwrap(),
+        "-p",
+        "app",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("over the limit"), "{}", stderr(&out));
+    assert_eq!(c.list().unwrap().len(), 3);
+
+    // A parse error names the line and writes nothing; stdin works too.
+    let mut child = d
+        .ctl()
+        .args(["secrets", "import", "-", "-p", "app"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"OK=1\nBAD LINE secret-ish\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("<stdin>:2:5"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("secret-ish"));
+    assert_eq!(c.list().unwrap().len(), 3);
+}
