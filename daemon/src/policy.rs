@@ -7,7 +7,7 @@
 //! | request | role |
 //! |---|---|
 //! | `Get`, `GetAll`, `Subscribe` | reader |
-//! | `List`, `Set`, `Delete` | admin |
+//! | `List`, `Set`, `SetMany`, `Delete` | admin |
 //! | `CreateProject`, `ListProjects`, `Status`, `Audit` | daemon admin |
 //! | `DeleteProject` | daemon admin, or admin of that project |
 //!
