@@ -213,6 +213,18 @@ pub(crate) fn out(text: &str) -> Result<()> {
     }
 }
 
+/// A project as `--json` output shows it (never a value).
+pub(crate) fn project_json(p: &flux_protocol::message::ProjectInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": p.name,
+        "socket": p.socket,
+        "secrets": p.secrets,
+        "generation": p.generation,
+        "loaded_at": timefmt::rfc3339_ms(p.loaded_at_ms),
+        "last_error": p.last_error,
+    })
+}
+
 /// Pads `rows` into aligned columns separated by two spaces.
 pub(crate) fn columns(rows: &[Vec<String>]) -> String {
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);

@@ -5,7 +5,6 @@
 
 use crate::failure::{Failure, Result};
 use crate::target::Target;
-use crate::timefmt::rfc3339_ms;
 use crate::{ProjectsCmd, columns, out};
 use flux_protocol::limits::validate_project_name;
 use flux_protocol::paths::SOCKET_ENV;
@@ -35,19 +34,7 @@ fn create(target: &Target, name: &str) -> Result<()> {
 fn list(target: &Target, json: bool) -> Result<()> {
     let projects = target.control()?.list_projects()?;
     if json {
-        let items: Vec<serde_json::Value> = projects
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "name": p.name,
-                    "socket": p.socket,
-                    "secrets": p.secrets,
-                    "generation": p.generation,
-                    "loaded_at": rfc3339_ms(p.loaded_at_ms),
-                    "last_error": p.last_error,
-                })
-            })
-            .collect();
+        let items: Vec<serde_json::Value> = projects.iter().map(crate::project_json).collect();
         let text = serde_json::to_string_pretty(&items).expect("JSON of plain values");
         return out(&format!("{text}\n"));
     }

@@ -9,20 +9,8 @@ use crate::{columns, out};
 pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
     let status = target.control()?.status()?;
     if json {
-        let projects: Vec<serde_json::Value> = status
-            .projects
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "name": p.name,
-                    "socket": p.socket,
-                    "secrets": p.secrets,
-                    "generation": p.generation,
-                    "loaded_at": rfc3339_ms(p.loaded_at_ms),
-                    "last_error": p.last_error,
-                })
-            })
-            .collect();
+        let projects: Vec<serde_json::Value> =
+            status.projects.iter().map(crate::project_json).collect();
         let doc = serde_json::json!({
             "version": status.version,
             "pid": status.pid,

@@ -25,38 +25,14 @@ const QUEUE: usize = 16 * 1024;
 /// Records `read` returns when the query sets no limit.
 pub const DEFAULT_LIMIT: usize = 1000;
 
-/// A line of the audit log.
+/// A line of the audit log: the record, and its time in RFC 3339 for
+/// people reading the file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Line {
     /// RFC 3339 with milliseconds.
     pub time: String,
-    pub time_ms: u64,
-    pub project: Option<String>,
-    pub op: String,
-    pub name: Option<String>,
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: Option<u32>,
-    pub exe: Option<String>,
-    pub allowed: bool,
-    pub result: String,
-}
-
-impl From<Line> for AuditRecord {
-    fn from(l: Line) -> Self {
-        AuditRecord {
-            time_ms: l.time_ms,
-            project: l.project,
-            op: l.op,
-            name: l.name,
-            uid: l.uid,
-            gid: l.gid,
-            pid: l.pid,
-            exe: l.exe,
-            allowed: l.allowed,
-            result: l.result,
-        }
-    }
+    #[serde(flatten)]
+    pub record: AuditRecord,
 }
 
 enum Msg {
@@ -169,7 +145,8 @@ pub fn read(path: &Path, project: Option<&str>, since_ms: u64, limit: usize) -> 
         let Ok(rec) = serde_json::from_str::<Line>(&line) else {
             continue;
         };
-        if rec.time_ms < since_ms || (project.is_some() && rec.project.as_deref() != project) {
+        let r = &rec.record;
+        if r.time_ms < since_ms || (project.is_some() && r.project.as_deref() != project) {
             continue;
         }
         if kept.len() == limit {

@@ -594,7 +594,7 @@ impl Shared {
         })
         .await
         .map_err(|e| Error::Internal(format!("audit read task failed: {e}")))??;
-        Ok(lines.into_iter().map(Into::into).collect())
+        Ok(lines.into_iter().map(|l| l.record).collect())
     }
 
     pub(crate) fn project_infos(&self) -> Vec<ProjectInfo> {

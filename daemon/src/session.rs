@@ -40,7 +40,7 @@ use bytes::Bytes;
 use flux_protocol::codec::{self, decode, encode};
 use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
 use flux_protocol::message::{
-    ErrorReply, Event, EventKind, Request, Response, Scope, Subscribed, Welcome,
+    AuditRecord, ErrorReply, Event, EventKind, Request, Response, Scope, Subscribed, Welcome,
 };
 use flux_protocol::{ErrorCode, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
@@ -402,16 +402,18 @@ impl Session {
                 .audit
                 .record(Line {
                     time: format_time_ms(time_ms),
-                    time_ms,
-                    project: self.target.project_name().map(str::to_owned),
-                    op: op.to_owned(),
-                    name,
-                    uid: self.peer.uid,
-                    gid: self.peer.gid,
-                    pid: self.peer.pid,
-                    exe: self.peer.exe.clone(),
-                    allowed: allowed == Some(true),
-                    result: result.to_owned(),
+                    record: AuditRecord {
+                        time_ms,
+                        project: self.target.project_name().map(str::to_owned),
+                        op: op.to_owned(),
+                        name,
+                        uid: self.peer.uid,
+                        gid: self.peer.gid,
+                        pid: self.peer.pid,
+                        exe: self.peer.exe.clone(),
+                        allowed: allowed == Some(true),
+                        result: result.to_owned(),
+                    },
                 })
                 .await;
         }

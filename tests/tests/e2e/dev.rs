@@ -36,19 +36,13 @@ impl Drop for Dev {
     }
 }
 
-/// Starts `fluxd dev` in a fresh folder holding `env` as `.env` and a
-/// flux.json naming `app`; returns once it printed its socket.
-fn dev(env: &str) -> Dev {
-    let tmp = tempfile::Builder::new()
-        .prefix("fxd")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let dir = tmp.path().to_path_buf();
-    std::fs::write(dir.join(".env"), env).unwrap();
-    std::fs::write(dir.join("flux.json"), r#"{"name": "app"}"#).unwrap();
+/// Starts `fluxd dev ARGS` in `dir` (sockets under `dir/run`); returns the
+/// process and the socket it printed for `FLUX_SECRETS_SOCKET`.
+fn spawn_dev(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
     let mut child = Command::new(bin("fluxd"))
         .args(["--runtime-dir", dir.join("run").to_str().unwrap(), "dev"])
-        .current_dir(&dir)
+        .args(args)
+        .current_dir(dir)
         .env_remove("FLUX_PROJECT")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -63,6 +57,20 @@ fn dev(env: &str) -> Dev {
         .strip_prefix("FLUX_SECRETS_SOCKET=")
         .unwrap_or_else(|| panic!("fluxd dev prints the socket to export, got {line:?}"))
         .to_owned();
+    (child, socket)
+}
+
+/// Starts `fluxd dev` in a fresh folder holding `env` as `.env` and a
+/// flux.json naming `app`; returns once it printed its socket.
+fn dev(env: &str) -> Dev {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
+    std::fs::write(dir.join(".env"), env).unwrap();
+    std::fs::write(dir.join("flux.json"), r#"{"name": "app"}"#).unwrap();
+    let (child, socket) = spawn_dev(&dir, &[]);
     Dev {
         child,
         socket,
@@ -167,30 +175,10 @@ fn fluxd_dev_takes_flags_and_reports_a_missing_project() {
     );
 
     std::fs::write(tmp.path().join("local.env"), "K=from-flag\n").unwrap();
-    let mut child = Command::new(bin("fluxd"))
-        .args([
-            "--runtime-dir",
-            tmp.path().join("run").to_str().unwrap(),
-            "dev",
-            "--project",
-            "other",
-            "--env-file",
-            "local.env",
-        ])
-        .current_dir(tmp.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let socket = line
-        .trim_end()
-        .strip_prefix("FLUX_SECRETS_SOCKET=")
-        .unwrap()
-        .to_owned();
+    let (mut child, socket) = spawn_dev(
+        tmp.path(),
+        &["--project", "other", "--env-file", "local.env"],
+    );
     assert!(
         socket.ends_with("/dev/other/projects/other.sock"),
         "{socket}"
