@@ -1,6 +1,7 @@
 //! Finding the daemon and the project.
 //!
-//! The runtime folder resolves as fluxd's does ([`flux_protocol::paths`]).
+//! The runtime folder resolves as fluxd's does, falling back to the system
+//! daemon's `/run/flux` ([`flux_protocol::paths::client_runtime_dir`]).
 //! The project comes from `--project`, else `FLUX_PROJECT`, else the `name`
 //! in `./flux.json`. A project socket that cannot be reached is told apart
 //! from a daemon that is not running by trying the control socket, so the
@@ -22,7 +23,7 @@ pub struct Target {
 impl Target {
     pub fn new(runtime_dir: Option<&Path>, project: Option<String>) -> Self {
         Self {
-            runtime_dir: paths::runtime_dir(runtime_dir),
+            runtime_dir: paths::client_runtime_dir(runtime_dir),
             project,
         }
     }

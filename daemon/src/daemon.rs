@@ -116,6 +116,9 @@ impl Daemon {
         let local = LocalStore::open(&config.state_dir)?.with_host_key(config.host_key.clone())?;
         if local.wraps_keys() {
             info!("project keys are wrapped with the host key credential");
+            for name in local.wrap_plain_keys()? {
+                info!(project = %name, "key file re-written wrapped with the host key");
+            }
         }
         for dir in [local.keys_dir(), local.vaults_dir()] {
             check_private(dir, "the folder", 0o700)?;
@@ -208,7 +211,7 @@ impl Daemon {
             .unwrap_or_else(|e| e.into_inner())
             .leftover();
         if !leftover.is_empty() {
-            warn!(sockets = ?leftover, "sockets passed by systemd match no project; closing them");
+            warn!(sockets = ?leftover, "sockets passed by systemd match no project yet; kept for when they are created");
         }
         shared.spawn_watchdog();
         shared.notifier.ready();
@@ -400,7 +403,7 @@ impl Shared {
 
     /// Binds a project's socket and adds it to the registry.
     fn serve_project(self: &Arc<Self>, project: Arc<Project>) -> Result<()> {
-        let listener = self.listen(project.socket(), &format!("project:{}", project.name()))?;
+        let listener = self.listen(project.socket(), &format!("project.{}", project.name()))?;
         let group = self.policy.load().socket_group(project.name());
         apply_socket_policy(project.socket(), group)?;
         self.projects

@@ -157,6 +157,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
+        let signals = Signals::install()
+            .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
         let daemon = match dev {
             Some((project, env_file)) => {
                 let socket = flux_protocol::paths::project_socket(&config.runtime_dir, &project);
@@ -171,8 +173,7 @@ fn main() -> ExitCode {
             }
             None => fluxd::Daemon::start_with(config, shutdown.clone(), startup).await?,
         };
-        let signals = handle_signals(shutdown.clone(), daemon.handle())
-            .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
+        let signals = signals.spawn(shutdown.clone(), daemon.handle());
         daemon.wait().await;
         signals.abort();
         Ok(())
@@ -192,29 +193,46 @@ fn fail(e: &Error) -> ExitCode {
     }
 }
 
-/// Turns SIGTERM and SIGINT into a cancelled token, and SIGHUP into a
-/// reload.
-fn handle_signals(
-    token: CancellationToken,
-    daemon: fluxd::DaemonHandle,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-                _ = hup.recv() => {
-                    daemon.reload().await;
-                    continue;
-                }
-            };
-            info!(signal = name, "stopping");
-            token.cancel();
-            return;
-        }
-    }))
+/// SIGTERM, SIGINT and SIGHUP, caught from before the daemon starts (so a
+/// reload or stop sent right after `READY=1` is never lost to the default
+/// action, which would kill the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Turns SIGTERM and SIGINT into a cancelled token, and SIGHUP into a
+    /// reload.
+    fn spawn(
+        mut self,
+        token: CancellationToken,
+        daemon: fluxd::DaemonHandle,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = self.term.recv() => "SIGTERM",
+                    _ = self.int.recv() => "SIGINT",
+                    _ = self.hup.recv() => {
+                        daemon.reload().await;
+                        continue;
+                    }
+                };
+                info!(signal = name, "stopping");
+                token.cancel();
+                return;
+            }
+        })
+    }
 }

@@ -90,6 +90,40 @@ impl LocalStore {
         Ok(self)
     }
 
+    /// With a host key: re-writes every plain key file wrapped with it
+    /// (atomically, mode 0600), so none stays usable off the host. Returns
+    /// the projects whose key was wrapped.
+    pub fn wrap_plain_keys(&self) -> Result<Vec<String>> {
+        let Some(host) = &self.host else {
+            return Ok(Vec::new());
+        };
+        let mut wrapped = Vec::new();
+        for name in self.projects()? {
+            let path = self.key_path(&name);
+            let bytes =
+                Zeroizing::new(fs::read(&path).map_err(|e| Error::io("read key", &path, e))?);
+            if is_wrapped(&bytes) {
+                continue;
+            }
+            // Only a key that parses is re-written.
+            let text = std::str::from_utf8(&bytes).map_err(|_| Error::Key {
+                path: path.clone(),
+                reason: "not a text key file".into(),
+            })?;
+            ProjectKey::parse(text).map_err(|reason| Error::Key {
+                path: path.clone(),
+                reason,
+            })?;
+            let ciphertext = crate::vault::encrypt(&bytes, host).map_err(|e| Error::Key {
+                path: path.clone(),
+                reason: format!("cannot wrap with the host key: {e}"),
+            })?;
+            write_atomic(&path, &ciphertext, 0o600)?;
+            wrapped.push(name);
+        }
+        Ok(wrapped)
+    }
+
     /// True when key files are wrapped with a host key.
     pub fn wraps_keys(&self) -> bool {
         self.host.is_some()
@@ -114,6 +148,12 @@ impl LocalStore {
     pub fn keys_dir(&self) -> &Path {
         &self.keys
     }
+}
+
+/// True for a key file that is an age file (wrapped with a host key).
+fn is_wrapped(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"age-encryption.org/")
+        || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
 }
 
 /// Project names found as `<name><ext>` in `dir`, skipping temp files and
@@ -148,9 +188,7 @@ impl Store for LocalStore {
     fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {
         let path = self.key_path(project);
         let bytes = Zeroizing::new(fs::read(&path).map_err(|e| Error::io("read key", &path, e))?);
-        let wrapped = bytes.starts_with(b"age-encryption.org/")
-            || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----");
-        let plain = if wrapped {
+        let plain = if is_wrapped(&bytes) {
             let host = self.host.as_ref().ok_or_else(|| Error::Key {
                 path: path.clone(),
                 reason: "the key file is wrapped with a host key, but fluxd was started without the fluxd-host-key credential".into(),

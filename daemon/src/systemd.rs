@@ -10,8 +10,10 @@
 //!   `$WATCHDOG_USEC` when the unit sets `WatchdogSec=`.
 //! - [`inherited_listeners`] takes the sockets of `LISTEN_FDS` (checked
 //!   against `LISTEN_PID`, via the `listenfd` crate) with their names from
-//!   `LISTEN_FDNAMES`: `control` is the control socket, `project:<name>` a
-//!   project's. fluxd creates every other socket itself, and never removes
+//!   `LISTEN_FDNAMES`: `control` is the control socket, `project.<name>` a
+//!   project's (systemd allows no `:` in a name; project names hold no `.`).
+//!   A project's socket passed before the project exists is kept until
+//!   `projects create` uses it. fluxd creates every other socket itself, and never removes
 //!   an inherited socket's file (it belongs to the `.socket` unit).
 //!   It must run before any thread starts: it clears `LISTEN_FDS`.
 

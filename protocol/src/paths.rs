@@ -9,6 +9,11 @@
 //! 5. `/tmp/flux-<uid>`.
 //!
 //! Inside it: `control.sock`, and `projects/<project>.sock` per project.
+//!
+//! Clients ([`client_runtime_dir`]) add one step: when nothing names the
+//! folder and the per-user default has no `control.sock`, they use the
+//! system daemon's `/run/flux` if it has one, so an operator's `fluxctl`
+//! finds the fluxd that systemd runs without any setting.
 //! Function processes are handed their project socket's path in
 //! `FLUX_SECRETS_SOCKET`.
 
@@ -47,6 +52,27 @@ pub fn runtime_dir(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/flux-{}", nix::unistd::getuid())))
 }
 
+/// The system daemon's runtime folder (systemd's `RuntimeDirectory=flux`).
+pub const SYSTEM_RUNTIME_DIR: &str = "/run/flux";
+
+/// The runtime folder as a client looks for it: [`runtime_dir`], falling
+/// back to [`SYSTEM_RUNTIME_DIR`] when nothing was named explicitly and
+/// only the system daemon is there.
+pub fn client_runtime_dir(explicit: Option<&Path>) -> PathBuf {
+    client_runtime_dir_with(explicit, Path::new(SYSTEM_RUNTIME_DIR))
+}
+
+fn client_runtime_dir_with(explicit: Option<&Path>, system: &Path) -> PathBuf {
+    let named = explicit.is_some()
+        || env_path(RUNTIME_DIR_ENV).is_some()
+        || systemd_dir("RUNTIME_DIRECTORY").is_some();
+    let dir = runtime_dir(explicit);
+    if !named && !control_socket(&dir).exists() && control_socket(system).exists() {
+        return system.to_path_buf();
+    }
+    dir
+}
+
 /// `<runtime>/control.sock`.
 pub fn control_socket(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join(CONTROL_SOCKET)
@@ -57,4 +83,36 @@ pub fn project_socket(runtime_dir: &Path, project: &str) -> PathBuf {
     runtime_dir
         .join(PROJECTS_DIR)
         .join(format!("{project}.sock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_fall_back_to_the_system_daemon_only_when_nothing_is_named() {
+        let system = tempfile::tempdir().unwrap();
+        let explicit = tempfile::tempdir().unwrap();
+        // No system daemon: the usual folder.
+        assert_eq!(
+            client_runtime_dir_with(Some(explicit.path()), system.path()),
+            explicit.path()
+        );
+        std::fs::write(control_socket(system.path()), "").unwrap();
+        // A folder named explicitly always wins.
+        assert_eq!(
+            client_runtime_dir_with(Some(explicit.path()), system.path()),
+            explicit.path()
+        );
+        // Nothing named (when the test's environment names nothing either).
+        if env_path(RUNTIME_DIR_ENV).is_none() && systemd_dir("RUNTIME_DIRECTORY").is_none() {
+            let default = runtime_dir(None);
+            let want = if control_socket(&default).exists() {
+                default
+            } else {
+                system.path().to_path_buf()
+            };
+            assert_eq!(client_runtime_dir_with(None, system.path()), want);
+        }
+    }
 }

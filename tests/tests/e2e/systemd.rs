@@ -79,18 +79,18 @@ fn serves_through_a_socket_passed_by_systemd_socket_activate() {
         return;
     }
     let d = TestDaemon::unstarted(&[]);
-    std::fs::create_dir(d.runtime_dir()).unwrap();
-    std::fs::set_permissions(
-        d.runtime_dir(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
+    std::fs::create_dir_all(d.runtime_dir().join("projects")).unwrap();
+    for dir in [d.runtime_dir(), d.runtime_dir().join("projects")] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    }
     let fluxd = d.fluxd_command();
     let log = std::fs::File::create(d.dir().join("activate.log")).unwrap();
     let mut child = Command::new("systemd-socket-activate")
         .arg("-l")
         .arg(d.control_socket())
-        .arg("--fdname=control")
+        .arg("-l")
+        .arg(d.project_socket("app"))
+        .arg("--fdname=control:project.app")
         .arg(fluxd.get_program())
         .args(fluxd.get_args())
         .env_remove("RUST_LOG")
@@ -121,6 +121,10 @@ fn serves_through_a_socket_passed_by_systemd_socket_activate() {
     );
     let log = std::fs::read_to_string(d.dir().join("activate.log")).unwrap();
     assert!(log.contains("using the socket passed by systemd"), "{log}");
+    assert!(
+        log.contains("name=\"project.app\""),
+        "the project's socket was passed too:\n{log}"
+    );
 
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
@@ -128,10 +132,7 @@ fn serves_through_a_socket_passed_by_systemd_socket_activate() {
         d.control_socket().exists(),
         "the activated socket's file belongs to systemd"
     );
-    assert!(
-        !d.project_socket("app").exists(),
-        "fluxd's own sockets are removed"
-    );
+    assert!(d.project_socket("app").exists(), "so does the project's");
 }
 
 #[test]
@@ -145,8 +146,28 @@ fn a_host_key_credential_wraps_key_files() {
         host.to_file_contents("2026-01-01T00:00:00Z").as_bytes(),
     )
     .unwrap();
+    // A project created before the credential existed: its plain key file
+    // is wrapped at the first start with the credential.
+    d.restart();
+    d.create_project("before");
+    d.stop();
+    assert!(
+        std::fs::read_to_string(d.key_path("before"))
+            .unwrap()
+            .contains("AGE-SECRET-KEY-1")
+    );
     d.set_env("CREDENTIALS_DIRECTORY", &creds);
     d.restart();
+    assert!(
+        std::fs::read(d.key_path("before"))
+            .unwrap()
+            .starts_with(b"age-encryption.org/v1\n")
+    );
+    assert!(
+        d.log()
+            .contains("key file re-written wrapped with the host key")
+    );
+    d.client("before").list().unwrap();
     d.create_project("app");
     d.ctl_ok(&["secrets", "set", "K", "wrapped-key-value", "-p", "app"]);
     let key_file = std::fs::read(d.key_path("app")).unwrap();
@@ -179,7 +200,7 @@ fn a_host_key_credential_wraps_key_files() {
     let status = d.control().status().unwrap();
     assert!(
         status.projects.is_empty(),
-        "a wrapped key cannot be used without the host key"
+        "wrapped keys cannot be used without the host key"
     );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     child.wait().unwrap();
