@@ -103,6 +103,8 @@ fn kind(resp: &Response) -> &'static str {
         Response::Event(_) => "event",
         Response::AuditRecords(_) => "audit records",
         Response::StoredMany(_) => "stored many",
+        Response::Hosts(_) => "hosts",
+        Response::HostUpdated(_) => "host updated",
     }
 }
 
