@@ -650,10 +650,12 @@ impl Project {
         let name = self.name.clone();
         let result = tokio::task::spawn_blocking(move || {
             store.delete_key(&name)?;
-            store.delete_vault(&name)
+            Ok(store.delete_vault(&name))
         })
         .await
         .map_err(|e| Error::Internal(format!("project delete task failed: {e}")))?;
+        // Nothing was deleted (say, etcd is unreachable): keep serving.
+        let result = result.inspect_err(|_| self.deleted.store(false, Ordering::Release))?;
         let generation = self.snapshot.load().generation + 1;
         self.announce(generation, EventKind::ProjectDeleted, Vec::new());
         self.cancel.cancel();

@@ -397,6 +397,16 @@ fn an_etcd_outage_keeps_gets_serving_fails_writes_and_recovers() {
         "the error does not name the endpoints: {stderr}"
     );
     flux_e2e::assert_no_secret(&out.stderr, "postgres://two", "the error");
+    let out = hosts[0].run_ctl(&["projects", "delete", "app", "--yes"]);
+    assert!(
+        !out.status.success(),
+        "a project delete succeeded with etcd down"
+    );
+    let mut c = hosts[0].client("app");
+    assert!(
+        has_value(&mut c, "DB_URL", "postgres://one"),
+        "a project delete that failed stopped the project being served"
+    );
     let started = Instant::now();
     loop {
         let status = hosts[1].ctl_ok(&["status", "--json"]);

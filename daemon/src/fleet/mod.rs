@@ -93,6 +93,9 @@ impl StoreChoice {
         if kind.is_none() && endpoints.is_empty() {
             return Ok(self);
         }
+        if kind == Some("local") && endpoints.is_empty() {
+            return Ok(Self::Local);
+        }
         let file = match self {
             Self::Local => StoreFile::default(),
             Self::Etcd { endpoints } => StoreFile {
@@ -133,5 +136,26 @@ mod tests {
         ));
         assert!(StoreChoice::resolve(Some("etcd"), &["https://x:1".into()], &f).is_err());
         assert!(toml::from_str::<StoreFile>("kinds = 1").is_err());
+    }
+
+    #[test]
+    fn the_config_file_has_a_store_section() {
+        let f: crate::config::FileConfig = toml::from_str(
+            "[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\", \"http://127.0.0.1:22379\"]\n",
+        )
+        .unwrap();
+        let choice = StoreChoice::resolve(None, &[], &f.store).unwrap();
+        assert!(matches!(choice, StoreChoice::Etcd { ref endpoints } if endpoints.len() == 2));
+        // Flags win over the file.
+        assert_eq!(
+            choice.clone().with_flags(Some("local"), &[]).unwrap(),
+            StoreChoice::Local
+        );
+        let flag = vec!["http://127.0.0.1:3".to_owned()];
+        assert_eq!(
+            choice.with_flags(None, &flag).unwrap(),
+            StoreChoice::Etcd { endpoints: flag }
+        );
+        assert!(toml::from_str::<crate::config::FileConfig>("[store]\nendpoint = []\n").is_err());
     }
 }
