@@ -518,6 +518,7 @@ impl Project {
         let (key, store, project) = (self.key.load_full(), self.store.clone(), self.name.clone());
         let written = tokio::task::spawn_blocking(move || {
             let (mut base, mut base_fp, mut key, mut new_key) = (base.0, base.1, key, None);
+            let mut merged = false;
             for _ in 0..WRITE_TRIES {
                 let mut secrets = base.clone();
                 let out = change(&mut secrets)?;
@@ -526,7 +527,7 @@ impl Project {
                     reason: e.0,
                 })?;
                 if store.store_vault_if(&project, base_fp.as_ref(), &bytes)? {
-                    return Ok((out, fingerprint(&bytes), secrets, new_key));
+                    return Ok((out, fingerprint(&bytes), secrets, new_key, merged));
                 }
                 match read_disk(&*store, &project, Some(key.clone()), (None, None)) {
                     Ok(DiskRead::New {
@@ -538,7 +539,7 @@ impl Project {
                             key = k.clone();
                             new_key = Some((k, fp));
                         }
-                        (base, base_fp) = (secrets, Some(vault));
+                        (base, base_fp, merged) = (secrets, Some(vault), true);
                     }
                     Ok(DiskRead::Same) => {}
                     Err(reason) => return Err(Error::Internal(reason)),
@@ -550,7 +551,15 @@ impl Project {
         })
         .await
         .map_err(|e| Error::Internal(format!("vault writer task failed: {e}")))?;
-        let (out, vault_fp, secrets, new_key) = written?;
+        let (out, vault_fp, secrets, new_key, merged) = written?;
+        // Built on another writer's vault: its changes are announced too.
+        let names = if merged {
+            let mut all: std::collections::BTreeSet<String> = names.into_iter().collect();
+            all.extend(changed_names(&current.secrets, &secrets));
+            all.into_iter().collect()
+        } else {
+            names
+        };
         {
             let mut disk = self.disk();
             disk.vault = Some(vault_fp);

@@ -278,12 +278,21 @@ fn a_set_on_one_host_is_served_by_every_host_and_a_delete_too() {
     }
     let etcd = Etcd::start(1);
     let hosts = fleet(&etcd, 3, "app");
+    let mut events = hosts[1].client("app");
+    events.subscribe().expect("subscribe on B");
     set(&hosts[0], "app", "API_KEY", "sk-fleet-1");
     for h in &hosts[1..] {
         wait_for(h, "app", "API_KEY set on A", |c| {
             has_value(c, "API_KEY", "sk-fleet-1")
         });
     }
+    // Subscribed clients on other hosts hear of the change.
+    let event = events
+        .next_event(PROPAGATION)
+        .expect("event stream")
+        .expect("an event on B for the set on A");
+    assert_eq!(event.kind, flux_protocol::message::EventKind::Reloaded);
+    assert_eq!(event.names, ["API_KEY"]);
     // A rotation from another host.
     set(&hosts[1], "app", "API_KEY", "sk-fleet-2");
     for h in [&hosts[0], &hosts[2]] {
