@@ -12,6 +12,7 @@
 
 mod audit;
 pub mod failure;
+mod hosts;
 mod import;
 mod init;
 mod projects;
@@ -96,6 +97,32 @@ pub enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Fleet mode: this host's recipient and the hosts that may serve
+    /// this daemon's projects
+    #[command(subcommand)]
+    Hosts(HostsCmd),
+}
+
+/// `fluxctl hosts …`.
+#[derive(Debug, Subcommand)]
+pub enum HostsCmd {
+    /// This host's recipient and the fleet's hosts
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a host serve every project this host serves: wraps the project
+    /// keys for its age recipient
+    Add {
+        /// The host's recipient (age1…), as `fluxctl hosts list` shows it there
+        recipient: String,
+    },
+    /// Remove a host: deletes its wrapped keys and re-keys its projects
+    Remove {
+        /// The host's recipient (age1…)
+        recipient: String,
     },
 }
 
@@ -184,6 +211,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
         Command::Run { command } => run::run(&target, command),
         Command::Status { json } => status::run(&target, json).map(|()| 0),
+        Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
         Command::Init { name, force } => init::run(name, force).map(|()| 0),
         Command::Audit { since, limit, json } => {
             let project = target.project.clone();

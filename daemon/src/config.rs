@@ -43,6 +43,8 @@ pub struct Config {
     /// The host key that wraps project keys at rest:
     /// `$CREDENTIALS_DIRECTORY/fluxd-host-key` when systemd provides it.
     pub host_key: Option<PathBuf>,
+    /// Where keys and vaults are kept (`[store]`, `--store`).
+    pub store: crate::fleet::StoreChoice,
 }
 
 /// Name of the systemd credential holding the host key.
@@ -106,6 +108,9 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub audit: AuditFile,
+    /// `[store]`: the local folder (default) or etcd (fleet mode).
+    #[serde(default)]
+    pub store: crate::fleet::StoreFile,
 }
 
 /// `[limits]`: each key overrides the default.
@@ -302,6 +307,12 @@ impl Config {
         let host_key = env_path("CREDENTIALS_DIRECTORY")
             .map(|d| d.join(HOST_KEY_CREDENTIAL))
             .filter(|p| p.exists());
+        let store = crate::fleet::StoreChoice::resolve(None, &[], &file.store).map_err(|e| {
+            match &config_file {
+                Some(p) => Error::Config(format!("config file {}: {e}", p.display())),
+                None => e,
+            }
+        })?;
         Ok(Self {
             state_dir,
             runtime_dir,
@@ -310,6 +321,7 @@ impl Config {
             limits,
             audit_path,
             host_key,
+            store,
         })
     }
 
@@ -342,6 +354,7 @@ impl Config {
             limits: Limits::default(),
             audit_path: None,
             host_key: None,
+            store: crate::fleet::StoreChoice::Local,
         })
     }
 

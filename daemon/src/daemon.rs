@@ -113,6 +113,15 @@ impl Daemon {
         ensure_private_dir(&config.runtime_dir)?;
         ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
         let lock = lock_state_dir(&config)?;
+        if let crate::fleet::StoreChoice::Etcd { endpoints } = &config.store {
+            let endpoints = endpoints.clone();
+            let audit = match &config.audit_path {
+                Some(path) => Audit::open(path)?,
+                None => Audit::disabled(),
+            };
+            return crate::fleet::hosts::start(config, shutdown, startup, endpoints, lock, audit)
+                .await;
+        }
         let local = LocalStore::open(&config.state_dir)?.with_host_key(config.host_key.clone())?;
         if local.wraps_keys() {
             info!("project keys are wrapped with the host key credential");
@@ -163,6 +172,24 @@ impl Daemon {
             Audit::disabled(),
         )
         .await
+    }
+
+    /// Serves `store`'s projects with no folder to watch (fleet mode: the
+    /// etcd watch follows changes).
+    pub(crate) async fn serve_store(
+        config: Config,
+        shutdown: CancellationToken,
+        startup: Startup,
+        store: Arc<dyn Store>,
+        lock: Option<Flock<File>>,
+        audit: Audit,
+    ) -> Result<Self> {
+        Self::serve(config, shutdown, startup, store, &[], lock, audit).await
+    }
+
+    /// The state shared with listeners and watchers.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Serves `store`'s projects: the part of start-up both modes share.
@@ -456,6 +483,22 @@ impl Shared {
         }
         info!(project = %name, "project created");
         Ok(project.info())
+    }
+
+    /// Stops serving a project deleted elsewhere (fleet mode), or whose key
+    /// this host no longer holds; the store is not touched.
+    pub(crate) async fn forget_project(&self, name: &str) {
+        let _admin = self.admin.lock().await;
+        let project = self
+            .projects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(project) = project {
+            project.forget().await;
+            self.retire_socket(project.socket());
+            info!(project = %name, "project no longer served by this host");
+        }
     }
 
     /// Deletes a project: key first, then vault, then socket.

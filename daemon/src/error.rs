@@ -51,6 +51,9 @@ pub enum Error {
     Key { path: PathBuf, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// The replicated store cannot be reached (fleet mode).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -79,7 +82,8 @@ impl Error {
             | Self::Bind { .. }
             | Self::Vault { .. }
             | Self::Key { .. }
-            | Self::Internal(_) => ErrorCode::Internal,
+            | Self::Internal(_)
+            | Self::Unavailable(_) => ErrorCode::Internal,
         }
     }
 

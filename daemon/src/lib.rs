@@ -19,6 +19,7 @@
 //! - [`keys`]: project identities and the seal key derived from them;
 //! - [`store`]: where keys and ciphertext live; [`fsutil`]: durable writes;
 //! - `watch`: the file watcher that makes outside changes live;
+//! - [`fleet`]: etcd as a replicated store (fleet mode);
 //! - [`systemd`]: readiness, watchdog and socket activation.
 //!
 //! Secret values live in zeroizing buffers ([`flux_protocol::SecretValue`])
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod dev;
 pub mod dotenv;
 pub mod error;
+pub mod fleet;
 pub mod fsutil;
 pub mod hardening;
 pub mod keys;

@@ -38,6 +38,14 @@ struct Args {
     /// such as `fluxd=debug` [default: RUST_LOG, else info]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Where keys and vaults are kept: `local` (the state folder) or `etcd`
+    /// (fleet mode, see docs/FLEET.md) [default: [store] kind, else local]
+    #[arg(long, value_name = "KIND", value_parser = ["local", "etcd"])]
+    store: Option<String>,
+    /// etcd client URLs for `--store etcd`, comma-separated
+    /// [default: [store] endpoints]
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -113,6 +121,14 @@ fn main() -> ExitCode {
             args.config.as_deref(),
         ),
     };
+    let config = config.and_then(|mut c| {
+        if dev.is_none() {
+            c.store = c
+                .store
+                .with_flags(args.store.as_deref(), &args.etcd_endpoints)?;
+        }
+        Ok(c)
+    });
     let config = match config {
         Ok(c) => c,
         Err(e) => return fail(&e),

@@ -45,6 +45,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+/// Writes tried before giving up when other writers keep winning.
+const WRITE_TRIES: usize = 50;
+
 /// Events buffered per subscriber before it is told it fell behind.
 const EVENT_BUFFER: usize = 256;
 
@@ -397,10 +400,10 @@ impl Project {
                     )));
                 }
                 let entry = Entry {
-                    value,
+                    value: value.clone(),
                     set_at_ms: now_ms(),
                 };
-                Ok(secrets.insert(owned, entry).is_none())
+                Ok(secrets.insert(owned.clone(), entry).is_none())
             })
             .await?;
         Ok(Stored {
@@ -452,14 +455,14 @@ impl Project {
                 }
                 let now = now_ms();
                 let (mut created, mut updated) = (Vec::new(), Vec::new());
-                for e in entries {
+                for e in &entries {
                     let entry = Entry {
-                        value: e.value,
+                        value: e.value.clone(),
                         set_at_ms: now,
                     };
                     match secrets.insert(e.name.clone(), entry) {
-                        None => created.push(e.name),
-                        Some(_) => updated.push(e.name),
+                        None => created.push(e.name.clone()),
+                        Some(_) => updated.push(e.name.clone()),
                     }
                 }
                 created.sort();
@@ -485,8 +488,8 @@ impl Project {
                 move |secrets| match secrets.remove(&owned) {
                     Some(_) => Ok(()),
                     None => Err(Error::NotFound {
-                        project,
-                        name: owned,
+                        project: project.clone(),
+                        name: owned.clone(),
                     }),
                 },
             )
@@ -498,34 +501,73 @@ impl Project {
     /// copy of the current secrets, seal, encrypt and store the result, then
     /// swap it in and announce `kind` for `names`. Returns `change`'s result
     /// and the new generation.
+    ///
+    /// The store compares the vault it replaces with the one the change was
+    /// applied to ([`Store::store_vault_if`]); when another host wrote
+    /// first (fleet mode), the newer vault (and key) is read and the change
+    /// applied again.
     async fn write<T: Send + 'static>(
         &self,
         kind: EventKind,
         names: Vec<String>,
-        change: impl FnOnce(&mut Secrets) -> Result<T> + Send + 'static,
+        mut change: impl FnMut(&mut Secrets) -> Result<T> + Send + 'static,
     ) -> Result<(T, u64)> {
         let _writer = self.writer.lock().await;
         let current = Arc::clone(&*self.readable()?);
-        let mut secrets = current.secrets.clone();
+        let base = (current.secrets.clone(), self.disk().vault);
         let (key, store, project) = (self.key.load_full(), self.store.clone(), self.name.clone());
-        let (secrets, result) = tokio::task::spawn_blocking(move || {
-            let result = change(&mut secrets).and_then(|out| {
+        let written = tokio::task::spawn_blocking(move || {
+            let (mut base, mut base_fp, mut key, mut new_key) = (base.0, base.1, key, None);
+            let mut merged = false;
+            for _ in 0..WRITE_TRIES {
+                let mut secrets = base.clone();
+                let out = change(&mut secrets)?;
                 let bytes = vault::seal(&project, &secrets, &key).map_err(|e| Error::Vault {
                     path: store.vault_location(&project),
                     reason: e.0,
                 })?;
-                store.store_vault(&project, &bytes)?;
-                Ok((out, fingerprint(&bytes)))
-            });
-            (secrets, result)
+                if store.store_vault_if(&project, base_fp.as_ref(), &bytes)? {
+                    return Ok((out, fingerprint(&bytes), secrets, new_key, merged));
+                }
+                match read_disk(&*store, &project, Some(key.clone()), (None, None)) {
+                    Ok(DiskRead::New {
+                        key: k,
+                        vault,
+                        secrets,
+                    }) => {
+                        if let Some((k, fp)) = k {
+                            key = k.clone();
+                            new_key = Some((k, fp));
+                        }
+                        (base, base_fp, merged) = (secrets, Some(vault), true);
+                    }
+                    Ok(DiskRead::Same) => {}
+                    Err(reason) => return Err(Error::Internal(reason)),
+                }
+            }
+            Err(Error::Unavailable(format!(
+                "project {project} is being written by other hosts; try again"
+            )))
         })
         .await
         .map_err(|e| Error::Internal(format!("vault writer task failed: {e}")))?;
-        let (out, vault_fp) = result?;
+        let (out, vault_fp, secrets, new_key, merged) = written?;
+        // Built on another writer's vault: its changes are announced too.
+        let names = if merged {
+            let mut all: std::collections::BTreeSet<String> = names.into_iter().collect();
+            all.extend(changed_names(&current.secrets, &secrets));
+            all.into_iter().collect()
+        } else {
+            names
+        };
         {
             let mut disk = self.disk();
             disk.vault = Some(vault_fp);
             disk.last_error = None;
+            if let Some((key, key_fp)) = new_key {
+                self.key.store(key);
+                disk.key = Some(key_fp);
+            }
         }
         let generation = current.generation + 1;
         self.snapshot.store(Arc::new(Snapshot {
@@ -617,14 +659,26 @@ impl Project {
         let name = self.name.clone();
         let result = tokio::task::spawn_blocking(move || {
             store.delete_key(&name)?;
-            store.delete_vault(&name)
+            Ok(store.delete_vault(&name))
         })
         .await
         .map_err(|e| Error::Internal(format!("project delete task failed: {e}")))?;
+        // Nothing was deleted (say, etcd is unreachable): keep serving.
+        let result = result.inspect_err(|_| self.deleted.store(false, Ordering::Release))?;
         let generation = self.snapshot.load().generation + 1;
         self.announce(generation, EventKind::ProjectDeleted, Vec::new());
         self.cancel.cancel();
         result
+    }
+
+    /// Stops serving the project without touching the store (it was
+    /// deleted elsewhere, or this host may no longer serve it).
+    pub async fn forget(&self) {
+        let _writer = self.writer.lock().await;
+        self.deleted.store(true, Ordering::Release);
+        let generation = self.snapshot.load().generation + 1;
+        self.announce(generation, EventKind::ProjectDeleted, Vec::new());
+        self.cancel.cancel();
     }
 
     /// How the control socket describes this project.
@@ -636,7 +690,10 @@ impl Project {
             secrets: snap.secrets.len() as u64,
             generation: snap.generation,
             loaded_at_ms: snap.loaded_at_ms,
-            last_error: self.disk().last_error.clone(),
+            last_error: self
+                .store
+                .health(&self.name)
+                .or_else(|| self.disk().last_error.clone()),
         }
     }
 }

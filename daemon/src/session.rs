@@ -183,6 +183,7 @@ fn named(req: &Request) -> Option<String> {
         Request::Delete(d) => Some(d.name.clone()),
         Request::CreateProject(p) | Request::DeleteProject(p) => Some(p.name.clone()),
         Request::Audit(q) => q.project.clone(),
+        Request::AddHost(h) | Request::RemoveHost(h) => Some(h.recipient.clone()),
         _ => None,
     }
 }
@@ -355,7 +356,10 @@ impl Session {
                 Request::CreateProject(_)
                 | Request::ListProjects
                 | Request::Status
-                | Request::Audit(_),
+                | Request::Audit(_)
+                | Request::ListHosts
+                | Request::AddHost(_)
+                | Request::RemoveHost(_),
             ) => Some(policy.is_daemon_admin(who)),
             _ => None,
         }
@@ -479,6 +483,9 @@ impl Session {
             Request::ListProjects => Response::Projects(shared.project_infos()),
             Request::Status => Response::Status(shared.status()),
             Request::Audit(query) => Response::AuditRecords(shared.audit_records(query).await?),
+            req @ (Request::ListHosts | Request::AddHost(_) | Request::RemoveHost(_)) => {
+                crate::fleet::hosts::handle(shared, req).await?
+            }
             Request::Hello(_) => {
                 return Err(Error::BadRequest("the handshake is already done".into()));
             }

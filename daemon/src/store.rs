@@ -52,6 +52,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn key_location(&self, project: &str) -> PathBuf;
     /// Refuses a key that group or others could read or write.
     fn check_key_private(&self, project: &str) -> Result<()>;
+    /// Replaces a vault only while the stored one is still the one whose
+    /// SHA-256 is `expected` (`None`: no vault); `Ok(false)` when another
+    /// writer got there first — the caller reloads and tries again. A
+    /// single-writer store simply stores.
+    fn store_vault_if(
+        &self,
+        project: &str,
+        expected: Option<&[u8; 32]>,
+        ciphertext: &[u8],
+    ) -> Result<bool> {
+        let _ = expected;
+        self.store_vault(project, ciphertext).map(|()| true)
+    }
+    /// Why the store cannot be reached right now, if it cannot (shown in
+    /// the project's `last_error`).
+    fn health(&self, _project: &str) -> Option<String> {
+        None
+    }
+    /// The etcd store, when this is one (fleet mode).
+    fn fleet(&self) -> Option<&crate::fleet::EtcdStore> {
+        None
+    }
 }
 
 /// A folder on the local disk: `keys/` and `vaults/` under the state dir.

@@ -103,6 +103,8 @@ fn kind(resp: &Response) -> &'static str {
         Response::Event(_) => "event",
         Response::AuditRecords(_) => "audit records",
         Response::StoredMany(_) => "stored many",
+        Response::Hosts(_) => "hosts",
+        Response::HostUpdated(_) => "host updated",
     }
 }
 
@@ -172,7 +174,17 @@ impl Client {
     /// [`ClientError::Remote`]. Events pushed meanwhile are kept for
     /// [`Client::next_event`].
     pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        self.send(req).await?;
+        if let Err(e) = self.send(req).await {
+            // The daemon may have refused the connection (a limit) with an
+            // error and closed it before reading: that error is the answer.
+            if let Ok(Response::Error(err)) = self.recv().await {
+                return Err(ClientError::Remote {
+                    code: err.code,
+                    message: err.message,
+                });
+            }
+            return Err(e);
+        }
         loop {
             match self.recv().await? {
                 Response::Event(event) => self.events.push_back(event),

@@ -51,6 +51,15 @@ pub enum Request {
     /// 12: set several secrets in one vault write, all or nothing (project
     /// socket).
     SetMany(Vec<NamedValue>),
+    /// 13: the hosts of the fleet and this host's recipient (control
+    /// socket).
+    ListHosts,
+    /// 14: let a host serve every project this daemon holds a key for
+    /// (control socket, fleet mode).
+    AddHost(HostRecipient),
+    /// 15: remove a host from the fleet: its wrapped keys are deleted and
+    /// its projects get new keys (control socket, fleet mode).
+    RemoveHost(HostRecipient),
 }
 
 impl Request {
@@ -70,6 +79,9 @@ impl Request {
             Self::Subscribe => "subscribe",
             Self::Audit(_) => "audit",
             Self::SetMany(_) => "set_many",
+            Self::ListHosts => "list_hosts",
+            Self::AddHost(_) => "add_host",
+            Self::RemoveHost(_) => "remove_host",
         }
     }
 }
@@ -108,6 +120,37 @@ pub enum Response {
     AuditRecords(Vec<AuditRecord>),
     /// 14: answer to `SetMany`.
     StoredMany(StoredMany),
+    /// 15: answer to `ListHosts`.
+    Hosts(HostList),
+    /// 16: answer to `AddHost` and `RemoveHost`.
+    HostUpdated(HostUpdate),
+}
+
+/// Payload of [`Request::AddHost`] and [`Request::RemoveHost`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecipient {
+    /// The host's age recipient (`age1…`).
+    pub recipient: String,
+}
+
+/// Payload of [`Response::Hosts`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostList {
+    /// This daemon's own recipient; `None` when it does not run in fleet
+    /// mode.
+    pub this_host: Option<String>,
+    /// The recipients of the fleet's hosts, sorted.
+    pub hosts: Vec<String>,
+}
+
+/// Payload of [`Response::HostUpdated`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostUpdate {
+    /// The host added or removed.
+    pub recipient: String,
+    /// The projects whose keys were wrapped for it (added) or rotated away
+    /// from it (removed), sorted.
+    pub projects: Vec<String>,
 }
 
 /// Payload of [`Response::StoredMany`].

@@ -81,6 +81,19 @@ fn requests() -> Vec<(&'static str, Request)> {
                 value: SecretValue::from("1"),
             }]),
         ),
+        ("request.list_hosts", Request::ListHosts),
+        (
+            "request.add_host",
+            Request::AddHost(HostRecipient {
+                recipient: "age1host".into(),
+            }),
+        ),
+        (
+            "request.remove_host",
+            Request::RemoveHost(HostRecipient {
+                recipient: "age1host".into(),
+            }),
+        ),
     ]
 }
 
@@ -196,6 +209,20 @@ fn responses() -> Vec<(&'static str, Response)> {
                 created: vec!["A".into()],
                 updated: vec![],
                 generation: 8,
+            }),
+        ),
+        (
+            "response.hosts",
+            Response::Hosts(HostList {
+                this_host: Some("age1host".into()),
+                hosts: vec!["age1host".into()],
+            }),
+        ),
+        (
+            "response.host_updated",
+            Response::HostUpdated(HostUpdate {
+                recipient: "age1host".into(),
+                projects: vec!["my-app".into()],
             }),
         ),
     ]

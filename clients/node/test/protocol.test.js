@@ -114,6 +114,12 @@ const NOT_ENCODED = new Set([
   'request.audit',
   'request.set_many',
   'response.stored_many',
+  // Fleet hosts are managed with fluxctl, not from functions.
+  'request.list_hosts',
+  'request.add_host',
+  'request.remove_host',
+  'response.hosts',
+  'response.host_updated',
   // This client does not cache values, so it never subscribes to change
   // events: every get asks the daemon.
   'request.subscribe',
