@@ -3,9 +3,10 @@
 //! One fluxd (project `bench`, secrets set through the protocol), one
 //! `redis-server` holding the same keys and values, and one [`Floor`] per
 //! value size. For each run, value size and client count, the three
-//! targets get the same load ([`crate::load`]) one after the other, so
-//! noise on this shared machine is spread over all three rather than
-//! landing on one. Each figure is the median over runs.
+//! targets get the same load ([`crate::load`]) one after the other, in an
+//! order that rotates from run to run, so noise on this shared machine is
+//! spread over all three rather than landing on one. Each figure is the
+//! median over runs.
 //!
 //! Targets judged here (on this 2-core machine): at 16 clients fluxd's
 //! throughput is at least 1.2× Redis's and its p99 no higher; with one
@@ -104,6 +105,10 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                     targets.push(r);
                 }
                 targets.push(&floor_target);
+                // Rotate who goes first, so a slow patch of the machine
+                // does not always land on the same target.
+                let first = run % targets.len();
+                targets.rotate_left(first);
                 for target in targets {
                     let r = load::run(target, spec, &key(size), expected.as_bytes())
                         .with_context(|| format!("{} load run", target.name()))?;

@@ -149,6 +149,12 @@ pub fn run(bin: &FluxdBinary, cfg: &RotationConfig, report: &mut Report) -> Resu
         "ms",
         pick(&|r| latency_of(&r.set_latencies).p50_us / 1000.0),
     ));
+    report.rows.push(Row::fluxd(
+        "rotation",
+        "rotations read before their Set returned",
+        "%",
+        pick(&|r| r.seen_before_ack as f64 * 100.0 / r.delays.len().max(1) as f64),
+    ));
     let stale: u64 = results.iter().map(|r| r.stale_reads).sum();
     report.rows.push(
         Row::fluxd(

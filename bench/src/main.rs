@@ -81,7 +81,7 @@ struct Common {
 struct BenchArgs {
     #[command(flatten)]
     common: Common,
-    /// Runs per figure; the table shows the median [default: 3; 1 with
+    /// Runs per figure; the table shows the median [default: 5; 1 with
     /// --smoke].
     #[arg(long, value_name = "N")]
     runs: Option<usize>,
@@ -162,7 +162,7 @@ impl Parts {
 fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
     let smoke = a.common.smoke;
     let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
-    let runs = a.runs.unwrap_or(if smoke { 1 } else { 3 }).max(1);
+    let runs = a.runs.unwrap_or(if smoke { 1 } else { 5 }).max(1);
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         smoke,
