@@ -153,9 +153,7 @@ impl Machine {
 fn num(v: f64) -> String {
     if !v.is_finite() {
         "-".into()
-    } else if v == v.trunc() && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10_000.0 {
+    } else if (v == v.trunc() && v.abs() < 1e15) || v.abs() >= 10_000.0 {
         format!("{v:.0}")
     } else if v.abs() >= 100.0 {
         format!("{v:.1}")
