@@ -3,10 +3,11 @@
 //! One fluxd (project `bench`, secrets set through the protocol), one
 //! `redis-server` holding the same keys and values, and one [`Floor`] per
 //! value size. For each run, value size and client count, the three
-//! targets get the same load ([`crate::load`]) one after the other, in an
-//! order that rotates from run to run, so noise on this shared machine is
-//! spread over all three rather than landing on one. Each figure is the
-//! median over runs.
+//! targets get the same load ([`crate::load`]), cut into slices that the
+//! targets take turns on (in an order that rotates from slice to slice and
+//! run to run), so a burst of outside load on this shared machine is spread
+//! over all three rather than landing on one. Each figure is the median
+//! over runs of the figure merged over that run's slices.
 //!
 //! Targets judged here (on this 2-core machine): at 16 clients fluxd's
 //! throughput is at least 1.2× Redis's and its p99 no higher; with one
@@ -30,6 +31,8 @@ pub struct GetConfig {
     pub runs: usize,
     pub requests: u64,
     pub warmup: u64,
+    /// Slices per cell: the targets take turns slice by slice.
+    pub slices: usize,
     pub clients: Vec<usize>,
     pub sizes: Vec<usize>,
     pub redis: Option<PathBuf>,
@@ -65,7 +68,7 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
     let redis = match cfg.redis.as_deref() {
         Some(bin) => Some(RedisServer::start(bin)?),
         None => {
-            eprintln!("SKIPPED: redis-server is not installed: the redis column is SKIPPED");
+            eprintln!("SKIPPED: redis-server not found: the redis column is SKIPPED");
             report
                 .notes
                 .push("redis-server not found: every redis figure is SKIPPED".into());
@@ -96,7 +99,7 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
             for &clients in &cfg.clients {
                 let spec = LoadSpec {
                     clients,
-                    requests: cfg.requests,
+                    requests: (cfg.requests / cfg.slices as u64).max(clients as u64),
                     warmup: cfg.warmup,
                     deadline: Duration::from_secs(if cfg.smoke { 10 } else { 60 }),
                 };
@@ -105,13 +108,22 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                     targets.push(r);
                 }
                 targets.push(&floor_target);
-                // Rotate who goes first, so a slow patch of the machine
-                // does not always land on the same target.
-                let first = run % targets.len();
-                targets.rotate_left(first);
-                for target in targets {
-                    let r = load::run(target, spec, &key(size), expected.as_bytes())
-                        .with_context(|| format!("{} load run", target.name()))?;
+                // Interleave the targets slice by slice, and rotate who goes
+                // first, so a slow patch of the machine does not land on
+                // one target.
+                let mut slices: Vec<Vec<LoadResult>> = vec![Vec::new(); targets.len()];
+                for slice in 0..cfg.slices {
+                    let first = (run + slice) % targets.len();
+                    for i in 0..targets.len() {
+                        let t = (first + i) % targets.len();
+                        let target = targets[t];
+                        let r = load::run(target, spec, &key(size), expected.as_bytes())
+                            .with_context(|| format!("{} load run", target.name()))?;
+                        slices[t].push(r);
+                    }
+                }
+                for (target, slices) in targets.iter().zip(slices) {
+                    let mut r = LoadResult::merge(slices);
                     eprintln!(
                         "run {}/{} get {size:>4} B ×{clients:<2} {:<5} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs",
                         run + 1,
@@ -131,6 +143,7 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                             r.first_problem.clone().unwrap_or_default()
                         ));
                     }
+                    r.samples = Vec::new();
                     results
                         .entry((size, clients, target.name()))
                         .or_default()

@@ -8,6 +8,11 @@
 //! Throughput is the total over the wall time from release to the last
 //! thread's finish; latency percentiles are over all samples.
 //!
+//! A caller may cut one measurement into slices and interleave the targets
+//! slice by slice, then [`LoadResult::merge`] them: on a shared machine a
+//! burst of outside load then hits every target a little instead of one
+//! target a lot.
+//!
 //! Every answer is compared with the expected bytes: a wrong value is a
 //! correctness failure the caller turns into a non-zero exit, described by
 //! length and hash only. Each run is bounded by a request count and a
@@ -33,10 +38,15 @@ pub trait Conn: Send {
     fn get(&mut self, key: &str, out: &mut Vec<u8>) -> Result<()>;
 }
 
-/// What one load run measured.
+/// What one load run (or several slices of one, [`LoadResult::merge`])
+/// measured.
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
     pub requests: u64,
+    /// Timed wall-clock seconds (summed over merged slices).
+    pub wall_secs: f64,
+    /// Every latency sample, sorted (ns).
+    pub samples: Vec<u64>,
     pub throughput_rps: f64,
     pub latency: Latency,
     pub errors: u64,
@@ -112,14 +122,39 @@ pub fn run(target: &dyn Target, spec: LoadSpec, key: &str, expected: &[u8]) -> R
         }
     }
     result.requests = all.len() as u64;
-    let wall = last.duration_since(started).as_secs_f64();
-    result.throughput_rps = if wall > 0.0 {
-        all.len() as f64 / wall
-    } else {
-        0.0
-    };
-    result.latency = Latency::from_nanos(&mut all);
+    result.wall_secs = last.duration_since(started).as_secs_f64();
+    result.samples = all;
+    result.finish();
     Ok(result)
+}
+
+impl LoadResult {
+    /// Several slices of the same load as one result: requests over the
+    /// summed wall time, percentiles over all samples.
+    pub fn merge(slices: Vec<LoadResult>) -> Self {
+        let mut out = LoadResult::default();
+        for s in slices {
+            out.requests += s.requests;
+            out.wall_secs += s.wall_secs;
+            out.samples.extend_from_slice(&s.samples);
+            out.errors += s.errors;
+            out.wrong_values += s.wrong_values;
+            if out.first_problem.is_none() {
+                out.first_problem = s.first_problem;
+            }
+        }
+        out.finish();
+        out
+    }
+
+    fn finish(&mut self) {
+        self.throughput_rps = if self.wall_secs > 0.0 {
+            self.requests as f64 / self.wall_secs
+        } else {
+            0.0
+        };
+        self.latency = Latency::from_nanos(&mut self.samples);
+    }
 }
 
 fn drive(

@@ -180,7 +180,8 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         let cfg = bench_get::GetConfig {
             runs,
             requests: a.requests.unwrap_or(if smoke { 1280 } else { 100_000 }),
-            warmup: if smoke { 2 } else { 200 },
+            warmup: if smoke { 2 } else { 50 },
+            slices: if smoke { 1 } else { 5 },
             clients: vec![1, 16, 64],
             sizes: vec![40, 4096],
             redis: redis::RedisServer::find(a.redis_server.as_deref()),
