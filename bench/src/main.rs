@@ -89,6 +89,13 @@ struct BenchArgs {
     /// 100000; 1280 with --smoke].
     #[arg(long, value_name = "N")]
     requests: Option<u64>,
+    /// Client counts of the `get` benchmark (targets are judged at 1 and 16).
+    #[arg(long, value_name = "N,..", value_delimiter = ',', default_values_t = [1usize, 16, 64])]
+    clients: Vec<usize>,
+    /// Value sizes of the `get` benchmark, in bytes (24 to 65536).
+    #[arg(long, value_name = "BYTES,..", value_delimiter = ',', default_values_t = [40usize, 4096],
+          value_parser = clap::value_parser!(usize))]
+    sizes: Vec<usize>,
     /// Write the report as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -182,8 +189,8 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
             requests: a.requests.unwrap_or(if smoke { 1280 } else { 100_000 }),
             warmup: if smoke { 2 } else { 50 },
             slices: if smoke { 1 } else { 5 },
-            clients: vec![1, 16, 64],
-            sizes: vec![40, 4096],
+            clients: a.clients.iter().map(|&c| c.max(1)).collect(),
+            sizes: a.sizes.iter().map(|&s| s.clamp(24, 65536)).collect(),
             redis: redis::RedisServer::find(a.redis_server.as_deref()),
             smoke,
         };
