@@ -93,7 +93,18 @@ pub fn run(bin: &FluxdBinary, cfg: &RotationConfig, report: &mut Report) -> Resu
     fluxd.start()?;
     fluxd.control()?.create_project(PROJECT)?;
     let mut results = Vec::new();
+    let mut quiet_p50 = Vec::new();
     for run in 0..cfg.runs {
+        // The same sets with no reader running: what a set costs when the
+        // daemon is otherwise idle, to compare with the set under reads.
+        let mut quiet = Vec::new();
+        let mut setter = fluxd.client(PROJECT)?;
+        for i in 0..(cfg.rotations / 10).max(5) {
+            let t = Instant::now();
+            setter.set(SECRET, value("quiet", i, LEN).into())?;
+            quiet.push(t.elapsed());
+        }
+        quiet_p50.push(latency_of(&quiet).p50_us / 1000.0);
         let rotator: Box<dyn Rotator> = match cfg.mode {
             RotationMode::ProtocolSet => Box::new(ProtocolSet {
                 client: fluxd.client(PROJECT)?,
@@ -145,9 +156,15 @@ pub fn run(bin: &FluxdBinary, cfg: &RotationConfig, report: &mut Report) -> Resu
     ));
     report.rows.push(Row::fluxd(
         "rotation",
-        "rotation set p50 (1 secret)",
+        "set p50 during rotation (1 secret, reader busy)",
         "ms",
         pick(&|r| latency_of(&r.set_latencies).p50_us / 1000.0),
+    ));
+    report.rows.push(Row::fluxd(
+        "rotation",
+        "set p50, no reader (1 secret)",
+        "ms",
+        Measure::of(&quiet_p50),
     ));
     report.rows.push(Row::fluxd(
         "rotation",
