@@ -236,18 +236,7 @@ fn verify(
                     }
                 }
             };
-            let ok = seq == ks.acked || (seq.is_some() && seq == ks.in_flight);
-            if !ok {
-                let what = match (seq, ks.acked) {
-                    (None, Some(_)) => "lost write: the secret is gone".to_owned(),
-                    (Some(s), Some(a)) if s < a => {
-                        format!("lost write: acknowledged seq {a}, read back older seq {s}")
-                    }
-                    (s, a) => format!(
-                        "wrong value: read seq {s:?}, acknowledged {a:?}, in flight {:?}",
-                        ks.in_flight
-                    ),
-                };
+            if let Err(what) = judge(seq, ks) {
                 failures.push(format!("after cycle {cycle}: {p}/{name}: {what}"));
             }
             if seq.is_some() && seq == ks.in_flight {
@@ -260,6 +249,25 @@ fn verify(
     Ok(kept)
 }
 
+/// Whether reading back `seq` (None: not set) is allowed for a secret in
+/// state `ks`: the last acknowledged value, or the one in flight at the
+/// kill. Anything older is a lost write; anything else a wrong value.
+fn judge(seq: Option<u64>, ks: &KeyState) -> Result<(), String> {
+    if seq == ks.acked || (seq.is_some() && seq == ks.in_flight) {
+        return Ok(());
+    }
+    Err(match (seq, ks.acked) {
+        (None, Some(_)) => "lost write: the secret is gone".to_owned(),
+        (Some(s), Some(a)) if s < a => {
+            format!("lost write: acknowledged seq {a}, read back older seq {s}")
+        }
+        (s, a) => format!(
+            "wrong value: read seq {s:?}, acknowledged {a:?}, in flight {:?}",
+            ks.in_flight
+        ),
+    })
+}
+
 fn count_temp_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -269,4 +277,30 @@ fn count_temp_files(dir: &std::path::Path) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledged_or_in_flight_values_pass_older_ones_are_lost() {
+        let ks = KeyState {
+            acked: Some(5),
+            in_flight: Some(6),
+        };
+        assert!(judge(Some(5), &ks).is_ok());
+        assert!(judge(Some(6), &ks).is_ok(), "the in-flight set may persist");
+        assert!(judge(Some(4), &ks).unwrap_err().starts_with("lost write"));
+        assert!(judge(None, &ks).unwrap_err().starts_with("lost write"));
+        assert!(judge(Some(7), &ks).unwrap_err().starts_with("wrong value"));
+        let never_set = KeyState::default();
+        assert!(judge(None, &never_set).is_ok());
+        let first_in_flight = KeyState {
+            acked: None,
+            in_flight: Some(1),
+        };
+        assert!(judge(None, &first_in_flight).is_ok());
+        assert!(judge(Some(1), &first_in_flight).is_ok());
+    }
 }
