@@ -1,5 +1,272 @@
-//! Flux Secrets benchmarks (not yet written).
+//! `flux-bench`: the benchmark and the load-and-fault suite of Flux Secrets.
+//!
+//! ```text
+//! flux-bench all      [--smoke] [--runs N] [--json PATH] [--fluxd PATH]   one table
+//! flux-bench get | rotation | scale                                       one part of it
+//! flux-bench faults   soak|crash-loop|disk-full|bad-clients|all [--smoke]
+//! ```
+//!
+//! Everything runs against the real `fluxd` binary on short temp folders
+//! under /tmp, and talks to it only through its Unix sockets with
+//! `flux_protocol`'s client. Redis (when installed) and the floor server
+//! also listen on Unix sockets only: nothing here opens a network socket.
+//!
+//! Exit status: 0 when every check held; 1 on a correctness failure (a
+//! wrong value, a stale read, a lost acknowledged write, an unreadable
+//! vault, a failed request) or when the benchmark could not run; 2 on bad
+//! arguments. A missed speed target is printed as MISS and never changes
+//! the exit status.
+//!
+//! Modules: [`fluxd`] runs the daemon; [`redis`] and [`floor`] are the
+//! comparison points; [`load`] is the load driver; [`stats`] the numbers;
+//! [`fixture`] the test data; `bench_*` the benchmarks; [`report`] the
+//! table; [`faults`] the fault suites.
 
-fn main() {
-    eprintln!("flux-bench: no benchmarks yet");
+#![forbid(unsafe_code)]
+
+mod bench_get;
+mod bench_rotation;
+mod bench_scale;
+mod faults;
+mod fixture;
+mod floor;
+mod fluxd;
+mod load;
+mod redis;
+mod report;
+mod stats;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fluxd::FluxdBinary;
+use report::{Machine, Report};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Flux Secrets benchmarks and load-and-fault suite.
+#[derive(Debug, Parser)]
+#[command(name = "flux-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Every benchmark, one table: get, rotation and scale.
+    All(BenchArgs),
+    /// `get` throughput and latency against Redis and the floor.
+    Get(BenchArgs),
+    /// Rotation delay and stale reads.
+    Rotation(BenchArgs),
+    /// Start-up time, memory and `set` latency at scale.
+    Scale(BenchArgs),
+    /// The load-and-fault suite (docs/RELIABILITY.md).
+    Faults(FaultArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Tiny counts and one run: seconds, for CI. Targets are not judged.
+    #[arg(long)]
+    smoke: bool,
+    /// The fluxd binary [default: `fluxd` next to this executable, rebuilt
+    /// first when run through cargo].
+    #[arg(long, value_name = "PATH")]
+    fluxd: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Runs per figure; the table shows the median [default: 5; 1 with
+    /// --smoke].
+    #[arg(long, value_name = "N")]
+    runs: Option<usize>,
+    /// Timed `get` requests per cell (all clients together) [default:
+    /// 100000; 1280 with --smoke].
+    #[arg(long, value_name = "N")]
+    requests: Option<u64>,
+    /// Client counts of the `get` benchmark (targets are judged at 1 and 16).
+    #[arg(long, value_name = "N,..", value_delimiter = ',', default_values_t = [1usize, 16, 64])]
+    clients: Vec<usize>,
+    /// Value sizes of the `get` benchmark, in bytes (24 to 65536).
+    #[arg(long, value_name = "BYTES,..", value_delimiter = ',', default_values_t = [40usize, 4096],
+          value_parser = clap::value_parser!(usize))]
+    sizes: Vec<usize>,
+    /// Write the report as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// The redis-server binary [default: redis-server on PATH].
+    #[arg(long, value_name = "PATH")]
+    redis_server: Option<PathBuf>,
+    /// How rotations reach the daemon.
+    #[arg(long, value_enum, default_value_t = bench_rotation::RotationMode::ProtocolSet)]
+    rotation_mode: bench_rotation::RotationMode,
+}
+
+#[derive(Debug, Args)]
+struct FaultArgs {
+    /// Which suite to run.
+    #[arg(value_enum)]
+    suite: FaultSuite,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FaultSuite {
+    Soak,
+    CrashLoop,
+    DiskFull,
+    BadClients,
+    All,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let started = Instant::now();
+    let outcome = match cli.command {
+        Cmd::All(a) => bench(a, Parts::all(), "all"),
+        Cmd::Get(a) => bench(a, Parts::only(0), "get"),
+        Cmd::Rotation(a) => bench(a, Parts::only(1), "rotation"),
+        Cmd::Scale(a) => bench(a, Parts::only(2), "scale"),
+        Cmd::Faults(a) => faults_cmd(a),
+    };
+    eprintln!(
+        "flux-bench: finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("flux-bench: FAILED (see the failures above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("flux-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Which benchmarks to run: get, rotation, scale.
+struct Parts([bool; 3]);
+
+impl Parts {
+    fn all() -> Self {
+        Self([true; 3])
+    }
+    fn only(i: usize) -> Self {
+        let mut p = [false; 3];
+        p[i] = true;
+        Self(p)
+    }
+}
+
+fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
+    let smoke = a.common.smoke;
+    let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
+    let runs = a.runs.unwrap_or(if smoke { 1 } else { 5 }).max(1);
+    let mut report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        smoke,
+        runs,
+        machine: Machine::detect(),
+        ..Report::default()
+    };
+    eprintln!(
+        "flux-bench {name}: fluxd {}, {} CPU(s), {runs} run(s){}",
+        bin.0.display(),
+        report.machine.cpus,
+        if smoke { ", smoke" } else { "" }
+    );
+    if parts.0[0] {
+        let cfg = bench_get::GetConfig {
+            runs,
+            requests: a.requests.unwrap_or(if smoke { 1280 } else { 100_000 }),
+            warmup: if smoke { 2 } else { 50 },
+            slices: if smoke { 1 } else { 5 },
+            clients: a.clients.iter().map(|&c| c.max(1)).collect(),
+            sizes: a.sizes.iter().map(|&s| s.clamp(24, 65536)).collect(),
+            redis: redis::RedisServer::find(a.redis_server.as_deref()),
+            smoke,
+        };
+        bench_get::run(&bin, &cfg, &mut report).context("get benchmark")?;
+    }
+    if parts.0[1] {
+        let cfg = bench_rotation::RotationConfig {
+            runs,
+            rotations: if smoke { 20 } else { 300 },
+            mode: a.rotation_mode,
+        };
+        bench_rotation::run(&bin, &cfg, &mut report).context("rotation benchmark")?;
+    }
+    if parts.0[2] {
+        let cfg = if smoke {
+            bench_scale::ScaleConfig::smoke()
+        } else {
+            bench_scale::ScaleConfig::full(runs)
+        };
+        bench_scale::run(&bin, &cfg, &mut report).context("scale benchmark")?;
+    }
+    println!("{}", report.render());
+    if let Some(path) = &a.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(report.failures.is_empty())
+}
+
+fn faults_cmd(a: FaultArgs) -> Result<bool> {
+    let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
+    let smoke = a.common.smoke;
+    let suites: Vec<FaultSuite> = match a.suite {
+        FaultSuite::All => vec![
+            FaultSuite::Soak,
+            FaultSuite::CrashLoop,
+            FaultSuite::DiskFull,
+            FaultSuite::BadClients,
+        ],
+        one => vec![one],
+    };
+    let mut results = Vec::new();
+    for suite in suites {
+        let started = Instant::now();
+        let outcome = match suite {
+            FaultSuite::Soak => faults::soak::run(&bin, smoke),
+            FaultSuite::CrashLoop => faults::crash_loop::run(&bin, smoke),
+            FaultSuite::DiskFull => faults::disk_full::run(&bin, smoke),
+            FaultSuite::BadClients => faults::bad_clients::run(&bin, smoke),
+            FaultSuite::All => unreachable!("expanded above"),
+        };
+        let outcome = outcome.unwrap_or_else(|e| faults::Outcome::failed(format!("{e:#}")));
+        results.push((suite, outcome, started.elapsed()));
+    }
+    println!(
+        "\nfault suite summary{}:",
+        if smoke { " (smoke)" } else { "" }
+    );
+    let mut ok = true;
+    for (suite, outcome, took) in &results {
+        let name = suite
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        println!(
+            "  {name:<12} {:<8} {:>6.1} s  {}",
+            outcome.status(),
+            took.as_secs_f64(),
+            outcome.summary
+        );
+        for f in &outcome.failures {
+            println!("      FAIL: {f}");
+        }
+        ok &= outcome.failures.is_empty();
+    }
+    Ok(ok)
 }

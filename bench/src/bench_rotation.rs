@@ -1,0 +1,322 @@
+//! Rotation: how soon a reader sees a new value, and whether it ever sees
+//! an old one after the rotation was acknowledged.
+//!
+//! A writer rotates one secret ≥ 200 times through a [`Rotator`]; a reader
+//! on another connection reads it in a tight loop. Values carry their
+//! sequence number ([`crate::fixture::value`]), so every read says which
+//! rotation it saw. Shared atomics publish, for each rotation, when it was
+//! *acknowledged* (the `Set` returned). Then:
+//!
+//! - **delay** of rotation *i* = when the first read returning *i* (or
+//!   later) completed − when rotation *i* was acknowledged; 0 when the
+//!   reader saw it even before the acknowledgement (fluxd swaps its
+//!   snapshot before it answers);
+//! - **stale read** = a read that *started* after rotation *i* was
+//!   acknowledged and returned an older value. Must be 0: a correctness
+//!   failure, not a speed target.
+//!
+//! The writer waits until the reader saw rotation *i* (at most 2 s, else
+//! "never seen", also a failure) before starting *i + 1*, so each rotation
+//! is measured alone.
+//!
+//! Rotation modes: [`RotationMode::ProtocolSet`] (a `Set` on the project
+//! socket) is the one the daemon supports today. The daemon will gain a
+//! file watcher; an external vault replace then becomes a second
+//! [`Rotator`]: seal the new secrets with the project key
+//! (`fluxd::vault::seal`, as [`crate::fixture`] does), write the file
+//! atomically over `vaults/<project>.age`, and call that moment the
+//! acknowledgement. Nothing else here changes.
+
+use crate::fixture::{describe, seq_of, value};
+use crate::fluxd::{Fluxd, FluxdBinary};
+use crate::report::{Report, Row, verdict};
+use crate::stats::{Measure, latency_of};
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a rotation reaches the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RotationMode {
+    /// `Set` on the project socket; acknowledged when it returns.
+    ProtocolSet,
+}
+
+/// Puts a new value in place; returns once the rotation counts as done.
+pub trait Rotator {
+    fn rotate(&mut self, value: &str) -> Result<()>;
+}
+
+/// [`RotationMode::ProtocolSet`].
+struct ProtocolSet {
+    client: flux_protocol::blocking::Client,
+    name: String,
+}
+
+impl Rotator for ProtocolSet {
+    fn rotate(&mut self, value: &str) -> Result<()> {
+        self.client.set(&self.name, value.into())?;
+        Ok(())
+    }
+}
+
+/// How the rotation benchmark is shaped.
+#[derive(Debug, Clone)]
+pub struct RotationConfig {
+    pub runs: usize,
+    pub rotations: u64,
+    pub mode: RotationMode,
+}
+
+const PROJECT: &str = "rot";
+const SECRET: &str = "ROTATED_KEY";
+const TAG: &str = "rot";
+const LEN: usize = 40;
+
+/// What one rotation run saw.
+#[derive(Debug, Default)]
+pub struct RotationResult {
+    pub delays: Vec<Duration>,
+    pub set_latencies: Vec<Duration>,
+    pub reads: u64,
+    pub stale_reads: u64,
+    pub wrong_values: u64,
+    pub never_seen: u64,
+    pub seen_before_ack: u64,
+    pub problems: Vec<String>,
+}
+
+/// Runs the benchmark and appends its rows to `report`.
+pub fn run(bin: &FluxdBinary, cfg: &RotationConfig, report: &mut Report) -> Result<()> {
+    let mut fluxd = Fluxd::new(bin)?;
+    fluxd.start()?;
+    fluxd.control()?.create_project(PROJECT)?;
+    let mut results = Vec::new();
+    let mut quiet_p50 = Vec::new();
+    for run in 0..cfg.runs {
+        // The same sets with no reader running: what a set costs when the
+        // daemon is otherwise idle, to compare with the set under reads.
+        let mut quiet = Vec::new();
+        let mut setter = fluxd.client(PROJECT)?;
+        for i in 0..(cfg.rotations / 10).max(5) {
+            let t = Instant::now();
+            setter.set(SECRET, value("quiet", i, LEN).into())?;
+            quiet.push(t.elapsed());
+        }
+        quiet_p50.push(latency_of(&quiet).p50_us / 1000.0);
+        let rotator: Box<dyn Rotator> = match cfg.mode {
+            RotationMode::ProtocolSet => Box::new(ProtocolSet {
+                client: fluxd.client(PROJECT)?,
+                name: SECRET.into(),
+            }),
+        };
+        // Each run starts its sequence above the previous run's.
+        let base = run as u64 * 1_000_000;
+        let r = measure(&fluxd, rotator, base, cfg.rotations)?;
+        let lat = latency_of(&r.delays);
+        eprintln!(
+            "run {}/{} rotation: {} rotations, {} reads, delay p50 {:.1} µs p99 {:.1} µs max {:.1} µs, {} stale, {} seen before ack",
+            run + 1,
+            cfg.runs,
+            r.delays.len(),
+            r.reads,
+            lat.p50_us,
+            lat.p99_us,
+            lat.max_us,
+            r.stale_reads,
+            r.seen_before_ack
+        );
+        for p in &r.problems {
+            report.failures.push(format!("rotation: {p}"));
+        }
+        results.push(r);
+    }
+    let pick = |f: &dyn Fn(&RotationResult) -> f64| {
+        Measure::of(&results.iter().map(f).collect::<Vec<_>>())
+    };
+    let rot = cfg.rotations;
+    report.rows.push(Row::fluxd(
+        "rotation",
+        format!("rotation delay p50 ({rot} rotations)"),
+        "µs",
+        pick(&|r| latency_of(&r.delays).p50_us),
+    ));
+    report.rows.push(Row::fluxd(
+        "rotation",
+        "rotation delay p99",
+        "µs",
+        pick(&|r| latency_of(&r.delays).p99_us),
+    ));
+    report.rows.push(Row::fluxd(
+        "rotation",
+        "rotation delay max",
+        "µs",
+        pick(&|r| latency_of(&r.delays).max_us),
+    ));
+    report.rows.push(Row::fluxd(
+        "rotation",
+        "set p50 during rotation (1 secret, reader busy)",
+        "ms",
+        pick(&|r| latency_of(&r.set_latencies).p50_us / 1000.0),
+    ));
+    report.rows.push(Row::fluxd(
+        "rotation",
+        "set p50, no reader (1 secret)",
+        "ms",
+        Measure::of(&quiet_p50),
+    ));
+    report.rows.push(Row::fluxd(
+        "rotation",
+        "rotations read before their Set returned",
+        "%",
+        pick(&|r| r.seen_before_ack as f64 * 100.0 / r.delays.len().max(1) as f64),
+    ));
+    let stale: u64 = results.iter().map(|r| r.stale_reads).sum();
+    report.rows.push(
+        Row::fluxd(
+            "rotation",
+            "stale reads after Set returned (total)",
+            "reads",
+            Measure::one(stale as f64),
+        )
+        .with_goal("= 0 (correctness)", verdict(Some(stale == 0), false)),
+    );
+    Ok(())
+}
+
+/// One run: `rotations` rotations from `base + 1` on.
+fn measure(
+    fluxd: &Fluxd,
+    mut rotator: Box<dyn Rotator>,
+    base: u64,
+    rotations: u64,
+) -> Result<RotationResult> {
+    let epoch = Instant::now();
+    let ns = |t: Instant| t.duration_since(epoch).as_nanos() as u64;
+    // The initial value, acknowledged before the reader starts.
+    rotator.rotate(&value(TAG, base, LEN))?;
+    let acked = AtomicU64::new(base);
+    // first_seen[i] = when a read first returned rotation base+i (ns since
+    // epoch, 0 = not yet).
+    let first_seen: Vec<AtomicU64> = (0..=rotations).map(|_| AtomicU64::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    let mut reader = fluxd.client(PROJECT)?;
+    let deadline = epoch + Duration::from_secs(30 + rotations / 5);
+
+    std::thread::scope(|s| {
+        let reader_thread = s.spawn(|| {
+            let mut out = RotationResult::default();
+            let mut highest = base;
+            let mut went_back = false;
+            while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
+                let acked_before = acked.load(Ordering::Acquire);
+                let got = match reader.get(SECRET) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        out.problems.push(format!("reader get failed: {e}"));
+                        break;
+                    }
+                };
+                let done = ns(Instant::now());
+                out.reads += 1;
+                let v = got.expose();
+                let Some(seq) = seq_of(TAG, v).filter(|&s| v == value(TAG, s, LEN)) else {
+                    out.wrong_values += 1;
+                    if out.wrong_values == 1 {
+                        out.problems.push(format!(
+                            "read a value that was never written ({})",
+                            describe(v)
+                        ));
+                    }
+                    continue;
+                };
+                if seq < acked_before {
+                    out.stale_reads += 1;
+                    if out.stale_reads == 1 {
+                        out.problems.push(format!(
+                            "stale read: rotation {} was acknowledged before the read started, the read returned rotation {}",
+                            acked_before - base,
+                            seq.saturating_sub(base)
+                        ));
+                    }
+                }
+                if seq > highest {
+                    for i in (highest + 1)..=seq {
+                        if let Some(slot) = first_seen.get((i - base) as usize) {
+                            let _ = slot.compare_exchange(0, done, Ordering::AcqRel, Ordering::Acquire);
+                        }
+                    }
+                    highest = seq;
+                } else if seq < highest && !went_back {
+                    went_back = true;
+                    out.problems.push(format!(
+                        "a read went back in time: rotation {} after {}",
+                        seq - base,
+                        highest - base
+                    ));
+                }
+            }
+            out
+        });
+
+        let mut acked_at = vec![0u64; rotations as usize + 1];
+        let mut set_latencies = Vec::with_capacity(rotations as usize);
+        let mut writer_problem = None;
+        for i in 1..=rotations {
+            let t = Instant::now();
+            if let Err(e) = rotator.rotate(&value(TAG, base + i, LEN)) {
+                writer_problem = Some(format!("rotation {i} failed: {e:#}"));
+                break;
+            }
+            let returned = Instant::now();
+            set_latencies.push(returned - t);
+            acked_at[i as usize] = ns(returned);
+            acked.store(base + i, Ordering::Release);
+            let wait_until = returned + Duration::from_secs(2);
+            while first_seen[i as usize].load(Ordering::Acquire) == 0
+                && Instant::now() < wait_until
+            {
+                std::thread::yield_now();
+            }
+            if Instant::now() > deadline {
+                writer_problem = Some(format!("deadline reached after {i} rotations"));
+                break;
+            }
+        }
+        // Give the reader one more round to see the last rotation.
+        std::thread::sleep(Duration::from_millis(5));
+        stop.store(true, Ordering::Release);
+        let mut out = reader_thread.join().expect("reader thread panicked");
+        out.set_latencies = set_latencies;
+        if let Some(p) = writer_problem {
+            out.problems.push(p);
+        }
+        for i in 1..=rotations as usize {
+            if acked_at[i] == 0 {
+                continue;
+            }
+            let seen = first_seen[i].load(Ordering::Acquire);
+            if seen == 0 {
+                out.never_seen += 1;
+                continue;
+            }
+            if seen < acked_at[i] {
+                out.seen_before_ack += 1;
+            }
+            out.delays
+                .push(Duration::from_nanos(seen.saturating_sub(acked_at[i])));
+        }
+        if out.never_seen > 0 {
+            out.problems.push(format!(
+                "{} rotation(s) never seen by the reader within 2 s",
+                out.never_seen
+            ));
+        }
+        if out.delays.is_empty() {
+            bail!("no rotation was measured");
+        }
+        Ok(out)
+    })
+    .context("rotation run")
+}
