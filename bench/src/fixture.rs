@@ -143,7 +143,7 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         use fluxd::store::Store;
         assert_eq!(store.projects().unwrap(), vec!["p0000", "p0001"]);
-        let key = store.load_key("p0001").unwrap();
+        let key = fluxd::keys::ProjectKey::parse(&store.load_key("p0001").unwrap()).unwrap();
         let bytes = store.load_vault("p0001").unwrap().unwrap();
         let secrets = vault::open(&bytes, "p0001", &key).unwrap();
         assert_eq!(secrets.len(), 3);

@@ -102,9 +102,9 @@ struct BenchArgs {
     /// The redis-server binary [default: redis-server on PATH].
     #[arg(long, value_name = "PATH")]
     redis_server: Option<PathBuf>,
-    /// How rotations reach the daemon.
-    #[arg(long, value_enum, default_value_t = bench_rotation::RotationMode::ProtocolSet)]
-    rotation_mode: bench_rotation::RotationMode,
+    /// How rotations reach the daemon (default: both, one after the other).
+    #[arg(long, value_enum)]
+    rotation_mode: Option<bench_rotation::RotationMode>,
 }
 
 #[derive(Debug, Args)]
@@ -200,7 +200,14 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         let cfg = bench_rotation::RotationConfig {
             runs,
             rotations: if smoke { 20 } else { 300 },
-            mode: a.rotation_mode,
+            modes: match a.rotation_mode {
+                Some(mode) => vec![mode],
+                None => vec![
+                    bench_rotation::RotationMode::ProtocolSet,
+                    bench_rotation::RotationMode::ExternalReplace,
+                ],
+            },
+            smoke,
         };
         bench_rotation::run(&bin, &cfg, &mut report).context("rotation benchmark")?;
     }
