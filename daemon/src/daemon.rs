@@ -132,6 +132,13 @@ impl Daemon {
         for dir in [local.keys_dir(), local.vaults_dir()] {
             check_private(dir, "the folder", 0o700)?;
         }
+        let stale = local.remove_stale_temp_files()?;
+        if stale > 0 {
+            info!(
+                files = stale,
+                "removed temp files left by an interrupted write"
+            );
+        }
         for name in local.projects()? {
             local.check_key_private(&name)?;
         }

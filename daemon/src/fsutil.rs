@@ -25,6 +25,39 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("create folder", dir, e))
 }
 
+/// The OS error alone: tempfile's errors repeat the path, which the caller
+/// already names.
+fn bare(e: std::io::Error) -> std::io::Error {
+    if let Some(code) = e.raw_os_error() {
+        return std::io::Error::from_raw_os_error(code);
+    }
+    let text = e.to_string();
+    match text.rfind(" at path \"") {
+        Some(at) => std::io::Error::new(e.kind(), text[..at].to_owned()),
+        None => e,
+    }
+}
+
+/// Removes temp files a crash left behind in `dir` (fluxd's own:
+/// `.<name>.<random>.tmp`; never `..data` or other dot files). They hold
+/// only ciphertext, and no write is in flight at start-up. Returns how many
+/// were removed.
+pub fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("read folder", dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') && !name.starts_with("..") && name.ends_with(".tmp") {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Writes `bytes` to `path` atomically and durably (see the module docs).
 /// The file gets mode `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
@@ -39,17 +72,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .prefix(&format!(".{file_name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(|e| Error::io("create a temp file in", dir, e))?;
+        .map_err(|e| Error::io("create a temp file in", dir, bare(e)))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("set the mode of", tmp.path(), e))?;
     tmp.write_all(bytes)
-        .map_err(|e| Error::io("write", tmp.path(), e))?;
+        .map_err(|e| Error::io("write", tmp.path(), bare(e)))?;
     tmp.as_file()
         .sync_all()
-        .map_err(|e| Error::io("fsync", tmp.path(), e))?;
+        .map_err(|e| Error::io("fsync", tmp.path(), bare(e)))?;
     tmp.persist(path)
-        .map_err(|e| Error::io("rename a temp file over", path, e.error))?;
+        .map_err(|e| Error::io("rename a temp file over", path, bare(e.error)))?;
     sync_dir(dir)
 }
 
@@ -111,6 +144,36 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            ".app.age.x1Y2.tmp",
+            ".key.key.abc.tmp",
+            "app.age",
+            "..data",
+            ".env",
+            "x.tmp",
+        ] {
+            fs::write(dir.path().join(f), "").unwrap();
+        }
+        assert_eq!(remove_stale_temp_files(dir.path()).unwrap(), 2);
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["..data", ".env", "app.age", "x.tmp"]);
+    }
+
+    #[test]
+    fn write_errors_name_the_path_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/v.age");
+        let msg = write_atomic(&missing, b"x", 0o600).unwrap_err().to_string();
+        assert_eq!(msg.matches("no/such/dir").count(), 1, "{msg}");
     }
 
     #[test]

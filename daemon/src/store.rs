@@ -98,6 +98,13 @@ impl LocalStore {
         Ok(store)
     }
 
+    /// Removes temp files a crash left in `keys/` and `vaults/` (call at
+    /// start-up, before any write); returns how many.
+    pub fn remove_stale_temp_files(&self) -> Result<usize> {
+        Ok(fsutil::remove_stale_temp_files(&self.keys)?
+            + fsutil::remove_stale_temp_files(&self.vaults)?)
+    }
+
     /// Wraps key files with the host key in the file at `path`, if any.
     pub fn with_host_key(mut self, path: Option<PathBuf>) -> Result<Self> {
         if let Some(path) = path {
