@@ -98,6 +98,15 @@ fn kill_9_during_a_burst_loses_no_acknowledged_set() {
             status.projects[0].last_error, None,
             "the vault opens after a crash"
         );
+        let leftovers: Vec<_> = std::fs::read_dir(d.state_dir().join("vaults"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temp files of interrupted writes are removed at start: {leftovers:?}"
+        );
         // The last acknowledged value of each name is what is served (a set
         // in flight at the kill may have landed too: then it is newer).
         let mut client = d.client("app");
