@@ -339,11 +339,17 @@ impl Project {
 
     /// A secret's value.
     pub fn get(&self, name: &str) -> Result<SecretValue> {
+        self.read_value(name, |v| SecretValue::from(v))
+    }
+
+    /// Hands a secret's value to `f` without copying it out of the
+    /// snapshot (the `get` path writes it straight into the reply).
+    pub fn read_value<R>(&self, name: &str, f: impl FnOnce(&str) -> R) -> Result<R> {
         validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
         let snap = self.readable()?;
         snap.secrets
             .get(name)
-            .map(|e| e.value.clone())
+            .map(|e| f(e.value.expose()))
             .ok_or_else(|| Error::NotFound {
                 project: self.name.clone(),
                 name: name.to_owned(),

@@ -37,7 +37,7 @@ use crate::policy::Role;
 use crate::project::Project;
 use crate::vault::{format_time_ms, now_ms};
 use bytes::Bytes;
-use flux_protocol::codec::{self, decode, encode};
+use flux_protocol::codec::{self, decode, encode, put_value_frame};
 use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
 use flux_protocol::message::{
     AuditRecord, ErrorReply, Event, EventKind, Request, Response, Scope, Subscribed, Welcome,
@@ -122,6 +122,7 @@ pub(crate) async fn serve(
             Ok(()) => debug!("connection closed"),
             Err(e) => debug!(reason = %e, "connection ended"),
         }
+        session.wipe_buffers();
     }
     .instrument(span)
     .await
@@ -230,12 +231,29 @@ impl Session {
             let mut frame = self.frame_or_close(frame).await?;
             let request = decode::<Request>(&frame);
             frame.as_mut().zeroize();
-            let response = match request {
+            let reply = match request {
                 Ok(req) => self.decide(req, &mut events).await,
-                Err(e) => error_response(ErrorCode::BadRequest, e.to_string()),
+                Err(e) => Reply::Message(error_response(ErrorCode::BadRequest, e.to_string())),
             };
-            self.send(&response).await?;
+            match reply {
+                Reply::Message(response) => self.send(&response).await?,
+                Reply::Written => SinkExt::<Bytes>::flush(&mut self.framed).await?,
+            }
         }
+    }
+
+    /// Wipes what the connection's buffers held (values in replies, a
+    /// `Set` in a request) once it ends.
+    fn wipe_buffers(&mut self) {
+        fn wipe(buf: &mut bytes::BytesMut) {
+            let cap = buf.capacity();
+            buf.clear();
+            buf.resize(cap, 0);
+            buf.as_mut().zeroize();
+            buf.clear();
+        }
+        wipe(self.framed.write_buffer_mut());
+        wipe(self.framed.read_buffer_mut());
     }
 
     /// Takes one of the project socket's connection slots, or refuses the
@@ -370,7 +388,7 @@ impl Session {
         &mut self,
         req: Request,
         events: &mut Option<broadcast::Receiver<Event>>,
-    ) -> Response {
+    ) -> Reply {
         let op = req.op();
         let name = named(&req);
         let allowed = self.allowed(&req);
@@ -388,16 +406,29 @@ impl Session {
                 "slow down: at most {} requests per second per connection",
                 self.shared.config.limits.requests_per_second
             ))),
-            _ => self.handle(req, events).await,
+            _ => match (&req, &self.target) {
+                // The hot path: the value goes from the snapshot straight
+                // into the write buffer, as one frame, with no copy between.
+                (Request::Get(get), Target::Project { project, .. }) => {
+                    let buf = self.framed.write_buffer_mut();
+                    project
+                        .read_value(&get.name, |v| put_value_frame(buf, v))
+                        .map(|()| Reply::Written)
+                }
+                _ => self.handle(req, events).await.map(Reply::Message),
+            },
         };
-        let (response, result) = match outcome {
-            Ok(response) => {
+        let (reply, result) = match outcome {
+            Ok(reply) => {
                 debug!(op, "ok");
-                (response, "ok")
+                (reply, "ok")
             }
             Err(e) => {
                 debug!(op, code = %e.code(), error = %e, "refused");
-                (error_response(e.code(), e.to_string()), e.code().name())
+                (
+                    Reply::Message(error_response(e.code(), e.to_string())),
+                    e.code().name(),
+                )
             }
         };
         if allowed.is_some() {
@@ -421,7 +452,7 @@ impl Session {
                 })
                 .await;
         }
-        response
+        reply
     }
 
     async fn handle(
@@ -549,6 +580,14 @@ impl Session {
         self.framed.send(Bytes::from(payload)).await?;
         Ok(())
     }
+}
+
+/// How a request is answered.
+enum Reply {
+    /// A message to encode and send.
+    Message(Response),
+    /// A frame already in the write buffer, to flush.
+    Written,
 }
 
 /// The next event of a subscribed connection; never resolves otherwise.

@@ -64,6 +64,21 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     Ok(msg)
 }
 
+/// Appends the whole frame of `Response::Value(value)` to `buf`, byte for
+/// byte what [`framing`] and [`encode`] produce, without building the
+/// message: the daemon's `get` path copies a value once, from its snapshot
+/// into the connection's write buffer.
+pub fn put_value_frame(buf: &mut bytes::BytesMut, value: &str) {
+    use bytes::BufMut;
+    // Variant index 2 (u32 LE), then the string: u64 LE length and bytes.
+    let payload_len = 4 + 8 + value.len();
+    buf.reserve(4 + payload_len);
+    buf.put_u32(payload_len as u32);
+    buf.put_u32_le(2);
+    buf.put_u64_le(value.len() as u64);
+    buf.put_slice(value.as_bytes());
+}
+
 /// Writes one frame (length prefix and payload) to a blocking writer.
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     let len = u32::try_from(payload.len())
@@ -106,6 +121,23 @@ pub fn read_frame(r: &mut impl Read, max_len: usize) -> io::Result<Option<Vec<u8
 mod tests {
     use super::*;
     use crate::message::{Get, Request};
+
+    #[test]
+    fn put_value_frame_matches_the_encoder() {
+        use crate::message::Response;
+        use crate::secret::SecretValue;
+        use tokio_util::codec::Encoder;
+        for value in ["", "sk-abc123", "ü✓", &"x".repeat(70_000)] {
+            let mut want = bytes::BytesMut::new();
+            let payload = encode(&Response::Value(SecretValue::from(value))).unwrap();
+            framing(1 << 20)
+                .encode(bytes::Bytes::from(payload), &mut want)
+                .unwrap();
+            let mut got = bytes::BytesMut::new();
+            put_value_frame(&mut got, value);
+            assert_eq!(got, want, "value of {} bytes", value.len());
+        }
+    }
 
     #[test]
     fn trailing_bytes_are_refused() {
