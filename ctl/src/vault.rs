@@ -2,7 +2,7 @@
 //! a project key. No daemon is involved.
 //!
 //! - `open --identity KEY VAULT` decrypts a vault and prints its plaintext
-//!   document (docs/VAULT.md). A seal that does not verify is reported on
+//!   document (docs/VAULT.md), indented. A seal that does not verify is reported on
 //!   stderr; the document is still printed, since recovering from a bad
 //!   file is what break-glass is for.
 //! - `seal --identity KEY [--output VAULT] < doc.json` checks a document,
@@ -39,9 +39,16 @@ pub(crate) fn open(identity: &Path, vault_path: &Path) -> Result<()> {
         Ok(_) => {}
         Err(e) => eprintln!("fluxctl: warning: {}: {e}", vault_path.display()),
     }
-    let text = std::str::from_utf8(&plaintext)
-        .map_err(|_| Failure::general("the vault's plaintext is not UTF-8"))?;
-    out(text)
+    // Shown indented for people; any formatting keeps the seal valid.
+    let text = match serde_json::from_slice::<serde_json::Value>(&plaintext) {
+        Ok(doc) => Zeroizing::new(serde_json::to_string_pretty(&doc).expect("JSON") + "\n"),
+        Err(_) => Zeroizing::new(
+            std::str::from_utf8(&plaintext)
+                .map_err(|_| Failure::general("the vault's plaintext is not UTF-8"))?
+                .to_owned(),
+        ),
+    };
+    out(&text)
 }
 
 pub(crate) fn seal(identity: &Path, output: Option<&Path>) -> Result<()> {

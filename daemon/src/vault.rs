@@ -134,36 +134,65 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The sealed plaintext document for `secrets`, pretty-printed JSON.
+/// The shape of [`Document`] over borrowed data, for writing: the same
+/// fields in the same order, so it serializes to the same canonical bytes.
+#[derive(Serialize)]
+struct DocumentOut<'a> {
+    format: &'a str,
+    version: u32,
+    project: &'a str,
+    secrets: BTreeMap<&'a str, EntryOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    value: &'a str,
+    set_at: String,
+}
+
+/// The sealed plaintext document for `secrets`: compact JSON, serialized
+/// once. The canonical form (the document without `seal`) is what the MAC
+/// covers; the seal is then appended as the last field. The buffer is sized
+/// up front so the plaintext is not left behind by reallocation.
 pub fn seal_document(
     project: &str,
     secrets: &Secrets,
     key: &ProjectKey,
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-    let mut doc = Document {
-        format: FORMAT.into(),
+    let doc = DocumentOut {
+        format: FORMAT,
         version: VERSION,
-        project: project.into(),
+        project,
         secrets: secrets
             .iter()
             .map(|(name, e)| {
                 (
-                    name.clone(),
-                    DocEntry {
-                        value: e.value.clone(),
+                    name.as_str(),
+                    EntryOut {
+                        value: e.value.expose(),
                         set_at: format_time_ms(e.set_at_ms),
                     },
                 )
             })
             .collect(),
-        seal: None,
     };
-    let tag = mac(&doc, key)?.finalize().into_bytes();
-    doc.seal = Some(format!("{SEAL_PREFIX}{}", hex(&tag)));
-    let mut out = Zeroizing::new(
-        serde_json::to_vec_pretty(&doc).map_err(|e| VaultError(format!("cannot encode: {e}")))?,
-    );
-    out.push(b'\n');
+    // JSON escapes a byte as at most 6 ("\u00XX").
+    let room = 256
+        + project.len() * 6
+        + secrets
+            .iter()
+            .map(|(n, e)| n.len() + 6 * e.value.len() + 64)
+            .sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(room));
+    serde_json::to_writer(&mut *out, &doc)
+        .map_err(|e| VaultError(format!("cannot encode: {e}")))?;
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.seal_key())
+        .expect("HMAC takes a key of any length");
+    mac.update(&out);
+    let tag = mac.finalize().into_bytes();
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    out.extend_from_slice(format!(",\"seal\":\"{SEAL_PREFIX}{}\"}}\n", hex(&tag)).as_bytes());
     Ok(out)
 }
 
