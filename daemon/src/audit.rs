@@ -2,26 +2,36 @@
 //!
 //! Each line records when, the project, the operation, the secret or project
 //! name, the peer (uid, gid, pid, executable), whether the policy allowed it
-//! and the result — never a value. Lines are handed to a writer task over a
-//! bounded channel and appended to the file (mode 0600) in batches, flushed
-//! whenever the queue runs dry; when the queue is full, requests wait for
-//! the writer rather than drop records.
+//! and the result — never a value.
+//!
+//! Recording is cheap on the request path: a record is pushed onto a
+//! shared queue under a mutex (no system call, no wake-up). A writer thread
+//! drains the queue every [`BATCH`] — or at once when it passes
+//! [`HIGH_WATER`] or someone waits for a flush — formats the lines and
+//! appends them to the file (mode 0600). When the queue reaches [`QUEUE`],
+//! requests wait for the writer rather than drop records.
 //!
 //! `fluxctl audit` reads the file back through the control socket
 //! ([`read`]), filtered by project and time, newest records kept.
 
 use crate::error::{Error, Result};
+use crate::vault::format_time_ms;
 use flux_protocol::message::AuditRecord;
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 use tracing::error;
 
-/// Records queued before requests wait for the writer.
-const QUEUE: usize = 16 * 1024;
+/// How often the writer drains the queue when nothing hurries it.
+pub const BATCH: Duration = Duration::from_millis(20);
+/// Queue length that wakes the writer early.
+pub const HIGH_WATER: usize = 4096;
+/// Queue length at which requests wait for the writer.
+pub const QUEUE: usize = 64 * 1024;
 /// Records `read` returns when the query sets no limit.
 pub const DEFAULT_LIMIT: usize = 1000;
 
@@ -35,29 +45,35 @@ pub struct Line {
     pub record: AuditRecord,
 }
 
-enum Msg {
-    Line(Box<Line>),
-    Flush(oneshot::Sender<()>),
+#[derive(Debug, Default)]
+struct Queue {
+    records: Vec<AuditRecord>,
+    /// Records ever queued, and ever written.
+    queued: u64,
+    written: u64,
+    /// Someone waits for everything queued to be written.
+    hurry: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signals the writer (work to do) and the waiters (work done).
+    changed: Condvar,
 }
 
 /// The sending side of the audit log.
 #[derive(Debug, Clone)]
 pub struct Audit {
-    tx: Option<mpsc::Sender<Msg>>,
+    shared: Option<Arc<Shared>>,
     path: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("audit message")
-    }
 }
 
 impl Audit {
     /// An audit log that records nothing (`[audit] enabled = false`).
     pub fn disabled() -> Self {
         Self {
-            tx: None,
+            shared: None,
             path: None,
         }
     }
@@ -70,63 +86,94 @@ impl Audit {
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io("open audit log", path, e))?;
-        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+        let shared = Arc::new(Shared::default());
+        let writer = shared.clone();
         let shown = path.display().to_string();
         std::thread::Builder::new()
             .name("fluxd-audit".into())
-            .spawn(move || {
-                let mut out = BufWriter::new(file);
-                while let Some(msg) = rx.blocking_recv() {
-                    let mut pending = Some(msg);
-                    while let Some(msg) = pending.take() {
-                        match msg {
-                            Msg::Line(line) => {
-                                let written = serde_json::to_writer(&mut out, &line)
-                                    .map_err(std::io::Error::other)
-                                    .and_then(|()| out.write_all(b"\n"));
-                                if let Err(e) = written {
-                                    error!(path = %shown, error = %e, "cannot write the audit log");
-                                }
-                            }
-                            Msg::Flush(done) => {
-                                let _ = out.flush();
-                                let _ = done.send(());
-                            }
-                        }
-                        pending = rx.try_recv().ok();
-                    }
-                    if let Err(e) = out.flush() {
-                        error!(path = %shown, error = %e, "cannot write the audit log");
-                    }
-                }
-            })
+            .spawn(move || write_loop(&writer, BufWriter::new(file), &shown))
             .map_err(|e| Error::Internal(format!("cannot start the audit writer: {e}")))?;
         Ok(Self {
-            tx: Some(tx),
+            shared: Some(shared),
             path: Some(path.to_path_buf()),
         })
     }
 
     /// Records a decision; waits only when the writer is far behind.
-    pub async fn record(&self, line: Line) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Line(Box::new(line))).await;
+    pub fn record(&self, record: AuditRecord) {
+        let Some(shared) = &self.shared else { return };
+        let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while q.records.len() >= QUEUE {
+            q.hurry = true;
+            shared.changed.notify_all();
+            q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        q.records.push(record);
+        q.queued += 1;
+        if q.records.len() == HIGH_WATER {
+            shared.changed.notify_all();
         }
     }
 
     /// Waits until everything recorded so far is in the file.
     pub async fn flush(&self) {
-        if let Some(tx) = &self.tx {
-            let (done, wait) = oneshot::channel();
-            if tx.send(Msg::Flush(done)).await.is_ok() {
-                let _ = wait.await;
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let target = q.queued;
+            while q.written < target {
+                q.hurry = true;
+                shared.changed.notify_all();
+                q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
             }
-        }
+        })
+        .await;
     }
 
     /// Where the log is, if it is enabled.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+}
+
+/// The writer thread: drain, format, append, flush; forever (the process
+/// ends it).
+fn write_loop(shared: &Shared, mut out: BufWriter<std::fs::File>, shown: &str) {
+    let mut batch = Vec::new();
+    loop {
+        {
+            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if !q.hurry && q.records.len() < HIGH_WATER {
+                q = shared
+                    .changed
+                    .wait_timeout(q, BATCH)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            q.hurry = false;
+            std::mem::swap(&mut batch, &mut q.records);
+        }
+        let count = batch.len() as u64;
+        for record in batch.drain(..) {
+            let line = Line {
+                time: format_time_ms(record.time_ms),
+                record,
+            };
+            let written = serde_json::to_writer(&mut out, &line)
+                .map_err(std::io::Error::other)
+                .and_then(|()| out.write_all(b"\n"));
+            if let Err(e) = written {
+                error!(path = %shown, error = %e, "cannot write the audit log");
+            }
+        }
+        if let Err(e) = out.flush() {
+            error!(path = %shown, error = %e, "cannot write the audit log");
+        }
+        let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.written += count;
+        shared.changed.notify_all();
     }
 }
 

@@ -29,13 +29,12 @@
 //! Nothing here logs or audits a value: requests are recorded by operation
 //! and name.
 
-use crate::audit::Line;
 use crate::daemon::Shared;
 use crate::error::{Error, Result};
 use crate::peer::Peer;
 use crate::policy::Role;
 use crate::project::Project;
-use crate::vault::{format_time_ms, now_ms};
+use crate::vault::now_ms;
 use bytes::Bytes;
 use flux_protocol::codec::{self, decode, encode, put_value_frame};
 use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
@@ -433,24 +432,18 @@ impl Session {
         };
         if allowed.is_some() {
             let time_ms = now_ms();
-            self.shared
-                .audit
-                .record(Line {
-                    time: format_time_ms(time_ms),
-                    record: AuditRecord {
-                        time_ms,
-                        project: self.target.project_name().map(str::to_owned),
-                        op: op.to_owned(),
-                        name,
-                        uid: self.peer.uid,
-                        gid: self.peer.gid,
-                        pid: self.peer.pid,
-                        exe: self.peer.exe.clone(),
-                        allowed: allowed == Some(true),
-                        result: result.to_owned(),
-                    },
-                })
-                .await;
+            self.shared.audit.record(AuditRecord {
+                time_ms,
+                project: self.target.project_name().map(str::to_owned),
+                op: op.to_owned(),
+                name,
+                uid: self.peer.uid,
+                gid: self.peer.gid,
+                pid: self.peer.pid,
+                exe: self.peer.exe.clone(),
+                allowed: allowed == Some(true),
+                result: result.to_owned(),
+            });
         }
         reply
     }
