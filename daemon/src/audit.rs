@@ -27,7 +27,7 @@ use std::time::Duration;
 use tracing::error;
 
 /// How often the writer drains the queue when nothing hurries it.
-pub const BATCH: Duration = Duration::from_millis(20);
+pub const BATCH: Duration = Duration::from_millis(5);
 /// Queue length that wakes the writer early.
 pub const HIGH_WATER: usize = 4096;
 /// Queue length at which requests wait for the writer.
