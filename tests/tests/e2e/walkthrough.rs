@@ -241,3 +241,85 @@ fn set_from_file_keeps_bytes_exact() {
     let meta = std::fs::metadata(d.vault_path("app")).unwrap();
     assert_eq!(meta.uid(), nix::unistd::getuid().as_raw());
 }
+
+/// Runs `fluxctl ARGS` on a terminal (a pty from `script`), typing `input`
+/// once the screen shows `prompt` (typed earlier, the terminal would echo
+/// it before fluxctl turned echo off). Returns the status and the screen.
+fn on_a_terminal(d: &TestDaemon, args: &str, prompt: &str, input: &str) -> (Option<i32>, String) {
+    use std::io::Read;
+    let command = format!("{} {args}", flux_e2e::bin("fluxctl").display());
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("FLUX_RUNTIME_DIR", d.runtime_dir())
+        .env_remove("FLUX_PROJECT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !String::from_utf8_lossy(&screen).contains(prompt) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => screen.extend(chunk),
+            Err(_) => panic!(
+                "no prompt {prompt:?} on the terminal: {}",
+                String::from_utf8_lossy(&screen)
+            ),
+        }
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    screen.extend(rx.try_iter().flatten());
+    (status.code(), String::from_utf8_lossy(&screen).into_owned())
+}
+
+#[test]
+fn at_a_terminal_values_are_prompted_without_echo_and_deletes_are_confirmed() {
+    if !have_tool("script", "at_a_terminal_values_are_prompted_without_echo") {
+        return;
+    }
+    let d = TestDaemon::start();
+    d.create_project("app");
+    let (status, screen) = on_a_terminal(
+        &d,
+        "secrets set TYPED -p app",
+        "(input hidden): ",
+        "typed-secret-value\n",
+    );
+    assert_eq!(status, Some(0), "{screen}");
+    assert!(
+        screen.contains("Value for TYPED (input hidden): "),
+        "{screen}"
+    );
+    assert!(screen.contains("✔ Secret set: TYPED"), "{screen}");
+    assert_no_secret(
+        screen.as_bytes(),
+        "typed-secret-value",
+        "the terminal (no echo)",
+    );
+    assert_value(&mut d.client("app"), "TYPED", "typed-secret-value");
+
+    // Deleting a project at a terminal asks for its name.
+    let confirm = "Type the project name to confirm: ";
+    let (status, _) = on_a_terminal(&d, "projects delete app", confirm, "wrong-name\n");
+    assert_eq!(status, Some(2));
+    assert!(d.key_path("app").exists(), "not confirmed: nothing deleted");
+    let (status, screen) = on_a_terminal(&d, "projects delete app", confirm, "app\n");
+    assert_eq!(status, Some(0), "{screen}");
+    assert!(!d.key_path("app").exists());
+}
