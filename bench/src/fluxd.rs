@@ -19,8 +19,6 @@ use flux_protocol::codec::{self, read_frame, write_frame};
 use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
 use flux_protocol::message::{Hello, PROTOCOL_VERSION, Request, Response};
 use flux_protocol::paths;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use std::fs::File;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -199,16 +197,7 @@ impl Fluxd {
     /// SIGTERM, then waits (SIGKILL after 10 s).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            flux_e2e::terminate(&mut child, Duration::from_secs(10));
         }
     }
 

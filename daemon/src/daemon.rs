@@ -113,12 +113,12 @@ impl Daemon {
         ensure_private_dir(&config.runtime_dir)?;
         ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
         let lock = lock_state_dir(&config)?;
+        let audit = match &config.audit_path {
+            Some(path) => Audit::open(path)?,
+            None => Audit::disabled(),
+        };
         if let crate::fleet::StoreChoice::Etcd { endpoints } = &config.store {
             let endpoints = endpoints.clone();
-            let audit = match &config.audit_path {
-                Some(path) => Audit::open(path)?,
-                None => Audit::disabled(),
-            };
             return crate::fleet::hosts::start(config, shutdown, startup, endpoints, lock, audit)
                 .await;
         }
@@ -142,10 +142,6 @@ impl Daemon {
         for name in local.projects()? {
             local.check_key_private(&name)?;
         }
-        let audit = match &config.audit_path {
-            Some(path) => Audit::open(path)?,
-            None => Audit::disabled(),
-        };
         let watch = [local.vaults_dir().to_owned(), local.keys_dir().to_owned()];
         let store: Arc<dyn Store> = Arc::new(local);
         Self::serve(config, shutdown, startup, store, &watch, Some(lock), audit).await
