@@ -10,24 +10,9 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { FluxSecretsError, SecretNotFoundError, createSecrets } from '../src/index.js';
 import { TestDaemon } from '../testing/fluxd.js';
+import { assertValue, rejection } from '../testing/assert.js';
 
 const PKG_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
-/** Asserts a value without ever printing it. */
-function assertValue(got, want, name) {
-  const size = (v) => (typeof v === 'string' ? `${Buffer.byteLength(v)} bytes` : typeof v);
-  assert.ok(got === want, `${name}: value mismatch (got ${size(got)}, expected ${size(want)})`);
-}
-
-/** Awaits a rejection and returns the error (fails if `promise` resolves, without printing what it resolved to). */
-async function rejection(promise, what) {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  assert.fail(`${what} resolved; expected a rejection`);
-}
 
 const VALUES = {
   OPENAI_API_KEY: 'sk-test-3f9a1c7e5b2d4f60',

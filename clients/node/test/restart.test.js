@@ -8,20 +8,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { FluxSecretsError, createSecrets } from '../src/index.js';
 import { TestDaemon } from '../testing/fluxd.js';
-
-function assertValue(got, want, name) {
-  const size = (v) => (typeof v === 'string' ? `${Buffer.byteLength(v)} bytes` : typeof v);
-  assert.ok(got === want, `${name}: value mismatch (got ${size(got)}, expected ${size(want)})`);
-}
-
-async function rejection(promise, what) {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  assert.fail(`${what} resolved; expected a rejection`);
-}
+import { assertValue, rejection } from '../testing/assert.js';
 
 // Longer than a restart takes here (tens of ms), so a get caught by the
 // restart is retried once fluxd is back. The default is 250 ms.

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { createSecrets } from '../src/index.js';
 import { FrameReader, MAX_RESPONSE_FRAME_LEN, Request } from '../src/protocol.js';
+import { rejection } from '../testing/assert.js';
 
 let dir;
 before(async () => {
@@ -18,15 +19,6 @@ before(async () => {
 after(async () => {
   await fsp.rm(dir, { recursive: true, force: true });
 });
-
-async function rejection(promise, what) {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  assert.fail(`${what} resolved; expected a rejection`);
-}
 
 // Response payload builders (bincode legacy layout, see PROTOCOL.md).
 const u32 = (n) => {
