@@ -16,6 +16,7 @@ mod hosts;
 mod import;
 mod init;
 mod projects;
+mod prompt;
 mod run;
 mod secrets;
 mod status;

@@ -82,9 +82,9 @@ fn read_value(name: &str, value: Option<String>, from_file: Option<&Path>) -> Re
         })?;
         return Ok(SecretValue::from(text));
     }
-    let typed = rpassword::prompt_password(format!("Value for {name} (input hidden): "))
+    let typed = crate::prompt::hidden(&format!("Value for {name} (input hidden): "))
         .map_err(|e| Failure::general(format!("cannot read the value from the terminal: {e}")))?;
-    Ok(SecretValue::new(typed))
+    Ok(SecretValue::from(typed.as_str()))
 }
 
 fn list(target: &Target, json: bool) -> Result<()> {

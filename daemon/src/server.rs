@@ -96,7 +96,10 @@ async fn accept_loop(
                 }
             },
         };
-        let (shared2, target2, cancel2) = (shared.clone(), target.clone(), cancel.clone());
+        // Sessions end with the daemon, not with their listener: after a
+        // project is deleted, its open connections answer `unknown_project`
+        // (and subscribers get the deletion event) instead of just closing.
+        let (shared2, target2, cancel2) = (shared.clone(), target.clone(), shared.shutdown.clone());
         shared.tracker.spawn(async move {
             session::serve(stream, target2, shared2, cancel2).await;
             drop(permit);

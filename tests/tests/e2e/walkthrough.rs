@@ -163,11 +163,14 @@ fn seed_walkthrough() {
     assert!(!d.key_path("my-app").exists());
     assert!(!d.vault_path("my-app").exists());
     assert!(!d.project_socket("my-app").exists());
+    // An open connection is told the project is gone, not just dropped.
     let err = function.get("OPENAI_API_KEY").unwrap_err();
-    assert!(
-        err.is_unreachable() || err.code() == Some(flux_protocol::ErrorCode::UnknownProject),
+    assert_eq!(
+        err.code(),
+        Some(flux_protocol::ErrorCode::UnknownProject),
         "{err}"
     );
+    assert!(err.to_string().contains("unknown project my-app"), "{err}");
     let out = d.run_ctl(&["secrets", "list"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
