@@ -337,11 +337,6 @@ impl Project {
         Ok(snap)
     }
 
-    /// A secret's value.
-    pub fn get(&self, name: &str) -> Result<SecretValue> {
-        self.read_value(name, |v| SecretValue::from(v))
-    }
-
     /// Hands a secret's value to `f` without copying it out of the
     /// snapshot (the `get` path writes it straight into the reply).
     pub fn read_value<R>(&self, name: &str, f: impl FnOnce(&str) -> R) -> Result<R> {

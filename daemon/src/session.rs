@@ -405,17 +405,7 @@ impl Session {
                 "slow down: at most {} requests per second per connection",
                 self.shared.config.limits.requests_per_second
             ))),
-            _ => match (&req, &self.target) {
-                // The hot path: the value goes from the snapshot straight
-                // into the write buffer, as one frame, with no copy between.
-                (Request::Get(get), Target::Project { project, .. }) => {
-                    let buf = self.framed.write_buffer_mut();
-                    project
-                        .read_value(&get.name, |v| put_value_frame(buf, v))
-                        .map(|()| Reply::Written)
-                }
-                _ => self.handle(req, events).await.map(Reply::Message),
-            },
+            _ => self.handle(req, events).await,
         };
         let (reply, result) = match outcome {
             Ok(reply) => {
@@ -449,25 +439,34 @@ impl Session {
     }
 
     async fn handle(
-        &self,
+        &mut self,
         req: Request,
         events: &mut Option<broadcast::Receiver<Event>>,
-    ) -> Result<Response> {
+    ) -> Result<Reply> {
         match &self.target {
-            Target::Project { project, .. } => self.handle_project(project, req, events).await,
-            Target::Control => self.handle_control(req).await,
+            Target::Project { project, .. } => {
+                let project = project.clone();
+                self.handle_project(&project, req, events).await
+            }
+            Target::Control => self.handle_control(req).await.map(Reply::Message),
         }
     }
 
     async fn handle_project(
-        &self,
+        &mut self,
         project: &Project,
         req: Request,
         events: &mut Option<broadcast::Receiver<Event>>,
-    ) -> Result<Response> {
+    ) -> Result<Reply> {
+        // The hot path: the value goes from the snapshot straight into the
+        // write buffer, as one frame, with no copy between.
+        if let Request::Get(get) = &req {
+            let buf = self.framed.write_buffer_mut();
+            project.read_value(&get.name, |v| put_value_frame(buf, v))?;
+            return Ok(Reply::Written);
+        }
         let limits = &self.shared.config.limits;
-        Ok(match req {
-            Request::Get(get) => Response::Value(project.get(&get.name)?),
+        Ok(Reply::Message(match req {
             Request::GetAll => Response::Values(project.get_all()?),
             Request::List => Response::Secrets(project.list()?),
             Request::Set(set) => Response::Stored(project.set(&set.name, set.value, limits).await?),
@@ -491,7 +490,7 @@ impl Session {
                     self.shared.control_socket().display()
                 )));
             }
-        })
+        }))
     }
 
     async fn handle_control(&self, req: Request) -> Result<Response> {
