@@ -110,6 +110,16 @@ impl Client {
         self.rt.block_on(self.inner.audit(query))
     }
 
+    /// See [`crate::Client::audit_log`].
+    pub fn audit_log(&mut self, query: AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
+        self.rt.block_on(self.inner.audit_log(query))
+    }
+
+    /// See [`crate::Client::health`].
+    pub fn health(&mut self) -> Result<Health, ClientError> {
+        self.rt.block_on(self.inner.health())
+    }
+
     /// See [`crate::Client::status`].
     pub fn status(&mut self) -> Result<DaemonStatus, ClientError> {
         self.rt.block_on(self.inner.status())

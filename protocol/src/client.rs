@@ -105,6 +105,8 @@ fn kind(resp: &Response) -> &'static str {
         Response::StoredMany(_) => "stored many",
         Response::Hosts(_) => "hosts",
         Response::HostUpdated(_) => "host updated",
+        Response::AuditLog(_) => "audit log",
+        Response::Health(_) => "health",
     }
 }
 
@@ -326,6 +328,26 @@ impl Client {
             "audit",
             Response::AuditRecords
         )
+    }
+
+    /// Audit entries, read summaries included (control socket).
+    pub async fn audit_log(&mut self, query: AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
+        expect!(
+            self.call(&Request::AuditLog(query)).await?,
+            "audit_log",
+            Response::AuditLog
+        )
+    }
+
+    /// Daemon status with the health of the audit log and the store
+    /// (control socket).
+    pub async fn health(&mut self) -> Result<Health, ClientError> {
+        expect!(
+            self.call(&Request::Health).await?,
+            "health",
+            Response::Health
+        )
+        .map(|h| *h)
     }
 
     /// Daemon status (control socket).

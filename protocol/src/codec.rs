@@ -46,6 +46,45 @@ pub fn framing(max_len: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// The daemon's side of a connection: request frames up to the daemon's
+/// request limit, answers up to [`MAX_RESPONSE_FRAME_LEN`]. (One
+/// [`LengthDelimitedCodec`] has one limit for both directions, which would
+/// refuse every answer larger than a request may be.)
+///
+/// [`MAX_RESPONSE_FRAME_LEN`]: crate::limits::MAX_RESPONSE_FRAME_LEN
+#[derive(Debug)]
+pub struct ServerCodec {
+    requests: LengthDelimitedCodec,
+    answers: LengthDelimitedCodec,
+}
+
+impl ServerCodec {
+    /// Refuses request frames longer than `max_request`.
+    pub fn new(max_request: usize) -> Self {
+        Self {
+            requests: framing(max_request),
+            answers: framing(crate::limits::MAX_RESPONSE_FRAME_LEN),
+        }
+    }
+}
+
+impl tokio_util::codec::Decoder for ServerCodec {
+    type Item = bytes::BytesMut;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> io::Result<Option<Self::Item>> {
+        self.requests.decode(src)
+    }
+}
+
+impl tokio_util::codec::Encoder<bytes::Bytes> for ServerCodec {
+    type Error = io::Error;
+
+    fn encode(&mut self, item: bytes::Bytes, dst: &mut bytes::BytesMut) -> io::Result<()> {
+        self.answers.encode(item, dst)
+    }
+}
+
 /// Encodes a message into a payload (without the length prefix).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(msg, config()).map_err(|e| CodecError::Encode(e.to_string()))
@@ -137,6 +176,20 @@ mod tests {
             put_value_frame(&mut got, value);
             assert_eq!(got, want, "value of {} bytes", value.len());
         }
+    }
+
+    #[test]
+    fn server_codec_has_one_limit_per_direction() {
+        use tokio_util::codec::{Decoder, Encoder};
+        let mut codec = ServerCodec::new(16);
+        let mut out = bytes::BytesMut::new();
+        codec
+            .encode(bytes::Bytes::from(vec![7u8; 1 << 20]), &mut out)
+            .expect("an answer far over the request limit is sent");
+        assert_eq!(out.len(), 4 + (1 << 20));
+        let mut input = bytes::BytesMut::from(&[0u8, 0, 0, 17][..]);
+        let err = codec.decode(&mut input).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum ErrorCode {
     AlreadyExists,
     /// 10: a limit on connections, requests or secrets was reached.
     LimitReached,
+    /// 11: the daemon cannot do this right now (its store is unreachable,
+    /// the audit log cannot be written); nothing was changed: retry later.
+    Unavailable,
     /// A code this build does not know.
     Other(u32),
 }
@@ -50,6 +53,7 @@ impl ErrorCode {
             Self::VersionMismatch => 8,
             Self::AlreadyExists => 9,
             Self::LimitReached => 10,
+            Self::Unavailable => 11,
             Self::Other(n) => n,
         }
     }
@@ -67,6 +71,7 @@ impl ErrorCode {
             Self::VersionMismatch => "version_mismatch",
             Self::AlreadyExists => "already_exists",
             Self::LimitReached => "limit_reached",
+            Self::Unavailable => "unavailable",
             Self::Other(_) => "other",
         }
     }
@@ -85,6 +90,7 @@ impl From<u32> for ErrorCode {
             8 => Self::VersionMismatch,
             9 => Self::AlreadyExists,
             10 => Self::LimitReached,
+            11 => Self::Unavailable,
             n => Self::Other(n),
         }
     }

@@ -60,6 +60,12 @@ pub enum Request {
     /// 15: remove a host from the fleet: its wrapped keys are deleted and
     /// its projects get new keys (control socket, fleet mode).
     RemoveHost(HostRecipient),
+    /// 16: audit entries, read summaries included, newest last (control
+    /// socket). Supersedes `Audit`, whose records cannot carry a count.
+    AuditLog(AuditQuery),
+    /// 17: daemon status with the health of what every project depends on:
+    /// the audit log, the store (control socket).
+    Health,
 }
 
 impl Request {
@@ -82,6 +88,8 @@ impl Request {
             Self::ListHosts => "list_hosts",
             Self::AddHost(_) => "add_host",
             Self::RemoveHost(_) => "remove_host",
+            Self::AuditLog(_) => "audit_log",
+            Self::Health => "health",
         }
     }
 }
@@ -124,6 +132,90 @@ pub enum Response {
     Hosts(HostList),
     /// 16: answer to `AddHost` and `RemoveHost`.
     HostUpdated(HostUpdate),
+    /// 17: answer to `AuditLog`, oldest first.
+    AuditLog(Vec<AuditEntry>),
+    /// 18: answer to `Health` (boxed: it is the largest answer by far).
+    Health(Box<Health>),
+}
+
+/// One line of the audit log: a single decision, or a summary of `count`
+/// identical ones on one connection (reads, and repeated denials past the
+/// first ones) between `first_ms` and `time_ms`. Never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When (the last of them, for a summary), ms since the epoch.
+    pub time_ms: u64,
+    /// When the first of them was decided; equals `time_ms` when `count`
+    /// is 1.
+    pub first_ms: u64,
+    /// How many decisions the entry stands for (at least 1).
+    pub count: u64,
+    /// The project (none for daemon-wide requests).
+    pub project: Option<String>,
+    /// The operation, as [`Request::op`] names it.
+    pub op: String,
+    /// The secret, project or host the request named. An invalid name is
+    /// recorded shortened (at most 64 characters, escaped, ending in `…`),
+    /// with `detail` giving its length.
+    pub name: Option<String>,
+    /// The peer's uid, gid and pid, from the kernel.
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+    /// The peer's executable, when it could be read.
+    pub exe: Option<String>,
+    /// Whether the policy allowed the request.
+    pub allowed: bool,
+    /// `ok`, or the error code's name.
+    pub result: String,
+    /// More about the decision, for people: never a value.
+    pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    /// The entry as a [`Response::AuditRecords`] record: the count and the
+    /// detail are dropped, the time is the last decision's.
+    pub fn to_record(&self) -> AuditRecord {
+        AuditRecord {
+            time_ms: self.time_ms,
+            project: self.project.clone(),
+            op: self.op.clone(),
+            name: self.name.clone(),
+            uid: self.uid,
+            gid: self.gid,
+            pid: self.pid,
+            exe: self.exe.clone(),
+            allowed: self.allowed,
+            result: self.result.clone(),
+        }
+    }
+}
+
+/// Payload of [`Response::Health`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// What `Status` answers.
+    pub status: DaemonStatus,
+    pub audit: AuditHealth,
+    /// Daemon-wide problems, one sentence each, saying what to do; empty
+    /// when all is well.
+    pub problems: Vec<String>,
+}
+
+/// The audit log's state, in [`Health`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHealth {
+    /// The log file; none when auditing is disabled.
+    pub path: Option<String>,
+    /// How reads are recorded: `summary` or `every`.
+    pub reads: String,
+    /// Why the log cannot be written right now, if it cannot.
+    pub error: Option<String>,
+    /// Entries lost since the daemon started because the log could not be
+    /// written.
+    pub dropped: u64,
+    /// True while writes are refused because they could not be audited.
+    pub writes_refused: bool,
 }
 
 /// Payload of [`Request::AddHost`] and [`Request::RemoveHost`].

@@ -94,6 +94,15 @@ fn requests() -> Vec<(&'static str, Request)> {
                 recipient: "age1host".into(),
             }),
         ),
+        (
+            "request.audit_log",
+            Request::AuditLog(AuditQuery {
+                project: None,
+                since_ms: 0,
+                limit: 10,
+            }),
+        ),
+        ("request.health", Request::Health),
     ]
 }
 
@@ -225,6 +234,45 @@ fn responses() -> Vec<(&'static str, Response)> {
                 projects: vec!["my-app".into()],
             }),
         ),
+        (
+            "response.audit_log",
+            Response::AuditLog(vec![AuditEntry {
+                time_ms: 1_764_000_060_000,
+                first_ms: 1_764_000_000_000,
+                count: 42,
+                project: Some("my-app".into()),
+                op: "get".into(),
+                name: Some("OPENAI_API_KEY".into()),
+                uid: 1000,
+                gid: 1000,
+                pid: Some(4242),
+                exe: None,
+                allowed: true,
+                result: "ok".into(),
+                detail: None,
+            }]),
+        ),
+        (
+            "response.health",
+            Response::Health(Box::new(Health {
+                status: DaemonStatus {
+                    version: "0.1.0".into(),
+                    pid: 42,
+                    started_at_ms: 1_764_000_000_000,
+                    state_dir: "/var/lib/flux".into(),
+                    runtime_dir: "/run/flux".into(),
+                    projects: vec![],
+                },
+                audit: AuditHealth {
+                    path: Some("/var/lib/flux/audit.log".into()),
+                    reads: "summary".into(),
+                    error: None,
+                    dropped: 0,
+                    writes_refused: false,
+                },
+                problems: vec![],
+            })),
+        ),
     ]
 }
 
@@ -306,6 +354,39 @@ fn variants_are_numbered_by_position() {
         let bytes = encode(&req).unwrap();
         assert_eq!(&bytes[..4], &(i as u32).to_le_bytes(), "{name}");
     }
+}
+
+/// How many variants an enum has, from the decoder's own error for an
+/// index past the last one ("expected variant index 0 <= i < N").
+fn variant_count<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> u32 {
+    let err = decode::<T>(&u32::MAX.to_le_bytes())
+        .unwrap_err()
+        .to_string();
+    err.split("0 <= i < ")
+        .nth(1)
+        .and_then(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no variant count in {err:?}"))
+}
+
+#[test]
+fn every_variant_has_a_vector() {
+    let index = |bytes: &[u8]| u32::from_le_bytes(bytes[..4].try_into().unwrap());
+    let requests: std::collections::BTreeSet<u32> = requests()
+        .iter()
+        .map(|(_, r)| index(&encode(r).unwrap()))
+        .collect();
+    assert_eq!(requests, (0..variant_count::<Request>()).collect());
+    let responses: std::collections::BTreeSet<u32> = responses()
+        .iter()
+        .map(|(_, r)| index(&encode(r).unwrap()))
+        .collect();
+    assert_eq!(responses, (0..variant_count::<Response>()).collect());
 }
 
 #[test]
