@@ -51,7 +51,8 @@ pub enum Error {
     Key { path: PathBuf, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
-    /// The replicated store cannot be reached (fleet mode).
+    /// Nothing was done and a retry may work: the replicated store cannot
+    /// be reached (fleet mode), or the audit log cannot be written.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -77,13 +78,13 @@ impl Error {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::LimitReached(_) => ErrorCode::LimitReached,
             Self::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Config(_)
             | Self::Io { .. }
             | Self::Bind { .. }
             | Self::Vault { .. }
             | Self::Key { .. }
-            | Self::Internal(_)
-            | Self::Unavailable(_) => ErrorCode::Internal,
+            | Self::Internal(_) => ErrorCode::Internal,
         }
     }
 

@@ -2,16 +2,9 @@
 //!
 //! Every connection's peer is identified by the kernel (`SO_PEERCRED`: uid,
 //! gid, pid — see [`crate::peer`]); nothing a client sends is taken as its
-//! identity. Each request needs a role on the project the socket serves:
-//!
-//! | request | role |
-//! |---|---|
-//! | `Get`, `GetAll`, `Subscribe` | reader |
-//! | `List`, `Set`, `SetMany`, `Delete` | admin |
-//! | `CreateProject`, `ListProjects`, `Status`, `Audit` | daemon admin |
-//! | `DeleteProject` | daemon admin, or admin of that project |
-//!
-//! No role receives a value except a reader's `Get` / `GetAll`.
+//! identity. Which role each request needs is [`crate::access`]'s rule;
+//! this module says who holds a role. No role receives a value except a
+//! reader's `Get` / `GetAll`.
 //!
 //! Roles come from the config file: a `[defaults]` section and one
 //! `[projects.<name>]` section per project, each with `readers` and

@@ -1,11 +1,12 @@
 //! One client connection: handshake, then requests answered in order, each
-//! one authorized against the policy and recorded in the audit log.
+//! one decided by [`crate::access`], answered, and audited.
 //!
 //! - The peer is identified by the kernel when the connection is accepted
 //!   ([`Peer`]); every request is decided against the policy in force at
-//!   that moment ([`crate::policy`]). A denied request gets
-//!   `permission_denied` naming the operation and the project, and the
-//!   connection stays usable for what the peer may do.
+//!   that moment. A denied request — wrong socket, missing role, a second
+//!   `Hello` — gets an error naming the reason and is audited; the
+//!   connection stays usable for what the peer may do. Only a request
+//!   [`Granted`] by the decision reaches a handler.
 //! - The first frame must be `Hello` with our protocol version, within the
 //!   handshake timeout; otherwise the client gets a typed error and the
 //!   connection is closed.
@@ -14,42 +15,54 @@
 //!   clients cannot starve another's.
 //! - A frame that does not decode gets a `bad_request` answer and the
 //!   connection stays usable (framing is intact). A frame whose length
-//!   prefix exceeds the limit gets a `too_large` answer and the connection
-//!   is closed (the stream can no longer be trusted).
+//!   prefix exceeds the request limit gets a `too_large` answer and the
+//!   connection is closed (the stream can no longer be trusted). Answers
+//!   have their own, larger limit; one that would exceed it is replaced by
+//!   a `too_large` error — never a silent close.
 //! - A client that starts a frame and does not finish it within the frame
-//!   timeout is cut off; an idle client is cut off after the idle timeout.
-//!   A connection over its request rate gets `limit_reached` answers.
+//!   timeout is cut off; so is one that does not take an answer within the
+//!   write timeout; an idle client is cut off after the idle timeout. A
+//!   connection over its request rate gets `limit_reached` answers.
 //! - Shutdown is checked between requests only: a request in flight is
 //!   always answered.
 //! - After `Subscribe`, the project's change events are written between
 //!   answers; a subscriber that falls behind gets one event with no names
 //!   ("anything may have changed") instead of the ones it missed.
+//! - Audit: writes and project or host changes are one entry each; reads,
+//!   and a connection's denials past the first [`DENIALS_IN_FULL`], are
+//!   counted into summaries ([`ReadSummaries`]) handed to the log when the
+//!   connection ends, every `[audit] summary_interval`, or when too many are
+//!   pending. Writes are refused with `unavailable` while the audit log
+//!   cannot be written.
 //!
 //! Request frames are wiped once decoded, since a `Set` carries a value.
 //! Nothing here logs or audits a value: requests are recorded by operation
 //! and name.
 
+use crate::access::{self, Denial, Denied, Effect, Granted, Socket, SocketKind};
+use crate::audit::{DENIALS_IN_FULL, ReadAudit, ReadSummaries, bounded_name};
 use crate::daemon::Shared;
 use crate::error::{Error, Result};
 use crate::peer::Peer;
-use crate::policy::Role;
 use crate::project::Project;
 use crate::vault::now_ms;
 use bytes::Bytes;
-use flux_protocol::codec::{self, decode, encode, put_value_frame};
+use flux_protocol::codec::{ServerCodec, decode, encode, put_value_frame};
 use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
 use flux_protocol::message::{
-    AuditRecord, ErrorReply, Event, EventKind, Request, Response, Scope, Subscribed, Welcome,
+    AuditEntry, ErrorReply, Event, EventKind, Request, Response, Scope, Subscribed, Welcome,
 };
 use flux_protocol::{ErrorCode, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio::time::Sleep;
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 use zeroize::Zeroize;
@@ -77,6 +90,13 @@ impl Target {
         match self {
             Self::Control => Scope::Control,
             Self::Project { project, .. } => Scope::Project(project.name().to_owned()),
+        }
+    }
+
+    fn socket(&self) -> Socket<'_> {
+        match self {
+            Self::Control => Socket::Control,
+            Self::Project { project, .. } => Socket::Project(project.name()),
         }
     }
 
@@ -110,17 +130,21 @@ pub(crate) async fn serve(
         info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
     let max_frame = shared.config.limits.max_request_bytes;
     let mut session = Session {
-        framed: Framed::new(stream, codec::framing(max_frame)),
+        framed: Framed::new(stream, ServerCodec::new(max_frame)),
         target,
         shared,
         peer,
         bucket: None,
+        summaries: ReadSummaries::default(),
+        summary_due: None,
+        denials: 0,
     };
     async move {
         match session.run(&cancel).await {
             Ok(()) => debug!("connection closed"),
             Err(e) => debug!(reason = %e, "connection ended"),
         }
+        session.summaries.flush(&session.shared.audit);
         session.wipe_buffers();
     }
     .instrument(span)
@@ -159,11 +183,17 @@ impl Bucket {
 }
 
 struct Session {
-    framed: Framed<UnixStream, LengthDelimitedCodec>,
+    framed: Framed<UnixStream, ServerCodec>,
     target: Target,
     shared: Arc<Shared>,
     peer: Peer,
     bucket: Option<Bucket>,
+    /// Reads (and repeated denials) counted but not yet in the audit log.
+    summaries: ReadSummaries,
+    /// When the pending summaries must be written.
+    summary_due: Option<Pin<Box<Sleep>>>,
+    /// Denials on this connection so far.
+    denials: u32,
 }
 
 /// Why a connection was ended by the daemon.
@@ -175,16 +205,46 @@ enum End {
     Protocol(String),
 }
 
-/// The secret or project name a request names, for the audit log.
-fn named(req: &Request) -> Option<String> {
+/// What the audit log records of a request: the name it names (bounded,
+/// see [`bounded_name`]) and a detail.
+fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
+    let one = |name: &str| {
+        let (shown, detail) = bounded_name(name);
+        (Some(shown), detail)
+    };
     match req {
-        Request::Get(g) => Some(g.name.clone()),
-        Request::Set(s) => Some(s.name.clone()),
-        Request::Delete(d) => Some(d.name.clone()),
-        Request::CreateProject(p) | Request::DeleteProject(p) => Some(p.name.clone()),
-        Request::Audit(q) => q.project.clone(),
-        Request::AddHost(h) | Request::RemoveHost(h) => Some(h.recipient.clone()),
-        _ => None,
+        Request::Get(g) => one(&g.name),
+        Request::Set(s) => one(&s.name),
+        Request::Delete(d) => one(&d.name),
+        Request::CreateProject(p) | Request::DeleteProject(p) => one(&p.name),
+        Request::Audit(q) | Request::AuditLog(q) => match &q.project {
+            Some(p) => one(p),
+            None => (None, None),
+        },
+        Request::AddHost(h) | Request::RemoveHost(h) => one(&h.recipient),
+        Request::SetMany(entries) => {
+            const SHOWN: usize = 20;
+            let mut names: Vec<String> = entries
+                .iter()
+                .take(SHOWN)
+                .map(|e| bounded_name(&e.name).0)
+                .collect();
+            if entries.len() > SHOWN {
+                names.push(format!("and {} more", entries.len() - SHOWN));
+            }
+            (
+                None,
+                Some(format!("{} names: {}", entries.len(), names.join(", "))),
+            )
+        }
+        Request::Hello(_)
+        | Request::List
+        | Request::GetAll
+        | Request::ListProjects
+        | Request::Status
+        | Request::Subscribe
+        | Request::ListHosts
+        | Request::Health => (None, None),
     }
 }
 
@@ -224,7 +284,11 @@ impl Session {
                     continue;
                 }
                 _ = cancel.cancelled() => return Ok(()),
-                frame = self.next_frame() => frame?,
+                () = summaries_due(&mut self.summary_due) => {
+                    self.flush_summaries();
+                    continue;
+                }
+                frame = next_frame(&mut self.framed, &self.shared.config.limits) => frame?,
             };
             let Some(frame) = frame else { return Ok(()) };
             let mut frame = self.frame_or_close(frame).await?;
@@ -236,7 +300,7 @@ impl Session {
             };
             match reply {
                 Reply::Message(response) => self.send(&response).await?,
-                Reply::Written => SinkExt::<Bytes>::flush(&mut self.framed).await?,
+                Reply::Written => self.flush().await?,
             }
         }
     }
@@ -272,27 +336,6 @@ impl Session {
                 warn!("{msg}");
                 self.reply_error(ErrorCode::LimitReached, &msg).await?;
                 Err(End::Protocol(msg))
-            }
-        }
-    }
-
-    /// The next frame, enforcing the frame and idle timeouts. `Ok(None)` on
-    /// a clean close.
-    async fn next_frame(&mut self) -> Result<Option<Result<bytes::BytesMut, io::Error>>, End> {
-        let limits = &self.shared.config.limits;
-        let idle_since = Instant::now();
-        loop {
-            match tokio::time::timeout(limits.frame_timeout, self.framed.next()).await {
-                Ok(frame) => return Ok(frame),
-                Err(_) if !self.framed.read_buffer().is_empty() => {
-                    let msg = format!("incomplete frame for {:?}", limits.frame_timeout);
-                    warn!("{msg}: closing");
-                    return Err(End::Protocol(msg));
-                }
-                Err(_) if idle_since.elapsed() >= limits.idle_timeout => {
-                    return Err(End::Protocol("idle timeout".into()));
-                }
-                Err(_) => {}
             }
         }
     }
@@ -351,61 +394,27 @@ impl Session {
         Err(End::Protocol(msg))
     }
 
-    /// Whether the policy lets this peer make `req` here. `None`: the
-    /// request does not belong on this socket (answered as a bad request).
-    fn allowed(&self, req: &Request) -> Option<bool> {
-        let policy = self.shared.policy.load();
-        let who = &self.peer.identity;
-        match (&self.target, req) {
-            (
-                Target::Project { project, .. },
-                Request::Get(_) | Request::GetAll | Request::Subscribe,
-            ) => Some(policy.allows(project.name(), who, Role::Reader)),
-            (
-                Target::Project { project, .. },
-                Request::List | Request::Set(_) | Request::Delete(_),
-            ) => Some(policy.allows(project.name(), who, Role::Admin)),
-            (Target::Control, Request::DeleteProject(p)) => {
-                Some(policy.is_daemon_admin(who) || policy.allows(&p.name, who, Role::Admin))
-            }
-            (
-                Target::Control,
-                Request::CreateProject(_)
-                | Request::ListProjects
-                | Request::Status
-                | Request::Audit(_)
-                | Request::ListHosts
-                | Request::AddHost(_)
-                | Request::RemoveHost(_),
-            ) => Some(policy.is_daemon_admin(who)),
-            _ => None,
-        }
-    }
-
-    /// Authorizes, answers and audits one request.
+    /// Decides, runs (when granted), answers and audits one request.
     async fn decide(
         &mut self,
         req: Request,
         events: &mut Option<broadcast::Receiver<Event>>,
     ) -> Reply {
         let op = req.op();
-        let name = named(&req);
-        let allowed = self.allowed(&req);
-        let limited = allowed == Some(true) && self.bucket.as_mut().is_some_and(|b| !b.take());
-        let outcome = match allowed {
-            Some(false) => Err(Error::PermissionDenied {
-                op,
-                project: self
-                    .target
-                    .project_name()
-                    .map(str::to_owned)
-                    .or_else(|| name.clone()),
-            }),
-            _ if limited => Err(Error::LimitReached(format!(
-                "slow down: at most {} requests per second per connection",
-                self.shared.config.limits.requests_per_second
-            ))),
-            _ => self.handle(req, events).await,
+        let (name, detail) = audit_names(&req);
+        let decision = {
+            let policy = self.shared.policy.load();
+            access::decide(&policy, &self.peer.identity, self.target.socket(), req)
+        };
+        let (allowed, effect, outcome) = match decision {
+            Ok(granted) => {
+                let effect = granted.effect();
+                (true, effect, self.run_granted(granted, events).await)
+            }
+            Err(denied) => {
+                let effect = denied.effect;
+                (false, effect, Err(self.denial_error(&denied)))
+            }
         };
         let (reply, result) = match outcome {
             Ok(reply) => {
@@ -420,82 +429,167 @@ impl Session {
                 )
             }
         };
-        if allowed.is_some() {
-            let time_ms = now_ms();
-            self.shared.audit.record(AuditRecord {
-                time_ms,
-                project: self.target.project_name().map(str::to_owned),
-                op: op.to_owned(),
-                name,
-                uid: self.peer.uid,
-                gid: self.peer.gid,
-                pid: self.peer.pid,
-                exe: self.peer.exe.clone(),
-                allowed: allowed == Some(true),
-                result: result.to_owned(),
-            });
-        }
+        self.audit(op, name, detail, allowed, effect, result);
         reply
     }
 
-    async fn handle(
+    /// Runs a granted request, within the connection's request rate and
+    /// while writes can be audited.
+    async fn run_granted(
         &mut self,
-        req: Request,
+        granted: Granted,
         events: &mut Option<broadcast::Receiver<Event>>,
     ) -> Result<Reply> {
+        if self.bucket.as_mut().is_some_and(|b| !b.take()) {
+            return Err(Error::LimitReached(format!(
+                "slow down: at most {} requests per second per connection",
+                self.shared.config.limits.requests_per_second
+            )));
+        }
+        if granted.effect() == Effect::Write && !self.shared.audit.writable() {
+            let why = self
+                .shared
+                .audit
+                .health()
+                .error
+                .unwrap_or_else(|| "the audit log cannot be written".into());
+            return Err(Error::Unavailable(format!(
+                "{why}: writes are refused until it can be written (reads are served); nothing was changed"
+            )));
+        }
         match &self.target {
             Target::Project { project, .. } => {
                 let project = project.clone();
-                self.handle_project(&project, req, events).await
+                self.handle_project(&project, granted, events).await
             }
-            Target::Control => self.handle_control(req).await.map(Reply::Message),
+            Target::Control => self.handle_control(granted).await.map(Reply::Message),
         }
+    }
+
+    /// The error a denied request is answered with.
+    fn denial_error(&self, denied: &Denied) -> Error {
+        let op = denied.request.op();
+        match denied.denial {
+            Denial::Handshake => Error::BadRequest("the handshake is already done".into()),
+            Denial::WrongSocket {
+                belongs: SocketKind::Control,
+            } => Error::BadRequest(format!(
+                "{op} is a control request: send it to {}",
+                self.shared.control_socket().display()
+            )),
+            Denial::WrongSocket {
+                belongs: SocketKind::Project,
+            } => Error::BadRequest(format!(
+                "{op} is a project request: send it to the project's socket, {}",
+                flux_protocol::paths::project_socket(&self.shared.config.runtime_dir, "<project>")
+                    .display()
+            )),
+            Denial::Role { .. } => Error::PermissionDenied {
+                op,
+                project: self.target.project_name().map(str::to_owned).or_else(|| {
+                    match &denied.request {
+                        Request::DeleteProject(p) => Some(bounded_name(&p.name).0),
+                        _ => None,
+                    }
+                }),
+            },
+        }
+    }
+
+    /// Records a decision: writes, and the first denials, one entry each;
+    /// reads and later denials counted into summaries.
+    fn audit(
+        &mut self,
+        op: &'static str,
+        name: Option<String>,
+        detail: Option<String>,
+        allowed: bool,
+        effect: Effect,
+        result: &str,
+    ) {
+        let audit = &self.shared.audit;
+        if !audit.enabled() {
+            return;
+        }
+        let time_ms = now_ms();
+        let entry = || AuditEntry {
+            time_ms,
+            first_ms: time_ms,
+            count: 1,
+            project: self.target.project_name().map(str::to_owned),
+            op: op.to_owned(),
+            name: name.clone(),
+            uid: self.peer.uid,
+            gid: self.peer.gid,
+            pid: self.peer.pid,
+            exe: self.peer.exe.clone(),
+            allowed,
+            result: result.to_owned(),
+            detail: detail.clone(),
+        };
+        let summarize = if allowed {
+            effect == Effect::Read && audit.config().reads == ReadAudit::Summary
+        } else {
+            self.denials = self.denials.saturating_add(1);
+            self.denials > DENIALS_IN_FULL
+        };
+        if !summarize {
+            audit.record(entry());
+            return;
+        }
+        let key = name.as_deref().unwrap_or("");
+        let full = self
+            .summaries
+            .count(key, op, allowed, result, time_ms, entry);
+        if full {
+            self.flush_summaries();
+        } else if self.summary_due.is_none() {
+            let interval = audit.config().summary_interval;
+            self.summary_due = Some(Box::pin(tokio::time::sleep(interval)));
+        }
+    }
+
+    /// Hands the pending summaries to the audit log.
+    fn flush_summaries(&mut self) {
+        self.summaries.flush(&self.shared.audit);
+        self.summary_due = None;
     }
 
     async fn handle_project(
         &mut self,
         project: &Project,
-        req: Request,
+        granted: Granted,
         events: &mut Option<broadcast::Receiver<Event>>,
     ) -> Result<Reply> {
-        // The hot path: the value goes from the snapshot straight into the
-        // write buffer, as one frame, with no copy between.
-        if let Request::Get(get) = &req {
-            let buf = self.framed.write_buffer_mut();
-            project.read_value(&get.name, |v| put_value_frame(buf, v))?;
-            return Ok(Reply::Written);
-        }
         let limits = &self.shared.config.limits;
-        Ok(Reply::Message(match req {
+        Ok(Reply::Message(match granted.into_request() {
+            // The hot path: the value goes from the snapshot straight into
+            // the write buffer, as one frame, with no copy between.
+            Request::Get(get) => {
+                let buf = self.framed.write_buffer_mut();
+                project.read_value(&get.name, |v| put_value_frame(buf, v))?;
+                return Ok(Reply::Written);
+            }
             Request::GetAll => Response::Values(project.get_all()?),
             Request::List => Response::Secrets(project.list()?),
             Request::Set(set) => Response::Stored(project.set(&set.name, set.value, limits).await?),
             Request::SetMany(entries) => {
                 Response::StoredMany(project.set_many(entries, limits).await?)
             }
-            Request::Delete(del) => Response::Deleted(project.delete(&del.name).await?),
+            Request::Delete(del) => Response::Deleted(project.delete(&del.name, limits).await?),
             Request::Subscribe => {
                 let (rx, generation) = project.subscribe();
                 *events = Some(rx);
                 debug!(generation, "subscribed");
                 Response::Subscribed(Subscribed { generation })
             }
-            Request::Hello(_) => {
-                return Err(Error::BadRequest("the handshake is already done".into()));
-            }
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "{} is a control request: send it to {}",
-                    other.op(),
-                    self.shared.control_socket().display()
-                )));
-            }
+            other => return Err(misrouted(&other)),
         }))
     }
 
-    async fn handle_control(&self, req: Request) -> Result<Response> {
+    async fn handle_control(&self, granted: Granted) -> Result<Response> {
         let shared = &self.shared;
-        Ok(match req {
+        Ok(match granted.into_request() {
             Request::CreateProject(p) => {
                 Response::ProjectCreated(shared.create_project(&p.name).await?)
             }
@@ -505,21 +599,20 @@ impl Session {
             }
             Request::ListProjects => Response::Projects(shared.project_infos()),
             Request::Status => Response::Status(shared.status()),
-            Request::Audit(query) => Response::AuditRecords(shared.audit_records(query).await?),
+            Request::Health => Response::Health(Box::new(shared.health())),
+            Request::Audit(query) => Response::AuditRecords(
+                shared
+                    .audit_entries(query)
+                    .await?
+                    .iter()
+                    .map(|e| e.to_record())
+                    .collect(),
+            ),
+            Request::AuditLog(query) => Response::AuditLog(shared.audit_entries(query).await?),
             req @ (Request::ListHosts | Request::AddHost(_) | Request::RemoveHost(_)) => {
                 crate::fleet::hosts::handle(shared, req).await?
             }
-            Request::Hello(_) => {
-                return Err(Error::BadRequest("the handshake is already done".into()));
-            }
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "{} is a project request: send it to the project's socket, {}",
-                    other.op(),
-                    flux_protocol::paths::project_socket(&shared.config.runtime_dir, "<project>")
-                        .display()
-                )));
-            }
+            other => return Err(misrouted(&other)),
         })
     }
 
@@ -558,20 +651,51 @@ impl Session {
         self.send(&error_response(code, msg.to_owned())).await
     }
 
+    /// Sends one answer; one over the answer limit is replaced by a
+    /// `too_large` error, so the client always gets a reply.
     async fn send(&mut self, response: &Response) -> Result<(), End> {
         let mut payload = encode(response).map_err(|e| End::Protocol(e.to_string()))?;
         if payload.len() > MAX_RESPONSE_FRAME_LEN {
             let msg = format!(
-                "the answer is {} bytes, over the {MAX_RESPONSE_FRAME_LEN}-byte frame limit: ask for fewer or smaller secrets",
+                "the answer is {} bytes, over the {MAX_RESPONSE_FRAME_LEN}-byte answer limit: ask for fewer or smaller secrets",
                 payload.len()
             );
+            warn!("{msg}");
             payload.zeroize();
             payload = encode(&error_response(ErrorCode::TooLarge, msg))
                 .map_err(|e| End::Protocol(e.to_string()))?;
         }
-        self.framed.send(Bytes::from(payload)).await?;
-        Ok(())
+        let timeout = self.shared.config.limits.write_timeout;
+        match tokio::time::timeout(timeout, self.framed.send(Bytes::from(payload))).await {
+            Ok(sent) => Ok(sent?),
+            Err(_) => Err(self.write_timed_out()),
+        }
     }
+
+    /// Writes out what is in the write buffer.
+    async fn flush(&mut self) -> Result<(), End> {
+        let timeout = self.shared.config.limits.write_timeout;
+        match tokio::time::timeout(timeout, SinkExt::<Bytes>::flush(&mut self.framed)).await {
+            Ok(flushed) => Ok(flushed?),
+            Err(_) => Err(self.write_timed_out()),
+        }
+    }
+
+    fn write_timed_out(&self) -> End {
+        let msg = format!(
+            "the client took no answer for {:?}; closing",
+            self.shared.config.limits.write_timeout
+        );
+        warn!("{msg}");
+        End::Protocol(msg)
+    }
+}
+
+/// A granted request that reached the handler of the other socket kind:
+/// impossible while [`access::decide`] checks the socket, answered rather
+/// than trusted.
+fn misrouted(req: &Request) -> Error {
+    Error::Internal(format!("{} reached the wrong handler", req.op()))
 }
 
 /// How a request is answered.
@@ -588,6 +712,37 @@ async fn next_event(
 ) -> Result<Event, broadcast::error::RecvError> {
     match events {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame, enforcing the frame and idle timeouts. `Ok(None)` on a
+/// clean close.
+async fn next_frame(
+    framed: &mut Framed<UnixStream, ServerCodec>,
+    limits: &crate::config::Limits,
+) -> Result<Option<Result<bytes::BytesMut, io::Error>>, End> {
+    let idle_since = Instant::now();
+    loop {
+        match tokio::time::timeout(limits.frame_timeout, framed.next()).await {
+            Ok(frame) => return Ok(frame),
+            Err(_) if !framed.read_buffer().is_empty() => {
+                let msg = format!("incomplete frame for {:?}", limits.frame_timeout);
+                warn!("{msg}: closing");
+                return Err(End::Protocol(msg));
+            }
+            Err(_) if idle_since.elapsed() >= limits.idle_timeout => {
+                return Err(End::Protocol("idle timeout".into()));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Resolves when pending summaries are due; never when none are pending.
+async fn summaries_due(due: &mut Option<Pin<Box<Sleep>>>) {
+    match due {
+        Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
 }
