@@ -1,6 +1,8 @@
 //! `fluxctl audit [--project P] [--since DURATION] [--json]`: the daemon's
 //! record of access decisions, read through the control socket (admins
-//! only). Records hold names, peers and outcomes — never values.
+//! only), rotated files included. Entries hold names, peers and outcomes —
+//! never values. A summary of reads shows how many it stands for
+//! (`COUNT`) and spans from its first to its last (`TIME`).
 
 use crate::failure::{Failure, Result};
 use crate::target::Target;
@@ -26,7 +28,7 @@ pub(crate) fn run(
             now_ms().saturating_sub(d.as_millis() as u64)
         }
     };
-    let records = target.control()?.audit(AuditQuery {
+    let records = target.control()?.audit_log(AuditQuery {
         project,
         since_ms,
         limit,
@@ -36,6 +38,8 @@ pub(crate) fn run(
         for r in &records {
             let line = serde_json::json!({
                 "time": rfc3339_ms(r.time_ms),
+                "first": rfc3339_ms(r.first_ms),
+                "count": r.count,
                 "project": r.project,
                 "op": r.op,
                 "name": r.name,
@@ -45,6 +49,7 @@ pub(crate) fn run(
                 "exe": r.exe,
                 "allowed": r.allowed,
                 "result": r.result,
+                "detail": r.detail,
             });
             text.push_str(&line.to_string());
             text.push('\n');
@@ -57,6 +62,7 @@ pub(crate) fn run(
     }
     let mut rows = vec![vec![
         "TIME".into(),
+        "COUNT".into(),
         "PROJECT".into(),
         "OP".into(),
         "NAME".into(),
@@ -69,13 +75,17 @@ pub(crate) fn run(
     rows.extend(records.iter().map(|r| {
         vec![
             rfc3339_ms(r.time_ms),
+            r.count.to_string(),
             r.project.clone().unwrap_or_else(|| "-".into()),
             r.op.clone(),
             r.name.clone().unwrap_or_else(|| "-".into()),
             r.uid.to_string(),
             r.pid.map_or_else(|| "-".into(), |p| p.to_string()),
             if r.allowed { "allowed" } else { "denied" }.into(),
-            r.result.clone(),
+            match &r.detail {
+                Some(d) => format!("{} ({d})", r.result),
+                None => r.result.clone(),
+            },
             r.exe.clone().unwrap_or_else(|| "-".into()),
         ]
     }));

@@ -10,6 +10,7 @@
 //! | 3 | not found: the secret or the project does not exist |
 //! | 4 | fluxd is not reachable |
 //! | 5 | permission denied |
+//! | 6 | unavailable: nothing was changed, retry later (etcd unreachable, audit log not writable) |
 
 use flux_protocol::{ClientError, ErrorCode};
 use std::fmt;
@@ -19,6 +20,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOT_FOUND: u8 = 3;
 pub const EXIT_UNREACHABLE: u8 = 4;
 pub const EXIT_DENIED: u8 = 5;
+pub const EXIT_UNAVAILABLE: u8 = 6;
 
 /// An error message and the exit status it maps to.
 #[derive(Debug)]
@@ -67,6 +69,7 @@ impl From<ClientError> for Failure {
             Some(ErrorCode::NotFound | ErrorCode::UnknownProject) => EXIT_NOT_FOUND,
             Some(ErrorCode::PermissionDenied) => EXIT_DENIED,
             Some(ErrorCode::InvalidName | ErrorCode::TooLarge) => EXIT_USAGE,
+            Some(ErrorCode::Unavailable) => EXIT_UNAVAILABLE,
             Some(_) => EXIT_FAILURE,
             None if e.is_unreachable() => EXIT_UNREACHABLE,
             None => EXIT_FAILURE,

@@ -1,5 +1,6 @@
-//! `fluxctl status`: the daemon, and per project its socket, secret count,
-//! snapshot generation, when it was loaded and the last load error.
+//! `fluxctl status`: the daemon, the audit log's health and any daemon-wide
+//! problem, and per project its socket, secret count, snapshot generation,
+//! when it was loaded and the last load error.
 
 use crate::failure::Result;
 use crate::target::Target;
@@ -7,7 +8,9 @@ use crate::timefmt::{ago, now_ms, rfc3339_ms};
 use crate::{columns, out};
 
 pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
-    let status = target.control()?.status()?;
+    let health = target.control()?.health()?;
+    let status = &health.status;
+    let audit = &health.audit;
     if json {
         let projects: Vec<serde_json::Value> =
             status.projects.iter().map(crate::project_json).collect();
@@ -18,6 +21,14 @@ pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
             "state_dir": status.state_dir,
             "runtime_dir": status.runtime_dir,
             "projects": projects,
+            "audit": {
+                "path": audit.path,
+                "reads": audit.reads,
+                "error": audit.error,
+                "dropped": audit.dropped,
+                "writes_refused": audit.writes_refused,
+            },
+            "problems": health.problems,
         });
         let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
         return out(&format!("{text}\n"));
@@ -31,6 +42,19 @@ pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
         status.state_dir,
         status.runtime_dir
     );
+    text.push_str(&match &audit.path {
+        Some(path) => format!("audit:   {path} (reads: {})\n", audit.reads),
+        None => "audit:   disabled\n".into(),
+    });
+    for problem in &health.problems {
+        text.push_str(&format!("! {problem}\n"));
+    }
+    if audit.dropped > 0 {
+        text.push_str(&format!(
+            "! {} audit entries were lost while the log could not be written\n",
+            audit.dropped
+        ));
+    }
     if status.projects.is_empty() {
         text.push_str("no projects\n");
         return out(&text);

@@ -15,9 +15,10 @@
 //! close access). `docs/CONFIG.md` documents every key; SIGHUP re-reads the
 //! access policy, while limits and the audit path take effect at start.
 
+use crate::audit::{AuditConfig, ReadAudit};
 use crate::error::{Error, Result};
 use crate::policy::{Id, Policy, ProjectFile, RolesFile};
-use flux_protocol::limits::{MAX_REQUEST_FRAME_LEN, MAX_VALUE_LEN};
+use flux_protocol::limits::{MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, MAX_VALUE_LEN};
 use flux_protocol::paths::{self, env_path, systemd_dir};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -38,8 +39,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     pub policy: Policy,
     pub limits: Limits,
-    /// The audit log file; `None` when auditing is disabled.
-    pub audit_path: Option<PathBuf>,
+    /// The audit log: where, how reads are recorded, rotation.
+    pub audit: AuditConfig,
     /// The host key that wraps project keys at rest:
     /// `$CREDENTIALS_DIRECTORY/fluxd-host-key` when systemd provides it.
     pub host_key: Option<PathBuf>,
@@ -50,6 +51,11 @@ pub struct Config {
 /// Name of the systemd credential holding the host key.
 pub const HOST_KEY_CREDENTIAL: &str = "fluxd-host-key";
 
+/// Largest `[limits] max_project_bytes`: even if every byte of a value
+/// were escaped six-fold in the vault's JSON, the document stays under the
+/// 256 MiB a vault may decrypt to.
+pub const MAX_PROJECT_BYTES: usize = 40 * 1024 * 1024;
+
 /// Bounds on what clients may cost the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -59,6 +65,10 @@ pub struct Limits {
     pub max_value_bytes: usize,
     /// Most secrets one project may hold.
     pub max_secrets_per_project: usize,
+    /// Most bytes of names and values one project may hold. Bounded so a
+    /// project's `GetAll` answer always fits the 64 MiB answer limit and
+    /// its vault the 256 MiB a vault may decrypt to.
+    pub max_project_bytes: usize,
     /// Open connections across all sockets; further clients wait in the
     /// listen backlog until one closes.
     pub max_connections: usize,
@@ -71,6 +81,9 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Time a client has to finish a frame it started sending.
     pub frame_timeout: Duration,
+    /// Time a client has to take an answer (or event) off the socket; a
+    /// client that stops reading is cut off after it.
+    pub write_timeout: Duration,
     /// Time an idle connection (no partial frame) is kept open.
     pub idle_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown.
@@ -83,11 +96,13 @@ impl Default for Limits {
             max_request_bytes: MAX_REQUEST_FRAME_LEN,
             max_value_bytes: MAX_VALUE_LEN,
             max_secrets_per_project: 100_000,
+            max_project_bytes: 32 * 1024 * 1024,
             max_connections: 1024,
             max_connections_per_project: 512,
             requests_per_second: 100_000,
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -120,11 +135,13 @@ pub struct LimitsFile {
     pub max_request_bytes: Option<usize>,
     pub max_value_bytes: Option<usize>,
     pub max_secrets_per_project: Option<usize>,
+    pub max_project_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_project: Option<usize>,
     pub requests_per_second: Option<u32>,
     pub handshake_timeout: Option<String>,
     pub frame_timeout: Option<String>,
+    pub write_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
 }
@@ -137,6 +154,54 @@ pub struct AuditFile {
     pub enabled: Option<bool>,
     /// Default `<state>/audit.log`.
     pub path: Option<PathBuf>,
+    /// `"summary"` (default): one line per connection, name and result
+    /// for reads; `"every"`: one line per read.
+    pub reads: Option<String>,
+    /// Longest a read summary waits before it is written (default 60s).
+    pub summary_interval: Option<String>,
+    /// Size at which the log is rotated (default 64 MiB).
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept (default 5).
+    pub keep: Option<u32>,
+}
+
+impl AuditFile {
+    fn resolve(&self, state_dir: &Path) -> Result<AuditConfig> {
+        let d = AuditConfig::default();
+        let reads = match self.reads.as_deref() {
+            None | Some("summary") => ReadAudit::Summary,
+            Some("every") => ReadAudit::Every,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "[audit] reads = {other:?}: use \"summary\" or \"every\""
+                )));
+            }
+        };
+        let max_bytes = self.max_bytes.unwrap_or(d.max_bytes);
+        if max_bytes < 4096 {
+            return Err(Error::Config(
+                "[audit] max_bytes must be at least 4096".into(),
+            ));
+        }
+        Ok(AuditConfig {
+            path: match self.enabled {
+                Some(false) => None,
+                _ => Some(
+                    self.path
+                        .clone()
+                        .unwrap_or_else(|| state_dir.join("audit.log")),
+                ),
+            },
+            reads,
+            summary_interval: duration(
+                "[audit] summary_interval",
+                &self.summary_interval,
+                d.summary_interval,
+            )?,
+            max_bytes,
+            keep: self.keep.unwrap_or(d.keep),
+        })
+    }
 }
 
 fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration> {
@@ -144,11 +209,9 @@ fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Dura
         None => Ok(default),
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(Error::Config(format!(
-                "[limits] {key} must be more than zero"
-            ))),
+            Ok(_) => Err(Error::Config(format!("{key} must be more than zero"))),
             Err(e) => Err(Error::Config(format!(
-                "[limits] {key} = {text:?} is not a duration like \"5s\" or \"15m\": {e}"
+                "{key} = {text:?} is not a duration like \"5s\" or \"15m\": {e}"
             ))),
         },
     }
@@ -163,19 +226,33 @@ impl LimitsFile {
             max_secrets_per_project: self
                 .max_secrets_per_project
                 .unwrap_or(d.max_secrets_per_project),
+            max_project_bytes: self.max_project_bytes.unwrap_or(d.max_project_bytes),
             max_connections: self.max_connections.unwrap_or(d.max_connections),
             max_connections_per_project: self
                 .max_connections_per_project
                 .unwrap_or(d.max_connections_per_project),
             requests_per_second: self.requests_per_second.unwrap_or(d.requests_per_second),
             handshake_timeout: duration(
-                "handshake_timeout",
+                "[limits] handshake_timeout",
                 &self.handshake_timeout,
                 d.handshake_timeout,
             )?,
-            frame_timeout: duration("frame_timeout", &self.frame_timeout, d.frame_timeout)?,
-            idle_timeout: duration("idle_timeout", &self.idle_timeout, d.idle_timeout)?,
-            shutdown_grace: duration("shutdown_grace", &self.shutdown_grace, d.shutdown_grace)?,
+            frame_timeout: duration(
+                "[limits] frame_timeout",
+                &self.frame_timeout,
+                d.frame_timeout,
+            )?,
+            write_timeout: duration(
+                "[limits] write_timeout",
+                &self.write_timeout,
+                d.write_timeout,
+            )?,
+            idle_timeout: duration("[limits] idle_timeout", &self.idle_timeout, d.idle_timeout)?,
+            shutdown_grace: duration(
+                "[limits] shutdown_grace",
+                &self.shutdown_grace,
+                d.shutdown_grace,
+            )?,
         };
         let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(Error::Config(msg)) };
         check(
@@ -191,6 +268,20 @@ impl LimitsFile {
         check(
             limits.max_secrets_per_project >= 1,
             "[limits] max_secrets_per_project must be at least 1".into(),
+        )?;
+        check(
+            limits.max_project_bytes >= limits.max_value_bytes
+                && limits.max_project_bytes <= MAX_PROJECT_BYTES,
+            format!(
+                "[limits] max_project_bytes must be at least max_value_bytes and at most {MAX_PROJECT_BYTES} (40 MiB)"
+            ),
+        )?;
+        // A whole project's GetAll answer: 12 bytes, then 16 per secret
+        // (two lengths) plus its name and value.
+        check(
+            12 + 16 * limits.max_secrets_per_project + limits.max_project_bytes
+                <= MAX_RESPONSE_FRAME_LEN,
+            "[limits] max_secrets_per_project and max_project_bytes together allow a project larger than one 64 MiB answer: lower one of them".into(),
         )?;
         check(
             limits.max_connections >= 1,
@@ -295,15 +386,15 @@ impl Config {
             }
             (e, _) => e,
         })?;
-        let audit_path = match file.audit.enabled {
-            Some(false) => None,
-            _ => Some(
-                file.audit
-                    .path
-                    .clone()
-                    .unwrap_or_else(|| state_dir.join("audit.log")),
-            ),
-        };
+        let audit = file
+            .audit
+            .resolve(&state_dir)
+            .map_err(|e| match (e, &config_file) {
+                (Error::Config(msg), Some(p)) => {
+                    Error::Config(format!("config file {}: {msg}", p.display()))
+                }
+                (e, _) => e,
+            })?;
         let host_key = env_path("CREDENTIALS_DIRECTORY")
             .map(|d| d.join(HOST_KEY_CREDENTIAL))
             .filter(|p| p.exists());
@@ -319,7 +410,7 @@ impl Config {
             config_file,
             policy,
             limits,
-            audit_path,
+            audit,
             host_key,
             store,
         })
@@ -352,7 +443,7 @@ impl Config {
             config_file: None,
             policy: Policy::default_for(nix::unistd::geteuid().as_raw()),
             limits: Limits::default(),
-            audit_path: None,
+            audit: AuditConfig::default(),
             host_key: None,
             store: crate::fleet::StoreChoice::Local,
         })

@@ -34,7 +34,7 @@ use crate::systemd::{Inherited, Notifier};
 use crate::vault::now_ms;
 use arc_swap::ArcSwap;
 use flux_protocol::limits::validate_project_name;
-use flux_protocol::message::{AuditQuery, AuditRecord};
+use flux_protocol::message::{AuditEntry, AuditQuery, Health};
 use flux_protocol::message::{DaemonStatus, ProjectInfo};
 use flux_protocol::paths;
 use nix::fcntl::{Flock, FlockArg};
@@ -113,10 +113,7 @@ impl Daemon {
         ensure_private_dir(&config.runtime_dir)?;
         ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
         let lock = lock_state_dir(&config)?;
-        let audit = match &config.audit_path {
-            Some(path) => Audit::open(path)?,
-            None => Audit::disabled(),
-        };
+        let audit = Audit::open(&config.audit)?;
         if let crate::fleet::StoreChoice::Etcd { endpoints } = &config.store {
             let endpoints = endpoints.clone();
             return crate::fleet::hosts::start(config, shutdown, startup, endpoints, lock, audit)
@@ -626,8 +623,9 @@ impl Shared {
         info!("access policy reloaded");
     }
 
-    /// Audit records for `fluxctl audit`.
-    pub(crate) async fn audit_records(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+    /// Audit entries for `fluxctl audit`: the newest `limit` (0: the
+    /// default) of `project`'s (all when none), at or after `since_ms`.
+    pub(crate) async fn audit_entries(&self, query: AuditQuery) -> Result<Vec<AuditEntry>> {
         let Some(path) = self.audit.path().map(Path::to_path_buf) else {
             return Err(Error::BadRequest(
                 "the audit log is disabled ([audit] enabled = false)".into(),
@@ -638,12 +636,28 @@ impl Shared {
             0 => audit::DEFAULT_LIMIT,
             n => n as usize,
         };
-        let lines = tokio::task::spawn_blocking(move || {
-            audit::read(&path, query.project.as_deref(), query.since_ms, limit)
+        let keep = self.audit.config().keep;
+        tokio::task::spawn_blocking(move || {
+            audit::read(&path, keep, query.project.as_deref(), query.since_ms, limit)
         })
         .await
-        .map_err(|e| Error::Internal(format!("audit read task failed: {e}")))??;
-        Ok(lines.into_iter().map(|l| l.record).collect())
+        .map_err(|e| Error::Internal(format!("audit read task failed: {e}")))?
+    }
+
+    /// Status with the health of the audit log.
+    pub(crate) fn health(&self) -> Health {
+        let audit = self.audit.health();
+        let mut problems = Vec::new();
+        if let Some(e) = &audit.error {
+            problems.push(format!(
+                "{e}: writes are refused until it can be written; free space or fix the file system"
+            ));
+        }
+        Health {
+            status: self.status(),
+            audit,
+            problems,
+        }
     }
 
     pub(crate) fn project_infos(&self) -> Vec<ProjectInfo> {
