@@ -167,6 +167,67 @@ fn changed_names(old: &Secrets, new: &Secrets) -> Vec<String> {
     names
 }
 
+/// Checks a secret's name and value against the grammar and `limits`: the
+/// one check every write of a value goes through.
+pub fn validate_entry(name: &str, value: &SecretValue, limits: &Limits) -> Result<()> {
+    validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
+    validate_value_len(value.len()).map_err(|e| Error::TooLarge(format!("secret {name}: {e}")))?;
+    if value.len() > limits.max_value_bytes {
+        return Err(Error::TooLarge(format!(
+            "secret {name}: value is {} bytes; this fluxd's limit is {} bytes ([limits] max_value_bytes)",
+            value.len(),
+            limits.max_value_bytes
+        )));
+    }
+    if value.expose().contains('\0') {
+        return Err(Error::BadRequest(format!(
+            "secret {name}: the value contains a NUL byte, which no environment variable can hold (`fluxctl run`); store binary data encoded, e.g. as base64"
+        )));
+    }
+    Ok(())
+}
+
+/// How much one project may hold: a write may not take it past either
+/// bound, nor further past one it is already over (a lowered limit never
+/// blocks a delete).
+#[derive(Debug, Clone, Copy)]
+struct Capacity {
+    secrets: usize,
+    bytes: usize,
+}
+
+/// Bytes of names and values, what `[limits] max_project_bytes` bounds.
+pub fn project_bytes(secrets: &Secrets) -> usize {
+    secrets.iter().map(|(n, e)| n.len() + e.value.len()).sum()
+}
+
+impl Capacity {
+    fn of(limits: &Limits) -> Self {
+        Self {
+            secrets: limits.max_secrets_per_project,
+            bytes: limits.max_project_bytes,
+        }
+    }
+
+    fn check(&self, project: &str, before: &Secrets, after: &Secrets) -> Result<()> {
+        if after.len() > self.secrets && after.len() > before.len() {
+            return Err(Error::LimitReached(format!(
+                "project {project} would hold {} secrets, over the limit of {} ([limits] max_secrets_per_project); nothing was changed",
+                after.len(),
+                self.secrets
+            )));
+        }
+        let (was, now) = (project_bytes(before), project_bytes(after));
+        if now > self.bytes && now > was {
+            return Err(Error::LimitReached(format!(
+                "project {project} would hold {now} bytes of names and values, over the limit of {} ([limits] max_project_bytes); nothing was changed: delete secrets or raise the limit",
+                self.bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Project {
     /// Loads an existing project from the store. Fails only when the key
     /// cannot be used; a missing or broken vault is reported through
@@ -380,32 +441,21 @@ impl Project {
     /// Sets a secret within `limits`; answers once the vault holding it is
     /// durable.
     pub async fn set(&self, name: &str, value: SecretValue, limits: &Limits) -> Result<Stored> {
-        validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
-        validate_value_len(value.len())
-            .map_err(|e| Error::TooLarge(format!("secret {name}: {e}")))?;
-        if value.len() > limits.max_value_bytes {
-            return Err(Error::TooLarge(format!(
-                "secret {name}: value is {} bytes; this fluxd's limit is {} bytes",
-                value.len(),
-                limits.max_value_bytes
-            )));
-        }
+        validate_entry(name, &value, limits)?;
         let owned = name.to_owned();
-        let (project, max) = (self.name.clone(), limits.max_secrets_per_project);
         let (created, generation) = self
-            .write(EventKind::Set, vec![name.to_owned()], move |secrets| {
-                if !secrets.contains_key(&owned) && secrets.len() >= max {
-                    return Err(Error::LimitReached(format!(
-                        "project {project} holds {} secrets, the limit ([limits] max_secrets_per_project)",
-                        secrets.len()
-                    )));
-                }
-                let entry = Entry {
-                    value: value.clone(),
-                    set_at_ms: now_ms(),
-                };
-                Ok(secrets.insert(owned.clone(), entry).is_none())
-            })
+            .write(
+                EventKind::Set,
+                vec![name.to_owned()],
+                limits,
+                move |secrets| {
+                    let entry = Entry {
+                        value: value.clone(),
+                        set_at_ms: now_ms(),
+                    };
+                    Ok(secrets.insert(owned.clone(), entry).is_none())
+                },
+            )
             .await?;
         Ok(Stored {
             created,
@@ -423,19 +473,7 @@ impl Project {
         }
         let mut seen = std::collections::BTreeSet::new();
         for e in &entries {
-            validate_secret_name(&e.name).map_err(|err| Error::InvalidName(err.to_string()))?;
-            if e.value.len()
-                > limits
-                    .max_value_bytes
-                    .min(flux_protocol::limits::MAX_VALUE_LEN)
-            {
-                return Err(Error::TooLarge(format!(
-                    "secret {}: value is {} bytes; the limit is {} bytes",
-                    e.name,
-                    e.value.len(),
-                    limits.max_value_bytes
-                )));
-            }
+            validate_entry(&e.name, &e.value, limits)?;
             if !seen.insert(e.name.clone()) {
                 return Err(Error::BadRequest(format!(
                     "secret {} appears twice",
@@ -444,16 +482,8 @@ impl Project {
             }
         }
         let names: Vec<String> = seen.into_iter().collect();
-        let (project, max) = (self.name.clone(), limits.max_secrets_per_project);
         let ((created, updated), generation) = self
-            .write(EventKind::Set, names, move |secrets| {
-                let new = entries.iter().filter(|e| !secrets.contains_key(&e.name)).count();
-                if secrets.len() + new > max {
-                    return Err(Error::LimitReached(format!(
-                        "project {project} would hold {} secrets, over the limit of {max} ([limits] max_secrets_per_project)",
-                        secrets.len() + new
-                    )));
-                }
+            .write(EventKind::Set, names, limits, move |secrets| {
                 let now = now_ms();
                 let (mut created, mut updated) = (Vec::new(), Vec::new());
                 for e in &entries {
@@ -479,13 +509,14 @@ impl Project {
     }
 
     /// Deletes a secret; answers once the vault without it is durable.
-    pub async fn delete(&self, name: &str) -> Result<Deleted> {
+    pub async fn delete(&self, name: &str, limits: &Limits) -> Result<Deleted> {
         validate_secret_name(name).map_err(|e| Error::InvalidName(e.to_string()))?;
         let (project, owned) = (self.name.clone(), name.to_owned());
         let ((), generation) = self
             .write(
                 EventKind::Deleted,
                 vec![name.to_owned()],
+                limits,
                 move |secrets| match secrets.remove(&owned) {
                     Some(_) => Ok(()),
                     None => Err(Error::NotFound {
@@ -499,9 +530,10 @@ impl Project {
     }
 
     /// The write path: under the project's writer lock, apply `change` to a
-    /// copy of the current secrets, seal, encrypt and store the result, then
-    /// swap it in and announce `kind` for `names`. Returns `change`'s result
-    /// and the new generation.
+    /// copy of the current secrets, check the result against `limits`
+    /// ([`check_capacity`]), seal, encrypt and store it, then swap it in and
+    /// announce `kind` for `names`. Returns `change`'s result and the new
+    /// generation.
     ///
     /// The store compares the vault it replaces with the one the change was
     /// applied to ([`Store::store_vault_if`]); when another host wrote
@@ -511,8 +543,10 @@ impl Project {
         &self,
         kind: EventKind,
         names: Vec<String>,
+        limits: &Limits,
         mut change: impl FnMut(&mut Secrets) -> Result<T> + Send + 'static,
     ) -> Result<(T, u64)> {
+        let capacity = Capacity::of(limits);
         let _writer = self.writer.lock().await;
         let current = Arc::clone(&*self.readable()?);
         let base = (current.secrets.clone(), self.disk().vault);
@@ -523,6 +557,7 @@ impl Project {
             for _ in 0..WRITE_TRIES {
                 let mut secrets = base.clone();
                 let out = change(&mut secrets)?;
+                capacity.check(&project, &base, &secrets)?;
                 let bytes = vault::seal(&project, &secrets, &key).map_err(|e| Error::Vault {
                     path: store.vault_location(&project),
                     reason: e.0,

@@ -336,6 +336,13 @@ fn decrypt_reason(e: &age::DecryptError) -> String {
 /// Seals and encrypts `secrets`: the bytes of a vault file.
 pub fn seal(project: &str, secrets: &Secrets, key: &ProjectKey) -> Result<Vec<u8>, VaultError> {
     let doc = seal_document(project, secrets, key)?;
+    // What fluxd writes, fluxd (and `fluxctl vault open`) can read back.
+    if doc.len() as u64 > MAX_PLAINTEXT {
+        return Err(VaultError(format!(
+            "the vault document would be {} bytes, over the {MAX_PLAINTEXT} bytes a vault may hold",
+            doc.len()
+        )));
+    }
     encrypt(&doc, key)
 }
 
