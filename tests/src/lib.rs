@@ -294,6 +294,17 @@ pub fn have_tool(tool: &str, test: &str) -> bool {
     found
 }
 
+/// Polls `cond` every 10 ms until it holds; fails after 10 s, naming
+/// `what`. For state that settles asynchronously (a reload, a summary
+/// written when a connection closes), never as a sleep.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Asserts that `haystack` does not contain `secret`, without printing it.
 pub fn assert_no_secret(haystack: &[u8], secret: &str, what: &str) {
     let found = haystack
