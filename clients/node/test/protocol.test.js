@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { errorFromReply, FluxSecretsError, SecretNotFoundError } from '../src/errors.js';
+import { errorFromReply, FluxSecretsError, SecretNotFoundError } from '../src/errors.cjs';
 import {
   DecodeError,
   FrameReader,
@@ -14,7 +14,7 @@ import {
   decodeResponse,
   encodeGet,
   encodeHello,
-} from '../src/protocol.js';
+} from '../src/protocol.cjs';
 import { CLIENT_NAME, VERSION } from '../src/index.js';
 import { REPO_ROOT } from '../testing/fluxd.js';
 

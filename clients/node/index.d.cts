@@ -1,0 +1,90 @@
+// Types for @flux/secrets: the declarations of the CommonJS implementation
+// (src/index.cjs), used by `require`; index.d.ts re-exports them for `import`.
+
+/** The protocol's error names, plus the client's own. */
+export type FluxSecretsErrorCode =
+  | 'not_found'
+  | 'invalid_name'
+  | 'too_large'
+  | 'permission_denied'
+  | 'unknown_project'
+  | 'bad_request'
+  | 'internal'
+  | 'version_mismatch'
+  | 'already_exists'
+  | 'limit_reached'
+  /** A wire error code this client does not know; see `codeNumber`. */
+  | 'other'
+  /** fluxd could not be reached, or the connection broke and its one retry failed too. */
+  | 'unreachable'
+  /** `close()` was called while the request waited. */
+  | 'closed'
+  /** fluxd answered something this client cannot use. */
+  | 'bad_response'
+  /** No usable socket path: neither `socketPath` nor `FLUX_SECRETS_SOCKET` is set, or the path is too long for a Unix socket. */
+  | 'not_configured';
+
+/** Every failure of the client. Messages never contain a secret value. */
+export class FluxSecretsError extends Error {
+  /** The protocol's error name (`not_found`, ...) or one of the client's own. */
+  readonly code: FluxSecretsErrorCode;
+  /** The wire number of a protocol error code; `null` for the client's own codes. */
+  readonly codeNumber: number | null;
+  /** The secret name the failed request asked for, when there was one. */
+  readonly key?: string;
+  /** The socket the client talks to, when the failure involved it. */
+  readonly socketPath?: string;
+}
+
+/** The secret is not set. */
+export class SecretNotFoundError extends FluxSecretsError {
+  readonly code: 'not_found';
+  readonly codeNumber: 1;
+  readonly key: string;
+}
+
+/** A client usable as `ctx.secrets`. */
+export interface FluxSecrets {
+  /** The project socket this client talks to. */
+  readonly socketPath: string;
+  /**
+   * The secret's current value. Rejects with `SecretNotFoundError` when it
+   * is not set, and with `FluxSecretsError` for any other failure.
+   */
+  get(key: string): Promise<string>;
+  /**
+   * The secret's current value, or `fallback` when (and only when) the
+   * secret is not set. An invalid name, a refused request or an unreachable
+   * daemon still rejects.
+   */
+  get<T>(key: string, fallback: T): Promise<string | T>;
+  /**
+   * Closes the connection; waiting requests reject with code `closed`. The
+   * client stays usable: a later `get` connects again.
+   */
+  close(): Promise<void>;
+}
+
+export interface CreateSecretsOptions {
+  /** The project socket; defaults to `process.env.FLUX_SECRETS_SOCKET`. */
+  socketPath?: string;
+  /** Wait before the single reconnect after a broken connection (default 250). */
+  reconnectDelayMs?: number;
+}
+
+/**
+ * Creates a client for one project socket. Throws a `FluxSecretsError` with
+ * code `not_configured` when no socket path is given and
+ * `FLUX_SECRETS_SOCKET` is not set (or the path cannot be a Unix socket).
+ * Nothing connects until the first `get`.
+ */
+export function createSecrets(options?: CreateSecretsOptions): FluxSecrets;
+
+/** This package's version. */
+export const VERSION: string;
+/** The client string sent in the handshake, `@flux/secrets/<version>`. */
+export const CLIENT_NAME: string;
+/** `"FLUX_SECRETS_SOCKET"`. */
+export const SOCKET_ENV: 'FLUX_SECRETS_SOCKET';
+/** Default wait before the single reconnect, in milliseconds. */
+export const DEFAULT_RECONNECT_DELAY_MS: number;

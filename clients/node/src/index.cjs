@@ -1,0 +1,26 @@
+// @flux/secrets, the package's whole public API. This CommonJS module is the
+// one implementation: `require('@flux/secrets')` loads it directly, and
+// `import ... from '@flux/secrets'` loads src/index.js, which re-exports
+// this same module, so a process that does both gets one set of classes,
+// never two copies.
+
+'use strict';
+
+const {
+  CLIENT_NAME,
+  DEFAULT_RECONNECT_DELAY_MS,
+  SOCKET_ENV,
+  VERSION,
+  createSecrets,
+} = require('./client.cjs');
+const { FluxSecretsError, SecretNotFoundError } = require('./errors.cjs');
+
+module.exports = {
+  CLIENT_NAME,
+  DEFAULT_RECONNECT_DELAY_MS,
+  FluxSecretsError,
+  SOCKET_ENV,
+  SecretNotFoundError,
+  VERSION,
+  createSecrets,
+};
