@@ -13,6 +13,8 @@ export type FluxSecretsErrorCode =
   | 'version_mismatch'
   | 'already_exists'
   | 'limit_reached'
+  /** The daemon cannot do this right now; retry later. */
+  | 'unavailable'
   /** A wire error code this client does not know; see `codeNumber`. */
   | 'other'
   /** fluxd could not be reached, or the connection broke and its one retry failed too. */

@@ -60,6 +60,7 @@ const ERROR_CODES = Object.freeze({
   8: 'version_mismatch',
   9: 'already_exists',
   10: 'limit_reached',
+  11: 'unavailable',
 });
 
 /** The name of a wire error code; `other` for a code this build does not know. */
