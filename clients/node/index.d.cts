@@ -24,7 +24,9 @@ export type FluxSecretsErrorCode =
   /** fluxd answered something this client cannot use. */
   | 'bad_response'
   /** No usable socket path: neither `socketPath` nor `FLUX_SECRETS_SOCKET` is set, or the path is too long for a Unix socket. */
-  | 'not_configured';
+  | 'not_configured'
+  /** The socket, or a folder on the way to it, could have been put there by another user; nothing was sent. */
+  | 'untrusted_socket';
 
 /** Every failure of the client. Messages never contain a secret value. */
 export class FluxSecretsError extends Error {
@@ -43,6 +45,25 @@ export class SecretNotFoundError extends FluxSecretsError {
   readonly code: 'not_found';
   readonly codeNumber: 1;
   readonly key: string;
+}
+
+/**
+ * The socket, or a folder on the way to it, failed the ownership checks made
+ * before connecting; nothing was sent. Retrying does not help: fix the
+ * ownership or mode the message names, or point at fluxd's own socket.
+ */
+export class UntrustedSocketError extends FluxSecretsError {
+  readonly code: 'untrusted_socket';
+  readonly codeNumber: null;
+  readonly socketPath: string;
+  /** The file or folder that failed the check. */
+  readonly path: string;
+  /**
+   * `not_a_socket`: the path is not a socket; `untrusted_owner`: the socket
+   * or a folder is owned by a uid other than yours, root's or the fluxd
+   * user's; `writable_folder`: a folder is writable by group or others.
+   */
+  readonly reason: 'not_a_socket' | 'untrusted_owner' | 'writable_folder';
 }
 
 /** A client usable as `ctx.secrets`. */
@@ -90,3 +111,6 @@ export const CLIENT_NAME: string;
 export const SOCKET_ENV: 'FLUX_SECRETS_SOCKET';
 /** Default wait before the single reconnect, in milliseconds. */
 export const DEFAULT_RECONNECT_DELAY_MS: number;
+/** `"FLUX_DAEMON_USER"`: the user fluxd runs as, trusted to own the socket and its folders. */
+export const DAEMON_USER_ENV: 'FLUX_DAEMON_USER';
+

@@ -1,7 +1,9 @@
 // @flux/secrets: the Node.js client for Flux Secrets, usable as `ctx.secrets`.
 //
 // One Unix-socket connection to the project's fluxd socket, opened on first
-// use and shared by every caller. Requests are pipelined: each `get` writes
+// use and shared by every caller. Before each connection the socket and the
+// folders leading to it are checked (trust.cjs): a socket another user could
+// have planted is refused before anything is sent. Requests are pipelined: each `get` writes
 // its frame at once and waits in a FIFO, because fluxd answers one response
 // per request, strictly in order. Nothing is cached; every `get` asks fluxd,
 // so a rotated value is seen by the next call.
@@ -28,9 +30,11 @@ const {
 const {
   FluxSecretsError,
   SecretNotFoundError,
+  UntrustedSocketError,
   errorFromReply,
   unreachableError,
 } = require('./errors.cjs');
+const { MAX_SOCKET_PATH_LEN, checkSocket } = require('./trust.cjs');
 
 /** This package's version. */
 const VERSION = '0.1.0';
@@ -40,9 +44,6 @@ const CLIENT_NAME = `@flux/secrets/${VERSION}`;
 
 /** The environment variable naming the project socket. */
 const SOCKET_ENV = 'FLUX_SECRETS_SOCKET';
-
-/** Longest usable Unix socket path, in bytes. */
-const MAX_SOCKET_PATH_LEN = 107;
 
 /** How long to wait before the single reconnect after a broken connection. */
 const DEFAULT_RECONNECT_DELAY_MS = 250;
@@ -179,10 +180,15 @@ class FluxSecrets {
     this.#conn = conn;
     let socket;
     try {
-      socket = net.createConnection({ path: this.#socketPath });
+      // Nothing is sent to a socket that another user could have planted
+      // (see trust.cjs); the connection goes to the path that was checked.
+      const target = checkSocket(this.#socketPath);
+      socket = net.createConnection({ path: target });
     } catch (err) {
-      // An unusable path (e.g. with a NUL byte): fail like a refused connect.
-      setImmediate(() => this.#lost(conn, err));
+      // Refused by the checks: no retry, the waiting gets reject with it.
+      // A missing socket or an unusable path: fail like a refused connect.
+      if (err instanceof UntrustedSocketError) setImmediate(() => this.#abort(conn, err));
+      else setImmediate(() => this.#lost(conn, err));
       return conn;
     }
     conn.socket = socket;

@@ -9,8 +9,8 @@ const { errorCodeName } = require('./protocol.cjs');
  * (`not_found`, `invalid_name`, `permission_denied`, ...) or one of the
  * client's own: `unreachable` (fluxd could not be reached), `closed`
  * (`close()` was called while the request waited), `bad_response` (fluxd
- * answered something this client cannot use), `not_configured` (no socket
- * path).
+ * answered something this client cannot use), `untrusted_socket` (the
+ * socket failed the ownership checks), `not_configured` (no socket path).
  * `.codeNumber` is the wire number when the daemon sent one, else `null`.
  */
 class FluxSecretsError extends Error {
@@ -29,6 +29,21 @@ class SecretNotFoundError extends FluxSecretsError {
   constructor(message, opts = {}) {
     super(message, { ...opts, code: 'not_found', codeNumber: 1 });
     this.name = 'SecretNotFoundError';
+  }
+}
+
+/**
+ * The socket, or a folder on the way to it, could have been put there by
+ * another user (`.code === 'untrusted_socket'`); nothing was sent. `.path`
+ * is the file or folder that failed the check, `.reason` one of
+ * `not_a_socket`, `untrusted_owner`, `writable_folder`.
+ */
+class UntrustedSocketError extends FluxSecretsError {
+  constructor(message, { socketPath, path, reason } = {}) {
+    super(message, { code: 'untrusted_socket', socketPath });
+    this.name = 'UntrustedSocketError';
+    this.path = path;
+    this.reason = reason;
   }
 }
 
@@ -71,6 +86,7 @@ function unreachableError(socketPath, cause, key) {
 module.exports = {
   FluxSecretsError,
   SecretNotFoundError,
+  UntrustedSocketError,
   errorFromReply,
   unreachableError,
 };

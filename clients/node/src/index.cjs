@@ -13,14 +13,17 @@ const {
   VERSION,
   createSecrets,
 } = require('./client.cjs');
-const { FluxSecretsError, SecretNotFoundError } = require('./errors.cjs');
+const { FluxSecretsError, SecretNotFoundError, UntrustedSocketError } = require('./errors.cjs');
+const { DAEMON_USER_ENV } = require('./trust.cjs');
 
 module.exports = {
   CLIENT_NAME,
+  DAEMON_USER_ENV,
   DEFAULT_RECONNECT_DELAY_MS,
   FluxSecretsError,
   SOCKET_ENV,
   SecretNotFoundError,
+  UntrustedSocketError,
   VERSION,
   createSecrets,
 };

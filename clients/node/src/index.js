@@ -6,10 +6,12 @@ import flux from './index.cjs';
 
 export const {
   CLIENT_NAME,
+  DAEMON_USER_ENV,
   DEFAULT_RECONNECT_DELAY_MS,
   FluxSecretsError,
   SOCKET_ENV,
   SecretNotFoundError,
+  UntrustedSocketError,
   VERSION,
   createSecrets,
 } = flux;
