@@ -114,3 +114,47 @@ export const DEFAULT_RECONNECT_DELAY_MS: number;
 /** `"FLUX_DAEMON_USER"`: the user fluxd runs as, trusted to own the socket and its folders. */
 export const DAEMON_USER_ENV: 'FLUX_DAEMON_USER';
 
+/** The `ctx` a handler gets from `invoke`. */
+export interface FunctionContext {
+  /**
+   * The runtime's client when it passed one, else the client for
+   * `FLUX_SECRETS_SOCKET`, shared by every function in the process and
+   * created when the handler first reads `ctx.secrets` (which throws
+   * `not_configured` when the variable is not set).
+   */
+  secrets: FluxSecrets;
+  /** Any other piece the runtime passed to `invoke(input, ctx)`, as given. */
+  [piece: string]: unknown;
+}
+
+/** What `defineFunction` takes. */
+export interface FunctionDefinition<Input = unknown, Output = unknown> {
+  /** The function's name, e.g. `"call_openai"`. */
+  name: string;
+  /** The function's code: called by `invoke` with the input and a ctx. */
+  handler(args: { input: Input; ctx: FunctionContext }): Output | Promise<Output>;
+}
+
+/** What `defineFunction` returns (frozen). */
+export interface FluxFunction<Input = unknown, Output = unknown> {
+  /** The name given to `defineFunction`. */
+  readonly name: string;
+  /** The handler given to `defineFunction`, unchanged. */
+  readonly handler: FunctionDefinition<Input, Output>['handler'];
+  /**
+   * Calls `handler({ input, ctx })` and returns its result as a promise.
+   * `ctx`'s own properties are copied into the handler's ctx; its `secrets`,
+   * when given, replaces the shared client.
+   */
+  invoke(input: Input, ctx?: Partial<FunctionContext>): Promise<Output>;
+}
+
+/**
+ * Defines a function the way a Flux function is written:
+ * `export default defineFunction({ name, handler: async ({ input, ctx }) => ... })`.
+ * Throws a `TypeError` when `name` is not a non-empty string or `handler` is
+ * not a function.
+ */
+export function defineFunction<Input = unknown, Output = unknown>(
+  definition: FunctionDefinition<Input, Output>,
+): FluxFunction<Input, Output>;

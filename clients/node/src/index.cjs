@@ -1,8 +1,8 @@
 // @flux/secrets, the package's whole public API. This CommonJS module is the
 // one implementation: `require('@flux/secrets')` loads it directly, and
 // `import ... from '@flux/secrets'` loads src/index.js, which re-exports
-// this same module, so a process that does both gets one set of classes,
-// never two copies.
+// this same module, so a process that does both gets one set of classes and
+// one shared client, never two copies.
 
 'use strict';
 
@@ -14,6 +14,7 @@ const {
   createSecrets,
 } = require('./client.cjs');
 const { FluxSecretsError, SecretNotFoundError, UntrustedSocketError } = require('./errors.cjs');
+const { defineFunction } = require('./function.cjs');
 const { DAEMON_USER_ENV } = require('./trust.cjs');
 
 module.exports = {
@@ -26,4 +27,5 @@ module.exports = {
   UntrustedSocketError,
   VERSION,
   createSecrets,
+  defineFunction,
 };

@@ -14,4 +14,5 @@ export const {
   UntrustedSocketError,
   VERSION,
   createSecrets,
+  defineFunction,
 } = flux;
