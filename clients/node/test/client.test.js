@@ -339,10 +339,14 @@ describe('lifecycle', () => {
     assert.equal(res.stdout.trim(), `${VALUES.OPENAI_API_KEY.length} 0 fb`);
   });
 
-  test('example/call_openai.js runs as a function and exits on its own', async () => {
-    const res = await runNode(['example/call_openai.js']);
+  test('example/call_openai.js runs under example/run.js and exits on its own', async () => {
+    const res = await runNode(['example/run.js', 'example/call_openai.js', '{"prompt":"Hi."}']);
     assert.equal(res.status, 0, res.stderr);
     assert.ok(!res.stdout.includes(VALUES.OPENAI_API_KEY), 'the example printed the key');
-    assert.match(res.stdout, /"statusCode": 200/);
+    const out = JSON.parse(res.stdout);
+    assert.equal(out.function, 'call_openai');
+    assert.equal(out.result.statusCode, 200);
+    assert.equal(out.result.body.keyLength, VALUES.OPENAI_API_KEY.length);
+    assert.equal(out.result.body.model, 'gpt-4o-mini');
   });
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { errorFromReply, FluxSecretsError, SecretNotFoundError } from '../src/errors.js';
+import { errorFromReply, FluxSecretsError, SecretNotFoundError } from '../src/errors.cjs';
 import {
   DecodeError,
   FrameReader,
@@ -14,7 +14,7 @@ import {
   decodeResponse,
   encodeGet,
   encodeHello,
-} from '../src/protocol.js';
+} from '../src/protocol.cjs';
 import { CLIENT_NAME, VERSION } from '../src/index.js';
 import { REPO_ROOT } from '../testing/fluxd.js';
 
@@ -286,6 +286,7 @@ describe('error replies', () => {
       'version_mismatch',
       'already_exists',
       'limit_reached',
+      'unavailable',
     ];
     names.forEach((name, i) => {
       const err = errorFromReply({ code: i + 1, message: 'm' });
@@ -296,7 +297,7 @@ describe('error replies', () => {
   });
 
   test('an unknown code is still an error', () => {
-    for (const code of [0, 11, 4242]) {
+    for (const code of [0, 12, 4242]) {
       const err = errorFromReply({ code, message: 'something new' });
       assert.ok(err instanceof FluxSecretsError);
       assert.ok(!(err instanceof SecretNotFoundError));

@@ -1,7 +1,7 @@
 // Behaviour the real fluxd cannot be made to show on demand: a peer that
 // drops every connection, refuses the handshake, sends an oversized frame,
 // or dribbles its answers byte by byte. A small in-process Unix-socket stub
-// plays that peer; it speaks the documented frames from src/protocol.js.
+// plays that peer; it speaks the documented frames from src/protocol.cjs.
 
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { createSecrets } from '../src/index.js';
-import { FrameReader, MAX_RESPONSE_FRAME_LEN, Request } from '../src/protocol.js';
+import { FrameReader, MAX_RESPONSE_FRAME_LEN, Request } from '../src/protocol.cjs';
 import { rejection } from '../testing/assert.js';
 
 let dir;

@@ -15,7 +15,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { FrameReader, decodeResponse, encodeHello } from '../src/protocol.js';
+import { FrameReader, decodeResponse, encodeHello } from '../src/protocol.cjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 

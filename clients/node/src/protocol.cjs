@@ -9,16 +9,18 @@
 //
 // Nothing in this module ever puts a decoded value into an error message.
 
-export const PROTOCOL_VERSION = 1;
+'use strict';
+
+const PROTOCOL_VERSION = 1;
 
 /** Largest response frame a client accepts (64 MiB), per PROTOCOL.md. */
-export const MAX_RESPONSE_FRAME_LEN = 64 * 1024 * 1024;
+const MAX_RESPONSE_FRAME_LEN = 64 * 1024 * 1024;
 
 /** Largest request frame the daemon accepts (256 KiB). */
-export const MAX_REQUEST_FRAME_LEN = 256 * 1024;
+const MAX_REQUEST_FRAME_LEN = 256 * 1024;
 
 /** Request variant indexes. */
-export const Request = Object.freeze({
+const Request = Object.freeze({
   Hello: 0,
   Get: 1,
   List: 2,
@@ -47,7 +49,7 @@ const RESPONSE_TYPES = [
 ];
 
 /** Wire error codes and their names (PROTOCOL.md, "Error codes"). */
-export const ERROR_CODES = Object.freeze({
+const ERROR_CODES = Object.freeze({
   1: 'not_found',
   2: 'invalid_name',
   3: 'too_large',
@@ -58,15 +60,16 @@ export const ERROR_CODES = Object.freeze({
   8: 'version_mismatch',
   9: 'already_exists',
   10: 'limit_reached',
+  11: 'unavailable',
 });
 
 /** The name of a wire error code; `other` for a code this build does not know. */
-export function errorCodeName(n) {
+function errorCodeName(n) {
   return Object.hasOwn(ERROR_CODES, n) ? ERROR_CODES[n] : 'other';
 }
 
 /** Thrown for a payload that does not decode. Says what, never which bytes. */
-export class DecodeError extends Error {
+class DecodeError extends Error {
   constructor(message) {
     super(`malformed message from fluxd: ${message}`);
     this.name = 'DecodeError';
@@ -74,7 +77,7 @@ export class DecodeError extends Error {
 }
 
 /** Thrown by FrameReader for a length prefix over the limit. */
-export class FrameTooLargeError extends Error {
+class FrameTooLargeError extends Error {
   constructor(len, max) {
     super(`fluxd sent a frame of ${len} bytes, over the ${max}-byte limit`);
     this.name = 'FrameTooLargeError';
@@ -99,7 +102,7 @@ function str(s) {
 }
 
 /** Prefixes a payload with its u32 big-endian length. */
-export function frame(parts) {
+function frame(parts) {
   const payload = Buffer.concat(parts);
   if (payload.length > MAX_REQUEST_FRAME_LEN) {
     throw new RangeError(
@@ -112,12 +115,12 @@ export function frame(parts) {
 }
 
 /** The whole frame of `Hello { version, client }`. */
-export function encodeHello(client, version = PROTOCOL_VERSION) {
+function encodeHello(client, version = PROTOCOL_VERSION) {
   return frame([u32le(Request.Hello), u32le(version), ...str(client)]);
 }
 
 /** The whole frame of `Get { name }`. */
-export function encodeGet(name) {
+function encodeGet(name) {
   return frame([u32le(Request.Get), ...str(name)]);
 }
 
@@ -235,7 +238,7 @@ const MIN_PROJECT_INFO = 8 + 8 + 8 + 8 + 8 + 1;
  * - project_created: `{ project }`; project_deleted: `{ name }`
  * - projects: `{ projects }`; status: `{ status }`
  */
-export function decodeResponse(payload) {
+function decodeResponse(payload) {
   const r = new Reader(payload);
   const index = r.u32('variant');
   const type = RESPONSE_TYPES[index];
@@ -315,7 +318,7 @@ export function decodeResponse(payload) {
  * length prefix is checked against `maxLen` before any payload is buffered,
  * and a frame's bytes are joined once, when the frame is complete.
  */
-export class FrameReader {
+class FrameReader {
   constructor(maxLen = MAX_RESPONSE_FRAME_LEN) {
     this.maxLen = maxLen;
     this.chunks = [];
@@ -385,3 +388,19 @@ export class FrameReader {
     this.want = -1;
   }
 }
+
+module.exports = {
+  PROTOCOL_VERSION,
+  MAX_RESPONSE_FRAME_LEN,
+  MAX_REQUEST_FRAME_LEN,
+  Request,
+  ERROR_CODES,
+  errorCodeName,
+  DecodeError,
+  FrameTooLargeError,
+  frame,
+  encodeHello,
+  encodeGet,
+  decodeResponse,
+  FrameReader,
+};

@@ -1,16 +1,19 @@
 // Error classes. Messages name secrets, sockets and reasons, never a value.
 
-import { errorCodeName } from './protocol.js';
+'use strict';
+
+const { errorCodeName } = require('./protocol.cjs');
 
 /**
  * Every failure of the client. `.code` is the protocol's error name
  * (`not_found`, `invalid_name`, `permission_denied`, ...) or one of the
  * client's own: `unreachable` (fluxd could not be reached), `closed`
  * (`close()` was called while the request waited), `bad_response` (fluxd
- * answered something this client cannot use). `.codeNumber` is the wire
- * number when the daemon sent one, else `null`.
+ * answered something this client cannot use), `untrusted_socket` (the
+ * socket failed the ownership checks), `not_configured` (no socket path).
+ * `.codeNumber` is the wire number when the daemon sent one, else `null`.
  */
-export class FluxSecretsError extends Error {
+class FluxSecretsError extends Error {
   constructor(message, { code, codeNumber = null, key, socketPath, cause } = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'FluxSecretsError';
@@ -22,15 +25,30 @@ export class FluxSecretsError extends Error {
 }
 
 /** The secret is not set (`.code === 'not_found'`). */
-export class SecretNotFoundError extends FluxSecretsError {
+class SecretNotFoundError extends FluxSecretsError {
   constructor(message, opts = {}) {
     super(message, { ...opts, code: 'not_found', codeNumber: 1 });
     this.name = 'SecretNotFoundError';
   }
 }
 
+/**
+ * The socket, or a folder on the way to it, could have been put there by
+ * another user (`.code === 'untrusted_socket'`); nothing was sent. `.path`
+ * is the file or folder that failed the check, `.reason` one of
+ * `not_a_socket`, `untrusted_owner`, `writable_folder`.
+ */
+class UntrustedSocketError extends FluxSecretsError {
+  constructor(message, { socketPath, path, reason } = {}) {
+    super(message, { code: 'untrusted_socket', socketPath });
+    this.name = 'UntrustedSocketError';
+    this.path = path;
+    this.reason = reason;
+  }
+}
+
 /** The error for an `Error { code, message }` answer from fluxd. */
-export function errorFromReply({ code, message }, extra = {}) {
+function errorFromReply({ code, message }, extra = {}) {
   if (code === 1) return new SecretNotFoundError(message, extra);
   const name = errorCodeName(code);
   const text = name === 'other' ? `${message} (fluxd error code ${code})` : message;
@@ -56,7 +74,7 @@ function reason(cause) {
 }
 
 /** fluxd could not be reached at `socketPath`, or the connection broke twice. */
-export function unreachableError(socketPath, cause, key) {
+function unreachableError(socketPath, cause, key) {
   return new FluxSecretsError(
     `cannot reach fluxd at ${socketPath}: ${reason(cause)}. Is fluxd running? ` +
       'Start it with `fluxd` or check `systemctl status fluxd`, and check that the path is ' +
@@ -64,3 +82,11 @@ export function unreachableError(socketPath, cause, key) {
     { code: 'unreachable', socketPath, key, cause },
   );
 }
+
+module.exports = {
+  FluxSecretsError,
+  SecretNotFoundError,
+  UntrustedSocketError,
+  errorFromReply,
+  unreachableError,
+};
