@@ -126,6 +126,11 @@ const NOT_ENCODED = new Set([
   'response.subscribed',
   'response.event',
   'response.audit_records',
+  // Daemon administration, done with fluxctl.
+  'request.audit_log',
+  'response.audit_log',
+  'request.health',
+  'response.health',
 ]);
 
 describe('PROTOCOL.md test vectors', () => {
