@@ -71,7 +71,9 @@ impl From<ClientError> for Failure {
             Some(ErrorCode::InvalidName | ErrorCode::TooLarge) => EXIT_USAGE,
             Some(ErrorCode::Unavailable) => EXIT_UNAVAILABLE,
             Some(_) => EXIT_FAILURE,
-            None if e.is_unreachable() => EXIT_UNREACHABLE,
+            None if e.is_unreachable() || matches!(e, ClientError::Untrusted(_)) => {
+                EXIT_UNREACHABLE
+            }
             None => EXIT_FAILURE,
         };
         Self::new(exit, e.to_string())

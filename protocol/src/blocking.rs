@@ -18,6 +18,14 @@ pub struct Client {
 impl Client {
     /// Connects to `path` and performs the handshake.
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        Self::connect_with(path, &crate::trust::Trust::for_client())
+    }
+
+    /// See [`crate::Client::connect_with`].
+    pub fn connect_with(
+        path: impl AsRef<Path>,
+        trust: &crate::trust::Trust,
+    ) -> Result<Self, ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -25,7 +33,7 @@ impl Client {
                 path: path.as_ref().to_path_buf(),
                 source,
             })?;
-        let inner = rt.block_on(crate::Client::connect(path))?;
+        let inner = rt.block_on(crate::Client::connect_with(path, trust))?;
         Ok(Self { rt, inner })
     }
 
@@ -118,6 +126,11 @@ impl Client {
     /// See [`crate::Client::health`].
     pub fn health(&mut self) -> Result<Health, ClientError> {
         self.rt.block_on(self.inner.health())
+    }
+
+    /// See [`crate::Client::restore_vault`].
+    pub fn restore_vault(&mut self) -> Result<Restored, ClientError> {
+        self.rt.block_on(self.inner.restore_vault())
     }
 
     /// See [`crate::Client::status`].

@@ -47,6 +47,10 @@ pub enum ClientError {
         "FLUX_SECRETS_SOCKET is not set: run the function under fluxd (or `fluxd dev`), which prints the socket to export"
     )]
     NotConfigured,
+    /// The socket, or a folder above it, could have been planted by another
+    /// user: nothing was sent (see [`crate::trust`]).
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::Untrusted),
     /// fluxd answered with a message that does not fit the request.
     #[error("unexpected answer to {op}: a {got} message")]
     Unexpected { op: &'static str, got: &'static str },
@@ -107,6 +111,7 @@ fn kind(resp: &Response) -> &'static str {
         Response::HostUpdated(_) => "host updated",
         Response::AuditLog(_) => "audit log",
         Response::Health(_) => "health",
+        Response::Restored(_) => "restored",
     }
 }
 
@@ -134,15 +139,34 @@ macro_rules! expect {
 }
 
 impl Client {
-    /// Connects to `path` and performs the handshake.
+    /// Checks that the socket can be trusted ([`crate::trust`]), connects
+    /// to it and performs the handshake. Nothing is sent to a socket that
+    /// fails the check.
     pub async fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        Self::connect_with(path, &crate::trust::Trust::for_client()).await
+    }
+
+    /// [`Client::connect`] with the uids to trust given by the caller
+    /// rather than found from `FLUX_DAEMON_USER` (say, a daemon run as a
+    /// user known to the program).
+    pub async fn connect_with(
+        path: impl AsRef<Path>,
+        trust: &crate::trust::Trust,
+    ) -> Result<Self, ClientError> {
         let path = path.as_ref().to_path_buf();
-        let stream = UnixStream::connect(&path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: path.clone(),
-                source,
-            })?;
+        let resolved = trust.check_socket(&path)?;
+        let stream =
+            UnixStream::connect(&resolved)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: path.clone(),
+                    source,
+                })?;
+        let peer = stream.peer_cred().map_err(|source| ClientError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        trust.check_peer(&path, peer.uid())?;
         let framed = Framed::new(stream, codec::framing(MAX_RESPONSE_FRAME_LEN));
         let mut client = Self {
             framed,
@@ -348,6 +372,16 @@ impl Client {
             Response::Health
         )
         .map(|h| *h)
+    }
+
+    /// Serves the vault now in the store although it is older than the one
+    /// served (project socket).
+    pub async fn restore_vault(&mut self) -> Result<Restored, ClientError> {
+        expect!(
+            self.call(&Request::RestoreVault).await?,
+            "restore_vault",
+            Response::Restored
+        )
     }
 
     /// Daemon status (control socket).

@@ -12,7 +12,8 @@
 //! ([`error`]), the grammar of names and the size limits ([`limits`]), where
 //! sockets are found ([`paths`]), the client ([`client`], with a blocking
 //! wrapper in [`blocking`]) and `ctx.secrets` for Rust functions
-//! ([`secrets`]). It knows nothing of policy: who may do what is
+//! ([`secrets`]), and the rule every client applies before trusting a
+//! socket ([`trust`]). It knows nothing of policy: who may do what is
 //! the daemon's business. It is the only crate in the workspace that calls
 //! bincode, so the codec can be swapped in one place.
 
@@ -27,6 +28,7 @@ pub mod message;
 pub mod paths;
 pub mod secret;
 pub mod secrets;
+pub mod trust;
 
 pub use client::{Client, ClientError};
 pub use error::ErrorCode;

@@ -457,15 +457,23 @@ fn as_another_user_under_a_small_memlock_limit_fluxd_still_serves() {
         .uid(NOBODY)
         .gid(NOBODY);
     let child = cmd.spawn().unwrap();
+    // Clients trust a daemon of another user only when told its uid.
+    let trust = flux_protocol::trust::Trust::for_client_of(NOBODY);
+    let connect = |path| flux_protocol::blocking::Client::connect_with(path, &trust);
     eventually("fluxd as 65534 is ready", || {
-        flux_protocol::blocking::Client::connect(d.control_socket()).is_ok()
+        connect(d.control_socket()).is_ok()
     });
+    let untrusted = flux_protocol::blocking::Client::connect(d.control_socket()).unwrap_err();
+    assert!(
+        untrusted.to_string().contains("owned by uid 65534"),
+        "{untrusted}"
+    );
     let pid = child.id();
     // prlimit execs fluxd in place, so the pid is fluxd's.
-    let mut control = d.control();
+    let mut control = connect(d.control_socket()).unwrap();
     control.create_project("app").unwrap();
     // Root is an admin (not a reader) of a daemon running as 65534.
-    let mut app = d.client("app");
+    let mut app = connect(d.project_socket("app")).unwrap();
     app.set("K", SecretValue::from("v")).unwrap();
     assert_eq!(app.list().unwrap()[0].name, "K");
     assert_eq!(
