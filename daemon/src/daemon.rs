@@ -24,11 +24,12 @@
 use crate::audit::{self, Audit};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::fsutil::{check_private, ensure_private_dir};
+use crate::fsutil::{check_private, chmod_own_dir, own_dir};
 use crate::policy::Policy;
 use crate::project::Project;
-use crate::server::{bind, remove_socket, spawn_accept_loop};
+use crate::server::spawn_accept_loop;
 use crate::session::Target;
+use crate::sockets::Sockets;
 use crate::store::{LocalStore, Store};
 use crate::systemd::{Inherited, Notifier};
 use crate::vault::now_ms;
@@ -39,11 +40,9 @@ use flux_protocol::message::{DaemonStatus, ProjectInfo};
 use flux_protocol::paths;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -53,11 +52,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-/// Mode of a socket no group may reach.
-pub const SOCKET_MODE: u32 = 0o600;
-/// Mode of a socket opened to its group.
-pub const GROUP_SOCKET_MODE: u32 = 0o660;
-
 /// State shared by the listeners and sessions.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -65,17 +59,20 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) projects: RwLock<BTreeMap<String, Arc<Project>>>,
     admin: tokio::sync::Mutex<()>,
+    /// Connection budgets: the project sockets', and the control socket's.
     pub(crate) connections: Arc<Semaphore>,
+    pub(crate) control_connections: Arc<Semaphore>,
+    /// Raised on every policy reload: open connections check again.
+    pub(crate) policy_epoch: tokio::sync::watch::Sender<u64>,
     pub(crate) policy: ArcSwap<Policy>,
     pub(crate) audit: Audit,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     started_at_ms: u64,
     notifier: Notifier,
-    /// Sockets passed in by systemd, not yet used.
-    inherited: Mutex<Inherited>,
-    /// Socket files that belong to systemd's socket units: never removed.
-    inherited_paths: Mutex<HashSet<PathBuf>>,
+    sockets: Sockets,
+    /// Projects with a key that are not served, and why (for status).
+    unserved: Mutex<BTreeMap<String, String>>,
     _lock: Option<Flock<File>>,
 }
 
@@ -108,10 +105,13 @@ impl Daemon {
         shutdown: CancellationToken,
         startup: Startup,
     ) -> Result<Self> {
-        ensure_private_dir(&config.state_dir)?;
+        own_dir(&config.state_dir, "the state folder")?;
         check_private(&config.state_dir, "the state folder", 0o700)?;
-        ensure_private_dir(&config.runtime_dir)?;
-        ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
+        own_dir(&config.runtime_dir, "the runtime folder")?;
+        own_dir(
+            &config.runtime_dir.join(paths::PROJECTS_DIR),
+            "the project sockets' folder",
+        )?;
         let lock = lock_state_dir(&config)?;
         let audit = Audit::open(&config.audit)?;
         if let crate::fleet::StoreChoice::Etcd { endpoints } = &config.store {
@@ -152,8 +152,11 @@ impl Daemon {
         shutdown: CancellationToken,
         store: crate::dev::DevStore,
     ) -> Result<Self> {
-        ensure_private_dir(&config.runtime_dir)?;
-        ensure_private_dir(&config.runtime_dir.join(paths::PROJECTS_DIR))?;
+        own_dir(&config.runtime_dir, "the runtime folder")?;
+        own_dir(
+            &config.runtime_dir.join(paths::PROJECTS_DIR),
+            "the project sockets' folder",
+        )?;
         let folder = store
             .env_file()
             .parent()
@@ -204,6 +207,8 @@ impl Daemon {
     ) -> Result<Self> {
         let shared = Arc::new(Shared {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            control_connections: Arc::new(Semaphore::new(config.limits.max_control_connections)),
+            policy_epoch: tokio::sync::watch::Sender::new(0),
             policy: ArcSwap::from_pointee(config.policy.clone()),
             audit,
             config,
@@ -214,29 +219,29 @@ impl Daemon {
             shutdown,
             started_at_ms: now_ms(),
             notifier: startup.notifier,
-            inherited: Mutex::new(startup.inherited),
-            inherited_paths: Mutex::new(HashSet::new()),
+            sockets: Sockets::new(startup.inherited),
+            unserved: Mutex::new(BTreeMap::new()),
             _lock: lock,
         });
+        for warning in shared.policy.load().warnings() {
+            warn!("{warning}");
+        }
         for name in shared.store.projects()? {
-            shared.load_project(&name)?;
+            shared.load_project(&name);
         }
         crate::watch::spawn(shared.clone(), watch)?;
         shared.apply_runtime_mode()?;
-        let control = shared.listen(&shared.control_socket(), "control")?;
         let control_group = shared.policy.load().control_group();
-        apply_socket_policy(&shared.control_socket(), control_group)?;
+        let control = shared
+            .sockets
+            .listen(&shared.control_socket(), "control", control_group)?;
         spawn_accept_loop(
             shared.clone(),
             control,
             Target::Control,
             shared.shutdown.clone(),
         );
-        let leftover = shared
-            .inherited
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .leftover();
+        let leftover = shared.sockets.leftover();
         if !leftover.is_empty() {
             warn!(sockets = ?leftover, "sockets passed by systemd match no project yet; kept for when they are created");
         }
@@ -277,14 +282,14 @@ impl Daemon {
         {
             warn!("requests still running after {grace:?}; exiting without them");
         }
-        shared.retire_socket(&shared.control_socket());
+        shared.sockets.retire(&shared.control_socket());
         for project in shared
             .projects
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
         {
-            shared.retire_socket(project.socket());
+            shared.sockets.retire(project.socket());
         }
         shared.audit.flush().await;
         info!("stopped");
@@ -318,25 +323,6 @@ impl DaemonHandle {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     Daemon::start(config, shutdown).await?.wait().await;
     Ok(())
-}
-
-/// Gives a socket file its policy: group-owned by `group` with mode 0660,
-/// or mode 0600 when no group may reach it.
-fn apply_socket_policy(path: &Path, group: Option<u32>) -> Result<()> {
-    let fail = |e: String| Error::Bind {
-        path: path.to_path_buf(),
-        reason: e,
-    };
-    match group {
-        Some(gid) => {
-            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
-                .map_err(|e| fail(format!("cannot give the socket to group {gid}: {e}")))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(GROUP_SOCKET_MODE))
-                .map_err(|e| fail(e.to_string()))
-        }
-        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-            .map_err(|e| fail(e.to_string())),
-    }
 }
 
 fn lock_state_dir(config: &Config) -> Result<Flock<File>> {
@@ -373,27 +359,34 @@ impl Shared {
     /// Loads a project from the state folder and serves it. A key that
     /// cannot be used is logged and the project skipped, so one broken
     /// project never keeps the others from being served.
-    fn load_project(self: &Arc<Self>, name: &str) -> Result<()> {
-        if let Err(e) = self.store.check_key_private(name) {
-            error!(project = %name, error = %e, "project not served");
-            return Ok(());
-        }
-        let project = match Project::load(
-            name,
-            self.project_socket(name),
-            self.store.clone(),
-            self.shutdown.child_token(),
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                error!(project = %name, error = %e, "project not served");
-                return Ok(());
+    fn load_project(self: &Arc<Self>, name: &str) {
+        let served = self
+            .store
+            .check_key_private(name)
+            .and_then(|()| {
+                Project::load(
+                    name,
+                    self.project_socket(name),
+                    self.store.clone(),
+                    self.shutdown.child_token(),
+                )
+            })
+            .and_then(|project| {
+                if let Some(e) = project.info().last_error {
+                    warn!(project = %name, error = %e, "project loaded with an error");
+                }
+                self.serve_project(Arc::new(project))
+            });
+        let mut unserved = self.unserved.lock().unwrap_or_else(|e| e.into_inner());
+        match served {
+            Ok(()) => {
+                unserved.remove(name);
             }
-        };
-        if let Some(e) = project.info().last_error {
-            warn!(project = %name, error = %e, "project loaded with an error");
+            Err(e) => {
+                error!(project = %name, error = %e, "project not served; the others are");
+                unserved.insert(name.to_owned(), e.to_string());
+            }
         }
-        self.serve_project(Arc::new(project))
     }
 
     /// Reacts to changed files: projects that appeared (key and vault both
@@ -408,9 +401,7 @@ impl Shared {
                 for name in appeared {
                     if self.project(name).is_none() {
                         info!(project = %name, "project appeared in the state folder");
-                        if let Err(e) = self.load_project(name) {
-                            error!(project = %name, error = %e, "cannot serve the new project");
-                        }
+                        self.load_project(name);
                     }
                 }
             }
@@ -430,9 +421,12 @@ impl Shared {
 
     /// Binds a project's socket and adds it to the registry.
     fn serve_project(self: &Arc<Self>, project: Arc<Project>) -> Result<()> {
-        let listener = self.listen(project.socket(), &format!("project.{}", project.name()))?;
         let group = self.policy.load().socket_group(project.name());
-        apply_socket_policy(project.socket(), group)?;
+        let listener = self.sockets.listen(
+            project.socket(),
+            &format!("project.{}", project.name()),
+            group,
+        )?;
         self.projects
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -496,7 +490,7 @@ impl Shared {
             .remove(name);
         if let Some(project) = project {
             project.forget().await;
-            self.retire_socket(project.socket());
+            self.sockets.retire(project.socket());
             info!(project = %name, "project no longer served by this host");
         }
     }
@@ -513,46 +507,9 @@ impl Shared {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        self.retire_socket(project.socket());
+        self.sockets.retire(project.socket());
         info!(project = %name, "project deleted");
         Ok(())
-    }
-
-    /// The listener for `path`: the socket systemd passed under `name`, or a
-    /// new one.
-    fn listen(&self, path: &Path, name: &str) -> Result<tokio::net::UnixListener> {
-        let passed = self
-            .inherited
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(name);
-        let Some(std_listener) = passed else {
-            return bind(path, SOCKET_MODE);
-        };
-        info!(socket = %path.display(), name, "using the socket passed by systemd");
-        let fail = |e: std::io::Error| Error::Bind {
-            path: path.to_path_buf(),
-            reason: format!("the socket passed by systemd as {name:?} is unusable: {e}"),
-        };
-        std_listener.set_nonblocking(true).map_err(fail)?;
-        let listener = tokio::net::UnixListener::from_std(std_listener).map_err(fail)?;
-        self.inherited_paths
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_path_buf());
-        Ok(listener)
-    }
-
-    /// Removes a socket file fluxd created; systemd's are left alone.
-    fn retire_socket(&self, path: &Path) {
-        let inherited = self
-            .inherited_paths
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(path);
-        if !inherited {
-            remove_socket(path);
-        }
     }
 
     /// Pings systemd's watchdog at half its timeout, until shutdown.
@@ -584,8 +541,7 @@ impl Shared {
             self.config.runtime_dir.clone(),
             self.config.runtime_dir.join(paths::PROJECTS_DIR),
         ] {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io("set the mode of", &dir, e))?;
+            chmod_own_dir(&dir, mode)?;
         }
         Ok(())
     }
@@ -600,12 +556,19 @@ impl Shared {
                 return;
             }
         };
+        for warning in policy.warnings() {
+            warn!("{warning}");
+        }
         self.policy.store(Arc::new(policy));
+        self.policy_epoch.send_modify(|epoch| *epoch += 1);
         let policy = self.policy.load();
         if let Err(e) = self.apply_runtime_mode() {
             error!(error = %e, "cannot apply the runtime folder's mode");
         }
-        if let Err(e) = apply_socket_policy(&self.control_socket(), policy.control_group()) {
+        if let Err(e) = self
+            .sockets
+            .apply_policy(&self.control_socket(), policy.control_group())
+        {
             error!(error = %e, "cannot apply the policy to the control socket");
         }
         for project in self
@@ -614,8 +577,9 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .values()
         {
-            if let Err(e) =
-                apply_socket_policy(project.socket(), policy.socket_group(project.name()))
+            if let Err(e) = self
+                .sockets
+                .apply_policy(project.socket(), policy.socket_group(project.name()))
             {
                 error!(project = %project.name(), error = %e, "cannot apply the policy to the socket");
             }
@@ -660,13 +624,32 @@ impl Shared {
         }
     }
 
+    /// Every project with a key: those served, and those that could not
+    /// be (with the reason as their last error), sorted by name.
     pub(crate) fn project_infos(&self) -> Vec<ProjectInfo> {
-        self.projects
+        let mut infos: BTreeMap<String, ProjectInfo> = self
+            .projects
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|p| p.info())
-            .collect()
+            .map(|p| (p.name().to_owned(), p.info()))
+            .collect();
+        for (name, reason) in self
+            .unserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            infos.entry(name.clone()).or_insert_with(|| ProjectInfo {
+                name: name.clone(),
+                socket: self.project_socket(name).display().to_string(),
+                secrets: 0,
+                generation: 0,
+                loaded_at_ms: 0,
+                last_error: Some(format!("not served: {reason}")),
+            });
+        }
+        infos.into_values().collect()
     }
 
     pub(crate) fn status(&self) -> DaemonStatus {

@@ -43,6 +43,7 @@ pub mod policy;
 pub mod project;
 pub mod server;
 mod session;
+pub mod sockets;
 pub mod store;
 pub mod systemd;
 pub mod vault;

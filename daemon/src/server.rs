@@ -1,59 +1,21 @@
-//! Listening: socket files and accept loops.
+//! Accept loops. (Socket files are [`crate::sockets`]'.)
 //!
-//! A socket is created as stale-check → bind → chmod 0600: an existing file
-//! that accepts a connection belongs to a running daemon and is left alone
-//! (startup fails with a clear message); one that refuses is a leftover from
-//! a crash and is replaced. The runtime folder is 0700, so there is no
-//! window in which another user could reach a socket before its chmod.
-//!
-//! Each accept loop takes a permit from the daemon-wide connection
-//! semaphore *before* accepting, so past the limit new clients wait in the
-//! kernel's backlog instead of costing the daemon memory, and returns when
+//! Each accept loop takes a permit from its connection budget *before*
+//! accepting — the control socket has one of its own, the project sockets
+//! share the other, so neither kind can crowd out the other — so past the
+//! limit new clients wait in the kernel's backlog instead of costing the
+//! daemon memory (or file descriptors), and returns when
 //! its token is cancelled. Socket files are removed by whoever retires the
 //! socket (project delete, shutdown), never by the loop, so a loop that
 //! stops late cannot remove a socket re-created at the same path.
 
 use crate::daemon::Shared;
-use crate::error::{Error, Result};
 use crate::session::{self, Target};
-use std::fs;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info_span, warn};
-
-/// Binds a Unix socket at `path` with mode `mode`, replacing a stale file.
-pub fn bind(path: &Path, mode: u32) -> Result<UnixListener> {
-    let bind_err = |reason: String| Error::Bind {
-        path: path.to_path_buf(),
-        reason,
-    };
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(bind_err(
-                    "another fluxd is already listening there; stop it first, or use another --runtime-dir".into(),
-                ));
-            }
-            fs::remove_file(path)
-                .map_err(|e| bind_err(format!("cannot remove the stale socket: {e}")))?;
-        }
-        Ok(_) => {
-            return Err(bind_err(
-                "a file that is not a socket is in the way; move it away".into(),
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e.to_string())),
-    }
-    let listener = UnixListener::bind(path).map_err(|e| bind_err(e.to_string()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| bind_err(format!("cannot set mode {mode:o}: {e}")))?;
-    Ok(listener)
-}
+use tracing::{Instrument, error, info_span};
 
 /// Spawns the accept loop for `listener` on the daemon's task tracker.
 pub(crate) fn spawn_accept_loop(
@@ -64,20 +26,25 @@ pub(crate) fn spawn_accept_loop(
 ) {
     let span = info_span!("listener", socket = %target.label());
     let tracker = shared.tracker.clone();
-    tracker.spawn(accept_loop(shared, listener, target, cancel).instrument(span));
+    let slots = match &target {
+        Target::Control => shared.control_connections.clone(),
+        Target::Project { .. } => shared.connections.clone(),
+    };
+    tracker.spawn(accept_loop(shared, listener, target, slots, cancel).instrument(span));
 }
 
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: UnixListener,
     target: Target,
+    slots: Arc<tokio::sync::Semaphore>,
     cancel: CancellationToken,
 ) {
     loop {
         let permit = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            permit = shared.connections.clone().acquire_owned() => match permit {
+            permit = slots.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => return,
             },
@@ -104,14 +71,5 @@ async fn accept_loop(
             session::serve(stream, target2, shared2, cancel2).await;
             drop(permit);
         });
-    }
-}
-
-/// Removes a socket file, logging (not failing) when that is impossible.
-pub fn remove_socket(path: &Path) {
-    if let Err(e) = fs::remove_file(path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        warn!(path = %path.display(), error = %e, "cannot remove socket file");
     }
 }

@@ -199,8 +199,12 @@ fn a_host_key_credential_wraps_key_files() {
     }
     let status = d.control().status().unwrap();
     assert!(
-        status.projects.is_empty(),
-        "wrapped keys cannot be used without the host key"
+        status.projects.iter().all(|p| p
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("not served:") && e.contains("host key"))),
+        "wrapped keys cannot be used without the host key, and status says so: {:?}",
+        status.projects
     );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     child.wait().unwrap();
