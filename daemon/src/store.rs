@@ -19,9 +19,8 @@ use crate::error::{Error, Result};
 use crate::fsutil::{self, ensure_private_dir, is_temp_name, write_atomic};
 use crate::keys::ProjectKey;
 use flux_protocol::limits::validate_project_name;
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -65,6 +64,26 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let _ = expected;
         self.store_vault(project, ciphertext).map(|()| true)
     }
+    /// Makes sure the key `key` is stored for `project`, writing it back
+    /// when its file went missing while the project was served; true when
+    /// it was written. Called before every write is acknowledged, so no
+    /// write is acknowledged that a restart could not decrypt.
+    fn ensure_key(&self, project: &str, key: &ProjectKey) -> Result<bool> {
+        let _ = (project, key);
+        Ok(false)
+    }
+    /// The highest vault revision this host has served for `project`
+    /// (0: none), remembered outside the vault so a restart cannot be fooled
+    /// by an older vault put back.
+    fn revision_floor(&self, project: &str) -> Result<u64> {
+        let _ = project;
+        Ok(0)
+    }
+    /// Remembers that `project` has served `revision` (only ever raised).
+    fn raise_revision_floor(&self, project: &str, revision: u64) -> Result<()> {
+        let _ = (project, revision);
+        Ok(())
+    }
     /// Why the store cannot be reached right now, if it cannot (shown in
     /// the project's `last_error`).
     fn health(&self, _project: &str) -> Option<String> {
@@ -81,6 +100,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 pub struct LocalStore {
     keys: PathBuf,
     vaults: PathBuf,
+    revisions: PathBuf,
     host: Option<std::sync::Arc<ProjectKey>>,
 }
 
@@ -91,10 +111,12 @@ impl LocalStore {
         let store = Self {
             keys: state_dir.join("keys"),
             vaults: state_dir.join("vaults"),
+            revisions: state_dir.join("revisions"),
             host: None,
         };
         ensure_private_dir(&store.keys)?;
         ensure_private_dir(&store.vaults)?;
+        ensure_private_dir(&store.revisions)?;
         Ok(store)
     }
 
@@ -102,7 +124,8 @@ impl LocalStore {
     /// start-up, before any write); returns how many.
     pub fn remove_stale_temp_files(&self) -> Result<usize> {
         Ok(fsutil::remove_stale_temp_files(&self.keys)?
-            + fsutil::remove_stale_temp_files(&self.vaults)?)
+            + fsutil::remove_stale_temp_files(&self.vaults)?
+            + fsutil::remove_stale_temp_files(&self.revisions)?)
     }
 
     /// Wraps key files with the host key in the file at `path`, if any.
@@ -129,8 +152,7 @@ impl LocalStore {
         let mut wrapped = Vec::new();
         for name in self.projects()? {
             let path = self.key_path(&name);
-            let bytes =
-                Zeroizing::new(fs::read(&path).map_err(|e| Error::io("read key", &path, e))?);
+            let bytes = read_key_file(&path)?;
             if is_wrapped(&bytes) {
                 continue;
             }
@@ -168,6 +190,11 @@ impl LocalStore {
         self.vaults.join(format!("{project}.age"))
     }
 
+    /// `<state>/revisions/<project>`: the highest revision served.
+    pub fn revision_path(&self, project: &str) -> PathBuf {
+        self.revisions.join(project)
+    }
+
     /// The folder of vault files.
     pub fn vaults_dir(&self) -> &Path {
         &self.vaults
@@ -177,6 +204,18 @@ impl LocalStore {
     pub fn keys_dir(&self) -> &Path {
         &self.keys
     }
+}
+
+/// Largest key file fluxd reads (a wrapped key is well under 1 KiB).
+pub const MAX_KEY_FILE: u64 = 64 * 1024;
+/// Largest vault file fluxd reads: the largest plaintext, armored.
+pub const MAX_VAULT_FILE: u64 = crate::vault::MAX_PLAINTEXT / 3 * 4 * 65 / 64 + 1024 * 1024;
+
+/// Reads a key file (see [`fsutil::read_regular`]).
+fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    fsutil::read_regular(path, MAX_KEY_FILE)?
+        .map(Zeroizing::new)
+        .ok_or_else(|| Error::io("read key", path, std::io::Error::from(ErrorKind::NotFound)))
 }
 
 /// True for a key file that is an age file (wrapped with a host key).
@@ -216,7 +255,7 @@ impl Store for LocalStore {
 
     fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {
         let path = self.key_path(project);
-        let bytes = Zeroizing::new(fs::read(&path).map_err(|e| Error::io("read key", &path, e))?);
+        let bytes = read_key_file(&path)?;
         let plain = if is_wrapped(&bytes) {
             let host = self.host.as_ref().ok_or_else(|| Error::Key {
                 path: path.clone(),
@@ -251,22 +290,28 @@ impl Store for LocalStore {
             }
             None => Zeroizing::new(plain.as_bytes().to_vec()),
         };
-        // create_new: an existing key is never replaced. The key is written
-        // in place (mode 0600 from the first byte) and fsynced; a crash
-        // before the vault exists leaves a project with no secrets.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                ErrorKind::AlreadyExists => Error::AlreadyExists(project.to_owned()),
-                _ => Error::io("create key", &path, e),
-            })?;
-        file.write_all(&contents)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io("write key", &path, e))?;
-        fsutil::sync_dir(&self.keys)
+        // An existing key is never replaced, and a failure (a full disk)
+        // leaves no half-written key behind: the name can be created again.
+        fsutil::write_new(&path, &contents, 0o600).map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => Error::AlreadyExists(project.to_owned()),
+            _ => Error::io("create key", &path, e),
+        })
+    }
+
+    fn ensure_key(&self, project: &str, key: &ProjectKey) -> Result<bool> {
+        let path = self.key_path(project);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                match self.create_key(project, key) {
+                    Ok(()) | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                tracing::warn!(project, path = %path.display(), "the key file went missing while the project was served; written back from memory (delete a project with `fluxctl projects delete`)");
+                Ok(true)
+            }
+            Err(e) => Err(Error::io("inspect", &path, e)),
+        }
     }
 
     fn delete_key(&self, project: &str) -> Result<()> {
@@ -274,12 +319,7 @@ impl Store for LocalStore {
     }
 
     fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>> {
-        let path = self.vault_path(project);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read vault", &path, e)),
-        }
+        fsutil::read_regular(&self.vault_path(project), MAX_VAULT_FILE)
     }
 
     fn vault_exists(&self, project: &str) -> bool {
@@ -291,7 +331,35 @@ impl Store for LocalStore {
     }
 
     fn delete_vault(&self, project: &str) -> Result<()> {
-        fsutil::remove_durably(&self.vault_path(project))
+        fsutil::remove_durably(&self.vault_path(project))?;
+        fsutil::remove_durably(&self.revision_path(project))
+    }
+
+    fn revision_floor(&self, project: &str) -> Result<u64> {
+        let path = self.revision_path(project);
+        let Some(bytes) = fsutil::read_regular(&path, 64)? else {
+            return Ok(0);
+        };
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{} does not hold a revision number; fluxd will not guess one (a rollback check depends on it): restore it, or remove it to accept the vault as it is",
+                    path.display()
+                ))
+            })
+    }
+
+    fn raise_revision_floor(&self, project: &str, revision: u64) -> Result<()> {
+        if revision > self.revision_floor(project).unwrap_or(0) {
+            write_atomic(
+                &self.revision_path(project),
+                format!("{revision}\n").as_bytes(),
+                0o600,
+            )?;
+        }
+        Ok(())
     }
 
     fn vault_location(&self, project: &str) -> PathBuf {

@@ -198,10 +198,12 @@ impl EtcdStore {
         ensure_private_dir(&dir.join("keys"))?;
         let mut cache = Cache::default();
         for name in names_in(&dir.join("keys"), ".key")? {
-            let key = std::fs::read(dir.join("keys").join(format!("{name}.key")))
-                .map_err(|e| Error::io("read", dir.join("keys"), e))?;
+            let path = dir.join("keys").join(format!("{name}.key"));
+            let key = crate::fsutil::read_regular(&path, crate::store::MAX_KEY_FILE)?
+                .ok_or_else(|| Error::io("read", &path, std::io::ErrorKind::NotFound.into()))?;
             cache.keys.insert(name.clone(), key);
-            if let Ok(v) = std::fs::read(dir.join("vaults").join(format!("{name}.age"))) {
+            let vault = dir.join("vaults").join(format!("{name}.age"));
+            if let Ok(Some(v)) = crate::fsutil::read_regular(&vault, crate::store::MAX_VAULT_FILE) {
                 cache.vaults.insert(name, (v, 0));
             }
         }
