@@ -58,6 +58,9 @@ struct ExternalReplace {
     key: fluxd::keys::ProjectKey,
     vault: std::path::PathBuf,
     name: String,
+    /// The next vault revision: above what fluxd served, as any outside
+    /// writer's must be (an older one is refused as a rollback).
+    revision: u64,
 }
 
 impl Rotator for ExternalReplace {
@@ -70,7 +73,8 @@ impl Rotator for ExternalReplace {
                 set_at_ms: fluxd::vault::now_ms(),
             },
         );
-        let bytes = fluxd::vault::seal(PROJECT, &secrets, &self.key)
+        self.revision += 1;
+        let bytes = fluxd::vault::seal(PROJECT, &secrets, self.revision, &self.key)
             .map_err(|e| anyhow::anyhow!("seal: {e}"))?;
         fluxd::fsutil::write_atomic(&self.vault, &bytes, 0o600)
             .map_err(|e| anyhow::anyhow!("replace the vault: {e}"))?;
@@ -170,6 +174,8 @@ fn run_mode(
                         .join("vaults")
                         .join(format!("{PROJECT}.age")),
                     name: SECRET.into(),
+                    // Above any revision fluxd's own writes reached.
+                    revision: fluxd::vault::now_ms(),
                 })
             }
         };

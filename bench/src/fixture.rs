@@ -87,7 +87,7 @@ pub fn write_projects(
                 },
             );
         }
-        let sealed = vault::seal(&name, &map, &key)
+        let sealed = vault::seal(&name, &map, 1, &key)
             .map_err(|e| anyhow::anyhow!("cannot seal a vault: {e}"))?;
         let key_path = store.key_path(&name);
         write_private(
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(store.projects().unwrap(), vec!["p0000", "p0001"]);
         let key = fluxd::keys::ProjectKey::parse(&store.load_key("p0001").unwrap()).unwrap();
         let bytes = store.load_vault("p0001").unwrap().unwrap();
-        let secrets = vault::open(&bytes, "p0001", &key).unwrap();
-        assert_eq!(secrets.len(), 3);
+        let opened = vault::open(&bytes, "p0001", &key).unwrap();
+        assert_eq!(opened.secrets.len(), 3);
     }
 }

@@ -170,7 +170,12 @@ pub enum VaultCmd {
         /// The vault file (vaults/<project>.age)
         vault: PathBuf,
     },
-    /// Seal and encrypt a plaintext document read from stdin into a vault
+    /// Serve the project's vault file although it is older than the one
+    /// fluxd served: after putting a backup in place on purpose (fluxd
+    /// refuses an older vault as a rollback until told so)
+    Restore,
+    /// Seal and encrypt a plaintext document read from stdin into a vault,
+    /// at the revision after the document's
     Seal {
         /// The project's key file (keys/<project>.key)
         #[arg(long, short = 'i', value_name = "KEY")]
@@ -221,6 +226,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Vault(VaultCmd::Open { identity, vault }) => {
             vault::open(&identity, &vault).map(|()| 0)
         }
+        Command::Vault(VaultCmd::Restore) => vault::restore(&target).map(|()| 0),
         Command::Vault(VaultCmd::Seal { identity, output }) => {
             vault::seal(&identity, output.as_deref()).map(|()| 0)
         }

@@ -1,5 +1,6 @@
 //! `fluxctl vault open / seal`: offline break-glass for operators who hold
-//! a project key. No daemon is involved.
+//! a project key. No daemon is involved. `fluxctl vault restore` asks the
+//! daemon to serve a vault file put back on purpose.
 //!
 //! - `open --identity KEY VAULT` decrypts a vault and prints its plaintext
 //!   document (docs/VAULT.md), indented. A seal that does not verify is reported on
@@ -9,7 +10,13 @@
 //!   seals it with the key and encrypts it to the key's recipient: a vault
 //!   fluxd accepts. `--output` replaces the file atomically (temp file,
 //!   fsync, rename), so a running fluxd never sees half a vault; without it
-//!   the vault goes to stdout, which must not be a terminal.
+//!   the vault goes to stdout, which must not be a terminal. The vault gets
+//!   the revision after the document's, so fluxd takes it as newer than the
+//!   vault it was opened from.
+//! - `restore`: fluxd refuses a vault older than the newest it served (a
+//!   rollback); after copying a backup into place on purpose, this tells
+//!   the project's daemon to serve it (it is sealed again at a new
+//!   revision). Project admins only; audited.
 
 use crate::failure::{Failure, Result};
 use crate::out;
@@ -18,6 +25,15 @@ use fluxd::vault;
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use zeroize::Zeroizing;
+
+pub(crate) fn restore(target: &crate::target::Target) -> Result<()> {
+    let (project, mut client) = target.project_client()?;
+    let restored = client.restore_vault()?;
+    out(&format!(
+        "✔ Vault restored: project {project} serves the vault file now in place ({} secrets), sealed again at revision {}\n",
+        restored.secrets, restored.revision
+    ))
+}
 
 fn load_identity(path: &Path) -> Result<ProjectKey> {
     let text = Zeroizing::new(

@@ -110,7 +110,7 @@ impl Store for DevStore {
             .into_iter()
             .map(|(name, value)| (name, Entry { value, set_at_ms }))
             .collect();
-        let sealed = vault::seal(&self.project, &secrets, &self.key)
+        let sealed = vault::seal(&self.project, &secrets, 0, &self.key)
             .map_err(|e| Error::Internal(e.to_string()))?;
         *last = Some((hash, sealed.clone()));
         Ok(Some(sealed))

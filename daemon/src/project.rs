@@ -30,12 +30,12 @@ use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::keys::ProjectKey;
 use crate::store::Store;
-use crate::vault::{self, Entry, Secrets, now_ms};
+use crate::vault::{self, Entry, Opened, Secrets, now_ms};
 use arc_swap::ArcSwap;
 use flux_protocol::SecretValue;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
 use flux_protocol::message::{
-    Deleted, Event, EventKind, NamedValue, ProjectInfo, SecretInfo, Stored, StoredMany,
+    Deleted, Event, EventKind, NamedValue, ProjectInfo, Restored, SecretInfo, Stored, StoredMany,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -65,6 +65,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// When this snapshot was loaded or written, ms since the epoch.
     pub loaded_at_ms: u64,
+    /// The vault's revision (see [`crate::vault`]).
+    pub revision: u64,
     pub secrets: Secrets,
     /// Set when no good vault was ever loaded: why it is unreadable.
     pub unreadable: Option<String>,
@@ -76,6 +78,8 @@ struct DiskState {
     key: Option<Fingerprint>,
     vault: Option<Fingerprint>,
     last_error: Option<String>,
+    /// The highest vault revision served: an older vault is a rollback.
+    floor: u64,
 }
 
 /// The outcome of [`Project::reload`].
@@ -110,20 +114,27 @@ enum DiskRead {
     New {
         key: Option<(Arc<ProjectKey>, Fingerprint)>,
         vault: Fingerprint,
-        secrets: Secrets,
+        opened: Opened,
     },
 }
 
 /// Reads and checks a project's key and vault, skipping decryption when
-/// both fingerprints match `known`. Blocking; the error names a path and a
+/// both fingerprints match `known`, and refusing a vault older than `floor`
+/// (a rollback; 0 accepts any). Blocking; the error names a path and a
 /// reason, never a value.
 fn read_disk(
     store: &dyn Store,
     name: &str,
     current_key: Option<Arc<ProjectKey>>,
     known: (Option<Fingerprint>, Option<Fingerprint>),
+    floor: u64,
 ) -> std::result::Result<DiskRead, String> {
-    let key_text = store.load_key(name).map_err(|e| e.to_string())?;
+    let key_text = store.load_key(name).map_err(|e| match &e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => format!(
+            "{e}: the key file is missing; the next write puts it back from memory (a restart before then stops serving the project)"
+        ),
+        _ => e.to_string(),
+    })?;
     let key_fp = fingerprint(key_text.as_bytes());
     let (key, new_key) = match current_key {
         Some(key) if known.0 == Some(key_fp) => (key, None),
@@ -145,12 +156,19 @@ fn read_disk(
     if new_key.is_none() && known.1 == Some(vault_fp) {
         return Ok(DiskRead::Same);
     }
-    let secrets = vault::open(&bytes, name, &key)
+    let opened = vault::open(&bytes, name, &key)
         .map_err(|e| format!("vault {}: {e}", location.display()))?;
+    if opened.revision < floor {
+        return Err(format!(
+            "vault {} has revision {}, older than revision {floor}, the newest this fluxd has served: refused as a rollback (an older copy put back). To serve it on purpose — a backup being restored — run `fluxctl vault restore -p {name}`",
+            location.display(),
+            opened.revision
+        ));
+    }
     Ok(DiskRead::New {
         key: new_key,
         vault: vault_fp,
-        secrets,
+        opened,
     })
 }
 
@@ -245,14 +263,26 @@ impl Project {
         })?;
         let mut disk = DiskState {
             key: Some(fingerprint(key_text.as_bytes())),
+            floor: store.revision_floor(name)?,
             ..DiskState::default()
         };
         let key = Arc::new(key);
         let mut unreadable = None;
-        let secrets = match read_disk(&*store, name, Some(key.clone()), (disk.key, None)) {
-            Ok(DiskRead::New { vault, secrets, .. }) => {
+        let read = read_disk(
+            &*store,
+            name,
+            Some(key.clone()),
+            (disk.key, None),
+            disk.floor,
+        );
+        let opened = match read {
+            Ok(DiskRead::New { vault, opened, .. }) => {
                 disk.vault = Some(vault);
-                secrets
+                if opened.revision > disk.floor {
+                    store.raise_revision_floor(name, opened.revision)?;
+                    disk.floor = opened.revision;
+                }
+                opened
             }
             Ok(DiskRead::Same) => unreachable!("no vault fingerprint was known"),
             Err(reason) => {
@@ -262,11 +292,11 @@ impl Project {
                     unreadable = Some(reason.clone());
                 }
                 disk.last_error = Some(reason);
-                Secrets::new()
+                Opened::default()
             }
         };
         Ok(Self::new(
-            name, socket, key, store, secrets, unreadable, disk, cancel,
+            name, socket, key, store, opened, unreadable, disk, cancel,
         ))
     }
 
@@ -280,7 +310,7 @@ impl Project {
     ) -> Result<Self> {
         let key = ProjectKey::generate();
         store.create_key(name, &key)?;
-        let written = vault::seal(name, &Secrets::new(), &key)
+        let written = vault::seal(name, &Secrets::new(), 1, &key)
             .map_err(|e| Error::Vault {
                 path: store.vault_location(name),
                 reason: e.0,
@@ -297,17 +327,23 @@ impl Project {
             .load_key(name)
             .map(|text| fingerprint(text.as_bytes()))
             .ok();
+        store.raise_revision_floor(name, 1)?;
         let disk = DiskState {
             key: key_fp,
             vault: Some(fingerprint(&bytes)),
             last_error: None,
+            floor: 1,
+        };
+        let opened = Opened {
+            revision: 1,
+            secrets: Secrets::new(),
         };
         Ok(Self::new(
             name,
             socket,
             Arc::new(key),
             store,
-            Secrets::new(),
+            opened,
             None,
             disk,
             cancel,
@@ -320,7 +356,7 @@ impl Project {
         socket: PathBuf,
         key: Arc<ProjectKey>,
         store: Arc<dyn Store>,
-        secrets: Secrets,
+        opened: Opened,
         unreadable: Option<String>,
         disk: DiskState,
         cancel: CancellationToken,
@@ -333,7 +369,8 @@ impl Project {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 generation: 1,
                 loaded_at_ms: now_ms(),
-                secrets,
+                revision: opened.revision,
+                secrets: opened.secrets,
                 unreadable,
             }),
             writer: tokio::sync::Mutex::new(()),
@@ -549,33 +586,43 @@ impl Project {
         let capacity = Capacity::of(limits);
         let _writer = self.writer.lock().await;
         let current = Arc::clone(&*self.readable()?);
-        let base = (current.secrets.clone(), self.disk().vault);
+        let (base_fp, floor) = {
+            let disk = self.disk();
+            (disk.vault, disk.floor.max(current.revision))
+        };
+        let base = current.secrets.clone();
         let (key, store, project) = (self.key.load_full(), self.store.clone(), self.name.clone());
         let written = tokio::task::spawn_blocking(move || {
-            let (mut base, mut base_fp, mut key, mut new_key) = (base.0, base.1, key, None);
-            let mut merged = false;
+            let (mut base, mut base_fp, mut key, mut new_key) = (base, base_fp, key, None);
+            let (mut merged, mut floor) = (false, floor);
             for _ in 0..WRITE_TRIES {
                 let mut secrets = base.clone();
                 let out = change(&mut secrets)?;
                 capacity.check(&project, &base, &secrets)?;
-                let bytes = vault::seal(&project, &secrets, &key).map_err(|e| Error::Vault {
-                    path: store.vault_location(&project),
-                    reason: e.0,
-                })?;
+                store.ensure_key(&project, &key)?;
+                let revision = floor + 1;
+                let bytes =
+                    vault::seal(&project, &secrets, revision, &key).map_err(|e| Error::Vault {
+                        path: store.vault_location(&project),
+                        reason: e.0,
+                    })?;
                 if store.store_vault_if(&project, base_fp.as_ref(), &bytes)? {
-                    return Ok((out, fingerprint(&bytes), secrets, new_key, merged));
+                    store.raise_revision_floor(&project, revision)?;
+                    let opened = Opened { revision, secrets };
+                    return Ok((out, fingerprint(&bytes), opened, new_key, merged));
                 }
-                match read_disk(&*store, &project, Some(key.clone()), (None, None)) {
+                match read_disk(&*store, &project, Some(key.clone()), (None, None), floor) {
                     Ok(DiskRead::New {
                         key: k,
                         vault,
-                        secrets,
+                        opened,
                     }) => {
                         if let Some((k, fp)) = k {
                             key = k.clone();
                             new_key = Some((k, fp));
                         }
-                        (base, base_fp, merged) = (secrets, Some(vault), true);
+                        floor = floor.max(opened.revision);
+                        (base, base_fp, merged) = (opened.secrets, Some(vault), true);
                     }
                     Ok(DiskRead::Same) => {}
                     Err(reason) => return Err(Error::Internal(reason)),
@@ -587,11 +634,11 @@ impl Project {
         })
         .await
         .map_err(|e| Error::Internal(format!("vault writer task failed: {e}")))?;
-        let (out, vault_fp, secrets, new_key, merged) = written?;
+        let (out, vault_fp, opened, new_key, merged) = written?;
         // Built on another writer's vault: its changes are announced too.
         let names = if merged {
             let mut all: std::collections::BTreeSet<String> = names.into_iter().collect();
-            all.extend(changed_names(&current.secrets, &secrets));
+            all.extend(changed_names(&current.secrets, &opened.secrets));
             all.into_iter().collect()
         } else {
             names
@@ -599,6 +646,7 @@ impl Project {
         {
             let mut disk = self.disk();
             disk.vault = Some(vault_fp);
+            disk.floor = opened.revision;
             disk.last_error = None;
             if let Some((key, key_fp)) = new_key {
                 self.key.store(key);
@@ -609,7 +657,8 @@ impl Project {
         self.snapshot.store(Arc::new(Snapshot {
             generation,
             loaded_at_ms: now_ms(),
-            secrets,
+            revision: opened.revision,
+            secrets: opened.secrets,
             unreadable: None,
         }));
         self.announce(generation, kind, names);
@@ -624,16 +673,29 @@ impl Project {
         if self.deleted.load(Ordering::Acquire) {
             return Reload::Unchanged;
         }
-        let known = if force {
-            (None, None)
-        } else {
+        let (known, floor) = {
             let disk = self.disk();
-            (disk.key, disk.vault)
+            let known = if force {
+                (None, None)
+            } else {
+                (disk.key, disk.vault)
+            };
+            (known, disk.floor.max(self.snapshot.load().revision))
         };
         let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
-        let read = tokio::task::spawn_blocking(move || read_disk(&*store, &name, Some(key), known))
-            .await
-            .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        let read = tokio::task::spawn_blocking(move || {
+            let read = read_disk(&*store, &name, Some(key), known, floor)?;
+            if let DiskRead::New { opened, .. } = &read
+                && opened.revision > floor
+            {
+                store
+                    .raise_revision_floor(&name, opened.revision)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(read)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
         let mut disk = self.disk();
         match read {
             Ok(DiskRead::Same) => {
@@ -642,19 +704,16 @@ impl Project {
                 }
                 Reload::Unchanged
             }
-            Ok(DiskRead::New {
-                key,
-                vault,
-                secrets,
-            }) => {
+            Ok(DiskRead::New { key, vault, opened }) => {
                 if let Some((key, key_fp)) = key {
                     self.key.store(key);
                     disk.key = Some(key_fp);
                 }
                 disk.vault = Some(vault);
+                disk.floor = disk.floor.max(opened.revision);
                 disk.last_error = None;
                 let current = self.snapshot.load_full();
-                let names = changed_names(&current.secrets, &secrets);
+                let names = changed_names(&current.secrets, &opened.secrets);
                 let generation = current.generation + 1;
                 info!(
                     project = %self.name,
@@ -665,7 +724,8 @@ impl Project {
                 self.snapshot.store(Arc::new(Snapshot {
                     generation,
                     loaded_at_ms: now_ms(),
-                    secrets,
+                    revision: opened.revision,
+                    secrets: opened.secrets,
                     unreadable: None,
                 }));
                 // A forced reload of an unchanged file needs no event.
@@ -682,6 +742,86 @@ impl Project {
                 Reload::Failed
             }
         }
+    }
+
+    /// Serves the vault now in the store although it is older than the one
+    /// served — a backup put back on purpose — by sealing its secrets again
+    /// at a revision above every one served, so the rollback check accepts
+    /// it from then on (after a restart too). The vault must still open
+    /// with the project's key and carry a valid seal.
+    pub async fn restore(&self) -> Result<Restored> {
+        let _writer = self.writer.lock().await;
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(Error::UnknownProject(self.name.clone()));
+        }
+        let current = self.snapshot.load_full();
+        let floor = self.disk().floor.max(current.revision);
+        let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
+        let restored = tokio::task::spawn_blocking(move || {
+            let (new_key, opened) =
+                match read_disk(&*store, &name, Some(key.clone()), (None, None), 0) {
+                    Ok(DiskRead::New { key, opened, .. }) => (key, opened),
+                    Ok(DiskRead::Same) => unreachable!("no fingerprint was known"),
+                    Err(reason) => return Err(Error::BadRequest(reason)),
+                };
+            if opened.revision >= floor {
+                return Err(Error::BadRequest(format!(
+                    "the vault of project {name} (revision {}) is not older than the one served (revision {floor}): nothing to restore",
+                    opened.revision
+                )));
+            }
+            let key = new_key.as_ref().map_or(key, |(k, _)| k.clone());
+            let revision = floor + 1;
+            let bytes = vault::seal(&name, &opened.secrets, revision, &key).map_err(|e| {
+                Error::Vault {
+                    path: store.vault_location(&name),
+                    reason: e.0,
+                }
+            })?;
+            let on_disk = store
+                .load_vault(&name)?
+                .map(|b| fingerprint(&b));
+            if !store.store_vault_if(&name, on_disk.as_ref(), &bytes)? {
+                return Err(Error::Unavailable(format!(
+                    "the vault of project {name} changed while it was being restored; nothing was changed: try again"
+                )));
+            }
+            store.raise_revision_floor(&name, revision)?;
+            Ok((new_key, fingerprint(&bytes), Opened {
+                revision,
+                secrets: opened.secrets,
+            }))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("vault restore task failed: {e}")))?;
+        let (new_key, vault_fp, opened) = restored?;
+        {
+            let mut disk = self.disk();
+            if let Some((key, key_fp)) = new_key {
+                self.key.store(key);
+                disk.key = Some(key_fp);
+            }
+            disk.vault = Some(vault_fp);
+            disk.floor = opened.revision;
+            disk.last_error = None;
+        }
+        let names = changed_names(&current.secrets, &opened.secrets);
+        let generation = current.generation + 1;
+        let (revision, secrets) = (opened.revision, opened.secrets.len() as u64);
+        info!(project = %self.name, revision, "vault restored from the store on request");
+        self.snapshot.store(Arc::new(Snapshot {
+            generation,
+            loaded_at_ms: now_ms(),
+            revision,
+            secrets: opened.secrets,
+            unreadable: None,
+        }));
+        self.announce(generation, EventKind::Reloaded, names);
+        Ok(Restored {
+            revision,
+            generation,
+            secrets,
+        })
     }
 
     /// Deletes the project: marks it gone for every open connection, then

@@ -4,8 +4,9 @@
 //! ```json
 //! {
 //!   "format": "flux-secrets-vault",
-//!   "version": 1,
+//!   "version": 2,
 //!   "project": "my-app",
+//!   "revision": 42,
 //!   "secrets": {
 //!     "OPENAI_API_KEY": { "value": "…", "set_at": "2026-11-27T21:49:25.123Z" }
 //!   },
@@ -21,6 +22,12 @@
 //! (what serde_json writes for these types). Only a holder of the identity
 //! can produce it, so a vault that is merely encrypted to the recipient is
 //! refused like a corrupt one.
+//!
+//! `revision` is raised by every write. fluxd refuses a vault whose
+//! revision is lower than the highest it has served for the project (a
+//! rollback to an older copy), and remembers that highest revision outside
+//! `vaults/` so a restart does not forget it. Version 1 documents (no
+//! revision, revision 0) still open, and are written as version 2.
 //!
 //! Errors describe the failure (line and column for JSON) and never quote
 //! the document, which holds values.
@@ -38,8 +45,10 @@ use zeroize::Zeroizing;
 
 /// The `format` field of every vault document.
 pub const FORMAT: &str = "flux-secrets-vault";
-/// The document version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The document version this build writes.
+pub const VERSION: u32 = 2;
+/// The oldest document version this build reads.
+pub const MIN_VERSION: u32 = 1;
 /// Prefix of the `seal` field.
 pub const SEAL_PREFIX: &str = "hmac-sha256:";
 /// Largest plaintext a vault may decrypt to (bounds memory on a hostile file).
@@ -56,6 +65,14 @@ pub struct Entry {
 /// A project's secrets by name.
 pub type Secrets = BTreeMap<String, Entry>;
 
+/// An opened vault: its revision and its secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Opened {
+    /// Raised by every write; 0 for a version 1 document.
+    pub revision: u64,
+    pub secrets: Secrets,
+}
+
 /// Why a vault could not be opened. Never holds a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -67,6 +84,8 @@ struct Document {
     format: String,
     version: u32,
     project: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<u64>,
     secrets: BTreeMap<String, DocEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seal: Option<String>,
@@ -141,6 +160,7 @@ struct DocumentOut<'a> {
     format: &'a str,
     version: u32,
     project: &'a str,
+    revision: u64,
     secrets: BTreeMap<&'a str, EntryOut<'a>>,
 }
 
@@ -157,12 +177,14 @@ struct EntryOut<'a> {
 pub fn seal_document(
     project: &str,
     secrets: &Secrets,
+    revision: u64,
     key: &ProjectKey,
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let doc = DocumentOut {
         format: FORMAT,
         version: VERSION,
         project,
+        revision,
         secrets: secrets
             .iter()
             .map(|(name, e)| {
@@ -206,15 +228,17 @@ pub fn document_project(plaintext: &[u8]) -> Result<String, VaultError> {
 }
 
 /// Checks an operator-written document (all but the seal, which it may
-/// lack) and returns its project and the document sealed with `key`: what
-/// `fluxctl vault seal` encrypts.
+/// lack) and returns its project and the document sealed with `key` at the
+/// next revision: what `fluxctl vault seal` encrypts. (The next revision,
+/// so a running fluxd takes the edited vault as newer than the one it was
+/// opened from.)
 pub fn reseal_document(
     plaintext: &[u8],
     key: &ProjectKey,
 ) -> Result<(String, Zeroizing<Vec<u8>>), VaultError> {
     let project = document_project(plaintext)?;
-    let secrets = open_document(plaintext, &project, None)?;
-    let sealed = seal_document(&project, &secrets, key)?;
+    let opened = open_document(plaintext, &project, None)?;
+    let sealed = seal_document(&project, &opened.secrets, opened.revision + 1, key)?;
     Ok((project, sealed))
 }
 
@@ -225,7 +249,7 @@ pub fn open_document(
     plaintext: &[u8],
     project: &str,
     key: Option<&ProjectKey>,
-) -> Result<Secrets, VaultError> {
+) -> Result<Opened, VaultError> {
     let mut doc = parse(plaintext)?;
     if doc.format != FORMAT {
         return Err(VaultError(format!(
@@ -233,11 +257,25 @@ pub fn open_document(
             doc.format
         )));
     }
-    if doc.version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&doc.version) {
         return Err(VaultError(format!(
-            "vault document version {} is not supported (this fluxd reads version {VERSION})",
+            "vault document version {} is not supported (this fluxd reads versions {MIN_VERSION} to {VERSION})",
             doc.version
         )));
+    }
+    match (doc.version, doc.revision) {
+        (1, Some(_)) => {
+            return Err(VaultError(
+                "a version 1 document has no \"revision\" field".into(),
+            ));
+        }
+        (2.., None) => {
+            return Err(VaultError(format!(
+                "a version {} document needs a \"revision\" field",
+                doc.version
+            )));
+        }
+        _ => {}
     }
     if doc.project != project {
         return Err(VaultError(format!(
@@ -282,7 +320,10 @@ pub fn open_document(
             },
         );
     }
-    Ok(secrets)
+    Ok(Opened {
+        revision: doc.revision.unwrap_or(0),
+        secrets,
+    })
 }
 
 /// Encrypts a plaintext to the project's recipient (binary age format).
@@ -333,9 +374,14 @@ fn decrypt_reason(e: &age::DecryptError) -> String {
     }
 }
 
-/// Seals and encrypts `secrets`: the bytes of a vault file.
-pub fn seal(project: &str, secrets: &Secrets, key: &ProjectKey) -> Result<Vec<u8>, VaultError> {
-    let doc = seal_document(project, secrets, key)?;
+/// Seals and encrypts `secrets` at `revision`: the bytes of a vault file.
+pub fn seal(
+    project: &str,
+    secrets: &Secrets,
+    revision: u64,
+    key: &ProjectKey,
+) -> Result<Vec<u8>, VaultError> {
+    let doc = seal_document(project, secrets, revision, key)?;
     // What fluxd writes, fluxd (and `fluxctl vault open`) can read back.
     if doc.len() as u64 > MAX_PLAINTEXT {
         return Err(VaultError(format!(
@@ -347,7 +393,7 @@ pub fn seal(project: &str, secrets: &Secrets, key: &ProjectKey) -> Result<Vec<u8
 }
 
 /// Decrypts and checks a vault file (the seal included).
-pub fn open(ciphertext: &[u8], project: &str, key: &ProjectKey) -> Result<Secrets, VaultError> {
+pub fn open(ciphertext: &[u8], project: &str, key: &ProjectKey) -> Result<Opened, VaultError> {
     let plaintext = decrypt(ciphertext, key)?;
     open_document(&plaintext, project, Some(key))
 }
@@ -378,17 +424,27 @@ mod tests {
     #[test]
     fn seal_and_open_round_trip() {
         let key = ProjectKey::generate();
-        let file = seal("app", &sample(), &key).unwrap();
+        let file = seal("app", &sample(), 7, &key).unwrap();
         assert!(file.starts_with(b"age-encryption.org/v1\n"));
         assert!(!file.windows(4).any(|w| w == b"sk-b"), "value in the clear");
-        assert_eq!(open(&file, "app", &key).unwrap(), sample());
+        let opened = open(&file, "app", &key).unwrap();
+        assert_eq!((opened.revision, opened.secrets), (7, sample()));
     }
 
     #[test]
     fn unsealed_or_altered_documents_are_refused() {
         let key = ProjectKey::generate();
-        let doc = seal_document("app", &sample(), &key).unwrap();
+        let doc = seal_document("app", &sample(), 3, &key).unwrap();
         let mut json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+
+        let mut older = json.clone();
+        older["revision"] = 2.into();
+        let err =
+            open_document(&serde_json::to_vec(&older).unwrap(), "app", Some(&key)).unwrap_err();
+        assert!(
+            err.0.contains("does not match"),
+            "the revision is sealed: {err}"
+        );
 
         let mut altered = json.clone();
         altered["secrets"]["B_KEY"]["value"] = "attacker".into();
@@ -409,12 +465,37 @@ mod tests {
     #[test]
     fn reformatting_keeps_the_seal_valid() {
         let key = ProjectKey::generate();
-        let doc = seal_document("app", &sample(), &key).unwrap();
+        let doc = seal_document("app", &sample(), 1, &key).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
         let compact = serde_json::to_vec(&json).unwrap();
         assert_eq!(
-            open_document(&compact, "app", Some(&key)).unwrap(),
+            open_document(&compact, "app", Some(&key)).unwrap().secrets,
             sample()
+        );
+    }
+
+    #[test]
+    fn version_1_documents_still_open_as_revision_0() {
+        // A version 1 document as the previous release sealed it: no
+        // revision field, the MAC over format, version, project, secrets.
+        let key = ProjectKey::generate();
+        let canonical = br#"{"format":"flux-secrets-vault","version":1,"project":"app","secrets":{"A":{"value":"1","set_at":"2026-01-01T00:00:00.000Z"}}}"#;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.seal_key()).unwrap();
+        mac.update(canonical);
+        let tag = hex(&mac.finalize().into_bytes());
+        let doc = format!(
+            "{},\"seal\":\"{SEAL_PREFIX}{tag}\"}}",
+            std::str::from_utf8(&canonical[..canonical.len() - 1]).unwrap()
+        );
+        let opened = open_document(doc.as_bytes(), "app", Some(&key)).unwrap();
+        assert_eq!(opened.revision, 0);
+        assert_eq!(opened.secrets["A"].value.expose(), "1");
+        // Written again, it is version 2 at the next revision.
+        let (_, resealed) = reseal_document(doc.as_bytes(), &key).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&resealed).unwrap();
+        assert_eq!(
+            (json["version"].as_u64(), json["revision"].as_u64()),
+            (Some(2), Some(1))
         );
     }
 
@@ -431,7 +512,7 @@ mod tests {
     #[test]
     fn wrong_key_and_garbage_are_clear_errors() {
         let key = ProjectKey::generate();
-        let file = seal("app", &sample(), &key).unwrap();
+        let file = seal("app", &sample(), 1, &key).unwrap();
         let err = open(&file, "app", &ProjectKey::generate()).unwrap_err();
         assert!(
             err.0.contains("not encrypted to this project's key"),

@@ -57,8 +57,8 @@ proptest! {
 
     #[test]
     fn sealed_vaults_open_to_what_was_sealed(s in secrets()) {
-        let file = seal("app", &s, key()).unwrap();
-        prop_assert_eq!(open(&file, "app", key()).unwrap(), s);
+        let file = seal("app", &s, 1, key()).unwrap();
+        prop_assert_eq!(open(&file, "app", key()).unwrap().secrets, s);
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub enum Request {
     /// 17: daemon status with the health of what every project depends on:
     /// the audit log, the store (control socket).
     Health,
+    /// 18: serve the vault now in the store although it is older than the
+    /// one served — a backup put back on purpose — re-sealed at a new
+    /// revision (project socket).
+    RestoreVault,
 }
 
 impl Request {
@@ -90,6 +94,7 @@ impl Request {
             Self::RemoveHost(_) => "remove_host",
             Self::AuditLog(_) => "audit_log",
             Self::Health => "health",
+            Self::RestoreVault => "restore_vault",
         }
     }
 }
@@ -136,6 +141,19 @@ pub enum Response {
     AuditLog(Vec<AuditEntry>),
     /// 18: answer to `Health` (boxed: it is the largest answer by far).
     Health(Box<Health>),
+    /// 19: answer to `RestoreVault`.
+    Restored(Restored),
+}
+
+/// Payload of [`Response::Restored`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The revision the restored vault was sealed at.
+    pub revision: u64,
+    /// The project's snapshot generation that serves it.
+    pub generation: u64,
+    /// How many secrets it holds.
+    pub secrets: u64,
 }
 
 /// One line of the audit log: a single decision, or a summary of `count`

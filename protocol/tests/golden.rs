@@ -103,6 +103,7 @@ fn requests() -> Vec<(&'static str, Request)> {
             }),
         ),
         ("request.health", Request::Health),
+        ("request.restore_vault", Request::RestoreVault),
     ]
 }
 
@@ -272,6 +273,14 @@ fn responses() -> Vec<(&'static str, Response)> {
                 },
                 problems: vec![],
             })),
+        ),
+        (
+            "response.restored",
+            Response::Restored(Restored {
+                revision: 43,
+                generation: 9,
+                secrets: 2,
+            }),
         ),
     ]
 }

@@ -320,6 +320,7 @@ fn expect_on_disk(state: &Path, expected: &str, phase: &str, failures: &mut Vec<
         let secrets = fluxd::vault::open(&bytes, PROJECT, &key)
             .map_err(|e| anyhow::anyhow!("the vault does not open: {e}"))?;
         Ok(secrets
+            .secrets
             .get(SECRET)
             .is_some_and(|e| e.value.expose() == expected))
     };

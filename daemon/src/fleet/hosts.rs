@@ -272,14 +272,17 @@ fn rotate(
     )];
     match &kvs.vault {
         Some(v) => {
-            let secrets = vault::open(&v.value, name, &old).map_err(|e| Error::Vault {
+            let opened = vault::open(&v.value, name, &old).map_err(|e| Error::Vault {
                 path: fleet.vault_location(name),
                 reason: e.0,
             })?;
-            let sealed = vault::seal(name, &secrets, &new).map_err(|e| Error::Vault {
-                path: fleet.vault_location(name),
-                reason: e.0,
-            })?;
+            let sealed =
+                vault::seal(name, &opened.secrets, opened.revision + 1, &new).map_err(|e| {
+                    Error::Vault {
+                        path: fleet.vault_location(name),
+                        reason: e.0,
+                    }
+                })?;
             compare.push(etcd::cmp_mod(&vault_key(name), v.mod_revision));
             success.push(etcd::op_put(&vault_key(name), &sealed));
         }

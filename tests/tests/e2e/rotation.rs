@@ -42,9 +42,22 @@ fn secrets(pairs: &[(&str, &str)]) -> Secrets {
         .collect()
 }
 
-/// A sealed vault file for `project` holding `pairs`.
+/// The revision an outside writer gives its vault: above the vault on disk
+/// (an older one is refused as a rollback), and above any this test wrote
+/// before (the file on disk may be a broken one).
+fn next_revision(d: &TestDaemon, project: &str) -> u64 {
+    let on_disk = std::fs::read(d.vault_path(project))
+        .ok()
+        .and_then(|bytes| vault::open(&bytes, project, &key_of(d, project)).ok())
+        .map_or(0, |opened| opened.revision);
+    (on_disk + 1).max(vault::now_ms())
+}
+
+/// A sealed vault file for `project` holding `pairs`, newer than the one
+/// on disk.
 fn sealed(d: &TestDaemon, project: &str, pairs: &[(&str, &str)]) -> Vec<u8> {
-    vault::seal(project, &secrets(pairs), &key_of(d, project)).unwrap()
+    let revision = next_revision(d, project);
+    vault::seal(project, &secrets(pairs), revision, &key_of(d, project)).unwrap()
 }
 
 /// Writes `bytes` beside the vaults folder, then renames it over the vault.
@@ -228,7 +241,7 @@ fn bad_files_keep_the_last_good_snapshot_serving() {
         ),
         (
             "wrong key",
-            vault::seal("app", &secrets(&[("KEY", "evil")]), &other).unwrap(),
+            vault::seal("app", &secrets(&[("KEY", "evil")]), u64::MAX, &other).unwrap(),
             "not encrypted to this project's key",
         ),
         (
@@ -308,9 +321,10 @@ fn readers_never_see_half_a_write() {
         })
         .collect();
     let key = key_of(&d, "app");
+    let first = next_revision(&d, "app");
     for i in 1..=60 {
         let v = i.to_string();
-        let bytes = vault::seal("app", &secrets(&[("A", &v), ("B", &v)]), &key).unwrap();
+        let bytes = vault::seal("app", &secrets(&[("A", &v), ("B", &v)]), first + i, &key).unwrap();
         fluxd::fsutil::write_atomic(&d.vault_path("app"), &bytes, 0o600).unwrap();
         eventually("pair swapped in", || value_is(&mut probe, "A", &v));
     }
@@ -379,7 +393,7 @@ fn projects_appear_while_running_and_sighup_reloads() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let bytes = vault::seal("restored", &secrets(&[("R", "restored-value")]), &key).unwrap();
+    let bytes = vault::seal("restored", &secrets(&[("R", "restored-value")]), 1, &key).unwrap();
     replace_by_rename(&d, "restored", &bytes);
     eventually("socket for the new project", || {
         Path::new(&d.project_socket("restored")).exists()
