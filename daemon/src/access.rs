@@ -11,7 +11,7 @@
 //! |---|---|---|---|
 //! | `Get`, `GetAll`, `Subscribe` | project | reader | read |
 //! | `List` | project | admin | read |
-//! | `Set`, `SetMany`, `Delete` | project | admin | write |
+//! | `Set`, `SetMany`, `Delete`, `RestoreVault` | project | admin | write |
 //! | `CreateProject`, `AddHost`, `RemoveHost` | control | daemon admin | write |
 //! | `DeleteProject` | control | daemon admin, or admin of that project | write |
 //! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts` | control | daemon admin | read |
@@ -126,6 +126,7 @@ pub fn rule(req: &Request) -> Rule {
         Request::Set(_) => project(Admin, Write),
         Request::SetMany(_) => project(Admin, Write),
         Request::Delete(_) => project(Admin, Write),
+        Request::RestoreVault => project(Admin, Write),
         Request::CreateProject(_) => control(DaemonAdmin, Write),
         Request::DeleteProject(_) => control(DaemonAdminOrAdminOfNamed, Write),
         Request::ListProjects => control(DaemonAdmin, Read),
@@ -240,6 +241,18 @@ pub fn decide(
     }
 }
 
+/// Whether `peer` holds any role a request on `socket` could need: what
+/// keeps an open connection open when the policy is reloaded (one that
+/// holds none is closed).
+pub fn holds_a_role(policy: &Policy, peer: &PeerIdentity, socket: Socket<'_>) -> bool {
+    match socket {
+        Socket::Project(p) => {
+            policy.allows(p, peer, Role::Reader) || policy.allows(p, peer, Role::Admin)
+        }
+        Socket::Control => policy.admin_anywhere(peer),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The authorization matrix: every request kind × both sockets × four
@@ -317,6 +330,7 @@ mod tests {
             Request::RemoveHost(host()),
             Request::AuditLog(query()),
             Request::Health,
+            Request::RestoreVault,
         ]
     }
 
@@ -342,6 +356,7 @@ mod tests {
         ("list_hosts", "ssss", "---+"),
         ("add_host", "ssss", "---+"),
         ("remove_host", "ssss", "---+"),
+        ("restore_vault", "--+-", "ssss"),
     ];
 
     fn outcome(d: &Result<Granted, Denied>) -> char {

@@ -72,6 +72,10 @@ pub struct Limits {
     /// Open connections across all sockets; further clients wait in the
     /// listen backlog until one closes.
     pub max_connections: usize,
+    /// Open connections on the control socket, counted apart from the
+    /// project sockets' so neither can crowd out the other; further
+    /// clients wait in the listen backlog.
+    pub max_control_connections: usize,
     /// Open connections on one project's socket; further ones are refused
     /// with `limit_reached`, so one project cannot starve the others.
     pub max_connections_per_project: usize,
@@ -98,6 +102,7 @@ impl Default for Limits {
             max_secrets_per_project: 100_000,
             max_project_bytes: 32 * 1024 * 1024,
             max_connections: 1024,
+            max_control_connections: 64,
             max_connections_per_project: 512,
             requests_per_second: 100_000,
             handshake_timeout: Duration::from_secs(5),
@@ -137,6 +142,7 @@ pub struct LimitsFile {
     pub max_secrets_per_project: Option<usize>,
     pub max_project_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_control_connections: Option<usize>,
     pub max_connections_per_project: Option<usize>,
     pub requests_per_second: Option<u32>,
     pub handshake_timeout: Option<String>,
@@ -228,6 +234,9 @@ impl LimitsFile {
                 .unwrap_or(d.max_secrets_per_project),
             max_project_bytes: self.max_project_bytes.unwrap_or(d.max_project_bytes),
             max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_control_connections: self
+                .max_control_connections
+                .unwrap_or(d.max_control_connections),
             max_connections_per_project: self
                 .max_connections_per_project
                 .unwrap_or(d.max_connections_per_project),
@@ -286,6 +295,10 @@ impl LimitsFile {
         check(
             limits.max_connections >= 1,
             "[limits] max_connections must be at least 1".into(),
+        )?;
+        check(
+            limits.max_control_connections >= 1,
+            "[limits] max_control_connections must be at least 1".into(),
         )?;
         check(
             limits.max_connections_per_project >= 1,

@@ -12,6 +12,9 @@
 //!   only what is mapped now (`MCL_CURRENT`, which cannot make a later
 //!   allocation fail) when that fits, and warns with the fix. `MCL_ONFAULT`
 //!   keeps untouched reservations (thread stacks) out of resident memory.
+//! - `RLIMIT_NOFILE` raised to its hard limit: every connection is a
+//!   descriptor, and the default soft limit (1024) is below what the
+//!   default connection limits can open.
 
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -69,6 +72,11 @@ fn lock_all() -> nix::Result<()> {
     mlockall(flags | onfault).or_else(|_| mlockall(flags))
 }
 
+/// The open-file limit now (soft), for start-up checks.
+pub fn open_file_limit() -> u64 {
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
+}
+
 /// Applies the process hygiene described in the module docs. Never fails:
 /// what cannot be done is reported as a warning.
 pub fn harden() -> Report {
@@ -78,6 +86,16 @@ pub fn harden() -> Report {
     }
     if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
         warnings.push(format!("cannot disable core dumps: {e}"));
+    }
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warnings.push(format!(
+                    "cannot raise the open-file limit from {soft} to {hard}: {e}; connections past it are refused"
+                ));
+            }
+        }
+        _ => {}
     }
     let (soft, _) = getrlimit(Resource::RLIMIT_MEMLOCK).unwrap_or((0, 0));
     let unlimited = soft == nix::sys::resource::RLIM_INFINITY;

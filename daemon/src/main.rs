@@ -139,12 +139,25 @@ fn main() -> ExitCode {
             None => "no config file (built-in defaults)".into(),
         };
         println!("fluxd: configuration is valid: {source}");
+        for warning in config.policy.warnings() {
+            println!("fluxd: warning: {warning}");
+        }
         return ExitCode::SUCCESS;
     }
     // Before any thread starts, so locked memory covers them all.
     let hardening = fluxd::hardening::harden();
     for warning in &hardening.warnings {
         warn!("{warning}");
+    }
+    let needed =
+        (config.limits.max_connections + config.limits.max_control_connections + 256) as u64;
+    let files = fluxd::hardening::open_file_limit();
+    if files < needed {
+        warn!(
+            limit = files,
+            needed,
+            "the open-file limit is below what [limits] max_connections and max_control_connections allow; raise LimitNOFILE= (or `ulimit -n`), or lower the limits"
+        );
     }
     info!(memory_locked = ?hardening.lock, "process hardened");
     let inherited = match inherited {

@@ -257,6 +257,35 @@ impl Policy {
         list.contains(peer)
     }
 
+    /// Whether `peer` is an admin of some project, or of the daemon: what
+    /// keeps a connection to the control socket open across a reload.
+    pub fn admin_anywhere(&self, peer: &PeerIdentity) -> bool {
+        self.is_daemon_admin(peer)
+            || self
+                .projects
+                .values()
+                .filter_map(|p| p.admins.as_ref())
+                .any(|a| a.contains(peer))
+    }
+
+    /// Configurations that work but likely do not do what was meant, one
+    /// sentence each (logged at start and reload, printed by
+    /// `--check-config`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, p) in &self.projects {
+            let readers = p.readers.as_ref().unwrap_or(&self.defaults.readers);
+            if let Some(g) = p.socket_group
+                && readers.gids.contains(&g)
+            {
+                out.push(format!(
+                    "[projects.{name}]: the socket group ({g}) is also a reader group, so everyone who can reach the socket reads values — admins who join it to manage the project included; name the function's users (or a group of theirs only) as readers (docs/DEPLOY.md)"
+                ));
+            }
+        }
+        out
+    }
+
     /// Whether `peer` may manage the daemon (projects, status, audit).
     pub fn is_daemon_admin(&self, peer: &PeerIdentity) -> bool {
         peer.uid == self.daemon_uid || peer.uid == 0 || self.defaults.admins.contains(peer)
@@ -349,6 +378,16 @@ mod tests {
         assert!(!p.is_daemon_admin(&peer(2002, &[])));
         assert_eq!(p.socket_group("app"), Some(4000));
         assert!(p.opens_sockets());
+    }
+
+    #[test]
+    fn a_socket_group_that_reads_is_warned_about() {
+        let p = policy();
+        let w = p.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("[projects.app]"), "{w:?}");
+        assert!(p.admin_anywhere(&peer(2002, &[])), "admin of project other");
+        assert!(!p.admin_anywhere(&peer(2001, &[])), "a reader only");
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub(crate) async fn serve(
     let span =
         info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
     let max_frame = shared.config.limits.max_request_bytes;
+    let shared_epoch = shared.policy_epoch.subscribe();
     let mut session = Session {
         framed: Framed::new(stream, ServerCodec::new(max_frame)),
         target,
@@ -138,6 +139,7 @@ pub(crate) async fn serve(
         summaries: ReadSummaries::default(),
         summary_due: None,
         denials: 0,
+        epoch: shared_epoch,
     };
     async move {
         match session.run(&cancel).await {
@@ -194,6 +196,8 @@ struct Session {
     summary_due: Option<Pin<Box<Sleep>>>,
     /// Denials on this connection so far.
     denials: u32,
+    /// Changes on every policy reload.
+    epoch: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Why a connection was ended by the daemon.
@@ -244,7 +248,8 @@ fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
         | Request::Status
         | Request::Subscribe
         | Request::ListHosts
-        | Request::Health => (None, None),
+        | Request::Health
+        | Request::RestoreVault => (None, None),
     }
 }
 
@@ -286,6 +291,12 @@ impl Session {
                 _ = cancel.cancelled() => return Ok(()),
                 () = summaries_due(&mut self.summary_due) => {
                     self.flush_summaries();
+                    continue;
+                }
+                Ok(()) = self.epoch.changed() => {
+                    if self.lost_access().await {
+                        return Err(End::Protocol("no role left after a policy reload".into()));
+                    }
                     continue;
                 }
                 frame = next_frame(&mut self.framed, &self.shared.config.limits) => frame?,
@@ -392,6 +403,24 @@ impl Session {
         };
         self.reply_error(code, &msg).await?;
         Err(End::Protocol(msg))
+    }
+
+    /// After a policy reload: looks the peer's groups up again (a member
+    /// removed from a group loses what the group gave) and says whether the
+    /// peer now holds no role on this socket, so the connection must close.
+    async fn lost_access(&mut self) -> bool {
+        let (uid, gid) = (self.peer.uid, self.peer.gid);
+        if let Ok(identity) =
+            tokio::task::spawn_blocking(move || crate::policy::PeerIdentity::lookup(uid, gid)).await
+        {
+            self.peer.identity = identity;
+        }
+        let policy = self.shared.policy.load();
+        let keep = access::holds_a_role(&policy, &self.peer.identity, self.target.socket());
+        if !keep {
+            warn!("the reloaded policy gives this peer no role here: closing its connection");
+        }
+        !keep
     }
 
     /// Decides, runs (when granted), answers and audits one request.
@@ -577,6 +606,7 @@ impl Session {
                 Response::StoredMany(project.set_many(entries, limits).await?)
             }
             Request::Delete(del) => Response::Deleted(project.delete(&del.name, limits).await?),
+            Request::RestoreVault => Response::Restored(project.restore().await?),
             Request::Subscribe => {
                 let (rx, generation) = project.subscribe();
                 *events = Some(rx);
