@@ -124,17 +124,6 @@ pub struct Parsed {
     pub issues: Vec<Issue>,
 }
 
-impl Parsed {
-    /// Names of the entries that a flagged (but served) line set.
-    pub fn flagged_names(&self) -> std::collections::HashSet<&str> {
-        self.issues
-            .iter()
-            .filter(|i| !i.skipped)
-            .filter_map(|i| i.name.as_deref())
-            .collect()
-    }
-}
-
 /// Reads and parses a `.env` file.
 pub fn read(path: &Path, options: &Options) -> Result<Parsed, ParseError> {
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| ParseError {

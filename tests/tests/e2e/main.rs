@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod clients;
 mod dev;
+mod dotenv_corpus;
 mod durability;
 mod rotation;
 mod systemd;
