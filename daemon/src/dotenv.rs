@@ -747,12 +747,14 @@ fn expand(
                 let close = c[n1..].iter().position(|x| *x == '}').map(|k| n1 + k);
                 let (op, default) = match (n1 > n0, close) {
                     (true, Some(cl)) if cl == n1 => (None, None),
-                    (true, Some(cl)) if c[n1] == ':' && c.get(n1 + 1) == Some(&'-') => {
-                        (Some(":-"), Some(c[n1 + 2..cl].iter().collect::<String>()))
-                    }
-                    (true, Some(cl)) if c[n1] == '-' => {
-                        (Some("-"), Some(c[n1 + 1..cl].iter().collect::<String>()))
-                    }
+                    (true, Some(cl)) if c[n1] == ':' && c.get(n1 + 1) == Some(&'-') => (
+                        Some(":-"),
+                        Some(Zeroizing::new(c[n1 + 2..cl].iter().collect::<String>())),
+                    ),
+                    (true, Some(cl)) if c[n1] == '-' => (
+                        Some("-"),
+                        Some(Zeroizing::new(c[n1 + 1..cl].iter().collect::<String>())),
+                    ),
                     _ => {
                         notes.push((
                             i,
