@@ -9,9 +9,10 @@
 //!   the file as Node's dotenv does** (its `parse`, not its optional
 //!   expansion).
 //! - **No silent surprises.** Every line whose value other parsers read
-//!   differently — where python-dotenv and dotenvy agree against Node —
-//!   and every line Flux cannot serve at all comes back as an [`Issue`]
-//!   with its `file:line:col`, never a value. `fluxd dev` serves the rest
+//!   differently — where python-dotenv and dotenvy agree against Node —,
+//!   every expansion-looking `${…}` or `$(…)`, and every line Flux cannot
+//!   serve at all comes back as an [`Issue`] with its `file:line:col`,
+//!   never a value. `fluxd dev` serves the rest
 //!   and logs one warning per issue; `fluxctl secrets import` refuses
 //!   unless told `--skip-invalid`.
 //!
