@@ -154,9 +154,18 @@ pub enum SecretsCmd {
     Import {
         /// The .env file, or - for stdin
         file: PathBuf,
-        /// List what would be created and updated; write nothing
+        /// List what would be created and updated, and the lines that need
+        /// attention; write nothing
         #[arg(long)]
         dry_run: bool,
+        /// Import the rest when lines need attention: leave out the lines
+        /// Flux cannot hold, import the others as `fluxd dev` serves them
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Expand $NAME, ${NAME} and ${NAME:-default} from the lines above
+        /// (never the environment, never a command; see docs/DOTENV.md)
+        #[arg(long)]
+        expand: bool,
     },
 }
 

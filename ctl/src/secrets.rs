@@ -24,7 +24,20 @@ pub(crate) fn run(target: &Target, cmd: SecretsCmd) -> Result<()> {
         } => set(target, &name, value, from_file.as_deref()),
         SecretsCmd::List { json } => list(target, json),
         SecretsCmd::Delete { name } => delete(target, &name),
-        SecretsCmd::Import { file, dry_run } => crate::import::run(target, &file, dry_run),
+        SecretsCmd::Import {
+            file,
+            dry_run,
+            skip_invalid,
+            expand,
+        } => crate::import::run(
+            target,
+            &file,
+            crate::import::Flags {
+                dry_run,
+                skip_invalid,
+                expand,
+            },
+        ),
     }
 }
 

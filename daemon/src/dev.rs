@@ -9,9 +9,16 @@
 //! edit is live on the next `get`. Writes are refused: the file is the
 //! source of truth. A missing file serves no secrets until it appears.
 //!
+//! A line the parser flags ([`crate::dotenv::Issue`]) never stops the rest
+//! of the file from being served: each load of a changed file logs one
+//! warning per flagged line (`file:line:col` and why, never a value), serves
+//! the flagged lines that have a value as Node's dotenv reads them, and
+//! leaves out the lines it cannot serve.
+//!
 //! Production `fluxd` never reads `.env`: only this store does, and only
 //! `fluxd dev` creates it.
 
+use crate::dotenv::Options;
 use crate::error::{Error, Result};
 use crate::keys::ProjectKey;
 use crate::store::Store;
@@ -20,6 +27,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
+use tracing::warn;
 use zeroize::Zeroizing;
 
 /// One project backed by a `.env` file.
@@ -27,6 +35,7 @@ use zeroize::Zeroizing;
 pub struct DevStore {
     project: String,
     env_file: PathBuf,
+    options: Options,
     key: ProjectKey,
     /// The last file contents' hash and the vault sealed from them, so an
     /// unchanged file reloads as unchanged.
@@ -34,11 +43,12 @@ pub struct DevStore {
 }
 
 impl DevStore {
-    /// Serves `project` from `env_file`.
-    pub fn new(project: &str, env_file: &Path) -> Self {
+    /// Serves `project` from `env_file`, read with `options`.
+    pub fn new(project: &str, env_file: &Path, options: Options) -> Self {
         Self {
             project: project.to_owned(),
             env_file: env_file.to_path_buf(),
+            options,
             key: ProjectKey::generate(),
             last: Mutex::new(None),
         }
@@ -104,9 +114,14 @@ impl Store for DevStore {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or_else(vault::now_ms, |d| d.as_millis() as u64);
-        let entries = crate::dotenv::parse(&bytes, &self.env_file.display().to_string())
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let secrets: Secrets = entries
+        let parsed =
+            crate::dotenv::parse(&bytes, &self.env_file.display().to_string(), &self.options)
+                .map_err(|e| Error::Config(e.to_string()))?;
+        for issue in &parsed.issues {
+            warn!("{issue}");
+        }
+        let secrets: Secrets = parsed
+            .entries
             .into_iter()
             .map(|(name, value)| (name, Entry { value, set_at_ms }))
             .collect();

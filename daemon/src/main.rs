@@ -61,6 +61,10 @@ enum Command {
         /// The .env file to serve; edits are live on the next get
         #[arg(long, value_name = "PATH", default_value = ".env")]
         env_file: PathBuf,
+        /// Expand $NAME, ${NAME} and ${NAME:-default} from the lines above
+        /// (never the environment, never a command; see docs/DOTENV.md)
+        #[arg(long)]
+        expand: bool,
     },
 }
 
@@ -107,14 +111,18 @@ fn main() -> ExitCode {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 
     let dev = match args.command {
-        Some(Command::Dev { project, env_file }) => match dev_project(project) {
-            Ok(project) => Some((project, env_file)),
+        Some(Command::Dev {
+            project,
+            env_file,
+            expand,
+        }) => match dev_project(project) {
+            Ok(project) => Some((project, env_file, fluxd::dotenv::Options { expand })),
             Err(e) => return fail(&e),
         },
         None => None,
     };
     let config = match &dev {
-        Some((project, _)) => Config::dev(args.runtime_dir.as_deref(), project),
+        Some((project, _, _)) => Config::dev(args.runtime_dir.as_deref(), project),
         None => Config::resolve(
             args.state_dir.as_deref(),
             args.runtime_dir.as_deref(),
@@ -189,9 +197,9 @@ fn main() -> ExitCode {
         let signals = Signals::install()
             .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
         let daemon = match dev {
-            Some((project, env_file)) => {
+            Some((project, env_file, options)) => {
                 let socket = flux_protocol::paths::project_socket(&config.runtime_dir, &project);
-                let store = fluxd::dev::DevStore::new(&project, &env_file);
+                let store = fluxd::dev::DevStore::new(&project, &env_file, options);
                 let daemon = fluxd::Daemon::start_dev(config, shutdown.clone(), store).await?;
                 if !env_file.exists() {
                     warn!(file = %env_file.display(), "no such file yet: serving no secrets until it appears");

@@ -38,14 +38,23 @@ impl Drop for Dev {
 
 /// Starts `fluxd dev ARGS` in `dir` (sockets under `dir/run`); returns the
 /// process and the socket it printed for `FLUX_SECRETS_SOCKET`.
-fn spawn_dev(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+pub(crate) fn spawn_dev(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+    spawn_dev_logged(dir, args, Stdio::null())
+}
+
+/// [`spawn_dev`], with fluxd's stderr (its log) sent to `log`.
+pub(crate) fn spawn_dev_logged(
+    dir: &std::path::Path,
+    args: &[&str],
+    log: impl Into<Stdio>,
+) -> (Child, String) {
     let mut child = Command::new(bin("fluxd"))
         .args(["--runtime-dir", dir.join("run").to_str().unwrap(), "dev"])
         .args(args)
         .current_dir(dir)
         .env_remove("FLUX_PROJECT")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -112,11 +121,11 @@ fn fluxd_dev_serves_the_env_file_live() {
     );
     assert_value(&mut c, "OPENAI_API_KEY", "sk-edited");
 
-    // A broken edit keeps the last good values; the error names the file,
-    // line and column, never the value.
-    std::fs::write(d.dir.join(".env"), "OPENAI_API_KEY=\"sk-broken-unclosed\n").unwrap();
+    // A file that cannot be read at all (not UTF-8) keeps the last good
+    // values; the error names the file, line and column, never the value.
+    std::fs::write(d.dir.join(".env"), b"OPENAI_API_KEY=sk-broken-\xff\n").unwrap();
     let control = d.socket.replace("/projects/app.sock", "/control.sock");
-    eventually("the parse error is reported", || {
+    eventually("the read error is reported", || {
         Client::connect(&control)
             .unwrap()
             .status()
@@ -124,7 +133,7 @@ fn fluxd_dev_serves_the_env_file_live() {
             .projects[0]
             .last_error
             .as_deref()
-            .is_some_and(|e| e.contains(".env:1:16") && e.contains("never closed"))
+            .is_some_and(|e| e.contains(".env:1:26") && e.contains("not UTF-8"))
     });
     let status = Client::connect(&control).unwrap().status().unwrap();
     assert!(
@@ -331,4 +340,164 @@ fn import_sets_a_whole_env_file_in_one_write() {
     assert!(stderr(&out).contains("<stdin>:2:5"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("secret-ish"));
     assert_eq!(c.list().unwrap().len(), 3);
+}
+
+#[test]
+fn fluxd_dev_serves_the_rest_of_a_file_and_warns_once_per_flagged_line() {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join(".env"),
+        "OK=fine-value\nFOO.BAR=dotted-secret\nHASH=kept#dropped-part\nEXP=${OK}-expanded\nBAD LINE bare-secret\nTICK=`ticked-secret`\n",
+    )
+    .unwrap();
+    let log_path = dir.join("fluxd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (mut child, socket) = spawn_dev_logged(dir, &["--project", "app"], log);
+    let mut c = Client::connect(&socket).unwrap();
+    assert_value(&mut c, "OK", "fine-value");
+    // Served as Node's dotenv reads them, with a warning each.
+    assert_value(&mut c, "HASH", "kept");
+    assert_value(&mut c, "EXP", "${OK}-expanded");
+    assert_value(&mut c, "TICK", "ticked-secret");
+    let mut names: Vec<String> = c.list().unwrap().into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, ["EXP", "HASH", "OK", "TICK"]);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert_eq!(warnings.len(), 5, "{log}");
+    for (line, at) in [
+        (2, ".env:2:1: "),
+        (3, ".env:3:10: HASH"),
+        (4, ".env:4:5: EXP"),
+        (5, ".env:5:5: "),
+        (6, ".env:6:6: TICK"),
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(at)),
+            "line {line}: no warning with {at:?}:\n{log}"
+        );
+    }
+    for value in [
+        "fine-value",
+        "dotted-secret",
+        "dropped-part",
+        "expanded",
+        "bare-secret",
+        "ticked-secret",
+    ] {
+        flux_e2e::assert_no_secret(log.as_bytes(), value, "fluxd dev's log");
+    }
+
+    // --expand: ${NAME} from the lines above.
+    let (mut child, socket) = spawn_dev(dir, &["--project", "app", "--expand"]);
+    assert_value(
+        &mut Client::connect(&socket).unwrap(),
+        "EXP",
+        "fine-value-expanded",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn import_refuses_flagged_lines_unless_told_to_skip_them() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    let env = d.dir().join("mixed.env");
+    std::fs::write(
+        &env,
+        "OK=fine-value\nOPTION-B=dashed-secret\nHASH=kept#dropped-part\nEXP=${OK}-expanded\n",
+    )
+    .unwrap();
+    let env = env.to_str().unwrap();
+    let check_list = |text: &str| {
+        assert!(text.contains("3 lines need attention"), "{text}");
+        assert!(text.contains("mixed.env:2:1: "), "{text}");
+        assert!(text.contains("mixed.env:3:10: HASH: "), "{text}");
+        assert!(text.contains("mixed.env:4:5: EXP: "), "{text}");
+        assert!(text.contains("--skip-invalid"), "{text}");
+        for value in ["fine-value", "dashed-secret", "dropped-part", "expanded"] {
+            flux_e2e::assert_no_secret(text.as_bytes(), value, "fluxctl's output");
+        }
+    };
+
+    // Refused by default, with the full list; nothing is written.
+    let out = d.run_ctl(&["secrets", "import", env, "-p", "app"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    check_list(&stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was imported"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(d.client("app").list().unwrap().is_empty());
+
+    // --dry-run shows the same list.
+    let out = d.run_ctl(&["secrets", "import", env, "--dry-run", "-p", "app"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    check_list(&stderr(&out));
+
+    // --skip-invalid --dry-run: the plan, and the lines as warnings.
+    let out = d.run_ctl(&[
+        "secrets",
+        "import",
+        env,
+        "--dry-run",
+        "--skip-invalid",
+        "-p",
+        "app",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("would create: EXP, HASH, OK"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("would skip: 1 line"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stderr(&out).matches("fluxctl: warning: ").count(),
+        3,
+        "{}",
+        stderr(&out)
+    );
+    assert!(d.client("app").list().unwrap().is_empty());
+
+    // --skip-invalid: the rest, as fluxd dev serves it.
+    let out = d.run_ctl(&["secrets", "import", env, "--skip-invalid", "-p", "app"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).ends_with("3 created, 0 updated\n"),
+        "{}",
+        stdout(&out)
+    );
+    let mut c = d.client("app");
+    assert_value(&mut c, "OK", "fine-value");
+    assert_value(&mut c, "HASH", "kept");
+    assert_value(&mut c, "EXP", "${OK}-expanded");
+
+    // --expand expands from the lines above.
+    let out = d.run_ctl(&[
+        "secrets",
+        "import",
+        env,
+        "--skip-invalid",
+        "--expand",
+        "-p",
+        "app",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_value(&mut c, "EXP", "fine-value-expanded");
 }

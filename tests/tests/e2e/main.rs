@@ -6,6 +6,7 @@ mod authorization;
 mod bad_input;
 mod clients;
 mod dev;
+mod dotenv_corpus;
 mod durability;
 mod rotation;
 mod systemd;
