@@ -115,14 +115,28 @@ def check_name(key: object) -> str:
             code=2,
         )
     if _NAME_RE.fullmatch(key) is None:
-        shown = repr(key[:80]) + ("…" if len(key) > 80 else "")
+        # The name itself is not quoted: a value passed by mistake as a name
+        # must not end up in a log.
         raise FluxSecretsError(
-            f"invalid secret name {shown}: {_NAME_RULE}",
+            f"invalid secret name ({_what_is_wrong(key)}): {_NAME_RULE}",
             code_name="invalid_name",
             code=2,
             key=key,
         )
     return key
+
+
+def _what_is_wrong(key: str) -> str:
+    if key == "":
+        return "it is empty"
+    if len(key) > 128:
+        return f"it has {len(key)} characters"
+    if not (key[0].isascii() and (key[0].isalpha() or key[0] == "_")):
+        return f"it starts with {ascii(key[0])}"
+    for i, ch in enumerate(key):
+        if not (ch.isascii() and (ch.isalnum() or ch == "_")):
+            return f"character {i + 1} of {len(key)} is {ascii(ch)}"
+    return "it does not match the grammar"
 
 
 def bad_response(socket_path: str, what: str, key: Optional[str] = None) -> FluxSecretsError:
