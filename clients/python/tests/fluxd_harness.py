@@ -177,7 +177,9 @@ class TestDaemon:
             if code is not None:
                 _running.discard(child)
                 self.child = None
-                raise RuntimeError(f"fluxd exited with status {code} before it was ready:\n{self.log()}")
+                raise RuntimeError(
+                    f"fluxd exited with status {code} before it was ready:\n{self.log()}"
+                )
             try:
                 welcome = probe(self.control_socket)
                 if welcome.project is not None:
@@ -187,7 +189,9 @@ class TestDaemon:
                 last = e
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(f"fluxd not ready after {READY_TIMEOUT} s (last: {last}):\n{self.log()}")
+                raise RuntimeError(
+                    f"fluxd not ready after {READY_TIMEOUT} s (last: {last}):\n{self.log()}"
+                )
             time.sleep(0.01)  # poll interval
 
     def stop(self) -> int:
@@ -199,7 +203,7 @@ class TestDaemon:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-            raise RuntimeError(f"fluxd did not stop within {STOP_TIMEOUT} s of SIGTERM")
+            raise RuntimeError(f"fluxd did not stop within {STOP_TIMEOUT} s of SIGTERM") from None
 
     def kill(self) -> int:
         """SIGKILL, as a crash would; returns the wait status."""
@@ -244,7 +248,9 @@ class TestDaemon:
         """Runs fluxctl and raises, naming `what` (never a value), when it fails."""
         res = self.ctl(args, stdin)
         if res.returncode != 0:
-            raise CtlError(f"fluxctl {what} failed with status {res.returncode}: {res.stderr.strip()}")
+            raise CtlError(
+                f"fluxctl {what} failed with status {res.returncode}: {res.stderr.strip()}"
+            )
         return res.stdout
 
     def create_project(self, name: str) -> None:
@@ -265,4 +271,6 @@ class TestDaemon:
         )
 
     def delete_secret(self, project: str, name: str) -> None:
-        self.ctl_ok(["-p", project, "secrets", "delete", name], f"-p {project} secrets delete {name}")
+        self.ctl_ok(
+            ["-p", project, "secrets", "delete", name], f"-p {project} secrets delete {name}"
+        )

@@ -16,7 +16,9 @@ def describe(v: object) -> str:
 def assert_value(got: object, want: object, name: str) -> None:
     """Asserts `got` is `want` (equal, same type) without ever printing either."""
     if type(got) is not type(want) or got != want:
-        raise AssertionError(f"{name}: value mismatch (got {describe(got)}, expected {describe(want)})")
+        raise AssertionError(
+            f"{name}: value mismatch (got {describe(got)}, expected {describe(want)})"
+        )
 
 
 def assert_no_value(text: str, values: Iterable[str], what: str) -> None:
@@ -29,5 +31,10 @@ def assert_no_value(text: str, values: Iterable[str], what: str) -> None:
 def error_text(err: BaseException) -> str:
     """Everything an error shows: str, repr, args and its formatted traceback."""
     return "\n".join(
-        [str(err), repr(err), repr(err.args), *traceback.format_exception(type(err), err, err.__traceback__)]
+        [
+            str(err),
+            repr(err),
+            repr(err.args),
+            *traceback.format_exception(type(err), err, err.__traceback__),
+        ]
     )

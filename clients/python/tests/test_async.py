@@ -65,7 +65,10 @@ class AsyncClientTests(unittest.IsolatedAsyncioTestCase):
         self.assertIsNone(await c.get("NOT_SET", None))
         with self.assertRaises(SecretNotFound) as cm:
             await c.get("NOT_SET")
-        self.assertEqual((cm.exception.code, cm.exception.code_name, cm.exception.key), (1, "not_found", "NOT_SET"))
+        self.assertEqual(
+            (cm.exception.code, cm.exception.code_name, cm.exception.key),
+            (1, "not_found", "NOT_SET"),
+        )
         self.assertIn("fluxctl secrets set NOT_SET", str(cm.exception))
         self.assertEqual(c.project, "app")
 
@@ -135,7 +138,9 @@ class AsyncClientTests(unittest.IsolatedAsyncioTestCase):
                 assert_value(await c.get("BIG"), VALUES["BIG"], "BIG")
 
         await asyncio.gather(*(one(i) for i in range(400)))
-        self.assertEqual(self.daemon.handshakes(CLIENT_PREFIX) - before, 1, "one connection for 400 gets")
+        self.assertEqual(
+            self.daemon.handshakes(CLIENT_PREFIX) - before, 1, "one connection for 400 gets"
+        )
         self.assertIn("state='connected'", repr(c))
         self.assertIn("pending=0", repr(c))
 

@@ -20,7 +20,7 @@ from secret_asserts import assert_no_value, assert_value, error_text
 
 VALUES: Dict[str, str] = {
     "OPENAI_API_KEY": "sk-test-3f9a1c7e5b2d4f60",
-    "UTF8_MIXED": "héllo wörld — ключ 秘密 🔑 \U0001F600",
+    "UTF8_MIXED": "héllo wörld — ключ 秘密 🔑 \U0001f600",
     "WITH_NEWLINES": "line one\nline two\r\n\ttabbed",
     "EMPTY": "",
     # 65536 bytes, the largest value fluxd stores, of 2-byte characters.
@@ -215,7 +215,9 @@ class SyncClientTests(unittest.TestCase):
         for th in threads:
             th.join(60)
         self.assertEqual(failures, [])
-        self.assertEqual(self.daemon.handshakes(CLIENT_PREFIX), before, "one connection for 800 gets")
+        self.assertEqual(
+            self.daemon.handshakes(CLIENT_PREFIX), before, "one connection for 800 gets"
+        )
 
     # -------------------------------------------------- project socket errors
 
@@ -316,7 +318,9 @@ class SyncClientTests(unittest.TestCase):
         _, status = os.waitpid(pid, 0)
         self.assertEqual(os.waitstatus_to_exitcode(status), 0)
         assert_value(c.get("OPENAI_API_KEY"), VALUES["OPENAI_API_KEY"], "OPENAI_API_KEY")
-        self.assertEqual(self.daemon.handshakes(CLIENT_PREFIX), before + 1, "the child connected on its own")
+        self.assertEqual(
+            self.daemon.handshakes(CLIENT_PREFIX), before + 1, "the child connected on its own"
+        )
 
     def test_a_script_reads_its_secrets_and_exits(self) -> None:
         script = (
@@ -326,7 +330,9 @@ class SyncClientTests(unittest.TestCase):
             "print(len(v), len(s.get('EMPTY')), s.get('NOPE', 'fb'))\n"
         )
         env = dict(os.environ, FLUX_SECRETS_SOCKET=self.socket_path)
-        res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30
+        )
         self.assertEqual(res.returncode, 0, res.stderr[-2000:])
         self.assertEqual(res.stdout.strip(), f"{len(VALUES['OPENAI_API_KEY'])} 0 fb")
 

@@ -50,7 +50,13 @@ def value(v: str) -> bytes:
 
 
 def event(generation: int, names: List[str]) -> bytes:
-    return framed(u32(12) + struct.pack("<Q", generation) + u32(0) + struct.pack("<Q", len(names)) + b"".join(string(n) for n in names))
+    return framed(
+        u32(12)
+        + struct.pack("<Q", generation)
+        + u32(0)
+        + struct.pack("<Q", len(names))
+        + b"".join(string(n) for n in names)
+    )
 
 
 def read_frame(conn: socket.socket) -> Optional[bytes]:
@@ -83,7 +89,12 @@ class Stub:
     """A peer on a fresh socket: `on_connect(conn)` per connection, then
     `on_request(conn, request, connection_number)` per request."""
 
-    def __init__(self, path: str, on_request: Optional[Handler] = None, on_connect: Optional[Callable[[socket.socket], bool]] = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        on_request: Optional[Handler] = None,
+        on_connect: Optional[Callable[[socket.socket], bool]] = None,
+    ) -> None:
         self.path = path
         self.on_request = on_request
         self.on_connect = on_connect
@@ -103,7 +114,9 @@ class Stub:
                 return
             self.connections += 1
             self.conns.append(conn)
-            threading.Thread(target=self._handle, args=(conn, self.connections), daemon=True).start()
+            threading.Thread(
+                target=self._handle, args=(conn, self.connections), daemon=True
+            ).start()
 
     def _handle(self, conn: socket.socket, number: int) -> None:
         try:
@@ -196,7 +209,9 @@ class StubPeerTests(unittest.TestCase):
 
         async def run() -> List[BaseException]:
             c = AsyncSecrets(peer.path, reconnect_delay=0.05)
-            return await asyncio.gather(*(c.get(f"K{i}", "fb") for i in range(5)), return_exceptions=True)
+            return await asyncio.gather(
+                *(c.get(f"K{i}", "fb") for i in range(5)), return_exceptions=True
+            )
 
         errs = asyncio.run(run())
         self.assertTrue(all(isinstance(e, DaemonUnreachable) for e in errs))
@@ -210,7 +225,12 @@ class StubPeerTests(unittest.TestCase):
 
             return handle
 
-        peer = self.stub("refuses", on_request=refuse(8, "this fluxd speaks protocol version 2: upgrade the older of the two"))
+        peer = self.stub(
+            "refuses",
+            on_request=refuse(
+                8, "this fluxd speaks protocol version 2: upgrade the older of the two"
+            ),
+        )
         for err in self.both(peer.path, lambda c: c.get("A", "fb"), reconnect_delay=0):
             self.assertIsInstance(err, FluxSecretsError)
             assert isinstance(err, FluxSecretsError)
@@ -234,10 +254,19 @@ class StubPeerTests(unittest.TestCase):
             self.assertIn("speaks protocol version 2, this client speaks version 1", str(err))
 
     def test_unavailable_and_unknown_codes_raise_even_with_a_default(self) -> None:
-        for code, name in ((11, "unavailable"), (77, "other"), (4, "permission_denied"), (5, "unknown_project")):
+        for code, name in (
+            (11, "unavailable"),
+            (77, "other"),
+            (4, "permission_denied"),
+            (5, "unknown_project"),
+        ):
             peer = self.stub(
                 f"code{code}",
-                on_request=welcoming(lambda conn, req, n, code=code: conn.sendall(error_reply(code, "a failure from fluxd"))),  # type: ignore[misc]
+                on_request=welcoming(
+                    lambda conn, req, n, code=code: conn.sendall(
+                        error_reply(code, "a failure from fluxd")
+                    )
+                ),  # type: ignore[misc]
             )
             for err in self.both(peer.path, lambda c: c.get("A", "fb")):
                 assert isinstance(err, FluxSecretsError), f"code {code}: {type(err).__name__}"
@@ -248,7 +277,11 @@ class StubPeerTests(unittest.TestCase):
     def test_an_oversized_frame_is_refused_and_the_connection_dropped(self) -> None:
         peer = self.stub(
             "huge",
-            on_request=welcoming(lambda conn, req, n: conn.sendall(struct.pack(">I", proto.MAX_RESPONSE_FRAME_LEN + 1))),
+            on_request=welcoming(
+                lambda conn, req, n: conn.sendall(
+                    struct.pack(">I", proto.MAX_RESPONSE_FRAME_LEN + 1)
+                )
+            ),
         )
         for err in self.both(peer.path, lambda c: c.get("A", "fb")):
             assert isinstance(err, FluxSecretsError)
@@ -267,7 +300,9 @@ class StubPeerTests(unittest.TestCase):
         self.addCleanup(c.close)
         assert_value(c.get("A"), "v-A", "A")
         assert_value(c.get("B"), "v-B", "B")
-        self.assertEqual([(e.generation, e.names) for e in c._events], [(7, ["A"]), (8, []), (7, ["B"]), (8, [])])
+        self.assertEqual(
+            [(e.generation, e.names) for e in c._events], [(7, ["A"]), (8, []), (7, ["B"]), (8, [])]
+        )
 
         async def run() -> None:
             a = AsyncSecrets(peer.path)
@@ -308,7 +343,9 @@ class StubPeerTests(unittest.TestCase):
         self.assertEqual(peer.connections, 2, "a timeout is not retried")
 
     def test_a_malformed_answer_is_a_bad_response(self) -> None:
-        peer = self.stub("garbage", on_request=welcoming(lambda conn, req, n: conn.sendall(framed(u32(99)))))
+        peer = self.stub(
+            "garbage", on_request=welcoming(lambda conn, req, n: conn.sendall(framed(u32(99))))
+        )
         for err in self.both(peer.path, lambda c: c.get("A")):
             assert isinstance(err, FluxSecretsError)
             self.assertEqual(err.code_name, "bad_response")

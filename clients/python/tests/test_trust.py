@@ -144,7 +144,10 @@ class SquattedPathTests(unittest.TestCase):
                 # 65534 is trusted here (the daemon's user), yet the mode is not.
                 with mock.patch.dict(os.environ, env_with(OTHER_USER), clear=True):
                     err = refusal(self, s.path, which)
-                self.assertIn(f"the folder {d} (holding {s.path}) is writable by {who} (mode 0{mode:o})", str(err))
+                self.assertIn(
+                    f"the folder {d} (holding {s.path}) is writable by {who} (mode 0{mode:o})",
+                    str(err),
+                )
                 self.assertIn(f"chmod go-w {d}", str(err))
                 self.assertEqual(s.connections(), 0)
 
@@ -267,9 +270,13 @@ class PeerCredentialTests(unittest.TestCase):
             with mock.patch.dict(os.environ, env_with(None), clear=True):
                 err = refusal(self, path, which)
             text = str(err)
-            self.assertIn(f"the process serving {path} (pid {child.pid}) runs as uid {OTHER_UID}", text)
+            self.assertIn(
+                f"the process serving {path} (pid {child.pid}) runs as uid {OTHER_UID}", text
+            )
             self.assertIn("another user may have bound the socket", text)
-            self.assertEqual(child.stdout.readline().strip(), "0", f"{which}: bytes the squatter received")
+            self.assertEqual(
+                child.stdout.readline().strip(), "0", f"{which}: bytes the squatter received"
+            )
         self.assertEqual(child.wait(10), 0)
 
 
@@ -309,7 +316,9 @@ class DaemonUserTests(unittest.TestCase):
                 c = Secrets(self.path)
                 self.addCleanup(c.close)
                 assert_value(c.get("TOKEN"), "tok-trusted", "TOKEN")
-                assert_value(asyncio.run(AsyncSecrets(self.path).get("TOKEN")), "tok-trusted", "TOKEN")
+                assert_value(
+                    asyncio.run(AsyncSecrets(self.path).get("TOKEN")), "tok-trusted", "TOKEN"
+                )
 
     def test_without_flux_daemon_user_the_folder_is_refused(self) -> None:
         with mock.patch.dict(os.environ, env_with(None), clear=True):

@@ -86,7 +86,11 @@ class _AsyncConn:
                     self.owner._events.append(msg)
                     continue
                 if not self.pending:
-                    self.fail(lambda key: bad_response(path, f"a {p.kind_of(msg)} message nobody asked for", key))
+                    self.fail(
+                        lambda key: bad_response(
+                            path, f"a {p.kind_of(msg)} message nobody asked for", key
+                        )
+                    )
                     return
                 fut, _key = self.pending.popleft()
                 if not fut.done():
@@ -96,9 +100,11 @@ class _AsyncConn:
         except OSError as e:
             self.lost(e)
         except p.FrameTooLarge as e:
-            self.fail(lambda key: _with_key(too_large(path, e), key))
+            oversized = e
+            self.fail(lambda key: _with_key(too_large(path, oversized), key))
         except p.DecodeError as e:
-            self.fail(lambda key: bad_response(path, str(e), key))
+            reason = str(e)
+            self.fail(lambda key: bad_response(path, reason, key))
         except asyncio.CancelledError:
             self.fail(lambda key: closed_error(path, key))
             raise

@@ -184,14 +184,13 @@ def check_welcome(msg: p.Response, socket_path: str) -> p.Welcome:
     it must not turn into a caller's default.
     """
     if isinstance(msg, p.ErrorReply):
-        err = error_from_reply(msg.code, msg.message, socket_path=socket_path)
-        return_err = FluxSecretsError(
-            f"fluxd refused the handshake on {socket_path}: {err.message}",
-            code_name=err.code_name,
-            code=err.code,
+        name = error_from_reply(msg.code, msg.message).code_name
+        raise FluxSecretsError(
+            f"fluxd refused the handshake on {socket_path}: {msg.message}",
+            code_name=name,
+            code=msg.code,
             socket_path=socket_path,
         )
-        raise return_err
     if not isinstance(msg, p.Welcome):
         raise bad_response(socket_path, f"a {p.kind_of(msg)} message answered the handshake")
     if msg.version != p.PROTOCOL_VERSION:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Type
 
 #: Wire error codes and their names (PROTOCOL.md, "Error codes").
 CODE_NAMES: Dict[int, str] = {
@@ -78,8 +78,8 @@ class FluxSecretsError(Exception):
         return (_rebuild, (type(self), self.message, self._fields()))
 
 
-def _rebuild(cls: type, message: str, fields: Dict[str, Any]) -> FluxSecretsError:
-    err = FluxSecretsError.__new__(cls)
+def _rebuild(cls: Type[FluxSecretsError], message: str, fields: Dict[str, Any]) -> FluxSecretsError:
+    err: FluxSecretsError = FluxSecretsError.__new__(cls)
     FluxSecretsError.__init__(err, message, **fields)
     return err
 

@@ -405,9 +405,7 @@ class _Reader:
     def _take(self, n: int, what: str) -> memoryview:
         end = self.pos + n
         if end > len(self.buf):
-            raise DecodeError(
-                f"{what} needs {n} bytes, {len(self.buf) - self.pos} left"
-            )
+            raise DecodeError(f"{what} needs {n} bytes, {len(self.buf) - self.pos} left")
         out = self.buf[self.pos : end]
         self.pos = end
         return out
@@ -416,10 +414,12 @@ class _Reader:
         return self._take(1, what)[0]
 
     def u32(self, what: str) -> int:
-        return _U32.unpack(self._take(4, what))[0]
+        n: int = _U32.unpack(self._take(4, what))[0]
+        return n
 
     def u64(self, what: str) -> int:
-        return _U64.unpack(self._take(8, what))[0]
+        n: int = _U64.unpack(self._take(8, what))[0]
+        return n
 
     def bool(self, what: str) -> bool:
         b = self.u8(what)
@@ -577,9 +577,11 @@ def decode_response(payload: Union[bytes, bytearray, memoryview]) -> Response:
 # ---------------------------------------------------------------- framing
 
 
-def frame_length(header: Union[bytes, bytearray, memoryview], limit: int = MAX_RESPONSE_FRAME_LEN) -> int:
+def frame_length(
+    header: Union[bytes, bytearray, memoryview], limit: int = MAX_RESPONSE_FRAME_LEN
+) -> int:
     """The payload length in a 4-byte prefix; :class:`FrameTooLarge` over `limit`."""
-    (n,) = _BE32.unpack(header)
+    n: int = _BE32.unpack(header)[0]
     if n > limit:
         raise FrameTooLarge(n, limit)
     return n

@@ -48,7 +48,7 @@ class Trust:
             self.uids.add(self.daemon_uid)
 
     def who(self) -> str:
-        """"you (uid 1000), root or the fluxd user (uid 999)", for messages."""
+        """ "you (uid 1000), root or the fluxd user (uid 999)", for messages."""
         if self.daemon_uid is not None:
             daemon = f"the {self.daemon_user} user (uid {self.daemon_uid}"
             daemon += f", from {DAEMON_USER_ENV})" if self.from_env else ")"
@@ -59,9 +59,7 @@ class Trust:
         return f"you (uid {self.euid}), root or {daemon}"
 
     def advice(self) -> str:
-        return (
-            f"if fluxd runs as another user, set {DAEMON_USER_ENV} to that user's name"
-        )
+        return f"if fluxd runs as another user, set {DAEMON_USER_ENV} to that user's name"
 
 
 def _lookup_uid(user: str) -> Optional[int]:
