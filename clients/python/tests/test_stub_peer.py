@@ -342,6 +342,31 @@ class StubPeerTests(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 3)
         self.assertEqual(peer.connections, 2, "a timeout is not retried")
 
+    def test_close_from_another_thread_ends_a_waiting_get(self) -> None:
+        peer = self.stub("silent2", on_request=welcoming(lambda conn, req, n: None))
+        c = Secrets(peer.path)
+        errors: List[BaseException] = []
+
+        def waiting() -> None:
+            try:
+                c.get("A", "fb")
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=waiting)
+        t.start()
+        while c._conn is None:
+            time.sleep(0.005)
+        time.sleep(0.05)  # the get is written and waits for its answer
+        c.close()
+        t.join(5)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(len(errors), 1)
+        err = errors[0]
+        assert isinstance(err, FluxSecretsError)
+        self.assertEqual((err.code_name, err.key), ("closed", "A"))
+        self.assertEqual(peer.connections, 1, "a closed call is not retried")
+
     def test_a_malformed_answer_is_a_bad_response(self) -> None:
         peer = self.stub(
             "garbage", on_request=welcoming(lambda conn, req, n: conn.sendall(framed(u32(99))))

@@ -8,6 +8,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from types import TracebackType
 from typing import Deque, Dict, Optional, Type, TypeVar, Union, overload
 
@@ -110,6 +111,21 @@ class _Conn:
             pass
 
 
+_clients: "weakref.WeakSet[Secrets]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A fork taken while another thread held a client's lock must not leave
+    # the child waiting for it forever. (The connection itself is replaced
+    # on the child's first call: see _connected.)
+    for client in list(_clients):
+        client._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Secrets:
     """A project's secrets, read from fluxd over the project's Unix socket.
 
@@ -144,6 +160,7 @@ class Secrets:
         self._conn: Optional[_Conn] = None
         self._project: Optional[str] = None
         self._events: Deque[p.Event] = collections.deque(maxlen=MAX_SET_ASIDE_EVENTS)
+        _clients.add(self)
 
     @classmethod
     def from_env(
