@@ -171,13 +171,6 @@ class SquattedPathTests(unittest.TestCase):
 
         self.each_client(check)
 
-    def test_a_file_that_is_not_a_socket_is_refused(self) -> None:
-        path = os.path.join(self.base, "app.sock")
-        with open(path, "w"):
-            pass
-        err = refusal(self, path, "sync")
-        self.assertIn("is a regular file, not a socket", str(err))
-
     def test_a_symlink_in_a_squatted_folder_is_refused(self) -> None:
         target = self.squatter(self.folder("real", 0, 0o755))
         link_dir = self.folder("links", OTHER_UID, 0o755)
@@ -214,6 +207,34 @@ class SquattedPathTests(unittest.TestCase):
             with self.assertRaises(UntrustedSocket) as cm:
                 check_socket_path(s2.path, Trust())
         self.assertIn("FLUX_DAEMON_USER=no-such-user-here names no user here", str(cm.exception))
+
+
+class AnyUserTests(unittest.TestCase):
+    """The checks that need no other uid (these run as any user)."""
+
+    def setUp(self) -> None:
+        self.base = tempfile.mkdtemp(prefix="fxt", dir="/tmp")
+        self.addCleanup(shutil.rmtree, self.base, True)
+
+    def test_a_folder_of_mine_writable_by_others_is_refused_unless_root_owns_it(self) -> None:
+        d = os.path.join(self.base, "open")
+        os.mkdir(d)
+        os.chmod(d, 0o777)
+        s = Squatter(os.path.join(d, "app.sock"), owner=os.geteuid())
+        self.addCleanup(s.close)
+        if os.geteuid() == 0:
+            check_socket_path(s.path, Trust())  # root's folder ends the walk
+        else:
+            err = refusal(self, s.path, "sync")
+            self.assertIn("is writable by group and others (mode 0777)", str(err))
+            self.assertEqual(s.connections(), 0)
+
+    def test_a_file_that_is_not_a_socket_is_refused(self) -> None:
+        path = os.path.join(self.base, "app.sock")
+        with open(path, "w"):
+            pass
+        err = refusal(self, path, "sync")
+        self.assertIn("is a regular file, not a socket", str(err))
 
     def test_a_missing_folder_is_a_failure_to_connect_not_a_refusal(self) -> None:
         path = os.path.join(self.base, "nope", "app.sock")
