@@ -198,7 +198,7 @@ class StubPeerTests(unittest.TestCase):
         for e in err:
             self.assertIsInstance(e, DaemonUnreachable)
             self.assertIn(peer.path, str(e))
-            self.assertIn("again after one reconnect", str(e))
+            self.assertIn("also after one reconnect", str(e))
         self.assertEqual(peer.connections, 4, "per client: one connection, then one reconnect")
         time.sleep(0.2)
         self.assertEqual(peer.connections, 4, "no reconnect loop")

@@ -173,7 +173,7 @@ def unreachable(
     socket_path: str, lost: Optional[ConnectionLost], *, key: Optional[str] = None, retried: bool
 ) -> DaemonUnreachable:
     """The error for a get whose connection failed (after its one retry)."""
-    again = " (and again after one reconnect)" if retried else ""
+    again = ", also after one reconnect" if retried else ""
     if lost is None or lost.connecting:
         cause = lost.cause if lost is not None else None
         reason = os_reason(cause)
