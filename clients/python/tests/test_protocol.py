@@ -80,7 +80,18 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.list_hosts": p.encode_list_hosts,
     "request.add_host": lambda: p.encode_add_host("age1host"),
     "request.remove_host": lambda: p.encode_remove_host("age1host"),
+    "request.audit_log": lambda: p.encode_audit_log(None, 0, 10),
+    "request.health": p.encode_health,
 }
+
+STATUS = p.DaemonStatus(
+    version="0.1.0",
+    pid=42,
+    started_at_ms=1764000000000,
+    state_dir="/var/lib/flux",
+    runtime_dir="/run/flux",
+    projects=[],
+)
 
 RESPONSES: Dict[str, p.Response] = {
     "response.welcome.project": p.Welcome(version=1, server="fluxd/0.1.0", project="my-app"),
@@ -94,16 +105,7 @@ RESPONSES: Dict[str, p.Response] = {
     "response.project_created": p.ProjectCreated(info(None)),
     "response.project_deleted": p.ProjectDeleted("my-app"),
     "response.projects": p.Projects([info("bad seal")]),
-    "response.status": p.Status(
-        p.DaemonStatus(
-            version="0.1.0",
-            pid=42,
-            started_at_ms=1764000000000,
-            state_dir="/var/lib/flux",
-            runtime_dir="/run/flux",
-            projects=[],
-        )
-    ),
+    "response.status": p.Status(STATUS),
     "response.subscribed": p.Subscribed(generation=5),
     "response.event": p.Event(generation=6, kind=p.EventKind.RELOADED, names=["OPENAI_API_KEY"]),
     "response.audit_records": p.AuditRecords(
@@ -125,6 +127,36 @@ RESPONSES: Dict[str, p.Response] = {
     "response.stored_many": p.StoredMany(created=["A"], updated=[], generation=8),
     "response.hosts": p.Hosts(this_host="age1host", hosts=["age1host"]),
     "response.host_updated": p.HostUpdated(recipient="age1host", projects=["my-app"]),
+    "response.audit_log": p.AuditLog(
+        [
+            p.AuditEntry(
+                time_ms=1764000060000,
+                first_ms=1764000000000,
+                count=42,
+                project="my-app",
+                op="get",
+                name="OPENAI_API_KEY",
+                uid=1000,
+                gid=1000,
+                pid=4242,
+                exe=None,
+                allowed=True,
+                result="ok",
+                detail=None,
+            )
+        ]
+    ),
+    "response.health": p.Health(
+        status=STATUS,
+        audit=p.AuditHealth(
+            path="/var/lib/flux/audit.log",
+            reads="summary",
+            error=None,
+            dropped=0,
+            writes_refused=False,
+        ),
+        problems=[],
+    ),
 }
 
 
@@ -242,8 +274,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 17"):
-            p.decode_response(struct.pack("<I", 17))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 19"):
+            p.decode_response(struct.pack("<I", 19))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

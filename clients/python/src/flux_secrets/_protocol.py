@@ -54,6 +54,8 @@ class RequestKind(enum.IntEnum):
     LIST_HOSTS = 13
     ADD_HOST = 14
     REMOVE_HOST = 15
+    AUDIT_LOG = 16
+    HEALTH = 17
 
 
 class EventKind(enum.IntEnum):
@@ -239,6 +241,47 @@ class HostUpdated:
     projects: List[str]
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit decision (``count`` 1), or a summary of ``count`` identical
+    decisions on one connection between ``first_ms`` and ``time_ms``."""
+
+    time_ms: int
+    first_ms: int
+    count: int
+    project: Optional[str]
+    op: str
+    name: Optional[str]
+    uid: int
+    gid: int
+    pid: Optional[int]
+    exe: Optional[str]
+    allowed: bool
+    result: str
+    detail: Optional[str]
+
+
+@dataclass(frozen=True)
+class AuditLog:
+    entries: List[AuditEntry]
+
+
+@dataclass(frozen=True)
+class AuditHealth:
+    path: Optional[str]
+    reads: str
+    error: Optional[str]
+    dropped: int
+    writes_refused: bool
+
+
+@dataclass(frozen=True)
+class Health:
+    status: DaemonStatus
+    audit: AuditHealth
+    problems: List[str]
+
+
 Response = Union[
     Welcome,
     ErrorReply,
@@ -257,6 +300,8 @@ Response = Union[
     StoredMany,
     Hosts,
     HostUpdated,
+    AuditLog,
+    Health,
 ]
 
 #: A short name per response type, for error messages.
@@ -278,6 +323,8 @@ RESPONSE_NAMES = {
     StoredMany: "stored many",
     Hosts: "hosts",
     HostUpdated: "host updated",
+    AuditLog: "audit log",
+    Health: "health",
 }
 
 
@@ -389,6 +436,14 @@ def encode_remove_host(recipient: str) -> bytes:
     return _request(RequestKind.REMOVE_HOST, _str(recipient))
 
 
+def encode_audit_log(project: Optional[str], since_ms: int = 0, limit: int = 0) -> bytes:
+    return _request(RequestKind.AUDIT_LOG, _opt_str(project), _u64(since_ms), _u32(limit))
+
+
+def encode_health() -> bytes:
+    return _request(RequestKind.HEALTH)
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -495,6 +550,52 @@ def _audit_record(r: _Reader) -> AuditRecord:
     )
 
 
+_MIN_AUDIT_ENTRY = 8 + 8 + 8 + 1 + 8 + 1 + 4 + 4 + 1 + 1 + 1 + 8 + 1
+
+
+def _audit_entry(r: _Reader) -> AuditEntry:
+    return AuditEntry(
+        time_ms=r.u64("time_ms"),
+        first_ms=r.u64("first_ms"),
+        count=r.u64("count"),
+        project=r.option("project", lambda: r.string("project")),
+        op=r.string("op"),
+        name=r.option("name", lambda: r.string("name")),
+        uid=r.u32("uid"),
+        gid=r.u32("gid"),
+        pid=r.option("pid", lambda: r.u32("pid")),
+        exe=r.option("exe", lambda: r.string("exe")),
+        allowed=r.bool("allowed"),
+        result=r.string("result"),
+        detail=r.option("detail", lambda: r.string("detail")),
+    )
+
+
+def _daemon_status(r: _Reader) -> DaemonStatus:
+    return DaemonStatus(
+        version=r.string("version"),
+        pid=r.u32("pid"),
+        started_at_ms=r.u64("started_at_ms"),
+        state_dir=r.string("state_dir"),
+        runtime_dir=r.string("runtime_dir"),
+        projects=r.vec("projects", _MIN_PROJECT_INFO, lambda: _project_info(r)),
+    )
+
+
+def _health(r: _Reader) -> Health:
+    return Health(
+        status=_daemon_status(r),
+        audit=AuditHealth(
+            path=r.option("audit path", lambda: r.string("audit path")),
+            reads=r.string("audit reads"),
+            error=r.option("audit error", lambda: r.string("audit error")),
+            dropped=r.u64("audit dropped"),
+            writes_refused=r.bool("audit writes_refused"),
+        ),
+        problems=r.strings("problems"),
+    )
+
+
 def _welcome(r: _Reader) -> Welcome:
     version = r.u32("version")
     server = r.string("server")
@@ -537,16 +638,7 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
     lambda r: ProjectCreated(project=_project_info(r)),
     lambda r: ProjectDeleted(name=r.string("project name")),
     lambda r: Projects(projects=r.vec("projects", _MIN_PROJECT_INFO, lambda: _project_info(r))),
-    lambda r: Status(
-        status=DaemonStatus(
-            version=r.string("version"),
-            pid=r.u32("pid"),
-            started_at_ms=r.u64("started_at_ms"),
-            state_dir=r.string("state_dir"),
-            runtime_dir=r.string("runtime_dir"),
-            projects=r.vec("projects", _MIN_PROJECT_INFO, lambda: _project_info(r)),
-        )
-    ),
+    lambda r: Status(status=_daemon_status(r)),
     lambda r: Subscribed(generation=r.u64("generation")),
     _event,
     lambda r: AuditRecords(records=r.vec("records", _MIN_AUDIT_RECORD, lambda: _audit_record(r))),
@@ -557,6 +649,8 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
         this_host=r.option("this_host", lambda: r.string("this_host")), hosts=r.strings("hosts")
     ),
     lambda r: HostUpdated(recipient=r.string("recipient"), projects=r.strings("projects")),
+    lambda r: AuditLog(entries=r.vec("entries", _MIN_AUDIT_ENTRY, lambda: _audit_entry(r))),
+    _health,
 ]
 
 
