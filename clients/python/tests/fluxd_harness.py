@@ -105,13 +105,19 @@ class TestDaemon:
         self.runtime_dir = os.path.join(directory, "run")
         self.control_socket = os.path.join(self.runtime_dir, "control.sock")
         self.log_path = os.path.join(directory, "fluxd.log")
+        self.config_path: Optional[str] = None
         self.child: Optional["subprocess.Popen[bytes]"] = None
 
     @classmethod
-    def start(cls) -> "TestDaemon":
-        """Starts fluxd on a fresh short temp folder and waits until it is ready."""
+    def start(cls, config: Optional[str] = None) -> "TestDaemon":
+        """Starts fluxd on a fresh short temp folder and waits until it is
+        ready; `config` is the text of a config file (``--config``)."""
         # Short: Unix socket paths are limited to 107 bytes.
         daemon = cls(tempfile.mkdtemp(prefix="fxp", dir="/tmp"))
+        if config is not None:
+            daemon.config_path = os.path.join(daemon.dir, "fluxd.toml")
+            with open(daemon.config_path, "w", encoding="utf-8") as f:
+                f.write(config)
         try:
             daemon.restart()
         except BaseException:
@@ -149,6 +155,7 @@ class TestDaemon:
             raise RuntimeError("fluxd is already running")
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
+        env.pop("FLUX_CONFIG", None)
         with open(self.log_path, "ab") as log:
             child = subprocess.Popen(
                 [
@@ -159,6 +166,7 @@ class TestDaemon:
                     self.runtime_dir,
                     "--log-level",
                     "debug",
+                    *(["--config", self.config_path] if self.config_path else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

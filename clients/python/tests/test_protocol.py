@@ -348,7 +348,9 @@ class ErrorReplyTests(unittest.TestCase):
             error_from_reply(1, "secret X is not set", key="X", socket_path="/s"),
             error_from_reply(11, "retry later", socket_path="/s"),
             flux_secrets.DaemonUnreachable("down", key="K", socket_path="/s"),
-            flux_secrets.UntrustedSocket("squatted", socket_path="/s"),
+            flux_secrets.UntrustedSocket(
+                "squatted", socket_path="/s", path="/s", reason="untrusted_owner"
+            ),
         ):
             back = pickle.loads(pickle.dumps(err))
             self.assertIs(type(back), type(err))
@@ -356,6 +358,7 @@ class ErrorReplyTests(unittest.TestCase):
                 (str(back), back.code, back.code_name, back.key, back.socket_path),
                 (str(err), err.code, err.code_name, err.key, err.socket_path),
             )
+            self.assertEqual(vars(back), vars(err))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,9 @@ class SquattedPathTests(unittest.TestCase):
             with mock.patch.dict(os.environ, env_with(None), clear=True):
                 err = refusal(self, s.path, which)
             text = str(err)
-            self.assertIn(f"the folder {d} (holding {s.path}) is owned by uid {OTHER_UID}", text)
+            self.assertTrue(text.startswith(f"refusing to use the fluxd socket {s.path}: "), text)
+            self.assertIn(f"the folder {d} is owned by uid {OTHER_UID}", text)
+            self.assertEqual((err.path, err.reason), (d, "untrusted_owner"))
             self.assertIn(f"not by you (uid {os.geteuid()}), root or the fluxd user", text)
             self.assertIn("another user may have created it", text)
             self.assertIn("FLUX_DAEMON_USER", text)
@@ -145,9 +147,11 @@ class SquattedPathTests(unittest.TestCase):
                 with mock.patch.dict(os.environ, env_with(OTHER_USER), clear=True):
                     err = refusal(self, s.path, which)
                 self.assertIn(
-                    f"the folder {d} (holding {s.path}) is writable by {who} (mode 0{mode:o})",
+                    f"the folder {d} is writable by {who} (mode 0{mode:o}): another user could "
+                    "replace the socket",
                     str(err),
                 )
+                self.assertEqual((err.path, err.reason), (d, "writable_folder"))
                 self.assertIn(f"chmod go-w {d}", str(err))
                 self.assertEqual(s.connections(), 0)
 
@@ -166,7 +170,12 @@ class SquattedPathTests(unittest.TestCase):
         def check(which: str) -> None:
             with mock.patch.dict(os.environ, env_with(None), clear=True):
                 err = refusal(self, s.path, which)
-            self.assertIn(f"{s.path} is owned by uid {OTHER_UID}, not by you", str(err))
+            self.assertIn(
+                f"refusing to use the fluxd socket {s.path}: it is owned by uid {OTHER_UID}, "
+                f"not by you (uid {os.geteuid()}), root or the fluxd user",
+                str(err),
+            )
+            self.assertEqual((err.path, err.reason), (s.path, "untrusted_owner"))
             self.assertEqual(s.connections(), 0)
 
         self.each_client(check)
@@ -234,7 +243,8 @@ class AnyUserTests(unittest.TestCase):
         with open(path, "w"):
             pass
         err = refusal(self, path, "sync")
-        self.assertIn("is a regular file, not a socket", str(err))
+        self.assertIn("it is not a socket but a regular file", str(err))
+        self.assertEqual((err.path, err.reason), (path, "not_a_socket"))
 
     def test_a_missing_folder_is_a_failure_to_connect_not_a_refusal(self) -> None:
         path = os.path.join(self.base, "nope", "app.sock")
@@ -292,8 +302,12 @@ class PeerCredentialTests(unittest.TestCase):
                 err = refusal(self, path, which)
             text = str(err)
             self.assertIn(
-                f"the process serving {path} (pid {child.pid}) runs as uid {OTHER_UID}", text
+                f"refusing to use the fluxd socket {path}: the process serving it "
+                f"(pid {child.pid}) runs as uid {OTHER_UID}, not as you (uid {os.geteuid()}), "
+                "root or the fluxd user",
+                text,
             )
+            self.assertEqual(err.reason, "untrusted_peer")
             self.assertIn("another user may have bound the socket", text)
             self.assertEqual(
                 child.stdout.readline().strip(), "0", f"{which}: bytes the squatter received"

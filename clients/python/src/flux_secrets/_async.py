@@ -148,6 +148,41 @@ def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
         return None
 
 
+async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise ConnectionLost(None, connecting=False)
+        buf += chunk
+    return bytes(buf)
+
+
+async def _handshake(loop: asyncio.AbstractEventLoop, sock: socket.socket, path: str) -> p.Welcome:
+    """Hello, then the Welcome, on the raw socket: a refusal that fluxd sent
+    before reading anything (a connection limit) is still read and reported."""
+    lost: Optional[ConnectionLost] = None
+    try:
+        await loop.sock_sendall(sock, p.encode_hello(CLIENT_NAME))
+    except OSError as e:
+        lost = ConnectionLost(e, connecting=False)
+    try:
+        header = await _recv_exactly(loop, sock, 4)
+        n = p.frame_length(header)
+        payload = await _recv_exactly(loop, sock, n) if n else b""
+    except OSError as e:
+        raise lost or ConnectionLost(e, connecting=False) from None
+    except ConnectionLost as e:
+        raise lost or e from None
+    except p.FrameTooLarge as e:
+        raise too_large(path, e) from None
+    try:
+        msg = p.decode_response(payload)
+    except p.DecodeError as e:
+        raise bad_response(path, str(e)) from None
+    return check_welcome(msg, path)
+
+
 class AsyncSecrets:
     """A project's secrets for asyncio code, read from fluxd over the project's
     Unix socket.
@@ -340,37 +375,21 @@ class AsyncSecrets:
         loop = asyncio.get_running_loop()
         trust = Trust()
         try:
-            check_socket_path(path, trust)
+            target = check_socket_path(path, trust)
         except OSError as e:
             raise ConnectionLost(e, connecting=True) from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             try:
-                await loop.sock_connect(sock, path)
+                await loop.sock_connect(sock, target)
             except OSError as e:
                 raise ConnectionLost(e, connecting=True) from None
             check_peer(sock, path, trust)
+            welcome = await _handshake(loop, sock, path)
             reader, writer = await asyncio.open_unix_connection(sock=sock)
         except BaseException:
             sock.close()
-            raise
-        try:
-            writer.write(p.encode_hello(CLIENT_NAME))
-            header = await reader.readexactly(4)
-            n = p.frame_length(header)
-            payload = await reader.readexactly(n) if n else b""
-            welcome = check_welcome(p.decode_response(payload), path)
-        except BaseException as e:
-            writer.transport.abort()
-            if isinstance(e, asyncio.IncompleteReadError):
-                raise ConnectionLost(None, connecting=False) from None
-            if isinstance(e, OSError):
-                raise ConnectionLost(e, connecting=False) from None
-            if isinstance(e, p.FrameTooLarge):
-                raise too_large(path, e) from None
-            if isinstance(e, p.DecodeError):
-                raise bad_response(path, str(e)) from None
             raise
         conn = _AsyncConn(self, sock, reader, writer, welcome)
         self._conn = conn

@@ -79,9 +79,7 @@ class FluxSecretsError(Exception):
 
 
 def _rebuild(cls: Type[FluxSecretsError], message: str, fields: Dict[str, Any]) -> FluxSecretsError:
-    err: FluxSecretsError = FluxSecretsError.__new__(cls)
-    FluxSecretsError.__init__(err, message, **fields)
-    return err
+    return cls(message, **fields)
 
 
 class SecretNotFound(FluxSecretsError):
@@ -116,7 +114,12 @@ class DaemonUnreachable(FluxSecretsError):
 class UntrustedSocket(FluxSecretsError):
     """The socket, a folder above it, or the process serving it belongs to a
     user other than you, root and the daemon's user, or a folder is writable
-    by others (``code_name == "untrusted_socket"``). Nothing was sent."""
+    by others (``code_name == "untrusted_socket"``). Nothing was sent.
+
+    ``path`` is the file or folder that failed; ``reason`` is
+    ``"not_a_socket"``, ``"untrusted_owner"``, ``"writable_folder"`` or
+    ``"untrusted_peer"``.
+    """
 
     def __init__(
         self,
@@ -124,9 +127,16 @@ class UntrustedSocket(FluxSecretsError):
         *,
         key: Optional[str] = None,
         socket_path: Optional[str] = None,
+        path: Optional[str] = None,
+        reason: Optional[str] = None,
         **_: Any,
     ) -> None:
         super().__init__(message, code_name="untrusted_socket", key=key, socket_path=socket_path)
+        self.path = path
+        self.reason = reason
+
+    def _fields(self) -> Dict[str, Any]:
+        return {**super()._fields(), "path": self.path, "reason": self.reason}
 
 
 def error_from_reply(

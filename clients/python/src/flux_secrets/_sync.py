@@ -288,22 +288,31 @@ class Secrets:
         path = self._path
         trust = Trust()
         try:
-            check_socket_path(path, trust)
+            target = check_socket_path(path, trust)
         except OSError as e:
             raise ConnectionLost(e, connecting=True) from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self._timeout)
             try:
-                sock.connect(path)
+                sock.connect(target)
             except socket.timeout:
                 raise _Timeout() from None
             except OSError as e:
                 raise ConnectionLost(e, connecting=True) from None
             check_peer(sock, path, trust)
             probe = _Conn(sock, p.Welcome(0, "", None))
-            probe.send(p.encode_hello(CLIENT_NAME))
-            payload = self._read(probe, None)
+            try:
+                probe.send(p.encode_hello(CLIENT_NAME))
+            except ConnectionLost as lost:
+                # fluxd may have refused the connection (a limit) with an
+                # error and closed it before reading: that error is the answer.
+                try:
+                    payload = probe.read_frame()
+                except (ConnectionLost, p.FrameTooLarge):
+                    raise lost from None
+            else:
+                payload = self._read(probe, None)
             try:
                 msg = p.decode_response(payload)
             except p.DecodeError as e:

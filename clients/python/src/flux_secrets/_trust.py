@@ -12,9 +12,10 @@ Trusted uids: the current effective uid, root (0), and the uid of the
 daemon's user: the user named by ``FLUX_DAEMON_USER`` when set (a name, or a
 number), else the system user ``fluxd`` if it exists.
 
-Symbolic links are followed: the folders of the path as given and those of
-the real path it resolves to are all checked, since whoever may write either
-could redirect the client.
+Symbolic links are resolved, and the client connects to the resolved path,
+so the socket checked is the socket reached. The folders of the path as
+given are checked as well as those of the real path: whoever may write a
+folder holding a link could point it elsewhere for the next connection.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from ._errors import UntrustedSocket
 
 DAEMON_USER_ENV = "FLUX_DAEMON_USER"
 DEFAULT_DAEMON_USER = "fluxd"
+
+#: Longest usable Unix socket path, in bytes.
+MAX_SOCKET_PATH_LEN = 107
 
 # struct ucred: pid_t pid; uid_t uid; gid_t gid.
 _UCRED = struct.Struct("iII")
@@ -47,19 +51,19 @@ class Trust:
         if self.daemon_uid is not None:
             self.uids.add(self.daemon_uid)
 
-    def who(self) -> str:
-        """ "you (uid 1000), root or the fluxd user (uid 999)", for messages."""
+    def owners(self, verb: str = "by") -> str:
+        """ "not by you (uid 1000), root or the fluxd user (fluxd, uid 998)", for messages."""
+        shown = f"{DAEMON_USER_ENV}={self.daemon_user}" if self.from_env else self.daemon_user
         if self.daemon_uid is not None:
-            daemon = f"the {self.daemon_user} user (uid {self.daemon_uid}"
-            daemon += f", from {DAEMON_USER_ENV})" if self.from_env else ")"
+            daemon = f"the fluxd user ({shown}, uid {self.daemon_uid})"
         elif self.from_env:
-            daemon = f"the daemon's user ({DAEMON_USER_ENV}={self.daemon_user} names no user here)"
+            daemon = f"the fluxd user ({shown} names no user here)"
         else:
-            daemon = f"the {DEFAULT_DAEMON_USER} user (there is no {DEFAULT_DAEMON_USER} user here)"
-        return f"you (uid {self.euid}), root or {daemon}"
-
-    def advice(self) -> str:
-        return f"if fluxd runs as another user, set {DAEMON_USER_ENV} to that user's name"
+            daemon = (
+                f"the fluxd user (there is no user {self.daemon_user} here; set "
+                f"{DAEMON_USER_ENV} to the user fluxd runs as)"
+            )
+        return f"not {verb} you (uid {self.euid}), root or {daemon}"
 
 
 def _lookup_uid(user: str) -> Optional[int]:
@@ -90,37 +94,52 @@ def _kind(mode: int) -> str:
     return "not a socket"
 
 
-def check_socket_path(path: str, trust: Trust) -> None:
-    """Checks the socket at `path` and the folders above it.
+def _refuse(shown: str, path: str, what: str, reason: str, where: str) -> UntrustedSocket:
+    return UntrustedSocket(
+        f"refusing to use the fluxd socket {shown}: {what}",
+        socket_path=path,
+        path=where,
+        reason=reason,
+    )
 
-    Raises :class:`UntrustedSocket` when one fails the rule, and the
-    underlying ``OSError`` (e.g. ``FileNotFoundError``) when a part of the path
-    does not exist or cannot be looked at, which the caller reports as a
-    failure to connect.
+
+def check_socket_path(path: str, trust: Trust) -> str:
+    """Checks the socket at `path` and the folders above it; returns the path
+    to connect to: the socket with every symlink resolved, so the socket
+    checked is the socket reached (`path` itself when the resolved path is
+    too long for a socket address).
+
+    Raises :class:`UntrustedSocket` when a check fails, and the underlying
+    ``OSError`` (e.g. ``FileNotFoundError``) when a part of the path does not
+    exist or cannot be looked at, which the caller reports as a failure to
+    connect.
     """
     absolute = os.path.abspath(path)
     real = os.path.realpath(absolute)
+    shown = path if real == absolute else f"{path}, which leads to {real}"
     seen: Set[str] = set()
-    _check_folders(os.path.dirname(absolute), path, trust, seen)
+    _check_folders(os.path.dirname(absolute), path, shown, trust, seen)
     if real != absolute:
-        _check_folders(os.path.dirname(real), path, trust, seen)
+        _check_folders(os.path.dirname(real), path, shown, trust, seen)
     st = os.lstat(real)
-    shown = path if real == absolute else f"{path} (really {real})"
     if not stat.S_ISSOCK(st.st_mode):
-        raise UntrustedSocket(
-            f"{shown} is {_kind(st.st_mode)}, not a socket: refusing to use it; "
-            "FLUX_SECRETS_SOCKET must be the project's socket, `<runtime>/projects/<project>.sock`",
-            socket_path=path,
+        raise _refuse(
+            shown, path, f"it is not a socket but {_kind(st.st_mode)}", "not_a_socket", real
         )
     if st.st_uid not in trust.uids:
-        raise UntrustedSocket(
-            f"{shown} is owned by uid {st.st_uid}, not by {trust.who()}: another user may have "
-            f"created it; refusing to send anything to it. Check the path; {trust.advice()}",
-            socket_path=path,
+        raise _refuse(
+            shown,
+            path,
+            f"it is owned by uid {st.st_uid}, {trust.owners()}: another user may have created "
+            "it; check that the path is the socket fluxd created, and if fluxd runs as uid "
+            f"{st.st_uid}, set {DAEMON_USER_ENV} to that user",
+            "untrusted_owner",
+            real,
         )
+    return real if len(os.fsencode(real)) <= MAX_SOCKET_PATH_LEN else path
 
 
-def _check_folders(folder: str, path: str, trust: Trust, seen: Set[str]) -> None:
+def _check_folders(folder: str, path: str, shown: str, trust: Trust, seen: Set[str]) -> None:
     d = folder
     while d not in seen:
         seen.add(d)
@@ -129,27 +148,33 @@ def _check_folders(folder: str, path: str, trust: Trust, seen: Set[str]) -> None
             # The folder it points to (and the folders above that) must pass;
             # the link itself can be replaced by whoever may write its own
             # folder, which the walk checks next.
-            _check_folders(os.path.realpath(d), path, trust, seen)
+            _check_folders(os.path.realpath(d), path, shown, trust, seen)
         else:
             if st.st_uid == 0:
                 return
             if st.st_uid not in trust.uids:
-                raise UntrustedSocket(
-                    f"the folder {d} (holding {path}) is owned by uid {st.st_uid}, not by "
-                    f"{trust.who()}: another user may have created it, and could replace the "
-                    f"socket; refusing to use it. Check the path; {trust.advice()}",
-                    socket_path=path,
+                raise _refuse(
+                    shown,
+                    path,
+                    f"the folder {d} is owned by uid {st.st_uid}, {trust.owners()}: another "
+                    "user may have created it and could put their own socket in it; use a "
+                    "runtime folder owned by you or by fluxd, and if fluxd runs as uid "
+                    f"{st.st_uid}, set {DAEMON_USER_ENV} to that user",
+                    "untrusted_owner",
+                    d,
                 )
             if st.st_mode & 0o022:
                 mode = stat.S_IMODE(st.st_mode)
                 writable = " and ".join(
                     w for w, bit in (("group", 0o020), ("others", 0o002)) if st.st_mode & bit
                 )
-                raise UntrustedSocket(
-                    f"the folder {d} (holding {path}) is writable by {writable} (mode {mode:04o}): "
-                    "another user could replace the socket; refusing to use it. "
-                    f"Fix it with `chmod go-w {d}`",
-                    socket_path=path,
+                raise _refuse(
+                    shown,
+                    path,
+                    f"the folder {d} is writable by {writable} (mode {mode:04o}): another user "
+                    f"could replace the socket; fix it with `chmod go-w {d}`",
+                    "writable_folder",
+                    d,
                 )
         parent = os.path.dirname(d)
         if parent == d:
@@ -162,16 +187,21 @@ def check_peer(sock: socket.socket, path: str, trust: Trust) -> None:
     opt = getattr(socket, "SO_PEERCRED", None)
     if opt is None:
         raise UntrustedSocket(
-            f"cannot check which user serves {path}: this system has no SO_PEERCRED; "
-            "refusing to send anything to it",
+            f"refusing to use the fluxd socket {path}: this system has no SO_PEERCRED, so the "
+            "user serving it cannot be checked",
             socket_path=path,
+            path=path,
+            reason="untrusted_peer",
         )
     raw = sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size)
     pid, uid, _gid = _UCRED.unpack(raw)
     if uid not in trust.uids:
         raise UntrustedSocket(
-            f"the process serving {path} (pid {pid}) runs as uid {uid}, not as {trust.who()}: "
-            f"another user may have bound the socket; refusing to send anything to it. "
-            f"{trust.advice()[0].upper()}{trust.advice()[1:]}",
+            f"refusing to use the fluxd socket {path}: the process serving it (pid {pid}) runs "
+            f"as uid {uid}, {trust.owners('as')}: another user may have bound the socket; "
+            f"check that the path is the socket fluxd created, and if fluxd runs as uid {uid}, "
+            f"set {DAEMON_USER_ENV} to that user",
             socket_path=path,
+            path=path,
+            reason="untrusted_peer",
         )
