@@ -13,10 +13,9 @@
 //   user `fluxd` when /etc/passwd has one;
 // - the socket, once every symlink is resolved, is a socket owned by a
 //   trusted uid;
-// - walking up from the socket's folder, every folder before the first one
-//   owned by root is owned by a trusted uid and is not writable by group or
-//   others. A folder owned by root ends the walk (so /tmp and /run, owned by
-//   root, end it).
+// - every folder above the socket, up to /, is owned by a trusted uid or
+//   root and is not writable by group or others, unless it has the sticky
+//   bit (like /tmp), where only an entry's owner can move the entry.
 //
 // The client then connects to the resolved path, so the socket it checked is
 // the socket it reaches even when FLUX_SECRETS_SOCKET goes through a symlink
@@ -132,7 +131,6 @@ function checkSocket(socketPath, { euid = process.geteuid(), daemon = daemonUser
   let dir = nodePath.dirname(real);
   for (;;) {
     const st = fs.statSync(dir);
-    if (st.uid === 0) break;
     if (!isTrusted(st.uid)) {
       throw refuse(
         `the folder ${dir} is owned by uid ${st.uid}, ${owners}: another user may have created it ` +
@@ -142,7 +140,7 @@ function checkSocket(socketPath, { euid = process.geteuid(), daemon = daemonUser
         dir,
       );
     }
-    if ((st.mode & 0o022) !== 0) {
+    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
       const who = (st.mode & 0o022) === 0o022 ? 'group and others' : st.mode & 0o020 ? 'group' : 'others';
       const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
       throw refuse(

@@ -131,6 +131,8 @@ const NOT_ENCODED = new Set([
   'response.audit_log',
   'request.health',
   'response.health',
+  'request.restore_vault',
+  'response.restored',
 ]);
 
 describe('PROTOCOL.md test vectors', () => {

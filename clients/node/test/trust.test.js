@@ -354,12 +354,17 @@ describe("the real fluxd's runtime folder, tampered with", () => {
     }
   });
 
-  test('a folder owned by root ends the walk, whatever its mode or what lies above it', async (t) => {
+  test('the walk goes up to /: a root folder inside another user\'s is refused; a sticky one passes', async (t) => {
     if (!IS_ROOT) return skip(t, 'chown needs root');
     try {
-      // Like /tmp: owned by root, writable by all. The folder above is another user's.
-      await fsp.chmod(projectsDir, 0o777);
+      // The folder above is another user's: they could swap the root-owned one.
       await fsp.chown(daemon.runtimeDir, OTHER_UID, OTHER_UID);
+      const err = await withDaemonUser('4242', () => rejection(createSecrets({ socketPath }).get('API_KEY'), 'get'));
+      assert.equal(err.reason, 'untrusted_owner');
+      assert.equal(err.path, daemon.runtimeDir);
+      await restore();
+      // Like /tmp: owned by root, writable by all, sticky.
+      await fsp.chmod(projectsDir, 0o1777);
       await withDaemonUser('4242', async () => {
         const c = createSecrets({ socketPath });
         assertValue(await c.get('API_KEY'), SECRET, 'API_KEY');

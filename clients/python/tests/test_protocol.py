@@ -82,6 +82,7 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.remove_host": lambda: p.encode_remove_host("age1host"),
     "request.audit_log": lambda: p.encode_audit_log(None, 0, 10),
     "request.health": p.encode_health,
+    "request.restore_vault": p.encode_restore_vault,
 }
 
 STATUS = p.DaemonStatus(
@@ -157,6 +158,7 @@ RESPONSES: Dict[str, p.Response] = {
         ),
         problems=[],
     ),
+    "response.restored": p.Restored(revision=43, generation=9, secrets=2),
 }
 
 
@@ -274,8 +276,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 19"):
-            p.decode_response(struct.pack("<I", 19))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 20"):
+            p.decode_response(struct.pack("<I", 20))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

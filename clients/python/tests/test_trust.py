@@ -157,12 +157,17 @@ class SquattedPathTests(unittest.TestCase):
 
             self.each_client(check)
 
-    def test_a_sticky_world_writable_folder_not_owned_by_root_is_refused(self) -> None:
-        d = self.folder("sticky", os.geteuid() if os.geteuid() else OTHER_UID, 0o1777)
+    def test_a_sticky_world_writable_folder_of_a_trusted_user_passes(self) -> None:
+        # Like /tmp: others may add entries, but only an entry's owner can
+        # move it, and the socket itself must be a trusted one's.
+        d = self.folder("sticky", OTHER_UID, 0o1777)
         s = self.squatter(d)
         with mock.patch.dict(os.environ, env_with(OTHER_USER), clear=True):
-            err = refusal(self, s.path, "sync")
-        self.assertIn("writable by group and others", str(err))
+            check_socket_path(s.path, Trust())
+        other = self.squatter(self.folder("sticky2", OTHER_UID, 0o1777), owner=OTHER_UID)
+        with mock.patch.dict(os.environ, env_with(None), clear=True):
+            err = refusal(self, other.path, "sync")
+        self.assertIn(f"is owned by uid {OTHER_UID}", str(err))
 
     def test_a_socket_owned_by_another_user_is_refused(self) -> None:
         s = self.squatter(self.folder("ok", 0, 0o755), owner=OTHER_UID)
@@ -198,14 +203,17 @@ class SquattedPathTests(unittest.TestCase):
         self.assertIn(f"the folder {squat}", str(err))
         self.assertEqual(target.connections() + hidden.connections(), 0)
 
-    def test_the_walk_ends_at_the_first_root_owned_folder(self) -> None:
-        # A squatted folder above a root-owned one does not matter: only root
-        # can change what the root-owned folder holds.
-        outer = self.folder("outer", OTHER_UID, 0o777)
+    def test_the_walk_goes_up_to_the_root_folder(self) -> None:
+        # A root-owned folder inside a squatted one is no refuge: the
+        # squatter can rename it away and put their own in its place.
+        outer = self.folder("outer", OTHER_UID, 0o755)
         inner = self.folder("inner", 0, 0o755, parent=outer)
         s = self.squatter(inner)
         with mock.patch.dict(os.environ, env_with(None), clear=True):
-            check_socket_path(s.path, Trust())
+            with self.assertRaises(UntrustedSocket) as cm:
+                check_socket_path(s.path, Trust())
+        self.assertIn(f"the folder {outer} is owned by uid {OTHER_UID}", str(cm.exception))
+        self.assertEqual(s.connections(), 0)
         # The daemon's user, by name or by number, is trusted.
         mine = self.folder("mine", OTHER_UID, 0o711)
         s2 = self.squatter(mine, owner=OTHER_UID)
@@ -225,18 +233,18 @@ class AnyUserTests(unittest.TestCase):
         self.base = tempfile.mkdtemp(prefix="fxt", dir="/tmp")
         self.addCleanup(shutil.rmtree, self.base, True)
 
-    def test_a_folder_of_mine_writable_by_others_is_refused_unless_root_owns_it(self) -> None:
+    def test_a_folder_writable_by_others_is_refused_unless_sticky(self) -> None:
         d = os.path.join(self.base, "open")
         os.mkdir(d)
         os.chmod(d, 0o777)
         s = Squatter(os.path.join(d, "app.sock"), owner=os.geteuid())
         self.addCleanup(s.close)
-        if os.geteuid() == 0:
-            check_socket_path(s.path, Trust())  # root's folder ends the walk
-        else:
-            err = refusal(self, s.path, "sync")
-            self.assertIn("is writable by group and others (mode 0777)", str(err))
-            self.assertEqual(s.connections(), 0)
+        err = refusal(self, s.path, "sync")
+        self.assertIn("is writable by group and others (mode 0777)", str(err))
+        self.assertEqual(s.connections(), 0)
+        # Sticky, like /tmp: only an entry's owner can move the entry.
+        os.chmod(d, 0o1777)
+        check_socket_path(s.path, Trust())
 
     def test_a_file_that_is_not_a_socket_is_refused(self) -> None:
         path = os.path.join(self.base, "app.sock")

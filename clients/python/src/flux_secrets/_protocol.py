@@ -56,6 +56,7 @@ class RequestKind(enum.IntEnum):
     REMOVE_HOST = 15
     AUDIT_LOG = 16
     HEALTH = 17
+    RESTORE_VAULT = 18
 
 
 class EventKind(enum.IntEnum):
@@ -282,6 +283,13 @@ class Health:
     problems: List[str]
 
 
+@dataclass(frozen=True)
+class Restored:
+    revision: int
+    generation: int
+    secrets: int
+
+
 Response = Union[
     Welcome,
     ErrorReply,
@@ -302,6 +310,7 @@ Response = Union[
     HostUpdated,
     AuditLog,
     Health,
+    Restored,
 ]
 
 #: A short name per response type, for error messages.
@@ -325,6 +334,7 @@ RESPONSE_NAMES = {
     HostUpdated: "host updated",
     AuditLog: "audit log",
     Health: "health",
+    Restored: "restored",
 }
 
 
@@ -442,6 +452,10 @@ def encode_audit_log(project: Optional[str], since_ms: int = 0, limit: int = 0) 
 
 def encode_health() -> bytes:
     return _request(RequestKind.HEALTH)
+
+
+def encode_restore_vault() -> bytes:
+    return _request(RequestKind.RESTORE_VAULT)
 
 
 # ---------------------------------------------------------------- decoding
@@ -651,6 +665,9 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
     lambda r: HostUpdated(recipient=r.string("recipient"), projects=r.strings("projects")),
     lambda r: AuditLog(entries=r.vec("entries", _MIN_AUDIT_ENTRY, lambda: _audit_entry(r))),
     _health,
+    lambda r: Restored(
+        revision=r.u64("revision"), generation=r.u64("generation"), secrets=r.u64("secrets")
+    ),
 ]
 
 

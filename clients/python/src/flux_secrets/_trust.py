@@ -3,9 +3,9 @@
 The rule, the same for every Flux Secrets client:
 
 1. The socket file must be a socket owned by a trusted uid.
-2. Walking up from the socket's folder, every folder until (excluding) the
-   first one owned by root must be owned by a trusted uid and not writable by
-   group or others. A root-owned folder ends the walk: it is trusted.
+2. Every folder above it, up to ``/``, must be owned by a trusted uid or
+   root, and not writable by group or others — unless it has the sticky bit
+   (like ``/tmp``), where only an entry's owner can move the entry.
 3. Once connected, the peer's uid (``SO_PEERCRED``) must be trusted.
 
 Trusted uids: the current effective uid, root (0), and the uid of the
@@ -150,8 +150,6 @@ def _check_folders(folder: str, path: str, shown: str, trust: Trust, seen: Set[s
             # folder, which the walk checks next.
             _check_folders(os.path.realpath(d), path, shown, trust, seen)
         else:
-            if st.st_uid == 0:
-                return
             if st.st_uid not in trust.uids:
                 raise _refuse(
                     shown,
@@ -163,7 +161,7 @@ def _check_folders(folder: str, path: str, shown: str, trust: Trust, seen: Set[s
                     "untrusted_owner",
                     d,
                 )
-            if st.st_mode & 0o022:
+            if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
                 mode = stat.S_IMODE(st.st_mode)
                 writable = " and ".join(
                     w for w, bit in (("group", 0o020), ("others", 0o002)) if st.st_mode & bit
