@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod argv;
 mod audit;
 pub mod failure;
 mod hosts;

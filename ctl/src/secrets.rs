@@ -61,7 +61,29 @@ fn set(target: &Target, name: &str, value: Option<String>, from_file: Option<&Pa
 }
 
 fn read_value(name: &str, value: Option<String>, from_file: Option<&Path>) -> Result<SecretValue> {
+    let value = read_value_from(name, value, from_file)?;
+    if value.expose().contains('\0') {
+        return Err(Failure::usage(format!(
+            "the value for {name} contains a NUL byte, which no environment variable can hold: store binary data encoded, e.g. as base64"
+        )));
+    }
+    Ok(value)
+}
+
+fn read_value_from(
+    name: &str,
+    value: Option<String>,
+    from_file: Option<&Path>,
+) -> Result<SecretValue> {
     if let Some(v) = value {
+        // Other local users can read a process's arguments: hide it now,
+        // and say so where someone is watching.
+        crate::argv::hide(&v);
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "fluxctl: warning: a value on the command line is visible to other local users while it runs and stays in your shell history; leave it out to type it at a hidden prompt, or pipe it in (or --from-file PATH)"
+            );
+        }
         return Ok(SecretValue::new(v));
     }
     if let Some(path) = from_file {
