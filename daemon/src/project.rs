@@ -286,9 +286,10 @@ impl Project {
             }
             Ok(DiskRead::Same) => unreachable!("no vault fingerprint was known"),
             Err(reason) => {
-                // A missing vault is an empty project; a broken one is kept
-                // untouched and served as unreadable.
-                if matches!(store.load_vault(name), Ok(Some(_))) {
+                // A missing vault is an empty project; a broken one (or one
+                // that cannot even be read: a special file, too large) is
+                // kept untouched and served as unreadable.
+                if !matches!(store.load_vault(name), Ok(None)) {
                     unreadable = Some(reason.clone());
                 }
                 disk.last_error = Some(reason);
