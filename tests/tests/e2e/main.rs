@@ -8,6 +8,7 @@ mod clients;
 mod dev;
 mod dotenv_corpus;
 mod durability;
+mod hardening;
 mod rotation;
 mod systemd;
 mod walkthrough;
