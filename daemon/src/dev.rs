@@ -30,6 +30,9 @@ use std::time::UNIX_EPOCH;
 use tracing::warn;
 use zeroize::Zeroizing;
 
+/// Largest `.env` file `fluxd dev` reads.
+pub const MAX_ENV_FILE: u64 = 64 * 1024 * 1024;
+
 /// One project backed by a `.env` file.
 #[derive(Debug)]
 pub struct DevStore {
@@ -97,11 +100,11 @@ impl Store for DevStore {
         if project != self.project {
             return Err(self.unknown(project));
         }
-        let bytes = match std::fs::read(&self.env_file) {
-            Ok(b) => Zeroizing::new(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Zeroizing::new(Vec::new()),
-            Err(e) => return Err(Error::io("read", &self.env_file, e)),
-        };
+        // Like a vault: a regular file of bounded size, opened without
+        // blocking (a FIFO in its place hangs nothing).
+        let bytes = Zeroizing::new(
+            crate::fsutil::read_regular(&self.env_file, MAX_ENV_FILE)?.unwrap_or_default(),
+        );
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((h, sealed)) = &*last
