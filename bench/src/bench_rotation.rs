@@ -22,7 +22,7 @@
 //! Rotation modes: [`RotationMode::ProtocolSet`] (a `Set` on the project
 //! socket, acknowledged when it returns) and
 //! [`RotationMode::ExternalReplace`] (the vault sealed with the project key,
-//! `fluxd::vault::seal`, and renamed over `vaults/<project>.age` as a sync
+//! `flux_vault::vault::seal`, and renamed over `vaults/<project>.age` as a sync
 //! tool or config manager would; acknowledged when the rename returns, so
 //! its delay is the file watcher's). `all` runs both.
 
@@ -55,7 +55,7 @@ impl RotationMode {
 
 /// [`RotationMode::ExternalReplace`].
 struct ExternalReplace {
-    key: fluxd::keys::ProjectKey,
+    key: flux_vault::keys::ProjectKey,
     vault: std::path::PathBuf,
     name: String,
     /// The next vault revision: above what fluxd served, as any outside
@@ -65,18 +65,18 @@ struct ExternalReplace {
 
 impl Rotator for ExternalReplace {
     fn rotate(&mut self, value: &str) -> Result<()> {
-        let mut secrets = fluxd::vault::Secrets::new();
+        let mut secrets = flux_vault::vault::Secrets::new();
         secrets.insert(
             self.name.clone(),
-            fluxd::vault::Entry {
+            flux_vault::vault::Entry {
                 value: value.into(),
-                set_at_ms: fluxd::vault::now_ms(),
+                set_at_ms: flux_vault::vault::now_ms(),
             },
         );
         self.revision += 1;
-        let bytes = fluxd::vault::seal(PROJECT, &secrets, self.revision, &self.key)
+        let bytes = flux_vault::vault::seal(PROJECT, &secrets, self.revision, &self.key)
             .map_err(|e| anyhow::anyhow!("seal: {e}"))?;
-        fluxd::fsutil::write_atomic(&self.vault, &bytes, 0o600)
+        flux_vault::files::write_atomic(&self.vault, &bytes, 0o600)
             .map_err(|e| anyhow::anyhow!("replace the vault: {e}"))?;
         Ok(())
     }
@@ -167,7 +167,7 @@ fn run_mode(
                 let keys = fluxd.state_dir().join("keys");
                 let text = std::fs::read_to_string(keys.join(format!("{PROJECT}.key")))?;
                 Box::new(ExternalReplace {
-                    key: fluxd::keys::ProjectKey::parse(&text)
+                    key: flux_vault::keys::ProjectKey::parse(&text)
                         .map_err(|e| anyhow::anyhow!("project key: {e}"))?,
                     vault: fluxd
                         .state_dir()
@@ -175,7 +175,7 @@ fn run_mode(
                         .join(format!("{PROJECT}.age")),
                     name: SECRET.into(),
                     // Above any revision fluxd's own writes reached.
-                    revision: fluxd::vault::now_ms(),
+                    revision: flux_vault::vault::now_ms(),
                 })
             }
         };

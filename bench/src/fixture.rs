@@ -8,8 +8,8 @@
 //! [`describe`] gives its length and a short SHA-256 prefix.
 //!
 //! [`write_projects`] fills a state folder with N projects of M secrets
-//! using `fluxd`'s own code — [`fluxd::keys::ProjectKey`] for the key file
-//! (age-keygen format), [`fluxd::vault::seal`] for the sealed, encrypted
+//! using `fluxd`'s own code — [`flux_vault::keys::ProjectKey`] for the key file
+//! (age-keygen format), [`flux_vault::vault::seal`] for the sealed, encrypted
 //! vault, and [`fluxd::store::LocalStore`] for the file names — instead of
 //! 100,000 `Set` round trips that each re-seal and fsync the whole vault.
 //! The files are written without fsync (a benchmark fixture needs no
@@ -18,9 +18,9 @@
 //! secrets and no `last_error`, so a format drift fails loudly.
 
 use anyhow::{Context, Result};
-use fluxd::keys::ProjectKey;
+use flux_vault::keys::ProjectKey;
+use flux_vault::vault::{self, Entry, Secrets};
 use fluxd::store::LocalStore;
-use fluxd::vault::{self, Entry, Secrets};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -143,7 +143,7 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         use fluxd::store::Store;
         assert_eq!(store.projects().unwrap(), vec!["p0000", "p0001"]);
-        let key = fluxd::keys::ProjectKey::parse(&store.load_key("p0001").unwrap()).unwrap();
+        let key = flux_vault::keys::ProjectKey::parse(&store.load_key("p0001").unwrap()).unwrap();
         let bytes = store.load_vault("p0001").unwrap().unwrap();
         let opened = vault::open(&bytes, "p0001", &key).unwrap();
         assert_eq!(opened.secrets.len(), 3);

@@ -1,6 +1,6 @@
 //! `fluxctl secrets import FILE|-`: every name of a `.env` file set in one
 //! vault write — all of them or none. The parser is `fluxd dev`'s
-//! ([`fluxd::dotenv`]).
+//! ([`flux_vault::dotenv`]).
 //!
 //! A file with lines the parser flags (a name Flux cannot hold, a line that
 //! is not an assignment, a value other tools read differently, an
@@ -18,7 +18,7 @@ use crate::failure::{Failure, Result};
 use crate::out;
 use crate::target::Target;
 use flux_protocol::message::NamedValue;
-use fluxd::dotenv::{Issue, Options, Parsed};
+use flux_vault::dotenv::{Issue, Options, Parsed};
 use std::io::Read;
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -41,12 +41,12 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
             .lock()
             .read_to_end(&mut bytes)
             .map_err(|e| Failure::general(format!("cannot read stdin: {e}")))?;
-        let parsed = fluxd::dotenv::parse(&bytes, "<stdin>", &options)
+        let parsed = flux_vault::dotenv::parse(&bytes, "<stdin>", &options)
             .map_err(|e| Failure::usage(e.to_string()))?;
         ("<stdin>".to_owned(), parsed)
     } else {
         let parsed =
-            fluxd::dotenv::read(file, &options).map_err(|e| Failure::usage(e.to_string()))?;
+            flux_vault::dotenv::read(file, &options).map_err(|e| Failure::usage(e.to_string()))?;
         (file.display().to_string(), parsed)
     };
     let Parsed { entries, issues } = parsed;

@@ -88,28 +88,5 @@ impl Target {
 
 /// The `name` field of a `flux.json`, if the file exists.
 pub fn project_from_flux_json(path: &Path) -> Result<Option<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Failure::usage(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Failure::new(
-            EXIT_USAGE,
-            format!("{} is not valid JSON: {e}", path.display()),
-        )
-    })?;
-    match json.get("name") {
-        Some(serde_json::Value::String(name)) => Ok(Some(name.clone())),
-        Some(_) => Err(Failure::usage(format!(
-            "{}: \"name\" must be a string",
-            path.display()
-        ))),
-        None => Ok(None),
-    }
+    paths::project_in_manifest(path).map_err(|e| Failure::new(EXIT_USAGE, e))
 }

@@ -20,8 +20,8 @@
 
 use crate::failure::{Failure, Result};
 use crate::out;
-use fluxd::keys::ProjectKey;
-use fluxd::vault;
+use flux_vault::keys::ProjectKey;
+use flux_vault::vault;
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -85,7 +85,7 @@ pub(crate) fn seal(identity: &Path, output: Option<&Path>) -> Result<()> {
     let bytes = vault::encrypt(&sealed, &key).map_err(|e| Failure::general(e.to_string()))?;
     match output {
         Some(path) => {
-            fluxd::fsutil::write_atomic(path, &bytes, 0o600)
+            flux_vault::files::write_atomic(path, &bytes, 0o600)
                 .map_err(|e| Failure::general(e.to_string()))?;
             eprintln!("✔ Vault sealed for project {project}: {}", path.display());
             Ok(())

@@ -1,10 +1,80 @@
 //! [`Error`]: everything the daemon's library can fail with, each variant
-//! carrying its context (the path, the project, the name) and mapping to a
-//! wire [`ErrorCode`]. No variant holds a secret value.
+//! carrying its context (the path or etcd key, the project, the name, the
+//! limit) and mapping to a wire [`ErrorCode`]. No variant holds a secret
+//! value.
 
 use flux_protocol::ErrorCode;
+use flux_protocol::limits::NameError;
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
+
+/// Where a key or vault is kept, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A file (the local store, a `.env` file in dev mode).
+    File(PathBuf),
+    /// A key in etcd (fleet mode).
+    Etcd(String),
+    /// Held in memory only (dev mode's key).
+    Memory(&'static str),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Etcd(key) => write!(f, "etcd:{key}"),
+            Self::Memory(what) => write!(f, "({what})"),
+        }
+    }
+}
+
+/// Which limit a request reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    /// `[limits] requests_per_second` on one connection.
+    Rate { per_second: u32 },
+    /// `[limits] max_secrets_per_project`.
+    Secrets {
+        project: String,
+        would_hold: usize,
+        limit: usize,
+    },
+    /// `[limits] max_project_bytes`.
+    ProjectBytes {
+        project: String,
+        would_hold: usize,
+        limit: usize,
+    },
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rate { per_second } => write!(
+                f,
+                "slow down: at most {per_second} requests per second per connection"
+            ),
+            Self::Secrets {
+                project,
+                would_hold,
+                limit,
+            } => write!(
+                f,
+                "project {project} would hold {would_hold} secrets, over the limit of {limit} ([limits] max_secrets_per_project); nothing was changed"
+            ),
+            Self::ProjectBytes {
+                project,
+                would_hold,
+                limit,
+            } => write!(
+                f,
+                "project {project} would hold {would_hold} bytes of names and values, over the limit of {limit} ([limits] max_project_bytes); nothing was changed: delete secrets or raise the limit"
+            ),
+        }
+    }
+}
 
 /// A daemon failure.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +92,15 @@ pub enum Error {
     },
     #[error("cannot listen on {}: {reason}", path.display())]
     Bind { path: PathBuf, reason: String },
-    #[error("{0}")]
-    InvalidName(String),
-    #[error("{0}")]
-    TooLarge(String),
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    #[error("secret {name}: value is {len} bytes; {limit_text}")]
+    TooLarge {
+        name: String,
+        len: usize,
+        /// Names the limit and where it comes from.
+        limit_text: String,
+    },
     #[error(
         "secret {name} is not set in project {project}; set it with `fluxctl secrets set {name} --project {project}`"
     )]
@@ -39,22 +114,52 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
-    LimitReached(String),
+    LimitReached(Limit),
     #[error("permission denied: {op} on {} is not allowed for this user", match project { Some(p) => format!("project {p}"), None => "this daemon".to_owned() })]
     PermissionDenied {
         op: &'static str,
         project: Option<String>,
     },
-    #[error("vault {}: {reason}", path.display())]
-    Vault { path: PathBuf, reason: String },
-    #[error("key {}: {reason}", path.display())]
-    Key { path: PathBuf, reason: String },
+    #[error("vault {location}: {reason}")]
+    Vault { location: Location, reason: String },
+    #[error("key {location}: {reason}")]
+    Key { location: Location, reason: String },
+    /// The project's vault could not be read when it was loaded: it is
+    /// served as unreadable until a good one is.
+    #[error("project {project} cannot be served: {reason}")]
+    Unreadable { project: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
-    /// Nothing was done and a retry may work: the replicated store cannot
-    /// be reached (fleet mode), or the audit log cannot be written.
+    /// Nothing was done and a retry may work.
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(Unavailable),
+}
+
+/// Why the daemon cannot do something right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The replicated store (etcd) cannot be reached or refused.
+    Store(String),
+    /// The audit log cannot be written: writes are refused.
+    Audit(String),
+    /// Other writers kept winning the race for a project's vault.
+    Contended { project: String },
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store(reason) => write!(f, "{reason}; nothing was changed"),
+            Self::Audit(reason) => write!(
+                f,
+                "{reason}: writes are refused until it can be written (reads are served); nothing was changed"
+            ),
+            Self::Contended { project } => write!(
+                f,
+                "project {project} is being written by other hosts; nothing was changed: try again"
+            ),
+        }
+    }
 }
 
 impl Error {
@@ -71,7 +176,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidName(_) => ErrorCode::InvalidName,
-            Self::TooLarge(_) => ErrorCode::TooLarge,
+            Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::NotFound { .. } => ErrorCode::NotFound,
             Self::UnknownProject(_) => ErrorCode::UnknownProject,
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
@@ -84,6 +189,7 @@ impl Error {
             | Self::Bind { .. }
             | Self::Vault { .. }
             | Self::Key { .. }
+            | Self::Unreadable { .. }
             | Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -91,6 +197,21 @@ impl Error {
     /// True for errors that `fluxd` reports with exit status 78.
     pub fn is_config(&self) -> bool {
         matches!(self, Self::Config(_))
+    }
+
+    /// True for an I/O error that says the file is not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+impl From<flux_vault::FileError> for Error {
+    fn from(e: flux_vault::FileError) -> Self {
+        Self::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 

@@ -1,53 +1,56 @@
 //! `fluxd`, the Flux Secrets daemon, as a library: the binary only parses
-//! flags, sets up logging and signals, and calls [`run`].
+//! flags, sets up logging and signals, and calls [`run`] (or
+//! [`Daemon::start_with`] / [`Daemon::start_dev`]).
+//!
+//! Each concern has one owner, and no module imports one that imports it
+//! back:
 //!
 //! ```text
-//!  fluxctl ──► <runtime>/control.sock ──┐
-//!                                        ├─► Daemon ─► Project (snapshot) ─► Store
-//!  function ─► <runtime>/projects/p.sock ┘                                   ├─ keys/p.key
-//!                                                                            └─ vaults/p.age
+//!  main ─► daemon (start-up: picks the store, wires the owners)
+//!            │
+//!            ├─► server ──► handlers (one per request kind, each with its rule)
+//!            │     │            └─► control ─► registry ─► project ─► store
+//!            │     ├─► session ─► access (policy, audit, decide)
+//!            │     └─► sockets
+//!            ├─► store (local, dev, and their folder watcher) / fleet (etcd)
+//!            └─► runtime (shutdown, tasks, systemd)
 //! ```
 //!
 //! - [`config`]: folders, the config file and limits;
-//! - [`policy`]: who may do what, from the kernel's peer credentials
-//!   ([`peer`]); [`audit`]: the log of every decision;
-//! - [`hardening`]: no core dumps, no ptrace, locked memory;
-//! - [`daemon`]: start-up, the project registry, shutdown;
-//! - [`server`]: socket files and accept loops; `session`: one connection;
+//! - [`access`]: who may do what, from the kernel's peer credentials; the
+//!   audit log of every decision;
+//! - [`daemon`]: start-up and shutdown;
+//! - [`server`]: sockets, sessions and one handler per request kind;
+//! - [`control`]: the project lifecycle (store and sockets paired);
+//! - [`registry`]: the projects served;
 //! - [`project`]: in-memory snapshots and the serialized write path;
-//! - [`vault`]: the sealed JSON document and its age encryption;
-//! - [`keys`]: project identities and the seal key derived from them;
-//! - [`store`]: where keys and ciphertext live; [`fsutil`]: durable writes;
-//! - `watch`: the file watcher that makes outside changes live;
-//! - [`fleet`]: etcd as a replicated store (fleet mode);
-//! - [`systemd`]: readiness, watchdog and socket activation.
+//! - [`store`]: where keys and ciphertext live, and their change feeds;
+//!   [`fleet`]: etcd as a replicated store;
+//! - [`folders`]: the daemon's own folders; [`hardening`]: no core dumps,
+//!   no ptrace, locked memory; [`systemd`]: readiness, watchdog and socket
+//!   activation; [`runtime`]: shutdown and tasks.
 //!
-//! Secret values live in zeroizing buffers ([`flux_protocol::SecretValue`])
-//! and reach no log, error or panic message.
+//! Keys, the vault format, `.env` files and durable writes are the
+//! `flux-vault` crate's, shared with `fluxctl`. Secret values live in
+//! zeroizing buffers ([`flux_protocol::SecretValue`]) and reach no log,
+//! error or panic message.
 
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod audit;
+mod access;
 pub mod config;
+mod control;
 pub mod daemon;
-pub mod dev;
-pub mod dotenv;
 pub mod error;
 pub mod fleet;
-pub mod fsutil;
+mod folders;
 pub mod hardening;
-pub mod keys;
-pub mod peer;
-pub mod policy;
-pub mod project;
-pub mod server;
-mod session;
-pub mod sockets;
+mod project;
+mod registry;
+mod runtime;
+mod server;
 pub mod store;
 pub mod systemd;
-pub mod vault;
-mod watch;
 
 pub use config::Config;
 pub use daemon::{Daemon, DaemonHandle, Startup, run};

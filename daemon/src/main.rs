@@ -74,17 +74,13 @@ fn dev_project(flag: Option<String>) -> Result<String, Error> {
     if let Some(p) = flag.or_else(|| std::env::var("FLUX_PROJECT").ok().filter(|p| !p.is_empty())) {
         return Ok(p);
     }
-    let text = std::fs::read_to_string("flux.json").map_err(|_| {
-        Error::Config(
-            "no project given: pass --project NAME, set FLUX_PROJECT, or run where flux.json names it (`fluxctl init NAME` writes one)".into(),
-        )
-    })?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Config(format!("flux.json is not valid JSON: {e}")))?;
-    json.get("name")
-        .and_then(|n| n.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Config("flux.json has no \"name\" string".into()))
+    flux_protocol::paths::project_in_manifest(std::path::Path::new(flux_protocol::paths::MANIFEST))
+        .map_err(Error::Config)?
+        .ok_or_else(|| {
+            Error::Config(
+                "no project given: pass --project NAME, set FLUX_PROJECT, or run where flux.json names it (`fluxctl init NAME` writes one)".into(),
+            )
+        })
 }
 
 fn main() -> ExitCode {
@@ -116,7 +112,7 @@ fn main() -> ExitCode {
             env_file,
             expand,
         }) => match dev_project(project) {
-            Ok(project) => Some((project, env_file, fluxd::dotenv::Options { expand })),
+            Ok(project) => Some((project, env_file, flux_vault::dotenv::Options { expand })),
             Err(e) => return fail(&e),
         },
         None => None,
@@ -199,7 +195,7 @@ fn main() -> ExitCode {
         let daemon = match dev {
             Some((project, env_file, options)) => {
                 let socket = flux_protocol::paths::project_socket(&config.runtime_dir, &project);
-                let store = fluxd::dev::DevStore::new(&project, &env_file, options);
+                let store = fluxd::store::DevStore::new(&project, &env_file, options);
                 let daemon = fluxd::Daemon::start_dev(config, shutdown.clone(), store).await?;
                 if !env_file.exists() {
                     warn!(file = %env_file.display(), "no such file yet: serving no secrets until it appears");

@@ -73,6 +73,28 @@ fn client_runtime_dir_with(explicit: Option<&Path>, system: &Path) -> PathBuf {
     dir
 }
 
+/// The file naming a folder's project (`fluxctl init` writes it).
+pub const MANIFEST: &str = "flux.json";
+
+/// The project `flux.json` at `path` names: `Ok(None)` when there is no
+/// such file or it names none; an error (saying why) when it cannot be
+/// read, is not JSON, or its `name` is not a string. `fluxctl` and
+/// `fluxd dev` both find their default project this way.
+pub fn project_in_manifest(path: &Path) -> Result<Option<String>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    match json.get("name") {
+        Some(serde_json::Value::String(name)) => Ok(Some(name.clone())),
+        Some(_) => Err(format!("{}: \"name\" must be a string", path.display())),
+        None => Ok(None),
+    }
+}
+
 /// `<runtime>/control.sock`.
 pub fn control_socket(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join(CONTROL_SOCKET)

@@ -495,13 +495,13 @@ fn a_removed_host_cannot_read_new_vaults() {
     });
     // What host C holds: its identity and its wrapped copy of the key.
     let c_state = hosts[2].state_dir();
-    let host_key = fluxd::keys::ProjectKey::parse(
+    let host_key = flux_vault::keys::ProjectKey::parse(
         &std::fs::read_to_string(c_state.join("host.key")).expect("C's host key"),
     )
     .expect("host key");
     let wrapped = std::fs::read(c_state.join("fleet/keys/app.key")).expect("C's wrapped key");
-    let old_key = fluxd::keys::ProjectKey::parse(
-        std::str::from_utf8(&fluxd::vault::decrypt(&wrapped, &host_key).expect("unwrap"))
+    let old_key = flux_vault::keys::ProjectKey::parse(
+        std::str::from_utf8(&flux_vault::vault::decrypt(&wrapped, &host_key).expect("unwrap"))
             .expect("text"),
     )
     .expect("project key");
@@ -536,7 +536,7 @@ fn a_removed_host_cannot_read_new_vaults() {
         .find(|kv| kv.key == "/flux/v1/projects/app/vault")
         .expect("the vault");
     assert!(
-        fluxd::vault::open(&vault.value, "app", &old_key).is_err(),
+        flux_vault::vault::open(&vault.value, "app", &old_key).is_err(),
         "the old project key opens the new vault"
     );
     assert!(

@@ -314,10 +314,10 @@ fn expect_served(
 fn expect_on_disk(state: &Path, expected: &str, phase: &str, failures: &mut Vec<String>) {
     let check = || -> Result<bool> {
         let store = LocalStore::open(state)?;
-        let key = fluxd::keys::ProjectKey::parse(&store.load_key(PROJECT)?)
+        let key = flux_vault::keys::ProjectKey::parse(&store.load_key(PROJECT)?)
             .map_err(|e| anyhow::anyhow!("the key does not parse: {e}"))?;
         let bytes = store.load_vault(PROJECT)?.context("no vault file")?;
-        let secrets = fluxd::vault::open(&bytes, PROJECT, &key)
+        let secrets = flux_vault::vault::open(&bytes, PROJECT, &key)
             .map_err(|e| anyhow::anyhow!("the vault does not open: {e}"))?;
         Ok(secrets
             .secrets

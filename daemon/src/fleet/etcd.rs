@@ -22,13 +22,22 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// revision seen), so a silently dropped connection is noticed.
 pub const WATCH_IDLE: Duration = Duration::from_secs(30);
 
-/// An etcd call that failed. The message names the endpoints; never a value.
-#[derive(Debug, Clone)]
-pub struct EtcdError(pub String);
+/// An etcd call that failed. The message names the endpoints and etcd's
+/// own reason; never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdError {
+    /// No endpoint answered (each one's reason in the message): an outage.
+    #[error("{0}")]
+    Unreachable(String),
+    /// etcd answered and refused, or answered something unusable.
+    #[error("{0}")]
+    Failed(String),
+}
 
-impl std::fmt::Display for EtcdError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl EtcdError {
+    /// True when no member could be reached (as opposed to a refusal).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable(_))
     }
 }
 
@@ -205,7 +214,7 @@ impl Etcd {
                         .unwrap_or(detail);
                     // A request etcd refuses is refused by every member.
                     if (400..500).contains(&code) {
-                        return Err(EtcdError(format!(
+                        return Err(EtcdError::Failed(format!(
                             "etcd at {} refused the request: {}",
                             self.endpoints[n],
                             message.trim()
@@ -222,7 +231,7 @@ impl Etcd {
                 }
             }
         }
-        Err(EtcdError(format!(
+        Err(EtcdError::Unreachable(format!(
             "etcd is unreachable at {} ({})",
             self.endpoints(),
             reasons.join("; ")
@@ -232,7 +241,7 @@ impl Etcd {
     fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let resp = self.post(&self.agent, path, body)?;
         serde_json::from_reader(resp.into_reader().take(256 * 1024 * 1024)).map_err(|e| {
-            EtcdError(format!(
+            EtcdError::Failed(format!(
                 "etcd at {} answered with bad JSON: {e}",
                 self.endpoints()
             ))
@@ -286,9 +295,9 @@ impl Etcd {
         let resp = self.post(&self.watch_agent, "/v3/watch", &body)?;
         let stream = serde_json::Deserializer::from_reader(resp.into_reader()).into_iter::<Value>();
         for item in stream {
-            let v = item.map_err(|e| EtcdError(format!("etcd watch stream ended: {e}")))?;
+            let v = item.map_err(|e| EtcdError::Failed(format!("etcd watch stream ended: {e}")))?;
             if let Some(err) = v.get("error") {
-                return Err(EtcdError(format!("etcd watch failed: {err}")));
+                return Err(EtcdError::Failed(format!("etcd watch failed: {err}")));
             }
             let r = &v["result"];
             let compact = num(&r["compact_revision"]);
@@ -298,7 +307,7 @@ impl Etcd {
                     compact_revision: compact,
                 }
             } else if r["canceled"].as_bool() == Some(true) {
-                return Err(EtcdError(format!(
+                return Err(EtcdError::Failed(format!(
                     "etcd cancelled the watch: {}",
                     r["cancel_reason"].as_str().unwrap_or("no reason given")
                 )));
@@ -327,7 +336,7 @@ impl Etcd {
                 return Ok(());
             }
         }
-        Err(EtcdError(format!(
+        Err(EtcdError::Failed(format!(
             "etcd watch stream at {} closed",
             self.endpoints()
         )))

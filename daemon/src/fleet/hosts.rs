@@ -1,5 +1,5 @@
-//! The hosts of a fleet: start-up in fleet mode, and `fluxctl hosts
-//! list / add / remove` on the control socket.
+//! The hosts of a fleet: `fluxctl hosts list / add / remove`, as the
+//! [`Hosts`] of the etcd store.
 //!
 //! Adding a host wraps every project key this host holds for the new
 //! host's recipient. Removing one deletes its wrapped copies and rotates
@@ -8,110 +8,49 @@
 //! unreadable to it. Values it already saw stay known to it: rotate them.
 
 use super::etcd::{self, Kv};
-use super::store::{
-    EtcdStore, HOSTS, KeyKind, PROJECTS, parse_key, parse_recipient, project_prefix, vault_key,
-    wrap_for, wrapped_key,
-};
-use crate::audit::Audit;
-use crate::config::Config;
-use crate::daemon::{Daemon, Shared, Startup};
-use crate::error::{Error, Result};
-use crate::keys::ProjectKey;
-use crate::store::Store;
-use crate::vault;
-use flux_protocol::message::{HostList, HostUpdate, Request, Response};
+use super::identity::{parse_recipient, wrap_for};
+use super::layout::{EtcdKey, PROJECTS, host_key, project_prefix, vault_key, wrapped_key};
+use super::store::EtcdStore;
+use crate::error::{Error, Result, Unavailable};
+use crate::store::{Hosts, Store};
+use flux_protocol::message::HostList;
+use flux_vault::keys::ProjectKey;
+use flux_vault::vault;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Tries of one project's transaction before giving up on a busy project.
 const TRIES: usize = 20;
 
-/// Starts the daemon on the etcd store: this host's identity, a full read
-/// of etcd (or, when etcd is unreachable, the local sealed copy), then the
-/// sockets and the watch.
-pub(crate) async fn start(
-    config: Config,
-    shutdown: CancellationToken,
-    startup: Startup,
-    endpoints: Vec<String>,
-    lock: nix::fcntl::Flock<std::fs::File>,
-    audit: Audit,
-) -> Result<Daemon> {
-    let state = config.state_dir.clone();
-    let store = tokio::task::spawn_blocking(move || -> Result<(EtcdStore, bool)> {
-        let store = EtcdStore::open(&state, endpoints)?;
-        let synced = match store.bootstrap().and_then(|first| {
-            if first {
-                info!(recipient = %store.recipient(), "first host of a new fleet: registered this host");
-            }
-            store.resync()
-        }) {
-            Ok(_) => true,
-            Err(e) => {
-                warn!(error = %e, "etcd is unreachable at start; serving the local sealed copies until it is back");
-                store.set_outage(Some(e.0));
-                false
-            }
-        };
-        Ok((store, synced))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("fleet start task failed: {e}")))??;
-    let (store, synced) = store;
-    info!(recipient = %store.recipient(), endpoints = %store.etcd.endpoints(), "fleet mode: vaults are kept in etcd");
-    let store = Arc::new(store);
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let daemon =
-        Daemon::serve_store(config, shutdown, startup, dyn_store, Some(lock), audit).await?;
-    super::spawn_watch(daemon.shared(), store, synced);
-    Ok(daemon)
+/// Fleet host administration on the etcd store.
+#[derive(Debug)]
+pub struct FleetHosts {
+    store: Arc<EtcdStore>,
 }
 
-/// Answers the hosts requests of the control socket.
-pub(crate) async fn handle(shared: &Arc<Shared>, req: Request) -> Result<Response> {
-    let store = shared.store.clone();
-    if store.fleet().is_none() {
-        return match req {
-            Request::ListHosts => Ok(Response::Hosts(HostList {
-                this_host: None,
-                hosts: Vec::new(),
-            })),
-            _ => Err(Error::BadRequest(
-                "this fluxd keeps its vaults in a local folder: hosts are managed in fleet mode only (fluxd --store etcd, see docs/FLEET.md)".into(),
-            )),
-        };
+impl FleetHosts {
+    /// Administration of `store`'s hosts.
+    pub fn new(store: Arc<EtcdStore>) -> Self {
+        Self { store }
     }
-    tokio::task::spawn_blocking(move || {
-        let fleet = store.fleet().expect("checked above");
-        match req {
-            Request::ListHosts => Ok(Response::Hosts(HostList {
-                this_host: Some(fleet.recipient().to_owned()),
-                hosts: fleet.hosts()?,
-            })),
-            Request::AddHost(h) => {
-                let projects = add(fleet, &h.recipient)?;
-                Ok(Response::HostUpdated(HostUpdate {
-                    recipient: h.recipient,
-                    projects,
-                }))
-            }
-            Request::RemoveHost(h) => {
-                let projects = remove(fleet, &h.recipient)?;
-                Ok(Response::HostUpdated(HostUpdate {
-                    recipient: h.recipient,
-                    projects,
-                }))
-            }
-            other => Err(Error::BadRequest(format!(
-                "{} is not a hosts request",
-                other.op()
-            ))),
-        }
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("hosts task failed: {e}")))?
+}
+
+impl Hosts for FleetHosts {
+    fn list(&self) -> Result<HostList> {
+        Ok(HostList {
+            this_host: Some(self.store.recipient().to_owned()),
+            hosts: self.store.hosts()?,
+        })
+    }
+
+    fn add(&self, recipient: &str) -> Result<Vec<String>> {
+        add(&self.store, recipient)
+    }
+
+    fn remove(&self, recipient: &str) -> Result<Vec<String>> {
+        remove(&self.store, recipient)
+    }
 }
 
 /// Every project's keys (by host) and vault, as etcd holds them now.
@@ -122,19 +61,16 @@ struct ProjectKvs {
 }
 
 fn read_projects(fleet: &EtcdStore) -> Result<BTreeMap<String, ProjectKvs>> {
-    let (_, kvs) = fleet
-        .etcd
-        .range_prefix(PROJECTS)
-        .map_err(|e| fleet.fail(e))?;
+    let (_, kvs) = fleet.range_prefix(PROJECTS)?;
     Ok(group(kvs))
 }
 
 fn group(kvs: Vec<Kv>) -> BTreeMap<String, ProjectKvs> {
     let mut out: BTreeMap<String, ProjectKvs> = BTreeMap::new();
     for kv in kvs {
-        match parse_key(&kv.key) {
-            KeyKind::Vault(p) => out.entry(p).or_default().vault = Some(kv),
-            KeyKind::Key { project, host } => {
+        match EtcdKey::parse(&kv.key) {
+            Some(EtcdKey::Vault(p)) => out.entry(p).or_default().vault = Some(kv),
+            Some(EtcdKey::Key { project, host }) => {
                 out.entry(project).or_default().keys.insert(host, kv);
             }
             _ => {}
@@ -144,10 +80,7 @@ fn group(kvs: Vec<Kv>) -> BTreeMap<String, ProjectKvs> {
 }
 
 fn read_project(fleet: &EtcdStore, name: &str) -> Result<ProjectKvs> {
-    let (_, kvs) = fleet
-        .etcd
-        .range_prefix(&project_prefix(name))
-        .map_err(|e| fleet.fail(e))?;
+    let (_, kvs) = fleet.range_prefix(&project_prefix(name))?;
     Ok(group(kvs).remove(name).unwrap_or_default())
 }
 
@@ -166,41 +99,35 @@ pub fn add(fleet: &EtcdStore, recipient: &str) -> Result<Vec<String>> {
             };
             let plain = fleet.unwrap_key(&name, &mine.value)?;
             let wrapped = wrap_for(plain.as_bytes(), &r)?;
-            let (ok, _, _) = fleet
-                .etcd
-                .txn(
-                    vec![
-                        etcd::cmp_mod(&wrapped_key(&name, fleet.recipient()), mine.mod_revision),
-                        etcd::cmp_mod(
-                            &vault_key(&name),
-                            kvs.vault.as_ref().map_or(0, |v| v.mod_revision),
-                        ),
-                    ],
-                    vec![etcd::op_put(&wrapped_key(&name, &recipient), &wrapped)],
-                    vec![],
-                )
-                .map_err(|e| fleet.fail(e))?;
+            let (ok, _, _) = fleet.txn(
+                vec![
+                    etcd::cmp_mod(&wrapped_key(&name, fleet.recipient()), mine.mod_revision),
+                    etcd::cmp_mod(
+                        &vault_key(&name),
+                        kvs.vault.as_ref().map_or(0, |v| v.mod_revision),
+                    ),
+                ],
+                vec![etcd::op_put(&wrapped_key(&name, &recipient), &wrapped)],
+                vec![],
+            )?;
             if ok {
                 done.push(name.clone());
                 break;
             }
             tries += 1;
             if tries >= TRIES {
-                return Err(Error::Unavailable(format!(
-                    "project {name} kept changing; run `fluxctl hosts add {recipient}` again"
-                )));
+                return Err(Error::Unavailable(Unavailable::Contended {
+                    project: name.clone(),
+                }));
             }
             kvs = read_project(fleet, &name)?;
         }
     }
-    fleet
-        .etcd
-        .txn(
-            vec![],
-            vec![etcd::op_put(&format!("{HOSTS}{recipient}"), b"")],
-            vec![],
-        )
-        .map_err(|e| fleet.fail(e))?;
+    fleet.txn(
+        vec![],
+        vec![etcd::op_put(&host_key(&recipient), b"")],
+        vec![],
+    )?;
     info!(host = %recipient, projects = done.len(), "host added to the fleet");
     Ok(done)
 }
@@ -230,21 +157,14 @@ pub fn remove(fleet: &EtcdStore, recipient: &str) -> Result<Vec<String>> {
             }
             tries += 1;
             if tries >= TRIES {
-                return Err(Error::Unavailable(format!(
-                    "project {name} kept changing; run `fluxctl hosts remove {recipient}` again"
-                )));
+                return Err(Error::Unavailable(Unavailable::Contended {
+                    project: name.clone(),
+                }));
             }
             kvs = read_project(fleet, &name)?;
         }
     }
-    fleet
-        .etcd
-        .txn(
-            vec![],
-            vec![etcd::op_delete(&format!("{HOSTS}{recipient}"))],
-            vec![],
-        )
-        .map_err(|e| fleet.fail(e))?;
+    fleet.txn(vec![], vec![etcd::op_delete(&host_key(&recipient))], vec![])?;
     info!(host = %recipient, projects = done.len(), "host removed from the fleet; its projects have new keys");
     Ok(done)
 }
@@ -259,7 +179,7 @@ fn rotate(
 ) -> Result<bool> {
     let old =
         ProjectKey::parse(&fleet.unwrap_key(name, &mine.value)?).map_err(|reason| Error::Key {
-            path: fleet.key_location(name),
+            location: fleet.key_location(name),
             reason,
         })?;
     let new = ProjectKey::generate();
@@ -273,13 +193,13 @@ fn rotate(
     match &kvs.vault {
         Some(v) => {
             let opened = vault::open(&v.value, name, &old).map_err(|e| Error::Vault {
-                path: fleet.vault_location(name),
+                location: fleet.vault_location(name),
                 reason: e.0,
             })?;
             let sealed =
                 vault::seal(name, &opened.secrets, opened.revision + 1, &new).map_err(|e| {
                     Error::Vault {
-                        path: fleet.vault_location(name),
+                        location: fleet.vault_location(name),
                         reason: e.0,
                     }
                 })?;
@@ -301,9 +221,6 @@ fn rotate(
             }
         }
     }
-    let (ok, _, _) = fleet
-        .etcd
-        .txn(compare, success, vec![])
-        .map_err(|e| fleet.fail(e))?;
+    let (ok, _, _) = fleet.txn(compare, success, vec![])?;
     Ok(ok)
 }

@@ -2,22 +2,55 @@
 //! served by every host within milliseconds (`docs/FLEET.md`).
 //!
 //! - [`etcd`]: a small blocking client for etcd's v3 JSON gateway;
+//! - [`layout`]: where things are in etcd, as typed keys;
+//! - [`identity`]: this host's key, and the wrapping of project keys;
 //! - [`store`]: [`EtcdStore`], the [`crate::store::Store`] kept in etcd with
 //!   a sealed local copy;
-//! - [`hosts`]: adding and removing the hosts that may serve projects;
-//! - `watch`: the etcd watch that swaps new vaults in on every host.
+//! - [`hosts`]: adding and removing the hosts that may serve projects
+//!   ([`crate::store::Hosts`]);
+//! - `watch`: the etcd watch, fleet mode's change feed.
 //!
 //! The local folder store stays the default; `--store etcd` (or `[store]
-//! kind = "etcd"`) selects this one.
+//! kind = "etcd"`) selects this one, through [`open`].
 
 pub mod etcd;
 pub mod hosts;
+pub mod identity;
+pub mod layout;
 pub mod store;
 mod watch;
 
 use crate::error::{Error, Result};
+use crate::store::Opened;
 use serde::Deserialize;
+use std::path::Path;
+use std::sync::Arc;
 pub use store::EtcdStore;
+use tracing::{info, warn};
+
+/// Opens fleet mode (blocking): this host's identity, a full read of etcd
+/// — or, when etcd is unreachable, the local sealed copy, served until it
+/// is back — the watch, and host administration.
+pub fn open(state_dir: &Path, endpoints: Vec<String>) -> Result<Opened> {
+    let store = Arc::new(EtcdStore::open(state_dir, endpoints)?);
+    let synced = match store.bootstrap().and_then(|first| {
+        if first {
+            info!(recipient = %store.recipient(), "first host of a new fleet: registered this host");
+        }
+        store.resync()
+    }) {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(error = %e, "etcd is unreachable at start; serving the local sealed copies until it is back");
+            store.set_outage(Some(e.to_string()));
+            false
+        }
+    };
+    info!(recipient = %store.recipient(), endpoints = %store.endpoints(), "fleet mode: vaults are kept in etcd");
+    let feed = watch::follow(store.clone(), synced)?;
+    let hosts = Arc::new(hosts::FleetHosts::new(store.clone()));
+    Ok(Opened { store, feed, hosts })
+}
 
 /// `[store]` in the config file.
 #[derive(Debug, Default, Deserialize)]
@@ -106,8 +139,6 @@ impl StoreChoice {
         Self::resolve(kind, endpoints, &file)
     }
 }
-
-pub(crate) use watch::spawn as spawn_watch;
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,7 @@
 //! [`EtcdStore`]: project keys and sealed vaults kept in etcd, with a sealed
 //! copy on local disk that serves while etcd is unreachable.
 //!
-//! Key layout (see `docs/FLEET.md`):
-//!
-//! ```text
-//! /flux/v1/hosts/<recipient>                        the hosts of the fleet
-//! /flux/v1/projects/<name>/vault                    the sealed age vault
-//! /flux/v1/projects/<name>/keys/<host-recipient>    the project key, age-encrypted to that host
-//! ```
-//!
+//! Keys are laid out as [`super::layout`] says (see `docs/FLEET.md`).
 //! etcd only ever holds ciphertext: vaults are the same age files the local
 //! store writes, and a project key is stored once per host, wrapped to that
 //! host's own age identity (`<state>/host.key`).
@@ -20,133 +13,19 @@
 //! go to etcd first and are compared on the vault key's mod_revision.
 
 use super::etcd::{self, Etcd, EtcdError, Kv, WatchEvent};
-use crate::error::{Error, Result};
-use crate::fsutil::{ensure_private_dir, remove_durably, write_atomic};
-use crate::keys::ProjectKey;
-use crate::store::{Store, names_in};
-use age::x25519;
-use flux_protocol::limits::validate_project_name;
+use super::identity::{host_identity, parse_recipient, wrap_for};
+use super::layout::{EtcdKey, HOSTS, PROJECTS, host_key, project_prefix, vault_key, wrapped_key};
+use crate::error::{Error, Location, Result, Unavailable};
+use crate::store::Store;
+use crate::store::local::{MAX_KEY_FILE, MAX_VAULT_FILE, names_in};
+use flux_vault::files::{ensure_private_dir, read_regular, remove_durably, write_atomic};
+use flux_vault::keys::ProjectKey;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
-
-/// The prefix of every key fluxd writes.
-pub const PREFIX: &str = "/flux/v1/";
-/// The prefix of the host registry.
-pub const HOSTS: &str = "/flux/v1/hosts/";
-/// The prefix of the projects.
-pub const PROJECTS: &str = "/flux/v1/projects/";
-
-/// `/flux/v1/projects/<name>/`.
-pub fn project_prefix(name: &str) -> String {
-    format!("{PROJECTS}{name}/")
-}
-
-/// `/flux/v1/projects/<name>/vault`.
-pub fn vault_key(name: &str) -> String {
-    format!("{PROJECTS}{name}/vault")
-}
-
-/// `/flux/v1/projects/<name>/keys/<recipient>`.
-pub fn wrapped_key(name: &str, recipient: &str) -> String {
-    format!("{PROJECTS}{name}/keys/{recipient}")
-}
-
-/// What a key under [`PREFIX`] names.
-#[derive(Debug, PartialEq, Eq)]
-pub enum KeyKind {
-    Host(String),
-    Vault(String),
-    Key { project: String, host: String },
-    Other,
-}
-
-/// Parses an etcd key of the layout above.
-pub fn parse_key(key: &str) -> KeyKind {
-    if let Some(host) = key.strip_prefix(HOSTS) {
-        return KeyKind::Host(host.to_owned());
-    }
-    let Some(rest) = key.strip_prefix(PROJECTS) else {
-        return KeyKind::Other;
-    };
-    let Some((project, tail)) = rest.split_once('/') else {
-        return KeyKind::Other;
-    };
-    if validate_project_name(project).is_err() {
-        return KeyKind::Other;
-    }
-    if tail == "vault" {
-        return KeyKind::Vault(project.to_owned());
-    }
-    match tail.strip_prefix("keys/") {
-        Some(host) if !host.is_empty() => KeyKind::Key {
-            project: project.to_owned(),
-            host: host.to_owned(),
-        },
-        _ => KeyKind::Other,
-    }
-}
-
-/// Encrypts `plain` to one age recipient.
-pub fn wrap_for(plain: &[u8], recipient: &x25519::Recipient) -> Result<Vec<u8>> {
-    let fail = |e: String| Error::Internal(format!("cannot wrap a project key: {e}"));
-    let enc = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
-        .map_err(|e| fail(e.to_string()))?;
-    let mut out = Vec::new();
-    let mut w = enc.wrap_output(&mut out).map_err(|e| fail(e.to_string()))?;
-    w.write_all(plain)
-        .and_then(|()| w.finish().map(drop))
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(out)
-}
-
-/// Parses an age recipient (`age1…`).
-pub fn parse_recipient(text: &str) -> Result<x25519::Recipient> {
-    x25519::Recipient::from_str(text.trim()).map_err(|e| {
-        Error::BadRequest(format!(
-            "{:?} is not an age X25519 recipient (age1…): {e}",
-            text.trim()
-        ))
-    })
-}
-
-/// Loads this host's identity from `path`, creating it (mode 0600) when
-/// missing.
-pub fn host_identity(path: &Path) -> Result<ProjectKey> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let text = Zeroizing::new(text);
-            crate::fsutil::check_private(path, "host key", 0o600)?;
-            ProjectKey::parse(&text).map_err(|reason| Error::Key {
-                path: path.to_path_buf(),
-                reason,
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = ProjectKey::generate();
-            let created =
-                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| Error::io("create host key", path, e))?;
-            file.write_all(key.to_file_contents(&created).as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Error::io("write host key", path, e))?;
-            info!(path = %path.display(), recipient = %key.recipient(), "created this host's fleet identity");
-            Ok(key)
-        }
-        Err(e) => Err(Error::io("read host key", path, e)),
-    }
-}
 
 /// The cache of what etcd holds for this host.
 #[derive(Debug, Default)]
@@ -173,7 +52,7 @@ pub struct Applied {
 /// The etcd store. See the module docs.
 #[derive(Debug)]
 pub struct EtcdStore {
-    pub(crate) etcd: Etcd,
+    etcd: Etcd,
     host: Arc<ProjectKey>,
     me: String,
     dir: PathBuf,
@@ -199,11 +78,11 @@ impl EtcdStore {
         let mut cache = Cache::default();
         for name in names_in(&dir.join("keys"), ".key")? {
             let path = dir.join("keys").join(format!("{name}.key"));
-            let key = crate::fsutil::read_regular(&path, crate::store::MAX_KEY_FILE)?
+            let key = read_regular(&path, MAX_KEY_FILE)?
                 .ok_or_else(|| Error::io("read", &path, std::io::ErrorKind::NotFound.into()))?;
             cache.keys.insert(name.clone(), key);
             let vault = dir.join("vaults").join(format!("{name}.age"));
-            if let Ok(Some(v)) = crate::fsutil::read_regular(&vault, crate::store::MAX_VAULT_FILE) {
+            if let Ok(Some(v)) = read_regular(&vault, MAX_VAULT_FILE) {
                 cache.vaults.insert(name, (v, 0));
             }
         }
@@ -251,11 +130,43 @@ impl EtcdStore {
     }
 
     /// Maps an etcd failure to a daemon error, noting the outage.
-    pub(crate) fn fail(&self, e: EtcdError) -> Error {
-        if e.0.contains("unreachable") {
-            self.set_outage(Some(e.0.clone()));
+    pub(super) fn fail(&self, e: EtcdError) -> Error {
+        if e.is_unreachable() {
+            self.set_outage(Some(e.to_string()));
         }
-        Error::Unavailable(format!("{e}; nothing was changed"))
+        Error::Unavailable(Unavailable::Store(e.to_string()))
+    }
+
+    /// A transaction, its failure mapped ([`Self::fail`]).
+    pub(super) fn txn(
+        &self,
+        compare: Vec<serde_json::Value>,
+        success: Vec<serde_json::Value>,
+        failure: Vec<serde_json::Value>,
+    ) -> Result<(bool, i64, Vec<serde_json::Value>)> {
+        self.etcd
+            .txn(compare, success, failure)
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Everything under `prefix`, its failure mapped ([`Self::fail`]).
+    pub(super) fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>)> {
+        self.etcd.range_prefix(prefix).map_err(|e| self.fail(e))
+    }
+
+    /// The etcd endpoints, for messages.
+    pub fn endpoints(&self) -> String {
+        self.etcd.endpoints()
+    }
+
+    /// Follows `prefix` from `start` (see [`Etcd::watch`]).
+    pub(super) fn watch(
+        &self,
+        prefix: &str,
+        start: i64,
+        on_message: impl FnMut(etcd::WatchMessage) -> bool,
+    ) -> std::result::Result<(), EtcdError> {
+        self.etcd.watch(prefix, start, on_message)
     }
 
     fn vault_file(&self, name: &str) -> PathBuf {
@@ -338,11 +249,11 @@ impl EtcdStore {
         let mut vaults = BTreeMap::new();
         let mut keys = BTreeMap::new();
         for kv in kvs {
-            match parse_key(&kv.key) {
-                KeyKind::Vault(p) => {
+            match EtcdKey::parse(&kv.key) {
+                Some(EtcdKey::Vault(p)) => {
                     vaults.insert(p, (kv.value, kv.mod_revision));
                 }
-                KeyKind::Key { project, host } if host == self.me => {
+                Some(EtcdKey::Key { project, host }) if host == self.me => {
                     keys.insert(project, kv.value);
                 }
                 _ => {}
@@ -394,9 +305,9 @@ impl EtcdStore {
                 WatchEvent::Put(kv) => (Some((kv.value, kv.mod_revision)), kv.key),
                 WatchEvent::Delete { key, .. } => (None, key),
             };
-            let (project, is_vault) = match parse_key(&key) {
-                KeyKind::Vault(p) => (p, true),
-                KeyKind::Key { project, host } if host == self.me => (project, false),
+            let (project, is_vault) = match EtcdKey::parse(&key) {
+                Some(EtcdKey::Vault(p)) => (p, true),
+                Some(EtcdKey::Key { project, host }) if host == self.me => (project, false),
                 _ => continue,
             };
             match (put, is_vault) {
@@ -437,8 +348,8 @@ impl EtcdStore {
         let (_, kvs) = self.etcd.range_prefix(HOSTS).map_err(|e| self.fail(e))?;
         Ok(kvs
             .into_iter()
-            .filter_map(|kv| match parse_key(&kv.key) {
-                KeyKind::Host(h) => Some(h),
+            .filter_map(|kv| match EtcdKey::parse(&kv.key) {
+                Some(EtcdKey::Host(h)) => Some(h),
                 _ => None,
             })
             .collect())
@@ -447,12 +358,12 @@ impl EtcdStore {
     /// Registers this host when the fleet has no host yet (the first host
     /// of a fleet is trusted by whoever points it at an empty etcd).
     pub fn bootstrap(&self) -> std::result::Result<bool, EtcdError> {
-        let marker = format!("{PREFIX}fleet");
+        let marker = EtcdKey::Marker.to_string();
         let (ok, _, _) = self.etcd.txn(
             vec![etcd::cmp_mod(&marker, 0)],
             vec![
                 etcd::op_put(&marker, b"flux-secrets fleet v1"),
-                etcd::op_put(&format!("{HOSTS}{}", self.me), b""),
+                etcd::op_put(&host_key(&self.me), b""),
             ],
             vec![],
         )?;
@@ -464,11 +375,11 @@ impl EtcdStore {
     fn refresh(&self, name: &str, kvs: Vec<Kv>) {
         let mut cache = self.cache();
         for kv in kvs {
-            match parse_key(&kv.key) {
-                KeyKind::Vault(p) if p == name => {
+            match EtcdKey::parse(&kv.key) {
+                Some(EtcdKey::Vault(p)) if p == name => {
                     self.put_vault(&mut cache, &p, &kv.value, kv.mod_revision);
                 }
-                KeyKind::Key { project, host } if project == name && host == self.me => {
+                Some(EtcdKey::Key { project, host }) if project == name && host == self.me => {
                     self.put_key(&mut cache, &project, &kv.value);
                 }
                 _ => {}
@@ -480,12 +391,12 @@ impl EtcdStore {
 
     /// Unwraps this host's copy of a project key.
     pub fn unwrap_key(&self, name: &str, wrapped: &[u8]) -> Result<Zeroizing<String>> {
-        let plain = crate::vault::decrypt(wrapped, &self.host).map_err(|e| Error::Key {
-            path: self.key_location(name),
+        let plain = flux_vault::vault::decrypt(wrapped, &self.host).map_err(|e| Error::Key {
+            location: self.key_location(name),
             reason: format!("cannot unwrap with this host's identity: {e}"),
         })?;
         let text = std::str::from_utf8(&plain).map_err(|_| Error::Key {
-            path: self.key_location(name),
+            location: self.key_location(name),
             reason: "not a text key".into(),
         })?;
         Ok(Zeroizing::new(text.to_owned()))
@@ -506,7 +417,7 @@ impl Store for EtcdStore {
 
     fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {
         let wrapped = self.cache().keys.get(project).cloned().ok_or_else(|| Error::Key {
-            path: self.key_location(project),
+            location: self.key_location(project),
             reason: format!(
                 "this host ({}) holds no key for the project; add it with `fluxctl hosts add {}` on a host that serves it",
                 self.me, self.me
@@ -651,12 +562,12 @@ impl Store for EtcdStore {
         Ok(())
     }
 
-    fn vault_location(&self, project: &str) -> PathBuf {
-        PathBuf::from(format!("etcd:{}", vault_key(project)))
+    fn vault_location(&self, project: &str) -> Location {
+        Location::Etcd(vault_key(project))
     }
 
-    fn key_location(&self, project: &str) -> PathBuf {
-        PathBuf::from(format!("etcd:{}", wrapped_key(project, &self.me)))
+    fn key_location(&self, project: &str) -> Location {
+        Location::Etcd(wrapped_key(project, &self.me))
     }
 
     fn check_key_private(&self, _project: &str) -> Result<()> {
@@ -665,35 +576,5 @@ impl Store for EtcdStore {
 
     fn health(&self, _project: &str) -> Option<String> {
         self.cache().outage.clone()
-    }
-
-    fn fleet(&self) -> Option<&EtcdStore> {
-        Some(self)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_parse() {
-        assert_eq!(
-            parse_key("/flux/v1/projects/app/vault"),
-            KeyKind::Vault("app".into())
-        );
-        assert_eq!(
-            parse_key("/flux/v1/projects/app/keys/age1x"),
-            KeyKind::Key {
-                project: "app".into(),
-                host: "age1x".into()
-            }
-        );
-        assert_eq!(
-            parse_key("/flux/v1/hosts/age1x"),
-            KeyKind::Host("age1x".into())
-        );
-        assert_eq!(parse_key("/flux/v1/projects/-bad/vault"), KeyKind::Other);
-        assert_eq!(parse_key("/flux/v1/projects/app/other"), KeyKind::Other);
     }
 }

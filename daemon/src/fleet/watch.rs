@@ -1,20 +1,23 @@
-//! The etcd watch: every host follows `/flux/v1/projects/` and swaps new
-//! vaults in exactly as the folder watcher does (seal verified, the last
-//! good snapshot kept on a bad one, change events announced).
+//! The etcd watch: the change feed of fleet mode. Every host follows
+//! `/flux/v1/projects/`, so new vaults are swapped in exactly as the folder
+//! watcher's are (seal verified, the last good snapshot kept on a bad one,
+//! change events announced).
 //!
 //! A blocking thread holds the watch stream and applies each batch of
-//! events to the store's cache; an async task turns the projects that
-//! changed into a rescan, and projects whose key for this host disappeared
-//! (deleted, or this host removed) into projects no longer served. When the
-//! stream breaks, the thread reconnects from the last revision it applied
-//! (a full re-read when etcd compacted past it), backing off while etcd is
-//! unreachable, which is reported in each project's `last_error`.
+//! events to the store's cache, then sends the projects that changed, and
+//! those whose key for this host disappeared (deleted, or this host
+//! removed) as [`Change::Gone`]. When the stream breaks, the thread
+//! reconnects from the last revision it applied (a full re-read when etcd
+//! compacted past it), backing off while etcd is unreachable, which is
+//! reported in each project's `last_error`. It stops when the feed is
+//! dropped.
 
 use super::etcd::WatchMessage;
-use super::store::{Applied, EtcdStore, PROJECTS};
-use crate::daemon::Shared;
+use super::layout::PROJECTS;
+use super::store::{Applied, EtcdStore};
+use crate::error::{Error, Result};
+use crate::store::{Change, ChangeFeed};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -24,57 +27,43 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Starts following etcd. `synced` tells whether the store was just read
 /// in full (else the thread starts with a full read).
-pub(crate) fn spawn(shared: Arc<Shared>, store: Arc<EtcdStore>, synced: bool) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Applied>();
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread_stop = stop.clone();
-    let spawned = std::thread::Builder::new()
+pub fn follow(store: Arc<EtcdStore>, synced: bool) -> Result<ChangeFeed> {
+    let (tx, rx) = mpsc::unbounded_channel::<Change>();
+    std::thread::Builder::new()
         .name("fluxd-etcd-watch".into())
-        .spawn(move || follow(&store, synced, &tx, &thread_stop));
-    if let Err(e) = spawned {
-        warn!(error = %e, "cannot start the etcd watcher; changes from other hosts are not seen");
-        return;
-    }
-    let shutdown = shared.shutdown.clone();
-    shared.tracker.clone().spawn(async move {
-        loop {
-            let applied = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = rx.recv() => match a { Some(a) => a, None => break },
-            };
-            for name in &applied.gone {
-                shared.forget_project(name).await;
-            }
-            if applied.changed.is_empty() {
-                continue;
-            }
-            debug!(projects = ?applied.changed, "etcd changed");
-            let scope = crate::watch::Scope {
-                all: false,
-                projects: applied.changed,
-            };
-            shared.rescan(scope, false).await;
-        }
-        stop.store(true, Ordering::Release);
-    });
+        .spawn(move || run(&store, synced, &tx))
+        .map_err(|e| Error::Internal(format!("cannot start the etcd watcher: {e}")))?;
+    Ok(ChangeFeed::new(rx, None))
 }
 
-fn follow(store: &EtcdStore, synced: bool, tx: &mpsc::UnboundedSender<Applied>, stop: &AtomicBool) {
+/// Sends what `applied` says changed; false once the feed is gone.
+fn send(tx: &mpsc::UnboundedSender<Change>, applied: Applied) -> bool {
+    if !applied.gone.is_empty() && tx.send(Change::Gone(applied.gone)).is_err() {
+        return false;
+    }
+    if !applied.changed.is_empty() {
+        debug!(projects = ?applied.changed, "etcd changed");
+        return tx.send(Change::Projects(applied.changed)).is_ok();
+    }
+    !tx.is_closed()
+}
+
+fn run(store: &EtcdStore, synced: bool, tx: &mpsc::UnboundedSender<Change>) {
     let mut need_resync = !synced;
     let mut backoff = BACKOFF_MIN;
-    while !stop.load(Ordering::Acquire) && !tx.is_closed() {
+    while !tx.is_closed() {
         if need_resync {
             match store.resync() {
                 Ok(applied) => {
                     store.set_outage(None);
                     need_resync = false;
                     backoff = BACKOFF_MIN;
-                    if tx.send(applied).is_err() {
+                    if !send(tx, applied) {
                         return;
                     }
                 }
                 Err(e) => {
-                    store.set_outage(Some(e.0));
+                    store.set_outage(Some(e.to_string()));
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
@@ -82,8 +71,8 @@ fn follow(store: &EtcdStore, synced: bool, tx: &mpsc::UnboundedSender<Applied>, 
             }
         }
         let start = store.revision() + 1;
-        let result = store.etcd.watch(PROJECTS, start, |message| {
-            if stop.load(Ordering::Acquire) {
+        let result = store.watch(PROJECTS, start, |message| {
+            if tx.is_closed() {
                 return false;
             }
             match message {
@@ -93,9 +82,7 @@ fn follow(store: &EtcdStore, synced: bool, tx: &mpsc::UnboundedSender<Applied>, 
                 }
                 WatchMessage::Events { revision, events } => {
                     let applied = store.apply(revision, events);
-                    if (!applied.changed.is_empty() || !applied.gone.is_empty())
-                        && tx.send(applied).is_err()
-                    {
+                    if !send(tx, applied) {
                         return false;
                     }
                     store.flush();
@@ -114,8 +101,8 @@ fn follow(store: &EtcdStore, synced: bool, tx: &mpsc::UnboundedSender<Applied>, 
         });
         if let Err(e) = result {
             debug!(error = %e, "etcd watch ended");
-            if e.0.contains("unreachable") {
-                store.set_outage(Some(e.0));
+            if e.is_unreachable() {
+                store.set_outage(Some(e.to_string()));
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             } else {

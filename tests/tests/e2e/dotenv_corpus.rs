@@ -9,7 +9,7 @@ use crate::dev::spawn_dev_logged;
 use crate::{stderr, stdout};
 use flux_e2e::{TestDaemon, assert_no_secret};
 use flux_protocol::blocking::Client;
-use fluxd::dotenv::{Options, Parsed, parse};
+use flux_vault::dotenv::{Options, Parsed, parse};
 use std::collections::BTreeMap;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/dotenv-corpus/cases.json");
@@ -104,7 +104,7 @@ fn fluxd_dev_serves_every_corpus_case_as_the_parser_reads_it() {
         let log = std::fs::read_to_string(&log_path).unwrap();
         let warnings: Vec<&str> = log
             .lines()
-            .filter(|l| l.contains(" WARN ") && l.contains("fluxd::dev"))
+            .filter(|l| l.contains(" WARN ") && l.contains("fluxd::store::dev"))
             .collect();
         if warnings.len() != case.issues.len() {
             problems.push(format!(

@@ -6,8 +6,8 @@ use crate::{assert_value, stderr};
 use flux_e2e::{TestDaemon, have_tool};
 use flux_protocol::SecretValue;
 use flux_protocol::message::EventKind;
-use fluxd::keys::ProjectKey;
-use fluxd::vault::{self, Entry, Secrets};
+use flux_vault::keys::ProjectKey;
+use flux_vault::vault::{self, Entry, Secrets};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -325,7 +325,7 @@ fn readers_never_see_half_a_write() {
     for i in 1..=60 {
         let v = i.to_string();
         let bytes = vault::seal("app", &secrets(&[("A", &v), ("B", &v)]), first + i, &key).unwrap();
-        fluxd::fsutil::write_atomic(&d.vault_path("app"), &bytes, 0o600).unwrap();
+        flux_vault::files::write_atomic(&d.vault_path("app"), &bytes, 0o600).unwrap();
         eventually("pair swapped in", || value_is(&mut probe, "A", &v));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

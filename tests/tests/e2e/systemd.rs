@@ -3,7 +3,7 @@
 
 use crate::{assert_value, stderr};
 use flux_e2e::{TestDaemon, have_tool};
-use fluxd::keys::ProjectKey;
+use flux_vault::keys::ProjectKey;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::os::unix::net::UnixDatagram;

@@ -328,9 +328,17 @@ pub fn open_document(
 
 /// Encrypts a plaintext to the project's recipient (binary age format).
 pub fn encrypt(plaintext: &[u8], key: &ProjectKey) -> Result<Vec<u8>, VaultError> {
-    let enc =
-        age::Encryptor::with_recipients(std::iter::once(key.recipient() as &dyn age::Recipient))
-            .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
+    encrypt_to(plaintext, key.recipient())
+}
+
+/// Encrypts a plaintext to one age X25519 recipient (binary age format):
+/// a vault to its project, a project key to a host.
+pub fn encrypt_to(
+    plaintext: &[u8],
+    recipient: &age::x25519::Recipient,
+) -> Result<Vec<u8>, VaultError> {
+    let enc = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+        .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
     let mut out = Vec::with_capacity(plaintext.len() + 256);
     let mut w = enc
         .wrap_output(&mut out)

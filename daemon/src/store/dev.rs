@@ -2,14 +2,14 @@
 //! protocol as production, so function code is identical in both.
 //!
 //! [`DevStore`] is a [`Store`] whose only project's "vault" is the `.env`
-//! file: each load parses the file ([`crate::dotenv`]) and seals it in
+//! file: each load parses the file ([`flux_vault::dotenv`]) and seals it in
 //! memory with a key that lives only as long as the process, so the
 //! daemon's whole serving path — snapshots, change events, the watcher —
 //! is the production one. The watcher follows the file's folder, so an
 //! edit is live on the next `get`. Writes are refused: the file is the
 //! source of truth. A missing file serves no secrets until it appears.
 //!
-//! A line the parser flags ([`crate::dotenv::Issue`]) never stops the rest
+//! A line the parser flags ([`flux_vault::dotenv::Issue`]) never stops the rest
 //! of the file from being served: each load of a changed file logs one
 //! warning per flagged line (`file:line:col` and why, never a value), serves
 //! the flagged lines that have a value as Node's dotenv reads them, and
@@ -18,11 +18,11 @@
 //! Production `fluxd` never reads `.env`: only this store does, and only
 //! `fluxd dev` creates it.
 
-use crate::dotenv::Options;
-use crate::error::{Error, Result};
-use crate::keys::ProjectKey;
-use crate::store::Store;
-use crate::vault::{self, Entry, Secrets};
+use super::{ChangeFeed, Store};
+use crate::error::{Error, Location, Result};
+use flux_vault::dotenv::Options;
+use flux_vault::keys::ProjectKey;
+use flux_vault::vault::{self, Entry, Secrets};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -55,6 +55,18 @@ impl DevStore {
             key: ProjectKey::generate(),
             last: Mutex::new(None),
         }
+    }
+
+    /// The changes to the `.env` file (its folder is watched, so an editor
+    /// that saves by rename is followed).
+    pub fn changes(&self) -> Result<ChangeFeed> {
+        let folder = self
+            .env_file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        super::watch::folders(&[folder])
     }
 
     /// The `.env` file.
@@ -103,7 +115,7 @@ impl Store for DevStore {
         // Like a vault: a regular file of bounded size, opened without
         // blocking (a FIFO in its place hangs nothing).
         let bytes = Zeroizing::new(
-            crate::fsutil::read_regular(&self.env_file, MAX_ENV_FILE)?.unwrap_or_default(),
+            flux_vault::files::read_regular(&self.env_file, MAX_ENV_FILE)?.unwrap_or_default(),
         );
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -118,7 +130,7 @@ impl Store for DevStore {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or_else(vault::now_ms, |d| d.as_millis() as u64);
         let parsed =
-            crate::dotenv::parse(&bytes, &self.env_file.display().to_string(), &self.options)
+            flux_vault::dotenv::parse(&bytes, &self.env_file.display().to_string(), &self.options)
                 .map_err(|e| Error::Config(e.to_string()))?;
         for issue in &parsed.issues {
             warn!("{issue}");
@@ -146,12 +158,12 @@ impl Store for DevStore {
         Err(self.read_only())
     }
 
-    fn vault_location(&self, _project: &str) -> PathBuf {
-        self.env_file.clone()
+    fn vault_location(&self, _project: &str) -> Location {
+        Location::File(self.env_file.clone())
     }
 
-    fn key_location(&self, _project: &str) -> PathBuf {
-        PathBuf::from("(fluxd dev: a key held in memory)")
+    fn key_location(&self, _project: &str) -> Location {
+        Location::Memory("fluxd dev: a key held in memory")
     }
 
     fn check_key_private(&self, _project: &str) -> Result<()> {

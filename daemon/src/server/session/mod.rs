@@ -1,5 +1,6 @@
 //! One client connection: handshake, then requests answered in order, each
-//! one decided by [`crate::access`], answered, and audited.
+//! one decided by [`crate::access`] under the rule its handler declares
+//! ([`super::handlers`]), answered, and audited.
 //!
 //! - The peer is identified by the kernel when the connection is accepted
 //!   ([`Peer`]); every request is decided against the policy in force at
@@ -39,21 +40,24 @@
 //! Nothing here logs or audits a value: requests are recorded by operation
 //! and name.
 
+mod bucket;
+mod record;
+
+use super::Services;
+use super::handlers::{self, Ctx, Reply};
+use crate::access::audit::{ReadSummaries, bounded_name};
+use crate::access::peer::Peer;
 use crate::access::{self, Denial, Denied, Effect, Granted, Socket, SocketKind};
-use crate::audit::{DENIALS_IN_FULL, ReadAudit, ReadSummaries, bounded_name};
-use crate::daemon::Shared;
-use crate::error::{Error, Result};
-use crate::peer::Peer;
+use crate::error::{Error, Limit, Result, Unavailable};
 use crate::project::Project;
-use crate::vault::now_ms;
+use bucket::Bucket;
 use bytes::Bytes;
-use flux_protocol::codec::{ServerCodec, decode, encode, put_value_frame};
+use flux_protocol::codec::{ServerCodec, decode, encode};
 use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
-use flux_protocol::message::{
-    AuditEntry, ErrorReply, Event, EventKind, Request, Response, Scope, Subscribed, Welcome,
-};
+use flux_protocol::message::{ErrorReply, Event, EventKind, Request, Response, Scope, Welcome};
 use flux_protocol::{ErrorCode, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
+use record::audit_names;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -115,7 +119,7 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 pub(crate) async fn serve(
     stream: UnixStream,
     target: Target,
-    shared: Arc<Shared>,
+    services: Arc<Services>,
     cancel: CancellationToken,
 ) {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
@@ -128,76 +132,46 @@ pub(crate) async fn serve(
     };
     let span =
         info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
-    let max_frame = shared.config.limits.max_request_bytes;
-    let shared_epoch = shared.policy_epoch.subscribe();
+    let max_frame = services.config.limits.max_request_bytes;
+    let reloads = services.access.reloads();
     let mut session = Session {
         framed: Framed::new(stream, ServerCodec::new(max_frame)),
         target,
-        shared,
+        services,
         peer,
         bucket: None,
         summaries: ReadSummaries::default(),
         summary_due: None,
         denials: 0,
-        epoch: shared_epoch,
+        reloads,
     };
     async move {
         match session.run(&cancel).await {
             Ok(()) => debug!("connection closed"),
             Err(e) => debug!(reason = %e, "connection ended"),
         }
-        session.summaries.flush(&session.shared.audit);
+        session.summaries.flush(session.services.access.audit());
         session.wipe_buffers();
     }
     .instrument(span)
     .await
 }
 
-/// A token bucket: `rate` requests per second, bursts of up to `rate`.
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32) -> Self {
-        Self {
-            rate: f64::from(rate),
-            tokens: f64::from(rate),
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-struct Session {
-    framed: Framed<UnixStream, ServerCodec>,
-    target: Target,
-    shared: Arc<Shared>,
-    peer: Peer,
-    bucket: Option<Bucket>,
+/// One connection's state.
+pub(super) struct Session {
+    pub(super) framed: Framed<UnixStream, ServerCodec>,
+    pub(super) target: Target,
+    pub(super) services: Arc<Services>,
+    pub(super) peer: Peer,
+    pub(super) bucket: Option<Bucket>,
     /// Reads (and repeated denials) counted but not yet in the audit log.
-    summaries: ReadSummaries,
+    pub(super) summaries: ReadSummaries,
     /// When the pending summaries must be written.
-    summary_due: Option<Pin<Box<Sleep>>>,
+    pub(super) summary_due: Option<Pin<Box<Sleep>>>,
     /// Denials on this connection so far.
-    denials: u32,
+    pub(super) denials: u32,
     /// Changes on every policy reload.
-    epoch: tokio::sync::watch::Receiver<u64>,
+    pub(super) reloads: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Why a connection was ended by the daemon.
@@ -209,54 +183,10 @@ enum End {
     Protocol(String),
 }
 
-/// What the audit log records of a request: the name it names (bounded,
-/// see [`bounded_name`]) and a detail.
-fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
-    let one = |name: &str| {
-        let (shown, detail) = bounded_name(name);
-        (Some(shown), detail)
-    };
-    match req {
-        Request::Get(g) => one(&g.name),
-        Request::Set(s) => one(&s.name),
-        Request::Delete(d) => one(&d.name),
-        Request::CreateProject(p) | Request::DeleteProject(p) => one(&p.name),
-        Request::Audit(q) | Request::AuditLog(q) => match &q.project {
-            Some(p) => one(p),
-            None => (None, None),
-        },
-        Request::AddHost(h) | Request::RemoveHost(h) => one(&h.recipient),
-        Request::SetMany(entries) => {
-            const SHOWN: usize = 20;
-            let mut names: Vec<String> = entries
-                .iter()
-                .take(SHOWN)
-                .map(|e| bounded_name(&e.name).0)
-                .collect();
-            if entries.len() > SHOWN {
-                names.push(format!("and {} more", entries.len() - SHOWN));
-            }
-            (
-                None,
-                Some(format!("{} names: {}", entries.len(), names.join(", "))),
-            )
-        }
-        Request::Hello(_)
-        | Request::List
-        | Request::GetAll
-        | Request::ListProjects
-        | Request::Status
-        | Request::Subscribe
-        | Request::ListHosts
-        | Request::Health
-        | Request::RestoreVault => (None, None),
-    }
-}
-
 impl Session {
     async fn run(&mut self, cancel: &CancellationToken) -> Result<(), End> {
         let _slot = self.take_slot().await?;
-        let limits = self.shared.config.limits.clone();
+        let limits = self.services.config.limits.clone();
         if limits.requests_per_second > 0 {
             self.bucket = Some(Bucket::new(limits.requests_per_second));
         }
@@ -293,13 +223,13 @@ impl Session {
                     self.flush_summaries();
                     continue;
                 }
-                Ok(()) = self.epoch.changed() => {
+                Ok(()) = self.reloads.changed() => {
                     if self.lost_access().await {
                         return Err(End::Protocol("no role left after a policy reload".into()));
                     }
                     continue;
                 }
-                frame = next_frame(&mut self.framed, &self.shared.config.limits) => frame?,
+                frame = next_frame(&mut self.framed, &self.services.config.limits) => frame?,
             };
             let Some(frame) = frame else { return Ok(()) };
             let mut frame = self.frame_or_close(frame).await?;
@@ -342,7 +272,7 @@ impl Session {
                 let msg = format!(
                     "too many connections to project {} (the limit is {}); close idle ones or raise [limits] max_connections_per_project",
                     project.name(),
-                    self.shared.config.limits.max_connections_per_project
+                    self.services.config.limits.max_connections_per_project
                 );
                 warn!("{msg}");
                 self.reply_error(ErrorCode::LimitReached, &msg).await?;
@@ -362,7 +292,7 @@ impl Session {
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 let msg = format!(
                     "frame exceeds the limit of {} bytes; closing the connection",
-                    self.shared.config.limits.max_request_bytes
+                    self.services.config.limits.max_request_bytes
                 );
                 warn!("{msg}");
                 let _ = self.reply_error(ErrorCode::TooLarge, &msg).await;
@@ -411,11 +341,12 @@ impl Session {
     async fn lost_access(&mut self) -> bool {
         let (uid, gid) = (self.peer.uid, self.peer.gid);
         if let Ok(identity) =
-            tokio::task::spawn_blocking(move || crate::policy::PeerIdentity::lookup(uid, gid)).await
+            tokio::task::spawn_blocking(move || access::policy::PeerIdentity::lookup(uid, gid))
+                .await
         {
             self.peer.identity = identity;
         }
-        let policy = self.shared.policy.load();
+        let policy = self.services.access.policy();
         let keep = access::holds_a_role(&policy, &self.peer.identity, self.target.socket());
         if !keep {
             warn!("the reloaded policy gives this peer no role here: closing its connection");
@@ -431,10 +362,11 @@ impl Session {
     ) -> Reply {
         let op = req.op();
         let (name, detail) = audit_names(&req);
-        let decision = {
-            let policy = self.shared.policy.load();
-            access::decide(&policy, &self.peer.identity, self.target.socket(), req)
-        };
+        let rule = handlers::rule(&req);
+        let decision =
+            self.services
+                .access
+                .decide(&self.peer.identity, self.target.socket(), req, rule);
         let (allowed, effect, outcome) = match decision {
             Ok(granted) => {
                 let effect = granted.effect();
@@ -470,29 +402,29 @@ impl Session {
         events: &mut Option<broadcast::Receiver<Event>>,
     ) -> Result<Reply> {
         if self.bucket.as_mut().is_some_and(|b| !b.take()) {
-            return Err(Error::LimitReached(format!(
-                "slow down: at most {} requests per second per connection",
-                self.shared.config.limits.requests_per_second
-            )));
+            return Err(Error::LimitReached(Limit::Rate {
+                per_second: self.services.config.limits.requests_per_second,
+            }));
         }
-        if granted.effect() == Effect::Write && !self.shared.audit.writable() {
-            let why = self
-                .shared
-                .audit
+        let audit = self.services.access.audit();
+        if granted.effect() == Effect::Write && !audit.writable() {
+            let why = audit
                 .health()
                 .error
                 .unwrap_or_else(|| "the audit log cannot be written".into());
-            return Err(Error::Unavailable(format!(
-                "{why}: writes are refused until it can be written (reads are served); nothing was changed"
-            )));
+            return Err(Error::Unavailable(Unavailable::Audit(why)));
         }
-        match &self.target {
-            Target::Project { project, .. } => {
-                let project = project.clone();
-                self.handle_project(&project, granted, events).await
-            }
-            Target::Control => self.handle_control(granted).await.map(Reply::Message),
-        }
+        let project = match &self.target {
+            Target::Project { project, .. } => Some(project.clone()),
+            Target::Control => None,
+        };
+        let mut ctx = Ctx {
+            services: &self.services,
+            project: project.as_ref(),
+            out: self.framed.write_buffer_mut(),
+            events,
+        };
+        handlers::run(&mut ctx, granted).await
     }
 
     /// The error a denied request is answered with.
@@ -504,14 +436,17 @@ impl Session {
                 belongs: SocketKind::Control,
             } => Error::BadRequest(format!(
                 "{op} is a control request: send it to {}",
-                self.shared.control_socket().display()
+                self.services.config.control_socket().display()
             )),
             Denial::WrongSocket {
                 belongs: SocketKind::Project,
             } => Error::BadRequest(format!(
                 "{op} is a project request: send it to the project's socket, {}",
-                flux_protocol::paths::project_socket(&self.shared.config.runtime_dir, "<project>")
-                    .display()
+                flux_protocol::paths::project_socket(
+                    &self.services.config.runtime_dir,
+                    "<project>"
+                )
+                .display()
             )),
             Denial::Role { .. } => Error::PermissionDenied {
                 op,
@@ -523,127 +458,6 @@ impl Session {
                 }),
             },
         }
-    }
-
-    /// Records a decision: writes, and the first denials, one entry each;
-    /// reads and later denials counted into summaries.
-    fn audit(
-        &mut self,
-        op: &'static str,
-        name: Option<String>,
-        detail: Option<String>,
-        allowed: bool,
-        effect: Effect,
-        result: &str,
-    ) {
-        let audit = &self.shared.audit;
-        if !audit.enabled() {
-            return;
-        }
-        let time_ms = now_ms();
-        let entry = || AuditEntry {
-            time_ms,
-            first_ms: time_ms,
-            count: 1,
-            project: self.target.project_name().map(str::to_owned),
-            op: op.to_owned(),
-            name: name.clone(),
-            uid: self.peer.uid,
-            gid: self.peer.gid,
-            pid: self.peer.pid,
-            exe: self.peer.exe.clone(),
-            allowed,
-            result: result.to_owned(),
-            detail: detail.clone(),
-        };
-        let summarize = if allowed {
-            effect == Effect::Read && audit.config().reads == ReadAudit::Summary
-        } else {
-            self.denials = self.denials.saturating_add(1);
-            self.denials > DENIALS_IN_FULL
-        };
-        if !summarize {
-            audit.record(entry());
-            return;
-        }
-        let key = name.as_deref().unwrap_or("");
-        let full = self
-            .summaries
-            .count(key, op, allowed, result, time_ms, entry);
-        if full {
-            self.flush_summaries();
-        } else if self.summary_due.is_none() {
-            let interval = audit.config().summary_interval;
-            self.summary_due = Some(Box::pin(tokio::time::sleep(interval)));
-        }
-    }
-
-    /// Hands the pending summaries to the audit log.
-    fn flush_summaries(&mut self) {
-        self.summaries.flush(&self.shared.audit);
-        self.summary_due = None;
-    }
-
-    async fn handle_project(
-        &mut self,
-        project: &Project,
-        granted: Granted,
-        events: &mut Option<broadcast::Receiver<Event>>,
-    ) -> Result<Reply> {
-        let limits = &self.shared.config.limits;
-        Ok(Reply::Message(match granted.into_request() {
-            // The hot path: the value goes from the snapshot straight into
-            // the write buffer, as one frame, with no copy between.
-            Request::Get(get) => {
-                let buf = self.framed.write_buffer_mut();
-                project.read_value(&get.name, |v| put_value_frame(buf, v))?;
-                return Ok(Reply::Written);
-            }
-            Request::GetAll => Response::Values(project.get_all()?),
-            Request::List => Response::Secrets(project.list()?),
-            Request::Set(set) => Response::Stored(project.set(&set.name, set.value, limits).await?),
-            Request::SetMany(entries) => {
-                Response::StoredMany(project.set_many(entries, limits).await?)
-            }
-            Request::Delete(del) => Response::Deleted(project.delete(&del.name, limits).await?),
-            Request::RestoreVault => Response::Restored(project.restore().await?),
-            Request::Subscribe => {
-                let (rx, generation) = project.subscribe();
-                *events = Some(rx);
-                debug!(generation, "subscribed");
-                Response::Subscribed(Subscribed { generation })
-            }
-            other => return Err(misrouted(&other)),
-        }))
-    }
-
-    async fn handle_control(&self, granted: Granted) -> Result<Response> {
-        let shared = &self.shared;
-        Ok(match granted.into_request() {
-            Request::CreateProject(p) => {
-                Response::ProjectCreated(shared.create_project(&p.name).await?)
-            }
-            Request::DeleteProject(p) => {
-                shared.delete_project(&p.name).await?;
-                Response::ProjectDeleted(p)
-            }
-            Request::ListProjects => Response::Projects(shared.project_infos()),
-            Request::Status => Response::Status(shared.status()),
-            Request::Health => Response::Health(Box::new(shared.health())),
-            Request::Audit(query) => Response::AuditRecords(
-                shared
-                    .audit_entries(query)
-                    .await?
-                    .iter()
-                    .map(|e| e.to_record())
-                    .collect(),
-            ),
-            Request::AuditLog(query) => Response::AuditLog(shared.audit_entries(query).await?),
-            req @ (Request::ListHosts | Request::AddHost(_) | Request::RemoveHost(_)) => {
-                crate::fleet::hosts::handle(shared, req).await?
-            }
-            other => return Err(misrouted(&other)),
-        })
     }
 
     /// Sends an event to the client; true when the connection should end
@@ -695,7 +509,7 @@ impl Session {
             payload = encode(&error_response(ErrorCode::TooLarge, msg))
                 .map_err(|e| End::Protocol(e.to_string()))?;
         }
-        let timeout = self.shared.config.limits.write_timeout;
+        let timeout = self.services.config.limits.write_timeout;
         match tokio::time::timeout(timeout, self.framed.send(Bytes::from(payload))).await {
             Ok(sent) => Ok(sent?),
             Err(_) => Err(self.write_timed_out()),
@@ -704,7 +518,7 @@ impl Session {
 
     /// Writes out what is in the write buffer.
     async fn flush(&mut self) -> Result<(), End> {
-        let timeout = self.shared.config.limits.write_timeout;
+        let timeout = self.services.config.limits.write_timeout;
         match tokio::time::timeout(timeout, SinkExt::<Bytes>::flush(&mut self.framed)).await {
             Ok(flushed) => Ok(flushed?),
             Err(_) => Err(self.write_timed_out()),
@@ -714,26 +528,11 @@ impl Session {
     fn write_timed_out(&self) -> End {
         let msg = format!(
             "the client took no answer for {:?}; closing",
-            self.shared.config.limits.write_timeout
+            self.services.config.limits.write_timeout
         );
         warn!("{msg}");
         End::Protocol(msg)
     }
-}
-
-/// A granted request that reached the handler of the other socket kind:
-/// impossible while [`access::decide`] checks the socket, answered rather
-/// than trusted.
-fn misrouted(req: &Request) -> Error {
-    Error::Internal(format!("{} reached the wrong handler", req.op()))
-}
-
-/// How a request is answered.
-enum Reply {
-    /// A message to encode and send.
-    Message(Response),
-    /// A frame already in the write buffer, to flush.
-    Written,
 }
 
 /// The next event of a subscribed connection; never resolves otherwise.

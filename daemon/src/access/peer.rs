@@ -2,12 +2,12 @@
 //!
 //! `SO_PEERCRED` gives the uid, gid and pid of the process that connected;
 //! a client cannot choose them. Authorization uses only the uid and the
-//! groups ([`crate::policy::PeerIdentity`]). The pid and executable path are
+//! groups ([`super::policy::PeerIdentity`]). The pid and executable path are
 //! recorded for the audit log; where the kernel has `SO_PEERPIDFD`, the
 //! executable is read only if the pidfd confirms the pid still names the
 //! peer, so a recycled pid cannot put another program's name in the log.
 
-use crate::policy::PeerIdentity;
+use super::policy::PeerIdentity;
 use nix::sys::socket::{getsockopt, sockopt::PeerPidfd};
 use std::os::fd::AsRawFd;
 use tokio::net::UnixStream;

@@ -1,31 +1,35 @@
-//! The file watcher: a vault or key replaced from outside fluxd is live
-//! within milliseconds.
+//! The folder watcher: the change feed of the local and dev stores, so a
+//! vault or key replaced from outside fluxd is live within milliseconds.
 //!
-//! It watches the `vaults/` and `keys/` *folders* (not file inodes), so a
-//! file replaced by rename, rewritten in place, copied over, restored, or
-//! swapped Kubernetes-style (a `..data` symlink renamed over) is never
-//! missed. Events are coalesced: after the first, the watcher waits until
-//! the folder has been quiet for [`QUIET`] (at most [`MAX_BATCH`]), then
-//! asks the daemon to rescan just the projects named by the changed files —
-//! or all of them when a name is not a project file (`..data`), or when
-//! the kernel dropped events.
+//! It watches *folders* (`vaults/` and `keys/`, or a `.env` file's folder),
+//! not file inodes, so a file replaced by rename, rewritten in place,
+//! copied over, restored, or swapped Kubernetes-style (a `..data` symlink
+//! renamed over) is never missed. Events are coalesced: after the first,
+//! the watcher waits until the folder has been quiet for [`QUIET`] (at most
+//! [`MAX_BATCH`]), then sends one [`Change`] naming just the projects of the
+//! changed files — or [`Change::All`] when a name is not a project file
+//! (`..data`), or when the kernel dropped events.
 //!
-//! The rescan compares SHA-256 fingerprints with what each project last
+//! The re-read compares SHA-256 fingerprints with what each project last
 //! loaded or wrote, so fluxd's own writes (and unchanged files) cost a hash,
 //! not a decryption, and produce no second swap. fluxd's own temp files
-//! (`.<name>.tmp`) are ignored; the rename that completes a write is seen.
+//! ([`flux_vault::files::is_temp_file`]) are ignored; the rename that
+//! completes a write is seen.
+//!
+//! The coalescing runs on its own thread (notify delivers events on one),
+//! so the watcher needs no runtime and stops when its feed is dropped.
 
-use crate::daemon::Shared;
+use super::{Change, ChangeFeed};
 use crate::error::{Error, Result};
 use flux_protocol::limits::validate_project_name;
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{debug, warn};
 
 /// Quiet time that ends a burst of events.
 pub const QUIET: Duration = Duration::from_millis(3);
@@ -34,12 +38,13 @@ pub const MAX_BATCH: Duration = Duration::from_millis(50);
 
 /// Which projects a burst of events may have changed.
 #[derive(Debug, Default)]
-pub(crate) struct Scope {
-    pub(crate) all: bool,
-    pub(crate) projects: BTreeSet<String>,
+struct Scope {
+    all: bool,
+    projects: BTreeSet<String>,
 }
 
 impl Scope {
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         !self.all && self.projects.is_empty()
     }
@@ -73,7 +78,7 @@ impl Scope {
         };
         // fluxd's own temp files: the rename that finishes a write is what
         // matters.
-        if name.starts_with('.') && name.ends_with(".tmp") && !name.starts_with("..") {
+        if flux_vault::files::is_temp_file(name) {
             return;
         }
         let project = name
@@ -91,12 +96,24 @@ impl Scope {
     }
 }
 
-/// Starts watching `vaults/` and `keys/` and spawns the task that turns
-/// bursts of events into rescans.
-pub(crate) fn spawn(shared: Arc<Shared>, folders: &[std::path::PathBuf]) -> Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+impl Scope {
+    fn into_change(self) -> Option<Change> {
+        if self.all {
+            Some(Change::All)
+        } else if self.projects.is_empty() {
+            None
+        } else {
+            Some(Change::Projects(self.projects))
+        }
+    }
+}
+
+/// Watches `folders` and returns the feed of coalesced changes (see the
+/// module docs). The watch stops when the feed is dropped.
+pub fn folders(folders: &[PathBuf]) -> Result<ChangeFeed> {
+    let (events_tx, events_rx) = std_mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event| {
-        let _ = tx.send(event);
+        let _ = events_tx.send(event);
     })
     .map_err(|e| Error::Internal(format!("cannot start the file watcher: {e}")))?;
     for dir in folders {
@@ -104,38 +121,37 @@ pub(crate) fn spawn(shared: Arc<Shared>, folders: &[std::path::PathBuf]) -> Resu
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|e| Error::Internal(format!("cannot watch {}: {e}", dir.display())))?;
     }
-    let shutdown = shared.shutdown.clone();
-    let tracker = shared.tracker.clone();
-    tracker.spawn(
-        async move {
-            let _watcher = watcher;
-            loop {
-                let first = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    event = rx.recv() => match event {
-                        Some(e) => e,
-                        None => return,
-                    },
-                };
-                let mut scope = Scope::default();
-                scope.add(first);
-                let started = Instant::now();
-                while started.elapsed() < MAX_BATCH {
-                    match tokio::time::timeout(QUIET, rx.recv()).await {
-                        Ok(Some(event)) => scope.add(event),
-                        _ => break,
-                    }
-                }
-                if scope.is_empty() {
-                    continue;
-                }
-                debug!(all = scope.all, projects = ?scope.projects, "files changed");
-                shared.rescan(scope, false).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("fluxd-watch".into())
+        .spawn(move || coalesce(&events_rx, &tx))
+        .map_err(|e| Error::Internal(format!("cannot start the file watcher: {e}")))?;
+    Ok(ChangeFeed::new(rx, Some(Box::new(watcher))))
+}
+
+/// Turns bursts of events into changes until either side is gone.
+fn coalesce(
+    events: &std_mpsc::Receiver<notify::Result<notify::Event>>,
+    tx: &mpsc::UnboundedSender<Change>,
+) {
+    while let Ok(first) = events.recv() {
+        let mut scope = Scope::default();
+        scope.add(first);
+        let started = Instant::now();
+        while started.elapsed() < MAX_BATCH {
+            match events.recv_timeout(QUIET) {
+                Ok(event) => scope.add(event),
+                Err(_) => break,
             }
         }
-        .instrument(info_span!("watcher")),
-    );
-    Ok(())
+        let Some(change) = scope.into_change() else {
+            continue;
+        };
+        debug!(?change, "files changed");
+        if tx.send(change).is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

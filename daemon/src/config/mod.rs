@@ -15,15 +15,18 @@
 //! close access). `docs/CONFIG.md` documents every key; SIGHUP re-reads the
 //! access policy, while limits and the audit path take effect at start.
 
-use crate::audit::{AuditConfig, ReadAudit};
+mod limits;
+
+pub use limits::{Limits, LimitsFile, MAX_PROJECT_BYTES};
+
+use crate::access::audit::{AuditConfig, ReadAudit};
+use crate::access::policy::{Id, Policy, ProjectFile, RolesFile};
 use crate::error::{Error, Result};
-use crate::policy::{Id, Policy, ProjectFile, RolesFile};
-use flux_protocol::limits::{MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, MAX_VALUE_LEN};
 use flux_protocol::paths::{self, env_path, systemd_dir};
+use limits::duration;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Environment variable naming the state folder.
 pub const STATE_DIR_ENV: &str = "FLUX_STATE_DIR";
@@ -51,69 +54,6 @@ pub struct Config {
 /// Name of the systemd credential holding the host key.
 pub const HOST_KEY_CREDENTIAL: &str = "fluxd-host-key";
 
-/// Largest `[limits] max_project_bytes`: even if every byte of a value
-/// were escaped six-fold in the vault's JSON, the document stays under the
-/// 256 MiB a vault may decrypt to.
-pub const MAX_PROJECT_BYTES: usize = 40 * 1024 * 1024;
-
-/// Bounds on what clients may cost the daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request frame, checked before allocation.
-    pub max_request_bytes: usize,
-    /// Largest secret value.
-    pub max_value_bytes: usize,
-    /// Most secrets one project may hold.
-    pub max_secrets_per_project: usize,
-    /// Most bytes of names and values one project may hold. Bounded so a
-    /// project's `GetAll` answer always fits the 64 MiB answer limit and
-    /// its vault the 256 MiB a vault may decrypt to.
-    pub max_project_bytes: usize,
-    /// Open connections across all sockets; further clients wait in the
-    /// listen backlog until one closes.
-    pub max_connections: usize,
-    /// Open connections on the control socket, counted apart from the
-    /// project sockets' so neither can crowd out the other; further
-    /// clients wait in the listen backlog.
-    pub max_control_connections: usize,
-    /// Open connections on one project's socket; further ones are refused
-    /// with `limit_reached`, so one project cannot starve the others.
-    pub max_connections_per_project: usize,
-    /// Requests per second one connection may make (0: no limit).
-    pub requests_per_second: u32,
-    /// Time a new connection has to complete the handshake.
-    pub handshake_timeout: Duration,
-    /// Time a client has to finish a frame it started sending.
-    pub frame_timeout: Duration,
-    /// Time a client has to take an answer (or event) off the socket; a
-    /// client that stops reading is cut off after it.
-    pub write_timeout: Duration,
-    /// Time an idle connection (no partial frame) is kept open.
-    pub idle_timeout: Duration,
-    /// Time in-flight requests get to finish on shutdown.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_request_bytes: MAX_REQUEST_FRAME_LEN,
-            max_value_bytes: MAX_VALUE_LEN,
-            max_secrets_per_project: 100_000,
-            max_project_bytes: 32 * 1024 * 1024,
-            max_connections: 1024,
-            max_control_connections: 64,
-            max_connections_per_project: 512,
-            requests_per_second: 100_000,
-            handshake_timeout: Duration::from_secs(5),
-            frame_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(15 * 60),
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
-}
-
 /// The config file, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,25 +71,6 @@ pub struct FileConfig {
     /// `[store]`: the local folder (default) or etcd (fleet mode).
     #[serde(default)]
     pub store: crate::fleet::StoreFile,
-}
-
-/// `[limits]`: each key overrides the default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsFile {
-    pub max_request_bytes: Option<usize>,
-    pub max_value_bytes: Option<usize>,
-    pub max_secrets_per_project: Option<usize>,
-    pub max_project_bytes: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub max_control_connections: Option<usize>,
-    pub max_connections_per_project: Option<usize>,
-    pub requests_per_second: Option<u32>,
-    pub handshake_timeout: Option<String>,
-    pub frame_timeout: Option<String>,
-    pub write_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub shutdown_grace: Option<String>,
 }
 
 /// `[audit]`.
@@ -210,104 +131,6 @@ impl AuditFile {
     }
 }
 
-fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration> {
-    match value {
-        None => Ok(default),
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(Error::Config(format!("{key} must be more than zero"))),
-            Err(e) => Err(Error::Config(format!(
-                "{key} = {text:?} is not a duration like \"5s\" or \"15m\": {e}"
-            ))),
-        },
-    }
-}
-
-impl LimitsFile {
-    fn resolve(&self) -> Result<Limits> {
-        let d = Limits::default();
-        let limits = Limits {
-            max_request_bytes: self.max_request_bytes.unwrap_or(d.max_request_bytes),
-            max_value_bytes: self.max_value_bytes.unwrap_or(d.max_value_bytes),
-            max_secrets_per_project: self
-                .max_secrets_per_project
-                .unwrap_or(d.max_secrets_per_project),
-            max_project_bytes: self.max_project_bytes.unwrap_or(d.max_project_bytes),
-            max_connections: self.max_connections.unwrap_or(d.max_connections),
-            max_control_connections: self
-                .max_control_connections
-                .unwrap_or(d.max_control_connections),
-            max_connections_per_project: self
-                .max_connections_per_project
-                .unwrap_or(d.max_connections_per_project),
-            requests_per_second: self.requests_per_second.unwrap_or(d.requests_per_second),
-            handshake_timeout: duration(
-                "[limits] handshake_timeout",
-                &self.handshake_timeout,
-                d.handshake_timeout,
-            )?,
-            frame_timeout: duration(
-                "[limits] frame_timeout",
-                &self.frame_timeout,
-                d.frame_timeout,
-            )?,
-            write_timeout: duration(
-                "[limits] write_timeout",
-                &self.write_timeout,
-                d.write_timeout,
-            )?,
-            idle_timeout: duration("[limits] idle_timeout", &self.idle_timeout, d.idle_timeout)?,
-            shutdown_grace: duration(
-                "[limits] shutdown_grace",
-                &self.shutdown_grace,
-                d.shutdown_grace,
-            )?,
-        };
-        let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(Error::Config(msg)) };
-        check(
-            (1..=MAX_VALUE_LEN).contains(&limits.max_value_bytes),
-            format!("[limits] max_value_bytes must be 1 to {MAX_VALUE_LEN} (the protocol's limit)"),
-        )?;
-        check(
-            limits.max_request_bytes >= limits.max_value_bytes + 1024
-                && limits.max_request_bytes <= 16 * 1024 * 1024,
-            "[limits] max_request_bytes must be at least max_value_bytes + 1024 and at most 16 MiB"
-                .into(),
-        )?;
-        check(
-            limits.max_secrets_per_project >= 1,
-            "[limits] max_secrets_per_project must be at least 1".into(),
-        )?;
-        check(
-            limits.max_project_bytes >= limits.max_value_bytes
-                && limits.max_project_bytes <= MAX_PROJECT_BYTES,
-            format!(
-                "[limits] max_project_bytes must be at least max_value_bytes and at most {MAX_PROJECT_BYTES} (40 MiB)"
-            ),
-        )?;
-        // A whole project's GetAll answer: 12 bytes, then 16 per secret
-        // (two lengths) plus its name and value.
-        check(
-            12 + 16 * limits.max_secrets_per_project + limits.max_project_bytes
-                <= MAX_RESPONSE_FRAME_LEN,
-            "[limits] max_secrets_per_project and max_project_bytes together allow a project larger than one 64 MiB answer: lower one of them".into(),
-        )?;
-        check(
-            limits.max_connections >= 1,
-            "[limits] max_connections must be at least 1".into(),
-        )?;
-        check(
-            limits.max_control_connections >= 1,
-            "[limits] max_control_connections must be at least 1".into(),
-        )?;
-        check(
-            limits.max_connections_per_project >= 1,
-            "[limits] max_connections_per_project must be at least 1".into(),
-        )?;
-        Ok(limits)
-    }
-}
-
 impl FileConfig {
     /// Reads and parses a config file.
     pub fn read(path: &Path) -> Result<Self> {
@@ -347,6 +170,11 @@ pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
 }
 
 impl Config {
+    /// `<runtime>/control.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        paths::control_socket(&self.runtime_dir)
+    }
+
     /// Resolves the folders and reads the config file, if any (see the
     /// module docs). Both folders must be absolute.
     pub fn resolve(
@@ -474,26 +302,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(text: &str) -> Result<Limits> {
-        let f: FileConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        f.limits.resolve()
-    }
-
-    #[test]
-    fn limits_parse_and_are_checked() {
-        let l = parse("[limits]\nidle_timeout = \"2m\"\nmax_secrets_per_project = 10\n").unwrap();
-        assert_eq!(l.idle_timeout, Duration::from_secs(120));
-        assert_eq!(l.max_secrets_per_project, 10);
-        assert!(parse("[limits]\nmax_value_bytes = 70000\n").is_err());
-        assert!(
-            parse("[limits]\nidle_timeout = \"soon\"\n")
-                .unwrap_err()
-                .to_string()
-                .contains("not a duration")
-        );
-        assert!(parse("[limits]\nframe_timeout = \"0s\"\n").is_err());
-    }
 
     #[test]
     fn unknown_keys_are_refused() {

@@ -1,11 +1,13 @@
-//! Whether a request may run: decided here, in one place, for every
-//! request kind.
+//! One handler per request kind, each in its own file, each declaring the
+//! rule it runs under (`RULE`: the socket it belongs on, the role it
+//! needs, whether it reads or writes).
 //!
-//! [`rule`] is one exhaustive `match` over [`Request`] with no wildcard
-//! arm: each kind states the socket it belongs on, the role it needs, and
-//! whether it reads or writes (which decides how the audit log records it).
-//! A new request kind does not compile until it has a rule, and the
-//! matrix test below fails until it has rows.
+//! [`rule`] gathers them in one exhaustive `match` with no wildcard arm —
+//! the one place that decides where a request belongs and who may make it
+//! ([`crate::access::decide`] applies it) — and [`run`] dispatches a
+//! [`Granted`] request to its handler, the only way one is reached. A new
+//! request kind compiles only once both have an arm, and the authorization
+//! matrix below fails until it has rows.
 //!
 //! | request | socket | needs | kind |
 //! |---|---|---|---|
@@ -16,248 +18,136 @@
 //! | `DeleteProject` | control | daemon admin, or admin of that project | write |
 //! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts` | control | daemon admin | read |
 //! | `Hello` | — (the handshake only) | — | — |
-//!
-//! [`decide`] applies the rule to a peer on a socket and returns either a
-//! [`Granted`] request — the only way a handler receives one, since nothing
-//! outside this module can build it — or a [`Denied`] one: on the wrong
-//! socket, a repeated handshake, or a missing role. Every decision, denials
-//! included, is answered and audited by the session.
 
-use crate::policy::{PeerIdentity, Policy, Role};
-use flux_protocol::message::Request;
+mod add_host;
+mod audit;
+mod audit_log;
+mod create_project;
+mod delete;
+mod delete_project;
+mod get;
+mod get_all;
+mod health;
+mod list;
+mod list_hosts;
+mod list_projects;
+mod remove_host;
+mod restore_vault;
+mod set;
+mod set_many;
+mod status;
+mod subscribe;
 
-/// The kind of socket a connection arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketKind {
-    Control,
-    Project,
+use super::Services;
+use crate::access::{Granted, Rule};
+use crate::error::{Error, Result};
+use crate::project::Project;
+use bytes::BytesMut;
+use flux_protocol::message::{Event, Request, Response};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// What a handler works with.
+pub struct Ctx<'a> {
+    pub services: &'a Services,
+    /// The socket's project (none on the control socket).
+    pub project: Option<&'a Arc<Project>>,
+    /// The connection's write buffer, for an answer written in place.
+    pub out: &'a mut BytesMut,
+    /// The connection's change events, once it subscribed.
+    pub events: &'a mut Option<broadcast::Receiver<Event>>,
 }
 
-impl SocketKind {
-    /// How messages name it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Control => "control",
-            Self::Project => "project",
-        }
+impl Ctx<'_> {
+    /// The socket's project. A project request reaches a handler only on a
+    /// project socket ([`crate::access::decide`] checks the socket); this
+    /// answers rather than trusts that.
+    pub fn project(&self) -> Result<&Arc<Project>> {
+        self.project
+            .ok_or_else(|| Error::Internal("a project request reached the control socket".into()))
     }
 }
 
-/// The socket a connection arrived on, with the project it serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Socket<'a> {
-    Control,
-    Project(&'a str),
+/// How a request is answered.
+#[derive(Debug)]
+pub enum Reply {
+    /// A message to encode and send.
+    Message(Response),
+    /// A frame already in the write buffer, to flush.
+    Written,
 }
 
-impl Socket<'_> {
-    /// Its kind.
-    pub fn kind(&self) -> SocketKind {
-        match self {
-            Self::Control => SocketKind::Control,
-            Self::Project(_) => SocketKind::Project,
-        }
-    }
-}
-
-/// The role a request needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// Reader of the socket's project.
-    Reader,
-    /// Admin of the socket's project.
-    Admin,
-    /// Admin of the daemon (the default admins, the daemon's uid, root).
-    DaemonAdmin,
-    /// Admin of the daemon, or admin of the project the request names.
-    DaemonAdminOrAdminOfNamed,
-}
-
-/// Whether a request only reads, or changes something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// Changes nothing: summarized in the audit log.
-    Read,
-    /// Changes a vault, a project or the fleet: one audit line each, and
-    /// refused while the audit log cannot be written.
-    Write,
-}
-
-/// What a request kind needs to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// `Hello`: only the first frame of a connection; refused after it.
-    Handshake,
-    /// Runs on `socket` for a peer with `need`.
-    Request {
-        socket: SocketKind,
-        need: Need,
-        effect: Effect,
-    },
-}
-
-const fn project(need: Need, effect: Effect) -> Rule {
-    Rule::Request {
-        socket: SocketKind::Project,
-        need,
-        effect,
-    }
-}
-
-const fn control(need: Need, effect: Effect) -> Rule {
-    Rule::Request {
-        socket: SocketKind::Control,
-        need,
-        effect,
-    }
-}
-
-/// Every request kind's rule: the one place that says where a request
-/// belongs and who may make it. No wildcard arm, on purpose.
+/// The rule of `req`'s kind, as its handler declares it.
 pub fn rule(req: &Request) -> Rule {
-    use Effect::{Read, Write};
-    use Need::*;
     match req {
         Request::Hello(_) => Rule::Handshake,
-        Request::Get(_) => project(Reader, Read),
-        Request::GetAll => project(Reader, Read),
-        Request::Subscribe => project(Reader, Read),
-        Request::List => project(Admin, Read),
-        Request::Set(_) => project(Admin, Write),
-        Request::SetMany(_) => project(Admin, Write),
-        Request::Delete(_) => project(Admin, Write),
-        Request::RestoreVault => project(Admin, Write),
-        Request::CreateProject(_) => control(DaemonAdmin, Write),
-        Request::DeleteProject(_) => control(DaemonAdminOrAdminOfNamed, Write),
-        Request::ListProjects => control(DaemonAdmin, Read),
-        Request::Status => control(DaemonAdmin, Read),
-        Request::Health => control(DaemonAdmin, Read),
-        Request::Audit(_) => control(DaemonAdmin, Read),
-        Request::AuditLog(_) => control(DaemonAdmin, Read),
-        Request::ListHosts => control(DaemonAdmin, Read),
-        Request::AddHost(_) => control(DaemonAdmin, Write),
-        Request::RemoveHost(_) => control(DaemonAdmin, Write),
+        Request::Get(_) => get::RULE,
+        Request::List => list::RULE,
+        Request::Set(_) => set::RULE,
+        Request::Delete(_) => delete::RULE,
+        Request::GetAll => get_all::RULE,
+        Request::CreateProject(_) => create_project::RULE,
+        Request::DeleteProject(_) => delete_project::RULE,
+        Request::ListProjects => list_projects::RULE,
+        Request::Status => status::RULE,
+        Request::Subscribe => subscribe::RULE,
+        Request::Audit(_) => audit::RULE,
+        Request::SetMany(_) => set_many::RULE,
+        Request::ListHosts => list_hosts::RULE,
+        Request::AddHost(_) => add_host::RULE,
+        Request::RemoveHost(_) => remove_host::RULE,
+        Request::AuditLog(_) => audit_log::RULE,
+        Request::Health => health::RULE,
+        Request::RestoreVault => restore_vault::RULE,
     }
 }
 
-/// A request the policy allowed. Only [`decide`] makes one, so a handler
-/// that takes a `Granted` cannot be reached without a decision.
-#[derive(Debug)]
-pub struct Granted {
-    request: Request,
-    effect: Effect,
-}
-
-impl Granted {
-    /// The request.
-    pub fn request(&self) -> &Request {
-        &self.request
-    }
-
-    /// Whether it reads or writes.
-    pub fn effect(&self) -> Effect {
-        self.effect
-    }
-
-    /// The request, to run it.
-    pub fn into_request(self) -> Request {
-        self.request
-    }
-}
-
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denial {
-    /// A second `Hello`.
-    Handshake,
-    /// The request belongs on the other kind of socket.
-    WrongSocket { belongs: SocketKind },
-    /// The peer lacks the role.
-    Role { need: Need },
-}
-
-/// A request the policy refused, with the reason.
-#[derive(Debug)]
-pub struct Denied {
-    pub request: Request,
-    pub denial: Denial,
-    /// Whether it would have read or written (`Read` for a handshake).
-    pub effect: Effect,
-}
-
-/// Decides whether `peer` may make `req` on `socket` under `policy`.
-pub fn decide(
-    policy: &Policy,
-    peer: &PeerIdentity,
-    socket: Socket<'_>,
-    req: Request,
-) -> Result<Granted, Denied> {
-    let (belongs, need, effect) = match rule(&req) {
-        Rule::Handshake => {
-            return Err(Denied {
-                request: req,
-                denial: Denial::Handshake,
-                effect: Effect::Read,
-            });
-        }
-        Rule::Request {
-            socket,
-            need,
-            effect,
-        } => (socket, need, effect),
-    };
-    if belongs != socket.kind() {
-        return Err(Denied {
-            request: req,
-            denial: Denial::WrongSocket { belongs },
-            effect,
-        });
-    }
-    let allowed = match (need, socket) {
-        (Need::Reader, Socket::Project(p)) => policy.allows(p, peer, Role::Reader),
-        (Need::Admin, Socket::Project(p)) => policy.allows(p, peer, Role::Admin),
-        (Need::DaemonAdmin, _) => policy.is_daemon_admin(peer),
-        (Need::DaemonAdminOrAdminOfNamed, _) => {
-            policy.is_daemon_admin(peer)
-                || match &req {
-                    Request::DeleteProject(p) => policy.allows(&p.name, peer, Role::Admin),
-                    _ => false,
-                }
-        }
-        // A project role on the control socket: nothing to hold it on.
-        (Need::Reader | Need::Admin, Socket::Control) => false,
-    };
-    if allowed {
-        Ok(Granted {
-            request: req,
-            effect,
-        })
-    } else {
-        Err(Denied {
-            request: req,
-            denial: Denial::Role { need },
-            effect,
-        })
+/// Runs a granted request's handler.
+pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
+    let message = |r: Result<Response>| r.map(Reply::Message);
+    match granted.into_request() {
+        Request::Hello(_) => Err(Error::Internal(
+            "a handshake was granted as a request".into(),
+        )),
+        Request::Get(req) => get::handle(ctx, req),
+        Request::List => message(list::handle(ctx)),
+        Request::Set(req) => message(set::handle(ctx, req).await),
+        Request::Delete(req) => message(delete::handle(ctx, req).await),
+        Request::GetAll => message(get_all::handle(ctx)),
+        Request::CreateProject(req) => message(create_project::handle(ctx, req).await),
+        Request::DeleteProject(req) => message(delete_project::handle(ctx, req).await),
+        Request::ListProjects => message(list_projects::handle(ctx)),
+        Request::Status => message(status::handle(ctx)),
+        Request::Subscribe => message(subscribe::handle(ctx)),
+        Request::Audit(req) => message(audit::handle(ctx, req).await),
+        Request::SetMany(req) => message(set_many::handle(ctx, req).await),
+        Request::ListHosts => message(list_hosts::handle(ctx).await),
+        Request::AddHost(req) => message(add_host::handle(ctx, req).await),
+        Request::RemoveHost(req) => message(remove_host::handle(ctx, req).await),
+        Request::AuditLog(req) => message(audit_log::handle(ctx, req).await),
+        Request::Health => message(health::handle(ctx)),
+        Request::RestoreVault => message(restore_vault::handle(ctx).await),
     }
 }
 
-/// Whether `peer` holds any role a request on `socket` could need: what
-/// keeps an open connection open when the policy is reloaded (one that
-/// holds none is closed).
-pub fn holds_a_role(policy: &Policy, peer: &PeerIdentity, socket: Socket<'_>) -> bool {
-    match socket {
-        Socket::Project(p) => {
-            policy.allows(p, peer, Role::Reader) || policy.allows(p, peer, Role::Admin)
-        }
-        Socket::Control => policy.admin_anywhere(peer),
-    }
+/// Runs blocking work (etcd calls, file reads) off the async threads.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("{what} task failed: {e}")))?
 }
 
 #[cfg(test)]
 mod tests {
     //! The authorization matrix: every request kind × both sockets × four
-    //! peers, through [`decide`]. A request kind without rows fails.
+    //! peers, through the rule its handler declares and the real
+    //! [`decide`]. A request kind without rows fails.
     use super::*;
+    use crate::access::policy::{PeerIdentity, Policy};
+    use crate::access::{Denial, Denied, Effect, Granted, Socket, decide};
     use flux_protocol::SecretValue;
     use flux_protocol::codec::{decode, encode};
     use flux_protocol::message::*;
@@ -435,7 +325,7 @@ mod tests {
             ] {
                 let got: String = peers
                     .iter()
-                    .map(|p| outcome(&decide(&policy, p, socket, req.clone())))
+                    .map(|p| outcome(&decide(&policy, p, socket, req.clone(), rule(&req))))
                     .collect();
                 if got != want {
                     wrong.push(format!(
@@ -461,12 +351,12 @@ mod tests {
             {
                 for socket in [Socket::Project("app"), Socket::Control] {
                     assert!(
-                        decide(&policy, &peer(READER), socket, req.clone()).is_err(),
+                        decide(&policy, &peer(READER), socket, req.clone(), rule(&req)).is_err(),
                         "a reader may {}",
                         req.op()
                     );
                     assert!(
-                        decide(&policy, &peer(NOBODY), socket, req.clone()).is_err(),
+                        decide(&policy, &peer(NOBODY), socket, req.clone(), rule(&req)).is_err(),
                         "a socket-group member with no role may {}",
                         req.op()
                     );
@@ -481,7 +371,25 @@ mod tests {
         let other = Request::DeleteProject(ProjectName {
             name: "other".into(),
         });
-        assert!(decide(&policy, &peer(ADMIN), Socket::Control, other.clone()).is_err());
-        assert!(decide(&policy, &peer(DAEMON_ADMIN), Socket::Control, other).is_ok());
+        assert!(
+            decide(
+                &policy,
+                &peer(ADMIN),
+                Socket::Control,
+                other.clone(),
+                rule(&other)
+            )
+            .is_err()
+        );
+        assert!(
+            decide(
+                &policy,
+                &peer(DAEMON_ADMIN),
+                Socket::Control,
+                other.clone(),
+                rule(&other)
+            )
+            .is_ok()
+        );
     }
 }

@@ -32,13 +32,17 @@
 //! projects and hosts until the log can be written again — reads keep
 //! being served. Recording never blocks a request on a failing disk.
 
+mod log;
+mod summary;
+
+pub use log::{DEFAULT_LIMIT, Line, read};
+pub use summary::{DENIALS_IN_FULL, ReadSummaries, bounded_name};
+
 use crate::error::{Error, Result};
-use crate::vault::format_time_ms;
 use flux_protocol::message::{AuditEntry, AuditHealth};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use log::rotated;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,15 +61,6 @@ pub const HIGH_WATER: usize = 4096;
 pub const QUEUE: usize = 64 * 1024;
 /// Entries kept for a retry while the log cannot be written.
 pub const RETRY_LIMIT: usize = 16 * 1024;
-/// Entries `read` returns when the query sets no limit.
-pub const DEFAULT_LIMIT: usize = 1000;
-/// Summaries one connection holds before handing them over.
-pub const MAX_SUMMARIES: usize = 1024;
-/// Denials one connection gets a line each for; past them, identical
-/// denials are summarized like reads.
-pub const DENIALS_IN_FULL: u32 = 100;
-/// Characters of an invalid name the log keeps.
-pub const NAME_PREFIX: usize = 64;
 
 /// How reads are recorded (`[audit] reads`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,105 +106,6 @@ impl Default for AuditConfig {
             keep: 5,
         }
     }
-}
-
-/// A line of the audit log as written: the entry, with its times also in
-/// RFC 3339 for people reading the file. Lines written before summaries
-/// existed (no `first_ms`, `count`, `detail`) still read.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Line {
-    /// RFC 3339 with milliseconds (the last decision's, for a summary).
-    pub time: String,
-    /// RFC 3339 of the first decision of a summary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first: Option<String>,
-    pub time_ms: u64,
-    #[serde(default)]
-    pub first_ms: u64,
-    #[serde(default = "one")]
-    pub count: u64,
-    pub project: Option<String>,
-    pub op: String,
-    pub name: Option<String>,
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: Option<u32>,
-    pub exe: Option<String>,
-    pub allowed: bool,
-    pub result: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-fn one() -> u64 {
-    1
-}
-
-impl Line {
-    /// The line for `entry`.
-    pub fn of(entry: AuditEntry) -> Self {
-        let summary = entry.count > 1;
-        Self {
-            time: format_time_ms(entry.time_ms),
-            first: summary.then(|| format_time_ms(entry.first_ms)),
-            time_ms: entry.time_ms,
-            first_ms: entry.first_ms,
-            count: entry.count,
-            project: entry.project,
-            op: entry.op,
-            name: entry.name,
-            uid: entry.uid,
-            gid: entry.gid,
-            pid: entry.pid,
-            exe: entry.exe,
-            allowed: entry.allowed,
-            result: entry.result,
-            detail: entry.detail,
-        }
-    }
-
-    /// The entry this line records.
-    pub fn entry(self) -> AuditEntry {
-        AuditEntry {
-            time_ms: self.time_ms,
-            first_ms: if self.first_ms == 0 {
-                self.time_ms
-            } else {
-                self.first_ms
-            },
-            count: self.count.max(1),
-            project: self.project,
-            op: self.op,
-            name: self.name,
-            uid: self.uid,
-            gid: self.gid,
-            pid: self.pid,
-            exe: self.exe,
-            allowed: self.allowed,
-            result: self.result,
-            detail: self.detail,
-        }
-    }
-}
-
-/// A name as the log records it: as is when it is short and plain, else
-/// its first [`NAME_PREFIX`] characters escaped and marked, with a detail
-/// giving its length. A hostile 256 KiB name costs the log a few hundred
-/// bytes.
-pub fn bounded_name(name: &str) -> (String, Option<String>) {
-    let plain = name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if plain && !name.is_empty() {
-        return (name.to_owned(), None);
-    }
-    let prefix: String = name.chars().take(NAME_PREFIX).collect();
-    let mut shown = prefix.escape_debug().to_string();
-    if prefix.len() < name.len() {
-        shown.push('…');
-    }
-    (shown, Some(format!("invalid name of {} bytes", name.len())))
 }
 
 #[derive(Debug, Default)]
@@ -363,13 +259,6 @@ fn open_log(path: &Path) -> Result<File> {
         .map_err(|e| Error::io("open audit log", path, e))
 }
 
-/// `audit.log.N`.
-fn rotated(path: &Path, n: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
-}
-
 /// The writer thread's state.
 struct Writer {
     shared: Arc<Shared>,
@@ -503,112 +392,12 @@ impl Writer {
     }
 }
 
-/// The files of the log, oldest first: `audit.log.<keep>` … `audit.log`.
-fn files(path: &Path, keep: u32) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = (1..=keep).rev().map(|n| rotated(path, n)).collect();
-    out.push(path.to_path_buf());
-    out
-}
-
-/// Reads entries back, rotated files included: those of `project` (all
-/// when `None`) whose last decision is at or after `since_ms`, the newest
-/// `limit`, oldest first. Unparseable lines are skipped.
-pub fn read(
-    path: &Path,
-    keep: u32,
-    project: Option<&str>,
-    since_ms: u64,
-    limit: usize,
-) -> Result<Vec<AuditEntry>> {
-    let mut kept = std::collections::VecDeque::with_capacity(limit.min(4096));
-    for file in files(path, keep) {
-        let f = match File::open(&file) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("read audit log", &file, e)),
-        };
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line.map_err(|e| Error::io("read audit log", &file, e))?;
-            let Ok(line) = serde_json::from_slice::<Line>(&line) else {
-                continue;
-            };
-            if line.time_ms < since_ms || (project.is_some() && line.project.as_deref() != project)
-            {
-                continue;
-            }
-            if kept.len() == limit {
-                kept.pop_front();
-            }
-            kept.push_back(line.entry());
-        }
-    }
-    Ok(kept.into())
-}
-
-/// One connection's pending summaries (see the module docs): identical
-/// decisions counted under one entry until they are handed to the log.
-#[derive(Debug, Default)]
-pub struct ReadSummaries {
-    /// By name (`""` for requests that name nothing), then by operation,
-    /// decision and result.
-    by_name: HashMap<String, Vec<AuditEntry>>,
-    len: usize,
-}
-
-impl ReadSummaries {
-    /// True when nothing is pending.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Counts one decision; `make` builds the entry the first time. Returns
-    /// true when the connection holds [`MAX_SUMMARIES`] and should hand
-    /// them over.
-    pub fn count(
-        &mut self,
-        name: &str,
-        op: &str,
-        allowed: bool,
-        result: &str,
-        time_ms: u64,
-        make: impl FnOnce() -> AuditEntry,
-    ) -> bool {
-        let entries = match self.by_name.get_mut(name) {
-            Some(e) => e,
-            None => self.by_name.entry(name.to_owned()).or_default(),
-        };
-        match entries
-            .iter_mut()
-            .find(|e| e.op == op && e.allowed == allowed && e.result == result)
-        {
-            Some(e) => {
-                e.count += 1;
-                e.time_ms = time_ms;
-            }
-            None => {
-                entries.push(make());
-                self.len += 1;
-            }
-        }
-        self.len >= MAX_SUMMARIES
-    }
-
-    /// Hands every pending summary to `audit`.
-    pub fn flush(&mut self, audit: &Audit) {
-        for (_, entries) in self.by_name.drain() {
-            for e in entries {
-                audit.record(e);
-            }
-        }
-        self.len = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use log::files;
 
-    fn entry(op: &str, name: &str, t: u64) -> AuditEntry {
+    pub(super) fn entry(op: &str, name: &str, t: u64) -> AuditEntry {
         AuditEntry {
             time_ms: t,
             first_ms: t,
@@ -624,78 +413,6 @@ mod tests {
             result: "ok".into(),
             detail: None,
         }
-    }
-
-    #[test]
-    fn bounded_names() {
-        assert_eq!(
-            bounded_name("OPENAI_API_KEY"),
-            ("OPENAI_API_KEY".into(), None)
-        );
-        let (shown, detail) = bounded_name(&"A".repeat(256 * 1024));
-        assert!(shown.len() < 80, "{}", shown.len());
-        assert!(shown.ends_with('…'));
-        assert_eq!(detail.as_deref(), Some("invalid name of 262144 bytes"));
-        let (shown, _) = bounded_name("bad\u{1b}[2J\nname");
-        assert!(
-            !shown.contains('\u{1b}') && !shown.contains('\n'),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn summaries_count_identical_decisions() {
-        let mut s = ReadSummaries::default();
-        for t in 0..10 {
-            s.count("A", "get", true, "ok", t, || entry("get", "A", t));
-        }
-        s.count("A", "get", true, "not_found", 11, || entry("get", "A", 11));
-        s.count("B", "get", true, "ok", 12, || entry("get", "B", 12));
-        let mut all: Vec<AuditEntry> = s.by_name.values().flatten().cloned().collect();
-        all.sort_by_key(|e| (e.name.clone(), e.first_ms));
-        assert_eq!(all.len(), 3);
-        assert_eq!((all[0].count, all[0].first_ms, all[0].time_ms), (10, 0, 9));
-        assert_eq!(all[1].count, 1);
-    }
-
-    #[test]
-    fn lines_round_trip_and_old_lines_read() {
-        let mut e = entry("get", "A", 5);
-        e.count = 3;
-        e.first_ms = 2;
-        let text = serde_json::to_string(&Line::of(e.clone())).unwrap();
-        assert!(text.contains("\"first\""), "{text}");
-        assert_eq!(serde_json::from_str::<Line>(&text).unwrap().entry(), e);
-        let old = r#"{"time":"2026-01-01T00:00:00.000Z","time_ms":7,"project":"app","op":"set","name":"A","uid":1,"gid":1,"pid":null,"exe":null,"allowed":true,"result":"ok"}"#;
-        let e = serde_json::from_str::<Line>(old).unwrap().entry();
-        assert_eq!((e.count, e.first_ms, e.time_ms), (1, 7, 7));
-    }
-
-    #[test]
-    fn read_spans_rotated_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let write = |p: &Path, ts: &[u64]| {
-            let text: String = ts
-                .iter()
-                .map(|t| serde_json::to_string(&Line::of(entry("set", "A", *t))).unwrap() + "\n")
-                .collect();
-            std::fs::write(p, text).unwrap();
-        };
-        write(&rotated(&path, 2), &[1, 2]);
-        write(&rotated(&path, 1), &[3]);
-        write(&path, &[4, 5]);
-        let times = |keep, since, limit| -> Vec<u64> {
-            read(&path, keep, None, since, limit)
-                .unwrap()
-                .iter()
-                .map(|e| e.time_ms)
-                .collect()
-        };
-        assert_eq!(times(2, 0, 100), [1, 2, 3, 4, 5]);
-        assert_eq!(times(1, 0, 100), [3, 4, 5]);
-        assert_eq!(times(2, 3, 100), [3, 4, 5]);
-        assert_eq!(times(2, 0, 2), [4, 5]);
     }
 
     #[test]

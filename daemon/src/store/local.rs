@@ -1,99 +1,27 @@
-//! Storage: where project keys and sealed vaults live.
-//!
-//! The [`Store`] trait is the whole interface the daemon needs — list,
-//! load, store and delete, for keys and for vault ciphertext — so a
-//! replicated backend can sit beside the local folder. Stores only ever see
-//! ciphertext and keys; sealing and encryption happen above them.
-//!
-//! [`LocalStore`] keeps `<state>/keys/<project>.key` (mode 0600) and
+//! [`LocalStore`]: the state folder — `<state>/keys/<project>.key` and
 //! `<state>/vaults/<project>.age` (mode 0600), written with
-//! [`crate::fsutil::write_atomic`].
+//! [`flux_vault::files::write_atomic`], and `<state>/revisions/<project>`,
+//! the highest vault revision served.
 //!
 //! With a host key (systemd's `fluxd-host-key` credential, see
 //! `docs/DEPLOY.md`), new key files are themselves age files encrypted to
 //! the host key, so a key file copied off the host is useless. Key files
 //! are read either way: plain ones (written before the host key was
 //! configured) keep working.
+//!
+//! Its change feed is the folder watcher ([`watch`](super::watch)) on `keys/` and
+//! `vaults/`.
 
-use crate::error::{Error, Result};
-use crate::fsutil::{self, ensure_private_dir, is_temp_name, write_atomic};
-use crate::keys::ProjectKey;
+use super::{ChangeFeed, Store};
+use crate::error::{Error, Location, Result};
+use crate::folders::check_private;
 use flux_protocol::limits::validate_project_name;
+use flux_vault::files::{self, ensure_private_dir, write_atomic};
+use flux_vault::keys::ProjectKey;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
-
-/// Where the daemon keeps project keys and vaults.
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Names of the projects that have a key, sorted.
-    fn projects(&self) -> Result<Vec<String>>;
-    /// Reads a project's key file (the text `age-keygen` writes).
-    fn load_key(&self, project: &str) -> Result<Zeroizing<String>>;
-    /// Writes a new project key; fails if one exists (a key is never
-    /// overwritten: that would make its vault unreadable).
-    fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()>;
-    /// Removes a project key durably. Without it the vault and every backup
-    /// of it are unreadable.
-    fn delete_key(&self, project: &str) -> Result<()>;
-    /// Reads a vault's ciphertext; `None` when there is none.
-    fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>>;
-    /// True when the project has a vault (a project appearing from outside
-    /// is served once both its key and its vault are there).
-    fn vault_exists(&self, project: &str) -> bool;
-    /// Replaces a vault's ciphertext atomically and durably.
-    fn store_vault(&self, project: &str, ciphertext: &[u8]) -> Result<()>;
-    /// Removes a vault durably.
-    fn delete_vault(&self, project: &str) -> Result<()>;
-    /// Where a project's vault is, for messages.
-    fn vault_location(&self, project: &str) -> PathBuf;
-    /// Where a project's key is, for messages.
-    fn key_location(&self, project: &str) -> PathBuf;
-    /// Refuses a key that group or others could read or write.
-    fn check_key_private(&self, project: &str) -> Result<()>;
-    /// Replaces a vault only while the stored one is still the one whose
-    /// SHA-256 is `expected` (`None`: no vault); `Ok(false)` when another
-    /// writer got there first — the caller reloads and tries again. A
-    /// single-writer store simply stores.
-    fn store_vault_if(
-        &self,
-        project: &str,
-        expected: Option<&[u8; 32]>,
-        ciphertext: &[u8],
-    ) -> Result<bool> {
-        let _ = expected;
-        self.store_vault(project, ciphertext).map(|()| true)
-    }
-    /// Makes sure the key `key` is stored for `project`, writing it back
-    /// when its file went missing while the project was served; true when
-    /// it was written. Called before every write is acknowledged, so no
-    /// write is acknowledged that a restart could not decrypt.
-    fn ensure_key(&self, project: &str, key: &ProjectKey) -> Result<bool> {
-        let _ = (project, key);
-        Ok(false)
-    }
-    /// The highest vault revision this host has served for `project`
-    /// (0: none), remembered outside the vault so a restart cannot be fooled
-    /// by an older vault put back.
-    fn revision_floor(&self, project: &str) -> Result<u64> {
-        let _ = project;
-        Ok(0)
-    }
-    /// Remembers that `project` has served `revision` (only ever raised).
-    fn raise_revision_floor(&self, project: &str, revision: u64) -> Result<()> {
-        let _ = (project, revision);
-        Ok(())
-    }
-    /// Why the store cannot be reached right now, if it cannot (shown in
-    /// the project's `last_error`).
-    fn health(&self, _project: &str) -> Option<String> {
-        None
-    }
-    /// The etcd store, when this is one (fleet mode).
-    fn fleet(&self) -> Option<&crate::fleet::EtcdStore> {
-        None
-    }
-}
 
 /// A folder on the local disk: `keys/` and `vaults/` under the state dir.
 #[derive(Debug, Clone)]
@@ -123,9 +51,9 @@ impl LocalStore {
     /// Removes temp files a crash left in `keys/` and `vaults/` (call at
     /// start-up, before any write); returns how many.
     pub fn remove_stale_temp_files(&self) -> Result<usize> {
-        Ok(fsutil::remove_stale_temp_files(&self.keys)?
-            + fsutil::remove_stale_temp_files(&self.vaults)?
-            + fsutil::remove_stale_temp_files(&self.revisions)?)
+        Ok(files::remove_stale_temp_files(&self.keys)?
+            + files::remove_stale_temp_files(&self.vaults)?
+            + files::remove_stale_temp_files(&self.revisions)?)
     }
 
     /// Wraps key files with the host key in the file at `path`, if any.
@@ -158,15 +86,15 @@ impl LocalStore {
             }
             // Only a key that parses is re-written.
             let text = std::str::from_utf8(&bytes).map_err(|_| Error::Key {
-                path: path.clone(),
+                location: Location::File(path.clone()),
                 reason: "not a text key file".into(),
             })?;
             ProjectKey::parse(text).map_err(|reason| Error::Key {
-                path: path.clone(),
+                location: Location::File(path.clone()),
                 reason,
             })?;
-            let ciphertext = crate::vault::encrypt(&bytes, host).map_err(|e| Error::Key {
-                path: path.clone(),
+            let ciphertext = flux_vault::vault::encrypt(&bytes, host).map_err(|e| Error::Key {
+                location: Location::File(path.clone()),
                 reason: format!("cannot wrap with the host key: {e}"),
             })?;
             write_atomic(&path, &ciphertext, 0o600)?;
@@ -204,16 +132,21 @@ impl LocalStore {
     pub fn keys_dir(&self) -> &Path {
         &self.keys
     }
+
+    /// The changes to `keys/` and `vaults/` made outside fluxd.
+    pub fn changes(&self) -> Result<ChangeFeed> {
+        super::watch::folders(&[self.vaults.clone(), self.keys.clone()])
+    }
 }
 
 /// Largest key file fluxd reads (a wrapped key is well under 1 KiB).
 pub const MAX_KEY_FILE: u64 = 64 * 1024;
 /// Largest vault file fluxd reads: the largest plaintext, armored.
-pub const MAX_VAULT_FILE: u64 = crate::vault::MAX_PLAINTEXT / 3 * 4 * 65 / 64 + 1024 * 1024;
+pub const MAX_VAULT_FILE: u64 = flux_vault::vault::MAX_PLAINTEXT / 3 * 4 * 65 / 64 + 1024 * 1024;
 
-/// Reads a key file (see [`fsutil::read_regular`]).
+/// Reads a key file (see [`files::read_regular`]).
 fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    fsutil::read_regular(path, MAX_KEY_FILE)?
+    files::read_regular(path, MAX_KEY_FILE)?
         .map(Zeroizing::new)
         .ok_or_else(|| Error::io("read key", path, std::io::Error::from(ErrorKind::NotFound)))
 }
@@ -224,8 +157,9 @@ fn is_wrapped(bytes: &[u8]) -> bool {
         || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
 }
 
-/// Project names found as `<name><ext>` in `dir`, skipping temp files and
-/// names that are not valid project names.
+/// Project names found as `<name><ext>` in `dir`: names that are not valid
+/// project names (temp files start with a dot, which none does) are
+/// passed over.
 pub fn names_in(dir: &Path, ext: &str) -> Result<Vec<String>> {
     let mut names = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| Error::io("read folder", dir, e))?;
@@ -235,9 +169,6 @@ pub fn names_in(dir: &Path, ext: &str) -> Result<Vec<String>> {
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        if is_temp_name(file_name) {
-            continue;
-        }
         if let Some(name) = file_name.strip_suffix(ext)
             && validate_project_name(name).is_ok()
         {
@@ -258,18 +189,18 @@ impl Store for LocalStore {
         let bytes = read_key_file(&path)?;
         let plain = if is_wrapped(&bytes) {
             let host = self.host.as_ref().ok_or_else(|| Error::Key {
-                path: path.clone(),
+                location: Location::File(path.clone()),
                 reason: "the key file is wrapped with a host key, but fluxd was started without the fluxd-host-key credential".into(),
             })?;
-            crate::vault::decrypt(&bytes, host).map_err(|e| Error::Key {
-                path: path.clone(),
+            flux_vault::vault::decrypt(&bytes, host).map_err(|e| Error::Key {
+                location: Location::File(path.clone()),
                 reason: format!("cannot unwrap with the host key: {e}"),
             })?
         } else {
             bytes
         };
         let text = std::str::from_utf8(&plain).map_err(|_| Error::Key {
-            path: path.clone(),
+            location: Location::File(path.clone()),
             reason: "not a text key file".into(),
         })?;
         Ok(Zeroizing::new(text.to_owned()))
@@ -280,21 +211,22 @@ impl Store for LocalStore {
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let plain = key.to_file_contents(&created);
         let contents: Zeroizing<Vec<u8>> = match &self.host {
-            Some(host) => {
-                Zeroizing::new(crate::vault::encrypt(plain.as_bytes(), host).map_err(|e| {
-                    Error::Key {
-                        path: path.clone(),
-                        reason: format!("cannot wrap with the host key: {e}"),
-                    }
-                })?)
-            }
+            Some(host) => Zeroizing::new(
+                flux_vault::vault::encrypt(plain.as_bytes(), host).map_err(|e| Error::Key {
+                    location: Location::File(path.clone()),
+                    reason: format!("cannot wrap with the host key: {e}"),
+                })?,
+            ),
             None => Zeroizing::new(plain.as_bytes().to_vec()),
         };
         // An existing key is never replaced, and a failure (a full disk)
         // leaves no half-written key behind: the name can be created again.
-        fsutil::write_new(&path, &contents, 0o600).map_err(|e| match e.kind() {
-            ErrorKind::AlreadyExists => Error::AlreadyExists(project.to_owned()),
-            _ => Error::io("create key", &path, e),
+        files::write_new(&path, &contents, 0o600).map_err(|e| {
+            if e.already_exists() {
+                Error::AlreadyExists(project.to_owned())
+            } else {
+                e.into()
+            }
         })
     }
 
@@ -315,11 +247,14 @@ impl Store for LocalStore {
     }
 
     fn delete_key(&self, project: &str) -> Result<()> {
-        fsutil::remove_durably(&self.key_path(project))
+        Ok(files::remove_durably(&self.key_path(project))?)
     }
 
     fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>> {
-        fsutil::read_regular(&self.vault_path(project), MAX_VAULT_FILE)
+        Ok(files::read_regular(
+            &self.vault_path(project),
+            MAX_VAULT_FILE,
+        )?)
     }
 
     fn vault_exists(&self, project: &str) -> bool {
@@ -327,17 +262,17 @@ impl Store for LocalStore {
     }
 
     fn store_vault(&self, project: &str, ciphertext: &[u8]) -> Result<()> {
-        write_atomic(&self.vault_path(project), ciphertext, 0o600)
+        Ok(write_atomic(&self.vault_path(project), ciphertext, 0o600)?)
     }
 
     fn delete_vault(&self, project: &str) -> Result<()> {
-        fsutil::remove_durably(&self.vault_path(project))?;
-        fsutil::remove_durably(&self.revision_path(project))
+        files::remove_durably(&self.vault_path(project))?;
+        Ok(files::remove_durably(&self.revision_path(project))?)
     }
 
     fn revision_floor(&self, project: &str) -> Result<u64> {
         let path = self.revision_path(project);
-        let Some(bytes) = fsutil::read_regular(&path, 64)? else {
+        let Some(bytes) = files::read_regular(&path, 64)? else {
             return Ok(0);
         };
         std::str::from_utf8(&bytes)
@@ -362,16 +297,16 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    fn vault_location(&self, project: &str) -> PathBuf {
-        self.vault_path(project)
+    fn vault_location(&self, project: &str) -> Location {
+        Location::File(self.vault_path(project))
     }
 
-    fn key_location(&self, project: &str) -> PathBuf {
-        self.key_path(project)
+    fn key_location(&self, project: &str) -> Location {
+        Location::File(self.key_path(project))
     }
 
     fn check_key_private(&self, project: &str) -> Result<()> {
-        fsutil::check_private(&self.key_path(project), "key file", 0o600)
+        check_private(&self.key_path(project), "key file", 0o600)
     }
 }
 

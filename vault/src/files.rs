@@ -5,13 +5,44 @@
 //! `rename` over the target, `fsync` of the folder. A crash at any instant
 //! leaves the old file or the new one, never a torn one, and once it returns
 //! the new file survives power loss. Temp files start with `.` and end in
-//! `.tmp`, so the watcher and the project scan pass them over.
+//! `.tmp` ([`is_temp_file`]), so the watcher and the project scan pass them
+//! over. [`write_new`] creates a file that must not exist yet the same way,
+//! with a hard link in place of the rename. [`read_regular`] is how a file
+//! someone else may have replaced is read.
 
-use crate::error::{Error, Result};
 use std::fs::{self, DirBuilder, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A file operation that failed: what, where, and the OS's reason. Never
+/// holds file contents.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {source}", path.display())]
+pub struct FileError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl FileError {
+    fn new(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Self {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// True when the failure is that the file already exists.
+    pub fn already_exists(&self) -> bool {
+        self.source.kind() == std::io::ErrorKind::AlreadyExists
+    }
+}
+
+/// Results of this module.
+pub type Result<T, E = FileError> = std::result::Result<T, E>;
 
 /// Creates `dir` (and parents) with mode 0700 when missing.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
@@ -22,71 +53,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| Error::io("create folder", dir, e))
-}
-
-/// Creates `dir` (and missing parents, mode 0700) when missing, then
-/// refuses — as a configuration error — a `dir` that is a symbolic link or
-/// not a folder, that fluxd's uid does not own, that group or others can
-/// write, or that sits under a folder another user could swap (see
-/// [`flux_protocol::trust`]). `what` names it in the message.
-///
-/// This is what keeps a pre-created `/tmp/flux-<uid>` from steering fluxd:
-/// a folder that passes can only be changed by fluxd's uid and root, so the
-/// paths fluxd then creates and changes in it are its own.
-pub fn own_dir(dir: &Path, what: &str) -> Result<()> {
-    ensure_private_dir(dir)?;
-    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
-    let me = nix::unistd::geteuid().as_raw();
-    let refuse = |why: String| {
-        Error::Config(format!(
-            "{what} {} {why}; remove it (fluxd creates it) or choose another folder",
-            dir.display()
-        ))
-    };
-    if meta.file_type().is_symlink() || !meta.is_dir() {
-        return Err(refuse("is not a folder (a symbolic link or a file)".into()));
-    }
-    if meta.uid() != me {
-        return Err(refuse(format!(
-            "is owned by uid {}, not by fluxd's uid {me}: another user may have created it",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(refuse(format!(
-            "can be written by other users (mode {:04o})",
-            meta.mode() & 0o777
-        )));
-    }
-    if let Some(parent) = dir.parent() {
-        flux_protocol::trust::Trust::only_me()
-            .check_folders(parent)
-            .map_err(|e| Error::Config(format!("{what} {}: {e}", dir.display())))?;
-    }
-    Ok(())
-}
-
-/// Sets the mode of a folder fluxd owns through a descriptor opened
-/// without following a symbolic link, after checking the owner.
-pub fn chmod_own_dir(dir: &Path, mode: u32) -> Result<()> {
-    use nix::fcntl::{OFlag, open};
-    use nix::sys::stat::{Mode, fchmod, fstat};
-    let fd = open(
-        dir,
-        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("open", dir, e.into()))?;
-    let st = fstat(&fd).map_err(|e| Error::io("inspect", dir, e.into()))?;
-    if st.st_uid != nix::unistd::geteuid().as_raw() {
-        return Err(Error::Config(format!(
-            "{} is not owned by fluxd's uid: its mode is left alone",
-            dir.display()
-        )));
-    }
-    fchmod(&fd, Mode::from_bits_truncate(mode))
-        .map_err(|e| Error::io("set the mode of", dir, e.into()))
+        .map_err(|e| FileError::new("create folder", dir, e))
 }
 
 /// The OS error alone: tempfile's errors repeat the path, which the caller
@@ -108,11 +75,11 @@ fn bare(e: std::io::Error) -> std::io::Error {
 /// were removed.
 pub fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
     let mut removed = 0;
-    let entries = fs::read_dir(dir).map_err(|e| Error::io("read folder", dir, e))?;
+    let entries = fs::read_dir(dir).map_err(|e| FileError::new("read folder", dir, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') && !name.starts_with("..") && name.ends_with(".tmp") {
+        if is_temp_file(name) {
             let path = entry.path();
             if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(&path).is_ok() {
                 removed += 1;
@@ -125,55 +92,54 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
 /// Writes `bytes` to `path` atomically and durably (see the module docs).
 /// The file gets mode `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Internal(format!("{} has no parent folder", path.display())))?;
+    let (dir, mut tmp) = temp_file_for(path, mode)?;
+    tmp.write_all(bytes)
+        .map_err(|e| FileError::new("write", tmp.path(), bare(e)))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| FileError::new("fsync", tmp.path(), bare(e)))?;
+    tmp.persist(path)
+        .map_err(|e| FileError::new("rename a temp file over", path, bare(e.error)))?;
+    sync_dir(dir)
+}
+
+/// A temp file beside `path`, named as [`is_temp_file`] recognizes, with
+/// mode `mode` from before its first byte.
+fn temp_file_for(path: &Path, mode: u32) -> Result<(&Path, tempfile::NamedTempFile)> {
+    let dir = path.parent().ok_or_else(|| {
+        FileError::new(
+            "write",
+            path,
+            std::io::Error::other("the path has no parent folder"),
+        )
+    })?;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
+        .suffix(TEMP_SUFFIX)
+        .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
-        .map_err(|e| Error::io("create a temp file in", dir, bare(e)))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("set the mode of", tmp.path(), e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io("write", tmp.path(), bare(e)))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io("fsync", tmp.path(), bare(e)))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("rename a temp file over", path, bare(e.error)))?;
-    sync_dir(dir)
+        .map_err(|e| FileError::new("create a temp file in", dir, bare(e)))?;
+    Ok((dir, tmp))
 }
 
 /// Writes a new file at `path` atomically and durably, never replacing one
 /// that exists (`AlreadyExists` then): a temp file, `fsync`, a hard link to
 /// `path`, the temp file removed, the folder `fsync`ed. A failure at any
 /// point (a full disk) leaves no file at `path`.
-pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("no parent folder"))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(bare)?;
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let (dir, mut tmp) = temp_file_for(path, mode)?;
+    tmp.write_all(bytes)
+        .map_err(|e| FileError::new("write", tmp.path(), bare(e)))?;
     tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.write_all(bytes).map_err(bare)?;
-    tmp.as_file().sync_all().map_err(bare)?;
-    fs::hard_link(tmp.path(), path)?;
+        .sync_all()
+        .map_err(|e| FileError::new("fsync", tmp.path(), bare(e)))?;
+    fs::hard_link(tmp.path(), path).map_err(|e| FileError::new("create", path, e))?;
     drop(tmp);
-    File::open(dir).and_then(|d| d.sync_all())
+    sync_dir(dir)
 }
 
 /// Reads a file that must be a regular file of at most `max` bytes;
@@ -193,18 +159,20 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open", path, e)),
+        Err(e) => return Err(FileError::new("open", path, e)),
     };
-    let meta = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| FileError::new("inspect", path, e))?;
     if !meta.file_type().is_file() {
-        return Err(Error::io(
+        return Err(FileError::new(
             "read",
             path,
             std::io::Error::other("not a regular file (a FIFO, device, socket or folder): refused"),
         ));
     }
     if meta.len() > max {
-        return Err(Error::io(
+        return Err(FileError::new(
             "read",
             path,
             std::io::Error::other(format!(
@@ -216,9 +184,9 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(max + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| Error::io("read", path, e))?;
+        .map_err(|e| FileError::new("read", path, e))?;
     if bytes.len() as u64 > max {
-        return Err(Error::io(
+        return Err(FileError::new(
             "read",
             path,
             std::io::Error::other(format!("the file grew past the {max} bytes it may be")),
@@ -231,7 +199,7 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync folder", dir, e))
+        .map_err(|e| FileError::new("fsync folder", dir, e))
 }
 
 /// Removes `path` if it exists and makes the removal durable.
@@ -239,7 +207,7 @@ pub fn remove_durably(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("remove", path, e)),
+        Err(e) => return Err(FileError::new("remove", path, e)),
     }
     match path.parent() {
         Some(dir) => sync_dir(dir),
@@ -247,32 +215,21 @@ pub fn remove_durably(path: &Path) -> Result<()> {
     }
 }
 
-/// Refuses (as a configuration error, exit 78) a file or folder that group
-/// or others may read or write, as ssh does for private keys. `want` is the
-/// mode the message suggests.
-pub fn check_private(path: &Path, what: &str, want: u32) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::metadata(path).map_err(|e| Error::io("inspect", path, e))?;
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::Config(format!(
-            "{what} {} has mode {mode:04o}: it must not be readable or writable by group or others; fix it with: chmod {want:o} {}",
-            path.display(),
-            path.display()
-        )));
-    }
-    Ok(())
-}
+/// The suffix of every temp file a write leaves while in flight.
+pub const TEMP_SUFFIX: &str = ".tmp";
 
-/// True for the names `write_atomic` gives its temp files, and other dot
-/// files that are never vaults or keys.
-pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.')
+/// True for the names [`write_atomic`] and [`write_new`] give their temp
+/// files (`.<name>.<random>.tmp`): the one rule the folder watcher, the
+/// project scan and the clean-up at start-up share. `..data` (a Kubernetes
+/// volume's link) and other dot files are not temp files.
+pub fn is_temp_file(name: &str) -> bool {
+    name.starts_with('.') && !name.starts_with("..") && name.ends_with(TEMP_SUFFIX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn write_atomic_replaces_and_sets_mode() {
@@ -309,35 +266,19 @@ mod tests {
     }
 
     #[test]
+    fn temp_files_are_recognized_by_one_rule() {
+        assert!(is_temp_file(".app.age.x1Y2.tmp"));
+        for name in ["..data", ".env", "app.age", "x.tmp", "..2026_11_01.tmp"] {
+            assert!(!is_temp_file(name), "{name}");
+        }
+    }
+
+    #[test]
     fn write_errors_name_the_path_once() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no/such/dir/v.age");
         let msg = write_atomic(&missing, b"x", 0o600).unwrap_err().to_string();
         assert_eq!(msg.matches("no/such/dir").count(), 1, "{msg}");
-    }
-
-    #[test]
-    fn own_dir_refuses_folders_others_could_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("run");
-        own_dir(&run, "the runtime folder").unwrap();
-        assert_eq!(fs::metadata(&run).unwrap().mode() & 0o777, 0o700);
-        fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
-        let err = own_dir(&run, "the runtime folder").unwrap_err().to_string();
-        assert!(err.contains("can be written by other users"), "{err}");
-        fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&run, &link).unwrap();
-        let err = own_dir(&link, "the runtime folder")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a folder"), "{err}");
-        chmod_own_dir(&run, 0o711).unwrap();
-        assert_eq!(fs::metadata(&run).unwrap().mode() & 0o777, 0o711);
-        assert!(
-            chmod_own_dir(&link, 0o700).is_err(),
-            "a symlink is not followed"
-        );
     }
 
     #[test]
@@ -363,7 +304,7 @@ mod tests {
         let path = dir.path().join("p.key");
         write_new(&path, b"one", 0o600).unwrap();
         let err = write_new(&path, b"two", 0o600).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(err.already_exists(), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"one");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         assert_eq!(

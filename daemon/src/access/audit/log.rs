@@ -1,0 +1,187 @@
+//! The audit log's file format and how it is read back: JSON lines, with
+//! rotated files read oldest first.
+
+use crate::error::{Error, Result};
+use flux_protocol::message::AuditEntry;
+use flux_vault::vault::format_time_ms;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// Entries `read` returns when the query sets no limit.
+pub const DEFAULT_LIMIT: usize = 1000;
+
+/// A line of the audit log as written: the entry, with its times also in
+/// RFC 3339 for people reading the file. Lines written before summaries
+/// existed (no `first_ms`, `count`, `detail`) still read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Line {
+    /// RFC 3339 with milliseconds (the last decision's, for a summary).
+    pub time: String,
+    /// RFC 3339 of the first decision of a summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    pub time_ms: u64,
+    #[serde(default)]
+    pub first_ms: u64,
+    #[serde(default = "one")]
+    pub count: u64,
+    pub project: Option<String>,
+    pub op: String,
+    pub name: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+    pub exe: Option<String>,
+    pub allowed: bool,
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Line {
+    /// The line for `entry`.
+    pub fn of(entry: AuditEntry) -> Self {
+        let summary = entry.count > 1;
+        Self {
+            time: format_time_ms(entry.time_ms),
+            first: summary.then(|| format_time_ms(entry.first_ms)),
+            time_ms: entry.time_ms,
+            first_ms: entry.first_ms,
+            count: entry.count,
+            project: entry.project,
+            op: entry.op,
+            name: entry.name,
+            uid: entry.uid,
+            gid: entry.gid,
+            pid: entry.pid,
+            exe: entry.exe,
+            allowed: entry.allowed,
+            result: entry.result,
+            detail: entry.detail,
+        }
+    }
+
+    /// The entry this line records.
+    pub fn entry(self) -> AuditEntry {
+        AuditEntry {
+            time_ms: self.time_ms,
+            first_ms: if self.first_ms == 0 {
+                self.time_ms
+            } else {
+                self.first_ms
+            },
+            count: self.count.max(1),
+            project: self.project,
+            op: self.op,
+            name: self.name,
+            uid: self.uid,
+            gid: self.gid,
+            pid: self.pid,
+            exe: self.exe,
+            allowed: self.allowed,
+            result: self.result,
+            detail: self.detail,
+        }
+    }
+}
+
+/// `audit.log.N`.
+pub(super) fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// The files of the log, oldest first: `audit.log.<keep>` … `audit.log`.
+pub(super) fn files(path: &Path, keep: u32) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = (1..=keep).rev().map(|n| rotated(path, n)).collect();
+    out.push(path.to_path_buf());
+    out
+}
+
+/// Reads entries back, rotated files included: those of `project` (all
+/// when `None`) whose last decision is at or after `since_ms`, the newest
+/// `limit`, oldest first. Unparseable lines are skipped.
+pub fn read(
+    path: &Path,
+    keep: u32,
+    project: Option<&str>,
+    since_ms: u64,
+    limit: usize,
+) -> Result<Vec<AuditEntry>> {
+    let mut kept = std::collections::VecDeque::with_capacity(limit.min(4096));
+    for file in files(path, keep) {
+        let f = match File::open(&file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("read audit log", &file, e)),
+        };
+        for line in BufReader::new(f).split(b'\n') {
+            let line = line.map_err(|e| Error::io("read audit log", &file, e))?;
+            let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+                continue;
+            };
+            if line.time_ms < since_ms || (project.is_some() && line.project.as_deref() != project)
+            {
+                continue;
+            }
+            if kept.len() == limit {
+                kept.pop_front();
+            }
+            kept.push_back(line.entry());
+        }
+    }
+    Ok(kept.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::audit::tests::entry;
+
+    #[test]
+    fn lines_round_trip_and_old_lines_read() {
+        let mut e = entry("get", "A", 5);
+        e.count = 3;
+        e.first_ms = 2;
+        let text = serde_json::to_string(&Line::of(e.clone())).unwrap();
+        assert!(text.contains("\"first\""), "{text}");
+        assert_eq!(serde_json::from_str::<Line>(&text).unwrap().entry(), e);
+        let old = r#"{"time":"2026-01-01T00:00:00.000Z","time_ms":7,"project":"app","op":"set","name":"A","uid":1,"gid":1,"pid":null,"exe":null,"allowed":true,"result":"ok"}"#;
+        let e = serde_json::from_str::<Line>(old).unwrap().entry();
+        assert_eq!((e.count, e.first_ms, e.time_ms), (1, 7, 7));
+    }
+
+    #[test]
+    fn read_spans_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let write = |p: &Path, ts: &[u64]| {
+            let text: String = ts
+                .iter()
+                .map(|t| serde_json::to_string(&Line::of(entry("set", "A", *t))).unwrap() + "\n")
+                .collect();
+            std::fs::write(p, text).unwrap();
+        };
+        write(&rotated(&path, 2), &[1, 2]);
+        write(&rotated(&path, 1), &[3]);
+        write(&path, &[4, 5]);
+        let times = |keep, since, limit| -> Vec<u64> {
+            read(&path, keep, None, since, limit)
+                .unwrap()
+                .iter()
+                .map(|e| e.time_ms)
+                .collect()
+        };
+        assert_eq!(times(2, 0, 100), [1, 2, 3, 4, 5]);
+        assert_eq!(times(1, 0, 100), [3, 4, 5]);
+        assert_eq!(times(2, 3, 100), [3, 4, 5]);
+        assert_eq!(times(2, 0, 2), [4, 5]);
+    }
+}

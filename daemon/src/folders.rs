@@ -1,0 +1,149 @@
+//! The daemon's own folders: created private, refused when someone else
+//! could change them, and locked so two daemons never share a state
+//! folder.
+//!
+//! Like ssh with its keys, fluxd refuses to start (exit 78) when the state
+//! folder or a key file is open to group or others ([`check_private`]), and
+//! when its runtime or state folder is not its own ([`own_dir`]).
+
+use crate::error::{Error, Result};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Creates `dir` (and missing parents, mode 0700) when missing, then
+/// refuses — as a configuration error — a `dir` that is a symbolic link or
+/// not a folder, that fluxd's uid does not own, that group or others can
+/// write, or that sits under a folder another user could swap (see
+/// [`flux_protocol::trust`]). `what` names it in the message.
+///
+/// This is what keeps a pre-created `/tmp/flux-<uid>` from steering fluxd:
+/// a folder that passes can only be changed by fluxd's uid and root, so the
+/// paths fluxd then creates and changes in it are its own.
+pub fn own_dir(dir: &Path, what: &str) -> Result<()> {
+    flux_vault::files::ensure_private_dir(dir)?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let refuse = |why: String| {
+        Error::Config(format!(
+            "{what} {} {why}; remove it (fluxd creates it) or choose another folder",
+            dir.display()
+        ))
+    };
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(refuse("is not a folder (a symbolic link or a file)".into()));
+    }
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "is owned by uid {}, not by fluxd's uid {me}: another user may have created it",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "can be written by other users (mode {:04o})",
+            meta.mode() & 0o777
+        )));
+    }
+    if let Some(parent) = dir.parent() {
+        flux_protocol::trust::Trust::only_me()
+            .check_folders(parent)
+            .map_err(|e| Error::Config(format!("{what} {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Sets the mode of a folder fluxd owns through a descriptor opened
+/// without following a symbolic link, after checking the owner.
+pub fn chmod_own_dir(dir: &Path, mode: u32) -> Result<()> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::{Mode, fchmod, fstat};
+    let fd = open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open", dir, e.into()))?;
+    let st = fstat(&fd).map_err(|e| Error::io("inspect", dir, e.into()))?;
+    if st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(Error::Config(format!(
+            "{} is not owned by fluxd's uid: its mode is left alone",
+            dir.display()
+        )));
+    }
+    fchmod(&fd, Mode::from_bits_truncate(mode))
+        .map_err(|e| Error::io("set the mode of", dir, e.into()))
+}
+
+/// Refuses (as a configuration error, exit 78) a file or folder that group
+/// or others may read or write, as ssh does for private keys. `want` is the
+/// mode the message suggests.
+pub fn check_private(path: &Path, what: &str, want: u32) -> Result<()> {
+    let meta = fs::metadata(path).map_err(|e| Error::io("inspect", path, e))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Config(format!(
+            "{what} {} has mode {mode:04o}: it must not be readable or writable by group or others; fix it with: chmod {want:o} {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Takes the state folder's exclusive lock (`fluxd.lock`, holding the
+/// daemon's pid) for as long as the returned guard lives: two daemons must
+/// never write one vault.
+pub fn lock_state_dir(state_dir: &Path) -> Result<Flock<File>> {
+    let path = state_dir.join("fluxd.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        Error::Config(format!(
+            "another fluxd is using the state folder {} ({}: {errno}); stop it, or pass another --state-dir",
+            state_dir.display(),
+            path.display()
+        ))
+    })?;
+    let _ = lock.set_len(0);
+    let _ = writeln!(&mut *lock, "{}", std::process::id());
+    Ok(lock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn own_dir_refuses_folders_others_could_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        own_dir(&run, "the runtime folder").unwrap();
+        assert_eq!(fs::metadata(&run).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = own_dir(&run, "the runtime folder").unwrap_err().to_string();
+        assert!(err.contains("can be written by other users"), "{err}");
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&run, &link).unwrap();
+        let err = own_dir(&link, "the runtime folder")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a folder"), "{err}");
+        chmod_own_dir(&run, 0o711).unwrap();
+        assert_eq!(fs::metadata(&run).unwrap().mode() & 0o777, 0o711);
+        assert!(
+            chmod_own_dir(&link, 0o700).is_err(),
+            "a symlink is not followed"
+        );
+    }
+}

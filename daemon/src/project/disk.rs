@@ -1,0 +1,246 @@
+//! Reading a project's key and vault from its store: at load, on a
+//! change from the store's feed, and on SIGHUP ([`Project::reload`]).
+//!
+//! A read skips decryption when the SHA-256 fingerprints of both files
+//! match what was last loaded or written — which is how fluxd's own writes
+//! are not loaded a second time. A file that cannot be used (missing,
+//! truncated, wrong key, bad seal, wrong schema, older than the one served)
+//! never replaces a good snapshot: the last good one keeps serving and the
+//! reason is kept in `last_error` for `fluxctl status`.
+
+use super::{Project, Snapshot};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use flux_protocol::message::EventKind;
+use flux_vault::keys::ProjectKey;
+use flux_vault::vault::{self, Opened, Secrets, now_ms};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tracing::{error, info};
+
+/// SHA-256 of a file's bytes.
+pub(super) type Fingerprint = [u8; 32];
+
+pub(super) fn fingerprint(bytes: &[u8]) -> Fingerprint {
+    Sha256::digest(bytes).into()
+}
+
+/// What the project last saw on disk. Only changed under the writer lock.
+#[derive(Debug, Default)]
+pub(super) struct DiskState {
+    pub(super) key: Option<Fingerprint>,
+    pub(super) vault: Option<Fingerprint>,
+    pub(super) last_error: Option<String>,
+    /// The highest vault revision served: an older vault is a rollback.
+    pub(super) floor: u64,
+}
+
+/// The outcome of [`Project::reload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The files are what is already served.
+    Unchanged,
+    /// A new snapshot is served.
+    Swapped,
+    /// The files could not be used; the last good snapshot keeps serving.
+    Failed,
+}
+
+/// What [`read_disk`] found.
+pub(super) enum DiskRead {
+    Same,
+    New {
+        key: Option<(Arc<ProjectKey>, Fingerprint)>,
+        vault: Fingerprint,
+        opened: Opened,
+    },
+}
+
+/// Reads and checks a project's key and vault, skipping decryption when
+/// both fingerprints match `known`, and refusing a vault older than `floor`
+/// (a rollback; 0 accepts any). Blocking; the error names a location and a
+/// reason, never a value.
+pub(super) fn read_disk(
+    store: &dyn Store,
+    name: &str,
+    current_key: Option<Arc<ProjectKey>>,
+    known: (Option<Fingerprint>, Option<Fingerprint>),
+    floor: u64,
+) -> Result<DiskRead> {
+    let key_text = store.load_key(name).map_err(|e| {
+        if e.is_not_found() {
+            Error::Key {
+                location: store.key_location(name),
+                reason: "the key file is missing; the next write puts it back from memory (a restart before then stops serving the project)".into(),
+            }
+        } else {
+            e
+        }
+    })?;
+    let key_fp = fingerprint(key_text.as_bytes());
+    let (key, new_key) = match current_key {
+        Some(key) if known.0 == Some(key_fp) => (key, None),
+        _ => {
+            let key = Arc::new(ProjectKey::parse(&key_text).map_err(|reason| Error::Key {
+                location: store.key_location(name),
+                reason,
+            })?);
+            (key.clone(), Some((key, key_fp)))
+        }
+    };
+    let location = store.vault_location(name);
+    let vault_error = |reason: String| Error::Vault {
+        location: location.clone(),
+        reason,
+    };
+    let bytes = store.load_vault(name)?.ok_or_else(|| {
+        vault_error(
+            "the file is missing: serving the last good snapshot (restore the file, or set a secret to write a new one)".into(),
+        )
+    })?;
+    let vault_fp = fingerprint(&bytes);
+    if new_key.is_none() && known.1 == Some(vault_fp) {
+        return Ok(DiskRead::Same);
+    }
+    let opened = vault::open(&bytes, name, &key).map_err(|e| vault_error(e.0))?;
+    if opened.revision < floor {
+        return Err(vault_error(format!(
+            "revision {} is older than revision {floor}, the newest this fluxd has served: refused as a rollback (an older copy put back). To serve it on purpose — a backup being restored — run `fluxctl vault restore -p {name}`",
+            opened.revision
+        )));
+    }
+    Ok(DiskRead::New {
+        key: new_key,
+        vault: vault_fp,
+        opened,
+    })
+}
+
+/// Names whose value differs between two secret maps, or that are in only
+/// one of them; sorted. (A new set time alone is no change to a reader.)
+pub(super) fn changed_names(old: &Secrets, new: &Secrets) -> Vec<String> {
+    let mut names: Vec<String> = old
+        .iter()
+        .filter(|(n, e)| new.get(*n).map(|x| &x.value) != Some(&e.value))
+        .map(|(n, _)| n.clone())
+        .chain(new.keys().filter(|n| !old.contains_key(*n)).cloned())
+        .collect();
+    names.sort();
+    names
+}
+
+impl Project {
+    /// Re-reads the key and vault files and swaps in the vault when it
+    /// changed and is good (see the module docs). `force` re-opens the files
+    /// even when their fingerprints match.
+    pub async fn reload(&self, force: bool) -> Reload {
+        let _writer = self.writer.lock().await;
+        if self.deleted.load(Ordering::Acquire) {
+            return Reload::Unchanged;
+        }
+        let (known, floor) = {
+            let disk = self.disk();
+            let known = if force {
+                (None, None)
+            } else {
+                (disk.key, disk.vault)
+            };
+            (known, disk.floor.max(self.snapshot.load().revision))
+        };
+        let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
+        let read = tokio::task::spawn_blocking(move || {
+            let read = read_disk(&*store, &name, Some(key), known, floor)?;
+            if let DiskRead::New { opened, .. } = &read
+                && opened.revision > floor
+            {
+                store.raise_revision_floor(&name, opened.revision)?;
+            }
+            Ok(read)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::Internal(format!("reload task failed: {e}"))));
+        let mut disk = self.disk();
+        match read {
+            Ok(DiskRead::Same) => {
+                if let Some(e) = disk.last_error.take() {
+                    info!(project = %self.name, cleared = %e, "vault is back to the served version");
+                }
+                Reload::Unchanged
+            }
+            Ok(DiskRead::New { key, vault, opened }) => {
+                if let Some((key, key_fp)) = key {
+                    self.key.store(key);
+                    disk.key = Some(key_fp);
+                }
+                disk.vault = Some(vault);
+                disk.floor = disk.floor.max(opened.revision);
+                disk.last_error = None;
+                let current = self.snapshot.load_full();
+                let names = changed_names(&current.secrets, &opened.secrets);
+                let generation = current.generation + 1;
+                info!(
+                    project = %self.name,
+                    generation,
+                    changed = names.len(),
+                    "vault reloaded"
+                );
+                self.snapshot.store(Arc::new(Snapshot {
+                    generation,
+                    loaded_at_ms: now_ms(),
+                    revision: opened.revision,
+                    secrets: opened.secrets,
+                    unreadable: None,
+                }));
+                // A forced reload of an unchanged file needs no event.
+                if !names.is_empty() {
+                    self.announce(generation, EventKind::Reloaded, names);
+                }
+                Reload::Swapped
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if disk.last_error.as_deref() != Some(reason.as_str()) {
+                    error!(project = %self.name, error = %reason, "vault not loaded; the last good snapshot keeps serving");
+                }
+                disk.last_error = Some(reason);
+                Reload::Failed
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flux_vault::vault::Entry;
+
+    fn entry(v: &str, at: u64) -> Entry {
+        Entry {
+            value: v.into(),
+            set_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn changed_names_covers_added_removed_and_changed() {
+        let old: Secrets = [
+            ("A", entry("1", 1)),
+            ("B", entry("2", 1)),
+            ("C", entry("3", 1)),
+        ]
+        .into_iter()
+        .map(|(n, e)| (n.to_owned(), e))
+        .collect();
+        let new: Secrets = [
+            ("A", entry("1", 1)),
+            ("B", entry("9", 2)),
+            ("D", entry("4", 1)),
+        ]
+        .into_iter()
+        .map(|(n, e)| (n.to_owned(), e))
+        .collect();
+        assert_eq!(changed_names(&old, &new), ["B", "C", "D"]);
+        assert!(changed_names(&old, &old).is_empty());
+    }
+}

@@ -1,0 +1,12 @@
+//! `List`: names and set times, never values.
+
+use super::Ctx;
+use crate::access::{Effect, Need, Rule};
+use crate::error::Result;
+use flux_protocol::message::Response;
+
+pub const RULE: Rule = Rule::project(Need::Admin, Effect::Read);
+
+pub fn handle(ctx: &mut Ctx<'_>) -> Result<Response> {
+    Ok(Response::Secrets(ctx.project()?.list()?))
+}

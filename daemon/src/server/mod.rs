@@ -1,0 +1,188 @@
+//! Serving: the sockets, their accept loops, one session per connection,
+//! and one handler per request kind.
+//!
+//! - [`sockets`]: socket files — binding, modes, systemd's sockets;
+//! - [`session`]: one connection — handshake, frames, timers, the access
+//!   decision, the audit;
+//! - [`handlers`]: what each request kind does, and the rule it declares.
+//!
+//! [`Services`] is what a session and its handlers use; [`Server`] is the
+//! [`Listeners`] the project lifecycle calls to open and close project
+//! sockets.
+//!
+//! Each accept loop takes a permit from its connection budget *before*
+//! accepting — the control socket has one of its own, the project sockets
+//! share the other, so neither kind can crowd out the other — so past the
+//! limit new clients wait in the kernel's backlog instead of costing the
+//! daemon memory (or file descriptors), and returns when its token is
+//! cancelled. Socket files are removed by whoever retires the socket
+//! (project delete, shutdown), never by the loop, so a loop that stops late
+//! cannot remove a socket re-created at the same path.
+
+pub mod handlers;
+pub mod session;
+pub mod sockets;
+
+use crate::access::Access;
+use crate::config::Config;
+use crate::control::{Control, Listeners};
+use crate::error::Result;
+use crate::project::Project;
+use crate::runtime::Runtime;
+use crate::store::Hosts;
+use session::Target;
+use sockets::Sockets;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info_span};
+
+/// What sessions and handlers work with.
+#[derive(Debug)]
+pub struct Services {
+    pub config: Config,
+    pub access: Access,
+    pub control: Control,
+    pub hosts: Arc<dyn Hosts>,
+    pub runtime: Runtime,
+}
+
+/// The listeners: socket files and accept loops.
+#[derive(Debug)]
+pub struct Server {
+    sockets: Sockets,
+    /// Connection budgets: the project sockets', and the control socket's.
+    projects: Arc<Semaphore>,
+    control: Arc<Semaphore>,
+    /// Set once the services exist (they hold this server, through
+    /// [`Control`]).
+    services: OnceLock<Weak<Services>>,
+}
+
+impl Server {
+    /// A server with `sockets` and `config`'s connection budgets.
+    pub fn new(sockets: Sockets, config: &Config) -> Self {
+        Self {
+            sockets,
+            projects: Arc::new(Semaphore::new(config.limits.max_connections)),
+            control: Arc::new(Semaphore::new(config.limits.max_control_connections)),
+            services: OnceLock::new(),
+        }
+    }
+
+    /// Connects the server to the services its sessions use.
+    pub fn attach(&self, services: &Arc<Services>) {
+        let _ = self.services.set(Arc::downgrade(services));
+    }
+
+    /// The socket files.
+    pub fn sockets(&self) -> &Sockets {
+        &self.sockets
+    }
+
+    fn services(&self) -> Option<Arc<Services>> {
+        self.services.get().and_then(Weak::upgrade)
+    }
+
+    /// Opens the control socket and serves it.
+    pub fn serve_control(&self) -> Result<()> {
+        let services = self.services().expect("attached before serving");
+        let path = services.config.control_socket();
+        let group = services.access.policy().control_group();
+        let listener = self.sockets.listen(&path, "control", group)?;
+        let cancel = services.runtime.shutdown().clone();
+        self.spawn(&services, listener, Target::Control, cancel);
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        services: &Arc<Services>,
+        listener: UnixListener,
+        target: Target,
+        cancel: CancellationToken,
+    ) {
+        let span = info_span!("listener", socket = %target.label());
+        let slots = match &target {
+            Target::Control => self.control.clone(),
+            Target::Project { .. } => self.projects.clone(),
+        };
+        let weak = Arc::downgrade(services);
+        services
+            .runtime
+            .tracker()
+            .spawn(accept_loop(weak, listener, target, slots, cancel).instrument(span));
+    }
+}
+
+impl Listeners for Server {
+    fn serve(&self, project: &Arc<Project>) -> Result<()> {
+        let services = self.services().expect("attached before serving");
+        let group = services.access.policy().socket_group(project.name());
+        let listener = self.sockets.listen(
+            project.socket(),
+            &format!("project.{}", project.name()),
+            group,
+        )?;
+        let slots = Arc::new(Semaphore::new(
+            services.config.limits.max_connections_per_project,
+        ));
+        let target = Target::Project {
+            project: project.clone(),
+            slots,
+        };
+        self.spawn(&services, listener, target, project.cancel_token().clone());
+        Ok(())
+    }
+
+    fn retire(&self, project: &Project) {
+        self.sockets.retire(project.socket());
+    }
+}
+
+async fn accept_loop(
+    services: Weak<Services>,
+    listener: UnixListener,
+    target: Target,
+    slots: Arc<Semaphore>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, keep
+                    // serving the connections already open.
+                    error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(services) = services.upgrade() else {
+            return;
+        };
+        // Sessions end with the daemon, not with their listener: after a
+        // project is deleted, its open connections answer `unknown_project`
+        // (and subscribers get the deletion event) instead of just closing.
+        let (target2, cancel2) = (target.clone(), services.runtime.shutdown().clone());
+        let tracker = services.runtime.tracker().clone();
+        tracker.spawn(async move {
+            session::serve(stream, target2, services, cancel2).await;
+            drop(permit);
+        });
+    }
+}

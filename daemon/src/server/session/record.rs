@@ -1,0 +1,115 @@
+//! What a session writes to the audit log: writes, and a connection's
+//! first denials, one entry each; reads and later denials counted into
+//! summaries handed over when the connection ends, every
+//! `[audit] summary_interval`, or when too many are pending.
+
+use super::Session;
+use crate::access::Effect;
+use crate::access::audit::{DENIALS_IN_FULL, ReadAudit, bounded_name};
+use flux_protocol::message::{AuditEntry, Request};
+use flux_vault::vault::now_ms;
+
+/// What the audit log records of a request: the name it names (bounded,
+/// see [`bounded_name`]) and a detail.
+pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
+    let one = |name: &str| {
+        let (shown, detail) = bounded_name(name);
+        (Some(shown), detail)
+    };
+    match req {
+        Request::Get(g) => one(&g.name),
+        Request::Set(s) => one(&s.name),
+        Request::Delete(d) => one(&d.name),
+        Request::CreateProject(p) | Request::DeleteProject(p) => one(&p.name),
+        Request::Audit(q) | Request::AuditLog(q) => match &q.project {
+            Some(p) => one(p),
+            None => (None, None),
+        },
+        Request::AddHost(h) | Request::RemoveHost(h) => one(&h.recipient),
+        Request::SetMany(entries) => {
+            const SHOWN: usize = 20;
+            let mut names: Vec<String> = entries
+                .iter()
+                .take(SHOWN)
+                .map(|e| bounded_name(&e.name).0)
+                .collect();
+            if entries.len() > SHOWN {
+                names.push(format!("and {} more", entries.len() - SHOWN));
+            }
+            (
+                None,
+                Some(format!("{} names: {}", entries.len(), names.join(", "))),
+            )
+        }
+        Request::Hello(_)
+        | Request::List
+        | Request::GetAll
+        | Request::ListProjects
+        | Request::Status
+        | Request::Subscribe
+        | Request::ListHosts
+        | Request::Health
+        | Request::RestoreVault => (None, None),
+    }
+}
+
+impl Session {
+    /// Records a decision: writes, and the first denials, one entry each;
+    /// reads and later denials counted into summaries.
+    pub(super) fn audit(
+        &mut self,
+        op: &'static str,
+        name: Option<String>,
+        detail: Option<String>,
+        allowed: bool,
+        effect: Effect,
+        result: &str,
+    ) {
+        let audit = self.services.access.audit();
+        if !audit.enabled() {
+            return;
+        }
+        let time_ms = now_ms();
+        let entry = || AuditEntry {
+            time_ms,
+            first_ms: time_ms,
+            count: 1,
+            project: self.target.project_name().map(str::to_owned),
+            op: op.to_owned(),
+            name: name.clone(),
+            uid: self.peer.uid,
+            gid: self.peer.gid,
+            pid: self.peer.pid,
+            exe: self.peer.exe.clone(),
+            allowed,
+            result: result.to_owned(),
+            detail: detail.clone(),
+        };
+        let summarize = if allowed {
+            effect == Effect::Read && audit.config().reads == ReadAudit::Summary
+        } else {
+            self.denials = self.denials.saturating_add(1);
+            self.denials > DENIALS_IN_FULL
+        };
+        if !summarize {
+            audit.record(entry());
+            return;
+        }
+        let key = name.as_deref().unwrap_or("");
+        let full = self
+            .summaries
+            .count(key, op, allowed, result, time_ms, entry);
+        if full {
+            self.flush_summaries();
+        } else if self.summary_due.is_none() {
+            let interval = audit.config().summary_interval;
+            self.summary_due = Some(Box::pin(tokio::time::sleep(interval)));
+        }
+    }
+
+    /// Hands the pending summaries to the audit log.
+    pub(super) fn flush_summaries(&mut self) {
+        self.summaries.flush(self.services.access.audit());
+        self.summary_due = None;
+    }
+}

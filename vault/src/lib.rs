@@ -1,0 +1,26 @@
+//! Flux Secrets at rest: what the daemon, `fluxctl` and the benchmarks
+//! share, so that `fluxctl` reads and writes vaults without linking the
+//! daemon.
+//!
+//! - [`keys`]: a project's age X25519 identity and the seal key derived
+//!   from it;
+//! - [`vault`]: the sealed, versioned JSON document and its age
+//!   encryption (`docs/VAULT.md` is the reference);
+//! - [`dotenv`]: `.env` files as `fluxd dev` and `fluxctl secrets import`
+//!   read them (`docs/DOTENV.md`);
+//! - [`files`]: the durability rules every write follows (atomic replace,
+//!   atomic create, bounded reads of regular files only).
+//!
+//! Secret values live in zeroizing buffers ([`flux_protocol::SecretValue`])
+//! and reach no error message: errors name paths, lines and reasons.
+
+#![forbid(unsafe_code)]
+
+pub mod dotenv;
+pub mod files;
+pub mod keys;
+pub mod vault;
+
+pub use files::FileError;
+pub use keys::ProjectKey;
+pub use vault::{Entry, Opened, Secrets, VaultError, format_time_ms, now_ms};
