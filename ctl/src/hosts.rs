@@ -10,7 +10,7 @@ use flux_protocol::message::{HostRecipient, Request, Response};
 pub(crate) fn run(target: &Target, cmd: HostsCmd) -> Result<()> {
     match cmd {
         HostsCmd::List { json } => list(target, json),
-        HostsCmd::Add { recipient } => add(target, recipient),
+        HostsCmd::Add { token } => add(target, token),
         HostsCmd::Remove { recipient } => remove(target, recipient),
     }
 }
@@ -19,36 +19,70 @@ fn unexpected(what: &str) -> Failure {
     Failure::general(format!("fluxd answered {what} with an unexpected message"))
 }
 
+/// The recipient part of a join token (`age1…:signing-key`).
+fn recipient_of(token: &str) -> &str {
+    token.split_once(':').map_or(token, |(r, _)| r)
+}
+
 fn list(target: &Target, json: bool) -> Result<()> {
-    let Response::Hosts(list) = target.control()?.call(&Request::ListHosts)? else {
-        return Err(unexpected("list_hosts"));
+    let Response::Fleet(fleet) = target.control()?.call(&Request::Fleet)? else {
+        return Err(unexpected("fleet"));
     };
     if json {
-        let doc = serde_json::json!({ "this_host": list.this_host, "hosts": list.hosts });
+        let me = fleet.this_host.as_deref();
+        let hosts: Vec<_> = fleet
+            .hosts
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "recipient": recipient_of(t),
+                    "join_token": t,
+                    "this_host": Some(t.as_str()) == me,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "fleet_id": fleet.fleet_id,
+            "this_host": me.map(recipient_of),
+            "join_token": me,
+            "member": fleet.member,
+            "hosts_version": fleet.hosts_version,
+            "hosts": hosts,
+            "problems": fleet.problems,
+        });
         let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
         return out(&format!("{text}\n"));
     }
-    let Some(me) = list.this_host else {
+    let Some(me) = fleet.this_host else {
         return out(
             "This fluxd keeps its vaults in a local folder: there is no fleet (see docs/FLEET.md to run with --store etcd).\n",
         );
     };
-    let mut text = format!("This host: {me}\n");
-    if !list.hosts.contains(&me) {
+    let mut text = format!(
+        "Fleet: {}\nThis host: {}\n",
+        fleet.fleet_id.as_deref().unwrap_or("(not known yet)"),
+        recipient_of(&me)
+    );
+    if fleet.member {
+        text.push_str(&format!("  join token: {me}\n"));
+    } else {
         text.push_str(&format!(
-            "  not in the fleet yet: on a host that serves the projects, run `fluxctl hosts add {me}`\n"
+            "  not in the fleet yet: on a host of the fleet, run\n    fluxctl hosts add {me}\n"
         ));
     }
-    text.push_str("Hosts:\n");
-    for h in &list.hosts {
+    text.push_str(&format!("Hosts (list version {}):\n", fleet.hosts_version));
+    for h in &fleet.hosts {
         let mark = if *h == me { "  (this host)" } else { "" };
-        text.push_str(&format!("  {h}{mark}\n"));
+        text.push_str(&format!("  {}{mark}\n", recipient_of(h)));
+    }
+    for p in &fleet.problems {
+        text.push_str(&format!("⚠ {p}\n"));
     }
     out(&text)
 }
 
-fn add(target: &Target, recipient: String) -> Result<()> {
-    let req = Request::AddHost(HostRecipient { recipient });
+fn add(target: &Target, token: String) -> Result<()> {
+    let req = Request::AddHost(HostRecipient { recipient: token });
     let Response::HostUpdated(update) = target.control()?.call(&req)? else {
         return Err(unexpected("add_host"));
     };

@@ -13,6 +13,7 @@
 mod argv;
 mod audit;
 pub mod failure;
+mod fleet;
 mod hosts;
 mod import;
 mod init;
@@ -104,26 +105,45 @@ pub enum Command {
     /// this daemon's projects
     #[command(subcommand)]
     Hosts(HostsCmd),
+    /// Fleet mode: move a single host's projects into the fleet
+    #[command(subcommand)]
+    Fleet(FleetCmd),
+}
+
+/// `fluxctl fleet …`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCmd {
+    /// Copy every project of a single-host state folder (its keys and
+    /// vaults) into the fleet this fluxd belongs to
+    Import {
+        /// The state folder [default: this fluxd's own]
+        #[arg(long, value_name = "DIR")]
+        from: Option<std::path::PathBuf>,
+        /// Say what would be imported; write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `fluxctl hosts …`.
 #[derive(Debug, Subcommand)]
 pub enum HostsCmd {
-    /// This host's recipient and the fleet's hosts
+    /// The fleet's id, this host's join token and the fleet's hosts
     List {
         /// Print JSON
         #[arg(long)]
         json: bool,
     },
-    /// Let a host serve every project this host serves: wraps the project
-    /// keys for its age recipient
+    /// Let a host serve every project this host serves: signs it into the
+    /// host list and wraps the project keys for it
     Add {
-        /// The host's recipient (age1…), as `fluxctl hosts list` shows it there
-        recipient: String,
+        /// The host's join token (age1…:…), as `fluxctl hosts list` shows it
+        /// on that host
+        token: String,
     },
-    /// Remove a host: deletes its wrapped keys and re-keys its projects
+    /// Remove a host: signs it out of the host list and re-keys its projects
     Remove {
-        /// The host's recipient (age1…)
+        /// The host's recipient (age1…) or join token
         recipient: String,
     },
 }
@@ -228,6 +248,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Run { command } => run::run(&target, command),
         Command::Status { json } => status::run(&target, json).map(|()| 0),
         Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
+        Command::Fleet(cmd) => fleet::run(&target, cmd).map(|()| 0),
         Command::Init { name, force } => init::run(name, force).map(|()| 0),
         Command::Audit { since, limit, json } => {
             let project = target.project.clone();

@@ -7,6 +7,7 @@ use crate::failure::{Failure, Result};
 use crate::target::Target;
 use crate::{ProjectsCmd, columns, out};
 use flux_protocol::limits::validate_project_name;
+use flux_protocol::message::{Request, Response};
 use flux_protocol::paths::SOCKET_ENV;
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -81,7 +82,25 @@ fn delete(target: &Target, name: &str, yes: bool) -> Result<()> {
         }
     }
     control.delete_project(name)?;
-    out(&format!(
-        "✔ Project deleted: {name} (its key, vault and socket are gone)\n"
-    ))
+    // In fleet mode, what etcd's history still holds is among the fleet's
+    // problems (a daemon admin may read them).
+    let marker = format!("project {name} was deleted, but ");
+    let remains: Vec<String> = match control.call(&Request::Fleet) {
+        Ok(Response::Fleet(fleet)) => fleet
+            .problems
+            .into_iter()
+            .filter_map(|p| p.strip_prefix(&marker).map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if remains.is_empty() {
+        return out(&format!(
+            "✔ Project deleted: {name} (its key, vault and socket are gone)\n"
+        ));
+    }
+    let mut text = format!("✔ Project deleted: {name} (no host serves it any more)\n");
+    for r in remains {
+        text.push_str(&format!("⚠ {r}\n"));
+    }
+    out(&text)
 }

@@ -51,6 +51,14 @@ impl Target {
         Ok(Client::connect(self.control_socket())?)
     }
 
+    /// A connection to `project`'s socket.
+    pub fn client_of(&self, project: &str) -> Result<Client> {
+        Ok(Client::connect(paths::project_socket(
+            &self.runtime_dir,
+            project,
+        ))?)
+    }
+
     /// A connection to the project's socket.
     pub fn project_client(&self) -> Result<(String, Client)> {
         let project = self.project()?;

@@ -86,9 +86,9 @@ impl Daemon {
         let lock = lock_state_dir(&config.state_dir)?;
         let audit = Audit::open(&config.audit)?;
         let opened = match &config.store {
-            crate::fleet::StoreChoice::Etcd { endpoints } => {
-                let (state, endpoints) = (config.state_dir.clone(), endpoints.clone());
-                tokio::task::spawn_blocking(move || crate::fleet::open(&state, endpoints))
+            crate::fleet::StoreChoice::Etcd(options) => {
+                let (state, options) = (config.state_dir.clone(), options.clone());
+                tokio::task::spawn_blocking(move || crate::fleet::open(&state, &options))
                     .await
                     .map_err(|e| Error::Internal(format!("fleet start task failed: {e}")))??
             }

@@ -138,8 +138,12 @@ pub enum Error {
 /// Why the daemon cannot do something right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unavailable {
-    /// The replicated store (etcd) cannot be reached or refused.
+    /// The replicated store (etcd) cannot be reached or refused: nothing
+    /// was changed.
     Store(String),
+    /// etcd took a write and did not answer in time: it may or may not
+    /// have been applied.
+    Unknown(String),
     /// The audit log cannot be written: writes are refused.
     Audit(String),
     /// Other writers kept winning the race for a project's vault.
@@ -150,6 +154,10 @@ impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Store(reason) => write!(f, "{reason}; nothing was changed"),
+            Self::Unknown(reason) => write!(
+                f,
+                "{reason}: the change may or may not have been applied; check with `fluxctl secrets list` or `fluxctl status` before trying again"
+            ),
             Self::Audit(reason) => write!(
                 f,
                 "{reason}: writes are refused until it can be written (reads are served); nothing was changed"

@@ -46,6 +46,16 @@ struct Args {
     /// [default: [store] endpoints]
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// The fleet this host joins (fleet:…, as `fluxctl hosts list` shows
+    /// it on a host of the fleet) [default: [store] fleet_id, else the one
+    /// this host joined before]
+    #[arg(long, value_name = "ID")]
+    fleet_id: Option<String>,
+    /// Write this host's fleet (its id, host lists and projects) back to
+    /// an etcd that holds no fleet: a rebuilt or emptied cluster. Without
+    /// it such a host serves its sealed copies and writes nothing
+    #[arg(long)]
+    publish_fleet: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -127,9 +137,12 @@ fn main() -> ExitCode {
     };
     let config = config.and_then(|mut c| {
         if dev.is_none() {
-            c.store = c
-                .store
-                .with_flags(args.store.as_deref(), &args.etcd_endpoints)?;
+            c.store = c.store.with_flags(
+                args.store.as_deref(),
+                &args.etcd_endpoints,
+                args.fleet_id.as_deref(),
+                args.publish_fleet,
+            )?;
         }
         Ok(c)
     });

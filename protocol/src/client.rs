@@ -112,6 +112,7 @@ fn kind(resp: &Response) -> &'static str {
         Response::AuditLog(_) => "audit log",
         Response::Health(_) => "health",
         Response::Restored(_) => "restored",
+        Response::Fleet(_) => "fleet",
     }
 }
 

@@ -70,6 +70,9 @@ pub enum Request {
     /// one served — a backup put back on purpose — re-sealed at a new
     /// revision (project socket).
     RestoreVault,
+    /// 19: the fleet as this host sees it: its id, this host's join token,
+    /// the host list (control socket).
+    Fleet,
 }
 
 impl Request {
@@ -95,6 +98,7 @@ impl Request {
             Self::AuditLog(_) => "audit_log",
             Self::Health => "health",
             Self::RestoreVault => "restore_vault",
+            Self::Fleet => "fleet",
         }
     }
 }
@@ -143,6 +147,27 @@ pub enum Response {
     Health(Box<Health>),
     /// 19: answer to `RestoreVault`.
     Restored(Restored),
+    /// 20: answer to `Fleet`.
+    Fleet(FleetInfo),
+}
+
+/// Payload of [`Response::Fleet`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetInfo {
+    /// The fleet's id (`fleet:…`), which a joining host is started with;
+    /// none outside fleet mode or before this host knows it.
+    pub fleet_id: Option<String>,
+    /// This host's join token (`age1…:…`), which an operator passes to
+    /// `fluxctl hosts add` on a host of the fleet.
+    pub this_host: Option<String>,
+    /// True when this host is in the fleet's host list.
+    pub member: bool,
+    /// The version of the host list this host holds.
+    pub hosts_version: u64,
+    /// The hosts' join tokens, in list order.
+    pub hosts: Vec<String>,
+    /// What keeps this host from serving the fleet, one sentence each.
+    pub problems: Vec<String>,
 }
 
 /// Payload of [`Response::Restored`].

@@ -104,6 +104,7 @@ fn requests() -> Vec<(&'static str, Request)> {
         ),
         ("request.health", Request::Health),
         ("request.restore_vault", Request::RestoreVault),
+        ("request.fleet", Request::Fleet),
     ]
 }
 
@@ -280,6 +281,17 @@ fn responses() -> Vec<(&'static str, Response)> {
                 revision: 43,
                 generation: 9,
                 secrets: 2,
+            }),
+        ),
+        (
+            "response.fleet",
+            Response::Fleet(FleetInfo {
+                fleet_id: Some("fleet:Ab".into()),
+                this_host: Some("age1x:Cd".into()),
+                member: true,
+                hosts_version: 2,
+                hosts: vec!["age1x:Cd".into()],
+                problems: vec![],
             }),
         ),
     ]

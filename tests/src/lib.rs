@@ -86,6 +86,11 @@ impl TestDaemon {
         }
     }
 
+    /// Replaces the extra `fluxd` arguments for every later start.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Sets an environment variable for every later start of fluxd.
     pub fn set_env(&mut self, key: &str, value: impl Into<PathBuf>) {
         self.envs.push((key.to_owned(), value.into()));

@@ -133,6 +133,8 @@ const NOT_ENCODED = new Set([
   'response.health',
   'request.restore_vault',
   'response.restored',
+  'request.fleet',
+  'response.fleet',
 ]);
 
 describe('PROTOCOL.md test vectors', () => {

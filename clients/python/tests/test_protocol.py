@@ -83,6 +83,7 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.audit_log": lambda: p.encode_audit_log(None, 0, 10),
     "request.health": p.encode_health,
     "request.restore_vault": p.encode_restore_vault,
+    "request.fleet": p.encode_fleet,
 }
 
 STATUS = p.DaemonStatus(
@@ -159,6 +160,14 @@ RESPONSES: Dict[str, p.Response] = {
         problems=[],
     ),
     "response.restored": p.Restored(revision=43, generation=9, secrets=2),
+    "response.fleet": p.Fleet(
+        fleet_id="fleet:Ab",
+        this_host="age1x:Cd",
+        member=True,
+        hosts_version=2,
+        hosts=["age1x:Cd"],
+        problems=[],
+    ),
 }
 
 
@@ -276,8 +285,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 20"):
-            p.decode_response(struct.pack("<I", 20))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 21"):
+            p.decode_response(struct.pack("<I", 21))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

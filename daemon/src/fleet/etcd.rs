@@ -1,23 +1,56 @@
 //! A small blocking client for etcd's v3 JSON gateway (etcd 3.4 and later
-//! serve it under `/v3/` on the client port): range, txn and the streaming
-//! watch — all fleet mode needs, with no gRPC code generation.
+//! serve it under `/v3/` on the client port): range, txn, compact, the
+//! streaming watch and authentication — all fleet mode needs, with no gRPC
+//! code generation.
+//!
+//! - **Transport**: `http://` or `https://` endpoints; with `https://`, the
+//!   server is checked against a CA file (`[store] ca_file`, else the
+//!   system's web roots) and a client certificate is presented when
+//!   configured (`cert_file`, `key_file`), through rustls.
+//! - **Authentication**: with `[store] username` (and a password file),
+//!   the client gets a token from `/v3/auth/authenticate`, sends it on
+//!   every call, and gets a new one when etcd says it expired.
+//! - **Members**: every call tries the endpoints in turn, starting with the
+//!   one that answered last, so one dead member costs a refused
+//!   connection. A member that answers 408/503 or "the client connection is
+//!   closing" (a member restarting) is treated like one that is down.
+//! - **Deadlines**: each call has its own deadline. A call that could not
+//!   reach any member changed nothing ([`EtcdError::Unreachable`]); one that
+//!   reached a member and got no answer in time may or may not have been
+//!   applied ([`EtcdError::Unknown`]) — a write says so rather than guess.
+//! - **Reasons**: etcd's own reason (a refused auth, a request over
+//!   `--max-request-bytes`, too many operations in one transaction) is passed
+//!   through in the error.
+//! - **History**: every answer's header (cluster id, revision) is checked:
+//!   a revision that goes backwards or a cluster id that changes means
+//!   etcd was restored from an older snapshot or replaced; the caller is
+//!   told ([`Etcd::take_reset`]) so it reads everything again.
 //!
 //! Keys and values are base64 in the JSON and 64-bit numbers are strings;
-//! this module hides both. Every call tries the endpoints in turn, starting
-//! with the one that answered last, so one dead member of a cluster costs a
-//! refused connection, not an outage.
+//! this module hides both. Messages name the endpoints; never a value.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::warn;
 
 /// Time to open a TCP connection to one endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Time one unary call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one unary call may take, whatever happens, all tries included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one try on one member may take: a member that holds a request
+/// longer (no leader yet) is left for another, within [`CALL_TIMEOUT`].
+/// Trying a write again is safe: fluxd's writes compare revisions or put
+/// the same values.
+const TRY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pauses between rounds over the members while none answers.
+const ROUND_PAUSE_MIN: Duration = Duration::from_millis(20);
+const ROUND_PAUSE_MAX: Duration = Duration::from_millis(500);
 /// A watch with no traffic for this long is re-opened (from the last
 /// revision seen), so a silently dropped connection is noticed.
 pub const WATCH_IDLE: Duration = Duration::from_secs(30);
@@ -26,9 +59,14 @@ pub const WATCH_IDLE: Duration = Duration::from_secs(30);
 /// own reason; never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EtcdError {
-    /// No endpoint answered (each one's reason in the message): an outage.
+    /// No endpoint answered (each one's reason in the message): nothing
+    /// was changed.
     #[error("{0}")]
     Unreachable(String),
+    /// A member took the request and did not answer within the deadline:
+    /// a write may or may not have been applied.
+    #[error("{0}")]
+    Unknown(String),
     /// etcd answered and refused, or answered something unusable.
     #[error("{0}")]
     Failed(String),
@@ -37,8 +75,25 @@ pub enum EtcdError {
 impl EtcdError {
     /// True when no member could be reached (as opposed to a refusal).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable(_))
+        matches!(self, Self::Unreachable(_) | Self::Unknown(_))
     }
+}
+
+/// How to reach etcd: endpoints, TLS and authentication (`[store]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    /// CA certificates (PEM) that sign etcd's server certificates.
+    pub ca_file: Option<PathBuf>,
+    /// This host's client certificate and key (PEM), for etcd's
+    /// `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user, for `auth enable`d clusters.
+    pub username: Option<String>,
+    /// A file holding that user's password.
+    pub password_file: Option<PathBuf>,
 }
 
 /// One key-value pair.
@@ -72,13 +127,24 @@ pub enum WatchMessage {
     Other,
 }
 
+/// What the answers' headers said last.
+#[derive(Debug, Default)]
+struct Header {
+    cluster_id: Option<String>,
+    revision: i64,
+}
+
 /// The etcd client.
 #[derive(Debug)]
 pub struct Etcd {
-    endpoints: Vec<String>,
+    config: EtcdConfig,
     agent: ureq::Agent,
     watch_agent: ureq::Agent,
     preferred: AtomicUsize,
+    password: Option<zeroize::Zeroizing<String>>,
+    token: Mutex<Option<String>>,
+    header: Mutex<Header>,
+    reset: AtomicBool,
 }
 
 /// etcd's 64-bit numbers arrive as JSON strings (or are left out when 0).
@@ -153,99 +219,343 @@ pub fn range_kvs(response: &Value) -> Vec<Kv> {
         .unwrap_or_default()
 }
 
+/// An error answer's body. etcd sends it chunked with gRPC trailers, which
+/// the HTTP client's chunked reader stops at with an error: what was read
+/// before that is the body.
+fn error_body(resp: ureq::Response) -> String {
+    let mut buf = Vec::new();
+    let _ = resp.into_reader().take(64 * 1024).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// etcd's reason in an error body (`message` or `error`), else the body.
+fn reason_in(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            [&v["message"], &v["error"]]
+                .into_iter()
+                .filter_map(Value::as_str)
+                .find(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| body.trim().to_owned())
+}
+
+/// A member that is restarting, or overloaded: try another.
+fn is_transient(code: u16, reason: &str) -> bool {
+    matches!(code, 408 | 429 | 502 | 503 | 504)
+        || reason.contains("the client connection is closing")
+        || reason.contains("leader changed")
+        || reason.contains("no leader")
+}
+
+fn is_expired_token(reason: &str) -> bool {
+    reason.contains("(HTTP 401)")
+        || reason.contains("invalid auth token")
+        || reason.contains("token") && reason.contains("expired")
+}
+
+fn tls_config(config: &EtcdConfig) -> Result<Arc<rustls::ClientConfig>, EtcdError> {
+    let fail = |what: String| EtcdError::Failed(format!("etcd TLS: {what}"));
+    let read = |path: &PathBuf| -> Result<Vec<u8>, EtcdError> {
+        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca_file {
+        Some(path) => {
+            let pem = read(path)?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(fail(format!("{} holds no PEM certificate", path.display())));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots);
+    let tls = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => {
+            let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(format!("{}: {e}", cert.display())))?;
+            let key_pem = zeroize::Zeroizing::new(read(key)?);
+            let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+                .map_err(|e| fail(format!("{}: {e}", key.display())))?
+                .ok_or_else(|| fail(format!("{} holds no private key", key.display())))?;
+            builder
+                .with_client_auth_cert(certs, key_der)
+                .map_err(|e| fail(e.to_string()))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(fail(
+                "cert_file and key_file go together: give both or neither".into(),
+            ));
+        }
+    };
+    Ok(Arc::new(tls))
+}
+
 impl Etcd {
-    /// A client for `endpoints` (`http://host:port`).
-    pub fn new(endpoints: Vec<String>) -> Self {
-        let agent = ureq::AgentBuilder::new()
+    /// A client for `config`. Fails when a TLS or password file cannot be
+    /// read.
+    pub fn new(config: EtcdConfig) -> Result<Self, EtcdError> {
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .build();
-        let watch_agent = ureq::AgentBuilder::new()
+            .timeout(CALL_TIMEOUT);
+        let mut watch_agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout_read(WATCH_IDLE)
-            .timeout_write(CALL_TIMEOUT)
-            .build();
-        Self {
-            endpoints,
-            agent,
-            watch_agent,
-            preferred: AtomicUsize::new(0),
+            .timeout_write(CALL_TIMEOUT);
+        if config.endpoints.iter().any(|e| e.starts_with("https://")) {
+            let tls = tls_config(&config)?;
+            agent = agent.tls_config(tls.clone());
+            watch_agent = watch_agent.tls_config(tls);
         }
+        let password = match (&config.username, &config.password_file) {
+            (Some(_), Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    EtcdError::Failed(format!(
+                        "cannot read the etcd password file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(zeroize::Zeroizing::new(
+                    text.trim_end_matches(['\n', '\r']).to_owned(),
+                ))
+            }
+            (Some(_), None) => Some(zeroize::Zeroizing::new(String::new())),
+            _ => None,
+        };
+        Ok(Self {
+            config,
+            agent: agent.build(),
+            watch_agent: watch_agent.build(),
+            preferred: AtomicUsize::new(0),
+            password,
+            token: Mutex::new(None),
+            header: Mutex::new(Header::default()),
+            reset: AtomicBool::new(false),
+        })
     }
 
     /// The endpoints, comma-separated, for messages.
     pub fn endpoints(&self) -> String {
-        self.endpoints.join(",")
+        self.config.endpoints.join(",")
     }
 
-    /// POSTs `body` to `path` on the first endpoint that answers.
+    /// True (once) when an answer showed that etcd's history went
+    /// backwards or the cluster changed since the last answer: everything
+    /// must be read again.
+    pub fn take_reset(&self) -> bool {
+        self.reset.swap(false, Ordering::AcqRel)
+    }
+
+    /// Notes an answer's header (see the module docs).
+    fn saw(&self, header: &Value) {
+        let revision = num(&header["revision"]);
+        let cluster = header["cluster_id"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| header["cluster_id"].as_u64().map(|n| n.to_string()));
+        let mut h = self.header.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(known), Some(now)) = (&h.cluster_id, &cluster)
+            && known != now
+        {
+            warn!(was = %known, now = %now, "etcd's cluster id changed: reading everything again");
+            self.reset.store(true, Ordering::Release);
+            h.revision = 0;
+        }
+        if revision > 0 && revision < h.revision {
+            warn!(
+                was = h.revision,
+                now = revision,
+                "etcd's revision went backwards (restored from an older snapshot?): reading everything again"
+            );
+            self.reset.store(true, Ordering::Release);
+        }
+        if cluster.is_some() {
+            h.cluster_id = cluster;
+        }
+        if revision > 0 {
+            h.revision = revision;
+        }
+    }
+
+    /// A fresh token for an auth-enabled cluster.
+    fn authenticate(&self) -> Result<Option<String>, EtcdError> {
+        let (Some(name), Some(password)) = (&self.config.username, &self.password) else {
+            return Ok(None);
+        };
+        let body = json!({"name": name, "password": password.as_str()});
+        let resp = self.send(&self.agent, "/v3/auth/authenticate", &body, None)?;
+        let v: Value = serde_json::from_reader(resp.into_reader().take(1 << 20)).map_err(|e| {
+            EtcdError::Failed(format!("etcd's authentication answer is not JSON: {e}"))
+        })?;
+        let token = v["token"].as_str().map(str::to_owned).ok_or_else(|| {
+            EtcdError::Failed("etcd's authentication answer holds no token".into())
+        })?;
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        Ok(Some(token))
+    }
+
+    fn current_token(&self) -> Result<Option<String>, EtcdError> {
+        if self.config.username.is_none() {
+            return Ok(None);
+        }
+        let known = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match known {
+            Some(t) => Ok(Some(t)),
+            None => self.authenticate(),
+        }
+    }
+
+    /// POSTs `body` to `path` on the first endpoint that answers, with the
+    /// token when there is one. A unary call (`agent` is the unary agent)
+    /// has one deadline, [`CALL_TIMEOUT`], for all its tries: while the
+    /// members that answer are busy (a restart, an election) it goes round
+    /// them again until then; when none answers at all it fails at once. A
+    /// watch tries each member once.
+    fn send(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<ureq::Response, EtcdError> {
+        let unary = std::ptr::eq(agent, &self.agent);
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let text = body.to_string();
+        let endpoints = &self.config.endpoints;
+        let mut reasons: Vec<String> = Vec::new();
+        let mut sent = false;
+        let mut pause = ROUND_PAUSE_MIN;
+        loop {
+            let start = self.preferred.load(Ordering::Relaxed);
+            let mut round = Vec::new();
+            let mut busy = false;
+            for i in 0..endpoints.len() {
+                let n = (start + i) % endpoints.len();
+                let left = deadline.saturating_duration_since(Instant::now());
+                if unary && left.is_zero() {
+                    break;
+                }
+                let url = format!("{}{path}", endpoints[n].trim_end_matches('/'));
+                let mut request = agent.post(&url).set("Content-Type", "application/json");
+                if unary {
+                    request = request.timeout(left.min(TRY_TIMEOUT));
+                }
+                if let Some(t) = token {
+                    request = request.set("Authorization", t);
+                }
+                match request.send_string(&text) {
+                    Ok(resp) => {
+                        self.preferred.store(n, Ordering::Relaxed);
+                        return Ok(resp);
+                    }
+                    Err(ureq::Error::Status(code, resp)) => {
+                        let mut reason = reason_in(&error_body(resp));
+                        if reason.is_empty() {
+                            reason = match code {
+                                401 => "not authenticated (no valid token)".into(),
+                                403 => "permission denied".into(),
+                                _ => "no reason given".into(),
+                            };
+                        }
+                        if !is_transient(code, &reason) {
+                            return Err(EtcdError::Failed(format!(
+                                "etcd at {} refused the request (HTTP {code}): {reason}",
+                                endpoints[n]
+                            )));
+                        }
+                        // A member that answered "timed out" may have
+                        // passed the request on.
+                        sent |= reason.contains("timed out");
+                        busy = true;
+                        round.push(format!("{}: HTTP {code} {reason}", endpoints[n]));
+                    }
+                    Err(ureq::Error::Transport(t)) => {
+                        // Connected, then no answer (a timeout, a reset, a
+                        // member stopping): it may have applied the request,
+                        // and another member may answer. A refused
+                        // connection changed nothing.
+                        let text = t.to_string().to_lowercase();
+                        let tls_refused = ["alert", "certificate", "handshake"]
+                            .iter()
+                            .any(|w| text.contains(w));
+                        let connected = !tls_refused
+                            && !matches!(
+                                t.kind(),
+                                ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                            );
+                        sent |= connected;
+                        busy |= connected;
+                        round.push(format!("{}: {t}", endpoints[n]));
+                    }
+                }
+            }
+            if !round.is_empty() {
+                reasons = round;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !unary || !busy || left.is_zero() {
+                break;
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(ROUND_PAUSE_MAX);
+        }
+        let detail = reasons.join("; ");
+        if sent {
+            Err(EtcdError::Unknown(format!(
+                "etcd did not answer within {CALL_TIMEOUT:?} at {}: the outcome is unknown ({detail})",
+                self.endpoints()
+            )))
+        } else {
+            Err(EtcdError::Unreachable(format!(
+                "etcd is unreachable at {} ({detail})",
+                self.endpoints()
+            )))
+        }
+    }
+
+    /// [`Self::send`] with the token, getting a new one once if it expired.
     fn post(
         &self,
         agent: &ureq::Agent,
         path: &str,
         body: &Value,
     ) -> Result<ureq::Response, EtcdError> {
-        let text = body.to_string();
-        let start = self.preferred.load(Ordering::Relaxed);
-        let mut reasons = Vec::new();
-        for i in 0..self.endpoints.len() {
-            let n = (start + i) % self.endpoints.len();
-            let url = format!("{}{path}", self.endpoints[n].trim_end_matches('/'));
-            match agent
-                .post(&url)
-                .set("Content-Type", "application/json")
-                .send_string(&text)
-            {
-                Ok(resp) => {
-                    self.preferred.store(n, Ordering::Relaxed);
-                    return Ok(resp);
-                }
-                Err(ureq::Error::Status(code, resp)) => {
-                    let detail = resp.into_string().unwrap_or_default();
-                    let message = serde_json::from_str::<Value>(&detail)
-                        .ok()
-                        .and_then(|v| {
-                            [&v["message"], &v["error"]]
-                                .into_iter()
-                                .filter_map(Value::as_str)
-                                .find(|s| !s.is_empty())
-                                .map(str::to_owned)
-                        })
-                        .unwrap_or(detail);
-                    // A request etcd refuses is refused by every member.
-                    if (400..500).contains(&code) {
-                        return Err(EtcdError::Failed(format!(
-                            "etcd at {} refused the request: {}",
-                            self.endpoints[n],
-                            message.trim()
-                        )));
-                    }
-                    reasons.push(format!(
-                        "{}: HTTP {code} {}",
-                        self.endpoints[n],
-                        message.trim()
-                    ));
-                }
-                Err(ureq::Error::Transport(t)) => {
-                    reasons.push(format!("{}: {}", self.endpoints[n], t.kind()));
-                }
+        let token = self.current_token()?;
+        match self.send(agent, path, body, token.as_deref()) {
+            Err(EtcdError::Failed(reason)) if token.is_some() && is_expired_token(&reason) => {
+                // etcd forgets tokens (its TTL, a restart): get a new one.
+                let token = self.authenticate()?;
+                self.send(agent, path, body, token.as_deref())
             }
+            other => other,
         }
-        Err(EtcdError::Unreachable(format!(
-            "etcd is unreachable at {} ({})",
-            self.endpoints(),
-            reasons.join("; ")
-        )))
     }
 
     fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let resp = self.post(&self.agent, path, body)?;
-        serde_json::from_reader(resp.into_reader().take(256 * 1024 * 1024)).map_err(|e| {
-            EtcdError::Failed(format!(
-                "etcd at {} answered with bad JSON: {e}",
-                self.endpoints()
-            ))
-        })
+        let v: Value = serde_json::from_reader(resp.into_reader().take(256 * 1024 * 1024))
+            .map_err(|e| {
+                EtcdError::Failed(format!(
+                    "etcd at {} answered with bad JSON: {e}",
+                    self.endpoints()
+                ))
+            })?;
+        self.saw(&v["header"]);
+        Ok(v)
     }
 
     /// Every key under `prefix`, and the store's revision at that moment.
@@ -257,6 +567,25 @@ impl Etcd {
             .map(|a| a.iter().map(kv).collect())
             .unwrap_or_default();
         Ok((num(&v["header"]["revision"]), kvs))
+    }
+
+    /// The keys under `prefix` (no values) and their mod_revisions.
+    pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<(String, i64)>, EtcdError> {
+        let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)), "keys_only": true});
+        let v = self.call("/v3/kv/range", &body)?;
+        Ok(v["kvs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(&unb64(&kv["key"])).into_owned(),
+                            num(&kv["mod_revision"]),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// A transaction: `success` runs when every `compare` holds, else
@@ -276,6 +605,29 @@ impl Etcd {
             num(&v["header"]["revision"]),
             responses,
         ))
+    }
+
+    /// Whether etcd's history at `revision` is gone (compacted); `None`
+    /// when etcd could not be asked.
+    pub fn compacted_past(&self, revision: i64) -> Option<bool> {
+        let body = json!({"key": b64(b"/flux/"), "revision": revision.to_string(), "limit": "1"});
+        match self.call("/v3/kv/range", &body) {
+            Ok(_) => Some(false),
+            Err(EtcdError::Failed(reason)) if reason.contains("compacted") => Some(true),
+            Err(_) => None,
+        }
+    }
+
+    /// Discards etcd's history before `revision` (physically, so older
+    /// revisions can no longer be read).
+    pub fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let body = json!({"revision": revision.to_string(), "physical": true});
+        match self.call("/v3/kv/compaction", &body) {
+            Ok(_) => Ok(()),
+            // Someone compacted further already: the goal is met.
+            Err(EtcdError::Failed(reason)) if reason.contains("compacted") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens a watch on every key under `prefix` from `start_revision`, and
@@ -300,8 +652,10 @@ impl Etcd {
                 return Err(EtcdError::Failed(format!("etcd watch failed: {err}")));
             }
             let r = &v["result"];
+            self.saw(&r["header"]);
             let compact = num(&r["compact_revision"]);
             let revision = num(&r["header"]["revision"]);
+            self.saw(&r["header"]);
             let message = if compact > 0 {
                 WatchMessage::Compacted {
                     compact_revision: compact,
@@ -335,6 +689,9 @@ impl Etcd {
             if !on_message(message) {
                 return Ok(());
             }
+            if self.reset.load(Ordering::Acquire) {
+                return Ok(());
+            }
         }
         Err(EtcdError::Failed(format!(
             "etcd watch stream at {} closed",
@@ -353,5 +710,38 @@ mod tests {
         assert_eq!(prefix_end("a\u{7f}"), vec![b'a', 0x80]);
         assert_eq!(num(&json!("42")), 42);
         assert_eq!(num(&Value::Null), 0);
+    }
+
+    #[test]
+    fn reasons_are_passed_through_and_restarts_retried() {
+        assert_eq!(
+            reason_in(r#"{"error":"etcdserver: request is too large","code":3}"#),
+            "etcdserver: request is too large"
+        );
+        assert_eq!(reason_in("plain text\n"), "plain text");
+        assert!(is_transient(503, ""));
+        assert!(is_transient(500, "grpc: the client connection is closing"));
+        assert!(!is_transient(
+            400,
+            "etcdserver: too many operations in txn request"
+        ));
+        assert!(is_expired_token("etcdserver: invalid auth token"));
+    }
+
+    #[test]
+    fn a_revision_going_backwards_asks_for_a_resync() {
+        let etcd = Etcd::new(EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            ..EtcdConfig::default()
+        })
+        .unwrap();
+        etcd.saw(&json!({"cluster_id": "7", "revision": "49"}));
+        assert!(!etcd.take_reset());
+        etcd.saw(&json!({"cluster_id": "7", "revision": "50"}));
+        assert!(!etcd.take_reset());
+        etcd.saw(&json!({"cluster_id": "7", "revision": "14"}));
+        assert!(etcd.take_reset(), "revision 50 → 14");
+        etcd.saw(&json!({"cluster_id": "8", "revision": "20"}));
+        assert!(etcd.take_reset(), "another cluster");
     }
 }

@@ -1,95 +1,107 @@
-//! Where fleet mode keeps things in etcd, as typed keys:
+//! Where fleet mode keeps things in etcd, as typed keys. Everything a host
+//! acts on is a signed envelope ([`super::envelope`]) bound to its key.
 //!
 //! ```text
-//! /flux/v1/fleet                                    marker: this etcd holds a fleet
-//! /flux/v1/hosts/<recipient>                        the hosts of the fleet
-//! /flux/v1/projects/<name>/vault                    the sealed age vault
-//! /flux/v1/projects/<name>/keys/<host-recipient>    the project key, age-encrypted to that host
+//! /flux/v2/fleet/id                      the fleet's id, signed by its first host
+//! /flux/v2/fleet/hosts/<version>         the host list, each version signed by a host of the one before
+//! /flux/v2/fleet/vaults/<project>        the project's sealed age vault
+//! /flux/v2/fleet/deleted/<project>       a project's deletion
+//! /flux/v2/keys/<host>/<project>         the project's key, age-encrypted to that host
 //! ```
 //!
-//! Every key fluxd reads is parsed into an [`EtcdKey`]; one it does not
-//! recognize is passed over.
+//! A host watches two prefixes: `/flux/v2/fleet/` (what every host needs)
+//! and `/flux/v2/keys/<its recipient>/` (its own keys only), so it never
+//! receives another host's key writes.
 
 use flux_protocol::limits::validate_project_name;
 use std::fmt;
 
-/// The prefix of every key fluxd writes.
-pub const PREFIX: &str = "/flux/v1/";
-/// The prefix of the host registry.
-pub const HOSTS: &str = "/flux/v1/hosts/";
-/// The prefix of the projects.
-pub const PROJECTS: &str = "/flux/v1/projects/";
+/// What every host watches.
+pub const FLEET: &str = "/flux/v2/fleet/";
+/// The host lists, one key per version.
+pub const HOSTS: &str = "/flux/v2/fleet/hosts/";
+/// The vaults.
+pub const VAULTS: &str = "/flux/v2/fleet/vaults/";
+/// The deletions.
+pub const DELETED: &str = "/flux/v2/fleet/deleted/";
+/// The wrapped keys, by host.
+pub const KEYS: &str = "/flux/v2/keys/";
 
 /// A key of the layout above.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EtcdKey {
-    /// The marker written with the first host.
-    Marker,
-    /// A registered host.
-    Host(String),
+    /// The fleet's id.
+    Id,
+    /// The host list at one version.
+    Hosts(u64),
     /// A project's vault.
     Vault(String),
+    /// A project's deletion.
+    Deleted(String),
     /// A project's key, wrapped for one host.
-    Key { project: String, host: String },
+    Key { host: String, project: String },
 }
 
 impl fmt::Display for EtcdKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Marker => write!(f, "{PREFIX}fleet"),
-            Self::Host(h) => write!(f, "{HOSTS}{h}"),
-            Self::Vault(p) => write!(f, "{PROJECTS}{p}/vault"),
-            Self::Key { project, host } => write!(f, "{PROJECTS}{project}/keys/{host}"),
+            Self::Id => write!(f, "{FLEET}id"),
+            Self::Hosts(v) => write!(f, "{HOSTS}{v:020}"),
+            Self::Vault(p) => write!(f, "{VAULTS}{p}"),
+            Self::Deleted(p) => write!(f, "{DELETED}{p}"),
+            Self::Key { host, project } => write!(f, "{KEYS}{host}/{project}"),
         }
     }
+}
+
+fn project(name: &str) -> Option<String> {
+    validate_project_name(name).ok().map(|()| name.to_owned())
 }
 
 impl EtcdKey {
     /// Parses a key; `None` for one outside the layout.
     pub fn parse(key: &str) -> Option<Self> {
-        if key == format!("{PREFIX}fleet") {
-            return Some(Self::Marker);
+        if key == format!("{FLEET}id") {
+            return Some(Self::Id);
         }
-        if let Some(host) = key.strip_prefix(HOSTS) {
-            return Some(Self::Host(host.to_owned()));
+        if let Some(v) = key.strip_prefix(HOSTS) {
+            return (v.len() == 20 && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse().ok().map(Self::Hosts))
+                .flatten();
         }
-        let (project, tail) = key.strip_prefix(PROJECTS)?.split_once('/')?;
-        validate_project_name(project).ok()?;
-        if tail == "vault" {
-            return Some(Self::Vault(project.to_owned()));
+        if let Some(p) = key.strip_prefix(VAULTS) {
+            return project(p).map(Self::Vault);
         }
-        match tail.strip_prefix("keys/") {
-            Some(host) if !host.is_empty() => Some(Self::Key {
-                project: project.to_owned(),
-                host: host.to_owned(),
-            }),
-            _ => None,
+        if let Some(p) = key.strip_prefix(DELETED) {
+            return project(p).map(Self::Deleted);
+        }
+        let (host, name) = key.strip_prefix(KEYS)?.split_once('/')?;
+        if host.is_empty() {
+            return None;
+        }
+        Some(Self::Key {
+            host: host.to_owned(),
+            project: project(name)?,
+        })
+    }
+
+    /// A project's vault key.
+    pub fn vault(name: &str) -> Self {
+        Self::Vault(name.to_owned())
+    }
+
+    /// A project's key for `host`.
+    pub fn key(host: &str, name: &str) -> Self {
+        Self::Key {
+            host: host.to_owned(),
+            project: name.to_owned(),
         }
     }
 }
 
-/// `/flux/v1/projects/<name>/`: everything of one project.
-pub fn project_prefix(name: &str) -> String {
-    format!("{PROJECTS}{name}/")
-}
-
-/// `/flux/v1/projects/<name>/vault`.
-pub fn vault_key(name: &str) -> String {
-    EtcdKey::Vault(name.to_owned()).to_string()
-}
-
-/// `/flux/v1/projects/<name>/keys/<recipient>`.
-pub fn wrapped_key(name: &str, recipient: &str) -> String {
-    EtcdKey::Key {
-        project: name.to_owned(),
-        host: recipient.to_owned(),
-    }
-    .to_string()
-}
-
-/// `/flux/v1/hosts/<recipient>`.
-pub fn host_key(recipient: &str) -> String {
-    EtcdKey::Host(recipient.to_owned()).to_string()
+/// `/flux/v2/keys/<host>/`: the keys wrapped for one host.
+pub fn keys_of(host: &str) -> String {
+    format!("{KEYS}{host}/")
 }
 
 #[cfg(test)]
@@ -99,18 +111,17 @@ mod tests {
     #[test]
     fn keys_parse_and_print_back() {
         for key in [
-            EtcdKey::Marker,
-            EtcdKey::Host("age1x".into()),
-            EtcdKey::Vault("app".into()),
-            EtcdKey::Key {
-                project: "app".into(),
-                host: "age1x".into(),
-            },
+            EtcdKey::Id,
+            EtcdKey::Hosts(7),
+            EtcdKey::vault("app"),
+            EtcdKey::Deleted("app".into()),
+            EtcdKey::key("age1x", "app"),
         ] {
             assert_eq!(EtcdKey::parse(&key.to_string()), Some(key));
         }
-        assert_eq!(EtcdKey::parse("/flux/v1/projects/-bad/vault"), None);
-        assert_eq!(EtcdKey::parse("/flux/v1/projects/app/other"), None);
+        assert_eq!(EtcdKey::parse("/flux/v2/fleet/vaults/-bad"), None);
+        assert_eq!(EtcdKey::parse("/flux/v2/fleet/hosts/7"), None);
+        assert_eq!(EtcdKey::parse("/flux/v2/keys//app"), None);
         assert_eq!(EtcdKey::parse("/elsewhere"), None);
     }
 }

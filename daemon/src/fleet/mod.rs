@@ -1,9 +1,16 @@
 //! Fleet mode: etcd as a replicated store, so a secret set on one host is
-//! served by every host within milliseconds (`docs/FLEET.md`).
+//! served by every host within milliseconds (`docs/FLEET.md`) — and an
+//! attacker who can write etcd but holds no host's key can change nothing
+//! any host serves.
 //!
-//! - [`etcd`]: a small blocking client for etcd's v3 JSON gateway;
+//! - [`etcd`]: a small blocking client for etcd's v3 JSON gateway (TLS,
+//!   authentication, deadlines, member retries);
 //! - [`layout`]: where things are in etcd, as typed keys;
-//! - [`identity`]: this host's key, and the wrapping of project keys;
+//! - [`identity`]: this host's keys (age for wrapping, Ed25519 for
+//!   signing), join tokens and the fleet id;
+//! - [`envelope`]: the signed envelope every etcd value is;
+//! - [`cache`]: what this host holds, every piece verified against the
+//!   fleet's host list and the versions it already accepted;
 //! - [`store`]: [`EtcdStore`], the [`crate::store::Store`] kept in etcd with
 //!   a sealed local copy;
 //! - [`hosts`]: adding and removing the hosts that may serve projects
@@ -13,6 +20,8 @@
 //! The local folder store stays the default; `--store etcd` (or `[store]
 //! kind = "etcd"`) selects this one, through [`open`].
 
+pub mod cache;
+pub mod envelope;
 pub mod etcd;
 pub mod hosts;
 pub mod identity;
@@ -22,32 +31,34 @@ mod watch;
 
 use crate::error::{Error, Result};
 use crate::store::Opened;
+pub use etcd::EtcdConfig;
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 pub use store::EtcdStore;
-use tracing::{info, warn};
+use tracing::info;
 
-/// Opens fleet mode (blocking): this host's identity, a full read of etcd
-/// — or, when etcd is unreachable, the local sealed copy, served until it
-/// is back — the watch, and host administration.
-pub fn open(state_dir: &Path, endpoints: Vec<String>) -> Result<Opened> {
-    let store = Arc::new(EtcdStore::open(state_dir, endpoints)?);
-    let synced = match store.bootstrap().and_then(|first| {
-        if first {
-            info!(recipient = %store.recipient(), "first host of a new fleet: registered this host");
-        }
-        store.resync()
-    }) {
-        Ok(_) => true,
-        Err(e) => {
-            warn!(error = %e, "etcd is unreachable at start; serving the local sealed copies until it is back");
-            store.set_outage(Some(e.to_string()));
-            false
-        }
-    };
-    info!(recipient = %store.recipient(), endpoints = %store.endpoints(), "fleet mode: vaults are kept in etcd");
-    let feed = watch::follow(store.clone(), synced)?;
+/// Operations per etcd transaction fluxd sends at most: etcd refuses more
+/// than `--max-txn-ops` (128 by default), so larger writes (a project
+/// wrapped for many hosts) are split.
+pub const MAX_TXN_OPS: usize = 100;
+
+/// Opens fleet mode (blocking): this host's identity, the fleet it
+/// pinned, a full read of etcd — or, when etcd is unreachable, the local
+/// sealed copy, served until it is back — the watch, and host
+/// administration.
+pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Opened> {
+    let store = Arc::new(EtcdStore::open(state_dir, options)?);
+    let synced = store.start(options.publish_fleet)?;
+    info!(
+        recipient = %store.recipient(),
+        endpoints = %store.endpoints(),
+        fleet = store.fleet_id().as_deref().unwrap_or("(none yet)"),
+        join_token = %store.identity().record().join_token(),
+        "fleet mode: vaults are kept in etcd"
+    );
+    let revision = if synced { store.revision() } else { 0 };
+    let feed = watch::follow(store.clone(), revision)?;
     let hosts = Arc::new(hosts::FleetHosts::new(store.clone()));
     Ok(Opened { store, feed, hosts })
 }
@@ -58,9 +69,33 @@ pub fn open(state_dir: &Path, endpoints: Vec<String>) -> Result<Opened> {
 pub struct StoreFile {
     /// `"local"` (the default) or `"etcd"`.
     pub kind: Option<String>,
-    /// etcd client URLs, `http://host:port`.
+    /// etcd client URLs, `http://host:port` or `https://host:port`.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// CA certificates (PEM) for `https://` endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// This host's client certificate and key (PEM).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user (clusters with `auth enable`), and its password's file.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// The fleet this host belongs to (`fleet:…`), as a host of the fleet
+    /// shows it (`fluxctl hosts list`).
+    pub fleet_id: Option<String>,
+    /// Discard etcd's history past a project deletion (default true).
+    pub compact_on_delete: Option<bool>,
+}
+
+/// How to run fleet mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetOptions {
+    pub etcd: EtcdConfig,
+    pub fleet_id: Option<String>,
+    /// Write this host's fleet back to an etcd that holds none
+    /// (`--publish-fleet`).
+    pub publish_fleet: bool,
+    pub compact_on_delete: bool,
 }
 
 /// Where keys and vaults are kept.
@@ -69,8 +104,24 @@ pub enum StoreChoice {
     /// `<state>/keys` and `<state>/vaults`.
     #[default]
     Local,
-    /// etcd at these endpoints.
-    Etcd { endpoints: Vec<String> },
+    /// etcd (fleet mode).
+    Etcd(FleetOptions),
+}
+
+fn check_endpoints(endpoints: &[String]) -> Result<()> {
+    if endpoints.is_empty() {
+        return Err(Error::Config(
+            "the etcd store needs endpoints: --etcd-endpoints http://127.0.0.1:2379,… or [store] endpoints = [\"http://…\"]".into(),
+        ));
+    }
+    for e in endpoints {
+        if !e.starts_with("http://") && !e.starts_with("https://") {
+            return Err(Error::Config(format!(
+                "etcd endpoint {e:?} must be a URL like http://127.0.0.1:2379 or https://10.0.0.1:2379"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl StoreChoice {
@@ -93,50 +144,70 @@ impl StoreChoice {
                 Ok(Self::Local)
             }
             "etcd" => {
-                if endpoints.is_empty() {
+                check_endpoints(&endpoints)?;
+                if file.password_file.is_some() && file.username.is_none() {
                     return Err(Error::Config(
-                        "the etcd store needs endpoints: --etcd-endpoints http://127.0.0.1:2379,… or [store] endpoints = [\"http://…\"]".into(),
+                        "[store] password_file needs [store] username".into(),
                     ));
                 }
-                for e in &endpoints {
-                    if e.starts_with("https://") {
-                        return Err(Error::Config(format!(
-                            "etcd endpoint {e}: TLS to etcd is not supported yet (see docs/FLEET.md); use http:// on a trusted network or a local TLS proxy"
-                        )));
-                    }
-                    if !e.starts_with("http://") {
-                        return Err(Error::Config(format!(
-                            "etcd endpoint {e:?} must be a URL like http://127.0.0.1:2379"
-                        )));
-                    }
+                if let Some(id) = &file.fleet_id {
+                    identity::parse_fleet_id(id)?;
                 }
-                Ok(Self::Etcd { endpoints })
+                Ok(Self::Etcd(FleetOptions {
+                    etcd: EtcdConfig {
+                        endpoints,
+                        ca_file: file.ca_file.clone(),
+                        cert_file: file.cert_file.clone(),
+                        key_file: file.key_file.clone(),
+                        username: file.username.clone(),
+                        password_file: file.password_file.clone(),
+                    },
+                    fleet_id: file.fleet_id.clone(),
+                    publish_fleet: false,
+                    compact_on_delete: file.compact_on_delete.unwrap_or(true),
+                }))
             }
             other => Err(Error::Config(format!(
                 "unknown store {other:?}: use \"local\" or \"etcd\""
             ))),
         }
     }
-}
 
-impl StoreChoice {
-    /// Applies `--store` and `--etcd-endpoints` over what the config file
-    /// chose.
-    pub fn with_flags(self, kind: Option<&str>, endpoints: &[String]) -> Result<Self> {
-        if kind.is_none() && endpoints.is_empty() {
-            return Ok(self);
-        }
-        if kind == Some("local") && endpoints.is_empty() {
-            return Ok(Self::Local);
-        }
-        let file = match self {
-            Self::Local => StoreFile::default(),
-            Self::Etcd { endpoints } => StoreFile {
-                kind: Some("etcd".into()),
-                endpoints,
-            },
+    /// Applies `--store`, `--etcd-endpoints`, `--fleet-id` and
+    /// `--publish-fleet` over what the config file chose.
+    pub fn with_flags(
+        self,
+        kind: Option<&str>,
+        endpoints: &[String],
+        fleet_id: Option<&str>,
+        publish_fleet: bool,
+    ) -> Result<Self> {
+        let choice = match (kind, endpoints.is_empty(), self) {
+            (None, true, choice) => choice,
+            (Some("local"), true, _) => Self::Local,
+            (kind, _, Self::Etcd(mut options)) if kind != Some("local") => {
+                if !endpoints.is_empty() {
+                    check_endpoints(endpoints)?;
+                    options.etcd.endpoints = endpoints.to_vec();
+                }
+                Self::Etcd(options)
+            }
+            (kind, _, _) => Self::resolve(kind, endpoints, &StoreFile::default())?,
         };
-        Self::resolve(kind, endpoints, &file)
+        match choice {
+            Self::Etcd(mut options) => {
+                if let Some(id) = fleet_id {
+                    identity::parse_fleet_id(id)?;
+                    options.fleet_id = Some(id.to_owned());
+                }
+                options.publish_fleet = publish_fleet;
+                Ok(Self::Etcd(options))
+            }
+            Self::Local if fleet_id.is_some() || publish_fleet => Err(Error::Config(
+                "--fleet-id and --publish-fleet are for fleet mode (--store etcd)".into(),
+            )),
+            local => Ok(local),
+        }
     }
 }
 
@@ -153,19 +224,18 @@ mod tests {
         );
         assert!(StoreChoice::resolve(Some("etcd"), &[], &f).is_err());
         let e = vec!["http://127.0.0.1:2379".to_owned()];
-        assert_eq!(
+        assert!(matches!(
             StoreChoice::resolve(Some("etcd"), &e, &f).unwrap(),
-            StoreChoice::Etcd {
-                endpoints: e.clone()
-            }
-        );
+            StoreChoice::Etcd(FleetOptions { ref etcd, compact_on_delete: true, .. }) if etcd.endpoints == e
+        ));
         let file: StoreFile =
             toml::from_str("kind = \"etcd\"\nendpoints = [\"http://127.0.0.1:1\"]\n").unwrap();
         assert!(matches!(
             StoreChoice::resolve(None, &[], &file).unwrap(),
-            StoreChoice::Etcd { .. }
+            StoreChoice::Etcd(_)
         ));
-        assert!(StoreChoice::resolve(Some("etcd"), &["https://x:1".into()], &f).is_err());
+        assert!(StoreChoice::resolve(Some("etcd"), &["https://x:1".into()], &f).is_ok());
+        assert!(StoreChoice::resolve(Some("etcd"), &["x:1".into()], &f).is_err());
         assert!(toml::from_str::<StoreFile>("kinds = 1").is_err());
     }
 
@@ -176,17 +246,20 @@ mod tests {
         )
         .unwrap();
         let choice = StoreChoice::resolve(None, &[], &f.store).unwrap();
-        assert!(matches!(choice, StoreChoice::Etcd { ref endpoints } if endpoints.len() == 2));
+        assert!(matches!(choice, StoreChoice::Etcd(ref o) if o.etcd.endpoints.len() == 2));
         // Flags win over the file.
         assert_eq!(
-            choice.clone().with_flags(Some("local"), &[]).unwrap(),
+            choice
+                .clone()
+                .with_flags(Some("local"), &[], None, false)
+                .unwrap(),
             StoreChoice::Local
         );
         let flag = vec!["http://127.0.0.1:3".to_owned()];
-        assert_eq!(
-            choice.with_flags(None, &flag).unwrap(),
-            StoreChoice::Etcd { endpoints: flag }
-        );
+        assert!(matches!(
+            choice.with_flags(None, &flag, None, true).unwrap(),
+            StoreChoice::Etcd(ref o) if o.etcd.endpoints == flag && o.publish_fleet
+        ));
         assert!(toml::from_str::<crate::config::FileConfig>("[store]\nendpoint = []\n").is_err());
     }
 }

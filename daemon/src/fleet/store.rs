@@ -1,119 +1,269 @@
-//! [`EtcdStore`]: project keys and sealed vaults kept in etcd, with a sealed
-//! copy on local disk that serves while etcd is unreachable.
+//! [`EtcdStore`]: project keys and sealed vaults kept in etcd as signed
+//! envelopes, verified before use ([`super::cache`]), with a sealed local
+//! copy (`<state>/fleet/`, the accepted envelopes, mode 0600) that serves
+//! while etcd is unreachable and remembers, across restarts, the highest
+//! version this host accepted of everything (so nothing older is accepted
+//! after a restart either).
 //!
-//! Keys are laid out as [`super::layout`] says (see `docs/FLEET.md`).
-//! etcd only ever holds ciphertext: vaults are the same age files the local
-//! store writes, and a project key is stored once per host, wrapped to that
-//! host's own age identity (`<state>/host.key`).
+//! Reads come from the verified cache, so a get never waits on etcd.
+//! Writes go to etcd first, signed by this host, compared on the vault's
+//! mod_revision: when another host wrote first, this host reads the newer
+//! vault, verifies it, and the project applies its change again. A vault
+//! that disappeared from etcd without a signed deletion is written back
+//! (with every host's wrapped key) by the next write.
 //!
-//! Reads come from an in-memory cache mirrored to `<state>/fleet/`
-//! (`vaults/<name>.age`, `keys/<name>.key`, both mode 0600, the key still
-//! wrapped): the watcher ([`super::watch`]) keeps it current, so a get
-//! never waits on etcd and a restart during an outage still serves. Writes
-//! go to etcd first and are compared on the vault key's mod_revision.
+//! The local copy is written after the new vault is served, off the
+//! request path ([`EtcdStore::flush`]), in the order the changes were
+//! accepted.
 
+use super::cache::{Applied, Cache, Persist};
+use super::envelope::{self, Kind};
 use super::etcd::{self, Etcd, EtcdError, Kv, WatchEvent};
-use super::identity::{host_identity, parse_recipient, wrap_for};
-use super::layout::{EtcdKey, HOSTS, PROJECTS, host_key, project_prefix, vault_key, wrapped_key};
+use super::identity::{HostIdentity, fleet_id, parse_fleet_id, parse_recipient, wrap_for};
+use super::layout::{EtcdKey, FLEET, HOSTS, keys_of};
+use super::{FleetOptions, MAX_TXN_OPS};
 use crate::error::{Error, Location, Result, Unavailable};
 use crate::store::Store;
-use crate::store::local::{MAX_KEY_FILE, MAX_VAULT_FILE, names_in};
+use crate::store::local::MAX_VAULT_FILE;
 use flux_vault::files::{ensure_private_dir, read_regular, remove_durably, write_atomic};
 use flux_vault::keys::ProjectKey;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-/// The cache of what etcd holds for this host.
-#[derive(Debug, Default)]
-struct Cache {
-    /// The last etcd revision applied.
-    revision: i64,
-    /// Vault ciphertext and its mod_revision (0: read from the local copy).
-    vaults: BTreeMap<String, (Vec<u8>, i64)>,
-    /// This host's wrapped copy of each project key.
-    keys: BTreeMap<String, Vec<u8>>,
-    /// Why etcd cannot be reached, while it cannot.
-    outage: Option<String>,
-}
-
-/// What changed when etcd data was applied to the cache.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// Projects whose key or vault changed.
-    pub changed: BTreeSet<String>,
-    /// Projects this host no longer holds a key for.
-    pub gone: BTreeSet<String>,
-}
-
 /// The etcd store. See the module docs.
 #[derive(Debug)]
 pub struct EtcdStore {
     etcd: Etcd,
-    host: Arc<ProjectKey>,
+    identity: Arc<HostIdentity>,
     me: String,
     dir: PathBuf,
     cache: Mutex<Cache>,
-    /// Local-copy writes not yet made: (file, new contents or removal).
-    pending: Mutex<Vec<(PathBuf, Option<Vec<u8>>)>>,
+    /// Local-copy writes not yet made, in order.
+    pending: Mutex<Vec<Persist>>,
     flushing: Mutex<()>,
+    compact_on_delete: bool,
+    /// The change feed, once the watch runs: what a write's or a repair's
+    /// read of etcd changed is announced on it too.
+    feed: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::store::Change>>,
+    /// Deleted projects etcd's history still holds, with the revision of
+    /// the deletion, until etcd is compacted past it.
+    remains: Mutex<std::collections::BTreeMap<String, (i64, String)>>,
 }
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// The order a full read is applied in: the fleet id, the host lists by
+/// version, then the rest.
+fn apply_order(kvs: &mut [(EtcdKey, Kv)]) {
+    kvs.sort_by_key(|(k, _)| match k {
+        EtcdKey::Id => (0, 0),
+        EtcdKey::Hosts(v) => (1, *v),
+        EtcdKey::Deleted(_) => (2, 0),
+        EtcdKey::Vault(_) => (3, 0),
+        EtcdKey::Key { .. } => (4, 0),
+    });
+}
+
 impl EtcdStore {
-    /// Opens the store: this host's identity and the local sealed copy
-    /// under `state_dir`. Nothing is read from etcd yet ([`Self::resync`]).
-    pub fn open(state_dir: &Path, endpoints: Vec<String>) -> Result<Self> {
-        let host = host_identity(&state_dir.join("host.key"))?;
+    /// Opens the store: this host's identity, the pinned fleet, and the
+    /// local sealed copy under `state_dir`. Nothing is read from etcd yet
+    /// ([`Self::start`]).
+    pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Self> {
+        let identity = HostIdentity::load_or_create(&state_dir.join("host.key"))?;
+        let me = identity.recipient();
         let dir = state_dir.join("fleet");
-        ensure_private_dir(&dir)?;
-        ensure_private_dir(&dir.join("vaults"))?;
-        ensure_private_dir(&dir.join("keys"))?;
-        let mut cache = Cache::default();
-        for name in names_in(&dir.join("keys"), ".key")? {
-            let path = dir.join("keys").join(format!("{name}.key"));
-            let key = read_regular(&path, MAX_KEY_FILE)?
-                .ok_or_else(|| Error::io("read", &path, std::io::ErrorKind::NotFound.into()))?;
-            cache.keys.insert(name.clone(), key);
-            let vault = dir.join("vaults").join(format!("{name}.age"));
-            if let Ok(Some(v)) = read_regular(&vault, MAX_VAULT_FILE) {
-                cache.vaults.insert(name, (v, 0));
+        for sub in ["", "hosts", "vaults", "keys", "deleted"] {
+            ensure_private_dir(&dir.join(sub))?;
+        }
+        let read = |name: &str| -> Result<Option<Vec<u8>>> {
+            Ok(read_regular(&dir.join(name), MAX_VAULT_FILE)?)
+        };
+        let local_id = read("id")?;
+        let local_pin = match &local_id {
+            Some(raw) => {
+                let env = envelope::Envelope::parse(raw, Kind::Fleet, &EtcdKey::Id)
+                    .map_err(|e| Error::Config(format!("{}: {e}", dir.join("id").display())))?;
+                let pin = parse_fleet_id(&String::from_utf8_lossy(&env.payload))?;
+                if !env.signed_by(&pin) {
+                    return Err(Error::Config(format!(
+                        "{}: not signed by the fleet it names",
+                        dir.join("id").display()
+                    )));
+                }
+                Some(pin)
+            }
+            None => None,
+        };
+        let pin = match (&options.fleet_id, local_pin) {
+            (Some(id), Some(local)) => {
+                let wanted = parse_fleet_id(id)?;
+                if wanted != local {
+                    return Err(Error::Config(format!(
+                        "this host belongs to fleet {}, not {id}: remove [store] fleet_id (or --fleet-id), or move {} away to leave the old fleet",
+                        fleet_id(&local),
+                        dir.display()
+                    )));
+                }
+                Some(local)
+            }
+            (Some(id), None) => Some(parse_fleet_id(id)?),
+            (None, local) => local,
+        };
+        let mut cache = Cache::new(me.clone(), pin);
+        if let Some(raw) = local_id {
+            cache.load_local_id(raw);
+        }
+        for name in crate::store::local::names_in(&dir.join("hosts"), "")? {
+            let file = dir.join("hosts").join(&name);
+            let (Ok(version), Some(raw)) = (name.parse::<u64>(), read(&format!("hosts/{name}"))?)
+            else {
+                continue;
+            };
+            cache
+                .load_local_hosts(version, raw)
+                .map_err(|e| Error::Config(format!("{}: {e}", file.display())))?;
+        }
+        for (sub, make) in [
+            ("vaults", EtcdKey::vault as fn(&str) -> EtcdKey),
+            ("deleted", |p: &str| EtcdKey::Deleted(p.to_owned())),
+        ] {
+            for name in crate::store::local::names_in(&dir.join(sub), "")? {
+                if let Some(raw) = read(&format!("{sub}/{name}"))?
+                    && let Err(e) = cache.load_local(&make(&name), raw)
+                {
+                    warn!(file = %format!("{sub}/{name}"), error = %e, "local sealed copy not used");
+                }
             }
         }
+        for name in crate::store::local::names_in(&dir.join("keys"), "")? {
+            if let Some(raw) = read(&format!("keys/{name}"))?
+                && let Err(e) = cache.load_local(&EtcdKey::key(&me, &name), raw)
+            {
+                warn!(file = %format!("keys/{name}"), error = %e, "local sealed copy not used");
+            }
+        }
+        let etcd = Etcd::new(options.etcd.clone()).map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self {
-            etcd: Etcd::new(endpoints),
-            me: host.recipient().to_string(),
-            host: Arc::new(host),
+            etcd,
+            identity: Arc::new(identity),
+            me,
             dir,
             cache: Mutex::new(cache),
             pending: Mutex::new(Vec::new()),
             flushing: Mutex::new(()),
+            compact_on_delete: options.compact_on_delete,
+            feed: std::sync::OnceLock::new(),
+            remains: Mutex::new(std::collections::BTreeMap::new()),
         })
-    }
-
-    /// This host's age recipient.
-    pub fn recipient(&self) -> &str {
-        &self.me
-    }
-
-    /// This host's identity, to unwrap project keys.
-    pub fn host(&self) -> &ProjectKey {
-        &self.host
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The last etcd revision applied.
+    /// This host's recipient.
+    pub fn recipient(&self) -> &str {
+        &self.me
+    }
+
+    /// This host's identity.
+    pub fn identity(&self) -> &HostIdentity {
+        &self.identity
+    }
+
+    /// The etcd endpoints, for messages.
+    pub fn endpoints(&self) -> String {
+        self.etcd.endpoints()
+    }
+
+    /// The etcd revision last read in full.
     pub fn revision(&self) -> i64 {
         self.cache().revision
+    }
+
+    /// The pinned fleet's id, once known.
+    pub fn fleet_id(&self) -> Option<String> {
+        self.cache().pin.map(|k| fleet_id(&k))
+    }
+
+    /// The held host list: its version and its hosts.
+    pub fn host_list(&self) -> Option<super::cache::HostList> {
+        self.cache().host_list().cloned()
+    }
+
+    /// Fleet-wide problems, one sentence each.
+    pub fn problems(&self) -> Vec<String> {
+        let cache = self.cache();
+        let mut out: Vec<String> = cache.outage.iter().chain(&cache.problem).cloned().collect();
+        match cache.host_list() {
+            Some(list) if !list.contains(&self.me) => out.push(format!(
+                "this host is not in the fleet's host list: on a host of the fleet run `fluxctl hosts add {}`",
+                self.identity.record().join_token()
+            )),
+            _ => {}
+        }
+        for (key, reason) in cache.refused.iter().filter(|(k, _)| k.starts_with(HOSTS)) {
+            out.push(format!("{key} refused: {reason}"));
+        }
+        drop(cache);
+        for (project, (_, note)) in self
+            .remains
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push(format!("project {project} was deleted, but {note}"));
+        }
+        out
+    }
+
+    /// True while a deleted project's history waits for compaction.
+    pub fn has_remains(&self) -> bool {
+        !self
+            .remains
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Forgets the deleted projects whose history etcd no longer holds
+    /// (compacted since, by anyone).
+    pub fn check_remains(&self) {
+        let waiting: Vec<(String, i64)> = self
+            .remains
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(p, (r, _))| (p.clone(), *r))
+            .collect();
+        for (project, revision) in waiting {
+            if self.etcd.compacted_past(revision - 1) == Some(true) {
+                info!(
+                    project,
+                    "etcd's history of the deleted project is compacted"
+                );
+                self.remains
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&project);
+            }
+        }
+    }
+
+    /// True while etcd is taken to be unreachable.
+    pub fn has_outage(&self) -> bool {
+        self.cache().outage.is_some()
+    }
+
+    /// Asks etcd for the fleet id: clears the outage when it answers.
+    pub fn probe(&self) {
+        let _ = self.range_prefix(&EtcdKey::Id.to_string());
     }
 
     /// Records that etcd answered, or why it did not.
@@ -129,34 +279,303 @@ impl EtcdStore {
         cache.outage = outage;
     }
 
-    /// Maps an etcd failure to a daemon error, noting the outage.
+    /// Maps an etcd failure to a daemon error, noting an outage.
     pub(super) fn fail(&self, e: EtcdError) -> Error {
         if e.is_unreachable() {
             self.set_outage(Some(e.to_string()));
         }
-        Error::Unavailable(Unavailable::Store(e.to_string()))
+        match e {
+            EtcdError::Unknown(reason) => Error::Unavailable(Unavailable::Unknown(reason)),
+            other => Error::Unavailable(Unavailable::Store(other.to_string())),
+        }
     }
 
     /// A transaction, its failure mapped ([`Self::fail`]).
     pub(super) fn txn(
         &self,
-        compare: Vec<serde_json::Value>,
-        success: Vec<serde_json::Value>,
-        failure: Vec<serde_json::Value>,
-    ) -> Result<(bool, i64, Vec<serde_json::Value>)> {
-        self.etcd
+        compare: Vec<Value>,
+        success: Vec<Value>,
+        failure: Vec<Value>,
+    ) -> Result<(bool, i64, Vec<Value>)> {
+        let answer = self
+            .etcd
             .txn(compare, success, failure)
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e))?;
+        self.set_outage(None);
+        Ok(answer)
+    }
+
+    /// Runs `ops` unconditionally in transactions of at most
+    /// [`MAX_TXN_OPS`] operations (etcd's default `--max-txn-ops` is 128).
+    pub(super) fn put_all(&self, ops: Vec<Value>) -> Result<i64> {
+        let mut revision = 0;
+        for chunk in ops.chunks(MAX_TXN_OPS) {
+            revision = self.txn(vec![], chunk.to_vec(), vec![])?.1;
+        }
+        Ok(revision)
     }
 
     /// Everything under `prefix`, its failure mapped ([`Self::fail`]).
     pub(super) fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>)> {
-        self.etcd.range_prefix(prefix).map_err(|e| self.fail(e))
+        let answer = self.etcd.range_prefix(prefix).map_err(|e| self.fail(e))?;
+        self.set_outage(None);
+        Ok(answer)
     }
 
-    /// The etcd endpoints, for messages.
-    pub fn endpoints(&self) -> String {
-        self.etcd.endpoints()
+    /// Signs `payload` for `key` as this host.
+    pub(super) fn sign(&self, kind: Kind, key: &EtcdKey, version: u64, payload: &[u8]) -> Vec<u8> {
+        envelope::seal(kind, key, version, payload, &self.identity)
+    }
+
+    /// Joins the fleet as etcd holds it, founds a new one, or reports why
+    /// it does neither; then reads everything. Returns whether the cache is
+    /// in step with etcd (else the watch starts with a full read).
+    ///
+    /// Local sealed copies are never wiped because etcd is empty: a host
+    /// holding fleet data that finds no fleet in etcd serves its copies and
+    /// says so, until restarted with `publish` (`--publish-fleet`), which
+    /// writes its fleet (the same fleet id, host lists and projects) back.
+    pub fn start(&self, publish: bool) -> Result<bool> {
+        let (_, kvs) = match self.etcd.range_prefix(&EtcdKey::Id.to_string()) {
+            Ok(answer) => answer,
+            Err(e) => {
+                warn!(error = %e, "etcd is unreachable at start; serving the local sealed copies until it is back");
+                self.set_outage(Some(e.to_string()));
+                return Ok(false);
+            }
+        };
+        let in_etcd = !kvs.is_empty();
+        let (pinned, holds_data, holds_id) = {
+            let c = self.cache();
+            (
+                c.pin.is_some(),
+                !c.vaults.is_empty() || !c.keys.is_empty() || c.hosts.is_some(),
+                c.id.is_some(),
+            )
+        };
+        match (in_etcd, pinned) {
+            (false, false) if !holds_data => self.found(),
+            (false, true) if publish && holds_id => {
+                self.resync().map_err(|e| self.fail(e))?;
+                self.repair(true)?;
+                info!(
+                    fleet = self.fleet_id().as_deref().unwrap_or(""),
+                    "wrote this host's fleet back to an etcd that held none"
+                );
+                Ok(true)
+            }
+            (false, _) => {
+                let advice = if holds_id {
+                    "if this is the fleet's etcd and it lost its data, restart one host of the fleet with --publish-fleet to write the fleet back"
+                } else {
+                    "check [store] endpoints; this host was told to join a fleet it has never seen there"
+                };
+                self.cache().problem = Some(format!(
+                    "etcd at {} holds no fleet (a typo in the endpoints, or a rebuilt or restored cluster?): serving this host's sealed copies, which are never wiped for it; {advice}",
+                    self.etcd.endpoints()
+                ));
+                warn!("etcd holds no fleet; serving this host's sealed copies");
+                Ok(false)
+            }
+            (true, false) => {
+                self.cache().problem = Some(format!(
+                    "etcd holds a fleet this host has not joined: start fluxd with --fleet-id (or [store] fleet_id) set to the fleet id `fluxctl hosts list` shows on a host of the fleet, then run `fluxctl hosts add {}` there",
+                    self.identity.record().join_token()
+                ));
+                warn!("etcd holds a fleet and this host has no fleet id: serving nothing from it");
+                Ok(false)
+            }
+            (true, true) => {
+                self.resync().map_err(|e| self.fail(e))?;
+                self.repair(false)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Founds a fleet with this host as its first host and trust root.
+    fn found(&self) -> Result<bool> {
+        let root = self.identity.signing_key().verifying_key();
+        let id_env = self.sign(Kind::Fleet, &EtcdKey::Id, 1, fleet_id(&root).as_bytes());
+        let list = serde_json::to_vec(&vec![self.identity.record()]).expect("JSON of strings");
+        let hosts_env = self.sign(Kind::Hosts, &EtcdKey::Hosts(1), 1, &list);
+        // Host lists left by an older fleet go: this one starts at 1. (etcd
+        // refuses a txn that deletes a range it also writes into.)
+        let (ok, _, _) = self.txn(
+            vec![etcd::cmp_mod(&EtcdKey::Id.to_string(), 0)],
+            vec![
+                etcd::op_delete_prefix(HOSTS),
+                etcd::op_put(&EtcdKey::Id.to_string(), &id_env),
+            ],
+            vec![],
+        )?;
+        if !ok {
+            return Err(Error::Unavailable(Unavailable::Store(
+                "another host founded a fleet in this etcd at the same moment: restart fluxd with that fleet's id".into(),
+            )));
+        }
+        let revision = self.put_all(vec![etcd::op_put(
+            &EtcdKey::Hosts(1).to_string(),
+            &hosts_env,
+        )])?;
+        let mut persist = vec![Persist::Write("id".into(), id_env.clone())];
+        {
+            let mut cache = self.cache();
+            cache.pin = Some(root);
+            cache.id = Some(id_env);
+            cache.problem = None;
+            persist.extend(cache.held_written(&EtcdKey::Hosts(1), hosts_env, revision));
+            cache.revision = revision;
+        }
+        self.queue(persist);
+        self.flush();
+        info!(fleet = %fleet_id(&root), recipient = %self.me, "founded a new fleet: this host is its first host");
+        Ok(true)
+    }
+
+    /// Writes back what etcd lost and this host holds — the fleet id, host
+    /// list versions, deletions, its own wrapped keys, and vaults (re-signed
+    /// as a new version, with every listed host's key) — each only where
+    /// etcd holds nothing. Runs after a full read and whenever the watch
+    /// sees a deletion no signed deletion explains. Without `publish`, only
+    /// while etcd holds this fleet's id or this host saw it deleted (never
+    /// into an etcd that simply holds no fleet). Returns how many objects
+    /// were written back.
+    pub fn repair(&self, publish: bool) -> Result<usize> {
+        // The newest host list first: a host removed a moment ago (its key
+        // deleted in the same breath) writes nothing back.
+        let lists = self.read_host_lists()?;
+        self.absorb(lists);
+        if self.my_host_list().is_err() {
+            return Ok(0);
+        }
+        let present: std::collections::BTreeMap<String, i64> = self
+            .etcd
+            .keys_prefix(FLEET)
+            .and_then(|mut fleet| {
+                fleet.extend(self.etcd.keys_prefix(&keys_of(&self.me))?);
+                Ok(fleet)
+            })
+            .map_err(|e| self.fail(e))?
+            .into_iter()
+            .collect();
+        let id = EtcdKey::Id.to_string();
+        let (objects, lost_vaults) = {
+            let cache = self.cache();
+            let saw_id_go = cache.seen.get(&id) == Some(&0);
+            if !publish && !present.contains_key(&id) && !saw_id_go {
+                return Ok(0);
+            }
+            let mut objects: Vec<(EtcdKey, Vec<u8>)> = Vec::new();
+            if let Some(raw) = &cache.id {
+                objects.push((EtcdKey::Id, raw.clone()));
+            }
+            for (v, raw) in &cache.chain {
+                objects.push((EtcdKey::Hosts(*v), raw.clone()));
+            }
+            for (p, held) in &cache.deleted {
+                objects.push((EtcdKey::Deleted(p.clone()), held.raw.clone()));
+            }
+            for (p, held) in &cache.keys {
+                // Not a key whose project etcd shows deleted: this host's
+                // own deletion may be applied here a moment after etcd's.
+                if !present.contains_key(&EtcdKey::Deleted(p.clone()).to_string()) {
+                    objects.push((EtcdKey::key(&self.me, p), held.raw.clone()));
+                }
+            }
+            let lost_vaults: Vec<(String, Vec<u8>)> = cache
+                .vaults
+                .iter()
+                .filter(|(p, _)| {
+                    !present.contains_key(&EtcdKey::vault(p).to_string())
+                        && !present.contains_key(&EtcdKey::Deleted((*p).clone()).to_string())
+                })
+                .map(|(p, h)| (p.clone(), h.payload.clone()))
+                .collect();
+            let objects = objects
+                .into_iter()
+                .filter(|(k, _)| !present.contains_key(&k.to_string()))
+                .collect::<Vec<_>>();
+            (objects, lost_vaults)
+        };
+        let mut written = 0;
+        for (key, raw) in objects {
+            let name = key.to_string();
+            let (ok, revision, _) = self.txn(
+                vec![etcd::cmp_mod(&name, 0)],
+                vec![etcd::op_put(&name, &raw)],
+                vec![],
+            )?;
+            if ok {
+                warn!(key = %name, "etcd had lost it: written back from this host's copy");
+                self.cache().seen.insert(name, revision);
+                written += 1;
+            }
+        }
+        for (project, ciphertext) in lost_vaults {
+            if self.restore_to_etcd(&project, &ciphertext)? {
+                written += 1;
+            }
+        }
+        self.flush();
+        Ok(written)
+    }
+
+    /// Replaces what is held with a full read of etcd (verified). Returns
+    /// what changed and the revision read at.
+    pub fn resync(&self) -> std::result::Result<(Applied, i64), EtcdError> {
+        let (revision, fleet) = self.etcd.range_prefix(FLEET)?;
+        let (_, keys) = self.etcd.range_prefix(&keys_of(&self.me))?;
+        let mut kvs: Vec<(EtcdKey, Kv)> = fleet
+            .into_iter()
+            .chain(keys)
+            .filter_map(|kv| EtcdKey::parse(&kv.key).map(|k| (k, kv)))
+            .collect();
+        apply_order(&mut kvs);
+        let mut applied = Applied::default();
+        {
+            let mut cache = self.cache();
+            for (key, kv) in &kvs {
+                cache.apply(key, &kv.value, kv.mod_revision, &mut applied);
+            }
+            cache.revision = revision;
+        }
+        self.set_outage(None);
+        self.queue(std::mem::take(&mut applied.persist));
+        self.flush();
+        Ok((applied, revision))
+    }
+
+    /// Applies watch events. A deletion changes nothing held (see
+    /// [`super::cache`]); it is noted, and [`Applied::lost`] set so the
+    /// caller runs [`Self::repair`].
+    pub fn apply(&self, events: Vec<WatchEvent>) -> Applied {
+        let mut applied = Applied::default();
+        let mut cache = self.cache();
+        for event in events {
+            match event {
+                WatchEvent::Put(kv) => {
+                    if let Some(key) = EtcdKey::parse(&kv.key) {
+                        cache.apply(&key, &kv.value, kv.mod_revision, &mut applied);
+                    }
+                }
+                WatchEvent::Delete { key, .. } => {
+                    if let Some(key) = EtcdKey::parse(&key) {
+                        cache.gone_from_etcd(&key);
+                        applied.lost = true;
+                    }
+                }
+            }
+        }
+        drop(cache);
+        self.queue(std::mem::take(&mut applied.persist));
+        applied
+    }
+
+    /// True (once) after etcd's history went backwards or its cluster
+    /// changed: read everything again.
+    pub fn take_reset(&self) -> bool {
+        self.etcd.take_reset()
     }
 
     /// Follows `prefix` from `start` (see [`Etcd::watch`]).
@@ -169,30 +588,32 @@ impl EtcdStore {
         self.etcd.watch(prefix, start, on_message)
     }
 
-    fn vault_file(&self, name: &str) -> PathBuf {
-        self.dir.join("vaults").join(format!("{name}.age"))
+    /// Sets the change feed ([`super::watch`]).
+    pub(super) fn set_feed(&self, tx: tokio::sync::mpsc::UnboundedSender<crate::store::Change>) {
+        let _ = self.feed.set(tx);
     }
 
-    fn key_file(&self, name: &str) -> PathBuf {
-        self.dir.join("keys").join(format!("{name}.key"))
+    /// Announces what a read outside the watch changed, and queues its
+    /// local-copy writes.
+    fn absorb(&self, mut applied: Applied) {
+        self.queue(std::mem::take(&mut applied.persist));
+        if let Some(tx) = self.feed.get() {
+            if !applied.gone.is_empty() {
+                let _ = tx.send(crate::store::Change::Gone(applied.gone));
+            }
+            if !applied.changed.is_empty() {
+                let _ = tx.send(crate::store::Change::Projects(applied.changed));
+            }
+        }
     }
 
-    /// Queues a change to the local copy; [`Self::flush`] writes it.
-    fn persist_vault(&self, name: &str, bytes: Option<&[u8]>) {
-        let path = self.vault_file(name);
-        self.queue(path, bytes);
-    }
-
-    fn persist_key(&self, name: &str, bytes: Option<&[u8]>) {
-        let path = self.key_file(name);
-        self.queue(path, bytes);
-    }
-
-    fn queue(&self, path: PathBuf, bytes: Option<&[u8]>) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((path, bytes.map(<[u8]>::to_vec)));
+    fn queue(&self, persist: Vec<Persist>) {
+        if !persist.is_empty() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(persist);
+        }
     }
 
     /// Writes the queued changes to the local copy, durably, in order. The
@@ -202,11 +623,10 @@ impl EtcdStore {
         // One flush at a time, so writes land in the order they were queued.
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        for (path, bytes) in pending {
-            let result = match bytes {
-                Some(b) => write_atomic(&path, &b, 0o600),
-                None if path.exists() => remove_durably(&path),
-                None => Ok(()),
+        for change in pending {
+            let result = match change {
+                Persist::Write(name, bytes) => write_atomic(&self.dir.join(name), &bytes, 0o600),
+                Persist::Remove(name) => remove_durably(&self.dir.join(name)),
             };
             if let Err(e) = result {
                 warn!(error = %e, "cannot update the local sealed copy");
@@ -214,187 +634,13 @@ impl EtcdStore {
         }
     }
 
-    /// Sets a vault in the cache (and on disk) when `revision` is newer.
-    fn put_vault(&self, cache: &mut Cache, name: &str, bytes: &[u8], revision: i64) -> bool {
-        match cache.vaults.get(name) {
-            Some((_, known)) if *known > revision && *known != 0 => return false,
-            Some((old, _)) if old == bytes => {
-                cache
-                    .vaults
-                    .insert(name.to_owned(), (bytes.to_vec(), revision));
-                return false;
-            }
-            _ => {}
-        }
-        cache
-            .vaults
-            .insert(name.to_owned(), (bytes.to_vec(), revision));
-        self.persist_vault(name, Some(bytes));
-        true
-    }
-
-    fn put_key(&self, cache: &mut Cache, name: &str, bytes: &[u8]) -> bool {
-        if cache.keys.get(name).map(Vec::as_slice) == Some(bytes) {
-            return false;
-        }
-        cache.keys.insert(name.to_owned(), bytes.to_vec());
-        self.persist_key(name, Some(bytes));
-        true
-    }
-
-    /// Replaces the whole cache with a full read of etcd. Returns what
-    /// changed.
-    pub fn resync(&self) -> std::result::Result<Applied, EtcdError> {
-        let (revision, kvs) = self.etcd.range_prefix(PROJECTS)?;
-        let mut vaults = BTreeMap::new();
-        let mut keys = BTreeMap::new();
-        for kv in kvs {
-            match EtcdKey::parse(&kv.key) {
-                Some(EtcdKey::Vault(p)) => {
-                    vaults.insert(p, (kv.value, kv.mod_revision));
-                }
-                Some(EtcdKey::Key { project, host }) if host == self.me => {
-                    keys.insert(project, kv.value);
-                }
-                _ => {}
-            }
-        }
-        let mut applied = Applied::default();
-        let mut cache = self.cache();
-        let known: BTreeSet<String> = cache
-            .keys
-            .keys()
-            .chain(cache.vaults.keys())
-            .cloned()
-            .collect();
-        for name in known {
-            if !keys.contains_key(&name) {
-                cache.keys.remove(&name);
-                cache.vaults.remove(&name);
-                self.persist_key(&name, None);
-                self.persist_vault(&name, None);
-                applied.gone.insert(name);
-            }
-        }
-        for (name, key) in &keys {
-            if self.put_key(&mut cache, name, key) {
-                applied.changed.insert(name.clone());
-            }
-            if let Some((bytes, rev)) = vaults.get(name) {
-                let same = cache.vaults.get(name).is_some_and(|(old, _)| old == bytes);
-                if !same {
-                    applied.changed.insert(name.clone());
-                    self.persist_vault(name, Some(bytes));
-                }
-                cache.vaults.insert(name.clone(), (bytes.clone(), *rev));
-            }
-        }
-        cache.revision = revision;
-        drop(cache);
-        self.flush();
-        Ok(applied)
-    }
-
-    /// Applies watch events of `revision` to the cache; the local copy is
-    /// written by the next [`Self::flush`].
-    pub fn apply(&self, revision: i64, events: Vec<WatchEvent>) -> Applied {
-        let mut applied = Applied::default();
-        let mut cache = self.cache();
-        for event in events {
-            let (put, key) = match event {
-                WatchEvent::Put(kv) => (Some((kv.value, kv.mod_revision)), kv.key),
-                WatchEvent::Delete { key, .. } => (None, key),
-            };
-            let (project, is_vault) = match EtcdKey::parse(&key) {
-                Some(EtcdKey::Vault(p)) => (p, true),
-                Some(EtcdKey::Key { project, host }) if host == self.me => (project, false),
-                _ => continue,
-            };
-            match (put, is_vault) {
-                (Some((value, revision)), true) => {
-                    if self.put_vault(&mut cache, &project, &value, revision) {
-                        applied.changed.insert(project);
-                    }
-                }
-                (Some((value, _)), false) => {
-                    if self.put_key(&mut cache, &project, &value) {
-                        applied.changed.insert(project);
-                    }
-                }
-                (None, true) => {
-                    if cache.vaults.remove(&project).is_some() {
-                        self.persist_vault(&project, None);
-                        applied.changed.insert(project);
-                    }
-                }
-                (None, false) => {
-                    if cache.keys.remove(&project).is_some() {
-                        cache.vaults.remove(&project);
-                        self.persist_key(&project, None);
-                        self.persist_vault(&project, None);
-                        applied.gone.insert(project);
-                    }
-                }
-            }
-        }
-        // A project whose key came back in the same batch is not gone.
-        applied.gone.retain(|p| !cache.keys.contains_key(p));
-        cache.revision = cache.revision.max(revision);
-        applied
-    }
-
-    /// The registered hosts of the fleet.
-    pub fn hosts(&self) -> Result<Vec<String>> {
-        let (_, kvs) = self.etcd.range_prefix(HOSTS).map_err(|e| self.fail(e))?;
-        Ok(kvs
-            .into_iter()
-            .filter_map(|kv| match EtcdKey::parse(&kv.key) {
-                Some(EtcdKey::Host(h)) => Some(h),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// Registers this host when the fleet has no host yet (the first host
-    /// of a fleet is trusted by whoever points it at an empty etcd).
-    pub fn bootstrap(&self) -> std::result::Result<bool, EtcdError> {
-        let marker = EtcdKey::Marker.to_string();
-        let (ok, _, _) = self.etcd.txn(
-            vec![etcd::cmp_mod(&marker, 0)],
-            vec![
-                etcd::op_put(&marker, b"flux-secrets fleet v1"),
-                etcd::op_put(&host_key(&self.me), b""),
-            ],
-            vec![],
-        )?;
-        Ok(ok)
-    }
-
-    /// Reads this host's key and the vault of `name` straight from etcd
-    /// into the cache (after a failed compare).
-    fn refresh(&self, name: &str, kvs: Vec<Kv>) {
-        let mut cache = self.cache();
-        for kv in kvs {
-            match EtcdKey::parse(&kv.key) {
-                Some(EtcdKey::Vault(p)) if p == name => {
-                    self.put_vault(&mut cache, &p, &kv.value, kv.mod_revision);
-                }
-                Some(EtcdKey::Key { project, host }) if project == name && host == self.me => {
-                    self.put_key(&mut cache, &project, &kv.value);
-                }
-                _ => {}
-            }
-        }
-        drop(cache);
-        self.flush();
-    }
-
     /// Unwraps this host's copy of a project key.
     pub fn unwrap_key(&self, name: &str, wrapped: &[u8]) -> Result<Zeroizing<String>> {
-        let plain = flux_vault::vault::decrypt(wrapped, &self.host).map_err(|e| Error::Key {
-            location: self.key_location(name),
-            reason: format!("cannot unwrap with this host's identity: {e}"),
-        })?;
+        let plain =
+            flux_vault::vault::decrypt(wrapped, self.identity.age()).map_err(|e| Error::Key {
+                location: self.key_location(name),
+                reason: format!("cannot unwrap with this host's identity: {e}"),
+            })?;
         let text = std::str::from_utf8(&plain).map_err(|_| Error::Key {
             location: self.key_location(name),
             reason: "not a text key".into(),
@@ -402,91 +648,268 @@ impl EtcdStore {
         Ok(Zeroizing::new(text.to_owned()))
     }
 
-    fn put_vault_now(&self, name: &str, ciphertext: &[u8], revision: i64) {
-        let mut cache = self.cache();
-        self.put_vault(&mut cache, name, ciphertext, revision);
-        drop(cache);
+    /// This host's plain copy of `project`'s key, as held.
+    pub(super) fn plain_key(&self, project: &str) -> Result<Zeroizing<String>> {
+        let wrapped = self
+            .cache()
+            .keys
+            .get(project)
+            .map(|h| h.payload.clone())
+            .ok_or_else(|| Error::Key {
+                location: self.key_location(project),
+                reason: format!(
+                    "this host ({}) holds no key for the project; add it with `fluxctl hosts add` on a host that serves it",
+                    self.me
+                ),
+            })?;
+        self.unwrap_key(project, &wrapped)
+    }
+
+    /// The signed key envelopes that give `plain` (generation `generation`)
+    /// to every host of the held list.
+    pub(super) fn key_puts(
+        &self,
+        project: &str,
+        plain: &[u8],
+        generation: u64,
+        hosts: &[super::identity::HostRecord],
+    ) -> Result<(Vec<Value>, Option<Vec<u8>>)> {
+        let mut ops = Vec::new();
+        let mut mine = None;
+        for h in hosts {
+            let recipient = match parse_recipient(&h.recipient) {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!(host = %h.recipient, "skipping a listed host that is not an age recipient");
+                    continue;
+                }
+            };
+            let key = EtcdKey::key(&h.recipient, project);
+            let env = self.sign(Kind::Key, &key, generation, &wrap_for(plain, &recipient)?);
+            if h.recipient == self.me {
+                mine = Some(env.clone());
+            }
+            ops.push(etcd::op_put(&key.to_string(), &env));
+        }
+        Ok((ops, mine))
+    }
+
+    /// The held host list, which must list this host, with no fleet-wide
+    /// problem (etcd holding no fleet, or another one): what every write
+    /// needs.
+    pub(super) fn my_host_list(&self) -> Result<super::cache::HostList> {
+        if let Some(problem) = self.cache().problem.clone() {
+            return Err(Error::Unavailable(Unavailable::Store(problem)));
+        }
+        match self.host_list() {
+            Some(list) if list.contains(&self.me) => Ok(list),
+            _ => Err(Error::Unavailable(Unavailable::Store(
+                self.problems()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "this host is not a member of a fleet yet".into()),
+            ))),
+        }
+    }
+
+    /// Reads the host lists, then `project`'s deletion, vault and this
+    /// host's key from etcd into the cache (after a failed compare). Returns
+    /// whether etcd holds a vault for it at all.
+    fn refresh(&self, project: &str) -> Result<bool> {
+        let mut found = false;
+        let mut applied = self.read_host_lists()?;
+        for key in [
+            EtcdKey::Deleted(project.to_owned()),
+            EtcdKey::vault(project),
+            EtcdKey::key(&self.me, project),
+        ] {
+            let name = key.to_string();
+            let (_, kvs) = self.range_prefix(&name)?;
+            let mut cache = self.cache();
+            match kvs.iter().find(|kv| kv.key == name) {
+                Some(kv) => {
+                    found |= matches!(key, EtcdKey::Vault(_));
+                    cache.apply(&key, &kv.value, kv.mod_revision, &mut applied);
+                }
+                None => cache.gone_from_etcd(&key),
+            }
+        }
+        self.absorb(applied);
         self.flush();
+        Ok(found)
+    }
+
+    /// Reads and applies the host lists etcd holds.
+    fn read_host_lists(&self) -> Result<Applied> {
+        let mut applied = Applied::default();
+        let (_, lists) = self.range_prefix(HOSTS)?;
+        let mut lists: Vec<(EtcdKey, Kv)> = lists
+            .into_iter()
+            .filter_map(|kv| EtcdKey::parse(&kv.key).map(|k| (k, kv)))
+            .collect();
+        apply_order(&mut lists);
+        let mut cache = self.cache();
+        for (key, kv) in &lists {
+            cache.apply(key, &kv.value, kv.mod_revision, &mut applied);
+        }
+        Ok(applied)
+    }
+
+    /// The mod_revision of what etcd holds under `key` when this host
+    /// refused it for good (a forgery), else 0.
+    pub(super) fn refused_revision(&self, key: &EtcdKey) -> i64 {
+        let cache = self.cache();
+        let name = key.to_string();
+        if cache.refused.contains_key(&name) && !cache.is_waiting(&name) {
+            cache.seen.get(&name).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Keeps what this host wrote, and queues it for the local copy.
+    pub(super) fn keep_written(&self, key: &EtcdKey, raw: Vec<u8>, revision: i64) {
+        self.held(key, raw, revision);
+    }
+
+    /// The generation of this host's key of `project` (1 when none).
+    pub(super) fn key_generation(&self, project: &str) -> u64 {
+        self.cache().keys.get(project).map_or(1, |h| h.version)
+    }
+
+    /// The version the next vault write of `project` gets.
+    pub(super) fn next_version(&self, project: &str) -> u64 {
+        self.cache().next_version(project)
+    }
+
+    /// The held vault of `project` and its etcd mod_revision (0: unknown).
+    pub(super) fn held_vault(&self, project: &str) -> Option<(Vec<u8>, i64)> {
+        self.cache()
+            .vaults
+            .get(project)
+            .map(|h| (h.payload.clone(), h.mod_revision))
+    }
+
+    /// Reads `project` from etcd into the cache.
+    pub(super) fn refresh_held(&self, project: &str) -> Result<()> {
+        self.refresh(project).map(drop)
+    }
+
+    /// Keeps what this host wrote, and queues it for the local copy.
+    fn held(&self, key: &EtcdKey, raw: Vec<u8>, revision: i64) {
+        let persist = self.cache().held_written(key, raw, revision);
+        self.queue(persist.into_iter().collect());
+    }
+
+    /// Discards etcd's history up to a project's deletion at `revision`,
+    /// so its old vaults and wrapped keys cannot be read back with a host
+    /// key. Returns what remains when that was not done.
+    fn compact(&self, revision: i64) -> Option<String> {
+        let remains = |why: &str| {
+            format!(
+                "etcd's history still holds the sealed vaults and wrapped keys of a deleted project ({why}): anyone holding a host key and etcd access can read them until etcd is compacted past revision {revision} (`etcdctl compact {revision}`)"
+            )
+        };
+        if !self.compact_on_delete {
+            return Some(remains("[store] compact_on_delete is false"));
+        }
+        match self.etcd.compact(revision) {
+            Ok(()) => {
+                info!(revision, "etcd history compacted past the deletion");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, revision, "cannot compact etcd past the deletion");
+                Some(remains(&format!("compacting failed: {e}")))
+            }
+        }
     }
 }
 
 impl Store for EtcdStore {
     fn projects(&self) -> Result<Vec<String>> {
-        Ok(self.cache().keys.keys().cloned().collect())
+        Ok(self.cache().projects())
     }
 
     fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {
-        let wrapped = self.cache().keys.get(project).cloned().ok_or_else(|| Error::Key {
-            location: self.key_location(project),
-            reason: format!(
-                "this host ({}) holds no key for the project; add it with `fluxctl hosts add {}` on a host that serves it",
-                self.me, self.me
-            ),
-        })?;
-        self.unwrap_key(project, &wrapped)
+        self.plain_key(project)
     }
 
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()> {
-        let mut hosts = self.hosts()?;
-        if !hosts.contains(&self.me) {
-            hosts.push(self.me.clone());
-        }
+        let list = self.my_host_list()?;
+        let (vault_key, my_key) = (EtcdKey::vault(project), EtcdKey::key(&self.me, project));
+        let (generation, vault_revision, key_revision) = {
+            let cache = self.cache();
+            if cache.keys.contains_key(project) {
+                return Err(Error::AlreadyExists(project.to_owned()));
+            }
+            if cache.vaults.contains_key(project) {
+                return Err(Error::BadRequest(format!(
+                    "project {project} exists in the fleet, but this host holds no key for it: run `fluxctl hosts add` for this host on a host that serves it"
+                )));
+            }
+            // Anything etcd holds there was refused (a forgery): written over.
+            (
+                cache.next_version(project),
+                cache.etcd_revision(&vault_key, 0),
+                cache.etcd_revision(&my_key, 0),
+            )
+        };
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let plain = key.to_file_contents(&created);
-        let mut puts = Vec::new();
-        let mut mine = Vec::new();
-        for h in &hosts {
-            let Ok(r) = parse_recipient(h) else {
-                warn!(host = %h, "skipping a registered host that is not an age recipient");
-                continue;
-            };
-            let wrapped = wrap_for(plain.as_bytes(), &r)?;
-            if *h == self.me {
-                mine = wrapped.clone();
-            }
-            puts.push(etcd::op_put(&wrapped_key(project, h), &wrapped));
-        }
-        let (ok, _, _) = self
-            .etcd
-            .txn(
-                vec![
-                    etcd::cmp_mod(&vault_key(project), 0),
-                    etcd::cmp_mod(&wrapped_key(project, &self.me), 0),
-                ],
-                puts,
-                vec![],
-            )
-            .map_err(|e| self.fail(e))?;
+        let (mut ops, mine) = self.key_puts(project, plain.as_bytes(), generation, &list.hosts)?;
+        let mine = mine.expect("this host is listed");
+        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
+        let (ok, revision, _) = self.txn(
+            vec![
+                etcd::cmp_mod(&vault_key.to_string(), vault_revision),
+                etcd::cmp_mod(&my_key.to_string(), key_revision),
+            ],
+            ops,
+            vec![],
+        )?;
         if !ok {
             return Err(Error::AlreadyExists(project.to_owned()));
         }
-        let mut cache = self.cache();
-        self.put_key(&mut cache, project, &mine);
-        drop(cache);
+        self.put_all(rest)?;
+        self.held(&EtcdKey::key(&self.me, project), mine, revision);
         self.flush();
         Ok(())
     }
 
     fn delete_key(&self, project: &str) -> Result<()> {
-        self.etcd
-            .txn(
-                vec![],
-                vec![etcd::op_delete_prefix(&project_prefix(project))],
-                vec![],
-            )
-            .map_err(|e| self.fail(e))?;
-        let mut cache = self.cache();
-        cache.keys.remove(project);
-        cache.vaults.remove(project);
-        self.persist_key(project, None);
-        self.persist_vault(project, None);
-        drop(cache);
+        let list = self.my_host_list()?;
+        let version = self.cache().next_version(project);
+        let tomb_key = EtcdKey::Deleted(project.to_owned());
+        let tomb = self.sign(Kind::Deleted, &tomb_key, version, b"");
+        let mut ops = vec![
+            etcd::op_put(&tomb_key.to_string(), &tomb),
+            etcd::op_delete(&EtcdKey::vault(project).to_string()),
+        ];
+        ops.extend(
+            list.hosts
+                .iter()
+                .map(|h| etcd::op_delete(&EtcdKey::key(&h.recipient, project).to_string())),
+        );
+        let revision = self.put_all(ops)?;
+        self.held(&tomb_key, tomb, revision);
+        self.queue(vec![
+            Persist::Remove(format!("vaults/{project}")),
+            Persist::Remove(format!("keys/{project}")),
+        ]);
         self.flush();
+        if let Some(note) = self.compact(revision) {
+            warn!(project, "{note}");
+            self.remains
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(project.to_owned(), (revision, note));
+        }
         Ok(())
     }
 
     fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.cache().vaults.get(project).map(|(v, _)| v.clone()))
+        Ok(self.cache().vaults.get(project).map(|h| h.payload.clone()))
     }
 
     fn vault_exists(&self, project: &str) -> bool {
@@ -494,16 +917,13 @@ impl Store for EtcdStore {
     }
 
     fn store_vault(&self, project: &str, ciphertext: &[u8]) -> Result<()> {
-        let (_, revision, _) = self
-            .etcd
-            .txn(
-                vec![],
-                vec![etcd::op_put(&vault_key(project), ciphertext)],
-                vec![],
-            )
-            .map_err(|e| self.fail(e))?;
-        self.put_vault_now(project, ciphertext, revision);
-        Ok(())
+        if self.store_vault_if(project, None, ciphertext)? {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(Unavailable::Contended {
+                project: project.to_owned(),
+            }))
+        }
     }
 
     fn store_vault_if(
@@ -512,69 +932,128 @@ impl Store for EtcdStore {
         expected: Option<&[u8; 32]>,
         ciphertext: &[u8],
     ) -> Result<bool> {
-        let base = {
+        self.my_host_list()?;
+        let key = EtcdKey::vault(project);
+        let (matches, held, base, version) = {
             let cache = self.cache();
-            match (cache.vaults.get(project), expected) {
-                (Some((bytes, rev)), Some(fp)) if sha(bytes) == *fp && *rev != 0 => Some(*rev),
-                (None, None) => Some(0),
-                _ => None,
-            }
+            let held = cache.vaults.get(project);
+            let matches = match (held, expected) {
+                (Some(h), Some(fp)) => sha(&h.payload) == *fp,
+                (None, None) => true,
+                _ => false,
+            };
+            let base = cache.etcd_revision(&key, held.map_or(0, |h| h.mod_revision));
+            (matches, held.is_some(), base, cache.next_version(project))
         };
-        // Unknown base (the cache moved on, or was read from the local copy
-        // during an outage): read etcd and let the caller re-apply.
-        let compare = match base {
-            Some(rev) => vec![etcd::cmp_mod(&vault_key(project), rev)],
-            None => vec![etcd::cmp_mod(&vault_key(project), -1)],
-        };
-        let (ok, revision, responses) = self
-            .etcd
-            .txn(
-                compare,
-                vec![etcd::op_put(&vault_key(project), ciphertext)],
-                vec![etcd::op_range_prefix(&project_prefix(project))],
-            )
-            .map_err(|e| self.fail(e))?;
-        self.set_outage(None);
+        if !matches {
+            // The vault moved on: read etcd and let the caller apply its
+            // change again.
+            self.refresh(project)?;
+            return Ok(false);
+        }
+        if held && base == 0 {
+            // etcd lost the vault this host serves.
+            return self.restore_to_etcd(project, ciphertext);
+        }
+        // Compared with what etcd holds, accepted or not: a forgery or a
+        // replayed old version there is written over.
+        let env = self.sign(Kind::Vault, &key, version, ciphertext);
+        let (ok, revision, _) = self.txn(
+            vec![etcd::cmp_mod(&key.to_string(), base)],
+            vec![etcd::op_put(&key.to_string(), &env)],
+            vec![],
+        )?;
         if ok {
-            self.put_vault_now(project, ciphertext, revision);
+            self.held(&key, env, revision);
+            self.flush();
             return Ok(true);
         }
-        let kvs = responses
-            .iter()
-            .flat_map(etcd::range_kvs)
-            .collect::<Vec<_>>();
-        if !kvs.iter().any(|kv| kv.key == vault_key(project)) {
+        self.refresh(project)?;
+        if self.cache().deleted.contains_key(project) && !self.cache().keys.contains_key(project) {
             return Err(Error::UnknownProject(project.to_owned()));
         }
-        self.refresh(project, kvs);
         Ok(false)
     }
 
-    fn delete_vault(&self, project: &str) -> Result<()> {
-        self.etcd
-            .txn(vec![], vec![etcd::op_delete(&vault_key(project))], vec![])
-            .map_err(|e| self.fail(e))?;
-        let mut cache = self.cache();
-        cache.vaults.remove(project);
-        self.persist_vault(project, None);
-        drop(cache);
-        self.flush();
+    fn delete_vault(&self, _project: &str) -> Result<()> {
+        // The signed deletion (`delete_key`) removed the vault too.
         Ok(())
     }
 
     fn vault_location(&self, project: &str) -> Location {
-        Location::Etcd(vault_key(project))
+        Location::Etcd(EtcdKey::vault(project).to_string())
     }
 
     fn key_location(&self, project: &str) -> Location {
-        Location::Etcd(wrapped_key(project, &self.me))
+        Location::Etcd(EtcdKey::key(&self.me, project).to_string())
     }
 
     fn check_key_private(&self, _project: &str) -> Result<()> {
         Ok(())
     }
 
-    fn health(&self, _project: &str) -> Option<String> {
-        self.cache().outage.clone()
+    fn health(&self, project: &str) -> Option<String> {
+        let cache = self.cache();
+        cache
+            .outage
+            .clone()
+            .or_else(|| cache.problem.clone())
+            .or_else(|| cache.refusal(project))
+    }
+}
+
+impl EtcdStore {
+    /// etcd lost a vault this host serves (deleted without a signed
+    /// deletion, or etcd restored or rebuilt): writes `ciphertext` back,
+    /// with every listed host's wrapped key, as a new version — only where
+    /// etcd holds no vault and no newer deletion of the project.
+    fn restore_to_etcd(&self, project: &str, ciphertext: &[u8]) -> Result<bool> {
+        let list = self.my_host_list()?;
+        let plain = self.plain_key(project)?;
+        let key = EtcdKey::vault(project);
+        let tomb = EtcdKey::Deleted(project.to_owned());
+        let (version, generation, tomb_revision) = {
+            let cache = self.cache();
+            (
+                cache.next_version(project),
+                cache.keys.get(project).map_or(1, |h| h.version),
+                cache.etcd_revision(
+                    &tomb,
+                    cache.deleted.get(project).map_or(0, |h| h.mod_revision),
+                ),
+            )
+        };
+        let env = self.sign(Kind::Vault, &key, version, ciphertext);
+        let (mut ops, mine) = self.key_puts(project, plain.as_bytes(), generation, &list.hosts)?;
+        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
+        ops.insert(0, etcd::op_put(&key.to_string(), &env));
+        let (ok, revision, _) = self.txn(
+            vec![
+                etcd::cmp_mod(&key.to_string(), 0),
+                etcd::cmp_mod(&tomb.to_string(), tomb_revision),
+            ],
+            ops,
+            vec![],
+        )?;
+        if !ok {
+            self.refresh(project)?;
+            return Ok(false);
+        }
+        self.put_all(rest)?;
+        warn!(
+            project,
+            "etcd had lost the project's vault: written back with every host's key"
+        );
+        self.held(&key, env, revision);
+        if let Some(mine) = mine {
+            self.held(&EtcdKey::key(&self.me, project), mine, revision);
+        }
+        self.flush();
+        Ok(true)
+    }
+
+    /// Prefixes this host watches.
+    pub fn watched(&self) -> [String; 2] {
+        [FLEET.to_owned(), keys_of(&self.me)]
     }
 }

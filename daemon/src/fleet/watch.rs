@@ -1,20 +1,24 @@
-//! The etcd watch: the change feed of fleet mode. Every host follows
-//! `/flux/v1/projects/`, so new vaults are swapped in exactly as the folder
-//! watcher's are (seal verified, the last good snapshot kept on a bad one,
-//! change events announced).
+//! The etcd watch: the change feed of fleet mode. Each host follows two
+//! prefixes — `/flux/v2/fleet/` (the fleet id, host lists, vaults,
+//! deletions) and `/flux/v2/keys/<its recipient>/` (its own wrapped keys),
+//! never another host's keys — one thread each, and verifies everything it
+//! receives before it is held ([`super::cache`]): new vaults are swapped in
+//! exactly as the folder watcher's are.
 //!
-//! A blocking thread holds the watch stream and applies each batch of
-//! events to the store's cache, then sends the projects that changed, and
-//! those whose key for this host disappeared (deleted, or this host
-//! removed) as [`Change::Gone`]. When the stream breaks, the thread
-//! reconnects from the last revision it applied (a full re-read when etcd
-//! compacted past it), backing off while etcd is unreachable, which is
-//! reported in each project's `last_error`. It stops when the feed is
-//! dropped.
+//! After each batch, a thread sends the projects that changed, and those a
+//! signed deletion removed as [`Change::Gone`]. When a stream breaks, the
+//! thread reconnects from the last revision it applied; it reads
+//! everything again when etcd compacted past that revision, or when an
+//! answer showed etcd's history going backwards or its cluster changing
+//! (a restore from an older snapshot): the verified versions then keep
+//! this host from moving backwards with it. While etcd is unreachable it
+//! backs off, and the reason shows in each project's `last_error` until a
+//! third thread's probe (every 250 ms while it lasts) gets an answer. The
+//! threads stop when the feed is dropped.
 
+use super::cache::Applied;
 use super::etcd::WatchMessage;
-use super::layout::PROJECTS;
-use super::store::{Applied, EtcdStore};
+use super::store::EtcdStore;
 use crate::error::{Error, Result};
 use crate::store::{Change, ChangeFeed};
 use std::sync::Arc;
@@ -24,15 +28,39 @@ use tracing::{debug, warn};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// While etcd is unreachable, how often it is asked again, so `fluxctl
+/// status` clears within this of it answering (an open watch on a member
+/// that lost quorum sees nothing change).
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-/// Starts following etcd. `synced` tells whether the store was just read
-/// in full (else the thread starts with a full read).
-pub fn follow(store: Arc<EtcdStore>, synced: bool) -> Result<ChangeFeed> {
+/// Starts following etcd from `revision` (0: read everything first).
+pub fn follow(store: Arc<EtcdStore>, revision: i64) -> Result<ChangeFeed> {
     let (tx, rx) = mpsc::unbounded_channel::<Change>();
+    store.set_feed(tx.clone());
+    for prefix in store.watched() {
+        let (store, tx) = (store.clone(), tx.clone());
+        std::thread::Builder::new()
+            .name("fluxd-etcd-watch".into())
+            .spawn(move || run(&store, &prefix, revision, &tx))
+            .map_err(|e| Error::Internal(format!("cannot start the etcd watcher: {e}")))?;
+    }
+    let (probe, tx) = (store.clone(), tx.clone());
     std::thread::Builder::new()
-        .name("fluxd-etcd-watch".into())
-        .spawn(move || run(&store, synced, &tx))
-        .map_err(|e| Error::Internal(format!("cannot start the etcd watcher: {e}")))?;
+        .name("fluxd-etcd-probe".into())
+        .spawn(move || {
+            let mut ticks = 0u32;
+            while !tx.is_closed() {
+                std::thread::sleep(PROBE_EVERY);
+                ticks = ticks.wrapping_add(1);
+                if probe.has_outage() {
+                    probe.probe();
+                } else if ticks % 40 == 0 && probe.has_remains() {
+                    // Every 10 s: has anyone compacted etcd since?
+                    probe.check_remains();
+                }
+            }
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the etcd prober: {e}")))?;
     Ok(ChangeFeed::new(rx, None))
 }
 
@@ -48,18 +76,22 @@ fn send(tx: &mpsc::UnboundedSender<Change>, applied: Applied) -> bool {
     !tx.is_closed()
 }
 
-fn run(store: &EtcdStore, synced: bool, tx: &mpsc::UnboundedSender<Change>) {
-    let mut need_resync = !synced;
+fn run(store: &EtcdStore, prefix: &str, revision: i64, tx: &mpsc::UnboundedSender<Change>) {
+    let mut start = revision + 1;
+    let mut need_resync = revision == 0;
     let mut backoff = BACKOFF_MIN;
     while !tx.is_closed() {
-        if need_resync {
+        if need_resync || store.take_reset() {
             match store.resync() {
-                Ok(applied) => {
-                    store.set_outage(None);
+                Ok((applied, revision)) => {
                     need_resync = false;
                     backoff = BACKOFF_MIN;
+                    start = revision + 1;
                     if !send(tx, applied) {
                         return;
+                    }
+                    if let Err(e) = store.repair(false) {
+                        warn!(error = %e, "cannot write back what etcd lost; trying again with the next write");
                     }
                 }
                 Err(e) => {
@@ -70,22 +102,39 @@ fn run(store: &EtcdStore, synced: bool, tx: &mpsc::UnboundedSender<Change>) {
                 }
             }
         }
-        let start = store.revision() + 1;
-        let result = store.watch(PROJECTS, start, |message| {
+        let result = store.watch(prefix, start, |message| {
             if tx.is_closed() {
                 return false;
             }
             match message {
-                WatchMessage::Created { .. } => {
+                WatchMessage::Created { revision } => {
                     store.set_outage(None);
                     backoff = BACKOFF_MIN;
+                    if revision + 1 < start || store.take_reset() {
+                        // etcd is behind what this host saw (restored from
+                        // an older snapshot): a watch from the future would
+                        // wait silently for revisions that are not the
+                        // ones it missed.
+                        warn!(
+                            etcd = revision,
+                            seen = start - 1,
+                            "etcd's revision went backwards; reading everything again"
+                        );
+                        need_resync = true;
+                        return false;
+                    }
                 }
                 WatchMessage::Events { revision, events } => {
-                    let applied = store.apply(revision, events);
+                    let applied = store.apply(events);
+                    let lost = applied.lost;
+                    start = revision + 1;
                     if !send(tx, applied) {
                         return false;
                     }
                     store.flush();
+                    if lost && let Err(e) = store.repair(false) {
+                        warn!(error = %e, "cannot write back what etcd lost; trying again with the next write");
+                    }
                 }
                 WatchMessage::Compacted { compact_revision } => {
                     warn!(
@@ -99,14 +148,20 @@ fn run(store: &EtcdStore, synced: bool, tx: &mpsc::UnboundedSender<Change>) {
             }
             true
         });
-        if let Err(e) = result {
-            debug!(error = %e, "etcd watch ended");
-            if e.is_unreachable() {
-                store.set_outage(Some(e.to_string()));
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            } else {
-                std::thread::sleep(BACKOFF_MIN);
+        match result {
+            Ok(()) => {}
+            Err(e) => {
+                debug!(error = %e, "etcd watch ended");
+                if e.to_string().contains("future revision") {
+                    // etcd is behind what this host saw: restored.
+                    need_resync = true;
+                } else if e.is_unreachable() {
+                    store.set_outage(Some(e.to_string()));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                } else {
+                    std::thread::sleep(BACKOFF_MIN);
+                }
             }
         }
     }

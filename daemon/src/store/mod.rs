@@ -44,7 +44,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// overwritten: that would make its vault unreadable).
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()>;
     /// Removes a project key durably. Without it the vault and every backup
-    /// of it are unreadable.
+    /// of it are unreadable. What a store cannot remove at once (etcd's
+    /// history) it reports among [`Hosts::problems`].
     fn delete_key(&self, project: &str) -> Result<()>;
     /// Reads a vault's ciphertext; `None` when there is none.
     fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>>;
@@ -174,7 +175,17 @@ pub trait Hosts: Send + Sync + std::fmt::Debug + 'static {
     /// Removes `recipient` and re-keys its projects; returns those
     /// projects.
     fn remove(&self, recipient: &str) -> Result<Vec<String>>;
+    /// The fleet as this host sees it (none outside fleet mode).
+    fn fleet(&self) -> FleetInfo {
+        FleetInfo::default()
+    }
+    /// Daemon-wide problems of the store, one sentence each.
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
+
+pub use flux_protocol::message::FleetInfo;
 
 /// The [`Hosts`] of a store that is not a fleet.
 #[derive(Debug, Default)]

@@ -57,6 +57,7 @@ class RequestKind(enum.IntEnum):
     AUDIT_LOG = 16
     HEALTH = 17
     RESTORE_VAULT = 18
+    FLEET = 19
 
 
 class EventKind(enum.IntEnum):
@@ -290,6 +291,16 @@ class Restored:
     secrets: int
 
 
+@dataclass(frozen=True)
+class Fleet:
+    fleet_id: Optional[str]
+    this_host: Optional[str]
+    member: bool
+    hosts_version: int
+    hosts: List[str]
+    problems: List[str]
+
+
 Response = Union[
     Welcome,
     ErrorReply,
@@ -311,6 +322,7 @@ Response = Union[
     AuditLog,
     Health,
     Restored,
+    Fleet,
 ]
 
 #: A short name per response type, for error messages.
@@ -335,6 +347,7 @@ RESPONSE_NAMES = {
     AuditLog: "audit log",
     Health: "health",
     Restored: "restored",
+    Fleet: "fleet",
 }
 
 
@@ -456,6 +469,10 @@ def encode_health() -> bytes:
 
 def encode_restore_vault() -> bytes:
     return _request(RequestKind.RESTORE_VAULT)
+
+
+def encode_fleet() -> bytes:
+    return _request(RequestKind.FLEET)
 
 
 # ---------------------------------------------------------------- decoding
@@ -667,6 +684,14 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
     _health,
     lambda r: Restored(
         revision=r.u64("revision"), generation=r.u64("generation"), secrets=r.u64("secrets")
+    ),
+    lambda r: Fleet(
+        fleet_id=r.option("fleet_id", lambda: r.string("fleet_id")),
+        this_host=r.option("this_host", lambda: r.string("this_host")),
+        member=r.bool("member"),
+        hosts_version=r.u64("hosts_version"),
+        hosts=r.strings("hosts"),
+        problems=r.strings("problems"),
     ),
 ]
 

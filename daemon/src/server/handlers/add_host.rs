@@ -1,5 +1,6 @@
-//! `AddHost`: let a host serve every project this host holds a key for
-//! (fleet mode).
+//! `AddHost`: sign a host, named by its join token, into the fleet's host
+//! list and let it serve every project this host holds a key for (fleet
+//! mode). The answer names the host by its recipient.
 
 use super::{Ctx, blocking};
 use crate::access::{Effect, Need, Rule};
@@ -13,7 +14,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: HostRecipient) -> Result<Response> {
     let recipient = req.recipient.clone();
     let projects = blocking("hosts", move || hosts.add(&recipient)).await?;
     Ok(Response::HostUpdated(HostUpdate {
-        recipient: req.recipient,
+        recipient: req
+            .recipient
+            .split_once(':')
+            .map_or(req.recipient.as_str(), |(r, _)| r)
+            .to_owned(),
         projects,
     }))
 }

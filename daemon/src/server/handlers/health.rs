@@ -10,7 +10,7 @@ pub const RULE: Rule = Rule::control(Need::DaemonAdmin, Effect::Read);
 
 pub fn handle(ctx: &mut Ctx<'_>) -> Result<Response> {
     let audit = ctx.services.access.audit().health();
-    let mut problems = Vec::new();
+    let mut problems = ctx.services.hosts.problems();
     if let Some(e) = &audit.error {
         problems.push(format!(
             "{e}: writes are refused until it can be written; free space or fix the file system"

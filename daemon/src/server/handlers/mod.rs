@@ -16,7 +16,7 @@
 //! | `Set`, `SetMany`, `Delete`, `RestoreVault` | project | admin | write |
 //! | `CreateProject`, `AddHost`, `RemoveHost` | control | daemon admin | write |
 //! | `DeleteProject` | control | daemon admin, or admin of that project | write |
-//! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts` | control | daemon admin | read |
+//! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet` | control | daemon admin | read |
 //! | `Hello` | — (the handshake only) | — | — |
 
 mod add_host;
@@ -25,6 +25,7 @@ mod audit_log;
 mod create_project;
 mod delete;
 mod delete_project;
+mod fleet;
 mod get;
 mod get_all;
 mod health;
@@ -99,6 +100,7 @@ pub fn rule(req: &Request) -> Rule {
         Request::AuditLog(_) => audit_log::RULE,
         Request::Health => health::RULE,
         Request::RestoreVault => restore_vault::RULE,
+        Request::Fleet => fleet::RULE,
     }
 }
 
@@ -127,6 +129,7 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
         Request::AuditLog(req) => message(audit_log::handle(ctx, req).await),
         Request::Health => message(health::handle(ctx)),
         Request::RestoreVault => message(restore_vault::handle(ctx).await),
+        Request::Fleet => message(fleet::handle(ctx)),
     }
 }
 
@@ -221,6 +224,7 @@ mod tests {
             Request::AuditLog(query()),
             Request::Health,
             Request::RestoreVault,
+            Request::Fleet,
         ]
     }
 
@@ -247,6 +251,7 @@ mod tests {
         ("add_host", "ssss", "---+"),
         ("remove_host", "ssss", "---+"),
         ("restore_vault", "--+-", "ssss"),
+        ("fleet", "ssss", "---+"),
     ];
 
     fn outcome(d: &Result<Granted, Denied>) -> char {

@@ -49,7 +49,8 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
         | Request::Subscribe
         | Request::ListHosts
         | Request::Health
-        | Request::RestoreVault => (None, None),
+        | Request::RestoreVault
+        | Request::Fleet => (None, None),
     }
 }
 

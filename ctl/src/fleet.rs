@@ -1,0 +1,157 @@
+//! `fluxctl fleet import`: moves the projects of a single-host state folder
+//! (`<state>/keys`, `<state>/vaults`) into the fleet the local fluxd
+//! belongs to (docs/FLEET.md, "Moving a single host into a fleet").
+//!
+//! Each vault is opened here with its key, and its values written to the
+//! fleet through the project's socket in one `SetMany`: the fleet gives the
+//! project its own key, signs and replicates it like any write. Values
+//! pass through this process's memory only; the folder is left as it was.
+
+use crate::failure::{Failure, Result};
+use crate::target::Target;
+use crate::{FleetCmd, out};
+use flux_protocol::limits::validate_project_name;
+use flux_protocol::message::{NamedValue, Request, Response};
+use flux_vault::files::read_regular;
+use flux_vault::keys::ProjectKey;
+use flux_vault::vault::{self, Secrets};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Largest key file read (as fluxd's own limit).
+const MAX_KEY_FILE: u64 = 64 * 1024;
+/// Largest vault file read.
+const MAX_VAULT_FILE: u64 = vault::MAX_PLAINTEXT / 3 * 4 * 65 / 64 + 1024 * 1024;
+
+pub(crate) fn run(target: &Target, cmd: FleetCmd) -> Result<()> {
+    match cmd {
+        FleetCmd::Import { from, dry_run } => import(target, from, dry_run),
+    }
+}
+
+/// One project of the folder, opened.
+struct Local {
+    name: String,
+    secrets: Secrets,
+}
+
+/// Every project of the folder `from`: its key opens its vault (a project
+/// with no vault has no secrets yet).
+fn read_folder(from: &Path) -> Result<Vec<Local>> {
+    let keys = from.join("keys");
+    let entries = std::fs::read_dir(&keys).map_err(|e| {
+        Failure::general(format!(
+            "cannot read {}: {e} (is {} a fluxd state folder, and may you read it?)",
+            keys.display(),
+            from.display()
+        ))
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".key"))
+                .filter(|n| validate_project_name(n).is_ok())
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    let mut projects = Vec::new();
+    for name in names {
+        let key_path = keys.join(format!("{name}.key"));
+        let unreadable =
+            |path: &Path, why: String| Failure::general(format!("{}: {why}", path.display()));
+        let text = read_regular(&key_path, MAX_KEY_FILE)
+            .map_err(|e| unreadable(&key_path, e.to_string()))?
+            .ok_or_else(|| unreadable(&key_path, "disappeared while reading".into()))?;
+        let text = zeroize::Zeroizing::new(
+            String::from_utf8(text).map_err(|_| unreadable(&key_path, "not a key file".into()))?,
+        );
+        let key = ProjectKey::parse(&text).map_err(|e| unreadable(&key_path, e))?;
+        let vault_path = from.join("vaults").join(format!("{name}.age"));
+        let secrets = match read_regular(&vault_path, MAX_VAULT_FILE)
+            .map_err(|e| unreadable(&vault_path, e.to_string()))?
+        {
+            Some(bytes) => {
+                vault::open(&bytes, &name, &key)
+                    .map_err(|e| unreadable(&vault_path, e.0))?
+                    .secrets
+            }
+            None => Secrets::new(),
+        };
+        projects.push(Local { name, secrets });
+    }
+    Ok(projects)
+}
+
+fn import(target: &Target, from: Option<PathBuf>, dry_run: bool) -> Result<()> {
+    let mut control = target.control()?;
+    let Response::Fleet(fleet) = control.call(&Request::Fleet)? else {
+        return Err(Failure::general(
+            "fluxd answered fleet with an unexpected message",
+        ));
+    };
+    let Some(fleet_id) = fleet.fleet_id.filter(|_| fleet.member) else {
+        return Err(Failure::usage(
+            "this fluxd is not a member of a fleet: start it with --store etcd (docs/FLEET.md), and check `fluxctl hosts list`",
+        ));
+    };
+    let from = match from {
+        Some(path) => path,
+        None => PathBuf::from(control.status()?.state_dir),
+    };
+    let projects = read_folder(&from)?;
+    if projects.is_empty() {
+        return out(&format!(
+            "No projects in {}: nothing to import.\n",
+            from.join("keys").display()
+        ));
+    }
+    let existing: BTreeSet<String> = control
+        .list_projects()?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let mut text = if dry_run {
+        format!("Dry run: nothing was written to fleet {fleet_id}.\n")
+    } else {
+        String::new()
+    };
+    for local in projects {
+        let (name, count) = (local.name.clone(), local.secrets.len());
+        let how = if existing.contains(&name) {
+            "into the fleet's existing project"
+        } else {
+            "created in the fleet"
+        };
+        if dry_run {
+            text.push_str(&format!("would import {name}: {count} secret(s), {how}\n"));
+            continue;
+        }
+        if !existing.contains(&name) {
+            control.create_project(&name)?;
+        }
+        if count > 0 {
+            let mut client = target.client_of(&name)?;
+            client.set_many(
+                local
+                    .secrets
+                    .into_iter()
+                    .map(|(name, entry)| NamedValue {
+                        name,
+                        value: entry.value,
+                    })
+                    .collect(),
+            )?;
+        }
+        text.push_str(&format!("✔ Imported {name}: {count} secret(s), {how}\n"));
+    }
+    if !dry_run {
+        text.push_str(&format!(
+            "The fleet serves them now. {} is unchanged: once every host serves the values, remove its keys and vaults.\n",
+            from.display()
+        ));
+    }
+    out(&text)
+}
