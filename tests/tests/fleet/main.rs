@@ -1,0 +1,18 @@
+//! Fleet mode end to end: a real etcd (started here, on loopback ports in a
+//! temp dir) and several `fluxd --store etcd` processes, each on its own
+//! state and runtime folders, as the hosts of one fleet.
+//!
+//! Without an `etcd` binary every test prints `SKIPPED` and passes
+//! (`.ci/run` installs etcd-server). Assertion messages never quote a
+//! secret value.
+
+#![forbid(unsafe_code)]
+
+mod attacks;
+mod cluster;
+mod measure;
+mod moving;
+mod recovery;
+mod replication;
+mod support;
+mod transport;

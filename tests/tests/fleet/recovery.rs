@@ -1,0 +1,147 @@
+//! Recovery without a restart and without losing data: etcd restored from
+//! an older backup, a host pointed at an empty etcd, quorum lost and
+//! regained.
+
+use crate::cluster::{Etcd, have_etcd};
+use crate::support::*;
+use fluxd::fleet::layout::EtcdKey;
+use std::time::{Duration, Instant};
+
+#[test]
+fn etcd_restored_from_an_older_backup_never_moves_hosts_backwards() {
+    if !have_etcd("etcd_restored_from_an_older_backup_never_moves_hosts_backwards") {
+        return;
+    }
+    let mut etcd = Etcd::start(1);
+    let hosts = fleet(&etcd, 2, "app");
+    set(&hosts[0], "app", "KEY", "k-1");
+    wait_for(&hosts[1], "app", "KEY", |c| has_value(c, "KEY", "k-1"));
+    etcd.stop();
+    let backup = etcd.backup("backup");
+    etcd.restart();
+    set_eventually(&hosts[0], "app", "KEY", "k-2");
+    set(&hosts[1], "app", "LATER", "l-1");
+    for h in &hosts {
+        wait_for(h, "app", "the sets after the backup", |c| {
+            has_value(c, "KEY", "k-2") && has_value(c, "LATER", "l-1")
+        });
+    }
+
+    // etcd goes back to the backup: its history is shorter, its vault older.
+    etcd.stop();
+    etcd.restore(&backup);
+    etcd.restart();
+    for h in &hosts {
+        wait_status(h, "app", "rollback");
+        serves(h, "app", "KEY", "k-2", "after etcd went back");
+        serves(h, "app", "LATER", "l-1", "after etcd went back");
+    }
+    // Sets work again without a restart, from either host, and nothing
+    // set after the backup is lost.
+    set_eventually(&hosts[1], "app", "KEY", "k-3");
+    wait_for(&hosts[0], "app", "the set after the restore", |c| {
+        has_value(c, "KEY", "k-3") && has_value(c, "LATER", "l-1")
+    });
+    set(&hosts[0], "app", "KEY", "k-4");
+    wait_for(&hosts[1], "app", "a set from the other host", |c| {
+        has_value(c, "KEY", "k-4")
+    });
+}
+
+#[test]
+fn a_host_pointed_at_an_empty_etcd_keeps_its_copies_and_writes_nothing() {
+    if !have_etcd("a_host_pointed_at_an_empty_etcd_keeps_its_copies_and_writes_nothing") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let mut hosts = fleet(&etcd, 2, "app");
+    set(&hosts[0], "app", "KEY", "k-1");
+    let id = fleet_id(&hosts[0]);
+    // The same host, restarted with the endpoints of an empty etcd (a
+    // typo, a rebuilt cluster).
+    let empty = Etcd::start(1);
+    let endpoints = empty.endpoints();
+    hosts[0].stop();
+    hosts[0].set_args(&args(&endpoints, &[]));
+    hosts[0].restart();
+    serves(&hosts[0], "app", "KEY", "k-1", "on an empty etcd");
+    let problems = wait_problem(&hosts[0], "holds no fleet");
+    assert!(problems.contains("--publish-fleet"), "{problems}");
+    assert!(
+        hosts[0].state_dir().join("fleet/vaults/app").exists(),
+        "the local sealed copy was wiped"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        empty.raw().list("/flux/").is_empty(),
+        "the host wrote to an etcd that holds no fleet"
+    );
+    // Writes fail and say why; nothing changes.
+    let out = hosts[0].run_ctl(&["secrets", "set", "KEY", "k-x", "--project", "app"]);
+    assert!(!out.status.success(), "a set succeeded on an empty etcd");
+    serves(&hosts[0], "app", "KEY", "k-1", "after a refused set");
+
+    // Told to, it writes its fleet back: the same fleet, its project.
+    hosts[0].stop();
+    hosts[0].set_args(&args(&endpoints, &["--publish-fleet"]));
+    hosts[0].restart();
+    assert_eq!(fleet_id(&hosts[0]), id);
+    assert!(empty.raw().get(&EtcdKey::Id.to_string()).is_some());
+    serves(&hosts[0], "app", "KEY", "k-1", "after --publish-fleet");
+    set(&hosts[0], "app", "KEY", "k-2");
+    serves(
+        &hosts[0],
+        "app",
+        "KEY",
+        "k-2",
+        "after a set on the new etcd",
+    );
+    assert!(
+        empty
+            .raw()
+            .get(&EtcdKey::vault("app").to_string())
+            .is_some()
+    );
+}
+
+#[test]
+fn lost_quorum_says_the_outcome_is_unknown_and_status_clears_when_it_returns() {
+    if !have_etcd("lost_quorum_says_the_outcome_is_unknown_and_status_clears_when_it_returns") {
+        return;
+    }
+    let mut etcd = Etcd::start(3);
+    let hosts = fleet(&etcd, 2, "app");
+    set(&hosts[0], "app", "KEY", "k-1");
+    wait_for(&hosts[1], "app", "KEY", |c| has_value(c, "KEY", "k-1"));
+    etcd.members[1].stop();
+    etcd.members[2].stop();
+    let out = hosts[0].run_ctl(&["secrets", "set", "KEY", "k-2", "--project", "app"]);
+    assert!(!out.status.success(), "a set succeeded without quorum");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown") && !stderr.contains("nothing was changed"),
+        "the error claims to know the outcome: {stderr}"
+    );
+    flux_e2e::assert_no_secret(&out.stderr, "k-2", "the error");
+    serves(&hosts[1], "app", "KEY", "k-1", "without quorum");
+
+    etcd.members[1].start();
+    etcd.members[2].start();
+    etcd.wait_healthy();
+    for h in &hosts {
+        let started = Instant::now();
+        while !last_error(h, "app").is_empty() {
+            assert!(
+                started.elapsed() < PROPAGATION,
+                "status on {} still shows {:?} after quorum returned",
+                h.dir().display(),
+                last_error(h, "app")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    set_eventually(&hosts[1], "app", "KEY", "k-3");
+    wait_for(&hosts[0], "app", "a set after quorum returned", |c| {
+        has_value(c, "KEY", "k-3")
+    });
+}

@@ -1,0 +1,219 @@
+//! Hosts of a fleet for the tests: the first host founds the fleet, the
+//! others start with its fleet id and are added by their join tokens, as
+//! docs/FLEET.md tells an operator to.
+
+use crate::cluster::Etcd;
+use flux_e2e::TestDaemon;
+use flux_protocol::blocking::Client;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// How long a change may take to reach another host before a test fails
+/// (generous: the target is 50 ms, the machine may be busy).
+pub const PROPAGATION: Duration = Duration::from_secs(10);
+
+/// The fluxd arguments of a host on `etcd`, plus `extra`.
+pub fn args<'a>(endpoints: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--store", "etcd", "--etcd-endpoints", endpoints];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The first host: founds the fleet in an empty etcd.
+pub fn founder(etcd: &Etcd) -> TestDaemon {
+    let endpoints = etcd.endpoints();
+    TestDaemon::start_with(&args(&endpoints, &[]))
+}
+
+/// A host started to join the fleet `fleet_id` (not added yet).
+pub fn joiner(etcd: &Etcd, fleet_id: &str) -> TestDaemon {
+    let endpoints = etcd.endpoints();
+    TestDaemon::start_with(&args(&endpoints, &["--fleet-id", fleet_id]))
+}
+
+/// `fluxctl hosts list --json` on `d`.
+pub fn fleet_info(d: &TestDaemon) -> Value {
+    serde_json::from_str(&d.ctl_ok(&["hosts", "list", "--json"])).expect("JSON")
+}
+
+pub fn fleet_id(d: &TestDaemon) -> String {
+    let info = fleet_info(d);
+    info["fleet_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no fleet id: {info}\n{}", d.log()))
+        .to_owned()
+}
+
+pub fn join_token(d: &TestDaemon) -> String {
+    fleet_info(d)["join_token"]
+        .as_str()
+        .expect("fleet mode")
+        .to_owned()
+}
+
+pub fn recipient(d: &TestDaemon) -> String {
+    fleet_info(d)["this_host"]
+        .as_str()
+        .expect("fleet mode")
+        .to_owned()
+}
+
+/// Adds `host` to the fleet from `by`, and waits until `host` sees itself
+/// listed.
+pub fn join(by: &TestDaemon, host: &TestDaemon) {
+    by.ctl_ok(&["hosts", "add", &join_token(host)]);
+    let started = Instant::now();
+    while fleet_info(host)["member"] != Value::Bool(true) {
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "{} never saw itself in the host list: {}\n{}",
+            host.dir().display(),
+            fleet_info(host),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts `n` hosts; the first founds the fleet and creates `project`,
+/// the second is added before the project exists (the project is created
+/// wrapped for it), the others after (their keys are wrapped then).
+pub fn fleet(etcd: &Etcd, n: usize, project: &str) -> Vec<TestDaemon> {
+    let first = founder(etcd);
+    let id = fleet_id(&first);
+    let mut hosts = vec![first];
+    for _ in 1..n {
+        hosts.push(joiner(etcd, &id));
+    }
+    if n > 1 {
+        join(&hosts[0], &hosts[1]);
+    }
+    hosts[0].create_project(project);
+    for h in hosts.iter().skip(2) {
+        join(&hosts[0], h);
+    }
+    for h in &hosts {
+        wait_for(h, project, "the project", |c| c.list().is_ok());
+    }
+    hosts
+}
+
+/// Polls `check` on a fresh or kept connection to `project` on `host`
+/// until it holds; panics (naming `what`, never a value) after
+/// [`PROPAGATION`]. Returns how long it took.
+pub fn wait_for(
+    host: &TestDaemon,
+    project: &str,
+    what: &str,
+    mut check: impl FnMut(&mut Client) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    let mut client = None;
+    loop {
+        if client.is_none() {
+            client = Client::connect(host.project_socket(project)).ok();
+        }
+        if let Some(c) = client.as_mut() {
+            if check(c) {
+                return started.elapsed();
+            }
+            if c.list().is_err() {
+                client = None;
+            }
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "{what} did not reach host {} within {PROPAGATION:?}; its log:\n{}",
+            host.dir().display(),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+pub fn has_value(c: &mut Client, name: &str, value: &str) -> bool {
+    c.get(name).is_ok_and(|v| v.expose() == value)
+}
+
+/// Asserts that `host` serves `value` for `name` now (a fresh connection).
+pub fn serves(host: &TestDaemon, project: &str, name: &str, value: &str, when: &str) {
+    let mut c = host.client(project);
+    assert!(
+        has_value(&mut c, name, value),
+        "{} does not serve the expected value of {name} {when}",
+        host.dir().display()
+    );
+}
+
+pub fn set(host: &TestDaemon, project: &str, name: &str, value: &str) {
+    host.ctl_ok(&["secrets", "set", name, value, "--project", project]);
+}
+
+/// `project`'s `last_error` in `fluxctl status --json` on `host`.
+pub fn last_error(host: &TestDaemon, project: &str) -> String {
+    let json: Value =
+        serde_json::from_str(&host.ctl_ok(&["status", "--json"])).expect("status JSON");
+    json["projects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == project)
+        .and_then(|p| p["last_error"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Waits until `project`'s status on `host` says something containing
+/// `needle`; returns it.
+pub fn wait_status(host: &TestDaemon, project: &str, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let e = last_error(host, project);
+        if e.contains(needle) {
+            return e;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "the status of {project} on {} never said {needle:?}; it says {e:?}\n{}",
+            host.dir().display(),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `host`'s fleet problems (`fluxctl hosts list`) mention
+/// `needle`; returns them.
+pub fn wait_problem(host: &TestDaemon, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let problems = fleet_info(host)["problems"].to_string();
+        if problems.contains(needle) {
+            return problems;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "the fleet problems on {} never said {needle:?}: {problems}",
+            host.dir().display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a set until it succeeds (etcd may be electing a leader), failing
+/// after [`PROPAGATION`] with the last error.
+pub fn set_eventually(host: &TestDaemon, project: &str, name: &str, value: &str) {
+    let started = Instant::now();
+    loop {
+        let out = host.run_ctl(&["secrets", "set", name, value, "--project", project]);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "sets still fail: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
