@@ -4,11 +4,19 @@
 //! It watches *folders* (`vaults/` and `keys/`, or a `.env` file's folder),
 //! not file inodes, so a file replaced by rename, rewritten in place,
 //! copied over, restored, or swapped Kubernetes-style (a `..data` symlink
-//! renamed over) is never missed. Events are coalesced: after the first,
-//! the watcher waits until the folder has been quiet for [`QUIET`] (at most
-//! [`MAX_BATCH`]), then sends one [`Change`] naming just the projects of the
-//! changed files — or [`Change::All`] when a name is not a project file
-//! (`..data`), or when the kernel dropped events.
+//! renamed over) is never missed.
+//!
+//! The first file of a burst that is complete — renamed into place (how
+//! fluxd, `mv`, `age -o tmp && mv` and Kubernetes swap files) or closed
+//! after being written in place — is applied at once, so an external
+//! rotation is live within a millisecond. The rest of the burst is
+//! coalesced: the watcher waits until the folder has been quiet for
+//! [`QUIET`] (at most [`MAX_BATCH`]), then sends one [`Change`] for it. A
+//! burst that starts with a partial write (a file truncated and still
+//! being written) waits for the quiet, so a half-written file is not read.
+//! Changes name just the projects of the changed files — or are
+//! [`Change::All`] when a name is not a project file (`..data`), or when
+//! the kernel dropped events.
 //!
 //! The re-read compares SHA-256 fingerprints with what each project last
 //! loaded or wrote, so fluxd's own writes (and unchanged files) cost a hash,
@@ -22,7 +30,7 @@
 use super::{Change, ChangeFeed};
 use crate::error::{Error, Result};
 use flux_protocol::limits::validate_project_name;
-use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -49,37 +57,45 @@ impl Scope {
         !self.all && self.projects.is_empty()
     }
 
-    fn add(&mut self, event: notify::Result<notify::Event>) {
+    /// Adds an event; true when it completes a file (a rename into place,
+    /// or the close of a file written in place), so the change can be
+    /// applied without waiting for the burst to end.
+    fn add(&mut self, event: notify::Result<notify::Event>) -> bool {
         let event = match event {
             Ok(e) => e,
             Err(e) => {
                 warn!(error = %e, "watcher error; rescanning every project");
                 self.all = true;
-                return;
+                return false;
             }
         };
-        match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
-            EventKind::Access(_) => return,
-            _ => {}
-        }
+        let complete = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => return false,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => true,
+            _ => false,
+        };
         if event.need_rescan() {
             self.all = true;
         }
+        let mut counted = false;
         for path in &event.paths {
-            self.add_path(path);
+            counted |= self.add_path(path);
         }
+        // A temp file closed is not what completes a write: its rename is.
+        complete && counted
     }
 
-    fn add_path(&mut self, path: &Path) {
+    /// Adds a changed path; false when it is one of fluxd's temp files.
+    fn add_path(&mut self, path: &Path) -> bool {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             self.all = true;
-            return;
+            return true;
         };
         // fluxd's own temp files: the rename that finishes a write is what
         // matters.
         if flux_vault::files::is_temp_file(name) {
-            return;
+            return false;
         }
         let project = name
             .strip_suffix(".age")
@@ -93,10 +109,16 @@ impl Scope {
             // may have moved.
             None => self.all = true,
         }
+        true
     }
 }
 
 impl Scope {
+    /// The change so far, leaving the scope empty.
+    fn take(&mut self) -> Option<Change> {
+        std::mem::take(self).into_change()
+    }
+
     fn into_change(self) -> Option<Change> {
         if self.all {
             Some(Change::All)
@@ -134,21 +156,36 @@ fn coalesce(
     events: &std_mpsc::Receiver<notify::Result<notify::Event>>,
     tx: &mpsc::UnboundedSender<Change>,
 ) {
+    let send = |change: Option<Change>| match change {
+        Some(change) => {
+            debug!(?change, "files changed");
+            tx.send(change).is_ok()
+        }
+        None => !tx.is_closed(),
+    };
     while let Ok(first) = events.recv() {
         let mut scope = Scope::default();
-        scope.add(first);
+        // The burst's first completed file is applied at once (a rename's
+        // "from" half may come first); the rest of the burst is coalesced.
+        let mut sent_early = scope.add(first);
+        if sent_early && !send(scope.take()) {
+            return;
+        }
         let started = Instant::now();
         while started.elapsed() < MAX_BATCH {
             match events.recv_timeout(QUIET) {
-                Ok(event) => scope.add(event),
+                Ok(event) => {
+                    if scope.add(event) && !sent_early {
+                        sent_early = true;
+                        if !send(scope.take()) {
+                            return;
+                        }
+                    }
+                }
                 Err(_) => break,
             }
         }
-        let Some(change) = scope.into_change() else {
-            continue;
-        };
-        debug!(?change, "files changed");
-        if tx.send(change).is_err() {
+        if !send(scope.into_change()) {
             return;
         }
     }
@@ -169,5 +206,45 @@ mod tests {
         assert_eq!(s.projects.iter().collect::<Vec<_>>(), ["app", "other"]);
         s.add_path(Path::new("/s/vaults/..data"));
         assert!(s.all, "a Kubernetes-style swap rescans everything");
+    }
+
+    #[test]
+    fn renames_into_place_and_closes_after_writing_complete_a_file() {
+        use notify::event::{CreateKind, DataChange};
+        let event = |kind: EventKind, path: &str| {
+            Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
+        };
+        let mut s = Scope::default();
+        assert!(!s.add(event(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "/s/vaults/.app.age.abc123.tmp"
+        )));
+        assert!(!s.add(event(
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            "/s/vaults/app.age.new"
+        )));
+        assert!(s.add(event(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            "/s/vaults/app.age"
+        )));
+        assert!(s.add(event(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "/s/vaults/app.age"
+        )));
+        // A file still being written is not complete.
+        assert!(!s.add(event(
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            "/s/vaults/app.age"
+        )));
+        assert!(!s.add(event(
+            EventKind::Create(CreateKind::File),
+            "/s/vaults/app.age"
+        )));
+        assert!(!s.add(event(
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            "/s/vaults/app.age"
+        )));
+        assert!(s.take().is_some());
+        assert!(s.take().is_none(), "take leaves the scope empty");
     }
 }
