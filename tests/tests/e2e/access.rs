@@ -297,6 +297,37 @@ fn hello(s: &mut UnixStream) -> Option<Response> {
 }
 
 #[test]
+fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
+    let d = TestDaemon::start_with_config(
+        "[limits]\nframe_timeout = \"200ms\"\nidle_timeout = \"1s\"\n",
+    );
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "K", "v", "-p", "app"]);
+    // A client asking every 300 ms for 2 s is never idle for 1 s.
+    let mut busy = d.client("app");
+    for _ in 0..7 {
+        assert_value(&mut busy, "K", "v");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_value(&mut busy, "K", "v");
+    // One that says nothing is closed once the idle timeout has passed.
+    let mut idle = UnixStream::connect(d.project_socket("app")).unwrap();
+    assert!(matches!(hello(&mut idle), Some(Response::Welcome(_))));
+    let started = std::time::Instant::now();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(idle.read(&mut buf), Ok(0) | Err(_)),
+        "the idle client is not cut off"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the idle timeout"
+    );
+}
+
+#[test]
 fn slow_flooding_and_garbage_clients_do_not_stall_others() {
     let d = TestDaemon::start_with_config(
         "[limits]\nframe_timeout = \"300ms\"\nhandshake_timeout = \"300ms\"\nmax_connections_per_project = 4\nmax_secrets_per_project = 3\n",

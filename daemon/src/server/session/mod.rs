@@ -133,7 +133,6 @@ pub(crate) async fn serve(
     let span =
         info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
     let max_frame = services.config.limits.max_request_bytes;
-    let reloads = services.access.reloads();
     let mut session = Session {
         framed: Framed::new(stream, ServerCodec::new(max_frame)),
         target,
@@ -143,7 +142,6 @@ pub(crate) async fn serve(
         summaries: ReadSummaries::default(),
         summary_due: None,
         denials: 0,
-        reloads,
     };
     async move {
         match session.run(&cancel).await {
@@ -170,8 +168,6 @@ pub(super) struct Session {
     pub(super) summary_due: Option<Pin<Box<Sleep>>>,
     /// Denials on this connection so far.
     pub(super) denials: u32,
-    /// Changes on every policy reload.
-    pub(super) reloads: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Why a connection was ended by the daemon.
@@ -209,28 +205,48 @@ impl Session {
         };
         self.handshake(first).await?;
         let mut events: Option<broadcast::Receiver<Event>> = None;
+        // The futures below live as long as the connection, so each
+        // registers its waker once, not once per request.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let mut reload = Box::pin(policy_reloaded(self.services.access.reloads()));
+        // One timer for the frame and idle timeouts, re-armed only when it
+        // fires (see `Waiting`), never per request.
+        let mut waiting = Waiting::new(&limits);
+        let deadline = tokio::time::sleep_until(waiting.due().into());
+        tokio::pin!(deadline);
         loop {
             let frame = tokio::select! {
                 biased;
                 event = next_event(&mut events) => {
+                    waiting.restart();
                     if self.forward(event, &mut events).await? {
                         return Ok(());
                     }
                     continue;
                 }
-                _ = cancel.cancelled() => return Ok(()),
+                () = &mut cancelled => return Ok(()),
                 () = summaries_due(&mut self.summary_due) => {
+                    waiting.restart();
                     self.flush_summaries();
                     continue;
                 }
-                Ok(()) = self.reloads.changed() => {
+                rx = &mut reload => {
+                    reload = Box::pin(policy_reloaded(rx));
+                    waiting.restart();
                     if self.lost_access().await {
                         return Err(End::Protocol("no role left after a policy reload".into()));
                     }
                     continue;
                 }
-                frame = next_frame(&mut self.framed, &self.services.config.limits) => frame?,
+                () = &mut deadline => {
+                    let next = waiting.expired(!self.framed.read_buffer().is_empty())?;
+                    deadline.as_mut().reset(next.into());
+                    continue;
+                }
+                frame = self.framed.next() => frame,
             };
+            waiting.restart();
             let Some(frame) = frame else { return Ok(()) };
             let mut frame = self.frame_or_close(frame).await?;
             let request = decode::<Request>(&frame);
@@ -545,27 +561,64 @@ async fn next_event(
     }
 }
 
-/// The next frame, enforcing the frame and idle timeouts. `Ok(None)` on a
-/// clean close.
-async fn next_frame(
-    framed: &mut Framed<UnixStream, ServerCodec>,
-    limits: &crate::config::Limits,
-) -> Result<Option<Result<bytes::BytesMut, io::Error>>, End> {
-    let idle_since = Instant::now();
-    loop {
-        match tokio::time::timeout(limits.frame_timeout, framed.next()).await {
-            Ok(frame) => return Ok(frame),
-            Err(_) if !framed.read_buffer().is_empty() => {
-                let msg = format!("incomplete frame for {:?}", limits.frame_timeout);
-                warn!("{msg}: closing");
-                return Err(End::Protocol(msg));
-            }
-            Err(_) if idle_since.elapsed() >= limits.idle_timeout => {
-                return Err(End::Protocol("idle timeout".into()));
-            }
-            Err(_) => {}
+/// The frame and idle timeouts of a connection waiting for its next
+/// request, kept with one timer: a request answered only moves
+/// `since`; the timer, when it fires, is re-armed for what is left.
+struct Waiting {
+    since: Instant,
+    frame_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
+}
+
+impl Waiting {
+    fn new(limits: &crate::config::Limits) -> Self {
+        Self {
+            since: Instant::now(),
+            frame_timeout: limits.frame_timeout,
+            idle_timeout: limits.idle_timeout,
         }
     }
+
+    /// The connection did something: waiting starts again.
+    fn restart(&mut self) {
+        self.since = Instant::now();
+    }
+
+    /// When the frame timeout runs out, counted from the last restart.
+    fn due(&self) -> Instant {
+        self.since + self.frame_timeout
+    }
+
+    /// The timer fired: ends the connection when a frame was started and
+    /// not finished within the frame timeout, or nothing came for the idle
+    /// timeout; else says when to look again.
+    fn expired(&self, partial_frame: bool) -> Result<Instant, End> {
+        let now = Instant::now();
+        if now < self.due() {
+            // Requests came since the timer was armed.
+            return Ok(self.due());
+        }
+        if partial_frame {
+            let msg = format!("incomplete frame for {:?}", self.frame_timeout);
+            warn!("{msg}: closing");
+            return Err(End::Protocol(msg));
+        }
+        if now.duration_since(self.since) >= self.idle_timeout {
+            return Err(End::Protocol("idle timeout".into()));
+        }
+        Ok(now + self.frame_timeout)
+    }
+}
+
+/// Resolves with the receiver when the policy is reloaded; never when the
+/// policy can no longer change.
+async fn policy_reloaded(
+    mut rx: tokio::sync::watch::Receiver<u64>,
+) -> tokio::sync::watch::Receiver<u64> {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    rx
 }
 
 /// Resolves when pending summaries are due; never when none are pending.
