@@ -8,7 +8,13 @@
 //!   "project": "my-app",
 //!   "revision": 42,
 //!   "secrets": {
-//!     "OPENAI_API_KEY": { "value": "…", "set_at": "2026-11-27T21:49:25.123Z" }
+//!     "OPENAI_API_KEY": {
+//!       "value": "…", "set_at": "2026-11-27T21:49:25.123Z", "version": 3,
+//!       "set_by": { "uid": 1000, "exe": "/usr/bin/fluxctl" },
+//!       "history": [
+//!         { "version": 2, "value": "…", "set_at": "…", "set_by": { "uid": 1000 } }
+//!       ]
+//!     }
 //!   },
 //!   "seal": "hmac-sha256:<64 hex digits>"
 //! }
@@ -19,7 +25,8 @@
 //! gap: it is HMAC-SHA256, under a key derived from the project identity
 //! ([`crate::keys`]), over the document without its `seal` field, serialized
 //! as compact JSON with keys in the order above and secrets sorted by name
-//! (what serde_json writes for these types). Only a holder of the identity
+//! (what serde_json writes for these types). Optional fields that are
+//! absent stay absent. Only a holder of the identity
 //! can produce it, so a vault that is merely encrypted to the recipient is
 //! refused like a corrupt one.
 //!
@@ -29,10 +36,18 @@
 //! `vaults/` so a restart does not forget it. Version 1 documents (no
 //! revision, revision 0) still open, and are written as version 2.
 //!
+//! Each entry also carries its version number, who set it (`set_by`: uid
+//! and executable) and its earlier values (`history`, newest first, absent
+//! when empty) — see [`crate::secrets`]. All of it is inside the sealed,
+//! encrypted document, like the current value.
+//!
 //! Errors describe the failure (line and column for JSON) and never quote
 //! the document, which holds values.
 
 use crate::keys::ProjectKey;
+pub use crate::secrets::{
+    Entry, MAX_EXE_LEN, RollbackError, RolledBack, Secrets, SetBy, SetOutcome, Version, Versions,
+};
 use flux_protocol::SecretValue;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
 use hmac::{Hmac, Mac};
@@ -54,18 +69,7 @@ pub const SEAL_PREFIX: &str = "hmac-sha256:";
 /// Largest plaintext a vault may decrypt to (bounds memory on a hostile file).
 pub const MAX_PLAINTEXT: u64 = 256 * 1024 * 1024;
 
-/// One secret in memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub value: SecretValue,
-    /// When it was set, ms since the Unix epoch.
-    pub set_at_ms: u64,
-}
-
-/// A project's secrets by name.
-pub type Secrets = BTreeMap<String, Entry>;
-
-/// An opened vault: its revision and its secrets.
+/// An opened vault: its revision and its secrets (with their versions).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Opened {
     /// Raised by every write; 0 for a version 1 document.
@@ -96,6 +100,30 @@ struct Document {
 struct DocEntry {
     value: SecretValue,
     set_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    set_by: Option<DocSetBy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<Vec<DocVersion>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocSetBy {
+    uid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exe: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocVersion {
+    version: u64,
+    value: SecretValue,
+    set_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    set_by: Option<DocSetBy>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -168,6 +196,34 @@ struct DocumentOut<'a> {
 struct EntryOut<'a> {
     value: &'a str,
     set_at: String,
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    set_by: Option<SetByOut<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    history: Vec<VersionOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct SetByOut<'a> {
+    uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct VersionOut<'a> {
+    version: u64,
+    value: &'a str,
+    set_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    set_by: Option<SetByOut<'a>>,
+}
+
+fn set_by_out(by: &Option<SetBy>) -> Option<SetByOut<'_>> {
+    by.as_ref().map(|b| SetByOut {
+        uid: b.uid,
+        exe: b.exe.as_deref(),
+    })
 }
 
 /// The sealed plaintext document for `secrets`: compact JSON, serialized
@@ -188,22 +244,49 @@ pub fn seal_document(
         secrets: secrets
             .iter()
             .map(|(name, e)| {
+                let versions = secrets.versions(name).expect("a name that is set");
                 (
                     name.as_str(),
                     EntryOut {
                         value: e.value.expose(),
                         set_at: format_time_ms(e.set_at_ms),
+                        version: versions.current,
+                        set_by: set_by_out(&versions.set_by),
+                        history: versions
+                            .previous
+                            .iter()
+                            .map(|p| VersionOut {
+                                version: p.version,
+                                value: p.value.expose(),
+                                set_at: format_time_ms(p.set_at_ms),
+                                set_by: set_by_out(&p.set_by),
+                            })
+                            .collect(),
                     },
                 )
             })
             .collect(),
     };
     // JSON escapes a byte as at most 6 ("\u00XX").
+    let set_by_room = |b: &Option<SetBy>| {
+        b.as_ref()
+            .map_or(0, |b| 48 + 6 * b.exe.as_ref().map_or(0, String::len))
+    };
     let room = 256
         + project.len() * 6
         + secrets
             .iter()
-            .map(|(n, e)| n.len() + 6 * e.value.len() + 64)
+            .map(|(n, e)| {
+                let v = secrets.versions(n).expect("a name that is set");
+                n.len()
+                    + 6 * e.value.len()
+                    + 96
+                    + set_by_room(&v.set_by)
+                    + v.previous
+                        .iter()
+                        .map(|p| 6 * p.value.len() + 96 + set_by_room(&p.set_by))
+                        .sum::<usize>()
+            })
             .sum::<usize>();
     let mut out = Zeroizing::new(Vec::with_capacity(room));
     serde_json::to_writer(&mut *out, &doc)
@@ -302,21 +385,62 @@ pub fn open_document(
             )
         })?;
     }
+    let version = doc.version;
     let mut secrets = Secrets::new();
     for (name, entry) in doc.secrets {
         validate_secret_name(&name).map_err(|e| VaultError(e.to_string()))?;
         validate_value_len(entry.value.len())
             .map_err(|e| VaultError(format!("secret {name}: {e}")))?;
-        let set_at_ms = parse_time_ms(&entry.set_at).ok_or_else(|| {
-            VaultError(format!(
-                "secret {name}: set_at is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z"
-            ))
-        })?;
+        let set_at_ms = parse_time(&name, "set_at", &entry.set_at)?;
+        if version == 1
+            && (entry.version.is_some() || entry.set_by.is_some() || entry.history.is_some())
+        {
+            return Err(VaultError(format!(
+                "secret {name}: a version 1 document has no \"version\", \"set_by\" or \"history\" field"
+            )));
+        }
+        let current = entry.version.unwrap_or(1);
+        if current == 0 {
+            return Err(VaultError(format!(
+                "secret {name}: version numbers start at 1"
+            )));
+        }
+        let mut previous = Vec::new();
+        let mut below = current;
+        for old in entry.history.unwrap_or_default() {
+            if old.version == 0 || old.version >= below {
+                return Err(VaultError(format!(
+                    "secret {name}: history version {} is out of order (each earlier version must be below the one before it, the current one is {current}, and numbers start at 1)",
+                    old.version
+                )));
+            }
+            below = old.version;
+            validate_value_len(old.value.len()).map_err(|e| {
+                VaultError(format!(
+                    "secret {name}: history version {}: {e}",
+                    old.version
+                ))
+            })?;
+            previous.push(Version {
+                version: old.version,
+                set_at_ms: parse_time(&name, "history set_at", &old.set_at)?,
+                value: old.value,
+                set_by: old.set_by.map(set_by_in),
+            });
+        }
         secrets.insert(
-            name,
+            name.clone(),
             Entry {
                 value: entry.value,
                 set_at_ms,
+            },
+        );
+        secrets.put_versions(
+            &name,
+            Versions {
+                current,
+                set_by: entry.set_by.map(set_by_in),
+                previous,
             },
         );
     }
@@ -324,6 +448,21 @@ pub fn open_document(
         revision: doc.revision.unwrap_or(0),
         secrets,
     })
+}
+
+fn parse_time(name: &str, field: &str, text: &str) -> Result<u64, VaultError> {
+    parse_time_ms(text).ok_or_else(|| {
+        VaultError(format!(
+            "secret {name}: {field} is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z"
+        ))
+    })
+}
+
+fn set_by_in(by: DocSetBy) -> SetBy {
+    SetBy {
+        uid: by.uid,
+        exe: by.exe,
+    }
 }
 
 /// Encrypts a plaintext to the project's recipient (binary age format).
@@ -504,6 +643,102 @@ mod tests {
         assert_eq!(
             (json["version"].as_u64(), json["revision"].as_u64()),
             (Some(2), Some(1))
+        );
+    }
+
+    fn versioned() -> Secrets {
+        let mut s = sample();
+        let by = Some(SetBy::new(1000, Some("/usr/bin/fluxctl")));
+        s.set("B_KEY", "sk-b2".into(), 1_700_000_001_000, by.clone(), 5);
+        s.set("B_KEY", "sk-b3".into(), 1_700_000_002_000, None, 5);
+        s.set("C_KEY", "c".into(), 1_700_000_003_000, by, 5);
+        s
+    }
+
+    #[test]
+    fn versions_are_sealed_with_the_document() {
+        let key = ProjectKey::generate();
+        let file = seal("app", &versioned(), 4, &key).unwrap();
+        assert!(!file.windows(4).any(|w| w == b"sk-b"), "value in the clear");
+        let opened = open(&file, "app", &key).unwrap();
+        assert_eq!(opened.secrets, versioned());
+        let b: Vec<(u64, String)> = opened
+            .secrets
+            .versions_of("B_KEY")
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.version, v.value.expose().to_owned()))
+            .collect();
+        assert_eq!(
+            b,
+            [(3, "sk-b3".into()), (2, "sk-b2".into()), (1, "sk-b".into())]
+        );
+
+        // The history is covered by the seal.
+        let doc = seal_document("app", &versioned(), 4, &key).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(json["secrets"]["B_KEY"]["version"], 3);
+        assert_eq!(json["secrets"]["B_KEY"]["history"][0]["version"], 2);
+        assert_eq!(
+            json["secrets"]["B_KEY"]["history"][0]["set_by"]["uid"],
+            1000
+        );
+        assert!(
+            json["secrets"]["A_KEY"].get("history").is_none(),
+            "absent when empty"
+        );
+        assert!(
+            json["secrets"]["A_KEY"].get("set_by").is_none(),
+            "absent when unknown"
+        );
+        let mut altered = json.clone();
+        altered["secrets"]["B_KEY"]["history"][1]["value"] = "attacker".into();
+        let err =
+            open_document(&serde_json::to_vec(&altered).unwrap(), "app", Some(&key)).unwrap_err();
+        assert!(err.0.contains("does not match"), "{err}");
+        let mut dropped = json.clone();
+        dropped["secrets"]["B_KEY"]
+            .as_object_mut()
+            .unwrap()
+            .remove("history");
+        let err =
+            open_document(&serde_json::to_vec(&dropped).unwrap(), "app", Some(&key)).unwrap_err();
+        assert!(err.0.contains("does not match"), "{err}");
+        // Re-indented, it still opens; re-sealed, the history is kept.
+        let pretty = serde_json::to_vec_pretty(&json).unwrap();
+        assert_eq!(
+            open_document(&pretty, "app", Some(&key)).unwrap().secrets,
+            versioned()
+        );
+        let (_, resealed) = reseal_document(&pretty, &key).unwrap();
+        assert_eq!(
+            open_document(&resealed, "app", Some(&key)).unwrap().secrets,
+            versioned()
+        );
+    }
+
+    #[test]
+    fn history_out_of_order_or_in_version_1_is_refused() {
+        let bad = |doc: &str| open_document(doc.as_bytes(), "app", None).unwrap_err().0;
+        let t = "2026-01-01T00:00:00Z";
+        let err = bad(&format!(
+            r#"{{"format":"flux-secrets-vault","version":2,"project":"app","revision":1,"secrets":{{"A":{{"value":"3","set_at":"{t}","version":3,"history":[{{"version":1,"value":"1","set_at":"{t}"}},{{"version":2,"value":"2","set_at":"{t}"}}]}}}}}}"#
+        ));
+        assert!(err.contains("out of order"), "{err}");
+        let err = bad(&format!(
+            r#"{{"format":"flux-secrets-vault","version":2,"project":"app","revision":1,"secrets":{{"A":{{"value":"3","set_at":"{t}","history":[{{"version":1,"value":"1","set_at":"{t}"}}]}}}}}}"#
+        ));
+        assert!(err.contains("out of order"), "no version means 1: {err}");
+        let err = bad(&format!(
+            r#"{{"format":"flux-secrets-vault","version":1,"project":"app","secrets":{{"A":{{"value":"3","set_at":"{t}","version":3}}}}}}"#
+        ));
+        assert!(err.contains("version 1 document"), "{err}");
+        let err = bad(&format!(
+            r#"{{"format":"flux-secrets-vault","version":2,"project":"app","revision":1,"secrets":{{"A":{{"value":"3","set_at":"{t}","version":2,"history":[{{"version":1,"value":"1","set_at":"{t}","set_by":{{"uid":1,"pid":2}}}}]}}}}}}"#
+        ));
+        assert!(
+            err.contains("wrong field"),
+            "unknown fields are refused: {err}"
         );
     }
 
