@@ -83,6 +83,10 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.audit_log": lambda: p.encode_audit_log(None, 0, 10),
     "request.health": p.encode_health,
     "request.restore_vault": p.encode_restore_vault,
+    "request.history": lambda: p.encode_history("OPENAI_API_KEY"),
+    "request.rollback": lambda: p.encode_rollback("OPENAI_API_KEY", 2),
+    "request.diff": lambda: p.encode_diff([("A", "1")]),
+    "request.list_digests": p.encode_list_digests,
 }
 
 STATUS = p.DaemonStatus(
@@ -159,6 +163,33 @@ RESPONSES: Dict[str, p.Response] = {
         problems=[],
     ),
     "response.restored": p.Restored(revision=43, generation=9, secrets=2),
+    "response.history": p.History(
+        name="OPENAI_API_KEY",
+        versions=[
+            p.VersionInfo(
+                version=3,
+                set_at_ms=1764000060000,
+                uid=1000,
+                exe="/usr/bin/fluxctl",
+                digest="5d41402abc4b",
+            ),
+            p.VersionInfo(
+                version=2, set_at_ms=1764000000000, uid=None, exe=None, digest="7d793037a076"
+            ),
+        ],
+    ),
+    "response.rolled_back": p.RolledBack(from_version=2, version=4, generation=10),
+    "response.diff": p.Diff(
+        [
+            p.Difference("A", p.DiffState.SAME),
+            p.Difference("B", p.DiffState.CHANGED),
+            p.Difference("C", p.DiffState.ONLY_IN_REQUEST),
+            p.Difference("D", p.DiffState.ONLY_IN_PROJECT),
+        ]
+    ),
+    "response.secret_digests": p.SecretDigests(
+        [p.SecretDigest("OPENAI_API_KEY", 1764000000000, "5d41402abc4b")]
+    ),
 }
 
 
@@ -276,8 +307,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 20"):
-            p.decode_response(struct.pack("<I", 20))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 24"):
+            p.decode_response(struct.pack("<I", 24))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use tracing::{error, info};
 
 /// SHA-256 of a file's bytes.
-pub(super) type Fingerprint = [u8; 32];
+pub(crate) type Fingerprint = [u8; 32];
 
 pub(super) fn fingerprint(bytes: &[u8]) -> Fingerprint {
     Sha256::digest(bytes).into()
@@ -189,7 +189,8 @@ impl Project {
                     generation,
                     loaded_at_ms: now_ms(),
                     revision: opened.revision,
-                    secrets: opened.secrets,
+                    // Earlier versions stay in the vault until asked for.
+                    secrets: opened.secrets.without_versions(),
                     unreadable: None,
                 }));
                 // A forced reload of an unchanged file needs no event.

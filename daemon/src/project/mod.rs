@@ -28,8 +28,11 @@
 //! names that changed (never values), for subscribed connections.
 
 mod disk;
+mod history;
 mod read;
 mod write;
+
+pub use write::Writer;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -56,6 +59,8 @@ pub struct Snapshot {
     pub loaded_at_ms: u64,
     /// The vault's revision (see [`flux_vault::vault`]).
     pub revision: u64,
+    /// The current values only: the earlier versions stay in the vault
+    /// (read back by writes and `History`), so history costs no memory.
     pub secrets: Secrets,
     /// Set when no good vault was ever loaded: why it is unreadable.
     pub unreadable: Option<String>,
@@ -202,7 +207,8 @@ impl Project {
                 generation: 1,
                 loaded_at_ms: now_ms(),
                 revision: opened.revision,
-                secrets: opened.secrets,
+                // Earlier versions stay in the vault until asked for.
+                secrets: opened.secrets.without_versions(),
                 unreadable,
             }),
             writer: tokio::sync::Mutex::new(()),
