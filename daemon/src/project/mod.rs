@@ -37,7 +37,7 @@ pub use write::Writer;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use arc_swap::ArcSwap;
-use disk::{DiskRead, DiskState, fingerprint, read_disk};
+use disk::{DiskRead, DiskState, Keep, fingerprint, read_disk};
 use flux_protocol::message::{Event, EventKind, ProjectInfo};
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Opened, Secrets, now_ms};
@@ -109,6 +109,7 @@ impl Project {
             Some(key.clone()),
             (disk.key, None),
             disk.floor,
+            Keep::Current,
         );
         let opened = match read {
             Ok(DiskRead::New { vault, opened, .. }) => {

@@ -11,7 +11,7 @@
 //! and revision, and only then swaps the snapshot and answers — so an
 //! acknowledged write is on disk and every later read sees it.
 
-use super::disk::{DiskRead, Fingerprint, changed_names, fingerprint, read_disk};
+use super::disk::{DiskRead, Fingerprint, Keep, changed_names, fingerprint, read_disk};
 use super::{Project, Snapshot};
 use crate::config::Limits;
 use crate::error::{Error, Limit, Result, Unavailable};
@@ -191,7 +191,14 @@ fn write_base(
             floor,
         });
     }
-    match read_disk(store, project, Some(key.clone()), (None, None), floor) {
+    match read_disk(
+        store,
+        project,
+        Some(key.clone()),
+        (None, None),
+        floor,
+        Keep::Versions,
+    ) {
         Ok(DiskRead::New {
             key: new_key,
             vault,
@@ -403,7 +410,14 @@ impl Project {
                     let opened = Opened { revision, secrets };
                     return Ok((out, fingerprint(&bytes), opened, new_key, merged));
                 }
-                match read_disk(&*store, &project, Some(key.clone()), (None, None), floor) {
+                match read_disk(
+                    &*store,
+                    &project,
+                    Some(key.clone()),
+                    (None, None),
+                    floor,
+                    Keep::Versions,
+                ) {
                     Ok(DiskRead::New {
                         key: k,
                         vault,
@@ -472,7 +486,7 @@ impl Project {
         let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
         let restored = tokio::task::spawn_blocking(move || {
             let (new_key, opened) =
-                match read_disk(&*store, &name, Some(key.clone()), (None, None), 0) {
+                match read_disk(&*store, &name, Some(key.clone()), (None, None), 0, Keep::Versions) {
                     Ok(DiskRead::New { key, opened, .. }) => (key, opened),
                     Ok(DiskRead::Same) => unreachable!("no fingerprint was known"),
                     Err(e) => return Err(Error::BadRequest(e.to_string())),
