@@ -108,6 +108,11 @@ impl Versions {
     }
 }
 
+fn default_versions() -> &'static Versions {
+    static DEFAULT: std::sync::OnceLock<Versions> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(Versions::default)
+}
+
 /// What [`Secrets::set`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetOutcome {
@@ -233,16 +238,44 @@ impl Secrets {
         self.entries.remove(name)
     }
 
+    /// Builds secrets from entries and versions sorted by name (what a
+    /// parsed document yields), without a lookup per name; versions of a
+    /// name that is not an entry, and default ones, are left out.
+    pub(crate) fn from_sorted(
+        entries: Vec<(String, Entry)>,
+        versions: Vec<(String, Versions)>,
+    ) -> Self {
+        let entries: BTreeMap<String, Entry> = entries.into_iter().collect();
+        let versions = versions
+            .into_iter()
+            .filter(|(name, v)| !v.is_default() && entries.contains_key(name))
+            .collect();
+        Self { entries, versions }
+    }
+
     /// The versions kept of `name` (the default for a name that has none
     /// recorded); `None` when it is not set.
     pub fn versions(&self, name: &str) -> Option<&Versions> {
-        static DEFAULT: std::sync::OnceLock<Versions> = std::sync::OnceLock::new();
         self.entries.get(name)?;
         Some(
             self.versions
                 .get(name)
-                .unwrap_or_else(|| DEFAULT.get_or_init(Versions::default)),
+                .unwrap_or_else(|| default_versions()),
         )
+    }
+
+    /// Every name with its current entry and its versions, in name order,
+    /// in one walk of both maps.
+    pub fn iter_versions(&self) -> impl Iterator<Item = (&String, &Entry, &Versions)> {
+        let mut versions = self.versions.iter().peekable();
+        self.entries.iter().map(move |(name, entry)| {
+            while versions.next_if(|(v, _)| *v < name).is_some() {}
+            let kept = match versions.next_if(|(v, _)| *v == name) {
+                Some((_, v)) => v,
+                None => default_versions(),
+            };
+            (name, entry, kept)
+        })
     }
 
     /// Every version of `name`, the current one first, then the earlier
@@ -261,17 +294,6 @@ impl Secrets {
         Some(all)
     }
 
-    /// Sets the versions kept of a name that is set (reading a vault).
-    pub(crate) fn put_versions(&mut self, name: &str, versions: Versions) {
-        if self.entries.contains_key(name) {
-            if versions.is_default() {
-                self.versions.remove(name);
-            } else {
-                self.versions.insert(name.to_owned(), versions);
-            }
-        }
-    }
-
     /// True when any name has versions recorded beyond the default.
     pub fn has_versions(&self) -> bool {
         !self.versions.is_empty()
@@ -282,6 +304,14 @@ impl Secrets {
     pub fn without_versions(mut self) -> Self {
         self.versions = BTreeMap::new();
         self
+    }
+
+    /// A copy of the current entries, without any versions.
+    pub fn current_only(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            versions: BTreeMap::new(),
+        }
     }
 
     /// Makes `value` the current value of `name` as a new version, set at
@@ -616,6 +646,24 @@ mod tests {
         assert_eq!(s.drop_oldest_versions(0), 1);
         assert_eq!(s.stored_bytes(), 10);
         assert!(!s.has_versions() || s.versions("A").unwrap().previous.is_empty());
+    }
+
+    #[test]
+    fn iter_versions_walks_both_maps_in_step() {
+        let mut s = Secrets::new();
+        for n in ["A", "B", "C", "D"] {
+            s.set(n, "1".into(), 1, None, 5);
+        }
+        s.set("B", "2".into(), 2, by(1), 5);
+        s.set("D", "2".into(), 2, None, 5);
+        let walked: Vec<(&str, u64)> = s
+            .iter_versions()
+            .map(|(n, _, v)| (n.as_str(), v.current))
+            .collect();
+        assert_eq!(walked, [("A", 1), ("B", 2), ("C", 1), ("D", 2)]);
+        for (name, _, v) in s.iter_versions() {
+            assert_eq!(Some(v), s.versions(name));
+        }
     }
 
     #[test]

@@ -371,15 +371,21 @@ pub fn seal_document(
     revision: u64,
     key: &ProjectKey,
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    let set_by_room = |b: &Option<SetBy>| {
+        b.as_ref()
+            .map_or(0, |b| 48 + 6 * b.exe.as_ref().map_or(0, String::len))
+    };
+    let mut room = 256 + project.len() * 6;
     let doc = DocumentOut {
         format: FORMAT,
         version: VERSION,
         project,
         revision,
         secrets: secrets
-            .iter()
-            .map(|(name, e)| {
-                let versions = secrets.versions(name).expect("a name that is set");
+            .iter_versions()
+            .map(|(name, e, versions)| {
+                // JSON escapes a byte as at most 6 ("\u00XX").
+                room += name.len() + 6 * e.value.len() + 96 + set_by_room(&versions.set_by);
                 (
                     name.as_str(),
                     EntryOut {
@@ -390,11 +396,14 @@ pub fn seal_document(
                         history: versions
                             .previous
                             .iter()
-                            .map(|p| VersionOut {
-                                version: p.version,
-                                value: p.value.expose(),
-                                set_at: format_time_ms(p.set_at_ms),
-                                set_by: set_by_out(&p.set_by),
+                            .map(|p| {
+                                room += 6 * p.value.len() + 96 + set_by_room(&p.set_by);
+                                VersionOut {
+                                    version: p.version,
+                                    value: p.value.expose(),
+                                    set_at: format_time_ms(p.set_at_ms),
+                                    set_by: set_by_out(&p.set_by),
+                                }
                             })
                             .collect(),
                     },
@@ -402,27 +411,6 @@ pub fn seal_document(
             })
             .collect(),
     };
-    // JSON escapes a byte as at most 6 ("\u00XX").
-    let set_by_room = |b: &Option<SetBy>| {
-        b.as_ref()
-            .map_or(0, |b| 48 + 6 * b.exe.as_ref().map_or(0, String::len))
-    };
-    let room = 256
-        + project.len() * 6
-        + secrets
-            .iter()
-            .map(|(n, e)| {
-                let v = secrets.versions(n).expect("a name that is set");
-                n.len()
-                    + 6 * e.value.len()
-                    + 96
-                    + set_by_room(&v.set_by)
-                    + v.previous
-                        .iter()
-                        .map(|p| 6 * p.value.len() + 96 + set_by_room(&p.set_by))
-                        .sum::<usize>()
-            })
-            .sum::<usize>();
     let mut out = Zeroizing::new(Vec::with_capacity(room));
     serde_json::to_writer(&mut *out, &doc)
         .map_err(|e| VaultError(format!("cannot encode: {e}")))?;
@@ -551,7 +539,8 @@ fn open_document_keeping(
         }
     }
     let version = doc.version;
-    let mut secrets = Secrets::new();
+    let mut entries = Vec::with_capacity(doc.secrets.len());
+    let mut all_versions = Vec::new();
     for (name, entry) in &doc.secrets {
         let name: &str = name;
         validate_secret_name(name).map_err(|e| VaultError(e.to_string()))?;
@@ -597,27 +586,27 @@ fn open_document_keeping(
                 });
             }
         }
-        secrets.insert(
+        entries.push((
             name.to_owned(),
             Entry {
                 value: SecretValue::from(&*entry.value),
                 set_at_ms,
             },
-        );
+        ));
         if keep == Keep::Versions {
-            secrets.put_versions(
-                name,
+            all_versions.push((
+                name.to_owned(),
                 Versions {
                     current,
                     set_by: entry.set_by.as_ref().map(set_by_in),
                     previous,
                 },
-            );
+            ));
         }
     }
     Ok(Opened {
         revision: doc.revision.unwrap_or(0),
-        secrets,
+        secrets: Secrets::from_sorted(entries, all_versions),
     })
 }
 
