@@ -32,7 +32,7 @@ impl Project {
             name.to_owned(),
         );
         let versions = tokio::task::spawn_blocking(move || -> Result<Option<Vec<VersionInfo>>> {
-            let Some(secrets) = served_vault(&*store, &project, &key, served_fp)? else {
+            let Some(secrets) = served_vault(&*store, &project, &key, served_fp, None)? else {
                 return Ok(None);
             };
             let Some(versions) = secrets.versions_of(&owned) else {

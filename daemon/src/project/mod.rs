@@ -79,6 +79,10 @@ pub struct Project {
     deleted: AtomicBool,
     events: broadcast::Sender<Event>,
     cancel: CancellationToken,
+    /// The vault last written, earlier versions included, for a few
+    /// seconds after the write ([`write::KEEP_WRITTEN`]): a burst of writes
+    /// does not read the vault back each time.
+    written: Arc<Mutex<Option<write::Written>>>,
 }
 
 impl Project {
@@ -217,6 +221,7 @@ impl Project {
             deleted: AtomicBool::new(false),
             events: broadcast::channel(EVENT_BUFFER).0,
             cancel,
+            written: Arc::default(),
         }
     }
 

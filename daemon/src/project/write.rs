@@ -27,6 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Writes tried before giving up when other writers keep winning.
 const WRITE_TRIES: usize = 50;
 
@@ -129,6 +133,23 @@ impl Capacity {
     }
 }
 
+/// How long the vault last written is kept whole in memory after the
+/// write, for the next write to build on without reading it back.
+pub(super) const KEEP_WRITTEN: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(300)
+} else {
+    std::time::Duration::from_secs(5)
+};
+
+/// The vault last written, earlier versions included.
+#[derive(Debug)]
+pub(super) struct Written {
+    fingerprint: Fingerprint,
+    secrets: Secrets,
+    /// The generation that wrote it: a later write replaces it.
+    generation: u64,
+}
+
 /// The vault a write starts from.
 struct Base {
     secrets: Secrets,
@@ -142,14 +163,16 @@ struct Base {
 
 /// Reads back the vault served — `served_fp` is its fingerprint — for the
 /// earlier versions it keeps (fluxd serves current values from memory and
-/// leaves the rest in the vault). `None` when the store holds another
-/// vault, or none, or one it cannot hand over; an error only when the store
-/// cannot be reached (nothing may be written then).
+/// leaves the rest in the vault); when it is the vault `written` holds,
+/// that copy is used instead of opening it again. `None` when the store
+/// holds another vault, or none, or one it cannot hand over; an error only
+/// when the store cannot be reached (nothing may be written then).
 pub(super) fn served_vault(
     store: &dyn Store,
     project: &str,
     key: &ProjectKey,
     served_fp: Option<Fingerprint>,
+    written: Option<Written>,
 ) -> Result<Option<Secrets>> {
     let bytes = match store.load_vault(project) {
         Ok(Some(bytes)) => bytes,
@@ -160,6 +183,10 @@ pub(super) fn served_vault(
     if served_fp != Some(fingerprint(&bytes)) {
         return Ok(None);
     }
+    // Still the vault this daemon wrote last: no need to open it again.
+    if let Some(w) = written.filter(|w| Some(w.fingerprint) == served_fp) {
+        return Ok(Some(w.secrets));
+    }
     match vault::open(&bytes, project, key) {
         Ok(opened) => Ok(Some(opened.secrets)),
         Err(e) => {
@@ -169,11 +196,12 @@ pub(super) fn served_vault(
     }
 }
 
-/// The base of a write: the vault served, read back with its versions; or,
-/// when the store holds another one, that vault if it is good and not older
-/// than `floor` (another writer's, or one put in place and not loaded yet);
-/// or else the values served, without earlier versions (they were in a
-/// vault that is gone or cannot be used).
+/// The base of a write: the vault served, read back with its versions (or
+/// as this daemon just wrote it, `written`); or, when the store holds
+/// another one, that vault if it is good and not older than `floor`
+/// (another writer's, or one put in place and not loaded yet); or else the
+/// values served, without earlier versions (they were in a vault that is
+/// gone or cannot be used).
 fn write_base(
     store: &dyn Store,
     project: &str,
@@ -181,8 +209,9 @@ fn write_base(
     served: &Snapshot,
     served_fp: Option<Fingerprint>,
     floor: u64,
+    written: Option<Written>,
 ) -> Result<Base> {
-    if let Some(secrets) = served_vault(store, project, key, served_fp)? {
+    if let Some(secrets) = served_vault(store, project, key, served_fp, written)? {
         return Ok(Base {
             secrets,
             fingerprint: served_fp,
@@ -378,6 +407,7 @@ impl Project {
         };
         let (key, store, project) = (self.key.load_full(), self.store.clone(), self.name.clone());
         let served = Arc::clone(&current);
+        let last_written = lock(&self.written).take();
         let written = tokio::task::spawn_blocking(move || {
             let Base {
                 secrets: mut base,
@@ -385,7 +415,15 @@ impl Project {
                 mut merged,
                 mut new_key,
                 mut floor,
-            } = write_base(&*store, &project, &key, &served, served_fp, floor)?;
+            } = write_base(
+                &*store,
+                &project,
+                &key,
+                &served,
+                served_fp,
+                floor,
+                last_written,
+            )?;
             drop(served);
             let mut key = new_key.as_ref().map_or(key, |(k, _)| k.clone());
             for _ in 0..WRITE_TRIES {
@@ -407,8 +445,13 @@ impl Project {
                     })?;
                 if store.store_vault_if(&project, base_fp.as_ref(), &bytes)? {
                     store.raise_revision_floor(&project, revision)?;
-                    let opened = Opened { revision, secrets };
-                    return Ok((out, fingerprint(&bytes), opened, new_key, merged));
+                    // Served from memory without the earlier versions.
+                    let current = secrets.current_only();
+                    let opened = Opened {
+                        revision,
+                        secrets: current,
+                    };
+                    return Ok((out, fingerprint(&bytes), opened, new_key, merged, secrets));
                 }
                 match read_disk(
                     &*store,
@@ -438,9 +481,8 @@ impl Project {
         })
         .await
         .map_err(|e| Error::Internal(format!("vault writer task failed: {e}")))?;
-        let (out, vault_fp, opened, new_key, merged) = written?;
-        // Served from memory without the earlier versions.
-        let secrets = opened.secrets.without_versions();
+        let (out, vault_fp, opened, new_key, merged, whole) = written?;
+        let secrets = opened.secrets;
         // Built on another writer's vault: its changes are announced too.
         let names = if merged {
             let mut all: std::collections::BTreeSet<String> = names.into_iter().collect();
@@ -467,8 +509,31 @@ impl Project {
             secrets,
             unreadable: None,
         }));
+        self.keep_written(Written {
+            fingerprint: vault_fp,
+            secrets: whole,
+            generation,
+        });
         self.announce(generation, kind, names);
         Ok((out, generation))
+    }
+
+    /// Keeps the vault just written for [`KEEP_WRITTEN`], unless another
+    /// write replaces it first.
+    fn keep_written(&self, written: Written) {
+        let generation = written.generation;
+        *lock(&self.written) = Some(written);
+        let (slot, cancel) = (Arc::clone(&self.written), self.cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(KEEP_WRITTEN) => {}
+                () = cancel.cancelled() => {}
+            }
+            let mut slot = lock(&slot);
+            if slot.as_ref().is_some_and(|w| w.generation == generation) {
+                *slot = None;
+            }
+        });
     }
 
     /// Serves the vault now in the store although it is older than the one
@@ -688,6 +753,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_vault_just_written_is_kept_whole_for_a_few_seconds_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path());
+        let limits = Limits::default();
+        let w = writer(&limits, 5, 1);
+        p.set("A", "1".into(), &w).await.unwrap();
+        p.set("A", "2".into(), &w).await.unwrap();
+        assert!(lock(&p.written).is_some(), "kept after a write");
+        // Not the vault in the store (replaced outside, not loaded yet):
+        // the kept copy is not built on.
+        p.disk().vault = Some([0; 32]);
+        p.set("B", "3".into(), &w).await.unwrap();
+        p.read_value("A", |v| assert_eq!(v, "2")).unwrap();
+        tokio::time::sleep(KEEP_WRITTEN * 2).await;
+        assert!(lock(&p.written).is_none(), "dropped after KEEP_WRITTEN");
+        // And the history is read back from the vault.
+        assert_eq!(numbers(&p.history("A").await.unwrap()), [2, 1]);
+    }
+
+    #[tokio::test]
     async fn a_vault_gone_from_the_store_is_written_again_without_history() {
         let dir = tempfile::tempdir().unwrap();
         let p = project(dir.path());
@@ -712,6 +797,7 @@ mod tests {
     fn diff_compares_without_showing_values() {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap();
         let p = project(dir.path());
