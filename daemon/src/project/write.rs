@@ -3,8 +3,9 @@
 //! ([`Capacity`]) and one write path ([`Project::write`]).
 //!
 //! Writes and reloads of one project are serialized by an async mutex. A
-//! write reads back the vault served (fluxd keeps only current values in
-//! memory; the earlier versions stay in the vault), builds the new secrets
+//! write reads back the vault served (fluxd serves current values from
+//! memory; the earlier versions stay in the vault, and the vault just
+//! written is kept whole for [`KEEP_WRITTEN`]), builds the new secrets
 //! — each set a new version, recorded with who asked ([`Writer`]) —
 //! checks them, seals and encrypts them, stores them durably (on a blocking
 //! thread) with the key that decrypts them, records the file's fingerprint
