@@ -655,7 +655,11 @@ pub fn decrypt(ciphertext: &[u8], key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>
     let reader = dec
         .decrypt(std::iter::once(key.identity() as &dyn age::Identity))
         .map_err(|e| VaultError(decrypt_reason(&e)))?;
-    let mut out = Zeroizing::new(Vec::new());
+    // The plaintext is shorter than the ciphertext (binary) or its armor:
+    // sized up front, the buffer never moves, leaving no copy behind.
+    let room =
+        usize::try_from(MAX_PLAINTEXT).map_or(ciphertext.len(), |max| ciphertext.len().min(max));
+    let mut out = Zeroizing::new(Vec::with_capacity(room));
     reader
         .take(MAX_PLAINTEXT + 1)
         .read_to_end(&mut out)
