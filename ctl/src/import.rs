@@ -11,13 +11,15 @@
 //! serves them (as Node's dotenv reads them); each is listed as a warning.
 //! `--expand` expands `${NAME}` and friends from the lines above, as
 //! `fluxd dev --expand` does. `--dry-run` lists the same lines and what
-//! would be created and updated, and writes nothing. The last line of a
-//! successful run is always the summary, `N created, M updated`.
+//! would be created, updated (a changed value) and left unchanged — the
+//! daemon compares the values, as for `fluxctl secrets diff`, and none is
+//! printed — and writes nothing. The last line of a successful run is
+//! always the summary, `N created, M updated`.
 
 use crate::failure::{Failure, Result};
 use crate::out;
 use crate::target::Target;
-use flux_protocol::message::NamedValue;
+use flux_protocol::message::{DiffState, NamedValue};
 use flux_vault::dotenv::{Issue, Options, Parsed};
 use std::io::Read;
 use std::path::Path;
@@ -31,10 +33,31 @@ pub(crate) struct Flags {
     pub expand: bool,
 }
 
-pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
-    let options = Options {
-        expand: flags.expand,
-    };
+/// A `.env` file read as `import` and `diff` read it.
+pub(crate) struct EnvFile {
+    /// The file's name for messages (`<stdin>` for `-`).
+    pub label: String,
+    pub entries: Vec<(String, flux_protocol::SecretValue)>,
+    pub issues: Vec<Issue>,
+}
+
+/// What a command does with a `.env` file, for its refusal: what did not
+/// happen, and what `--skip-invalid` does instead.
+pub(crate) struct Refusal<'a> {
+    pub nothing: &'a str,
+    pub skip_invalid: &'a str,
+}
+
+/// Reads and parses `file` (`-`: stdin), then refuses it when lines need
+/// attention unless `skip_invalid`, in which case they are printed as
+/// warnings.
+pub(crate) fn read_env(
+    file: &Path,
+    expand: bool,
+    skip_invalid: bool,
+    refusal: &Refusal<'_>,
+) -> Result<EnvFile> {
+    let options = Options { expand };
     let (label, parsed) = if file == Path::new("-") {
         let mut bytes = Zeroizing::new(Vec::new());
         std::io::stdin()
@@ -50,18 +73,15 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
         (file.display().to_string(), parsed)
     };
     let Parsed { entries, issues } = parsed;
-    if !issues.is_empty() && !flags.skip_invalid {
+    if !issues.is_empty() && !skip_invalid {
         let list = issue_list(&issues);
         let refused = format!(
-            "{label}: {} {} need attention; {}:\n{list}Fix {}, or pass --skip-invalid to import the rest (lines Flux cannot hold are left out; the others are imported as fluxd dev serves them)",
+            "{label}: {} {} need attention; {}:\n{list}Fix {}, or pass --skip-invalid to {}",
             issues.len(),
             plural(issues.len(), "line", "lines"),
-            if flags.dry_run {
-                "an import would write nothing"
-            } else {
-                "nothing was imported"
-            },
+            refusal.nothing,
             plural(issues.len(), "it", "them"),
+            refusal.skip_invalid,
         );
         return Err(Failure::usage(refused));
     }
@@ -72,6 +92,27 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
         }
         eprint!("{text}");
     }
+    Ok(EnvFile {
+        label,
+        entries,
+        issues,
+    })
+}
+
+pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
+    let refusal = Refusal {
+        nothing: if flags.dry_run {
+            "an import would write nothing"
+        } else {
+            "nothing was imported"
+        },
+        skip_invalid: "import the rest (lines Flux cannot hold are left out; the others are imported as fluxd dev serves them)",
+    };
+    let EnvFile {
+        label,
+        entries,
+        issues,
+    } = read_env(file, flags.expand, flags.skip_invalid, &refusal)?;
     if entries.is_empty() {
         return Err(Failure::usage(format!(
             "{label} holds no secrets to import"
@@ -79,15 +120,25 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
     }
     let (project, mut client) = target.project_client()?;
     let mut text = String::new();
+    let mut unchanged = Vec::new();
+    let mut kept = 0;
     let (created, updated) = if flags.dry_run {
-        let existing: std::collections::HashSet<String> =
-            client.list()?.into_iter().map(|s| s.name).collect();
-        let (mut created, mut updated): (Vec<String>, Vec<String>) = entries
-            .iter()
-            .map(|(n, _)| n.clone())
-            .partition(|n| !existing.contains(n));
-        created.sort();
-        updated.sort();
+        // The daemon compares the values; none is printed.
+        let differences = client.diff(
+            entries
+                .into_iter()
+                .map(|(name, value)| NamedValue { name, value })
+                .collect(),
+        )?;
+        let (mut created, mut updated) = (Vec::new(), Vec::new());
+        for d in differences {
+            match d.state {
+                DiffState::OnlyInRequest => created.push(d.name),
+                DiffState::Changed => updated.push(d.name),
+                DiffState::Same => unchanged.push(d.name),
+                DiffState::OnlyInProject => kept += 1,
+            }
+        }
         text.push_str(&format!(
             "Dry run: nothing was written to project {project}.\n"
         ));
@@ -126,6 +177,18 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
             updated.join(", ")
         ));
     }
+    if !unchanged.is_empty() {
+        text.push_str(&format!(
+            "unchanged (same value, no new version): {}\n",
+            unchanged.join(", ")
+        ));
+    }
+    if kept > 0 {
+        text.push_str(&format!(
+            "kept: {kept} {} of the project not in the file (an import never deletes)\n",
+            plural(kept, "secret", "secrets")
+        ));
+    }
     let skipped = issues.iter().filter(|i| i.skipped).count();
     if skipped > 0 {
         text.push_str(&format!(
@@ -146,6 +209,6 @@ fn issue_list(issues: &[Issue]) -> String {
     issues.iter().map(|i| format!("  {i}\n")).collect()
 }
 
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+pub(crate) fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
 }

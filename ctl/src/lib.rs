@@ -12,6 +12,7 @@
 
 mod argv;
 mod audit;
+mod diff;
 pub mod failure;
 mod fleet;
 mod hosts;
@@ -160,22 +161,60 @@ pub enum SecretsCmd {
         #[arg(long, value_name = "PATH", conflicts_with = "value")]
         from_file: Option<PathBuf>,
     },
-    /// List secret names and when each was set (never values)
+    /// List secret names, when each was set and a short digest of each
+    /// value (never values): equal digests, equal values
     List {
-        /// Print JSON: names and RFC 3339 times
+        /// Print JSON: names, RFC 3339 times and digests
         #[arg(long)]
         json: bool,
     },
-    /// Delete a secret
+    /// Delete a secret, and every earlier version kept of it
     Delete {
         /// Secret name
         name: String,
+    },
+    /// List the versions kept of a secret: number, when, who set it and a
+    /// digest of each value (never values)
+    History {
+        /// Secret name
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an earlier version of a secret current again, as a new
+    /// version; live immediately
+    Rollback {
+        /// Secret name
+        name: String,
+        /// The version to make current again [default: the one before the
+        /// current one]
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+    },
+    /// Compare a .env file with the project, name by name (never
+    /// printing a value): exit 0 when they match, 1 when they differ
+    Diff {
+        /// The .env file, or - for stdin
+        file: PathBuf,
+        /// Compare the rest when lines need attention: leave out the lines
+        /// Flux cannot hold, compare the others as `fluxd dev` serves them
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Expand $NAME, ${NAME} and ${NAME:-default} from the lines above
+        /// (never the environment, never a command; see docs/DOTENV.md)
+        #[arg(long)]
+        expand: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Set every secret of a .env file in one write, all or nothing
     Import {
         /// The .env file, or - for stdin
         file: PathBuf,
-        /// List what would be created and updated, and the lines that need
+        /// List what would be created, updated and left unchanged (values
+        /// compared by the daemon, never printed), and the lines that need
         /// attention; write nothing
         #[arg(long)]
         dry_run: bool,
@@ -243,7 +282,7 @@ pub enum ProjectsCmd {
 pub fn run(cli: Cli) -> Result<u8> {
     let target = Target::new(cli.runtime_dir.as_deref(), cli.project);
     match cli.command {
-        Command::Secrets(cmd) => secrets::run(&target, cmd).map(|()| 0),
+        Command::Secrets(cmd) => secrets::run(&target, cmd),
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
         Command::Run { command } => run::run(&target, command),
         Command::Status { json } => status::run(&target, json).map(|()| 0),

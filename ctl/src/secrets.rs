@@ -1,9 +1,13 @@
-//! `fluxctl secrets set / list / delete`.
+//! `fluxctl secrets set / list / delete / history / rollback`.
 //!
 //! `set` takes the value from the argument, else `--from-file` (bytes
 //! exact), else stdin when it is not a terminal (one trailing newline
 //! stripped, as `echo` and here-strings add one), else a prompt that does
 //! not echo. The value is held in a zeroizing buffer and never printed.
+//!
+//! `list` and `history` show each value as its keyed digest (12 hex
+//! digits the daemon computes with the project key): equal digests, equal
+//! values; nothing about a value can be learned from one.
 
 use crate::failure::{Failure, Result};
 use crate::target::Target;
@@ -15,21 +19,39 @@ use std::io::{IsTerminal, Read};
 use std::path::Path;
 use zeroize::Zeroizing;
 
-pub(crate) fn run(target: &Target, cmd: SecretsCmd) -> Result<()> {
+/// Runs a `secrets` command; returns the exit status.
+pub(crate) fn run(target: &Target, cmd: SecretsCmd) -> Result<u8> {
+    let done = |r: Result<()>| r.map(|()| 0);
     match cmd {
         SecretsCmd::Set {
             name,
             value,
             from_file,
-        } => set(target, &name, value, from_file.as_deref()),
-        SecretsCmd::List { json } => list(target, json),
-        SecretsCmd::Delete { name } => delete(target, &name),
+        } => done(set(target, &name, value, from_file.as_deref())),
+        SecretsCmd::List { json } => done(list(target, json)),
+        SecretsCmd::Delete { name } => done(delete(target, &name)),
+        SecretsCmd::History { name, json } => done(history(target, &name, json)),
+        SecretsCmd::Rollback { name, to } => done(rollback(target, &name, to)),
+        SecretsCmd::Diff {
+            file,
+            skip_invalid,
+            expand,
+            json,
+        } => crate::diff::run(
+            target,
+            &file,
+            crate::diff::Flags {
+                skip_invalid,
+                expand,
+                json,
+            },
+        ),
         SecretsCmd::Import {
             file,
             dry_run,
             skip_invalid,
             expand,
-        } => crate::import::run(
+        } => done(crate::import::run(
             target,
             &file,
             crate::import::Flags {
@@ -37,7 +59,7 @@ pub(crate) fn run(target: &Target, cmd: SecretsCmd) -> Result<()> {
                 skip_invalid,
                 expand,
             },
-        ),
+        )),
     }
 }
 
@@ -124,11 +146,17 @@ fn read_value_from(
 
 fn list(target: &Target, json: bool) -> Result<()> {
     let (project, mut client) = target.project_client()?;
-    let secrets = client.list()?;
+    let secrets = client.list_digests()?;
     if json {
         let items: Vec<serde_json::Value> = secrets
             .iter()
-            .map(|s| serde_json::json!({ "name": s.name, "set_at": rfc3339_ms(s.set_at_ms) }))
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "set_at": rfc3339_ms(s.set_at_ms),
+                    "digest": s.digest,
+                })
+            })
             .collect();
         let text = serde_json::to_string_pretty(&items).expect("JSON of strings");
         return out(&format!("{text}\n"));
@@ -142,14 +170,89 @@ fn list(target: &Target, json: bool) -> Result<()> {
     let now = now_ms();
     let rows: Vec<Vec<String>> = secrets
         .iter()
-        .map(|s| vec![s.name.clone(), format!("set {}", ago(s.set_at_ms, now))])
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.digest.clone(),
+                format!("set {}", ago(s.set_at_ms, now)),
+            ]
+        })
         .collect();
     out(&columns(&rows))
+}
+
+fn history(target: &Target, name: &str, json: bool) -> Result<()> {
+    check_name(name)?;
+    let (project, mut client) = target.project_client()?;
+    let history = client.history(name)?;
+    if json {
+        let items: Vec<serde_json::Value> = history
+            .versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                serde_json::json!({
+                    "version": v.version,
+                    "current": i == 0,
+                    "set_at": rfc3339_ms(v.set_at_ms),
+                    "uid": v.uid,
+                    "exe": v.exe,
+                    "digest": v.digest,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&items).expect("JSON of strings");
+        return out(&format!("{text}\n"));
+    }
+    let now = now_ms();
+    let mut rows = vec![vec![
+        "VERSION".to_owned(),
+        "SET".to_owned(),
+        "BY".to_owned(),
+        "DIGEST".to_owned(),
+        String::new(),
+    ]];
+    for (i, v) in history.versions.iter().enumerate() {
+        let by = match (v.uid, &v.exe) {
+            (Some(uid), Some(exe)) => format!("uid {uid} {exe}"),
+            (Some(uid), None) => format!("uid {uid}"),
+            (None, _) => "unknown".to_owned(),
+        };
+        rows.push(vec![
+            v.version.to_string(),
+            format!("{} ({})", rfc3339_ms(v.set_at_ms), ago(v.set_at_ms, now)),
+            by,
+            v.digest.clone(),
+            if i == 0 { "current" } else { "" }.to_owned(),
+        ]);
+    }
+    let mut text = columns(&rows);
+    if history.versions.len() == 1 {
+        text.push_str(&format!(
+            "No earlier version of {name} is kept in project {project} (fluxd keeps [vaults] keep_versions earlier values, 5 by default).\n"
+        ));
+    }
+    out(&text)
+}
+
+fn rollback(target: &Target, name: &str, to: Option<u64>) -> Result<()> {
+    check_name(name)?;
+    if to == Some(0) {
+        return Err(Failure::usage("--to: version numbers start at 1"));
+    }
+    let (project, mut client) = target.project_client()?;
+    let rolled = client.rollback(name, to)?;
+    out(&format!(
+        "✔ Secret rolled back: {name} in project {project} holds the value of version {} again, as version {}\nLive immediately — no redeploy needed.\n",
+        rolled.from, rolled.version
+    ))
 }
 
 fn delete(target: &Target, name: &str) -> Result<()> {
     check_name(name)?;
     let (_, mut client) = target.project_client()?;
     client.delete(name)?;
-    out(&format!("✔ Secret deleted: {name}\n"))
+    out(&format!(
+        "✔ Secret deleted: {name}\nIts earlier versions were deleted with it.\n"
+    ))
 }

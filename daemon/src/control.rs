@@ -52,17 +52,60 @@ impl Control {
     }
 
     /// Loads and serves every project of the store (at start). One that
-    /// cannot be served is recorded and the others are.
+    /// cannot be served is recorded and the others are. Loading — reading,
+    /// decrypting and checking each vault — is spread over the CPUs;
+    /// serving them follows, in name order.
     pub async fn serve_all(&self) -> Result<()> {
         let _exclusive = self.registry.exclusive().await;
-        for name in self.registry.store().projects()? {
-            self.load_and_serve(&name);
+        let names = self.registry.store().projects()?;
+        for (name, loaded) in names.iter().zip(self.load_all(&names)) {
+            self.serve_loaded(name, loaded);
         }
         Ok(())
     }
 
+    /// Loads `names` on one thread per CPU (at most one per project).
+    fn load_all(&self, names: &[String]) -> Vec<Result<Arc<Project>>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(names.len());
+        if threads <= 1 {
+            return names.iter().map(|n| self.registry.load(n)).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut loaded: Vec<(usize, Result<Arc<Project>>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(name) = names.get(i) else {
+                                return mine;
+                            };
+                            mine.push((i, self.registry.load(name)));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        loaded.sort_by_key(|(i, _)| *i);
+        loaded.into_iter().map(|(_, r)| r).collect()
+    }
+
     fn load_and_serve(&self, name: &str) {
-        let served = self.registry.load(name).and_then(|project| {
+        self.serve_loaded(name, self.registry.load(name));
+    }
+
+    fn serve_loaded(&self, name: &str, loaded: Result<Arc<Project>>) {
+        let served = loaded.and_then(|project| {
             self.listeners.serve(&project)?;
             self.registry.insert(project);
             Ok(())

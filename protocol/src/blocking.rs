@@ -133,6 +133,26 @@ impl Client {
         self.rt.block_on(self.inner.restore_vault())
     }
 
+    /// See [`crate::Client::history`].
+    pub fn history(&mut self, name: &str) -> Result<SecretHistory, ClientError> {
+        self.rt.block_on(self.inner.history(name))
+    }
+
+    /// See [`crate::Client::rollback`].
+    pub fn rollback(&mut self, name: &str, to: Option<u64>) -> Result<RolledBack, ClientError> {
+        self.rt.block_on(self.inner.rollback(name, to))
+    }
+
+    /// See [`crate::Client::diff`].
+    pub fn diff(&mut self, entries: Vec<NamedValue>) -> Result<Vec<Difference>, ClientError> {
+        self.rt.block_on(self.inner.diff(entries))
+    }
+
+    /// See [`crate::Client::list_digests`].
+    pub fn list_digests(&mut self) -> Result<Vec<SecretDigest>, ClientError> {
+        self.rt.block_on(self.inner.list_digests())
+    }
+
     /// See [`crate::Client::status`].
     pub fn status(&mut self) -> Result<DaemonStatus, ClientError> {
         self.rt.block_on(self.inner.status())

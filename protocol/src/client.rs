@@ -113,6 +113,10 @@ fn kind(resp: &Response) -> &'static str {
         Response::Health(_) => "health",
         Response::Restored(_) => "restored",
         Response::Fleet(_) => "fleet",
+        Response::History(_) => "history",
+        Response::RolledBack(_) => "rolled back",
+        Response::Diff(_) => "diff",
+        Response::SecretDigests(_) => "secret digests",
     }
 }
 
@@ -382,6 +386,45 @@ impl Client {
             self.call(&Request::RestoreVault).await?,
             "restore_vault",
             Response::Restored
+        )
+    }
+
+    /// Every version kept of a secret, the current one first; never a
+    /// value.
+    pub async fn history(&mut self, name: &str) -> Result<SecretHistory, ClientError> {
+        let req = Request::History(SecretName { name: name.into() });
+        expect!(self.call(&req).await?, "history", Response::History)
+    }
+
+    /// Makes earlier version `to` of a secret (the newest earlier one when
+    /// `None`) current again, as a new version.
+    pub async fn rollback(
+        &mut self,
+        name: &str,
+        to: Option<u64>,
+    ) -> Result<RolledBack, ClientError> {
+        let req = Request::Rollback(Rollback {
+            name: name.into(),
+            to,
+        });
+        expect!(self.call(&req).await?, "rollback", Response::RolledBack)
+    }
+
+    /// Compares names and values with the project's, sorted by name.
+    pub async fn diff(&mut self, entries: Vec<NamedValue>) -> Result<Vec<Difference>, ClientError> {
+        expect!(
+            self.call(&Request::Diff(entries)).await?,
+            "diff",
+            Response::Diff
+        )
+    }
+
+    /// Names, set times and keyed value digests, sorted by name.
+    pub async fn list_digests(&mut self) -> Result<Vec<SecretDigest>, ClientError> {
+        expect!(
+            self.call(&Request::ListDigests).await?,
+            "list_digests",
+            Response::SecretDigests
         )
     }
 

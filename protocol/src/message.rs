@@ -7,9 +7,9 @@
 //! holds golden bytes for every message; `PROTOCOL.md` documents them.
 //!
 //! Which project a request is about is decided by the socket it arrived on,
-//! never by a field in the request: project sockets serve `Get`, `GetAll`,
-//! `List`, `Set` and `Delete`; the control socket serves the project and
-//! status requests.
+//! never by a field in the request: project sockets serve the secret
+//! requests (`Get`, `GetAll`, `List`, `Set`, `Delete`, `History`, …); the
+//! control socket serves the project and status requests.
 
 use crate::error::ErrorCode;
 use crate::secret::SecretValue;
@@ -73,6 +73,18 @@ pub enum Request {
     /// 19: the fleet as this host sees it: its id, this host's join token,
     /// the host list (control socket).
     Fleet,
+    /// 20: every version kept of a secret — number, when, who, digest —
+    /// never a value (project socket).
+    History(SecretName),
+    /// 21: make an earlier version of a secret current again, as a new
+    /// version (project socket).
+    Rollback(Rollback),
+    /// 22: compare names and values with the project's; the answer says
+    /// per name whether they match, never a value (project socket).
+    Diff(Vec<NamedValue>),
+    /// 23: names, set times and keyed value digests, never values (project
+    /// socket).
+    ListDigests,
 }
 
 impl Request {
@@ -99,6 +111,10 @@ impl Request {
             Self::Health => "health",
             Self::RestoreVault => "restore_vault",
             Self::Fleet => "fleet",
+            Self::History(_) => "history",
+            Self::Rollback(_) => "rollback",
+            Self::Diff(_) => "diff",
+            Self::ListDigests => "list_digests",
         }
     }
 }
@@ -149,6 +165,96 @@ pub enum Response {
     Restored(Restored),
     /// 20: answer to `Fleet`.
     Fleet(FleetInfo),
+    /// 21: answer to `History`.
+    History(SecretHistory),
+    /// 22: answer to `Rollback`.
+    RolledBack(RolledBack),
+    /// 23: answer to `Diff`, sorted by name.
+    Diff(Vec<Difference>),
+    /// 24: answer to `ListDigests`, sorted by name.
+    SecretDigests(Vec<SecretDigest>),
+}
+
+/// A secret's name: payload of [`Request::History`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretName {
+    pub name: String,
+}
+
+/// Payload of [`Request::Rollback`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub name: String,
+    /// The earlier version to make current again; `None`: the newest
+    /// earlier one.
+    pub to: Option<u64>,
+}
+
+/// Payload of [`Response::History`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretHistory {
+    pub name: String,
+    /// The current version first, then the earlier ones kept, newest
+    /// first.
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One version of a secret, in [`SecretHistory`]. Never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// From 1, raised by every new value of the name.
+    pub version: u64,
+    /// When it was set, ms since the Unix epoch.
+    pub set_at_ms: u64,
+    /// Who set it: the peer's uid and executable, when known.
+    pub uid: Option<u32>,
+    pub exe: Option<String>,
+    /// The value's keyed digest (12 hex digits, see [`SecretDigest`]).
+    pub digest: String,
+}
+
+/// Payload of [`Response::RolledBack`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    /// The earlier version whose value is current again.
+    pub from: u64,
+    /// The new version holding it.
+    pub version: u64,
+    /// The project's snapshot generation that serves it.
+    pub generation: u64,
+}
+
+/// One name of a [`Response::Diff`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    pub name: String,
+    pub state: DiffState,
+}
+
+/// How a name given in a `Diff` compares with the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiffState {
+    /// 0: set in the project to the same value.
+    Same,
+    /// 1: set in the project to another value.
+    Changed,
+    /// 2: given, not set in the project.
+    OnlyInRequest,
+    /// 3: set in the project, not given.
+    OnlyInProject,
+}
+
+/// One secret in a [`Response::SecretDigests`] listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretDigest {
+    pub name: String,
+    /// When the value was set, ms since the Unix epoch.
+    pub set_at_ms: u64,
+    /// The value's keyed digest: 12 lowercase hex digits of HMAC-SHA256
+    /// under a key derived from the project key. Equal values in one
+    /// project have equal digests; it says nothing about a value without
+    /// the project key.
+    pub digest: String,
 }
 
 /// Payload of [`Response::Fleet`].

@@ -105,6 +105,27 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("request.health", Request::Health),
         ("request.restore_vault", Request::RestoreVault),
         ("request.fleet", Request::Fleet),
+        (
+            "request.history",
+            Request::History(SecretName {
+                name: "OPENAI_API_KEY".into(),
+            }),
+        ),
+        (
+            "request.rollback",
+            Request::Rollback(Rollback {
+                name: "OPENAI_API_KEY".into(),
+                to: Some(2),
+            }),
+        ),
+        (
+            "request.diff",
+            Request::Diff(vec![NamedValue {
+                name: "A".into(),
+                value: SecretValue::from("1"),
+            }]),
+        ),
+        ("request.list_digests", Request::ListDigests),
     ]
 }
 
@@ -293,6 +314,65 @@ fn responses() -> Vec<(&'static str, Response)> {
                 hosts: vec!["age1x:Cd".into()],
                 problems: vec![],
             }),
+        ),
+        (
+            "response.history",
+            Response::History(SecretHistory {
+                name: "OPENAI_API_KEY".into(),
+                versions: vec![
+                    VersionInfo {
+                        version: 3,
+                        set_at_ms: 1_764_000_060_000,
+                        uid: Some(1000),
+                        exe: Some("/usr/bin/fluxctl".into()),
+                        digest: "5d41402abc4b".into(),
+                    },
+                    VersionInfo {
+                        version: 2,
+                        set_at_ms: 1_764_000_000_000,
+                        uid: None,
+                        exe: None,
+                        digest: "7d793037a076".into(),
+                    },
+                ],
+            }),
+        ),
+        (
+            "response.rolled_back",
+            Response::RolledBack(RolledBack {
+                from: 2,
+                version: 4,
+                generation: 10,
+            }),
+        ),
+        (
+            "response.diff",
+            Response::Diff(vec![
+                Difference {
+                    name: "A".into(),
+                    state: DiffState::Same,
+                },
+                Difference {
+                    name: "B".into(),
+                    state: DiffState::Changed,
+                },
+                Difference {
+                    name: "C".into(),
+                    state: DiffState::OnlyInRequest,
+                },
+                Difference {
+                    name: "D".into(),
+                    state: DiffState::OnlyInProject,
+                },
+            ]),
+        ),
+        (
+            "response.secret_digests",
+            Response::SecretDigests(vec![SecretDigest {
+                name: "OPENAI_API_KEY".into(),
+                set_at_ms: 1_764_000_000_000,
+                digest: "5d41402abc4b".into(),
+            }]),
         ),
     ]
 }

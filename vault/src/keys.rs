@@ -6,10 +6,17 @@
 //! `docs/VAULT.md`):
 //!
 //! ```text
-//! seal_key = HKDF-SHA256(salt = "flux-secrets/vault-seal/v1",
-//!                        ikm  = the identity line, ASCII, as in the key file,
-//!                        info = "", length = 32)
+//! seal_key   = HKDF-SHA256(salt = "flux-secrets/vault-seal/v1",
+//!                          ikm  = the identity line, ASCII, as in the key file,
+//!                          info = "", length = 32)
+//! digest_key = HKDF-SHA256(salt = "flux-secrets/value-digest/v1",
+//!                          ikm  = the identity line, info = "", length = 32)
 //! ```
+//!
+//! The digest key gives each value a short keyed digest
+//! ([`ProjectKey::digest`]) that operators can compare without seeing
+//! values: equal values in one project have equal digests, and nothing
+//! about a value can be learned from its digest without the project key.
 //!
 //! Everything secret here lives in zeroizing buffers, and `Debug` shows only
 //! the public recipient.
@@ -17,6 +24,7 @@
 use age::secrecy::ExposeSecret;
 use age::x25519;
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
 use std::str::FromStr;
@@ -24,12 +32,18 @@ use zeroize::Zeroizing;
 
 /// Salt of the HKDF that derives the seal key from the identity.
 pub const SEAL_KDF_SALT: &[u8] = b"flux-secrets/vault-seal/v1";
+/// Salt of the HKDF that derives the value digest key from the identity.
+pub const DIGEST_KDF_SALT: &[u8] = b"flux-secrets/value-digest/v1";
+/// Hex digits in a value digest ([`ProjectKey::digest`]): 48 bits.
+pub const DIGEST_HEX_LEN: usize = 12;
 
-/// A project's identity, its public recipient and its derived seal key.
+/// A project's identity, its public recipient and its derived seal and
+/// digest keys.
 pub struct ProjectKey {
     identity: x25519::Identity,
     recipient: x25519::Recipient,
     seal_key: Zeroizing<[u8; 32]>,
+    digest_key: Zeroizing<[u8; 32]>,
 }
 
 impl ProjectKey {
@@ -41,14 +55,18 @@ impl ProjectKey {
     fn from_identity(identity: x25519::Identity) -> Self {
         let recipient = identity.to_public();
         let line = identity.to_string();
-        let mut seal_key = Zeroizing::new([0u8; 32]);
-        Hkdf::<Sha256>::new(Some(SEAL_KDF_SALT), line.expose_secret().as_bytes())
-            .expand(b"", seal_key.as_mut())
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let derive = |salt: &[u8]| {
+            let mut key = Zeroizing::new([0u8; 32]);
+            Hkdf::<Sha256>::new(Some(salt), line.expose_secret().as_bytes())
+                .expand(b"", key.as_mut())
+                .expect("32 bytes is a valid HKDF-SHA256 output length");
+            key
+        };
         Self {
             identity,
             recipient,
-            seal_key,
+            seal_key: derive(SEAL_KDF_SALT),
+            digest_key: derive(DIGEST_KDF_SALT),
         }
     }
 
@@ -90,6 +108,20 @@ impl ProjectKey {
     pub fn seal_key(&self) -> &[u8; 32] {
         &self.seal_key
     }
+
+    /// A value's keyed digest: the first [`DIGEST_HEX_LEN`] lowercase hex
+    /// digits of HMAC-SHA256 under the digest key. Equal values of one
+    /// project have equal digests; another project's key gives another.
+    pub fn digest(&self, value: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.digest_key.as_ref())
+            .expect("HMAC takes a key of any length");
+        mac.update(value.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        tag[..DIGEST_HEX_LEN / 2]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl fmt::Debug for ProjectKey {
@@ -117,6 +149,50 @@ mod tests {
             key.seal_key(),
             "keys are independent"
         );
+    }
+
+    #[test]
+    fn digests_are_short_keyed_and_stable() {
+        let key = ProjectKey::generate();
+        let d = key.digest("sk-123");
+        assert_eq!(d.len(), DIGEST_HEX_LEN);
+        assert!(
+            d.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(key.digest("sk-123"), d, "equal values, equal digests");
+        assert_ne!(key.digest("sk-124"), d);
+        let again = ProjectKey::parse(&key.to_file_contents("now")).unwrap();
+        assert_eq!(again.digest("sk-123"), d, "derived from the identity alone");
+        assert_ne!(
+            ProjectKey::generate().digest("sk-123"),
+            d,
+            "another project"
+        );
+        assert_ne!(
+            key.digest_key.as_ref(),
+            key.seal_key().as_ref(),
+            "a key of its own"
+        );
+    }
+
+    /// The derivation as docs/VAULT.md states it, from an identity line.
+    #[test]
+    fn digest_matches_the_documented_derivation() {
+        let key = ProjectKey::generate();
+        let text = key.to_file_contents("now");
+        let line = text.lines().nth(2).unwrap();
+        let mut dk = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(b"flux-secrets/value-digest/v1"), line.as_bytes())
+            .expand(b"", &mut dk)
+            .unwrap();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&dk).unwrap();
+        mac.update(b"value");
+        let hex: String = mac.finalize().into_bytes()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(key.digest("value"), hex);
     }
 
     #[test]

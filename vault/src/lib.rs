@@ -6,6 +6,8 @@
 //!   from it;
 //! - [`vault`]: the sealed, versioned JSON document and its age
 //!   encryption (`docs/VAULT.md` is the reference);
+//! - [`secrets`]: a project's secrets in memory, with the earlier versions
+//!   of each;
 //! - [`dotenv`]: `.env` files as `fluxd dev` and `fluxctl secrets import`
 //!   read them (`docs/DOTENV.md`);
 //! - [`files`]: the durability rules every write follows (atomic replace,
@@ -19,8 +21,9 @@
 pub mod dotenv;
 pub mod files;
 pub mod keys;
+pub mod secrets;
 pub mod vault;
 
 pub use files::FileError;
 pub use keys::ProjectKey;
-pub use vault::{Entry, Opened, Secrets, VaultError, format_time_ms, now_ms};
+pub use vault::{Entry, Opened, Secrets, SetBy, VaultError, format_time_ms, now_ms};

@@ -8,7 +8,13 @@
 //!   "project": "my-app",
 //!   "revision": 42,
 //!   "secrets": {
-//!     "OPENAI_API_KEY": { "value": "…", "set_at": "2026-11-27T21:49:25.123Z" }
+//!     "OPENAI_API_KEY": {
+//!       "value": "…", "set_at": "2026-11-27T21:49:25.123Z", "version": 3,
+//!       "set_by": { "uid": 1000, "exe": "/usr/bin/fluxctl" },
+//!       "history": [
+//!         { "version": 2, "value": "…", "set_at": "…", "set_by": { "uid": 1000 } }
+//!       ]
+//!     }
 //!   },
 //!   "seal": "hmac-sha256:<64 hex digits>"
 //! }
@@ -19,7 +25,8 @@
 //! gap: it is HMAC-SHA256, under a key derived from the project identity
 //! ([`crate::keys`]), over the document without its `seal` field, serialized
 //! as compact JSON with keys in the order above and secrets sorted by name
-//! (what serde_json writes for these types). Only a holder of the identity
+//! (what serde_json writes for these types). Optional fields that are
+//! absent stay absent. Only a holder of the identity
 //! can produce it, so a vault that is merely encrypted to the recipient is
 //! refused like a corrupt one.
 //!
@@ -29,19 +36,29 @@
 //! `vaults/` so a restart does not forget it. Version 1 documents (no
 //! revision, revision 0) still open, and are written as version 2.
 //!
+//! Each entry also carries its version number, who set it (`set_by`: uid
+//! and executable) and its earlier values (`history`, newest first, absent
+//! when empty) — see [`crate::secrets`]. All of it is inside the sealed,
+//! encrypted document, like the current value.
+//!
 //! Errors describe the failure (line and column for JSON) and never quote
 //! the document, which holds values.
 
 use crate::keys::ProjectKey;
+pub use crate::secrets::{
+    Entry, MAX_EXE_LEN, RollbackError, RolledBack, Secrets, SetBy, SetOutcome, Version, Versions,
+};
 use flux_protocol::SecretValue;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::ops::Deref;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The `format` field of every vault document.
 pub const FORMAT: &str = "flux-secrets-vault";
@@ -54,18 +71,7 @@ pub const SEAL_PREFIX: &str = "hmac-sha256:";
 /// Largest plaintext a vault may decrypt to (bounds memory on a hostile file).
 pub const MAX_PLAINTEXT: u64 = 256 * 1024 * 1024;
 
-/// One secret in memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub value: SecretValue,
-    /// When it was set, ms since the Unix epoch.
-    pub set_at_ms: u64,
-}
-
-/// A project's secrets by name.
-pub type Secrets = BTreeMap<String, Entry>;
-
-/// An opened vault: its revision and its secrets.
+/// An opened vault: its revision and its secrets (with their versions).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Opened {
     /// Raised by every write; 0 for a version 1 document.
@@ -78,24 +84,112 @@ pub struct Opened {
 #[error("{0}")]
 pub struct VaultError(pub String);
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    format: String,
-    version: u32,
-    project: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    revision: Option<u64>,
-    secrets: BTreeMap<String, DocEntry>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    seal: Option<String>,
+/// A string of a parsed document: borrowed from the plaintext when it
+/// needs no unescaping, else owned — and then wiped when dropped, since it
+/// may be a value. (The plaintext itself is wiped by its owner.)
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(Cow<'a, str>);
+
+impl Drop for Text<'_> {
+    fn drop(&mut self) {
+        if let Cow::Owned(s) = &mut self.0 {
+            s.zeroize();
+        }
+    }
+}
+
+impl Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DocEntry {
-    value: SecretValue,
-    set_at: String,
+struct Document<'a> {
+    #[serde(borrow)]
+    format: Text<'a>,
+    version: u32,
+    #[serde(borrow)]
+    project: Text<'a>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<u64>,
+    #[serde(borrow)]
+    secrets: BTreeMap<Text<'a>, DocEntry<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    seal: Option<Text<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocEntry<'a> {
+    #[serde(borrow)]
+    value: Text<'a>,
+    #[serde(borrow)]
+    set_at: Text<'a>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    set_by: Option<DocSetBy<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    history: Option<Vec<DocVersion<'a>>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocSetBy<'a> {
+    uid: u32,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    exe: Option<Text<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocVersion<'a> {
+    version: u64,
+    #[serde(borrow)]
+    value: Text<'a>,
+    #[serde(borrow)]
+    set_at: Text<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    set_by: Option<DocSetBy<'a>>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -112,8 +206,47 @@ pub fn format_time_ms(ms: u64) -> String {
 }
 
 fn parse_time_ms(s: &str) -> Option<u64> {
+    if let Some(ms) = parse_canonical_time_ms(s) {
+        return Some(ms);
+    }
     let t = humantime::parse_rfc3339(s).ok()?;
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
+/// The form fluxd writes, `YYYY-MM-DDTHH:MM:SS.mmmZ`, read without the
+/// general parser (a vault holds one time per version, and every start
+/// reads them all). `None` for anything else, or a field out of range: the
+/// general parser decides those.
+fn parse_canonical_time_ms(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 24 || [b[4], b[7], b[10], b[13], b[16], b[19], b[23]] != *b"--T::.Z" {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u64> {
+        b[from..to].iter().try_fold(0u64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second, milli) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days since the epoch (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let (era, yoe) = (y / 400, y % 400);
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + milli)
 }
 
 fn json_error(e: &serde_json::Error) -> VaultError {
@@ -128,15 +261,45 @@ fn json_error(e: &serde_json::Error) -> VaultError {
     VaultError(format!("{what} at line {} column {}", e.line(), e.column()))
 }
 
+/// Feeds what serde_json writes straight into a MAC, so the canonical
+/// form is never held in a buffer.
+struct MacWriter<'a>(&'a mut Hmac<Sha256>);
+
+impl Write for MacWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn mac(doc: &Document, key: &ProjectKey) -> Result<Hmac<Sha256>, VaultError> {
     debug_assert!(doc.seal.is_none());
-    let canonical = Zeroizing::new(
-        serde_json::to_vec(doc).map_err(|e| VaultError(format!("cannot encode: {e}")))?,
-    );
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.seal_key())
         .expect("HMAC takes a key of any length");
-    mac.update(&canonical);
+    serde_json::to_writer(MacWriter(&mut mac), doc)
+        .map_err(|e| VaultError(format!("cannot encode: {e}")))?;
     Ok(mac)
+}
+
+/// For a document that ends in `,"seal":"hmac-sha256:<64 hex>"}` (and
+/// perhaps a newline), what comes before the seal field: the canonical
+/// form without its closing brace, if the document is in canonical form.
+fn canonical_prefix(plaintext: &[u8]) -> Option<&[u8]> {
+    let body = plaintext.strip_suffix(b"\n").unwrap_or(plaintext);
+    let field_len = ",\"seal\":\"".len() + SEAL_PREFIX.len() + 64 + "\"}".len();
+    let at = body.len().checked_sub(field_len)?;
+    let field = &body[at..];
+    let hex = field
+        .strip_prefix(b",\"seal\":\"")?
+        .strip_prefix(SEAL_PREFIX.as_bytes())?
+        .strip_suffix(b"\"}")?;
+    hex.iter()
+        .all(|b| b.is_ascii_hexdigit())
+        .then_some(&body[..at])
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -168,6 +331,34 @@ struct DocumentOut<'a> {
 struct EntryOut<'a> {
     value: &'a str,
     set_at: String,
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    set_by: Option<SetByOut<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    history: Vec<VersionOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct SetByOut<'a> {
+    uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct VersionOut<'a> {
+    version: u64,
+    value: &'a str,
+    set_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    set_by: Option<SetByOut<'a>>,
+}
+
+fn set_by_out(by: &Option<SetBy>) -> Option<SetByOut<'_>> {
+    by.as_ref().map(|b| SetByOut {
+        uid: b.uid,
+        exe: b.exe.as_deref(),
+    })
 }
 
 /// The sealed plaintext document for `secrets`: compact JSON, serialized
@@ -180,31 +371,46 @@ pub fn seal_document(
     revision: u64,
     key: &ProjectKey,
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    let set_by_room = |b: &Option<SetBy>| {
+        b.as_ref()
+            .map_or(0, |b| 48 + 6 * b.exe.as_ref().map_or(0, String::len))
+    };
+    let mut room = 256 + project.len() * 6;
     let doc = DocumentOut {
         format: FORMAT,
         version: VERSION,
         project,
         revision,
         secrets: secrets
-            .iter()
-            .map(|(name, e)| {
+            .iter_versions()
+            .map(|(name, e, versions)| {
+                // JSON escapes a byte as at most 6 ("\u00XX").
+                room += name.len() + 6 * e.value.len() + 96 + set_by_room(&versions.set_by);
                 (
                     name.as_str(),
                     EntryOut {
                         value: e.value.expose(),
                         set_at: format_time_ms(e.set_at_ms),
+                        version: versions.current,
+                        set_by: set_by_out(&versions.set_by),
+                        history: versions
+                            .previous
+                            .iter()
+                            .map(|p| {
+                                room += 6 * p.value.len() + 96 + set_by_room(&p.set_by);
+                                VersionOut {
+                                    version: p.version,
+                                    value: p.value.expose(),
+                                    set_at: format_time_ms(p.set_at_ms),
+                                    set_by: set_by_out(&p.set_by),
+                                }
+                            })
+                            .collect(),
                     },
                 )
             })
             .collect(),
     };
-    // JSON escapes a byte as at most 6 ("\u00XX").
-    let room = 256
-        + project.len() * 6
-        + secrets
-            .iter()
-            .map(|(n, e)| n.len() + 6 * e.value.len() + 64)
-            .sum::<usize>();
     let mut out = Zeroizing::new(Vec::with_capacity(room));
     serde_json::to_writer(&mut *out, &doc)
         .map_err(|e| VaultError(format!("cannot encode: {e}")))?;
@@ -218,13 +424,13 @@ pub fn seal_document(
     Ok(out)
 }
 
-fn parse(plaintext: &[u8]) -> Result<Document, VaultError> {
+fn parse(plaintext: &[u8]) -> Result<Document<'_>, VaultError> {
     serde_json::from_slice(plaintext).map_err(|e| json_error(&e))
 }
 
 /// The project a plaintext document says it belongs to.
 pub fn document_project(plaintext: &[u8]) -> Result<String, VaultError> {
-    Ok(parse(plaintext)?.project)
+    Ok(parse(plaintext)?.project.to_string())
 }
 
 /// Checks an operator-written document (all but the seal, which it may
@@ -242,19 +448,37 @@ pub fn reseal_document(
     Ok((project, sealed))
 }
 
+/// What an open keeps of a document besides its current values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// The versions too: version numbers, who set them, earlier values.
+    Versions,
+    /// Current values only (everything is still checked, seal included).
+    Current,
+}
+
 /// Parses and checks a plaintext document: its format and version, that it
-/// belongs to `project`, every name and value, and — when `key` is given —
-/// its seal.
+/// belongs to `project`, every name and value, its versions, and — when
+/// `key` is given — its seal.
 pub fn open_document(
     plaintext: &[u8],
     project: &str,
     key: Option<&ProjectKey>,
 ) -> Result<Opened, VaultError> {
+    open_document_keeping(plaintext, project, key, Keep::Versions)
+}
+
+fn open_document_keeping(
+    plaintext: &[u8],
+    project: &str,
+    key: Option<&ProjectKey>,
+    keep: Keep,
+) -> Result<Opened, VaultError> {
     let mut doc = parse(plaintext)?;
-    if doc.format != FORMAT {
+    if *doc.format != *FORMAT {
         return Err(VaultError(format!(
             "not a Flux Secrets vault document (format is {:?}, expected {FORMAT:?})",
-            doc.format
+            &*doc.format
         )));
     }
     if !(MIN_VERSION..=VERSION).contains(&doc.version) {
@@ -277,10 +501,10 @@ pub fn open_document(
         }
         _ => {}
     }
-    if doc.project != project {
+    if *doc.project != *project {
         return Err(VaultError(format!(
             "the document belongs to project {:?}, not {project:?}",
-            doc.project
+            &*doc.project
         )));
     }
     if let Some(key) = key {
@@ -295,35 +519,110 @@ pub fn open_document(
             .strip_prefix(SEAL_PREFIX)
             .and_then(unhex)
             .ok_or_else(|| VaultError(format!("the seal is not {SEAL_PREFIX}<64 hex digits>")))?;
-        mac(&doc, key)?.verify_slice(&tag).map_err(|_| {
-            VaultError(
-                "the seal does not match: the document was altered or sealed with another key"
-                    .into(),
-            )
-        })?;
+        // A document as fluxd writes it is its canonical form followed by
+        // the seal: check those bytes as they are, and re-encode the parsed
+        // document only when they are not (a re-indented document).
+        let sealed_as_is = canonical_prefix(plaintext).is_some_and(|prefix| {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.seal_key())
+                .expect("HMAC takes a key of any length");
+            mac.update(prefix);
+            mac.update(b"}");
+            mac.verify_slice(&tag).is_ok()
+        });
+        if !sealed_as_is {
+            mac(&doc, key)?.verify_slice(&tag).map_err(|_| {
+                VaultError(
+                    "the seal does not match: the document was altered or sealed with another key"
+                        .into(),
+                )
+            })?;
+        }
     }
-    let mut secrets = Secrets::new();
-    for (name, entry) in doc.secrets {
-        validate_secret_name(&name).map_err(|e| VaultError(e.to_string()))?;
+    let version = doc.version;
+    let mut entries = Vec::with_capacity(doc.secrets.len());
+    let mut all_versions = Vec::new();
+    for (name, entry) in &doc.secrets {
+        let name: &str = name;
+        validate_secret_name(name).map_err(|e| VaultError(e.to_string()))?;
         validate_value_len(entry.value.len())
             .map_err(|e| VaultError(format!("secret {name}: {e}")))?;
-        let set_at_ms = parse_time_ms(&entry.set_at).ok_or_else(|| {
-            VaultError(format!(
-                "secret {name}: set_at is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z"
-            ))
-        })?;
-        secrets.insert(
-            name,
+        let set_at_ms = parse_time(name, "set_at", &entry.set_at)?;
+        if version == 1
+            && (entry.version.is_some() || entry.set_by.is_some() || entry.history.is_some())
+        {
+            return Err(VaultError(format!(
+                "secret {name}: a version 1 document has no \"version\", \"set_by\" or \"history\" field"
+            )));
+        }
+        let current = entry.version.unwrap_or(1);
+        if current == 0 {
+            return Err(VaultError(format!(
+                "secret {name}: version numbers start at 1"
+            )));
+        }
+        let mut previous = Vec::new();
+        let mut below = current;
+        for old in entry.history.iter().flatten() {
+            if old.version == 0 || old.version >= below {
+                return Err(VaultError(format!(
+                    "secret {name}: history version {} is out of order (each earlier version must be below the one before it, the current one is {current}, and numbers start at 1)",
+                    old.version
+                )));
+            }
+            below = old.version;
+            validate_value_len(old.value.len()).map_err(|e| {
+                VaultError(format!(
+                    "secret {name}: history version {}: {e}",
+                    old.version
+                ))
+            })?;
+            let set_at_ms = parse_time(name, "history set_at", &old.set_at)?;
+            if keep == Keep::Versions {
+                previous.push(Version {
+                    version: old.version,
+                    set_at_ms,
+                    value: SecretValue::from(&*old.value),
+                    set_by: old.set_by.as_ref().map(set_by_in),
+                });
+            }
+        }
+        entries.push((
+            name.to_owned(),
             Entry {
-                value: entry.value,
+                value: SecretValue::from(&*entry.value),
                 set_at_ms,
             },
-        );
+        ));
+        if keep == Keep::Versions {
+            all_versions.push((
+                name.to_owned(),
+                Versions {
+                    current,
+                    set_by: entry.set_by.as_ref().map(set_by_in),
+                    previous,
+                },
+            ));
+        }
     }
     Ok(Opened {
         revision: doc.revision.unwrap_or(0),
-        secrets,
+        secrets: Secrets::from_sorted(entries, all_versions),
     })
+}
+
+fn parse_time(name: &str, field: &str, text: &str) -> Result<u64, VaultError> {
+    parse_time_ms(text).ok_or_else(|| {
+        VaultError(format!(
+            "secret {name}: {field} is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z"
+        ))
+    })
+}
+
+fn set_by_in(by: &DocSetBy<'_>) -> SetBy {
+    SetBy {
+        uid: by.uid,
+        exe: by.exe.as_deref().map(str::to_owned),
+    }
 }
 
 /// Encrypts a plaintext to the project's recipient (binary age format).
@@ -356,7 +655,11 @@ pub fn decrypt(ciphertext: &[u8], key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>
     let reader = dec
         .decrypt(std::iter::once(key.identity() as &dyn age::Identity))
         .map_err(|e| VaultError(decrypt_reason(&e)))?;
-    let mut out = Zeroizing::new(Vec::new());
+    // The plaintext is shorter than the ciphertext (binary) or its armor:
+    // sized up front, the buffer never moves, leaving no copy behind.
+    let room =
+        usize::try_from(MAX_PLAINTEXT).map_or(ciphertext.len(), |max| ciphertext.len().min(max));
+    let mut out = Zeroizing::new(Vec::with_capacity(room));
     reader
         .take(MAX_PLAINTEXT + 1)
         .read_to_end(&mut out)
@@ -404,6 +707,18 @@ pub fn seal(
 pub fn open(ciphertext: &[u8], project: &str, key: &ProjectKey) -> Result<Opened, VaultError> {
     let plaintext = decrypt(ciphertext, key)?;
     open_document(&plaintext, project, Some(key))
+}
+
+/// [`open`], keeping only the current values: every version is checked
+/// (and covered by the seal) but no earlier value is copied out — what a
+/// server that serves current values from memory loads.
+pub fn open_current(
+    ciphertext: &[u8],
+    project: &str,
+    key: &ProjectKey,
+) -> Result<Opened, VaultError> {
+    let plaintext = decrypt(ciphertext, key)?;
+    open_document_keeping(&plaintext, project, Some(key), Keep::Current)
 }
 
 #[cfg(test)]
@@ -471,6 +786,38 @@ mod tests {
     }
 
     #[test]
+    fn the_seal_is_checked_on_the_bytes_as_written_and_re_encoded() {
+        let key = ProjectKey::generate();
+        let doc = seal_document("app", &versioned(), 3, &key).unwrap();
+        assert!(
+            canonical_prefix(&doc).is_some(),
+            "fluxd writes the canonical form"
+        );
+        assert!(open_document(&doc, "app", Some(&key)).is_ok());
+        // The same bytes with a value changed: neither path accepts them.
+        let text = std::str::from_utf8(&doc).unwrap().replace("sk-b3", "sk-b4");
+        let err = open_document(text.as_bytes(), "app", Some(&key)).unwrap_err();
+        assert!(err.0.contains("does not match"), "{err}");
+        // A field added before the seal breaks the canonical form; the
+        // re-encoded document is what the seal is checked against.
+        let text =
+            std::str::from_utf8(&doc)
+                .unwrap()
+                .replacen("\"revision\":3,", "\"revision\":3, ", 1);
+        assert!(open_document(text.as_bytes(), "app", Some(&key)).is_ok());
+        // A seal that is not at the end is found by the parser.
+        let json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        let mut moved = serde_json::Map::new();
+        moved.insert("seal".into(), json["seal"].clone());
+        for (k, v) in json.as_object().unwrap() {
+            moved.insert(k.clone(), v.clone());
+        }
+        let moved = serde_json::to_vec(&serde_json::Value::Object(moved)).unwrap();
+        assert!(canonical_prefix(&moved).is_none());
+        assert!(open_document(&moved, "app", Some(&key)).is_ok());
+    }
+
+    #[test]
     fn reformatting_keeps_the_seal_valid() {
         let key = ProjectKey::generate();
         let doc = seal_document("app", &sample(), 1, &key).unwrap();
@@ -505,6 +852,169 @@ mod tests {
             (json["version"].as_u64(), json["revision"].as_u64()),
             (Some(2), Some(1))
         );
+    }
+
+    fn versioned() -> Secrets {
+        let mut s = sample();
+        let by = Some(SetBy::new(1000, Some("/usr/bin/fluxctl")));
+        s.set("B_KEY", "sk-b2".into(), 1_700_000_001_000, by.clone(), 5);
+        s.set("B_KEY", "sk-b3".into(), 1_700_000_002_000, None, 5);
+        s.set("C_KEY", "c".into(), 1_700_000_003_000, by, 5);
+        s
+    }
+
+    #[test]
+    fn versions_are_sealed_with_the_document() {
+        let key = ProjectKey::generate();
+        let file = seal("app", &versioned(), 4, &key).unwrap();
+        assert!(!file.windows(4).any(|w| w == b"sk-b"), "value in the clear");
+        let opened = open(&file, "app", &key).unwrap();
+        assert_eq!(opened.secrets, versioned());
+        let b: Vec<(u64, String)> = opened
+            .secrets
+            .versions_of("B_KEY")
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.version, v.value.expose().to_owned()))
+            .collect();
+        assert_eq!(
+            b,
+            [(3, "sk-b3".into()), (2, "sk-b2".into()), (1, "sk-b".into())]
+        );
+
+        // The history is covered by the seal.
+        let doc = seal_document("app", &versioned(), 4, &key).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(json["secrets"]["B_KEY"]["version"], 3);
+        assert_eq!(json["secrets"]["B_KEY"]["history"][0]["version"], 2);
+        assert_eq!(
+            json["secrets"]["B_KEY"]["history"][0]["set_by"]["uid"],
+            1000
+        );
+        assert!(
+            json["secrets"]["A_KEY"].get("history").is_none(),
+            "absent when empty"
+        );
+        assert!(
+            json["secrets"]["A_KEY"].get("set_by").is_none(),
+            "absent when unknown"
+        );
+        let mut altered = json.clone();
+        altered["secrets"]["B_KEY"]["history"][1]["value"] = "attacker".into();
+        let err =
+            open_document(&serde_json::to_vec(&altered).unwrap(), "app", Some(&key)).unwrap_err();
+        assert!(err.0.contains("does not match"), "{err}");
+        let mut dropped = json.clone();
+        dropped["secrets"]["B_KEY"]
+            .as_object_mut()
+            .unwrap()
+            .remove("history");
+        let err =
+            open_document(&serde_json::to_vec(&dropped).unwrap(), "app", Some(&key)).unwrap_err();
+        assert!(err.0.contains("does not match"), "{err}");
+        // Re-indented, it still opens; re-sealed, the history is kept.
+        let pretty = serde_json::to_vec_pretty(&json).unwrap();
+        assert_eq!(
+            open_document(&pretty, "app", Some(&key)).unwrap().secrets,
+            versioned()
+        );
+        let (_, resealed) = reseal_document(&pretty, &key).unwrap();
+        assert_eq!(
+            open_document(&resealed, "app", Some(&key)).unwrap().secrets,
+            versioned()
+        );
+    }
+
+    /// Seals any document (even one fluxd would refuse) with `key`.
+    fn seal_anything(json: &serde_json::Value, key: &ProjectKey) -> Vec<u8> {
+        let bytes = serde_json::to_vec(json).unwrap();
+        let doc = parse(&bytes).unwrap();
+        let canonical = serde_json::to_vec(&doc).unwrap();
+        let tag = hex(&mac(&doc, key).unwrap().finalize().into_bytes());
+        let text = std::str::from_utf8(&canonical).unwrap();
+        format!(
+            "{},\"seal\":\"{SEAL_PREFIX}{tag}\"}}",
+            &text[..text.len() - 1]
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn open_current_checks_everything_and_keeps_current_values() {
+        let key = ProjectKey::generate();
+        let file = seal("app", &versioned(), 4, &key).unwrap();
+        let current = open_current(&file, "app", &key).unwrap();
+        assert!(!current.secrets.has_versions());
+        assert_eq!(current.secrets, versioned().without_versions());
+        assert_eq!(current.revision, 4);
+        // A history out of order is refused here too, even when sealed.
+        let doc = seal_document("app", &versioned(), 4, &key).unwrap();
+        let mut json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        json.as_object_mut().unwrap().remove("seal");
+        json["secrets"]["B_KEY"]["history"][0]["version"] = 7.into();
+        let bad = encrypt(&seal_anything(&json, &key), &key).unwrap();
+        let err = open_current(&bad, "app", &key).unwrap_err();
+        assert!(err.0.contains("out of order"), "{err}");
+        let err = open(&bad, "app", &key).unwrap_err();
+        assert!(err.0.contains("out of order"), "{err}");
+    }
+
+    #[test]
+    fn history_out_of_order_or_in_version_1_is_refused() {
+        let bad = |doc: &str| open_document(doc.as_bytes(), "app", None).unwrap_err().0;
+        let t = "2026-01-01T00:00:00Z";
+        let err = bad(&format!(
+            r#"{{"format":"flux-secrets-vault","version":2,"project":"app","revision":1,"secrets":{{"A":{{"value":"3","set_at":"{t}","version":3,"history":[{{"version":1,"value":"1","set_at":"{t}"}},{{"version":2,"value":"2","set_at":"{t}"}}]}}}}}}"#
+        ));
+        assert!(err.contains("out of order"), "{err}");
+        let err = bad(&format!(
+            r#"{{"format":"flux-secrets-vault","version":2,"project":"app","revision":1,"secrets":{{"A":{{"value":"3","set_at":"{t}","history":[{{"version":1,"value":"1","set_at":"{t}"}}]}}}}}}"#
+        ));
+        assert!(err.contains("out of order"), "no version means 1: {err}");
+        let err = bad(&format!(
+            r#"{{"format":"flux-secrets-vault","version":1,"project":"app","secrets":{{"A":{{"value":"3","set_at":"{t}","version":3}}}}}}"#
+        ));
+        assert!(err.contains("version 1 document"), "{err}");
+        let err = bad(&format!(
+            r#"{{"format":"flux-secrets-vault","version":2,"project":"app","revision":1,"secrets":{{"A":{{"value":"3","set_at":"{t}","version":2,"history":[{{"version":1,"value":"1","set_at":"{t}","set_by":{{"uid":1,"pid":2}}}}]}}}}}}"#
+        ));
+        assert!(
+            err.contains("wrong field"),
+            "unknown fields are refused: {err}"
+        );
+    }
+
+    #[test]
+    fn canonical_times_read_like_the_general_parser() {
+        let mut ms: u64 = 0;
+        for i in 0..20_000u64 {
+            ms = (ms + i * 7_919_993_311 + 123) % 8_000_000_000_000;
+            let text = format_time_ms(ms);
+            assert_eq!(parse_canonical_time_ms(&text), Some(ms), "{text}");
+            let general = humantime::parse_rfc3339(&text).unwrap();
+            assert_eq!(
+                general.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
+                ms
+            );
+        }
+        for (text, fast) in [
+            ("2024-02-29T23:59:59.999Z", true),
+            ("2023-02-29T00:00:00.000Z", false),
+            ("2026-13-01T00:00:00.000Z", false),
+            ("2026-01-01T24:00:00.000Z", false),
+            ("1969-12-31T23:59:59.999Z", false),
+            ("2026-01-01T00:00:00Z", false),
+            ("2026-01-01T00:00:00.000+01:00", false),
+            ("２026-01-01T00:00:00.00Z", false),
+        ] {
+            assert_eq!(parse_canonical_time_ms(text).is_some(), fast, "{text}");
+        }
+        assert_eq!(
+            parse_time_ms("2026-01-01T00:00:00Z"),
+            Some(1_767_225_600_000),
+            "other forms go to the general parser"
+        );
+        assert_eq!(parse_time_ms("2023-02-29T00:00:00.000Z"), None);
     }
 
     #[test]

@@ -135,6 +135,16 @@ const NOT_ENCODED = new Set([
   'response.restored',
   'request.fleet',
   'response.fleet',
+  // Versions, digests and drift checks are operator tools (fluxctl
+  // secrets history / rollback / diff / list), never a function's.
+  'request.history',
+  'response.history',
+  'request.rollback',
+  'response.rolled_back',
+  'request.diff',
+  'response.diff',
+  'request.list_digests',
+  'response.secret_digests',
 ]);
 
 describe('PROTOCOL.md test vectors', () => {

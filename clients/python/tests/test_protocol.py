@@ -84,6 +84,10 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.health": p.encode_health,
     "request.restore_vault": p.encode_restore_vault,
     "request.fleet": p.encode_fleet,
+    "request.history": lambda: p.encode_history("OPENAI_API_KEY"),
+    "request.rollback": lambda: p.encode_rollback("OPENAI_API_KEY", 2),
+    "request.diff": lambda: p.encode_diff([("A", "1")]),
+    "request.list_digests": p.encode_list_digests,
 }
 
 STATUS = p.DaemonStatus(
@@ -167,6 +171,33 @@ RESPONSES: Dict[str, p.Response] = {
         hosts_version=2,
         hosts=["age1x:Cd"],
         problems=[],
+    ),
+    "response.history": p.History(
+        name="OPENAI_API_KEY",
+        versions=[
+            p.VersionInfo(
+                version=3,
+                set_at_ms=1764000060000,
+                uid=1000,
+                exe="/usr/bin/fluxctl",
+                digest="5d41402abc4b",
+            ),
+            p.VersionInfo(
+                version=2, set_at_ms=1764000000000, uid=None, exe=None, digest="7d793037a076"
+            ),
+        ],
+    ),
+    "response.rolled_back": p.RolledBack(from_version=2, version=4, generation=10),
+    "response.diff": p.Diff(
+        [
+            p.Difference("A", p.DiffState.SAME),
+            p.Difference("B", p.DiffState.CHANGED),
+            p.Difference("C", p.DiffState.ONLY_IN_REQUEST),
+            p.Difference("D", p.DiffState.ONLY_IN_PROJECT),
+        ]
+    ),
+    "response.secret_digests": p.SecretDigests(
+        [p.SecretDigest("OPENAI_API_KEY", 1764000000000, "5d41402abc4b")]
     ),
 }
 
@@ -285,8 +316,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 21"):
-            p.decode_response(struct.pack("<I", 21))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 25"):
+            p.decode_response(struct.pack("<I", 25))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

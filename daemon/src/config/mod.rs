@@ -13,7 +13,8 @@
 //! `$CONFIGURATION_DIRECTORY/fluxd.toml` when it exists; none is needed. It
 //! is TOML and unknown keys are errors (a typo must not silently open or
 //! close access). `docs/CONFIG.md` documents every key; SIGHUP re-reads the
-//! access policy, while limits and the audit path take effect at start.
+//! access policy, while limits, `[vaults]` and the audit path take effect at
+//! start.
 
 mod limits;
 
@@ -49,6 +50,48 @@ pub struct Config {
     pub host_key: Option<PathBuf>,
     /// Where keys and vaults are kept (`[store]`, `--store`).
     pub store: crate::fleet::StoreChoice,
+    /// What vaults keep (`[vaults]`).
+    pub vaults: Vaults,
+}
+
+/// `[vaults]`, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vaults {
+    /// Earlier values kept per secret (0: none).
+    pub keep_versions: usize,
+}
+
+/// Default of `[vaults] keep_versions`.
+pub const DEFAULT_KEEP_VERSIONS: usize = 5;
+/// Largest `[vaults] keep_versions`.
+pub const MAX_KEEP_VERSIONS: usize = 100;
+
+impl Default for Vaults {
+    fn default() -> Self {
+        Self {
+            keep_versions: DEFAULT_KEEP_VERSIONS,
+        }
+    }
+}
+
+/// `[vaults]`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultsFile {
+    /// Earlier values kept per secret; default 5, 0 keeps none.
+    pub keep_versions: Option<usize>,
+}
+
+impl VaultsFile {
+    fn resolve(&self) -> Result<Vaults> {
+        let keep_versions = self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS);
+        if keep_versions > MAX_KEEP_VERSIONS {
+            return Err(Error::Config(format!(
+                "[vaults] keep_versions = {keep_versions}: at most {MAX_KEEP_VERSIONS} earlier values are kept per secret (0 keeps none)"
+            )));
+        }
+        Ok(Vaults { keep_versions })
+    }
 }
 
 /// Name of the systemd credential holding the host key.
@@ -71,6 +114,9 @@ pub struct FileConfig {
     /// `[store]`: the local folder (default) or etcd (fleet mode).
     #[serde(default)]
     pub store: crate::fleet::StoreFile,
+    /// `[vaults]`: what vaults keep.
+    #[serde(default)]
+    pub vaults: VaultsFile,
 }
 
 /// `[audit]`.
@@ -236,6 +282,12 @@ impl Config {
                 }
                 (e, _) => e,
             })?;
+        let vaults = file.vaults.resolve().map_err(|e| match (e, &config_file) {
+            (Error::Config(msg), Some(p)) => {
+                Error::Config(format!("config file {}: {msg}", p.display()))
+            }
+            (e, _) => e,
+        })?;
         let host_key = env_path("CREDENTIALS_DIRECTORY")
             .map(|d| d.join(HOST_KEY_CREDENTIAL))
             .filter(|p| p.exists());
@@ -254,6 +306,7 @@ impl Config {
             audit,
             host_key,
             store,
+            vaults,
         })
     }
 
@@ -287,6 +340,7 @@ impl Config {
             audit: AuditConfig::default(),
             host_key: None,
             store: crate::fleet::StoreChoice::Local,
+            vaults: Vaults::default(),
         })
     }
 
@@ -302,6 +356,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_versions_defaults_to_5_and_is_bounded() {
+        let parse = |text: &str| toml::from_str::<FileConfig>(text).unwrap().vaults.resolve();
+        assert_eq!(parse("").unwrap().keep_versions, 5);
+        assert_eq!(
+            parse("[vaults]\nkeep_versions = 0\n")
+                .unwrap()
+                .keep_versions,
+            0
+        );
+        let e = parse("[vaults]\nkeep_versions = 1000\n").unwrap_err();
+        assert!(e.to_string().contains("at most 100"), "{e}");
+        assert!(toml::from_str::<FileConfig>("[vaults]\nkeep = 1\n").is_err());
+    }
 
     #[test]
     fn unknown_keys_are_refused() {

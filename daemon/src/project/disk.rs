@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use tracing::{error, info};
 
 /// SHA-256 of a file's bytes.
-pub(super) type Fingerprint = [u8; 32];
+pub(crate) type Fingerprint = [u8; 32];
 
 pub(super) fn fingerprint(bytes: &[u8]) -> Fingerprint {
     Sha256::digest(bytes).into()
@@ -47,6 +47,15 @@ pub enum Reload {
     Failed,
 }
 
+/// What [`read_disk`] keeps of a vault besides its current values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// The versions too: a write builds on them.
+    Versions,
+    /// Current values only: what is served from memory.
+    Current,
+}
+
 /// What [`read_disk`] found.
 pub(super) enum DiskRead {
     Same,
@@ -67,6 +76,7 @@ pub(super) fn read_disk(
     current_key: Option<Arc<ProjectKey>>,
     known: (Option<Fingerprint>, Option<Fingerprint>),
     floor: u64,
+    keep: Keep,
 ) -> Result<DiskRead> {
     let key_text = store.load_key(name).map_err(|e| {
         if e.is_not_found() {
@@ -103,7 +113,11 @@ pub(super) fn read_disk(
     if new_key.is_none() && known.1 == Some(vault_fp) {
         return Ok(DiskRead::Same);
     }
-    let opened = vault::open(&bytes, name, &key).map_err(|e| vault_error(e.0))?;
+    let opened = match keep {
+        Keep::Versions => vault::open(&bytes, name, &key),
+        Keep::Current => vault::open_current(&bytes, name, &key),
+    }
+    .map_err(|e| vault_error(e.0))?;
     if opened.revision < floor {
         return Err(vault_error(format!(
             "revision {} is older than revision {floor}, the newest this fluxd has served: refused as a rollback (an older copy put back). To serve it on purpose — a backup being restored — run `fluxctl vault restore -p {name}`",
@@ -150,7 +164,7 @@ impl Project {
         };
         let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
         let read = tokio::task::spawn_blocking(move || {
-            let read = read_disk(&*store, &name, Some(key), known, floor)?;
+            let read = read_disk(&*store, &name, Some(key), known, floor, Keep::Current)?;
             if let DiskRead::New { opened, .. } = &read
                 && opened.revision > floor
             {
@@ -189,7 +203,8 @@ impl Project {
                     generation,
                     loaded_at_ms: now_ms(),
                     revision: opened.revision,
-                    secrets: opened.secrets,
+                    // Earlier versions stay in the vault until asked for.
+                    secrets: opened.secrets.without_versions(),
                     unreadable: None,
                 }));
                 // A forced reload of an unchanged file needs no event.

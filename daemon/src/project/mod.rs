@@ -28,13 +28,16 @@
 //! names that changed (never values), for subscribed connections.
 
 mod disk;
+mod history;
 mod read;
 mod write;
+
+pub use write::Writer;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
 use arc_swap::ArcSwap;
-use disk::{DiskRead, DiskState, fingerprint, read_disk};
+use disk::{DiskRead, DiskState, Keep, fingerprint, read_disk};
 use flux_protocol::message::{Event, EventKind, ProjectInfo};
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Opened, Secrets, now_ms};
@@ -56,6 +59,8 @@ pub struct Snapshot {
     pub loaded_at_ms: u64,
     /// The vault's revision (see [`flux_vault::vault`]).
     pub revision: u64,
+    /// The current values only: the earlier versions stay in the vault
+    /// (read back by writes and `History`), so history costs no memory.
     pub secrets: Secrets,
     /// Set when no good vault was ever loaded: why it is unreadable.
     pub unreadable: Option<String>,
@@ -74,6 +79,10 @@ pub struct Project {
     deleted: AtomicBool,
     events: broadcast::Sender<Event>,
     cancel: CancellationToken,
+    /// The vault last written, earlier versions included, for a few
+    /// seconds after the write ([`write::KEEP_WRITTEN`]): a burst of writes
+    /// does not read the vault back each time.
+    written: Arc<Mutex<Option<write::Written>>>,
 }
 
 impl Project {
@@ -104,6 +113,7 @@ impl Project {
             Some(key.clone()),
             (disk.key, None),
             disk.floor,
+            Keep::Current,
         );
         let opened = match read {
             Ok(DiskRead::New { vault, opened, .. }) => {
@@ -202,7 +212,8 @@ impl Project {
                 generation: 1,
                 loaded_at_ms: now_ms(),
                 revision: opened.revision,
-                secrets: opened.secrets,
+                // Earlier versions stay in the vault until asked for.
+                secrets: opened.secrets.without_versions(),
                 unreadable,
             }),
             writer: tokio::sync::Mutex::new(()),
@@ -210,6 +221,7 @@ impl Project {
             deleted: AtomicBool::new(false),
             events: broadcast::channel(EVENT_BUFFER).0,
             cancel,
+            written: Arc::default(),
         }
     }
 

@@ -4,7 +4,8 @@
 use super::{Project, Snapshot};
 use crate::error::{Error, Result};
 use flux_protocol::limits::validate_secret_name;
-use flux_protocol::message::{NamedValue, SecretInfo};
+use flux_protocol::message::{DiffState, Difference, NamedValue, SecretDigest, SecretInfo};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -62,4 +63,67 @@ impl Project {
             })
             .collect())
     }
+
+    /// Names, set times and keyed value digests, sorted by name.
+    pub fn list_digests(&self) -> Result<Vec<SecretDigest>> {
+        let snap = self.readable()?;
+        let key = self.key.load();
+        Ok(snap
+            .secrets
+            .iter()
+            .map(|(name, e)| SecretDigest {
+                name: name.clone(),
+                set_at_ms: e.set_at_ms,
+                digest: key.digest(e.value.expose()),
+            })
+            .collect())
+    }
+
+    /// How each name in `given` and in the project compares, sorted by
+    /// name; from one snapshot. Says nothing of a value but whether it
+    /// matches.
+    pub fn diff(&self, given: &[NamedValue]) -> Result<Vec<Difference>> {
+        let mut by_name = BTreeMap::new();
+        for e in given {
+            validate_secret_name(&e.name)?;
+            if by_name.insert(e.name.as_str(), e.value.expose()).is_some() {
+                return Err(Error::BadRequest(format!(
+                    "secret {} appears twice",
+                    e.name
+                )));
+            }
+        }
+        let snap = self.readable()?;
+        let mut out: Vec<Difference> = by_name
+            .iter()
+            .map(|(name, value)| Difference {
+                name: (*name).to_owned(),
+                state: match snap.secrets.get(*name) {
+                    None => DiffState::OnlyInRequest,
+                    Some(e) if same_value(e.value.expose(), value) => DiffState::Same,
+                    Some(_) => DiffState::Changed,
+                },
+            })
+            .collect();
+        out.extend(
+            snap.secrets
+                .keys()
+                .filter(|n| !by_name.contains_key(n.as_str()))
+                .map(|name| Difference {
+                    name: name.clone(),
+                    state: DiffState::OnlyInProject,
+                }),
+        );
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// Compares two values in time that depends on their length only.
+fn same_value(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }

@@ -1,25 +1,36 @@
-//! Writes: every mutation — set, set many, delete, restore — goes through
-//! one validator ([`validate_entry`]), one capacity check ([`Capacity`])
-//! and one write path ([`Project::write`]).
+//! Writes: every mutation — set, set many, delete, rollback, restore —
+//! goes through one validator ([`validate_entry`]), one capacity check
+//! ([`Capacity`]) and one write path ([`Project::write`]).
 //!
 //! Writes and reloads of one project are serialized by an async mutex. A
-//! write builds the new secret map, checks it, seals and encrypts it,
-//! stores it durably (on a blocking thread) with the key that decrypts it,
-//! records the file's fingerprint and revision, and only then swaps the
-//! snapshot and answers — so an acknowledged write is on disk and every
-//! later read sees it.
+//! write reads back the vault served (fluxd serves current values from
+//! memory; the earlier versions stay in the vault, and the vault just
+//! written is kept whole for [`KEEP_WRITTEN`]), builds the new secrets
+//! — each set a new version, recorded with who asked ([`Writer`]) —
+//! checks them, seals and encrypts them, stores them durably (on a blocking
+//! thread) with the key that decrypts them, records the file's fingerprint
+//! and revision, and only then swaps the snapshot and answers — so an
+//! acknowledged write is on disk and every later read sees it.
 
-use super::disk::{DiskRead, changed_names, fingerprint, read_disk};
+use super::disk::{DiskRead, Fingerprint, Keep, changed_names, fingerprint, read_disk};
 use super::{Project, Snapshot};
 use crate::config::Limits;
 use crate::error::{Error, Limit, Result, Unavailable};
+use crate::store::Store;
 use flux_protocol::SecretValue;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
-use flux_protocol::message::{Deleted, EventKind, NamedValue, Restored, Stored, StoredMany};
-use flux_vault::vault::{self, Entry, Opened, Secrets, now_ms};
+use flux_protocol::message::{
+    Deleted, EventKind, NamedValue, Restored, RolledBack as RolledBackReply, Stored, StoredMany,
+};
+use flux_vault::keys::ProjectKey;
+use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome, now_ms};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tracing::info;
+use tracing::{info, warn};
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Writes tried before giving up when other writers keep winning.
 const WRITE_TRIES: usize = 50;
@@ -53,18 +64,43 @@ pub fn validate_entry(name: &str, value: &SecretValue, limits: &Limits) -> Resul
     Ok(())
 }
 
+/// Who writes, and within what: what every write goes by.
+#[derive(Debug, Clone)]
+pub struct Writer<'a> {
+    pub limits: &'a Limits,
+    /// Earlier values kept per secret (`[vaults] keep_versions`).
+    pub keep_versions: usize,
+    /// Who asks, recorded with each new version.
+    pub by: Option<SetBy>,
+}
+
 /// How much one project may hold: a write may not take it past either
 /// bound, nor further past one it is already over (a lowered limit never
-/// blocks a delete).
+/// blocks a delete). The bytes counted are names and values — the current
+/// values and every earlier one kept — so a vault never grows past what can
+/// be read back; to stay within them, the oldest earlier values are dropped
+/// first, and only a write whose current values alone would cross the
+/// bound is refused.
 #[derive(Debug, Clone, Copy)]
 struct Capacity {
     secrets: usize,
     bytes: usize,
 }
 
-/// Bytes of names and values, what `[limits] max_project_bytes` bounds.
-pub fn project_bytes(secrets: &Secrets) -> usize {
-    secrets.iter().map(|(n, e)| n.len() + e.value.len()).sum()
+/// How many secrets and bytes a vault held before a change.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    secrets: usize,
+    bytes: usize,
+}
+
+impl Held {
+    fn of(secrets: &Secrets) -> Self {
+        Self {
+            secrets: secrets.len(),
+            bytes: secrets.stored_bytes(),
+        }
+    }
 }
 
 impl Capacity {
@@ -75,45 +111,163 @@ impl Capacity {
         }
     }
 
-    fn check(&self, project: &str, before: &Secrets, after: &Secrets) -> Result<()> {
-        if after.len() > self.secrets && after.len() > before.len() {
+    /// Checks `after` against the bounds, dropping its oldest earlier
+    /// values to fit; returns how many were dropped.
+    fn fit(&self, project: &str, before: Held, after: &mut Secrets) -> Result<usize> {
+        if after.len() > self.secrets && after.len() > before.secrets {
             return Err(Error::LimitReached(Limit::Secrets {
                 project: project.to_owned(),
                 would_hold: after.len(),
                 limit: self.secrets,
             }));
         }
-        let (was, now) = (project_bytes(before), project_bytes(after));
-        if now > self.bytes && now > was {
+        let dropped = after.drop_oldest_versions(self.bytes);
+        let now = after.stored_bytes();
+        if now > self.bytes && now > before.bytes {
             return Err(Error::LimitReached(Limit::ProjectBytes {
                 project: project.to_owned(),
                 would_hold: now,
                 limit: self.bytes,
             }));
         }
-        Ok(())
+        Ok(dropped)
+    }
+}
+
+/// How long the vault last written is kept whole in memory after the
+/// write, for the next write to build on without reading it back.
+pub(super) const KEEP_WRITTEN: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(300)
+} else {
+    std::time::Duration::from_secs(5)
+};
+
+/// The vault last written, earlier versions included.
+#[derive(Debug)]
+pub(super) struct Written {
+    fingerprint: Fingerprint,
+    secrets: Secrets,
+    /// The generation that wrote it: a later write replaces it.
+    generation: u64,
+}
+
+/// The vault a write starts from.
+struct Base {
+    secrets: Secrets,
+    fingerprint: Option<Fingerprint>,
+    /// Another writer's vault, not the one served: its changes are
+    /// announced with the write's.
+    merged: bool,
+    new_key: Option<(Arc<ProjectKey>, Fingerprint)>,
+    floor: u64,
+}
+
+/// Reads back the vault served — `served_fp` is its fingerprint — for the
+/// earlier versions it keeps (fluxd serves current values from memory and
+/// leaves the rest in the vault); when it is the vault `written` holds,
+/// that copy is used instead of opening it again. `None` when the store
+/// holds another vault, or none, or one it cannot hand over; an error only
+/// when the store cannot be reached (nothing may be written then).
+pub(super) fn served_vault(
+    store: &dyn Store,
+    project: &str,
+    key: &ProjectKey,
+    served_fp: Option<Fingerprint>,
+    written: Option<Written>,
+) -> Result<Option<Secrets>> {
+    let bytes = match store.load_vault(project) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(e @ Error::Unavailable(_)) => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    if served_fp != Some(fingerprint(&bytes)) {
+        return Ok(None);
+    }
+    // Still the vault this daemon wrote last: no need to open it again.
+    if let Some(w) = written.filter(|w| Some(w.fingerprint) == served_fp) {
+        return Ok(Some(w.secrets));
+    }
+    match vault::open(&bytes, project, key) {
+        Ok(opened) => Ok(Some(opened.secrets)),
+        Err(e) => {
+            warn!(project, error = %e, "the vault served does not open again");
+            Ok(None)
+        }
+    }
+}
+
+/// The base of a write: the vault served, read back with its versions (or
+/// as this daemon just wrote it, `written`); or, when the store holds
+/// another one, that vault if it is good and not older than `floor`
+/// (another writer's, or one put in place and not loaded yet); or else the
+/// values served, without earlier versions (they were in a vault that is
+/// gone or cannot be used).
+fn write_base(
+    store: &dyn Store,
+    project: &str,
+    key: &Arc<ProjectKey>,
+    served: &Snapshot,
+    served_fp: Option<Fingerprint>,
+    floor: u64,
+    written: Option<Written>,
+) -> Result<Base> {
+    if let Some(secrets) = served_vault(store, project, key, served_fp, written)? {
+        return Ok(Base {
+            secrets,
+            fingerprint: served_fp,
+            merged: false,
+            new_key: None,
+            floor,
+        });
+    }
+    match read_disk(
+        store,
+        project,
+        Some(key.clone()),
+        (None, None),
+        floor,
+        Keep::Versions,
+    ) {
+        Ok(DiskRead::New {
+            key: new_key,
+            vault,
+            opened,
+        }) => Ok(Base {
+            secrets: opened.secrets,
+            fingerprint: Some(vault),
+            merged: true,
+            new_key,
+            floor: floor.max(opened.revision),
+        }),
+        Ok(DiskRead::Same) => unreachable!("no fingerprint was known"),
+        Err(e @ Error::Unavailable(_)) => Err(e),
+        Err(e) => {
+            if served_fp.is_some() {
+                warn!(project, error = %e, "the vault in the store is not the one served: this write keeps the values served, without their earlier versions");
+            }
+            Ok(Base {
+                secrets: served.secrets.clone(),
+                fingerprint: served_fp,
+                merged: false,
+                new_key: None,
+                floor,
+            })
+        }
     }
 }
 
 impl Project {
-    /// Sets a secret within `limits`; answers once the vault holding it is
-    /// durable.
-    pub async fn set(&self, name: &str, value: SecretValue, limits: &Limits) -> Result<Stored> {
-        validate_entry(name, &value, limits)?;
-        let owned = name.to_owned();
+    /// Sets a secret as a new version; answers once the vault holding it is
+    /// durable. A value equal to the current one is no new version.
+    pub async fn set(&self, name: &str, value: SecretValue, w: &Writer<'_>) -> Result<Stored> {
+        validate_entry(name, &value, w.limits)?;
+        let (owned, keep, by) = (name.to_owned(), w.keep_versions, w.by.clone());
         let (created, generation) = self
-            .write(
-                EventKind::Set,
-                vec![name.to_owned()],
-                limits,
-                move |secrets| {
-                    let entry = Entry {
-                        value: value.clone(),
-                        set_at_ms: now_ms(),
-                    };
-                    Ok(secrets.insert(owned.clone(), entry).is_none())
-                },
-            )
+            .write(EventKind::Set, vec![name.to_owned()], w, move |secrets| {
+                let outcome = secrets.set(&owned, value.clone(), now_ms(), by.clone(), keep);
+                Ok(outcome == SetOutcome::Created)
+            })
             .await?;
         Ok(Stored {
             created,
@@ -121,9 +275,9 @@ impl Project {
         })
     }
 
-    /// Sets several secrets in one vault write: all of them, or none when
-    /// any name, value or limit is refused.
-    pub async fn set_many(&self, entries: Vec<NamedValue>, limits: &Limits) -> Result<StoredMany> {
+    /// Sets several secrets in one vault write, each as a new version: all
+    /// of them, or none when any name, value or limit is refused.
+    pub async fn set_many(&self, entries: Vec<NamedValue>, w: &Writer<'_>) -> Result<StoredMany> {
         if entries.is_empty() {
             return Err(Error::BadRequest(
                 "set_many needs at least one secret".into(),
@@ -131,7 +285,7 @@ impl Project {
         }
         let mut seen = std::collections::BTreeSet::new();
         for e in &entries {
-            validate_entry(&e.name, &e.value, limits)?;
+            validate_entry(&e.name, &e.value, w.limits)?;
             if !seen.insert(e.name.clone()) {
                 return Err(Error::BadRequest(format!(
                     "secret {} appears twice",
@@ -140,18 +294,15 @@ impl Project {
             }
         }
         let names: Vec<String> = seen.into_iter().collect();
+        let (keep, by) = (w.keep_versions, w.by.clone());
         let ((created, updated), generation) = self
-            .write(EventKind::Set, names, limits, move |secrets| {
+            .write(EventKind::Set, names, w, move |secrets| {
                 let now = now_ms();
                 let (mut created, mut updated) = (Vec::new(), Vec::new());
                 for e in &entries {
-                    let entry = Entry {
-                        value: e.value.clone(),
-                        set_at_ms: now,
-                    };
-                    match secrets.insert(e.name.clone(), entry) {
-                        None => created.push(e.name.clone()),
-                        Some(_) => updated.push(e.name.clone()),
+                    match secrets.set(&e.name, e.value.clone(), now, by.clone(), keep) {
+                        SetOutcome::Created => created.push(e.name.clone()),
+                        SetOutcome::Updated | SetOutcome::Unchanged => updated.push(e.name.clone()),
                     }
                 }
                 created.sort();
@@ -166,15 +317,16 @@ impl Project {
         })
     }
 
-    /// Deletes a secret; answers once the vault without it is durable.
-    pub async fn delete(&self, name: &str, limits: &Limits) -> Result<Deleted> {
+    /// Deletes a secret with every version kept of it; answers once the
+    /// vault without it is durable.
+    pub async fn delete(&self, name: &str, w: &Writer<'_>) -> Result<Deleted> {
         validate_secret_name(name)?;
         let (project, owned) = (self.name.clone(), name.to_owned());
         let ((), generation) = self
             .write(
                 EventKind::Deleted,
                 vec![name.to_owned()],
-                limits,
+                w,
                 move |secrets| match secrets.remove(&owned) {
                     Some(_) => Ok(()),
                     None => Err(Error::NotFound {
@@ -187,11 +339,54 @@ impl Project {
         Ok(Deleted { generation })
     }
 
-    /// The write path: under the project's writer lock, apply `change` to a
-    /// copy of the current secrets, check the result against `limits`
-    /// ([`check_capacity`]), seal, encrypt and store it, then swap it in and
-    /// announce `kind` for `names`. Returns `change`'s result and the new
-    /// generation.
+    /// Makes earlier version `to` of a secret (the newest earlier one when
+    /// `None`) current again, as a new version; answers once it is durable
+    /// and served.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        to: Option<u64>,
+        w: &Writer<'_>,
+    ) -> Result<RolledBackReply> {
+        validate_secret_name(name)?;
+        if to == Some(0) {
+            return Err(Error::BadRequest(format!(
+                "secret {name}: version numbers start at 1"
+            )));
+        }
+        let (project, owned, keep, by) = (
+            self.name.clone(),
+            name.to_owned(),
+            w.keep_versions,
+            w.by.clone(),
+        );
+        let (rolled, generation) = self
+            .write(EventKind::Set, vec![name.to_owned()], w, move |secrets| {
+                secrets
+                    .rollback(&owned, to, now_ms(), by.clone(), keep)
+                    .map_err(|e| match e {
+                        RollbackError::NotSet => Error::NotFound {
+                            project: project.clone(),
+                            name: owned.clone(),
+                        },
+                        other => Error::BadRequest(format!("secret {owned}: {other}")),
+                    })
+            })
+            .await?;
+        info!(project = %self.name, name, from = rolled.from, version = rolled.version, "secret rolled back");
+        Ok(RolledBackReply {
+            from: rolled.from,
+            version: rolled.version,
+            generation,
+        })
+    }
+
+    /// The write path: under the project's writer lock, read back the vault
+    /// served for its earlier versions ([`write_base`]), apply `change` to
+    /// it, keep at most `keep_versions` earlier values per secret, check the
+    /// result against the limits ([`Capacity`]), seal, encrypt and store it,
+    /// then swap in its current values and announce `kind` for `names`.
+    /// Returns `change`'s result and the new generation.
     ///
     /// The store compares the vault it replaces with the one the change was
     /// applied to ([`Store::store_vault_if`]); when another host wrote
@@ -201,25 +396,47 @@ impl Project {
         &self,
         kind: EventKind,
         names: Vec<String>,
-        limits: &Limits,
+        w: &Writer<'_>,
         mut change: impl FnMut(&mut Secrets) -> Result<T> + Send + 'static,
     ) -> Result<(T, u64)> {
-        let capacity = Capacity::of(limits);
+        let (capacity, keep) = (Capacity::of(w.limits), w.keep_versions);
         let _writer = self.writer.lock().await;
         let current = Arc::clone(&*self.readable()?);
-        let (base_fp, floor) = {
+        let (served_fp, floor) = {
             let disk = self.disk();
             (disk.vault, disk.floor.max(current.revision))
         };
-        let base = current.secrets.clone();
         let (key, store, project) = (self.key.load_full(), self.store.clone(), self.name.clone());
+        let served = Arc::clone(&current);
+        let last_written = lock(&self.written).take();
         let written = tokio::task::spawn_blocking(move || {
-            let (mut base, mut base_fp, mut key, mut new_key) = (base, base_fp, key, None);
-            let (mut merged, mut floor) = (false, floor);
+            let Base {
+                secrets: mut base,
+                fingerprint: mut base_fp,
+                mut merged,
+                mut new_key,
+                mut floor,
+            } = write_base(
+                &*store,
+                &project,
+                &key,
+                &served,
+                served_fp,
+                floor,
+                last_written,
+            )?;
+            drop(served);
+            let mut key = new_key.as_ref().map_or(key, |(k, _)| k.clone());
             for _ in 0..WRITE_TRIES {
-                let mut secrets = base.clone();
+                let before = Held::of(&base);
+                // Applied to the base itself: a retry reads a new one.
+                let mut secrets = std::mem::take(&mut base);
                 let out = change(&mut secrets)?;
-                capacity.check(&project, &base, &secrets)?;
+                secrets.keep_versions(keep);
+                let dropped = capacity.fit(&project, before, &mut secrets)?;
+                if dropped > 0 {
+                    info!(project = %project, dropped, "earlier versions dropped to stay within [limits] max_project_bytes");
+                }
                 store.ensure_key(&project, &key)?;
                 let revision = floor + 1;
                 let bytes =
@@ -229,10 +446,22 @@ impl Project {
                     })?;
                 if store.store_vault_if(&project, base_fp.as_ref(), &bytes)? {
                     store.raise_revision_floor(&project, revision)?;
-                    let opened = Opened { revision, secrets };
-                    return Ok((out, fingerprint(&bytes), opened, new_key, merged));
+                    // Served from memory without the earlier versions.
+                    let current = secrets.current_only();
+                    let opened = Opened {
+                        revision,
+                        secrets: current,
+                    };
+                    return Ok((out, fingerprint(&bytes), opened, new_key, merged, secrets));
                 }
-                match read_disk(&*store, &project, Some(key.clone()), (None, None), floor) {
+                match read_disk(
+                    &*store,
+                    &project,
+                    Some(key.clone()),
+                    (None, None),
+                    floor,
+                    Keep::Versions,
+                ) {
                     Ok(DiskRead::New {
                         key: k,
                         vault,
@@ -245,7 +474,7 @@ impl Project {
                         floor = floor.max(opened.revision);
                         (base, base_fp, merged) = (opened.secrets, Some(vault), true);
                     }
-                    Ok(DiskRead::Same) => {}
+                    Ok(DiskRead::Same) => unreachable!("no fingerprint was known"),
                     Err(e) => return Err(e),
                 }
             }
@@ -253,11 +482,12 @@ impl Project {
         })
         .await
         .map_err(|e| Error::Internal(format!("vault writer task failed: {e}")))?;
-        let (out, vault_fp, opened, new_key, merged) = written?;
+        let (out, vault_fp, opened, new_key, merged, whole) = written?;
+        let secrets = opened.secrets;
         // Built on another writer's vault: its changes are announced too.
         let names = if merged {
             let mut all: std::collections::BTreeSet<String> = names.into_iter().collect();
-            all.extend(changed_names(&current.secrets, &opened.secrets));
+            all.extend(changed_names(&current.secrets, &secrets));
             all.into_iter().collect()
         } else {
             names
@@ -277,11 +507,34 @@ impl Project {
             generation,
             loaded_at_ms: now_ms(),
             revision: opened.revision,
-            secrets: opened.secrets,
+            secrets,
             unreadable: None,
         }));
+        self.keep_written(Written {
+            fingerprint: vault_fp,
+            secrets: whole,
+            generation,
+        });
         self.announce(generation, kind, names);
         Ok((out, generation))
+    }
+
+    /// Keeps the vault just written for [`KEEP_WRITTEN`], unless another
+    /// write replaces it first.
+    fn keep_written(&self, written: Written) {
+        let generation = written.generation;
+        *lock(&self.written) = Some(written);
+        let (slot, cancel) = (Arc::clone(&self.written), self.cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(KEEP_WRITTEN) => {}
+                () = cancel.cancelled() => {}
+            }
+            let mut slot = lock(&slot);
+            if slot.as_ref().is_some_and(|w| w.generation == generation) {
+                *slot = None;
+            }
+        });
     }
 
     /// Serves the vault now in the store although it is older than the one
@@ -299,7 +552,7 @@ impl Project {
         let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
         let restored = tokio::task::spawn_blocking(move || {
             let (new_key, opened) =
-                match read_disk(&*store, &name, Some(key.clone()), (None, None), 0) {
+                match read_disk(&*store, &name, Some(key.clone()), (None, None), 0, Keep::Versions) {
                     Ok(DiskRead::New { key, opened, .. }) => (key, opened),
                     Ok(DiskRead::Same) => unreachable!("no fingerprint was known"),
                     Err(e) => return Err(Error::BadRequest(e.to_string())),
@@ -327,7 +580,8 @@ impl Project {
             store.raise_revision_floor(&name, revision)?;
             Ok((new_key, fingerprint(&bytes), Opened {
                 revision,
-                secrets: opened.secrets,
+                // Served from memory without the earlier versions.
+                secrets: opened.secrets.without_versions(),
             }))
         })
         .await
@@ -360,5 +614,239 @@ impl Project {
             generation,
             secrets,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+    use tokio_util::sync::CancellationToken;
+
+    fn project(dir: &std::path::Path) -> Project {
+        let store: Arc<dyn Store> = Arc::new(LocalStore::open(dir).unwrap());
+        Project::create("app", dir.join("app.sock"), store, CancellationToken::new()).unwrap()
+    }
+
+    fn writer(limits: &Limits, keep: usize, uid: u32) -> Writer<'_> {
+        Writer {
+            limits,
+            keep_versions: keep,
+            by: Some(SetBy::new(uid, Some("/usr/bin/fluxctl"))),
+        }
+    }
+
+    fn numbers(h: &flux_protocol::message::SecretHistory) -> Vec<u64> {
+        h.versions.iter().map(|v| v.version).collect()
+    }
+
+    #[tokio::test]
+    async fn sets_keep_versions_in_the_vault_not_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path());
+        let limits = Limits::default();
+        for (i, v) in ["one", "two", "three", "four"].iter().enumerate() {
+            p.set("K", (*v).into(), &writer(&limits, 2, 1000 + i as u32))
+                .await
+                .unwrap();
+        }
+        assert!(
+            !p.snapshot().secrets.has_versions(),
+            "nothing earlier in memory"
+        );
+        let h = p.history("K").await.unwrap();
+        assert_eq!(numbers(&h), [4, 3, 2]);
+        assert_eq!(h.versions[0].uid, Some(1003));
+        assert_eq!(h.versions[1].uid, Some(1002));
+        assert_eq!(h.versions[0].exe.as_deref(), Some("/usr/bin/fluxctl"));
+        let key = p.key.load();
+        assert_eq!(h.versions[0].digest, key.digest("four"));
+        assert_eq!(h.versions[2].digest, key.digest("two"));
+
+        // The same value again is no new version.
+        let stored = p
+            .set("K", "four".into(), &writer(&limits, 2, 1))
+            .await
+            .unwrap();
+        assert!(!stored.created);
+        assert_eq!(numbers(&p.history("K").await.unwrap()), [4, 3, 2]);
+
+        // keep_versions 0 keeps none, from the next write on.
+        p.set("OTHER", "x".into(), &writer(&limits, 0, 1))
+            .await
+            .unwrap();
+        assert_eq!(numbers(&p.history("K").await.unwrap()), [4]);
+    }
+
+    #[tokio::test]
+    async fn rollback_is_a_new_version_served_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path());
+        let limits = Limits::default();
+        let w = writer(&limits, 5, 1000);
+        for v in ["good", "bad"] {
+            p.set("K", v.into(), &w).await.unwrap();
+        }
+        let (mut events, _) = p.subscribe();
+        let r = p
+            .rollback("K", None, &writer(&limits, 5, 42))
+            .await
+            .unwrap();
+        assert_eq!((r.from, r.version), (1, 3));
+        p.read_value("K", |v| assert_eq!(v, "good")).unwrap();
+        let event = events.try_recv().unwrap();
+        assert_eq!(
+            (event.kind, event.names),
+            (EventKind::Set, vec!["K".to_owned()])
+        );
+        assert_eq!(event.generation, r.generation);
+        let h = p.history("K").await.unwrap();
+        assert_eq!(numbers(&h), [3, 2, 1]);
+        assert_eq!(h.versions[0].uid, Some(42));
+        assert_eq!(h.versions[0].digest, h.versions[2].digest);
+
+        let err = p.rollback("K", Some(3), &w).await.unwrap_err();
+        assert!(err.to_string().contains("already the current one"), "{err}");
+        let err = p.rollback("K", Some(1), &w).await.unwrap_err();
+        assert!(err.to_string().contains("same value"), "{err}");
+        let err = p.rollback("K", Some(7), &w).await.unwrap_err();
+        assert!(err.to_string().contains("not kept"), "{err}");
+        let err = p.rollback("NOPE", None, &w).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+
+        // Delete takes the history with it.
+        p.delete("K", &w).await.unwrap();
+        p.set("K", "again".into(), &w).await.unwrap();
+        assert_eq!(numbers(&p.history("K").await.unwrap()), [1]);
+    }
+
+    #[tokio::test]
+    async fn history_counts_toward_project_bytes_and_the_oldest_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path());
+        let limits = Limits {
+            max_project_bytes: 100,
+            max_value_bytes: 40,
+            ..Limits::default()
+        };
+        let w = writer(&limits, 5, 1);
+        let value = |c: char| SecretValue::from(c.to_string().repeat(40));
+        // 1 + 40 bytes current; each rotation keeps 40 more.
+        p.set("A", value('a'), &w).await.unwrap();
+        p.set("A", value('b'), &w).await.unwrap();
+        p.set("A", value('c'), &w).await.unwrap();
+        // 41 + 40 + 40 > 100: the oldest earlier value was dropped.
+        assert_eq!(numbers(&p.history("A").await.unwrap()), [3, 2]);
+        // A new secret that fits once the earlier values are dropped.
+        p.set("B", value('x'), &w).await.unwrap();
+        assert_eq!(numbers(&p.history("A").await.unwrap()), [3]);
+        // Current values alone over the bound are still refused.
+        let err = p.set("C", value('y'), &w).await.unwrap_err();
+        assert!(
+            matches!(err, Error::LimitReached(Limit::ProjectBytes { .. })),
+            "{err}"
+        );
+        // What was written reads back whole.
+        let store = LocalStore::open(dir.path()).unwrap();
+        let bytes = store.load_vault("app").unwrap().unwrap();
+        let opened = vault::open(&bytes, "app", &p.key.load()).unwrap();
+        assert!(opened.secrets.stored_bytes() <= 100);
+    }
+
+    #[tokio::test]
+    async fn the_vault_just_written_is_kept_whole_for_a_few_seconds_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path());
+        let limits = Limits::default();
+        let w = writer(&limits, 5, 1);
+        p.set("A", "1".into(), &w).await.unwrap();
+        p.set("A", "2".into(), &w).await.unwrap();
+        assert!(lock(&p.written).is_some(), "kept after a write");
+        // Not the vault in the store (replaced outside, not loaded yet):
+        // the kept copy is not built on.
+        p.disk().vault = Some([0; 32]);
+        p.set("B", "3".into(), &w).await.unwrap();
+        p.read_value("A", |v| assert_eq!(v, "2")).unwrap();
+        tokio::time::sleep(KEEP_WRITTEN * 2).await;
+        assert!(lock(&p.written).is_none(), "dropped after KEEP_WRITTEN");
+        // And the history is read back from the vault.
+        assert_eq!(numbers(&p.history("A").await.unwrap()), [2, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_vault_gone_from_the_store_is_written_again_without_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path());
+        let limits = Limits::default();
+        let w = writer(&limits, 5, 1);
+        p.set("A", "1".into(), &w).await.unwrap();
+        p.set("A", "2".into(), &w).await.unwrap();
+        std::fs::remove_file(dir.path().join("vaults/app.age")).unwrap();
+        let err = p.history("A").await.unwrap_err();
+        assert!(
+            err.to_string().contains("no longer the one served"),
+            "{err}"
+        );
+        p.set("B", "3".into(), &w).await.unwrap();
+        // The values served are kept; the versions were in the file.
+        let h = p.history("A").await.unwrap();
+        assert_eq!(numbers(&h), [1]);
+        p.read_value("A", |v| assert_eq!(v, "2")).unwrap();
+    }
+
+    #[test]
+    fn diff_compares_without_showing_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let p = project(dir.path());
+        let limits = Limits::default();
+        let w = writer(&limits, 5, 1);
+        rt.block_on(async {
+            for (n, v) in [("SAME", "s"), ("CHANGED", "old"), ("PROJECT_ONLY", "p")] {
+                p.set(n, v.into(), &w).await.unwrap();
+            }
+        });
+        let given = |pairs: &[(&str, &str)]| -> Vec<NamedValue> {
+            pairs
+                .iter()
+                .map(|(n, v)| NamedValue {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect()
+        };
+        use flux_protocol::message::DiffState::*;
+        let d = p
+            .diff(&given(&[
+                ("SAME", "s"),
+                ("CHANGED", "new"),
+                ("FILE_ONLY", "f"),
+            ]))
+            .unwrap();
+        let got: Vec<(&str, flux_protocol::message::DiffState)> =
+            d.iter().map(|d| (d.name.as_str(), d.state)).collect();
+        assert_eq!(
+            got,
+            [
+                ("CHANGED", Changed),
+                ("FILE_ONLY", OnlyInRequest),
+                ("PROJECT_ONLY", OnlyInProject),
+                ("SAME", Same)
+            ]
+        );
+        assert!(p.diff(&given(&[("A", "1"), ("A", "2")])).is_err());
+        assert!(matches!(
+            p.diff(&given(&[("1BAD", "1")])),
+            Err(Error::InvalidName(_))
+        ));
+        // Digests: equal values, equal digests.
+        rt.block_on(p.set("COPY", "s".into(), &w)).unwrap();
+        let digests = p.list_digests().unwrap();
+        let of = |n: &str| digests.iter().find(|d| d.name == n).unwrap().digest.clone();
+        assert_eq!(of("COPY"), of("SAME"));
+        assert_ne!(of("COPY"), of("CHANGED"));
     }
 }

@@ -1,7 +1,8 @@
 //! Authorization and the audit log, played by each attacker with only what
 //! that attacker holds: a reader, a member of the project's socket group
-//! with no role, a project admin. Every write request is tried by each and
-//! must be refused, leave the vault as it was, and be audited as denied.
+//! with no role, a project admin. Every write request (rollback included)
+//! and every admin read (list, history, diff) is tried by each and must be
+//! refused, leave the vault as it was, and be audited as denied.
 //!
 //! Tests that switch to other uids need root (CI runs as root); elsewhere
 //! they print SKIPPED.
@@ -95,20 +96,27 @@ fn a_reader_or_a_group_member_with_no_role_cannot_write_by_any_request() {
         return;
     }
     let d = daemon();
+    // An earlier version a rollback would bring back.
+    d.ctl_ok(&["secrets", "set", "API_KEY", PLANTED, "-p", "app"]);
+    d.ctl_ok(&["secrets", "set", "API_KEY", ORIGINAL, "-p", "app"]);
     let evil = d.dir().join("evil.env");
     std::fs::write(&evil, format!("API_KEY={PLANTED}\nNEW_NAME={PLANTED}\n")).unwrap();
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
     let evil = evil.display().to_string();
     let host = "age12h3x8fjtzp3qrmcx7zq6prz86u0hvur26ev3q3pvrz5wqgn08s0qhe3ryc";
-    let attempts: [(&[&str], &str); 8] = [
+    let attempts: [(&[&str], &str); 11] = [
         (&["secrets", "set", "API_KEY", PLANTED, "-p", "app"], "set"),
         (&["secrets", "import", &evil, "-p", "app"], "set_many"),
         (&["secrets", "delete", "API_KEY", "-p", "app"], "delete"),
+        (&["secrets", "rollback", "API_KEY", "-p", "app"], "rollback"),
         (&["projects", "create", "planted"], "create_project"),
         (&["projects", "delete", "app", "--yes"], "delete_project"),
         (&["hosts", "add", host], "add_host"),
         (&["hosts", "remove", host], "remove_host"),
-        (&["secrets", "list", "-p", "app"], "list"),
+        // Admin reads: names, digests and versions are not a reader's.
+        (&["secrets", "list", "-p", "app"], "list_digests"),
+        (&["secrets", "history", "API_KEY", "-p", "app"], "history"),
+        (&["secrets", "diff", &evil, "-p", "app"], "diff"),
     ];
     for uid in [READER, NO_ROLE] {
         for (args, op) in attempts {

@@ -11,6 +11,7 @@ mod durability;
 mod hardening;
 mod rotation;
 mod systemd;
+mod versions;
 mod walkthrough;
 
 use flux_protocol::blocking::Client;

@@ -136,7 +136,10 @@ fn outside_changes_reach_open_connections() {
 
     // Listing keeps working through reloads.
     let out = d.ctl_ok(&["secrets", "list", "-p", "app"]);
-    assert!(out.starts_with("TOKEN  set "), "{out}");
+    assert!(
+        out.starts_with("TOKEN  ") && out.contains("  set "),
+        "{out}"
+    );
     assert_eq!(last_error(&d, "app"), None);
 }
 

@@ -53,8 +53,10 @@ fn seed_walkthrough() {
     assert_value(&mut function, "OPENAI_API_KEY", KEY_V1);
     assert_value(&mut function, "STRIPE_SECRET_KEY", STRIPE);
 
-    // List: names and "set … ago", sorted, never values; the project comes
-    // from FLUX_PROJECT here.
+    // List: names, value digests and "set … ago", sorted, never values;
+    // the project comes from FLUX_PROJECT here.
+    let project_key = flux_vault::keys::ProjectKey::parse(&key).unwrap();
+    let (d1, ds) = (project_key.digest(KEY_V1), project_key.digest(STRIPE));
     let out = d
         .ctl()
         .args(["secrets", "list"])
@@ -65,7 +67,7 @@ fn seed_walkthrough() {
     let listing = stdout(&out);
     assert_eq!(
         listing,
-        "OPENAI_API_KEY     set just now\nSTRIPE_SECRET_KEY  set just now\n"
+        format!("OPENAI_API_KEY     {d1}  set just now\nSTRIPE_SECRET_KEY  {ds}  set just now\n")
     );
     let out = d.ctl_ok(&["secrets", "list", "--json", "-p", "my-app"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -75,7 +77,7 @@ fn seed_walkthrough() {
         let obj = item.as_object().unwrap();
         let mut keys: Vec<_> = obj.keys().cloned().collect();
         keys.sort();
-        assert_eq!(keys, ["name", "set_at"]);
+        assert_eq!(keys, ["digest", "name", "set_at"]);
         let set_at = obj["set_at"].as_str().unwrap();
         assert!(
             set_at.ends_with('Z') && set_at.contains('T'),
@@ -147,7 +149,10 @@ fn seed_walkthrough() {
 
     // Delete a secret.
     let out = d.ctl_ok(&["secrets", "delete", "STRIPE_SECRET_KEY"]);
-    assert_eq!(out, "✔ Secret deleted: STRIPE_SECRET_KEY\n");
+    assert_eq!(
+        out,
+        "✔ Secret deleted: STRIPE_SECRET_KEY\nIts earlier versions were deleted with it.\n"
+    );
     let err = function.get("STRIPE_SECRET_KEY").unwrap_err();
     assert_eq!(err.code(), Some(flux_protocol::ErrorCode::NotFound));
     let out = d.run_ctl(&["secrets", "delete", "STRIPE_SECRET_KEY"]);

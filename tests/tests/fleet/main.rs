@@ -16,3 +16,4 @@ mod recovery;
 mod replication;
 mod support;
 mod transport;
+mod versions;

@@ -58,6 +58,10 @@ class RequestKind(enum.IntEnum):
     HEALTH = 17
     RESTORE_VAULT = 18
     FLEET = 19
+    HISTORY = 20
+    ROLLBACK = 21
+    DIFF = 22
+    LIST_DIGESTS = 23
 
 
 class EventKind(enum.IntEnum):
@@ -67,6 +71,15 @@ class EventKind(enum.IntEnum):
     DELETED = 1
     RELOADED = 2
     PROJECT_DELETED = 3
+
+
+class DiffState(enum.IntEnum):
+    """How a name of a ``Diff`` compares with the project."""
+
+    SAME = 0
+    CHANGED = 1
+    ONLY_IN_REQUEST = 2
+    ONLY_IN_PROJECT = 3
 
 
 class DecodeError(ValueError):
@@ -301,6 +314,61 @@ class Fleet:
     problems: List[str]
 
 
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a secret: never its value, its keyed digest."""
+
+    version: int
+    set_at_ms: int
+    uid: Optional[int]
+    exe: Optional[str]
+    digest: str
+
+
+@dataclass(frozen=True)
+class History:
+    """The ``History`` response: the current version first, then the
+    earlier ones kept, newest first."""
+
+    name: str
+    versions: List[VersionInfo]
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    from_version: int
+    version: int
+    generation: int
+
+
+@dataclass(frozen=True)
+class Difference:
+    name: str
+    state: DiffState
+
+
+@dataclass(frozen=True)
+class Diff:
+    """The ``Diff`` response, sorted by name."""
+
+    differences: List[Difference]
+
+
+@dataclass(frozen=True)
+class SecretDigest:
+    name: str
+    set_at_ms: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class SecretDigests:
+    """The ``SecretDigests`` response: names, set times and keyed value
+    digests, sorted by name."""
+
+    secrets: List[SecretDigest]
+
+
 Response = Union[
     Welcome,
     ErrorReply,
@@ -323,6 +391,10 @@ Response = Union[
     Health,
     Restored,
     Fleet,
+    History,
+    RolledBack,
+    Diff,
+    SecretDigests,
 ]
 
 #: A short name per response type, for error messages.
@@ -348,6 +420,10 @@ RESPONSE_NAMES = {
     Health: "health",
     Restored: "restored",
     Fleet: "fleet",
+    History: "history",
+    RolledBack: "rolled back",
+    Diff: "diff",
+    SecretDigests: "secret digests",
 }
 
 
@@ -473,6 +549,29 @@ def encode_restore_vault() -> bytes:
 
 def encode_fleet() -> bytes:
     return _request(RequestKind.FLEET)
+
+
+def encode_history(name: str) -> bytes:
+    return _request(RequestKind.HISTORY, _str(name))
+
+
+def encode_rollback(name: str, to: Optional[int] = None) -> bytes:
+    return _request(
+        RequestKind.ROLLBACK, _str(name), b"\x00" if to is None else b"\x01" + _u64(to)
+    )
+
+
+def encode_diff(entries: Iterable[Tuple[str, str]]) -> bytes:
+    items = list(entries)
+    parts = [_u64(len(items))]
+    for name, value in items:
+        parts.append(_str(name))
+        parts.append(_str(value))
+    return _request(RequestKind.DIFF, *parts)
+
+
+def encode_list_digests() -> bytes:
+    return _request(RequestKind.LIST_DIGESTS)
 
 
 # ---------------------------------------------------------------- decoding
@@ -650,6 +749,29 @@ def _event(r: _Reader) -> Event:
     return Event(generation=generation, kind=kind, names=r.strings("names"))
 
 
+_MIN_VERSION_INFO = 8 + 8 + 1 + 1 + 8
+
+
+def _version_info(r: _Reader) -> VersionInfo:
+    return VersionInfo(
+        version=r.u64("version"),
+        set_at_ms=r.u64("set_at_ms"),
+        uid=r.option("uid", lambda: r.u32("uid")),
+        exe=r.option("exe", lambda: r.string("exe")),
+        digest=r.string("digest"),
+    )
+
+
+def _difference(r: _Reader) -> Difference:
+    name = r.string("name")
+    k = r.u32("diff state")
+    try:
+        state = DiffState(k)
+    except ValueError:
+        raise DecodeError(f"unknown diff state {k}") from None
+    return Difference(name=name, state=state)
+
+
 _DECODERS: List[Callable[[_Reader], Response]] = [
     _welcome,
     lambda r: ErrorReply(code=r.u32("error code"), message=r.string("error message")),
@@ -692,6 +814,23 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
         hosts_version=r.u64("hosts_version"),
         hosts=r.strings("hosts"),
         problems=r.strings("problems"),
+    ),
+    lambda r: History(
+        name=r.string("name"),
+        versions=r.vec("versions", _MIN_VERSION_INFO, lambda: _version_info(r)),
+    ),
+    lambda r: RolledBack(
+        from_version=r.u64("from"), version=r.u64("version"), generation=r.u64("generation")
+    ),
+    lambda r: Diff(differences=r.vec("differences", 12, lambda: _difference(r))),
+    lambda r: SecretDigests(
+        secrets=r.vec(
+            "secrets",
+            24,
+            lambda: SecretDigest(
+                name=r.string("name"), set_at_ms=r.u64("set_at_ms"), digest=r.string("digest")
+            ),
+        )
     ),
 ]
 

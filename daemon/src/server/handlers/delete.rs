@@ -1,5 +1,5 @@
-//! `Delete`: remove one secret; answered once the vault without it is
-//! durable.
+//! `Delete`: remove one secret with every version kept of it; answered
+//! once the vault without it is durable.
 
 use super::Ctx;
 use crate::access::{Effect, Need, Rule};
@@ -9,7 +9,7 @@ use flux_protocol::message::{Delete, Response};
 pub const RULE: Rule = Rule::project(Need::Admin, Effect::Write);
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: Delete) -> Result<Response> {
-    let limits = &ctx.services.config.limits;
-    let deleted = ctx.project()?.delete(&req.name, limits).await?;
+    let writer = ctx.writer();
+    let deleted = ctx.project()?.delete(&req.name, &writer).await?;
     Ok(Response::Deleted(deleted))
 }

@@ -12,8 +12,8 @@
 //! | request | socket | needs | kind |
 //! |---|---|---|---|
 //! | `Get`, `GetAll`, `Subscribe` | project | reader | read |
-//! | `List` | project | admin | read |
-//! | `Set`, `SetMany`, `Delete`, `RestoreVault` | project | admin | write |
+//! | `List`, `ListDigests`, `History`, `Diff` | project | admin | read |
+//! | `Set`, `SetMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
 //! | `CreateProject`, `AddHost`, `RemoveHost` | control | daemon admin | write |
 //! | `DeleteProject` | control | daemon admin, or admin of that project | write |
 //! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet` | control | daemon admin | read |
@@ -25,26 +25,32 @@ mod audit_log;
 mod create_project;
 mod delete;
 mod delete_project;
+mod diff;
 mod fleet;
 mod get;
 mod get_all;
 mod health;
+mod history;
 mod list;
+mod list_digests;
 mod list_hosts;
 mod list_projects;
 mod remove_host;
 mod restore_vault;
+mod rollback;
 mod set;
 mod set_many;
 mod status;
 mod subscribe;
 
 use super::Services;
+use crate::access::peer::Peer;
 use crate::access::{Granted, Rule};
 use crate::error::{Error, Result};
-use crate::project::Project;
+use crate::project::{Project, Writer};
 use bytes::BytesMut;
 use flux_protocol::message::{Event, Request, Response};
+use flux_vault::vault::SetBy;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -53,19 +59,32 @@ pub struct Ctx<'a> {
     pub services: &'a Services,
     /// The socket's project (none on the control socket).
     pub project: Option<&'a Arc<Project>>,
+    /// Who is asking, as the kernel reported it.
+    pub peer: &'a Peer,
     /// The connection's write buffer, for an answer written in place.
     pub out: &'a mut BytesMut,
     /// The connection's change events, once it subscribed.
     pub events: &'a mut Option<broadcast::Receiver<Event>>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     /// The socket's project. A project request reaches a handler only on a
     /// project socket ([`crate::access::decide`] checks the socket); this
     /// answers rather than trusts that.
     pub fn project(&self) -> Result<&Arc<Project>> {
         self.project
             .ok_or_else(|| Error::Internal("a project request reached the control socket".into()))
+    }
+
+    /// What a write goes by: the limits, the versions to keep, and the
+    /// peer, recorded with each new version.
+    pub fn writer(&self) -> Writer<'a> {
+        let config = &self.services.config;
+        Writer {
+            limits: &config.limits,
+            keep_versions: config.vaults.keep_versions,
+            by: Some(SetBy::new(self.peer.uid, self.peer.exe.as_deref())),
+        }
     }
 }
 
@@ -101,6 +120,10 @@ pub fn rule(req: &Request) -> Rule {
         Request::Health => health::RULE,
         Request::RestoreVault => restore_vault::RULE,
         Request::Fleet => fleet::RULE,
+        Request::History(_) => history::RULE,
+        Request::Rollback(_) => rollback::RULE,
+        Request::Diff(_) => diff::RULE,
+        Request::ListDigests => list_digests::RULE,
     }
 }
 
@@ -130,6 +153,10 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
         Request::Health => message(health::handle(ctx)),
         Request::RestoreVault => message(restore_vault::handle(ctx).await),
         Request::Fleet => message(fleet::handle(ctx)),
+        Request::History(req) => message(history::handle(ctx, req).await),
+        Request::Rollback(req) => message(rollback::handle(ctx, req).await),
+        Request::Diff(req) => message(diff::handle(ctx, req)),
+        Request::ListDigests => message(list_digests::handle(ctx)),
     }
 }
 
@@ -225,6 +252,16 @@ mod tests {
             Request::Health,
             Request::RestoreVault,
             Request::Fleet,
+            Request::History(SecretName { name: "A".into() }),
+            Request::Rollback(Rollback {
+                name: "A".into(),
+                to: None,
+            }),
+            Request::Diff(vec![NamedValue {
+                name: "A".into(),
+                value: SecretValue::from("v"),
+            }]),
+            Request::ListDigests,
         ]
     }
 
@@ -252,6 +289,10 @@ mod tests {
         ("remove_host", "ssss", "---+"),
         ("restore_vault", "--+-", "ssss"),
         ("fleet", "ssss", "---+"),
+        ("history", "--+-", "ssss"),
+        ("rollback", "--+-", "ssss"),
+        ("diff", "--+-", "ssss"),
+        ("list_digests", "--+-", "ssss"),
     ];
 
     fn outcome(d: &Result<Granted, Denied>) -> char {

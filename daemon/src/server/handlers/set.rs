@@ -1,4 +1,5 @@
-//! `Set`: create or replace one secret; answered once it is durable.
+//! `Set`: create or replace one secret, as a new version recorded with the
+//! peer's uid and executable; answered once it is durable.
 
 use super::Ctx;
 use crate::access::{Effect, Need, Rule};
@@ -8,7 +9,7 @@ use flux_protocol::message::{Response, Set};
 pub const RULE: Rule = Rule::project(Need::Admin, Effect::Write);
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: Set) -> Result<Response> {
-    let limits = &ctx.services.config.limits;
-    let stored = ctx.project()?.set(&req.name, req.value, limits).await?;
+    let writer = ctx.writer();
+    let stored = ctx.project()?.set(&req.name, req.value, &writer).await?;
     Ok(Response::Stored(stored))
 }

@@ -9,7 +9,7 @@ use flux_protocol::message::{NamedValue, Response};
 pub const RULE: Rule = Rule::project(Need::Admin, Effect::Write);
 
 pub async fn handle(ctx: &mut Ctx<'_>, entries: Vec<NamedValue>) -> Result<Response> {
-    let limits = &ctx.services.config.limits;
-    let stored = ctx.project()?.set_many(entries, limits).await?;
+    let writer = ctx.writer();
+    let stored = ctx.project()?.set_many(entries, &writer).await?;
     Ok(Response::StoredMany(stored))
 }

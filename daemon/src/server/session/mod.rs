@@ -437,6 +437,7 @@ impl Session {
         let mut ctx = Ctx {
             services: &self.services,
             project: project.as_ref(),
+            peer: &self.peer,
             out: self.framed.write_buffer_mut(),
             events,
         };

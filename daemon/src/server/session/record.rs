@@ -6,7 +6,7 @@
 use super::Session;
 use crate::access::Effect;
 use crate::access::audit::{DENIALS_IN_FULL, ReadAudit, bounded_name};
-use flux_protocol::message::{AuditEntry, Request};
+use flux_protocol::message::{AuditEntry, NamedValue, Request};
 use flux_vault::vault::now_ms;
 
 /// What the audit log records of a request: the name it names (bounded,
@@ -18,6 +18,22 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
     };
     match req {
         Request::Get(g) => one(&g.name),
+        Request::History(h) => one(&h.name),
+        Request::Rollback(r) => {
+            let (name, detail) = one(&r.name);
+            let to = match r.to {
+                Some(v) => format!("to version {v}"),
+                None => "to the previous version".to_owned(),
+            };
+            (
+                name,
+                Some(match detail {
+                    Some(d) => format!("{to}; {d}"),
+                    None => to,
+                }),
+            )
+        }
+        Request::Diff(entries) => (None, Some(names_detail(entries))),
         Request::Set(s) => one(&s.name),
         Request::Delete(d) => one(&d.name),
         Request::CreateProject(p) | Request::DeleteProject(p) => one(&p.name),
@@ -26,21 +42,7 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
             None => (None, None),
         },
         Request::AddHost(h) | Request::RemoveHost(h) => one(&h.recipient),
-        Request::SetMany(entries) => {
-            const SHOWN: usize = 20;
-            let mut names: Vec<String> = entries
-                .iter()
-                .take(SHOWN)
-                .map(|e| bounded_name(&e.name).0)
-                .collect();
-            if entries.len() > SHOWN {
-                names.push(format!("and {} more", entries.len() - SHOWN));
-            }
-            (
-                None,
-                Some(format!("{} names: {}", entries.len(), names.join(", "))),
-            )
-        }
+        Request::SetMany(entries) => (None, Some(names_detail(entries))),
         Request::Hello(_)
         | Request::List
         | Request::GetAll
@@ -50,8 +52,24 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
         | Request::ListHosts
         | Request::Health
         | Request::RestoreVault
-        | Request::Fleet => (None, None),
+        | Request::Fleet
+        | Request::ListDigests => (None, None),
     }
+}
+
+/// `N names: A, B, …` — the names of a `SetMany` or `Diff` (never a
+/// value), the first 20 of them.
+fn names_detail(entries: &[NamedValue]) -> String {
+    const SHOWN: usize = 20;
+    let mut names: Vec<String> = entries
+        .iter()
+        .take(SHOWN)
+        .map(|e| bounded_name(&e.name).0)
+        .collect();
+    if entries.len() > SHOWN {
+        names.push(format!("and {} more", entries.len() - SHOWN));
+    }
+    format!("{} names: {}", entries.len(), names.join(", "))
 }
 
 impl Session {
