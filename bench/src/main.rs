@@ -6,9 +6,13 @@
 //! flux-bench faults   soak|crash-loop|disk-full|bad-clients|all [--smoke]
 //! ```
 //!
+//! (`flux-bench floor-server`, hidden, is the floor server the `get`
+//! benchmark starts as a child process.)
+//!
 //! Everything runs against the real `fluxd` binary on short temp folders
-//! under /tmp, and talks to it only through its Unix sockets with
-//! `flux_protocol`'s client. Redis (when installed) and the floor server
+//! under /tmp, and talks to it only through its Unix sockets: with
+//! `flux_protocol`'s client, or with pre-encoded frames of the same
+//! protocol for the `get` load ([`load`]). Redis (when installed) and the floor server
 //! also listen on Unix sockets only: nothing here opens a network socket.
 //!
 //! Exit status: 0 when every check held; 1 on a correctness failure (a
@@ -18,7 +22,7 @@
 //! the exit status.
 //!
 //! Modules: [`fluxd`] runs the daemon; [`redis`] and [`floor`] are the
-//! comparison points; [`load`] is the load driver; [`stats`] the numbers;
+//! comparison points; [`load`] is the load client; [`stats`] the numbers;
 //! [`fixture`] the test data; `bench_*` the benchmarks; [`report`] the
 //! table; [`faults`] the fault suites.
 
@@ -64,6 +68,20 @@ enum Cmd {
     Scale(BenchArgs),
     /// The load-and-fault suite (docs/RELIABILITY.md).
     Faults(FaultArgs),
+    /// The floor server the `get` benchmark runs as a child process: the
+    /// cheapest server of fluxd's framing (exits when stdin closes).
+    #[command(hide = true)]
+    FloorServer(FloorArgs),
+}
+
+#[derive(Debug, Args)]
+struct FloorArgs {
+    /// The Unix socket to listen on (must not exist).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// The length of the value every `Get` is answered with.
+    #[arg(long, value_name = "BYTES")]
+    value_len: usize,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +145,15 @@ enum FaultSuite {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::FloorServer(a) = &cli.command {
+        return match floor::serve(&a.socket, a.value_len.clamp(24, 65536)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flux-bench floor-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let started = Instant::now();
     let outcome = match cli.command {
         Cmd::All(a) => bench(a, Parts::all(), "all"),
@@ -134,6 +161,7 @@ fn main() -> ExitCode {
         Cmd::Rotation(a) => bench(a, Parts::only(1), "rotation"),
         Cmd::Scale(a) => bench(a, Parts::only(2), "scale"),
         Cmd::Faults(a) => faults_cmd(a),
+        Cmd::FloorServer(_) => unreachable!("served above"),
     };
     eprintln!(
         "flux-bench: finished in {:.1} s",
