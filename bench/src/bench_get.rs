@@ -1,4 +1,5 @@
-//! `get` throughput and latency: fluxd against Redis and the floor.
+//! `get` throughput, latency and server CPU: fluxd against Redis and the
+//! floor.
 //!
 //! One fluxd (project `bench`, secrets set through the protocol), one
 //! `redis-server` holding the same keys and values, and one floor server
@@ -12,7 +13,9 @@
 //! from slice to slice and run to run), so a burst of outside load on this
 //! shared machine is spread over all three rather than landing on one.
 //! Each figure is the median over runs of the figure merged over that
-//! run's slices.
+//! run's slices. Server CPU per request is the server process's utime +
+//! stime over the timed part of every slice, divided by the requests
+//! served; client CPU per request is the same for this process.
 //!
 //! Targets judged here (on this 2-core machine): at 16 clients fluxd's
 //! throughput is at least 1.2× Redis's and its p99 no higher; with one
@@ -96,6 +99,7 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
     let flux_target = FramedTarget {
         name: "fluxd",
         socket: fluxd.project_socket(PROJECT),
+        pid: fluxd.pid(),
     };
 
     let redis = match cfg.redis.as_deref() {
@@ -167,7 +171,7 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                 for (target, slices) in targets.iter().zip(slices) {
                     let mut r = LoadResult::merge(slices);
                     eprintln!(
-                        "run {}/{} get {:>6} {:<28} {:<5} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs",
+                        "run {}/{} get {:>6} {:<28} {:<5} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs  CPU/req server {:>5.2} µs client {:>5.2} µs",
                         run + 1,
                         cfg.runs,
                         size_label(size),
@@ -177,6 +181,8 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                         r.latency.p50_us,
                         r.latency.p99_us,
                         r.latency.p999_us,
+                        r.server_cpu_us,
+                        r.client_cpu_us,
                     );
                     if r.errors > 0 || r.wrong_values > 0 {
                         report.failures.push(format!(
@@ -227,6 +233,8 @@ fn add_rows(
         ("p50", "µs", |r| r.latency.p50_us),
         ("p99", "µs", |r| r.latency.p99_us),
         ("p99.9", "µs", |r| r.latency.p999_us),
+        ("server CPU", "µs/req", |r| r.server_cpu_us),
+        ("client CPU", "µs/req", |r| r.client_cpu_us),
     ];
     for &(name, unit, pick) in closed {
         let measure = |target: &str| {

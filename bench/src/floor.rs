@@ -12,8 +12,9 @@
 //! a whole batch in the pipelined mode). Nothing is allocated per request.
 //!
 //! It runs as a child process (`flux-bench floor-server --socket PATH
-//! --value-len N`, a hidden subcommand), like fluxd and redis-server: it
-//! does not share the load client's process. It exits when its standard input
+//! --value-len N`, a hidden subcommand), like fluxd and redis-server: its
+//! CPU time is read from `/proc` the same way, and it does not share the
+//! load client's process or scheduler. It exits when its standard input
 //! closes, so it never outlives the benchmark.
 //!
 //! fluxd / floor, both measured with the same [`FramedTarget`] client, is
@@ -89,6 +90,7 @@ impl Floor {
         FramedTarget {
             name: "floor",
             socket: self.socket.clone(),
+            pid: Some(self.child.id()),
         }
     }
 }
@@ -210,6 +212,8 @@ fn serve_connection(mut stream: UnixStream, welcome: &[u8], replies: &[u8], repl
 pub struct FramedTarget {
     pub name: &'static str,
     pub socket: PathBuf,
+    /// The server process, for its CPU time.
+    pub pid: Option<u32>,
 }
 
 impl Target for FramedTarget {
@@ -228,6 +232,10 @@ impl Target for FramedTarget {
             reply: frame(&Response::Value(value.into()))?,
             what: format!("Value frame ({})", describe(value)),
         })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
     }
 
     fn explain(&self, got: &[u8]) -> String {
@@ -294,6 +302,7 @@ mod tests {
         let target = FramedTarget {
             name: "floor",
             socket,
+            pid: None,
         };
         let ex = target.exchange("BENCH_40", &bench_value(40)).unwrap();
         for depth in [1, 16] {

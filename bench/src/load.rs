@@ -22,7 +22,9 @@
 //! through a barrier, and has each do its share of rounds back to back,
 //! timing every round. Throughput is requests over the wall time from
 //! release to the last thread's finish; latency percentiles are over all
-//! rounds.
+//! rounds. The CPU time of the server process and of this process (the
+//! client) is read from `/proc` at release and after the last thread
+//! finished ([`crate::cpu`]).
 //!
 //! A caller may cut one measurement into slices and interleave the targets
 //! slice by slice, then [`LoadResult::merge`] them: on a shared machine a
@@ -55,6 +57,9 @@ pub trait Target: Sync {
     /// The bytes of a request for `key` and of its answer when the value is
     /// `value`.
     fn exchange(&self, key: &str, value: &str) -> Result<Exchange>;
+    /// The server process, whose CPU time is measured (`None`: not a
+    /// process of its own).
+    fn pid(&self) -> Option<u32>;
     /// What `got` — bytes received where an answer should start, which are
     /// not the expected ones — is, without showing a value.
     fn explain(&self, got: &[u8]) -> String;
@@ -80,6 +85,15 @@ pub struct LoadResult {
     pub samples: Vec<u64>,
     pub throughput_rps: f64,
     pub latency: Latency,
+    /// CPU clock ticks of the server process while timed (`None` when it
+    /// could not be read, or the server is not a process of its own).
+    pub server_ticks: Option<u64>,
+    /// CPU clock ticks of this process (the load client) while timed.
+    pub client_ticks: Option<u64>,
+    /// µs of server CPU per request (NaN when not measured).
+    pub server_cpu_us: f64,
+    /// µs of client CPU per request (NaN when not measured).
+    pub client_cpu_us: f64,
     pub errors: u64,
     pub wrong_values: u64,
     /// The first problem, described without any value.
@@ -134,7 +148,8 @@ pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<L
         deadline: spec.deadline,
     };
     let barrier = Barrier::new(clients + 1);
-    let (outcomes, started) = std::thread::scope(|s| {
+    let server_ticks = || target.pid().and_then(|p| crate::cpu::ticks(p).ok());
+    let (outcomes, started, cpu_before, cpu_after) = std::thread::scope(|s| {
         let handles: Vec<_> = streams
             .into_iter()
             .map(|stream| {
@@ -144,11 +159,13 @@ pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<L
             .collect();
         barrier.wait();
         let started = Instant::now();
+        let before = (server_ticks(), crate::cpu::own_ticks().ok());
         let outcomes: Vec<ThreadOutcome> = handles
             .into_iter()
             .map(|h| h.join().expect("load thread panicked"))
             .collect();
-        (outcomes, started)
+        let after = (server_ticks(), crate::cpu::own_ticks().ok());
+        (outcomes, started, before, after)
     });
     let mut all = Vec::with_capacity(rounds as usize * clients);
     let mut result = LoadResult::default();
@@ -165,19 +182,29 @@ pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<L
     result.requests = all.len() as u64 * depth as u64;
     result.wall_secs = last.duration_since(started).as_secs_f64();
     result.samples = all;
+    let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    result.server_ticks = delta(cpu_before.0, cpu_after.0);
+    result.client_ticks = delta(cpu_before.1, cpu_after.1);
     result.finish();
     Ok(result)
 }
 
 impl LoadResult {
     /// Several slices of the same load as one result: requests over the
-    /// summed wall time, percentiles over all samples.
+    /// summed wall time, percentiles over all samples, CPU ticks summed.
     pub fn merge(slices: Vec<LoadResult>) -> Self {
-        let mut out = LoadResult::default();
+        let sum = |a: Option<u64>, b: Option<u64>| Some(a? + b?);
+        let mut out = LoadResult {
+            server_ticks: Some(0),
+            client_ticks: Some(0),
+            ..LoadResult::default()
+        };
         for s in slices {
             out.requests += s.requests;
             out.wall_secs += s.wall_secs;
             out.samples.extend_from_slice(&s.samples);
+            out.server_ticks = sum(out.server_ticks, s.server_ticks);
+            out.client_ticks = sum(out.client_ticks, s.client_ticks);
             out.errors += s.errors;
             out.wrong_values += s.wrong_values;
             if out.first_problem.is_none() {
@@ -195,6 +222,12 @@ impl LoadResult {
             0.0
         };
         self.latency = Latency::from_nanos(&mut self.samples);
+        let per_request = |t: Option<u64>| match t {
+            Some(t) => crate::cpu::us_per_request(t, self.requests),
+            None => f64::NAN,
+        };
+        self.server_cpu_us = per_request(self.server_ticks);
+        self.client_cpu_us = per_request(self.client_ticks);
     }
 }
 
@@ -375,6 +408,9 @@ mod tests {
                 what: format!("{}-byte answer", self.reply.len()),
             })
         }
+        fn pid(&self) -> Option<u32> {
+            None
+        }
         fn explain(&self, got: &[u8]) -> String {
             format!("{} bytes", got.len())
         }
@@ -429,6 +465,7 @@ mod tests {
         let piped = run(&target, spec(16), &ex).unwrap();
         assert_eq!((piped.requests, piped.samples.len()), (64, 4));
         assert_eq!(piped.errors + piped.wrong_values, 0);
+        assert!(closed.server_cpu_us.is_nan());
     }
 
     #[test]

@@ -22,15 +22,17 @@
 //! the exit status.
 //!
 //! Modules: [`fluxd`] runs the daemon; [`redis`] and [`floor`] are the
-//! comparison points; [`load`] is the load client; [`stats`] the numbers;
-//! [`fixture`] the test data; `bench_*` the benchmarks; [`report`] the
-//! table; [`faults`] the fault suites.
+//! comparison points; [`load`] is the load client; [`cpu`] reads a
+//! process's CPU time; [`stats`] the numbers; [`fixture`] the test data;
+//! `bench_*` the benchmarks; [`report`] the table; [`faults`] the fault
+//! suites.
 
 #![forbid(unsafe_code)]
 
 mod bench_get;
 mod bench_rotation;
 mod bench_scale;
+mod cpu;
 mod faults;
 mod fixture;
 mod floor;
@@ -198,6 +200,7 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
     let smoke = a.common.smoke;
     let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
     let runs = a.runs.unwrap_or(if smoke { 1 } else { 5 }).max(1);
+    let load_before = load_average();
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         smoke,
@@ -247,6 +250,12 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         };
         bench_scale::run(&bin, &cfg, &mut report).context("scale benchmark")?;
     }
+    if let Some(before) = &load_before {
+        report.notes.push(format!(
+            "load average (1, 5, 15 min) from /proc/loadavg: {before} at the start, {} at the end",
+            load_average().unwrap_or_else(|| "?".into())
+        ));
+    }
     println!("{}", report.render());
     if let Some(path) = &a.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -255,6 +264,18 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         eprintln!("wrote {}", path.display());
     }
     Ok(report.failures.is_empty())
+}
+
+/// The first three fields of /proc/loadavg: the machine's load over 1, 5
+/// and 15 minutes (other tenants included).
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 fn faults_cmd(a: FaultArgs) -> Result<bool> {

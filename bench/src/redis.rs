@@ -100,6 +100,7 @@ impl RedisServer {
     pub fn target(&self) -> RedisTarget {
         RedisTarget {
             socket: self.socket.clone(),
+            pid: self.child.id(),
         }
     }
 }
@@ -115,6 +116,7 @@ impl Drop for RedisServer {
 #[derive(Debug)]
 pub struct RedisTarget {
     socket: PathBuf,
+    pid: u32,
 }
 
 impl Target for RedisTarget {
@@ -136,6 +138,10 @@ impl Target for RedisTarget {
             reply,
             what: format!("bulk string ({})", describe(value)),
         })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.pid)
     }
 
     fn explain(&self, got: &[u8]) -> String {
