@@ -8,7 +8,14 @@
 //! client, pre-encoded requests, every answer checked byte for byte), so
 //! the client costs the same everywhere and a ratio compares servers.
 //!
-//! For each run, value size and client count, the targets get the same load, cut
+//! Shapes: closed loop with 1, 16 and 64 clients (one request in flight per
+//! connection), and pipelined — one connection with 16 requests in flight
+//! (written together, then the 16 answers read), as a busy function
+//! runtime sharing one connection produces. The pipelined cells do four
+//! times the requests of a closed-loop cell: they go faster, and their CPU
+//! figures need enough clock ticks.
+//!
+//! For each run, value size and shape, the targets get the same load, cut
 //! into slices that the targets take turns on (in an order that rotates
 //! from slice to slice and run to run), so a burst of outside load on this
 //! shared machine is spread over all three rather than landing on one.
@@ -37,13 +44,15 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct GetConfig {
     pub runs: usize,
-    /// Timed requests per cell.
+    /// Timed requests per closed-loop cell (pipelined cells do 4×).
     pub requests: u64,
     /// Untimed rounds per client before each slice.
     pub warmup: u64,
     /// Slices per cell: the targets take turns slice by slice.
     pub slices: usize,
     pub clients: Vec<usize>,
+    /// Requests in flight in the pipelined cells; 0 = no pipelined cells.
+    pub pipeline: usize,
     pub sizes: Vec<usize>,
     pub redis: Option<PathBuf>,
     pub smoke: bool,
@@ -124,11 +133,17 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
         .map(|&s| Ok((s, Floor::start(s)?)))
         .collect::<Result<_>>()?;
 
-    let shapes: Vec<Shape> = cfg
+    let mut shapes: Vec<Shape> = cfg
         .clients
         .iter()
         .map(|&clients| Shape { clients, depth: 1 })
         .collect();
+    if cfg.pipeline > 1 {
+        shapes.push(Shape {
+            clients: 1,
+            depth: cfg.pipeline,
+        });
+    }
 
     // results[(size, shape, target)] = one LoadResult per run.
     let mut results: BTreeMap<(usize, Shape, &str), Vec<LoadResult>> = BTreeMap::new();
@@ -146,10 +161,15 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                 .map(|t| t.exchange(&key(size), &value))
                 .collect::<Result<Vec<_>>>()?;
             for &shape in &shapes {
+                let requests = if shape.depth > 1 {
+                    cfg.requests * 4
+                } else {
+                    cfg.requests
+                };
                 let spec = LoadSpec {
                     clients: shape.clients,
                     depth: shape.depth,
-                    requests: (cfg.requests / cfg.slices as u64)
+                    requests: (requests / cfg.slices as u64)
                         .max((shape.clients * shape.depth) as u64),
                     warmup: cfg.warmup,
                     deadline: Duration::from_secs(if cfg.smoke { 10 } else { 60 }),
@@ -236,7 +256,15 @@ fn add_rows(
         ("server CPU", "µs/req", |r| r.server_cpu_us),
         ("client CPU", "µs/req", |r| r.client_cpu_us),
     ];
-    for &(name, unit, pick) in closed {
+    // A pipelined round's latency is that of 16 requests together, which
+    // compares with nothing above: throughput and CPU only.
+    let pipelined: &[(&str, &'static str, Pick)] = &[
+        ("throughput", "req/s", |r| r.throughput_rps),
+        ("server CPU", "µs/req", |r| r.server_cpu_us),
+        ("client CPU", "µs/req", |r| r.client_cpu_us),
+    ];
+    let figures = if shape.depth == 1 { closed } else { pipelined };
+    for &(name, unit, pick) in figures {
         let measure = |target: &str| {
             results.get(&(size, shape, target)).map(|rs| {
                 let v: Vec<f64> = rs.iter().map(pick).collect();

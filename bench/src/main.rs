@@ -12,8 +12,9 @@
 //! Everything runs against the real `fluxd` binary on short temp folders
 //! under /tmp, and talks to it only through its Unix sockets: with
 //! `flux_protocol`'s client, or with pre-encoded frames of the same
-//! protocol for the `get` load ([`load`]). Redis (when installed) and the floor server
-//! also listen on Unix sockets only: nothing here opens a network socket.
+//! protocol for the `get` load ([`load`]). Redis (when installed) and the
+//! floor server also listen on Unix sockets only: nothing here opens a
+//! network socket.
 //!
 //! Exit status: 0 when every check held; 1 on a correctness failure (a
 //! wrong value, a stale read, a lost acknowledged write, an unreadable
@@ -112,6 +113,10 @@ struct BenchArgs {
     /// Client counts of the `get` benchmark (targets are judged at 1 and 16).
     #[arg(long, value_name = "N,..", value_delimiter = ',', default_values_t = [1usize, 16, 64])]
     clients: Vec<usize>,
+    /// Requests in flight on the one connection of the pipelined `get`
+    /// cells (0 or 1: no pipelined cells).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pipeline: usize,
     /// Value sizes of the `get` benchmark, in bytes (24 to 65536).
     #[arg(long, value_name = "BYTES,..", value_delimiter = ',', default_values_t = [40usize, 4096],
           value_parser = clap::value_parser!(usize))]
@@ -221,6 +226,7 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
             warmup: if smoke { 2 } else { 50 },
             slices: if smoke { 1 } else { 5 },
             clients: a.clients.iter().map(|&c| c.max(1)).collect(),
+            pipeline: a.pipeline.min(1024),
             sizes: a.sizes.iter().map(|&s| s.clamp(24, 65536)).collect(),
             redis: redis::RedisServer::find(a.redis_server.as_deref()),
             smoke,
