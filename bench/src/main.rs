@@ -63,7 +63,8 @@ struct Cli {
 enum Cmd {
     /// Every benchmark, one table: get, rotation and scale.
     All(BenchArgs),
-    /// `get` throughput and latency against Redis and the floor.
+    /// `get` throughput, latency and server CPU against Redis and the floor:
+    /// closed loop and pipelined.
     Get(BenchArgs),
     /// Rotation delay and stale reads.
     Rotation(BenchArgs),
