@@ -230,7 +230,7 @@ fn fluxctl_init_writes_flux_json_and_keeps_gitignore() {
     let out = d.run_ctl(&["init", "my-app"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("✔ Wrote flux.json: project my-app"),
+        stdout(&out).contains("Wrote flux.json: project my-app"),
         "{}",
         stdout(&out)
     );
@@ -242,7 +242,10 @@ fn fluxctl_init_writes_flux_json_and_keeps_gitignore() {
         ignore.starts_with("target/\nnode_modules\n"),
         "existing lines kept: {ignore:?}"
     );
-    assert!(ignore.lines().any(|l| l == ".env"), "{ignore:?}");
+    assert!(
+        ignore.ends_with(".env\n.env.*\n*.env\n!.env.example\n"),
+        "{ignore:?}"
+    );
 
     // Again: nothing changes.
     let out = d.run_ctl(&["init", "my-app"]);
@@ -252,7 +255,7 @@ fn fluxctl_init_writes_flux_json_and_keeps_gitignore() {
         stdout(&out)
     );
     assert!(
-        stdout(&out).contains("already lists .env"),
+        stdout(&out).contains(".gitignore already keeps .env, .env.* and *.env out of git"),
         "{}",
         stdout(&out)
     );
@@ -281,8 +284,11 @@ fn import_sets_a_whole_env_file_in_one_write() {
 
     let out = d.ctl_ok(&["secrets", "import", env, "--dry-run", "-p", "app"]);
     assert!(out.contains("would create: A_KEY, B_KEY"), "{out}");
-    assert!(out.contains("would update: EXISTING"), "{out}");
-    assert!(out.ends_with("2 created, 1 updated\n"), "{out}");
+    assert!(out.contains("would replace: EXISTING"), "{out}");
+    assert!(
+        out.ends_with("2 created, 1 replaced (values not compared)\n"),
+        "{out}"
+    );
     assert_eq!(
         d.client("app").list().unwrap().len(),
         1,
@@ -292,7 +298,11 @@ fn import_sets_a_whole_env_file_in_one_write() {
     let mut sub = d.client("app");
     sub.subscribe().unwrap();
     let out = d.ctl_ok(&["secrets", "import", env, "-p", "app"]);
-    assert!(out.ends_with("2 created, 1 updated\n"), "{out}");
+    assert!(out.contains("replaced: EXISTING\n"), "{out}");
+    assert!(
+        out.ends_with("2 created, 1 replaced (values not compared)\n"),
+        "{out}"
+    );
     let mut c = d.client("app");
     assert_value(&mut c, "EXISTING", "new");
     assert_value(&mut c, "B_KEY", "b b");
@@ -479,7 +489,7 @@ fn import_refuses_flagged_lines_unless_told_to_skip_them() {
     let out = d.run_ctl(&["secrets", "import", env, "--skip-invalid", "-p", "app"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).ends_with("3 created, 0 updated\n"),
+        stdout(&out).ends_with("3 created, 0 replaced\n"),
         "{}",
         stdout(&out)
     );
