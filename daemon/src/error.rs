@@ -4,7 +4,33 @@
 
 use flux_protocol::ErrorCode;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The `.env` file `fluxd dev` serves, set once when it starts
+/// ([`crate::dev::DevStore::new`]). A process serves either a dev store or
+/// the production one, never both; with it set, a missing secret's hint
+/// says to add it to that file, since dev mode refuses `fluxctl secrets
+/// set`.
+static DEV_ENV_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes [`Error::NotFound`]'s hint point to `env_file` (`fluxd dev`).
+pub(crate) fn hint_env_file(env_file: &Path) {
+    let _ = DEV_ENV_FILE.set(env_file.to_path_buf());
+}
+
+/// [`Error::NotFound`]'s message, with the remedy that works here.
+fn not_found(project: &str, name: &str) -> String {
+    match DEV_ENV_FILE.get() {
+        Some(file) => format!(
+            "secret {name} is not set in {file} (fluxd dev, project {project}): add it to {file} as {name}=…; edits are live at once",
+            file = file.display()
+        ),
+        None => format!(
+            "secret {name} is not set in project {project}; set it with `fluxctl secrets set {name} --project {project}`"
+        ),
+    }
+}
 
 /// A daemon failure.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +52,7 @@ pub enum Error {
     InvalidName(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error(
-        "secret {name} is not set in project {project}; set it with `fluxctl secrets set {name} --project {project}`"
-    )]
+    #[error("{}", not_found(project, name))]
     NotFound { project: String, name: String },
     #[error(
         "unknown project {0}: list projects with `fluxctl projects list`, create it with `fluxctl projects create {0}`"
