@@ -71,8 +71,12 @@ pub enum Command {
     /// Create, list and delete projects
     #[command(subcommand)]
     Projects(ProjectsCmd),
-    /// Run a command with the project's secrets in its environment, and
-    /// FLUX_SECRETS_SOCKET set to the project's socket
+    /// Run a command with the project's secrets in its environment
+    ///
+    /// The command also gets FLUX_SECRETS_SOCKET, the project's socket, so
+    /// a Flux client library in it reads the same project live. A secret
+    /// replaces a variable of the same name unless --no-override. The exit
+    /// status is the command's.
     Run {
         /// Keep variables already set in the environment: a secret of the
         /// same name (FLUX_SECRETS_SOCKET included) does not replace them
@@ -87,8 +91,10 @@ pub enum Command {
         )]
         command: Vec<std::ffi::OsString>,
     },
-    /// Name this folder's project in flux.json and keep .env files out of
-    /// git (.env, .env.*, *.env; not .env.example)
+    /// Name this folder's project in flux.json and keep .env files out of git
+    ///
+    /// Adds what is missing of .env, .env.* and *.env to .gitignore, and
+    /// !.env.example after them, so the template stays committable.
     Init {
         /// Project name [default: this folder's name]
         name: Option<String>,
@@ -99,9 +105,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the audit log of access decisions, every project's (daemon
-    /// admins only); --project narrows it to one project (FLUX_PROJECT and
-    /// flux.json do not)
+    /// Show the audit log of access decisions (daemon admins only)
+    ///
+    /// Every project's records; --project narrows it to one project
+    /// (FLUX_PROJECT and flux.json do not).
     Audit {
         /// Only records newer than this, e.g. 1h, 30m, 7d
         #[arg(long, value_name = "DURATION")]
