@@ -11,7 +11,7 @@
 //! Output: every command that prints a result takes `--json` and then
 //! prints exactly one JSON document on stdout (`audit --json` prints JSON
 //! Lines, one object per record). Plain text carries a ✔ mark only on a
-//! terminal, and never with `NO_COLOR` set ([`style`]).
+//! terminal, and never with `NO_COLOR` set (the `style` module).
 //!
 //! `fluxctl completions SHELL` and `fluxctl man` render the shell
 //! completions and man pages from [`Cli`] itself, so they always describe
