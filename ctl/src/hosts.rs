@@ -3,15 +3,16 @@
 //! holds the project keys it wraps for a new host.
 
 use crate::failure::{Failure, Result};
+use crate::style::{caution, done};
 use crate::target::Target;
-use crate::{HostsCmd, out};
+use crate::{HostsCmd, out, out_json};
 use flux_protocol::message::{HostRecipient, Request, Response};
 
 pub(crate) fn run(target: &Target, cmd: HostsCmd) -> Result<()> {
     match cmd {
         HostsCmd::List { json } => list(target, json),
-        HostsCmd::Add { recipient } => add(target, recipient),
-        HostsCmd::Remove { recipient } => remove(target, recipient),
+        HostsCmd::Add { recipient, json } => add(target, recipient, json),
+        HostsCmd::Remove { recipient, json } => remove(target, recipient, json),
     }
 }
 
@@ -24,9 +25,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
         return Err(unexpected("list_hosts"));
     };
     if json {
-        let doc = serde_json::json!({ "this_host": list.this_host, "hosts": list.hosts });
-        let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
-        return out(&format!("{text}\n"));
+        return out_json(&serde_json::json!({ "this_host": list.this_host, "hosts": list.hosts }));
     }
     let Some(me) = list.this_host else {
         return out(
@@ -47,30 +46,47 @@ fn list(target: &Target, json: bool) -> Result<()> {
     out(&text)
 }
 
-fn add(target: &Target, recipient: String) -> Result<()> {
+fn add(target: &Target, recipient: String, json: bool) -> Result<()> {
     let req = Request::AddHost(HostRecipient { recipient });
     let Response::HostUpdated(update) = target.control()?.call(&req)? else {
         return Err(unexpected("add_host"));
     };
+    if json {
+        return out_json(&serde_json::json!({
+            "recipient": update.recipient,
+            "added": true,
+            "projects": update.projects,
+        }));
+    }
     out(&format!(
-        "✔ Host added: {}\nIt may now serve {} project(s){}{}\n",
-        update.recipient,
+        "{}\nIt may now serve {} project(s){}{}\n",
+        done(&format!("Host added: {}", update.recipient)),
         update.projects.len(),
         if update.projects.is_empty() { "" } else { ": " },
         update.projects.join(", ")
     ))
 }
 
-fn remove(target: &Target, recipient: String) -> Result<()> {
+fn remove(target: &Target, recipient: String, json: bool) -> Result<()> {
     let req = Request::RemoveHost(HostRecipient { recipient });
     let Response::HostUpdated(update) = target.control()?.call(&req)? else {
         return Err(unexpected("remove_host"));
     };
-    let mut text = format!("✔ Host removed: {}\n", update.recipient);
+    if json {
+        return out_json(&serde_json::json!({
+            "recipient": update.recipient,
+            "removed": true,
+            "rekeyed_projects": update.projects,
+        }));
+    }
+    let mut text = format!("{}\n", done(&format!("Host removed: {}", update.recipient)));
     if !update.projects.is_empty() {
         text.push_str(&format!(
-            "Projects re-keyed so it cannot read new vaults: {}\n⚠ That host already saw the values of these projects: rotate them (`fluxctl secrets set NAME` on each, with a new value at the provider).\n",
-            update.projects.join(", ")
+            "Projects re-keyed so it cannot read new vaults: {}\n{}\n",
+            update.projects.join(", "),
+            caution(
+                "That host already saw the values of these projects: rotate them (`fluxctl secrets set NAME` on each, with a new value at the provider)."
+            )
         ));
     }
     out(&text)

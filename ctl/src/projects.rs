@@ -4,17 +4,18 @@
 //! terminal by typing the project's name, in scripts with `--yes`.
 
 use crate::failure::{Failure, Result};
+use crate::style::done;
 use crate::target::Target;
-use crate::{ProjectsCmd, columns, out};
+use crate::{ProjectsCmd, columns, out, out_json};
 use flux_protocol::limits::validate_project_name;
 use flux_protocol::paths::SOCKET_ENV;
 use std::io::{BufRead, IsTerminal, Write};
 
 pub(crate) fn run(target: &Target, cmd: ProjectsCmd) -> Result<()> {
     match cmd {
-        ProjectsCmd::Create { name } => create(target, &name),
+        ProjectsCmd::Create { name, json } => create(target, &name, json),
         ProjectsCmd::List { json } => list(target, json),
-        ProjectsCmd::Delete { name, yes } => delete(target, &name, yes),
+        ProjectsCmd::Delete { name, yes, json } => delete(target, &name, yes, json),
     }
 }
 
@@ -22,11 +23,15 @@ fn check_name(name: &str) -> Result<()> {
     validate_project_name(name).map_err(|e| Failure::usage(e.to_string()))
 }
 
-fn create(target: &Target, name: &str) -> Result<()> {
+fn create(target: &Target, name: &str, json: bool) -> Result<()> {
     check_name(name)?;
     let info = target.control()?.create_project(name)?;
+    if json {
+        return out_json(&crate::project_json(&info));
+    }
     out(&format!(
-        "✔ Project created: {name}\nFunctions read its secrets through {SOCKET_ENV}={}\n",
+        "{}\nFunctions read its secrets through {SOCKET_ENV}={}\n",
+        done(&format!("Project created: {name}")),
         info.socket
     ))
 }
@@ -35,8 +40,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
     let projects = target.control()?.list_projects()?;
     if json {
         let items: Vec<serde_json::Value> = projects.iter().map(crate::project_json).collect();
-        let text = serde_json::to_string_pretty(&items).expect("JSON of plain values");
-        return out(&format!("{text}\n"));
+        return out_json(&serde_json::Value::Array(items));
     }
     if projects.is_empty() {
         eprintln!("No projects yet. Create one with `fluxctl projects create NAME`.");
@@ -51,7 +55,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
     out(&columns(&rows))
 }
 
-fn delete(target: &Target, name: &str, yes: bool) -> Result<()> {
+fn delete(target: &Target, name: &str, yes: bool, json: bool) -> Result<()> {
     check_name(name)?;
     let mut control = target.control()?;
     if !yes {
@@ -81,7 +85,13 @@ fn delete(target: &Target, name: &str, yes: bool) -> Result<()> {
         }
     }
     control.delete_project(name)?;
+    if json {
+        return out_json(&serde_json::json!({ "name": name, "deleted": true }));
+    }
     out(&format!(
-        "✔ Project deleted: {name} (its key, vault and socket are gone)\n"
+        "{}\n",
+        done(&format!(
+            "Project deleted: {name} (its key, vault and socket are gone)"
+        ))
     ))
 }
