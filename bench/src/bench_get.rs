@@ -1,20 +1,35 @@
-//! `get` throughput and latency: fluxd against Redis and the floor.
+//! `get` throughput, latency and server CPU: fluxd against Redis and the
+//! floor.
 //!
 //! One fluxd (project `bench`, secrets set through the protocol), one
-//! `redis-server` holding the same keys and values, and one [`Floor`] per
-//! value size. For each run, value size and client count, the three
-//! targets get the same load ([`crate::load`]), cut into slices that the
-//! targets take turns on (in an order that rotates from slice to slice and
-//! run to run), so a burst of outside load on this shared machine is spread
-//! over all three rather than landing on one. Each figure is the median
-//! over runs of the figure merged over that run's slices.
+//! `redis-server` holding the same keys and values, and one floor server
+//! process per value size ([`crate::floor`]). All three are loaded by the
+//! same blocking client ([`crate::load`]: one thread and one connection per
+//! client, pre-encoded requests, every answer checked byte for byte), so
+//! the client costs the same everywhere and a ratio compares servers.
+//!
+//! Shapes: closed loop with 1, 16 and 64 clients (one request in flight per
+//! connection), and pipelined — one connection with 16 requests in flight
+//! (written together, then the 16 answers read), as a busy function
+//! runtime sharing one connection produces. The pipelined cells do four
+//! times the requests of a closed-loop cell: they go faster, and their CPU
+//! figures need enough clock ticks.
+//!
+//! For each run, value size and shape, the targets get the same load, cut
+//! into slices that the targets take turns on (in an order that rotates
+//! from slice to slice and run to run), so a burst of outside load on this
+//! shared machine is spread over all three rather than landing on one.
+//! Each figure is the median over runs of the figure merged over that
+//! run's slices. Server CPU per request is the server process's utime +
+//! stime over the timed part of every slice, divided by the requests
+//! served; client CPU per request is the same for this process.
 //!
 //! Targets judged here (on this 2-core machine): at 16 clients fluxd's
 //! throughput is at least 1.2× Redis's and its p99 no higher; with one
 //! client its p50 is within 1.3× of the floor's.
 
-use crate::fixture::value;
-use crate::floor::{Floor, ProtocolTarget};
+use crate::fixture::bench_value;
+use crate::floor::{Floor, FramedTarget};
 use crate::fluxd::{Fluxd, FluxdBinary};
 use crate::load::{self, LoadResult, LoadSpec, Target};
 use crate::redis::RedisServer;
@@ -29,11 +44,15 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct GetConfig {
     pub runs: usize,
+    /// Timed requests per closed-loop cell (pipelined cells do 4×).
     pub requests: u64,
+    /// Untimed rounds per client before each slice.
     pub warmup: u64,
     /// Slices per cell: the targets take turns slice by slice.
     pub slices: usize,
     pub clients: Vec<usize>,
+    /// Requests in flight in the pipelined cells; 0 = no pipelined cells.
+    pub pipeline: usize,
     pub sizes: Vec<usize>,
     pub redis: Option<PathBuf>,
     pub smoke: bool,
@@ -42,8 +61,33 @@ pub struct GetConfig {
 const PROJECT: &str = "bench";
 const TARGETS: [&str; 3] = ["fluxd", "redis", "floor"];
 
+/// One cell's load: `clients` connections with `depth` requests in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Shape {
+    clients: usize,
+    depth: usize,
+}
+
+impl Shape {
+    fn label(&self) -> String {
+        if self.depth == 1 {
+            format!("×{}", self.clients)
+        } else {
+            format!("×{} pipelined ({} in flight)", self.clients, self.depth)
+        }
+    }
+}
+
 fn key(size: usize) -> String {
     format!("BENCH_{size}")
+}
+
+fn size_label(size: usize) -> String {
+    if size >= 1024 && size % 1024 == 0 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
 }
 
 /// Runs the benchmark and appends its rows to `report`.
@@ -57,12 +101,14 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
     let mut setter = fluxd.client(PROJECT)?;
     for &size in &cfg.sizes {
         setter
-            .set(&key(size), value("get", size as u64, size).into())
+            .set(&key(size), bench_value(size).into())
             .context("Set")?;
     }
-    let flux_target = ProtocolTarget {
+    drop(setter);
+    let flux_target = FramedTarget {
         name: "fluxd",
         socket: fluxd.project_socket(PROJECT),
+        pid: fluxd.pid(),
     };
 
     let redis = match cfg.redis.as_deref() {
@@ -77,37 +123,57 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
     };
     if let Some(r) = &redis {
         for &size in &cfg.sizes {
-            r.set(&key(size), value("get", size as u64, size).as_bytes())?;
+            r.set(&key(size), bench_value(size).as_bytes())?;
         }
     }
     let redis_target = redis.as_ref().map(RedisServer::target);
     let floors: BTreeMap<usize, Floor> = cfg
         .sizes
         .iter()
-        .map(|&s| Ok((s, Floor::start(&value("get", s as u64, s))?)))
+        .map(|&s| Ok((s, Floor::start(s)?)))
         .collect::<Result<_>>()?;
 
-    // results[(size, clients, target)] = one LoadResult per run.
-    let mut results: BTreeMap<(usize, usize, &str), Vec<LoadResult>> = BTreeMap::new();
+    let mut shapes: Vec<Shape> = cfg
+        .clients
+        .iter()
+        .map(|&clients| Shape { clients, depth: 1 })
+        .collect();
+    if cfg.pipeline > 1 {
+        shapes.push(Shape {
+            clients: 1,
+            depth: cfg.pipeline,
+        });
+    }
+
+    // results[(size, shape, target)] = one LoadResult per run.
+    let mut results: BTreeMap<(usize, Shape, &str), Vec<LoadResult>> = BTreeMap::new();
     for run in 0..cfg.runs {
         for &size in &cfg.sizes {
-            let expected = value("get", size as u64, size);
-            let floor_target = ProtocolTarget {
-                name: "floor",
-                socket: floors[&size].socket().to_path_buf(),
-            };
-            for &clients in &cfg.clients {
+            let value = bench_value(size);
+            let floor_target = floors[&size].target();
+            let mut targets: Vec<&dyn Target> = vec![&flux_target];
+            if let Some(r) = &redis_target {
+                targets.push(r);
+            }
+            targets.push(&floor_target);
+            let exchanges = targets
+                .iter()
+                .map(|t| t.exchange(&key(size), &value))
+                .collect::<Result<Vec<_>>>()?;
+            for &shape in &shapes {
+                let requests = if shape.depth > 1 {
+                    cfg.requests * 4
+                } else {
+                    cfg.requests
+                };
                 let spec = LoadSpec {
-                    clients,
-                    requests: (cfg.requests / cfg.slices as u64).max(clients as u64),
+                    clients: shape.clients,
+                    depth: shape.depth,
+                    requests: (requests / cfg.slices as u64)
+                        .max((shape.clients * shape.depth) as u64),
                     warmup: cfg.warmup,
                     deadline: Duration::from_secs(if cfg.smoke { 10 } else { 60 }),
                 };
-                let mut targets: Vec<&dyn Target> = vec![&flux_target];
-                if let Some(r) = &redis_target {
-                    targets.push(r);
-                }
-                targets.push(&floor_target);
                 // Interleave the targets slice by slice, and rotate who goes
                 // first, so a slow patch of the machine does not land on
                 // one target.
@@ -117,7 +183,7 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                     for i in 0..targets.len() {
                         let t = (first + i) % targets.len();
                         let target = targets[t];
-                        let r = load::run(target, spec, &key(size), expected.as_bytes())
+                        let r = load::run(target, spec, &exchanges[t])
                             .with_context(|| format!("{} load run", target.name()))?;
                         slices[t].push(r);
                     }
@@ -125,18 +191,24 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                 for (target, slices) in targets.iter().zip(slices) {
                     let mut r = LoadResult::merge(slices);
                     eprintln!(
-                        "run {}/{} get {size:>4} B ×{clients:<2} {:<5} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs",
+                        "run {}/{} get {:>6} {:<28} {:<5} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs  CPU/req server {:>5.2} µs client {:>5.2} µs",
                         run + 1,
                         cfg.runs,
+                        size_label(size),
+                        shape.label(),
                         target.name(),
                         r.throughput_rps,
                         r.latency.p50_us,
                         r.latency.p99_us,
-                        r.latency.p999_us
+                        r.latency.p999_us,
+                        r.server_cpu_us,
+                        r.client_cpu_us,
                     );
                     if r.errors > 0 || r.wrong_values > 0 {
                         report.failures.push(format!(
-                            "get {size} B ×{clients} on {}: {} error(s), {} wrong value(s): {}",
+                            "get {} {} on {}: {} error(s), {} wrong value(s): {}",
+                            size_label(size),
+                            shape.label(),
                             target.name(),
                             r.errors,
                             r.wrong_values,
@@ -145,7 +217,7 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
                     }
                     r.samples = Vec::new();
                     results
-                        .entry((size, clients, target.name()))
+                        .entry((size, shape, target.name()))
                         .or_default()
                         .push(r);
                 }
@@ -159,8 +231,8 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
     }
 
     for &size in &cfg.sizes {
-        for &clients in &cfg.clients {
-            add_rows(report, cfg, &results, size, clients, redis.is_some());
+        for &shape in &shapes {
+            add_rows(report, cfg, &results, size, shape, redis.is_some());
         }
     }
     Ok(())
@@ -171,25 +243,30 @@ type Pick = fn(&LoadResult) -> f64;
 fn add_rows(
     report: &mut Report,
     cfg: &GetConfig,
-    results: &BTreeMap<(usize, usize, &str), Vec<LoadResult>>,
+    results: &BTreeMap<(usize, Shape, &str), Vec<LoadResult>>,
     size: usize,
-    clients: usize,
+    shape: Shape,
     have_redis: bool,
 ) {
-    let figures: [(&str, &'static str, Pick); 4] = [
+    let closed: &[(&str, &'static str, Pick)] = &[
         ("throughput", "req/s", |r| r.throughput_rps),
         ("p50", "µs", |r| r.latency.p50_us),
         ("p99", "µs", |r| r.latency.p99_us),
         ("p99.9", "µs", |r| r.latency.p999_us),
+        ("server CPU", "µs/req", |r| r.server_cpu_us),
+        ("client CPU", "µs/req", |r| r.client_cpu_us),
     ];
-    let size_label = if size >= 1024 && size % 1024 == 0 {
-        format!("{} KiB", size / 1024)
-    } else {
-        format!("{size} B")
-    };
-    for (name, unit, pick) in figures {
+    // A pipelined round's latency is that of 16 requests together, which
+    // compares with nothing above: throughput and CPU only.
+    let pipelined: &[(&str, &'static str, Pick)] = &[
+        ("throughput", "req/s", |r| r.throughput_rps),
+        ("server CPU", "µs/req", |r| r.server_cpu_us),
+        ("client CPU", "µs/req", |r| r.client_cpu_us),
+    ];
+    let figures = if shape.depth == 1 { closed } else { pipelined };
+    for &(name, unit, pick) in figures {
         let measure = |target: &str| {
-            results.get(&(size, clients, target)).map(|rs| {
+            results.get(&(size, shape, target)).map(|rs| {
                 let v: Vec<f64> = rs.iter().map(pick).collect();
                 Measure::of(&v)
             })
@@ -198,7 +275,7 @@ fn add_rows(
         let Some(fluxd) = f else { continue };
         let mut row = Row::fluxd(
             "get",
-            format!("get {size_label} ×{clients} {name}"),
+            format!("get {} {} {name}", size_label(size), shape.label()),
             unit,
             fluxd,
         );
@@ -208,15 +285,17 @@ fn add_rows(
             None => Cell::None,
         };
         row.floor = fl.map_or(Cell::None, Cell::Value);
-        if clients == 16 && name == "throughput" {
-            let ok = row.vs_redis().map(|x| x >= 1.2);
-            row = row.with_goal("≥ 1.2× redis", verdict(ok, cfg.smoke));
-        } else if clients == 16 && name == "p99" {
-            let ok = row.vs_redis().map(|x| x <= 1.0);
-            row = row.with_goal("≤ redis", verdict(ok, cfg.smoke));
-        } else if clients == 1 && name == "p50" {
-            let ok = row.vs_floor().map(|x| x <= 1.3);
-            row = row.with_goal("≤ 1.3× floor", verdict(ok, cfg.smoke));
+        if shape.depth == 1 {
+            if shape.clients == 16 && name == "throughput" {
+                let ok = row.vs_redis().map(|x| x >= 1.2);
+                row = row.with_goal("≥ 1.2× redis", verdict(ok, cfg.smoke));
+            } else if shape.clients == 16 && name == "p99" {
+                let ok = row.vs_redis().map(|x| x <= 1.0);
+                row = row.with_goal("≤ redis", verdict(ok, cfg.smoke));
+            } else if shape.clients == 1 && name == "p50" {
+                let ok = row.vs_floor().map(|x| x <= 1.3);
+                row = row.with_goal("≤ 1.3× floor", verdict(ok, cfg.smoke));
+            }
         }
         report.rows.push(row);
     }

@@ -40,6 +40,13 @@ pub fn value(tag: &str, seq: u64, len: usize) -> String {
     v
 }
 
+/// The value the `get` benchmark serves for values of `len` bytes: the
+/// same in fluxd, Redis and the floor server (a separate process, which
+/// only knows `len`).
+pub fn bench_value(len: usize) -> String {
+    value("get", len as u64, len)
+}
+
 /// The sequence number a [`value`] with `tag` carries, if it is one.
 pub fn seq_of(tag: &str, v: &str) -> Option<u64> {
     let rest = v.strip_prefix(tag)?.strip_prefix(':')?;

@@ -1,41 +1,77 @@
-//! The closed-loop load driver shared by every `get` target.
+//! The load client shared by every `get` target: blocking, one thread per
+//! connection, pre-encoded bytes, no async runtime.
 //!
-//! A [`Target`] opens connections; a [`Conn`] fetches one key. The driver
-//! gives each of `clients` connections its own OS thread (so client-side
-//! scheduling is the kernel's, identical for every target), connects them
-//! all, warms each up, releases them together through a barrier, and has
-//! each do `requests / clients` requests back to back, timing every one.
-//! Throughput is the total over the wall time from release to the last
-//! thread's finish; latency percentiles are over all samples.
+//! The client is meant to cost as little as the machine allows, and the
+//! same for every target, so a ratio between two servers is about the
+//! servers. Each target gives the exact bytes of one request and of its
+//! answer ([`Exchange`]): a `Get` frame and the `Value` frame fluxd sends,
+//! or a RESP `GET` and its bulk string. Each connection is a blocking
+//! `std::os::unix::net::UnixStream` on its own OS thread; a round is one
+//! `write_all` of the pre-encoded request(s), then reads of exactly the
+//! expected number of bytes into a buffer reused for the whole run, each
+//! chunk compared byte for byte with the expected answer as it arrives.
+//! Per request that is one `write` and (almost always) one `read` system
+//! call, no allocation, no parsing.
+//!
+//! Two shapes: closed loop (`depth` 1: one request in flight per
+//! connection, the next sent when the answer is in) and pipelined (`depth`
+//! N: N request frames written at once, then the N answers read, repeat —
+//! what a busy function runtime sharing one connection produces).
+//!
+//! The driver connects every client, warms each up, releases them together
+//! through a barrier, and has each do its share of rounds back to back,
+//! timing every round. Throughput is requests over the wall time from
+//! release to the last thread's finish; latency percentiles are over all
+//! rounds. The CPU time of the server process and of this process (the
+//! client) is read from `/proc` at release and after the last thread
+//! finished ([`crate::cpu`]).
 //!
 //! A caller may cut one measurement into slices and interleave the targets
 //! slice by slice, then [`LoadResult::merge`] them: on a shared machine a
 //! burst of outside load then hits every target a little instead of one
 //! target a lot.
 //!
-//! Every answer is compared with the expected bytes: a wrong value is a
-//! correctness failure the caller turns into a non-zero exit, described by
-//! length and hash only. Each run is bounded by a request count and a
-//! deadline, whichever comes first.
+//! An answer that differs from the expected bytes is a correctness failure
+//! the caller turns into a non-zero exit; the target describes what came
+//! instead ([`Target::explain`]) by kind, length and hash only, never by
+//! its bytes. Each run is bounded by a request count and a deadline,
+//! whichever comes first, and every read by a timeout.
 
-use crate::fixture::describe;
 use crate::stats::Latency;
 use anyhow::Result;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
+
+/// No healthy server takes this long to answer a `get`: a read or write
+/// that does is a failure, not a hang.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Something that serves `get` over a Unix socket.
 pub trait Target: Sync {
     /// The name shown in the table (`fluxd`, `redis`, `floor`).
     fn name(&self) -> &'static str;
-    /// Opens a ready-to-use connection (handshake done).
-    fn connect(&self) -> Result<Box<dyn Conn>>;
+    /// Opens a blocking connection, handshake done.
+    fn connect(&self) -> Result<UnixStream>;
+    /// The bytes of a request for `key` and of its answer when the value is
+    /// `value`.
+    fn exchange(&self, key: &str, value: &str) -> Result<Exchange>;
+    /// The server process, whose CPU time is measured (`None`: not a
+    /// process of its own).
+    fn pid(&self) -> Option<u32>;
+    /// What `got` — bytes received where an answer should start, which are
+    /// not the expected ones — is, without showing a value.
+    fn explain(&self, got: &[u8]) -> String;
 }
 
-/// One client connection.
-pub trait Conn: Send {
-    /// Fetches `key`'s value into `out` (cleared first).
-    fn get(&mut self, key: &str, out: &mut Vec<u8>) -> Result<()>;
+/// One request and its exact answer, pre-encoded.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub request: Vec<u8>,
+    pub reply: Vec<u8>,
+    /// The expected answer in words (kind, length, hash; never the value).
+    pub what: String,
 }
 
 /// What one load run (or several slices of one, [`LoadResult::merge`])
@@ -45,10 +81,19 @@ pub struct LoadResult {
     pub requests: u64,
     /// Timed wall-clock seconds (summed over merged slices).
     pub wall_secs: f64,
-    /// Every latency sample, sorted (ns).
+    /// Every round's latency (ns): one request, or `depth` of them.
     pub samples: Vec<u64>,
     pub throughput_rps: f64,
     pub latency: Latency,
+    /// CPU clock ticks of the server process while timed (`None` when it
+    /// could not be read, or the server is not a process of its own).
+    pub server_ticks: Option<u64>,
+    /// CPU clock ticks of this process (the load client) while timed.
+    pub client_ticks: Option<u64>,
+    /// µs of server CPU per request (NaN when not measured).
+    pub server_cpu_us: f64,
+    /// µs of client CPU per request (NaN when not measured).
+    pub client_cpu_us: f64,
     pub errors: u64,
     pub wrong_values: u64,
     /// The first problem, described without any value.
@@ -59,84 +104,107 @@ pub struct LoadResult {
 #[derive(Debug, Clone, Copy)]
 pub struct LoadSpec {
     pub clients: usize,
+    /// Requests in flight per connection: 1 = closed loop.
+    pub depth: usize,
     /// Total timed requests across all clients.
     pub requests: u64,
-    /// Untimed requests per client before the barrier.
+    /// Untimed rounds per client before the barrier.
     pub warmup: u64,
     /// Hard stop for the timed part.
     pub deadline: Duration,
 }
 
+#[derive(Default)]
 struct ThreadOutcome {
     samples: Vec<u64>,
-    finished: Instant,
+    finished: Option<Instant>,
     errors: u64,
     wrong: u64,
     problem: Option<String>,
 }
 
-/// Runs `spec` against `target`, fetching `key` and expecting `expected`.
-pub fn run(target: &dyn Target, spec: LoadSpec, key: &str, expected: &[u8]) -> Result<LoadResult> {
-    let per_client = (spec.requests / spec.clients as u64).max(1);
-    let mut conns = Vec::with_capacity(spec.clients);
-    for _ in 0..spec.clients {
-        conns.push(target.connect()?);
+/// Runs `spec` against `target` with the pre-encoded `exchange`.
+pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<LoadResult> {
+    let clients = spec.clients.max(1);
+    let depth = spec.depth.max(1);
+    let rounds = (spec.requests / (clients * depth) as u64).max(1);
+    let request = exchange.request.repeat(depth);
+    let reply = exchange.reply.repeat(depth);
+    let mut streams = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let stream = target.connect()?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        streams.push(stream);
     }
-    let barrier = Barrier::new(spec.clients + 1);
-    let (outcomes, started) = std::thread::scope(|s| {
-        let handles: Vec<_> = conns
+    let job = Job {
+        target,
+        request: &request,
+        reply: &reply,
+        one_reply: exchange.reply.len(),
+        what: &exchange.what,
+        rounds,
+        warmup: spec.warmup,
+        deadline: spec.deadline,
+    };
+    let barrier = Barrier::new(clients + 1);
+    let server_ticks = || target.pid().and_then(|p| crate::cpu::ticks(p).ok());
+    let (outcomes, started, cpu_before, cpu_after) = std::thread::scope(|s| {
+        let handles: Vec<_> = streams
             .into_iter()
-            .map(|mut conn| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    drive(
-                        conn.as_mut(),
-                        barrier,
-                        per_client,
-                        spec.warmup,
-                        spec.deadline,
-                        key,
-                        expected,
-                    )
-                })
+            .map(|stream| {
+                let (job, barrier) = (&job, &barrier);
+                s.spawn(move || job.drive(stream, barrier))
             })
             .collect();
         barrier.wait();
         let started = Instant::now();
+        let before = (server_ticks(), crate::cpu::own_ticks().ok());
         let outcomes: Vec<ThreadOutcome> = handles
             .into_iter()
             .map(|h| h.join().expect("load thread panicked"))
             .collect();
-        (outcomes, started)
+        let after = (server_ticks(), crate::cpu::own_ticks().ok());
+        (outcomes, started, before, after)
     });
-    let mut all = Vec::with_capacity((per_client as usize) * spec.clients);
+    let mut all = Vec::with_capacity(rounds as usize * clients);
     let mut result = LoadResult::default();
     let mut last = started;
     for o in outcomes {
         all.extend_from_slice(&o.samples);
-        last = last.max(o.finished);
+        last = last.max(o.finished.unwrap_or(started));
         result.errors += o.errors;
         result.wrong_values += o.wrong;
         if result.first_problem.is_none() {
             result.first_problem = o.problem;
         }
     }
-    result.requests = all.len() as u64;
+    result.requests = all.len() as u64 * depth as u64;
     result.wall_secs = last.duration_since(started).as_secs_f64();
     result.samples = all;
+    let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    result.server_ticks = delta(cpu_before.0, cpu_after.0);
+    result.client_ticks = delta(cpu_before.1, cpu_after.1);
     result.finish();
     Ok(result)
 }
 
 impl LoadResult {
     /// Several slices of the same load as one result: requests over the
-    /// summed wall time, percentiles over all samples.
+    /// summed wall time, percentiles over all samples, CPU ticks summed.
     pub fn merge(slices: Vec<LoadResult>) -> Self {
-        let mut out = LoadResult::default();
+        let sum = |a: Option<u64>, b: Option<u64>| Some(a? + b?);
+        let mut out = LoadResult {
+            server_ticks: Some(0),
+            client_ticks: Some(0),
+            ..LoadResult::default()
+        };
         for s in slices {
             out.requests += s.requests;
             out.wall_secs += s.wall_secs;
             out.samples.extend_from_slice(&s.samples);
+            out.server_ticks = sum(out.server_ticks, s.server_ticks);
+            out.client_ticks = sum(out.client_ticks, s.client_ticks);
             out.errors += s.errors;
             out.wrong_values += s.wrong_values;
             if out.first_problem.is_none() {
@@ -154,68 +222,270 @@ impl LoadResult {
             0.0
         };
         self.latency = Latency::from_nanos(&mut self.samples);
+        let per_request = |t: Option<u64>| match t {
+            Some(t) => crate::cpu::us_per_request(t, self.requests),
+            None => f64::NAN,
+        };
+        self.server_cpu_us = per_request(self.server_ticks);
+        self.client_cpu_us = per_request(self.client_ticks);
     }
 }
 
-fn drive(
-    conn: &mut dyn Conn,
-    barrier: &Barrier,
-    requests: u64,
+/// What every client thread of one run shares.
+struct Job<'a> {
+    target: &'a dyn Target,
+    /// `depth` request frames back to back.
+    request: &'a [u8],
+    /// Their `depth` answers back to back.
+    reply: &'a [u8],
+    one_reply: usize,
+    what: &'a str,
+    rounds: u64,
     warmup: u64,
     deadline: Duration,
-    key: &str,
-    expected: &[u8],
-) -> ThreadOutcome {
-    let mut out = Vec::with_capacity(expected.len() + 64);
-    let mut problem = None;
-    let mut errors = 0;
-    let mut wrong = 0;
-    let mut broken = false;
-    for _ in 0..warmup {
-        if let Err(e) = conn.get(key, &mut out) {
-            errors += 1;
-            problem = Some(format!("warm-up get failed: {e:#}"));
-            broken = true;
-            break;
-        }
-    }
-    let mut samples = Vec::with_capacity(requests as usize);
-    barrier.wait();
-    let stop_at = Instant::now() + deadline;
-    if !broken {
-        for _ in 0..requests {
-            let t = Instant::now();
-            let outcome = conn.get(key, &mut out);
-            let done = Instant::now();
-            samples.push(done.duration_since(t).as_nanos() as u64);
-            match outcome {
-                Ok(()) if out == expected => {}
-                Ok(()) => {
-                    wrong += 1;
-                    if problem.is_none() {
-                        problem = Some(format!(
-                            "wrong value for {key}: expected {}, got {}",
-                            describe(&String::from_utf8_lossy(expected)),
-                            describe(&String::from_utf8_lossy(&out))
-                        ));
-                    }
-                }
-                Err(e) => {
-                    errors += 1;
-                    problem.get_or_insert_with(|| format!("get failed: {e:#}"));
-                    break;
-                }
-            }
-            if done >= stop_at {
+}
+
+/// Why a round failed.
+enum Failure {
+    /// An I/O error, a timeout or a close.
+    Io(String),
+    /// The answer's bytes differ from the expected ones from byte `at` of
+    /// the round's answers; `got` bytes were received.
+    Wrong { at: usize, got: usize },
+}
+
+impl Job<'_> {
+    fn drive(&self, mut stream: UnixStream, barrier: &Barrier) -> ThreadOutcome {
+        let mut buf = vec![0u8; self.reply.len()];
+        let mut out = ThreadOutcome::default();
+        let mut broken = false;
+        for _ in 0..self.warmup {
+            if let Err(f) = self.round(&mut stream, &mut buf) {
+                self.record(f, &mut stream, &buf, &mut out, "warm-up");
+                broken = true;
                 break;
             }
         }
+        out.samples.reserve(self.rounds as usize);
+        barrier.wait();
+        let stop_at = Instant::now() + self.deadline;
+        if !broken {
+            for _ in 0..self.rounds {
+                let t = Instant::now();
+                let outcome = self.round(&mut stream, &mut buf);
+                let done = Instant::now();
+                if let Err(f) = outcome {
+                    self.record(f, &mut stream, &buf, &mut out, "timed");
+                    break;
+                }
+                out.samples.push(done.duration_since(t).as_nanos() as u64);
+                if done >= stop_at {
+                    break;
+                }
+            }
+        }
+        out.finished = Some(Instant::now());
+        out
     }
-    ThreadOutcome {
-        samples,
-        finished: Instant::now(),
-        errors,
-        wrong,
-        problem,
+
+    /// One write of the request(s), then exactly the expected answer(s).
+    fn round(&self, stream: &mut UnixStream, buf: &mut [u8]) -> Result<(), Failure> {
+        stream
+            .write_all(self.request)
+            .map_err(|e| Failure::Io(format!("write failed: {e}")))?;
+        let want = self.reply.len();
+        let mut got = 0;
+        while got < want {
+            match stream.read(&mut buf[got..want]) {
+                Ok(0) => {
+                    return Err(Failure::Io(format!(
+                        "connection closed after {got} of {want} answer bytes"
+                    )));
+                }
+                Ok(n) => {
+                    let chunk = got..got + n;
+                    if buf[chunk.clone()] != self.reply[chunk.clone()] {
+                        let off = buf[chunk.clone()]
+                            .iter()
+                            .zip(&self.reply[chunk])
+                            .position(|(a, b)| a != b)
+                            .unwrap_or(0);
+                        return Err(Failure::Wrong {
+                            at: got + off,
+                            got: got + n,
+                        });
+                    }
+                    got += n;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Failure::Io(format!(
+                        "read failed after {got} of {want} answer bytes: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failed round and keeps the first description.
+    fn record(
+        &self,
+        f: Failure,
+        stream: &mut UnixStream,
+        buf: &[u8],
+        out: &mut ThreadOutcome,
+        phase: &str,
+    ) {
+        let text = match f {
+            Failure::Io(e) => {
+                out.errors += 1;
+                format!("{phase} get on {}: {e}", self.target.name())
+            }
+            Failure::Wrong { at, got } => {
+                out.wrong += 1;
+                // The answer that went wrong, from its first byte, plus
+                // what else arrives promptly, so the target can say what
+                // it is (an error, another value, a frame of another
+                // length).
+                let index = at / self.one_reply;
+                let mut bytes = buf[index * self.one_reply..got].to_vec();
+                read_more(stream, &mut bytes, self.one_reply + 64 * 1024);
+                format!(
+                    "{phase} get on {}: answer {} of the round is not the expected {} (differs from byte {}): got {}",
+                    self.target.name(),
+                    index + 1,
+                    self.what,
+                    at - index * self.one_reply,
+                    self.target.explain(&bytes)
+                )
+            }
+        };
+        out.problem.get_or_insert(text);
+    }
+}
+
+/// Appends what arrives within 200 ms, up to `cap` bytes in all.
+fn read_more(stream: &mut UnixStream, bytes: &mut Vec<u8>, cap: usize) {
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .is_err()
+    {
+        return;
+    }
+    let mut chunk = [0u8; 8192];
+    while bytes.len() < cap {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// Answers every `PING\n` line with `reply` (or `wrong` for the
+    /// `wrong_at`-th, 1-based).
+    struct Echo {
+        socket: std::path::PathBuf,
+        reply: Vec<u8>,
+    }
+
+    impl Target for Echo {
+        fn name(&self) -> &'static str {
+            "echo"
+        }
+        fn connect(&self) -> Result<UnixStream> {
+            Ok(UnixStream::connect(&self.socket)?)
+        }
+        fn exchange(&self, _key: &str, _value: &str) -> Result<Exchange> {
+            Ok(Exchange {
+                request: b"PING\n".to_vec(),
+                reply: self.reply.clone(),
+                what: format!("{}-byte answer", self.reply.len()),
+            })
+        }
+        fn pid(&self) -> Option<u32> {
+            None
+        }
+        fn explain(&self, got: &[u8]) -> String {
+            format!("{} bytes", got.len())
+        }
+    }
+
+    fn serve(listener: UnixListener, reply: Vec<u8>, wrong_at: Option<u64>) {
+        std::thread::spawn(move || {
+            let mut seen = 0u64;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut line = [0u8; 5];
+                while stream.read_exact(&mut line).is_ok() {
+                    seen += 1;
+                    let answer = if Some(seen) == wrong_at {
+                        let mut w = reply.clone();
+                        *w.last_mut().unwrap() ^= 1;
+                        w
+                    } else {
+                        reply.clone()
+                    };
+                    if stream.write_all(&answer).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    fn spec(depth: usize) -> LoadSpec {
+        LoadSpec {
+            clients: 1,
+            depth,
+            requests: 64,
+            warmup: 2,
+            deadline: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn counts_requests_of_closed_and_pipelined_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s");
+        let listener = UnixListener::bind(&socket).unwrap();
+        serve(listener, b"PONG-PONG\n".to_vec(), None);
+        let target = Echo {
+            socket,
+            reply: b"PONG-PONG\n".to_vec(),
+        };
+        let ex = target.exchange("k", "v").unwrap();
+        let closed = run(&target, spec(1), &ex).unwrap();
+        assert_eq!((closed.requests, closed.samples.len()), (64, 64));
+        let piped = run(&target, spec(16), &ex).unwrap();
+        assert_eq!((piped.requests, piped.samples.len()), (64, 4));
+        assert_eq!(piped.errors + piped.wrong_values, 0);
+        assert!(closed.server_cpu_us.is_nan());
+    }
+
+    #[test]
+    fn a_wrong_answer_is_counted_and_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s");
+        let listener = UnixListener::bind(&socket).unwrap();
+        // Two warm-up rounds of 4, then the 3rd answer of the next round.
+        serve(listener, b"PONG-PONG\n".to_vec(), Some(11));
+        let target = Echo {
+            socket,
+            reply: b"PONG-PONG\n".to_vec(),
+        };
+        let ex = target.exchange("k", "v").unwrap();
+        let r = run(&target, spec(4), &ex).unwrap();
+        assert_eq!(r.wrong_values, 1);
+        let p = r.first_problem.unwrap();
+        assert!(
+            p.contains("answer 3 of the round") && p.contains("byte 9"),
+            "{p}"
+        );
     }
 }

@@ -6,10 +6,15 @@
 //! flux-bench faults   soak|crash-loop|disk-full|bad-clients|all [--smoke]
 //! ```
 //!
+//! (`flux-bench floor-server`, hidden, is the floor server the `get`
+//! benchmark starts as a child process.)
+//!
 //! Everything runs against the real `fluxd` binary on short temp folders
-//! under /tmp, and talks to it only through its Unix sockets with
-//! `flux_protocol`'s client. Redis (when installed) and the floor server
-//! also listen on Unix sockets only: nothing here opens a network socket.
+//! under /tmp, and talks to it only through its Unix sockets: with
+//! `flux_protocol`'s client, or with pre-encoded frames of the same
+//! protocol for the `get` load ([`load`]). Redis (when installed) and the
+//! floor server also listen on Unix sockets only: nothing here opens a
+//! network socket.
 //!
 //! Exit status: 0 when every check held; 1 on a correctness failure (a
 //! wrong value, a stale read, a lost acknowledged write, an unreadable
@@ -18,15 +23,17 @@
 //! the exit status.
 //!
 //! Modules: [`fluxd`] runs the daemon; [`redis`] and [`floor`] are the
-//! comparison points; [`load`] is the load driver; [`stats`] the numbers;
-//! [`fixture`] the test data; `bench_*` the benchmarks; [`report`] the
-//! table; [`faults`] the fault suites.
+//! comparison points; [`load`] is the load client; [`cpu`] reads a
+//! process's CPU time; [`stats`] the numbers; [`fixture`] the test data;
+//! `bench_*` the benchmarks; [`report`] the table; [`faults`] the fault
+//! suites.
 
 #![forbid(unsafe_code)]
 
 mod bench_get;
 mod bench_rotation;
 mod bench_scale;
+mod cpu;
 mod faults;
 mod fixture;
 mod floor;
@@ -56,7 +63,8 @@ struct Cli {
 enum Cmd {
     /// Every benchmark, one table: get, rotation and scale.
     All(BenchArgs),
-    /// `get` throughput and latency against Redis and the floor.
+    /// `get` throughput, latency and server CPU against Redis and the floor:
+    /// closed loop and pipelined.
     Get(BenchArgs),
     /// Rotation delay and stale reads.
     Rotation(BenchArgs),
@@ -64,6 +72,20 @@ enum Cmd {
     Scale(BenchArgs),
     /// The load-and-fault suite (docs/RELIABILITY.md).
     Faults(FaultArgs),
+    /// The floor server the `get` benchmark runs as a child process: the
+    /// cheapest server of fluxd's framing (exits when stdin closes).
+    #[command(hide = true)]
+    FloorServer(FloorArgs),
+}
+
+#[derive(Debug, Args)]
+struct FloorArgs {
+    /// The Unix socket to listen on (must not exist).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// The length of the value every `Get` is answered with.
+    #[arg(long, value_name = "BYTES")]
+    value_len: usize,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +114,10 @@ struct BenchArgs {
     /// Client counts of the `get` benchmark (targets are judged at 1 and 16).
     #[arg(long, value_name = "N,..", value_delimiter = ',', default_values_t = [1usize, 16, 64])]
     clients: Vec<usize>,
+    /// Requests in flight on the one connection of the pipelined `get`
+    /// cells (0 or 1: no pipelined cells).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pipeline: usize,
     /// Value sizes of the `get` benchmark, in bytes (24 to 65536).
     #[arg(long, value_name = "BYTES,..", value_delimiter = ',', default_values_t = [40usize, 4096],
           value_parser = clap::value_parser!(usize))]
@@ -127,6 +153,15 @@ enum FaultSuite {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::FloorServer(a) = &cli.command {
+        return match floor::serve(&a.socket, a.value_len.clamp(24, 65536)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flux-bench floor-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let started = Instant::now();
     let outcome = match cli.command {
         Cmd::All(a) => bench(a, Parts::all(), "all"),
@@ -134,6 +169,7 @@ fn main() -> ExitCode {
         Cmd::Rotation(a) => bench(a, Parts::only(1), "rotation"),
         Cmd::Scale(a) => bench(a, Parts::only(2), "scale"),
         Cmd::Faults(a) => faults_cmd(a),
+        Cmd::FloorServer(_) => unreachable!("served above"),
     };
     eprintln!(
         "flux-bench: finished in {:.1} s",
@@ -170,6 +206,7 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
     let smoke = a.common.smoke;
     let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
     let runs = a.runs.unwrap_or(if smoke { 1 } else { 5 }).max(1);
+    let load_before = load_average();
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         smoke,
@@ -190,6 +227,7 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
             warmup: if smoke { 2 } else { 50 },
             slices: if smoke { 1 } else { 5 },
             clients: a.clients.iter().map(|&c| c.max(1)).collect(),
+            pipeline: a.pipeline.min(1024),
             sizes: a.sizes.iter().map(|&s| s.clamp(24, 65536)).collect(),
             redis: redis::RedisServer::find(a.redis_server.as_deref()),
             smoke,
@@ -219,6 +257,12 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         };
         bench_scale::run(&bin, &cfg, &mut report).context("scale benchmark")?;
     }
+    if let Some(before) = &load_before {
+        report.notes.push(format!(
+            "load average (1, 5, 15 min) from /proc/loadavg: {before} at the start, {} at the end",
+            load_average().unwrap_or_else(|| "?".into())
+        ));
+    }
     println!("{}", report.render());
     if let Some(path) = &a.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -227,6 +271,18 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         eprintln!("wrote {}", path.display());
     }
     Ok(report.failures.is_empty())
+}
+
+/// The first three fields of /proc/loadavg: the machine's load over 1, 5
+/// and 15 minutes (other tenants included).
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 fn faults_cmd(a: FaultArgs) -> Result<bool> {

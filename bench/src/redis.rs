@@ -2,21 +2,22 @@
 //!
 //! [`RedisServer::start`] runs `redis-server` with only a Unix socket
 //! (`--port 0`) in a temp dir, no persistence (`--save '' --appendonly
-//! no`), and waits for `PING` to answer. [`RedisTarget`] is a minimal RESP
-//! client: `GET` is sent as an array of bulk strings and the answer parsed
-//! as one bulk string. Like `flux_protocol::blocking::Client`, each
-//! connection drives a tokio `UnixStream` on its own current-thread
-//! runtime, so both servers are measured through the same client I/O model
-//! (non-blocking socket, epoll) and the ratio is about the servers.
+//! no`), and waits for `PING` to answer. [`RedisTarget`] gives the load
+//! client ([`crate::load`]) a pre-encoded `GET` (an array of two bulk
+//! strings) and the exact bulk-string answer, so Redis is read by the same
+//! blocking client, with the same system calls per request, as fluxd and
+//! the floor. Set-up commands (`PING`, `SET`) go through a minimal blocking
+//! RESP client.
 
+use crate::fixture::describe;
 use crate::fluxd::short_tempdir;
-use crate::load::{Conn, Target};
+use crate::load::{Exchange, Target};
 use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 /// A `redis-server` process serving a Unix socket only.
 #[derive(Debug)]
@@ -99,6 +100,7 @@ impl RedisServer {
     pub fn target(&self) -> RedisTarget {
         RedisTarget {
             socket: self.socket.clone(),
+            pid: self.child.id(),
         }
     }
 }
@@ -114,6 +116,7 @@ impl Drop for RedisServer {
 #[derive(Debug)]
 pub struct RedisTarget {
     socket: PathBuf,
+    pid: u32,
 }
 
 impl Target for RedisTarget {
@@ -121,90 +124,129 @@ impl Target for RedisTarget {
         "redis"
     }
 
-    fn connect(&self) -> Result<Box<dyn Conn>> {
-        Ok(Box::new(RespConn::connect(&self.socket)?))
+    fn connect(&self) -> Result<UnixStream> {
+        UnixStream::connect(&self.socket)
+            .with_context(|| format!("cannot connect to {}", self.socket.display()))
+    }
+
+    fn exchange(&self, key: &str, value: &str) -> Result<Exchange> {
+        let mut reply = format!("${}\r\n", value.len()).into_bytes();
+        reply.extend_from_slice(value.as_bytes());
+        reply.extend_from_slice(b"\r\n");
+        Ok(Exchange {
+            request: command_bytes(&[b"GET", key.as_bytes()]),
+            reply,
+            what: format!("bulk string ({})", describe(value)),
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn explain(&self, got: &[u8]) -> String {
+        explain_resp(got)
     }
 }
 
-/// One RESP connection (see the module docs).
+/// A command as a RESP array of bulk strings.
+fn command_bytes(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Describes the RESP answer at the start of `got`: an error line in full
+/// (Redis errors carry no value), a bulk string by length and hash.
+fn explain_resp(got: &[u8]) -> String {
+    let Some(eol) = got.windows(2).position(|w| w == b"\r\n") else {
+        return format!("{} bytes without a complete RESP header", got.len());
+    };
+    let header = String::from_utf8_lossy(&got[..eol]);
+    match header.as_bytes().first() {
+        Some(b'-') | Some(b'+') | Some(b':') => format!("the answer {header:?}"),
+        Some(b'$') => match header[1..].parse::<i64>() {
+            Ok(n) if n < 0 => "a nil bulk string (no such key)".into(),
+            Ok(n) => {
+                let body = &got[eol + 2..];
+                match body.get(..n as usize) {
+                    Some(b) => format!("a bulk string ({})", describe(&String::from_utf8_lossy(b))),
+                    None => format!(
+                        "a bulk string announcing {n} bytes of which {} arrived",
+                        body.len()
+                    ),
+                }
+            }
+            Err(_) => "a malformed bulk string header".into(),
+        },
+        _ => format!("an unexpected RESP answer of {} bytes", got.len()),
+    }
+}
+
+/// A blocking RESP connection for set-up commands.
 struct RespConn {
-    rt: tokio::runtime::Runtime,
     stream: BufReader<UnixStream>,
-    request: Vec<u8>,
     line: Vec<u8>,
 }
 
 impl RespConn {
     fn connect(socket: &Path) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let stream = rt
-            .block_on(UnixStream::connect(socket))
+        let stream = UnixStream::connect(socket)
             .with_context(|| format!("cannot connect to {}", socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(Self {
-            rt,
-            stream: BufReader::with_capacity(16 * 1024, stream),
-            request: Vec::with_capacity(256),
+            stream: BufReader::new(stream),
             line: Vec::with_capacity(64),
         })
     }
 
-    /// Sends one command; returns the answer as bytes (bulk string) or an
-    /// empty vector for a simple string. `out` receives bulk data.
+    /// Sends one command; returns a bulk string's bytes, or nothing for a
+    /// simple string.
     fn command(&mut self, args: &[&[u8]]) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.call(args, &mut out)?;
-        Ok(out)
-    }
-
-    fn call(&mut self, args: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
-        self.request.clear();
-        self.request
-            .extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            self.request
-                .extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            self.request.extend_from_slice(a);
-            self.request.extend_from_slice(b"\r\n");
+        self.stream.get_mut().write_all(&command_bytes(args))?;
+        self.line.clear();
+        if self.stream.read_until(b'\n', &mut self.line)? == 0 {
+            bail!("redis closed the connection");
         }
-        let Self {
-            rt,
-            stream,
-            request,
-            line,
-        } = self;
-        rt.block_on(async {
-            stream.get_mut().write_all(request).await?;
-            line.clear();
-            if stream.read_until(b'\n', line).await? == 0 {
-                bail!("redis closed the connection");
-            }
-            let text = std::str::from_utf8(line)
-                .context("non-UTF-8 RESP header")?
-                .trim_end();
-            out.clear();
-            match text.as_bytes().first() {
-                Some(b'+') => Ok(()),
-                Some(b'-') => bail!("redis error: {}", &text[1..]),
-                Some(b'$') => {
-                    let len: i64 = text[1..].parse().context("bad bulk length")?;
-                    if len < 0 {
-                        bail!("redis: no such key");
-                    }
-                    out.resize(len as usize + 2, 0);
-                    stream.read_exact(out).await?;
-                    out.truncate(len as usize);
-                    Ok(())
+        let text = std::str::from_utf8(&self.line)
+            .context("non-UTF-8 RESP header")?
+            .trim_end();
+        match text.as_bytes().first() {
+            Some(b'+') => Ok(Vec::new()),
+            Some(b'-') => bail!("redis error: {}", &text[1..]),
+            Some(b'$') => {
+                let len: i64 = text[1..].parse().context("bad bulk length")?;
+                if len < 0 {
+                    bail!("redis: no such key");
                 }
-                _ => bail!("unexpected RESP answer type"),
+                let mut out = vec![0u8; len as usize + 2];
+                self.stream.read_exact(&mut out)?;
+                out.truncate(len as usize);
+                Ok(out)
             }
-        })
+            _ => bail!("unexpected RESP answer type"),
+        }
     }
 }
 
-impl Conn for RespConn {
-    fn get(&mut self, key: &str, out: &mut Vec<u8>) -> Result<()> {
-        self.call(&[b"GET", key.as_bytes()], out)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_get_and_explains_answers_without_values() {
+        assert_eq!(
+            command_bytes(&[b"GET", b"BENCH_40"]),
+            b"*2\r\n$3\r\nGET\r\n$8\r\nBENCH_40\r\n"
+        );
+        assert_eq!(explain_resp(b"-ERR wrong\r\n"), "the answer \"-ERR wrong\"");
+        assert!(explain_resp(b"$-1\r\n").contains("nil"));
+        let text = explain_resp(b"$5\r\nhello\r\n");
+        assert!(text.starts_with("a bulk string (5 bytes") && !text.contains("hello"));
+        assert!(explain_resp(b"$9\r\nhel").contains("announcing 9"));
     }
 }

@@ -179,7 +179,10 @@ fn cell(c: &Cell) -> String {
 }
 
 fn ratio(r: Option<f64>) -> String {
-    r.map(|r| format!("{r:.2}×")).unwrap_or_default()
+    // No ratio over a zero (a CPU figure under one clock tick) or NaN.
+    r.filter(|r| r.is_finite())
+        .map(|r| format!("{r:.2}×"))
+        .unwrap_or_default()
 }
 
 impl Report {

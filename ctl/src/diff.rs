@@ -12,8 +12,9 @@
 
 use crate::failure::{EXIT_FAILURE, EXIT_USAGE, Failure, Result};
 use crate::import::{EnvFile, Refusal, plural, read_env};
-use crate::out;
+use crate::style::done;
 use crate::target::Target;
+use crate::{out, out_json};
 use flux_protocol::message::{DiffState, NamedValue};
 use std::path::Path;
 
@@ -77,14 +78,14 @@ fn compare(target: &Target, file: &Path, flags: Flags) -> Result<u8> {
             "equal": equal,
             "names": names,
         });
-        out(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&doc).expect("JSON of strings")
-        ))?;
+        out_json(&doc)?;
     } else if equal {
         out(&format!(
-            "✔ {label} matches project {project}: {same} {}, same values\n",
-            plural(same, "secret", "secrets")
+            "{}\n",
+            done(&format!(
+                "{label} matches project {project}: {same} {}, same values",
+                plural(same, "secret", "secrets")
+            ))
         ))?;
     } else {
         let mut rows = Vec::new();

@@ -5,10 +5,10 @@
 //! | status | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | failure (daemon error, I/O) |
-//! | 2 | usage: bad flags or arguments, invalid name, value too large, missing confirmation |
+//! | 1 | failure (daemon error; a file or stream that cannot be read or written) |
+//! | 2 | usage: bad flags or arguments, invalid name, value too large or empty (without `--allow-empty`), input that does not parse, missing confirmation |
 //! | 3 | not found: the secret or the project does not exist |
-//! | 4 | fluxd is not reachable |
+//! | 4 | fluxd is not reachable (the message names every socket tried) |
 //! | 5 | permission denied |
 //! | 6 | unavailable: nothing was changed, retry later (etcd unreachable, audit log not writable) |
 

@@ -8,8 +8,9 @@
 //! pass through this process's memory only; the folder is left as it was.
 
 use crate::failure::{Failure, Result};
+use crate::style::done;
 use crate::target::Target;
-use crate::{FleetCmd, out};
+use crate::{FleetCmd, out, out_json};
 use flux_protocol::limits::validate_project_name;
 use flux_protocol::message::{NamedValue, Request, Response};
 use flux_vault::files::read_regular;
@@ -25,7 +26,11 @@ const MAX_VAULT_FILE: u64 = vault::MAX_PLAINTEXT / 3 * 4 * 65 / 64 + 1024 * 1024
 
 pub(crate) fn run(target: &Target, cmd: FleetCmd) -> Result<()> {
     match cmd {
-        FleetCmd::Import { from, dry_run } => import(target, from, dry_run),
+        FleetCmd::Import {
+            from,
+            dry_run,
+            json,
+        } => import(target, from, dry_run, json),
     }
 }
 
@@ -85,7 +90,7 @@ fn read_folder(from: &Path) -> Result<Vec<Local>> {
     Ok(projects)
 }
 
-fn import(target: &Target, from: Option<PathBuf>, dry_run: bool) -> Result<()> {
+fn import(target: &Target, from: Option<PathBuf>, dry_run: bool, json: bool) -> Result<()> {
     let mut control = target.control()?;
     let Response::Fleet(fleet) = control.call(&Request::Fleet)? else {
         return Err(Failure::general(
@@ -102,7 +107,7 @@ fn import(target: &Target, from: Option<PathBuf>, dry_run: bool) -> Result<()> {
         None => PathBuf::from(control.status()?.state_dir),
     };
     let projects = read_folder(&from)?;
-    if projects.is_empty() {
+    if projects.is_empty() && !json {
         return out(&format!(
             "No projects in {}: nothing to import.\n",
             from.join("keys").display()
@@ -113,6 +118,7 @@ fn import(target: &Target, from: Option<PathBuf>, dry_run: bool) -> Result<()> {
         .into_iter()
         .map(|p| p.name)
         .collect();
+    let mut report = Vec::new();
     let mut text = if dry_run {
         format!("Dry run: nothing was written to fleet {fleet_id}.\n")
     } else {
@@ -120,6 +126,11 @@ fn import(target: &Target, from: Option<PathBuf>, dry_run: bool) -> Result<()> {
     };
     for local in projects {
         let (name, count) = (local.name.clone(), local.secrets.len());
+        report.push(serde_json::json!({
+            "project": name,
+            "secrets": count,
+            "created": !existing.contains(&name),
+        }));
         let how = if existing.contains(&name) {
             "into the fleet's existing project"
         } else {
@@ -145,7 +156,18 @@ fn import(target: &Target, from: Option<PathBuf>, dry_run: bool) -> Result<()> {
                     .collect(),
             )?;
         }
-        text.push_str(&format!("✔ Imported {name}: {count} secret(s), {how}\n"));
+        text.push_str(&format!(
+            "{}\n",
+            done(&format!("Imported {name}: {count} secret(s), {how}"))
+        ));
+    }
+    if json {
+        return out_json(&serde_json::json!({
+            "fleet_id": fleet_id,
+            "from": from.display().to_string(),
+            "dry_run": dry_run,
+            "projects": report,
+        }));
     }
     if !dry_run {
         text.push_str(&format!(

@@ -1,17 +1,18 @@
 //! `fluxctl hosts list / add / remove`: the hosts of a fleet (fluxd
 //! `--store etcd`, see `docs/FLEET.md`), through the local daemon, which
-//! holds the project keys it wraps for a new host.
+//! holds the project keys it wraps for a new host and signs the host list.
 
 use crate::failure::{Failure, Result};
+use crate::style::{caution, done};
 use crate::target::Target;
-use crate::{HostsCmd, out};
+use crate::{HostsCmd, out, out_json};
 use flux_protocol::message::{HostRecipient, Request, Response};
 
 pub(crate) fn run(target: &Target, cmd: HostsCmd) -> Result<()> {
     match cmd {
         HostsCmd::List { json } => list(target, json),
-        HostsCmd::Add { token } => add(target, token),
-        HostsCmd::Remove { recipient } => remove(target, recipient),
+        HostsCmd::Add { token, json } => add(target, token, json),
+        HostsCmd::Remove { recipient, json } => remove(target, recipient, json),
     }
 }
 
@@ -41,7 +42,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        let doc = serde_json::json!({
+        return out_json(&serde_json::json!({
             "fleet_id": fleet.fleet_id,
             "this_host": me.map(recipient_of),
             "join_token": me,
@@ -49,9 +50,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
             "hosts_version": fleet.hosts_version,
             "hosts": hosts,
             "problems": fleet.problems,
-        });
-        let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
-        return out(&format!("{text}\n"));
+        }));
     }
     let Some(me) = fleet.this_host else {
         return out(
@@ -76,35 +75,52 @@ fn list(target: &Target, json: bool) -> Result<()> {
         text.push_str(&format!("  {}{mark}\n", recipient_of(h)));
     }
     for p in &fleet.problems {
-        text.push_str(&format!("⚠ {p}\n"));
+        text.push_str(&format!("{}\n", caution(p)));
     }
     out(&text)
 }
 
-fn add(target: &Target, token: String) -> Result<()> {
+fn add(target: &Target, token: String, json: bool) -> Result<()> {
     let req = Request::AddHost(HostRecipient { recipient: token });
     let Response::HostUpdated(update) = target.control()?.call(&req)? else {
         return Err(unexpected("add_host"));
     };
+    if json {
+        return out_json(&serde_json::json!({
+            "recipient": update.recipient,
+            "added": true,
+            "projects": update.projects,
+        }));
+    }
     out(&format!(
-        "✔ Host added: {}\nIt may now serve {} project(s){}{}\n",
-        update.recipient,
+        "{}\nIt may now serve {} project(s){}{}\n",
+        done(&format!("Host added: {}", update.recipient)),
         update.projects.len(),
         if update.projects.is_empty() { "" } else { ": " },
         update.projects.join(", ")
     ))
 }
 
-fn remove(target: &Target, recipient: String) -> Result<()> {
+fn remove(target: &Target, recipient: String, json: bool) -> Result<()> {
     let req = Request::RemoveHost(HostRecipient { recipient });
     let Response::HostUpdated(update) = target.control()?.call(&req)? else {
         return Err(unexpected("remove_host"));
     };
-    let mut text = format!("✔ Host removed: {}\n", update.recipient);
+    if json {
+        return out_json(&serde_json::json!({
+            "recipient": update.recipient,
+            "removed": true,
+            "rekeyed_projects": update.projects,
+        }));
+    }
+    let mut text = format!("{}\n", done(&format!("Host removed: {}", update.recipient)));
     if !update.projects.is_empty() {
         text.push_str(&format!(
-            "Projects re-keyed so it cannot read new vaults: {}\n⚠ That host already saw the values of these projects: rotate them (`fluxctl secrets set NAME` on each, with a new value at the provider).\n",
-            update.projects.join(", ")
+            "Projects re-keyed so it cannot read new vaults: {}\n{}\n",
+            update.projects.join(", "),
+            caution(
+                "That host already saw the values of these projects: rotate them (`fluxctl secrets set NAME` on each, with a new value at the provider)."
+            )
         ));
     }
     out(&text)

@@ -9,16 +9,25 @@
 //! `--skip-invalid` imports the rest: the lines Flux cannot serve are left
 //! out and the flagged lines that have a value are imported as `fluxd dev`
 //! serves them (as Node's dotenv reads them); each is listed as a warning.
+//! Names with an empty value (`KEY=`, often a template's placeholder) are
+//! refused the same way unless `--allow-empty`.
 //! `--expand` expands `${NAME}` and friends from the lines above, as
-//! `fluxd dev --expand` does. `--dry-run` lists the same lines and what
-//! would be created, updated (a changed value) and left unchanged — the
-//! daemon compares the values, as for `fluxctl secrets diff`, and none is
-//! printed — and writes nothing. The last line of a successful run is
-//! always the summary, `N created, M updated`.
+//! `fluxd dev --expand` does.
+//!
+//! `--dry-run` lists the same lines and what would be created, updated (a
+//! changed value) and left unchanged — the daemon compares the values, as
+//! for `fluxctl secrets diff`, and none is printed — and writes nothing.
+//! An import itself reports created and *replaced* names: fluxd's answer
+//! to a write names the new and the existing names without comparing
+//! values (a value set again unchanged makes no new version, but it is
+//! listed as replaced). The last line of a successful run is always the
+//! summary.
 
 use crate::failure::{Failure, Result};
-use crate::out;
+use crate::style::done;
 use crate::target::Target;
+use crate::{out, out_json};
+use flux_protocol::client::io_reason;
 use flux_protocol::message::{DiffState, NamedValue};
 use flux_vault::dotenv::{Issue, Options, Parsed};
 use std::io::Read;
@@ -31,7 +40,12 @@ pub(crate) struct Flags {
     pub dry_run: bool,
     pub skip_invalid: bool,
     pub expand: bool,
+    pub allow_empty: bool,
+    pub json: bool,
 }
+
+/// The summary's note on what "replaced" means.
+const NOT_COMPARED: &str = "values not compared";
 
 /// A `.env` file read as `import` and `diff` read it.
 pub(crate) struct EnvFile {
@@ -50,7 +64,8 @@ pub(crate) struct Refusal<'a> {
 
 /// Reads and parses `file` (`-`: stdin), then refuses it when lines need
 /// attention unless `skip_invalid`, in which case they are printed as
-/// warnings.
+/// warnings. A file that cannot be read is a failure (exit 1); one that
+/// reads but does not parse is bad input (2).
 pub(crate) fn read_env(
     file: &Path,
     expand: bool,
@@ -68,9 +83,14 @@ pub(crate) fn read_env(
             .map_err(|e| Failure::usage(e.to_string()))?;
         ("<stdin>".to_owned(), parsed)
     } else {
-        let parsed =
-            flux_vault::dotenv::read(file, &options).map_err(|e| Failure::usage(e.to_string()))?;
-        (file.display().to_string(), parsed)
+        let label = file.display().to_string();
+        let bytes =
+            Zeroizing::new(std::fs::read(file).map_err(|e| {
+                Failure::general(format!("cannot read {label}: {}", io_reason(&e)))
+            })?);
+        let parsed = flux_vault::dotenv::parse(&bytes, &label, &options)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        (label, parsed)
     };
     let Parsed { entries, issues } = parsed;
     if !issues.is_empty() && !skip_invalid {
@@ -100,12 +120,13 @@ pub(crate) fn read_env(
 }
 
 pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
+    let nothing = if flags.dry_run {
+        "an import would write nothing"
+    } else {
+        "nothing was imported"
+    };
     let refusal = Refusal {
-        nothing: if flags.dry_run {
-            "an import would write nothing"
-        } else {
-            "nothing was imported"
-        },
+        nothing,
         skip_invalid: "import the rest (lines Flux cannot hold are left out; the others are imported as fluxd dev serves them)",
     };
     let EnvFile {
@@ -118,11 +139,26 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
             "{label} holds no secrets to import"
         )));
     }
+    let mut empty: Vec<&str> = entries
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !empty.is_empty() && !flags.allow_empty {
+        empty.sort_unstable();
+        return Err(Failure::usage(format!(
+            "{label}: {} {} an empty value: {}; {nothing}. Give {} a value, or pass --allow-empty to import empty values",
+            empty.len(),
+            plural(empty.len(), "name has", "names have"),
+            empty.join(", "),
+            plural(empty.len(), "it", "them"),
+        )));
+    }
     let (project, mut client) = target.project_client()?;
     let mut text = String::new();
     let mut unchanged = Vec::new();
     let mut kept = 0;
-    let (created, updated) = if flags.dry_run {
+    let (created, changed, generation) = if flags.dry_run {
         // The daemon compares the values; none is printed.
         let differences = client.diff(
             entries
@@ -142,7 +178,7 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
         text.push_str(&format!(
             "Dry run: nothing was written to project {project}.\n"
         ));
-        (created, updated)
+        (created, updated, None)
     } else {
         let stored = client.set_many(
             entries
@@ -150,32 +186,58 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
                 .map(|(name, value)| NamedValue { name, value })
                 .collect(),
         )?;
-        text.push_str(&format!(
-            "✔ Imported {} secrets into project {project} (live now)\n",
+        text.push_str(&done(&format!(
+            "Imported {} secrets into project {project} (live now)\n",
             stored.created.len() + stored.updated.len()
-        ));
-        (stored.created, stored.updated)
+        )));
+        (stored.created, stored.updated, Some(stored.generation))
     };
-    let verb = |done: &str, would: &str| {
+    let skipped: Vec<&Issue> = issues.iter().filter(|i| i.skipped).collect();
+    if flags.json {
+        let skipped: Vec<serde_json::Value> = skipped
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "file": i.file,
+                    "line": i.line,
+                    "column": i.column,
+                    "name": i.name,
+                    "reason": i.reason,
+                })
+            })
+            .collect();
+        let mut doc = serde_json::json!({
+            "project": project,
+            "dry_run": flags.dry_run,
+            "created": created,
+            "values_compared": flags.dry_run,
+            "skipped": skipped,
+            "generation": generation,
+        });
         if flags.dry_run {
-            would.to_owned()
+            doc["updated"] = serde_json::json!(changed);
+            doc["unchanged"] = serde_json::json!(unchanged);
+            doc["kept"] = serde_json::json!(kept);
         } else {
-            done.to_owned()
+            doc["replaced"] = serde_json::json!(changed);
         }
-    };
-    if !created.is_empty() {
-        text.push_str(&format!(
-            "{}: {}\n",
-            verb("created", "would create"),
-            created.join(", ")
-        ));
+        return out_json(&doc);
     }
-    if !updated.is_empty() {
-        text.push_str(&format!(
-            "{}: {}\n",
-            verb("updated", "would update"),
-            updated.join(", ")
-        ));
+    if !created.is_empty() {
+        let verb = if flags.dry_run {
+            "would create"
+        } else {
+            "created"
+        };
+        text.push_str(&format!("{verb}: {}\n", created.join(", ")));
+    }
+    if !changed.is_empty() {
+        let verb = if flags.dry_run {
+            "would update"
+        } else {
+            "replaced"
+        };
+        text.push_str(&format!("{verb}: {}\n", changed.join(", ")));
     }
     if !unchanged.is_empty() {
         text.push_str(&format!(
@@ -189,19 +251,37 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
             plural(kept, "secret", "secrets")
         ));
     }
-    let skipped = issues.iter().filter(|i| i.skipped).count();
-    if skipped > 0 {
+    if !skipped.is_empty() {
         text.push_str(&format!(
-            "{}: {skipped} {} (listed above)\n",
-            verb("skipped", "would skip"),
-            plural(skipped, "line", "lines")
+            "{}: {} {} (listed above)\n",
+            if flags.dry_run {
+                "would skip"
+            } else {
+                "skipped"
+            },
+            skipped.len(),
+            plural(skipped.len(), "line", "lines")
         ));
     }
-    text.push_str(&format!(
-        "{} created, {} updated\n",
-        created.len(),
-        updated.len()
-    ));
+    if flags.dry_run {
+        text.push_str(&format!(
+            "{} created, {} updated, {} unchanged\n",
+            created.len(),
+            changed.len(),
+            unchanged.len()
+        ));
+    } else {
+        text.push_str(&format!(
+            "{} created, {} replaced{}\n",
+            created.len(),
+            changed.len(),
+            if changed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({NOT_COMPARED})")
+            }
+        ));
+    }
     out(&text)
 }
 

@@ -1,10 +1,38 @@
 //! `fluxctl init [NAME]`: names the project for this folder in `flux.json`
-//! and makes sure `.gitignore` lists `.env`, the local-development file
-//! that must never be committed. Existing files are kept: other keys of
-//! `flux.json` and every line of `.gitignore` stay as they are.
+//! and makes sure `.gitignore` keeps `.env` files out of git: `.env` (what
+//! `fluxd dev` serves), `.env.*` (`.env.local`, `.env.production`) and
+//! `*.env` (`prod.env`, as `fluxctl secrets import` takes), while
+//! `!.env.example` keeps the template that documents the names and holds
+//! no values committable. Existing files are kept: other keys of
+//! `flux.json` and every line of `.gitignore` stay as they are; missing
+//! patterns are appended.
 
 use crate::failure::{Failure, Result};
-use crate::out;
+use crate::style::done;
+use crate::{out, out_json};
+
+/// The `.gitignore` patterns `init` makes sure of, in this order (a `!`
+/// line must come after the patterns it excepts from).
+const IGNORED: [&str; 3] = [".env", ".env.*", "*.env"];
+const KEPT: &str = "!.env.example";
+
+/// The lines to append to `.gitignore` so that it holds [`IGNORED`] and,
+/// after them, [`KEPT`]; empty when nothing is missing.
+fn missing_patterns(gitignore: &str) -> Vec<&'static str> {
+    let lines: Vec<&str> = gitignore.lines().map(str::trim).collect();
+    let has = |pattern: &str| {
+        lines
+            .iter()
+            .any(|l| *l == pattern || l.strip_prefix('/') == Some(pattern))
+    };
+    let mut add: Vec<&'static str> = IGNORED.into_iter().filter(|p| !has(p)).collect();
+    // The exception must follow the patterns: appended again when any of
+    // them is appended after it.
+    if !add.is_empty() || !has(KEPT) {
+        add.push(KEPT);
+    }
+    add
+}
 use flux_protocol::limits::validate_project_name;
 use std::path::Path;
 
@@ -29,7 +57,7 @@ fn name_from_folder(dir: &Path) -> Option<String> {
     validate_project_name(&name).ok().map(|()| name)
 }
 
-pub(crate) fn run(name: Option<String>, force: bool) -> Result<()> {
+pub(crate) fn run(name: Option<String>, force: bool, json: bool) -> Result<()> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::general(format!("cannot read the current folder: {e}")))?;
     let name = match name {
@@ -44,18 +72,19 @@ pub(crate) fn run(name: Option<String>, force: bool) -> Result<()> {
 
     let mut text = String::new();
     let manifest = Path::new("flux.json");
-    let mut json = match std::fs::read_to_string(manifest) {
+    let mut doc = match std::fs::read_to_string(manifest) {
         Ok(t) => serde_json::from_str::<serde_json::Value>(&t)
             .map_err(|e| Failure::usage(format!("flux.json is not valid JSON: {e}")))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
         Err(e) => return Err(Failure::general(format!("cannot read flux.json: {e}"))),
     };
-    let obj = json
+    let obj = doc
         .as_object_mut()
         .ok_or_else(|| Failure::usage("flux.json is not a JSON object"))?;
-    match obj.get("name").and_then(|n| n.as_str()) {
+    let manifest_written = match obj.get("name").and_then(|n| n.as_str()) {
         Some(existing) if existing == name => {
-            text.push_str(&format!("✔ flux.json already names project {name}\n"));
+            text.push_str(&done(&format!("flux.json already names project {name}\n")));
+            false
         }
         Some(existing) if !force => {
             return Err(Failure::usage(format!(
@@ -64,13 +93,14 @@ pub(crate) fn run(name: Option<String>, force: bool) -> Result<()> {
         }
         _ => {
             obj.insert("name".into(), name.clone().into());
-            let mut body = serde_json::to_string_pretty(&json).expect("JSON");
+            let mut body = serde_json::to_string_pretty(&doc).expect("JSON");
             body.push('\n');
             std::fs::write(manifest, body)
                 .map_err(|e| Failure::general(format!("cannot write flux.json: {e}")))?;
-            text.push_str(&format!("✔ Wrote flux.json: project {name}\n"));
+            text.push_str(&done(&format!("Wrote flux.json: project {name}\n")));
+            true
         }
-    }
+    };
 
     let ignore = Path::new(".gitignore");
     let existing = match std::fs::read_to_string(ignore) {
@@ -78,21 +108,33 @@ pub(crate) fn run(name: Option<String>, force: bool) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(Failure::general(format!("cannot read .gitignore: {e}"))),
     };
-    let listed = existing
-        .lines()
-        .map(str::trim)
-        .any(|l| l == ".env" || l == "/.env");
-    if listed {
-        text.push_str("✔ .gitignore already lists .env\n");
+    let add = missing_patterns(&existing);
+    if add.is_empty() {
+        text.push_str(&done(
+            ".gitignore already keeps .env, .env.* and *.env out of git (not .env.example)\n",
+        ));
     } else {
         let mut updated = existing.clone();
         if !updated.is_empty() && !updated.ends_with('\n') {
             updated.push('\n');
         }
-        updated.push_str("# Local development secrets (fluxd dev): never commit\n.env\n");
+        updated.push_str(
+            "# Local development secrets (fluxd dev, fluxctl secrets import): never commit\n",
+        );
+        for pattern in &add {
+            updated.push_str(pattern);
+            updated.push('\n');
+        }
         std::fs::write(ignore, updated)
             .map_err(|e| Failure::general(format!("cannot write .gitignore: {e}")))?;
-        text.push_str("✔ .gitignore lists .env\n");
+        text.push_str(&done(&format!(".gitignore: added {}\n", add.join(" "))));
+    }
+    if json {
+        return out_json(&serde_json::json!({
+            "project": name,
+            "flux_json_written": manifest_written,
+            "gitignore_added": add,
+        }));
     }
     text.push_str(&format!(
         "Next: fluxctl projects create {name}, or put local values in .env and run `fluxd dev`\n"
@@ -119,5 +161,26 @@ mod tests {
             Some("hidden")
         );
         assert_eq!(name_from_folder(Path::new("/x/...")), None);
+    }
+
+    #[test]
+    fn gitignore_patterns_are_completed_in_order() {
+        assert_eq!(
+            missing_patterns(""),
+            [".env", ".env.*", "*.env", "!.env.example"]
+        );
+        assert_eq!(
+            missing_patterns("target/\n.env\n"),
+            [".env.*", "*.env", "!.env.example"]
+        );
+        // Complete already: nothing to add.
+        assert!(missing_patterns("/.env\n.env.*\n*.env\n!.env.example\n").is_empty());
+        // An exception that came first is repeated after the new patterns.
+        assert_eq!(
+            missing_patterns("!.env.example\n.env\n"),
+            [".env.*", "*.env", "!.env.example"]
+        );
+        // Only the exception missing.
+        assert_eq!(missing_patterns(".env\n.env.*\n*.env\n"), ["!.env.example"]);
     }
 }

@@ -7,12 +7,22 @@
 //! or a hidden prompt, and are never printed: listings show names and when
 //! each was set. Errors name what failed and what to do next, and map to
 //! the exit statuses documented in [`failure`].
+//!
+//! Output: every command that prints a result takes `--json` and then
+//! prints exactly one JSON document on stdout (`audit --json` prints JSON
+//! Lines, one object per record). Plain text carries a ✔ mark only on a
+//! terminal, and never with `NO_COLOR` set (the `style` module).
+//!
+//! `fluxctl completions SHELL` and `fluxctl man` render the shell
+//! completions and man pages from [`Cli`] itself, so they always describe
+//! the binary that prints them; the Debian package is built from them.
 
 #![forbid(unsafe_code)]
 
 mod argv;
 mod audit;
 mod diff;
+mod docs;
 pub mod failure;
 mod fleet;
 mod hosts;
@@ -23,6 +33,7 @@ mod prompt;
 mod run;
 mod secrets;
 mod status;
+mod style;
 pub mod target;
 pub mod timefmt;
 mod vault;
@@ -35,19 +46,20 @@ use target::Target;
 
 /// Manage Flux Secrets: per-project encrypted secrets served to functions.
 #[derive(Debug, Parser)]
-#[command(name = "fluxctl", version, about, long_about = None)]
+#[command(
+    name = "fluxctl",
+    version,
+    about,
+    long_about = None,
+    after_long_help = AFTER_LONG_HELP
+)]
 pub struct Cli {
-    /// Folder holding fluxd's sockets [env: FLUX_RUNTIME_DIR; default as fluxd]
+    /// Folder holding fluxd's sockets [env: FLUX_RUNTIME_DIR; default: your
+    /// own fluxd's folder, then the system service's /run/flux]
     #[arg(long, global = true, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
-    /// Project to act on [default: "name" in ./flux.json]
-    #[arg(
-        long,
-        short = 'p',
-        global = true,
-        env = "FLUX_PROJECT",
-        value_name = "NAME"
-    )]
+    /// Project to act on [env: FLUX_PROJECT; default: "name" in ./flux.json]
+    #[arg(long, short = 'p', global = true, value_name = "NAME")]
     pub project: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -62,7 +74,16 @@ pub enum Command {
     #[command(subcommand)]
     Projects(ProjectsCmd),
     /// Run a command with the project's secrets in its environment
+    ///
+    /// The command also gets FLUX_SECRETS_SOCKET, the project's socket, so
+    /// a Flux client library in it reads the same project live. A secret
+    /// replaces a variable of the same name unless --no-override. The exit
+    /// status is the command's.
     Run {
+        /// Keep variables already set in the environment: a secret of the
+        /// same name (FLUX_SECRETS_SOCKET included) does not replace them
+        #[arg(long)]
+        no_override: bool,
         /// The command and its arguments (put them after `--`)
         #[arg(
             required = true,
@@ -72,16 +93,24 @@ pub enum Command {
         )]
         command: Vec<std::ffi::OsString>,
     },
-    /// Name this folder's project in flux.json and keep .env out of git
+    /// Name this folder's project in flux.json and keep .env files out of git
+    ///
+    /// Adds what is missing of .env, .env.* and *.env to .gitignore, and
+    /// !.env.example after them, so the template stays committable.
     Init {
         /// Project name [default: this folder's name]
         name: Option<String>,
         /// Replace the name flux.json already has
         #[arg(long)]
         force: bool,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
-    /// Show the audit log of access decisions (admins only); --project
-    /// narrows it to one project
+    /// Show the audit log of access decisions (daemon admins only)
+    ///
+    /// Every project's records; --project narrows it to one project
+    /// (FLUX_PROJECT and flux.json do not).
     Audit {
         /// Only records newer than this, e.g. 1h, 30m, 7d
         #[arg(long, value_name = "DURATION")]
@@ -89,7 +118,8 @@ pub enum Command {
         /// At most this many records, the newest
         #[arg(long, default_value_t = 1000)]
         limit: u32,
-        /// Print JSON lines
+        /// Print JSON Lines: one JSON object per record, one record per
+        /// line (not one document)
         #[arg(long)]
         json: bool,
     },
@@ -98,7 +128,7 @@ pub enum Command {
     Vault(VaultCmd),
     /// Show the daemon's state and each project's health
     Status {
-        /// Print JSON
+        /// Print the status as one JSON document
         #[arg(long)]
         json: bool,
     },
@@ -109,6 +139,20 @@ pub enum Command {
     /// Fleet mode: move a single host's projects into the fleet
     #[command(subcommand)]
     Fleet(FleetCmd),
+    /// Print a shell completion script: bash, zsh or fish
+    #[command(after_long_help = COMPLETIONS_HELP)]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print fluxctl's man page, or write one page per command into a
+    /// folder
+    Man {
+        /// Write fluxctl.1 and a page per command (fluxctl-secrets-set.1,
+        /// …) into this folder instead
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// `fluxctl fleet …`.
@@ -123,15 +167,48 @@ pub enum FleetCmd {
         /// Say what would be imported; write nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
 }
+
+const AFTER_LONG_HELP: &str = "\
+Output:
+  With --json, a command prints exactly one JSON document on stdout;
+  `fluxctl audit --json` prints JSON Lines, one object per record. Text
+  output carries a check mark only on a terminal and never when NO_COLOR
+  is set. Errors go to stderr as `fluxctl: error: …`.
+
+Exit status:
+  0  success
+  1  failure: a daemon error, or a file or stream that cannot be read or written
+  2  usage: bad arguments, an invalid name, a value too large or empty,
+     a missing --yes
+  3  not found: no such secret or project
+  4  fluxd is not reachable (the message names every socket tried)
+  5  permission denied
+  6  unavailable: nothing was changed, retry later
+  126, 127  `fluxctl run`: the command could not be run / was not found
+
+Environment:
+  FLUX_PROJECT      the project, when --project is not given
+  FLUX_RUNTIME_DIR  fluxd's socket folder, when --runtime-dir is not given
+  NO_COLOR          plain text output, no marks";
+
+const COMPLETIONS_HELP: &str = "\
+Install for your user:
+  bash  fluxctl completions bash > ~/.local/share/bash-completion/completions/fluxctl
+  zsh   fluxctl completions zsh > ~/.zfunc/_fluxctl   (with fpath+=~/.zfunc before compinit)
+  fish  fluxctl completions fish > ~/.config/fish/completions/fluxctl.fish
+The Debian package installs all three.";
 
 /// `fluxctl hosts …`.
 #[derive(Debug, Subcommand)]
 pub enum HostsCmd {
     /// The fleet's id, this host's join token and the fleet's hosts
     List {
-        /// Print JSON
+        /// Print the hosts as one JSON document
         #[arg(long)]
         json: bool,
     },
@@ -141,11 +218,17 @@ pub enum HostsCmd {
         /// The host's join token (age1…:…), as `fluxctl hosts list` shows it
         /// on that host
         token: String,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a host: signs it out of the host list and re-keys its projects
     Remove {
         /// The host's recipient (age1…) or join token
         recipient: String,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -160,6 +243,13 @@ pub enum SecretsCmd {
         /// Read the value from a file, bytes exact (no newline stripped)
         #[arg(long, value_name = "PATH", conflicts_with = "value")]
         from_file: Option<PathBuf>,
+        /// Store an empty value (refused otherwise: an empty prompt, an
+        /// empty stdin or `echo $UNSET |` is almost always a mistake)
+        #[arg(long)]
+        allow_empty: bool,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
     /// List secret names, when each was set and a short digest of each
     /// value (never values): equal digests, equal values
@@ -172,13 +262,16 @@ pub enum SecretsCmd {
     Delete {
         /// Secret name
         name: String,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
     /// List the versions kept of a secret: number, when, who set it and a
     /// digest of each value (never values)
     History {
         /// Secret name
         name: String,
-        /// Print JSON
+        /// Print the versions as one JSON document
         #[arg(long)]
         json: bool,
     },
@@ -191,6 +284,9 @@ pub enum SecretsCmd {
         /// current one]
         #[arg(long, value_name = "N")]
         to: Option<u64>,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
     /// Compare a .env file with the project, name by name (never
     /// printing a value): exit 0 when they match, 1 when they differ
@@ -226,6 +322,13 @@ pub enum SecretsCmd {
         /// (never the environment, never a command; see docs/DOTENV.md)
         #[arg(long)]
         expand: bool,
+        /// Import names whose value is empty (`KEY=`) as empty values
+        /// (refused otherwise)
+        #[arg(long)]
+        allow_empty: bool,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -242,7 +345,11 @@ pub enum VaultCmd {
     /// Serve the project's vault file although it is older than the one
     /// fluxd served: after putting a backup in place on purpose (fluxd
     /// refuses an older vault as a rollback until told so)
-    Restore,
+    Restore {
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Seal and encrypt a plaintext document read from stdin into a vault,
     /// at the revision after the document's
     Seal {
@@ -261,10 +368,13 @@ pub enum ProjectsCmd {
     Create {
         /// Project name, e.g. my-app
         name: String,
+        /// Print the project as one JSON document
+        #[arg(long)]
+        json: bool,
     },
     /// List projects
     List {
-        /// Print JSON
+        /// Print the projects as one JSON document
         #[arg(long)]
         json: bool,
     },
@@ -275,6 +385,9 @@ pub enum ProjectsCmd {
         /// Do not ask for confirmation (required when stdin is not a terminal)
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -284,23 +397,37 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Secrets(cmd) => secrets::run(&target, cmd),
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
-        Command::Run { command } => run::run(&target, command),
+        Command::Run {
+            no_override,
+            command,
+        } => run::run(&target, command, no_override),
         Command::Status { json } => status::run(&target, json).map(|()| 0),
         Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
         Command::Fleet(cmd) => fleet::run(&target, cmd).map(|()| 0),
-        Command::Init { name, force } => init::run(name, force).map(|()| 0),
+        Command::Init { name, force, json } => init::run(name, force, json).map(|()| 0),
         Command::Audit { since, limit, json } => {
-            let project = target.project.clone();
+            // Only --project narrows the log: a FLUX_PROJECT exported for
+            // project work (or a flux.json) must not hide other projects'
+            // records from a daemon admin without a word.
+            let project = target.project_flag().map(str::to_owned);
             audit::run(&target, project, since.as_deref(), limit, json).map(|()| 0)
         }
         Command::Vault(VaultCmd::Open { identity, vault }) => {
             vault::open(&identity, &vault).map(|()| 0)
         }
-        Command::Vault(VaultCmd::Restore) => vault::restore(&target).map(|()| 0),
+        Command::Vault(VaultCmd::Restore { json }) => vault::restore(&target, json).map(|()| 0),
         Command::Vault(VaultCmd::Seal { identity, output }) => {
             vault::seal(&identity, output.as_deref()).map(|()| 0)
         }
+        Command::Completions { shell } => docs::completions(shell).map(|()| 0),
+        Command::Man { out_dir } => docs::man(out_dir.as_deref()).map(|()| 0),
     }
+}
+
+/// Prints `value` as one JSON document (indented, newline-terminated).
+pub(crate) fn out_json(value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("JSON of plain values");
+    out(&format!("{text}\n"))
 }
 
 /// Writes to stdout; a closed pipe (`fluxctl secrets list | head`) is not

@@ -4,8 +4,9 @@
 //! terminal by typing the project's name, in scripts with `--yes`.
 
 use crate::failure::{Failure, Result};
+use crate::style::{caution, done};
 use crate::target::Target;
-use crate::{ProjectsCmd, columns, out};
+use crate::{ProjectsCmd, columns, out, out_json};
 use flux_protocol::limits::validate_project_name;
 use flux_protocol::message::{Request, Response};
 use flux_protocol::paths::SOCKET_ENV;
@@ -13,9 +14,9 @@ use std::io::{BufRead, IsTerminal, Write};
 
 pub(crate) fn run(target: &Target, cmd: ProjectsCmd) -> Result<()> {
     match cmd {
-        ProjectsCmd::Create { name } => create(target, &name),
+        ProjectsCmd::Create { name, json } => create(target, &name, json),
         ProjectsCmd::List { json } => list(target, json),
-        ProjectsCmd::Delete { name, yes } => delete(target, &name, yes),
+        ProjectsCmd::Delete { name, yes, json } => delete(target, &name, yes, json),
     }
 }
 
@@ -23,11 +24,15 @@ fn check_name(name: &str) -> Result<()> {
     validate_project_name(name).map_err(|e| Failure::usage(e.to_string()))
 }
 
-fn create(target: &Target, name: &str) -> Result<()> {
+fn create(target: &Target, name: &str, json: bool) -> Result<()> {
     check_name(name)?;
     let info = target.control()?.create_project(name)?;
+    if json {
+        return out_json(&crate::project_json(&info));
+    }
     out(&format!(
-        "✔ Project created: {name}\nFunctions read its secrets through {SOCKET_ENV}={}\n",
+        "{}\nFunctions read its secrets through {SOCKET_ENV}={}\n",
+        done(&format!("Project created: {name}")),
         info.socket
     ))
 }
@@ -36,8 +41,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
     let projects = target.control()?.list_projects()?;
     if json {
         let items: Vec<serde_json::Value> = projects.iter().map(crate::project_json).collect();
-        let text = serde_json::to_string_pretty(&items).expect("JSON of plain values");
-        return out(&format!("{text}\n"));
+        return out_json(&serde_json::Value::Array(items));
     }
     if projects.is_empty() {
         eprintln!("No projects yet. Create one with `fluxctl projects create NAME`.");
@@ -52,7 +56,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
     out(&columns(&rows))
 }
 
-fn delete(target: &Target, name: &str, yes: bool) -> Result<()> {
+fn delete(target: &Target, name: &str, yes: bool, json: bool) -> Result<()> {
     check_name(name)?;
     let mut control = target.control()?;
     if !yes {
@@ -93,14 +97,25 @@ fn delete(target: &Target, name: &str, yes: bool) -> Result<()> {
             .collect(),
         _ => Vec::new(),
     };
+    if json {
+        return out_json(&serde_json::json!({ "name": name, "deleted": true, "remains": remains }));
+    }
     if remains.is_empty() {
         return out(&format!(
-            "✔ Project deleted: {name} (its key, vault and socket are gone)\n"
+            "{}\n",
+            done(&format!(
+                "Project deleted: {name} (its key, vault and socket are gone)"
+            ))
         ));
     }
-    let mut text = format!("✔ Project deleted: {name} (no host serves it any more)\n");
+    let mut text = format!(
+        "{}\n",
+        done(&format!(
+            "Project deleted: {name} (no host serves it any more)"
+        ))
+    );
     for r in remains {
-        text.push_str(&format!("⚠ {r}\n"));
+        text.push_str(&format!("{}\n", caution(&r)));
     }
     out(&text)
 }

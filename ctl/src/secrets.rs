@@ -4,16 +4,21 @@
 //! exact), else stdin when it is not a terminal (one trailing newline
 //! stripped, as `echo` and here-strings add one), else a prompt that does
 //! not echo. The value is held in a zeroizing buffer and never printed.
+//! An empty value — Enter at the prompt, `</dev/null`, `echo $UNSET |`, an
+//! empty file — is refused as a usage error unless `--allow-empty` says it
+//! is meant.
 //!
 //! `list` and `history` show each value as its keyed digest (12 hex
 //! digits the daemon computes with the project key): equal digests, equal
 //! values; nothing about a value can be learned from one.
 
 use crate::failure::{Failure, Result};
+use crate::style::done;
 use crate::target::Target;
 use crate::timefmt::{ago, now_ms, rfc3339_ms};
-use crate::{SecretsCmd, columns, out};
+use crate::{SecretsCmd, columns, out, out_json};
 use flux_protocol::SecretValue;
+use flux_protocol::client::io_reason;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
 use std::io::{IsTerminal, Read};
 use std::path::Path;
@@ -21,17 +26,25 @@ use zeroize::Zeroizing;
 
 /// Runs a `secrets` command; returns the exit status.
 pub(crate) fn run(target: &Target, cmd: SecretsCmd) -> Result<u8> {
-    let done = |r: Result<()>| r.map(|()| 0);
+    let ok = |r: Result<()>| r.map(|()| 0);
     match cmd {
         SecretsCmd::Set {
             name,
             value,
             from_file,
-        } => done(set(target, &name, value, from_file.as_deref())),
-        SecretsCmd::List { json } => done(list(target, json)),
-        SecretsCmd::Delete { name } => done(delete(target, &name)),
-        SecretsCmd::History { name, json } => done(history(target, &name, json)),
-        SecretsCmd::Rollback { name, to } => done(rollback(target, &name, to)),
+            allow_empty,
+            json,
+        } => ok(set(
+            target,
+            &name,
+            value,
+            from_file.as_deref(),
+            SetFlags { allow_empty, json },
+        )),
+        SecretsCmd::List { json } => ok(list(target, json)),
+        SecretsCmd::Delete { name, json } => ok(delete(target, &name, json)),
+        SecretsCmd::History { name, json } => ok(history(target, &name, json)),
+        SecretsCmd::Rollback { name, to, json } => ok(rollback(target, &name, to, json)),
         SecretsCmd::Diff {
             file,
             skip_invalid,
@@ -51,13 +64,17 @@ pub(crate) fn run(target: &Target, cmd: SecretsCmd) -> Result<u8> {
             dry_run,
             skip_invalid,
             expand,
-        } => done(crate::import::run(
+            allow_empty,
+            json,
+        } => ok(crate::import::run(
             target,
             &file,
             crate::import::Flags {
                 dry_run,
                 skip_invalid,
                 expand,
+                allow_empty,
+                json,
             },
         )),
     }
@@ -67,17 +84,53 @@ fn check_name(name: &str) -> Result<()> {
     validate_secret_name(name).map_err(|e| Failure::usage(e.to_string()))
 }
 
-fn set(target: &Target, name: &str, value: Option<String>, from_file: Option<&Path>) -> Result<()> {
+/// `secrets set`'s flags.
+#[derive(Debug, Clone, Copy)]
+struct SetFlags {
+    allow_empty: bool,
+    json: bool,
+}
+
+fn set(
+    target: &Target,
+    name: &str,
+    value: Option<String>,
+    from_file: Option<&Path>,
+    flags: SetFlags,
+) -> Result<()> {
     check_name(name)?;
+    let from_argument = value.is_some();
     let value = read_value(name, value, from_file)?;
+    if value.is_empty() && !flags.allow_empty {
+        let source = match (from_argument, from_file) {
+            (true, _) => "the value argument is empty".to_owned(),
+            (false, Some(path)) => format!("{} is empty", path.display()),
+            (false, None) if !std::io::stdin().is_terminal() => {
+                "stdin was empty (`</dev/null`, or `echo $VAR |` with VAR unset?)".to_owned()
+            }
+            (false, None) => "nothing was typed".to_owned(),
+        };
+        return Err(Failure::usage(format!(
+            "refusing to set {name} to an empty value: {source}; nothing was changed. Pass --allow-empty if an empty value is what you mean"
+        )));
+    }
     validate_value_len(value.len()).map_err(|e| Failure::usage(format!("secret {name}: {e}")))?;
-    let (_, mut client) = target.project_client()?;
+    let (project, mut client) = target.project_client()?;
     let stored = client.set(name, value)?;
+    if flags.json {
+        return out_json(&serde_json::json!({
+            "project": project,
+            "name": name,
+            "created": stored.created,
+            "generation": stored.generation,
+        }));
+    }
     if stored.created {
-        out(&format!("✔ Secret set: {name}\n"))
+        out(&format!("{}\n", done(&format!("Secret set: {name}"))))
     } else {
         out(&format!(
-            "✔ Secret updated: {name}\nNew value is live immediately — no redeploy needed.\n"
+            "{}\nNew value is live immediately — no redeploy needed.\n",
+            done(&format!("Secret updated: {name}"))
         ))
     }
 }
@@ -109,10 +162,9 @@ fn read_value_from(
         return Ok(SecretValue::new(v));
     }
     if let Some(path) = from_file {
-        let bytes = Zeroizing::new(
-            std::fs::read(path)
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?,
-        );
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
+            Failure::general(format!("cannot read {}: {}", path.display(), io_reason(&e)))
+        })?);
         let text = std::str::from_utf8(&bytes).map_err(|_| {
             Failure::usage(format!(
                 "{} is not UTF-8 text; secret values must be UTF-8 (base64-encode binary values)",
@@ -158,8 +210,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        let text = serde_json::to_string_pretty(&items).expect("JSON of strings");
-        return out(&format!("{text}\n"));
+        return out_json(&serde_json::Value::Array(items));
     }
     if secrets.is_empty() {
         eprintln!(
@@ -201,8 +252,7 @@ fn history(target: &Target, name: &str, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        let text = serde_json::to_string_pretty(&items).expect("JSON of strings");
-        return out(&format!("{text}\n"));
+        return out_json(&serde_json::Value::Array(items));
     }
     let now = now_ms();
     let mut rows = vec![vec![
@@ -235,24 +285,45 @@ fn history(target: &Target, name: &str, json: bool) -> Result<()> {
     out(&text)
 }
 
-fn rollback(target: &Target, name: &str, to: Option<u64>) -> Result<()> {
+fn rollback(target: &Target, name: &str, to: Option<u64>, json: bool) -> Result<()> {
     check_name(name)?;
     if to == Some(0) {
         return Err(Failure::usage("--to: version numbers start at 1"));
     }
     let (project, mut client) = target.project_client()?;
     let rolled = client.rollback(name, to)?;
+    if json {
+        return out_json(&serde_json::json!({
+            "project": project,
+            "name": name,
+            "from": rolled.from,
+            "version": rolled.version,
+            "generation": rolled.generation,
+        }));
+    }
     out(&format!(
-        "✔ Secret rolled back: {name} in project {project} holds the value of version {} again, as version {}\nLive immediately — no redeploy needed.\n",
-        rolled.from, rolled.version
+        "{}\nLive immediately — no redeploy needed.\n",
+        done(&format!(
+            "Secret rolled back: {name} in project {project} holds the value of version {} again, as version {}",
+            rolled.from, rolled.version
+        ))
     ))
 }
 
-fn delete(target: &Target, name: &str) -> Result<()> {
+fn delete(target: &Target, name: &str, json: bool) -> Result<()> {
     check_name(name)?;
-    let (_, mut client) = target.project_client()?;
-    client.delete(name)?;
+    let (project, mut client) = target.project_client()?;
+    let deleted = client.delete(name)?;
+    if json {
+        return out_json(&serde_json::json!({
+            "project": project,
+            "name": name,
+            "deleted": true,
+            "generation": deleted.generation,
+        }));
+    }
     out(&format!(
-        "✔ Secret deleted: {name}\nIts earlier versions were deleted with it.\n"
+        "{}\nIts earlier versions were deleted with it.\n",
+        done(&format!("Secret deleted: {name}"))
     ))
 }

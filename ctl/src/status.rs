@@ -30,8 +30,7 @@ pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
             },
             "problems": health.problems,
         });
-        let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
-        return out(&format!("{text}\n"));
+        return crate::out_json(&doc);
     }
     let now = now_ms();
     let mut text = format!(

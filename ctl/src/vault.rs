@@ -19,34 +19,56 @@
 //!   revision). Project admins only; audited.
 
 use crate::failure::{Failure, Result};
-use crate::out;
+use crate::style::{done, done_stderr};
+use crate::{out, out_json};
+use flux_protocol::client::io_reason;
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault;
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use zeroize::Zeroizing;
 
-pub(crate) fn restore(target: &crate::target::Target) -> Result<()> {
+pub(crate) fn restore(target: &crate::target::Target, json: bool) -> Result<()> {
     let (project, mut client) = target.project_client()?;
     let restored = client.restore_vault()?;
+    if json {
+        return out_json(&serde_json::json!({
+            "project": project,
+            "restored": true,
+            "secrets": restored.secrets,
+            "revision": restored.revision,
+            "generation": restored.generation,
+        }));
+    }
     out(&format!(
-        "✔ Vault restored: project {project} serves the vault file now in place ({} secrets), sealed again at revision {}\n",
-        restored.secrets, restored.revision
+        "{}\n",
+        done(&format!(
+            "Vault restored: project {project} serves the vault file now in place ({} secrets), sealed again at revision {}",
+            restored.secrets, restored.revision
+        ))
     ))
 }
 
 fn load_identity(path: &Path) -> Result<ProjectKey> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| Failure::usage(format!("cannot read key {}: {e}", path.display())))?,
-    );
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        Failure::general(format!(
+            "cannot read key {}: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    })?);
     ProjectKey::parse(&text).map_err(|e| Failure::usage(format!("key {}: {e}", path.display())))
 }
 
 pub(crate) fn open(identity: &Path, vault_path: &Path) -> Result<()> {
     let key = load_identity(identity)?;
-    let bytes = std::fs::read(vault_path)
-        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", vault_path.display())))?;
+    let bytes = std::fs::read(vault_path).map_err(|e| {
+        Failure::general(format!(
+            "cannot read {}: {}",
+            vault_path.display(),
+            io_reason(&e)
+        ))
+    })?;
     let plaintext = vault::decrypt(&bytes, &key)
         .map_err(|e| Failure::general(format!("{}: {e}", vault_path.display())))?;
     match vault::document_project(&plaintext)
@@ -87,7 +109,13 @@ pub(crate) fn seal(identity: &Path, output: Option<&Path>) -> Result<()> {
         Some(path) => {
             flux_vault::files::write_atomic(path, &bytes, 0o600)
                 .map_err(|e| Failure::general(e.to_string()))?;
-            eprintln!("✔ Vault sealed for project {project}: {}", path.display());
+            eprintln!(
+                "{}",
+                done_stderr(&format!(
+                    "Vault sealed for project {project}: {}",
+                    path.display()
+                ))
+            );
             Ok(())
         }
         None => {

@@ -81,3 +81,332 @@ fn usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// True when `tool` is on PATH; otherwise says SKIPPED for `test`.
+fn have_tool(tool: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    if !found {
+        eprintln!("SKIPPED: {test}: `{tool}` is not installed");
+    }
+    found
+}
+
+/// `fluxctl ARGS` with `stdin` as its standard input.
+fn fluxctl_with_stdin(args: &[&str], runtime: &std::path::Path, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxctl"))
+        .args(args)
+        .env("FLUX_RUNTIME_DIR", runtime)
+        .env_remove("FLUX_PROJECT")
+        .current_dir(runtime)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn with_nothing_named_both_places_are_searched_and_named() {
+    if std::path::Path::new("/run/flux/control.sock").exists() {
+        eprintln!(
+            "SKIPPED: with_nothing_named_both_places_are_searched_and_named: a system fluxd serves /run/flux on this machine"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxctl"))
+        .args(["projects", "list"])
+        .env_remove("FLUX_RUNTIME_DIR")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    let mine = format!("{}/flux/control.sock", dir.path().display());
+    let at = |s: &str| err.find(s).unwrap_or_else(|| panic!("no {s:?} in {err}"));
+    assert!(at(&mine) < at("/run/flux/control.sock"), "in order: {err}");
+    for hint in ["--runtime-dir", "FLUX_RUNTIME_DIR", "`fluxd`", "systemctl"] {
+        assert!(err.contains(hint), "{hint}: {err}");
+    }
+    assert!(!err.contains("os error"), "{err}");
+
+    // A folder named explicitly is the only one tried, and the error says
+    // where the name came from.
+    let out = fluxctl(&["projects", "list"], dir.path());
+    assert!(
+        stderr(&out).contains("named by FLUX_RUNTIME_DIR"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("/run/flux"), "{}", stderr(&out));
+}
+
+#[test]
+fn empty_values_are_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = ["secrets", "set", "-p", "app", "API_KEY"];
+    // `echo $UNSET |`, `</dev/null`, an empty argument, an empty file.
+    let cases: Vec<(Output, &str)> = vec![
+        (
+            fluxctl_with_stdin(&set, dir.path(), b"\n"),
+            "stdin was empty",
+        ),
+        (fluxctl_with_stdin(&set, dir.path(), b""), "stdin was empty"),
+        (
+            fluxctl(&["secrets", "set", "-p", "app", "API_KEY", ""], dir.path()),
+            "the value argument is empty",
+        ),
+        (
+            {
+                std::fs::write(dir.path().join("empty"), "").unwrap();
+                fluxctl(
+                    &[
+                        "secrets",
+                        "set",
+                        "-p",
+                        "app",
+                        "API_KEY",
+                        "--from-file",
+                        "empty",
+                    ],
+                    dir.path(),
+                )
+            },
+            "empty is empty",
+        ),
+    ];
+    for (out, why) in cases {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("refusing to set API_KEY to an empty value"),
+            "{err}"
+        );
+        assert!(err.contains(why), "{why}: {err}");
+        assert!(err.contains("--allow-empty"), "{err}");
+        assert!(!err.contains("cannot connect"), "refused first: {err}");
+    }
+    // With --allow-empty the value goes on to fluxd (absent here: 4).
+    let out = fluxctl_with_stdin(
+        &["secrets", "set", "-p", "app", "API_KEY", "--allow-empty"],
+        dir.path(),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}
+
+#[test]
+fn a_file_that_cannot_be_read_is_an_io_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "secrets",
+            "set",
+            "-p",
+            "app",
+            "K",
+            "--from-file",
+            "missing.pem",
+        ][..],
+        &["secrets", "import", "missing.env", "-p", "app"],
+        &["vault", "open", "-i", "missing.key", "missing.age"],
+    ] {
+        let out = fluxctl(args, dir.path());
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot read") && err.contains("missing."),
+            "{err}"
+        );
+        assert!(err.contains("No such file or directory"), "{err}");
+        assert!(!err.contains("os error"), "{err}");
+    }
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = fluxctl(&["completions", shell], dir.path());
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for word in ["fluxctl", "secrets", "import", "allow-empty", "completions"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+        // Each script parses in its own shell, where that shell is here.
+        if have_tool(shell, &format!("completions_{shell}_parse")) {
+            let path = dir.path().join(format!("fluxctl.{shell}"));
+            std::fs::write(&path, &script).unwrap();
+            let check = Command::new(shell).arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "{shell} -n: {}", stderr(&check));
+        }
+    }
+    let out = fluxctl(&["completions", "tcsh"], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn man_pages_for_fluxctl_and_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fluxctl(&["man"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.contains(".TH fluxctl 1 "), "{page}");
+    assert!(page.contains("Flux Secrets"), "the manual: {page}");
+
+    let man = dir.path().join("man");
+    let out = fluxctl(&["man", "--out-dir", man.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut pages: Vec<String> = std::fs::read_dir(&man)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "fluxctl.1",
+        "fluxctl-secrets.1",
+        "fluxctl-secrets-set.1",
+        "fluxctl-secrets-list.1",
+        "fluxctl-secrets-delete.1",
+        "fluxctl-secrets-import.1",
+        "fluxctl-projects-create.1",
+        "fluxctl-projects-list.1",
+        "fluxctl-projects-delete.1",
+        "fluxctl-run.1",
+        "fluxctl-init.1",
+        "fluxctl-audit.1",
+        "fluxctl-status.1",
+        "fluxctl-hosts-list.1",
+        "fluxctl-hosts-add.1",
+        "fluxctl-hosts-remove.1",
+        "fluxctl-vault-open.1",
+        "fluxctl-vault-seal.1",
+        "fluxctl-vault-restore.1",
+        "fluxctl-completions.1",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "{want} in {pages:?}");
+    }
+    assert!(!pages.iter().any(|p| p.contains("help")), "{pages:?}");
+    let set = std::fs::read_to_string(man.join("fluxctl-secrets-set.1")).unwrap();
+    assert!(set.contains("allow\\-empty"), "{set}");
+
+    // Every page formats without a warning, where groff is here.
+    if have_tool("groff", "man_pages_format_cleanly") {
+        for page in &pages {
+            let out = Command::new("groff")
+                // -k: through preconv, as man renders pages.
+                .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
+                .arg(man.join(page))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "{page}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn init_keeps_every_env_file_out_of_git_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".gitignore"), "target/\n.env\n").unwrap();
+    let out = fluxctl(&["init", "my-app"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(".gitignore: added .env.* *.env !.env.example"),
+        "{text}"
+    );
+    assert!(!text.contains('✔'), "piped output is plain: {text}");
+    let ignore = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+    assert!(ignore.starts_with("target/\n.env\n"), "{ignore:?}");
+    assert!(
+        ignore.ends_with("\n.env.*\n*.env\n!.env.example\n"),
+        "{ignore:?}"
+    );
+    if have_tool("git", "init_patterns_match_in_git") {
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap()
+        };
+        assert!(git(&["init", "-q"]).status.success());
+        for (file, ignored) in [
+            (".env", true),
+            (".env.local", true),
+            (".env.production", true),
+            ("prod.env", true),
+            (".env.example", false),
+            ("flux.json", false),
+        ] {
+            let out = git(&["check-ignore", "-q", file]);
+            assert_eq!(out.status.success(), ignored, "{file}");
+        }
+    }
+
+    // Again, as JSON: one document, nothing added.
+    let out = fluxctl(&["init", "my-app", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["project"], "my-app");
+    assert_eq!(doc["flux_json_written"], false);
+    assert_eq!(doc["gitignore_added"], serde_json::json!([]));
+}
+
+/// `fluxctl ARGS` on a terminal (through `script`), with `env` set;
+/// returns what the terminal showed.
+fn on_a_terminal(args: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} {args}", env!("CARGO_BIN_EXE_fluxctl")))
+        .arg("/dev/null")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn marks_on_a_terminal_and_none_with_no_color() {
+    if !have_tool("script", "marks_on_a_terminal_and_none_with_no_color") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let screen = on_a_terminal("init my-app", dir.path(), &[]);
+    assert!(
+        screen.contains("✔ Wrote flux.json: project my-app"),
+        "{screen}"
+    );
+    let screen = on_a_terminal("init my-app", dir.path(), &[("NO_COLOR", "1")]);
+    assert!(
+        screen.contains("flux.json already names project my-app"),
+        "{screen}"
+    );
+    assert!(!screen.contains('✔'), "NO_COLOR: {screen}");
+    // NO_COLOR set but empty does not count (no-color.org).
+    let screen = on_a_terminal("init my-app", dir.path(), &[("NO_COLOR", "")]);
+    assert!(screen.contains('✔'), "{screen}");
+}

@@ -7,7 +7,33 @@ use flux_protocol::ErrorCode;
 use flux_protocol::limits::NameError;
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The `.env` file `fluxd dev` serves, set once when it starts
+/// ([`crate::store::DevStore::new`]). A process serves either a dev store or
+/// the production one, never both; with it set, a missing secret's hint
+/// says to add it to that file, since dev mode refuses `fluxctl secrets
+/// set`.
+static DEV_ENV_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes [`Error::NotFound`]'s hint point to `env_file` (`fluxd dev`).
+pub(crate) fn hint_env_file(env_file: &Path) {
+    let _ = DEV_ENV_FILE.set(env_file.to_path_buf());
+}
+
+/// [`Error::NotFound`]'s message, with the remedy that works here.
+fn not_found(project: &str, name: &str) -> String {
+    match DEV_ENV_FILE.get() {
+        Some(file) => format!(
+            "secret {name} is not set in {file} (fluxd dev, project {project}): add it to {file} as {name}=…; edits are live at once",
+            file = file.display()
+        ),
+        None => format!(
+            "secret {name} is not set in project {project}; set it with `fluxctl secrets set {name} --project {project}`"
+        ),
+    }
+}
 
 /// Where a key or vault is kept, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +127,7 @@ pub enum Error {
         /// Names the limit and where it comes from.
         limit_text: String,
     },
-    #[error(
-        "secret {name} is not set in project {project}; set it with `fluxctl secrets set {name} --project {project}`"
-    )]
+    #[error("{}", not_found(project, name))]
     NotFound { project: String, name: String },
     #[error(
         "unknown project {0}: list projects with `fluxctl projects list`, create it with `fluxctl projects create {0}`"

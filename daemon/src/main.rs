@@ -1,12 +1,13 @@
 //! `fluxd`: parses flags, sets up logging and signals, runs the daemon, and
 //! maps the outcome to an exit status: 0 after a clean shutdown, 78
 //! (EX_CONFIG) for bad configuration so systemd does not restart-loop, 1 for
-//! any other failure.
+//! any other failure. `fluxd dev -- CMD` exits with CMD's status instead.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use fluxd::{Config, Error};
+use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -56,6 +57,10 @@ struct Args {
     /// it such a host serves its sealed copies and writes nothing
     #[arg(long)]
     publish_fleet: bool,
+    /// Write fluxd's man pages (fluxd.8, fluxd-dev.8) into DIR and exit
+    /// (the Debian package is built with it)
+    #[arg(long, value_name = "DIR", hide = true)]
+    write_man_pages: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -75,7 +80,79 @@ enum Command {
         /// (never the environment, never a command; see docs/DOTENV.md)
         #[arg(long)]
         expand: bool,
+        /// Run this command with FLUX_SECRETS_SOCKET set, serve while it
+        /// runs, and exit with its status (put it after `--`)
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<OsString>,
     },
+}
+
+/// `--write-man-pages DIR`: fluxd.8 and one page per subcommand.
+fn write_man_pages(dir: &Path) -> ExitCode {
+    let mut cmd = Args::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = vec![cmd.clone()];
+    pages.extend(cmd.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    // The page date: SOURCE_DATE_EPOCH for reproducible packages, else now.
+    let when = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or_else(std::time::SystemTime::now, |secs| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+        });
+    let date = humantime::format_rfc3339_seconds(when).to_string()[..10].to_owned();
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        pages.into_iter().try_for_each(|page| {
+            clap_mangen::Man::new(page)
+                .section("8")
+                .date(&date)
+                .source(concat!("fluxd ", env!("CARGO_PKG_VERSION")))
+                .manual("Flux Secrets")
+                .generate_to(dir)
+                .map(drop)
+        })
+    });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fluxd: cannot write man pages into {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `path` as one shell word: as it is when it needs no quoting, else in
+/// single quotes.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c));
+    if plain {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// `fluxd dev -- CMD`: starts CMD with `FLUX_SECRETS_SOCKET` set and the
+/// umask fluxd was started with (fluxd's own is 077).
+fn spawn_command(
+    command: &[OsString],
+    socket: &Path,
+    umask: nix::sys::stat::Mode,
+) -> std::io::Result<std::process::Child> {
+    let (program, args) = command.split_first().expect("a command");
+    let socket = std::path::absolute(socket)?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).env(flux_protocol::paths::SOCKET_ENV, socket);
+    // The umask is per process: restored just around the spawn, when the
+    // dev daemon has bound its socket and creates no files.
+    let ours = nix::sys::stat::umask(umask);
+    let child = cmd.spawn();
+    nix::sys::stat::umask(ours);
+    child
 }
 
 /// The project for `fluxd dev`: the flag, `FLUX_PROJECT`, or the `name` in
@@ -85,7 +162,7 @@ fn dev_project(flag: Option<String>) -> Result<String, Error> {
         return Ok(p);
     }
     flux_protocol::paths::project_in_manifest(std::path::Path::new(flux_protocol::paths::MANIFEST))
-        .map_err(Error::Config)?
+        .map_err(|e| Error::Config(e.to_string()))?
         .ok_or_else(|| {
             Error::Config(
                 "no project given: pass --project NAME, set FLUX_PROJECT, or run where flux.json names it (`fluxctl init NAME` writes one)".into(),
@@ -95,6 +172,9 @@ fn dev_project(flag: Option<String>) -> Result<String, Error> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.write_man_pages {
+        return write_man_pages(dir);
+    }
     // Before any thread starts: this reads and clears LISTEN_FDS.
     let inherited = fluxd::systemd::inherited_listeners();
     let filter = match &args.log_level {
@@ -114,15 +194,20 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     // Files and sockets are private unless fluxd widens them explicitly.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let started_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 
+    let mut dev_command = Vec::new();
     let dev = match args.command {
         Some(Command::Dev {
             project,
             env_file,
             expand,
+            command,
         }) => match dev_project(project) {
-            Ok(project) => Some((project, env_file, flux_vault::dotenv::Options { expand })),
+            Ok(project) => {
+                dev_command = command;
+                Some((project, env_file, flux_vault::dotenv::Options { expand }))
+            }
             Err(e) => return fail(&e),
         },
         None => None,
@@ -205,6 +290,7 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         let signals = Signals::install()
             .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
+        let mut child = None;
         let daemon = match dev {
             Some((project, env_file, options)) => {
                 let socket = flux_protocol::paths::project_socket(&config.runtime_dir, &project);
@@ -213,19 +299,57 @@ fn main() -> ExitCode {
                 if !env_file.exists() {
                     warn!(file = %env_file.display(), "no such file yet: serving no secrets until it appears");
                 }
-                info!(project = %project, file = %env_file.display(), "fluxd dev: serving the .env file; export the line on stdout in the shell that runs your function");
-                println!("{}={}", flux_protocol::paths::SOCKET_ENV, socket.display());
+                if dev_command.is_empty() {
+                    info!(project = %project, file = %env_file.display(), "fluxd dev: serving the .env file; run the `export` line on stdout in the shell that runs your function, or start it with `fluxd dev -- CMD`");
+                    println!(
+                        "export {}={}",
+                        flux_protocol::paths::SOCKET_ENV,
+                        shell_word(&socket)
+                    );
+                } else {
+                    info!(project = %project, file = %env_file.display(), "fluxd dev: serving the .env file to the command");
+                    match spawn_command(&dev_command, &socket, started_umask) {
+                        Ok(c) => child = Some(c),
+                        Err(e) => {
+                            let name = dev_command[0].to_string_lossy().into_owned();
+                            error!("cannot run {name}: {e}");
+                            shutdown.cancel();
+                            daemon.wait().await;
+                            let status = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+                            return Ok(Some(status));
+                        }
+                    }
+                }
                 daemon
             }
             None => fluxd::Daemon::start_with(config, shutdown.clone(), startup).await?,
         };
-        let signals = signals.spawn(shutdown.clone(), daemon.handle());
+        let Some(mut child) = child else {
+            let signals = signals.spawn(shutdown.clone(), daemon.handle());
+            daemon.wait().await;
+            signals.abort();
+            return Ok(None);
+        };
+        // Serve until the command exits, then stop and take its status.
+        let forward = signals.forward(child.id(), daemon.handle());
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .map_err(|e| Error::Internal(format!("waiting for the command: {e}")))?
+            .map_err(|e| Error::Internal(format!("waiting for the command: {e}")))?;
+        forward.abort();
+        shutdown.cancel();
         daemon.wait().await;
-        signals.abort();
-        Ok(())
+        use std::os::unix::process::ExitStatusExt;
+        let code = match (status.code(), status.signal()) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            (None, None) => 1,
+        };
+        Ok(Some(u8::try_from(code).unwrap_or(1)))
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(status)) => ExitCode::from(status),
         Err(e) => fail(&e),
     }
 }
@@ -241,7 +365,8 @@ fn fail(e: &Error) -> ExitCode {
 
 /// SIGTERM, SIGINT and SIGHUP, caught from before the daemon starts (so a
 /// reload or stop sent right after `READY=1` is never lost to the default
-/// action, which would kill the process).
+/// action, which would kill the process). Under `fluxd dev -- CMD` they are
+/// [`Signals::forward`]ed instead.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -278,6 +403,26 @@ impl Signals {
                 info!(signal = name, "stopping");
                 token.cancel();
                 return;
+            }
+        })
+    }
+
+    /// `fluxd dev -- CMD`: fluxd serves until CMD exits. SIGTERM is passed
+    /// on to CMD; SIGINT is not, since Ctrl-C at a terminal reaches CMD
+    /// itself (it is in fluxd's process group) and CMD decides when to
+    /// stop; SIGHUP reloads.
+    fn forward(mut self, pid: u32, daemon: fluxd::DaemonHandle) -> tokio::task::JoinHandle<()> {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = self.term.recv() => {
+                        let _ = kill(pid, Signal::SIGTERM);
+                    }
+                    _ = self.int.recv() => {}
+                    _ = self.hup.recv() => daemon.reload().await,
+                }
             }
         })
     }

@@ -76,21 +76,49 @@ fn client_runtime_dir_with(explicit: Option<&Path>, system: &Path) -> PathBuf {
 /// The file naming a folder's project (`fluxctl init` writes it).
 pub const MANIFEST: &str = "flux.json";
 
+/// Why a `flux.json` names no usable project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestError {
+    /// The file is there but cannot be read (an I/O failure).
+    Unreadable(String),
+    /// It reads, but is not JSON or its `name` is not a string (bad input).
+    Invalid(String),
+}
+
+impl std::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreadable(message) | Self::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
 /// The project `flux.json` at `path` names: `Ok(None)` when there is no
 /// such file or it names none; an error (saying why) when it cannot be
 /// read, is not JSON, or its `name` is not a string. `fluxctl` and
 /// `fluxd dev` both find their default project this way.
-pub fn project_in_manifest(path: &Path) -> Result<Option<String>, String> {
+pub fn project_in_manifest(path: &Path) -> Result<Option<String>, ManifestError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => {
+            return Err(ManifestError::Unreadable(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
     };
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        ManifestError::Invalid(format!("{} is not valid JSON: {e}", path.display()))
+    })?;
     match json.get("name") {
         Some(serde_json::Value::String(name)) => Ok(Some(name.clone())),
-        Some(_) => Err(format!("{}: \"name\" must be a string", path.display())),
+        Some(_) => Err(ManifestError::Invalid(format!(
+            "{}: \"name\" must be a string",
+            path.display()
+        ))),
         None => Ok(None),
     }
 }

@@ -252,10 +252,12 @@ export class TestDaemon {
     return this.ctlOk(['projects', 'delete', name, '--yes'], `projects delete ${name}`);
   }
 
-  /** `fluxctl secrets set NAME VALUE --project PROJECT`. */
+  /** `fluxctl secrets set NAME VALUE --project PROJECT` (with
+   * `--allow-empty` for an empty value, which fluxctl refuses otherwise). */
   setSecret(project, name, value) {
+    const allowEmpty = value === '' ? ['--allow-empty'] : [];
     return this.ctlOk(
-      ['secrets', 'set', name, value, '--project', project],
+      ['secrets', 'set', name, value, '--project', project, ...allowEmpty],
       `secrets set ${name} --project ${project}`,
     );
   }

@@ -269,11 +269,13 @@ class TestDaemon:
 
     def set_secret(self, project: str, name: str, value: str) -> None:
         """``fluxctl -p PROJECT secrets set NAME`` with the value on stdin
-        (fluxctl strips the one newline added here)."""
+        (fluxctl strips the one newline added here; an empty value needs
+        ``--allow-empty``)."""
         if value.endswith("\r"):
             raise ValueError(f"{name}: a value ending in CR cannot go through stdin exactly")
+        allow_empty = ["--allow-empty"] if value == "" else []
         self.ctl_ok(
-            ["-p", project, "secrets", "set", name],
+            ["-p", project, "secrets", "set", name, *allow_empty],
             f"-p {project} secrets set {name}",
             stdin=value + "\n",
         )

@@ -46,8 +46,10 @@ pub struct DevStore {
 }
 
 impl DevStore {
-    /// Serves `project` from `env_file`, read with `options`.
+    /// Serves `project` from `env_file`, read with `options`. From then
+    /// on a missing secret's error says to add it to `env_file`.
     pub fn new(project: &str, env_file: &Path, options: Options) -> Self {
+        crate::error::hint_env_file(env_file);
         Self {
             project: project.to_owned(),
             env_file: env_file.to_path_buf(),

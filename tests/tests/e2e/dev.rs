@@ -63,8 +63,8 @@ pub(crate) fn spawn_dev_logged(
         .unwrap();
     let socket = line
         .trim_end()
-        .strip_prefix("FLUX_SECRETS_SOCKET=")
-        .unwrap_or_else(|| panic!("fluxd dev prints the socket to export, got {line:?}"))
+        .strip_prefix("export FLUX_SECRETS_SOCKET=")
+        .unwrap_or_else(|| panic!("fluxd dev prints the line to export, got {line:?}"))
         .to_owned();
     (child, socket)
 }
@@ -152,12 +152,15 @@ fn fluxd_dev_serves_the_env_file_live() {
         err.to_string().contains("read-only: edit that file"),
         "{err}"
     );
-    // The missing-secret message is the production one.
+    // A missing secret: the hint says to add it to the file, not to use
+    // `fluxctl secrets set`, which dev mode refuses.
     let err = c.get("MISSING").unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
     assert!(
-        err.to_string().contains("fluxctl secrets set MISSING"),
+        err.to_string().contains("add it to .env as MISSING="),
         "{err}"
     );
+    assert!(!err.to_string().contains("fluxctl secrets set"), "{err}");
 }
 
 #[test]
@@ -230,7 +233,7 @@ fn fluxctl_init_writes_flux_json_and_keeps_gitignore() {
     let out = d.run_ctl(&["init", "my-app"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("✔ Wrote flux.json: project my-app"),
+        stdout(&out).contains("Wrote flux.json: project my-app"),
         "{}",
         stdout(&out)
     );
@@ -242,7 +245,10 @@ fn fluxctl_init_writes_flux_json_and_keeps_gitignore() {
         ignore.starts_with("target/\nnode_modules\n"),
         "existing lines kept: {ignore:?}"
     );
-    assert!(ignore.lines().any(|l| l == ".env"), "{ignore:?}");
+    assert!(
+        ignore.ends_with(".env\n.env.*\n*.env\n!.env.example\n"),
+        "{ignore:?}"
+    );
 
     // Again: nothing changes.
     let out = d.run_ctl(&["init", "my-app"]);
@@ -252,7 +258,7 @@ fn fluxctl_init_writes_flux_json_and_keeps_gitignore() {
         stdout(&out)
     );
     assert!(
-        stdout(&out).contains("already lists .env"),
+        stdout(&out).contains(".gitignore already keeps .env, .env.* and *.env out of git"),
         "{}",
         stdout(&out)
     );
@@ -282,7 +288,10 @@ fn import_sets_a_whole_env_file_in_one_write() {
     let out = d.ctl_ok(&["secrets", "import", env, "--dry-run", "-p", "app"]);
     assert!(out.contains("would create: A_KEY, B_KEY"), "{out}");
     assert!(out.contains("would update: EXISTING"), "{out}");
-    assert!(out.ends_with("2 created, 1 updated\n"), "{out}");
+    assert!(
+        out.ends_with("2 created, 1 updated, 0 unchanged\n"),
+        "{out}"
+    );
     assert_eq!(
         d.client("app").list().unwrap().len(),
         1,
@@ -292,7 +301,11 @@ fn import_sets_a_whole_env_file_in_one_write() {
     let mut sub = d.client("app");
     sub.subscribe().unwrap();
     let out = d.ctl_ok(&["secrets", "import", env, "-p", "app"]);
-    assert!(out.ends_with("2 created, 1 updated\n"), "{out}");
+    assert!(out.contains("replaced: EXISTING\n"), "{out}");
+    assert!(
+        out.ends_with("2 created, 1 replaced (values not compared)\n"),
+        "{out}"
+    );
     let mut c = d.client("app");
     assert_value(&mut c, "EXISTING", "new");
     assert_value(&mut c, "B_KEY", "b b");
@@ -479,7 +492,7 @@ fn import_refuses_flagged_lines_unless_told_to_skip_them() {
     let out = d.run_ctl(&["secrets", "import", env, "--skip-invalid", "-p", "app"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).ends_with("3 created, 0 updated\n"),
+        stdout(&out).ends_with("3 created, 0 replaced\n"),
         "{}",
         stdout(&out)
     );
@@ -500,4 +513,101 @@ fn import_refuses_flagged_lines_unless_told_to_skip_them() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_value(&mut c, "EXP", "fine-value-expanded");
+}
+
+#[test]
+fn fluxd_dev_runs_a_command_against_the_env_file_and_exits_with_its_status() {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join(".env"), "TOKEN=dev-token-value\n").unwrap();
+    std::fs::write(dir.join("flux.json"), r#"{"name": "app"}"#).unwrap();
+    let fluxd = |cmd: &[&str]| {
+        Command::new(bin("fluxd"))
+            .args([
+                "--runtime-dir",
+                dir.join("run").to_str().unwrap(),
+                "dev",
+                "--",
+            ])
+            .args(cmd)
+            .current_dir(dir)
+            .env_remove("FLUX_PROJECT")
+            .env("FLUXCTL", bin("fluxctl"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The command reads the file's value through the socket it is handed
+    // (with fluxctl run, from the socket's runtime folder), and its exit
+    // status is fluxd's.
+    let out = fluxd(&[
+        "sh",
+        "-c",
+        r#"echo "socket=$FLUX_SECRETS_SOCKET"; runtime=$(dirname "$(dirname "$FLUX_SECRETS_SOCKET")"); "$FLUXCTL" --runtime-dir "$runtime" -p app run -- sh -c 'test "$TOKEN" = dev-token-value' && exit 7"#,
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    // stdout is the command's alone: no export line.
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("socket=/") && text.ends_with("/dev/app/projects/app.sock\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    flux_e2e::assert_no_secret(&out.stderr, "dev-token-value", "fluxd dev's log");
+
+    let out = fluxd(&["/nonexistent/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot run /nonexistent/command"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn fluxd_dev_passes_sigterm_on_to_its_command() {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join(".env"), "K=v\n").unwrap();
+    let ready = dir.join("ready");
+    let mut child = Command::new(bin("fluxd"))
+        .args(["--runtime-dir", dir.join("run").to_str().unwrap(), "dev"])
+        .args(["--project", "app", "--", "sh", "-c"])
+        .arg(r#"trap 'exit 42' TERM; touch "$READY"; while :; do sleep 0.05; done"#)
+        .env("READY", &ready)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the command started", || ready.exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(42), "the command's own exit status");
+}
+
+#[test]
+fn fluxd_writes_its_man_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("fluxd"))
+        .arg("--write-man-pages")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = std::fs::read_to_string(tmp.path().join("fluxd.8")).unwrap();
+    assert!(page.contains(".TH fluxd 8 "), "{page}");
+    let dev = std::fs::read_to_string(tmp.path().join("fluxd-dev.8")).unwrap();
+    assert!(dev.contains("FLUX_SECRETS_SOCKET"), "{dev}");
+    assert!(!tmp.path().join("fluxd-help.8").exists());
 }

@@ -140,7 +140,15 @@ fn fluxctl_import_refuses_reported_lines_and_imports_the_rest_when_told() {
         let file = d.dir().join("corpus.env");
         std::fs::write(&file, &case.input).unwrap();
         let import = |extra: &[&str]| {
-            let mut args = vec!["secrets", "import", "corpus.env", "-p", project.as_str()];
+            // Empty values are part of the corpus: allowed here.
+            let mut args = vec![
+                "secrets",
+                "import",
+                "corpus.env",
+                "--allow-empty",
+                "-p",
+                project.as_str(),
+            ];
             args.extend_from_slice(extra);
             d.run_ctl(&args)
         };

@@ -4,6 +4,7 @@
 mod access;
 mod authorization;
 mod bad_input;
+mod cli;
 mod clients;
 mod dev;
 mod dotenv_corpus;

@@ -66,7 +66,7 @@ fn a_rollback_is_live_at_once_on_an_already_open_connection() {
     let out = d.ctl_ok(&["secrets", "rollback", "API_KEY", "-p", "app"]);
     assert_eq!(
         out,
-        "✔ Secret rolled back: API_KEY in project app holds the value of version 1 again, as version 3\nLive immediately — no redeploy needed.\n"
+        "Secret rolled back: API_KEY in project app holds the value of version 1 again, as version 3\nLive immediately — no redeploy needed.\n"
     );
     assert_value(&mut function, "API_KEY", GOOD);
     let event = events.next_event(Duration::from_secs(10)).unwrap().unwrap();
@@ -354,7 +354,7 @@ fn diff_exits_0_when_equal_1_when_not_and_shows_no_value() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        format!("✔ {path} matches project app: 2 secrets, same values\n")
+        format!("{path} matches project app: 2 secrets, same values\n")
     );
 
     // Drift: a changed value, a name only in the file, one only in the
@@ -437,7 +437,10 @@ fn diff_exits_0_when_equal_1_when_not_and_shows_no_value() {
         text.contains("kept: 1 secret of the project not in the file"),
         "{text}"
     );
-    assert!(text.ends_with("1 created, 1 updated\n"), "{text}");
+    assert!(
+        text.ends_with("1 created, 1 updated, 1 unchanged\n"),
+        "{text}"
+    );
     outputs.push(out);
 
     for out in &outputs {

@@ -19,9 +19,10 @@ fn mode(path: &std::path::Path) -> u32 {
 fn seed_walkthrough() {
     let d = TestDaemon::start();
 
-    // Create a project: key, vault and socket, all private.
+    // Create a project: key, vault and socket, all private. Piped output
+    // is plain text: no ✔ marks (those are for a terminal).
     let out = d.ctl_ok(&["projects", "create", "my-app"]);
-    assert!(out.starts_with("✔ Project created: my-app\n"), "{out}");
+    assert!(out.starts_with("Project created: my-app\n"), "{out}");
     assert!(out.contains("FLUX_SECRETS_SOCKET="), "{out}");
     assert_eq!(mode(&d.key_path("my-app")), 0o600);
     assert_eq!(mode(&d.vault_path("my-app")), 0o600);
@@ -35,7 +36,7 @@ fn seed_walkthrough() {
 
     // Set: from the argument, and from stdin with one newline stripped.
     let out = d.ctl_ok(&["secrets", "set", "OPENAI_API_KEY", KEY_V1, "-p", "my-app"]);
-    assert_eq!(out, "✔ Secret set: OPENAI_API_KEY\n");
+    assert_eq!(out, "Secret set: OPENAI_API_KEY\n");
     let mut child = d
         .ctl()
         .args(["secrets", "set", "STRIPE_SECRET_KEY", "--project", "my-app"])
@@ -46,7 +47,7 @@ fn seed_walkthrough() {
     writeln!(child.stdin.take().unwrap(), "{STRIPE}").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(stdout(&out), "✔ Secret set: STRIPE_SECRET_KEY\n");
+    assert_eq!(stdout(&out), "Secret set: STRIPE_SECRET_KEY\n");
 
     // A function's long-lived connection.
     let mut function = d.client("my-app");
@@ -98,7 +99,7 @@ fn seed_walkthrough() {
     let out = d.ctl_ok(&["secrets", "set", "OPENAI_API_KEY", KEY_V2]);
     assert_eq!(
         out,
-        "✔ Secret updated: OPENAI_API_KEY\nNew value is live immediately — no redeploy needed.\n"
+        "Secret updated: OPENAI_API_KEY\nNew value is live immediately — no redeploy needed.\n"
     );
     assert_value(&mut function, "OPENAI_API_KEY", KEY_V2);
 
@@ -151,7 +152,7 @@ fn seed_walkthrough() {
     let out = d.ctl_ok(&["secrets", "delete", "STRIPE_SECRET_KEY"]);
     assert_eq!(
         out,
-        "✔ Secret deleted: STRIPE_SECRET_KEY\nIts earlier versions were deleted with it.\n"
+        "Secret deleted: STRIPE_SECRET_KEY\nIts earlier versions were deleted with it.\n"
     );
     let err = function.get("STRIPE_SECRET_KEY").unwrap_err();
     assert_eq!(err.code(), Some(flux_protocol::ErrorCode::NotFound));
@@ -164,7 +165,7 @@ fn seed_walkthrough() {
     assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
     assert!(d.key_path("my-app").exists());
     let out = d.ctl_ok(&["projects", "delete", "my-app", "--yes"]);
-    assert!(out.starts_with("✔ Project deleted: my-app"), "{out}");
+    assert!(out.starts_with("Project deleted: my-app"), "{out}");
     assert!(!d.key_path("my-app").exists());
     assert!(!d.vault_path("my-app").exists());
     assert!(!d.project_socket("my-app").exists());

@@ -35,7 +35,7 @@ fn a_single_host_state_folder_moves_into_a_fleet() {
     assert!(!a.project_socket("app").exists(), "a dry run wrote");
 
     let out = a.ctl_ok(&["fleet", "import"]);
-    assert!(out.contains("✔ Imported app: 2 secret(s)"), "{out}");
+    assert!(out.contains("Imported app: 2 secret(s)"), "{out}");
     serves(&a, "app", "K1", "v-one", "after the import");
     assert!(a.project_socket("quiet").exists());
     // The values are the fleet's now: another host serves them.

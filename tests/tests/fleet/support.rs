@@ -90,7 +90,13 @@ pub fn fleet(etcd: &Etcd, n: usize, project: &str) -> Vec<TestDaemon> {
     }
     hosts[0].create_project(project);
     for h in hosts.iter().skip(2) {
-        join(&hosts[0], h);
+        // As JSON: one document naming the host and what it may serve.
+        let doc: serde_json::Value =
+            serde_json::from_str(&hosts[0].ctl_ok(&["hosts", "add", &join_token(h), "--json"]))
+                .expect("one JSON document");
+        assert_eq!(doc["recipient"], recipient(h).as_str());
+        assert_eq!(doc["added"], true);
+        assert_eq!(doc["projects"], serde_json::json!([project]));
     }
     for h in &hosts {
         wait_for(h, project, "the project", |c| c.list().is_ok());

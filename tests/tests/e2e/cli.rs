@@ -1,0 +1,188 @@
+//! fluxctl's conventions, through the real binaries: `--json` prints one
+//! document, `audit` shows every project unless `--project` narrows it,
+//! `run` hands the child the project socket and keeps variables with
+//! `--no-override`, and empty values need `--allow-empty`.
+
+use crate::{assert_value, stderr, stdout};
+use flux_e2e::TestDaemon;
+use serde_json::Value;
+
+/// Runs `fluxctl ARGS`, asserting success, and parses stdout as exactly
+/// one JSON document.
+fn json(d: &TestDaemon, args: &[&str]) -> Value {
+    let out = d.ctl_ok(args);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e}): {out}"))
+}
+
+#[test]
+fn json_results_are_one_document_each() {
+    let d = TestDaemon::start();
+    let created = json(&d, &["projects", "create", "app", "--json"]);
+    assert_eq!(created["name"], "app");
+    assert!(
+        created["socket"]
+            .as_str()
+            .unwrap()
+            .ends_with("/projects/app.sock"),
+        "{created}"
+    );
+
+    let set = json(
+        &d,
+        &["secrets", "set", "K", "v1-value", "-p", "app", "--json"],
+    );
+    assert_eq!(set["project"], "app");
+    assert_eq!(set["name"], "K");
+    assert_eq!(set["created"], true);
+    let again = json(
+        &d,
+        &["secrets", "set", "K", "v2-value", "-p", "app", "--json"],
+    );
+    assert_eq!(again["created"], false);
+    assert!(again["generation"].as_u64() > set["generation"].as_u64());
+    for doc in [&set, &again] {
+        let text = doc.to_string();
+        assert!(!text.contains("v1-value") && !text.contains("v2-value"));
+    }
+
+    let env = d.dir().join("prod.env");
+    std::fs::write(&env, "K=v2-value\nNEW=n\n").unwrap();
+    let env = env.to_str().unwrap();
+    let plan = json(
+        &d,
+        &["secrets", "import", env, "--dry-run", "-p", "app", "--json"],
+    );
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["created"], serde_json::json!(["NEW"]));
+    // K holds v2-value already: the daemon compared the values.
+    assert_eq!(plan["updated"], serde_json::json!([]));
+    assert_eq!(plan["unchanged"], serde_json::json!(["K"]));
+    assert_eq!(plan["values_compared"], true);
+    assert_eq!(plan["generation"], Value::Null);
+    let imported = json(&d, &["secrets", "import", env, "-p", "app", "--json"]);
+    assert_eq!(imported["dry_run"], false);
+    assert_eq!(imported["replaced"], serde_json::json!(["K"]));
+    assert!(imported["generation"].as_u64().is_some(), "{imported}");
+
+    let deleted = json(&d, &["secrets", "delete", "NEW", "-p", "app", "--json"]);
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(deleted["name"], "NEW");
+
+    let hosts = json(&d, &["hosts", "list", "--json"]);
+    assert_eq!(hosts["this_host"], Value::Null, "no fleet: {hosts}");
+
+    let gone = json(&d, &["projects", "delete", "app", "--yes", "--json"]);
+    assert_eq!(
+        gone,
+        serde_json::json!({ "name": "app", "deleted": true, "remains": [] })
+    );
+}
+
+#[test]
+fn audit_shows_every_project_unless_the_flag_narrows_it() {
+    let d = TestDaemon::start();
+    for p in ["alpha", "beta"] {
+        d.create_project(p);
+        d.ctl_ok(&["secrets", "set", "K", "value", "-p", p]);
+    }
+    let projects = |out: &str| -> Vec<String> {
+        let mut seen: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+            .filter_map(|r| r["project"].as_str().map(str::to_owned))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    // FLUX_PROJECT, exported for project work, does not narrow the log.
+    let out = d
+        .ctl()
+        .args(["audit", "--json"])
+        .env("FLUX_PROJECT", "alpha")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(projects(&stdout(&out)), ["alpha", "beta"]);
+    // Nor does flux.json.
+    std::fs::write(d.dir().join("flux.json"), r#"{"name": "alpha"}"#).unwrap();
+    assert_eq!(projects(&d.ctl_ok(&["audit", "--json"])), ["alpha", "beta"]);
+    // --project does.
+    assert_eq!(
+        projects(&d.ctl_ok(&["audit", "--json", "--project", "beta"])),
+        ["beta"]
+    );
+}
+
+#[test]
+fn run_hands_over_the_socket_and_keeps_variables_when_told() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "TOKEN", "from-flux", "-p", "app"]);
+    let socket = d.project_socket("app");
+    let check = r#"test "$TOKEN" = "$WANT_TOKEN" && test "$FLUX_SECRETS_SOCKET" = "$WANT_SOCKET" && echo ok"#;
+    let run = |extra: &[&str], token: &str, want_token: &str, sock: &str, want_sock: &str| {
+        let out = d
+            .ctl()
+            .args(["run", "-p", "app"])
+            .args(extra)
+            .args(["--", "sh", "-c", check])
+            .env("TOKEN", token)
+            .env("WANT_TOKEN", want_token)
+            .env("FLUX_SECRETS_SOCKET", sock)
+            .env("WANT_SOCKET", want_sock)
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&out), "ok\n", "{extra:?}: {}", stderr(&out));
+    };
+    let socket = socket.to_str().unwrap();
+    // By default the project wins: its secret and its socket.
+    run(&[], "local", "from-flux", "/elsewhere.sock", socket);
+    // --no-override keeps what the environment already has.
+    run(
+        &["--no-override"],
+        "local",
+        "local",
+        "/elsewhere.sock",
+        "/elsewhere.sock",
+    );
+    // … and adds what it lacks.
+    let out = d
+        .ctl()
+        .args(["run", "-p", "app", "--no-override", "--", "sh", "-c"])
+        .arg(r#"test "$TOKEN" = from-flux && test -S "$FLUX_SECRETS_SOCKET" && echo ok"#)
+        .env_remove("TOKEN")
+        .env_remove("FLUX_SECRETS_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+}
+
+#[test]
+fn empty_values_need_allow_empty() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    let out = d.run_ctl(&["secrets", "set", "EMPTY", "", "-p", "app"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(d.client("app").list().unwrap().is_empty());
+    d.ctl_ok(&["secrets", "set", "EMPTY", "", "--allow-empty", "-p", "app"]);
+    assert_value(&mut d.client("app"), "EMPTY", "");
+
+    // An import with `KEY=` lines: refused with the names, all or nothing.
+    let env = d.dir().join("template.env");
+    std::fs::write(&env, "SET=value\nBLANK=\nALSO_BLANK=''\n").unwrap();
+    let env = env.to_str().unwrap();
+    let out = d.run_ctl(&["secrets", "import", env, "-p", "app"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("2 names have an empty value: ALSO_BLANK, BLANK"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-empty"), "{err}");
+    assert_eq!(d.client("app").list().unwrap().len(), 1, "nothing imported");
+    let out = d.ctl_ok(&["secrets", "import", env, "--allow-empty", "-p", "app"]);
+    assert!(out.ends_with("3 created, 0 replaced\n"), "{out}");
+    assert_value(&mut d.client("app"), "BLANK", "");
+}
