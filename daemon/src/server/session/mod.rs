@@ -133,6 +133,8 @@ pub(crate) async fn serve(
     let span =
         info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
     let max_frame = services.config.limits.max_request_bytes;
+    // Taken before the handshake: a reload from then on is seen.
+    let reloads = services.access.reloads();
     let mut session = Session {
         framed: Framed::new(stream, ServerCodec::new(max_frame)),
         target,
@@ -144,7 +146,7 @@ pub(crate) async fn serve(
         denials: 0,
     };
     async move {
-        match session.run(&cancel).await {
+        match session.run(&cancel, reloads).await {
             Ok(()) => debug!("connection closed"),
             Err(e) => debug!(reason = %e, "connection ended"),
         }
@@ -180,7 +182,11 @@ enum End {
 }
 
 impl Session {
-    async fn run(&mut self, cancel: &CancellationToken) -> Result<(), End> {
+    async fn run(
+        &mut self,
+        cancel: &CancellationToken,
+        reloads: tokio::sync::watch::Receiver<u64>,
+    ) -> Result<(), End> {
         let _slot = self.take_slot().await?;
         let limits = self.services.config.limits.clone();
         if limits.requests_per_second > 0 {
@@ -209,7 +215,7 @@ impl Session {
         // registers its waker once, not once per request.
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
-        let mut reload = Box::pin(policy_reloaded(self.services.access.reloads()));
+        let mut reload = Box::pin(policy_reloaded(reloads));
         // One timer for the frame and idle timeouts, re-armed only when it
         // fires (see `Waiting`), never per request.
         let mut waiting = Waiting::new(&limits);
