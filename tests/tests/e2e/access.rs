@@ -298,6 +298,62 @@ fn hello(s: &mut UnixStream) -> Option<Response> {
 }
 
 #[test]
+fn pipelined_requests_are_answered_in_order_whole_or_split() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "A", "value-a", "-p", "app"]);
+    d.ctl_ok(&["secrets", "set", "B", "value-b", "-p", "app"]);
+    let frame = |req: &Request| {
+        let payload = encode(req).unwrap();
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&payload);
+        f
+    };
+    let get = |name: &str| {
+        frame(&Request::Get(flux_protocol::message::Get {
+            name: name.into(),
+        }))
+    };
+    let mut s = UnixStream::connect(d.project_socket("app")).unwrap();
+    assert!(matches!(hello(&mut s), Some(Response::Welcome(_))));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // 48 requests in one write, a missing name among them.
+    let names: Vec<&str> = (0..48).map(|i| ["A", "B", "MISSING"][i % 3]).collect();
+    let batch: Vec<u8> = names.iter().flat_map(|n| get(n)).collect();
+    s.write_all(&batch).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let reply = flux_protocol::codec::read_frame(&mut s, 1 << 20)
+            .unwrap()
+            .unwrap();
+        match (decode::<Response>(&reply).unwrap(), *name) {
+            (Response::Value(v), "A") => assert!(v.expose() == "value-a", "answer {i}"),
+            (Response::Value(v), "B") => assert!(v.expose() == "value-b", "answer {i}"),
+            (Response::Error(e), "MISSING") => assert_eq!(e.code, ErrorCode::NotFound),
+            (_, name) => panic!("answer {i} for {name} is out of order"),
+        }
+    }
+    // A whole request then half of the next: the first is answered while
+    // the second is still arriving.
+    let (first, second) = (get("A"), get("B"));
+    let mut split = first.clone();
+    split.extend_from_slice(&second[..3]);
+    s.write_all(&split).unwrap();
+    let reply = flux_protocol::codec::read_frame(&mut s, 1 << 20)
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(decode::<Response>(&reply).unwrap(), Response::Value(v) if v.expose() == "value-a")
+    );
+    s.write_all(&second[3..]).unwrap();
+    let reply = flux_protocol::codec::read_frame(&mut s, 1 << 20)
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(decode::<Response>(&reply).unwrap(), Response::Value(v) if v.expose() == "value-b")
+    );
+}
+
+#[test]
 fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
     let d = TestDaemon::start_with_config(
         "[limits]\nframe_timeout = \"200ms\"\nidle_timeout = \"1s\"\n",

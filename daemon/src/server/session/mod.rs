@@ -26,6 +26,9 @@
 //!   connection over its request rate gets `limit_reached` answers.
 //! - Shutdown is checked between requests only: a request in flight is
 //!   always answered.
+//! - Answers to requests that arrived together (a pipelining client) are
+//!   written out together, once no whole request is left to read (or 64
+//!   KiB of answers wait): one `writev` for the batch, not one per answer.
 //! - After `Subscribe`, the project's change events are written between
 //!   answers; a subscriber that falls behind gets one event with no names
 //!   ("anything may have changed") instead of the ones it missed.
@@ -113,6 +116,9 @@ impl Target {
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// Most bytes of answers held back while pipelined requests are answered.
+const PIPELINED_ANSWERS: usize = 64 * 1024;
 
 /// Serves one connection until the client closes, misbehaves, idles out, or
 /// `cancel` fires.
@@ -261,9 +267,15 @@ impl Session {
                 Ok(req) => self.decide(req, &mut events).await,
                 Err(e) => Reply::Message(error_response(ErrorCode::BadRequest, e.to_string())),
             };
-            match reply {
-                Reply::Message(response) => self.send(&response).await?,
-                Reply::Written => self.flush().await?,
+            if let Reply::Message(response) = reply {
+                self.queue(&response).await?;
+            }
+            // Answers to requests the client sent together (pipelined)
+            // leave in one write: flushed once no complete request is
+            // waiting in the read buffer, or once they fill
+            // `PIPELINED_ANSWERS` bytes.
+            if !self.request_buffered() || self.framed.write_buffer().len() >= PIPELINED_ANSWERS {
+                self.flush().await?;
             }
         }
     }
@@ -521,6 +533,40 @@ impl Session {
     /// Sends one answer; one over the answer limit is replaced by a
     /// `too_large` error, so the client always gets a reply.
     async fn send(&mut self, response: &Response) -> Result<(), End> {
+        let payload = self.payload(response)?;
+        let timeout = self.services.config.limits.write_timeout;
+        match tokio::time::timeout(timeout, self.framed.send(Bytes::from(payload))).await {
+            Ok(sent) => Ok(sent?),
+            Err(_) => Err(self.write_timed_out()),
+        }
+    }
+
+    /// True when the read buffer holds another whole request frame (the
+    /// codec is between frames right after it yielded one).
+    fn request_buffered(&self) -> bool {
+        let buf = self.framed.read_buffer();
+        buf.len() >= 4 && {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            buf.len() - 4 >= len
+        }
+    }
+
+    /// Encodes one answer into the write buffer without flushing it (the
+    /// sink writes it out by itself when the buffer grows past its
+    /// boundary); one over the answer limit is replaced by a `too_large`
+    /// error.
+    async fn queue(&mut self, response: &Response) -> Result<(), End> {
+        let payload = self.payload(response)?;
+        let timeout = self.services.config.limits.write_timeout;
+        match tokio::time::timeout(timeout, self.framed.feed(Bytes::from(payload))).await {
+            Ok(fed) => Ok(fed?),
+            Err(_) => Err(self.write_timed_out()),
+        }
+    }
+
+    /// An answer's payload; one over the answer limit is replaced by a
+    /// `too_large` error.
+    fn payload(&self, response: &Response) -> Result<Vec<u8>, End> {
         let mut payload = encode(response).map_err(|e| End::Protocol(e.to_string()))?;
         if payload.len() > MAX_RESPONSE_FRAME_LEN {
             let msg = format!(
@@ -532,11 +578,7 @@ impl Session {
             payload = encode(&error_response(ErrorCode::TooLarge, msg))
                 .map_err(|e| End::Protocol(e.to_string()))?;
         }
-        let timeout = self.services.config.limits.write_timeout;
-        match tokio::time::timeout(timeout, self.framed.send(Bytes::from(payload))).await {
-            Ok(sent) => Ok(sent?),
-            Err(_) => Err(self.write_timed_out()),
-        }
+        Ok(payload)
     }
 
     /// Writes out what is in the write buffer.
