@@ -22,9 +22,10 @@
 //! Rotation modes: [`RotationMode::ProtocolSet`] (a `Set` on the project
 //! socket, acknowledged when it returns) and
 //! [`RotationMode::ExternalReplace`] (the vault sealed with the project key,
-//! `flux_vault::vault::seal`, and renamed over `vaults/<project>.age` as a sync
-//! tool or config manager would; acknowledged when the rename returns, so
-//! its delay is the file watcher's). `all` runs both.
+//! `flux_vault::vault::seal`, written to `vaults/<project>.age.new` and
+//! renamed over `vaults/<project>.age` as a sync tool or config manager
+//! would; acknowledged when the rename returns, so its delay is the file
+//! watcher's). `all` runs both.
 
 use crate::fixture::{describe, seq_of, value};
 use crate::fluxd::{Fluxd, FluxdBinary};
@@ -76,7 +77,24 @@ impl Rotator for ExternalReplace {
         self.revision += 1;
         let bytes = flux_vault::vault::seal(PROJECT, &secrets, self.revision, &self.key)
             .map_err(|e| anyhow::anyhow!("seal: {e}"))?;
-        flux_vault::files::write_atomic(&self.vault, &bytes, 0o600)
+        // As a sync tool does: a file of its own beside the vault, made
+        // durable, then renamed over it.
+        let staged = self.vault.with_extension("age.new");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&staged)
+                .map_err(|e| anyhow::anyhow!("stage the vault: {e}"))?;
+            f.write_all(&bytes)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| anyhow::anyhow!("stage the vault: {e}"))?;
+        }
+        std::fs::rename(&staged, &self.vault)
             .map_err(|e| anyhow::anyhow!("replace the vault: {e}"))?;
         Ok(())
     }

@@ -14,6 +14,9 @@
 //! [`QUIET`] (at most [`MAX_BATCH`]), then sends one [`Change`] for it. A
 //! burst that starts with a partial write (a file truncated and still
 //! being written) waits for the quiet, so a half-written file is not read.
+//! fluxd's own writes — its temp files renamed into place — wait for the
+//! quiet too: the project already serves what they hold, and the re-read
+//! only confirms it.
 //! Changes name just the projects of the changed files — or are
 //! [`Change::All`] when a name is not a project file (`..data`), or when
 //! the kernel dropped events.
@@ -49,6 +52,8 @@ pub const MAX_BATCH: Duration = Duration::from_millis(50);
 struct Scope {
     all: bool,
     projects: BTreeSet<String>,
+    /// The last rename seen started from one of fluxd's own temp files.
+    own_rename: bool,
 }
 
 impl Scope {
@@ -69,10 +74,22 @@ impl Scope {
                 return false;
             }
         };
+        let own_temp = |p: Option<&PathBuf>| {
+            p.and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .is_some_and(flux_vault::files::is_temp_file)
+        };
         let complete = match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
             EventKind::Access(_) => return false,
-            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => true,
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                self.own_rename = own_temp(event.paths.first());
+                false
+            }
+            // fluxd's own writes (its temp files renamed into place) need no
+            // hurry: the project already serves what they hold.
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => !self.own_rename,
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => !own_temp(event.paths.first()),
             _ => false,
         };
         if event.need_rescan() {
@@ -246,5 +263,29 @@ mod tests {
         )));
         assert!(s.take().is_some());
         assert!(s.take().is_none(), "take leaves the scope empty");
+    }
+
+    #[test]
+    fn fluxds_own_writes_wait_for_the_quiet() {
+        let rename = |mode: RenameMode, paths: &[&str]| {
+            let mut e = notify::Event::new(EventKind::Modify(ModifyKind::Name(mode)));
+            for p in paths {
+                e = e.add_path(PathBuf::from(p));
+            }
+            Ok(e)
+        };
+        let mut s = Scope::default();
+        assert!(!s.add(rename(RenameMode::From, &["/s/vaults/.app.age.abc123.tmp"])));
+        assert!(!s.add(rename(RenameMode::To, &["/s/vaults/app.age"])));
+        assert!(!s.add(rename(
+            RenameMode::Both,
+            &["/s/vaults/.app.age.abc123.tmp", "/s/vaults/app.age"]
+        )));
+        assert_eq!(s.projects.iter().collect::<Vec<_>>(), ["app"], "still seen");
+        // Another tool's rename is applied at once.
+        assert!(s.add(rename(
+            RenameMode::Both,
+            &["/s/vaults/app.age.new", "/s/vaults/app.age"]
+        )));
     }
 }
