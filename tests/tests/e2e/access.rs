@@ -6,6 +6,7 @@
 //! they print SKIPPED.
 
 use crate::{assert_value, stderr, stdout};
+use flux_e2e::eventually;
 use flux_e2e::{TestDaemon, assert_no_secret};
 use flux_protocol::ErrorCode;
 use flux_protocol::SecretValue;
@@ -16,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NOBODY: u32 = 65534;
 const OTHER: u32 = 65533;
@@ -33,14 +34,6 @@ fn is_root(test: &str) -> bool {
 /// Runs fluxctl as `uid` (gid 65534, no supplementary groups).
 fn ctl_as(d: &TestDaemon, uid: u32, args: &[&str]) -> Output {
     d.ctl().args(args).uid(uid).gid(NOBODY).output().unwrap()
-}
-
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn open_dir_to_others(d: &TestDaemon) {

@@ -3,21 +3,14 @@
 //! `fluxctl secrets import` sets a whole file in one write.
 
 use crate::{assert_value, stderr, stdout};
+use flux_e2e::eventually;
 use flux_e2e::{TestDaemon, bin};
 use flux_protocol::ErrorCode;
 use flux_protocol::blocking::Client;
 use flux_protocol::message::EventKind;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use std::time::Duration;
 
 struct Dev {
     child: Child,

@@ -3,6 +3,7 @@
 //! half a write, and subscribers are told.
 
 use crate::{assert_value, stderr};
+use flux_e2e::eventually;
 use flux_e2e::{TestDaemon, have_tool};
 use flux_protocol::SecretValue;
 use flux_protocol::message::EventKind;
@@ -10,18 +11,9 @@ use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Entry, Secrets};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Polls `cond` until it holds; panics with `what` after [`WAIT`].
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn key_of(d: &TestDaemon, project: &str) -> ProjectKey {
     ProjectKey::parse(&std::fs::read_to_string(d.key_path(project)).unwrap()).unwrap()
