@@ -21,6 +21,7 @@
 
 mod argv;
 mod audit;
+pub mod dashboard;
 mod diff;
 mod docs;
 pub mod failure;
@@ -28,6 +29,7 @@ mod fleet;
 mod hosts;
 mod import;
 mod init;
+mod metrics;
 mod projects;
 mod prompt;
 mod run;
@@ -153,6 +155,19 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Serve a read-only web page of projects, names, audit and activity
+    /// on 127.0.0.1, updated live (never a value; writes stay here)
+    Dashboard {
+        /// Port to listen on [default: a random free port]
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Print the URL without opening a browser
+        #[arg(long)]
+        no_open: bool,
+    },
+    /// Print the daemon's counters and gauges in the Prometheus text
+    /// format (daemon admins; names and numbers, never values)
+    Metrics,
 }
 
 /// `fluxctl fleet …`.
@@ -404,6 +419,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Status { json } => status::run(&target, json).map(|()| 0),
         Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
         Command::Fleet(cmd) => fleet::run(&target, cmd).map(|()| 0),
+        Command::Metrics => metrics::run(&target).map(|()| 0),
+        Command::Dashboard { port, no_open } => dashboard::run(&target, port, no_open),
         Command::Init { name, force, json } => init::run(name, force, json).map(|()| 0),
         Command::Audit { since, limit, json } => {
             // Only --project narrows the log: a FLUX_PROJECT exported for

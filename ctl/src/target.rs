@@ -165,6 +165,22 @@ impl Target {
             .map(|(_, client)| client)
     }
 
+    /// The runtime folder of the fluxd that answers: the one serving the
+    /// named project, else the one whose control socket answers, else (no
+    /// fluxd answers) the first folder searched. Blocking: call it outside
+    /// an async runtime.
+    pub fn runtime_dir(&self) -> PathBuf {
+        if let Some(project) = &self.project
+            && let Ok((dir, _)) = self.connect_first(|d| paths::project_socket(d, project))
+        {
+            return dir;
+        }
+        match self.connect_first(paths::control_socket) {
+            Ok((dir, _)) => dir,
+            Err(_) => self.candidates[0].0.clone(),
+        }
+    }
+
     /// A connection to `project`'s socket.
     pub fn client_of(&self, project: &str) -> Result<Client> {
         self.connect_first(|dir| paths::project_socket(dir, project))

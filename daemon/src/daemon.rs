@@ -136,12 +136,14 @@ impl Daemon {
             hosts: opened.hosts,
             runtime,
             config,
+            metrics: Default::default(),
         });
         server.attach(&services);
         apply_runtime_mode(&services)?;
         services.control.serve_all().await?;
         follow(&services, opened.feed);
         server.serve_control()?;
+        server.serve_metrics();
         let leftover = server.sockets().leftover();
         if !leftover.is_empty() {
             warn!(sockets = ?leftover, "sockets passed by systemd match no project yet; kept for when they are created");
@@ -184,6 +186,9 @@ impl Daemon {
         self.server
             .sockets()
             .retire(&services.config.control_socket());
+        if let Some(crate::config::MetricsListen::Unix(path)) = &services.config.metrics_listen {
+            self.server.sockets().retire(path);
+        }
         services.control.retire_all();
         services.access.audit().flush().await;
         info!("stopped");

@@ -26,6 +26,8 @@
 //! - [`project`]: in-memory snapshots and the serialized write path;
 //! - [`store`]: where keys and ciphertext live, and their change feeds;
 //!   [`fleet`]: etcd as a replicated store;
+//! - [`metrics`]: counters and gauges, rendered for `fluxctl metrics` and
+//!   an optional scrape listener;
 //! - [`folders`]: the daemon's own folders; [`hardening`]: no core dumps,
 //!   no ptrace, locked memory; [`systemd`]: readiness, watchdog and socket
 //!   activation; [`runtime`]: shutdown and tasks.
@@ -45,6 +47,7 @@ pub mod error;
 pub mod fleet;
 mod folders;
 pub mod hardening;
+mod metrics;
 mod project;
 mod registry;
 mod runtime;

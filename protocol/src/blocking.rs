@@ -153,6 +153,11 @@ impl Client {
         self.rt.block_on(self.inner.list_digests())
     }
 
+    /// See [`crate::Client::metrics`].
+    pub fn metrics(&mut self) -> Result<String, ClientError> {
+        self.rt.block_on(self.inner.metrics())
+    }
+
     /// See [`crate::Client::status`].
     pub fn status(&mut self) -> Result<DaemonStatus, ClientError> {
         self.rt.block_on(self.inner.status())

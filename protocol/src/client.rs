@@ -117,6 +117,7 @@ fn kind(resp: &Response) -> &'static str {
         Response::RolledBack(_) => "rolled back",
         Response::Diff(_) => "diff",
         Response::SecretDigests(_) => "secret digests",
+        Response::Metrics(_) => "metrics",
     }
 }
 
@@ -425,6 +426,21 @@ impl Client {
             self.call(&Request::ListDigests).await?,
             "list_digests",
             Response::SecretDigests
+        )
+    }
+
+    /// The fleet as this host sees it (control socket).
+    pub async fn fleet(&mut self) -> Result<FleetInfo, ClientError> {
+        expect!(self.call(&Request::Fleet).await?, "fleet", Response::Fleet)
+    }
+
+    /// The daemon's counters and gauges, Prometheus text format (control
+    /// socket).
+    pub async fn metrics(&mut self) -> Result<String, ClientError> {
+        expect!(
+            self.call(&Request::Metrics).await?,
+            "metrics",
+            Response::Metrics
         )
     }
 

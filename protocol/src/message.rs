@@ -85,6 +85,10 @@ pub enum Request {
     /// 23: names, set times and keyed value digests, never values (project
     /// socket).
     ListDigests,
+    /// 24: the daemon's counters and gauges in the Prometheus text
+    /// exposition format (control socket). Names and numbers, never a
+    /// value.
+    Metrics,
 }
 
 impl Request {
@@ -115,6 +119,7 @@ impl Request {
             Self::Rollback(_) => "rollback",
             Self::Diff(_) => "diff",
             Self::ListDigests => "list_digests",
+            Self::Metrics => "metrics",
         }
     }
 }
@@ -173,6 +178,9 @@ pub enum Response {
     Diff(Vec<Difference>),
     /// 24: answer to `ListDigests`, sorted by name.
     SecretDigests(Vec<SecretDigest>),
+    /// 25: answer to `Metrics`: the Prometheus text exposition (format
+    /// 0.0.4), one sample per line.
+    Metrics(String),
 }
 
 /// A secret's name: payload of [`Request::History`].

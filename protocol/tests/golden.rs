@@ -126,6 +126,7 @@ fn requests() -> Vec<(&'static str, Request)> {
             }]),
         ),
         ("request.list_digests", Request::ListDigests),
+        ("request.metrics", Request::Metrics),
     ]
 }
 
@@ -374,6 +375,7 @@ fn responses() -> Vec<(&'static str, Response)> {
                 digest: "5d41402abc4b".into(),
             }]),
         ),
+        ("response.metrics", Response::Metrics("flux_up 1\n".into())),
     ]
 }
 

@@ -145,6 +145,8 @@ const NOT_ENCODED = new Set([
   'response.diff',
   'request.list_digests',
   'response.secret_digests',
+  'request.metrics',
+  'response.metrics',
 ]);
 
 describe('PROTOCOL.md test vectors', () => {

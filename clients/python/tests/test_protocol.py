@@ -88,6 +88,7 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.rollback": lambda: p.encode_rollback("OPENAI_API_KEY", 2),
     "request.diff": lambda: p.encode_diff([("A", "1")]),
     "request.list_digests": p.encode_list_digests,
+    "request.metrics": p.encode_metrics,
 }
 
 STATUS = p.DaemonStatus(
@@ -199,6 +200,7 @@ RESPONSES: Dict[str, p.Response] = {
     "response.secret_digests": p.SecretDigests(
         [p.SecretDigest("OPENAI_API_KEY", 1764000000000, "5d41402abc4b")]
     ),
+    "response.metrics": p.Metrics(text="flux_up 1\n"),
 }
 
 
@@ -316,8 +318,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 25"):
-            p.decode_response(struct.pack("<I", 25))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 26"):
+            p.decode_response(struct.pack("<I", 26))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

@@ -60,6 +60,9 @@ impl Socket<'_> {
 pub enum Need {
     /// Reader of the socket's project.
     Reader,
+    /// Reader or admin of the socket's project: what reveals names, never
+    /// values (change events).
+    ReaderOrAdmin,
     /// Admin of the socket's project.
     Admin,
     /// Admin of the daemon (the default admins, the daemon's uid, root).
@@ -242,6 +245,9 @@ pub fn decide(
     let allowed = match (need, socket) {
         (Need::Reader, Socket::Project(p)) => policy.allows(p, peer, Role::Reader),
         (Need::Admin, Socket::Project(p)) => policy.allows(p, peer, Role::Admin),
+        (Need::ReaderOrAdmin, Socket::Project(p)) => {
+            policy.allows(p, peer, Role::Reader) || policy.allows(p, peer, Role::Admin)
+        }
         (Need::DaemonAdmin, _) => policy.is_daemon_admin(peer),
         (Need::DaemonAdminOrAdminOfNamed, _) => {
             policy.is_daemon_admin(peer)
@@ -251,7 +257,7 @@ pub fn decide(
                 }
         }
         // A project role on the control socket: nothing to hold it on.
-        (Need::Reader | Need::Admin, Socket::Control) => false,
+        (Need::Reader | Need::Admin | Need::ReaderOrAdmin, Socket::Control) => false,
     };
     if allowed {
         Ok(Granted {

@@ -52,6 +52,9 @@ pub struct Config {
     pub store: crate::fleet::StoreChoice,
     /// What vaults keep (`[vaults]`).
     pub vaults: Vaults,
+    /// Where scrapers read `GET /metrics` (`[metrics] listen`); none by
+    /// default.
+    pub metrics_listen: Option<MetricsListen>,
 }
 
 /// `[vaults]`, resolved.
@@ -94,6 +97,55 @@ impl VaultsFile {
     }
 }
 
+/// Where the optional metrics listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A loopback address and port.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket in the runtime folder.
+    Unix(PathBuf),
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    /// `"127.0.0.1:9464"` (a loopback address), or a socket file name in
+    /// the runtime folder (`"metrics.sock"`, or its absolute path).
+    pub listen: Option<String>,
+}
+
+impl MetricsFile {
+    fn resolve(&self, runtime_dir: &Path) -> Result<Option<MetricsListen>> {
+        let Some(listen) = self.listen.as_deref() else {
+            return Ok(None);
+        };
+        if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+            if !addr.ip().is_loopback() {
+                return Err(Error::Config(format!(
+                    "[metrics] listen = {listen:?}: only a loopback address (127.0.0.1, ::1) or a Unix socket is allowed; scrape from this host, or use node_exporter's textfile collector (docs/DEPLOY.md)"
+                )));
+            }
+            return Ok(Some(MetricsListen::Tcp(addr)));
+        }
+        let path = Path::new(listen);
+        let in_runtime = if path.is_absolute() {
+            path.parent() == Some(runtime_dir) && path.file_name().is_some()
+        } else {
+            path.components().count() == 1 && !listen.contains(':')
+        };
+        if !in_runtime {
+            return Err(Error::Config(format!(
+                "[metrics] listen = {listen:?}: give a loopback address and port (\"127.0.0.1:9464\") or a socket file name in the runtime folder (\"metrics.sock\", or {})",
+                runtime_dir.join("metrics.sock").display()
+            )));
+        }
+        Ok(Some(MetricsListen::Unix(
+            runtime_dir.join(path.file_name().unwrap_or_default()),
+        )))
+    }
+}
+
 /// Name of the systemd credential holding the host key.
 pub const HOST_KEY_CREDENTIAL: &str = "fluxd-host-key";
 
@@ -117,6 +169,9 @@ pub struct FileConfig {
     /// `[vaults]`: what vaults keep.
     #[serde(default)]
     pub vaults: VaultsFile,
+    /// `[metrics]`: the optional scrape listener.
+    #[serde(default)]
+    pub metrics: MetricsFile,
 }
 
 /// `[audit]`.
@@ -297,6 +352,13 @@ impl Config {
                 None => e,
             }
         })?;
+        let metrics_listen =
+            file.metrics
+                .resolve(&runtime_dir)
+                .map_err(|e| match &config_file {
+                    Some(p) => Error::Config(format!("config file {}: {e}", p.display())),
+                    None => e,
+                })?;
         Ok(Self {
             state_dir,
             runtime_dir,
@@ -307,6 +369,7 @@ impl Config {
             host_key,
             store,
             vaults,
+            metrics_listen,
         })
     }
 
@@ -341,6 +404,7 @@ impl Config {
             host_key: None,
             store: crate::fleet::StoreChoice::Local,
             vaults: Vaults::default(),
+            metrics_listen: None,
         })
     }
 
@@ -378,5 +442,42 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
         let e = toml::from_str::<FileConfig>("typo = 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = toml::from_str::<FileConfig>("[metrics]\nlisten_on = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn the_metrics_listener_is_loopback_or_a_socket_in_the_runtime_folder() {
+        let run = Path::new("/run/flux");
+        let resolve = |listen: &str| {
+            MetricsFile {
+                listen: Some(listen.into()),
+            }
+            .resolve(run)
+        };
+        assert_eq!(
+            resolve("127.0.0.1:9464").unwrap(),
+            Some(MetricsListen::Tcp("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert!(matches!(
+            resolve("[::1]:9464").unwrap(),
+            Some(MetricsListen::Tcp(_))
+        ));
+        for path in ["metrics.sock", "/run/flux/metrics.sock"] {
+            assert_eq!(
+                resolve(path).unwrap(),
+                Some(MetricsListen::Unix(run.join("metrics.sock")))
+            );
+        }
+        for bad in [
+            "0.0.0.0:9464",
+            "10.0.0.1:9464",
+            "/tmp/metrics.sock",
+            "../metrics.sock",
+            "sub/metrics.sock",
+        ] {
+            assert!(resolve(bad).is_err(), "{bad} was accepted");
+        }
+        assert_eq!(MetricsFile::default().resolve(run).unwrap(), None);
     }
 }

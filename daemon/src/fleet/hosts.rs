@@ -23,6 +23,7 @@ use super::identity::{HostRecord, parse_recipient};
 use super::layout::EtcdKey;
 use super::store::EtcdStore;
 use crate::error::{Error, Result, Unavailable};
+use crate::metrics::FleetGauges;
 use crate::store::{FleetInfo, Hosts, Store};
 use flux_protocol::message::HostList as HostListMessage;
 use flux_vault::keys::ProjectKey;
@@ -100,6 +101,14 @@ impl Hosts for FleetHosts {
 
     fn problems(&self) -> Vec<String> {
         self.store.problems()
+    }
+
+    fn gauges(&self) -> Option<FleetGauges> {
+        Some(FleetGauges {
+            outage: self.store.has_outage(),
+            applied_revision: self.store.applied_revision(),
+            problems: self.store.problems().len(),
+        })
     }
 
     fn add(&self, token: &str) -> Result<Vec<String>> {

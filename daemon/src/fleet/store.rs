@@ -52,6 +52,9 @@ pub struct EtcdStore {
     /// Deleted projects etcd's history still holds, with the revision of
     /// the deletion, until etcd is compacted past it.
     remains: Mutex<std::collections::BTreeMap<String, (i64, String)>>,
+    /// The newest etcd revision applied from a watch or a full read, for
+    /// the `flux_fleet_applied_revision` gauge.
+    applied: std::sync::atomic::AtomicI64,
 }
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -160,6 +163,7 @@ impl EtcdStore {
             compact_on_delete: options.compact_on_delete,
             feed: std::sync::OnceLock::new(),
             remains: Mutex::new(std::collections::BTreeMap::new()),
+            applied: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -254,6 +258,17 @@ impl EtcdStore {
                     .remove(&project);
             }
         }
+    }
+
+    /// Notes that everything up to `revision` has been applied.
+    pub fn note_applied(&self, revision: i64) {
+        self.applied
+            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The newest etcd revision applied (0 before the first read).
+    pub fn applied_revision(&self) -> i64 {
+        self.applied.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// True while etcd is taken to be unreachable.
@@ -540,6 +555,7 @@ impl EtcdStore {
             }
             cache.revision = revision;
         }
+        self.note_applied(revision);
         self.set_outage(None);
         self.queue(std::mem::take(&mut applied.persist));
         self.flush();

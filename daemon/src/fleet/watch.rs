@@ -126,6 +126,7 @@ fn run(store: &EtcdStore, prefix: &str, revision: i64, tx: &mpsc::UnboundedSende
                 }
                 WatchMessage::Events { revision, events } => {
                     let applied = store.apply(events);
+                    store.note_applied(revision);
                     let lost = applied.lost;
                     start = revision + 1;
                     if !send(tx, applied) {

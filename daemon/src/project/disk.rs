@@ -149,6 +149,7 @@ impl Project {
     /// changed and is good (see the module docs). `force` re-opens the files
     /// even when their fingerprints match.
     pub async fn reload(&self, force: bool) -> Reload {
+        let started = std::time::Instant::now();
         let _writer = self.writer.lock().await;
         if self.deleted.load(Ordering::Acquire) {
             return Reload::Unchanged;
@@ -207,6 +208,7 @@ impl Project {
                     secrets: opened.secrets.without_versions(),
                     unreadable: None,
                 }));
+                self.metrics.apply_reload.observe(started.elapsed());
                 // A forced reload of an unchanged file needs no event.
                 if !names.is_empty() {
                     self.announce(generation, EventKind::Reloaded, names);
@@ -214,6 +216,7 @@ impl Project {
                 Reload::Swapped
             }
             Err(e) => {
+                self.metrics.load_failures.fetch_add(1, Ordering::Relaxed);
                 let reason = e.to_string();
                 if disk.last_error.as_deref() != Some(reason.as_str()) {
                     error!(project = %self.name, error = %reason, "vault not loaded; the last good snapshot keeps serving");

@@ -35,6 +35,7 @@ mod write;
 pub use write::Writer;
 
 use crate::error::{Error, Result};
+use crate::metrics::ProjectMetrics;
 use crate::store::Store;
 use arc_swap::ArcSwap;
 use disk::{DiskRead, DiskState, Keep, fingerprint, read_disk};
@@ -83,6 +84,8 @@ pub struct Project {
     /// seconds after the write ([`write::KEEP_WRITTEN`]): a burst of writes
     /// does not read the vault back each time.
     written: Arc<Mutex<Option<write::Written>>>,
+    /// Requests, connections, load failures and apply latencies.
+    metrics: Arc<ProjectMetrics>,
 }
 
 impl Project {
@@ -203,6 +206,10 @@ impl Project {
         disk: DiskState,
         cancel: CancellationToken,
     ) -> Self {
+        let metrics = ProjectMetrics::default();
+        if unreadable.is_some() {
+            metrics.load_failures.fetch_add(1, Ordering::Relaxed);
+        }
         Self {
             name: name.to_owned(),
             socket,
@@ -222,6 +229,7 @@ impl Project {
             events: broadcast::channel(EVENT_BUFFER).0,
             cancel,
             written: Arc::default(),
+            metrics: Arc::new(metrics),
         }
     }
 
@@ -238,6 +246,11 @@ impl Project {
     /// Cancelled when the project is deleted or the daemon stops.
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// The project's counters.
+    pub fn metrics(&self) -> &Arc<ProjectMetrics> {
+        &self.metrics
     }
 
     /// The snapshot being served now.

@@ -26,6 +26,7 @@ use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome, now_ms};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use tracing::{info, warn};
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -399,6 +400,7 @@ impl Project {
         w: &Writer<'_>,
         mut change: impl FnMut(&mut Secrets) -> Result<T> + Send + 'static,
     ) -> Result<(T, u64)> {
+        let started = Instant::now();
         let (capacity, keep) = (Capacity::of(w.limits), w.keep_versions);
         let _writer = self.writer.lock().await;
         let current = Arc::clone(&*self.readable()?);
@@ -515,6 +517,7 @@ impl Project {
             secrets: whole,
             generation,
         });
+        self.metrics.apply_write.observe(started.elapsed());
         self.announce(generation, kind, names);
         Ok((out, generation))
     }
@@ -543,6 +546,7 @@ impl Project {
     /// it from then on (after a restart too). The vault must still open
     /// with the project's key and carry a valid seal.
     pub async fn restore(&self) -> Result<Restored> {
+        let started = Instant::now();
         let _writer = self.writer.lock().await;
         if self.deleted.load(Ordering::Acquire) {
             return Err(Error::UnknownProject(self.name.clone()));
@@ -608,6 +612,7 @@ impl Project {
             secrets: opened.secrets,
             unreadable: None,
         }));
+        self.metrics.apply_write.observe(started.elapsed());
         self.announce(generation, EventKind::Reloaded, names);
         Ok(Restored {
             revision,

@@ -4,7 +4,9 @@
 //! - [`sockets`]: socket files — binding, modes, systemd's sockets;
 //! - [`session`]: one connection — handshake, frames, timers, the access
 //!   decision, the audit;
-//! - [`handlers`]: what each request kind does, and the rule it declares.
+//! - [`handlers`]: what each request kind does, and the rule it declares;
+//! - [`exposition`]: the metrics in the Prometheus text format, for the
+//!   `Metrics` request and the optional scrape listener ([`scrape`]).
 //!
 //! [`Services`] is what a session and its handlers use; [`Server`] is the
 //! [`Listeners`] the project lifecycle calls to open and close project
@@ -19,7 +21,9 @@
 //! (project delete, shutdown), never by the loop, so a loop that stops late
 //! cannot remove a socket re-created at the same path.
 
+pub mod exposition;
 pub mod handlers;
+pub mod scrape;
 pub mod session;
 pub mod sockets;
 
@@ -27,6 +31,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::control::{Control, Listeners};
 use crate::error::Result;
+use crate::metrics::DaemonMetrics;
 use crate::project::Project;
 use crate::runtime::Runtime;
 use crate::store::Hosts;
@@ -47,6 +52,8 @@ pub struct Services {
     pub control: Control,
     pub hosts: Arc<dyn Hosts>,
     pub runtime: Runtime,
+    /// Daemon-wide counters (each project keeps its own).
+    pub metrics: Arc<DaemonMetrics>,
 }
 
 /// The listeners: socket files and accept loops.
@@ -95,6 +102,20 @@ impl Server {
         let cancel = services.runtime.shutdown().clone();
         self.spawn(&services, listener, Target::Control, cancel);
         Ok(())
+    }
+
+    /// Opens the optional metrics listener (`[metrics] listen`). A
+    /// listener that cannot be opened is logged and the daemon serves on:
+    /// secrets matter more than their metrics.
+    pub fn serve_metrics(&self) {
+        let services = self.services().expect("attached before serving");
+        let Some(listen) = services.config.metrics_listen.clone() else {
+            return;
+        };
+        let cancel = services.runtime.shutdown().clone();
+        if let Err(e) = scrape::start(&services, &self.sockets, &listen, cancel) {
+            error!(error = %e, "the metrics listener is not running; fluxctl metrics still works");
+        }
     }
 
     fn spawn(

@@ -183,6 +183,10 @@ pub trait Hosts: Send + Sync + std::fmt::Debug + 'static {
     fn problems(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The fleet's gauges (none outside fleet mode).
+    fn gauges(&self) -> Option<crate::metrics::FleetGauges> {
+        None
+    }
 }
 
 pub use flux_protocol::message::FleetInfo;

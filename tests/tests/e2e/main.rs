@@ -4,12 +4,15 @@
 mod access;
 mod authorization;
 mod bad_input;
+mod browser;
 mod cli;
 mod clients;
+mod dashboard;
 mod dev;
 mod dotenv_corpus;
 mod durability;
 mod hardening;
+mod metrics;
 mod rotation;
 mod systemd;
 mod versions;

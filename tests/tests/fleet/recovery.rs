@@ -145,3 +145,93 @@ fn lost_quorum_says_the_outcome_is_unknown_and_status_clears_when_it_returns() {
         has_value(c, "KEY", "k-3")
     });
 }
+
+/// `fluxctl dashboard`'s `/api/overview` on `host`, read once.
+fn dashboard_overview(host: &flux_e2e::TestDaemon) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = std::process::Command::new(flux_e2e::bin("fluxctl"))
+        .arg("--runtime-dir")
+        .arg(host.runtime_dir())
+        .args(["dashboard", "--no-open"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("http://127.0.0.1:"))
+        .expect("the dashboard's URL");
+    let rest = &url["http://".len()..];
+    let host_port = rest.split('/').next().unwrap().to_owned();
+    let token = url.split("token=").nth(1).unwrap();
+    let mut s = std::net::TcpStream::connect(&host_port).unwrap();
+    write!(
+        s,
+        "GET /api/overview HTTP/1.1\r\nHost: {host_port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    flux_e2e::terminate(&mut child, Duration::from_secs(5));
+    let body = raw.split("\r\n\r\n").nth(1).expect("an answer body");
+    serde_json::from_str(body).expect("JSON")
+}
+
+/// One unlabelled sample of `fluxctl metrics` on `host`.
+fn metric(host: &flux_e2e::TestDaemon, name: &str) -> i64 {
+    let text = host.ctl_ok(&["metrics"]);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in fluxctl metrics"))
+}
+
+#[test]
+fn metrics_show_an_etcd_outage_and_the_revision_each_host_applied() {
+    if !have_etcd("metrics_show_an_etcd_outage_and_the_revision_each_host_applied") {
+        return;
+    }
+    let mut etcd = Etcd::start(1);
+    let hosts = fleet(&etcd, 2, "app");
+    set(&hosts[0], "app", "KEY", "k-1");
+    wait_for(&hosts[1], "app", "KEY", |c| has_value(c, "KEY", "k-1"));
+    let revision = etcd.raw().revision();
+    for h in &hosts {
+        assert_eq!(metric(h, "flux_fleet_mode"), 1);
+        assert_eq!(metric(h, "flux_fleet_etcd_outage"), 0);
+        flux_e2e::eventually("the host to apply etcd's revision", || {
+            metric(h, "flux_fleet_applied_revision") >= revision - 1
+        });
+    }
+    // The dashboard shows the fleet: its id and both hosts.
+    let overview = dashboard_overview(&hosts[0]);
+    assert_eq!(overview["fleet"]["fleet_id"], fleet_id(&hosts[0]).as_str());
+    assert_eq!(
+        overview["fleet"]["hosts"].as_array().map(Vec::len),
+        Some(2),
+        "{overview}"
+    );
+    assert_eq!(overview["fleet"]["member"], true);
+    flux_e2e::assert_no_secret(overview.to_string().as_bytes(), "k-1", "the dashboard");
+
+    etcd.stop();
+    let started = Instant::now();
+    while metric(&hosts[1], "flux_fleet_etcd_outage") != 1 {
+        assert!(
+            started.elapsed() < PROPAGATION * 4,
+            "no outage in the metrics with etcd stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metric(&hosts[1], "flux_fleet_problems") >= 1);
+    etcd.restart();
+    let started = Instant::now();
+    while metric(&hosts[1], "flux_fleet_etcd_outage") != 0 {
+        assert!(
+            started.elapsed() < PROPAGATION * 4,
+            "the outage stays in the metrics with etcd back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

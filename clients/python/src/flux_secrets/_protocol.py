@@ -62,6 +62,7 @@ class RequestKind(enum.IntEnum):
     ROLLBACK = 21
     DIFF = 22
     LIST_DIGESTS = 23
+    METRICS = 24
 
 
 class EventKind(enum.IntEnum):
@@ -369,6 +370,13 @@ class SecretDigests:
     secrets: List[SecretDigest]
 
 
+@dataclass(frozen=True)
+class Metrics:
+    """The daemon's counters and gauges, Prometheus text format."""
+
+    text: str
+
+
 Response = Union[
     Welcome,
     ErrorReply,
@@ -395,6 +403,7 @@ Response = Union[
     RolledBack,
     Diff,
     SecretDigests,
+    Metrics,
 ]
 
 #: A short name per response type, for error messages.
@@ -424,6 +433,7 @@ RESPONSE_NAMES = {
     RolledBack: "rolled back",
     Diff: "diff",
     SecretDigests: "secret digests",
+    Metrics: "metrics",
 }
 
 
@@ -572,6 +582,10 @@ def encode_diff(entries: Iterable[Tuple[str, str]]) -> bytes:
 
 def encode_list_digests() -> bytes:
     return _request(RequestKind.LIST_DIGESTS)
+
+
+def encode_metrics() -> bytes:
+    return _request(RequestKind.METRICS)
 
 
 # ---------------------------------------------------------------- decoding
@@ -832,6 +846,7 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
             ),
         )
     ),
+    lambda r: Metrics(text=r.string("metrics text")),
 ]
 
 

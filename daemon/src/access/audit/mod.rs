@@ -129,6 +129,8 @@ struct Shared {
     error: Mutex<Option<String>>,
     /// Entries lost to a failing log.
     dropped: AtomicU64,
+    /// Entries the writer holds for a retry.
+    pending: AtomicU64,
 }
 
 /// The sending side of the audit log.
@@ -244,6 +246,17 @@ impl Audit {
         }
     }
 
+    /// Entries recorded and not yet written: queued, being written, or
+    /// kept for a retry while the log cannot be written (0 when disabled).
+    pub fn queue_depth(&self) -> u64 {
+        let Some(shared) = &self.shared else { return 0 };
+        let waiting = {
+            let q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.queued - q.done
+        };
+        waiting + shared.pending.load(Ordering::Relaxed)
+    }
+
     /// Where the log is, if it is enabled.
     pub fn path(&self) -> Option<&Path> {
         self.shared.as_ref().and(self.config.path.as_deref())
@@ -301,6 +314,9 @@ impl Writer {
             if !self.pending.is_empty() {
                 self.write_pending(&mut bytes);
             }
+            self.shared
+                .pending
+                .store(self.pending.len() as u64, Ordering::Relaxed);
             let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.done += count;
             self.shared.changed.notify_all();

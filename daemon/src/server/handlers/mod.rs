@@ -11,12 +11,13 @@
 //!
 //! | request | socket | needs | kind |
 //! |---|---|---|---|
-//! | `Get`, `GetAll`, `Subscribe` | project | reader | read |
+//! | `Get`, `GetAll` | project | reader | read |
+//! | `Subscribe` | project | reader or admin (events carry names only) | read |
 //! | `List`, `ListDigests`, `History`, `Diff` | project | admin | read |
 //! | `Set`, `SetMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
 //! | `CreateProject`, `AddHost`, `RemoveHost` | control | daemon admin | write |
 //! | `DeleteProject` | control | daemon admin, or admin of that project | write |
-//! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet` | control | daemon admin | read |
+//! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet`, `Metrics` | control | daemon admin | read |
 //! | `Hello` | — (the handshake only) | — | — |
 
 mod add_host;
@@ -35,6 +36,7 @@ mod list;
 mod list_digests;
 mod list_hosts;
 mod list_projects;
+mod metrics;
 mod remove_host;
 mod restore_vault;
 mod rollback;
@@ -124,6 +126,7 @@ pub fn rule(req: &Request) -> Rule {
         Request::Rollback(_) => rollback::RULE,
         Request::Diff(_) => diff::RULE,
         Request::ListDigests => list_digests::RULE,
+        Request::Metrics => metrics::RULE,
     }
 }
 
@@ -157,6 +160,7 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
         Request::Rollback(req) => message(rollback::handle(ctx, req).await),
         Request::Diff(req) => message(diff::handle(ctx, req)),
         Request::ListDigests => message(list_digests::handle(ctx)),
+        Request::Metrics => message(metrics::handle(ctx)),
     }
 }
 
@@ -262,6 +266,7 @@ mod tests {
                 value: SecretValue::from("v"),
             }]),
             Request::ListDigests,
+            Request::Metrics,
         ]
     }
 
@@ -272,7 +277,7 @@ mod tests {
         ("hello", "hhhh", "hhhh"),
         ("get", "-+--", "ssss"),
         ("get_all", "-+--", "ssss"),
-        ("subscribe", "-+--", "ssss"),
+        ("subscribe", "-++-", "ssss"),
         ("list", "--+-", "ssss"),
         ("set", "--+-", "ssss"),
         ("set_many", "--+-", "ssss"),
@@ -293,6 +298,7 @@ mod tests {
         ("rollback", "--+-", "ssss"),
         ("diff", "--+-", "ssss"),
         ("list_digests", "--+-", "ssss"),
+        ("metrics", "ssss", "---+"),
     ];
 
     fn outcome(d: &Result<Granted, Denied>) -> char {

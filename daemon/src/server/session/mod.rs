@@ -52,6 +52,7 @@ use crate::access::audit::{ReadSummaries, bounded_name};
 use crate::access::peer::Peer;
 use crate::access::{self, Denial, Denied, Effect, Granted, Socket, SocketKind};
 use crate::error::{Error, Limit, Result, Unavailable};
+use crate::metrics::{ConnectionGauge, Outcome, op_index};
 use crate::project::Project;
 use bucket::Bucket;
 use bytes::Bytes;
@@ -136,6 +137,13 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let _counted = ConnectionGauge::open(
+        services.metrics.clone(),
+        match &target {
+            Target::Control => None,
+            Target::Project { project, .. } => Some(project.metrics().clone()),
+        },
+    );
     let span =
         info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
     let max_frame = services.config.limits.max_request_bytes;
@@ -395,6 +403,7 @@ impl Session {
         events: &mut Option<broadcast::Receiver<Event>>,
     ) -> Reply {
         let op = req.op();
+        let op_slot = op_index(&req);
         let (name, detail) = audit_names(&req);
         let rule = handlers::rule(&req);
         let decision =
@@ -424,6 +433,15 @@ impl Session {
                 )
             }
         };
+        let outcome = match (allowed, result) {
+            (false, _) => Outcome::Denied,
+            (true, "ok") => Outcome::Ok,
+            (true, _) => Outcome::Error,
+        };
+        match &self.target {
+            Target::Project { project, .. } => project.metrics().requests.count(op_slot, outcome),
+            Target::Control => self.services.metrics.control.count(op_slot, outcome),
+        }
         self.audit(op, name, detail, allowed, effect, result);
         reply
     }

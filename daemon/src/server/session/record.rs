@@ -53,7 +53,8 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
         | Request::Health
         | Request::RestoreVault
         | Request::Fleet
-        | Request::ListDigests => (None, None),
+        | Request::ListDigests
+        | Request::Metrics => (None, None),
     }
 }
 
