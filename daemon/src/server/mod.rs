@@ -196,25 +196,13 @@ async fn accept_loop(
         let Some(services) = services.upgrade() else {
             return;
         };
-        // Moved to a connection thread: the socket leaves this runtime's
-        // reactor and joins that thread's.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                error!(error = %e, "cannot hand the connection to a connection thread");
-                continue;
-            }
-        };
         // Sessions end with the daemon, not with their listener: after a
         // project is deleted, its open connections answer `unknown_project`
         // (and subscribers get the deletion event) instead of just closing.
         let (target2, cancel2) = (target.clone(), services.runtime.shutdown().clone());
-        let runtime = services.clone();
-        runtime.runtime.spawn_connection(async move {
-            match tokio::net::UnixStream::from_std(stream) {
-                Ok(stream) => session::serve(stream, target2, services, cancel2).await,
-                Err(e) => error!(error = %e, "cannot serve a connection"),
-            }
+        let tracker = services.runtime.tracker().clone();
+        tracker.spawn(async move {
+            session::serve(stream, target2, services, cancel2).await;
             drop(permit);
         });
     }
