@@ -6,17 +6,18 @@
 //! copied over, restored, or swapped Kubernetes-style (a `..data` symlink
 //! renamed over) is never missed.
 //!
-//! The first file of a burst that is complete — renamed into place (how
-//! fluxd, `mv`, `age -o tmp && mv` and Kubernetes swap files) or closed
-//! after being written in place — is applied at once, so an external
-//! rotation is live within a millisecond. The rest of the burst is
-//! coalesced: the watcher waits until the folder has been quiet for
-//! [`QUIET`] (at most [`MAX_BATCH`]), then sends one [`Change`] for it. A
-//! burst that starts with a partial write (a file truncated and still
-//! being written) waits for the quiet, so a half-written file is not read.
-//! fluxd's own writes — its temp files renamed into place — wait for the
-//! quiet too: the project already serves what they hold, and the re-read
-//! only confirms it.
+//! Every file that is complete — renamed into place (how fluxd, `mv`,
+//! `age -o tmp && mv`, rsync and Kubernetes swap files) or a project file
+//! closed after being written in place — is applied at once, on its own
+//! (the project it names, or every project for a `..data` swap), so an
+//! external rotation is live within a millisecond. Everything else in the
+//! burst is coalesced: the watcher waits until the folder has been quiet
+//! for [`QUIET`] (at most [`MAX_BATCH`]), then sends one [`Change`] for
+//! the whole burst. A file truncated and still being written, or another
+//! tool's staging file (`app.age.new`) closed, waits for its rename or the
+//! quiet, so a half-written file is not read. fluxd's own writes — its
+//! temp files renamed into place — wait for the quiet too: the project
+//! already serves what they hold, and the re-read only confirms it.
 //! Changes name just the projects of the changed files — or are
 //! [`Change::All`] when a name is not a project file (`..data`), or when
 //! the kernel dropped events.
@@ -62,16 +63,17 @@ impl Scope {
         !self.all && self.projects.is_empty()
     }
 
-    /// Adds an event; true when it completes a file (a rename into place,
-    /// or the close of a file written in place), so the change can be
-    /// applied without waiting for the burst to end.
-    fn add(&mut self, event: notify::Result<notify::Event>) -> bool {
+    /// Adds an event to the burst. When the event completes a file (a
+    /// rename into place, or the close of a project file written in place)
+    /// returns the change that file makes on its own, to apply without
+    /// waiting for the burst to end.
+    fn add(&mut self, event: notify::Result<notify::Event>) -> Option<Change> {
         let event = match event {
             Ok(e) => e,
             Err(e) => {
                 warn!(error = %e, "watcher error; rescanning every project");
                 self.all = true;
-                return false;
+                return None;
             }
         };
         let own_temp = |p: Option<&PathBuf>| {
@@ -79,40 +81,56 @@ impl Scope {
                 .and_then(|n| n.to_str())
                 .is_some_and(flux_vault::files::is_temp_file)
         };
-        let complete = match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-            EventKind::Access(_) => return false,
+        // The paths that hold a complete file once this event is seen: a
+        // rename's destination (its source is gone), a closed file.
+        let (complete, finished): (bool, &[PathBuf]) = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => (true, &event.paths),
+            EventKind::Access(_) => return None,
             EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
                 self.own_rename = own_temp(event.paths.first());
-                false
+                (false, &[])
             }
             // fluxd's own writes (its temp files renamed into place) need no
             // hurry: the project already serves what they hold.
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => !self.own_rename,
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => !own_temp(event.paths.first()),
-            _ => false,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => (!self.own_rename, &event.paths),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => (
+                !own_temp(event.paths.first()),
+                event.paths.get(1..).unwrap_or_default(),
+            ),
+            _ => (false, &[]),
         };
         if event.need_rescan() {
             self.all = true;
         }
-        let mut counted = false;
         for path in &event.paths {
-            counted |= self.add_path(path);
+            self.add_path(path);
         }
+        if !complete {
+            return None;
+        }
+        let mut own = Scope::default();
+        let seen: Vec<Seen> = finished.iter().map(|p| own.add_path(p)).collect();
+        let closed = matches!(event.kind, EventKind::Access(_));
         // A temp file closed is not what completes a write: its rename is.
-        complete && counted
+        // Nor is another tool's staging file (`app.age.new`, rsync's
+        // `.app.age.XXXXXX`) closed: its rename into place is.
+        if closed && !seen.contains(&Seen::Project) {
+            return None;
+        }
+        own.into_change()
     }
 
-    /// Adds a changed path; false when it is one of fluxd's temp files.
-    fn add_path(&mut self, path: &Path) -> bool {
+    /// Adds a changed path: a project's vault or key, one of fluxd's temp
+    /// files (ignored), or any other name (every project rescanned).
+    fn add_path(&mut self, path: &Path) -> Seen {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             self.all = true;
-            return true;
+            return Seen::Other;
         };
         // fluxd's own temp files: the rename that finishes a write is what
         // matters.
         if flux_vault::files::is_temp_file(name) {
-            return false;
+            return Seen::Ignored;
         }
         let project = name
             .strip_suffix(".age")
@@ -121,17 +139,32 @@ impl Scope {
         match project {
             Some(p) => {
                 self.projects.insert(p.to_owned());
+                Seen::Project
             }
             // `..data`, a timestamped folder, an editor's backup: anything
             // may have moved.
-            None => self.all = true,
+            None => {
+                self.all = true;
+                Seen::Other
+            }
         }
-        true
     }
+}
+
+/// What a changed path is to the watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// One of fluxd's own temp files.
+    Ignored,
+    /// A project's vault or key file.
+    Project,
+    /// Any other name.
+    Other,
 }
 
 impl Scope {
     /// The change so far, leaving the scope empty.
+    #[cfg(test)]
     fn take(&mut self) -> Option<Change> {
         std::mem::take(self).into_change()
     }
@@ -182,21 +215,23 @@ fn coalesce(
     };
     while let Ok(first) = events.recv() {
         let mut scope = Scope::default();
-        // The burst's first completed file is applied at once (a rename's
-        // "from" half may come first); the rest of the burst is coalesced.
-        let mut sent_early = scope.add(first);
-        if sent_early && !send(scope.take()) {
+        // Each completed file is applied at once, on its own (a rename's
+        // "from" half may come first); the rest of the burst — partial
+        // writes, other tools' staging files, what the completed files
+        // touched again — is coalesced and re-read once it is quiet.
+        if let Some(change) = scope.add(first)
+            && !send(Some(change))
+        {
             return;
         }
         let started = Instant::now();
         while started.elapsed() < MAX_BATCH {
             match events.recv_timeout(QUIET) {
                 Ok(event) => {
-                    if scope.add(event) && !sent_early {
-                        sent_early = true;
-                        if !send(scope.take()) {
-                            return;
-                        }
+                    if let Some(change) = scope.add(event)
+                        && !send(Some(change))
+                    {
+                        return;
                     }
                 }
                 Err(_) => break,
@@ -225,6 +260,10 @@ mod tests {
         assert!(s.all, "a Kubernetes-style swap rescans everything");
     }
 
+    fn app() -> Option<Change> {
+        Some(Change::Projects(["app".to_owned()].into()))
+    }
+
     #[test]
     fn renames_into_place_and_closes_after_writing_complete_a_file() {
         use notify::event::{CreateKind, DataChange};
@@ -232,35 +271,62 @@ mod tests {
             Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
         };
         let mut s = Scope::default();
-        assert!(!s.add(event(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            "/s/vaults/.app.age.abc123.tmp"
-        )));
-        assert!(!s.add(event(
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
-            "/s/vaults/app.age.new"
-        )));
-        assert!(s.add(event(
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            "/s/vaults/app.age"
-        )));
-        assert!(s.add(event(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            "/s/vaults/app.age"
-        )));
+        assert_eq!(
+            s.add(event(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "/s/vaults/.app.age.abc123.tmp"
+            )),
+            None
+        );
+        // Another tool's staging file, closed: its rename completes it.
+        assert_eq!(
+            s.add(event(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "/s/vaults/app.age.new"
+            )),
+            None
+        );
+        assert_eq!(
+            s.add(event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                "/s/vaults/app.age.new"
+            )),
+            None
+        );
+        // The rename applies its own project at once, not the whole
+        // burst's rescan the staging file asked for.
+        assert_eq!(
+            s.add(event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                "/s/vaults/app.age"
+            )),
+            app()
+        );
+        assert!(s.all, "the staging file still rescans at the quiet");
+        // A second completed file in the same burst goes out at once too.
+        assert_eq!(
+            s.add(event(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "/s/vaults/app.age"
+            )),
+            app()
+        );
         // A file still being written is not complete.
-        assert!(!s.add(event(
+        for kind in [
             EventKind::Modify(ModifyKind::Data(DataChange::Any)),
-            "/s/vaults/app.age"
-        )));
-        assert!(!s.add(event(
             EventKind::Create(CreateKind::File),
-            "/s/vaults/app.age"
-        )));
-        assert!(!s.add(event(
             EventKind::Access(AccessKind::Open(AccessMode::Any)),
-            "/s/vaults/app.age"
-        )));
+        ] {
+            assert_eq!(s.add(event(kind, "/s/vaults/app.age")), None);
+        }
+        // A Kubernetes-style swap completes every project.
+        assert_eq!(
+            s.add(event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                "/s/vaults/..data"
+            )),
+            Some(Change::All)
+        );
         assert!(s.take().is_some());
         assert!(s.take().is_none(), "take leaves the scope empty");
     }
@@ -275,17 +341,26 @@ mod tests {
             Ok(e)
         };
         let mut s = Scope::default();
-        assert!(!s.add(rename(RenameMode::From, &["/s/vaults/.app.age.abc123.tmp"])));
-        assert!(!s.add(rename(RenameMode::To, &["/s/vaults/app.age"])));
-        assert!(!s.add(rename(
-            RenameMode::Both,
-            &["/s/vaults/.app.age.abc123.tmp", "/s/vaults/app.age"]
-        )));
+        assert_eq!(
+            s.add(rename(RenameMode::From, &["/s/vaults/.app.age.abc123.tmp"])),
+            None
+        );
+        assert_eq!(s.add(rename(RenameMode::To, &["/s/vaults/app.age"])), None);
+        assert_eq!(
+            s.add(rename(
+                RenameMode::Both,
+                &["/s/vaults/.app.age.abc123.tmp", "/s/vaults/app.age"]
+            )),
+            None
+        );
         assert_eq!(s.projects.iter().collect::<Vec<_>>(), ["app"], "still seen");
-        // Another tool's rename is applied at once.
-        assert!(s.add(rename(
-            RenameMode::Both,
-            &["/s/vaults/app.age.new", "/s/vaults/app.age"]
-        )));
+        // Another tool's rename is applied at once, as its destination.
+        assert_eq!(
+            s.add(rename(
+                RenameMode::Both,
+                &["/s/vaults/app.age.new", "/s/vaults/app.age"]
+            )),
+            app()
+        );
     }
 }
