@@ -165,16 +165,35 @@ impl Project {
         };
         let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
         let read = tokio::task::spawn_blocking(move || {
-            let read = read_disk(&*store, &name, Some(key), known, floor, Keep::Current)?;
-            if let DiskRead::New { opened, .. } = &read
-                && opened.revision > floor
-            {
-                store.raise_revision_floor(&name, opened.revision)?;
-            }
-            Ok(read)
+            read_disk(&*store, &name, Some(key), known, floor, Keep::Current)
         })
         .await
         .unwrap_or_else(|e| Err(Error::Internal(format!("reload task failed: {e}"))));
+        let outcome = self.apply_read(read, started);
+        // The newer revision is served first and recorded right after: the
+        // floor in memory refuses an older vault from the swap on, and the
+        // record (an fsynced file) keeps refusing it after a restart. Only
+        // a crash in the millisecond between the two forgets it.
+        if let Reload::Swapped = outcome {
+            let revision = self.snapshot.load().revision;
+            if revision > floor {
+                let (store, name) = (self.store.clone(), self.name.clone());
+                let recorded = tokio::task::spawn_blocking(move || {
+                    store.raise_revision_floor(&name, revision)
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("floor task failed: {e}"))));
+                if let Err(e) = recorded {
+                    error!(project = %self.name, revision, error = %e, "cannot record the revision served; an older vault is refused until fluxd restarts");
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Serves what a reload read, or keeps the last good snapshot and
+    /// records why.
+    fn apply_read(&self, read: Result<DiskRead>, started: std::time::Instant) -> Reload {
         let mut disk = self.disk();
         match read {
             Ok(DiskRead::Same) => {
