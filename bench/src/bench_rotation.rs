@@ -184,16 +184,24 @@ fn run_mode(
             RotationMode::ExternalReplace => {
                 let keys = fluxd.state_dir().join("keys");
                 let text = std::fs::read_to_string(keys.join(format!("{PROJECT}.key")))?;
+                let key = flux_vault::keys::ProjectKey::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("project key: {e}"))?;
+                let vault = fluxd
+                    .state_dir()
+                    .join("vaults")
+                    .join(format!("{PROJECT}.age"));
+                // The revision fluxd's own writes reached (the quiet sets
+                // above, the previous run's rotations): every rotation
+                // must be above it, or fluxd refuses it as a rollback.
+                let served =
+                    flux_vault::vault::open_current(&std::fs::read(&vault)?, PROJECT, &key)
+                        .map_err(|e| anyhow::anyhow!("open the vault: {e}"))?
+                        .revision;
                 Box::new(ExternalReplace {
-                    key: flux_vault::keys::ProjectKey::parse(&text)
-                        .map_err(|e| anyhow::anyhow!("project key: {e}"))?,
-                    vault: fluxd
-                        .state_dir()
-                        .join("vaults")
-                        .join(format!("{PROJECT}.age")),
+                    key,
+                    vault,
                     name: SECRET.into(),
-                    // Above any revision fluxd's own writes reached.
-                    revision: flux_vault::vault::now_ms(),
+                    revision: served,
                 })
             }
         };
@@ -304,7 +312,10 @@ fn measure(
     let served_by = Instant::now() + Duration::from_secs(10);
     while probe.get(SECRET)?.expose() != value(TAG, base, LEN) {
         if Instant::now() > served_by {
-            bail!("the initial value was not served within 10 s");
+            bail!(
+                "the initial value was not served within 10 s; fluxd's log ends:\n{}",
+                fluxd.log_tail(20)
+            );
         }
         std::thread::sleep(Duration::from_millis(1));
     }
