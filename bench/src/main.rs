@@ -111,7 +111,7 @@ struct BenchArgs {
     /// 100000; 1280 with --smoke].
     #[arg(long, value_name = "N")]
     requests: Option<u64>,
-    /// Client counts of the `get` benchmark (targets are judged at 1 and 16).
+    /// Client counts of the `get` benchmark (targets are judged at 1, 16 and 64).
     #[arg(long, value_name = "N,..", value_delimiter = ',', default_values_t = [1usize, 16, 64])]
     clients: Vec<usize>,
     /// Requests in flight on the one connection of the pipelined `get`
