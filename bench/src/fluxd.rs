@@ -8,22 +8,21 @@
 //! binaries for us).
 //!
 //! [`Fluxd`] owns one temp dir (`/tmp/fxb…`, short enough for Unix socket
-//! paths) with `state/`, `run/` and `fluxd.log`, starts the daemon, and
-//! measures start-up as *spawn → the control socket completes a
-//! handshake*, polling with a raw `Hello` every millisecond. It reads the
-//! daemon's resident memory from `/proc/<pid>/status` (`VmRSS`), and stops
-//! it with SIGTERM, or SIGKILL for crash tests. Dropping it stops the daemon.
+//! paths) with `state/`, `run/` and `fluxd.log`, and starts the daemon with
+//! the end-to-end tests' launcher ([`flux_e2e::launch`]), reporting a
+//! failure as an error instead of a panic. Start-up is *spawn → the control
+//! socket completes a handshake*, polled with a raw `Hello` every
+//! millisecond. It reads the daemon's resident memory from
+//! `/proc/<pid>/status` (`VmRSS`), and stops it with SIGTERM, or SIGKILL for
+//! crash tests. Dropping it stops the daemon.
 
 use anyhow::{Context, Result, bail};
-use flux_protocol::codec::{self, read_frame, write_frame};
-use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
-use flux_protocol::message::{Hello, PROTOCOL_VERSION, Request, Response};
+use flux_e2e::launch;
+pub use flux_e2e::launch::{handshake, hello_payload, short_tempdir};
 use flux_protocol::paths;
-use std::fs::File;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 /// Where the `fluxd` executable is.
 #[derive(Debug, Clone)]
@@ -69,14 +68,6 @@ impl FluxdBinary {
         }
         Ok(Self(path))
     }
-}
-
-/// A short temp dir under /tmp (socket paths must stay under ~100 bytes).
-pub fn short_tempdir(prefix: &str) -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .context("cannot create a temp dir in /tmp")
 }
 
 /// One `fluxd` process on its own folders.
@@ -133,9 +124,7 @@ impl Fluxd {
     /// The last `lines` lines fluxd logged (for failure messages; fluxd
     /// never logs values).
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("fluxd.log")).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        launch::tail(&self.dir.path().join("fluxd.log"), lines)
     }
 
     /// Starts fluxd and waits until the control socket answers a
@@ -144,48 +133,17 @@ impl Fluxd {
         if self.child.is_some() {
             bail!("fluxd is already running");
         }
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("fluxd.log"))
-            .context("cannot open fluxd.log")?;
-        let spawned = Instant::now();
-        let child = Command::new(&self.bin.0)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--runtime-dir")
-            .arg(self.runtime_dir())
-            .arg("--log-level")
-            .arg("info")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.bin.0.display()))?;
+        let mut cmd =
+            launch::fluxd_command(&self.bin.0, &self.state_dir, &self.runtime_dir(), "info");
+        let (child, startup) = launch::spawn_ready(
+            &mut cmd,
+            &self.dir.path().join("fluxd.log"),
+            &self.control_socket(),
+            Duration::from_secs(60),
+            20,
+        )?;
         self.child = Some(child);
-        let control = self.control_socket();
-        let deadline = spawned + Duration::from_secs(60);
-        loop {
-            if handshake(&control).is_ok() {
-                return Ok(spawned.elapsed());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                bail!(
-                    "fluxd exited with {status} before it was ready; its log ends:\n{}",
-                    self.log_tail(20)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("fluxd not ready after 60 s:\n{}", self.log_tail(20));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        Ok(startup)
     }
 
     /// Resident memory of the running daemon, in KiB (`VmRSS`).
@@ -245,29 +203,4 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS line in /proc/<pid>/status")
-}
-
-/// Opens a raw connection and completes the handshake: the cheapest
-/// readiness probe (no async runtime per attempt).
-pub fn handshake(socket: &Path) -> Result<UnixStream> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write_frame(&mut stream, &hello_payload())?;
-    let frame = read_frame(&mut stream, MAX_RESPONSE_FRAME_LEN)?.context("closed")?;
-    match codec::decode::<Response>(&frame)? {
-        Response::Welcome(_) => {
-            stream.set_read_timeout(None)?;
-            Ok(stream)
-        }
-        _ => bail!("no Welcome"),
-    }
-}
-
-/// The payload of a `Hello` frame.
-pub fn hello_payload() -> Vec<u8> {
-    codec::encode(&Request::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        client: format!("flux-bench/{}", env!("CARGO_PKG_VERSION")),
-    }))
-    .expect("Hello encodes")
 }

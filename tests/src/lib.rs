@@ -6,16 +6,18 @@
 //! `fluxd` and `fluxctl` packages have integration tests of their own, so
 //! cargo builds their binaries before any test runs.
 //!
-//! [`TestDaemon`] starts `fluxd`, waits until its control socket completes
-//! a handshake (never a fixed sleep), and stops it on drop.
+//! [`TestDaemon`] starts `fluxd` through [`launch`] — the launcher the
+//! benchmarks use too — which waits until its control socket completes a
+//! handshake (never a fixed sleep); it stops the daemon on drop.
 
 #![forbid(unsafe_code)]
+
+pub mod launch;
 
 use flux_protocol::blocking::Client;
 use flux_protocol::paths;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -73,11 +75,7 @@ impl TestDaemon {
 
     /// Temp dirs and arguments, no process yet.
     pub fn unstarted(args: &[&str]) -> Self {
-        // Short paths: Unix socket paths are limited to 107 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("fx")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
+        let dir = launch::short_tempdir("fx").expect("temp dir");
         Self {
             dir,
             child: None,
@@ -154,15 +152,13 @@ impl TestDaemon {
 
     /// A `fluxd` command on this daemon's folders (not started).
     pub fn fluxd_command(&self) -> Command {
-        let mut cmd = Command::new(bin("fluxd"));
-        cmd.arg("--state-dir")
-            .arg(self.state_dir())
-            .arg("--runtime-dir")
-            .arg(self.runtime_dir())
-            .arg("--log-level")
-            .arg("trace")
-            .args(&self.extra_args)
-            .env_remove("RUST_LOG")
+        let mut cmd = launch::fluxd_command(
+            &bin("fluxd"),
+            &self.state_dir(),
+            &self.runtime_dir(),
+            "trace",
+        );
+        cmd.args(&self.extra_args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd
     }
@@ -170,40 +166,18 @@ impl TestDaemon {
     /// Starts fluxd (again) on the same folders and waits until it is ready.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "fluxd is already running");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("fluxd.log"))
-            .expect("log file");
-        let child = self
-            .fluxd_command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn fluxd");
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if Client::connect(self.control_socket()).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "fluxd exited with {status} before it was ready:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fluxd not ready after 20 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        let log = self.dir.path().join("fluxd.log");
+        let control = self.control_socket();
+        let started = launch::spawn_ready(
+            &mut self.fluxd_command(),
+            &log,
+            &control,
+            Duration::from_secs(20),
+            usize::MAX,
+        );
+        match started {
+            Ok((child, _)) => self.child = Some(child),
+            Err(e) => panic!("{e}"),
         }
     }
 
