@@ -3,9 +3,11 @@
 //!
 //! 1. The normal client's `get` latency alone (unloaded), for 5 s.
 //! 2. 1,000 idle connections (100 with `--smoke`) that completed the
-//!    handshake and then say nothing. fluxd allows 1,024 connections across
-//!    all its sockets by default, so 1,000 idle + the normal client + the
-//!    few bad ones in flight stay just under the limit.
+//!    handshake and then say nothing, spread over three projects' sockets.
+//!    fluxd allows 1,024 connections across all its sockets and 512 to one
+//!    project by default, so 1,000 idle + the normal client + the few bad
+//!    ones in flight stay just under the first limit, and each project's
+//!    share (about 334) under the second.
 //! 3. While the normal client measures again for 15 s (longer than fluxd's
 //!    10 s frame timeout, so torn frames do get cut), three abusers run at a
 //!    bounded rate (about 100 connections/s each, so the test measures the
@@ -45,6 +47,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const PROJECT: &str = "bad";
+/// Projects that hold only idle connections, beside [`PROJECT`].
+const IDLE_PROJECTS: [&str; 2] = ["idle-b", "idle-c"];
 const SECRET: &str = "NORMAL_KEY";
 const LEN: usize = 40;
 
@@ -70,11 +74,24 @@ pub fn run(bin: &FluxdBinary, smoke: bool) -> Result<Outcome> {
     };
     let mut fluxd = Fluxd::new(bin)?;
     fluxd.start()?;
-    fluxd.control()?.create_project(PROJECT)?;
+    let mut control = fluxd.control()?;
+    for project in std::iter::once(PROJECT).chain(IDLE_PROJECTS) {
+        control.create_project(project)?;
+    }
+    drop(control);
     let expected = value("normal", 1, LEN);
     let mut normal = fluxd.client(PROJECT)?;
     normal.set(SECRET, expected.as_str().into())?;
+    // Every idle connection reads the same secret at the end.
+    for project in IDLE_PROJECTS {
+        fluxd
+            .client(project)?
+            .set(SECRET, expected.as_str().into())?;
+    }
     let socket = fluxd.project_socket(PROJECT);
+    let idle_sockets: Vec<_> = std::iter::once(socket.clone())
+        .chain(IDLE_PROJECTS.map(|p| fluxd.project_socket(p)))
+        .collect();
     let mut failures = Vec::new();
 
     // 1. Unloaded.
@@ -93,7 +110,7 @@ pub fn run(bin: &FluxdBinary, smoke: bool) -> Result<Outcome> {
     let mut idle = Vec::with_capacity(idle_count);
     let t = Instant::now();
     for i in 0..idle_count {
-        match handshake(&socket) {
+        match handshake(&idle_sockets[i % idle_sockets.len()]) {
             Ok(s) => idle.push(s),
             Err(e) => {
                 println!("bad-clients: idle connection {i} refused: {e:#}");
