@@ -275,6 +275,7 @@ fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(config.workers)
         .thread_name("fluxd")
         // Bounded, so locked memory (thread stacks included) stays bounded.
         .max_blocking_threads(16)

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `flux_requests_total{project,op,result}` | counter | requests on a project's socket |
 //! | `flux_control_requests_total{op,result}` | counter | requests on the control socket |
+//! | `flux_worker_threads` | gauge | threads that serve connections (`[server] workers`) |
 //! | `flux_connections{socket}` | gauge | connections open now |
 //! | `flux_connections_accepted_total{socket}` | counter | connections accepted |
 //! | `flux_project_connections{project}` | gauge | connections open to one project's socket |
@@ -57,6 +58,18 @@ pub fn render(services: &Services) -> String {
         &[],
         services.runtime.started_at_ms() as f64 / 1000.0,
     );
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        out.family(
+            "flux_worker_threads",
+            "gauge",
+            "Threads that serve connections ([server] workers).",
+        );
+        out.sample(
+            "flux_worker_threads",
+            &[],
+            runtime.metrics().num_workers() as u64,
+        );
+    }
 
     let projects = services.control.registry().all();
     out.family(

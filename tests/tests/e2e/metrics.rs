@@ -280,6 +280,42 @@ fn the_metrics_listener_serves_get_metrics_only() {
 }
 
 #[test]
+fn server_workers_default_to_one_per_cpu_and_follow_the_config() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let d = TestDaemon::start();
+    let scrape = parse(&d.ctl_ok(&["metrics"]));
+    assert_eq!(value(&scrape, "flux_worker_threads", &[]), cpus as f64);
+    drop(d);
+
+    let d = TestDaemon::start_with_config(&format!("[server]\nworkers = {}\n", cpus + 1));
+    let scrape = parse(&d.ctl_ok(&["metrics"]));
+    assert_eq!(value(&scrape, "flux_worker_threads", &[]), 3.0);
+    d.create_project("app");
+    d.client("app").set("K", VALUE.into()).unwrap();
+    let served = d.client("app").get("K").unwrap();
+    assert!(
+        served.expose() == VALUE,
+        "three workers served a wrong value"
+    );
+
+    let bad = TestDaemon::unstarted(&[]);
+    bad.write_config("[server]\nworkers = 0\n");
+    let out = bad
+        .fluxd_command()
+        .arg("--config")
+        .arg(bad.config_path())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[server] workers = 0: give 1 to 256 threads"),
+        "{err}"
+    );
+}
+
+#[test]
 fn metrics_work_against_fluxd_dev() {
     let tmp = tempfile::Builder::new()
         .prefix("fxmet")
