@@ -104,6 +104,19 @@ impl TestDaemon {
         std::fs::write(self.config_path(), toml).expect("write config");
     }
 
+    /// Writes `toml` as the config file and runs `fluxd --check-config` on
+    /// it (no daemon starts): exit 0 when valid, 78 with the reason on
+    /// stderr when not.
+    pub fn check_config(&self, toml: &str) -> Output {
+        self.write_config(toml);
+        self.fluxd_command()
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--check-config")
+            .output()
+            .expect("run fluxd --check-config")
+    }
+
     /// Sends SIGHUP (reload).
     pub fn sighup(&self) {
         kill(Pid::from_raw(self.pid() as i32), Signal::SIGHUP).expect("SIGHUP");

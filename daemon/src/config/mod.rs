@@ -362,27 +362,16 @@ impl Config {
             Some(path) => file.policy(path)?,
             None => Policy::default_for(nix::unistd::geteuid().as_raw()),
         };
-        let limits = file.limits.resolve().map_err(|e| match (e, &config_file) {
+        // A configuration error names the file it came from.
+        let in_file = |e: Error| match (e, &config_file) {
             (Error::Config(msg), Some(p)) => {
                 Error::Config(format!("config file {}: {msg}", p.display()))
             }
             (e, _) => e,
-        })?;
-        let audit = file
-            .audit
-            .resolve(&state_dir)
-            .map_err(|e| match (e, &config_file) {
-                (Error::Config(msg), Some(p)) => {
-                    Error::Config(format!("config file {}: {msg}", p.display()))
-                }
-                (e, _) => e,
-            })?;
-        let vaults = file.vaults.resolve().map_err(|e| match (e, &config_file) {
-            (Error::Config(msg), Some(p)) => {
-                Error::Config(format!("config file {}: {msg}", p.display()))
-            }
-            (e, _) => e,
-        })?;
+        };
+        let limits = file.limits.resolve().map_err(in_file)?;
+        let audit = file.audit.resolve(&state_dir).map_err(in_file)?;
+        let vaults = file.vaults.resolve().map_err(in_file)?;
         let host_key = env_path("CREDENTIALS_DIRECTORY")
             .map(|d| d.join(HOST_KEY_CREDENTIAL))
             .filter(|p| p.exists());
@@ -392,17 +381,8 @@ impl Config {
                 None => e,
             }
         })?;
-        let metrics_listen =
-            file.metrics
-                .resolve(&runtime_dir)
-                .map_err(|e| match &config_file {
-                    Some(p) => Error::Config(format!("config file {}: {e}", p.display())),
-                    None => e,
-                })?;
-        let workers = file.server.resolve().map_err(|e| match &config_file {
-            Some(p) => Error::Config(format!("config file {}: {e}", p.display())),
-            None => e,
-        })?;
+        let metrics_listen = file.metrics.resolve(&runtime_dir).map_err(in_file)?;
+        let workers = file.server.resolve().map_err(in_file)?;
         Ok(Self {
             state_dir,
             runtime_dir,

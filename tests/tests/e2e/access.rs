@@ -245,15 +245,7 @@ fn key_files_and_state_folders_open_to_others_are_refused() {
 #[test]
 fn check_config_validates_and_exits_0_or_78() {
     let d = TestDaemon::unstarted(&[]);
-    let check = |toml: &str| {
-        d.write_config(toml);
-        d.fluxd_command()
-            .arg("--config")
-            .arg(d.config_path())
-            .arg("--check-config")
-            .output()
-            .unwrap()
-    };
+    let check = |toml: &str| d.check_config(toml);
     let out = check(
         "[defaults]\nadmins = { users = [0], groups = [\"root\"] }\n[limits]\nidle_timeout = \"1m\"\n",
     );

@@ -266,15 +266,7 @@ fn the_metrics_listener_serves_get_metrics_only() {
     assert!(raw.contains("\nflux_up 1\n"));
 
     // Any other address is a configuration error.
-    let bad = TestDaemon::unstarted(&[]);
-    bad.write_config("[metrics]\nlisten = \"0.0.0.0:9464\"\n");
-    let out = bad
-        .fluxd_command()
-        .arg("--config")
-        .arg(bad.config_path())
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let out = TestDaemon::unstarted(&[]).check_config("[metrics]\nlisten = \"0.0.0.0:9464\"\n");
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
@@ -298,15 +290,7 @@ fn server_workers_default_to_one_per_cpu_and_follow_the_config() {
         "three workers served a wrong value"
     );
 
-    let bad = TestDaemon::unstarted(&[]);
-    bad.write_config("[server]\nworkers = 0\n");
-    let out = bad
-        .fluxd_command()
-        .arg("--config")
-        .arg(bad.config_path())
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let out = TestDaemon::unstarted(&[]).check_config("[server]\nworkers = 0\n");
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

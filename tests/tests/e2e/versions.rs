@@ -276,15 +276,7 @@ fn delete_takes_the_history_and_keep_versions_bounds_it() {
     );
 
     // An impossible setting is a config error.
-    let bad = TestDaemon::unstarted(&[]);
-    bad.write_config("[vaults]\nkeep_versions = 1000\n");
-    let out = bad
-        .fluxd_command()
-        .arg("--config")
-        .arg(bad.config_path())
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let out = TestDaemon::unstarted(&[]).check_config("[vaults]\nkeep_versions = 1000\n");
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(stderr(&out).contains("keep_versions"), "{}", stderr(&out));
 }
