@@ -191,7 +191,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(log_colours(std::io::stderr().is_terminal()))
         .init();
     // Files and sockets are private unless fluxd widens them explicitly.
     let started_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -353,6 +353,14 @@ fn main() -> ExitCode {
         Ok(Some(status)) => ExitCode::from(status),
         Err(e) => fail(&e),
     }
+}
+
+/// Colours in the log only on a terminal, and never with `NO_COLOR` set
+/// and not empty (<https://no-color.org>) or `TERM=dumb`: fluxctl's rule.
+fn log_colours(is_terminal: bool) -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    is_terminal && !no_color && !dumb
 }
 
 fn fail(e: &Error) -> ExitCode {

@@ -1,7 +1,8 @@
 //! fluxctl's conventions, through the real binaries: `--json` prints one
 //! document, `audit` shows every project unless `--project` narrows it,
 //! `run` hands the child the project socket and keeps variables with
-//! `--no-override`, and empty values need `--allow-empty`.
+//! `--no-override`, and empty values need `--allow-empty`; fluxd colours
+//! its log only on a terminal, never with `NO_COLOR` or `TERM=dumb`.
 
 use crate::{assert_value, stderr, stdout};
 use flux_e2e::TestDaemon;
@@ -185,4 +186,52 @@ fn empty_values_need_allow_empty() {
     let out = d.ctl_ok(&["secrets", "import", env, "--allow-empty", "-p", "app"]);
     assert!(out.ends_with("3 created, 0 replaced\n"), "{out}");
     assert_value(&mut d.client("app"), "BLANK", "");
+}
+
+/// fluxd's log on a terminal (a pty from `script`), for a start that fails
+/// at once: a relative state folder is a configuration error.
+fn fluxd_log_on_a_terminal(env: &[(&str, &str)]) -> String {
+    let command = format!(
+        "{} --state-dir relative/state --runtime-dir /tmp/fx-colour-unused",
+        flux_e2e::bin("fluxd").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn fluxd_colours_its_log_only_on_a_terminal_without_no_color() {
+    if !flux_e2e::have_tool(
+        "script",
+        "fluxd_colours_its_log_only_on_a_terminal_without_no_color",
+    ) {
+        return;
+    }
+    let coloured = fluxd_log_on_a_terminal(&[]);
+    assert!(coloured.contains("must be an absolute path"), "{coloured}");
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    for env in [("NO_COLOR", "1"), ("TERM", "dumb")] {
+        let plain = fluxd_log_on_a_terminal(&[env]);
+        assert!(plain.contains("must be an absolute path"), "{plain}");
+        assert!(!plain.contains("\x1b["), "colour with {env:?}: {plain:?}");
+    }
+    // Off a terminal there is no colour either.
+    let out = std::process::Command::new(flux_e2e::bin("fluxd"))
+        .args(["--state-dir", "relative/state"])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    assert!(!out.stderr.contains(&0x1b), "{}", stderr(&out));
 }
