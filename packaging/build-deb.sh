@@ -9,7 +9,8 @@
 # 2. the man pages and shell completions, rendered by those binaries from
 #    their own command-line definitions (`fluxd --write-man-pages`,
 #    `fluxctl man --out-dir`, `fluxctl completions SHELL`) into
-#    target/release/dist/, so they always describe the binaries shipped;
+#    target/release/dist/, so they always describe the binaries shipped,
+#    and CHANGELOG.md compressed as the upstream changelog;
 # 3. `cargo deb -p fluxd --no-build --strip`, with the metadata in
 #    daemon/Cargo.toml ([package.metadata.deb]). The binaries are
 #    stripped (the release profile keeps line tables for backtraces in
@@ -40,6 +41,9 @@ mkdir -p "$dist/completions"
 "$target/release/fluxctl" completions fish >"$dist/completions/fluxctl.fish"
 # Debian installs man pages compressed; -n keeps the archive reproducible.
 gzip -9n "$dist"/man/*.1 "$dist"/man8/*.8
+# The project's CHANGELOG.md, under the name Debian gives an upstream
+# changelog, compressed likewise.
+gzip -9nc CHANGELOG.md >"$dist/changelog.gz"
 
 echo "::: cargo deb -p fluxd --no-build --strip" >&2
 if ! out=$(cargo deb -p fluxd --no-build --strip --locked 2>&1); then

@@ -6,11 +6,13 @@
 #
 # 1. Installs what it needs when missing: dpkg-dev (dpkg-shlibdeps for the
 #    package's Depends), systemd (systemd-analyze, sysusers, tmpfiles),
-#    man-db and groff-base, and cargo-deb (`cargo install`).
+#    man-db and groff-base, lintian, and cargo-deb (`cargo install`).
 # 2. Builds the .deb (packaging/build-deb.sh: release build, man pages and
 #    completions from the binaries, `cargo deb`).
 # 3. `dpkg-deb -I`: the metadata, maintainer scripts and conffiles.
-#    `dpkg-deb -c`: every file where it belongs, nothing else.
+#    `dpkg-deb -c`: every file where it belongs, nothing else. `lintian`:
+#    no error and no warning (the overrides it honours are in
+#    packaging/debian/fluxd.lintian-overrides, each with its reason).
 # 4. `dpkg-deb -x` into a throwaway root: the units name /usr/bin/fluxd in
 #    ExecStart= and ExecPaths=, `systemd-analyze verify` of the units as
 #    installed passes with no output, sysusers and tmpfiles apply, the
@@ -69,6 +71,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v man >/dev/null 2>&1 || need+=(man-db)
 command -v groff >/dev/null 2>&1 || need+=(groff-base)
 command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
 if ((${#need[@]})); then
   echo "::: installing ${need[*]}"
   apt-get update -qq
@@ -140,15 +143,23 @@ expect=(
   /usr/share/zsh/vendor-completions/_fluxctl
   /usr/share/fish/vendor_completions.d/fluxctl.fish
   /usr/share/doc/fluxd/copyright
+  /usr/share/doc/fluxd/changelog.Debian.gz
+  /usr/share/doc/fluxd/changelog.gz
   /usr/share/doc/fluxd/DEPLOY.md
+  /usr/share/lintian/overrides/fluxd
 )
 for path in "${expect[@]}"; do
   check "contains $path" grep -qxF "$path" <<<"$listing"
 done
 pages=$(grep -c '^/usr/share/man/man1/fluxctl.*\.1\.gz$' <<<"$listing" || true)
 check "a man page for fluxctl and each subcommand ($pages pages)" test "$pages" -ge 20
-unexpected=$(grep -v '/$' <<<"$listing" | grep -vE '^/(usr/bin/(fluxd|fluxctl)|usr/lib/(systemd/system|sysusers\.d|tmpfiles\.d)/|etc/flux/fluxd\.toml$|usr/share/(man|bash-completion|zsh|fish|doc/fluxd)/)' || true)
+unexpected=$(grep -v '/$' <<<"$listing" | grep -vE '^/(usr/bin/(fluxd|fluxctl)|usr/lib/(systemd/system|sysusers\.d|tmpfiles\.d)/|etc/flux/fluxd\.toml$|usr/share/(man|bash-completion|zsh|fish|doc/fluxd)/|usr/share/lintian/overrides/fluxd$)' || true)
 check "no file outside the expected places${unexpected:+: $unexpected}" test -z "$unexpected"
+
+# lintian runs as root here (CI); it only reads the package.
+lint=$(lintian --fail-on error,warning --tag-display-limit 0 "$deb" 2>&1) && linted=1 || linted=0
+printf '%s\n' "$lint" | grep -v 'running with root privileges' | sed 's/^/        /' || true
+check "lintian: no error or warning" test "$linted" = 1
 
 # ---- 4. As extracted into a root ------------------------------------------------
 root=$work/root
