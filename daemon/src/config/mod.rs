@@ -66,7 +66,7 @@ pub const MAX_WORKERS: usize = 256;
 /// efficiency: on 2 CPUs one worker served 16 and 64 well-behaved clients
 /// with a p99 of 0.79-1.07× Redis's (two: 1.02-1.56×) and less CPU per
 /// request, but next to abusive clients a well-behaved one's p99 rose to
-/// 1.4-3.9× its unloaded p99 (two workers: 1.0-1.07×), since one thread
+/// 1.4-3.9× its unloaded p99 (two workers: 0.87-1.07×), since one thread
 /// then does everyone's work (docs/CONFIG.md, docs/BENCHMARKS.md).
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
