@@ -10,7 +10,7 @@
 //! | 3 | not found: the secret or the project does not exist |
 //! | 4 | fluxd is not reachable (the message names every socket tried) |
 //! | 5 | permission denied |
-//! | 6 | unavailable: nothing was changed, retry later (etcd unreachable, audit log not writable) |
+//! | 6 | unavailable: nothing was changed, retry later (etcd unreachable, audit log not writable, disk full or read-only) |
 
 use flux_protocol::{ClientError, ErrorCode};
 use std::fmt;

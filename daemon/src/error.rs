@@ -216,6 +216,9 @@ impl Error {
             Self::LimitReached(_) => ErrorCode::LimitReached,
             Self::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            // Storage that cannot take a write right now: nothing was
+            // changed, and the same write succeeds once space returns.
+            Self::Io { source, .. } if storage_refuses(source) => ErrorCode::Unavailable,
             Self::Config(_)
             | Self::Io { .. }
             | Self::Bind { .. }
@@ -237,6 +240,17 @@ impl Error {
     }
 }
 
+/// A full disk, an exceeded quota or a read-only file system: conditions
+/// of the storage, not of fluxd, that an operator can clear.
+fn storage_refuses(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
 impl From<flux_vault::FileError> for Error {
     fn from(e: flux_vault::FileError) -> Self {
         Self::Io {
@@ -249,3 +263,27 @@ impl From<flux_vault::FileError> for Error {
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    #[test]
+    fn a_full_or_read_only_disk_is_unavailable_and_other_io_errors_internal() {
+        for (errno, code) in [
+            (Errno::ENOSPC, ErrorCode::Unavailable),
+            (Errno::EDQUOT, ErrorCode::Unavailable),
+            (Errno::EROFS, ErrorCode::Unavailable),
+            (Errno::EIO, ErrorCode::Internal),
+            (Errno::EACCES, ErrorCode::Internal),
+        ] {
+            let e = Error::io(
+                "write",
+                "/state/vaults/app.age",
+                io::Error::from_raw_os_error(errno as i32),
+            );
+            assert_eq!(e.code(), code, "{errno}");
+        }
+    }
+}

@@ -24,6 +24,7 @@ use super::Outcome;
 use crate::fixture::{describe, value};
 use crate::fluxd::{Fluxd, FluxdBinary, short_tempdir};
 use anyhow::{Context, Result, bail};
+use flux_protocol::ErrorCode;
 use flux_protocol::blocking::Client;
 use fluxd::store::{LocalStore, Store};
 use std::io::Write;
@@ -278,10 +279,18 @@ fn expect_refused(
         }
         Err(e) => {
             let msg = e.to_string();
+            let code = e.code();
             println!(
                 "disk-full: {phase}: set refused with code {}: {msg}",
-                e.code().map_or("(none)".into(), |c| c.name().to_owned())
+                code.map_or("(none)".into(), |c| c.name().to_owned())
             );
+            // Nothing was changed and the same set succeeds once the
+            // storage can take it: `unavailable`, not `internal`.
+            if code != Some(ErrorCode::Unavailable) {
+                failures.push(format!(
+                    "{phase}: set refused with {code:?}, expected unavailable"
+                ));
+            }
             Some(msg)
         }
     }
