@@ -160,10 +160,13 @@ impl Project {
                 location: store.vault_location(name),
                 reason: e.0,
             })
-            .and_then(|bytes| store.store_vault(name, &bytes).map(|()| bytes));
+            .and_then(|bytes| store.store_vault(name, &bytes).map(|()| bytes))
+            .and_then(|bytes| store.raise_revision_floor(name, 1).map(|()| bytes));
         let bytes = match written {
             Ok(bytes) => bytes,
             Err(e) => {
+                // Nothing of a project that was not created stays behind.
+                let _ = store.delete_vault(name);
                 let _ = store.delete_key(name);
                 return Err(e);
             }
@@ -172,7 +175,6 @@ impl Project {
             .load_key(name)
             .map(|text| fingerprint(text.as_bytes()))
             .ok();
-        store.raise_revision_floor(name, 1)?;
         let disk = DiskState {
             key: key_fp,
             vault: Some(fingerprint(&bytes)),

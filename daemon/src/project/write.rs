@@ -27,7 +27,7 @@ use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome,
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -447,7 +447,7 @@ impl Project {
                         reason: e.0,
                     })?;
                 if store.store_vault_if(&project, base_fp.as_ref(), &bytes)? {
-                    store.raise_revision_floor(&project, revision)?;
+                    record_floor(&*store, &project, revision);
                     // Served from memory without the earlier versions.
                     let current = secrets.current_only();
                     let opened = Opened {
@@ -581,7 +581,7 @@ impl Project {
             if !store.store_vault_if(&name, on_disk.as_ref(), &bytes)? {
                 return Err(Error::Unavailable(Unavailable::Contended { project: name }));
             }
-            store.raise_revision_floor(&name, revision)?;
+            record_floor(&*store, &name, revision);
             Ok((new_key, fingerprint(&bytes), Opened {
                 revision,
                 // Served from memory without the earlier versions.
@@ -619,6 +619,18 @@ impl Project {
             generation,
             secrets,
         })
+    }
+}
+
+/// Records `revision` as the project's floor once its vault is written. The
+/// write already stands — the vault is durable and the newest, and it is
+/// served — so a failure here (a disk that filled up in between) is logged,
+/// not returned: the floor in memory still refuses an older vault until
+/// fluxd restarts, and the next write that records its revision restores
+/// the refusal across restarts.
+fn record_floor(store: &dyn Store, project: &str, revision: u64) {
+    if let Err(e) = store.raise_revision_floor(project, revision) {
+        error!(project, revision, error = %e, "the vault is written but its revision cannot be recorded; an older vault is refused until fluxd restarts");
     }
 }
 

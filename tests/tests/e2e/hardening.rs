@@ -398,6 +398,51 @@ fn an_older_vault_put_back_is_refused_while_running_and_after_a_restart() {
 }
 
 #[test]
+fn a_project_whose_first_revision_cannot_be_recorded_is_not_created_and_leaves_nothing() {
+    let d = TestDaemon::start();
+    let record = d.state_dir().join("revisions").join("app");
+    std::fs::create_dir_all(record.join("blocker")).unwrap();
+    let out = d.run_ctl(&["projects", "create", "app"]);
+    assert!(!out.status.success(), "created without its revision record");
+    assert!(!d.key_path("app").exists(), "a key was left behind");
+    assert!(!d.vault_path("app").exists(), "a vault was left behind");
+    let listed = d.ctl_ok(&["projects", "list"]);
+    assert!(!listed.contains("app"), "listed: {listed}");
+    std::fs::remove_dir_all(&record).unwrap();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "K", "v", "-p", "app"]);
+    assert_value(&mut d.client("app"), "K", "v");
+}
+
+#[test]
+fn a_write_whose_revision_cannot_be_recorded_still_stands_and_rollbacks_stay_refused() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "K", "old", "-p", "app"]);
+    let old = std::fs::read(d.vault_path("app")).unwrap();
+    // The revision record cannot be replaced (a folder now stands where
+    // the file was), as when the disk fills between the vault and the
+    // record: the vault is already durable and newest, so the set stands.
+    let record = d.state_dir().join("revisions").join("app");
+    std::fs::remove_file(&record).unwrap();
+    std::fs::create_dir_all(record.join("blocker")).unwrap();
+    d.ctl_ok(&["secrets", "set", "K", "new", "-p", "app"]);
+    assert_value(&mut d.client("app"), "K", "new");
+    assert!(
+        d.log().contains("its revision cannot be recorded"),
+        "no log line about the record"
+    );
+    // The floor in memory still refuses the older vault put back.
+    let staging = d.state_dir().join("staging");
+    std::fs::write(&staging, &old).unwrap();
+    std::fs::rename(&staging, d.vault_path("app")).unwrap();
+    eventually("the rollback is reported", || {
+        last_error(&d, "app").is_some_and(|e| e.contains("refused as a rollback"))
+    });
+    assert_value(&mut d.client("app"), "K", "new");
+}
+
+#[test]
 fn a_project_whose_socket_path_is_taken_is_reported_and_the_others_served() {
     let mut d = TestDaemon::start();
     d.create_project("app");
