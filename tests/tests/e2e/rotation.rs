@@ -288,6 +288,46 @@ fn bad_files_keep_the_last_good_snapshot_serving() {
 }
 
 #[test]
+fn one_projects_key_neither_opens_nor_plants_in_another_project() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    d.create_project("other");
+    d.ctl_ok(&["secrets", "set", "KEY", "kept", "-p", "other"]);
+    let mut reader = d.client("other");
+    let app_key = key_of(&d, "app");
+
+    // Holding app's key opens no other project's vault.
+    let others = std::fs::read(d.vault_path("other")).unwrap();
+    assert!(vault::open(&others, "other", &app_key).is_err());
+
+    // A vault sealed with app's key, named for the other project or for
+    // app itself, or app's own vault copied over: refused, and the other
+    // project keeps serving its value.
+    let app_own = std::fs::read(d.vault_path("app")).unwrap();
+    let planted = [
+        vault::seal("other", &secrets(&[("KEY", "evil")]), u64::MAX, &app_key).unwrap(),
+        vault::seal("app", &secrets(&[("KEY", "evil")]), u64::MAX, &app_key).unwrap(),
+        app_own,
+    ];
+    for bytes in planted {
+        replace_by_rename(&d, "other", &bytes);
+        eventually("the foreign vault is reported", || {
+            last_error(&d, "other")
+                .is_some_and(|e| e.contains("not encrypted to this project's key"))
+        });
+        assert_value(&mut reader, "KEY", "kept");
+        assert_value(&mut d.client("other"), "KEY", "kept");
+        // Back to a good vault, so the next case is seen on its own.
+        replace_by_rename(&d, "other", &sealed(&d, "other", &[("KEY", "kept")]));
+        eventually("the good vault clears the error", || {
+            last_error(&d, "other").is_none()
+        });
+    }
+    // app itself is untouched.
+    assert!(last_error(&d, "app").is_none());
+}
+
+#[test]
 fn readers_never_see_half_a_write() {
     let d = TestDaemon::start();
     d.create_project("app");
