@@ -9,6 +9,7 @@ mod cli;
 mod clients;
 mod dashboard;
 mod dev;
+mod docs;
 mod dotenv_corpus;
 mod durability;
 mod hardening;
