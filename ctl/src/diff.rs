@@ -11,7 +11,7 @@
 //! every command — see [`crate::failure`]).
 
 use crate::failure::{EXIT_FAILURE, EXIT_USAGE, Failure, Result};
-use crate::import::{EnvFile, Refusal, plural, read_env};
+use crate::import::{EnvFile, Refusal, one_request, plural, read_env};
 use crate::style::done;
 use crate::target::Target;
 use crate::{out, out_json};
@@ -55,15 +55,18 @@ fn compare(target: &Target, file: &Path, flags: Flags) -> Result<u8> {
         nothing: "nothing was compared",
         skip_invalid: "compare the rest (lines Flux cannot hold are left out; the others are compared as fluxd dev serves them)",
     };
-    let EnvFile { label, entries, .. } =
-        read_env(file, flags.expand, flags.skip_invalid, &refusal)?;
+    let env = read_env(file, flags.expand, flags.skip_invalid, &refusal)?;
+    let size = env.size();
+    let EnvFile { label, entries, .. } = env;
     let (project, mut client) = target.project_client()?;
-    let differences = client.diff(
-        entries
-            .into_iter()
-            .map(|(name, value)| NamedValue { name, value })
-            .collect(),
-    )?;
+    let differences = client
+        .diff(
+            entries
+                .into_iter()
+                .map(|(name, value)| NamedValue { name, value })
+                .collect(),
+        )
+        .map_err(|e| one_request(e, &label, size))?;
     let count = |s: DiffState| differences.iter().filter(|d| d.state == s).count();
     let same = count(DiffState::Same);
     let equal = same == differences.len();

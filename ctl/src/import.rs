@@ -22,6 +22,12 @@
 //! values (a value set again unchanged makes no new version, but it is
 //! listed as replaced). The last line of a successful run is always the
 //! summary.
+//!
+//! The whole file goes to fluxd as one request, which is what makes an
+//! import all or nothing; a file over fluxd's request limit
+//! (`[limits] max_request_bytes`, 256 KiB by default) is refused with a
+//! message that says so and what to do ([`one_request`]). (A value over
+//! the protocol's limit is one of the parser's flagged lines.)
 
 use crate::failure::{Failure, Result};
 use crate::style::done;
@@ -29,6 +35,7 @@ use crate::target::Target;
 use crate::{out, out_json};
 use flux_protocol::client::io_reason;
 use flux_protocol::message::{DiffState, NamedValue};
+use flux_protocol::{ClientError, ErrorCode};
 use flux_vault::dotenv::{Issue, Options, Parsed};
 use std::io::Read;
 use std::path::Path;
@@ -53,6 +60,31 @@ pub(crate) struct EnvFile {
     pub label: String,
     pub entries: Vec<(String, flux_protocol::SecretValue)>,
     pub issues: Vec<Issue>,
+}
+
+impl EnvFile {
+    /// Names and bytes of names and values: what the one request carries.
+    pub(crate) fn size(&self) -> (usize, usize) {
+        let bytes = self.entries.iter().map(|(n, v)| n.len() + v.len()).sum();
+        (self.entries.len(), bytes)
+    }
+}
+
+/// fluxd's answer to the one request that carries a whole file, with what
+/// to do when the request was too large for it. Every value already fits
+/// the protocol (the parser flags one that does not), so `too_large` means
+/// the request or a value went over a limit fluxd's config sets.
+pub(crate) fn one_request(e: ClientError, label: &str, (names, bytes): (usize, usize)) -> Failure {
+    let too_large = e.code() == Some(ErrorCode::TooLarge);
+    let mut failure = Failure::from(e);
+    if too_large {
+        failure.message = format!(
+            "{}\n{label} goes to fluxd as one request ({names} secrets, {} KiB of names and values), so that it is taken whole or not at all: raise [limits] max_request_bytes (256 KiB by default, at most 16 MiB) or max_value_bytes in fluxd's config, or split the file",
+            failure.message,
+            bytes.div_ceil(1024)
+        );
+    }
+    failure
 }
 
 /// What a command does with a `.env` file, for its refusal: what did not
@@ -129,11 +161,13 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
         nothing,
         skip_invalid: "import the rest (lines Flux cannot hold are left out; the others are imported as fluxd dev serves them)",
     };
+    let env = read_env(file, flags.expand, flags.skip_invalid, &refusal)?;
+    let size = env.size();
     let EnvFile {
         label,
         entries,
         issues,
-    } = read_env(file, flags.expand, flags.skip_invalid, &refusal)?;
+    } = env;
     if entries.is_empty() {
         return Err(Failure::usage(format!(
             "{label} holds no secrets to import"
@@ -160,12 +194,14 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
     let mut kept = 0;
     let (created, changed, generation) = if flags.dry_run {
         // The daemon compares the values; none is printed.
-        let differences = client.diff(
-            entries
-                .into_iter()
-                .map(|(name, value)| NamedValue { name, value })
-                .collect(),
-        )?;
+        let differences = client
+            .diff(
+                entries
+                    .into_iter()
+                    .map(|(name, value)| NamedValue { name, value })
+                    .collect(),
+            )
+            .map_err(|e| one_request(e, &label, size))?;
         let (mut created, mut updated) = (Vec::new(), Vec::new());
         for d in differences {
             match d.state {
@@ -180,12 +216,14 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
         ));
         (created, updated, None)
     } else {
-        let stored = client.set_many(
-            entries
-                .into_iter()
-                .map(|(name, value)| NamedValue { name, value })
-                .collect(),
-        )?;
+        let stored = client
+            .set_many(
+                entries
+                    .into_iter()
+                    .map(|(name, value)| NamedValue { name, value })
+                    .collect(),
+            )
+            .map_err(|e| one_request(e, &label, size))?;
         text.push_str(&done(&format!(
             "Imported {} secrets into project {project} (live now)\n",
             stored.created.len() + stored.updated.len()

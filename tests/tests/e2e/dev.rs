@@ -604,3 +604,59 @@ fn fluxd_writes_its_man_pages() {
     assert!(dev.contains("FLUX_SECRETS_SOCKET"), "{dev}");
     assert!(!tmp.path().join("fluxd-help.8").exists());
 }
+
+#[test]
+fn a_file_over_the_request_limit_is_refused_whole_with_what_to_do() {
+    // 5,000 secrets of about 60 bytes: some 300 KiB in one request, over
+    // the default 256 KiB.
+    let mut text = String::new();
+    for i in 0..5000 {
+        text.push_str(&format!(
+            "KEY_{i:05}=import-limit-value-{i:05}-padding-padding\n"
+        ));
+    }
+    let d = TestDaemon::start();
+    d.create_project("app");
+    let env = d.dir().join("big.env");
+    std::fs::write(&env, &text).unwrap();
+    let env = env.to_str().unwrap();
+    for args in [
+        vec!["secrets", "import", env, "-p", "app"],
+        vec!["secrets", "import", env, "--dry-run", "-p", "app"],
+        vec!["secrets", "diff", env, "-p", "app"],
+    ] {
+        let out = d.run_ctl(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("goes to fluxd as one request (5000 secrets")
+                && err.contains("max_request_bytes"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        d.client("app").list().unwrap().is_empty(),
+        "nothing imported"
+    );
+
+    // With the limit raised, the same file goes in whole.
+    let d = TestDaemon::start_with_config("[limits]\nmax_request_bytes = 1048576\n");
+    d.create_project("app");
+    std::fs::write(d.dir().join("big.env"), &text).unwrap();
+    let env = d.dir().join("big.env");
+    d.ctl_ok(&["secrets", "import", env.to_str().unwrap(), "-p", "app"]);
+    assert_eq!(d.client("app").list().unwrap().len(), 5000);
+
+    // A value over the protocol's limit is a flagged line: refused before
+    // anything is sent, naming the secret and not the value.
+    let big = d.dir().join("value.env");
+    std::fs::write(&big, format!("OK=1\nHUGE={}\n", "v".repeat(70_000))).unwrap();
+    let out = d.run_ctl(&["secrets", "import", big.to_str().unwrap(), "-p", "app"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("HUGE: value is 70000 bytes") && err.contains("nothing was imported"),
+        "{err}"
+    );
+    assert!(!err.contains("vvvvvvvv"), "the value was printed");
+}
