@@ -51,11 +51,18 @@ pub fn framing(max_len: usize) -> LengthDelimitedCodec {
 /// [`LengthDelimitedCodec`] has one limit for both directions, which would
 /// refuse every answer larger than a request may be.)
 ///
+/// It also knows whether a request frame has started and not finished
+/// ([`ServerCodec::mid_frame`]): the length codec takes a frame's prefix
+/// out of the read buffer as soon as it has all four bytes, so an empty
+/// read buffer alone does not mean the client is between frames.
+///
 /// [`MAX_RESPONSE_FRAME_LEN`]: crate::limits::MAX_RESPONSE_FRAME_LEN
 #[derive(Debug)]
 pub struct ServerCodec {
     requests: LengthDelimitedCodec,
     answers: LengthDelimitedCodec,
+    /// A length prefix was read and its payload has not all come.
+    mid_frame: bool,
 }
 
 impl ServerCodec {
@@ -64,7 +71,15 @@ impl ServerCodec {
         Self {
             requests: framing(max_request),
             answers: framing(crate::limits::MAX_RESPONSE_FRAME_LEN),
+            mid_frame: false,
         }
+    }
+
+    /// True while a request frame's length prefix has been read and its
+    /// payload has not all arrived (the bytes still to come are not in the
+    /// read buffer; the prefix no longer is).
+    pub fn mid_frame(&self) -> bool {
+        self.mid_frame
     }
 }
 
@@ -73,7 +88,15 @@ impl tokio_util::codec::Decoder for ServerCodec {
     type Error = io::Error;
 
     fn decode(&mut self, src: &mut bytes::BytesMut) -> io::Result<Option<Self::Item>> {
-        self.requests.decode(src)
+        let before = src.len();
+        let frame = self.requests.decode(src)?;
+        if frame.is_some() {
+            self.mid_frame = false;
+        } else if src.len() < before {
+            // The prefix was taken out of the buffer; the payload waits.
+            self.mid_frame = true;
+        }
+        Ok(frame)
     }
 }
 
@@ -190,6 +213,31 @@ mod tests {
         let mut input = bytes::BytesMut::from(&[0u8, 0, 0, 17][..]);
         let err = codec.decode(&mut input).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn server_codec_knows_a_frame_whose_payload_has_not_come() {
+        use tokio_util::codec::Decoder;
+        let mut codec = ServerCodec::new(1024);
+        let mut input = bytes::BytesMut::new();
+        assert!(codec.decode(&mut input).unwrap().is_none());
+        assert!(!codec.mid_frame(), "nothing read yet");
+        // Part of a prefix stays in the buffer.
+        input.extend_from_slice(&[0, 0]);
+        assert!(codec.decode(&mut input).unwrap().is_none());
+        assert!(!codec.mid_frame());
+        assert_eq!(input.len(), 2);
+        // The whole prefix leaves the buffer: mid-frame, with an empty buffer.
+        input.extend_from_slice(&[0, 3]);
+        assert!(codec.decode(&mut input).unwrap().is_none());
+        assert!(input.is_empty());
+        assert!(codec.mid_frame(), "a prefix with no payload is mid-frame");
+        input.extend_from_slice(&[1, 2]);
+        assert!(codec.decode(&mut input).unwrap().is_none());
+        assert!(codec.mid_frame());
+        input.extend_from_slice(&[3]);
+        assert_eq!(&codec.decode(&mut input).unwrap().unwrap()[..], &[1, 2, 3]);
+        assert!(!codec.mid_frame(), "between frames again");
     }
 
     #[test]

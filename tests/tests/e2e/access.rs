@@ -5,7 +5,7 @@
 //! Tests that switch to other uids need root (CI runs as root); elsewhere
 //! they print SKIPPED.
 
-use crate::{assert_value, stderr, stdout};
+use crate::{assert_value, cut_off, stderr, stdout};
 use flux_e2e::eventually;
 use flux_e2e::{TestDaemon, assert_no_secret};
 use flux_protocol::ErrorCode;
@@ -359,10 +359,8 @@ fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
     idle.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut buf = [0u8; 16];
-    assert!(
-        matches!(idle.read(&mut buf), Ok(0) | Err(_)),
-        "the idle client is not cut off"
-    );
+    let read = idle.read(&mut buf);
+    assert!(cut_off(&read), "the idle client is not cut off: {read:?}");
     assert!(
         started.elapsed() >= Duration::from_millis(900),
         "closed before the idle timeout"
@@ -386,11 +384,26 @@ fn slow_flooding_and_garbage_clients_do_not_stall_others() {
     slow.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut buf = [0u8; 16];
-    assert!(
-        matches!(slow.read(&mut buf), Ok(0) | Err(_)),
-        "the slow client is cut off"
-    );
+    let read = slow.read(&mut buf);
+    assert!(cut_off(&read), "the slow client is cut off: {read:?}");
     drop(slow);
+    // Only a length prefix, then silence: cut off as well, not left until
+    // the idle timeout.
+    let mut prefix_only = UnixStream::connect(d.project_socket("app")).unwrap();
+    assert!(matches!(
+        hello(&mut prefix_only),
+        Some(Response::Welcome(_))
+    ));
+    prefix_only.write_all(&[0, 0, 0, 40]).unwrap();
+    prefix_only
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let read = prefix_only.read(&mut buf);
+    assert!(
+        cut_off(&read),
+        "a client that sent only a length prefix is cut off: {read:?}"
+    );
+    drop(prefix_only);
 
     // A client that never says hello is cut off too.
     let mut mute = UnixStream::connect(d.project_socket("app")).unwrap();

@@ -21,6 +21,18 @@ mod walkthrough;
 
 use flux_protocol::blocking::Client;
 
+/// A read that saw the daemon close the connection: end of stream or a
+/// reset, not a read timeout running out.
+pub fn cut_off(read: &std::io::Result<usize>) -> bool {
+    match read {
+        Ok(n) => *n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 /// Asserts a secret's value without ever printing it.
 pub fn assert_value(client: &mut Client, name: &str, want: &str) {
     let got = client

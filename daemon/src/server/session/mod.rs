@@ -260,7 +260,9 @@ impl Session {
                     continue;
                 }
                 () = &mut deadline => {
-                    let next = waiting.expired(!self.framed.read_buffer().is_empty())?;
+                    let partial = self.framed.codec().mid_frame()
+                        || !self.framed.read_buffer().is_empty();
+                    let next = waiting.expired(partial)?;
                     deadline.as_mut().reset(next.into());
                     continue;
                 }
