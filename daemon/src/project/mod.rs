@@ -261,10 +261,20 @@ impl Project {
     }
 
     /// A receiver of this project's change events, and the generation
-    /// served at the moment of subscribing.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
+    /// served at the moment of subscribing; `unknown_project` once the
+    /// project is deleted (no event could ever come).
+    pub fn subscribe(&self) -> Result<(broadcast::Receiver<Event>, u64)> {
+        if self.is_deleted() {
+            return Err(Error::UnknownProject(self.name.clone()));
+        }
         let rx = self.events.subscribe();
-        (rx, self.snapshot.load().generation)
+        Ok((rx, self.snapshot.load().generation))
+    }
+
+    /// True once the project is deleted: its connections answer every
+    /// request `unknown_project`.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     fn disk(&self) -> std::sync::MutexGuard<'_, DiskState> {

@@ -704,7 +704,7 @@ mod tests {
         for v in ["good", "bad"] {
             p.set("K", v.into(), &w).await.unwrap();
         }
-        let (mut events, _) = p.subscribe();
+        let (mut events, _) = p.subscribe().unwrap();
         let r = p
             .rollback("K", None, &writer(&limits, 5, 42))
             .await

@@ -178,6 +178,20 @@ fn malformed_and_oversized_frames_hurt_only_their_sender() {
         other => panic!("{other:?}"),
     }
     assert!(closed(&mut s));
+    // A later version's Hello may carry more fields after its version:
+    // still version_mismatch, not a parse error.
+    let mut s = UnixStream::connect(d.control_socket()).unwrap();
+    let mut future = encode(&hello).unwrap();
+    future.extend_from_slice(&[1, 2, 3]);
+    write_frame(&mut s, &future);
+    match read_response(&mut s) {
+        Some(Response::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::VersionMismatch, "{}", e.message);
+            assert!(e.message.contains("protocol version 2"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(closed(&mut s));
 
     // A request frame over the daemon's limit carrying a valid message.
     let mut s = raw(&d, "app");
@@ -199,4 +213,33 @@ fn malformed_and_oversized_frames_hurt_only_their_sender() {
     assert_value(&mut bystander, "K", "v");
     assert_value(&mut d.client("app"), "K", "v");
     d.control().status().unwrap();
+}
+
+#[test]
+fn a_deleted_projects_open_connections_answer_every_request_unknown_project() {
+    let d = TestDaemon::start();
+    d.create_project("gone");
+    d.ctl_ok(&["secrets", "set", "K", "v", "-p", "gone"]);
+    let mut client = d.client("gone");
+    // Accepted before the delete, its handshake not sent yet.
+    let mut late = UnixStream::connect(d.project_socket("gone")).unwrap();
+    d.ctl_ok(&["projects", "delete", "gone", "--yes"]);
+
+    for (what, err) in [
+        ("get", client.get("K").unwrap_err()),
+        ("list", client.list().unwrap_err()),
+        ("subscribe", client.subscribe().unwrap_err()),
+    ] {
+        assert_eq!(err.code(), Some(ErrorCode::UnknownProject), "{what}: {err}");
+    }
+    let hello = Request::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        client: "late".into(),
+    });
+    write_frame(&mut late, &encode(&hello).unwrap());
+    assert_eq!(
+        error_code(read_response(&mut late)),
+        ErrorCode::UnknownProject
+    );
+    assert!(closed(&mut late));
 }

@@ -15,7 +15,7 @@ use tracing::debug;
 pub const RULE: Rule = Rule::project(Need::ReaderOrAdmin, Effect::Read);
 
 pub fn handle(ctx: &mut Ctx<'_>) -> Result<Response> {
-    let (rx, generation) = ctx.project()?.subscribe();
+    let (rx, generation) = ctx.project()?.subscribe()?;
     *ctx.events = Some(rx);
     debug!(generation, "subscribed");
     Ok(Response::Subscribed(Subscribed { generation }))

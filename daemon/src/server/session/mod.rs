@@ -348,9 +348,21 @@ impl Session {
 
     async fn handshake(&mut self, mut frame: bytes::BytesMut) -> Result<(), End> {
         let request = decode::<Request>(&frame);
+        // A `Hello` of another version may be laid out differently after
+        // its version field; the variant and the version never move, so a
+        // client of another version is told so even when the rest does not
+        // decode as this version's `Hello`.
+        let version = hello_version(&frame);
         frame.as_mut().zeroize();
         let (code, msg) = match request {
             Ok(Request::Hello(hello)) if hello.version == PROTOCOL_VERSION => {
+                if let Target::Project { project, .. } = &self.target
+                    && project.is_deleted()
+                {
+                    let msg = format!("unknown project: {}", project.name());
+                    self.reply_error(ErrorCode::UnknownProject, &msg).await?;
+                    return Err(End::Protocol(msg));
+                }
                 debug!(client = %hello.client.escape_debug(), "handshake");
                 let welcome = Response::Welcome(Welcome {
                     version: PROTOCOL_VERSION,
@@ -371,6 +383,13 @@ impl Session {
                 format!(
                     "the first request must be Hello (the handshake), not {}",
                     other.op()
+                ),
+            ),
+            Err(_) if version.is_some_and(|v| v != PROTOCOL_VERSION) => (
+                ErrorCode::VersionMismatch,
+                format!(
+                    "the client speaks protocol version {}, this fluxd speaks version {PROTOCOL_VERSION}: upgrade the older of the two",
+                    version.unwrap_or_default()
                 ),
             ),
             Err(e) => (ErrorCode::BadRequest, format!("handshake: {e}")),
@@ -628,6 +647,15 @@ async fn next_event(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// The version a `Hello` payload claims: variant 0 (u32, little-endian),
+/// then the version (u32, little-endian), whatever follows in that
+/// version's layout. `None` for anything else.
+fn hello_version(payload: &[u8]) -> Option<u32> {
+    let variant = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
+    let version = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
+    (variant == 0).then_some(version)
 }
 
 /// The frame and idle timeouts of a connection waiting for its next
