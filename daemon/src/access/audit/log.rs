@@ -106,8 +106,10 @@ pub(super) fn files(path: &Path, keep: u32) -> Vec<PathBuf> {
 }
 
 /// Reads entries back, rotated files included: those of `project` (all
-/// when `None`) whose last decision is at or after `since_ms`, the newest
-/// `limit`, oldest first. Unparseable lines are skipped.
+/// when `None`) whose last decision is at or after `since_ms`, the last
+/// `limit` written, sorted by the time of their last decision (oldest
+/// first; a read summary is written when its interval or connection ends,
+/// after entries of later decisions). Unparseable lines are skipped.
 pub fn read(
     path: &Path,
     keep: u32,
@@ -137,13 +139,40 @@ pub fn read(
             kept.push_back(line.entry());
         }
     }
-    Ok(kept.into())
+    let mut entries: Vec<AuditEntry> = kept.into();
+    // Stable: entries of the same millisecond stay in the order written.
+    entries.sort_by_key(|e| e.time_ms);
+    Ok(entries)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::access::audit::tests::entry;
+
+    #[test]
+    fn entries_come_back_sorted_by_their_last_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        // Written in this order: a summary ending at 5 lands after a
+        // decision at 9 (written when its connection closed).
+        let mut text = String::new();
+        for (op, t) in [("set", 3), ("hello", 9), ("get", 5), ("delete", 12)] {
+            text.push_str(&serde_json::to_string(&Line::of(entry(op, "A", t))).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        let times = |limit| -> Vec<u64> {
+            read(&path, 0, None, 0, limit)
+                .unwrap()
+                .iter()
+                .map(|e| e.time_ms)
+                .collect()
+        };
+        assert_eq!(times(10), [3, 5, 9, 12]);
+        // The last three written, sorted.
+        assert_eq!(times(3), [5, 9, 12]);
+    }
 
     #[test]
     fn lines_round_trip_and_old_lines_read() {
