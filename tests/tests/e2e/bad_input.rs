@@ -237,9 +237,12 @@ fn a_deleted_projects_open_connections_answer_every_request_unknown_project() {
         client: "late".into(),
     });
     write_frame(&mut late, &encode(&hello).unwrap());
-    assert_eq!(
-        error_code(read_response(&mut late)),
-        ErrorCode::UnknownProject
-    );
+    match read_response(&mut late) {
+        Some(Response::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::UnknownProject, "{}", e.message);
+            assert!(e.message.contains("unknown project gone"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(closed(&mut late));
 }

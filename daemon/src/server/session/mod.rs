@@ -359,7 +359,7 @@ impl Session {
                 if let Target::Project { project, .. } = &self.target
                     && project.is_deleted()
                 {
-                    let msg = format!("unknown project: {}", project.name());
+                    let msg = Error::UnknownProject(project.name().to_owned()).to_string();
                     self.reply_error(ErrorCode::UnknownProject, &msg).await?;
                     return Err(End::Protocol(msg));
                 }
