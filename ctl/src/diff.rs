@@ -11,11 +11,11 @@
 //! every command — see [`crate::failure`]).
 
 use crate::failure::{EXIT_FAILURE, EXIT_USAGE, Failure, Result};
-use crate::import::{EnvFile, Refusal, one_request, plural, read_env};
+use crate::import::{EnvFile, Refusal, one_request, plural, read_env, request};
 use crate::style::done;
 use crate::target::Target;
 use crate::{out, out_json};
-use flux_protocol::message::{DiffState, NamedValue};
+use flux_protocol::message::DiffState;
 use std::path::Path;
 
 /// Exit status when the file and the project differ.
@@ -60,12 +60,7 @@ fn compare(target: &Target, file: &Path, flags: Flags) -> Result<u8> {
     let EnvFile { label, entries, .. } = env;
     let (project, mut client) = target.project_client()?;
     let differences = client
-        .diff(
-            entries
-                .into_iter()
-                .map(|(name, value)| NamedValue { name, value })
-                .collect(),
-        )
+        .diff(request(entries))
         .map_err(|e| one_request(e, &label, size))?;
     let count = |s: DiffState| differences.iter().filter(|d| d.state == s).count();
     let same = count(DiffState::Same);

@@ -70,6 +70,14 @@ impl EnvFile {
     }
 }
 
+/// A file's entries as the one request that carries them.
+pub(crate) fn request(entries: Vec<(String, flux_protocol::SecretValue)>) -> Vec<NamedValue> {
+    entries
+        .into_iter()
+        .map(|(name, value)| NamedValue { name, value })
+        .collect()
+}
+
 /// fluxd's answer to the one request that carries a whole file, with what
 /// to do when the request was too large for it. Every value already fits
 /// the protocol (the parser flags one that does not), so `too_large` means
@@ -195,12 +203,7 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
     let (created, changed, generation) = if flags.dry_run {
         // The daemon compares the values; none is printed.
         let differences = client
-            .diff(
-                entries
-                    .into_iter()
-                    .map(|(name, value)| NamedValue { name, value })
-                    .collect(),
-            )
+            .diff(request(entries))
             .map_err(|e| one_request(e, &label, size))?;
         let (mut created, mut updated) = (Vec::new(), Vec::new());
         for d in differences {
@@ -217,12 +220,7 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
         (created, updated, None)
     } else {
         let stored = client
-            .set_many(
-                entries
-                    .into_iter()
-                    .map(|(name, value)| NamedValue { name, value })
-                    .collect(),
-            )
+            .set_many(request(entries))
             .map_err(|e| one_request(e, &label, size))?;
         text.push_str(&done(&format!(
             "Imported {} secrets into project {project} (live now)\n",
