@@ -8,6 +8,7 @@
 //! never replaces a good snapshot: the last good one keeps serving and the
 //! reason is kept in `last_error` for `fluxctl status`.
 
+use super::write::record_floor;
 use super::{Project, Snapshot};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -178,13 +179,11 @@ impl Project {
             let revision = self.snapshot.load().revision;
             if revision > floor {
                 let (store, name) = (self.store.clone(), self.name.clone());
-                let recorded = tokio::task::spawn_blocking(move || {
-                    store.raise_revision_floor(&name, revision)
-                })
-                .await
-                .unwrap_or_else(|e| Err(Error::Internal(format!("floor task failed: {e}"))));
+                let recorded =
+                    tokio::task::spawn_blocking(move || record_floor(&*store, &name, revision))
+                        .await;
                 if let Err(e) = recorded {
-                    error!(project = %self.name, revision, error = %e, "cannot record the revision served; an older vault is refused until fluxd restarts");
+                    error!(project = %self.name, revision, error = %e, "the task recording the revision served failed; an older vault is refused until fluxd restarts");
                 }
             }
         }

@@ -622,15 +622,15 @@ impl Project {
     }
 }
 
-/// Records `revision` as the project's floor once its vault is written. The
-/// write already stands — the vault is durable and the newest, and it is
-/// served — so a failure here (a disk that filled up in between) is logged,
-/// not returned: the floor in memory still refuses an older vault until
-/// fluxd restarts, and the next write that records its revision restores
-/// the refusal across restarts.
-fn record_floor(store: &dyn Store, project: &str, revision: u64) {
+/// Records `revision` as the project's floor once its vault is served —
+/// written by fluxd, or swapped in by a reload. The vault already stands,
+/// so a failure here (a disk that filled up in between) is logged, not
+/// returned: the floor in memory still refuses an older vault until fluxd
+/// restarts, and the next revision recorded restores the refusal across
+/// restarts.
+pub(super) fn record_floor(store: &dyn Store, project: &str, revision: u64) {
     if let Err(e) = store.raise_revision_floor(project, revision) {
-        error!(project, revision, error = %e, "the vault is written but its revision cannot be recorded; an older vault is refused until fluxd restarts");
+        error!(project, revision, error = %e, "the vault is served but its revision cannot be recorded; an older vault is refused until fluxd restarts");
     }
 }
 
