@@ -152,7 +152,7 @@ impl Project {
     pub async fn reload(&self, force: bool) -> Reload {
         let started = std::time::Instant::now();
         let _writer = self.writer.lock().await;
-        if self.deleted.load(Ordering::Acquire) {
+        if self.is_deleted() {
             return Reload::Unchanged;
         }
         let (known, floor) = {

@@ -7,11 +7,10 @@ use flux_protocol::limits::validate_secret_name;
 use flux_protocol::message::{DiffState, Difference, NamedValue, SecretDigest, SecretInfo};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 impl Project {
     pub(super) fn readable(&self) -> Result<arc_swap::Guard<Arc<Snapshot>>> {
-        if self.deleted.load(Ordering::Acquire) {
+        if self.is_deleted() {
             return Err(Error::UnknownProject(self.name.clone()));
         }
         let snap = self.snapshot.load();

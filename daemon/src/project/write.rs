@@ -25,7 +25,6 @@ use flux_protocol::message::{
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome, now_ms};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tracing::{error, info, warn};
 
@@ -548,7 +547,7 @@ impl Project {
     pub async fn restore(&self) -> Result<Restored> {
         let started = Instant::now();
         let _writer = self.writer.lock().await;
-        if self.deleted.load(Ordering::Acquire) {
+        if self.is_deleted() {
             return Err(Error::UnknownProject(self.name.clone()));
         }
         let current = self.snapshot.load_full();
