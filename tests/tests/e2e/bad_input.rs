@@ -37,6 +37,17 @@ fn error_code(resp: Option<Response>) -> ErrorCode {
     }
 }
 
+/// Asserts that `resp` is an error with `code` whose message holds `text`.
+fn assert_error(resp: Option<Response>, code: ErrorCode, text: &str) {
+    match resp {
+        Some(Response::Error(e)) => {
+            assert_eq!(e.code, code, "{}", e.message);
+            assert!(e.message.contains(text), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
 fn closed(s: &mut UnixStream) -> bool {
     let mut buf = [0u8; 1];
     crate::cut_off(&s.read(&mut buf))
@@ -170,13 +181,11 @@ fn malformed_and_oversized_frames_hurt_only_their_sender() {
         client: "future".into(),
     });
     write_frame(&mut s, &encode(&hello).unwrap());
-    match read_response(&mut s) {
-        Some(Response::Error(e)) => {
-            assert_eq!(e.code, ErrorCode::VersionMismatch);
-            assert!(e.message.contains("protocol version 2"), "{}", e.message);
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_error(
+        read_response(&mut s),
+        ErrorCode::VersionMismatch,
+        "protocol version 2",
+    );
     assert!(closed(&mut s));
     // A later version's Hello may carry more fields after its version:
     // still version_mismatch, not a parse error.
@@ -184,13 +193,11 @@ fn malformed_and_oversized_frames_hurt_only_their_sender() {
     let mut future = encode(&hello).unwrap();
     future.extend_from_slice(&[1, 2, 3]);
     write_frame(&mut s, &future);
-    match read_response(&mut s) {
-        Some(Response::Error(e)) => {
-            assert_eq!(e.code, ErrorCode::VersionMismatch, "{}", e.message);
-            assert!(e.message.contains("protocol version 2"), "{}", e.message);
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_error(
+        read_response(&mut s),
+        ErrorCode::VersionMismatch,
+        "protocol version 2",
+    );
     assert!(closed(&mut s));
 
     // A request frame over the daemon's limit carrying a valid message.
@@ -237,12 +244,10 @@ fn a_deleted_projects_open_connections_answer_every_request_unknown_project() {
         client: "late".into(),
     });
     write_frame(&mut late, &encode(&hello).unwrap());
-    match read_response(&mut late) {
-        Some(Response::Error(e)) => {
-            assert_eq!(e.code, ErrorCode::UnknownProject, "{}", e.message);
-            assert!(e.message.contains("unknown project gone"), "{}", e.message);
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_error(
+        read_response(&mut late),
+        ErrorCode::UnknownProject,
+        "unknown project gone",
+    );
     assert!(closed(&mut late));
 }

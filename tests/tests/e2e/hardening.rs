@@ -7,7 +7,7 @@
 //! Tests that switch to other uids or need root's chown print SKIPPED
 //! without root.
 
-use crate::{assert_value, stderr};
+use crate::{assert_value, last_error, stderr};
 use flux_e2e::{TestDaemon, bin, eventually};
 use flux_protocol::ErrorCode;
 use flux_protocol::SecretValue;
@@ -344,16 +344,6 @@ fn a_key_file_deleted_while_serving_is_written_back_before_a_write_is_acknowledg
     d.stop();
     d.restart();
     assert_value(&mut d.client("app"), "K", "kept");
-}
-
-fn last_error(d: &TestDaemon, project: &str) -> Option<String> {
-    d.control()
-        .status()
-        .unwrap()
-        .projects
-        .into_iter()
-        .find(|p| p.name == project)
-        .and_then(|p| p.last_error)
 }
 
 #[test]

@@ -33,6 +33,17 @@ pub fn cut_off(read: &std::io::Result<usize>) -> bool {
     }
 }
 
+/// The problem `status` reports for `project`, if any.
+pub fn last_error(d: &flux_e2e::TestDaemon, project: &str) -> Option<String> {
+    d.control()
+        .status()
+        .unwrap()
+        .projects
+        .into_iter()
+        .find(|p| p.name == project)
+        .and_then(|p| p.last_error)
+}
+
 /// Asserts a secret's value without ever printing it.
 pub fn assert_value(client: &mut Client, name: &str, want: &str) {
     let got = client

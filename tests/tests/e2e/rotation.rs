@@ -2,7 +2,7 @@
 //! connections, bad files never replace a good snapshot, readers never see
 //! half a write, and subscribers are told.
 
-use crate::{assert_value, stderr};
+use crate::{assert_value, last_error, stderr};
 use flux_e2e::eventually;
 use flux_e2e::{TestDaemon, have_tool};
 use flux_protocol::SecretValue;
@@ -57,16 +57,6 @@ fn replace_by_rename(d: &TestDaemon, project: &str, bytes: &[u8]) {
     let staging = d.state_dir().join(format!("{project}.staging"));
     std::fs::write(&staging, bytes).unwrap();
     std::fs::rename(&staging, d.vault_path(project)).unwrap();
-}
-
-fn last_error(d: &TestDaemon, project: &str) -> Option<String> {
-    d.control()
-        .status()
-        .unwrap()
-        .projects
-        .into_iter()
-        .find(|p| p.name == project)
-        .and_then(|p| p.last_error)
 }
 
 fn value_is(client: &mut flux_protocol::blocking::Client, name: &str, want: &str) -> bool {
