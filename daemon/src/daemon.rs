@@ -142,8 +142,10 @@ impl Daemon {
         apply_runtime_mode(&services)?;
         services.control.serve_all().await?;
         follow(&services, opened.feed);
-        server.serve_control()?;
+        // The control socket opens last: once it answers, every other
+        // listener (project sockets, the metrics listener) is open too.
         server.serve_metrics();
+        server.serve_control()?;
         let leftover = server.sockets().leftover();
         if !leftover.is_empty() {
             warn!(sockets = ?leftover, "sockets passed by systemd match no project yet; kept for when they are created");
