@@ -234,6 +234,46 @@ fn a_file_that_cannot_be_read_is_an_io_failure() {
 }
 
 #[test]
+fn seal_writes_to_a_relative_output_path() {
+    // The current folder is the temp dir: a bare file name's parent is "",
+    // which must be fsynced as ".", not refused after the file is written.
+    let dir = tempfile::tempdir().unwrap();
+    let key = flux_vault::keys::ProjectKey::generate();
+    std::fs::write(
+        dir.path().join("app.key"),
+        key.to_file_contents("2026-01-01T00:00:00Z").as_bytes(),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let doc =
+        br#"{"format":"flux-secrets-vault","version":2,"project":"app","revision":3,"secrets":{}}"#;
+    for output in ["app.age", "./dot.age", "out/app.age"] {
+        let out = fluxctl_with_stdin(
+            &["vault", "seal", "-i", "app.key", "-o", output],
+            dir.path(),
+            doc,
+        );
+        let err = stderr(&out);
+        assert!(out.status.success(), "{output}: {err}");
+        assert!(err.contains("Vault sealed for project app"), "{err}");
+        assert!(!err.contains("fsync"), "{err}");
+        let bytes = std::fs::read(dir.path().join(output)).unwrap();
+        let opened = flux_vault::vault::open(&bytes, "app", &key).unwrap();
+        assert_eq!(opened.revision, 4, "{output}");
+    }
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["app.age", "app.key", "dot.age", "out"],
+        "no temp file left"
+    );
+}
+
+#[test]
 fn completions_for_bash_zsh_and_fish() {
     let dir = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish"] {

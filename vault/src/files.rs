@@ -106,7 +106,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// A temp file beside `path`, named as [`is_temp_file`] recognizes, with
 /// mode `mode` from before its first byte.
 fn temp_file_for(path: &Path, mode: u32) -> Result<(&Path, tempfile::NamedTempFile)> {
-    let dir = path.parent().ok_or_else(|| {
+    let dir = folder_of(path).ok_or_else(|| {
         FileError::new(
             "write",
             path,
@@ -195,8 +195,27 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-/// `fsync`s a folder, making renames and removals in it durable.
+/// The folder `path` is in: `.` for a bare file name (`Path::parent` gives
+/// an empty path there, which cannot be opened), `None` for `/` or an
+/// empty path.
+fn folder_of(path: &Path) -> Option<&Path> {
+    path.parent().map(current_if_empty)
+}
+
+/// `.` for an empty path, which names the current folder as a parent but
+/// cannot be opened.
+fn current_if_empty(dir: &Path) -> &Path {
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
+}
+
+/// `fsync`s a folder, making renames and removals in it durable. An empty
+/// path (the parent of a bare file name) is the current folder.
 pub fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = current_if_empty(dir);
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| FileError::new("fsync folder", dir, e))
@@ -209,7 +228,7 @@ pub fn remove_durably(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(FileError::new("remove", path, e)),
     }
-    match path.parent() {
+    match folder_of(path) {
         Some(dir) => sync_dir(dir),
         None => Ok(()),
     }
@@ -313,6 +332,16 @@ mod tests {
             "no temp file left"
         );
         assert!(write_new(&dir.path().join("no/such/p.key"), b"x", 0o600).is_err());
+    }
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_folder() {
+        assert_eq!(folder_of(Path::new("v.age")), Some(Path::new(".")));
+        assert_eq!(folder_of(Path::new("out/v.age")), Some(Path::new("out")));
+        assert_eq!(folder_of(Path::new("/v.age")), Some(Path::new("/")));
+        assert_eq!(folder_of(Path::new("/")), None);
+        // What `fsync`ing the parent of a bare file name does.
+        sync_dir(Path::new("")).unwrap();
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //!   applied ([`EtcdError::Unknown`]) — a write says so rather than guess.
 //! - **Reasons**: etcd's own reason (a refused auth, a request over
 //!   `--max-request-bytes`, too many operations in one transaction) is passed
-//!   through in the error.
+//!   through in the error. Two answers of etcd's JSON gateway over TLS that
+//!   hide a certificate problem get its cause and remedy added
+//!   (`known_cause`): a server certificate without `clientAuth`, a client
+//!   certificate with a CommonName while authentication is enabled.
 //! - **History**: every answer's header (cluster id, revision) is checked:
 //!   a revision that goes backwards or a cluster id that changes means
 //!   etcd was restored from an older snapshot or replaced; the caller is
@@ -242,6 +245,59 @@ fn reason_in(body: &str) -> String {
         .unwrap_or_else(|| body.trim().to_owned())
 }
 
+/// What an answer means when etcd's own reason does not say: etcd's JSON
+/// gateway forwards each request over gRPC to etcd itself, presenting
+/// etcd's *server* certificate as its client certificate. With
+/// `--client-cert-auth`, a server certificate without the `clientAuth`
+/// extended key usage is refused, and every call then gets HTTP 503 with
+/// gRPC code 14 (unavailable) and the gateway's own connection error:
+/// from etcd 3.4, "connection closed" or "… failed to write client
+/// preface: … connection reset by peer" (etcd refused the certificate
+/// after the TLS 1.3 handshake, before gRPC's first bytes); from later
+/// releases, "… error reading server preface: remote error: tls: bad
+/// certificate".
+const GATEWAY_CANNOT_DIAL_ETCD: &str = "etcd's JSON gateway could not reach etcd itself: \
+     with --client-cert-auth, etcd's server certificate must carry the clientAuth extended \
+     key usage as well as serverAuth (the gateway presents it to etcd as its client certificate)";
+
+/// With `--client-cert-auth` and authentication enabled (`etcdctl auth
+/// enable`), etcd's JSON gateway answers HTTP 400 to any request whose
+/// client certificate carries a CommonName — whatever user, password or
+/// token comes with it — since it cannot pass the name on as the etcd user
+/// (only etcd's gRPC port can).
+const GATEWAY_REFUSES_COMMON_NAME: &str = "with authentication enabled, etcd's JSON gateway \
+     refuses every request made with a client certificate that carries a CommonName, with or \
+     without a password: issue fluxd's client certificate without a CommonName and log in with \
+     [store] username and password_file";
+
+/// The likely cause and remedy of an error answer from `endpoint` that
+/// etcd's reason leaves out, recognized from the answer (`code`, `body`)
+/// etcd gives in that case and no other.
+fn known_cause(endpoint: &str, code: u16, body: &str) -> Option<&'static str> {
+    if !endpoint.starts_with("https://") {
+        return None;
+    }
+    match code {
+        503 => {
+            let v: Value = serde_json::from_str(body).ok()?;
+            let reason = reason_in(body);
+            // The gateway's connection to etcd failed as it opened, not a
+            // member without a leader or shutting down.
+            let refused = reason == "connection closed"
+                || reason.contains("client preface")
+                || reason.contains("server preface")
+                || reason.contains("authentication handshake failed")
+                || reason.contains("tls: bad certificate");
+            (num(&v["code"]) == 14 && refused).then_some(GATEWAY_CANNOT_DIAL_ETCD)
+        }
+        400 => body
+            .trim()
+            .starts_with("CommonName of client sending a request against gateway will be ignored")
+            .then_some(GATEWAY_REFUSES_COMMON_NAME),
+        _ => None,
+    }
+}
+
 /// A member that is restarting, or overloaded: try another.
 fn is_transient(code: u16, reason: &str) -> bool {
     matches!(code, 408 | 429 | 502 | 503 | 504)
@@ -437,11 +493,14 @@ impl Etcd {
         let text = body.to_string();
         let endpoints = &self.config.endpoints;
         let mut reasons: Vec<String> = Vec::new();
+        // The likely cause of the answers in `reasons`, when known.
+        let mut cause = None;
         let mut sent = false;
         let mut pause = ROUND_PAUSE_MIN;
         loop {
             let start = self.preferred.load(Ordering::Relaxed);
             let mut round = Vec::new();
+            let mut round_cause = None;
             let mut busy = false;
             for i in 0..endpoints.len() {
                 let n = (start + i) % endpoints.len();
@@ -463,7 +522,9 @@ impl Etcd {
                         return Ok(resp);
                     }
                     Err(ureq::Error::Status(code, resp)) => {
-                        let mut reason = reason_in(&error_body(resp));
+                        let body = error_body(resp);
+                        let known = known_cause(&endpoints[n], code, &body);
+                        let mut reason = reason_in(&body);
                         if reason.is_empty() {
                             reason = match code {
                                 401 => "not authenticated (no valid token)".into(),
@@ -472,11 +533,18 @@ impl Etcd {
                             };
                         }
                         if !is_transient(code, &reason) {
-                            return Err(EtcdError::Failed(format!(
-                                "etcd at {} refused the request (HTTP {code}): {reason}",
-                                endpoints[n]
-                            )));
+                            return Err(EtcdError::Failed(match known {
+                                Some(cause) => format!(
+                                    "etcd at {} refused the request (HTTP {code}: {reason}): {cause}",
+                                    endpoints[n]
+                                ),
+                                None => format!(
+                                    "etcd at {} refused the request (HTTP {code}): {reason}",
+                                    endpoints[n]
+                                ),
+                            }));
                         }
+                        round_cause = round_cause.or(known);
                         // A member that answered "timed out" may have
                         // passed the request on.
                         sent |= reason.contains("timed out");
@@ -505,6 +573,7 @@ impl Etcd {
             }
             if !round.is_empty() {
                 reasons = round;
+                cause = round_cause;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !unary || !busy || left.is_zero() {
@@ -514,14 +583,15 @@ impl Etcd {
             pause = (pause * 2).min(ROUND_PAUSE_MAX);
         }
         let detail = reasons.join("; ");
+        let cause = cause.map(|c| format!(": {c}")).unwrap_or_default();
         if sent {
             Err(EtcdError::Unknown(format!(
-                "etcd did not answer within {CALL_TIMEOUT:?} at {}: the outcome is unknown ({detail})",
+                "etcd did not answer within {CALL_TIMEOUT:?} at {}: the outcome is unknown ({detail}){cause}",
                 self.endpoints()
             )))
         } else {
             Err(EtcdError::Unreachable(format!(
-                "etcd is unreachable at {} ({detail})",
+                "etcd is unreachable at {} ({detail}){cause}",
                 self.endpoints()
             )))
         }
@@ -726,6 +796,56 @@ mod tests {
             "etcdserver: too many operations in txn request"
         ));
         assert!(is_expired_token("etcdserver: invalid auth token"));
+    }
+
+    #[test]
+    fn a_gateway_that_cannot_reach_etcd_names_the_server_certificate() {
+        let tls = "https://10.0.0.1:2379";
+        // etcd 3.4.23's answers, its server certificate serverAuth only
+        // (either, at random).
+        let closed = r#"{"error":"connection closed","message":"connection closed","code":14}"#;
+        let reset = r#"{"error":"connection error: desc = \"transport: failed to write client preface: write tcp 127.0.0.1:47574-\u003e127.0.0.1:37049: write: connection reset by peer\"","message":"connection error: desc = \"transport: failed to write client preface: write tcp 127.0.0.1:47574-\u003e127.0.0.1:37049: write: connection reset by peer\"","code":14}"#;
+        // Later releases' wording of the same refusal.
+        let bad_certificate = r#"{"error":"connection error: desc = \"error reading server preface: remote error: tls: bad certificate\"","message":"connection error: desc = \"error reading server preface: remote error: tls: bad certificate\"","code":14}"#;
+        for body in [closed, reset, bad_certificate] {
+            let cause = known_cause(tls, 503, body).expect(body);
+            assert!(cause.contains("clientAuth extended key usage"), "{cause}");
+            assert!(cause.contains("--client-cert-auth"), "{cause}");
+            assert_eq!(known_cause("http://10.0.0.1:2379", 503, body), None);
+            assert_eq!(known_cause(tls, 500, body), None);
+        }
+        // A member restarting or without a leader is no certificate problem.
+        for body in [
+            r#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#,
+            r#"{"error":"etcdserver: request timed out","message":"etcdserver: request timed out","code":14}"#,
+            r#"{"error":"grpc: the client connection is closing","code":1}"#,
+            r#"{"error":"connection closed","message":"connection closed","code":1}"#,
+            "",
+            "connection closed",
+        ] {
+            assert_eq!(known_cause(tls, 503, body), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_common_name_refused_on_the_gateway_says_to_issue_one_without() {
+        let tls = "https://10.0.0.1:2379";
+        // etcd's answer, a plain-text body.
+        let body = "CommonName of client sending a request against gateway will be ignored and not used as expected\n";
+        let cause = known_cause(tls, 400, body).unwrap();
+        assert!(
+            cause.contains("without a CommonName") && cause.contains("[store] username"),
+            "{cause}"
+        );
+        assert_eq!(known_cause("http://10.0.0.1:2379", 400, body), None);
+        assert_eq!(
+            known_cause(
+                tls,
+                400,
+                r#"{"error":"etcdserver: user name is empty","code":3}"#
+            ),
+            None
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod attacks;
+mod certificates;
 mod cluster;
 mod measure;
 mod moving;
