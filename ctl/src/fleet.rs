@@ -26,6 +26,11 @@ const MAX_VAULT_FILE: u64 = vault::MAX_PLAINTEXT / 3 * 4 * 65 / 64 + 1024 * 1024
 
 pub(crate) fn run(target: &Target, cmd: FleetCmd) -> Result<()> {
     match cmd {
+        FleetCmd::Init {
+            operator_key,
+            key_only,
+            json,
+        } => crate::hosts::init(target, &operator_key, key_only, json),
         FleetCmd::Import {
             from,
             dry_run,

@@ -1,18 +1,56 @@
-//! `fluxctl hosts list / add / remove`: the hosts of a fleet (fluxd
-//! `--store etcd`, see `docs/FLEET.md`), through the local daemon, which
-//! holds the project keys it wraps for a new host and signs the host list.
+//! `fluxctl hosts list / add / remove` and `fluxctl fleet init`: the hosts
+//! of a fleet (fluxd `--store etcd`, see `docs/FLEET.md`).
+//!
+//! The host list is signed by the fleet's **operator key**, which lives
+//! with the operator and never reaches a daemon: this process reads it,
+//! checks the host list the local fluxd holds against it (a fluxd that
+//! lies about the current list cannot get the operator to sign over a
+//! list the operator never signed), signs the next version — naming the
+//! digest of the one before — and hands the envelope to fluxd, which
+//! publishes it, wraps keys for added hosts and re-keys projects away from
+//! removed ones.
 
-use crate::failure::{Failure, Result};
+use crate::failure::{EXIT_UNAVAILABLE, Failure, Result};
 use crate::style::{caution, done};
 use crate::target::Target;
 use crate::{HostsCmd, out, out_json};
-use flux_protocol::message::{HostRecipient, Request, Response};
+use flux_protocol::message::{HostsReport, Request, Response, SignedHosts};
+use flux_vault::files::{read_regular, write_new};
+use flux_vault::membership::{Envelope, HostRecord, HostsDoc, OperatorKey, open_hosts};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 pub(crate) fn run(target: &Target, cmd: HostsCmd) -> Result<()> {
     match cmd {
         HostsCmd::List { json } => list(target, json),
-        HostsCmd::Add { token, json } => add(target, token, json),
-        HostsCmd::Remove { recipient, json } => remove(target, recipient, json),
+        HostsCmd::Add {
+            token,
+            operator_key,
+            json,
+        } => add(target, &token, &operator_key, json),
+        HostsCmd::Remove {
+            resume: true, json, ..
+        } => {
+            let Response::HostsChanged(report) = target.control()?.call(&Request::ResumeRemoval)?
+            else {
+                return Err(unexpected("resume_removal"));
+            };
+            removed(&report, None, json)
+        }
+        HostsCmd::Remove {
+            recipient,
+            operator_key,
+            json,
+            ..
+        } => {
+            let recipient = recipient.ok_or_else(|| Failure::usage("name the host to remove"))?;
+            let key = operator_key.ok_or_else(|| {
+                Failure::usage(
+                    "removing a host is signed with the fleet's operator key: pass --operator-key FILE (or set FLUX_OPERATOR_KEY)",
+                )
+            })?;
+            remove(target, &recipient, &key, json)
+        }
     }
 }
 
@@ -23,6 +61,60 @@ fn unexpected(what: &str) -> Failure {
 /// The recipient part of a join token (`age1…:signing-key`).
 fn recipient_of(token: &str) -> &str {
     token.split_once(':').map_or(token, |(r, _)| r)
+}
+
+/// Reads the operator key at `path`: a regular file no one else may read.
+pub(crate) fn read_operator_key(path: &Path) -> Result<OperatorKey> {
+    let bytes = read_regular(path, 64 * 1024)
+        .map_err(|e| Failure::general(e.to_string()))?
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "no operator key at {}: `fluxctl fleet init --operator-key {}` creates one for a new fleet",
+                path.display(),
+                path.display()
+            ))
+        })?;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Failure::general(format!("cannot read {}: {e}", path.display())))?
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Failure::general(format!(
+            "{} is readable or writable by others (mode {:o}): an operator key must be private (chmod 600 {})",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
+    OperatorKey::parse(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
+
+/// The host list the local fluxd holds, checked against `op`.
+fn head(target: &Target, op: &OperatorKey) -> Result<(HostsDoc, Vec<u8>)> {
+    let Response::HostsHead(head) = target.control()?.call(&Request::HostsHead)? else {
+        return Err(unexpected("hosts_head"));
+    };
+    if head.list.is_empty() {
+        return Err(Failure::general(
+            "this fluxd holds no host list: found the fleet first (`fluxctl fleet init --operator-key FILE` on its first host), or wait until this host has read it from etcd",
+        ));
+    }
+    let version = Envelope::peek_version(&head.list).map_err(Failure::general)?;
+    let doc = open_hosts(&head.list, version, &op.verifying_key()).map_err(|e| {
+        Failure::general(format!(
+            "the host list this fluxd holds does not check against the operator key of {} ({e}): the wrong key, or a host of another fleet",
+            op.fleet_id()
+        ))
+    })?;
+    Ok((doc, head.list))
+}
+
+fn publish(target: &Target, list: Vec<u8>, id: Vec<u8>) -> Result<HostsReport> {
+    let req = Request::PublishHosts(SignedHosts { list, id });
+    let Response::HostsChanged(report) = target.control()?.call(&req)? else {
+        return Err(unexpected("publish_hosts"));
+    };
+    Ok(report)
 }
 
 fn list(target: &Target, json: bool) -> Result<()> {
@@ -64,9 +156,13 @@ fn list(target: &Target, json: bool) -> Result<()> {
     );
     if fleet.member {
         text.push_str(&format!("  join token: {me}\n"));
+    } else if fleet.fleet_id.is_none() {
+        text.push_str(&format!(
+            "  no fleet yet: found one here with\n    fluxctl fleet init --operator-key FILE\n  or join one: start fluxd with --fleet-id, then with the fleet's operator key run\n    fluxctl hosts add {me} --operator-key FILE\n"
+        ));
     } else {
         text.push_str(&format!(
-            "  not in the fleet yet: on a host of the fleet, run\n    fluxctl hosts add {me}\n"
+            "  not in the fleet's host list: with the fleet's operator key, run\n    fluxctl hosts add {me} --operator-key FILE\n"
         ));
     }
     text.push_str(&format!("Hosts (list version {}):\n", fleet.hosts_version));
@@ -80,48 +176,241 @@ fn list(target: &Target, json: bool) -> Result<()> {
     out(&text)
 }
 
-fn add(target: &Target, token: String, json: bool) -> Result<()> {
-    let req = Request::AddHost(HostRecipient { recipient: token });
-    let Response::HostUpdated(update) = target.control()?.call(&req)? else {
-        return Err(unexpected("add_host"));
+fn add(target: &Target, token: &str, key: &Path, json: bool) -> Result<()> {
+    let op = read_operator_key(key)?;
+    let host = HostRecord::parse_join_token(token).map_err(Failure::usage)?;
+    let (doc, raw) = head(target, &op)?;
+    let list = match doc.hosts.iter().find(|h| h.recipient == host.recipient) {
+        Some(listed) if listed.signing_key != host.signing_key => {
+            return Err(Failure::usage(format!(
+                "host {} is listed with another signing key: remove it first if that host's identity changed",
+                host.recipient
+            )));
+        }
+        // Listed already: publishing the held version again finishes the
+        // wrapping, should an earlier `hosts add` have stopped half-way.
+        Some(_) => raw,
+        None => {
+            let mut hosts = doc.hosts.clone();
+            hosts.push(host.clone());
+            op.sign_hosts(&doc.next(&raw, hosts, vec![]).map_err(Failure::general)?)
+        }
     };
+    let report = publish(target, list, Vec::new())?;
     if json {
-        return out_json(&serde_json::json!({
-            "recipient": update.recipient,
+        out_json(&serde_json::json!({
+            "recipient": host.recipient,
             "added": true,
-            "projects": update.projects,
-        }));
+            "hosts_version": report.version,
+            "projects": report.projects,
+            "failures": report.failures,
+        }))?;
+    } else {
+        let mut text = format!(
+            "{}\nIt may now serve {} project(s){}{}\n",
+            done(&format!(
+                "Host added: {} (host list version {})",
+                host.recipient, report.version
+            )),
+            report.projects.len(),
+            if report.projects.is_empty() { "" } else { ": " },
+            report.projects.join(", ")
+        );
+        for f in &report.failures {
+            text.push_str(&format!("{}\n", caution(f)));
+        }
+        out(&text)?;
     }
-    out(&format!(
-        "{}\nIt may now serve {} project(s){}{}\n",
-        done(&format!("Host added: {}", update.recipient)),
-        update.projects.len(),
-        if update.projects.is_empty() { "" } else { ": " },
-        update.projects.join(", ")
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            EXIT_UNAVAILABLE,
+            format!(
+                "{} project(s) were not wrapped for {}: run the same `fluxctl hosts add` again to finish",
+                report.failures.len(),
+                host.recipient
+            ),
+        ))
+    }
+}
+
+fn remove(target: &Target, recipient: &str, key: &Path, json: bool) -> Result<()> {
+    let op = read_operator_key(key)?;
+    let recipient = recipient_of(recipient.trim()).to_owned();
+    let Response::Fleet(fleet) = target.control()?.call(&Request::Fleet)? else {
+        return Err(unexpected("fleet"));
+    };
+    if fleet.this_host.as_deref().map(recipient_of) == Some(recipient.as_str()) {
+        return Err(Failure::usage(
+            "this is this host's own recipient: remove a host from another host of the fleet (this one re-keys the projects, so it must stay listed)",
+        ));
+    }
+    let (doc, raw) = head(target, &op)?;
+    if !doc.contains(&recipient) {
+        return Err(Failure::usage(format!(
+            "{recipient} is not in the fleet's host list (version {}){}",
+            doc.version,
+            if doc.removed.contains(&recipient) {
+                "; it was removed by that version: `fluxctl hosts remove --resume` finishes re-keying if it was interrupted"
+            } else {
+                ""
+            }
+        )));
+    }
+    let hosts = doc
+        .hosts
+        .iter()
+        .filter(|h| h.recipient != recipient)
+        .cloned()
+        .collect();
+    let next = doc
+        .next(&raw, hosts, vec![recipient.clone()])
+        .map_err(Failure::general)?;
+    let report = publish(target, op.sign_hosts(&next), Vec::new())?;
+    removed(&report, Some(&recipient), json)
+}
+
+/// Prints what a removal (or its resumption) did; fails (exit 6) while a
+/// removed host may still open some project's key.
+fn removed(report: &HostsReport, recipient: Option<&str>, json: bool) -> Result<()> {
+    let who = match recipient {
+        Some(r) => r.to_owned(),
+        None if report.removed.is_empty() => "no host".to_owned(),
+        None => report.removed.join(", "),
+    };
+    let total = report.projects.len() + report.pending.len();
+    let complete = report.pending.is_empty();
+    if json {
+        out_json(&serde_json::json!({
+            "removed": report.removed,
+            "hosts_version": report.version,
+            "rekeyed_projects": report.projects,
+            "pending_projects": report.pending,
+            "failures": report.failures,
+            "complete": complete,
+        }))?;
+    } else {
+        let mut text = String::new();
+        if let Some(r) = recipient {
+            text.push_str(&format!(
+                "{}\n",
+                done(&format!(
+                    "Host removed from the host list: {r} (version {})",
+                    report.version
+                ))
+            ));
+        }
+        if complete {
+            if !report.projects.is_empty() {
+                text.push_str(&format!(
+                    "Re-keyed {} project(s): {}\n",
+                    report.projects.len(),
+                    report.projects.join(", ")
+                ));
+            }
+            text.push_str(&format!(
+                "{who} is locked out: no project key it holds opens a value set from now on.\n{}\n{}\n",
+                caution(
+                    "It saw the values it served before its removal: rotate them at their provider (`fluxctl secrets set NAME` with the new value)."
+                ),
+                caution(
+                    "Revoke its etcd access too: `etcdctl user delete <its etcd user>` (each host its own etcd user: docs/FLEET.md), and its client certificate at your CA."
+                )
+            ));
+        } else {
+            for f in &report.failures {
+                text.push_str(&format!("{}\n", caution(f)));
+            }
+        }
+        out(&text)?;
+    }
+    if complete {
+        return Ok(());
+    }
+    Err(Failure::new(
+        EXIT_UNAVAILABLE,
+        format!(
+            "{} of {total} project(s) re-keyed; {} still have a key {who} can open ({}): `fluxctl hosts remove --resume` finishes",
+            report.projects.len(),
+            report.pending.len(),
+            report.pending.join(", ")
+        ),
     ))
 }
 
-fn remove(target: &Target, recipient: String, json: bool) -> Result<()> {
-    let req = Request::RemoveHost(HostRecipient { recipient });
-    let Response::HostUpdated(update) = target.control()?.call(&req)? else {
-        return Err(unexpected("remove_host"));
+/// `fluxctl fleet init`: the operator key (created, or the one at `path`
+/// reused), and — unless `key_only` — a new fleet founded with this host as
+/// its first host.
+pub(crate) fn init(target: &Target, path: &Path, key_only: bool, json: bool) -> Result<()> {
+    let (op, created) = if path.exists() {
+        (read_operator_key(path)?, false)
+    } else {
+        let op = OperatorKey::generate();
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        write_new(path, op.to_file_contents(&stamp).as_bytes(), 0o600)
+            .map_err(|e| Failure::general(e.to_string()))?;
+        (op, true)
     };
+    let fleet = op.fleet_id();
+    let mut founded = false;
+    if !key_only {
+        let Response::Fleet(info) = target.control()?.call(&Request::Fleet)? else {
+            return Err(unexpected("fleet"));
+        };
+        let Some(token) = info.this_host else {
+            return Err(Failure::usage(format!(
+                "this fluxd keeps its vaults in a local folder: start it in fleet mode (--store etcd --etcd-endpoints …) and run this again (the operator key {} is kept)",
+                path.display()
+            )));
+        };
+        if info.hosts_version > 0 {
+            return Err(Failure::usage(format!(
+                "this host already belongs to fleet {} (host list version {}): a fleet is founded once",
+                info.fleet_id.unwrap_or_default(),
+                info.hosts_version
+            )));
+        }
+        let me = HostRecord::parse_join_token(&token).map_err(Failure::general)?;
+        let v1 = HostsDoc {
+            fleet: fleet.clone(),
+            version: 1,
+            previous: String::new(),
+            hosts: vec![me],
+            removed: Vec::new(),
+        };
+        publish(target, op.sign_hosts(&v1), op.sign_id())?;
+        founded = true;
+    }
     if json {
         return out_json(&serde_json::json!({
-            "recipient": update.recipient,
-            "removed": true,
-            "rekeyed_projects": update.projects,
+            "fleet_id": fleet,
+            "operator_key": path.display().to_string(),
+            "created": created,
+            "founded": founded,
         }));
     }
-    let mut text = format!("{}\n", done(&format!("Host removed: {}", update.recipient)));
-    if !update.projects.is_empty() {
-        text.push_str(&format!(
-            "Projects re-keyed so it cannot read new vaults: {}\n{}\n",
-            update.projects.join(", "),
-            caution(
-                "That host already saw the values of these projects: rotate them (`fluxctl secrets set NAME` on each, with a new value at the provider)."
-            )
-        ));
+    let mut text = String::new();
+    text.push_str(&format!(
+        "{} {}\n",
+        if created {
+            "Operator key written to"
+        } else {
+            "Operator key read from"
+        },
+        path.display()
+    ));
+    if founded {
+        text.push_str(&format!("{}\n", done(&format!("Fleet founded: {fleet}"))));
+    } else {
+        text.push_str(&format!("Fleet id: {fleet}\n"));
     }
+    text.push_str(&format!(
+        "Start every other host with --fleet-id {fleet}, then add it with\n  fluxctl hosts add <its join token> --operator-key {}\n{}\n",
+        path.display(),
+        caution(
+            "The operator key alone adds and removes hosts: keep it off the fleet's hosts (bring it for a membership change, then take it away)."
+        )
+    ));
     out(&text)
 }

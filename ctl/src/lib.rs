@@ -138,7 +138,8 @@ pub enum Command {
     /// this daemon's projects
     #[command(subcommand)]
     Hosts(HostsCmd),
-    /// Fleet mode: move a single host's projects into the fleet
+    /// Fleet mode: found a fleet (its operator key), move a single host's
+    /// projects into it
     #[command(subcommand)]
     Fleet(FleetCmd),
     /// Print a shell completion script: bash, zsh or fish
@@ -173,6 +174,20 @@ pub enum Command {
 /// `fluxctl fleet …`.
 #[derive(Debug, Subcommand)]
 pub enum FleetCmd {
+    /// Create the fleet's operator key (the one key that signs the host
+    /// list; keep it off the hosts) and found the fleet with this host
+    Init {
+        /// Where to write the new operator key (mode 0600; refused if it
+        /// exists)
+        #[arg(long, value_name = "FILE", env = "FLUX_OPERATOR_KEY")]
+        operator_key: PathBuf,
+        /// Only create the key; found nothing
+        #[arg(long)]
+        key_only: bool,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy every project of a single-host state folder (its keys and
     /// vaults) into the fleet this fluxd belongs to
     Import {
@@ -228,19 +243,31 @@ pub enum HostsCmd {
         json: bool,
     },
     /// Let a host serve every project this host serves: signs it into the
-    /// host list and wraps the project keys for it
+    /// host list with the operator key and wraps the project keys for it
     Add {
         /// The host's join token (age1…:…), as `fluxctl hosts list` shows it
         /// on that host
         token: String,
+        /// The fleet's operator key (`fluxctl fleet init` wrote it)
+        #[arg(long, value_name = "FILE", env = "FLUX_OPERATOR_KEY")]
+        operator_key: PathBuf,
         /// Print the result as one JSON document
         #[arg(long)]
         json: bool,
     },
-    /// Remove a host: signs it out of the host list and re-keys its projects
+    /// Remove a host: signs it out of the host list with the operator key
+    /// and re-keys every project it could open
     Remove {
         /// The host's recipient (age1…) or join token
-        recipient: String,
+        #[arg(required_unless_present = "resume")]
+        recipient: Option<String>,
+        /// The fleet's operator key (`fluxctl fleet init` wrote it)
+        #[arg(long, value_name = "FILE", env = "FLUX_OPERATOR_KEY")]
+        operator_key: Option<PathBuf>,
+        /// Finish an interrupted removal: re-key the projects still keyed
+        /// from before it (no operator key needed: the removal is signed)
+        #[arg(long, conflicts_with = "recipient")]
+        resume: bool,
         /// Print the result as one JSON document
         #[arg(long)]
         json: bool,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Every request kind's operation name, in protocol order: the `op` label.
-pub const OPS: [&str; 25] = [
+pub const OPS: [&str; 28] = [
     "hello",
     "get",
     "list",
@@ -44,6 +44,9 @@ pub const OPS: [&str; 25] = [
     "diff",
     "list_digests",
     "metrics",
+    "hosts_head",
+    "publish_hosts",
+    "resume_removal",
 ];
 
 /// The slot of `req`'s kind in [`OPS`].
@@ -74,6 +77,9 @@ pub fn op_index(req: &Request) -> usize {
         Request::Diff(_) => 22,
         Request::ListDigests => 23,
         Request::Metrics => 24,
+        Request::HostsHead => 25,
+        Request::PublishHosts(_) => 26,
+        Request::ResumeRemoval => 27,
     }
 }
 
@@ -337,6 +343,9 @@ mod tests {
             Request::Diff(vec![]),
             Request::ListDigests,
             Request::Metrics,
+            Request::HostsHead,
+            Request::PublishHosts(Default::default()),
+            Request::ResumeRemoval,
         ];
         assert_eq!(all.len(), OPS.len());
         for (i, r) in all.iter().enumerate() {

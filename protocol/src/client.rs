@@ -118,6 +118,8 @@ fn kind(resp: &Response) -> &'static str {
         Response::Diff(_) => "diff",
         Response::SecretDigests(_) => "secret digests",
         Response::Metrics(_) => "metrics",
+        Response::HostsHead(_) => "hosts head",
+        Response::HostsChanged(_) => "hosts changed",
     }
 }
 

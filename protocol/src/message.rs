@@ -89,6 +89,19 @@ pub enum Request {
     /// exposition format (control socket). Names and numbers, never a
     /// value.
     Metrics,
+    /// 25: the signed host list this host holds, and the fleet id, for a
+    /// client to check against the operator key and sign the next version
+    /// over (control socket, fleet mode).
+    HostsHead,
+    /// 26: publish a host list signed by the operator key (or found a
+    /// fleet with version 1 and the signed fleet id); keys are wrapped for
+    /// added hosts and projects re-keyed away from removed ones (control
+    /// socket, fleet mode). Supersedes `AddHost` and `RemoveHost`.
+    PublishHosts(SignedHosts),
+    /// 27: re-key the projects still keyed from before the newest host
+    /// removal: finishes an interrupted removal (control socket, fleet
+    /// mode).
+    ResumeRemoval,
 }
 
 impl Request {
@@ -120,6 +133,9 @@ impl Request {
             Self::Diff(_) => "diff",
             Self::ListDigests => "list_digests",
             Self::Metrics => "metrics",
+            Self::HostsHead => "hosts_head",
+            Self::PublishHosts(_) => "publish_hosts",
+            Self::ResumeRemoval => "resume_removal",
         }
     }
 }
@@ -181,6 +197,10 @@ pub enum Response {
     /// 25: answer to `Metrics`: the Prometheus text exposition (format
     /// 0.0.4), one sample per line.
     Metrics(String),
+    /// 26: answer to `HostsHead`.
+    HostsHead(SignedHosts),
+    /// 27: answer to `PublishHosts` and `ResumeRemoval`.
+    HostsChanged(HostsReport),
 }
 
 /// A secret's name: payload of [`Request::History`].
@@ -380,6 +400,36 @@ pub struct AuditHealth {
 pub struct HostRecipient {
     /// The host's age recipient (`age1…`).
     pub recipient: String,
+}
+
+/// Payload of [`Request::PublishHosts`] and [`Response::HostsHead`]: signed
+/// envelopes, as fleet mode keeps them in etcd (`docs/FLEET.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHosts {
+    /// A host list envelope; empty when there is none.
+    pub list: Vec<u8>,
+    /// The fleet id envelope: only when founding a fleet (and in
+    /// `HostsHead`'s answer once known), else empty.
+    pub id: Vec<u8>,
+}
+
+/// Payload of [`Response::HostsChanged`]: what a host list change did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostsReport {
+    /// The host list version now held.
+    pub version: u64,
+    /// Recipients the change added, and removed.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Projects wrapped for the added hosts or re-keyed away from the
+    /// removed ones by this request, sorted.
+    pub projects: Vec<String>,
+    /// Projects whose key a removed host may still open (re-keying them
+    /// failed or was not reached), sorted: empty when every removed host
+    /// is locked out of every later value.
+    pub pending: Vec<String>,
+    /// One sentence per project that failed, naming it and why.
+    pub failures: Vec<String>,
 }
 
 /// Payload of [`Response::Hosts`].

@@ -127,6 +127,15 @@ fn requests() -> Vec<(&'static str, Request)> {
         ),
         ("request.list_digests", Request::ListDigests),
         ("request.metrics", Request::Metrics),
+        ("request.hosts_head", Request::HostsHead),
+        (
+            "request.publish_hosts",
+            Request::PublishHosts(SignedHosts {
+                list: b"{}".to_vec(),
+                id: Vec::new(),
+            }),
+        ),
+        ("request.resume_removal", Request::ResumeRemoval),
     ]
 }
 
@@ -376,6 +385,24 @@ fn responses() -> Vec<(&'static str, Response)> {
             }]),
         ),
         ("response.metrics", Response::Metrics("flux_up 1\n".into())),
+        (
+            "response.hosts_head",
+            Response::HostsHead(SignedHosts {
+                list: b"{}".to_vec(),
+                id: b"[]".to_vec(),
+            }),
+        ),
+        (
+            "response.hosts_changed",
+            Response::HostsChanged(HostsReport {
+                version: 3,
+                added: vec![],
+                removed: vec!["age1x".into()],
+                projects: vec!["api".into()],
+                pending: vec!["web".into()],
+                failures: vec!["web: etcd is unreachable".into()],
+            }),
+        ),
     ]
 }
 

@@ -10,6 +10,8 @@
 //!   of each;
 //! - [`dotenv`]: `.env` files as `fluxd dev` and `fluxctl secrets import`
 //!   read them (`docs/DOTENV.md`);
+//! - [`membership`]: fleet mode's signed envelopes, host lists and the
+//!   operator key that alone changes them (`docs/FLEET.md`);
 //! - [`files`]: the durability rules every write follows (atomic replace,
 //!   atomic create, bounded reads of regular files only).
 //!
@@ -21,6 +23,7 @@
 pub mod dotenv;
 pub mod files;
 pub mod keys;
+pub mod membership;
 pub mod secrets;
 pub mod vault;
 

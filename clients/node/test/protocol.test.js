@@ -120,6 +120,11 @@ const NOT_ENCODED = new Set([
   'request.remove_host',
   'response.hosts',
   'response.host_updated',
+  'request.hosts_head',
+  'request.publish_hosts',
+  'request.resume_removal',
+  'response.hosts_head',
+  'response.hosts_changed',
   // This client does not cache values, so it never subscribes to change
   // events: every get asks the daemon.
   'request.subscribe',

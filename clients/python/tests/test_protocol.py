@@ -89,6 +89,9 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.diff": lambda: p.encode_diff([("A", "1")]),
     "request.list_digests": p.encode_list_digests,
     "request.metrics": p.encode_metrics,
+    "request.hosts_head": p.encode_hosts_head,
+    "request.publish_hosts": lambda: p.encode_publish_hosts(b"{}", b""),
+    "request.resume_removal": p.encode_resume_removal,
 }
 
 STATUS = p.DaemonStatus(
@@ -201,6 +204,15 @@ RESPONSES: Dict[str, p.Response] = {
         [p.SecretDigest("OPENAI_API_KEY", 1764000000000, "5d41402abc4b")]
     ),
     "response.metrics": p.Metrics(text="flux_up 1\n"),
+    "response.hosts_head": p.HostsHead(list=b"{}", id=b"[]"),
+    "response.hosts_changed": p.HostsChanged(
+        version=3,
+        added=[],
+        removed=["age1x"],
+        projects=["api"],
+        pending=["web"],
+        failures=["web: etcd is unreachable"],
+    ),
 }
 
 
@@ -318,8 +330,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 26"):
-            p.decode_response(struct.pack("<I", 26))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 28"):
+            p.decode_response(struct.pack("<I", 28))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

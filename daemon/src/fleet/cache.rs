@@ -2,42 +2,55 @@
 //! held. No I/O here: [`super::store`] feeds it what etcd (or the local
 //! copy) holds and writes back what it says to keep.
 //!
-//! The rules, for each key of [`super::layout`]:
+//! The rules, for each key of [`super::layout`] (every envelope must also
+//! be signed for this host's fleet: [`flux_vault::membership`]):
 //!
 //! | key | accepted when |
 //! |---|---|
-//! | `fleet/id` | it names the fleet this host pinned (`[store] fleet_id`, or the one it founded), signed by that fleet's key |
-//! | `fleet/hosts/<v>` | v = 1: signed by the pinned key and listing its host; v = held + 1: signed by a host of the held list |
-//! | `fleet/vaults/<p>` | signed by a host of the held list, a version above the held vault's and above any deletion of `p` |
-//! | `keys/<me>/<p>` | signed by a host of the held list, a generation at least the held key's |
-//! | `fleet/deleted/<p>` | signed by a host of the held list, a version above the held vault's |
+//! | `fleet/id` | it names the fleet this host pinned, signed by that fleet's operator key |
+//! | `fleet/hosts/<v>` | signed by the operator key; v = 1 names no predecessor, v = held + 1 names the SHA-256 of the held version's envelope; any other list at a version already held is a fork, refused and reported |
+//! | `fleet/vaults/<p>` | signed by a host of the held list, a version above the held vault's and any deletion of `p`, at most [`MAX_STEP`] above them |
+//! | `keys/<me>/<p>` | signed by a host of the held list; it unwraps with this host's identity; a generation at least the held key's (the same generation only with the same key), an epoch no later than the held list |
+//! | `fleet/deleted/<p>` | signed by a host of the held list, a version above the held vault's, at most [`MAX_STEP`] above it |
 //!
-//! Anything else — unsigned, signed by an unknown or removed host, written
-//! for another key, older than what is held — is refused: the held copy
-//! keeps serving and the reason is kept for `fluxctl status`. A key that
-//! disappears from etcd changes nothing held: only a signed deletion makes
-//! a host stop serving a project, and only a signed host list without this
-//! host makes it drop every project. An object refused because its signer
-//! is not (yet) in the held list is tried again when the list changes (up
-//! to 256 such objects are kept). The mod_revision of whatever etcd holds
-//! under each key, accepted or not, is remembered: a write compares with
-//! it, so it goes over a refused object.
+//! Anything else — unsigned, signed by an unknown or removed host or for
+//! another fleet, written for another key, older than what is held — is
+//! refused: the held copy keeps serving and the reason is kept for
+//! `fluxctl status`. A key that disappears from etcd changes nothing held
+//! (its refusal, if any, is forgotten): only a signed deletion makes a
+//! host stop serving a project. A host list without this host is held
+//! like any other — this host then writes nothing and reports it — but
+//! nothing is dropped or deleted for it. An object refused because its
+//! signer is not (yet) in the held list is tried again when the list
+//! changes (up to 256 such objects are kept). The mod_revision of whatever
+//! etcd holds under each key, accepted or not, is remembered: a write
+//! compares with it, so it goes over a refused object.
 
-use super::envelope::{Envelope, Kind};
-use super::identity::{HostRecord, fleet_id};
+use super::envelope::{self, Envelope, Kind};
+use super::identity::{HostIdentity, HostRecord, fleet_id};
 use super::layout::EtcdKey;
 use ed25519_dalek::VerifyingKey;
+use flux_vault::membership::{HostsDoc, digest_hex, open_hosts};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Objects kept to be tried again when the host list changes, at most.
 const MAX_WAITING: usize = 256;
 /// Refusal reasons kept for `fluxctl status`, at most.
 const MAX_REFUSED: usize = 4096;
+/// How far above the version held a vault or deletion may jump: a host
+/// offline for a long time sees a bounded number of versions pass, while
+/// a version near 2^64 — which would leave honest writes nowhere to go —
+/// is refused.
+pub const MAX_STEP: u64 = 1 << 32;
 
 /// One verified envelope held.
 #[derive(Debug, Clone)]
 pub struct Held {
     pub version: u64,
+    /// The envelope's epoch: for a wrapped key, the host list version
+    /// under which the project key was generated.
+    pub epoch: u64,
     pub payload: Vec<u8>,
     /// The envelope as etcd holds it (what the local copy keeps).
     pub raw: Vec<u8>,
@@ -45,14 +58,36 @@ pub struct Held {
     pub mod_revision: i64,
 }
 
+impl Held {
+    fn from(env: Envelope, raw: &[u8], mod_revision: i64) -> Self {
+        Self {
+            version: env.version,
+            epoch: env.epoch,
+            payload: env.payload,
+            raw: raw.to_vec(),
+            mod_revision,
+        }
+    }
+}
+
 /// The fleet's hosts at one version of the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostList {
     pub version: u64,
     pub hosts: Vec<HostRecord>,
+    /// The recipients this version removed (empty for most versions).
+    pub removed: Vec<String>,
 }
 
 impl HostList {
+    fn from_doc(doc: HostsDoc) -> Self {
+        Self {
+            version: doc.version,
+            hosts: doc.hosts,
+            removed: doc.removed,
+        }
+    }
+
     /// The signing key of the host with this recipient.
     pub fn key_of(&self, recipient: &str) -> Option<VerifyingKey> {
         self.hosts
@@ -91,15 +126,21 @@ pub struct Applied {
 /// The held state (see the module docs).
 #[derive(Debug)]
 pub struct Cache {
-    /// The fleet's root key, once known.
+    /// The fleet's operator key, once known.
     pub pin: Option<VerifyingKey>,
     /// This host's recipient.
     me: String,
+    /// This host's identity, which every wrapped key must open with.
+    identity: Option<Arc<HostIdentity>>,
     pub hosts: Option<(HostList, Vec<u8>)>,
     /// Every host list version accepted, as etcd held it: the chain a
     /// joining host checks from the fleet id, and what this host writes
     /// back when etcd lost it.
     pub chain: BTreeMap<u64, Vec<u8>>,
+    /// The newest host list version that removed a host, and whom: every
+    /// project keyed before it is re-keyed (`fluxctl hosts remove
+    /// --resume` finishes an interrupted removal).
+    pub removal: Option<(u64, Vec<String>)>,
     /// The fleet id's envelope, once accepted.
     pub id: Option<Vec<u8>>,
     pub vaults: BTreeMap<String, Held>,
@@ -139,8 +180,10 @@ impl Cache {
         Self {
             pin,
             me,
+            identity: None,
             hosts: None,
             chain: BTreeMap::new(),
+            removal: None,
             id: None,
             vaults: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -154,9 +197,25 @@ impl Cache {
         }
     }
 
+    /// Checks every wrapped key this host accepts against `identity`.
+    pub fn with_identity(mut self, identity: Arc<HostIdentity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The pinned fleet's id.
+    pub fn fleet(&self) -> Option<String> {
+        self.pin.map(|k| fleet_id(&k))
+    }
+
     /// The held host list.
     pub fn host_list(&self) -> Option<&HostList> {
         self.hosts.as_ref().map(|(l, _)| l)
+    }
+
+    /// The version of the held host list (0: none).
+    pub fn hosts_version(&self) -> u64 {
+        self.host_list().map_or(0, |l| l.version)
     }
 
     /// The projects this host serves: a key and no later deletion.
@@ -164,15 +223,46 @@ impl Cache {
         self.keys.keys().cloned().collect()
     }
 
-    /// The version the next vault write of `project` gets.
+    /// A host list version above the one held that this host refused for
+    /// good (a forged or forked list): writes wait until the operator's
+    /// own version is back, so that nothing is sealed with a key a host
+    /// removed by that version may hold.
+    pub fn refused_newer_list(&self) -> Option<String> {
+        let held = self.hosts_version();
+        self.refused
+            .iter()
+            .find_map(|(name, why)| match EtcdKey::parse(name) {
+                Some(EtcdKey::Hosts(v)) if v > held && !self.waiting.contains_key(name) => {
+                    Some(format!("host list version {v} in etcd is refused ({why})"))
+                }
+                _ => None,
+            })
+    }
+
+    /// Projects whose key is older than the newest removal: a removed host
+    /// may hold their key until they are re-keyed.
+    pub fn pending_rekeys(&self) -> Vec<String> {
+        let Some((version, _)) = &self.removal else {
+            return Vec::new();
+        };
+        self.keys
+            .iter()
+            .filter(|(_, h)| h.epoch < *version)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// The version the next vault write of `project` gets (saturating: a
+    /// version that high was refused before it was held).
     pub fn next_version(&self, project: &str) -> u64 {
         let vault = self.vaults.get(project).map_or(0, |h| h.version);
         let deleted = self.deleted.get(project).map_or(0, |h| h.version);
-        vault.max(deleted) + 1
+        vault.max(deleted).saturating_add(1)
     }
 
-    /// Checks an envelope's signer against the held list.
+    /// Checks an envelope's fleet and signer against the held list.
     fn check_signer(&self, env: &Envelope) -> Result<(), Refusal> {
+        self.check_fleet(env)?;
         let Some(list) = self.host_list() else {
             return Err(Refusal::Waiting(
                 "this host holds no verified host list yet".into(),
@@ -193,16 +283,66 @@ impl Cache {
         Ok(())
     }
 
+    fn check_fleet(&self, env: &Envelope) -> Result<(), Refusal> {
+        match self.fleet() {
+            Some(fleet) if fleet == env.fleet => Ok(()),
+            Some(fleet) => Err(Refusal::Final(format!(
+                "signed for fleet {}, not this host's fleet {fleet}",
+                env.fleet
+            ))),
+            None => Err(Refusal::Final(
+                "this host pinned no fleet: start it with the fleet id".into(),
+            )),
+        }
+    }
+
+    /// Checks that `raw` is the next host list version this host may
+    /// accept (see the module docs).
+    pub fn check_next_hosts(&self, version: u64, raw: &[u8]) -> Result<HostsDoc, String> {
+        self.next_hosts(version, raw).map_err(|r| match r {
+            Refusal::Ignore => format!("host list version {version} is held already"),
+            Refusal::Waiting(reason) | Refusal::Final(reason) => reason,
+        })
+    }
+
+    fn next_hosts(&self, version: u64, raw: &[u8]) -> Result<HostsDoc, Refusal> {
+        let Some(pin) = self.pin else {
+            return Err(Refusal::Final(
+                "this host pinned no fleet: start it with the fleet id".into(),
+            ));
+        };
+        let doc = open_hosts(raw, version, &pin).map_err(Refusal::Final)?;
+        let held = self.hosts_version();
+        if version <= held {
+            if self.chain.get(&version).is_some_and(|r| r == raw) {
+                return Err(Refusal::Ignore);
+            }
+            return Err(Refusal::Final(format!(
+                "a second host list version {version}, different from the one this host holds: a fork of the host list, refused"
+            )));
+        }
+        if Some(version) != held.checked_add(1) {
+            return Err(Refusal::Waiting(format!(
+                "host list version {version} follows {held} with versions missing"
+            )));
+        }
+        let expected = match &self.hosts {
+            None => String::new(),
+            Some((_, raw)) => digest_hex(raw),
+        };
+        if doc.previous != expected {
+            return Err(Refusal::Final(format!(
+                "host list version {version} does not follow version {held}, which this host holds: a fork of the host list, refused"
+            )));
+        }
+        Ok(doc)
+    }
+
     /// Loads what the local copy holds (verified when it was accepted).
     pub fn load_local(&mut self, key: &EtcdKey, raw: Vec<u8>) -> Result<(), String> {
         let kind = kind_of(key);
-        let env = Envelope::parse(&raw, kind, key)?;
-        let held = Held {
-            version: env.version,
-            payload: env.payload,
-            raw,
-            mod_revision: 0,
-        };
+        let env = envelope::parse(&raw, kind, key)?;
+        let held = Held::from(env, &raw, 0);
         match key {
             EtcdKey::Id | EtcdKey::Hosts(_) => unreachable!("loaded by the caller"),
             EtcdKey::Vault(p) => {
@@ -218,14 +358,18 @@ impl Cache {
         Ok(())
     }
 
-    /// Loads one host list version of the local copy (accepted when it
-    /// was written there); the highest loaded is the held list.
+    /// Loads one host list version of the local copy, checked against the
+    /// pinned operator key; the highest loaded is the held list.
     pub fn load_local_hosts(&mut self, version: u64, raw: Vec<u8>) -> Result<(), String> {
-        let env = Envelope::parse(&raw, Kind::Hosts, &EtcdKey::Hosts(version))?;
-        let hosts: Vec<HostRecord> = serde_json::from_slice(&env.payload)
-            .map_err(|_| "the host list is not a list of hosts".to_owned())?;
+        let pin = self
+            .pin
+            .ok_or("a host list is kept, but no fleet id: the local copy is incomplete")?;
+        let doc = open_hosts(&raw, version, &pin)?;
+        if !doc.removed.is_empty() && self.removal.as_ref().is_none_or(|(v, _)| *v < version) {
+            self.removal = Some((version, doc.removed.clone()));
+        }
         if self.host_list().is_none_or(|l| l.version < version) {
-            self.hosts = Some((HostList { version, hosts }, raw.clone()));
+            self.hosts = Some((HostList::from_doc(doc), raw.clone()));
         }
         self.chain.insert(version, raw);
         Ok(())
@@ -243,9 +387,13 @@ impl Cache {
     }
 
     /// Notes that etcd no longer holds `key` (a deletion seen by the
-    /// watch). Nothing held changes: see the module docs.
+    /// watch). Nothing held changes: see the module docs. A refusal of
+    /// what was there is forgotten with it.
     pub fn gone_from_etcd(&mut self, key: &EtcdKey) {
-        self.seen.insert(key.to_string(), 0);
+        let name = key.to_string();
+        self.refused.remove(&name);
+        self.waiting.remove(&name);
+        self.seen.insert(name, 0);
     }
 
     /// The mod_revision a write of `key` compares against: what etcd was
@@ -266,7 +414,9 @@ impl Cache {
                 self.refused.remove(&name);
                 self.waiting.remove(&name);
             }
-            Err(Refusal::Ignore) => {}
+            Err(Refusal::Ignore) => {
+                self.refused.remove(&name);
+            }
             Err(Refusal::Waiting(reason)) => {
                 // Bounded: an etcd writer could fill etcd with objects
                 // signed by strangers.
@@ -283,6 +433,16 @@ impl Cache {
         }
     }
 
+    /// A version above `floor` by at most [`MAX_STEP`], or why not.
+    fn check_step(version: u64, floor: u64, what: &str) -> Result<(), Refusal> {
+        if version > floor.saturating_add(MAX_STEP) {
+            return Err(Refusal::Final(format!(
+                "{what} version {version} jumps more than {MAX_STEP} past version {floor}, which this host holds: refused (it would leave later writes no version to take)"
+            )));
+        }
+        Ok(())
+    }
+
     fn accept(
         &mut self,
         key: &EtcdKey,
@@ -291,13 +451,7 @@ impl Cache {
         out: &mut Applied,
     ) -> Result<(), Refusal> {
         let kind = kind_of(key);
-        let env = Envelope::parse(raw, kind, key).map_err(Refusal::Final)?;
-        let held = |env: Envelope| Held {
-            version: env.version,
-            payload: env.payload,
-            raw: raw.to_vec(),
-            mod_revision,
-        };
+        let env = envelope::parse(raw, kind, key).map_err(Refusal::Final)?;
         match key {
             EtcdKey::Id => {
                 let Some(pin) = self.pin else {
@@ -306,7 +460,7 @@ impl Cache {
                     ));
                 };
                 let named = String::from_utf8_lossy(&env.payload).into_owned();
-                if named != fleet_id(&pin) || !env.signed_by(&pin) {
+                if named != fleet_id(&pin) || !env.signed_by(&pin) || env.fleet != named {
                     let problem = format!(
                         "etcd holds fleet {named}, but this host belongs to fleet {}: check [store] endpoints",
                         fleet_id(&pin)
@@ -326,57 +480,14 @@ impl Cache {
                 Ok(())
             }
             EtcdKey::Hosts(version) => {
-                let held_version = self.host_list().map_or(0, |l| l.version);
-                if *version <= held_version {
-                    return Err(Refusal::Ignore);
-                }
-                if *version != held_version + 1 {
-                    return Err(Refusal::Waiting(format!(
-                        "host list version {version} follows {held_version} with versions missing"
-                    )));
-                }
-                let hosts: Vec<HostRecord> = serde_json::from_slice(&env.payload)
-                    .map_err(|_| Refusal::Final("the host list is not a list of hosts".into()))?;
-                match (&self.hosts, self.pin) {
-                    (None, Some(pin)) => {
-                        let root_listed = hosts.iter().any(|h| h.verifying_key().ok() == Some(pin));
-                        if *version != 1 || !env.signed_by(&pin) || !root_listed {
-                            return Err(Refusal::Final(
-                                "the first host list is not signed by the fleet's own key".into(),
-                            ));
-                        }
-                    }
-                    (None, None) => {
-                        return Err(Refusal::Final(
-                            "this host pinned no fleet: start it with the fleet id".into(),
-                        ));
-                    }
-                    // The list before it is the authority: a signer not
-                    // in it never will be.
-                    (Some(_), _) => self.check_signer(&env).map_err(|r| match r {
-                        Refusal::Waiting(reason) => Refusal::Final(reason),
-                        other => other,
-                    })?,
-                }
-                let list = HostList {
-                    version: *version,
-                    hosts,
-                };
-                let was_member = self.host_list().is_some_and(|l| l.contains(&self.me));
-                if was_member && !list.contains(&self.me) {
-                    // Removed from the fleet, by a signed list: stop
-                    // serving every project and drop the copies.
-                    for p in std::mem::take(&mut self.keys).into_keys() {
-                        out.persist.push(Persist::Remove(format!("keys/{p}")));
-                        out.persist.push(Persist::Remove(format!("vaults/{p}")));
-                        out.gone.insert(p);
-                    }
-                    self.vaults.clear();
+                let doc = self.next_hosts(*version, raw)?;
+                if !doc.removed.is_empty() {
+                    self.removal = Some((*version, doc.removed.clone()));
                 }
                 out.persist
                     .push(Persist::Write(format!("hosts/{version:020}"), raw.to_vec()));
                 self.chain.insert(*version, raw.to_vec());
-                self.hosts = Some((list, raw.to_vec()));
+                self.hosts = Some((HostList::from_doc(doc), raw.to_vec()));
                 self.retry_waiting(out);
                 Ok(())
             }
@@ -396,10 +507,12 @@ impl Cache {
                         env.version
                     )));
                 }
+                Self::check_step(env.version, floor, "vault")?;
                 out.changed.insert(p.clone());
                 out.persist
                     .push(Persist::Write(format!("vaults/{p}"), raw.to_vec()));
-                self.vaults.insert(p.clone(), held(env));
+                self.vaults
+                    .insert(p.clone(), Held::from(env, raw, mod_revision));
                 Ok(())
             }
             EtcdKey::Deleted(p) => {
@@ -409,6 +522,7 @@ impl Cache {
                 if env.version <= vault || env.version <= known {
                     return Err(Refusal::Ignore);
                 }
+                Self::check_step(env.version, vault.max(known), "deletion")?;
                 self.vaults.remove(p);
                 if self.keys.remove(p).is_some() {
                     out.gone.insert(p.clone());
@@ -417,7 +531,8 @@ impl Cache {
                 out.persist.push(Persist::Remove(format!("keys/{p}")));
                 out.persist
                     .push(Persist::Write(format!("deleted/{p}"), raw.to_vec()));
-                self.deleted.insert(p.clone(), held(env));
+                self.deleted
+                    .insert(p.clone(), Held::from(env, raw, mod_revision));
                 Ok(())
             }
             EtcdKey::Key { host, project } => {
@@ -432,26 +547,68 @@ impl Cache {
                         env.version
                     )));
                 }
-                match self.keys.get_mut(project) {
-                    Some(h) if h.version > env.version => {
+                if env.epoch > self.hosts_version() {
+                    // The list it names may be on its way (another watch).
+                    return Err(Refusal::Waiting(format!(
+                        "generation {} claims host list version {}, which does not exist yet",
+                        env.version, env.epoch
+                    )));
+                }
+                let plain = self.unwrap(&env.payload).map_err(Refusal::Final)?;
+                let held = self
+                    .keys
+                    .get(project)
+                    .map(|h| (h.version, h.payload.clone()));
+                match held {
+                    Some((version, _)) if version > env.version => {
                         return Err(Refusal::Final(format!(
-                            "generation {} is older than generation {}, which this host holds: refused as a rollback",
-                            env.version, h.version
+                            "generation {} is older than generation {version}, which this host holds: refused as a rollback",
+                            env.version
                         )));
                     }
-                    Some(h) if h.payload == env.payload => {
-                        h.mod_revision = mod_revision;
+                    Some((version, payload)) if version == env.version => {
+                        let same = payload == env.payload
+                            || match (self.unwrap(&payload), &plain) {
+                                (Ok(Some(a)), Some(b)) => a.as_str() == b.as_str(),
+                                _ => false,
+                            };
+                        if !same {
+                            return Err(Refusal::Final(format!(
+                                "a different key at generation {}, which this host already holds: refused",
+                                env.version
+                            )));
+                        }
+                        // The same key (wrapped again): nothing changes.
+                        if let Some(h) = self.keys.get_mut(project) {
+                            h.mod_revision = mod_revision;
+                        }
                         return Ok(());
                     }
-                    _ => {}
+                    Some(_) => {}
+                    None => Self::check_step(env.version, deleted, "key")?,
                 }
                 out.changed.insert(project.clone());
                 out.persist
                     .push(Persist::Write(format!("keys/{project}"), raw.to_vec()));
-                self.keys.insert(project.clone(), held(env));
+                self.keys
+                    .insert(project.clone(), Held::from(env, raw, mod_revision));
                 Ok(())
             }
         }
+    }
+
+    /// A wrapped key opened with this host's identity (`None` when the
+    /// cache has none, as in unit tests that check signatures only).
+    fn unwrap(&self, wrapped: &[u8]) -> Result<Option<zeroize::Zeroizing<String>>, String> {
+        let Some(identity) = &self.identity else {
+            return Ok(None);
+        };
+        let plain = flux_vault::vault::decrypt(wrapped, identity.age()).map_err(|e| {
+            format!("the key does not open with this host's identity ({e}): refused, serving the key held")
+        })?;
+        String::from_utf8(plain.to_vec())
+            .map(|s| Some(zeroize::Zeroizing::new(s)))
+            .map_err(|_| "the key is not text: refused".to_owned())
     }
 
     fn note_refused(&mut self, name: String, reason: String) {
@@ -482,7 +639,8 @@ impl Cache {
         })
     }
 
-    /// Keeps what this host itself just wrote (already signed by it).
+    /// Keeps what this host itself just wrote (already signed by it, or a
+    /// host list checked by [`Self::check_next_hosts`]).
     pub fn held_written(
         &mut self,
         key: &EtcdKey,
@@ -490,13 +648,8 @@ impl Cache {
         mod_revision: i64,
     ) -> Option<Persist> {
         let kind = kind_of(key);
-        let env = Envelope::parse(&raw, kind, key).ok()?;
-        let held = Held {
-            version: env.version,
-            payload: env.payload,
-            raw: raw.clone(),
-            mod_revision,
-        };
+        let env = envelope::parse(&raw, kind, key).ok()?;
+        let held = Held::from(env, &raw, mod_revision);
         let local = local_name(key)?;
         match key {
             EtcdKey::Vault(p) => {
@@ -509,17 +662,6 @@ impl Cache {
                 self.vaults.remove(p);
                 self.keys.remove(p);
                 self.deleted.insert(p.clone(), held);
-            }
-            EtcdKey::Hosts(version) => {
-                let hosts = serde_json::from_slice(&held.payload).ok()?;
-                self.chain.insert(*version, raw.clone());
-                self.hosts = Some((
-                    HostList {
-                        version: *version,
-                        hosts,
-                    },
-                    raw.clone(),
-                ));
             }
             _ => return None,
         }
@@ -555,42 +697,75 @@ enum Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::envelope::seal;
-    use crate::fleet::identity::HostIdentity;
+    use crate::fleet::envelope::{Signing, seal};
+    use flux_vault::membership::OperatorKey;
+
+    const FLEET_V: u64 = 2;
 
     struct Fleet {
+        op: OperatorKey,
         root: HostIdentity,
-        other: HostIdentity,
+        other: Arc<HostIdentity>,
         cache: Cache,
     }
 
-    fn hosts_list(list: &[&HostIdentity]) -> Vec<u8> {
-        serde_json::to_vec(&list.iter().map(|h| h.record()).collect::<Vec<_>>()).unwrap()
+    fn signed(
+        f: &Fleet,
+        kind: Kind,
+        key: &EtcdKey,
+        version: u64,
+        payload: &[u8],
+        by: &HostIdentity,
+    ) -> Vec<u8> {
+        let fleet = f.op.fleet_id();
+        let s = Signing {
+            fleet: &fleet,
+            kind,
+            version,
+            epoch: FLEET_V,
+        };
+        seal(s, key, payload, by)
     }
 
+    fn list(
+        op: &OperatorKey,
+        version: u64,
+        previous: Option<&[u8]>,
+        hosts: &[&HostIdentity],
+    ) -> Vec<u8> {
+        op.sign_hosts(&HostsDoc {
+            fleet: op.fleet_id(),
+            version,
+            previous: previous.map(digest_hex).unwrap_or_default(),
+            hosts: hosts.iter().map(|h| h.record()).collect(),
+            removed: vec![],
+        })
+    }
+
+    /// Host list v1 = [root], v2 = [root, other], held by `other`.
     fn fleet() -> Fleet {
+        let op = OperatorKey::generate();
         let root = HostIdentity::generate();
-        let other = HostIdentity::generate();
-        let mut cache = Cache::new(other.recipient(), Some(root.signing_key().verifying_key()));
+        let other = Arc::new(HostIdentity::generate());
+        let mut cache =
+            Cache::new(other.recipient(), Some(op.verifying_key())).with_identity(other.clone());
         let mut out = Applied::default();
-        let v1 = seal(
-            Kind::Hosts,
-            &EtcdKey::Hosts(1),
-            1,
-            &hosts_list(&[&root]),
-            &root,
-        );
+        let v1 = list(&op, 1, None, &[&root]);
         cache.apply(&EtcdKey::Hosts(1), &v1, 1, &mut out);
-        let v2 = seal(
-            Kind::Hosts,
-            &EtcdKey::Hosts(2),
-            2,
-            &hosts_list(&[&root, &other]),
-            &root,
-        );
+        let v2 = list(&op, 2, Some(&v1), &[&root, &other]);
         cache.apply(&EtcdKey::Hosts(2), &v2, 2, &mut out);
-        assert_eq!(cache.host_list().unwrap().version, 2);
-        Fleet { root, other, cache }
+        assert_eq!(cache.hosts_version(), 2, "{:?}", cache.refused);
+        Fleet {
+            op,
+            root,
+            other,
+            cache,
+        }
+    }
+
+    fn wrapped_for(f: &Fleet, key: &flux_vault::ProjectKey) -> Vec<u8> {
+        let plain = key.to_file_contents("now");
+        crate::fleet::identity::wrap_for(plain.as_bytes(), f.other.age().recipient()).unwrap()
     }
 
     #[test]
@@ -598,11 +773,11 @@ mod tests {
         let mut f = fleet();
         let key = EtcdKey::vault("app");
         let mut out = Applied::default();
-        let v5 = seal(Kind::Vault, &key, 5, b"five", &f.root);
+        let v5 = signed(&f, Kind::Vault, &key, 5, b"five", &f.root);
         f.cache.apply(&key, &v5, 10, &mut out);
         assert_eq!(f.cache.vaults["app"].payload, b"five");
         assert!(out.changed.contains("app"));
-        let v4 = seal(Kind::Vault, &key, 4, b"four", &f.other);
+        let v4 = signed(&f, Kind::Vault, &key, 4, b"four", &f.other);
         f.cache.apply(&key, &v4, 11, &mut Applied::default());
         assert_eq!(
             f.cache.vaults["app"].payload, b"five",
@@ -612,11 +787,31 @@ mod tests {
     }
 
     #[test]
-    fn forged_moved_and_unknown_signers_are_refused() {
+    fn a_version_that_would_exhaust_the_counter_is_refused() {
+        let mut f = fleet();
+        let key = EtcdKey::vault("app");
+        let v1 = signed(&f, Kind::Vault, &key, 1, b"one", &f.root);
+        f.cache.apply(&key, &v1, 1, &mut Applied::default());
+        let max = signed(&f, Kind::Vault, &key, u64::MAX, b"evil", &f.root);
+        f.cache.apply(&key, &max, 2, &mut Applied::default());
+        assert_eq!(f.cache.vaults["app"].version, 1);
+        assert!(f.cache.refusal("app").unwrap().contains("jumps more than"));
+        assert_eq!(f.cache.next_version("app"), 2, "honest writes go on");
+        let tomb = EtcdKey::Deleted("app".into());
+        let del = signed(&f, Kind::Deleted, &tomb, u64::MAX - 1, b"", &f.root);
+        f.cache.apply(&tomb, &del, 3, &mut Applied::default());
+        assert!(
+            f.cache.vaults.contains_key("app"),
+            "nor a deletion that far up"
+        );
+    }
+
+    #[test]
+    fn forged_moved_foreign_and_unknown_signers_are_refused() {
         let mut f = fleet();
         let key = EtcdKey::vault("app");
         let stranger = HostIdentity::generate();
-        let forged = seal(Kind::Vault, &key, 9, b"evil", &stranger);
+        let forged = signed(&f, Kind::Vault, &key, 9, b"evil", &stranger);
         f.cache.apply(&key, &forged, 1, &mut Applied::default());
         assert!(!f.cache.vaults.contains_key("app"));
         assert!(
@@ -625,20 +820,161 @@ mod tests {
                 .unwrap()
                 .contains("not a host of the fleet")
         );
-        let other = seal(Kind::Vault, &EtcdKey::vault("other"), 9, b"x", &f.root);
+        let other = signed(&f, Kind::Vault, &EtcdKey::vault("other"), 9, b"x", &f.root);
         f.cache.apply(&key, &other, 1, &mut Applied::default());
         assert!(!f.cache.vaults.contains_key("app"), "bound to another key");
-        // A host list the attacker signs is refused too.
-        let rogue = seal(
-            Kind::Hosts,
-            &EtcdKey::Hosts(3),
-            3,
-            &hosts_list(&[&f.root, &f.other, &stranger]),
-            &stranger,
+        // The same host's envelope from another fleet (a host moved
+        // between fleets keeping its key) does not count here.
+        let elsewhere = OperatorKey::generate().fleet_id();
+        let s = Signing {
+            fleet: &elsewhere,
+            kind: Kind::Vault,
+            version: 9,
+            epoch: 1,
+        };
+        f.cache.apply(
+            &key,
+            &seal(s, &key, b"x", &f.root),
+            2,
+            &mut Applied::default(),
         );
+        assert!(!f.cache.vaults.contains_key("app"));
+        assert!(f.cache.refusal("app").unwrap().contains("signed for fleet"));
+    }
+
+    #[test]
+    fn only_the_operator_key_changes_the_host_list() {
+        let mut f = fleet();
+        let rogue = HostIdentity::generate();
+        let (_, held) = f.cache.hosts.clone().unwrap();
+        // A listed host signs the next version with a rogue host in it,
+        // and one that lists only itself: both refused, reported, and
+        // nothing is dropped.
+        for hosts in [vec![&f.root, &*f.other, &rogue], vec![&f.root]] {
+            let doc = HostsDoc {
+                fleet: f.op.fleet_id(),
+                version: 3,
+                previous: digest_hex(&held),
+                hosts: hosts.iter().map(|h| h.record()).collect(),
+                removed: vec![],
+            };
+            let payload = serde_json::to_vec(&doc).unwrap();
+            let by_host = signed(&f, Kind::Hosts, &EtcdKey::Hosts(3), 3, &payload, &f.root);
+            f.cache
+                .apply(&EtcdKey::Hosts(3), &by_host, 3, &mut Applied::default());
+            assert_eq!(f.cache.hosts_version(), 2);
+            let why = &f.cache.refused[&EtcdKey::Hosts(3).to_string()];
+            assert!(
+                why.contains("not signed by the fleet's operator key"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fork_or_a_gap_in_the_host_list_is_refused_and_reported() {
+        let mut f = fleet();
+        let v1 = f.cache.chain[&1].clone();
+        // Version 2 again, different: a fork.
+        let fork = list(&f.op, 2, Some(&v1), &[&f.root]);
         f.cache
-            .apply(&EtcdKey::Hosts(3), &rogue, 3, &mut Applied::default());
-        assert_eq!(f.cache.host_list().unwrap().version, 2);
+            .apply(&EtcdKey::Hosts(2), &fork, 5, &mut Applied::default());
+        assert!(f.cache.host_list().unwrap().contains(&f.other.recipient()));
+        assert!(f.cache.refused[&EtcdKey::Hosts(2).to_string()].contains("fork"));
+        // Version 3 that does not name version 2 as its predecessor.
+        let off = list(&f.op, 3, Some(&fork), &[&f.root]);
+        f.cache
+            .apply(&EtcdKey::Hosts(3), &off, 6, &mut Applied::default());
+        assert_eq!(f.cache.hosts_version(), 2);
+        assert!(f.cache.refused[&EtcdKey::Hosts(3).to_string()].contains("does not follow"));
+        // Version 5 after 2: waits, reported as a gap.
+        let gap = list(&f.op, 5, Some(&v1), &[&f.root]);
+        f.cache
+            .apply(&EtcdKey::Hosts(5), &gap, 7, &mut Applied::default());
+        assert!(f.cache.refused[&EtcdKey::Hosts(5).to_string()].contains("missing"));
+        // The forged object gone from etcd: its refusal goes too.
+        f.cache.gone_from_etcd(&EtcdKey::Hosts(3));
+        assert!(!f.cache.refused.contains_key(&EtcdKey::Hosts(3).to_string()));
+    }
+
+    #[test]
+    fn a_list_without_this_host_drops_nothing_and_records_the_removal() {
+        let mut f = fleet();
+        let me = f.other.recipient();
+        let key = EtcdKey::key(&me, "app");
+        let pk = flux_vault::ProjectKey::generate();
+        let wrapped = signed(&f, Kind::Key, &key, 1, &wrapped_for(&f, &pk), &f.root);
+        f.cache.apply(&key, &wrapped, 1, &mut Applied::default());
+        assert_eq!(f.cache.projects(), ["app"]);
+        let v2 = f.cache.chain[&2].clone();
+        let doc = HostsDoc {
+            fleet: f.op.fleet_id(),
+            version: 3,
+            previous: digest_hex(&v2),
+            hosts: vec![f.root.record()],
+            removed: vec![me.clone()],
+        };
+        let mut out = Applied::default();
+        f.cache
+            .apply(&EtcdKey::Hosts(3), &f.op.sign_hosts(&doc), 4, &mut out);
+        assert_eq!(f.cache.hosts_version(), 3);
+        assert!(
+            out.gone.is_empty() && !out.persist.iter().any(|p| matches!(p, Persist::Remove(_)))
+        );
+        assert_eq!(f.cache.projects(), ["app"], "still served from the copy");
+        assert_eq!(f.cache.removal, Some((3, vec![me])));
+        assert_eq!(f.cache.pending_rekeys(), ["app"], "keyed at epoch 2 < 3");
+    }
+
+    #[test]
+    fn a_swapped_or_unopenable_wrapped_key_is_refused() {
+        let mut f = fleet();
+        let me = f.other.recipient();
+        let key = EtcdKey::key(&me, "app");
+        let pk = flux_vault::ProjectKey::generate();
+        let good = signed(&f, Kind::Key, &key, 4, &wrapped_for(&f, &pk), &f.root);
+        f.cache.apply(&key, &good, 1, &mut Applied::default());
+        // The same key wrapped again at the same generation: fine.
+        let again = signed(&f, Kind::Key, &key, 4, &wrapped_for(&f, &pk), &f.other);
+        f.cache.apply(&key, &again, 2, &mut Applied::default());
+        assert!(f.cache.refusal("app").is_none());
+        // Another key at the same generation: refused.
+        let swapped = signed(
+            &f,
+            Kind::Key,
+            &key,
+            4,
+            &wrapped_for(&f, &flux_vault::ProjectKey::generate()),
+            &f.root,
+        );
+        f.cache.apply(&key, &swapped, 3, &mut Applied::default());
+        assert!(
+            f.cache
+                .refusal("app")
+                .unwrap()
+                .contains("different key at generation 4")
+        );
+        // Garbage at a later generation: refused, the held key serves.
+        let junk = signed(&f, Kind::Key, &key, 5, b"not an age file", &f.root);
+        f.cache.apply(&key, &junk, 4, &mut Applied::default());
+        assert!(f.cache.refusal("app").unwrap().contains("does not open"));
+        assert_eq!(f.cache.keys["app"].raw, good);
+        // An epoch from a host list that does not exist yet: refused.
+        let fleet = f.op.fleet_id();
+        let s = Signing {
+            fleet: &fleet,
+            kind: Kind::Key,
+            version: 6,
+            epoch: 99,
+        };
+        let future = seal(s, &key, &wrapped_for(&f, &pk), &f.root);
+        f.cache.apply(&key, &future, 5, &mut Applied::default());
+        assert!(
+            f.cache
+                .refusal("app")
+                .unwrap()
+                .contains("does not exist yet")
+        );
     }
 
     #[test]
@@ -646,41 +982,23 @@ mod tests {
         let mut f = fleet();
         let me = f.other.recipient();
         let key = EtcdKey::key(&me, "app");
-        let wrapped = seal(Kind::Key, &key, 1, b"wrapped", &f.root);
+        let pk = flux_vault::ProjectKey::generate();
+        let wrapped = signed(&f, Kind::Key, &key, 1, &wrapped_for(&f, &pk), &f.root);
         f.cache.apply(&key, &wrapped, 1, &mut Applied::default());
-        let vault = seal(Kind::Vault, &EtcdKey::vault("app"), 1, b"v", &f.root);
-        f.cache
-            .apply(&EtcdKey::vault("app"), &vault, 1, &mut Applied::default());
+        let tomb = EtcdKey::Deleted("app".into());
+        let forged = signed(&f, Kind::Deleted, &tomb, 2, b"", &HostIdentity::generate());
+        f.cache.apply(&tomb, &forged, 2, &mut Applied::default());
         assert_eq!(f.cache.projects(), ["app"]);
-        let forged = seal(
-            Kind::Deleted,
-            &EtcdKey::Deleted("app".into()),
-            2,
-            b"",
-            &HostIdentity::generate(),
-        );
-        f.cache.apply(
-            &EtcdKey::Deleted("app".into()),
-            &forged,
-            2,
-            &mut Applied::default(),
-        );
-        assert_eq!(f.cache.projects(), ["app"]);
-        let real = seal(
-            Kind::Deleted,
-            &EtcdKey::Deleted("app".into()),
-            2,
-            b"",
-            &f.root,
-        );
+        let real = signed(&f, Kind::Deleted, &tomb, 2, b"", &f.root);
         let mut out = Applied::default();
-        f.cache
-            .apply(&EtcdKey::Deleted("app".into()), &real, 3, &mut out);
+        f.cache.apply(&tomb, &real, 3, &mut out);
         assert!(out.gone.contains("app"));
         assert!(f.cache.projects().is_empty());
-        // The key from before the deletion cannot be put back.
         f.cache.apply(&key, &wrapped, 4, &mut Applied::default());
-        assert!(f.cache.projects().is_empty());
+        assert!(
+            f.cache.projects().is_empty(),
+            "the key from before cannot come back"
+        );
         assert_eq!(f.cache.next_version("app"), 3);
     }
 
@@ -689,60 +1007,13 @@ mod tests {
         let mut f = fleet();
         let late = HostIdentity::generate();
         let key = EtcdKey::vault("app");
-        let v1 = seal(Kind::Vault, &key, 1, b"by the late host", &late);
+        let v1 = signed(&f, Kind::Vault, &key, 1, b"by the late host", &late);
         f.cache.apply(&key, &v1, 5, &mut Applied::default());
         assert!(!f.cache.vaults.contains_key("app"));
-        let v3 = seal(
-            Kind::Hosts,
-            &EtcdKey::Hosts(3),
-            3,
-            &hosts_list(&[&f.root, &f.other, &late]),
-            &f.other,
-        );
+        let v2 = f.cache.chain[&2].clone();
+        let v3 = list(&f.op, 3, Some(&v2), &[&f.root, &f.other, &late]);
         f.cache
             .apply(&EtcdKey::Hosts(3), &v3, 6, &mut Applied::default());
         assert_eq!(f.cache.vaults["app"].payload, b"by the late host");
-    }
-
-    #[test]
-    fn a_signed_list_without_this_host_drops_every_project() {
-        let mut f = fleet();
-        let me = f.other.recipient();
-        let key = EtcdKey::key(&me, "app");
-        let wrapped = seal(Kind::Key, &key, 1, b"wrapped", &f.root);
-        f.cache.apply(&key, &wrapped, 1, &mut Applied::default());
-        let vault = seal(Kind::Vault, &EtcdKey::vault("app"), 1, b"v", &f.root);
-        f.cache
-            .apply(&EtcdKey::vault("app"), &vault, 2, &mut Applied::default());
-        assert_eq!(f.cache.projects(), ["app"]);
-        // A forged list without this host changes nothing...
-        let stranger = HostIdentity::generate();
-        let forged = seal(
-            Kind::Hosts,
-            &EtcdKey::Hosts(3),
-            3,
-            &hosts_list(&[&f.root]),
-            &stranger,
-        );
-        f.cache
-            .apply(&EtcdKey::Hosts(3), &forged, 3, &mut Applied::default());
-        assert_eq!(f.cache.projects(), ["app"]);
-        assert!(
-            !f.cache.is_waiting(&EtcdKey::Hosts(3).to_string()),
-            "refused for good"
-        );
-        // ...a list signed by a host of the fleet removes it.
-        let signed = seal(
-            Kind::Hosts,
-            &EtcdKey::Hosts(3),
-            3,
-            &hosts_list(&[&f.root]),
-            &f.root,
-        );
-        let mut out = Applied::default();
-        f.cache.apply(&EtcdKey::Hosts(3), &signed, 4, &mut out);
-        assert!(out.gone.contains("app"));
-        assert!(f.cache.projects().is_empty());
-        assert!(out.persist.contains(&Persist::Remove("keys/app".into())));
     }
 }

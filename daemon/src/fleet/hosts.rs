@@ -1,30 +1,36 @@
 //! The hosts of a fleet: `fluxctl hosts list / add / remove`, as the
 //! [`Hosts`] of the etcd store.
 //!
-//! The host list is versioned: `/flux/v2/fleet/hosts/<v>` holds version v,
-//! signed by a host of version v − 1 (version 1 by the fleet's own key),
-//! and written only where no version v exists yet — so two hosts changing
-//! the list at once cannot both win, and every host can check the whole
-//! chain from the fleet id it pinned.
+//! The host list is versioned (`/flux/v3/fleet/hosts/<v>`) and every
+//! version is signed by the fleet's **operator key**, which no host holds:
+//! `fluxctl` signs the next version with it and hands the envelope to this
+//! host, which checks it exactly as every other host will (the operator's
+//! signature, the fleet, the predecessor's digest — [`super::cache`]) and
+//! writes it only where no version v exists yet. A host key — stolen or
+//! not — can add no host, remove none, and fork nothing.
 //!
-//! Adding a host (by its join token, which carries its signing key) signs
-//! the next list version with it, then wraps every project key this host
-//! holds for it. Removing one signs the next version without it, then
-//! rotates each project to a new key — the vault re-sealed with the new key
-//! in the same transaction as the first wrapped keys — so vaults written
-//! after the removal are unreadable to it, and its signature no longer
-//! counts. Values it already saw stay known to it: rotate them.
+//! After publishing, this host does the work the change implies, past any
+//! project that fails:
+//!
+//! - for each **added** host, every project key this host holds is wrapped
+//!   for it (at the key's own generation and epoch);
+//! - a list that **removes** hosts is the removal's signed intent: every
+//!   project whose key is older than that list (its epoch) gets a new key —
+//!   the vault, current and kept versions, re-sealed with it in the same
+//!   transaction as the first wrapped keys, the removed hosts' wrapped keys
+//!   deleted. [`HostsReport::pending`] names what is left, and
+//!   `ResumeRemoval` (`fluxctl hosts remove --resume`, on any host) finishes
+//!   it; it is idempotent.
 
 use super::MAX_TXN_OPS;
-use super::cache::HostList;
 use super::envelope::Kind;
 use super::etcd;
-use super::identity::{HostRecord, parse_recipient};
+use super::identity::{HostRecord, parse_recipient, wrap_for};
 use super::layout::EtcdKey;
 use super::store::EtcdStore;
 use crate::error::{Error, Result, Unavailable};
 use crate::metrics::FleetGauges;
-use crate::store::{FleetInfo, Hosts, Store};
+use crate::store::{FleetInfo, Hosts, HostsReport, SignedHosts, Store};
 use flux_protocol::message::HostList as HostListMessage;
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault;
@@ -46,27 +52,71 @@ impl FleetHosts {
         Self { store }
     }
 
-    /// Signs and writes the next host list version with `hosts`; fails
-    /// when another version was written first.
-    fn publish(&self, held: &HostList, hosts: Vec<HostRecord>) -> Result<()> {
-        let version = held.version + 1;
-        let key = EtcdKey::Hosts(version);
-        let payload = serde_json::to_vec(&hosts).expect("JSON of strings");
-        let env = self.store.sign(Kind::Hosts, &key, version, &payload);
-        // A refused object in that slot (a forged list) is written over; a
-        // version not seen yet, or accepted, is not.
-        let base = self.store.refused_revision(&key);
-        let (ok, revision, _) = self.store.txn(
-            vec![etcd::cmp_mod(&key.to_string(), base)],
-            vec![etcd::op_put(&key.to_string(), &env)],
-            vec![],
-        )?;
-        if !ok {
-            return Err(Error::Unavailable(Unavailable::Store(format!(
-                "another host changed the host list (version {version}) at the same moment; run the command again"
-            ))));
+    /// Wraps every project key this host holds for `host`.
+    fn wrap_all_for(&self, host: &HostRecord, report: &mut HostsReport) -> Result<()> {
+        let recipient = parse_recipient(&host.recipient)?;
+        for project in self.store.projects()? {
+            let result = (|| {
+                let (generation, epoch) = self.store.key_generation(&project);
+                let plain = self.store.plain_key(&project)?;
+                let key = EtcdKey::key(&host.recipient, &project);
+                let wrapped = wrap_for(plain.as_bytes(), &recipient)?;
+                let env = self
+                    .store
+                    .sign_at(Kind::Key, &key, generation, epoch, &wrapped);
+                self.store
+                    .put_all(vec![etcd::op_put(&key.to_string(), &env)])
+            })();
+            match result {
+                Ok(_) => report.projects.push(project),
+                Err(e) => report.failures.push(format!(
+                    "{project}: not wrapped for {}: {e}",
+                    host.recipient
+                )),
+            }
         }
-        self.store.keep_written(&key, env, revision);
+        Ok(())
+    }
+
+    /// Re-keys every project whose key predates the newest removal.
+    fn rekey_pending(&self, report: &mut HostsReport) -> Result<()> {
+        let Some((version, removed)) = self.store.removal() else {
+            return Ok(());
+        };
+        for project in self.store.pending_rekeys() {
+            let mut tries = 0;
+            let result = loop {
+                match rotate(&self.store, &project, &removed) {
+                    Ok(true) => break Ok(()),
+                    Ok(false) if tries + 1 < TRIES => tries += 1,
+                    Ok(false) => {
+                        break Err(Error::Unavailable(Unavailable::Contended {
+                            project: project.clone(),
+                        }));
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            match result {
+                Ok(()) => report.projects.push(project),
+                Err(e) => {
+                    warn!(project, error = %e, "cannot re-key the project after a host removal");
+                    report.failures.push(format!("{project}: {e}"));
+                    if self.store.has_outage() {
+                        // etcd is unreachable: every other project would
+                        // wait out its own deadline. They stay pending.
+                        break;
+                    }
+                }
+            }
+        }
+        report.pending = self.store.pending_rekeys();
+        info!(
+            version,
+            rekeyed = report.projects.len(),
+            pending = report.pending.len(),
+            "re-keyed projects after a host removal"
+        );
         Ok(())
     }
 }
@@ -111,127 +161,128 @@ impl Hosts for FleetHosts {
         })
     }
 
-    fn add(&self, token: &str) -> Result<Vec<String>> {
-        let host = HostRecord::parse_join_token(token)?;
-        let held = self.store.my_host_list()?;
-        if let Some(listed) = held.hosts.iter().find(|h| h.recipient == host.recipient) {
-            if listed.signing_key != host.signing_key {
-                return Err(Error::BadRequest(format!(
-                    "host {} is listed with another signing key: remove it first if that host's identity changed",
-                    host.recipient
-                )));
-            }
-        } else {
-            let mut hosts = held.hosts.clone();
-            hosts.push(host.clone());
-            self.publish(&held, hosts)?;
-        }
-        let recipient = parse_recipient(&host.recipient)?;
-        let mut done = Vec::new();
-        for project in self.store.projects()? {
-            let generation = self.store.key_generation(&project);
-            let plain = self.store.plain_key(&project)?;
-            let key = EtcdKey::key(&host.recipient, &project);
-            let wrapped = super::identity::wrap_for(plain.as_bytes(), &recipient)?;
-            let env = self.store.sign(Kind::Key, &key, generation, &wrapped);
-            self.store
-                .put_all(vec![etcd::op_put(&key.to_string(), &env)])?;
-            done.push(project);
-        }
-        info!(host = %host.recipient, projects = done.len(), "host added to the fleet");
-        Ok(done)
+    fn head(&self) -> Result<SignedHosts> {
+        let (list, id) = self.store.head();
+        Ok(SignedHosts { list, id })
     }
 
-    fn remove(&self, recipient: &str) -> Result<Vec<String>> {
-        let recipient = recipient
-            .split_once(':')
-            .map_or(recipient, |(r, _)| r)
-            .trim()
-            .to_owned();
-        parse_recipient(&recipient)?;
-        if recipient == self.store.recipient() {
-            return Err(Error::BadRequest(
-                "this is this host's own recipient: remove a host from another host of the fleet"
-                    .into(),
-            ));
+    fn publish(&self, signed: SignedHosts) -> Result<HostsReport> {
+        let held = self.store.host_list();
+        let after = self.store.publish_hosts(&signed.list, &signed.id)?;
+        // What changed is against the version before the one published (the
+        // held one, unless the held version itself was published again).
+        let before = match held {
+            Some(h) if h.version == after.version => after
+                .version
+                .checked_sub(1)
+                .and_then(|v| self.store.host_list_at(v)),
+            other => other,
+        };
+        let was = |r: &str| before.as_ref().is_some_and(|l| l.contains(r));
+        let mut report = HostsReport {
+            version: after.version,
+            added: after
+                .hosts
+                .iter()
+                .filter(|h| !was(&h.recipient))
+                .map(|h| h.recipient.clone())
+                .collect(),
+            removed: before
+                .iter()
+                .flat_map(|l| &l.hosts)
+                .filter(|h| !after.contains(&h.recipient))
+                .map(|h| h.recipient.clone())
+                .collect(),
+            ..HostsReport::default()
+        };
+        info!(version = after.version, added = ?report.added, removed = ?report.removed, "host list published");
+        if !after.contains(self.store.recipient()) {
+            // This host is off the list: it writes nothing more.
+            return Ok(report);
         }
-        let held = self.store.my_host_list()?;
-        if !held.contains(&recipient) {
-            return Err(Error::BadRequest(format!(
-                "{recipient} is not a host of the fleet (host list version {})",
-                held.version
-            )));
-        }
-        let hosts: Vec<HostRecord> = held
+        for host in after
             .hosts
             .iter()
-            .filter(|h| h.recipient != recipient)
-            .cloned()
-            .collect();
-        self.publish(&held, hosts.clone())?;
-        let mut done = Vec::new();
-        for project in self.store.projects()? {
-            let mut tries = 0;
-            while !rotate(&self.store, &project, &recipient, &hosts)? {
-                tries += 1;
-                if tries >= TRIES {
-                    return Err(Error::Unavailable(Unavailable::Contended { project }));
-                }
-            }
-            done.push(project);
+            .filter(|h| !was(&h.recipient) && h.recipient != self.store.recipient())
+        {
+            self.wrap_all_for(host, &mut report)?;
         }
-        info!(host = %recipient, projects = done.len(), "host removed from the fleet; its projects have new keys");
-        Ok(done)
+        self.rekey_pending(&mut report)?;
+        report.projects.sort();
+        report.projects.dedup();
+        Ok(report)
+    }
+
+    fn resume(&self) -> Result<HostsReport> {
+        let list = self.store.my_host_list()?;
+        let mut report = HostsReport {
+            version: list.version,
+            removed: self.store.removal().map(|(_, r)| r).unwrap_or_default(),
+            ..HostsReport::default()
+        };
+        self.rekey_pending(&mut report)?;
+        Ok(report)
     }
 }
 
-/// One rotation of `project` to a new key for `hosts` (the removed host's
-/// key deleted); false when the vault changed meanwhile.
-fn rotate(store: &EtcdStore, project: &str, removed: &str, hosts: &[HostRecord]) -> Result<bool> {
-    let Some((held_vault, mod_revision)) = store.held_vault(project) else {
-        warn!(project, "no vault held: nothing to re-seal");
-        return Ok(true);
-    };
+/// One rotation of `project` to a new key for the listed hosts (the
+/// removed hosts' wrapped keys deleted); false when the vault changed
+/// meanwhile.
+fn rotate(store: &EtcdStore, project: &str, removed: &[String]) -> Result<bool> {
+    let list = store.my_host_list()?;
     let old = ProjectKey::parse(&store.plain_key(project)?).map_err(|reason| Error::Key {
         location: store.key_location(project),
         reason,
     })?;
-    let opened = vault::open(&held_vault, project, &old).map_err(|e| Error::Vault {
-        location: store.vault_location(project),
-        reason: e.0,
-    })?;
     let new = ProjectKey::generate();
     let version = store.next_version(project);
-    let sealed = vault::seal(project, &opened.secrets, opened.revision + 1, &new).map_err(|e| {
-        Error::Vault {
+    let mut ops = Vec::new();
+    let mut compare = Vec::new();
+    let vault_key = EtcdKey::vault(project);
+    let mut vault_env = None;
+    if let Some((held_vault, mod_revision)) = store.held_vault(project) {
+        let opened = vault::open(&held_vault, project, &old).map_err(|e| Error::Vault {
             location: store.vault_location(project),
             reason: e.0,
-        }
-    })?;
-    let vault_key = EtcdKey::vault(project);
-    let vault_env = store.sign(Kind::Vault, &vault_key, version, &sealed);
+        })?;
+        let sealed =
+            vault::seal(project, &opened.secrets, opened.revision + 1, &new).map_err(|e| {
+                Error::Vault {
+                    location: store.vault_location(project),
+                    reason: e.0,
+                }
+            })?;
+        let env = store.sign(Kind::Vault, &vault_key, version, &sealed);
+        ops.push(etcd::op_put(&vault_key.to_string(), &env));
+        vault_env = Some(env);
+        compare.push(etcd::cmp_mod(&vault_key.to_string(), mod_revision));
+    }
+    for r in removed {
+        ops.push(etcd::op_delete(&EtcdKey::key(r, project).to_string()));
+    }
     let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let plain = new.to_file_contents(&created);
-    let (mut keys, mine) = store.key_puts(project, plain.as_bytes(), version, hosts)?;
-    let rest = keys.split_off(keys.len().min(MAX_TXN_OPS - 3));
-    let mut ops = vec![
-        etcd::op_put(&vault_key.to_string(), &vault_env),
-        etcd::op_delete(&EtcdKey::key(removed, project).to_string()),
-    ];
+    // This host first, so that its new key is in the first transaction,
+    // with the vault it opens.
+    let mut hosts = list.hosts.clone();
+    hosts.sort_by_key(|h| h.recipient != store.recipient());
+    let (mut keys, mine) =
+        store.key_puts(project, plain.as_bytes(), version, list.version, &hosts)?;
+    let mine = mine.expect("this host is listed");
+    let rest = keys.split_off(keys.len().min(MAX_TXN_OPS.saturating_sub(ops.len())));
     ops.extend(keys);
-    let compare = if mod_revision == 0 {
-        vec![]
-    } else {
-        vec![etcd::cmp_mod(&vault_key.to_string(), mod_revision)]
-    };
-    let (ok, _, _) = store.txn(compare, ops, vec![])?;
+    let (ok, revision, _) = store.txn(compare, ops, vec![])?;
     if !ok {
         store.refresh_held(project)?;
         return Ok(false);
     }
     store.put_all(rest)?;
-    // This host takes the new key and vault from its watch, like every
-    // other host, and reloads the project then.
-    drop(mine);
+    // Held and served here at once (the project reloads with the new key),
+    // so that this host's next write is sealed with it.
+    let mut written = vec![(EtcdKey::key(store.recipient(), project), mine)];
+    if let Some(env) = vault_env {
+        written.push((vault_key, env));
+    }
+    store.keep_and_announce(project, written, revision);
     Ok(true)
 }

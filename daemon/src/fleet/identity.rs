@@ -16,18 +16,16 @@
 //! what an operator carries to a host of the fleet (`fluxctl hosts add`):
 //! both halves, so a host added under its recipient cannot be impersonated
 //! by someone who wrote another signing key next to it. The **fleet id**
-//! (`fleet:<signing key, base64url>`) is the first host's signing key: the
-//! trust root every host of the fleet pins.
+//! (`fleet:<key, base64url>`) is the fleet's operator key, which is no
+//! host's: the trust root every host of the fleet pins, and the one key
+//! that signs the host list ([`flux_vault::membership`]).
 
 use crate::error::{Error, Location, Result};
 use age::secrecy::ExposeSecret;
 use age::x25519;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use flux_vault::keys::ProjectKey;
 use hkdf::Hkdf;
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -38,82 +36,18 @@ use zeroize::Zeroizing;
 
 /// Salt of the HKDF that derives a host's signing key.
 pub const SIGNING_KDF_SALT: &[u8] = b"flux-secrets/host-signing/v1";
-/// Prefix of a fleet id.
-pub const FLEET_ID_PREFIX: &str = "fleet:";
+pub use flux_vault::membership::{FLEET_ID_PREFIX, HostRecord, fleet_id, key_text};
 
-/// A host of the fleet as the host list records it: its recipient (for
-/// wrapping) and its signing key (for checking what it writes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostRecord {
-    /// `age1…`.
-    pub recipient: String,
-    /// The Ed25519 public key, base64url.
-    pub signing_key: String,
+/// Parses a join token (`age1…:<signing key>`), checking both halves.
+pub fn parse_join_token(token: &str) -> Result<HostRecord> {
+    let host = HostRecord::parse_join_token(token).map_err(Error::BadRequest)?;
+    parse_recipient(&host.recipient)?;
+    Ok(host)
 }
 
-impl HostRecord {
-    /// The signing key, checked.
-    pub fn verifying_key(&self) -> Result<VerifyingKey> {
-        verifying_key(&self.signing_key)
-    }
-
-    /// `<recipient>:<signing key>`.
-    pub fn join_token(&self) -> String {
-        format!("{}:{}", self.recipient, self.signing_key)
-    }
-
-    /// Parses a join token, checking both halves.
-    pub fn parse_join_token(token: &str) -> Result<Self> {
-        let token = token.trim();
-        let Some((recipient, key)) = token.split_once(':') else {
-            return Err(Error::BadRequest(format!(
-                "{token:?} is not a join token: pass the whole `age1…:…` line `fluxctl hosts list` shows on the new host (its recipient alone is not enough: the signing key after the colon is what proves the host)"
-            )));
-        };
-        parse_recipient(recipient)?;
-        verifying_key(key)?;
-        Ok(Self {
-            recipient: recipient.to_owned(),
-            signing_key: key.to_owned(),
-        })
-    }
-}
-
-/// Parses a base64url Ed25519 public key.
-pub fn verifying_key(text: &str) -> Result<VerifyingKey> {
-    let bytes = B64URL
-        .decode(text.trim())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| {
-            Error::BadRequest(format!(
-                "{:?} is not an Ed25519 public key (43 base64url characters)",
-                text.trim()
-            ))
-        })?;
-    VerifyingKey::from_bytes(&bytes)
-        .map_err(|_| Error::BadRequest(format!("{:?} is not an Ed25519 public key", text.trim())))
-}
-
-/// A public key as the host list and envelopes write it.
-pub fn key_text(key: &VerifyingKey) -> String {
-    B64URL.encode(key.as_bytes())
-}
-
-/// The fleet id of a fleet whose first host signs with `key`.
-pub fn fleet_id(key: &VerifyingKey) -> String {
-    format!("{FLEET_ID_PREFIX}{}", key_text(key))
-}
-
-/// The signing key a fleet id names.
+/// The operator key a fleet id names.
 pub fn parse_fleet_id(text: &str) -> Result<VerifyingKey> {
-    let key = text.trim().strip_prefix(FLEET_ID_PREFIX).ok_or_else(|| {
-        Error::Config(format!(
-            "{:?} is not a fleet id (fleet:…, as `fluxctl hosts list` shows it on a host of the fleet)",
-            text.trim()
-        ))
-    })?;
-    verifying_key(key).map_err(|e| Error::Config(format!("fleet id: {e}")))
+    flux_vault::membership::parse_fleet_id(text).map_err(Error::Config)
 }
 
 /// This host: its age identity and its signing key.
@@ -236,17 +170,12 @@ mod tests {
     }
 
     #[test]
-    fn join_tokens_and_fleet_ids_round_trip() {
+    fn join_tokens_round_trip() {
         let me = HostIdentity::generate();
         let token = me.record().join_token();
-        assert_eq!(HostRecord::parse_join_token(&token).unwrap(), me.record());
-        let err = HostRecord::parse_join_token(&me.recipient()).unwrap_err();
+        assert_eq!(parse_join_token(&token).unwrap(), me.record());
+        let err = parse_join_token(&me.recipient()).unwrap_err();
         assert!(err.to_string().contains("not a join token"), "{err}");
-        let id = fleet_id(&me.signing_key().verifying_key());
-        assert_eq!(
-            parse_fleet_id(&id).unwrap(),
-            me.signing_key().verifying_key()
-        );
         assert!(parse_fleet_id("nonsense").is_err());
     }
 }

@@ -2,30 +2,27 @@
 //! acts on is a signed envelope ([`super::envelope`]) bound to its key.
 //!
 //! ```text
-//! /flux/v2/fleet/id                      the fleet's id, signed by its first host
-//! /flux/v2/fleet/hosts/<version>         the host list, each version signed by a host of the one before
-//! /flux/v2/fleet/vaults/<project>        the project's sealed age vault
-//! /flux/v2/fleet/deleted/<project>       a project's deletion
-//! /flux/v2/keys/<host>/<project>         the project's key, age-encrypted to that host
+//! /flux/v3/fleet/id                      the fleet's id, signed by the operator key
+//! /flux/v3/fleet/hosts/<version>         the host list, each version signed by the operator key
+//! /flux/v3/fleet/vaults/<project>        the project's sealed age vault
+//! /flux/v3/fleet/deleted/<project>       a project's deletion
+//! /flux/v3/keys/<host>/<project>         the project's key, age-encrypted to that host
 //! ```
 //!
-//! A host watches two prefixes: `/flux/v2/fleet/` (what every host needs)
-//! and `/flux/v2/keys/<its recipient>/` (its own keys only), so it never
+//! A host watches two prefixes: `/flux/v3/fleet/` (what every host needs)
+//! and `/flux/v3/keys/<its recipient>/` (its own keys only), so it never
 //! receives another host's key writes.
 
 use flux_protocol::limits::validate_project_name;
 use std::fmt;
 
-/// What every host watches.
-pub const FLEET: &str = "/flux/v2/fleet/";
-/// The host lists, one key per version.
-pub const HOSTS: &str = "/flux/v2/fleet/hosts/";
+pub use flux_vault::membership::{FLEET, HOSTS, ID, ROOT};
 /// The vaults.
-pub const VAULTS: &str = "/flux/v2/fleet/vaults/";
+pub const VAULTS: &str = "/flux/v3/fleet/vaults/";
 /// The deletions.
-pub const DELETED: &str = "/flux/v2/fleet/deleted/";
+pub const DELETED: &str = "/flux/v3/fleet/deleted/";
 /// The wrapped keys, by host.
-pub const KEYS: &str = "/flux/v2/keys/";
+pub const KEYS: &str = "/flux/v3/keys/";
 
 /// A key of the layout above.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,8 +42,8 @@ pub enum EtcdKey {
 impl fmt::Display for EtcdKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Id => write!(f, "{FLEET}id"),
-            Self::Hosts(v) => write!(f, "{HOSTS}{v:020}"),
+            Self::Id => f.write_str(ID),
+            Self::Hosts(v) => f.write_str(&flux_vault::membership::hosts_key(*v)),
             Self::Vault(p) => write!(f, "{VAULTS}{p}"),
             Self::Deleted(p) => write!(f, "{DELETED}{p}"),
             Self::Key { host, project } => write!(f, "{KEYS}{host}/{project}"),
@@ -61,7 +58,7 @@ fn project(name: &str) -> Option<String> {
 impl EtcdKey {
     /// Parses a key; `None` for one outside the layout.
     pub fn parse(key: &str) -> Option<Self> {
-        if key == format!("{FLEET}id") {
+        if key == ID {
             return Some(Self::Id);
         }
         if let Some(v) = key.strip_prefix(HOSTS) {
@@ -99,7 +96,7 @@ impl EtcdKey {
     }
 }
 
-/// `/flux/v2/keys/<host>/`: the keys wrapped for one host.
+/// `/flux/v3/keys/<host>/`: the keys wrapped for one host.
 pub fn keys_of(host: &str) -> String {
     format!("{KEYS}{host}/")
 }
@@ -119,9 +116,9 @@ mod tests {
         ] {
             assert_eq!(EtcdKey::parse(&key.to_string()), Some(key));
         }
-        assert_eq!(EtcdKey::parse("/flux/v2/fleet/vaults/-bad"), None);
-        assert_eq!(EtcdKey::parse("/flux/v2/fleet/hosts/7"), None);
-        assert_eq!(EtcdKey::parse("/flux/v2/keys//app"), None);
+        assert_eq!(EtcdKey::parse("/flux/v3/fleet/vaults/-bad"), None);
+        assert_eq!(EtcdKey::parse("/flux/v3/fleet/hosts/7"), None);
+        assert_eq!(EtcdKey::parse("/flux/v3/keys//app"), None);
         assert_eq!(EtcdKey::parse("/elsewhere"), None);
     }
 }

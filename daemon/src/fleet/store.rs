@@ -17,7 +17,7 @@
 //! accepted.
 
 use super::cache::{Applied, Cache, Persist};
-use super::envelope::{self, Kind};
+use super::envelope::{self, Kind, Signing};
 use super::etcd::{self, Etcd, EtcdError, Kv, WatchEvent};
 use super::identity::{HostIdentity, fleet_id, parse_fleet_id, parse_recipient, wrap_for};
 use super::layout::{EtcdKey, FLEET, HOSTS, keys_of};
@@ -27,6 +27,7 @@ use crate::store::Store;
 use crate::store::local::MAX_VAULT_FILE;
 use flux_vault::files::{ensure_private_dir, read_regular, remove_durably, write_atomic};
 use flux_vault::keys::ProjectKey;
+use flux_vault::membership::OPERATOR;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -90,10 +91,14 @@ impl EtcdStore {
         let local_id = read("id")?;
         let local_pin = match &local_id {
             Some(raw) => {
-                let env = envelope::Envelope::parse(raw, Kind::Fleet, &EtcdKey::Id)
-                    .map_err(|e| Error::Config(format!("{}: {e}", dir.join("id").display())))?;
+                let env = envelope::parse(raw, Kind::Fleet, &EtcdKey::Id).map_err(|e| {
+                    Error::Config(format!(
+                        "{}: {e} (a fleet founded by an earlier fluxd: see docs/FLEET.md, \"Upgrading\")",
+                        dir.join("id").display()
+                    ))
+                })?;
                 let pin = parse_fleet_id(&String::from_utf8_lossy(&env.payload))?;
-                if !env.signed_by(&pin) {
+                if env.signer != OPERATOR || !env.signed_by(&pin) {
                     return Err(Error::Config(format!(
                         "{}: not signed by the fleet it names",
                         dir.join("id").display()
@@ -118,7 +123,8 @@ impl EtcdStore {
             (Some(id), None) => Some(parse_fleet_id(id)?),
             (None, local) => local,
         };
-        let mut cache = Cache::new(me.clone(), pin);
+        let identity = Arc::new(identity);
+        let mut cache = Cache::new(me.clone(), pin).with_identity(identity.clone());
         if let Some(raw) = local_id {
             cache.load_local_id(raw);
         }
@@ -154,7 +160,7 @@ impl EtcdStore {
         let etcd = Etcd::new(options.etcd.clone()).map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self {
             etcd,
-            identity: Arc::new(identity),
+            identity,
             me,
             dir,
             cache: Mutex::new(cache),
@@ -193,7 +199,7 @@ impl EtcdStore {
 
     /// The pinned fleet's id, once known.
     pub fn fleet_id(&self) -> Option<String> {
-        self.cache().pin.map(|k| fleet_id(&k))
+        self.cache().fleet()
     }
 
     /// The held host list: its version and its hosts.
@@ -207,13 +213,22 @@ impl EtcdStore {
         let mut out: Vec<String> = cache.outage.iter().chain(&cache.problem).cloned().collect();
         match cache.host_list() {
             Some(list) if !list.contains(&self.me) => out.push(format!(
-                "this host is not in the fleet's host list: on a host of the fleet run `fluxctl hosts add {}`",
+                "this host is not in the fleet's host list: it serves its local copies and writes nothing; with the fleet's operator key, run `fluxctl hosts add {} --operator-key FILE` on a host of the fleet",
                 self.identity.record().join_token()
             )),
             _ => {}
         }
         for (key, reason) in cache.refused.iter().filter(|(k, _)| k.starts_with(HOSTS)) {
             out.push(format!("{key} refused: {reason}"));
+        }
+        let pending = cache.pending_rekeys();
+        if let (Some((version, removed)), false) = (&cache.removal, pending.is_empty()) {
+            out.push(format!(
+                "{} project(s) still have the key {} could open (host list version {version} removed it): run `fluxctl hosts remove --resume` — {}",
+                pending.len(),
+                removed.join(", "),
+                pending.join(", ")
+            ));
         }
         drop(cache);
         for (project, (_, note)) in self
@@ -337,9 +352,30 @@ impl EtcdStore {
         Ok(answer)
     }
 
-    /// Signs `payload` for `key` as this host.
+    /// Signs `payload` for `key` as this host, at the held host list's
+    /// version as its epoch.
     pub(super) fn sign(&self, kind: Kind, key: &EtcdKey, version: u64, payload: &[u8]) -> Vec<u8> {
-        envelope::seal(kind, key, version, payload, &self.identity)
+        let epoch = self.cache().hosts_version();
+        self.sign_at(kind, key, version, epoch, payload)
+    }
+
+    /// Signs `payload` for `key` as this host, at `epoch`.
+    pub(super) fn sign_at(
+        &self,
+        kind: Kind,
+        key: &EtcdKey,
+        version: u64,
+        epoch: u64,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let fleet = self.fleet_id().unwrap_or_default();
+        let s = Signing {
+            fleet: &fleet,
+            kind,
+            version,
+            epoch,
+        };
+        envelope::seal(s, key, payload, &self.identity)
     }
 
     /// Joins the fleet as etcd holds it, founds a new one, or reports why
@@ -369,7 +405,14 @@ impl EtcdStore {
             )
         };
         match (in_etcd, pinned) {
-            (false, false) if !holds_data => self.found(),
+            (false, false) if !holds_data => {
+                self.cache().problem = Some(format!(
+                    "etcd at {} holds no fleet yet: found one on this host with `fluxctl fleet init --operator-key FILE` (the operator key it creates signs the host list; keep it off the hosts)",
+                    self.etcd.endpoints()
+                ));
+                info!("etcd holds no fleet yet: waiting for `fluxctl fleet init`");
+                Ok(false)
+            }
             (false, true) if publish && holds_id => {
                 self.resync().map_err(|e| self.fail(e))?;
                 self.repair(true)?;
@@ -394,7 +437,7 @@ impl EtcdStore {
             }
             (true, false) => {
                 self.cache().problem = Some(format!(
-                    "etcd holds a fleet this host has not joined: start fluxd with --fleet-id (or [store] fleet_id) set to the fleet id `fluxctl hosts list` shows on a host of the fleet, then run `fluxctl hosts add {}` there",
+                    "etcd holds a fleet this host has not joined: start fluxd with --fleet-id (or [store] fleet_id) set to the fleet id `fluxctl hosts list` shows on a host of the fleet, then add it with the operator key: `fluxctl hosts add {} --operator-key FILE` on a host of the fleet",
                     self.identity.record().join_token()
                 ));
                 warn!("etcd holds a fleet and this host has no fleet id: serving nothing from it");
@@ -408,44 +451,137 @@ impl EtcdStore {
         }
     }
 
-    /// Founds a fleet with this host as its first host and trust root.
-    fn found(&self) -> Result<bool> {
-        let root = self.identity.signing_key().verifying_key();
-        let id_env = self.sign(Kind::Fleet, &EtcdKey::Id, 1, fleet_id(&root).as_bytes());
-        let list = serde_json::to_vec(&vec![self.identity.record()]).expect("JSON of strings");
-        let hosts_env = self.sign(Kind::Hosts, &EtcdKey::Hosts(1), 1, &list);
+    /// The signed envelopes of the held host list and fleet id (empty
+    /// when none), for `fluxctl` to check against the operator key and
+    /// sign the next version over.
+    pub fn head(&self) -> (Vec<u8>, Vec<u8>) {
+        let cache = self.cache();
+        (
+            cache
+                .hosts
+                .as_ref()
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default(),
+            cache.id.clone().unwrap_or_default(),
+        )
+    }
+
+    /// Publishes host list `raw`, signed by the operator key: the next
+    /// version after the one held, or — with the fleet id envelope `id` —
+    /// version 1 of a new fleet in an etcd that holds none (this host
+    /// pins that fleet). Returns the list now held.
+    pub fn publish_hosts(&self, raw: &[u8], id: &[u8]) -> Result<super::cache::HostList> {
+        let version = flux_vault::membership::Envelope::peek_version(raw)
+            .map_err(|e| Error::BadRequest(format!("not a signed host list: {e}")))?;
+        let republished = self
+            .cache()
+            .hosts
+            .as_ref()
+            .is_some_and(|(l, held)| l.version == version && held == raw);
+        if republished {
+            // The version held, again: nothing to write; the caller finishes
+            // what that version asked for.
+        } else if !id.is_empty() {
+            self.found(raw, id, version)?;
+        } else {
+            if self.cache().pin.is_none() {
+                return Err(Error::BadRequest(
+                    "this host holds no fleet yet: found one with `fluxctl fleet init`, or start fluxd with the fleet's id".into(),
+                ));
+            }
+            self.cache()
+                .check_next_hosts(version, raw)
+                .map_err(Error::BadRequest)?;
+            let key = EtcdKey::Hosts(version);
+            // A refused object in that slot (a forged list) is written over; a
+            // version not seen yet, or accepted, is not.
+            let base = self.refused_revision(&key);
+            let (ok, revision, _) = self.txn(
+                vec![etcd::cmp_mod(&key.to_string(), base)],
+                vec![etcd::op_put(&key.to_string(), raw)],
+                vec![],
+            )?;
+            if !ok {
+                return Err(Error::Unavailable(Unavailable::Store(format!(
+                    "the host list changed (version {version} was written first) at the same moment: run the command again"
+                ))));
+            }
+            let mut applied = Applied::default();
+            self.cache().apply(&key, raw, revision, &mut applied);
+            self.absorb(applied);
+            self.flush();
+        }
+        self.host_list()
+            .filter(|l| l.version >= version)
+            .ok_or_else(|| Error::Internal("the published host list was not held".into()))
+    }
+
+    /// Founds the fleet whose operator signed `id` and host list version 1
+    /// (`raw`) in an etcd that holds no fleet.
+    fn found(&self, raw: &[u8], id: &[u8], version: u64) -> Result<()> {
+        let env = envelope::parse(id, Kind::Fleet, &EtcdKey::Id)
+            .map_err(|e| Error::BadRequest(format!("not a signed fleet id: {e}")))?;
+        let pin = parse_fleet_id(&String::from_utf8_lossy(&env.payload))
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        if env.signer != OPERATOR || !env.signed_by(&pin) || env.fleet != fleet_id(&pin) {
+            return Err(Error::BadRequest(
+                "the fleet id is not signed by the operator key it names".into(),
+            ));
+        }
+        {
+            let c = self.cache();
+            if let Some(held) = c.pin
+                && held != pin
+            {
+                return Err(Error::BadRequest(format!(
+                    "this host belongs to fleet {}, not {}",
+                    fleet_id(&held),
+                    fleet_id(&pin)
+                )));
+            }
+            if c.hosts.is_some() {
+                return Err(Error::BadRequest(format!(
+                    "this host already holds host list version {}: a fleet is founded once",
+                    c.hosts_version()
+                )));
+            }
+        }
+        let doc =
+            flux_vault::membership::open_hosts(raw, version, &pin).map_err(Error::BadRequest)?;
+        if version != 1 || !doc.previous.is_empty() || !doc.contains(&self.me) {
+            return Err(Error::BadRequest(
+                "a fleet is founded with host list version 1, naming no predecessor and listing this host".into(),
+            ));
+        }
         // Host lists left by an older fleet go: this one starts at 1. (etcd
         // refuses a txn that deletes a range it also writes into.)
         let (ok, _, _) = self.txn(
             vec![etcd::cmp_mod(&EtcdKey::Id.to_string(), 0)],
             vec![
                 etcd::op_delete_prefix(HOSTS),
-                etcd::op_put(&EtcdKey::Id.to_string(), &id_env),
+                etcd::op_put(&EtcdKey::Id.to_string(), id),
             ],
             vec![],
         )?;
         if !ok {
             return Err(Error::Unavailable(Unavailable::Store(
-                "another host founded a fleet in this etcd at the same moment: restart fluxd with that fleet's id".into(),
+                "etcd holds a fleet already (founded at the same moment, or the endpoints name another fleet's etcd): nothing was founded".into(),
             )));
         }
-        let revision = self.put_all(vec![etcd::op_put(
-            &EtcdKey::Hosts(1).to_string(),
-            &hosts_env,
-        )])?;
-        let mut persist = vec![Persist::Write("id".into(), id_env.clone())];
+        let revision = self.put_all(vec![etcd::op_put(&EtcdKey::Hosts(1).to_string(), raw)])?;
+        let mut applied = Applied::default();
         {
             let mut cache = self.cache();
-            cache.pin = Some(root);
-            cache.id = Some(id_env);
+            cache.pin = Some(pin);
             cache.problem = None;
-            persist.extend(cache.held_written(&EtcdKey::Hosts(1), hosts_env, revision));
+            cache.apply(&EtcdKey::Id, id, revision, &mut applied);
+            cache.apply(&EtcdKey::Hosts(1), raw, revision, &mut applied);
             cache.revision = revision;
         }
-        self.queue(persist);
+        self.absorb(applied);
         self.flush();
-        info!(fleet = %fleet_id(&root), recipient = %self.me, "founded a new fleet: this host is its first host");
-        Ok(true)
+        info!(fleet = %fleet_id(&pin), recipient = %self.me, "founded a new fleet: this host is its first host");
+        Ok(())
     }
 
     /// Writes back what etcd lost and this host holds — the fleet id, host
@@ -475,7 +611,7 @@ impl EtcdStore {
             .into_iter()
             .collect();
         let id = EtcdKey::Id.to_string();
-        let (objects, lost_vaults) = {
+        let (objects, lost_vaults, resurrected) = {
             let cache = self.cache();
             let saw_id_go = cache.seen.get(&id) == Some(&0);
             if !publish && !present.contains_key(&id) && !saw_id_go {
@@ -507,23 +643,75 @@ impl EtcdStore {
                 })
                 .map(|(p, h)| (p.clone(), h.payload.clone()))
                 .collect();
+            // What etcd holds but this host refused for good where it holds
+            // the real thing: a forged host list version (a fork), written
+            // back over with the version this host accepted.
+            let mut overwrite: Vec<(EtcdKey, Vec<u8>, i64)> = Vec::new();
+            for (v, raw) in &cache.chain {
+                let key = EtcdKey::Hosts(*v);
+                let name = key.to_string();
+                if let Some(revision) = present.get(&name)
+                    && cache.refused.contains_key(&name)
+                    && !cache.is_waiting(&name)
+                {
+                    overwrite.push((key, raw.clone(), *revision));
+                }
+            }
+            // A deleted project whose vault is back in etcd (a restore from
+            // an older snapshot): its deletion is applied again.
+            let resurrected: Vec<(String, i64)> = cache
+                .deleted
+                .keys()
+                .filter_map(|p| {
+                    present
+                        .get(&EtcdKey::vault(p).to_string())
+                        .map(|r| (p.clone(), *r))
+                })
+                .collect();
             let objects = objects
                 .into_iter()
                 .filter(|(k, _)| !present.contains_key(&k.to_string()))
+                .map(|(k, raw)| (k, raw, 0))
+                .chain(overwrite)
                 .collect::<Vec<_>>();
-            (objects, lost_vaults)
+            (objects, lost_vaults, resurrected)
         };
         let mut written = 0;
-        for (key, raw) in objects {
+        for (key, raw, base) in objects {
             let name = key.to_string();
             let (ok, revision, _) = self.txn(
-                vec![etcd::cmp_mod(&name, 0)],
+                vec![etcd::cmp_mod(&name, base)],
                 vec![etcd::op_put(&name, &raw)],
                 vec![],
             )?;
             if ok {
-                warn!(key = %name, "etcd had lost it: written back from this host's copy");
-                self.cache().seen.insert(name, revision);
+                if base == 0 {
+                    warn!(key = %name, "etcd had lost it: written back from this host's copy");
+                } else {
+                    warn!(key = %name, "etcd held a refused object: written over with this host's copy");
+                }
+                let mut cache = self.cache();
+                cache.seen.insert(name.clone(), revision);
+                cache.refused.remove(&name);
+                written += 1;
+            }
+        }
+        let hosts = self.host_list().map(|l| l.hosts).unwrap_or_default();
+        for (project, revision) in resurrected {
+            let vault = EtcdKey::vault(&project).to_string();
+            let mut ops = vec![etcd::op_delete(&vault)];
+            ops.extend(
+                hosts
+                    .iter()
+                    .map(|h| etcd::op_delete(&EtcdKey::key(&h.recipient, &project).to_string())),
+            );
+            ops.truncate(MAX_TXN_OPS);
+            let (ok, _, _) = self.txn(vec![etcd::cmp_mod(&vault, revision)], ops, vec![])?;
+            if ok {
+                warn!(
+                    project,
+                    "etcd held a deleted project's vault again (restored from an older snapshot?): its deletion is applied again"
+                );
                 written += 1;
             }
         }
@@ -573,6 +761,17 @@ impl EtcdStore {
                 WatchEvent::Put(kv) => {
                     if let Some(key) = EtcdKey::parse(&kv.key) {
                         cache.apply(&key, &kv.value, kv.mod_revision, &mut applied);
+                        // A forged host list where this host holds the real
+                        // one, or a deleted project's vault put back: the
+                        // repair writes over them.
+                        let repairable = match &key {
+                            EtcdKey::Hosts(v) => cache.chain.contains_key(v),
+                            EtcdKey::Vault(p) => cache.deleted.contains_key(p),
+                            _ => false,
+                        };
+                        if repairable && cache.refused.contains_key(&kv.key) {
+                            applied.lost = true;
+                        }
                     }
                 }
                 WatchEvent::Delete { key, .. } => {
@@ -688,6 +887,7 @@ impl EtcdStore {
         project: &str,
         plain: &[u8],
         generation: u64,
+        epoch: u64,
         hosts: &[super::identity::HostRecord],
     ) -> Result<(Vec<Value>, Option<Vec<u8>>)> {
         let mut ops = Vec::new();
@@ -701,7 +901,13 @@ impl EtcdStore {
                 }
             };
             let key = EtcdKey::key(&h.recipient, project);
-            let env = self.sign(Kind::Key, &key, generation, &wrap_for(plain, &recipient)?);
+            let env = self.sign_at(
+                Kind::Key,
+                &key,
+                generation,
+                epoch,
+                &wrap_for(plain, &recipient)?,
+            );
             if h.recipient == self.me {
                 mine = Some(env.clone());
             }
@@ -716,6 +922,11 @@ impl EtcdStore {
     pub(super) fn my_host_list(&self) -> Result<super::cache::HostList> {
         if let Some(problem) = self.cache().problem.clone() {
             return Err(Error::Unavailable(Unavailable::Store(problem)));
+        }
+        if let Some(refused) = self.cache().refused_newer_list() {
+            return Err(Error::Unavailable(Unavailable::Store(format!(
+                "{refused}: writes wait until the fleet's own host list is back in etcd (a host of the fleet that holds it writes it back, or publish the next version with `fluxctl hosts`)"
+            ))));
         }
         match self.host_list() {
             Some(list) if list.contains(&self.me) => Ok(list),
@@ -783,14 +994,55 @@ impl EtcdStore {
         }
     }
 
-    /// Keeps what this host wrote, and queues it for the local copy.
-    pub(super) fn keep_written(&self, key: &EtcdKey, raw: Vec<u8>, revision: i64) {
-        self.held(key, raw, revision);
+    /// The generation and epoch of this host's key of `project` (1 and 0
+    /// when none).
+    pub(super) fn key_generation(&self, project: &str) -> (u64, u64) {
+        self.cache()
+            .keys
+            .get(project)
+            .map_or((1, 0), |h| (h.version, h.epoch))
     }
 
-    /// The generation of this host's key of `project` (1 when none).
-    pub(super) fn key_generation(&self, project: &str) -> u64 {
-        self.cache().keys.get(project).map_or(1, |h| h.version)
+    /// Host list `version`, as held in the chain.
+    pub(super) fn host_list_at(&self, version: u64) -> Option<super::cache::HostList> {
+        let cache = self.cache();
+        let pin = cache.pin?;
+        let doc =
+            flux_vault::membership::open_hosts(cache.chain.get(&version)?, version, &pin).ok()?;
+        Some(super::cache::HostList {
+            version,
+            hosts: doc.hosts,
+            removed: doc.removed,
+        })
+    }
+
+    /// The newest host removal: its list version and whom it removed.
+    pub(super) fn removal(&self) -> Option<(u64, Vec<String>)> {
+        self.cache().removal.clone()
+    }
+
+    /// Projects whose key predates the newest removal.
+    pub(super) fn pending_rekeys(&self) -> Vec<String> {
+        self.cache().pending_rekeys()
+    }
+
+    /// Holds what this host just wrote for `project` and tells the
+    /// project to reload from it.
+    pub(super) fn keep_and_announce(
+        &self,
+        project: &str,
+        written: Vec<(EtcdKey, Vec<u8>)>,
+        revision: i64,
+    ) {
+        for (key, raw) in written {
+            self.held(&key, raw, revision);
+        }
+        self.flush();
+        let applied = Applied {
+            changed: [project.to_owned()].into(),
+            ..Applied::default()
+        };
+        self.absorb(applied);
     }
 
     /// The version the next vault write of `project` gets.
@@ -873,7 +1125,13 @@ impl Store for EtcdStore {
         };
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let plain = key.to_file_contents(&created);
-        let (mut ops, mine) = self.key_puts(project, plain.as_bytes(), generation, &list.hosts)?;
+        let (mut ops, mine) = self.key_puts(
+            project,
+            plain.as_bytes(),
+            generation,
+            list.version,
+            &list.hosts,
+        )?;
         let mine = mine.expect("this host is listed");
         let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
         let (ok, revision, _) = self.txn(
@@ -1028,11 +1286,12 @@ impl EtcdStore {
         let plain = self.plain_key(project)?;
         let key = EtcdKey::vault(project);
         let tomb = EtcdKey::Deleted(project.to_owned());
-        let (version, generation, tomb_revision) = {
+        let (version, generation, epoch, tomb_revision) = {
             let cache = self.cache();
             (
                 cache.next_version(project),
                 cache.keys.get(project).map_or(1, |h| h.version),
+                cache.keys.get(project).map_or(0, |h| h.epoch),
                 cache.etcd_revision(
                     &tomb,
                     cache.deleted.get(project).map_or(0, |h| h.mod_revision),
@@ -1040,7 +1299,8 @@ impl EtcdStore {
             )
         };
         let env = self.sign(Kind::Vault, &key, version, ciphertext);
-        let (mut ops, mine) = self.key_puts(project, plain.as_bytes(), generation, &list.hosts)?;
+        let (mut ops, mine) =
+            self.key_puts(project, plain.as_bytes(), generation, epoch, &list.hosts)?;
         let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
         ops.insert(0, etcd::op_put(&key.to_string(), &env));
         let (ok, revision, _) = self.txn(

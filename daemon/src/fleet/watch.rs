@@ -1,6 +1,6 @@
 //! The etcd watch: the change feed of fleet mode. Each host follows two
-//! prefixes — `/flux/v2/fleet/` (the fleet id, host lists, vaults,
-//! deletions) and `/flux/v2/keys/<its recipient>/` (its own wrapped keys),
+//! prefixes — `/flux/v3/fleet/` (the fleet id, host lists, vaults,
+//! deletions) and `/flux/v3/keys/<its recipient>/` (its own wrapped keys),
 //! never another host's keys — one thread each, and verifies everything it
 //! receives before it is held ([`super::cache`]): new vaults are swapped in
 //! exactly as the folder watcher's are.

@@ -169,12 +169,21 @@ pub trait Hosts: Send + Sync + std::fmt::Debug + 'static {
     /// This host's recipient (none outside fleet mode) and the fleet's
     /// hosts.
     fn list(&self) -> Result<HostList>;
-    /// Lets `recipient` serve every project this host holds a key for;
-    /// returns those projects.
-    fn add(&self, recipient: &str) -> Result<Vec<String>>;
-    /// Removes `recipient` and re-keys its projects; returns those
-    /// projects.
-    fn remove(&self, recipient: &str) -> Result<Vec<String>>;
+    /// The signed host list and fleet id this host holds.
+    fn head(&self) -> Result<SignedHosts> {
+        Err(not_a_fleet())
+    }
+    /// Publishes a host list signed by the operator key (or founds a
+    /// fleet), then wraps keys for the added hosts and re-keys projects
+    /// away from the removed ones.
+    fn publish(&self, signed: SignedHosts) -> Result<HostsReport> {
+        let _ = signed;
+        Err(not_a_fleet())
+    }
+    /// Re-keys the projects still keyed from before the newest removal.
+    fn resume(&self) -> Result<HostsReport> {
+        Err(not_a_fleet())
+    }
     /// The fleet as this host sees it (none outside fleet mode).
     fn fleet(&self) -> FleetInfo {
         FleetInfo::default()
@@ -189,7 +198,7 @@ pub trait Hosts: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-pub use flux_protocol::message::FleetInfo;
+pub use flux_protocol::message::{FleetInfo, HostsReport, SignedHosts};
 
 /// The [`Hosts`] of a store that is not a fleet.
 #[derive(Debug, Default)]
@@ -201,14 +210,6 @@ impl Hosts for NoFleet {
             this_host: None,
             hosts: Vec::new(),
         })
-    }
-
-    fn add(&self, _recipient: &str) -> Result<Vec<String>> {
-        Err(not_a_fleet())
-    }
-
-    fn remove(&self, _recipient: &str) -> Result<Vec<String>> {
-        Err(not_a_fleet())
     }
 }
 

@@ -8,30 +8,50 @@ use crate::cluster::{Etcd, EtcdHttp, have_etcd};
 use crate::support::*;
 use flux_protocol::SecretValue;
 use flux_vault::keys::ProjectKey;
+use flux_vault::membership::HostsDoc;
 use flux_vault::vault::{Entry, Secrets};
-use fluxd::fleet::envelope::{Envelope, Kind, seal};
-use fluxd::fleet::identity::{HostIdentity, HostRecord, parse_recipient, wrap_for};
+use fluxd::fleet::envelope::{Kind, Signing, parse as parse_envelope, seal};
+use fluxd::fleet::identity::{HostIdentity, parse_recipient, wrap_for};
 use fluxd::fleet::layout::EtcdKey;
 use std::time::Duration;
 
-/// The hosts the attacker reads from etcd's newest host list (no
-/// signature checked: it only needs their public recipients).
-fn listed_hosts(raw: &EtcdHttp) -> (u64, Vec<HostRecord>) {
+/// The newest host list the attacker reads from etcd (no signature
+/// checked: it only needs the public recipients), and its envelope.
+pub fn listed_hosts(raw: &EtcdHttp) -> (HostsDoc, Vec<u8>) {
     let (key, value) = raw
-        .list("/flux/v2/fleet/hosts/")
+        .list("/flux/v3/fleet/hosts/")
         .into_iter()
         .last()
         .expect("a host list in etcd");
     let version: u64 = key.rsplit('/').next().unwrap().parse().expect("a version");
-    let env = Envelope::parse(&value, Kind::Hosts, &EtcdKey::Hosts(version)).expect("an envelope");
+    let env = parse_envelope(&value, Kind::Hosts, &EtcdKey::Hosts(version)).expect("an envelope");
     (
-        version,
-        serde_json::from_slice(&env.payload).expect("host records"),
+        serde_json::from_slice(&env.payload).expect("a host list"),
+        value,
     )
 }
 
+/// `payload` signed by `by` for `fleet` as `kind` under `key`.
+pub fn signed(
+    fleet: &str,
+    kind: Kind,
+    key: &EtcdKey,
+    version: u64,
+    payload: &[u8],
+    by: &HostIdentity,
+) -> Vec<u8> {
+    let s = Signing {
+        fleet,
+        kind,
+        version,
+        epoch: 1,
+    };
+    seal(s, key, payload, by)
+}
+
 /// An envelope signed by `by` that claims `claimed` signed it.
-fn forged(
+pub fn forged(
+    fleet: &str,
     kind: Kind,
     key: &EtcdKey,
     version: u64,
@@ -40,12 +60,12 @@ fn forged(
     claimed: &str,
 ) -> Vec<u8> {
     let mut env: serde_json::Value =
-        serde_json::from_slice(&seal(kind, key, version, payload, by)).expect("JSON");
+        serde_json::from_slice(&signed(fleet, kind, key, version, payload, by)).expect("JSON");
     env["signer"] = claimed.into();
     serde_json::to_vec(&env).expect("JSON")
 }
 
-fn vault_with(project: &str, name: &str, value: &str, key: &ProjectKey) -> Vec<u8> {
+pub fn vault_with(project: &str, name: &str, value: &str, key: &ProjectKey) -> Vec<u8> {
     let mut secrets = Secrets::new();
     secrets.insert(
         name.to_owned(),
@@ -58,10 +78,10 @@ fn vault_with(project: &str, name: &str, value: &str, key: &ProjectKey) -> Vec<u
 }
 
 /// The payload of the vault envelope etcd holds for `project`.
-fn vault_in_etcd(raw: &EtcdHttp, project: &str) -> Vec<u8> {
+pub fn vault_in_etcd(raw: &EtcdHttp, project: &str) -> Vec<u8> {
     let key = EtcdKey::vault(project);
     let env = raw.get(&key.to_string()).expect("a vault in etcd");
-    Envelope::parse(&env, Kind::Vault, &key)
+    parse_envelope(&env, Kind::Vault, &key)
         .expect("an envelope")
         .payload
 }
@@ -82,7 +102,9 @@ fn forged_keys_and_vaults_are_refused_and_the_next_set_writes_over_them() {
     // vault sealed with it: unsigned, signed by the attacker's own key,
     // and signed by it while claiming to be host A.
     let raw = etcd.raw();
-    let (_, listed) = listed_hosts(&raw);
+    let (doc, _) = listed_hosts(&raw);
+    let listed = doc.hosts;
+    let fleet = fleet_id(&hosts[0]);
     let attacker = HostIdentity::generate();
     let evil_key = ProjectKey::generate();
     let plain = evil_key.to_file_contents("2026-01-01T00:00:00Z");
@@ -94,14 +116,15 @@ fn forged_keys_and_vaults_are_refused_and_the_next_set_writes_over_them() {
         let value = if h.recipient == b {
             wrapped
         } else {
-            forged(Kind::Key, &key, 99, &wrapped, &attacker, &a)
+            forged(&fleet, Kind::Key, &key, 99, &wrapped, &attacker, &a)
         };
         raw.put(&key.to_string(), &value);
     }
     let evil_vault = vault_with("app", "API_KEY", "v-evil", &evil_key);
     raw.put(
         &EtcdKey::vault("app").to_string(),
-        &seal(
+        &signed(
+            &fleet,
             Kind::Vault,
             &EtcdKey::vault("app"),
             99,
@@ -176,34 +199,37 @@ fn a_rogue_host_list_is_refused_and_never_gets_a_key() {
     let etcd = Etcd::start(1);
     let hosts = fleet(&etcd, 2, "app");
     let raw = etcd.raw();
-    let (version, mut listed) = listed_hosts(&raw);
+    let (doc, held) = listed_hosts(&raw);
     let attacker = HostIdentity::generate();
+    let mut listed = doc.hosts.clone();
     listed.push(attacker.record());
-    let next = EtcdKey::Hosts(version + 1);
-    let a = recipient(&hosts[0]);
+    let next = doc.next(&held, listed, vec![]).unwrap();
+    let key = EtcdKey::Hosts(next.version);
+    // Signed by a stranger claiming to be the operator.
     raw.put(
-        &next.to_string(),
+        &key.to_string(),
         &forged(
+            &fleet_id(&hosts[0]),
             Kind::Hosts,
-            &next,
-            version + 1,
-            &serde_json::to_vec(&listed).unwrap(),
+            &key,
+            next.version,
+            &serde_json::to_vec(&next).unwrap(),
             &attacker,
-            &a,
+            "operator",
         ),
     );
     // A junk key under the attacker's name for an existing project.
     let junk = EtcdKey::key(&attacker.recipient(), "app").to_string();
     raw.put(&junk, b"junk");
     for h in &hosts {
-        wait_problem(h, "refused");
+        wait_problem(h, "not signed by the fleet's operator key");
         let list = h.ctl_ok(&["hosts", "list"]);
         assert!(!list.contains(&attacker.recipient()), "{list}");
     }
     // A project created now is wrapped for the real hosts only.
     hosts[0].create_project("later");
     let wrapped: Vec<String> = raw
-        .list("/flux/v2/keys/")
+        .list("/flux/v3/keys/")
         .into_iter()
         .map(|(k, _)| k)
         .filter(|k| k.ends_with("/later"))
@@ -217,7 +243,7 @@ fn a_rogue_host_list_is_refused_and_never_gets_a_key() {
     wait_for(&c, "app", "the project on the new host", |c| {
         c.list().is_ok()
     });
-    hosts[1].ctl_ok(&["hosts", "remove", &recipient(&c)]);
+    remove_host(&hosts[1], &recipient(&c));
     assert_eq!(
         raw.get(&junk).as_deref(),
         Some(&b"junk"[..]),
@@ -284,14 +310,14 @@ fn a_removed_host_cannot_sign_or_replay_its_way_back() {
     let raw = etcd.raw();
     // What etcd holds before the removal, and what C keeps: its host key
     // and the project key it unwrapped.
-    let before = raw.list("/flux/v2/");
+    let before = raw.list("/flux/v3/");
     let c = recipient(&hosts[2]);
     let c_identity =
         HostIdentity::load_or_create(&hosts[2].state_dir().join("host.key")).expect("C's host key");
     let c_key_env = raw
         .get(&EtcdKey::key(&c, "app").to_string())
         .expect("C's wrapped key");
-    let c_wrapped = Envelope::parse(&c_key_env, Kind::Key, &EtcdKey::key(&c, "app"))
+    let c_wrapped = parse_envelope(&c_key_env, Kind::Key, &EtcdKey::key(&c, "app"))
         .unwrap()
         .payload;
     let old_key = ProjectKey::parse(
@@ -300,7 +326,7 @@ fn a_removed_host_cannot_sign_or_replay_its_way_back() {
     )
     .unwrap();
     hosts[2].stop();
-    hosts[0].ctl_ok(&["hosts", "remove", &c]);
+    remove_host(&hosts[0], &c);
     set(&hosts[0], "app", "TOKEN", "t-2");
     wait_for(&hosts[1], "app", "TOKEN after the removal", |c| {
         has_value(c, "TOKEN", "t-2")
@@ -318,7 +344,8 @@ fn a_removed_host_cannot_sign_or_replay_its_way_back() {
     let evil = vault_with("app", "TOKEN", "t-evil", &old_key);
     raw.put(
         &EtcdKey::vault("app").to_string(),
-        &seal(
+        &signed(
+            &fleet_id(&hosts[0]),
             Kind::Vault,
             &EtcdKey::vault("app"),
             1_000_000,
@@ -420,6 +447,8 @@ fn without_compaction_a_project_delete_says_what_etcd_still_holds() {
         "[store]\nkind = \"etcd\"\nendpoints = [\"{}\"]\ncompact_on_delete = false\n",
         etcd.endpoints()
     ));
+    let key = host.dir().join("operator.key");
+    host.ctl_ok(&["fleet", "init", "--operator-key", key.to_str().unwrap()]);
     host.create_project("app");
     set(&host, "app", "SECRET", "s-kept");
     let raw = etcd.raw();
@@ -431,7 +460,7 @@ fn without_compaction_a_project_delete_says_what_etcd_still_holds() {
     );
     // It is true: the history still has the vault.
     assert!(
-        raw.list_at("/flux/v2/fleet/vaults/app", before)
+        raw.list_at("/flux/v3/fleet/vaults/app", before)
             .expect("history")
             .iter()
             .any(|(k, _)| k.ends_with("/app")),

@@ -15,6 +15,7 @@ mod measure;
 mod moving;
 mod recovery;
 mod replication;
+mod stolen;
 mod support;
 mod transport;
 mod versions;

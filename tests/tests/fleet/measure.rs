@@ -6,7 +6,7 @@
 use crate::cluster::{Etcd, have_etcd};
 use crate::support::{PROPAGATION, has_value};
 use flux_protocol::blocking::Client;
-use fluxd::fleet::envelope::{Envelope, Kind, seal};
+use fluxd::fleet::envelope::{Kind, Signing, parse, seal};
 use fluxd::fleet::identity::HostIdentity;
 use fluxd::fleet::layout::EtcdKey;
 use std::path::PathBuf;
@@ -98,6 +98,9 @@ fn propagation_latency() {
     }
     let etcd = Etcd::start(1);
     let a = QuietHost::start(&etcd, None);
+    let operator = a.dir.path().join("operator.key");
+    let operator = operator.to_str().expect("a UTF-8 path");
+    a.ctl(&["fleet", "init", "--operator-key", operator]);
     let info = |h: &QuietHost| -> serde_json::Value {
         serde_json::from_str(&h.ctl(&["hosts", "list", "--json"])).expect("JSON")
     };
@@ -110,6 +113,8 @@ fn propagation_latency() {
         "hosts",
         "add",
         info(&b)["join_token"].as_str().expect("fleet mode"),
+        "--operator-key",
+        operator,
     ]);
     let started = Instant::now();
     while info(&b)["member"] != true {
@@ -162,12 +167,18 @@ fn signing_cost() {
         let started = Instant::now();
         let mut sealed = Vec::new();
         for v in 0..rounds {
-            sealed = seal(Kind::Vault, &key, v + 1, &payload, &host);
+            let s = Signing {
+                fleet: "fleet:measure",
+                kind: Kind::Vault,
+                version: v + 1,
+                epoch: 1,
+            };
+            sealed = seal(s, &key, &payload, &host);
         }
         let sign = started.elapsed() / rounds as u32;
         let started = Instant::now();
         for _ in 0..rounds {
-            let env = Envelope::parse(&sealed, Kind::Vault, &key).expect("parse");
+            let env = parse(&sealed, Kind::Vault, &key).expect("parse");
             assert!(env.signed_by(&signer));
         }
         let check = started.elapsed() / rounds as u32;

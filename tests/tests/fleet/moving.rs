@@ -21,6 +21,7 @@ fn a_single_host_state_folder_moves_into_a_fleet() {
     let endpoints = etcd.endpoints();
     a.set_args(&args(&endpoints, &[]));
     a.restart();
+    found(&a);
     assert!(
         !a.project_socket("app").exists(),
         "fleet mode serves the folder's projects by itself"

@@ -5,7 +5,7 @@
 
 use crate::cluster::{Etcd, have_etcd};
 use crate::support::*;
-use fluxd::fleet::envelope::{Envelope, Kind};
+use fluxd::fleet::envelope::{Kind, parse as parse_envelope};
 use fluxd::fleet::identity::HostIdentity;
 use fluxd::fleet::layout::EtcdKey;
 use std::time::{Duration, Instant};
@@ -216,7 +216,7 @@ fn a_removed_host_cannot_read_new_vaults() {
     let c_state = hosts[2].state_dir();
     let identity = HostIdentity::load_or_create(&c_state.join("host.key")).expect("C's host key");
     let wrapped = std::fs::read(c_state.join("fleet/keys/app")).expect("C's wrapped key");
-    let wrapped = Envelope::parse(&wrapped, Kind::Key, &EtcdKey::key(&c, "app"))
+    let wrapped = parse_envelope(&wrapped, Kind::Key, &EtcdKey::key(&c, "app"))
         .expect("an envelope")
         .payload;
     let old_key = flux_vault::keys::ProjectKey::parse(
@@ -225,7 +225,7 @@ fn a_removed_host_cannot_read_new_vaults() {
     )
     .expect("project key");
 
-    let out = hosts[0].ctl_ok(&["hosts", "remove", &c]);
+    let out = remove_host(&hosts[0], &c);
     assert!(out.contains("rotate"), "no advice to rotate: {out}");
     let list = hosts[0].ctl_ok(&["hosts", "list"]);
     assert!(!list.contains(&c), "the removed host is still listed");
@@ -239,7 +239,7 @@ fn a_removed_host_cannot_read_new_vaults() {
     let vault = raw
         .get(&EtcdKey::vault("app").to_string())
         .expect("the vault");
-    let vault = Envelope::parse(&vault, Kind::Vault, &EtcdKey::vault("app"))
+    let vault = parse_envelope(&vault, Kind::Vault, &EtcdKey::vault("app"))
         .expect("an envelope")
         .payload;
     assert!(
@@ -247,7 +247,7 @@ fn a_removed_host_cannot_read_new_vaults() {
         "the old project key opens the new vault"
     );
     assert!(
-        raw.list(&format!("/flux/v2/keys/{c}/")).is_empty(),
+        raw.list(&format!("/flux/v3/keys/{c}/")).is_empty(),
         "etcd still holds a key wrapped for the removed host"
     );
 }
@@ -330,13 +330,13 @@ fn a_project_is_wrapped_for_more_hosts_than_one_etcd_transaction_holds() {
     // here, added by their join tokens like real hosts.
     let others: Vec<HostIdentity> = (0..130).map(|_| HostIdentity::generate()).collect();
     for h in &others {
-        a.ctl_ok(&["hosts", "add", &h.record().join_token()]);
+        add_host(&a, &h.record().join_token(), &[]);
     }
     a.create_project("wide");
     set(&a, "wide", "K", "v-wide");
     let raw = etcd.raw();
     let wrapped = raw
-        .list("/flux/v2/keys/")
+        .list("/flux/v3/keys/")
         .into_iter()
         .filter(|(k, _)| k.ends_with("/wide"))
         .count();
@@ -345,14 +345,14 @@ fn a_project_is_wrapped_for_more_hosts_than_one_etcd_transaction_holds() {
     let last = &others[129];
     let key = EtcdKey::key(&last.recipient(), "wide");
     let env = raw.get(&key.to_string()).expect("the last host's key");
-    let payload = Envelope::parse(&env, Kind::Key, &key)
+    let payload = parse_envelope(&env, Kind::Key, &key)
         .expect("an envelope")
         .payload;
     assert!(flux_vault::vault::decrypt(&payload, last.age()).is_ok());
     // Removing one re-keys the project for the 130 others.
-    a.ctl_ok(&["hosts", "remove", &others[0].recipient()]);
+    remove_host(&a, &others[0].recipient());
     let wrapped = raw
-        .list("/flux/v2/keys/")
+        .list("/flux/v3/keys/")
         .into_iter()
         .filter(|(k, _)| k.ends_with("/wide"))
         .count();

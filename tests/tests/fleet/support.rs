@@ -1,12 +1,19 @@
-//! Hosts of a fleet for the tests: the first host founds the fleet, the
-//! others start with its fleet id and are added by their join tokens, as
-//! docs/FLEET.md tells an operator to.
+//! Hosts of a fleet for the tests: the first host founds the fleet with a
+//! new operator key (`fluxctl fleet init`), the others start with its fleet
+//! id and are added by their join tokens with that key, as docs/FLEET.md
+//! tells an operator to.
 
 use crate::cluster::Etcd;
 use flux_e2e::TestDaemon;
 use flux_protocol::blocking::Client;
 use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Each fleet's operator key file, by fleet id.
+static OPERATOR_KEYS: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
 
 /// How long a change may take to reach another host before a test fails
 /// (generous: the target is 50 ms, the machine may be busy).
@@ -19,10 +26,53 @@ pub fn args<'a>(endpoints: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-/// The first host: founds the fleet in an empty etcd.
+/// The first host: founds the fleet in an empty etcd with a new operator
+/// key (kept in its folder).
 pub fn founder(etcd: &Etcd) -> TestDaemon {
     let endpoints = etcd.endpoints();
-    TestDaemon::start_with(&args(&endpoints, &[]))
+    let d = TestDaemon::start_with(&args(&endpoints, &[]));
+    found(&d);
+    d
+}
+
+/// Founds a fleet with `d` as its first host (`fluxctl fleet init`), the
+/// operator key kept in its folder.
+pub fn found(d: &TestDaemon) {
+    let key = d.dir().join("operator.key");
+    d.ctl_ok(&["fleet", "init", "--operator-key", key.to_str().unwrap()]);
+    let id = fleet_id(d);
+    OPERATOR_KEYS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(id, key);
+}
+
+/// The operator key of the fleet `d` belongs to.
+pub fn operator_key(d: &TestDaemon) -> String {
+    let id = fleet_id(d);
+    OPERATOR_KEYS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(&id))
+        .unwrap_or_else(|| panic!("no operator key for fleet {id}"))
+        .display()
+        .to_string()
+}
+
+/// `fluxctl hosts add TOKEN --operator-key …` on `by`: its output.
+pub fn add_host(by: &TestDaemon, token: &str, extra: &[&str]) -> String {
+    let key = operator_key(by);
+    let mut args = vec!["hosts", "add", token, "--operator-key", &key];
+    args.extend_from_slice(extra);
+    by.ctl_ok(&args)
+}
+
+/// `fluxctl hosts remove RECIPIENT --operator-key …` on `by`: its output.
+pub fn remove_host(by: &TestDaemon, recipient: &str) -> String {
+    let key = operator_key(by);
+    by.ctl_ok(&["hosts", "remove", recipient, "--operator-key", &key])
 }
 
 /// A host started to join the fleet `fleet_id` (not added yet).
@@ -61,7 +111,7 @@ pub fn recipient(d: &TestDaemon) -> String {
 /// Adds `host` to the fleet from `by`, and waits until `host` sees itself
 /// listed.
 pub fn join(by: &TestDaemon, host: &TestDaemon) {
-    by.ctl_ok(&["hosts", "add", &join_token(host)]);
+    add_host(by, &join_token(host), &[]);
     let started = Instant::now();
     while fleet_info(host)["member"] != Value::Bool(true) {
         assert!(
@@ -92,7 +142,7 @@ pub fn fleet(etcd: &Etcd, n: usize, project: &str) -> Vec<TestDaemon> {
     for h in hosts.iter().skip(2) {
         // As JSON: one document naming the host and what it may serve.
         let doc: serde_json::Value =
-            serde_json::from_str(&hosts[0].ctl_ok(&["hosts", "add", &join_token(h), "--json"]))
+            serde_json::from_str(&add_host(&hosts[0], &join_token(h), &["--json"]))
                 .expect("one JSON document");
         assert_eq!(doc["recipient"], recipient(h).as_str());
         assert_eq!(doc["added"], true);

@@ -36,6 +36,7 @@ fn fleet_mode_over_tls_with_client_certificates() {
     let endpoints = etcd.endpoints();
     assert!(endpoints.starts_with("https://"));
     let a = TestDaemon::start_with_config(&tls_config(&endpoints, &tls, true, ""));
+    found(&a);
     let id = fleet_id(&a);
     let b = TestDaemon::start_with_config(&tls_config(
         &endpoints,
@@ -89,6 +90,7 @@ fn fleet_mode_with_etcd_authentication() {
         )
     };
     let a = TestDaemon::start_with_config(&config(""));
+    found(&a);
     let id = fleet_id(&a);
     let b = TestDaemon::start_with_config(&config(&format!("fleet_id = \"{id}\"\n")));
     join(&a, &b);

@@ -63,7 +63,7 @@ fn versions_work_the_same_across_hosts_and_survive_a_rekey() {
     // Removing a host re-keys the project: the versions are kept (the
     // digests change with the key).
     let c = recipient(&hosts[2]);
-    hosts[0].ctl_ok(&["hosts", "remove", &c]);
+    remove_host(&hosts[0], &c);
     wait_for(&hosts[1], "app", "the re-keyed vault", |_| {
         try_history(&hosts[1], "app", "API_KEY")
             .is_some_and(|h| h.first().is_some_and(|v| v.1 != after[0].1))

@@ -63,6 +63,9 @@ class RequestKind(enum.IntEnum):
     DIFF = 22
     LIST_DIGESTS = 23
     METRICS = 24
+    HOSTS_HEAD = 25
+    PUBLISH_HOSTS = 26
+    RESUME_REMOVAL = 27
 
 
 class EventKind(enum.IntEnum):
@@ -377,6 +380,37 @@ class Metrics:
     text: str
 
 
+@dataclass(frozen=True)
+class HostsHead:
+    """The ``HostsHead`` response (a ``SignedHosts``): the signed host list
+    envelope and the signed fleet id envelope this host holds, each empty
+    when none."""
+
+    list: bytes
+    id: bytes
+
+    def __repr__(self) -> str:
+        return f"HostsHead(list=<{len(self.list)} bytes>, id=<{len(self.id)} bytes>)"
+
+
+@dataclass(frozen=True)
+class HostsChanged:
+    """The ``HostsChanged`` response to ``PublishHosts`` and ``ResumeRemoval``."""
+
+    #: The host list version held.
+    version: int
+    #: Recipients added and removed.
+    added: List[str]
+    removed: List[str]
+    #: Projects wrapped or re-keyed by this request, sorted.
+    projects: List[str]
+    #: Projects a removed host may still open, sorted; while not empty the
+    #: removal is not complete (``ResumeRemoval`` finishes it).
+    pending: List[str]
+    #: One sentence per project that failed.
+    failures: List[str]
+
+
 Response = Union[
     Welcome,
     ErrorReply,
@@ -404,6 +438,8 @@ Response = Union[
     Diff,
     SecretDigests,
     Metrics,
+    HostsHead,
+    HostsChanged,
 ]
 
 #: A short name per response type, for error messages.
@@ -434,6 +470,8 @@ RESPONSE_NAMES = {
     Diff: "diff",
     SecretDigests: "secret digests",
     Metrics: "metrics",
+    HostsHead: "hosts head",
+    HostsChanged: "hosts changed",
 }
 
 
@@ -456,6 +494,10 @@ def _u64(n: int) -> bytes:
 def _str(s: str) -> bytes:
     b = s.encode("utf-8")
     return _U64.pack(len(b)) + b
+
+
+def _bytes(b: bytes) -> bytes:
+    return _U64.pack(len(b)) + bytes(b)
 
 
 def _opt_str(s: Optional[str]) -> bytes:
@@ -588,6 +630,21 @@ def encode_metrics() -> bytes:
     return _request(RequestKind.METRICS)
 
 
+def encode_hosts_head() -> bytes:
+    return _request(RequestKind.HOSTS_HEAD)
+
+
+def encode_publish_hosts(list: bytes, id: bytes) -> bytes:
+    """A ``PublishHosts`` (``SignedHosts``): `list` the signed host list
+    envelope, `id` the signed fleet id envelope when founding a fleet, else
+    empty."""
+    return _request(RequestKind.PUBLISH_HOSTS, _bytes(list), _bytes(id))
+
+
+def encode_resume_removal() -> bytes:
+    return _request(RequestKind.RESUME_REMOVAL)
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -640,6 +697,10 @@ class _Reader:
             return str(raw, "utf-8")
         except UnicodeDecodeError:
             raise DecodeError(f"{what} is not valid UTF-8") from None
+
+    def blob(self, what: str) -> bytes:
+        n = self.length(what)
+        return bytes(self._take(n, what))
 
     def option(self, what: str, inner: Callable[[], T]) -> Optional[T]:
         tag = self.u8(f"{what} tag")
@@ -847,6 +908,15 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
         )
     ),
     lambda r: Metrics(text=r.string("metrics text")),
+    lambda r: HostsHead(list=r.blob("hosts list"), id=r.blob("fleet id")),
+    lambda r: HostsChanged(
+        version=r.u64("version"),
+        added=r.strings("added"),
+        removed=r.strings("removed"),
+        projects=r.strings("projects"),
+        pending=r.strings("pending"),
+        failures=r.strings("failures"),
+    ),
 ]
 
 

@@ -15,9 +15,9 @@
 //! | `Subscribe` | project | reader or admin (events carry names only) | read |
 //! | `List`, `ListDigests`, `History`, `Diff` | project | admin | read |
 //! | `Set`, `SetMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
-//! | `CreateProject`, `AddHost`, `RemoveHost` | control | daemon admin | write |
+//! | `CreateProject`, `PublishHosts`, `ResumeRemoval`, `AddHost` and `RemoveHost` (refused: superseded) | control | daemon admin | write |
 //! | `DeleteProject` | control | daemon admin, or admin of that project | write |
-//! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet`, `Metrics` | control | daemon admin | read |
+//! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet`, `HostsHead`, `Metrics` | control | daemon admin | read |
 //! | `Hello` | — (the handshake only) | — | — |
 
 mod add_host;
@@ -32,13 +32,16 @@ mod get;
 mod get_all;
 mod health;
 mod history;
+mod hosts_head;
 mod list;
 mod list_digests;
 mod list_hosts;
 mod list_projects;
 mod metrics;
+mod publish_hosts;
 mod remove_host;
 mod restore_vault;
+mod resume_removal;
 mod rollback;
 mod set;
 mod set_many;
@@ -127,6 +130,9 @@ pub fn rule(req: &Request) -> Rule {
         Request::Diff(_) => diff::RULE,
         Request::ListDigests => list_digests::RULE,
         Request::Metrics => metrics::RULE,
+        Request::HostsHead => hosts_head::RULE,
+        Request::PublishHosts(_) => publish_hosts::RULE,
+        Request::ResumeRemoval => resume_removal::RULE,
     }
 }
 
@@ -161,6 +167,9 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
         Request::Diff(req) => message(diff::handle(ctx, req)),
         Request::ListDigests => message(list_digests::handle(ctx)),
         Request::Metrics => message(metrics::handle(ctx)),
+        Request::HostsHead => message(hosts_head::handle(ctx).await),
+        Request::PublishHosts(req) => message(publish_hosts::handle(ctx, req).await),
+        Request::ResumeRemoval => message(resume_removal::handle(ctx).await),
     }
 }
 
@@ -267,6 +276,9 @@ mod tests {
             }]),
             Request::ListDigests,
             Request::Metrics,
+            Request::HostsHead,
+            Request::PublishHosts(SignedHosts::default()),
+            Request::ResumeRemoval,
         ]
     }
 
@@ -299,6 +311,9 @@ mod tests {
         ("diff", "--+-", "ssss"),
         ("list_digests", "--+-", "ssss"),
         ("metrics", "ssss", "---+"),
+        ("hosts_head", "ssss", "---+"),
+        ("publish_hosts", "ssss", "---+"),
+        ("resume_removal", "ssss", "---+"),
     ];
 
     fn outcome(d: &Result<Granted, Denied>) -> char {

@@ -1,18 +1,12 @@
-//! `RemoveHost`: remove a host and re-key its projects (fleet mode).
+//! `RemoveHost`: superseded by `PublishHosts` (see `add_host`).
 
-use super::{Ctx, blocking};
+use super::Ctx;
 use crate::access::{Effect, Need, Rule};
 use crate::error::Result;
-use flux_protocol::message::{HostRecipient, HostUpdate, Response};
+use flux_protocol::message::{HostRecipient, Response};
 
 pub const RULE: Rule = Rule::control(Need::DaemonAdmin, Effect::Write);
 
-pub async fn handle(ctx: &mut Ctx<'_>, req: HostRecipient) -> Result<Response> {
-    let hosts = ctx.services.hosts.clone();
-    let recipient = req.recipient.clone();
-    let projects = blocking("hosts", move || hosts.remove(&recipient)).await?;
-    Ok(Response::HostUpdated(HostUpdate {
-        recipient: req.recipient,
-        projects,
-    }))
+pub async fn handle(_ctx: &mut Ctx<'_>, _req: HostRecipient) -> Result<Response> {
+    Err(super::add_host::superseded("remove"))
 }

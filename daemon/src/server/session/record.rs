@@ -42,6 +42,16 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
             None => (None, None),
         },
         Request::AddHost(h) | Request::RemoveHost(h) => one(&h.recipient),
+        Request::PublishHosts(signed) => (
+            None,
+            Some(
+                match flux_vault::membership::Envelope::peek_version(&signed.list) {
+                    Ok(v) if signed.id.is_empty() => format!("host list version {v}"),
+                    Ok(v) => format!("host list version {v}, founding the fleet"),
+                    Err(_) => "not a signed host list".to_owned(),
+                },
+            ),
+        ),
         Request::SetMany(entries) => (None, Some(names_detail(entries))),
         Request::Hello(_)
         | Request::List
@@ -54,7 +64,9 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
         | Request::RestoreVault
         | Request::Fleet
         | Request::ListDigests
-        | Request::Metrics => (None, None),
+        | Request::Metrics
+        | Request::HostsHead
+        | Request::ResumeRemoval => (None, None),
     }
 }
 
