@@ -255,7 +255,9 @@ fn rotate(store: &EtcdStore, project: &str, removed: &[String]) -> Result<bool> 
         let env = store.sign(Kind::Vault, &vault_key, version, &sealed);
         ops.push(etcd::op_put(&vault_key.to_string(), &env));
         vault_env = Some(env);
-        compare.push(etcd::cmp_mod(&vault_key.to_string(), mod_revision));
+        if mod_revision != 0 {
+            compare.push(etcd::cmp_mod(&vault_key.to_string(), mod_revision));
+        }
     }
     for r in removed {
         ops.push(etcd::op_delete(&EtcdKey::key(r, project).to_string()));

@@ -222,7 +222,10 @@ impl EtcdStore {
             out.push(format!("{key} refused: {reason}"));
         }
         let pending = cache.pending_rekeys();
-        if let (Some((version, removed)), false) = (&cache.removal, pending.is_empty()) {
+        let member = cache.host_list().is_some_and(|l| l.contains(&self.me));
+        if let (Some((version, removed)), false, true) =
+            (&cache.removal, pending.is_empty(), member)
+        {
             out.push(format!(
                 "{} project(s) still have the key {} could open (host list version {version} removed it): run `fluxctl hosts remove --resume` — {}",
                 pending.len(),
@@ -925,7 +928,7 @@ impl EtcdStore {
         }
         if let Some(refused) = self.cache().refused_newer_list() {
             return Err(Error::Unavailable(Unavailable::Store(format!(
-                "{refused}: writes wait until the fleet's own host list is back in etcd (a host of the fleet that holds it writes it back, or publish the next version with `fluxctl hosts`)"
+                "{refused}: writes wait until it is gone — publish the next version with `fluxctl hosts add/remove --operator-key FILE` (it goes over the refused one), or delete it (`etcdctl del` that key) and revoke the etcd access that wrote it"
             ))));
         }
         match self.host_list() {

@@ -226,8 +226,19 @@ fn a_rogue_host_list_is_refused_and_never_gets_a_key() {
         let list = h.ctl_ok(&["hosts", "list"]);
         assert!(!list.contains(&attacker.recipient()), "{list}");
     }
+    // Writes wait while a newer host list is refused: an operator looks,
+    // and deletes it (or publishes the next version over it).
+    let out = hosts[0].run_ctl(&["projects", "create", "later"]);
+    assert_eq!(out.status.code(), Some(6), "a write under a refused list");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writes wait"));
+    raw.delete(&key.to_string());
+    flux_e2e::eventually("writes resume once the forged list is gone", || {
+        hosts[0]
+            .run_ctl(&["projects", "create", "later"])
+            .status
+            .success()
+    });
     // A project created now is wrapped for the real hosts only.
-    hosts[0].create_project("later");
     let wrapped: Vec<String> = raw
         .list("/flux/v3/keys/")
         .into_iter()
