@@ -468,6 +468,12 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// An error message as fluxctl prints it: no control character but its
+/// own line breaks (a daemon's message may quote a hostile name or path).
+pub fn clean_error(message: &str) -> String {
+    style::clean_but(message, &['\n']).into_owned()
+}
+
 /// Prints `value` as one JSON document (indented, newline-terminated).
 pub(crate) fn out_json(value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("JSON of plain values");
@@ -477,6 +483,9 @@ pub(crate) fn out_json(value: &serde_json::Value) -> Result<()> {
 /// Writes to stdout; a closed pipe (`fluxctl secrets list | head`) is not
 /// an error.
 pub(crate) fn out(text: &str) -> Result<()> {
+    // Whatever a field that came from outside still carries, the terminal
+    // gets no control character but the output's own newlines and tabs.
+    let text = style::clean_but(text, &['\n', '\t']);
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -508,7 +517,7 @@ pub(crate) fn columns(rows: &[Vec<String>]) -> String {
         .map(|i| {
             rows.iter()
                 .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
+                .map(|c| style::clean(c).chars().count())
                 .max()
                 .unwrap_or(0)
         })
@@ -517,8 +526,9 @@ pub(crate) fn columns(rows: &[Vec<String>]) -> String {
     for row in rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
+            let cell = style::clean(cell);
             if i + 1 == row.len() {
-                line.push_str(cell);
+                line.push_str(&cell);
             } else {
                 line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }

@@ -9,7 +9,10 @@ fn main() -> ExitCode {
     match fluxctl::run(cli) {
         Ok(status) => ExitCode::from(status),
         Err(failure) => {
-            eprintln!("fluxctl: error: {failure}");
+            eprintln!(
+                "fluxctl: error: {}",
+                fluxctl::clean_error(&failure.to_string())
+            );
             ExitCode::from(failure.exit)
         }
     }

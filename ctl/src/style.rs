@@ -56,8 +56,54 @@ pub(crate) fn caution(text: &str) -> String {
     }
 }
 
+/// True for a character a terminal acts on rather than shows: C0 and C1
+/// controls, DEL, and the bidirectional overrides and isolates that
+/// reorder what follows them.
+fn is_hostile(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every control character (newlines and tabs included) and
+/// bidirectional override shown as `\u{…}`: for a field that came from
+/// outside (an executable path, an error, a name) in one cell or line of
+/// text output, so that it can neither move the cursor, clear the screen,
+/// nor start a line of its own.
+pub(crate) fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    clean_but(text, &[])
+}
+
+/// [`clean`], keeping the characters in `keep` (a whole output's own
+/// newlines and tabs).
+pub(crate) fn clean_but<'a>(text: &'a str, keep: &[char]) -> std::borrow::Cow<'a, str> {
+    if !text.chars().any(|c| is_hostile(c) && !keep.contains(&c)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_hostile(c) && !keep.contains(&c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_acted_on() {
+        assert_eq!(clean("/usr/bin/node"), "/usr/bin/node");
+        assert_eq!(
+            clean("/tmp/x\u{1b}[2J\nFAKE\u{202e}"),
+            "/tmp/x\\u{1b}[2J\\u{a}FAKE\\u{202e}"
+        );
+        assert_eq!(clean_but("a\nb\u{7}\t", &['\n', '\t']), "a\nb\\u{7}\t");
+        assert_eq!(clean("\u{9b}31m"), "\\u{9b}31m", "a C1 CSI too");
+    }
+
     #[test]
     fn marks_only_on_a_terminal() {
         // The environment decides the rest; a pipe is never decorated.

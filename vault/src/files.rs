@@ -234,6 +234,46 @@ pub fn remove_durably(path: &Path) -> Result<()> {
     }
 }
 
+/// Most bytes [`shred_durably`] overwrites: key files and records are
+/// small; anything larger is removed without being overwritten.
+const MAX_SHRED: u64 = 1024 * 1024;
+
+/// Overwrites a small regular file with zeros in place, `fsync`s it, then
+/// removes it durably ([`remove_durably`]): what a project key file gets on
+/// delete, so that its blocks, once freed, no longer hold the key (the
+/// folder's other copies, vaults, are ciphertext that key opened). A
+/// symbolic link or special file in its place is removed, never written
+/// through. What a file system keeps elsewhere — a data journal, copy-on-
+/// write snapshots, an SSD's remapped blocks — is beyond a rewrite:
+/// docs/DEPLOY.md says so.
+pub fn shred_durably(path: &Path) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path);
+    match file {
+        Ok(mut file) => {
+            let meta = file
+                .metadata()
+                .map_err(|e| FileError::new("inspect", path, e))?;
+            if meta.file_type().is_file() && meta.len() <= MAX_SHRED {
+                let zeros = vec![0u8; meta.len() as usize];
+                file.seek(SeekFrom::Start(0))
+                    .and_then(|_| file.write_all(&zeros))
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| FileError::new("overwrite", path, e))?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // A link (ELOOP) or something that cannot be opened for writing:
+        // removed below without being written through.
+        Err(_) => {}
+    }
+    remove_durably(path)
+}
+
 /// The suffix of every temp file a write leaves while in flight.
 pub const TEMP_SUFFIX: &str = ".tmp";
 
@@ -248,6 +288,27 @@ pub fn is_temp_file(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shredded_file_is_zeroed_before_it_goes_and_a_link_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("app.key");
+        fs::write(&key, b"AGE-SECRET-KEY-1SECRET").unwrap();
+        // Another name for the same inode shows what its blocks hold after.
+        let witness = dir.path().join("witness");
+        fs::hard_link(&key, &witness).unwrap();
+        shred_durably(&key).unwrap();
+        assert!(!key.exists());
+        assert_eq!(fs::read(&witness).unwrap(), vec![0u8; 22]);
+        let target = dir.path().join("target");
+        fs::write(&target, b"keep me").unwrap();
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        shred_durably(&link).unwrap();
+        assert!(fs::symlink_metadata(&link).is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"keep me");
+        shred_durably(&dir.path().join("absent")).unwrap();
+    }
     use std::os::unix::fs::MetadataExt;
 
     #[test]

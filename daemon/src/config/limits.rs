@@ -31,6 +31,10 @@ pub struct Limits {
     /// project sockets' so neither can crowd out the other; further
     /// clients wait in the listen backlog.
     pub max_control_connections: usize,
+    /// Open control connections one peer uid may hold; further ones are
+    /// refused with `limit_reached`, so one user cannot keep the others
+    /// out.
+    pub max_control_connections_per_peer: usize,
     /// Open connections on one project's socket; further ones are refused
     /// with `limit_reached`, so one project cannot starve the others.
     pub max_connections_per_project: usize,
@@ -58,6 +62,7 @@ impl Default for Limits {
             max_project_bytes: 32 * 1024 * 1024,
             max_connections: 1024,
             max_control_connections: 64,
+            max_control_connections_per_peer: 16,
             max_connections_per_project: 512,
             requests_per_second: 100_000,
             handshake_timeout: Duration::from_secs(5),
@@ -79,6 +84,7 @@ pub struct LimitsFile {
     pub max_project_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_control_connections: Option<usize>,
+    pub max_control_connections_per_peer: Option<usize>,
     pub max_connections_per_project: Option<usize>,
     pub requests_per_second: Option<u32>,
     pub handshake_timeout: Option<String>,
@@ -115,6 +121,9 @@ impl LimitsFile {
             max_control_connections: self
                 .max_control_connections
                 .unwrap_or(d.max_control_connections),
+            max_control_connections_per_peer: self
+                .max_control_connections_per_peer
+                .unwrap_or(d.max_control_connections_per_peer),
             max_connections_per_project: self
                 .max_connections_per_project
                 .unwrap_or(d.max_connections_per_project),
@@ -177,6 +186,10 @@ impl LimitsFile {
         check(
             limits.max_control_connections >= 1,
             "[limits] max_control_connections must be at least 1".into(),
+        )?;
+        check(
+            limits.max_control_connections_per_peer >= 1,
+            "[limits] max_control_connections_per_peer must be at least 1".into(),
         )?;
         check(
             limits.max_connections_per_project >= 1,

@@ -25,7 +25,9 @@ use super::{FleetOptions, MAX_TXN_OPS};
 use crate::error::{Error, Location, Result, Unavailable};
 use crate::store::Store;
 use crate::store::local::MAX_VAULT_FILE;
-use flux_vault::files::{ensure_private_dir, read_regular, remove_durably, write_atomic};
+use flux_vault::files::{
+    ensure_private_dir, read_regular, remove_durably, shred_durably, write_atomic,
+};
 use flux_vault::keys::ProjectKey;
 use flux_vault::membership::OPERATOR;
 use serde_json::Value;
@@ -844,6 +846,11 @@ impl EtcdStore {
         for change in pending {
             let result = match change {
                 Persist::Write(name, bytes) => write_atomic(&self.dir.join(name), &bytes, 0o600),
+                // A wrapped key opens with host.key, which stays: its
+                // blocks are overwritten before they are freed.
+                Persist::Remove(name) if name.starts_with("keys/") => {
+                    shred_durably(&self.dir.join(name))
+                }
                 Persist::Remove(name) => remove_durably(&self.dir.join(name)),
             };
             if let Err(e) = result {

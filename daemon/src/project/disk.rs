@@ -171,6 +171,15 @@ impl Project {
         .await
         .unwrap_or_else(|e| Err(Error::Internal(format!("reload task failed: {e}"))));
         let outcome = self.apply_read(read, started);
+        // A refused rollback while the record is gone: the record is
+        // rebuilt from the floor in memory, so a restart keeps refusing.
+        if let Reload::Failed = outcome
+            && self.store.revision_record_missing(&self.name)
+        {
+            let (store, name) = (self.store.clone(), self.name.clone());
+            error!(project = %self.name, revision = floor, "the revision record was deleted: rebuilt from the newest revision served");
+            let _ = tokio::task::spawn_blocking(move || record_floor(&*store, &name, floor)).await;
+        }
         // The newer revision is served first and recorded right after: the
         // floor in memory refuses an older vault from the swap on, and the
         // record (an fsynced file) keeps refusing it after a restart. Only

@@ -103,6 +103,7 @@ impl Project {
             location: store.key_location(name),
             reason,
         })?;
+        let record_missing = store.revision_record_missing(name);
         let mut disk = DiskState {
             key: Some(fingerprint(key_text.as_bytes())),
             floor: store.revision_floor(name)?,
@@ -121,6 +122,16 @@ impl Project {
         let opened = match read {
             Ok(DiskRead::New { vault, opened, .. }) => {
                 disk.vault = Some(vault);
+                if record_missing && opened.revision > 0 {
+                    // Every project fluxd made has a record from its
+                    // creation on: this one was deleted.
+                    let why = format!(
+                        "the revision record of project {name} (<state>/revisions/{name}) was missing, so an older vault put back could not be refused: rebuilt from the vault served now (revision {}); if that is not the newest, check `fluxctl secrets history` and restore the newest",
+                        opened.revision
+                    );
+                    tracing::error!(project = name, revision = opened.revision, "{why}");
+                    disk.last_error = Some(why);
+                }
                 if opened.revision > disk.floor {
                     store.raise_revision_floor(name, opened.revision)?;
                     disk.floor = opened.revision;

@@ -63,6 +63,8 @@ pub struct Server {
     /// Connection budgets: the project sockets', and the control socket's.
     projects: Arc<Semaphore>,
     control: Arc<Semaphore>,
+    /// The control socket's connections by peer.
+    control_peers: Arc<session::PeerSlots>,
     /// Set once the services exist (they hold this server, through
     /// [`Control`]).
     services: OnceLock<Weak<Services>>,
@@ -75,6 +77,7 @@ impl Server {
             sockets,
             projects: Arc::new(Semaphore::new(config.limits.max_connections)),
             control: Arc::new(Semaphore::new(config.limits.max_control_connections)),
+            control_peers: Arc::default(),
             services: OnceLock::new(),
         }
     }
@@ -100,7 +103,10 @@ impl Server {
         let group = services.access.policy().control_group();
         let listener = self.sockets.listen(&path, "control", group)?;
         let cancel = services.runtime.shutdown().clone();
-        self.spawn(&services, listener, Target::Control, cancel);
+        let target = Target::Control {
+            peers: self.control_peers.clone(),
+        };
+        self.spawn(&services, listener, target, cancel);
         Ok(())
     }
 
@@ -127,7 +133,7 @@ impl Server {
     ) {
         let span = info_span!("listener", socket = %target.label());
         let slots = match &target {
-            Target::Control => self.control.clone(),
+            Target::Control { .. } => self.control.clone(),
             Target::Project { .. } => self.projects.clone(),
         };
         let weak = Arc::downgrade(services);

@@ -247,7 +247,8 @@ impl Store for LocalStore {
     }
 
     fn delete_key(&self, project: &str) -> Result<()> {
-        Ok(files::remove_durably(&self.key_path(project))?)
+        // Overwritten before it goes: freed blocks keep no key.
+        Ok(files::shred_durably(&self.key_path(project))?)
     }
 
     fn load_vault(&self, project: &str) -> Result<Option<Vec<u8>>> {
@@ -267,7 +268,7 @@ impl Store for LocalStore {
 
     fn delete_vault(&self, project: &str) -> Result<()> {
         files::remove_durably(&self.vault_path(project))?;
-        Ok(files::remove_durably(&self.revision_path(project))?)
+        Ok(files::shred_durably(&self.revision_path(project))?)
     }
 
     fn revision_floor(&self, project: &str) -> Result<u64> {
@@ -284,6 +285,13 @@ impl Store for LocalStore {
                     path.display()
                 ))
             })
+    }
+
+    fn revision_record_missing(&self, project: &str) -> bool {
+        matches!(
+            std::fs::symlink_metadata(self.revision_path(project)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound
+        )
     }
 
     fn raise_revision_floor(&self, project: &str, revision: u64) -> Result<()> {

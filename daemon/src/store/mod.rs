@@ -90,6 +90,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let _ = project;
         Ok(0)
     }
+    /// True when this store keeps revision records and `project`'s is
+    /// missing (deleted from under fluxd): the rollback check has lost its
+    /// memory, and the record is rebuilt from the newest vault seen.
+    fn revision_record_missing(&self, project: &str) -> bool {
+        let _ = project;
+        false
+    }
     /// Remembers that `project` has served `revision` (only ever raised).
     fn raise_revision_floor(&self, project: &str, revision: u64) -> Result<()> {
         let _ = (project, revision);

@@ -103,7 +103,7 @@ fn a_reader_or_a_group_member_with_no_role_cannot_write_by_any_request() {
     std::fs::write(&evil, format!("API_KEY={PLANTED}\nNEW_NAME={PLANTED}\n")).unwrap();
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
     let evil = evil.display().to_string();
-    let attempts: [(&[&str], &str); 10] = [
+    let attempts: [(&[&str], &str); 9] = [
         (&["secrets", "set", "API_KEY", PLANTED, "-p", "app"], "set"),
         (&["secrets", "import", &evil, "-p", "app"], "set_many"),
         (&["secrets", "delete", "API_KEY", "-p", "app"], "delete"),
@@ -114,7 +114,6 @@ fn a_reader_or_a_group_member_with_no_role_cannot_write_by_any_request() {
         // Admin reads: names, digests and versions are not a reader's.
         (&["secrets", "list", "-p", "app"], "list_digests"),
         (&["secrets", "history", "API_KEY", "-p", "app"], "history"),
-        (&["secrets", "diff", &evil, "-p", "app"], "diff"),
     ];
     for uid in [READER, NO_ROLE] {
         for (args, op) in attempts {
@@ -213,6 +212,59 @@ fn an_admin_writes_and_every_write_is_one_audit_entry() {
     let out = ctl_as(&d, ADMIN, &["projects", "delete", "app", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(has_entry(&audit(&d), ADMIN, "delete_project", true));
+}
+
+#[test]
+fn an_admin_who_is_not_a_reader_cannot_compare_values() {
+    if !is_root("an_admin_who_is_not_a_reader_cannot_compare_values") {
+        return;
+    }
+    let d = daemon();
+    // The admin's guesses: the right value among wrong ones.
+    let guesses = d.dir().join("guesses.env");
+    std::fs::write(
+        &guesses,
+        format!(
+            "API_KEY={ORIGINAL}
+"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&guesses, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let guesses = guesses.display().to_string();
+    for (args, op) in [
+        (&["secrets", "diff", &guesses, "-p", "app"][..], "diff"),
+        (
+            &["secrets", "import", &guesses, "--dry-run", "-p", "app"],
+            "diff",
+        ),
+    ] {
+        for uid in [ADMIN, NO_ROLE] {
+            let out = ctl_as(&d, uid, args);
+            assert_eq!(
+                out.status.code(),
+                Some(5),
+                "uid {uid} {args:?}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains(&format!("permission denied: {op}")),
+                "{}",
+                stderr(&out)
+            );
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("same"));
+        }
+    }
+    // The reader, who reads the values anyway, compares them.
+    let out = ctl_as(&d, READER, &["secrets", "diff", &guesses, "-p", "app"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_no_secret(&out.stdout, ORIGINAL, "a diff's output");
+    let entries = audit(&d);
+    assert!(
+        has_entry(&entries, ADMIN, "diff", false),
+        "the admin's guess is not audited"
+    );
+    assert!(has_entry(&entries, READER, "diff", true));
 }
 
 fn hello_again() -> Request {

@@ -471,6 +471,156 @@ fn the_control_socket_answers_while_project_connections_are_at_their_limit() {
 }
 
 #[test]
+fn one_user_holding_control_connections_cannot_keep_another_out() {
+    // 24 control connections in all, at most 16 for one user.
+    let d = TestDaemon::start_with_config(&format!(
+        "control_group = {VICTIM}\n[limits]\nmax_control_connections = 24\n"
+    ));
+    let connect = {
+        let path = d.control_socket();
+        move || flux_protocol::blocking::Client::connect(&path)
+    };
+    let hog: Vec<_> = (0..16)
+        .map(|_| connect().expect("a control connection"))
+        .collect();
+    let refused = connect().expect_err("a 17th connection of one user");
+    assert!(
+        refused
+            .to_string()
+            .contains("max_control_connections_per_peer"),
+        "{refused}"
+    );
+    // Another user reaches the control socket at once (root only: the
+    // test plays that user with its uid).
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(d.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let out = within(Duration::from_secs(10), "another user's status", {
+            let mut cmd = d.ctl();
+            cmd.args(["status"]).uid(ATTACKER).gid(VICTIM);
+            move || cmd.output()
+        })
+        .expect("run fluxctl");
+        // Not a daemon admin: refused by role, answered — not kept waiting.
+        assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    } else {
+        eprintln!("SKIPPED (part): another uid's connection needs root");
+    }
+    // The hog's own connections come back as it closes them.
+    drop(hog);
+    eventually("a control connection after the hog closed", || {
+        connect().is_ok()
+    });
+}
+
+#[test]
+fn a_deleted_revision_record_is_reported_and_rebuilt() {
+    let mut d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "K", "old", "-p", "app"]);
+    let old = std::fs::read(d.vault_path("app")).unwrap();
+    d.ctl_ok(&["secrets", "set", "K", "new", "-p", "app"]);
+    let record = d.state_dir().join("revisions/app");
+    let put_back = |d: &TestDaemon| {
+        let staging = d.state_dir().join("staging");
+        std::fs::write(&staging, &old).unwrap();
+        std::fs::rename(&staging, d.vault_path("app")).unwrap();
+    };
+    // While running: the record goes, then an older vault comes back. It
+    // is refused (the floor in memory) and the record is written again.
+    std::fs::remove_file(&record).unwrap();
+    put_back(&d);
+    eventually("the rollback is refused and the record rebuilt", || {
+        last_error(&d, "app").is_some_and(|e| e.contains("refused as a rollback"))
+            && record.exists()
+    });
+    assert_value(&mut d.client("app"), "K", "new");
+    d.stop();
+    d.restart();
+    let err = d.client("app").get("K").unwrap_err();
+    assert!(err.to_string().contains("refused as a rollback"), "{err}");
+    // Stopped: the record goes and the vault is the older one. Nothing can
+    // tell it is older now — but the missing record is said out loud, in
+    // the status and the log, and rebuilt.
+    d.ctl_ok(&["vault", "restore", "-p", "app"]);
+    d.ctl_ok(&["secrets", "set", "K", "newest", "-p", "app"]);
+    d.stop();
+    std::fs::remove_file(&record).unwrap();
+    put_back(&d);
+    d.restart();
+    let why = last_error(&d, "app").unwrap_or_default();
+    assert!(
+        why.contains("revision record") && why.contains("missing"),
+        "{why}"
+    );
+    assert!(d.log().contains("revision record"), "not in the log");
+    assert!(record.exists(), "the record is not rebuilt");
+}
+
+/// A loop-mounted ext4 image, unmounted when dropped.
+struct Mounted {
+    at: PathBuf,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.at).status();
+    }
+}
+
+#[test]
+fn a_deleted_project_leaves_no_key_bytes_in_the_file_system() {
+    let test = "a_deleted_project_leaves_no_key_bytes_in_the_file_system";
+    if !is_root(test) {
+        return;
+    }
+    if Command::new("mkfs.ext4").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: {test}: needs mkfs.ext4 (e2fsprogs)");
+        return;
+    }
+    let mut d = TestDaemon::unstarted(&[]);
+    let image = d.dir().join("fs.img");
+    let state = d.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let ok = |cmd: &mut Command| cmd.status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok(Command::new("mkfs.ext4").arg("-q").arg(&image)));
+    if !ok(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&state))
+    {
+        eprintln!("SKIPPED: {test}: cannot loop-mount a file system image here");
+        return;
+    }
+    let mounted = Mounted { at: state.clone() };
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    d.restart();
+    d.create_project("app");
+    for i in 0..4 {
+        d.ctl_ok(&["secrets", "set", "TOKEN", &format!("t-{i}"), "-p", "app"]);
+    }
+    let key = std::fs::read_to_string(d.key_path("app")).unwrap();
+    let secret = key
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .expect("the key line")
+        .to_owned();
+    d.ctl_ok(&["projects", "delete", "app", "--yes"]);
+    d.stop();
+    drop(mounted);
+    // The carver's view: every byte of the image, freed blocks included.
+    let bytes = std::fs::read(&image).unwrap();
+    let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+    assert!(
+        !found,
+        "the deleted project's key is still in the file system image"
+    );
+}
+
+#[test]
 fn a_value_with_a_nul_byte_is_refused_at_set_time() {
     let d = TestDaemon::start();
     d.create_project("app");
@@ -684,4 +834,41 @@ fn following_deploy_md_an_admin_never_reads_a_value() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     drop(d);
     drop(accounts);
+}
+
+#[test]
+fn a_hostile_executable_path_is_shown_escaped_in_text_output() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    // A client whose path carries a terminal escape (clear the screen), a
+    // newline and a fake audit line after it.
+    let dir = d.dir().join("bin");
+    std::fs::create_dir(&dir).unwrap();
+    let hostile = dir.join("evil\u{1b}[2J\nFAKE allowed set");
+    std::fs::copy(flux_e2e::bin("fluxctl"), &hostile).unwrap();
+    let status = std::process::Command::new(&hostile)
+        .env("FLUX_RUNTIME_DIR", d.runtime_dir())
+        .env_remove("FLUX_PROJECT")
+        .args(["secrets", "set", "TOKEN", "t-1", "-p", "app"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for args in [
+        &["audit", "-p", "app"][..],
+        &["secrets", "history", "TOKEN", "-p", "app"],
+    ] {
+        let out = d.ctl_ok(args);
+        assert!(
+            out.contains("evil\\u{1b}[2J\\u{a}FAKE allowed set"),
+            "{args:?} does not show the path escaped: {out:?}"
+        );
+        assert!(!out.contains('\u{1b}'), "{args:?} printed a raw escape");
+        assert!(
+            !out.lines().any(|l| l.starts_with("FAKE")),
+            "{args:?} printed a line of the path's own: {out:?}"
+        );
+    }
+    // JSON escapes it by itself, and stays one document per line.
+    let json = d.ctl_ok(&["audit", "-p", "app", "--json"]);
+    assert!(!json.contains('\u{1b}') && json.lines().all(|l| l.starts_with('{')));
 }

@@ -11,9 +11,9 @@
 //!
 //! | request | socket | needs | kind |
 //! |---|---|---|---|
-//! | `Get`, `GetAll` | project | reader | read |
+//! | `Get`, `GetAll`, `Diff` (it compares values: an oracle for anyone else) | project | reader | read |
 //! | `Subscribe` | project | reader or admin (events carry names only) | read |
-//! | `List`, `ListDigests`, `History`, `Diff` | project | admin | read |
+//! | `List`, `ListDigests`, `History` | project | admin | read |
 //! | `Set`, `SetMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
 //! | `CreateProject`, `PublishHosts`, `ResumeRemoval`, `AddHost` and `RemoveHost` (refused: superseded) | control | daemon admin | write |
 //! | `DeleteProject` | control | daemon admin, or admin of that project | write |
@@ -308,7 +308,7 @@ mod tests {
         ("fleet", "ssss", "---+"),
         ("history", "--+-", "ssss"),
         ("rollback", "--+-", "ssss"),
-        ("diff", "--+-", "ssss"),
+        ("diff", "-+--", "ssss"),
         ("list_digests", "--+-", "ssss"),
         ("metrics", "ssss", "---+"),
         ("hosts_head", "ssss", "---+"),

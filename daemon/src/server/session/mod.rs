@@ -78,7 +78,10 @@ use zeroize::Zeroize;
 /// What a socket serves.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
-    Control,
+    Control {
+        /// Control connections open, by peer uid.
+        peers: Arc<PeerSlots>,
+    },
     Project {
         project: Arc<Project>,
         /// Connection slots of this project's socket.
@@ -89,34 +92,85 @@ pub(crate) enum Target {
 impl Target {
     pub(crate) fn label(&self) -> String {
         match self {
-            Self::Control => "control".into(),
+            Self::Control { .. } => "control".into(),
             Self::Project { project, .. } => format!("project:{}", project.name()),
         }
     }
 
     fn scope(&self) -> Scope {
         match self {
-            Self::Control => Scope::Control,
+            Self::Control { .. } => Scope::Control,
             Self::Project { project, .. } => Scope::Project(project.name().to_owned()),
         }
     }
 
     fn socket(&self) -> Socket<'_> {
         match self {
-            Self::Control => Socket::Control,
+            Self::Control { .. } => Socket::Control,
             Self::Project { project, .. } => Socket::Project(project.name()),
         }
     }
 
     fn project_name(&self) -> Option<&str> {
         match self {
-            Self::Control => None,
+            Self::Control { .. } => None,
             Self::Project { project, .. } => Some(project.name()),
         }
     }
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// Control connections open per peer uid, so that one user holding many
+/// cannot keep other operators out ([`crate::config::Limits`]'s
+/// `max_control_connections_per_peer`).
+#[derive(Debug, Default)]
+pub(crate) struct PeerSlots {
+    open: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
+}
+
+impl PeerSlots {
+    /// One more connection for `uid`, unless it holds `limit` already.
+    fn take(self: &Arc<Self>, uid: u32, limit: usize) -> Option<PeerSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let held = open.entry(uid).or_insert(0);
+        if *held >= limit {
+            return None;
+        }
+        *held += 1;
+        Some(PeerSlot {
+            slots: self.clone(),
+            uid,
+        })
+    }
+}
+
+/// One control connection of one peer, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct PeerSlot {
+    slots: Arc<PeerSlots>,
+    uid: u32,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = open.get_mut(&self.uid) {
+            *held -= 1;
+            if *held == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// What a connection holds of its socket's budget while it is open.
+#[derive(Debug)]
+#[allow(dead_code)] // held for its drop
+enum Slot {
+    Project(OwnedSemaphorePermit),
+    Peer(PeerSlot),
+}
 
 /// Most bytes of answers held back while pipelined requests are answered.
 const PIPELINED_ANSWERS: usize = 64 * 1024;
@@ -140,7 +194,7 @@ pub(crate) async fn serve(
     let _counted = ConnectionGauge::open(
         services.metrics.clone(),
         match &target {
-            Target::Control => None,
+            Target::Control { .. } => None,
             Target::Project { project, .. } => Some(project.metrics().clone()),
         },
     );
@@ -304,14 +358,30 @@ impl Session {
         wipe(self.framed.read_buffer_mut());
     }
 
-    /// Takes one of the project socket's connection slots, or refuses the
-    /// connection with `limit_reached`.
-    async fn take_slot(&mut self) -> Result<Option<OwnedSemaphorePermit>, End> {
-        let Target::Project { project, slots } = &self.target else {
-            return Ok(None);
+    /// Takes one of the project socket's connection slots, or one of the
+    /// control socket's slots of this peer, or refuses the connection with
+    /// `limit_reached`.
+    async fn take_slot(&mut self) -> Result<Slot, End> {
+        let (project, slots) = match &self.target {
+            Target::Project { project, slots } => (project, slots),
+            Target::Control { peers } => {
+                let limit = self.services.config.limits.max_control_connections_per_peer;
+                return match peers.take(self.peer.uid, limit) {
+                    Some(held) => Ok(Slot::Peer(held)),
+                    None => {
+                        let msg = format!(
+                            "uid {} holds {limit} connections to the control socket, the most one user may hold ([limits] max_control_connections_per_peer): close idle ones",
+                            self.peer.uid
+                        );
+                        warn!("{msg}");
+                        self.reply_error(ErrorCode::LimitReached, &msg).await?;
+                        Err(End::Protocol(msg))
+                    }
+                };
+            }
         };
         match slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Some(permit)),
+            Ok(permit) => Ok(Slot::Project(permit)),
             Err(_) => {
                 let msg = format!(
                     "too many connections to project {} (the limit is {}); close idle ones or raise [limits] max_connections_per_project",
@@ -461,7 +531,7 @@ impl Session {
         };
         match &self.target {
             Target::Project { project, .. } => project.metrics().requests.count(op_slot, outcome),
-            Target::Control => self.services.metrics.control.count(op_slot, outcome),
+            Target::Control { .. } => self.services.metrics.control.count(op_slot, outcome),
         }
         self.audit(op, name, detail, allowed, effect, result);
         reply
@@ -489,7 +559,7 @@ impl Session {
         }
         let project = match &self.target {
             Target::Project { project, .. } => Some(project.clone()),
-            Target::Control => None,
+            Target::Control { .. } => None,
         };
         let mut ctx = Ctx {
             services: &self.services,
@@ -547,7 +617,7 @@ impl Session {
                 debug!(missed, "subscriber fell behind");
                 let generation = match &self.target {
                     Target::Project { project, .. } => project.snapshot().generation,
-                    Target::Control => 0,
+                    Target::Control { .. } => 0,
                 };
                 Event {
                     generation,
