@@ -162,9 +162,14 @@ pub enum Command {
         /// Port to listen on [default: a random free port]
         #[arg(long, default_value_t = 0)]
         port: u16,
-        /// Print the URL without opening a browser
+        /// Print the link without opening a browser
         #[arg(long)]
         no_open: bool,
+        /// Seconds the printed link may be used in (once, by one browser
+        /// tab)
+        #[arg(long, value_name = "SECONDS", default_value_t = 60,
+              value_parser = clap::value_parser!(u64).range(1..=600))]
+        link_ttl: u64,
     },
     /// Print the daemon's counters and gauges in the Prometheus text
     /// format (daemon admins; names and numbers, never values)
@@ -447,7 +452,16 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
         Command::Fleet(cmd) => fleet::run(&target, cmd).map(|()| 0),
         Command::Metrics => metrics::run(&target).map(|()| 0),
-        Command::Dashboard { port, no_open } => dashboard::run(&target, port, no_open),
+        Command::Dashboard {
+            port,
+            no_open,
+            link_ttl,
+        } => dashboard::run(
+            &target,
+            port,
+            no_open,
+            std::time::Duration::from_secs(link_ttl),
+        ),
         Command::Init { name, force, json } => init::run(name, force, json).map(|()| 0),
         Command::Audit { since, limit, json } => {
             // Only --project narrows the log: a FLUX_PROJECT exported for

@@ -4,11 +4,19 @@
 //! 1. `Host` must be `127.0.0.1:PORT` or `localhost:PORT` — a DNS-rebinding
 //!    page under another name gets 421;
 //! 2. an `Origin` header, when present, must be this server's own origin,
-//!    and `Sec-Fetch-Site` may not say `cross-site` — 403 otherwise;
-//! 3. the token: `GET /?token=…` (the printed URL) trades it for an
-//!    `HttpOnly; SameSite=Strict` cookie and redirects to `/`; every other
-//!    request must carry that cookie or `Authorization: Bearer …` — 401
-//!    otherwise. Tokens are compared in constant time.
+//!    and `Sec-Fetch-Site` may not say `cross-site` — 403 otherwise; a
+//!    prefetch or prerender (`Sec-Purpose`) is refused (503), so that a
+//!    browser guessing ahead never presents a link's code;
+//! 3. the session ([`super::session`]): the page's shell (`/`, its script,
+//!    style and icon — the same bytes for everyone, no data) is served to
+//!    any request that passed 1 and 2; `/?code=…` (the printed link) is
+//!    served only while its code is unused and unexpired, else a page says
+//!    why not (410); `GET /api/session` trades the code, sent in the
+//!    `Flux-Dashboard-Code` header, for the session secret; every other
+//!    `/api/` request must carry `Authorization: Bearer SESSION` — 401
+//!    otherwise. Cookies are never set and never read: the browser's cookie
+//!    jar, which every port of a host shares, holds nothing of the
+//!    dashboard's. Secrets are compared in constant time.
 //!
 //! Every answer, refusals included, carries a strict
 //! `Content-Security-Policy` (scripts, styles and connections from this
@@ -19,6 +27,7 @@
 
 use super::live::{Change, Hub};
 use super::readonly::ReadOnly;
+use super::session::{CODE_HEADER, Refused, SignIn};
 use super::{api, assets};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -29,7 +38,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
 
 /// The Content-Security-Policy of every answer.
@@ -37,6 +45,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 /// The header a browser names the request's site relation in.
 const SEC_FETCH_SITE: &str = "sec-fetch-site";
+/// The headers a browser marks a prefetch or a prerender with.
+const PURPOSE: [&str; 2] = ["sec-purpose", "purpose"];
 
 /// How often an idle event stream gets a keep-alive comment.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -47,7 +57,8 @@ type Body = BoxBody<Bytes, Infallible>;
 #[derive(Debug)]
 pub struct State {
     pub port: u16,
-    pub token: String,
+    /// The printed link's code and the session it opens.
+    pub sign_in: SignIn,
     pub daemon: Arc<ReadOnly>,
     pub hub: Arc<Hub>,
     /// The project named on the command line, shown when the operator is
@@ -56,21 +67,11 @@ pub struct State {
 }
 
 impl State {
-    /// The cookie's name: one per port, so two dashboards do not collide
-    /// (cookies ignore ports).
-    fn cookie_name(&self) -> String {
-        format!("flux_dashboard_{}", self.port)
-    }
-
     fn hosts(&self) -> [String; 2] {
         [
             format!("127.0.0.1:{}", self.port),
             format!("localhost:{}", self.port),
         ]
-    }
-
-    fn token_matches(&self, given: &str) -> bool {
-        bool::from(given.as_bytes().ct_eq(self.token.as_bytes()))
     }
 }
 
@@ -109,12 +110,8 @@ fn answer(status: StatusCode, content_type: &'static str, body: Body) -> Respons
     r
 }
 
-fn text(status: StatusCode, message: &'static str) -> Response<Body> {
-    answer(
-        status,
-        "text/plain; charset=utf-8",
-        full(Bytes::from_static(message.as_bytes())),
-    )
+fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {
+    answer(status, "text/plain; charset=utf-8", full(message))
 }
 
 fn json(value: &serde_json::Value) -> Response<Body> {
@@ -154,23 +151,15 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The token a request carries: its cookie or its bearer header.
-fn carried_token(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        && let Some(token) = auth.strip_prefix("Bearer ")
-    {
-        return Some(token.trim().to_owned());
-    }
+/// The session secret a request carries in `Authorization: Bearer …`.
+/// Cookies are not looked at.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
-        .iter()
-        .filter(|(k, _)| *k == header::COOKIE)
-        .filter_map(|(_, v)| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == cookie_name)
-        .map(|(_, v)| v.to_owned())
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 /// Why a request is refused before it is served, if it is.
@@ -203,6 +192,17 @@ fn refusal(state: &State, req: &Request<Incoming>) -> Option<Response<Body>> {
             "refused: cross-site requests are not served\n",
         ));
     }
+    if PURPOSE.iter().any(|name| {
+        headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("prefetch"))
+    }) {
+        return Some(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refused: the dashboard is not prefetched or prerendered\n",
+        ));
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -215,6 +215,67 @@ fn refusal(state: &State, req: &Request<Incoming>) -> Option<Response<Body>> {
     None
 }
 
+/// The page that says why a link's code is refused.
+fn refused_code(state: &State, why: Refused) -> Response<Body> {
+    match why {
+        Refused::Wrong => text(
+            StatusCode::UNAUTHORIZED,
+            "refused: this link is not from this run of fluxctl dashboard (each run prints a new one)\n",
+        ),
+        Refused::Used { ended } => {
+            if ended {
+                eprintln!(
+                    "fluxctl: the dashboard link was used a second time: the browser tab it signed in has been signed out, \
+                     as someone else may have read the link. Stop this dashboard (Ctrl-C) and run it again for a new link."
+                );
+            }
+            text(
+                StatusCode::GONE,
+                "This dashboard link has been used already: a link signs in one browser tab, once.\n\n\
+                 Opening it again has signed that tab out too, since a link used twice may have been read by \
+                 someone else (the browser is handed the link on a command line that every local user can read).\n\
+                 If you did not open it before, someone else did: stop fluxctl dashboard (Ctrl-C).\n\n\
+                 Run fluxctl dashboard again for a new link (with --no-open it is only printed, on no command line).\n",
+            )
+        }
+        Refused::Expired => text(
+            StatusCode::GONE,
+            format!(
+                "This dashboard link has expired unused: a link works for {} s after fluxctl dashboard prints it.\n\n\
+                 Stop fluxctl dashboard (Ctrl-C) and run it again for a new link (--link-ttl SECONDS gives more time).\n",
+                state.sign_in.ttl().as_secs()
+            ),
+        ),
+    }
+}
+
+/// `GET /api/session`: the code of the printed link, in the
+/// `Flux-Dashboard-Code` header, traded for the session secret.
+fn sign_in(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "sign in with GET: the answer is the session\n",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    let Some(code) = req.headers().get(CODE_HEADER).and_then(|v| v.to_str().ok()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "send the code of the link fluxctl dashboard printed in the Flux-Dashboard-Code header\n",
+        );
+    };
+    match state.sign_in.redeem(code.trim()) {
+        Ok(session) => {
+            eprintln!("fluxctl: a browser tab signed in; the printed link no longer works");
+            json(&serde_json::json!({ "session": session }))
+        }
+        Err(why) => refused_code(state, why),
+    }
+}
+
 /// Serves one request.
 pub async fn serve(
     state: Arc<State>,
@@ -225,61 +286,56 @@ pub async fn serve(
     }
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
-    // The printed URL: trade its token for a cookie, and drop it from the
-    // address bar.
+    // The printed link is served while its code can still be used, so
+    // that a used or expired link says so at once.
     if path == "/"
-        && let Some(given) = query_param(query.as_deref(), "token")
+        && let Some(code) = query_param(query.as_deref(), "code")
+        && let Err(why) = state.sign_in.look(&code)
     {
-        if !state.token_matches(&given) {
-            return Ok(text(StatusCode::UNAUTHORIZED, "refused: wrong token\n"));
-        }
-        let mut r = text(StatusCode::SEE_OTHER, "signed in\n");
-        let cookie = format!(
-            "{}={}; HttpOnly; SameSite=Strict; Path=/",
-            state.cookie_name(),
-            state.token
-        );
-        let h = r.headers_mut();
-        h.insert(header::LOCATION, HeaderValue::from_static("/"));
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            h.insert(header::SET_COOKIE, v);
-        }
-        return Ok(r);
+        return Ok(refused_code(&state, why));
     }
-    let authorized =
-        carried_token(req.headers(), &state.cookie_name()).is_some_and(|t| state.token_matches(&t));
-    if !authorized {
+    if let Some(page) = shell(&path) {
+        return Ok(page);
+    }
+    if path == "/api/session" {
+        return Ok(sign_in(&state, &req));
+    }
+    let Some(session) = bearer(req.headers())
+        .filter(|s| state.sign_in.session_matches(s))
+        .map(str::to_owned)
+    else {
         return Ok(text(
             StatusCode::UNAUTHORIZED,
-            "refused: open the URL fluxctl dashboard printed (it carries the token)\n",
+            "refused: signed out. Open the link fluxctl dashboard printed (the page signs in with it, once)\n",
         ));
+    };
+    if path == "/api/events" {
+        let rx = state.hub.subscribe();
+        return Ok(events(rx, move || state.sign_in.session_matches(&session)));
     }
     Ok(route(&state, &path, query.as_deref()).await)
+}
+
+/// The page's shell: its HTML, script, style and icon — compiled into
+/// fluxctl, the same bytes for everyone, no data in them.
+fn shell(path: &str) -> Option<Response<Body>> {
+    let (content_type, bytes) = match path {
+        "/" => ("text/html; charset=utf-8", assets::INDEX_HTML),
+        "/app.js" => ("text/javascript; charset=utf-8", assets::APP_JS),
+        "/style.css" => ("text/css; charset=utf-8", assets::STYLE_CSS),
+        "/favicon.svg" | "/favicon.ico" => ("image/svg+xml", assets::FAVICON_SVG),
+        _ => return None,
+    };
+    Some(answer(
+        StatusCode::OK,
+        content_type,
+        full(Bytes::from_static(bytes.as_bytes())),
+    ))
 }
 
 async fn route(state: &State, path: &str, query: Option<&str>) -> Response<Body> {
     let daemon = &state.daemon;
     match path {
-        "/" => answer(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            full(Bytes::from_static(assets::INDEX_HTML.as_bytes())),
-        ),
-        "/app.js" => answer(
-            StatusCode::OK,
-            "text/javascript; charset=utf-8",
-            full(Bytes::from_static(assets::APP_JS.as_bytes())),
-        ),
-        "/style.css" => answer(
-            StatusCode::OK,
-            "text/css; charset=utf-8",
-            full(Bytes::from_static(assets::STYLE_CSS.as_bytes())),
-        ),
-        "/favicon.svg" | "/favicon.ico" => answer(
-            StatusCode::OK,
-            "image/svg+xml",
-            full(Bytes::from_static(assets::FAVICON_SVG.as_bytes())),
-        ),
         "/api/overview" => {
             json(&api::overview(daemon, &state.hub, state.fallback.as_deref()).await)
         }
@@ -310,7 +366,6 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Response<Body>
                 full(format!("{e}\n")),
             ),
         },
-        "/api/events" => events(state.hub.subscribe()),
         _ => match path.strip_prefix("/api/projects/") {
             Some(name) if flux_protocol::limits::validate_project_name(name).is_ok() => {
                 json(&api::project(daemon, &state.hub, name).await)
@@ -321,25 +376,37 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Response<Body>
 }
 
 /// `/api/events`: server-sent events, one `data:` line of JSON per change,
-/// and a keep-alive comment when idle.
-fn events(rx: broadcast::Receiver<Change>) -> Response<Body> {
+/// and a keep-alive comment when idle. The stream ends once `signed_in`
+/// is false (the session was ended): nothing is sent after that.
+fn events(
+    rx: broadcast::Receiver<Change>,
+    signed_in: impl Fn() -> bool + Send + Sync + 'static,
+) -> Response<Body> {
     let first = Bytes::from_static(b"retry: 1000\n: fluxctl dashboard events\n\n");
-    let stream = futures_util::stream::unfold((rx, Some(first)), |(mut rx, first)| async move {
-        if let Some(first) = first {
-            return Some((Ok(Frame::data(first)), (rx, None)));
-        }
-        let bytes = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(Ok(change)) => {
-                let line = serde_json::to_string(&change).unwrap_or_default();
-                Bytes::from(format!("data: {line}\n\n"))
+    let signed_in = Arc::new(signed_in);
+    let stream = futures_util::stream::unfold((rx, Some(first)), move |(mut rx, first)| {
+        let signed_in = signed_in.clone();
+        async move {
+            if let Some(first) = first {
+                return Some((Ok(Frame::data(first)), (rx, None)));
             }
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => Bytes::from_static(
-                b"data: {\"kind\":\"changed\",\"project\":\"\",\"names\":[],\"generation\":0}\n\n",
-            ),
-            Ok(Err(broadcast::error::RecvError::Closed)) => return None,
-            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
-        };
-        Some((Ok::<_, Infallible>(Frame::data(bytes)), (rx, None)))
+            let next = tokio::time::timeout(KEEPALIVE, rx.recv()).await;
+            if !signed_in() {
+                return None;
+            }
+            let bytes = match next {
+                Ok(Ok(change)) => {
+                    let line = serde_json::to_string(&change).unwrap_or_default();
+                    Bytes::from(format!("data: {line}\n\n"))
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => Bytes::from_static(
+                    b"data: {\"kind\":\"changed\",\"project\":\"\",\"names\":[],\"generation\":0}\n\n",
+                ),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+                Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            Some((Ok::<_, Infallible>(Frame::data(bytes)), (rx, None)))
+        }
     });
     answer(
         StatusCode::OK,
@@ -365,24 +432,19 @@ mod tests {
     }
 
     #[test]
-    fn the_token_comes_from_the_cookie_or_the_bearer_header() {
+    fn the_session_comes_from_the_bearer_header_only() {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
             HeaderValue::from_static("a=b; flux_dashboard_7=tok; c=d"),
         );
-        assert_eq!(
-            carried_token(&h, "flux_dashboard_7").as_deref(),
-            Some("tok")
-        );
-        assert_eq!(carried_token(&h, "flux_dashboard_8"), None);
+        assert_eq!(bearer(&h), None, "a cookie is not a session");
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
+        assert_eq!(bearer(&h), None);
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer xyz"),
         );
-        assert_eq!(
-            carried_token(&h, "flux_dashboard_7").as_deref(),
-            Some("xyz")
-        );
+        assert_eq!(bearer(&h), Some("xyz"));
     }
 }

@@ -4,8 +4,11 @@
 //! happen.
 //!
 //! It listens on 127.0.0.1 only (a random port unless `--port`) and prints
-//! a URL carrying a token made for this run; [`http`] checks the Host, the
-//! Origin and the token on every request. It reaches fluxd through
+//! a link carrying a one-time code, good once and for `--link-ttl`
+//! seconds; the page trades it for a session secret it keeps in its tab
+//! and sends as a header ([`session`]) — never in a URL, on a command line
+//! or in a cookie. [`http`] checks the Host, the Origin and the session on
+//! every request. It reaches fluxd through
 //! [`readonly::ReadOnly`] alone, over the control and project sockets with
 //! the operator's own kernel credentials: it sees what that operator may
 //! see, and nothing more is exposed on the network.
@@ -25,6 +28,7 @@ pub mod assets;
 pub mod http;
 pub mod live;
 pub mod readonly;
+pub mod session;
 
 use crate::failure::{Failure, Result};
 use crate::target::Target;
@@ -36,16 +40,9 @@ use std::time::Duration;
 /// How long a connection may take to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A token for this run: 32 random bytes, hex.
-fn new_token() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| Failure::general(format!("cannot make a token: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Serves the dashboard until interrupted.
-pub(crate) fn run(target: &Target, port: u16, no_open: bool) -> Result<u8> {
+/// Serves the dashboard until interrupted. The printed link works once,
+/// within `link_ttl`.
+pub(crate) fn run(target: &Target, port: u16, no_open: bool, link_ttl: Duration) -> Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,7 +52,7 @@ pub(crate) fn run(target: &Target, port: u16, no_open: bool) -> Result<u8> {
     // Found before the runtime starts: finding it connects with the
     // blocking client.
     let runtime_dir = target.runtime_dir();
-    rt.block_on(serve(target, runtime_dir, port, no_open))
+    rt.block_on(serve(target, runtime_dir, port, no_open, link_ttl))
 }
 
 async fn serve(
@@ -63,6 +60,7 @@ async fn serve(
     runtime_dir: std::path::PathBuf,
     port: u16,
     no_open: bool,
+    link_ttl: Duration,
 ) -> Result<u8> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -84,18 +82,22 @@ async fn serve(
     hub.start(daemon.clone(), target.project.clone());
     let state = Arc::new(State {
         port,
-        token: new_token()?,
+        sign_in: session::SignIn::new(link_ttl)?,
         daemon,
         hub,
         fallback: target.project.clone(),
     });
-    let url = format!("http://127.0.0.1:{port}/?token={}", state.token);
+    // The link carries the one-time code only: it is handed to the browser
+    // on a command line any local user can read.
+    let url = format!("http://127.0.0.1:{port}/?code={}", state.sign_in.code());
     crate::out(&format!(
-        "Flux dashboard (read-only) for {}\n{url}\nOpen that URL; press Ctrl-C to stop.\n",
-        runtime_dir.display()
+        "Flux dashboard (read-only) for {}\n{url}\n\
+         Open that link within {} s: it signs in one browser tab, once. Press Ctrl-C to stop.\n",
+        runtime_dir.display(),
+        link_ttl.as_secs()
     ))?;
     if !no_open && let Err(e) = open::that_detached(&url) {
-        eprintln!("fluxctl: could not open a browser ({e}); open the URL above yourself");
+        eprintln!("fluxctl: could not open a browser ({e}); open the link above yourself");
     }
     loop {
         let (stream, _) = tokio::select! {
@@ -130,6 +132,7 @@ mod tests {
         ("http.rs", include_str!("http.rs")),
         ("live.rs", include_str!("live.rs")),
         ("readonly.rs", include_str!("readonly.rs")),
+        ("session.rs", include_str!("session.rs")),
         ("assets/index.html", include_str!("assets/index.html")),
         ("assets/app.js", include_str!("assets/app.js")),
         ("assets/style.css", include_str!("assets/style.css")),
@@ -206,12 +209,5 @@ mod tests {
         let mut listed: Vec<String> = SOURCES.iter().map(|(f, _)| (*f).to_owned()).collect();
         listed.sort();
         assert_eq!(on_disk, listed, "add new dashboard files to SOURCES");
-    }
-
-    #[test]
-    fn tokens_are_long_and_new_each_time() {
-        let (a, b) = (super::new_token().unwrap(), super::new_token().unwrap());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! [`Chromium`] starts the browser on a fresh profile with the flags a
 //! closed network needs, opens one page over its DevTools web socket, and
-//! keeps every protocol event it sees (network responses, server-sent
-//! event messages, console and log entries), so a test can check every
-//! byte the page received.
+//! keeps every protocol event it sees (network responses, console and log
+//! entries), so a test can check every byte the page received — the body
+//! of a response still streaming (the dashboard's event stream, read with
+//! `fetch`) included. [`Chromium::page_at`] attaches to another tab the
+//! page opened; [`Chromium::cookies`] reads the browser's cookie jar.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -126,12 +128,18 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// A headless Chromium with one page under DevTools control.
 pub struct Chromium {
-    child: Child,
+    /// The browser, for the handle that started it (not for a page
+    /// attached with [`Chromium::page_at`]).
+    child: Option<Child>,
+    devtools_port: u16,
     ws: WebSocket<TcpStream>,
     next_id: u64,
     /// Every event received so far.
     pub events: Vec<Value>,
-    _profile: tempfile::TempDir,
+    /// Request ids whose body is streamed to us as it arrives, with what
+    /// had arrived before.
+    streamed: Vec<(String, Vec<u8>)>,
+    _profile: Option<tempfile::TempDir>,
 }
 
 impl Chromium {
@@ -178,22 +186,37 @@ impl Chromium {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("a DevTools port");
-        let page_ws = Self::page_socket(port);
+        let page_ws = Self::page_socket(port, |_| true);
+        let mut chromium = Self::attach(port, &page_ws);
+        chromium.child = Some(child);
+        chromium._profile = Some(profile);
+        chromium
+    }
+
+    /// Attaches to the page whose DevTools web socket is `page_ws`.
+    fn attach(port: u16, page_ws: &str) -> Self {
         let path = page_ws
             .trim_start_matches(&format!("ws://127.0.0.1:{port}"))
             .to_owned();
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // The handshake may take a while on a busy machine; reads after it
+        // poll.
         stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
+            .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         let (ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}{path}"), stream)
             .expect("DevTools web socket");
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut chromium = Self {
-            child,
+            child: None,
+            devtools_port: port,
             ws,
             next_id: 0,
             events: Vec::new(),
-            _profile: profile,
+            streamed: Vec::new(),
+            _profile: None,
         };
         for domain in ["Page", "Network", "Runtime", "Log"] {
             chromium.call(&format!("{domain}.enable"), json!({}));
@@ -201,8 +224,16 @@ impl Chromium {
         chromium
     }
 
-    /// The page target's web socket address.
-    fn page_socket(port: u16) -> String {
+    /// Another tab of this browser, once one shows a URL starting with
+    /// `prefix` (one the page opened, say).
+    pub fn page_at(&self, prefix: &str) -> Self {
+        let port = self.devtools_port;
+        let page_ws = Self::page_socket(port, |url| url.starts_with(prefix));
+        Self::attach(port, &page_ws)
+    }
+
+    /// The web socket address of a page target whose URL `wanted` accepts.
+    fn page_socket(port: u16, wanted: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let list = http(
@@ -214,7 +245,7 @@ impl Chromium {
             let targets: Value = serde_json::from_slice(&list.body).unwrap_or(Value::Null);
             if let Some(url) = targets.as_array().and_then(|a| {
                 a.iter()
-                    .find(|t| t["type"] == "page")
+                    .find(|t| t["type"] == "page" && t["url"].as_str().is_some_and(&wanted))
                     .and_then(|t| t["webSocketDebuggerUrl"].as_str())
             }) {
                 return url.to_owned();
@@ -345,8 +376,9 @@ impl Chromium {
         }
     }
 
-    /// Every response body the page received (with its URL), and the data
-    /// of every server-sent event.
+    /// Every response body the page received (with its URL), and what
+    /// arrived so far of every event stream (`/api/events`, read with
+    /// `fetch`, never finished), each as an "event stream".
     pub fn received(&mut self) -> Vec<(String, Vec<u8>)> {
         self.drain();
         let finished: Vec<String> = self
@@ -367,34 +399,51 @@ impl Chromium {
             })
             .collect();
         let mut out = Vec::new();
-        for id in finished {
+        for id in &finished {
             let r = self.call("Network.getResponseBody", json!({ "requestId": id }));
-            let body = r["body"].as_str().unwrap_or_default();
-            let bytes = if r["base64Encoded"] == true {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD
-                    .decode(body)
-                    .unwrap_or_default()
-            } else {
-                body.as_bytes().to_vec()
-            };
-            out.push((urls.get(&id).cloned().unwrap_or(id), bytes));
+            let bytes = decode_body(&r["body"], r["base64Encoded"] == true);
+            out.push((urls.get(id).cloned().unwrap_or(id.clone()), bytes));
         }
-        for e in self
-            .events
+        // Streams still open: what arrived before streaming was turned on,
+        // then every chunk since.
+        let open: Vec<String> = urls
             .iter()
-            .filter(|e| e["method"] == "Network.eventSourceMessageReceived")
-        {
-            out.push((
-                "event stream".into(),
-                e["params"]["data"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .as_bytes()
-                    .to_vec(),
-            ));
+            .filter(|(id, url)| url.ends_with("/api/events") && !finished.contains(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in open {
+            if !self.streamed.iter().any(|(s, _)| *s == id) {
+                let r = self.call("Network.streamResourceContent", json!({ "requestId": id }));
+                let before = decode_body(&r["bufferedData"], true);
+                self.streamed.push((id, before));
+            }
+        }
+        self.drain();
+        for (id, before) in &self.streamed {
+            let mut bytes = before.clone();
+            for e in self.events.iter().filter(|e| {
+                e["method"] == "Network.dataReceived" && e["params"]["requestId"] == id.as_str()
+            }) {
+                bytes.extend(decode_body(&e["params"]["data"], true));
+            }
+            out.push(("event stream".into(), bytes));
         }
         out
+    }
+
+    /// Every cookie in the browser's jar, of every site.
+    pub fn cookies(&mut self) -> Vec<Value> {
+        let r = self.call("Storage.getCookies", json!({}));
+        let r = if r.get("error").is_some() {
+            self.call("Network.getAllCookies", json!({}))
+        } else {
+            r
+        };
+        assert!(
+            r.get("error").is_none(),
+            "the cookie jar cannot be read: {r}"
+        );
+        r["cookies"].as_array().cloned().unwrap_or_default()
     }
 
     /// URLs of every request the page made.
@@ -440,9 +489,24 @@ impl Chromium {
     }
 }
 
+/// A DevTools body: text, or base64 when `base64`.
+fn decode_body(body: &Value, base64: bool) -> Vec<u8> {
+    let body = body.as_str().unwrap_or_default();
+    if base64 {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap_or_default()
+    } else {
+        body.as_bytes().to_vec()
+    }
+}
+
 impl Drop for Chromium {
     fn drop(&mut self) {
         let _ = self.ws.close(None);
-        flux_e2e::terminate(&mut self.child, Duration::from_secs(5));
+        if let Some(child) = &mut self.child {
+            flux_e2e::terminate(child, Duration::from_secs(5));
+        }
     }
 }

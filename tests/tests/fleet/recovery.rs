@@ -86,7 +86,9 @@ fn a_host_pointed_at_an_empty_etcd_keeps_its_copies_and_writes_nothing() {
     hosts[0].set_args(&args(&endpoints, &["--publish-fleet"]));
     hosts[0].restart();
     assert_eq!(fleet_id(&hosts[0]), id);
-    assert!(empty.raw().get(&EtcdKey::Id.to_string()).is_some());
+    flux_e2e::eventually("the fleet written back", || {
+        empty.raw().get(&EtcdKey::Id.to_string()).is_some()
+    });
     serves(&hosts[0], "app", "KEY", "k-1", "after --publish-fleet");
     set(&hosts[0], "app", "KEY", "k-2");
     serves(
@@ -102,6 +104,52 @@ fn a_host_pointed_at_an_empty_etcd_keeps_its_copies_and_writes_nothing() {
             .get(&EtcdKey::vault("app").to_string())
             .is_some()
     );
+}
+
+/// An "etcd" that accepts connections and never answers: a member hung,
+/// or a black-holed address. Counts the connections it was given.
+fn silent_etcd() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (endpoint, accepted)
+}
+
+#[test]
+fn a_host_whose_etcd_does_not_answer_serves_its_copies_at_once() {
+    if !have_etcd("a_host_whose_etcd_does_not_answer_serves_its_copies_at_once") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let mut hosts = fleet(&etcd, 1, "app");
+    set(&hosts[0], "app", "KEY", "k-1");
+    hosts[0].stop();
+    let (endpoint, accepted) = silent_etcd();
+    hosts[0].set_args(&args(&endpoint, &[]));
+    hosts[0].restart();
+    serves(&hosts[0], "app", "KEY", "k-1", "while etcd does not answer");
+    // Served while fluxd's first try at etcd (2 s at most) was still
+    // waiting: start-up did not wait for etcd's deadline.
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) <= 1,
+        "start-up waited for etcd: it had tried again before serving"
+    );
+    wait_status(&hosts[0], "app", "etcd");
+    // Pointed back at the real etcd, it catches up without a restart of
+    // the others.
+    hosts[0].stop();
+    hosts[0].set_args(&args(&etcd.endpoints(), &[]));
+    hosts[0].restart();
+    set(&hosts[0], "app", "KEY", "k-2");
+    serves(&hosts[0], "app", "KEY", "k-2", "after etcd is back");
 }
 
 #[test]
@@ -164,18 +212,25 @@ fn dashboard_overview(host: &flux_e2e::TestDaemon) -> serde_json::Value {
         .expect("the dashboard's URL");
     let rest = &url["http://".len()..];
     let host_port = rest.split('/').next().unwrap().to_owned();
-    let token = url.split("token=").nth(1).unwrap();
-    let mut s = std::net::TcpStream::connect(&host_port).unwrap();
-    write!(
-        s,
-        "GET /api/overview HTTP/1.1\r\nHost: {host_port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    let code = url.split("?code=").nth(1).expect("a one-time code");
+    let get = |path: &str, header: &str| -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(&host_port).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host_port}\r\n{header}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let body = raw.split("\r\n\r\n").nth(1).expect("an answer body");
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("{path}: not JSON: {raw}"))
+    };
+    // The link's one-time code, exchanged for a session, as the page does.
+    let session = get("/api/session", &format!("Flux-Dashboard-Code: {code}"));
+    let bearer = session["session"].as_str().expect("a session").to_owned();
+    let overview = get("/api/overview", &format!("Authorization: Bearer {bearer}"));
     flux_e2e::terminate(&mut child, Duration::from_secs(5));
-    let body = raw.split("\r\n\r\n").nth(1).expect("an answer body");
-    serde_json::from_str(body).expect("JSON")
+    overview
 }
 
 /// One unlabelled sample of `fluxctl metrics` on `host`.

@@ -1,9 +1,21 @@
 // Flux Secrets dashboard: plain JavaScript, no dependencies. It reads the
 // dashboard's own JSON API (names, times, peers, counts — never a value),
 // builds the page with textContent only, draws charts as SVG, and follows
-// /api/events (server-sent events) to refresh what is on screen as changes
-// happen.
+// /api/events (server-sent events, read with fetch) to refresh what is on
+// screen as changes happen.
+//
+// Signing in: the link fluxctl dashboard printed carries a one-time code
+// (?code=…). The page takes it out of the address bar, trades it at
+// /api/session for the session secret, and keeps that in this tab's
+// sessionStorage (this origin only, port included; it survives a reload)
+// and sends it as `Authorization: Bearer …` on every request. No cookie is
+// used: cookies are shared by every port of a host, so another local
+// user's server on 127.0.0.1:OTHER would be sent them.
 'use strict';
+
+const SESSION_KEY = 'flux-dashboard-session';
+const SIGNED_OUT = 'Signed out: this tab has no dashboard session (the link was opened again, or fluxctl dashboard was stopped or restarted). Run fluxctl dashboard for a new link.';
+let session = null;
 
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -45,9 +57,67 @@ function when(ms) {
   return el('time', { title: ms ? new Date(ms).toISOString() : '' }, ago(ms));
 }
 
+// Other tabs of this dashboard (same origin, this browser) may ask for the
+// session, so that a link opened in a new tab works too.
+const tabs = 'BroadcastChannel' in window ? new BroadcastChannel('flux-dashboard') : null;
+if (tabs) {
+  tabs.addEventListener('message', (m) => {
+    if (m.data === 'session?' && session) tabs.postMessage({ session });
+  });
+}
+
+function fromOtherTab() {
+  return new Promise((resolve) => {
+    if (!tabs) { resolve(null); return; }
+    const answer = (m) => {
+      if (m.data && typeof m.data.session === 'string') done(m.data.session);
+    };
+    const done = (s) => { clearTimeout(timer); tabs.removeEventListener('message', answer); resolve(s); };
+    const timer = setTimeout(() => done(null), 300);
+    tabs.addEventListener('message', answer);
+    tabs.postMessage('session?');
+  });
+}
+
+function keep(s) {
+  session = s;
+  try {
+    if (s) sessionStorage.setItem(SESSION_KEY, s); else sessionStorage.removeItem(SESSION_KEY);
+  } catch (_) { /* storage disabled: the session lives in this page only */ }
+}
+
+// The printed link's code, traded for the session; else the session this
+// tab already holds, or one another open tab hands over.
+async function signIn() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get('code');
+  if (code !== null) {
+    // Out of the address bar (and so out of a reload) before it is used.
+    history.replaceState(null, '', location.pathname + location.hash);
+    const r = await fetch('/api/session', {
+      headers: { 'Flux-Dashboard-Code': code }, credentials: 'omit', cache: 'no-store',
+    });
+    if (!r.ok) throw new Error(await r.text());
+    keep((await r.json()).session);
+    return;
+  }
+  try { session = sessionStorage.getItem(SESSION_KEY); } catch (_) { session = null; }
+  if (!session) keep(await fromOtherTab());
+  if (!session) throw new Error(SIGNED_OUT);
+}
+
+function authorized() {
+  return session ? { Authorization: 'Bearer ' + session } : {};
+}
+
+function signedOut() {
+  keep(null);
+  return new Error(SIGNED_OUT);
+}
+
 async function api(path) {
-  const r = await fetch(path, { credentials: 'same-origin', cache: 'no-store' });
-  if (r.status === 401) throw new Error('Signed out: open the URL fluxctl dashboard printed.');
+  const r = await fetch(path, { headers: authorized(), credentials: 'omit', cache: 'no-store' });
+  if (r.status === 401) throw signedOut();
   if (!r.ok) throw new Error(path + ': ' + r.status + ' ' + (await r.text()));
   const type = r.headers.get('content-type') || '';
   return type.startsWith('application/json') ? r.json() : r.text();
@@ -289,25 +359,69 @@ function soon() {
   pending = setTimeout(() => { pending = null; render(); }, 100);
 }
 
-function follow() {
-  const live = document.getElementById('live');
-  const source = new EventSource('/api/events');
-  source.onopen = () => { live.textContent = 'live'; live.className = 'live on'; };
-  source.onerror = () => { live.textContent = 'reconnecting…'; live.className = 'live off'; };
-  source.onmessage = (m) => {
-    let c;
-    try { c = JSON.parse(m.data); } catch (_) { return; }
-    const names = (c.names || []).join(', ');
-    const what = {
-      set: 'set', deleted: 'deleted', reloaded: 'reloaded', changed: 'changed',
-      project_created: 'project created', project_deleted: 'project deleted',
-    }[c.kind] || c.kind;
-    if (c.project) toast(c.project + ': ' + (names ? names + ' ' : '') + what);
-    const r = route();
-    if (r.view !== 'project' || r.project === c.project || !c.project) soon();
-  };
+// One change event: a toast, and a refresh of what it touches.
+function changed(data) {
+  let c;
+  try { c = JSON.parse(data); } catch (_) { return; }
+  const names = (c.names || []).join(', ');
+  const what = {
+    set: 'set', deleted: 'deleted', reloaded: 'reloaded', changed: 'changed',
+    project_created: 'project created', project_deleted: 'project deleted',
+  }[c.kind] || c.kind;
+  if (c.project) toast(c.project + ': ' + (names ? names + ' ' : '') + what);
+  const r = route();
+  if (r.view !== 'project' || r.project === c.project || !c.project) soon();
 }
 
-window.addEventListener('hashchange', render);
-document.addEventListener('DOMContentLoaded', () => { render(); follow(); });
-setInterval(() => { if (document.visibilityState === 'visible') soon(); }, 30000);
+// /api/events with the session header (EventSource cannot send one): reads
+// the stream of `data:` lines, and reconnects a second after it ends.
+async function follow() {
+  const live = document.getElementById('live');
+  const off = (text) => { live.textContent = text; live.className = 'live off'; };
+  for (;;) {
+    try {
+      const r = await fetch('/api/events', { headers: authorized(), credentials: 'omit', cache: 'no-store' });
+      if (r.status === 401) {
+        off('signed out');
+        banner(signedOut().message);
+        return;
+      }
+      if (!r.ok || !r.body) throw new Error('/api/events: ' + r.status);
+      live.textContent = 'live';
+      live.className = 'live on';
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffered = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffered += value;
+        let end;
+        while ((end = buffered.indexOf('\n\n')) >= 0) {
+          const block = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart());
+          if (data.length) changed(data.join('\n'));
+        }
+      }
+    } catch (_) { /* reconnect below */ }
+    off('reconnecting…');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+document.addEventListener('DOMContentLoaded', async () => {
+  try {
+    await signIn();
+  } catch (e) {
+    banner(e.message);
+    document.getElementById('main').replaceChildren();
+    const live = document.getElementById('live');
+    live.textContent = 'signed out';
+    live.className = 'live off';
+    return;
+  }
+  window.addEventListener('hashchange', render);
+  setInterval(() => { if (document.visibilityState === 'visible') soon(); }, 30000);
+  render();
+  follow();
+});
