@@ -50,7 +50,7 @@ pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
     }
     if audit.dropped > 0 {
         text.push_str(&format!(
-            "! {} audit entries were lost while the log could not be written\n",
+            "! {} audit entries were lost: the log could not be written, or rotation removed entries younger than [audit] keep_for (fluxd's log says which and who filled it)\n",
             audit.dropped
         ));
     }

@@ -388,8 +388,9 @@ pub struct AuditHealth {
     pub reads: String,
     /// Why the log cannot be written right now, if it cannot.
     pub error: Option<String>,
-    /// Entries lost since the daemon started because the log could not be
-    /// written.
+    /// Entries lost since the daemon started: while the log could not be
+    /// written, and entries younger than `[audit] keep_for` in files that
+    /// rotation removed.
     pub dropped: u64,
     /// True while writes are refused because they could not be audited.
     pub writes_refused: bool,

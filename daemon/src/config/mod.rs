@@ -221,15 +221,18 @@ pub struct AuditFile {
     pub enabled: Option<bool>,
     /// Default `<state>/audit.log`.
     pub path: Option<PathBuf>,
-    /// `"summary"` (default): one line per connection, name and result
-    /// for reads; `"every"`: one line per read.
+    /// `"summary"` (default): reads folded per connection, then per peer
+    /// and interval; `"every"`: one line per read.
     pub reads: Option<String>,
     /// Longest a read summary waits before it is written (default 60s).
     pub summary_interval: Option<String>,
-    /// Size at which the log is rotated (default 64 MiB).
+    /// Size no file passes (default 64 MiB).
     pub max_bytes: Option<u64>,
     /// Rotated files kept (default 5).
     pub keep: Option<u32>,
+    /// Age below which a file removed by rotation is reported as lost
+    /// entries (default 7 days; `"0s"`: never).
+    pub keep_for: Option<String>,
 }
 
 impl AuditFile {
@@ -267,6 +270,14 @@ impl AuditFile {
             )?,
             max_bytes,
             keep: self.keep.unwrap_or(d.keep),
+            keep_for: match self.keep_for.as_deref() {
+                None => d.keep_for,
+                Some(text) => humantime::parse_duration(text).map_err(|e| {
+                    Error::Config(format!(
+                        "[audit] keep_for = {text:?} is not a duration like \"7d\" or \"24h\" (\"0s\" turns the check off): {e}"
+                    ))
+                })?,
+            },
         })
     }
 }
@@ -459,6 +470,31 @@ mod tests {
         let e = parse("[vaults]\nkeep_versions = 1000\n").unwrap_err();
         assert!(e.to_string().contains("at most 100"), "{e}");
         assert!(toml::from_str::<FileConfig>("[vaults]\nkeep = 1\n").is_err());
+    }
+
+    #[test]
+    fn audit_keep_for_defaults_to_a_week_and_zero_turns_it_off() {
+        let state = Path::new("/var/lib/flux");
+        let parse = |text: &str| {
+            toml::from_str::<FileConfig>(text)
+                .unwrap()
+                .audit
+                .resolve(state)
+        };
+        let week = std::time::Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(parse("").unwrap().keep_for, week);
+        assert_eq!(
+            parse("[audit]\nkeep_for = \"24h\"\n").unwrap().keep_for,
+            std::time::Duration::from_secs(24 * 3600)
+        );
+        assert!(
+            parse("[audit]\nkeep_for = \"0s\"\n")
+                .unwrap()
+                .keep_for
+                .is_zero()
+        );
+        let e = parse("[audit]\nkeep_for = \"a week\"\n").unwrap_err();
+        assert!(e.to_string().contains("[audit] keep_for"), "{e}");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! optional scrape listener serves at `GET /metrics`.
 //!
 //! Every family has its `# HELP` and `# TYPE` lines; labels are `project`,
-//! `op`, `result` (`ok`, `denied`, `error`), `socket` and `source`. The
-//! text names projects and operations and holds numbers — never a secret's
-//! name, never a value. Rendering reads atomics and the registry's project
+//! `op`, `result` (`ok`, `denied`, `error`), `socket`, `source` and `uid`
+//! (the uid that drives the audit log's rotation). The text names projects
+//! and operations and holds numbers — never a secret's name, never a
+//! value. Rendering reads atomics and the registry's project
 //! list; nothing on the request path waits for it.
 //!
 //! | family | type | what |
@@ -20,7 +21,7 @@
 //! | `flux_project_healthy{project}` | gauge | 1 with no load error, else 0 |
 //! | `flux_vault_load_failures_total{project}` | counter | vault or key files that could not be used |
 //! | `flux_rotation_apply_seconds{project,source}` | histogram | a write or reload, from its start to its snapshot being served |
-//! | `flux_audit_*` | gauge, counter | the audit log: enabled, writable, queue depth, entries dropped |
+//! | `flux_audit_*` | gauge, counter | the audit log: enabled, writable, queue depth, entries dropped, folded lines pending and decisions folded, rotations, files and entries younger than `keep_for` that rotation removed, rotations driven by one uid |
 //! | `flux_fleet_*` | gauge | fleet mode: etcd outage, applied revision, problems |
 
 use super::Services;
@@ -202,7 +203,7 @@ pub fn render(services: &Services) -> String {
     }
 
     let audit = services.access.audit();
-    let health = audit.health();
+    let stats = audit.stats();
     out.family(
         "flux_audit_enabled",
         "gauge",
@@ -226,7 +227,49 @@ pub fn render(services: &Services) -> String {
         "counter",
         "Audit entries lost because the log could not be written for too long.",
     );
-    out.sample("flux_audit_dropped_total", &[], health.dropped);
+    out.sample("flux_audit_dropped_total", &[], stats.dropped);
+    out.family(
+        "flux_audit_pending_summaries",
+        "gauge",
+        "Folded audit lines (read summaries, repeated denials) waiting for their [audit] summary_interval.",
+    );
+    out.sample("flux_audit_pending_summaries", &[], stats.pending_folds);
+    out.family(
+        "flux_audit_folded_total",
+        "counter",
+        "Reads and denials counted into a folded audit line with others instead of a line of their own.",
+    );
+    out.sample("flux_audit_folded_total", &[], stats.folded);
+    out.family(
+        "flux_audit_rotations_total",
+        "counter",
+        "Times the audit log was rotated ([audit] max_bytes reached).",
+    );
+    out.sample("flux_audit_rotations_total", &[], stats.rotations);
+    out.family(
+        "flux_audit_dropped_files_total",
+        "counter",
+        "Rotated audit files removed while they held entries younger than [audit] keep_for (fluxd logs an error for each).",
+    );
+    out.sample("flux_audit_dropped_files_total", &[], stats.dropped_files);
+    out.family(
+        "flux_audit_dropped_young_entries_total",
+        "counter",
+        "Audit entries younger than [audit] keep_for in the files rotation removed.",
+    );
+    out.sample(
+        "flux_audit_dropped_young_entries_total",
+        &[],
+        stats.dropped_young_entries,
+    );
+    out.family(
+        "flux_audit_rotation_drivers_total",
+        "counter",
+        "Audit log rotations where one uid wrote more than half of the file rotated, by that uid (\"other\" past 32 uids).",
+    );
+    for (uid, n) in &stats.drivers {
+        out.sample("flux_audit_rotation_drivers_total", &[("uid", uid)], *n);
+    }
 
     let fleet = services.hosts.gauges();
     out.family(

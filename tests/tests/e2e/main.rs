@@ -2,6 +2,7 @@
 //! over real sockets. One test binary, one module per area.
 
 mod access;
+mod audit_flood;
 mod authorization;
 mod bad_input;
 mod browser;

@@ -271,6 +271,68 @@ fn the_metrics_listener_serves_get_metrics_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
 
+/// DNS rebinding: a web page whose name resolves to 127.0.0.1 gets the
+/// browser to send its requests to the listener, with the page's name in
+/// `Host`. The TCP listener answers its own address only; the Unix socket
+/// listener (no browser reaches it) any.
+#[test]
+fn the_tcp_metrics_listener_answers_only_its_own_host() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = TestDaemon::start_with_config(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    d.create_project("app");
+    let evil = format!("evil.example:{port}");
+    for headers in [
+        &[("Host", "evil.example")][..],
+        &[("Host", evil.as_str())],
+        &[("Host", "127.0.0.1")],
+        // No Host at all.
+        &[],
+    ] {
+        for path in ["/metrics", "/"] {
+            let a = http(port, "GET", path, headers);
+            assert_eq!(a.status, 421, "{headers:?} {path}");
+            let body = String::from_utf8_lossy(&a.body);
+            assert!(
+                body.starts_with("refused: the Host header is not this listener's address"),
+                "{body}"
+            );
+            assert!(
+                !body.contains("flux_") && !body.contains("app"),
+                "a refusal shows no metrics: {body}"
+            );
+        }
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let a = http(port, "GET", "/metrics", &[("Host", &host)]);
+        assert_eq!(a.status, 200, "{host}");
+        let scrape = parse(&String::from_utf8(a.body).unwrap());
+        assert_eq!(value(&scrape, "flux_up", &[]), 1.0);
+    }
+    drop(d);
+
+    let d = TestDaemon::start_with_config("[metrics]\nlisten = \"metrics.sock\"\n");
+    let mut s =
+        std::os::unix::net::UnixStream::connect(d.runtime_dir().join("metrics.sock")).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(
+        raw.starts_with("HTTP/1.1 200"),
+        "the Unix socket takes any Host: {}",
+        raw.lines().next().unwrap_or("")
+    );
+}
+
 #[test]
 fn server_workers_default_to_one_per_cpu_and_follow_the_config() {
     let cpus = std::thread::available_parallelism().unwrap().get();

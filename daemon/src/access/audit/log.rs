@@ -105,11 +105,43 @@ pub(super) fn files(path: &Path, keep: u32) -> Vec<PathBuf> {
     out
 }
 
+/// What a log file holds, for the report of a file rotation removes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Span {
+    /// Entries (lines that parse).
+    pub entries: u64,
+    /// Of them, those whose last decision is at or after the `since` asked.
+    pub young: u64,
+    /// The earliest and latest last decision.
+    pub first_ms: Option<u64>,
+    pub last_ms: Option<u64>,
+}
+
+/// Counts the entries of one file (reads only each line's `time_ms`).
+pub(super) fn span(file: &Path, since_ms: u64) -> std::io::Result<Span> {
+    #[derive(Deserialize)]
+    struct Stamp {
+        time_ms: u64,
+    }
+    let mut span = Span::default();
+    for line in BufReader::new(File::open(file)?).split(b'\n') {
+        let Ok(stamp) = serde_json::from_slice::<Stamp>(&line?) else {
+            continue;
+        };
+        let t = stamp.time_ms;
+        span.entries += 1;
+        span.young += u64::from(t >= since_ms);
+        span.first_ms = Some(span.first_ms.map_or(t, |f| f.min(t)));
+        span.last_ms = Some(span.last_ms.map_or(t, |l| l.max(t)));
+    }
+    Ok(span)
+}
+
 /// Reads entries back, rotated files included: those of `project` (all
 /// when `None`) whose last decision is at or after `since_ms`, the last
 /// `limit` written, sorted by the time of their last decision (oldest
-/// first; a read summary is written when its interval or connection ends,
-/// after entries of later decisions). Unparseable lines are skipped.
+/// first; a folded line is written when its interval ends, after entries
+/// of later decisions). Unparseable lines are skipped.
 pub fn read(
     path: &Path,
     keep: u32,
@@ -185,6 +217,29 @@ mod tests {
         let old = r#"{"time":"2026-01-01T00:00:00.000Z","time_ms":7,"project":"app","op":"set","name":"A","uid":1,"gid":1,"pid":null,"exe":null,"allowed":true,"result":"ok"}"#;
         let e = serde_json::from_str::<Line>(old).unwrap().entry();
         assert_eq!((e.count, e.first_ms, e.time_ms), (1, 7, 7));
+    }
+
+    #[test]
+    fn span_counts_the_entries_of_a_file_and_the_young_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut text = String::new();
+        for t in [5, 3, 9, 12] {
+            text.push_str(&serde_json::to_string(&Line::of(entry("get", "A", t))).unwrap());
+            text.push('\n');
+        }
+        text.push_str("not json\n");
+        std::fs::write(&path, text).unwrap();
+        let s = span(&path, 9).unwrap();
+        assert_eq!(
+            s,
+            Span {
+                entries: 4,
+                young: 2,
+                first_ms: Some(3),
+                last_ms: Some(12)
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Read summaries: identical decisions on one connection counted under
-//! one entry, and names bounded before they reach the log.
+//! one entry (then folded again per peer by the writer, see [`super::fold`]),
+//! and names bounded before they reach the log.
 
 use super::Audit;
 use flux_protocol::message::AuditEntry;
@@ -7,8 +8,9 @@ use std::collections::HashMap;
 
 /// Summaries one connection holds before handing them over.
 pub const MAX_SUMMARIES: usize = 1024;
-/// Denials one connection gets a line each for; past them, identical
-/// denials are summarized like reads.
+/// Denials one connection hands over one by one (each may get a line of
+/// its own, within its uid's budget, see [`super::fold`]); past them,
+/// identical denials are summarized like reads.
 pub const DENIALS_IN_FULL: u32 = 100;
 /// Characters of an invalid name the log keeps.
 pub const NAME_PREFIX: usize = 64;
@@ -76,11 +78,11 @@ impl ReadSummaries {
         self.len >= MAX_SUMMARIES
     }
 
-    /// Hands every pending summary to `audit`.
+    /// Hands every pending summary to `audit`, to be folded per peer.
     pub fn flush(&mut self, audit: &Audit) {
         for (_, entries) in self.by_name.drain() {
             for e in entries {
-                audit.record(e);
+                audit.fold(e);
             }
         }
         self.len = 0;

@@ -36,8 +36,9 @@
 //!   and a connection's denials past the first [`DENIALS_IN_FULL`], are
 //!   counted into summaries ([`ReadSummaries`]) handed to the log when the
 //!   connection ends, every `[audit] summary_interval`, or when too many are
-//!   pending. Writes are refused with `unavailable` while the audit log
-//!   cannot be written.
+//!   pending; the log folds denials and summaries again per peer across
+//!   connections ([`crate::access::audit::fold`]). Writes are refused with
+//!   `unavailable` while the audit log cannot be written.
 //!
 //! Request frames are wiped once decoded, since a `Set` carries a value.
 //! Nothing here logs or audits a value: requests are recorded by operation

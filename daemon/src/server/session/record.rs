@@ -1,7 +1,10 @@
-//! What a session writes to the audit log: writes, and a connection's
-//! first denials, one entry each; reads and later denials counted into
-//! summaries handed over when the connection ends, every
-//! `[audit] summary_interval`, or when too many are pending.
+//! What a session writes to the audit log: writes, one entry each; a
+//! connection's first denials one by one, and its reads and later denials
+//! counted into summaries handed over when the connection ends, every
+//! `[audit] summary_interval`, or when too many are pending. Denials and
+//! summaries are folded again per peer by the audit writer
+//! ([`crate::access::audit::fold`]), so many connections of one peer cost
+//! the log a few lines, not one each.
 
 use super::Session;
 use crate::access::Effect;
@@ -86,8 +89,9 @@ fn names_detail(entries: &[NamedValue]) -> String {
 }
 
 impl Session {
-    /// Records a decision: writes, and the first denials, one entry each;
-    /// reads and later denials counted into summaries.
+    /// Records a decision: writes one entry each; the first denials handed
+    /// over one by one and reads and later denials counted into summaries,
+    /// both folded per peer by the writer.
     pub(super) fn audit(
         &mut self,
         op: &'static str,
@@ -124,7 +128,11 @@ impl Session {
             self.denials > DENIALS_IN_FULL
         };
         if !summarize {
-            audit.record(entry());
+            if allowed {
+                audit.record(entry());
+            } else {
+                audit.fold(entry());
+            }
             return;
         }
         let key = name.as_deref().unwrap_or("");
