@@ -267,7 +267,17 @@ fn remove(target: &Target, recipient: &str, key: &Path, json: bool) -> Result<()
     let next = doc
         .next(&raw, hosts, vec![recipient.clone()])
         .map_err(Failure::general)?;
-    let report = publish(target, op.sign_hosts(&next), Vec::new())?;
+    // The same host list signs to the same bytes: a removal whose answer
+    // was lost is finished by --resume, or written again by running this.
+    let report = publish(target, op.sign_hosts(&next), Vec::new()).map_err(|mut f| {
+        if f.exit == EXIT_UNAVAILABLE {
+            f.message.push_str(&format!(
+                "\nOnce etcd answers: `fluxctl hosts remove --resume` finishes the removal if its host list (version {}) landed; otherwise run this command again",
+                next.version
+            ));
+        }
+        f
+    })?;
     removed(&report, Some(&recipient), json)
 }
 

@@ -36,7 +36,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 pub use store::EtcdStore;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Operations per etcd transaction fluxd sends at most: etcd refuses more
 /// than `--max-txn-ops` (128 by default), so larger writes (a project
@@ -47,9 +47,13 @@ pub const MAX_TXN_OPS: usize = 100;
 /// pinned, a full read of etcd — or, when etcd is unreachable, the local
 /// sealed copy, served until it is back — the watch, and host
 /// administration.
+///
+/// etcd is read on a thread of its own: when it answers within
+/// [`START_WAIT`], the projects load from what it holds; otherwise fluxd
+/// serves the local copies at once and takes etcd's changes when it
+/// answers — an unreachable or slow etcd never delays the sockets.
 pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Opened> {
     let store = Arc::new(EtcdStore::open(state_dir, options)?);
-    let synced = store.start(options.publish_fleet)?;
     info!(
         recipient = %store.recipient(),
         endpoints = %store.endpoints(),
@@ -57,11 +61,39 @@ pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Opened> {
         join_token = %store.identity().record().join_token(),
         "fleet mode: vaults are kept in etcd"
     );
-    let revision = if synced { store.revision() } else { 0 };
-    let feed = watch::follow(store.clone(), revision)?;
+    let (tx, feed) = watch::channel(&store);
+    let (started, wait) = std::sync::mpsc::channel();
+    let (bg, publish) = (store.clone(), options.publish_fleet);
+    std::thread::Builder::new()
+        .name("fluxd-etcd-start".into())
+        .spawn(move || {
+            let synced = match bg.start(publish) {
+                Ok(synced) => synced,
+                Err(e) => {
+                    warn!(error = %e, "cannot read etcd at start; serving the local sealed copies and trying again");
+                    bg.set_outage(Some(e.to_string()));
+                    false
+                }
+            };
+            let revision = if synced { bg.revision() } else { 0 };
+            if let Err(e) = watch::spawn(&bg, &tx, revision) {
+                tracing::error!(error = %e, "the etcd watch did not start: this host serves its local copies only");
+            }
+            let _ = started.send(());
+        })
+        .map_err(|e| Error::Internal(format!("cannot start reading etcd: {e}")))?;
+    if wait.recv_timeout(START_WAIT).is_err() {
+        warn!(
+            waited = ?START_WAIT,
+            "etcd has not answered yet: serving the local sealed copies; changes follow when it does"
+        );
+    }
     let hosts = Arc::new(hosts::FleetHosts::new(store.clone()));
     Ok(Opened { store, feed, hosts })
 }
+
+/// How long start-up waits for etcd before serving the local copies.
+pub const START_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `[store]` in the config file.
 #[derive(Debug, Default, Deserialize)]

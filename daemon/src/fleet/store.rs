@@ -419,7 +419,10 @@ impl EtcdStore {
                 Ok(false)
             }
             (false, true) if publish && holds_id => {
-                self.resync().map_err(|e| self.fail(e))?;
+                // Announced: the projects may be served already (a slow
+                // etcd is read after start-up).
+                let (applied, _) = self.resync().map_err(|e| self.fail(e))?;
+                self.absorb(applied);
                 self.repair(true)?;
                 info!(
                     fleet = self.fleet_id().as_deref().unwrap_or(""),
@@ -449,7 +452,10 @@ impl EtcdStore {
                 Ok(false)
             }
             (true, true) => {
-                self.resync().map_err(|e| self.fail(e))?;
+                // Announced: the projects may be served already (a slow
+                // etcd is read after start-up).
+                let (applied, _) = self.resync().map_err(|e| self.fail(e))?;
+                self.absorb(applied);
                 self.repair(false)?;
                 Ok(true)
             }
@@ -506,7 +512,15 @@ impl EtcdStore {
                 vec![etcd::op_put(&key.to_string(), raw)],
                 vec![],
             )?;
-            if !ok {
+            // Not written: unless etcd holds this very list already (an
+            // earlier try whose answer was lost), another one came first.
+            let landed = !ok
+                && self
+                    .range_prefix(&key.to_string())?
+                    .1
+                    .iter()
+                    .any(|kv| kv.key == key.to_string() && kv.value == raw);
+            if !ok && !landed {
                 return Err(Error::Unavailable(Unavailable::Store(format!(
                     "the host list changed (version {version} was written first) at the same moment: run the command again"
                 ))));

@@ -33,10 +33,20 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// that lost quorum sees nothing change).
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-/// Starts following etcd from `revision` (0: read everything first).
-pub fn follow(store: Arc<EtcdStore>, revision: i64) -> Result<ChangeFeed> {
+/// The change feed, and its sender for [`spawn`].
+pub fn channel(store: &Arc<EtcdStore>) -> (mpsc::UnboundedSender<Change>, ChangeFeed) {
     let (tx, rx) = mpsc::unbounded_channel::<Change>();
     store.set_feed(tx.clone());
+    (tx, ChangeFeed::new(rx, None))
+}
+
+/// Starts following etcd from `revision` (0: read everything first), on
+/// the feed `tx` of [`channel`].
+pub fn spawn(
+    store: &Arc<EtcdStore>,
+    tx: &mpsc::UnboundedSender<Change>,
+    revision: i64,
+) -> Result<()> {
     for prefix in store.watched() {
         let (store, tx) = (store.clone(), tx.clone());
         std::thread::Builder::new()
@@ -61,7 +71,7 @@ pub fn follow(store: Arc<EtcdStore>, revision: i64) -> Result<ChangeFeed> {
             }
         })
         .map_err(|e| Error::Internal(format!("cannot start the etcd prober: {e}")))?;
-    Ok(ChangeFeed::new(rx, None))
+    Ok(())
 }
 
 /// Sends what `applied` says changed; false once the feed is gone.
