@@ -214,6 +214,8 @@ pub struct ProjectMetrics {
     pub connections: AtomicI64,
     /// Vault or key files that could not be used (at load or on a reload).
     pub load_failures: AtomicU64,
+    /// Times the project's revision record was found missing and rebuilt.
+    pub records_rebuilt: AtomicU64,
     /// From a write's start to its snapshot being served: `set`,
     /// `set_many`, `delete`, `vault restore`.
     pub apply_write: Histogram,

@@ -178,6 +178,9 @@ impl Project {
         {
             let (store, name) = (self.store.clone(), self.name.clone());
             error!(project = %self.name, revision = floor, "the revision record was deleted: rebuilt from the newest revision served");
+            self.metrics
+                .records_rebuilt
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(move || record_floor(&*store, &name, floor)).await;
         }
         // The newer revision is served first and recorded right after: the

@@ -111,6 +111,7 @@ impl Project {
         };
         let key = Arc::new(key);
         let mut unreadable = None;
+        let mut rebuilt = false;
         let read = read_disk(
             &*store,
             name,
@@ -122,7 +123,8 @@ impl Project {
         let opened = match read {
             Ok(DiskRead::New { vault, opened, .. }) => {
                 disk.vault = Some(vault);
-                if record_missing && opened.revision > 0 {
+                rebuilt = record_missing && opened.revision > 0;
+                if rebuilt {
                     // Every project fluxd made has a record from its
                     // creation on: this one was deleted.
                     let why = format!(
@@ -151,9 +153,14 @@ impl Project {
                 Opened::default()
             }
         };
-        Ok(Self::new(
-            name, socket, key, store, opened, unreadable, disk, cancel,
-        ))
+        let project = Self::new(name, socket, key, store, opened, unreadable, disk, cancel);
+        if rebuilt {
+            project
+                .metrics
+                .records_rebuilt
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(project)
     }
 
     /// Creates a new project: a fresh key and an empty sealed vault, both

@@ -20,6 +20,7 @@
 //! | `flux_project_secrets{project}`, `flux_project_generation{project}` | gauge | the served snapshot |
 //! | `flux_project_healthy{project}` | gauge | 1 with no load error, else 0 |
 //! | `flux_vault_load_failures_total{project}` | counter | vault or key files that could not be used |
+//! | `flux_revision_records_rebuilt_total{project}` | counter | revision records found missing and rebuilt |
 //! | `flux_rotation_apply_seconds{project,source}` | histogram | a write or reload, from its start to its snapshot being served |
 //! | `flux_audit_*` | gauge, counter | the audit log: enabled, writable, queue depth, entries dropped, folded lines pending and decisions folded, rotations, files and entries younger than `keep_for` that rotation removed, rotations driven by one uid |
 //! | `flux_fleet_*` | gauge | fleet mode: etcd outage, applied revision, problems |
@@ -180,6 +181,18 @@ pub fn render(services: &Services) -> String {
             "flux_vault_load_failures_total",
             &[("project", p.name())],
             p.metrics().load_failures.load(Ordering::Relaxed),
+        );
+    }
+    out.family(
+        "flux_revision_records_rebuilt_total",
+        "counter",
+        "Times a project's revision record was found missing and rebuilt from the newest vault seen (the rollback check had lost its memory).",
+    );
+    for p in &projects {
+        out.sample(
+            "flux_revision_records_rebuilt_total",
+            &[("project", p.name())],
+            p.metrics().records_rebuilt.load(Ordering::Relaxed),
         );
     }
     out.family(

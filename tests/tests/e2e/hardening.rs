@@ -554,6 +554,11 @@ fn a_deleted_revision_record_is_reported_and_rebuilt() {
     );
     assert!(d.log().contains("revision record"), "not in the log");
     assert!(record.exists(), "the record is not rebuilt");
+    let metrics = d.ctl_ok(&["metrics"]);
+    assert!(
+        metrics.contains("flux_revision_records_rebuilt_total{project=\"app\"} 1"),
+        "not counted in the metrics"
+    );
 }
 
 /// A loop-mounted ext4 image, unmounted when dropped.
