@@ -251,6 +251,14 @@ fn storage_refuses(e: &io::Error) -> bool {
     )
 }
 
+impl Error {
+    /// True for an I/O error the operating system reported (an errno), as
+    /// opposed to a file fluxd refused for what it is (a FIFO, too large).
+    pub fn os_error(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.raw_os_error().is_some())
+    }
+}
+
 impl From<flux_vault::FileError> for Error {
     fn from(e: flux_vault::FileError) -> Self {
         Self::Io {
@@ -267,6 +275,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_errno_is_the_disk_and_a_refused_file_is_not() {
+        let io = |source| Error::Io {
+            action: "read",
+            path: "/x".into(),
+            source,
+        };
+        assert!(io(std::io::Error::from_raw_os_error(5)).os_error(), "EIO");
+        assert!(!io(std::io::Error::other("not a regular file")).os_error());
+        assert!(!Error::BadRequest("x".into()).os_error());
+    }
     use nix::errno::Errno;
 
     #[test]

@@ -558,6 +558,10 @@ impl Project {
                 match read_disk(&*store, &name, Some(key.clone()), (None, None), 0, Keep::Versions) {
                     Ok(DiskRead::New { key, opened, .. }) => (key, opened),
                     Ok(DiskRead::Same) => unreachable!("no fingerprint was known"),
+                    // The disk failing (an errno: EIO, EACCES, …) is the
+                    // daemon's problem, not the backup's: it keeps its code.
+                    Err(e @ Error::Io { .. }) if e.os_error() => return Err(e),
+                    Err(e @ Error::Unavailable(_)) => return Err(e),
                     Err(e) => return Err(Error::BadRequest(e.to_string())),
                 };
             if opened.revision >= floor {

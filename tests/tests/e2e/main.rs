@@ -15,6 +15,7 @@ mod dotenv_corpus;
 mod durability;
 mod hardening;
 mod metrics;
+mod protocol_contract;
 mod rotation;
 mod systemd;
 mod versions;
