@@ -10,17 +10,18 @@
 //! [`write_projects`] fills a state folder with N projects of M secrets
 //! using `fluxd`'s own code — [`flux_vault::keys::ProjectKey`] for the key file
 //! (age-keygen format), [`flux_vault::vault::seal`] for the sealed, encrypted
-//! vault, and [`fluxd::store::LocalStore`] for the file names — instead of
-//! 100,000 `Set` round trips that each re-seal and fsync the whole vault.
-//! The files are written without fsync (a benchmark fixture needs no
-//! durability). The callers then start the daemon on the folder and check
+//! vault, and [`fluxd::store::LocalStore`] for the file names and the
+//! revision record (`<state>/revisions/<project>`, which every project
+//! fluxd creates has) — instead of 100,000 `Set` round trips that each
+//! re-seal and fsync the whole vault. The key and vault files are written
+//! without fsync (a benchmark fixture needs no durability). The callers then start the daemon on the folder and check
 //! with `Status` that every project loaded, with the expected number of
 //! secrets and no `last_error`, so a format drift fails loudly.
 
 use anyhow::{Context, Result};
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Entry, Secrets};
-use fluxd::store::LocalStore;
+use fluxd::store::{LocalStore, Store};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -102,6 +103,12 @@ pub fn write_projects(
             key.to_file_contents("2026-01-01T00:00:00Z").as_bytes(),
         )?;
         write_private(&store.vault_path(&name), &sealed)?;
+        // The revision record every project fluxd makes has from its
+        // creation on (a vault of revision 1 without one is reported as a
+        // deleted record).
+        store
+            .raise_revision_floor(&name, 1)
+            .with_context(|| format!("cannot write the revision record of {name}"))?;
     }
     Ok(())
 }
@@ -148,11 +155,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_projects(dir.path(), 2, 3, 40).unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        use fluxd::store::Store;
         assert_eq!(store.projects().unwrap(), vec!["p0000", "p0001"]);
         let key = flux_vault::keys::ProjectKey::parse(&store.load_key("p0001").unwrap()).unwrap();
         let bytes = store.load_vault("p0001").unwrap().unwrap();
         let opened = vault::open(&bytes, "p0001", &key).unwrap();
         assert_eq!(opened.secrets.len(), 3);
+        assert!(!store.revision_record_missing("p0001"));
+        assert_eq!(store.revision_floor("p0001").unwrap(), 1);
     }
 }

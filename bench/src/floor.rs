@@ -309,13 +309,42 @@ mod tests {
             let spec = crate::load::LoadSpec {
                 clients: 2,
                 depth,
-                requests: 640,
                 warmup: 3,
-                deadline: Duration::from_secs(10),
+                duration: Duration::from_millis(50),
             };
             let r = crate::load::run(&target, spec, &ex).unwrap();
             assert_eq!(r.errors + r.wrong_values, 0, "{:?}", r.first_problem);
-            assert_eq!(r.requests, 640);
+            assert!(r.requests >= depth as u64 * 2, "{}", r.requests);
+            assert_eq!(r.client_rps.len(), 2);
         }
+    }
+
+    #[test]
+    fn the_c_client_reads_the_floor_and_refuses_a_wrong_value() {
+        let c = match crate::cload::CClient::build() {
+            Ok(c) => c,
+            Err(why) => {
+                eprintln!("SKIPPED: {why}");
+                return;
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("f.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        std::thread::spawn(move || accept_loop(listener, 40));
+        let value = bench_value(40);
+        let r = c
+            .run(&socket, "BENCH_40", &value, 2, Duration::from_millis(50), 3)
+            .unwrap();
+        assert!(r.requests > 0 && r.wall_secs >= 0.05, "{r:?}");
+        assert_eq!(r.client_rps.len(), 2);
+        assert_eq!(r.samples.len() as u64, r.requests);
+        let mut wrong = value.clone().into_bytes();
+        wrong[39] ^= 1;
+        let wrong = String::from_utf8(wrong).unwrap();
+        let e = c
+            .run(&socket, "BENCH_40", &wrong, 1, Duration::from_millis(50), 0)
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("differs from byte"), "{e:#}");
     }
 }

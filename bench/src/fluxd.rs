@@ -76,6 +76,8 @@ pub struct Fluxd {
     bin: FluxdBinary,
     dir: tempfile::TempDir,
     state_dir: PathBuf,
+    /// `--config FILE`, when set ([`Fluxd::set_config`]).
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -88,6 +90,7 @@ impl Fluxd {
             bin: bin.clone(),
             dir,
             state_dir,
+            config: None,
             child: None,
         })
     }
@@ -116,6 +119,15 @@ impl Fluxd {
         paths::project_socket(&self.runtime_dir(), project)
     }
 
+    /// Runs the daemon with `toml` as its configuration file (written into
+    /// the daemon's temp dir) from the next start on.
+    pub fn set_config(&mut self, toml: &str) -> Result<()> {
+        let path = self.dir.path().join("fluxd.toml");
+        std::fs::write(&path, toml).with_context(|| format!("cannot write {}", path.display()))?;
+        self.config = Some(path);
+        Ok(())
+    }
+
     /// The daemon's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -135,6 +147,9 @@ impl Fluxd {
         }
         let mut cmd =
             launch::fluxd_command(&self.bin.0, &self.state_dir, &self.runtime_dir(), "info");
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
         let (child, startup) = launch::spawn_ready(
             &mut cmd,
             &self.dir.path().join("fluxd.log"),

@@ -1,5 +1,5 @@
 //! The load client shared by every `get` target: blocking, one thread per
-//! connection, pre-encoded bytes, no async runtime.
+//! connection, pre-encoded bytes, no async runtime, fixed duration.
 //!
 //! The client is meant to cost as little as the machine allows, and the
 //! same for every target, so a ratio between two servers is about the
@@ -9,9 +9,13 @@
 //! `std::os::unix::net::UnixStream` on its own OS thread; a round is one
 //! `write_all` of the pre-encoded request(s), then reads of exactly the
 //! expected number of bytes into a buffer reused for the whole run, each
-//! chunk compared byte for byte with the expected answer as it arrives.
+//! chunk compared byte for byte with the expected answer as it arrives,
+//! then one clock reading (the end of a round is the start of the next).
 //! Per request that is one `write` and (almost always) one `read` system
-//! call, no allocation, no parsing.
+//! call, no allocation (the latency samples are reserved up front; a
+//! longer run than foreseen grows the vector by doubling), no parsing.
+//! `bench/c/getload.c` is the same client in C, and `flux-bench
+//! client-check` compares the two on the floor server.
 //!
 //! Two shapes: closed loop (`depth` 1: one request in flight per
 //! connection, the next sent when the answer is in) and pipelined (`depth`
@@ -19,29 +23,35 @@
 //! what a busy function runtime sharing one connection produces).
 //!
 //! The driver connects every client, warms each up, releases them together
-//! through a barrier, and has each do its share of rounds back to back,
-//! timing every round. Throughput is requests over the wall time from
-//! release to the last thread's finish; latency percentiles are over all
-//! rounds. The CPU time of the server process and of this process (the
-//! client) is read from `/proc` at release and after the last thread
-//! finished ([`crate::cpu`]).
+//! through a barrier, and every client then runs rounds back to back until
+//! one deadline, the run's duration after the first thread passed the
+//! barrier (the round under way at the deadline is finished and counted):
+//! a fixed duration, not a fixed count, so a server that serves some
+//! connections before others is not billed for the wait of the last one —
+//! its unfairness shows in the per-client rates instead. Throughput is all
+//! requests over the wall time from the release to the last thread's
+//! finish; each client's rate is its requests over its own timed time
+//! (from when its thread passed the barrier to its last answer); latency
+//! percentiles are over all rounds. The CPU time of the server process and
+//! of this process (the client) is read from `/proc` at release and after
+//! the last thread finished ([`crate::cpu`]).
 //!
 //! A caller may cut one measurement into slices and interleave the targets
 //! slice by slice, then [`LoadResult::merge`] them: on a shared machine a
 //! burst of outside load then hits every target a little instead of one
-//! target a lot.
+//! target a lot. Every slice opens its own connections; a merged result
+//! keeps one rate per connection and slice.
 //!
 //! An answer that differs from the expected bytes is a correctness failure
 //! the caller turns into a non-zero exit; the target describes what came
 //! instead ([`Target::explain`]) by kind, length and hash only, never by
-//! its bytes. Each run is bounded by a request count and a deadline,
-//! whichever comes first, and every read by a timeout.
+//! its bytes. Every read and write is bounded by a timeout.
 
 use crate::stats::Latency;
 use anyhow::Result;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::Barrier;
+use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 /// No healthy server takes this long to answer a `get`: a read or write
@@ -74,6 +84,40 @@ pub struct Exchange {
     pub what: String,
 }
 
+/// How evenly the clients of a run were served: the slowest, average and
+/// fastest client's requests per second (one client = one connection for
+/// one slice).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spread {
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of per-client rates (zeros when there are none).
+    pub fn of(rates: &[f64]) -> Self {
+        if rates.is_empty() {
+            return Self::default();
+        }
+        Self {
+            min: rates.iter().copied().fold(f64::INFINITY, f64::min),
+            mean: rates.iter().sum::<f64>() / rates.len() as f64,
+            max: rates.iter().copied().fold(0.0, f64::max),
+        }
+    }
+
+    /// The slowest client over the average one (1 = perfectly even; NaN
+    /// when nothing was served).
+    pub fn min_over_mean(&self) -> f64 {
+        if self.mean > 0.0 {
+            self.min / self.mean
+        } else {
+            f64::NAN
+        }
+    }
+}
+
 /// What one load run (or several slices of one, [`LoadResult::merge`])
 /// measured.
 #[derive(Debug, Clone, Default)]
@@ -83,7 +127,10 @@ pub struct LoadResult {
     pub wall_secs: f64,
     /// Every round's latency (ns): one request, or `depth` of them.
     pub samples: Vec<u64>,
+    /// Each client's requests per second over its own timed time.
+    pub client_rps: Vec<f64>,
     pub throughput_rps: f64,
+    pub clients: Spread,
     pub latency: Latency,
     /// CPU clock ticks of the server process while timed (`None` when it
     /// could not be read, or the server is not a process of its own).
@@ -106,28 +153,30 @@ pub struct LoadSpec {
     pub clients: usize,
     /// Requests in flight per connection: 1 = closed loop.
     pub depth: usize,
-    /// Total timed requests across all clients.
-    pub requests: u64,
-    /// Untimed rounds per client before the barrier.
+    /// Untimed rounds per client before the release.
     pub warmup: u64,
-    /// Hard stop for the timed part.
-    pub deadline: Duration,
+    /// How long every client runs after the release.
+    pub duration: Duration,
 }
 
 #[derive(Default)]
 struct ThreadOutcome {
     samples: Vec<u64>,
+    requests: u64,
+    /// From this thread's release to its last round's end.
+    timed: Duration,
     finished: Option<Instant>,
     errors: u64,
     wrong: u64,
     problem: Option<String>,
 }
 
-/// Runs `spec` against `target` with the pre-encoded `exchange`.
+/// Runs `spec` against `target` with the pre-encoded `exchange`: connects
+/// `spec.clients` connections, warms them up, runs them for
+/// `spec.duration`, closes them.
 pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<LoadResult> {
     let clients = spec.clients.max(1);
     let depth = spec.depth.max(1);
-    let rounds = (spec.requests / (clients * depth) as u64).max(1);
     let request = exchange.request.repeat(depth);
     let reply = exchange.reply.repeat(depth);
     let mut streams = Vec::with_capacity(clients);
@@ -137,15 +186,21 @@ pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<L
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         streams.push(stream);
     }
+    // Room for every round at 250,000 rounds per second across all
+    // clients, so the timed loop does not reallocate in practice.
+    let expected_rounds =
+        (spec.duration.as_secs_f64() * 250_000.0 / clients as f64) as usize + 1024;
     let job = Job {
         target,
         request: &request,
         reply: &reply,
+        depth: depth as u64,
         one_reply: exchange.reply.len(),
         what: &exchange.what,
-        rounds,
         warmup: spec.warmup,
-        deadline: spec.deadline,
+        duration: spec.duration,
+        expected_rounds,
+        release: OnceLock::new(),
     };
     let barrier = Barrier::new(clients + 1);
     let server_ticks = || target.pid().and_then(|p| crate::cpu::ticks(p).ok());
@@ -154,11 +209,14 @@ pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<L
             .into_iter()
             .map(|stream| {
                 let (job, barrier) = (&job, &barrier);
-                s.spawn(move || job.drive(stream, barrier))
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(s, move || job.drive(stream, barrier))
+                    .expect("cannot start a load thread")
             })
             .collect();
         barrier.wait();
-        let started = Instant::now();
+        let started = *job.release.get_or_init(Instant::now);
         let before = (server_ticks(), crate::cpu::own_ticks().ok());
         let outcomes: Vec<ThreadOutcome> = handles
             .into_iter()
@@ -167,11 +225,20 @@ pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<L
         let after = (server_ticks(), crate::cpu::own_ticks().ok());
         (outcomes, started, before, after)
     });
-    let mut all = Vec::with_capacity(rounds as usize * clients);
-    let mut result = LoadResult::default();
+    let mut result = LoadResult {
+        samples: Vec::with_capacity(outcomes.iter().map(|o| o.samples.len()).sum()),
+        ..LoadResult::default()
+    };
     let mut last = started;
     for o in outcomes {
-        all.extend_from_slice(&o.samples);
+        result.samples.extend_from_slice(&o.samples);
+        result.requests += o.requests;
+        let secs = o.timed.as_secs_f64();
+        result.client_rps.push(if secs > 0.0 {
+            o.requests as f64 / secs
+        } else {
+            0.0
+        });
         last = last.max(o.finished.unwrap_or(started));
         result.errors += o.errors;
         result.wrong_values += o.wrong;
@@ -179,9 +246,7 @@ pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<L
             result.first_problem = o.problem;
         }
     }
-    result.requests = all.len() as u64 * depth as u64;
     result.wall_secs = last.duration_since(started).as_secs_f64();
-    result.samples = all;
     let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
     result.server_ticks = delta(cpu_before.0, cpu_after.0);
     result.client_ticks = delta(cpu_before.1, cpu_after.1);
@@ -191,7 +256,8 @@ pub fn run(target: &dyn Target, spec: LoadSpec, exchange: &Exchange) -> Result<L
 
 impl LoadResult {
     /// Several slices of the same load as one result: requests over the
-    /// summed wall time, percentiles over all samples, CPU ticks summed.
+    /// summed wall time, percentiles over all samples, one rate per client
+    /// of every slice, CPU ticks summed.
     pub fn merge(slices: Vec<LoadResult>) -> Self {
         let sum = |a: Option<u64>, b: Option<u64>| Some(a? + b?);
         let mut out = LoadResult {
@@ -203,6 +269,7 @@ impl LoadResult {
             out.requests += s.requests;
             out.wall_secs += s.wall_secs;
             out.samples.extend_from_slice(&s.samples);
+            out.client_rps.extend_from_slice(&s.client_rps);
             out.server_ticks = sum(out.server_ticks, s.server_ticks);
             out.client_ticks = sum(out.client_ticks, s.client_ticks);
             out.errors += s.errors;
@@ -221,6 +288,7 @@ impl LoadResult {
         } else {
             0.0
         };
+        self.clients = Spread::of(&self.client_rps);
         self.latency = Latency::from_nanos(&mut self.samples);
         let per_request = |t: Option<u64>| match t {
             Some(t) => crate::cpu::us_per_request(t, self.requests),
@@ -238,11 +306,16 @@ struct Job<'a> {
     request: &'a [u8],
     /// Their `depth` answers back to back.
     reply: &'a [u8],
+    /// Requests per round.
+    depth: u64,
     one_reply: usize,
     what: &'a str,
-    rounds: u64,
     warmup: u64,
-    deadline: Duration,
+    duration: Duration,
+    /// Latency samples to reserve per client.
+    expected_rounds: usize,
+    /// When the first thread passed the barrier: the timed part's start.
+    release: OnceLock<Instant>,
 }
 
 /// Why a round failed.
@@ -257,7 +330,10 @@ enum Failure {
 impl Job<'_> {
     fn drive(&self, mut stream: UnixStream, barrier: &Barrier) -> ThreadOutcome {
         let mut buf = vec![0u8; self.reply.len()];
-        let mut out = ThreadOutcome::default();
+        let mut out = ThreadOutcome {
+            samples: Vec::with_capacity(self.expected_rounds),
+            ..ThreadOutcome::default()
+        };
         let mut broken = false;
         for _ in 0..self.warmup {
             if let Err(f) = self.round(&mut stream, &mut buf) {
@@ -266,12 +342,16 @@ impl Job<'_> {
                 break;
             }
         }
-        out.samples.reserve(self.rounds as usize);
         barrier.wait();
-        let stop_at = Instant::now() + self.deadline;
+        // Every client stops at the same deadline, counted from the first
+        // thread past the barrier; a thread woken later times itself from
+        // its own start.
+        let mine = Instant::now();
+        let deadline = *self.release.get_or_init(|| mine) + self.duration;
+        let mut t = mine;
+        let mut rounds = 0u64;
         if !broken {
-            for _ in 0..self.rounds {
-                let t = Instant::now();
+            loop {
                 let outcome = self.round(&mut stream, &mut buf);
                 let done = Instant::now();
                 if let Err(f) = outcome {
@@ -279,12 +359,17 @@ impl Job<'_> {
                     break;
                 }
                 out.samples.push(done.duration_since(t).as_nanos() as u64);
-                if done >= stop_at {
+                rounds += 1;
+                t = done;
+                if done >= deadline {
                     break;
                 }
             }
         }
-        out.finished = Some(Instant::now());
+        let finished = Instant::now();
+        out.requests = rounds * self.depth;
+        out.timed = finished.duration_since(mine);
+        out.finished = Some(finished);
         out
     }
 
@@ -387,8 +472,7 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
-    /// Answers every `PING\n` line with `reply` (or `wrong` for the
-    /// `wrong_at`-th, 1-based).
+    /// A target whose server answers every `PING\n` line with `reply`.
     struct Echo {
         socket: std::path::PathBuf,
         reply: Vec<u8>,
@@ -416,76 +500,103 @@ mod tests {
         }
     }
 
+    /// Serves every connection on a thread of its own; the `wrong_at`-th
+    /// line overall (1-based) gets an answer with its last byte changed.
     fn serve(listener: UnixListener, reply: Vec<u8>, wrong_at: Option<u64>) {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         std::thread::spawn(move || {
-            let mut seen = 0u64;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
-                let mut line = [0u8; 5];
-                while stream.read_exact(&mut line).is_ok() {
-                    seen += 1;
-                    let answer = if Some(seen) == wrong_at {
-                        let mut w = reply.clone();
-                        *w.last_mut().unwrap() ^= 1;
-                        w
-                    } else {
-                        reply.clone()
-                    };
-                    if stream.write_all(&answer).is_err() {
-                        break;
+                let (reply, seen) = (reply.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    let mut line = [0u8; 5];
+                    while stream.read_exact(&mut line).is_ok() {
+                        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        let mut answer = reply.clone();
+                        if Some(n) == wrong_at {
+                            *answer.last_mut().unwrap() ^= 1;
+                        }
+                        if stream.write_all(&answer).is_err() {
+                            break;
+                        }
                     }
-                }
+                });
             }
         });
     }
 
-    fn spec(depth: usize) -> LoadSpec {
+    fn spec(clients: usize, depth: usize) -> LoadSpec {
         LoadSpec {
-            clients: 1,
+            clients,
             depth,
-            requests: 64,
             warmup: 2,
-            deadline: Duration::from_secs(10),
+            duration: Duration::from_millis(50),
         }
     }
 
-    #[test]
-    fn counts_requests_of_closed_and_pipelined_rounds() {
+    fn echo() -> (tempfile::TempDir, Echo) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("s");
-        let listener = UnixListener::bind(&socket).unwrap();
-        serve(listener, b"PONG-PONG\n".to_vec(), None);
         let target = Echo {
             socket,
             reply: b"PONG-PONG\n".to_vec(),
         };
+        (dir, target)
+    }
+
+    #[test]
+    fn runs_for_the_duration_and_counts_closed_and_pipelined_rounds() {
+        let (_dir, target) = echo();
+        serve(
+            UnixListener::bind(&target.socket).unwrap(),
+            target.reply.clone(),
+            None,
+        );
         let ex = target.exchange("k", "v").unwrap();
-        let closed = run(&target, spec(1), &ex).unwrap();
-        assert_eq!((closed.requests, closed.samples.len()), (64, 64));
-        let piped = run(&target, spec(16), &ex).unwrap();
-        assert_eq!((piped.requests, piped.samples.len()), (64, 4));
-        assert_eq!(piped.errors + piped.wrong_values, 0);
+        let started = Instant::now();
+        let closed = run(&target, spec(3, 1), &ex).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(closed.wall_secs >= 0.05, "{}", closed.wall_secs);
+        assert_eq!(closed.errors + closed.wrong_values, 0);
+        assert!(closed.requests > 0);
+        assert_eq!(closed.requests, closed.samples.len() as u64);
+        assert_eq!(closed.client_rps.len(), 3);
+        let c = closed.clients;
+        assert!(0.0 < c.min && c.min <= c.mean && c.mean <= c.max, "{c:?}");
         assert!(closed.server_cpu_us.is_nan());
+        let piped = run(&target, spec(1, 16), &ex).unwrap();
+        assert_eq!(piped.errors + piped.wrong_values, 0);
+        assert_eq!(piped.requests, 16 * piped.samples.len() as u64);
+        let merged = LoadResult::merge(vec![closed.clone(), closed.clone()]);
+        assert_eq!(merged.requests, 2 * closed.requests);
+        assert_eq!(merged.client_rps.len(), 6);
+        assert!((merged.throughput_rps - closed.throughput_rps).abs() < 1e-6);
     }
 
     #[test]
     fn a_wrong_answer_is_counted_and_explained() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("s");
-        let listener = UnixListener::bind(&socket).unwrap();
+        let (_dir, target) = echo();
         // Two warm-up rounds of 4, then the 3rd answer of the next round.
-        serve(listener, b"PONG-PONG\n".to_vec(), Some(11));
-        let target = Echo {
-            socket,
-            reply: b"PONG-PONG\n".to_vec(),
-        };
+        serve(
+            UnixListener::bind(&target.socket).unwrap(),
+            target.reply.clone(),
+            Some(11),
+        );
         let ex = target.exchange("k", "v").unwrap();
-        let r = run(&target, spec(4), &ex).unwrap();
+        let r = run(&target, spec(1, 4), &ex).unwrap();
         assert_eq!(r.wrong_values, 1);
         let p = r.first_problem.unwrap();
         assert!(
             p.contains("answer 3 of the round") && p.contains("byte 9"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn spread_of_client_rates() {
+        let s = Spread::of(&[10.0, 20.0, 30.0]);
+        assert_eq!((s.min, s.mean, s.max), (10.0, 20.0, 30.0));
+        assert_eq!(s.min_over_mean(), 0.5);
+        assert!(Spread::of(&[]).min_over_mean().is_nan());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! flux-bench all      [--smoke] [--runs N] [--json PATH] [--fluxd PATH]   one table
-//! flux-bench get | rotation | scale                                       one part of it
+//! flux-bench get | client-check | rotation | scale                        one part of it
 //! flux-bench faults   soak|crash-loop|disk-full|bad-clients|all [--smoke]
 //! ```
 //!
@@ -23,16 +23,19 @@
 //! the exit status.
 //!
 //! Modules: [`fluxd`] runs the daemon; [`redis`] and [`floor`] are the
-//! comparison points; [`load`] is the load client; [`cpu`] reads a
+//! comparison points; [`load`] is the load client, [`cload`] the same
+//! client in C that checks it; [`cpu`] reads a
 //! process's CPU time; [`stats`] the numbers; [`fixture`] the test data;
 //! `bench_*` the benchmarks; [`report`] the table; [`faults`] the fault
 //! suites.
 
 #![forbid(unsafe_code)]
 
+mod bench_client;
 mod bench_get;
 mod bench_rotation;
 mod bench_scale;
+mod cload;
 mod cpu;
 mod faults;
 mod fixture;
@@ -61,11 +64,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Every benchmark, one table: get, rotation and scale.
+    /// Every benchmark, one table: get, client-check, rotation and scale.
     All(BenchArgs),
-    /// `get` throughput, latency and server CPU against Redis and the floor:
-    /// closed loop and pipelined.
+    /// `get` throughput (total and per client), latency and server CPU
+    /// against Redis and the floor, fixed-duration cells: closed loop and
+    /// pipelined.
     Get(BenchArgs),
+    /// The floor server loaded by flux-bench's client and by a C client
+    /// (bench/c/getload.c, built with cc): do they measure the same?
+    ClientCheck(BenchArgs),
     /// Rotation delay and stale reads.
     Rotation(BenchArgs),
     /// Start-up time, memory and `set` latency at scale.
@@ -90,7 +97,7 @@ struct FloorArgs {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Tiny counts and one run: seconds, for CI. Targets are not judged.
+    /// Tiny cells and one run: seconds, for CI. Targets are not judged.
     #[arg(long)]
     smoke: bool,
     /// The fluxd binary [default: `fluxd` next to this executable, rebuilt
@@ -107,10 +114,11 @@ struct BenchArgs {
     /// --smoke].
     #[arg(long, value_name = "N")]
     runs: Option<usize>,
-    /// Timed `get` requests per cell (all clients together) [default:
-    /// 100000; 1280 with --smoke].
-    #[arg(long, value_name = "N")]
-    requests: Option<u64>,
+    /// Timed seconds per target and cell in each run of `get` and
+    /// `client-check`, cut into 4 slices that the targets take turns on
+    /// [default: 1; 0.05 in one slice with --smoke].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    duration: Option<f64>,
     /// Client counts of the `get` benchmark (targets are judged at 1, 16 and 64).
     #[arg(long, value_name = "N,..", value_delimiter = ',', default_values_t = [1usize, 16, 64])]
     clients: Vec<usize>,
@@ -166,8 +174,9 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Cmd::All(a) => bench(a, Parts::all(), "all"),
         Cmd::Get(a) => bench(a, Parts::only(0), "get"),
-        Cmd::Rotation(a) => bench(a, Parts::only(1), "rotation"),
-        Cmd::Scale(a) => bench(a, Parts::only(2), "scale"),
+        Cmd::ClientCheck(a) => bench(a, Parts::only(1), "client-check"),
+        Cmd::Rotation(a) => bench(a, Parts::only(2), "rotation"),
+        Cmd::Scale(a) => bench(a, Parts::only(3), "scale"),
         Cmd::Faults(a) => faults_cmd(a),
         Cmd::FloorServer(_) => unreachable!("served above"),
     };
@@ -188,15 +197,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Which benchmarks to run: get, rotation, scale.
-struct Parts([bool; 3]);
+/// Which benchmarks to run: get, client-check, rotation, scale.
+struct Parts([bool; 4]);
 
 impl Parts {
     fn all() -> Self {
-        Self([true; 3])
+        Self([true; 4])
     }
     fn only(i: usize) -> Self {
-        let mut p = [false; 3];
+        let mut p = [false; 4];
         p[i] = true;
         Self(p)
     }
@@ -204,7 +213,12 @@ impl Parts {
 
 fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
     let smoke = a.common.smoke;
-    let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
+    // The client check loads the floor server only: no daemon to find.
+    let bin = if parts.0[0] || parts.0[2] || parts.0[3] {
+        Some(FluxdBinary::locate(a.common.fluxd.as_deref())?)
+    } else {
+        None
+    };
     let runs = a.runs.unwrap_or(if smoke { 1 } else { 5 }).max(1);
     let load_before = load_average();
     let mut report = Report {
@@ -216,25 +230,44 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
     };
     eprintln!(
         "flux-bench {name}: fluxd {}, {} CPU(s), {runs} run(s){}",
-        bin.0.display(),
+        bin.as_ref()
+            .map_or("not needed".into(), |b| b.0.display().to_string()),
         report.machine.cpus,
         if smoke { ", smoke" } else { "" }
     );
-    if parts.0[0] {
+    let duration =
+        std::time::Duration::from_secs_f64(a.duration.unwrap_or(if smoke { 0.05 } else { 1.0 }));
+    let slices = if smoke { 1 } else { 4 };
+    let warmup = if smoke { 2 } else { 50 };
+    let clients: Vec<usize> = a.clients.iter().map(|&c| c.max(1)).collect();
+    let sizes: Vec<usize> = a.sizes.iter().map(|&s| s.clamp(24, 65536)).collect();
+    if let (true, Some(bin)) = (parts.0[0], &bin) {
         let cfg = bench_get::GetConfig {
             runs,
-            requests: a.requests.unwrap_or(if smoke { 1280 } else { 100_000 }),
-            warmup: if smoke { 2 } else { 50 },
-            slices: if smoke { 1 } else { 5 },
-            clients: a.clients.iter().map(|&c| c.max(1)).collect(),
+            duration,
+            warmup,
+            slices,
+            clients: clients.clone(),
             pipeline: a.pipeline.min(1024),
-            sizes: a.sizes.iter().map(|&s| s.clamp(24, 65536)).collect(),
+            sizes: sizes.clone(),
             redis: redis::RedisServer::find(a.redis_server.as_deref()),
             smoke,
         };
-        bench_get::run(&bin, &cfg, &mut report).context("get benchmark")?;
+        bench_get::run(bin, &cfg, &mut report).context("get benchmark")?;
     }
     if parts.0[1] {
+        let cfg = bench_client::CheckConfig {
+            runs,
+            duration,
+            slices,
+            warmup,
+            clients,
+            sizes,
+            smoke,
+        };
+        bench_client::run(&cfg, &mut report).context("client check")?;
+    }
+    if let (true, Some(bin)) = (parts.0[2], &bin) {
         let cfg = bench_rotation::RotationConfig {
             runs,
             rotations: if smoke { 20 } else { 300 },
@@ -247,15 +280,15 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
             },
             smoke,
         };
-        bench_rotation::run(&bin, &cfg, &mut report).context("rotation benchmark")?;
+        bench_rotation::run(bin, &cfg, &mut report).context("rotation benchmark")?;
     }
-    if parts.0[2] {
+    if let (true, Some(bin)) = (parts.0[3], &bin) {
         let cfg = if smoke {
             bench_scale::ScaleConfig::smoke()
         } else {
             bench_scale::ScaleConfig::full(runs)
         };
-        bench_scale::run(&bin, &cfg, &mut report).context("scale benchmark")?;
+        bench_scale::run(bin, &cfg, &mut report).context("scale benchmark")?;
     }
     if let Some(before) = &load_before {
         report.notes.push(format!(
@@ -271,6 +304,14 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         eprintln!("wrote {}", path.display());
     }
     Ok(report.failures.is_empty())
+}
+
+/// `--duration`: seconds, from 0.001 to 3600.
+fn parse_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.001..=3600.0).contains(&s) => Ok(s),
+        _ => Err("give seconds between 0.001 and 3600".into()),
+    }
 }
 
 /// The first three fields of /proc/loadavg: the machine's load over 1, 5

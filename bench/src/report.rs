@@ -1,10 +1,12 @@
 //! The one table: rows of figures for fluxd, Redis and the floor, their
-//! ratios, the run-to-run spread, and the targets judged PASS or MISS.
+//! ratios, the run-to-run spread, and the targets, each judged `ok` or
+//! `MISS` on its own (a row may carry several); and under it the client
+//! check's table, flux-bench's load client against the C one on the floor.
 //!
-//! Benchmarks append [`Row`]s to a [`Report`]; correctness problems (a
-//! wrong value, a stale read, a failed request) go to
-//! [`Report::failures`], which is what makes the process exit non-zero. A
-//! missed speed target never does: it is a MISS in the table, not a
+//! Benchmarks append [`Row`]s (and [`CheckRow`]s) to a [`Report`];
+//! correctness problems (a wrong value, a stale read, a failed request) go
+//! to [`Report::failures`], which is what makes the process exit non-zero.
+//! A missed speed target never does: it is a MISS in the table, not a
 //! failure. The same report is written as JSON with `--json PATH`.
 
 use crate::stats::Measure;
@@ -55,7 +57,17 @@ pub struct Row {
     pub fluxd: Measure,
     pub redis: Cell,
     pub floor: Cell,
-    pub goal: Option<Goal>,
+    /// Whether the f/redis and f/floor columns mean something for this row
+    /// (not for a figure that is already a ratio within each target).
+    pub ratios: bool,
+    /// fluxd's figure over Redis's and over the floor's, run by run: the
+    /// targets were measured in the same minutes of each run, so the
+    /// median of these is what the ratio columns show and the targets
+    /// judge (`None`: the ratio of the medians).
+    pub redis_ratio: Option<Measure>,
+    pub floor_ratio: Option<Measure>,
+    /// The targets of this row, each judged on its own.
+    pub goals: Vec<Goal>,
 }
 
 impl Row {
@@ -73,26 +85,73 @@ impl Row {
             fluxd: m,
             redis: Cell::None,
             floor: Cell::None,
-            goal: None,
+            ratios: true,
+            redis_ratio: None,
+            floor_ratio: None,
+            goals: Vec::new(),
         }
     }
 
+    /// Adds a target (several may be added, each judged on its own).
     pub fn with_goal(mut self, text: impl Into<String>, verdict: Verdict) -> Self {
-        self.goal = Some(Goal {
+        self.goals.push(Goal {
             text: text.into(),
             verdict,
         });
         self
     }
 
-    /// fluxd's median over Redis's.
+    /// fluxd over Redis: the median of the run-by-run ratios when known,
+    /// else fluxd's median over Redis's.
     pub fn vs_redis(&self) -> Option<f64> {
-        self.redis.median().map(|r| self.fluxd.median / r)
+        paired(&self.redis_ratio, self.fluxd.median, &self.redis)
     }
 
-    /// fluxd's median over the floor's.
+    /// fluxd over the floor, like [`Row::vs_redis`].
     pub fn vs_floor(&self) -> Option<f64> {
-        self.floor.median().map(|f| self.fluxd.median / f)
+        paired(&self.floor_ratio, self.fluxd.median, &self.floor)
+    }
+}
+
+fn paired(runs: &Option<Measure>, median: f64, other: &Cell) -> Option<f64> {
+    match runs {
+        Some(m) if m.runs > 0 => Some(m.median),
+        _ => other.median().map(|o| median / o),
+    }
+}
+
+/// The ratio of `a` to `b` run by run (`None` when `b` is missing or the
+/// runs do not pair up).
+pub fn run_ratios(a: &[f64], b: Option<&[f64]>) -> Option<Measure> {
+    let b = b?;
+    if a.len() != b.len() || a.is_empty() {
+        return None;
+    }
+    let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    Some(Measure::of(&r))
+}
+
+/// One line of the client check: a figure of the floor server as
+/// flux-bench's load client measured it and as the C client did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub metric: String,
+    pub unit: &'static str,
+    /// flux-bench's client (`bench/src/load.rs`).
+    pub bench: Measure,
+    /// The C client (`bench/c/getload.c`), or why it did not run.
+    pub c: Cell,
+    /// flux-bench's figure over the C client's, run by run (see
+    /// [`Row::redis_ratio`]).
+    pub c_ratio: Option<Measure>,
+    pub goals: Vec<Goal>,
+}
+
+impl CheckRow {
+    /// flux-bench over C: the median of the run-by-run ratios when known,
+    /// else the ratio of the medians.
+    pub fn vs_c(&self) -> Option<f64> {
+        paired(&self.c_ratio, self.bench.median, &self.c)
     }
 }
 
@@ -113,6 +172,8 @@ pub struct Report {
     pub runs: usize,
     pub machine: Machine,
     pub rows: Vec<Row>,
+    /// The client check (`flux-bench client-check`), when it ran.
+    pub client_check: Vec<CheckRow>,
     /// Notes printed under the table (skips, caveats).
     pub notes: Vec<String>,
     /// Correctness failures: any makes the exit status non-zero.
@@ -180,18 +241,83 @@ fn cell(c: &Cell) -> String {
 
 fn ratio(r: Option<f64>) -> String {
     // No ratio over a zero (a CPU figure under one clock tick) or NaN.
+    // Three decimals where two would show 1.00 for what is not 1, so a
+    // target at "≤ redis" never reads "1.00× MISS".
     r.filter(|r| r.is_finite())
-        .map(|r| format!("{r:.2}×"))
+        .map(|r| {
+            if format!("{r:.2}") == "1.00" && r != 1.0 {
+                format!("{r:.3}×")
+            } else {
+                format!("{r:.2}×")
+            }
+        })
         .unwrap_or_default()
+}
+
+fn verdict_text(goals: &[Goal]) -> String {
+    goals
+        .iter()
+        .map(|g| {
+            let v = match g.verdict {
+                Verdict::Pass => "ok",
+                Verdict::Miss => "MISS",
+                Verdict::NotJudged => "n/j",
+            };
+            format!("{v} {}", g.text)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Aligned columns: the first two and the last left-aligned, the others
+/// right-aligned; a rule before every line index in `breaks`.
+fn table<const N: usize>(
+    out: &mut String,
+    header: [&str; N],
+    lines: &[[String; N]],
+    breaks: &[usize],
+) {
+    let mut widths = header.map(|h| h.chars().count());
+    for l in lines {
+        for (w, c) in widths.iter_mut().zip(l.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let fmt_line = |cells: &[String; N]| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+            let pad = w - c.chars().count();
+            if i == 0 || i == 1 || i == N - 1 {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            }
+            if i < N - 1 {
+                s.push_str(" | ");
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    let rule: String = widths
+        .iter()
+        .map(|w| "-".repeat(*w))
+        .collect::<Vec<_>>()
+        .join("-|-");
+    let _ = writeln!(out, "{}", fmt_line(&header.map(String::from)));
+    for (i, l) in lines.iter().enumerate() {
+        if breaks.contains(&i) {
+            let _ = writeln!(out, "{rule}");
+        }
+        let _ = writeln!(out, "{}", fmt_line(l));
+    }
 }
 
 impl Report {
     /// The table as text.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let header = [
-            "metric", "unit", "fluxd", "redis", "floor", "f/redis", "f/floor", "target",
-        ];
         let mut lines: Vec<[String; 8]> = Vec::new();
         let mut section = "";
         let mut breaks = Vec::new();
@@ -200,70 +326,70 @@ impl Report {
                 breaks.push(lines.len());
                 section = row.section;
             }
-            let goal = row
-                .goal
-                .as_ref()
-                .map(|g| {
-                    let v = match g.verdict {
-                        Verdict::Pass => "PASS",
-                        Verdict::Miss => "MISS",
-                        Verdict::NotJudged => "n/j",
-                    };
-                    format!("{v} {}", g.text)
-                })
-                .unwrap_or_default();
+            let (vs_redis, vs_floor) = if row.ratios {
+                (ratio(row.vs_redis()), ratio(row.vs_floor()))
+            } else {
+                (String::new(), String::new())
+            };
             lines.push([
                 row.metric.clone(),
                 row.unit.into(),
                 measure(&row.fluxd),
                 cell(&row.redis),
                 cell(&row.floor),
-                ratio(row.vs_redis()),
-                ratio(row.vs_floor()),
-                goal,
+                vs_redis,
+                vs_floor,
+                verdict_text(&row.goals),
             ]);
         }
-        let mut widths = header.map(|h| h.chars().count());
-        for l in &lines {
-            for (w, c) in widths.iter_mut().zip(l.iter()) {
-                *w = (*w).max(c.chars().count());
-            }
+        if !lines.is_empty() {
+            table(
+                &mut out,
+                [
+                    "metric", "unit", "fluxd", "redis", "floor", "f/redis", "f/floor", "target",
+                ],
+                &lines,
+                &breaks,
+            );
         }
-        let fmt_line = |cells: &[String; 8]| {
-            let mut s = String::new();
-            for (i, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-                let pad = w - c.chars().count();
-                if i == 0 || i == 1 || i == 7 {
-                    s.push_str(c);
-                    s.push_str(&" ".repeat(pad));
-                } else {
-                    s.push_str(&" ".repeat(pad));
-                    s.push_str(c);
-                }
-                if i < 7 {
-                    s.push_str(" | ");
-                }
+        if !self.client_check.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
             }
-            s.trim_end().to_owned()
-        };
-        let rule: String = widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .join("-|-");
-        let _ = writeln!(out, "{}", fmt_line(&header.map(String::from)));
-        for (i, l) in lines.iter().enumerate() {
-            if breaks.contains(&i) {
-                let _ = writeln!(out, "{rule}");
-            }
-            let _ = writeln!(out, "{}", fmt_line(l));
+            let lines: Vec<[String; 6]> = self
+                .client_check
+                .iter()
+                .map(|r| {
+                    [
+                        r.metric.clone(),
+                        r.unit.into(),
+                        measure(&r.bench),
+                        cell(&r.c),
+                        ratio(r.vs_c()),
+                        verdict_text(&r.goals),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                [
+                    "client check (the floor server)",
+                    "unit",
+                    "flux-bench",
+                    "C client",
+                    "bench/C",
+                    "target",
+                ],
+                &lines,
+                &[0],
+            );
         }
         let _ = writeln!(
             out,
             "\nmedian of {} run(s); ±x% is half the min–max range over the median; n/j = not judged{}",
             self.runs,
             if self.smoke {
-                " (smoke: tiny counts, targets are not judged)"
+                " (smoke: tiny cells, targets are not judged)"
             } else {
                 ""
             }
@@ -271,34 +397,31 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");
         }
-        let missed: Vec<&Row> = self
+        let goals = self
             .rows
             .iter()
-            .filter(|r| r.goal.as_ref().is_some_and(|g| g.verdict == Verdict::Miss))
+            .flat_map(|r| r.goals.iter().map(move |g| (r.metric.as_str(), g)))
+            .chain(
+                self.client_check
+                    .iter()
+                    .flat_map(|r| r.goals.iter().map(move |g| (r.metric.as_str(), g))),
+            );
+        let judged: Vec<(&str, &Goal)> = goals
+            .filter(|(_, g)| g.verdict != Verdict::NotJudged)
             .collect();
-        let judged = self
-            .rows
+        let missed: Vec<&(&str, &Goal)> = judged
             .iter()
-            .filter(|r| {
-                r.goal
-                    .as_ref()
-                    .is_some_and(|g| g.verdict != Verdict::NotJudged)
-            })
-            .count();
+            .filter(|(_, g)| g.verdict == Verdict::Miss)
+            .collect();
         let _ = writeln!(
             out,
             "targets: {} judged, {} met, {} missed",
-            judged,
-            judged - missed.len(),
+            judged.len(),
+            judged.len() - missed.len(),
             missed.len()
         );
-        for r in missed {
-            let _ = writeln!(
-                out,
-                "  MISS: {} ({})",
-                r.metric,
-                r.goal.as_ref().map_or("", |g| g.text.as_str())
-            );
+        for (metric, g) in missed {
+            let _ = writeln!(out, "  MISS: {metric} ({})", g.text);
         }
         if self.failures.is_empty() {
             let _ = writeln!(
@@ -312,5 +435,60 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_target_is_judged_and_counted_on_its_own() {
+        let mut row = Row::fluxd(
+            "get",
+            "get 40 B ×16 total",
+            "req/s",
+            Measure::of(&[90.0, 110.0]),
+        );
+        row.floor = Cell::Value(Measure::of(&[100.0, 200.0]));
+        row.redis = Cell::Skipped("redis-server not installed".into());
+        // Run by run 0.9 and 0.55: the median of those, not 100 / 150.
+        row.floor_ratio = run_ratios(&[90.0, 110.0], Some(&[100.0, 200.0]));
+        assert!((row.vs_floor().unwrap() - 0.725).abs() < 1e-9);
+        assert_eq!(row.vs_redis(), None);
+        let row = row
+            .with_goal("≥ 0.8× floor", verdict(Some(false), false))
+            .with_goal("≥ 1.5× redis", verdict(None, false));
+        let report = Report {
+            runs: 2,
+            rows: vec![row],
+            client_check: vec![CheckRow {
+                metric: "floor 40 B ×16 total".into(),
+                unit: "req/s",
+                bench: Measure::one(95.0),
+                c: Cell::Value(Measure::one(100.0)),
+                c_ratio: None,
+                goals: vec![Goal {
+                    text: "within 10 % of C".into(),
+                    verdict: Verdict::Pass,
+                }],
+            }],
+            ..Report::default()
+        };
+        let text = report.render();
+        assert!(
+            text.contains("MISS ≥ 0.8× floor; n/j ≥ 1.5× redis"),
+            "{text}"
+        );
+        assert!(text.contains("SKIPPED"), "{text}");
+        assert!(text.contains("0.95× | ok within 10 % of C"), "{text}");
+        assert!(
+            text.contains("targets: 2 judged, 1 met, 1 missed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("MISS: get 40 B ×16 total (≥ 0.8× floor)"),
+            "{text}"
+        );
     }
 }
