@@ -32,7 +32,7 @@ mod init;
 mod metrics;
 mod projects;
 mod prompt;
-mod run;
+pub mod run;
 mod secrets;
 mod status;
 mod style;
@@ -81,20 +81,7 @@ pub enum Command {
     /// a Flux client library in it reads the same project live. A secret
     /// replaces a variable of the same name unless --no-override. The exit
     /// status is the command's.
-    Run {
-        /// Keep variables already set in the environment: a secret of the
-        /// same name (FLUX_SECRETS_SOCKET included) does not replace them
-        #[arg(long)]
-        no_override: bool,
-        /// The command and its arguments (put them after `--`)
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "CMD"
-        )]
-        command: Vec<std::ffi::OsString>,
-    },
+    Run(run::RunArgs),
     /// Name this folder's project in flux.json and keep .env files out of git
     ///
     /// Adds what is missing of .env, .env.* and *.env to .gitignore, and
@@ -444,10 +431,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Secrets(cmd) => secrets::run(&target, cmd),
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
-        Command::Run {
-            no_override,
-            command,
-        } => run::run(&target, command, no_override),
+        Command::Run(args) => run::run(&target, args),
         Command::Status { json } => status::run(&target, json).map(|()| 0),
         Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
         Command::Fleet(cmd) => fleet::run(&target, cmd).map(|()| 0),

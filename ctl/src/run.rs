@@ -25,7 +25,28 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-pub(crate) fn run(target: &Target, command: Vec<OsString>, no_override: bool) -> Result<u8> {
+/// `fluxctl run`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Keep variables already set in the environment: a secret of the
+    /// same name (FLUX_SECRETS_SOCKET included) does not replace them
+    #[arg(long)]
+    pub no_override: bool,
+    /// The command and its arguments (put them after `--`)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+pub(crate) fn run(target: &Target, args: RunArgs) -> Result<u8> {
+    let RunArgs {
+        no_override,
+        command,
+    } = args;
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Failure::usage("no command given: fluxctl run -- CMD ARGS…"))?;
