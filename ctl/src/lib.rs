@@ -412,6 +412,15 @@ pub enum ProjectsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Give a project a new key: its vault, current values and kept
+    /// versions, re-sealed with it, and the old key destroyed
+    Rekey {
+        /// Project name
+        name: String,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a project and all its secrets, permanently
     Delete {
         /// Project name

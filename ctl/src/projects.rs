@@ -1,4 +1,4 @@
-//! `fluxctl projects create / list / delete`.
+//! `fluxctl projects create / list / rekey / delete`.
 //!
 //! Deleting a project destroys its key first, so it is confirmed: at a
 //! terminal by typing the project's name, in scripts with `--yes`.
@@ -16,8 +16,35 @@ pub(crate) fn run(target: &Target, cmd: ProjectsCmd) -> Result<()> {
     match cmd {
         ProjectsCmd::Create { name, json } => create(target, &name, json),
         ProjectsCmd::List { json } => list(target, json),
+        ProjectsCmd::Rekey { name, json } => rekey(target, &name, json),
         ProjectsCmd::Delete { name, yes, json } => delete(target, &name, yes, json),
     }
+}
+
+fn rekey(target: &Target, name: &str, json: bool) -> Result<()> {
+    check_name(name)?;
+    let req = Request::RekeyProject(flux_protocol::message::ProjectName {
+        name: name.to_owned(),
+    });
+    let Response::Rekeyed(done_) = target.control()?.call(&req)? else {
+        return Err(Failure::general(
+            "fluxd answered rekey_project with an unexpected message",
+        ));
+    };
+    if json {
+        return out_json(&serde_json::json!({
+            "name": done_.name,
+            "revision": done_.revision,
+            "generation": done_.generation,
+        }));
+    }
+    out(&format!(
+        "{}\nIts old key is destroyed: the vault written now opens only with the new one. Copies of the old vault (backups) still open with copies of the old key, if any were kept.\nValue digests (secrets list, history) change with the key.\n",
+        done(&format!(
+            "Project re-keyed: {name} (vault revision {})",
+            done_.revision
+        ))
+    ))
 }
 
 fn check_name(name: &str) -> Result<()> {

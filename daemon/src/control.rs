@@ -145,6 +145,18 @@ impl Control {
         Ok(())
     }
 
+    /// Gives a project a new key ([`Project::rekey`]).
+    pub async fn rekey_project(&self, name: &str) -> Result<flux_protocol::message::Rekeyed> {
+        validate_project_name(name)?;
+        let project = {
+            let _shared = self.registry.exclusive().await;
+            self.registry
+                .get(name)
+                .ok_or_else(|| Error::UnknownProject(name.to_owned()))?
+        };
+        project.rekey().await
+    }
+
     /// Applies a change from the store's feed (see the module docs);
     /// `force` re-reads files even when their fingerprints match (SIGHUP).
     pub async fn apply(&self, change: Change, force: bool) {

@@ -280,6 +280,7 @@ fn open_local(config: &Config) -> Result<Opened> {
     for dir in [local.keys_dir(), local.vaults_dir()] {
         check_private(dir, "the folder", 0o700)?;
     }
+    local.finish_rekeys()?;
     let stale = local.remove_stale_temp_files()?;
     if stale > 0 {
         info!(

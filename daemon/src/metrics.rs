@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Every request kind's operation name, in protocol order: the `op` label.
-pub const OPS: [&str; 28] = [
+pub const OPS: [&str; 29] = [
     "hello",
     "get",
     "list",
@@ -47,6 +47,7 @@ pub const OPS: [&str; 28] = [
     "hosts_head",
     "publish_hosts",
     "resume_removal",
+    "rekey_project",
 ];
 
 /// The slot of `req`'s kind in [`OPS`].
@@ -80,6 +81,7 @@ pub fn op_index(req: &Request) -> usize {
         Request::HostsHead => 25,
         Request::PublishHosts(_) => 26,
         Request::ResumeRemoval => 27,
+        Request::RekeyProject(_) => 28,
     }
 }
 
@@ -348,6 +350,7 @@ mod tests {
             Request::HostsHead,
             Request::PublishHosts(Default::default()),
             Request::ResumeRemoval,
+            Request::RekeyProject(flux_protocol::message::ProjectName { name: "a".into() }),
         ];
         assert_eq!(all.len(), OPS.len());
         for (i, r) in all.iter().enumerate() {

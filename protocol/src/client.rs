@@ -120,6 +120,7 @@ fn kind(resp: &Response) -> &'static str {
         Response::Metrics(_) => "metrics",
         Response::HostsHead(_) => "hosts head",
         Response::HostsChanged(_) => "hosts changed",
+        Response::Rekeyed(_) => "rekeyed",
     }
 }
 

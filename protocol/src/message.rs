@@ -102,6 +102,10 @@ pub enum Request {
     /// removal: finishes an interrupted removal (control socket, fleet
     /// mode).
     ResumeRemoval,
+    /// 28: give a project a new key: its vault, current values and kept
+    /// versions, re-sealed with it; the old key destroyed (control
+    /// socket).
+    RekeyProject(ProjectName),
 }
 
 impl Request {
@@ -136,6 +140,7 @@ impl Request {
             Self::HostsHead => "hosts_head",
             Self::PublishHosts(_) => "publish_hosts",
             Self::ResumeRemoval => "resume_removal",
+            Self::RekeyProject(_) => "rekey_project",
         }
     }
 }
@@ -201,6 +206,8 @@ pub enum Response {
     HostsHead(SignedHosts),
     /// 27: answer to `PublishHosts` and `ResumeRemoval`.
     HostsChanged(HostsReport),
+    /// 28: answer to `RekeyProject`.
+    Rekeyed(Rekeyed),
 }
 
 /// A secret's name: payload of [`Request::History`].
@@ -283,6 +290,17 @@ pub struct SecretDigest {
     /// project have equal digests; it says nothing about a value without
     /// the project key.
     pub digest: String,
+}
+
+/// Payload of [`Response::Rekeyed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rekeyed {
+    /// The project.
+    pub name: String,
+    /// The revision the vault was re-sealed at.
+    pub revision: u64,
+    /// The snapshot generation that serves it.
+    pub generation: u64,
 }
 
 /// Payload of [`Response::Fleet`].

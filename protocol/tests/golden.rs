@@ -136,6 +136,12 @@ fn requests() -> Vec<(&'static str, Request)> {
             }),
         ),
         ("request.resume_removal", Request::ResumeRemoval),
+        (
+            "request.rekey_project",
+            Request::RekeyProject(ProjectName {
+                name: "my-app".into(),
+            }),
+        ),
     ]
 }
 
@@ -401,6 +407,14 @@ fn responses() -> Vec<(&'static str, Response)> {
                 projects: vec!["api".into()],
                 pending: vec!["web".into()],
                 failures: vec!["web: etcd is unreachable".into()],
+            }),
+        ),
+        (
+            "response.rekeyed",
+            Response::Rekeyed(Rekeyed {
+                name: "my-app".into(),
+                revision: 9,
+                generation: 12,
             }),
         ),
     ]

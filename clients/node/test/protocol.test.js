@@ -125,6 +125,9 @@ const NOT_ENCODED = new Set([
   'request.resume_removal',
   'response.hosts_head',
   'response.hosts_changed',
+  // Key rotation is an operator's (fluxctl projects rekey).
+  'request.rekey_project',
+  'response.rekeyed',
   // This client does not cache values, so it never subscribes to change
   // events: every get asks the daemon.
   'request.subscribe',

@@ -92,6 +92,7 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.hosts_head": p.encode_hosts_head,
     "request.publish_hosts": lambda: p.encode_publish_hosts(b"{}", b""),
     "request.resume_removal": p.encode_resume_removal,
+    "request.rekey_project": lambda: p.encode_rekey_project("my-app"),
 }
 
 STATUS = p.DaemonStatus(
@@ -213,6 +214,7 @@ RESPONSES: Dict[str, p.Response] = {
         pending=["web"],
         failures=["web: etcd is unreachable"],
     ),
+    "response.rekeyed": p.Rekeyed(name="my-app", revision=9, generation=12),
 }
 
 
@@ -330,8 +332,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 28"):
-            p.decode_response(struct.pack("<I", 28))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 29"):
+            p.decode_response(struct.pack("<I", 29))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

@@ -252,7 +252,9 @@ pub fn decide(
         (Need::DaemonAdminOrAdminOfNamed, _) => {
             policy.is_daemon_admin(peer)
                 || match &req {
-                    Request::DeleteProject(p) => policy.allows(&p.name, peer, Role::Admin),
+                    Request::DeleteProject(p) | Request::RekeyProject(p) => {
+                        policy.allows(&p.name, peer, Role::Admin)
+                    }
                     _ => false,
                 }
         }

@@ -1273,6 +1273,49 @@ impl Store for EtcdStore {
         Ok(false)
     }
 
+    fn replace_key(&self, project: &str, key: &ProjectKey, ciphertext: &[u8]) -> Result<()> {
+        let list = self.my_host_list()?;
+        let vault_key = EtcdKey::vault(project);
+        let (version, base) = {
+            let cache = self.cache();
+            let held = cache.vaults.get(project).map_or(0, |h| h.mod_revision);
+            (
+                cache.next_version(project),
+                cache.etcd_revision(&vault_key, held),
+            )
+        };
+        let env = self.sign(Kind::Vault, &vault_key, version, ciphertext);
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let plain = key.to_file_contents(&created);
+        // This host first: its new key lands in the transaction with the
+        // vault it opens; every listed host gets it, at this list's epoch.
+        let mut hosts = list.hosts.clone();
+        hosts.sort_by_key(|h| h.recipient != self.me);
+        let (mut keys, mine) =
+            self.key_puts(project, plain.as_bytes(), version, list.version, &hosts)?;
+        let mine = mine.expect("this host is listed");
+        let rest = keys.split_off(keys.len().min(MAX_TXN_OPS - 1));
+        let mut ops = vec![etcd::op_put(&vault_key.to_string(), &env)];
+        ops.extend(keys);
+        let compare = if base == 0 {
+            vec![]
+        } else {
+            vec![etcd::cmp_mod(&vault_key.to_string(), base)]
+        };
+        let (ok, revision, _) = self.txn(compare, ops, vec![])?;
+        if !ok {
+            self.refresh(project)?;
+            return Err(Error::Unavailable(Unavailable::Contended {
+                project: project.to_owned(),
+            }));
+        }
+        self.put_all(rest)?;
+        self.held(&EtcdKey::key(&self.me, project), mine, revision);
+        self.held(&vault_key, env, revision);
+        self.flush();
+        Ok(())
+    }
+
     fn delete_vault(&self, _project: &str) -> Result<()> {
         // The signed deletion (`delete_key`) removed the vault too.
         Ok(())

@@ -625,6 +625,75 @@ impl Project {
     }
 }
 
+impl Project {
+    /// Gives the project a new key: the vault as stored — current values
+    /// and every kept version — re-sealed with it at a new revision, both
+    /// durable before this returns, the old key destroyed by the store
+    /// ([`Store::replace_key`]). Reads are served from the snapshot
+    /// throughout: the values do not change, so neither does the
+    /// generation. Digests change with the key (they are keyed by it).
+    pub async fn rekey(&self) -> Result<flux_protocol::message::Rekeyed> {
+        let started = Instant::now();
+        let _writer = self.writer.lock().await;
+        if self.is_deleted() {
+            return Err(Error::UnknownProject(self.name.clone()));
+        }
+        let current = self.snapshot.load_full();
+        let floor = self.disk().floor.max(current.revision);
+        let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
+        let done = tokio::task::spawn_blocking(move || {
+            let opened = match read_disk(
+                &*store,
+                &name,
+                Some(key),
+                (None, None),
+                floor,
+                Keep::Versions,
+            )? {
+                DiskRead::New { opened, .. } => opened,
+                DiskRead::Same => unreachable!("no fingerprint was known"),
+            };
+            let new = ProjectKey::generate();
+            let revision = floor + 1;
+            let bytes =
+                vault::seal(&name, &opened.secrets, revision, &new).map_err(|e| Error::Vault {
+                    location: store.vault_location(&name),
+                    reason: e.0,
+                })?;
+            store.replace_key(&name, &new, &bytes)?;
+            record_floor(&*store, &name, revision);
+            let key_fp = fingerprint(store.load_key(&name)?.as_bytes());
+            Ok::<_, Error>((new, key_fp, fingerprint(&bytes), revision))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("rekey task failed: {e}")))?;
+        let (new, key_fp, vault_fp, revision) = done?;
+        self.key.store(Arc::new(new));
+        {
+            let mut disk = self.disk();
+            disk.key = Some(key_fp);
+            disk.vault = Some(vault_fp);
+            disk.floor = revision;
+            disk.last_error = None;
+        }
+        // The same values, at the vault's new revision.
+        self.snapshot.store(Arc::new(Snapshot {
+            generation: current.generation,
+            loaded_at_ms: now_ms(),
+            revision,
+            secrets: current.secrets.clone(),
+            unreadable: None,
+        }));
+        self.metrics.apply_write.observe(started.elapsed());
+        info!(project = %self.name, revision, "project re-keyed: its old key is destroyed");
+        Ok(flux_protocol::message::Rekeyed {
+            name: self.name.clone(),
+            revision,
+            generation: current.generation,
+        })
+    }
+}
+
 /// Records `revision` as the project's floor once its vault is served —
 /// written by fluxd, or swapped in by a reload. The vault already stands,
 /// so a failure here (a disk that filled up in between) is logged, not

@@ -48,6 +48,107 @@ impl LocalStore {
         Ok(store)
     }
 
+    /// `keys/<project>.key.next`: a new key being put in place.
+    fn next_key_path(&self, project: &str) -> PathBuf {
+        self.keys.join(format!("{project}.key.next"))
+    }
+
+    /// `keys/.<project>.key.old`: the replaced key, until it is shredded.
+    fn old_key_path(&self, project: &str) -> PathBuf {
+        self.keys.join(format!(".{project}.key.old"))
+    }
+
+    /// A key file's bytes for `key`: wrapped with the host key when there
+    /// is one.
+    fn key_contents(&self, path: &Path, key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>> {
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let plain = key.to_file_contents(&created);
+        Ok(match &self.host {
+            Some(host) => Zeroizing::new(
+                flux_vault::vault::encrypt(plain.as_bytes(), host).map_err(|e| Error::Key {
+                    location: Location::File(path.to_path_buf()),
+                    reason: format!("cannot wrap with the host key: {e}"),
+                })?,
+            ),
+            None => Zeroizing::new(plain.as_bytes().to_vec()),
+        })
+    }
+
+    /// Reads and unwraps the key file at `path`.
+    fn key_at(&self, path: &Path) -> Result<ProjectKey> {
+        let bytes = read_key_file(path)?;
+        let plain = if is_wrapped(&bytes) {
+            let host = self.host.as_ref().ok_or_else(|| Error::Key {
+                location: Location::File(path.to_path_buf()),
+                reason: "wrapped with a host key, but fluxd was started without it".into(),
+            })?;
+            flux_vault::vault::decrypt(&bytes, host).map_err(|e| Error::Key {
+                location: Location::File(path.to_path_buf()),
+                reason: format!("cannot unwrap with the host key: {e}"),
+            })?
+        } else {
+            bytes
+        };
+        let text = Zeroizing::new(String::from_utf8_lossy(&plain).into_owned());
+        ProjectKey::parse(&text).map_err(|reason| Error::Key {
+            location: Location::File(path.to_path_buf()),
+            reason,
+        })
+    }
+
+    /// Finishes key replacements a crash interrupted (call at start-up,
+    /// before any project loads): a new key that opens the vault stored is
+    /// put in place; one that does not (the vault was never written with
+    /// it) is destroyed; a replaced key left behind is destroyed. Returns
+    /// the projects whose new key was put in place.
+    pub fn finish_rekeys(&self) -> Result<Vec<String>> {
+        let mut finished = Vec::new();
+        for entry in fs::read_dir(&self.keys).map_err(|e| Error::io("list", &self.keys, e))? {
+            let name = entry
+                .map_err(|e| Error::io("list", &self.keys, e))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if let Some(project) = name.strip_suffix(".key.next") {
+                let next = self.next_key_path(project);
+                let opens = self.key_at(&next).ok().is_some_and(|key| {
+                    files::read_regular(&self.vault_path(project), MAX_VAULT_FILE)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|vault| flux_vault::vault::open(&vault, project, &key).is_ok())
+                });
+                if opens {
+                    let old = self.old_key_path(project);
+                    if !old.exists() && self.key_path(project).exists() {
+                        fs::hard_link(self.key_path(project), &old)
+                            .map_err(|e| Error::io("keep", &old, e))?;
+                    }
+                    fs::rename(&next, self.key_path(project))
+                        .map_err(|e| Error::io("replace", self.key_path(project), e))?;
+                    files::sync_dir(&self.keys)?;
+                    tracing::warn!(
+                        project,
+                        "finished giving the project its new key (interrupted by a stop)"
+                    );
+                    finished.push(project.to_owned());
+                } else {
+                    files::shred_durably(&next)?;
+                }
+            }
+        }
+        for entry in fs::read_dir(&self.keys).map_err(|e| Error::io("list", &self.keys, e))? {
+            let name = entry
+                .map_err(|e| Error::io("list", &self.keys, e))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if name.starts_with('.') && name.ends_with(".key.old") {
+                files::shred_durably(&self.keys.join(&name))?;
+            }
+        }
+        Ok(finished)
+    }
+
     /// Removes temp files a crash left in `keys/` and `vaults/` (call at
     /// start-up, before any write); returns how many.
     pub fn remove_stale_temp_files(&self) -> Result<usize> {
@@ -208,17 +309,7 @@ impl Store for LocalStore {
 
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()> {
         let path = self.key_path(project);
-        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let plain = key.to_file_contents(&created);
-        let contents: Zeroizing<Vec<u8>> = match &self.host {
-            Some(host) => Zeroizing::new(
-                flux_vault::vault::encrypt(plain.as_bytes(), host).map_err(|e| Error::Key {
-                    location: Location::File(path.clone()),
-                    reason: format!("cannot wrap with the host key: {e}"),
-                })?,
-            ),
-            None => Zeroizing::new(plain.as_bytes().to_vec()),
-        };
+        let contents = self.key_contents(&path, key)?;
         // An existing key is never replaced, and a failure (a full disk)
         // leaves no half-written key behind: the name can be created again.
         files::write_new(&path, &contents, 0o600).map_err(|e| {
@@ -244,6 +335,25 @@ impl Store for LocalStore {
             }
             Err(e) => Err(Error::io("inspect", &path, e)),
         }
+    }
+
+    fn replace_key(&self, project: &str, key: &ProjectKey, ciphertext: &[u8]) -> Result<()> {
+        let path = self.key_path(project);
+        let next = self.next_key_path(project);
+        let old = self.old_key_path(project);
+        // 1. The new key, durable, beside the old one.
+        files::shred_durably(&next)?;
+        files::write_new(&next, &self.key_contents(&next, key)?, 0o600)?;
+        // 2. The vault sealed with it. From here to 3, a restart finishes
+        //    the swap (`finish_rekeys`): the new key opens the vault.
+        files::write_atomic(&self.vault_path(project), ciphertext, 0o600)?;
+        // 3. The new key in place; the old one kept under another name
+        //    only until it is overwritten and removed.
+        files::shred_durably(&old)?;
+        fs::hard_link(&path, &old).map_err(|e| Error::io("keep", &old, e))?;
+        fs::rename(&next, &path).map_err(|e| Error::io("replace", &path, e))?;
+        files::sync_dir(&self.keys)?;
+        Ok(files::shred_durably(&old)?)
     }
 
     fn delete_key(&self, project: &str) -> Result<()> {

@@ -90,6 +90,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let _ = project;
         Ok(0)
     }
+    /// Gives `project` a new key: `ciphertext` is its vault sealed with
+    /// `key`. Crash-safe — at every moment the key stored opens the vault
+    /// stored — and the old key is destroyed (overwritten, then removed).
+    fn replace_key(&self, project: &str, key: &ProjectKey, ciphertext: &[u8]) -> Result<()> {
+        let _ = (project, key, ciphertext);
+        Err(crate::error::Error::BadRequest(
+            "this store cannot give a project a new key (fluxd dev: its key lives for the run only)".into(),
+        ))
+    }
     /// True when this store keeps revision records and `project`'s is
     /// missing (deleted from under fluxd): the rollback check has lost its
     /// memory, and the record is rebuilt from the newest vault seen.

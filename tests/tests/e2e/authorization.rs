@@ -103,13 +103,14 @@ fn a_reader_or_a_group_member_with_no_role_cannot_write_by_any_request() {
     std::fs::write(&evil, format!("API_KEY={PLANTED}\nNEW_NAME={PLANTED}\n")).unwrap();
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
     let evil = evil.display().to_string();
-    let attempts: [(&[&str], &str); 9] = [
+    let attempts: [(&[&str], &str); 10] = [
         (&["secrets", "set", "API_KEY", PLANTED, "-p", "app"], "set"),
         (&["secrets", "import", &evil, "-p", "app"], "set_many"),
         (&["secrets", "delete", "API_KEY", "-p", "app"], "delete"),
         (&["secrets", "rollback", "API_KEY", "-p", "app"], "rollback"),
         (&["projects", "create", "planted"], "create_project"),
         (&["projects", "delete", "app", "--yes"], "delete_project"),
+        (&["projects", "rekey", "app"], "rekey_project"),
         (&["hosts", "remove", "--resume"], "resume_removal"),
         // Admin reads: names, digests and versions are not a reader's.
         (&["secrets", "list", "-p", "app"], "list_digests"),
@@ -192,7 +193,9 @@ fn an_admin_writes_and_every_write_is_one_audit_entry() {
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
     assert_value(&mut d.client("app"), "FROM_IMPORT", "imported-value");
-    // A project admin deletes its own project, but creates none.
+    // A project admin re-keys and deletes its own project, but creates none.
+    let out = ctl_as(&d, ADMIN, &["projects", "rekey", "app"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = ctl_as(&d, ADMIN, &["projects", "create", "other"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let entries = audit(&d);

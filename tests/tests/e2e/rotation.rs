@@ -437,3 +437,129 @@ fn projects_appear_while_running_and_sighup_reloads() {
     assert!(d.log().contains("reloading"));
     assert_value(&mut d.client("restored"), "R", "restored-value");
 }
+
+#[test]
+fn a_rekey_under_load_fails_no_read_and_leaves_the_old_key_useless() {
+    let mut d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "A", "a-1", "-p", "app"]);
+    d.ctl_ok(&["secrets", "set", "A", "a-2", "-p", "app"]);
+    d.ctl_ok(&["secrets", "set", "B", "b-1", "-p", "app"]);
+    let old_key = key_of(&d, "app");
+    let old_vault = std::fs::read(d.vault_path("app")).unwrap();
+    let digests = |d: &TestDaemon| d.ctl_ok(&["secrets", "list", "--json", "-p", "app"]);
+    let digests_before = digests(&d);
+
+    // 16 readers get A in a loop for the whole rekey: none may fail, none
+    // may see anything but the current value.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (stop, path) = (stop.clone(), d.project_socket("app"));
+            std::thread::spawn(move || {
+                let mut c = flux_protocol::blocking::Client::connect(&path).unwrap();
+                let (mut reads, mut bad) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match c.get("A") {
+                        Ok(v) if v.expose() == "a-2" => reads += 1,
+                        _ => bad += 1,
+                    }
+                }
+                (reads, bad)
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        let out = d.ctl_ok(&["projects", "rekey", "app"]);
+        assert!(out.contains("Project re-keyed: app"), "{out}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut reads, mut bad) = (0, 0);
+    for r in readers {
+        let (n, b) = r.join().unwrap();
+        reads += n;
+        bad += b;
+    }
+    assert!(reads > 0, "no read ran during the rekeys");
+    assert_eq!(bad, 0, "{bad} failed or stale reads during the rekeys");
+
+    // The old key opens the old copy of the vault (break-glass for copies
+    // kept on purpose), never the vault written now.
+    let new_vault = std::fs::read(d.vault_path("app")).unwrap();
+    assert!(vault::open(&new_vault, "app", &old_key).is_err());
+    assert!(vault::open(&old_vault, "app", &old_key).is_ok());
+    assert!(vault::open(&new_vault, "app", &key_of(&d, "app")).is_ok());
+    // Nothing else in keys/ holds a key.
+    let names: Vec<String> = std::fs::read_dir(d.state_dir().join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["app.key"]);
+    // History, rollback and the floor go on; digests changed with the key.
+    let history = d.ctl_ok(&["secrets", "history", "A", "-p", "app"]);
+    assert_eq!(history.lines().count(), 3, "{history}");
+    assert_ne!(digests(&d), digests_before);
+    d.ctl_ok(&["secrets", "rollback", "A", "-p", "app"]);
+    assert_value(&mut d.client("app"), "A", "a-1");
+    d.stop();
+    d.restart();
+    assert_value(&mut d.client("app"), "A", "a-1");
+    assert_value(&mut d.client("app"), "B", "b-1");
+    // The old vault put back is a rollback, refused.
+    replace_by_rename(&d, "app", &old_vault);
+    eventually("the old vault refused", || {
+        last_error(&d, "app").is_some_and(|e| !e.is_empty())
+    });
+    assert_value(&mut d.client("app"), "A", "a-1");
+}
+
+#[test]
+fn a_rekey_interrupted_by_a_stop_is_finished_or_undone_at_start() {
+    let mut d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "A", "a-1", "-p", "app"]);
+    d.stop();
+    let old_key = key_of(&d, "app");
+    let next = d.state_dir().join("keys/app.key.next");
+    let write_key = |key: &ProjectKey| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&next)
+            .unwrap();
+        f.write_all(key.to_file_contents("now").as_bytes()).unwrap();
+    };
+    // Stopped after the new key was written, before the vault: undone.
+    let stray = ProjectKey::generate();
+    write_key(&stray);
+    d.restart();
+    assert_value(&mut d.client("app"), "A", "a-1");
+    assert!(!next.exists(), "a key that opens nothing was kept");
+    assert_eq!(
+        key_of(&d, "app").recipient().to_string(),
+        old_key.recipient().to_string()
+    );
+    d.stop();
+    // Stopped after the vault was written with the new key: finished.
+    let new = ProjectKey::generate();
+    let opened = vault::open(
+        &std::fs::read(d.vault_path("app")).unwrap(),
+        "app",
+        &old_key,
+    )
+    .unwrap();
+    let bytes = vault::seal("app", &opened.secrets, opened.revision + 1, &new).unwrap();
+    write_key(&new);
+    replace_by_rename(&d, "app", &bytes);
+    d.restart();
+    assert_value(&mut d.client("app"), "A", "a-1");
+    assert_eq!(
+        key_of(&d, "app").recipient().to_string(),
+        new.recipient().to_string()
+    );
+    assert!(!next.exists());
+}

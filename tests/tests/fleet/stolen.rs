@@ -442,3 +442,33 @@ fn a_deleted_project_stays_deleted_when_etcd_is_restored_from_before_the_delete(
         serves(h, "app", "K", "k-1", "after the restore");
     }
 }
+
+#[test]
+fn a_rekeyed_project_is_served_everywhere_and_the_old_key_opens_nothing_new() {
+    if !have_etcd("a_rekeyed_project_is_served_everywhere_and_the_old_key_opens_nothing_new") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let hosts = fleet(&etcd, 2, "app");
+    set(&hosts[0], "app", "TOKEN", "t-1");
+    wait_for(&hosts[1], "app", "TOKEN", |c| has_value(c, "TOKEN", "t-1"));
+    let raw = etcd.raw();
+    // What a copy of host B's key held: the project key of now.
+    let old_key = project_key_of(&raw, &steal(&hosts[1]), "app");
+    let out = hosts[0].ctl_ok(&["projects", "rekey", "app"]);
+    assert!(out.contains("Project re-keyed: app"), "{out}");
+    for h in &hosts {
+        serves(h, "app", "TOKEN", "t-1", "after the rekey");
+    }
+    assert!(
+        flux_vault::vault::open(&vault_in_etcd(&raw, "app"), "app", &old_key).is_err(),
+        "the old project key opens the re-keyed vault"
+    );
+    // B took the new key: its set is sealed with it and reaches A.
+    set(&hosts[1], "app", "TOKEN", "t-2");
+    wait_for(&hosts[0], "app", "a set after the rekey", |c| {
+        has_value(c, "TOKEN", "t-2")
+    });
+    let new_key = project_key_of(&raw, &steal(&hosts[1]), "app");
+    assert!(flux_vault::vault::open(&vault_in_etcd(&raw, "app"), "app", &new_key).is_ok());
+}

@@ -66,6 +66,7 @@ class RequestKind(enum.IntEnum):
     HOSTS_HEAD = 25
     PUBLISH_HOSTS = 26
     RESUME_REMOVAL = 27
+    REKEY_PROJECT = 28
 
 
 class EventKind(enum.IntEnum):
@@ -411,6 +412,17 @@ class HostsChanged:
     failures: List[str]
 
 
+@dataclass(frozen=True)
+class Rekeyed:
+    """The ``Rekeyed`` response to ``RekeyProject``."""
+
+    name: str
+    #: The revision the vault was re-sealed at.
+    revision: int
+    #: The snapshot generation that serves it.
+    generation: int
+
+
 Response = Union[
     Welcome,
     ErrorReply,
@@ -440,6 +452,7 @@ Response = Union[
     Metrics,
     HostsHead,
     HostsChanged,
+    Rekeyed,
 ]
 
 #: A short name per response type, for error messages.
@@ -472,6 +485,7 @@ RESPONSE_NAMES = {
     Metrics: "metrics",
     HostsHead: "hosts head",
     HostsChanged: "hosts changed",
+    Rekeyed: "rekeyed",
 }
 
 
@@ -643,6 +657,10 @@ def encode_publish_hosts(list: bytes, id: bytes) -> bytes:
 
 def encode_resume_removal() -> bytes:
     return _request(RequestKind.RESUME_REMOVAL)
+
+
+def encode_rekey_project(name: str) -> bytes:
+    return _request(RequestKind.REKEY_PROJECT, _str(name))
 
 
 # ---------------------------------------------------------------- decoding
@@ -916,6 +934,9 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
         projects=r.strings("projects"),
         pending=r.strings("pending"),
         failures=r.strings("failures"),
+    ),
+    lambda r: Rekeyed(
+        name=r.string("name"), revision=r.u64("revision"), generation=r.u64("generation")
     ),
 ]
 

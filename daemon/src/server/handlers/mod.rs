@@ -16,7 +16,7 @@
 //! | `List`, `ListDigests`, `History` | project | admin | read |
 //! | `Set`, `SetMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
 //! | `CreateProject`, `PublishHosts`, `ResumeRemoval`, `AddHost` and `RemoveHost` (refused: superseded) | control | daemon admin | write |
-//! | `DeleteProject` | control | daemon admin, or admin of that project | write |
+//! | `DeleteProject`, `RekeyProject` | control | daemon admin, or admin of that project | write |
 //! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet`, `HostsHead`, `Metrics` | control | daemon admin | read |
 //! | `Hello` | — (the handshake only) | — | — |
 
@@ -39,6 +39,7 @@ mod list_hosts;
 mod list_projects;
 mod metrics;
 mod publish_hosts;
+mod rekey_project;
 mod remove_host;
 mod restore_vault;
 mod resume_removal;
@@ -133,6 +134,7 @@ pub fn rule(req: &Request) -> Rule {
         Request::HostsHead => hosts_head::RULE,
         Request::PublishHosts(_) => publish_hosts::RULE,
         Request::ResumeRemoval => resume_removal::RULE,
+        Request::RekeyProject(_) => rekey_project::RULE,
     }
 }
 
@@ -170,6 +172,7 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
         Request::HostsHead => message(hosts_head::handle(ctx).await),
         Request::PublishHosts(req) => message(publish_hosts::handle(ctx, req).await),
         Request::ResumeRemoval => message(resume_removal::handle(ctx).await),
+        Request::RekeyProject(req) => message(rekey_project::handle(ctx, req).await),
     }
 }
 
@@ -279,6 +282,7 @@ mod tests {
             Request::HostsHead,
             Request::PublishHosts(SignedHosts::default()),
             Request::ResumeRemoval,
+            Request::RekeyProject(ProjectName { name: "app".into() }),
         ]
     }
 
@@ -314,6 +318,7 @@ mod tests {
         ("hosts_head", "ssss", "---+"),
         ("publish_hosts", "ssss", "---+"),
         ("resume_removal", "ssss", "---+"),
+        ("rekey_project", "ssss", "--++"),
     ];
 
     fn outcome(d: &Result<Granted, Denied>) -> char {

@@ -39,7 +39,9 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
         Request::Diff(entries) => (None, Some(names_detail(entries))),
         Request::Set(s) => one(&s.name),
         Request::Delete(d) => one(&d.name),
-        Request::CreateProject(p) | Request::DeleteProject(p) => one(&p.name),
+        Request::CreateProject(p) | Request::DeleteProject(p) | Request::RekeyProject(p) => {
+            one(&p.name)
+        }
         Request::Audit(q) | Request::AuditLog(q) => match &q.project {
             Some(p) => one(p),
             None => (None, None),
