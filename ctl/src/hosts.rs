@@ -28,6 +28,7 @@ pub(crate) fn run(target: &Target, cmd: HostsCmd) -> Result<()> {
             operator_key,
             json,
         } => add(target, &token, &operator_key, json),
+        HostsCmd::RotateKey { operator_key, json } => rotate_key(target, &operator_key, json),
         HostsCmd::Remove {
             resume: true, json, ..
         } => {
@@ -233,6 +234,64 @@ fn add(target: &Target, token: &str, key: &Path, json: bool) -> Result<()> {
             ),
         ))
     }
+}
+
+/// `fluxctl hosts rotate-key`: the next host key of this host, listed
+/// beside the current one (its project keys wrapped for it); fluxd takes
+/// it at its next start and destroys the old one; removing the old one
+/// then re-keys every project away from it.
+fn rotate_key(target: &Target, key: &Path, json: bool) -> Result<()> {
+    let op = read_operator_key(key)?;
+    let Response::Fleet(fleet) = target.control()?.call(&Request::Fleet)? else {
+        return Err(unexpected("fleet"));
+    };
+    let current = fleet
+        .this_host
+        .as_deref()
+        .map(recipient_of)
+        .ok_or_else(|| Failure::usage("this fluxd is not in fleet mode: there is no host key"))?
+        .to_owned();
+    let Response::HostKey(next) = target.control()?.call(&Request::PrepareHostKey)? else {
+        return Err(unexpected("prepare_host_key"));
+    };
+    let host = HostRecord::parse_join_token(&next.join_token).map_err(Failure::general)?;
+    let (doc, raw) = head(target, &op)?;
+    let version = if doc.contains(&host.recipient) {
+        doc.version
+    } else {
+        let mut hosts = doc.hosts.clone();
+        hosts.push(host.clone());
+        let report = publish(
+            target,
+            op.sign_hosts(&doc.next(&raw, hosts, vec![]).map_err(Failure::general)?),
+            Vec::new(),
+        )?;
+        if !report.failures.is_empty() {
+            return Err(Failure::new(
+                EXIT_UNAVAILABLE,
+                format!(
+                    "the new key is listed, but {} project(s) were not wrapped for it: run `fluxctl hosts rotate-key` again",
+                    report.failures.len()
+                ),
+            ));
+        }
+        report.version
+    };
+    if json {
+        return out_json(&serde_json::json!({
+            "old_recipient": current,
+            "new_recipient": host.recipient,
+            "hosts_version": version,
+        }));
+    }
+    out(&format!(
+        "{}\nNext, on this host:\n  1. restart fluxd (systemctl restart fluxd): it takes the new key and destroys the old one;\n  2. fluxctl hosts remove {current} --operator-key {}\n     re-keys every project away from the old key, so no copy of it opens a value set afterwards.\n",
+        done(&format!(
+            "New host key listed: {} (host list version {version}); this host's project keys are wrapped for it",
+            host.recipient
+        )),
+        key.display()
+    ))
 }
 
 fn remove(target: &Target, recipient: &str, key: &Path, json: bool) -> Result<()> {

@@ -247,6 +247,17 @@ pub enum HostsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Give this host a new host key: its project keys are wrapped for it
+    /// now; a restart of fluxd switches to it and destroys the old one;
+    /// then `hosts remove OLD` re-keys every project away from the old one
+    RotateKey {
+        /// The fleet's operator key (`fluxctl fleet init` wrote it)
+        #[arg(long, value_name = "FILE", env = "FLUX_OPERATOR_KEY")]
+        operator_key: PathBuf,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a host: signs it out of the host list with the operator key
     /// and re-keys every project it could open
     Remove {

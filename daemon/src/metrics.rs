@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Every request kind's operation name, in protocol order: the `op` label.
-pub const OPS: [&str; 29] = [
+pub const OPS: [&str; 30] = [
     "hello",
     "get",
     "list",
@@ -48,6 +48,7 @@ pub const OPS: [&str; 29] = [
     "publish_hosts",
     "resume_removal",
     "rekey_project",
+    "prepare_host_key",
 ];
 
 /// The slot of `req`'s kind in [`OPS`].
@@ -82,6 +83,7 @@ pub fn op_index(req: &Request) -> usize {
         Request::PublishHosts(_) => 26,
         Request::ResumeRemoval => 27,
         Request::RekeyProject(_) => 28,
+        Request::PrepareHostKey => 29,
     }
 }
 
@@ -351,6 +353,7 @@ mod tests {
             Request::PublishHosts(Default::default()),
             Request::ResumeRemoval,
             Request::RekeyProject(flux_protocol::message::ProjectName { name: "a".into() }),
+            Request::PrepareHostKey,
         ];
         assert_eq!(all.len(), OPS.len());
         for (i, r) in all.iter().enumerate() {

@@ -121,6 +121,7 @@ fn kind(resp: &Response) -> &'static str {
         Response::HostsHead(_) => "hosts head",
         Response::HostsChanged(_) => "hosts changed",
         Response::Rekeyed(_) => "rekeyed",
+        Response::HostKey(_) => "host key",
     }
 }
 

@@ -106,6 +106,9 @@ pub enum Request {
     /// versions, re-sealed with it; the old key destroyed (control
     /// socket).
     RekeyProject(ProjectName),
+    /// 29: this host's next host key, created when there is none, for
+    /// `fluxctl hosts rotate-key` (control socket, fleet mode).
+    PrepareHostKey,
 }
 
 impl Request {
@@ -141,6 +144,7 @@ impl Request {
             Self::PublishHosts(_) => "publish_hosts",
             Self::ResumeRemoval => "resume_removal",
             Self::RekeyProject(_) => "rekey_project",
+            Self::PrepareHostKey => "prepare_host_key",
         }
     }
 }
@@ -208,6 +212,8 @@ pub enum Response {
     HostsChanged(HostsReport),
     /// 28: answer to `RekeyProject`.
     Rekeyed(Rekeyed),
+    /// 29: answer to `PrepareHostKey`: the next host key's join token.
+    HostKey(HostKeyToken),
 }
 
 /// A secret's name: payload of [`Request::History`].
@@ -290,6 +296,13 @@ pub struct SecretDigest {
     /// project have equal digests; it says nothing about a value without
     /// the project key.
     pub digest: String,
+}
+
+/// Payload of [`Response::HostKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKeyToken {
+    /// The next host key's join token (`age1…:…`).
+    pub join_token: String,
 }
 
 /// Payload of [`Response::Rekeyed`].

@@ -142,6 +142,7 @@ fn requests() -> Vec<(&'static str, Request)> {
                 name: "my-app".into(),
             }),
         ),
+        ("request.prepare_host_key", Request::PrepareHostKey),
     ]
 }
 
@@ -415,6 +416,12 @@ fn responses() -> Vec<(&'static str, Response)> {
                 name: "my-app".into(),
                 revision: 9,
                 generation: 12,
+            }),
+        ),
+        (
+            "response.host_key",
+            Response::HostKey(HostKeyToken {
+                join_token: "age1x:Cd".into(),
             }),
         ),
     ]

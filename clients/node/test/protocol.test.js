@@ -128,6 +128,8 @@ const NOT_ENCODED = new Set([
   // Key rotation is an operator's (fluxctl projects rekey).
   'request.rekey_project',
   'response.rekeyed',
+  'request.prepare_host_key',
+  'response.host_key',
   // This client does not cache values, so it never subscribes to change
   // events: every get asks the daemon.
   'request.subscribe',

@@ -93,6 +93,7 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.publish_hosts": lambda: p.encode_publish_hosts(b"{}", b""),
     "request.resume_removal": p.encode_resume_removal,
     "request.rekey_project": lambda: p.encode_rekey_project("my-app"),
+    "request.prepare_host_key": p.encode_prepare_host_key,
 }
 
 STATUS = p.DaemonStatus(
@@ -215,6 +216,7 @@ RESPONSES: Dict[str, p.Response] = {
         failures=["web: etcd is unreachable"],
     ),
     "response.rekeyed": p.Rekeyed(name="my-app", revision=9, generation=12),
+    "response.host_key": p.HostKey(join_token="age1x:Cd"),
 }
 
 
@@ -332,8 +334,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 29"):
-            p.decode_response(struct.pack("<I", 29))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 30"):
+            p.decode_response(struct.pack("<I", 30))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

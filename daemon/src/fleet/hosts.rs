@@ -213,6 +213,11 @@ impl Hosts for FleetHosts {
         Ok(report)
     }
 
+    fn prepare_key(&self) -> Result<String> {
+        let next = super::identity::HostIdentity::load_or_create(&self.store.next_key_path())?;
+        Ok(next.record().join_token())
+    }
+
     fn resume(&self) -> Result<HostsReport> {
         let list = self.store.my_host_list()?;
         let mut report = HostsReport {

@@ -64,6 +64,46 @@ fn sha(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// Switches to `<state>/host.key.next` when the newest host list this host
+/// keeps lists it (`fluxctl hosts rotate-key` published one that does):
+/// the old `host.key` is linked aside, the new one renamed into place, and
+/// the old one overwritten and removed — a stop anywhere in between is
+/// finished at the next start. Until then the old key stays in use.
+fn adopt_next_key(state_dir: &Path) -> Result<()> {
+    let (key, next) = (state_dir.join("host.key"), state_dir.join("host.key.next"));
+    let old = state_dir.join(".host.key.old");
+    if !next.exists() {
+        return Ok(shred_durably(&old)?);
+    }
+    let recipient = HostIdentity::load_or_create(&next)?.recipient();
+    let hosts = state_dir.join("fleet").join("hosts");
+    let newest = crate::store::local::names_in(&hosts, "")?
+        .into_iter()
+        .filter_map(|n| n.parse::<u64>().ok().map(|v| (v, n)))
+        .max();
+    let listed = newest.is_some_and(|(version, name)| {
+        read_regular(&hosts.join(name), MAX_VAULT_FILE)
+            .ok()
+            .flatten()
+            .and_then(|raw| envelope::parse(&raw, Kind::Hosts, &EtcdKey::Hosts(version)).ok())
+            .and_then(|env| {
+                serde_json::from_slice::<flux_vault::membership::HostsDoc>(&env.payload).ok()
+            })
+            .is_some_and(|doc| doc.contains(&recipient))
+    });
+    if !listed {
+        return Ok(());
+    }
+    if key.exists() && !old.exists() {
+        std::fs::hard_link(&key, &old).map_err(|e| Error::io("keep", &old, e))?;
+    }
+    std::fs::rename(&next, &key).map_err(|e| Error::io("replace", &key, e))?;
+    flux_vault::files::sync_dir(state_dir)?;
+    shred_durably(&old)?;
+    info!(recipient = %recipient, "switched to this host's new key (listed by the fleet); the old one is destroyed");
+    Ok(())
+}
+
 /// The order a full read is applied in: the fleet id, the host lists by
 /// version, then the rest.
 fn apply_order(kvs: &mut [(EtcdKey, Kv)]) {
@@ -81,6 +121,7 @@ impl EtcdStore {
     /// local sealed copy under `state_dir`. Nothing is read from etcd yet
     /// ([`Self::start`]).
     pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Self> {
+        adopt_next_key(state_dir)?;
         let identity = HostIdentity::load_or_create(&state_dir.join("host.key"))?;
         let me = identity.recipient();
         let dir = state_dir.join("fleet");
@@ -173,6 +214,15 @@ impl EtcdStore {
             remains: Mutex::new(std::collections::BTreeMap::new()),
             applied: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// `<state>/host.key.next`: this host's next identity, while a key
+    /// rotation is under way ([`adopt_next_key`]).
+    pub fn next_key_path(&self) -> PathBuf {
+        self.dir.parent().map_or_else(
+            || PathBuf::from("host.key.next"),
+            |d| d.join("host.key.next"),
+        )
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {

@@ -200,6 +200,11 @@ pub trait Hosts: Send + Sync + std::fmt::Debug + 'static {
     fn resume(&self) -> Result<HostsReport> {
         Err(not_a_fleet())
     }
+    /// This host's next host key (created when there is none): its join
+    /// token.
+    fn prepare_key(&self) -> Result<String> {
+        Err(not_a_fleet())
+    }
     /// The fleet as this host sees it (none outside fleet mode).
     fn fleet(&self) -> FleetInfo {
         FleetInfo::default()

@@ -472,3 +472,50 @@ fn a_rekeyed_project_is_served_everywhere_and_the_old_key_opens_nothing_new() {
     let new_key = project_key_of(&raw, &steal(&hosts[1]), "app");
     assert!(flux_vault::vault::open(&vault_in_etcd(&raw, "app"), "app", &new_key).is_ok());
 }
+
+#[test]
+fn a_rotated_host_key_leaves_no_key_that_opens_what_is_set_afterwards() {
+    if !have_etcd("a_rotated_host_key_leaves_no_key_that_opens_what_is_set_afterwards") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let mut hosts = fleet(&etcd, 2, "app");
+    set(&hosts[0], "app", "TOKEN", "t-1");
+    wait_for(&hosts[1], "app", "TOKEN", |c| has_value(c, "TOKEN", "t-1"));
+    let raw = etcd.raw();
+    // What a backup of host A's disk holds today: its host key, and so the
+    // project key wrapped for it.
+    let old = steal(&hosts[0]);
+    let old_project_key = project_key_of(&raw, &old, "app");
+    let key = operator_key(&hosts[0]);
+    let out = hosts[0].ctl_ok(&["hosts", "rotate-key", "--operator-key", &key]);
+    assert!(out.contains("New host key listed"), "{out}");
+    // Asked again before the restart: the same next key, nothing new.
+    let again = hosts[0].ctl_ok(&["hosts", "rotate-key", "--operator-key", &key, "--json"]);
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    let new_recipient = again["new_recipient"].as_str().unwrap().to_owned();
+    assert!(out.contains(&new_recipient));
+    hosts[0].stop();
+    hosts[0].restart();
+    let state = hosts[0].state_dir();
+    assert_eq!(steal(&hosts[0]).recipient(), new_recipient, "not switched");
+    assert!(!state.join("host.key.next").exists() && !state.join(".host.key.old").exists());
+    wait_for(&hosts[0], "app", "TOKEN under the new key", |c| {
+        has_value(c, "TOKEN", "t-1")
+    });
+    // The old key's removal re-keys every project away from it.
+    let out = remove_host(&hosts[0], &old.recipient());
+    assert!(out.contains("locked out"), "{out}");
+    set(&hosts[1], "app", "TOKEN", "t-2");
+    wait_for(&hosts[0], "app", "a set after the rotation", |c| {
+        has_value(c, "TOKEN", "t-2")
+    });
+    assert!(
+        raw.list(&format!("/flux/v3/keys/{}/", old.recipient()))
+            .is_empty()
+    );
+    assert!(
+        flux_vault::vault::open(&vault_in_etcd(&raw, "app"), "app", &old_project_key).is_err(),
+        "the key a backup of the old host key opens still opens new values"
+    );
+}

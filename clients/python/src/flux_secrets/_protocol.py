@@ -67,6 +67,7 @@ class RequestKind(enum.IntEnum):
     PUBLISH_HOSTS = 26
     RESUME_REMOVAL = 27
     REKEY_PROJECT = 28
+    PREPARE_HOST_KEY = 29
 
 
 class EventKind(enum.IntEnum):
@@ -423,6 +424,14 @@ class Rekeyed:
     generation: int
 
 
+@dataclass(frozen=True)
+class HostKey:
+    """The ``HostKey`` response to ``PrepareHostKey``."""
+
+    #: The next host key's join token.
+    join_token: str
+
+
 Response = Union[
     Welcome,
     ErrorReply,
@@ -453,6 +462,7 @@ Response = Union[
     HostsHead,
     HostsChanged,
     Rekeyed,
+    HostKey,
 ]
 
 #: A short name per response type, for error messages.
@@ -486,6 +496,7 @@ RESPONSE_NAMES = {
     HostsHead: "hosts head",
     HostsChanged: "hosts changed",
     Rekeyed: "rekeyed",
+    HostKey: "host key",
 }
 
 
@@ -661,6 +672,10 @@ def encode_resume_removal() -> bytes:
 
 def encode_rekey_project(name: str) -> bytes:
     return _request(RequestKind.REKEY_PROJECT, _str(name))
+
+
+def encode_prepare_host_key() -> bytes:
+    return _request(RequestKind.PREPARE_HOST_KEY)
 
 
 # ---------------------------------------------------------------- decoding
@@ -938,6 +953,7 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
     lambda r: Rekeyed(
         name=r.string("name"), revision=r.u64("revision"), generation=r.u64("generation")
     ),
+    lambda r: HostKey(join_token=r.string("join token")),
 ]
 
 

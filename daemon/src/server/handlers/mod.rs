@@ -15,7 +15,7 @@
 //! | `Subscribe` | project | reader or admin (events carry names only) | read |
 //! | `List`, `ListDigests`, `History` | project | admin | read |
 //! | `Set`, `SetMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
-//! | `CreateProject`, `PublishHosts`, `ResumeRemoval`, `AddHost` and `RemoveHost` (refused: superseded) | control | daemon admin | write |
+//! | `CreateProject`, `PublishHosts`, `ResumeRemoval`, `PrepareHostKey`, `AddHost` and `RemoveHost` (refused: superseded) | control | daemon admin | write |
 //! | `DeleteProject`, `RekeyProject` | control | daemon admin, or admin of that project | write |
 //! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet`, `HostsHead`, `Metrics` | control | daemon admin | read |
 //! | `Hello` | — (the handshake only) | — | — |
@@ -38,6 +38,7 @@ mod list_digests;
 mod list_hosts;
 mod list_projects;
 mod metrics;
+mod prepare_host_key;
 mod publish_hosts;
 mod rekey_project;
 mod remove_host;
@@ -135,6 +136,7 @@ pub fn rule(req: &Request) -> Rule {
         Request::PublishHosts(_) => publish_hosts::RULE,
         Request::ResumeRemoval => resume_removal::RULE,
         Request::RekeyProject(_) => rekey_project::RULE,
+        Request::PrepareHostKey => prepare_host_key::RULE,
     }
 }
 
@@ -173,6 +175,7 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
         Request::PublishHosts(req) => message(publish_hosts::handle(ctx, req).await),
         Request::ResumeRemoval => message(resume_removal::handle(ctx).await),
         Request::RekeyProject(req) => message(rekey_project::handle(ctx, req).await),
+        Request::PrepareHostKey => message(prepare_host_key::handle(ctx).await),
     }
 }
 
@@ -283,6 +286,7 @@ mod tests {
             Request::PublishHosts(SignedHosts::default()),
             Request::ResumeRemoval,
             Request::RekeyProject(ProjectName { name: "app".into() }),
+            Request::PrepareHostKey,
         ]
     }
 
@@ -319,6 +323,7 @@ mod tests {
         ("publish_hosts", "ssss", "---+"),
         ("resume_removal", "ssss", "---+"),
         ("rekey_project", "ssss", "--++"),
+        ("prepare_host_key", "ssss", "---+"),
     ];
 
     fn outcome(d: &Result<Granted, Denied>) -> char {

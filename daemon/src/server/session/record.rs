@@ -71,7 +71,8 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
         | Request::ListDigests
         | Request::Metrics
         | Request::HostsHead
-        | Request::ResumeRemoval => (None, None),
+        | Request::ResumeRemoval
+        | Request::PrepareHostKey => (None, None),
     }
 }
 
