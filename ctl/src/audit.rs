@@ -1,3 +1,6 @@
+//! `fluxctl audit verify [FILE…]`: the audit log's MAC chain checked
+//! (`flux_vault::chain`), offline, with the audit key.
+//!
 //! `fluxctl audit [--project P] [--since DURATION] [--json]`: the daemon's
 //! record of access decisions, read through the control socket (admins
 //! only), rotated files included. Entries hold names, peers and outcomes —
@@ -7,7 +10,99 @@
 use crate::failure::{Failure, Result};
 use crate::target::Target;
 use crate::timefmt::{now_ms, rfc3339_ms};
-use crate::{columns, out};
+use crate::{columns, out, out_json};
+use flux_protocol::message::{Request, Response};
+use flux_vault::chain::{AuditKey, Finding};
+use std::path::PathBuf;
+
+/// `fluxctl audit verify`: 0 when the chain is whole, 1 at the first line
+/// that does not follow.
+pub(crate) fn verify(
+    target: &Target,
+    files: Vec<PathBuf>,
+    key: Option<PathBuf>,
+    json: bool,
+) -> Result<u8> {
+    let (files, key) = if let (false, Some(key)) = (files.is_empty(), &key) {
+        (files, key.clone())
+    } else {
+        // What fluxd reports: its state folder, its log and how many
+        // rotated files it keeps.
+        let Response::Health(health) = target.control()?.call(&Request::Health)? else {
+            return Err(Failure::general(
+                "fluxd answered health with an unexpected message",
+            ));
+        };
+        let log = health
+            .audit
+            .path
+            .clone()
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                Failure::usage("fluxd keeps no audit log ([audit] is off): name the files to check")
+            })?;
+        let files = if files.is_empty() {
+            let mut all: Vec<PathBuf> = (1..=64)
+                .rev()
+                .map(|n| PathBuf::from(format!("{}.{n}", log.display())))
+                .filter(|p| p.exists())
+                .collect();
+            all.push(log);
+            all
+        } else {
+            files
+        };
+        let key = key.unwrap_or_else(|| PathBuf::from(&health.status.state_dir).join("audit.key"));
+        (files, key)
+    };
+    let key_bytes = zeroize::Zeroizing::new(std::fs::read(&key).map_err(|e| {
+        Failure::general(format!("cannot read the audit key {}: {e}", key.display()))
+    })?);
+    let key_ = AuditKey::from_file_bytes(&key_bytes)
+        .map_err(|e| Failure::usage(format!("{}: {e}", key.display())))?;
+    let mut contents = Vec::new();
+    for f in &files {
+        contents.push(
+            std::fs::read(f)
+                .map_err(|e| Failure::general(format!("cannot read {}: {e}", f.display())))?,
+        );
+    }
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    match flux_vault::chain::verify(&key_, &contents) {
+        Finding::Whole { lines, unchained } => {
+            if json {
+                out_json(&serde_json::json!({
+                    "whole": true, "lines": lines, "unchained": unchained, "files": names,
+                }))?;
+            } else {
+                let mut text = format!(
+                    "{}\n",
+                    crate::style::done(&format!(
+                        "The audit log is whole: {lines} line(s) in {} file(s), each following the one before",
+                        names.len()
+                    ))
+                );
+                if unchained > 0 {
+                    text.push_str(&crate::style::caution(&format!(
+                        "the first {unchained} line(s) were written before the log was chained: not covered\n"
+                    )));
+                }
+                out(&text)?;
+            }
+            Ok(0)
+        }
+        Finding::Broken { file, line, what } => {
+            if json {
+                out_json(&serde_json::json!({
+                    "whole": false, "file": names[file], "line": line, "what": what,
+                }))?;
+            } else {
+                out(&format!("{}:{line}: {what}\n", names[file]))?;
+            }
+            Ok(1)
+        }
+    }
+}
 use flux_protocol::message::AuditQuery;
 
 pub(crate) fn run(

@@ -100,7 +100,10 @@ pub enum Command {
     ///
     /// Every project's records; --project narrows it to one project
     /// (FLUX_PROJECT and flux.json do not).
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
         /// Only records newer than this, e.g. 1h, 30m, 7d
         #[arg(long, value_name = "DURATION")]
         since: Option<String>,
@@ -271,6 +274,24 @@ pub enum HostsCmd {
         /// from before it (no operator key needed: the removal is signed)
         #[arg(long, conflicts_with = "recipient")]
         resume: bool,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Check that no line of the audit log was removed, changed, reordered
+    /// or inserted: its MAC chain, keyed with the daemon's audit key.
+    /// Exit 0 when whole, 1 at the first broken line
+    Verify {
+        /// The log files, oldest first [default: the daemon's log and its
+        /// rotated files, as fluxd reports them]
+        files: Vec<PathBuf>,
+        /// The audit key [default: audit.key in fluxd's state folder]
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// Print the result as one JSON document
         #[arg(long)]
         json: bool,
@@ -467,7 +488,13 @@ pub fn run(cli: Cli) -> Result<u8> {
             std::time::Duration::from_secs(link_ttl),
         ),
         Command::Init { name, force, json } => init::run(name, force, json).map(|()| 0),
-        Command::Audit { since, limit, json } => {
+        Command::Audit {
+            cmd: Some(AuditCmd::Verify { files, key, json }),
+            ..
+        } => audit::verify(&target, files, key, json),
+        Command::Audit {
+            since, limit, json, ..
+        } => {
             // Only --project narrows the log: a FLUX_PROJECT exported for
             // project work (or a flux.json) must not hide other projects'
             // records from a daemon admin without a word.

@@ -84,7 +84,12 @@ impl Daemon {
         check_private(&config.state_dir, "the state folder", 0o700)?;
         prepare_runtime_dir(&config)?;
         let lock = lock_state_dir(&config.state_dir)?;
-        let audit = Audit::open(&config.audit)?;
+        let audit_key = if config.audit.path.is_some() {
+            Some(audit_key(&config.state_dir)?)
+        } else {
+            None
+        };
+        let audit = Audit::open(&config.audit, audit_key)?;
         let opened = match &config.store {
             crate::fleet::StoreChoice::Etcd(options) => {
                 let (state, options) = (config.state_dir.clone(), options.clone());
@@ -269,6 +274,37 @@ fn prepare_runtime_dir(config: &Config) -> Result<()> {
 
 /// The local store: keys wrapped with the host key when one is given,
 /// leftovers of an interrupted write removed, every key file checked.
+/// The audit log's chain key: the `fluxd-audit-key` systemd credential
+/// when fluxd has one, else `<state>/audit.key` (32 random bytes as hex,
+/// mode 0600), created at the first start.
+fn audit_key(state_dir: &std::path::Path) -> Result<flux_vault::chain::AuditKey> {
+    let from = |path: &std::path::Path| -> Result<Option<flux_vault::chain::AuditKey>> {
+        match flux_vault::files::read_regular(path, 4096)? {
+            Some(bytes) => flux_vault::chain::AuditKey::from_file_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+            None => Ok(None),
+        }
+    };
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
+        && let Some(key) = from(&std::path::Path::new(&dir).join("fluxd-audit-key"))?
+    {
+        return Ok(key);
+    }
+    let path = state_dir.join("audit.key");
+    if let Some(key) = from(&path)? {
+        check_private(&path, "audit key", 0o600)?;
+        return Ok(key);
+    }
+    let hex = flux_vault::chain::AuditKey::generate_hex();
+    match flux_vault::files::write_new(&path, hex.as_bytes(), 0o600) {
+        Ok(()) => {}
+        Err(e) if e.already_exists() => {}
+        Err(e) => return Err(e.into()),
+    }
+    from(&path)?.ok_or_else(|| Error::Internal("the audit key vanished".into()))
+}
+
 fn open_local(config: &Config) -> Result<Opened> {
     let local = LocalStore::open(&config.state_dir)?.with_host_key(config.host_key.clone())?;
     if local.wraps_keys() {

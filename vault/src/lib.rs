@@ -10,6 +10,8 @@
 //!   of each;
 //! - [`dotenv`]: `.env` files as `fluxd dev` and `fluxctl secrets import`
 //!   read them (`docs/DOTENV.md`);
+//! - [`chain`]: the audit log's MAC chain (fluxd writes it, `fluxctl audit
+//!   verify` checks it);
 //! - [`membership`]: fleet mode's signed envelopes, host lists and the
 //!   operator key that alone changes them (`docs/FLEET.md`);
 //! - [`files`]: the durability rules every write follows (atomic replace,
@@ -20,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod dotenv;
 pub mod files;
 pub mod keys;

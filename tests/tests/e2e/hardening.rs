@@ -877,3 +877,64 @@ fn a_hostile_executable_path_is_shown_escaped_in_text_output() {
     let json = d.ctl_ok(&["audit", "-p", "app", "--json"]);
     assert!(!json.contains('\u{1b}') && json.lines().all(|l| l.starts_with('{')));
 }
+
+#[test]
+fn fluxctl_audit_verify_catches_any_edit_to_the_audit_log() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    for i in 0..6 {
+        d.ctl_ok(&["secrets", "set", "K", &format!("v-{i}"), "-p", "app"]);
+    }
+    d.ctl_ok(&["audit"]); // the log is written out
+    let out = d.ctl_ok(&["audit", "verify"]);
+    assert!(out.contains("The audit log is whole"), "{out}");
+    let log = d.state_dir().join("audit.log");
+    let original = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines.len() >= 6, "{original}");
+    let verify_with = |text: &str| -> (Option<i32>, String) {
+        std::fs::write(&log, text).unwrap();
+        let out = d.run_ctl(&["audit", "verify", "--json"]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let joined = |v: Vec<&str>| v.join("\n") + "\n";
+    // Removed, changed, swapped, inserted: each found at its line.
+    let mut removed = lines.clone();
+    removed.remove(3);
+    let changed: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 2 {
+                l.replacen("\"allowed\":true", "\"allowed\":false", 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let mut swapped = lines.clone();
+    swapped.swap(3, 4);
+    let mut inserted = lines.clone();
+    inserted.insert(3, lines[1]);
+    for (what, text, line) in [
+        ("removed", joined(removed), 4),
+        ("changed", changed.join("\n") + "\n", 3),
+        ("swapped", joined(swapped), 4),
+        ("inserted", joined(inserted), 4),
+    ] {
+        let (code, out) = verify_with(&text);
+        assert_eq!(code, Some(1), "{what}: {out}");
+        let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(found["line"], line, "{what}: {out}");
+    }
+    // Put back, it is whole again; with another key it is not.
+    let (code, _) = verify_with(&original);
+    assert_eq!(code, Some(0));
+    let other = d.dir().join("other.key");
+    std::fs::write(&other, "00".repeat(32)).unwrap();
+    let out = d.run_ctl(&["audit", "verify", "--key", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "a wrong key verified the log");
+}

@@ -64,6 +64,7 @@ pub use summary::{DENIALS_IN_FULL, ReadSummaries, bounded_name};
 
 use crate::error::{Error, Result};
 use flux_protocol::message::{AuditEntry, AuditHealth};
+use flux_vault::chain::{self, AuditKey};
 use flux_vault::vault::{format_time_ms, now_ms};
 use log::rotated;
 use std::collections::{BTreeMap, HashMap};
@@ -233,10 +234,16 @@ impl Audit {
 
     /// Opens (creating, mode 0600) the log `config` names and starts its
     /// writer; a disabled log when it names none.
-    pub fn open(config: &AuditConfig) -> Result<Self> {
+    pub fn open(config: &AuditConfig, key: Option<AuditKey>) -> Result<Self> {
         let Some(path) = &config.path else {
             return Ok(Self::disabled());
         };
+        // The chain goes on from the last line written, in this file or,
+        // when it is new, the one before it.
+        let link = [path.clone(), rotated(path, 1)]
+            .iter()
+            .find_map(|p| last_link(p))
+            .unwrap_or(chain::START);
         let file = open_log(path)?;
         let shared = Arc::new(Shared::default());
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -253,6 +260,7 @@ impl Audit {
             by_uid: HashMap::new(),
             started_ms: (size == 0).then(now_ms),
             rotate_failing: false,
+            chain: key.map(|k| (k, link)),
         };
         std::thread::Builder::new()
             .name("fluxd-audit".into())
@@ -395,6 +403,13 @@ impl Audit {
     }
 }
 
+/// The MAC the last line of the file at `path` carries, if any.
+fn last_link(path: &Path) -> Option<chain::Link> {
+    let bytes = std::fs::read(path).ok()?;
+    let last = bytes.split(|&b| b == b'\n').rfind(|l| !l.is_empty())?;
+    chain::carried(last)
+}
+
 fn open_log(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
@@ -423,6 +438,8 @@ struct Writer {
     started_ms: Option<u64>,
     /// The last rotation failed (logged once until one succeeds).
     rotate_failing: bool,
+    /// The audit key and the MAC of the last line written.
+    chain: Option<(AuditKey, chain::Link)>,
 }
 
 impl Writer {
@@ -492,9 +509,18 @@ impl Writer {
     fn write_pending(&mut self, bytes: &mut Vec<u8>, ends: &mut Vec<usize>) {
         bytes.clear();
         ends.clear();
+        let mut links = Vec::with_capacity(self.pending.len());
+        let mut link = self.chain.as_ref().map(|(_, l)| *l);
+        let mut line = Vec::new();
         for entry in &self.pending {
             // Serializing plain strings and numbers cannot fail.
-            let _ = serde_json::to_writer(&mut *bytes, &Line::of(entry.clone()));
+            line.clear();
+            let _ = serde_json::to_writer(&mut line, &Line::of(entry.clone()));
+            if let (Some((key, _)), Some(prev)) = (&self.chain, link.as_mut()) {
+                *prev = key.chain(prev, &mut line);
+                links.push(*prev);
+            }
+            bytes.extend_from_slice(&line);
             bytes.push(b'\n');
             ends.push(bytes.len());
         }
@@ -535,6 +561,12 @@ impl Writer {
             written = end;
         };
         self.pending.drain(..written);
+        if let (Some((_, link)), Some(last)) = (
+            self.chain.as_mut(),
+            written.checked_sub(1).and_then(|i| links.get(i)),
+        ) {
+            *link = *last;
+        }
         match result {
             Ok(()) => {
                 if self.shared.failing.swap(false, Ordering::AcqRel) {
@@ -774,14 +806,21 @@ mod tests {
     }
 
     fn open(path: &Path, max_bytes: u64, keep: u32, keep_for: Duration) -> Audit {
-        Audit::open(&AuditConfig {
-            path: Some(path.to_path_buf()),
-            max_bytes,
-            keep,
-            keep_for,
-            ..AuditConfig::default()
-        })
+        Audit::open(
+            &AuditConfig {
+                path: Some(path.to_path_buf()),
+                max_bytes,
+                keep,
+                keep_for,
+                ..AuditConfig::default()
+            },
+            Some(test_key()),
+        )
         .unwrap()
+    }
+
+    fn test_key() -> AuditKey {
+        AuditKey::from_file_bytes(&[7u8; 32]).unwrap()
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -818,13 +857,57 @@ mod tests {
     }
 
     #[test]
+    fn the_chain_runs_across_rotations_and_restarts_and_catches_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let read_all = || -> Vec<Vec<u8>> {
+            files(&path, 5)
+                .iter()
+                .filter_map(|f| std::fs::read(f).ok())
+                .collect()
+        };
+        {
+            let audit = open(&path, 2000, 5, Duration::ZERO);
+            for t in 0..20 {
+                audit.record(entry("set", "A", t));
+                block_on(audit.flush());
+            }
+        }
+        // A restart carries the chain on from the last line written.
+        let audit = open(&path, 2000, 5, Duration::ZERO);
+        for t in 20..30 {
+            audit.record(entry("set", "B", t));
+        }
+        block_on(audit.flush());
+        assert!(rotated(&path, 2).exists(), "rotated");
+        assert!(matches!(
+            chain::verify(&test_key(), &read_all()),
+            chain::Finding::Whole {
+                lines: 30,
+                unchained: 0
+            }
+        ));
+        // One name changed in the middle of a rotated file: found there.
+        let file = rotated(&path, 1);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let second = text.lines().nth(1).unwrap();
+        let edited = second.replace("\"op\":\"set\"", "\"op\":\"get\"");
+        assert_ne!(edited, second);
+        std::fs::write(&file, text.replacen(second, &edited, 1)).unwrap();
+        match chain::verify(&test_key(), &read_all()) {
+            chain::Finding::Broken { line: 2, .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_batch_never_takes_a_file_past_max_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let audit = open(&path, 4096, 100, Duration::ZERO);
-        // One batch of 2000 lines (about 360 KB): written across files,
+        // One batch of 1400 lines (about 350 KB): written across files,
         // none past the limit (it used to land in one file, then rotate).
-        for t in 0..2000 {
+        for t in 0..1400 {
             audit.record(entry("set", "A", t));
         }
         block_on(audit.flush());
@@ -842,7 +925,7 @@ mod tests {
             total += meta.len();
         }
         assert!(total > 300_000, "{total}");
-        assert_eq!(lines(&path, 100).len(), 2000, "nothing lost");
+        assert_eq!(lines(&path, 100).len(), 1400, "nothing lost");
     }
 
     #[test]
