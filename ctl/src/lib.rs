@@ -79,8 +79,10 @@ pub enum Command {
     ///
     /// The command also gets FLUX_SECRETS_SOCKET, the project's socket, so
     /// a Flux client library in it reads the same project live. A secret
-    /// replaces a variable of the same name unless --no-override. The exit
-    /// status is the command's.
+    /// replaces a variable of the same name unless --no-override. With
+    /// --watch it is restarted (or signalled) when a value it was started
+    /// with changes; with --mask values are redacted from its output. The
+    /// exit status is the command's.
     Run(run::RunArgs),
     /// Name this folder's project in flux.json and keep .env files out of git
     ///

@@ -17,6 +17,7 @@ mod hardening;
 mod metrics;
 mod protocol_contract;
 mod rotation;
+mod run_watch;
 mod systemd;
 mod versions;
 mod walkthrough;
