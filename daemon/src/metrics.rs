@@ -5,86 +5,25 @@
 //! own [`ProjectMetrics`] (in its [`crate::project::Project`]), so counting
 //! a `get` is one relaxed atomic add on a counter that project's
 //! connections already reach; the daemon-wide ones ([`DaemonMetrics`]) are
-//! atomics too. Request kinds are counted by [`op_index`], one exhaustive
-//! `match` over [`Request`] — a new request kind does not compile until it
-//! has a slot — times three [`Outcome`]s.
+//! atomics too. Request kinds are counted by [`op_index`] — the kind's
+//! place in [`RequestKind::ALL`], the protocol's one list of kinds — times
+//! three [`Outcome`]s.
 //!
 //! Metrics hold names of projects and operations and numbers: never a
 //! secret's name, never a value.
 
-use flux_protocol::message::Request;
+use flux_protocol::message::{Request, RequestKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Every request kind's operation name, in protocol order: the `op` label.
-pub const OPS: [&str; 30] = [
-    "hello",
-    "get",
-    "list",
-    "set",
-    "delete",
-    "get_all",
-    "create_project",
-    "delete_project",
-    "list_projects",
-    "status",
-    "subscribe",
-    "audit",
-    "set_many",
-    "list_hosts",
-    "add_host",
-    "remove_host",
-    "audit_log",
-    "health",
-    "restore_vault",
-    "fleet",
-    "history",
-    "rollback",
-    "diff",
-    "list_digests",
-    "metrics",
-    "hosts_head",
-    "publish_hosts",
-    "resume_removal",
-    "rekey_project",
-    "prepare_host_key",
-];
+/// How many request kinds there are: [`RequestKind::ALL`] in protocol
+/// order, each kind's `op` label its [`RequestKind::op`].
+pub const OPS: usize = RequestKind::ALL.len();
 
-/// The slot of `req`'s kind in [`OPS`].
+/// The slot of `req`'s kind among the counters: its [`RequestKind::index`].
 pub fn op_index(req: &Request) -> usize {
-    match req {
-        Request::Hello(_) => 0,
-        Request::Get(_) => 1,
-        Request::List => 2,
-        Request::Set(_) => 3,
-        Request::Delete(_) => 4,
-        Request::GetAll => 5,
-        Request::CreateProject(_) => 6,
-        Request::DeleteProject(_) => 7,
-        Request::ListProjects => 8,
-        Request::Status => 9,
-        Request::Subscribe => 10,
-        Request::Audit(_) => 11,
-        Request::SetMany(_) => 12,
-        Request::ListHosts => 13,
-        Request::AddHost(_) => 14,
-        Request::RemoveHost(_) => 15,
-        Request::AuditLog(_) => 16,
-        Request::Health => 17,
-        Request::RestoreVault => 18,
-        Request::Fleet => 19,
-        Request::History(_) => 20,
-        Request::Rollback(_) => 21,
-        Request::Diff(_) => 22,
-        Request::ListDigests => 23,
-        Request::Metrics => 24,
-        Request::HostsHead => 25,
-        Request::PublishHosts(_) => 26,
-        Request::ResumeRemoval => 27,
-        Request::RekeyProject(_) => 28,
-        Request::PrepareHostKey => 29,
-    }
+    req.kind().index()
 }
 
 /// How a request ended: the `result` label.
@@ -123,7 +62,7 @@ impl Outcome {
 /// Requests by kind and outcome.
 #[derive(Debug)]
 pub struct RequestCounters {
-    counts: [AtomicU64; OPS.len() * 3],
+    counts: [AtomicU64; OPS * 3],
 }
 
 impl Default for RequestCounters {
@@ -301,64 +240,14 @@ pub struct FleetGauges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flux_protocol::SecretValue;
-    use flux_protocol::message::*;
 
     #[test]
     fn every_request_kind_has_its_own_slot_named_as_its_op() {
-        let host = || HostRecipient {
-            recipient: "h".into(),
-        };
-        let query = || AuditQuery {
-            project: None,
-            since_ms: 0,
-            limit: 0,
-        };
-        let all = [
-            Request::Hello(Hello {
-                version: 1,
-                client: "t".into(),
-            }),
-            Request::Get(Get { name: "A".into() }),
-            Request::List,
-            Request::Set(Set {
-                name: "A".into(),
-                value: SecretValue::from("v"),
-            }),
-            Request::Delete(Delete { name: "A".into() }),
-            Request::GetAll,
-            Request::CreateProject(ProjectName { name: "p".into() }),
-            Request::DeleteProject(ProjectName { name: "p".into() }),
-            Request::ListProjects,
-            Request::Status,
-            Request::Subscribe,
-            Request::Audit(query()),
-            Request::SetMany(vec![]),
-            Request::ListHosts,
-            Request::AddHost(host()),
-            Request::RemoveHost(host()),
-            Request::AuditLog(query()),
-            Request::Health,
-            Request::RestoreVault,
-            Request::Fleet,
-            Request::History(SecretName { name: "A".into() }),
-            Request::Rollback(Rollback {
-                name: "A".into(),
-                to: None,
-            }),
-            Request::Diff(vec![]),
-            Request::ListDigests,
-            Request::Metrics,
-            Request::HostsHead,
-            Request::PublishHosts(Default::default()),
-            Request::ResumeRemoval,
-            Request::RekeyProject(flux_protocol::message::ProjectName { name: "a".into() }),
-            Request::PrepareHostKey,
-        ];
-        assert_eq!(all.len(), OPS.len());
+        let all = flux_protocol::samples::all();
+        assert_eq!(all.len(), OPS);
         for (i, r) in all.iter().enumerate() {
             assert_eq!(op_index(r), i, "{}", r.op());
-            assert_eq!(OPS[i], r.op());
+            assert_eq!(RequestKind::ALL[i].op(), r.op());
         }
     }
 

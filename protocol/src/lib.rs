@@ -26,6 +26,8 @@ pub mod error;
 pub mod limits;
 pub mod message;
 pub mod paths;
+#[cfg(any(test, feature = "samples"))]
+pub mod samples;
 pub mod secret;
 pub mod secrets;
 pub mod trust;

@@ -112,40 +112,158 @@ pub enum Request {
 }
 
 impl Request {
+    /// The request's kind.
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            Self::Hello(_) => RequestKind::Hello,
+            Self::Get(_) => RequestKind::Get,
+            Self::List => RequestKind::List,
+            Self::Set(_) => RequestKind::Set,
+            Self::Delete(_) => RequestKind::Delete,
+            Self::GetAll => RequestKind::GetAll,
+            Self::CreateProject(_) => RequestKind::CreateProject,
+            Self::DeleteProject(_) => RequestKind::DeleteProject,
+            Self::ListProjects => RequestKind::ListProjects,
+            Self::Status => RequestKind::Status,
+            Self::Subscribe => RequestKind::Subscribe,
+            Self::Audit(_) => RequestKind::Audit,
+            Self::SetMany(_) => RequestKind::SetMany,
+            Self::ListHosts => RequestKind::ListHosts,
+            Self::AddHost(_) => RequestKind::AddHost,
+            Self::RemoveHost(_) => RequestKind::RemoveHost,
+            Self::AuditLog(_) => RequestKind::AuditLog,
+            Self::Health => RequestKind::Health,
+            Self::RestoreVault => RequestKind::RestoreVault,
+            Self::Fleet => RequestKind::Fleet,
+            Self::History(_) => RequestKind::History,
+            Self::Rollback(_) => RequestKind::Rollback,
+            Self::Diff(_) => RequestKind::Diff,
+            Self::ListDigests => RequestKind::ListDigests,
+            Self::Metrics => RequestKind::Metrics,
+            Self::HostsHead => RequestKind::HostsHead,
+            Self::PublishHosts(_) => RequestKind::PublishHosts,
+            Self::ResumeRemoval => RequestKind::ResumeRemoval,
+            Self::RekeyProject(_) => RequestKind::RekeyProject,
+            Self::PrepareHostKey => RequestKind::PrepareHostKey,
+        }
+    }
+
     /// The operation's name, for logs and audit lines (never a value).
     pub fn op(&self) -> &'static str {
+        self.kind().op()
+    }
+}
+
+/// Every request kind, in protocol order: what `op()` names, what the
+/// daemon's per-kind counters and authorization matrix iterate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestKind {
+    Hello,
+    Get,
+    List,
+    Set,
+    Delete,
+    GetAll,
+    CreateProject,
+    DeleteProject,
+    ListProjects,
+    Status,
+    Subscribe,
+    Audit,
+    SetMany,
+    ListHosts,
+    AddHost,
+    RemoveHost,
+    AuditLog,
+    Health,
+    RestoreVault,
+    Fleet,
+    History,
+    Rollback,
+    Diff,
+    ListDigests,
+    Metrics,
+    HostsHead,
+    PublishHosts,
+    ResumeRemoval,
+    RekeyProject,
+    PrepareHostKey,
+}
+
+impl RequestKind {
+    /// Every kind, in protocol order (a kind's index is its variant's).
+    pub const ALL: [RequestKind; 30] = [
+        Self::Hello,
+        Self::Get,
+        Self::List,
+        Self::Set,
+        Self::Delete,
+        Self::GetAll,
+        Self::CreateProject,
+        Self::DeleteProject,
+        Self::ListProjects,
+        Self::Status,
+        Self::Subscribe,
+        Self::Audit,
+        Self::SetMany,
+        Self::ListHosts,
+        Self::AddHost,
+        Self::RemoveHost,
+        Self::AuditLog,
+        Self::Health,
+        Self::RestoreVault,
+        Self::Fleet,
+        Self::History,
+        Self::Rollback,
+        Self::Diff,
+        Self::ListDigests,
+        Self::Metrics,
+        Self::HostsHead,
+        Self::PublishHosts,
+        Self::ResumeRemoval,
+        Self::RekeyProject,
+        Self::PrepareHostKey,
+    ];
+
+    /// The operation's name, for logs, audit lines and the `op` label.
+    pub fn op(self) -> &'static str {
         match self {
-            Self::Hello(_) => "hello",
-            Self::Get(_) => "get",
+            Self::Hello => "hello",
+            Self::Get => "get",
             Self::List => "list",
-            Self::Set(_) => "set",
-            Self::Delete(_) => "delete",
+            Self::Set => "set",
+            Self::Delete => "delete",
             Self::GetAll => "get_all",
-            Self::CreateProject(_) => "create_project",
-            Self::DeleteProject(_) => "delete_project",
+            Self::CreateProject => "create_project",
+            Self::DeleteProject => "delete_project",
             Self::ListProjects => "list_projects",
             Self::Status => "status",
             Self::Subscribe => "subscribe",
-            Self::Audit(_) => "audit",
-            Self::SetMany(_) => "set_many",
+            Self::Audit => "audit",
+            Self::SetMany => "set_many",
             Self::ListHosts => "list_hosts",
-            Self::AddHost(_) => "add_host",
-            Self::RemoveHost(_) => "remove_host",
-            Self::AuditLog(_) => "audit_log",
+            Self::AddHost => "add_host",
+            Self::RemoveHost => "remove_host",
+            Self::AuditLog => "audit_log",
             Self::Health => "health",
             Self::RestoreVault => "restore_vault",
             Self::Fleet => "fleet",
-            Self::History(_) => "history",
-            Self::Rollback(_) => "rollback",
-            Self::Diff(_) => "diff",
+            Self::History => "history",
+            Self::Rollback => "rollback",
+            Self::Diff => "diff",
             Self::ListDigests => "list_digests",
             Self::Metrics => "metrics",
             Self::HostsHead => "hosts_head",
-            Self::PublishHosts(_) => "publish_hosts",
+            Self::PublishHosts => "publish_hosts",
             Self::ResumeRemoval => "resume_removal",
-            Self::RekeyProject(_) => "rekey_project",
+            Self::RekeyProject => "rekey_project",
             Self::PrepareHostKey => "prepare_host_key",
         }
+    }
+
+    /// The kind's position in [`Self::ALL`] (its variant index).
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

@@ -26,7 +26,7 @@
 //! | `flux_fleet_*` | gauge | fleet mode: etcd outage, applied revision, problems |
 
 use super::Services;
-use crate::metrics::{BUCKETS, HistogramSnapshot, OPS, Outcome, RequestCounters};
+use crate::metrics::{BUCKETS, HistogramSnapshot, Outcome, RequestCounters};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -321,10 +321,14 @@ pub fn render(services: &Services) -> String {
 /// One counter family's samples for a socket's requests: every kind and
 /// result counted so far, and the [`ALWAYS`] kinds of a project at zero.
 fn requests(out: &mut Exposition, family: &str, project: Option<&str>, c: &RequestCounters) {
-    for (i, op) in OPS.iter().enumerate() {
+    for (i, op) in flux_protocol::message::RequestKind::ALL
+        .iter()
+        .map(|k| k.op())
+        .enumerate()
+    {
         for outcome in Outcome::ALL {
             let n = c.get(i, outcome);
-            if n == 0 && !(project.is_some() && ALWAYS.contains(op)) {
+            if n == 0 && !(project.is_some() && ALWAYS.contains(&op)) {
                 continue;
             }
             let result = outcome.name();

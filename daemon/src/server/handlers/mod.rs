@@ -197,7 +197,6 @@ mod tests {
     use super::*;
     use crate::access::policy::{PeerIdentity, Policy};
     use crate::access::{Denial, Denied, Effect, Granted, Socket, decide};
-    use flux_protocol::SecretValue;
     use flux_protocol::codec::{decode, encode};
     use flux_protocol::message::*;
     use std::collections::{BTreeMap, BTreeSet};
@@ -233,61 +232,7 @@ mod tests {
 
     /// One request of every kind; project-naming ones name `app`.
     fn samples() -> Vec<Request> {
-        let host = || HostRecipient {
-            recipient: "age1host".into(),
-        };
-        let query = || AuditQuery {
-            project: Some("app".into()),
-            since_ms: 0,
-            limit: 0,
-        };
-        vec![
-            Request::Hello(Hello {
-                version: 1,
-                client: "t".into(),
-            }),
-            Request::Get(Get { name: "A".into() }),
-            Request::List,
-            Request::Set(Set {
-                name: "A".into(),
-                value: SecretValue::from("v"),
-            }),
-            Request::Delete(Delete { name: "A".into() }),
-            Request::GetAll,
-            Request::CreateProject(ProjectName { name: "app".into() }),
-            Request::DeleteProject(ProjectName { name: "app".into() }),
-            Request::ListProjects,
-            Request::Status,
-            Request::Subscribe,
-            Request::Audit(query()),
-            Request::SetMany(vec![NamedValue {
-                name: "A".into(),
-                value: SecretValue::from("v"),
-            }]),
-            Request::ListHosts,
-            Request::AddHost(host()),
-            Request::RemoveHost(host()),
-            Request::AuditLog(query()),
-            Request::Health,
-            Request::RestoreVault,
-            Request::Fleet,
-            Request::History(SecretName { name: "A".into() }),
-            Request::Rollback(Rollback {
-                name: "A".into(),
-                to: None,
-            }),
-            Request::Diff(vec![NamedValue {
-                name: "A".into(),
-                value: SecretValue::from("v"),
-            }]),
-            Request::ListDigests,
-            Request::Metrics,
-            Request::HostsHead,
-            Request::PublishHosts(SignedHosts::default()),
-            Request::ResumeRemoval,
-            Request::RekeyProject(ProjectName { name: "app".into() }),
-            Request::PrepareHostKey,
-        ]
+        flux_protocol::samples::all()
     }
 
     /// Expected decisions for peers (nobody, reader, admin, daemon admin):
