@@ -32,6 +32,7 @@ mod init;
 mod metrics;
 mod projects;
 mod prompt;
+mod render;
 pub mod run;
 mod secrets;
 mod status;
@@ -84,6 +85,13 @@ pub enum Command {
     /// with changes; with --mask values are redacted from its output. The
     /// exit status is the command's.
     Run(run::RunArgs),
+    /// Fill a template with the project's secrets and write the file
+    ///
+    /// {{ secret "NAME" }} tags name secrets; the file is written
+    /// atomically with --mode (0600) and --owner from its first byte. With
+    /// --watch it is rendered again when a value it names changes, and
+    /// --exec, --signal or --reload-unit tell the program it feeds.
+    Render(render::RenderArgs),
     /// Name this folder's project in flux.json and keep .env files out of git
     ///
     /// Adds what is missing of .env, .env.* and *.env to .gitignore, and
@@ -475,6 +483,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Secrets(cmd) => secrets::run(&target, cmd),
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
         Command::Run(args) => run::run(&target, args),
+        Command::Render(args) => render::run(&target, args),
         Command::Status { json } => status::run(&target, json).map(|()| 0),
         Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
         Command::Fleet(cmd) => fleet::run(&target, cmd).map(|()| 0),

@@ -28,7 +28,7 @@
 mod mask;
 mod output;
 mod supervise;
-mod watch;
+pub(crate) mod watch;
 
 use crate::failure::{Failure, Result};
 use crate::target::Target;
@@ -123,13 +123,13 @@ becomes <redacted:NAME> — also when a value is split across writes. A
 value cut off where the output pauses for 200 ms is let go as it is.";
 
 /// `--debounce` and `--grace`: `300ms`, `10s`, `1m`…
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{e} (write a duration such as 300ms or 10s)"))
 }
 
 /// `--signal`: a signal's name with or without `SIG`, in any case.
-fn parse_signal(text: &str) -> std::result::Result<nix::sys::signal::Signal, String> {
+pub(crate) fn parse_signal(text: &str) -> std::result::Result<nix::sys::signal::Signal, String> {
     use nix::sys::signal::Signal;
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {

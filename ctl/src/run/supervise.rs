@@ -183,6 +183,7 @@ impl Supervisor {
                 self.plan.socket.clone(),
                 self.plan.project.clone(),
                 w.debounce,
+                "the command keeps running".to_owned(),
                 update_tx,
             ));
         } else {

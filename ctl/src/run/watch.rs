@@ -1,6 +1,8 @@
-//! The subscription behind `fluxctl run --watch`: one connection to the
-//! project socket that subscribes to change events and, after each burst
-//! of them, reads every value again and hands them to the supervisor.
+//! The subscription behind `fluxctl run --watch` and `fluxctl render
+//! --watch`: one connection to the project socket that subscribes to
+//! change events and, after each burst of them, reads every value again
+//! and hands them to its listener (the supervisor, or the renderer), which
+//! compares values to decide whether anything really changed.
 //!
 //! Events are a signal to re-read, never the source of truth (PROTOCOL.md,
 //! "Change events"): a `Set` of the same value sends one too, so the
@@ -44,15 +46,19 @@ pub(crate) enum Update {
     ProjectDeleted,
 }
 
-/// Runs until the supervisor stops listening.
+/// Runs until the listener stops listening. `keeps` says, in messages
+/// about a lost connection, what carries on meanwhile ("the command keeps
+/// running").
 pub(crate) async fn watch(
     socket: PathBuf,
     project: String,
     debounce: Duration,
+    keeps: String,
     tx: UnboundedSender<Update>,
 ) {
     let mut link = Link {
         project,
+        keeps,
         trouble: None,
         gone: false,
         backoff: FIRST_BACKOFF,
@@ -79,6 +85,8 @@ pub(crate) async fn watch(
 /// and once that it is over.
 struct Link {
     project: String,
+    /// What carries on while the link is down.
+    keeps: String,
     /// The problem last reported, until a read succeeds again.
     trouble: Option<String>,
     /// The project was deleted (the supervisor said so).
@@ -103,12 +111,13 @@ impl Link {
         }
         if self.trouble.is_none() && e.is_unreachable() {
             eprintln!(
-                "fluxctl: lost the connection to fluxd ({reason}); the command keeps running, reconnecting"
+                "fluxctl: lost the connection to fluxd ({reason}); {}, reconnecting",
+                self.keeps
             );
         } else {
             eprintln!(
-                "fluxctl: cannot watch project {}: {reason}; the command keeps running, retrying",
-                self.project
+                "fluxctl: cannot watch project {}: {reason}; {}, retrying",
+                self.project, self.keeps
             );
         }
         self.trouble = Some(reason);

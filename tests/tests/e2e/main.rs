@@ -16,6 +16,7 @@ mod durability;
 mod hardening;
 mod metrics;
 mod protocol_contract;
+mod render;
 mod rotation;
 mod run_watch;
 mod systemd;
