@@ -74,13 +74,14 @@ impl LocalStore {
         })
     }
 
-    /// Reads and unwraps the key file at `path`.
-    fn key_at(&self, path: &Path) -> Result<ProjectKey> {
+    /// Reads and unwraps the key file at `path`: the text `age-keygen`
+    /// writes.
+    fn key_text_at(&self, path: &Path) -> Result<Zeroizing<String>> {
         let bytes = read_key_file(path)?;
         let plain = if is_wrapped(&bytes) {
             let host = self.host.as_ref().ok_or_else(|| Error::Key {
                 location: Location::File(path.to_path_buf()),
-                reason: "wrapped with a host key, but fluxd was started without it".into(),
+                reason: "the key file is wrapped with a host key, but fluxd was started without the fluxd-host-key credential".into(),
             })?;
             flux_vault::vault::decrypt(&bytes, host).map_err(|e| Error::Key {
                 location: Location::File(path.to_path_buf()),
@@ -89,8 +90,16 @@ impl LocalStore {
         } else {
             bytes
         };
-        let text = Zeroizing::new(String::from_utf8_lossy(&plain).into_owned());
-        ProjectKey::parse(&text).map_err(|reason| Error::Key {
+        let text = std::str::from_utf8(&plain).map_err(|_| Error::Key {
+            location: Location::File(path.to_path_buf()),
+            reason: "not a text key file".into(),
+        })?;
+        Ok(Zeroizing::new(text.to_owned()))
+    }
+
+    /// The key in the key file at `path`.
+    fn key_at(&self, path: &Path) -> Result<ProjectKey> {
+        ProjectKey::parse(&self.key_text_at(path)?).map_err(|reason| Error::Key {
             location: Location::File(path.to_path_buf()),
             reason,
         })
@@ -286,25 +295,7 @@ impl Store for LocalStore {
     }
 
     fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {
-        let path = self.key_path(project);
-        let bytes = read_key_file(&path)?;
-        let plain = if is_wrapped(&bytes) {
-            let host = self.host.as_ref().ok_or_else(|| Error::Key {
-                location: Location::File(path.clone()),
-                reason: "the key file is wrapped with a host key, but fluxd was started without the fluxd-host-key credential".into(),
-            })?;
-            flux_vault::vault::decrypt(&bytes, host).map_err(|e| Error::Key {
-                location: Location::File(path.clone()),
-                reason: format!("cannot unwrap with the host key: {e}"),
-            })?
-        } else {
-            bytes
-        };
-        let text = std::str::from_utf8(&plain).map_err(|_| Error::Key {
-            location: Location::File(path.clone()),
-            reason: "not a text key file".into(),
-        })?;
-        Ok(Zeroizing::new(text.to_owned()))
+        self.key_text_at(&self.key_path(project))
     }
 
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()> {
