@@ -289,8 +289,13 @@ pub fn have_tool(tool: &str, test: &str) -> bool {
 /// Polls `cond` every 10 ms until it holds; fails after 10 s, naming
 /// `what`. For state that settles asynchronously (a reload, a summary
 /// written when a connection closes), never as a sleep.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(Duration::from_secs(10), what, cond)
+}
+
+/// [`eventually`] with a deadline of `limit`.
+pub fn eventually_within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(10));

@@ -62,6 +62,28 @@ pub fn assert_value(client: &mut Client, name: &str, want: &str) {
 }
 
 /// stdout of a finished command as text.
+/// The project's key, as its (plain) key file holds it.
+pub fn key_of(d: &flux_e2e::TestDaemon, project: &str) -> flux_vault::keys::ProjectKey {
+    flux_vault::keys::ProjectKey::parse(&std::fs::read_to_string(d.key_path(project)).unwrap())
+        .unwrap()
+}
+
+/// Secrets holding `pairs`, set now.
+pub fn secrets(pairs: &[(&str, &str)]) -> flux_vault::vault::Secrets {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                flux_vault::vault::Entry {
+                    value: flux_protocol::SecretValue::from(*v),
+                    set_at_ms: flux_vault::vault::now_ms(),
+                },
+            )
+        })
+        .collect()
+}
+
 pub fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -5,6 +5,7 @@
 //! restarts, `History` and `Rollback` of malformed names, the metrics
 //! families, `ProjectDeleted`, and which refusal another user gets.
 
+use crate::{key_of, secrets};
 use flux_e2e::{TestDaemon, eventually};
 use flux_protocol::blocking::Client;
 use flux_protocol::codec::{decode, encode, read_frame, write_frame};
@@ -14,7 +15,7 @@ use flux_protocol::message::{
 };
 use flux_protocol::{ErrorCode, SecretValue};
 use flux_vault::keys::ProjectKey;
-use flux_vault::vault::{self, Entry, Secrets};
+use flux_vault::vault;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -30,26 +31,6 @@ fn code<T: std::fmt::Debug>(r: Result<T, flux_protocol::ClientError>) -> ErrorCo
             .code()
             .unwrap_or_else(|| panic!("not an answer from the daemon: {e}")),
     }
-}
-
-/// The project's key, as its key file holds it.
-fn key_of(d: &TestDaemon, project: &str) -> ProjectKey {
-    ProjectKey::parse(&std::fs::read_to_string(d.key_path(project)).unwrap()).unwrap()
-}
-
-fn secrets(pairs: &[(&str, &str)]) -> Secrets {
-    pairs
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.to_string(),
-                Entry {
-                    value: SecretValue::from(*v),
-                    set_at_ms: vault::now_ms(),
-                },
-            )
-        })
-        .collect()
 }
 
 /// Writes `bytes` beside the vault, then renames it over the vault.

@@ -2,37 +2,17 @@
 //! connections, bad files never replace a good snapshot, readers never see
 //! half a write, and subscribers are told.
 
-use crate::{assert_value, last_error, stderr};
+use crate::{assert_value, key_of, last_error, secrets, stderr};
 use flux_e2e::eventually;
 use flux_e2e::{TestDaemon, have_tool};
-use flux_protocol::SecretValue;
 use flux_protocol::message::EventKind;
 use flux_vault::keys::ProjectKey;
-use flux_vault::vault::{self, Entry, Secrets};
+use flux_vault::vault;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn key_of(d: &TestDaemon, project: &str) -> ProjectKey {
-    ProjectKey::parse(&std::fs::read_to_string(d.key_path(project)).unwrap()).unwrap()
-}
-
-fn secrets(pairs: &[(&str, &str)]) -> Secrets {
-    pairs
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.to_string(),
-                Entry {
-                    value: SecretValue::from(*v),
-                    set_at_ms: vault::now_ms(),
-                },
-            )
-        })
-        .collect()
-}
 
 /// The revision an outside writer gives its vault: above the vault on disk
 /// (an older one is refused as a rollback), and above any this test wrote

@@ -30,12 +30,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const RECORD: &str = r#"echo "$TOKEN" >> "$STARTS"; exec sleep 600"#;
 
 /// Polls `cond` until it holds; fails after [`DEADLINE`].
-fn within(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn within(what: &str, cond: impl FnMut() -> bool) {
+    flux_e2e::eventually_within(DEADLINE, what, cond)
 }
 
 /// A daemon with project `app` holding TOKEN=`token`.

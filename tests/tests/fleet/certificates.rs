@@ -3,12 +3,10 @@
 //! certificate to change, not only what etcd answered. Each etcd also
 //! listens on plain HTTP on loopback, for the test's own set-up calls.
 
-use crate::cluster::have_etcd;
+use crate::cluster::{EtcdHttp, free_port, have_etcd};
 use flux_e2e::TestDaemon;
 use serde_json::Value;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,13 +62,6 @@ fn certificates() -> tempfile::TempDir {
     issue("client-cn", Some("fluxd"), &[ClientAuth]);
     issue("client-no-cn", None, &[ClientAuth]);
     dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// One etcd member: clients over TLS (client certificates required) on
@@ -130,8 +121,7 @@ impl TlsEtcd {
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !etcd
-            .request("GET", "/health", "")
+        while !crate::cluster::http(etcd.http, "GET", "/health", None, None)
             .is_ok_and(|(_, body)| body.contains("\"health\":\"true\""))
         {
             assert!(
@@ -152,35 +142,15 @@ impl TlsEtcd {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
-    /// One HTTP/1.1 request on the plain port: the status and body.
-    fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.http))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        let status = answer
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_owned();
-        Ok((status, body))
-    }
-
-    /// A set-up call that must succeed.
+    /// A set-up call on the plain port that must succeed.
     fn ok(&self, path: &str, body: Value) {
-        let (status, answer) = self
-            .request("POST", path, &body.to_string())
-            .expect("etcd set-up call");
-        assert_eq!(status, 200, "{path}: {answer}");
+        let plain = EtcdHttp {
+            port: self.http,
+            token: None,
+        };
+        if let Err(e) = plain.call(path, body) {
+            panic!("etcd set-up call {path}: {e}");
+        }
     }
 
     /// `etcdctl user add flux`, `user add root` (with the root role) and

@@ -25,7 +25,8 @@ pub fn have_etcd(test: &str) -> bool {
     found
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -332,7 +333,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// One HTTP/1.0 exchange on loopback: the status code and the body.
-fn http(
+pub fn http(
     port: u16,
     method: &str,
     path: &str,
