@@ -10,6 +10,12 @@
 //! `last_error` (a fixture the daemon does not accept is a failure, not a
 //! fast start).
 //!
+//! Idle connections: fluxd on one project of 100 secrets, RSS read once it
+//! settled, then again after 1,000 connections each completed the
+//! handshake and one `get` and went idle; the difference over 1,000 is the
+//! memory an idle connection holds (its thread's touched stack, buffers,
+//! the kernel's socket is not counted in RSS).
+//!
 //! The big vault (one project, 10,000 secrets of 40 bytes) gives `set`
 //! latency — each `set` re-seals, encrypts and fsyncs the whole vault — and
 //! memory per 1,000 secrets: (RSS with 10,000 secrets − RSS with 1 project
@@ -118,6 +124,8 @@ pub fn run(bin: &FluxdBinary, cfg: &ScaleConfig, report: &mut Report) -> Result<
         report.rows.push(rss_row);
     }
 
+    idle_connections(bin, cfg, report)?;
+
     // The big vault.
     let mut fluxd = Fluxd::new(bin)?;
     write_projects(fluxd.state_dir(), 1, cfg.big_vault_secrets, VALUE_LEN)?;
@@ -200,6 +208,82 @@ pub fn run(bin: &FluxdBinary, cfg: &ScaleConfig, report: &mut Report) -> Result<
         "MiB",
         rss_big,
     ));
+    Ok(())
+}
+
+/// RSS per idle connection: see the module docs.
+fn idle_connections(bin: &FluxdBinary, cfg: &ScaleConfig, report: &mut Report) -> Result<()> {
+    use flux_protocol::codec::{decode, encode, read_frame, write_frame};
+    use flux_protocol::message::{Get, Hello, Request, Response};
+    let connections = if cfg.smoke { 50 } else { 1000 };
+    let mut fluxd = Fluxd::new(bin)?;
+    write_projects(fluxd.state_dir(), 1, cfg.secrets_per_project, VALUE_LEN)?;
+    fluxd.set_config(&format!(
+        "[limits]\nmax_connections = {n}\nmax_connections_per_project = {n}\n",
+        n = connections + 16
+    ))?;
+    let project = project_name(0);
+    let hello = encode(&Request::Hello(Hello {
+        version: flux_protocol::PROTOCOL_VERSION,
+        client: "flux-bench".into(),
+    }))?;
+    let get = encode(&Request::Get(Get {
+        name: secret_name(0),
+    }))?;
+    let mut per_conn = Vec::new();
+    for run in 0..cfg.runs {
+        fluxd.start()?;
+        std::thread::sleep(Duration::from_millis(300));
+        let before = fluxd.rss_kib()?;
+        let mut open = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let mut s = std::os::unix::net::UnixStream::connect(fluxd.project_socket(&project))
+                .context("connect to the project socket")?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            for (req, what) in [(&hello, "Welcome"), (&get, "Value")] {
+                write_frame(&mut s, req)?;
+                let answer: Response = decode(
+                    &read_frame(&mut s, 1 << 20)?.context("the daemon closed the connection")?,
+                )?;
+                let ok = matches!(
+                    (&answer, what),
+                    (Response::Welcome(_), "Welcome") | (Response::Value(_), "Value")
+                );
+                if !ok {
+                    report.failures.push(format!(
+                        "idle connections: expected {what}, got another answer"
+                    ));
+                    fluxd.stop();
+                    return Ok(());
+                }
+            }
+            open.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let after = fluxd.rss_kib()?;
+        drop(open);
+        fluxd.stop();
+        let kib = after.saturating_sub(before) as f64 / connections as f64;
+        eprintln!(
+            "run {}/{} scale: {connections} idle connections: RSS {:.1} → {:.1} MiB, {kib:.1} KiB each",
+            run + 1,
+            cfg.runs,
+            before as f64 / MIB,
+            after as f64 / MIB
+        );
+        per_conn.push(kib);
+    }
+    let m = Measure::of(&per_conn);
+    let ok = m.median <= 64.0;
+    report.rows.push(
+        Row::fluxd(
+            "scale",
+            format!("RSS per idle connection, {connections} open"),
+            "KiB",
+            m,
+        )
+        .with_goal("≤ 64 KiB", verdict(Some(ok), cfg.smoke)),
+    );
     Ok(())
 }
 

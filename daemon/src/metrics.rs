@@ -7,7 +7,7 @@
 //! connections already reach; the daemon-wide ones ([`DaemonMetrics`]) are
 //! atomics too. Request kinds are counted by [`op_index`] — the kind's
 //! place in [`RequestKind::ALL`], the protocol's one list of kinds — times
-//! three [`Outcome`]s.
+//! four [`Outcome`]s.
 //!
 //! Metrics hold names of projects and operations and numbers: never a
 //! secret's name, never a value.
@@ -33,19 +33,29 @@ pub enum Outcome {
     Ok,
     /// Refused by the policy (role, wrong socket, second handshake).
     Denied,
-    /// Allowed, and failed (not found, invalid name, a limit, the disk…).
+    /// Allowed, and answered `not_found`: the name is not set. Counted
+    /// apart from errors, since `get(key, fallback)` asks for names that
+    /// may be missing on purpose.
+    NotFound,
+    /// Allowed, and failed (invalid name, a limit, the disk…).
     Error,
 }
 
 impl Outcome {
     /// Every outcome, in slot order.
-    pub const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Denied, Outcome::Error];
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Denied,
+        Outcome::NotFound,
+        Outcome::Error,
+    ];
 
     /// The label value.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Denied => "denied",
+            Self::NotFound => "not_found",
             Self::Error => "error",
         }
     }
@@ -54,7 +64,8 @@ impl Outcome {
         match self {
             Self::Ok => 0,
             Self::Denied => 1,
-            Self::Error => 2,
+            Self::NotFound => 2,
+            Self::Error => 3,
         }
     }
 }
@@ -62,7 +73,7 @@ impl Outcome {
 /// Requests by kind and outcome.
 #[derive(Debug)]
 pub struct RequestCounters {
-    counts: [AtomicU64; OPS * 3],
+    counts: [AtomicU64; OPS * Outcome::ALL.len()],
 }
 
 impl Default for RequestCounters {
@@ -76,12 +87,12 @@ impl Default for RequestCounters {
 impl RequestCounters {
     /// Counts one request of kind `op` (an [`op_index`]) that ended so.
     pub fn count(&self, op: usize, outcome: Outcome) {
-        self.counts[op * 3 + outcome.slot()].fetch_add(1, Ordering::Relaxed);
+        self.counts[op * Outcome::ALL.len() + outcome.slot()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many requests of kind `op` ended so.
     pub fn get(&self, op: usize, outcome: Outcome) -> u64 {
-        self.counts[op * 3 + outcome.slot()].load(Ordering::Relaxed)
+        self.counts[op * Outcome::ALL.len() + outcome.slot()].load(Ordering::Relaxed)
     }
 }
 

@@ -8,9 +8,9 @@
 //! peer, so a recycled pid cannot put another program's name in the log.
 
 use super::policy::PeerIdentity;
-use nix::sys::socket::{getsockopt, sockopt::PeerPidfd};
-use std::os::fd::AsRawFd;
-use tokio::net::UnixStream;
+use nix::sys::socket::getsockopt;
+use nix::sys::socket::sockopt::{PeerCredentials, PeerPidfd};
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -23,10 +23,11 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Asks the kernel who connected.
-    pub fn of(stream: &UnixStream) -> std::io::Result<Self> {
-        let cred = stream.peer_cred()?;
-        let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
+    /// Asks the kernel who connected to `stream`, a connected Unix socket
+    /// (the blocking or the async kind).
+    pub fn of(stream: &impl AsFd) -> std::io::Result<Self> {
+        let cred = getsockopt(stream, PeerCredentials).map_err(std::io::Error::from)?;
+        let pid = u32::try_from(cred.pid()).ok().filter(|&p| p > 0);
         let exe = pid.and_then(|pid| exe_of(stream, pid));
         Ok(Self {
             uid: cred.uid(),
@@ -38,7 +39,7 @@ impl Peer {
     }
 }
 
-fn exe_of(stream: &UnixStream, pid: u32) -> Option<String> {
+fn exe_of(stream: &impl AsFd, pid: u32) -> Option<String> {
     let pidfd = getsockopt(stream, PeerPidfd).ok();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
     if let Some(fd) = pidfd {

@@ -3,7 +3,8 @@
 //!
 //! - [`sockets`]: socket files — binding, modes, systemd's sockets;
 //! - [`session`]: one connection — handshake, frames, timers, the access
-//!   decision, the audit;
+//!   decision, the audit; a project socket's connection on a thread of its
+//!   own for its reads, the rest on the async runtime;
 //! - [`handlers`]: what each request kind does, and the rule it declares;
 //! - [`exposition`]: the metrics in the Prometheus text format, for the
 //!   `Metrics` request and the optional scrape listener ([`scrape`]).
@@ -68,6 +69,8 @@ pub struct Server {
     /// Set once the services exist (they hold this server, through
     /// [`Control`]).
     services: OnceLock<Weak<Services>>,
+    /// Ends the project sockets' connection threads at shutdown.
+    stopping: Arc<session::direct::Stopping>,
 }
 
 impl Server {
@@ -79,6 +82,7 @@ impl Server {
             control: Arc::new(Semaphore::new(config.limits.max_control_connections)),
             control_peers: Arc::default(),
             services: OnceLock::new(),
+            stopping: Arc::default(),
         }
     }
 
@@ -106,7 +110,12 @@ impl Server {
         let target = Target::Control {
             peers: self.control_peers.clone(),
         };
-        self.spawn(&services, listener, target, cancel);
+        self.spawn(&services, listener, target, cancel.clone());
+        let stopping = self.stopping.clone();
+        services.runtime.tracker().spawn(async move {
+            cancel.cancelled().await;
+            stopping.stop();
+        });
         Ok(())
     }
 
@@ -137,10 +146,11 @@ impl Server {
             Target::Project { .. } => self.projects.clone(),
         };
         let weak = Arc::downgrade(services);
+        let stopping = self.stopping.clone();
         services
             .runtime
             .tracker()
-            .spawn(accept_loop(weak, listener, target, slots, cancel).instrument(span));
+            .spawn(accept_loop(weak, listener, target, slots, cancel, stopping).instrument(span));
     }
 }
 
@@ -175,6 +185,7 @@ async fn accept_loop(
     target: Target,
     slots: Arc<Semaphore>,
     cancel: CancellationToken,
+    stopping: Arc<session::direct::Stopping>,
 ) {
     loop {
         let permit = tokio::select! {
@@ -205,6 +216,11 @@ async fn accept_loop(
         // Sessions end with the daemon, not with their listener: after a
         // project is deleted, its open connections answer `unknown_project`
         // (and subscribers get the deletion event) instead of just closing.
+        // A project socket's connection gets a thread of its own.
+        if let Target::Project { .. } = &target {
+            session::direct::start(stream, target.clone(), services, permit, stopping.clone());
+            continue;
+        }
         let (target2, cancel2) = (target.clone(), services.runtime.shutdown().clone());
         let tracker = services.runtime.tracker().clone();
         tracker.spawn(async move {

@@ -19,6 +19,7 @@ mod protocol_contract;
 mod render;
 mod rotation;
 mod run_watch;
+mod serving;
 mod systemd;
 mod versions;
 mod walkthrough;

@@ -134,10 +134,12 @@ fn metrics_parse_and_move_with_gets_sets_denials_and_errors() {
     for _ in 0..5 {
         let _ = app.get("API_KEY").unwrap();
     }
-    // Two errors (not set) and one denial (a control request on a project
-    // socket).
+    // Two names not set (counted as not_found, not as errors: a
+    // `get(key, fallback)` that falls back is no failure), one error (an
+    // invalid name) and one denial (a control request on a project socket).
     assert!(app.get("MISSING").is_err());
     assert!(app.get("MISSING").is_err());
+    assert!(app.get("not a name").is_err());
     assert!(app.call(&Request::ListProjects).is_err());
     assert_eq!(
         value(
@@ -156,7 +158,8 @@ fn metrics_parse_and_move_with_gets_sets_denials_and_errors() {
     let after = parse(&text);
     assert_eq!(requests(&after, "app", "set", "ok"), 3.0);
     assert_eq!(requests(&after, "app", "get", "ok"), 5.0);
-    assert_eq!(requests(&after, "app", "get", "error"), 2.0);
+    assert_eq!(requests(&after, "app", "get", "not_found"), 2.0);
+    assert_eq!(requests(&after, "app", "get", "error"), 1.0);
     assert_eq!(requests(&after, "app", "list_projects", "denied"), 1.0);
     assert_eq!(
         requests(&after, "app", "hello", "ok"),

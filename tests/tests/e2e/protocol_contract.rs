@@ -526,7 +526,7 @@ fn metrics_are_the_documented_families_with_their_types_and_labels() {
 
     let status = d.control().status().unwrap();
     let allowed: BTreeMap<&str, BTreeSet<String>> = [
-        ("result", ["ok", "denied", "error"].as_slice()),
+        ("result", ["ok", "denied", "not_found", "error"].as_slice()),
         ("socket", &["control", "project"]),
         ("source", &["write", "reload"]),
         ("project", &["app"]),
@@ -585,6 +585,7 @@ fn metrics_are_the_documented_families_with_their_types_and_labels() {
     for (k, v) in [
         ("result", "ok"),
         ("result", "denied"),
+        ("result", "not_found"),
         ("result", "error"),
         ("source", "write"),
         ("source", "reload"),
@@ -598,6 +599,12 @@ fn metrics_are_the_documented_families_with_their_types_and_labels() {
             "flux_requests_total{project=\"app\",op=\"list_projects\",result=\"denied\"} 1"
         )),
         "a request on the wrong socket counts as denied"
+    );
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("flux_requests_total{project=\"app\",op=\"get\",result=\"not_found\"} ")
+            && !l.ends_with(" 0")),
+        "a get of a name that is not set counts as not_found, not as an error"
     );
 }
 

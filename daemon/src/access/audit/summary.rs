@@ -78,6 +78,11 @@ impl ReadSummaries {
         self.len >= MAX_SUMMARIES
     }
 
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Hands every pending summary to `audit`, to be folded per peer.
     pub fn flush(&mut self, audit: &Audit) {
         for (_, entries) in self.by_name.drain() {

@@ -179,6 +179,21 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
     }
 }
 
+/// Runs a granted `Get` or `GetAll` on the caller's thread: the reads a
+/// project socket's connection thread serves itself
+/// ([`super::session::direct`]); they never wait. Any other kind is
+/// refused, never run here.
+pub fn run_read(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
+    match granted.into_request() {
+        Request::Get(req) => get::handle(ctx, req),
+        Request::GetAll => get_all::handle(ctx).map(Reply::Message),
+        other => Err(Error::Internal(format!(
+            "{} reached the connection thread's read path",
+            other.op()
+        ))),
+    }
+}
+
 /// Runs blocking work (etcd calls, file reads) off the async threads.
 async fn blocking<T: Send + 'static>(
     what: &'static str,

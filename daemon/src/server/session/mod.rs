@@ -2,6 +2,20 @@
 //! one decided by [`crate::access`] under the rule its handler declares
 //! ([`super::handlers`]), answered, and audited.
 //!
+//! Two ways serve a connection, with one set of rules ([`conn::Conn`] makes
+//! every decision: the slot, the handshake, each request's access, its
+//! metrics and audit record, a policy reload):
+//!
+//! - a project socket's connection starts on a thread of its own
+//!   ([`direct`]), which answers `Get` and `GetAll` with blocking reads and
+//!   writes — the reads functions make all day, at the machine's speed;
+//! - the control socket's connections, and a project connection from its
+//!   first other request on (`Set`, `List`, `Subscribe`, …), are served by
+//!   [`Session`] on the async runtime. A connection handed over keeps its
+//!   slot, request budget, audit tally and the bytes already read.
+//!
+//! What follows holds for both.
+//!
 //! - The peer is identified by the kernel when the connection is accepted
 //!   ([`Peer`]); every request is decided against the policy in force at
 //!   that moment. A denied request — wrong socket, missing role, a second
@@ -45,33 +59,31 @@
 //! and name.
 
 mod bucket;
+mod conn;
+pub(crate) mod direct;
 mod record;
 
 use super::Services;
 use super::handlers::{self, Ctx, Reply};
-use crate::access::audit::{ReadSummaries, bounded_name};
 use crate::access::peer::Peer;
-use crate::access::{self, Denial, Denied, Effect, Granted, Socket, SocketKind};
-use crate::error::{Error, Limit, Result, Unavailable};
-use crate::metrics::{ConnectionGauge, Outcome, op_index};
+use crate::access::{self, Socket};
+use crate::metrics::{ConnectionGauge, ProjectMetrics};
 use crate::project::Project;
-use bucket::Bucket;
 use bytes::Bytes;
-use flux_protocol::codec::{ServerCodec, decode, encode};
-use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
-use flux_protocol::message::{ErrorReply, Event, EventKind, Request, Response, Scope, Welcome};
-use flux_protocol::{ErrorCode, PROTOCOL_VERSION};
+use conn::{Conn, Slot, Tally, error_response, payload};
+use flux_protocol::ErrorCode;
+use flux_protocol::codec::{ServerCodec, decode};
+use flux_protocol::message::{Event, EventKind, Request, Response, Scope};
 use futures_util::{SinkExt, StreamExt};
-use record::audit_names;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::net::UnixStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{Semaphore, broadcast};
 use tokio::time::Sleep;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 use zeroize::Zeroize;
@@ -113,10 +125,18 @@ impl Target {
     }
 
     fn project_name(&self) -> Option<&str> {
+        self.project().map(|p| p.name())
+    }
+
+    fn project(&self) -> Option<&Arc<Project>> {
         match self {
             Self::Control { .. } => None,
-            Self::Project { project, .. } => Some(project.name()),
+            Self::Project { project, .. } => Some(project),
         }
+    }
+
+    fn project_metrics(&self) -> Option<Arc<ProjectMetrics>> {
+        self.project().map(|p| p.metrics().clone())
     }
 }
 
@@ -165,19 +185,20 @@ impl Drop for PeerSlot {
     }
 }
 
-/// What a connection holds of its socket's budget while it is open.
-#[derive(Debug)]
-#[allow(dead_code)] // held for its drop
-enum Slot {
-    Project(OwnedSemaphorePermit),
-    Peer(PeerSlot),
-}
-
 /// Most bytes of answers held back while pipelined requests are answered.
 const PIPELINED_ANSWERS: usize = 64 * 1024;
 
-/// Serves one connection until the client closes, misbehaves, idles out, or
-/// `cancel` fires.
+/// How a connection comes to the async session.
+pub(super) enum Start {
+    /// Just accepted: the slot and the handshake are still to come.
+    Fresh,
+    /// Handed over by [`direct`] after its handshake, with the connection's
+    /// slot and the request it does not serve itself, to answer first.
+    Resumed { slot: Slot, first: Request },
+}
+
+/// Serves one connection on the async runtime until the client closes,
+/// misbehaves, idles out, or `cancel` fires.
 pub(crate) async fn serve(
     stream: UnixStream,
     target: Target,
@@ -192,58 +213,30 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let _counted = ConnectionGauge::open(
-        services.metrics.clone(),
-        match &target {
-            Target::Control { .. } => None,
-            Target::Project { project, .. } => Some(project.metrics().clone()),
-        },
-    );
+    let gauge = ConnectionGauge::open(services.metrics.clone(), target.project_metrics());
     let span =
         info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
-    let max_frame = services.config.limits.max_request_bytes;
     // Taken before the handshake: a reload from then on is seen.
     let reloads = services.access.reloads();
-    let mut session = Session {
-        framed: Framed::new(stream, ServerCodec::new(max_frame)),
-        target,
-        services,
-        peer,
-        bucket: None,
-        summaries: ReadSummaries::default(),
-        summary_due: None,
-        denials: 0,
-    };
-    async move {
-        match session.run(&cancel, reloads).await {
-            Ok(()) => debug!("connection closed"),
-            Err(e) => debug!(reason = %e, "connection ended"),
-        }
-        session.summaries.flush(session.services.access.audit());
-        session.wipe_buffers();
-    }
-    .instrument(span)
-    .await
+    let conn = Conn::new(target, services, peer);
+    let session = Session::new(stream, conn, bytes::BytesMut::new());
+    session
+        .run_to_end(cancel, reloads, Start::Fresh, gauge)
+        .instrument(span)
+        .await;
 }
 
-/// One connection's state.
+/// One connection on the async runtime.
 pub(super) struct Session {
     pub(super) framed: Framed<UnixStream, ServerCodec>,
-    pub(super) target: Target,
-    pub(super) services: Arc<Services>,
-    pub(super) peer: Peer,
-    pub(super) bucket: Option<Bucket>,
-    /// Reads (and repeated denials) counted but not yet in the audit log.
-    pub(super) summaries: ReadSummaries,
+    pub(super) conn: Conn,
     /// When the pending summaries must be written.
-    pub(super) summary_due: Option<Pin<Box<Sleep>>>,
-    /// Denials on this connection so far.
-    pub(super) denials: u32,
+    summary_due: Option<Pin<Box<Sleep>>>,
 }
 
 /// Why a connection was ended by the daemon.
 #[derive(Debug, thiserror::Error)]
-enum End {
+pub(super) enum End {
     #[error("{0}")]
     Io(#[from] io::Error),
     #[error("{0}")]
@@ -251,35 +244,88 @@ enum End {
 }
 
 impl Session {
+    /// A session on `stream`, whose first bytes (read before it came here)
+    /// are `read`.
+    pub(super) fn new(stream: UnixStream, conn: Conn, read: bytes::BytesMut) -> Self {
+        let max_frame = conn.services.config.limits.max_request_bytes;
+        // From parts, so that bytes already read are decoded before the
+        // stream is waited on.
+        let mut parts = FramedParts::new::<Bytes>(stream, ServerCodec::new(max_frame));
+        parts.read_buf = read;
+        let framed = Framed::from_parts(parts);
+        Self {
+            framed,
+            conn,
+            summary_due: None,
+        }
+    }
+
+    /// Runs the session, then hands its summaries over and wipes its
+    /// buffers.
+    pub(super) async fn run_to_end(
+        mut self,
+        cancel: CancellationToken,
+        reloads: tokio::sync::watch::Receiver<u64>,
+        start: Start,
+        gauge: ConnectionGauge,
+    ) {
+        match self.run(&cancel, reloads, start).await {
+            Ok(()) => debug!("connection closed"),
+            Err(e) => debug!(reason = %e, "connection ended"),
+        }
+        self.conn.flush_summaries();
+        self.wipe_buffers();
+        drop(gauge);
+    }
+
     async fn run(
         &mut self,
         cancel: &CancellationToken,
         reloads: tokio::sync::watch::Receiver<u64>,
+        start: Start,
     ) -> Result<(), End> {
-        let _slot = self.take_slot().await?;
-        let limits = self.services.config.limits.clone();
-        if limits.requests_per_second > 0 {
-            self.bucket = Some(Bucket::new(limits.requests_per_second));
-        }
-        let first = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(()),
-            first = tokio::time::timeout(limits.handshake_timeout, self.framed.next()) => first,
-        };
-        let first = match first {
-            Err(_) => {
-                let msg = format!(
-                    "no handshake within {:?}: send Hello first (see PROTOCOL.md)",
-                    limits.handshake_timeout
-                );
-                self.reply_error(ErrorCode::BadRequest, &msg).await?;
-                return Err(End::Protocol(msg));
-            }
-            Ok(None) => return Ok(()),
-            Ok(Some(frame)) => self.frame_or_close(frame).await?,
-        };
-        self.handshake(first).await?;
+        let limits = self.conn.services.config.limits.clone();
         let mut events: Option<broadcast::Receiver<Event>> = None;
+        let _slot = match start {
+            Start::Fresh => {
+                let slot = match self.conn.take_slot() {
+                    Ok(slot) => slot,
+                    Err(msg) => {
+                        self.reply_error(ErrorCode::LimitReached, &msg).await?;
+                        return Err(End::Protocol(msg));
+                    }
+                };
+                let first = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(()),
+                    first = tokio::time::timeout(limits.handshake_timeout, self.framed.next()) => first,
+                };
+                let mut first = match first {
+                    Err(_) => {
+                        let msg = format!(
+                            "no handshake within {:?}: send Hello first (see PROTOCOL.md)",
+                            limits.handshake_timeout
+                        );
+                        self.reply_error(ErrorCode::BadRequest, &msg).await?;
+                        return Err(End::Protocol(msg));
+                    }
+                    Ok(None) => return Ok(()),
+                    Ok(Some(frame)) => self.frame_or_close(frame).await?,
+                };
+                match self.conn.handshake(&mut first) {
+                    Ok(welcome) => self.send(&welcome).await?,
+                    Err((code, msg)) => {
+                        self.reply_error(code, &msg).await?;
+                        return Err(End::Protocol(msg));
+                    }
+                }
+                slot
+            }
+            Start::Resumed { slot, first } => {
+                self.answer(first, &mut events).await?;
+                slot
+            }
+        };
         // The futures below live as long as the connection, so each
         // registers its waker once, not once per request.
         let cancelled = cancel.cancelled();
@@ -328,72 +374,45 @@ impl Session {
             let mut frame = self.frame_or_close(frame).await?;
             let request = decode::<Request>(&frame);
             frame.as_mut().zeroize();
-            let reply = match request {
-                Ok(req) => self.decide(req, &mut events).await,
-                Err(e) => Reply::Message(error_response(ErrorCode::BadRequest, e.to_string())),
-            };
-            if let Reply::Message(response) = reply {
-                self.queue(&response).await?;
-            }
-            // Answers to requests the client sent together (pipelined)
-            // leave in one write: flushed once no complete request is
-            // waiting in the read buffer, or once they fill
-            // `PIPELINED_ANSWERS` bytes.
-            if !self.request_buffered() || self.framed.write_buffer().len() >= PIPELINED_ANSWERS {
-                self.flush().await?;
+            match request {
+                Ok(req) => self.answer(req, &mut events).await?,
+                Err(e) => {
+                    let reply = error_response(ErrorCode::BadRequest, e.to_string());
+                    self.queue(&reply).await?;
+                    self.flush_if_done().await?;
+                }
             }
         }
+    }
+
+    /// Decides, runs, answers and audits one request; the answer leaves
+    /// with those of requests that came with it (see `flush_if_done`).
+    async fn answer(
+        &mut self,
+        req: Request,
+        events: &mut Option<broadcast::Receiver<Event>>,
+    ) -> Result<(), End> {
+        if let Reply::Message(response) = self.decide(req, events).await {
+            self.queue(&response).await?;
+        }
+        self.flush_if_done().await
+    }
+
+    /// Answers to requests the client sent together (pipelined) leave in
+    /// one write: flushed once no complete request is waiting in the read
+    /// buffer, or once they fill `PIPELINED_ANSWERS` bytes.
+    async fn flush_if_done(&mut self) -> Result<(), End> {
+        if !self.request_buffered() || self.framed.write_buffer().len() >= PIPELINED_ANSWERS {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// Wipes what the connection's buffers held (values in replies, a
     /// `Set` in a request) once it ends.
     fn wipe_buffers(&mut self) {
-        fn wipe(buf: &mut bytes::BytesMut) {
-            let cap = buf.capacity();
-            buf.clear();
-            buf.resize(cap, 0);
-            buf.as_mut().zeroize();
-            buf.clear();
-        }
         wipe(self.framed.write_buffer_mut());
         wipe(self.framed.read_buffer_mut());
-    }
-
-    /// Takes one of the project socket's connection slots, or one of the
-    /// control socket's slots of this peer, or refuses the connection with
-    /// `limit_reached`.
-    async fn take_slot(&mut self) -> Result<Slot, End> {
-        let (project, slots) = match &self.target {
-            Target::Project { project, slots } => (project, slots),
-            Target::Control { peers } => {
-                let limit = self.services.config.limits.max_control_connections_per_peer;
-                return match peers.take(self.peer.uid, limit) {
-                    Some(held) => Ok(Slot::Peer(held)),
-                    None => {
-                        let msg = format!(
-                            "uid {} holds {limit} connections to the control socket, the most one user may hold ([limits] max_control_connections_per_peer): close idle ones",
-                            self.peer.uid
-                        );
-                        warn!("{msg}");
-                        self.reply_error(ErrorCode::LimitReached, &msg).await?;
-                        Err(End::Protocol(msg))
-                    }
-                };
-            }
-        };
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Slot::Project(permit)),
-            Err(_) => {
-                let msg = format!(
-                    "too many connections to project {} (the limit is {}); close idle ones or raise [limits] max_connections_per_project",
-                    project.name(),
-                    self.services.config.limits.max_connections_per_project
-                );
-                warn!("{msg}");
-                self.reply_error(ErrorCode::LimitReached, &msg).await?;
-                Err(End::Protocol(msg))
-            }
-        }
     }
 
     /// Unwraps a frame; on a framing error (oversized length prefix, broken
@@ -405,11 +424,7 @@ impl Session {
         match frame {
             Ok(frame) => Ok(frame),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let msg = format!(
-                    "frame exceeds the limit of {} bytes; closing the connection",
-                    self.services.config.limits.max_request_bytes
-                );
-                warn!("{msg}");
+                let msg = too_large(&self.conn);
                 let _ = self.reply_error(ErrorCode::TooLarge, &msg).await;
                 Err(End::Protocol(msg))
             }
@@ -417,192 +432,62 @@ impl Session {
         }
     }
 
-    async fn handshake(&mut self, mut frame: bytes::BytesMut) -> Result<(), End> {
-        let request = decode::<Request>(&frame);
-        // A `Hello` of another version may be laid out differently after
-        // its version field; the variant and the version never move, so a
-        // client of another version is told so even when the rest does not
-        // decode as this version's `Hello`.
-        let version = hello_version(&frame);
-        frame.as_mut().zeroize();
-        let (code, msg) = match request {
-            Ok(Request::Hello(hello)) if hello.version == PROTOCOL_VERSION => {
-                if let Target::Project { project, .. } = &self.target
-                    && project.is_deleted()
-                {
-                    let msg = Error::UnknownProject(project.name().to_owned()).to_string();
-                    self.reply_error(ErrorCode::UnknownProject, &msg).await?;
-                    return Err(End::Protocol(msg));
-                }
-                debug!(client = %hello.client.escape_debug(), "handshake");
-                let welcome = Response::Welcome(Welcome {
-                    version: PROTOCOL_VERSION,
-                    server: format!("fluxd/{}", env!("CARGO_PKG_VERSION")),
-                    scope: self.target.scope(),
-                });
-                return self.send(&welcome).await;
-            }
-            Ok(Request::Hello(hello)) => (
-                ErrorCode::VersionMismatch,
-                format!(
-                    "the client speaks protocol version {}, this fluxd speaks version {PROTOCOL_VERSION}: upgrade the older of the two",
-                    hello.version
-                ),
-            ),
-            Ok(other) => (
-                ErrorCode::BadRequest,
-                format!(
-                    "the first request must be Hello (the handshake), not {}",
-                    other.op()
-                ),
-            ),
-            Err(_) if version.is_some_and(|v| v != PROTOCOL_VERSION) => (
-                ErrorCode::VersionMismatch,
-                format!(
-                    "the client speaks protocol version {}, this fluxd speaks version {PROTOCOL_VERSION}: upgrade the older of the two",
-                    version.unwrap_or_default()
-                ),
-            ),
-            Err(e) => (ErrorCode::BadRequest, format!("handshake: {e}")),
-        };
-        self.reply_error(code, &msg).await?;
-        Err(End::Protocol(msg))
-    }
-
-    /// After a policy reload: looks the peer's groups up again (a member
-    /// removed from a group loses what the group gave) and says whether the
-    /// peer now holds no role on this socket, so the connection must close.
+    /// After a policy reload: true when the peer holds no role here any
+    /// more, so the connection must close.
     async fn lost_access(&mut self) -> bool {
-        let (uid, gid) = (self.peer.uid, self.peer.gid);
-        if let Ok(identity) =
-            tokio::task::spawn_blocking(move || access::policy::PeerIdentity::lookup(uid, gid))
-                .await
+        let (uid, gid) = (self.conn.peer.uid, self.conn.peer.gid);
+        match tokio::task::spawn_blocking(move || access::policy::PeerIdentity::lookup(uid, gid))
+            .await
         {
-            self.peer.identity = identity;
+            Ok(identity) => !self.conn.keeps_access(identity),
+            Err(_) => {
+                let identity = self.conn.peer.identity.clone();
+                !self.conn.keeps_access(identity)
+            }
         }
-        let policy = self.services.access.policy();
-        let keep = access::holds_a_role(&policy, &self.peer.identity, self.target.socket());
-        if !keep {
-            warn!("the reloaded policy gives this peer no role here: closing its connection");
-        }
-        !keep
     }
 
-    /// Decides, runs (when granted), answers and audits one request.
+    /// Decides, runs (when granted), counts and audits one request.
     async fn decide(
         &mut self,
         req: Request,
         events: &mut Option<broadcast::Receiver<Event>>,
     ) -> Reply {
-        let op = req.op();
-        let op_slot = op_index(&req);
-        let (name, detail) = audit_names(&req);
-        let rule = handlers::rule(&req);
-        let decision =
-            self.services
-                .access
-                .decide(&self.peer.identity, self.target.socket(), req, rule);
-        let (allowed, effect, outcome) = match decision {
-            Ok(granted) => {
-                let effect = granted.effect();
-                (true, effect, self.run_granted(granted, events).await)
-            }
-            Err(denied) => {
-                let effect = denied.effect;
-                (false, effect, Err(self.denial_error(&denied)))
-            }
+        let (decided, grant) = self.conn.decide(req);
+        let outcome = match grant {
+            Ok(granted) => match self.conn.admit(&granted) {
+                Ok(()) => {
+                    let project = self.conn.target.project().cloned();
+                    let mut ctx = Ctx {
+                        services: &self.conn.services,
+                        project: project.as_ref(),
+                        peer: &self.conn.peer,
+                        out: self.framed.write_buffer_mut(),
+                        events,
+                    };
+                    handlers::run(&mut ctx, granted).await
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
         };
-        let (reply, result) = match outcome {
-            Ok(reply) => {
-                debug!(op, "ok");
-                (reply, "ok")
+        let (reply, tally) = self.conn.conclude(decided, outcome);
+        match tally {
+            Tally::Quiet => {}
+            Tally::Full => self.flush_summaries(),
+            Tally::Started(after) => {
+                if self.summary_due.is_none() {
+                    self.summary_due = Some(Box::pin(tokio::time::sleep(after)));
+                }
             }
-            Err(e) => {
-                debug!(op, code = %e.code(), error = %e, "refused");
-                (
-                    Reply::Message(error_response(e.code(), e.to_string())),
-                    e.code().name(),
-                )
-            }
-        };
-        let outcome = match (allowed, result) {
-            (false, _) => Outcome::Denied,
-            (true, "ok") => Outcome::Ok,
-            (true, _) => Outcome::Error,
-        };
-        match &self.target {
-            Target::Project { project, .. } => project.metrics().requests.count(op_slot, outcome),
-            Target::Control { .. } => self.services.metrics.control.count(op_slot, outcome),
         }
-        self.audit(op, name, detail, allowed, effect, result);
         reply
     }
 
-    /// Runs a granted request, within the connection's request rate and
-    /// while writes can be audited.
-    async fn run_granted(
-        &mut self,
-        granted: Granted,
-        events: &mut Option<broadcast::Receiver<Event>>,
-    ) -> Result<Reply> {
-        if self.bucket.as_mut().is_some_and(|b| !b.take()) {
-            return Err(Error::LimitReached(Limit::Rate {
-                per_second: self.services.config.limits.requests_per_second,
-            }));
-        }
-        let audit = self.services.access.audit();
-        if granted.effect() == Effect::Write && !audit.writable() {
-            let why = audit
-                .health()
-                .error
-                .unwrap_or_else(|| "the audit log cannot be written".into());
-            return Err(Error::Unavailable(Unavailable::Audit(why)));
-        }
-        let project = match &self.target {
-            Target::Project { project, .. } => Some(project.clone()),
-            Target::Control { .. } => None,
-        };
-        let mut ctx = Ctx {
-            services: &self.services,
-            project: project.as_ref(),
-            peer: &self.peer,
-            out: self.framed.write_buffer_mut(),
-            events,
-        };
-        handlers::run(&mut ctx, granted).await
-    }
-
-    /// The error a denied request is answered with.
-    fn denial_error(&self, denied: &Denied) -> Error {
-        let op = denied.request.op();
-        match denied.denial {
-            Denial::Handshake => Error::BadRequest("the handshake is already done".into()),
-            Denial::WrongSocket {
-                belongs: SocketKind::Control,
-            } => Error::BadRequest(format!(
-                "{op} is a control request: send it to {}",
-                self.services.config.control_socket().display()
-            )),
-            Denial::WrongSocket {
-                belongs: SocketKind::Project,
-            } => Error::BadRequest(format!(
-                "{op} is a project request: send it to the project's socket, {}",
-                flux_protocol::paths::project_socket(
-                    &self.services.config.runtime_dir,
-                    "<project>"
-                )
-                .display()
-            )),
-            Denial::Role { .. } => Error::PermissionDenied {
-                op,
-                project: self.target.project_name().map(str::to_owned).or_else(|| {
-                    match &denied.request {
-                        Request::DeleteProject(p) => Some(bounded_name(&p.name).0),
-                        _ => None,
-                    }
-                }),
-            },
-        }
+    /// Hands the pending summaries to the audit log.
+    fn flush_summaries(&mut self) {
+        self.conn.flush_summaries();
+        self.summary_due = None;
     }
 
     /// Sends an event to the client; true when the connection should end
@@ -616,7 +501,7 @@ impl Session {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 debug!(missed, "subscriber fell behind");
-                let generation = match &self.target {
+                let generation = match &self.conn.target {
                     Target::Project { project, .. } => project.snapshot().generation,
                     Target::Control { .. } => 0,
                 };
@@ -643,22 +528,18 @@ impl Session {
     /// Sends one answer; one over the answer limit is replaced by a
     /// `too_large` error, so the client always gets a reply.
     async fn send(&mut self, response: &Response) -> Result<(), End> {
-        let payload = self.payload(response)?;
-        let timeout = self.services.config.limits.write_timeout;
+        let payload = payload(response).map_err(End::Protocol)?;
+        let timeout = self.conn.services.config.limits.write_timeout;
         match tokio::time::timeout(timeout, self.framed.send(Bytes::from(payload))).await {
             Ok(sent) => Ok(sent?),
-            Err(_) => Err(self.write_timed_out()),
+            Err(_) => Err(write_timed_out(&self.conn)),
         }
     }
 
     /// True when the read buffer holds another whole request frame (the
     /// codec is between frames right after it yielded one).
     fn request_buffered(&self) -> bool {
-        let buf = self.framed.read_buffer();
-        buf.len() >= 4 && {
-            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            buf.len() - 4 >= len
-        }
+        whole_frame_len(self.framed.read_buffer()).is_some()
     }
 
     /// Encodes one answer into the write buffer without flushing it (the
@@ -666,48 +547,58 @@ impl Session {
     /// boundary); one over the answer limit is replaced by a `too_large`
     /// error.
     async fn queue(&mut self, response: &Response) -> Result<(), End> {
-        let payload = self.payload(response)?;
-        let timeout = self.services.config.limits.write_timeout;
+        let payload = payload(response).map_err(End::Protocol)?;
+        let timeout = self.conn.services.config.limits.write_timeout;
         match tokio::time::timeout(timeout, self.framed.feed(Bytes::from(payload))).await {
             Ok(fed) => Ok(fed?),
-            Err(_) => Err(self.write_timed_out()),
+            Err(_) => Err(write_timed_out(&self.conn)),
         }
-    }
-
-    /// An answer's payload; one over the answer limit is replaced by a
-    /// `too_large` error.
-    fn payload(&self, response: &Response) -> Result<Vec<u8>, End> {
-        let mut payload = encode(response).map_err(|e| End::Protocol(e.to_string()))?;
-        if payload.len() > MAX_RESPONSE_FRAME_LEN {
-            let msg = format!(
-                "the answer is {} bytes, over the {MAX_RESPONSE_FRAME_LEN}-byte answer limit: ask for fewer or smaller secrets",
-                payload.len()
-            );
-            warn!("{msg}");
-            payload.zeroize();
-            payload = encode(&error_response(ErrorCode::TooLarge, msg))
-                .map_err(|e| End::Protocol(e.to_string()))?;
-        }
-        Ok(payload)
     }
 
     /// Writes out what is in the write buffer.
     async fn flush(&mut self) -> Result<(), End> {
-        let timeout = self.services.config.limits.write_timeout;
+        let timeout = self.conn.services.config.limits.write_timeout;
         match tokio::time::timeout(timeout, SinkExt::<Bytes>::flush(&mut self.framed)).await {
             Ok(flushed) => Ok(flushed?),
-            Err(_) => Err(self.write_timed_out()),
+            Err(_) => Err(write_timed_out(&self.conn)),
         }
     }
+}
 
-    fn write_timed_out(&self) -> End {
-        let msg = format!(
-            "the client took no answer for {:?}; closing",
-            self.services.config.limits.write_timeout
-        );
-        warn!("{msg}");
-        End::Protocol(msg)
-    }
+/// The length of the whole request frame at the start of `buf` (prefix
+/// included), when all of it is there.
+pub(super) fn whole_frame_len(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    (buf.len() - 4 >= len).then_some(4 + len)
+}
+
+/// Clears a buffer and zeroes everything it ever held.
+pub(super) fn wipe(buf: &mut bytes::BytesMut) {
+    let cap = buf.capacity();
+    buf.clear();
+    buf.resize(cap, 0);
+    buf.as_mut().zeroize();
+    buf.clear();
+}
+
+/// The message a frame over the request limit is answered with.
+pub(super) fn too_large(conn: &Conn) -> String {
+    let msg = format!(
+        "frame exceeds the limit of {} bytes; closing the connection",
+        conn.services.config.limits.max_request_bytes
+    );
+    warn!("{msg}");
+    msg
+}
+
+pub(super) fn write_timed_out(conn: &Conn) -> End {
+    let msg = format!(
+        "the client took no answer for {:?}; closing",
+        conn.services.config.limits.write_timeout
+    );
+    warn!("{msg}");
+    End::Protocol(msg)
 }
 
 /// The next event of a subscribed connection; never resolves otherwise.
@@ -718,15 +609,6 @@ async fn next_event(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// The version a `Hello` payload claims: variant 0 (u32, little-endian),
-/// then the version (u32, little-endian), whatever follows in that
-/// version's layout. `None` for anything else.
-fn hello_version(payload: &[u8]) -> Option<u32> {
-    let variant = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
-    let version = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
-    (variant == 0).then_some(version)
 }
 
 /// The frame and idle timeouts of a connection waiting for its next
@@ -795,8 +677,4 @@ async fn summaries_due(due: &mut Option<Pin<Box<Sleep>>>) {
         Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
-}
-
-fn error_response(code: ErrorCode, message: String) -> Response {
-    Response::Error(ErrorReply { code, message })
 }

@@ -6,7 +6,7 @@
 //! ([`crate::access::audit::fold`]), so many connections of one peer cost
 //! the log a few lines, not one each.
 
-use super::Session;
+use super::conn::{Conn, Tally};
 use crate::access::Effect;
 use crate::access::audit::{DENIALS_IN_FULL, ReadAudit, bounded_name};
 use flux_protocol::message::{AuditEntry, NamedValue, Request};
@@ -91,10 +91,11 @@ fn names_detail(entries: &[NamedValue]) -> String {
     format!("{} names: {}", entries.len(), names.join(", "))
 }
 
-impl Session {
+impl Conn {
     /// Records a decision: writes one entry each; the first denials handed
     /// over one by one and reads and later denials counted into summaries,
-    /// both folded per peer by the writer.
+    /// both folded per peer by the writer. Says what the connection must do
+    /// about its pending summaries.
     pub(super) fn audit(
         &mut self,
         op: &'static str,
@@ -103,10 +104,10 @@ impl Session {
         allowed: bool,
         effect: Effect,
         result: &str,
-    ) {
+    ) -> Tally {
         let audit = self.services.access.audit();
         if !audit.enabled() {
-            return;
+            return Tally::Quiet;
         }
         let time_ms = now_ms();
         let entry = || AuditEntry {
@@ -136,23 +137,19 @@ impl Session {
             } else {
                 audit.fold(entry());
             }
-            return;
+            return Tally::Quiet;
         }
         let key = name.as_deref().unwrap_or("");
+        let was_empty = self.summaries.is_empty();
         let full = self
             .summaries
             .count(key, op, allowed, result, time_ms, entry);
         if full {
-            self.flush_summaries();
-        } else if self.summary_due.is_none() {
-            let interval = audit.config().summary_interval;
-            self.summary_due = Some(Box::pin(tokio::time::sleep(interval)));
+            Tally::Full
+        } else if was_empty {
+            Tally::Started(audit.config().summary_interval)
+        } else {
+            Tally::Quiet
         }
-    }
-
-    /// Hands the pending summaries to the audit log.
-    pub(super) fn flush_summaries(&mut self) {
-        self.summaries.flush(self.services.access.audit());
-        self.summary_due = None;
     }
 }

@@ -1,0 +1,559 @@
+//! Project sockets' connections: one thread each, reading and answering
+//! `Get` and `GetAll` with blocking calls — read the request, look the
+//! value up in the project's snapshot, write the answer — the way the
+//! fastest server this machine can run a `get` with does it. The kernel
+//! wakes the thread that waits on the connection directly when a request
+//! arrives; no hand-off to another thread (on a small VM, a wake-up that
+//! crosses to an idle CPU costs tens of microseconds) and no event loop
+//! between them.
+//!
+//! Everything a connection is decided by is [`Conn`]'s, shared with the
+//! async [`Session`]: the connection slot, the handshake, each request's
+//! access decision, its metrics and audit record, a policy reload. What
+//! differs is only how the stream is waited on:
+//!
+//! - The socket's receive timeout ([`WAKE`], or the frame or handshake
+//!   timeout when shorter) wakes an idle thread to look at its deadlines:
+//!   the handshake timeout, a frame started and not finished within the
+//!   frame timeout, the idle timeout, pending audit summaries that are due,
+//!   and a policy reload (the peer's groups are looked up again; a peer with
+//!   no role left is cut off). So an idle connection sees a reload within
+//!   [`WAKE`]; a busy one at its next request.
+//! - Answers are written with the socket's send timeout; the client must
+//!   take them within the write timeout, counted from the first write that
+//!   could not finish at once.
+//! - Requests that arrived together are answered together: one `write` for
+//!   every whole request read (or for [`PIPELINED_ANSWERS`] bytes).
+//! - At shutdown, [`Stopping`] shuts every connection's reading side: a
+//!   thread waiting for a request wakes at once and ends; a request in
+//!   flight is still answered.
+//! - Any other request — `Set`, `List`, `Subscribe`, … — hands the
+//!   connection, with its slot, its budget, its audit tally and the bytes
+//!   already read, over to the async [`Session`], which answers that
+//!   request first and serves the connection from then on; the thread ends.
+//!   Reads are what functions make all day; the rest can wait on the
+//!   event loop.
+//!
+//! A thread costs its stack's touched pages ([`STACK`] is reserved, a few
+//! KiB are used) and a 4 KiB read buffer while the connection is idle; the
+//! connection budgets (`[limits] max_connections`,
+//! `max_connections_per_project`) bound how many there are.
+
+use super::conn::{Conn, Slot, Tally, error_response, payload};
+use super::{End, NEXT_CONNECTION, PIPELINED_ANSWERS, Session, Start, Target};
+use super::{too_large, whole_frame_len, wipe, write_timed_out};
+use crate::access::peer::Peer;
+use crate::access::policy::PeerIdentity;
+use crate::metrics::ConnectionGauge;
+use crate::server::Services;
+use crate::server::handlers::{self, Ctx, Reply};
+use bytes::{BufMut, BytesMut};
+use flux_protocol::ErrorCode;
+use flux_protocol::codec::decode;
+use flux_protocol::message::{Request, Response};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{Instrument, debug, info_span, warn};
+use zeroize::Zeroize;
+
+/// How long an idle connection's thread sleeps before it looks at its
+/// deadlines and at policy reloads.
+pub const WAKE: Duration = Duration::from_secs(1);
+
+/// Stack reserved for a connection's thread.
+pub const STACK: usize = 256 * 1024;
+
+/// Bytes read at a time; the buffer grows for a longer request.
+const READ_CHUNK: usize = 4096;
+
+/// The daemon is stopping: connections waiting for a request are woken and
+/// end.
+#[derive(Debug, Default)]
+pub(crate) struct Stopping {
+    stopped: AtomicBool,
+    /// The sockets of the connections served here, by connection id. A
+    /// connection leaves before its socket is closed, so no descriptor here
+    /// is ever another file's.
+    open: Mutex<HashMap<u64, RawFd>>,
+}
+
+impl Stopping {
+    /// Wakes and ends every connection: their reading side is shut, so a
+    /// thread waiting for a request reads the end of the stream.
+    pub(crate) fn stop(&self) {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        self.stopped.store(true, Ordering::Release);
+        for &fd in open.values() {
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Counts a connection in; false once the daemon is stopping.
+    fn enter(&self, id: u64, fd: RawFd) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopped() {
+            return false;
+        }
+        open.insert(id, fd);
+        true
+    }
+
+    fn leave(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
+/// Serves a project socket's connection on a thread of its own; `permit`
+/// is its place in the daemon's connection budget, given back when the
+/// connection ends.
+pub(crate) fn start(
+    stream: tokio::net::UnixStream,
+    target: Target,
+    services: Arc<Services>,
+    permit: OwnedSemaphorePermit,
+    stopping: Arc<Stopping>,
+) {
+    let stream = match stream
+        .into_std()
+        .and_then(|s| s.set_nonblocking(false).map(|()| s))
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            warn!(error = %e, "cannot take the connection off the event loop; closing");
+            return;
+        }
+    };
+    let handle = tokio::runtime::Handle::current();
+    let token = services.runtime.tracker().token();
+    let spawned = std::thread::Builder::new()
+        .name("fluxd-conn".into())
+        .stack_size(STACK)
+        .spawn(move || {
+            run(stream, target, services, permit, &stopping, &handle);
+            drop(token);
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start a thread for the connection; closing it");
+    }
+}
+
+/// Why [`Direct::serve`] returned without an error.
+enum Next {
+    /// The client closed, or the daemon is stopping.
+    Closed,
+    /// A request this path does not serve: the async session takes over.
+    Handover { slot: Slot, first: Request },
+}
+
+fn run(
+    stream: UnixStream,
+    target: Target,
+    services: Arc<Services>,
+    permit: OwnedSemaphorePermit,
+    stopping: &Stopping,
+    handle: &tokio::runtime::Handle,
+) {
+    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let peer = match Peer::of(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            warn!(error = %e, "cannot read the peer's credentials; closing");
+            return;
+        }
+    };
+    let gauge = ConnectionGauge::open(services.metrics.clone(), target.project_metrics());
+    let span =
+        info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
+    let entered = span.enter();
+    // Taken before the handshake: a reload from then on is seen.
+    let reloads = services.access.reloads();
+    if !stopping.enter(id, stream.as_raw_fd()) {
+        return;
+    }
+    let mut direct = Direct {
+        read: vec![0; READ_CHUNK],
+        start: 0,
+        filled: 0,
+        out: BytesMut::new(),
+        since: Instant::now(),
+        summary_due: None,
+        stream,
+        conn: Conn::new(target, services, peer),
+        reloads,
+        stopping,
+    };
+    let next = direct.serve();
+    stopping.leave(id);
+    match next {
+        Ok(Next::Closed) => debug!("connection closed"),
+        Err(e) => debug!(reason = %e, "connection ended"),
+        Ok(Next::Handover { slot, first }) => {
+            drop(entered);
+            direct.hand_over(slot, first, gauge, permit, handle, span);
+            return;
+        }
+    }
+    direct.conn.flush_summaries();
+    wipe(&mut direct.out);
+    direct.read.zeroize();
+}
+
+/// What one read brought.
+enum Filled {
+    Data,
+    /// Nothing within the receive timeout.
+    Nothing,
+    /// The client closed its side (or the daemon is stopping).
+    End,
+}
+
+/// One connection served on its thread.
+struct Direct<'a> {
+    stream: UnixStream,
+    conn: Conn,
+    /// Bytes read: `start..filled` are not yet answered.
+    read: Vec<u8>,
+    start: usize,
+    filled: usize,
+    /// Answers not yet written.
+    out: BytesMut,
+    /// The last request answered (or the connection's start): the frame
+    /// and idle timeouts count from it.
+    since: Instant,
+    /// When the pending audit summaries are due.
+    summary_due: Option<Instant>,
+    reloads: tokio::sync::watch::Receiver<u64>,
+    stopping: &'a Stopping,
+}
+
+impl Direct<'_> {
+    fn serve(&mut self) -> Result<Next, End> {
+        let limits = self.conn.services.config.limits.clone();
+        let wake = WAKE
+            .min(limits.frame_timeout)
+            .min(limits.handshake_timeout)
+            .max(Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(wake))?;
+        self.stream.set_write_timeout(Some(
+            limits.write_timeout.clamp(Duration::from_millis(1), WAKE),
+        ))?;
+        let slot = match self.conn.take_slot() {
+            Ok(slot) => slot,
+            Err(msg) => {
+                self.reply_now(ErrorCode::LimitReached, &msg)?;
+                return Err(End::Protocol(msg));
+            }
+        };
+
+        // The handshake.
+        let hello_by = self.since + limits.handshake_timeout;
+        let len = loop {
+            if let Some(len) = self.whole_frame()? {
+                break len;
+            }
+            if self.stopping.stopped() {
+                return Ok(Next::Closed);
+            }
+            if let Filled::End = self.fill()? {
+                return Ok(Next::Closed);
+            }
+            if Instant::now() >= hello_by {
+                let msg = format!(
+                    "no handshake within {:?}: send Hello first (see PROTOCOL.md)",
+                    limits.handshake_timeout
+                );
+                self.reply_now(ErrorCode::BadRequest, &msg)?;
+                return Err(End::Protocol(msg));
+            }
+        };
+        let frame = self.start + 4..self.start + len;
+        self.start += len;
+        let hello = self.conn.handshake(&mut self.read[frame]);
+        match hello {
+            Ok(welcome) => self.queue(&welcome)?,
+            Err((code, msg)) => {
+                self.reply_now(code, &msg)?;
+                return Err(End::Protocol(msg));
+            }
+        }
+        self.since = Instant::now();
+
+        loop {
+            // Every whole request read so far, answered in order.
+            let mut answered = false;
+            while let Some(len) = self.whole_frame()? {
+                let frame = self.start + 4..self.start + len;
+                self.start += len;
+                let request = decode::<Request>(&self.read[frame.clone()]);
+                self.read[frame].zeroize();
+                answered = true;
+                match request {
+                    Ok(req @ (Request::Get(_) | Request::GetAll)) => self.answer(req)?,
+                    Ok(other) => {
+                        self.write_out()?;
+                        return Ok(Next::Handover { slot, first: other });
+                    }
+                    Err(e) => {
+                        self.queue(&error_response(ErrorCode::BadRequest, e.to_string()))?;
+                    }
+                }
+                if self.out.len() >= PIPELINED_ANSWERS {
+                    self.write_out()?;
+                }
+            }
+            self.write_out()?;
+            if answered {
+                self.since = Instant::now();
+            }
+            self.between_requests()?;
+            match self.fill()? {
+                Filled::End => return Ok(Next::Closed),
+                Filled::Data if self.whole_frame()?.is_some() => {}
+                Filled::Data | Filled::Nothing => self.check_waiting(&limits)?,
+            }
+        }
+    }
+
+    /// Decides, runs, counts and audits one `Get` or `GetAll`; the answer
+    /// joins the write buffer.
+    fn answer(&mut self, req: Request) -> Result<(), End> {
+        let (decided, grant) = self.conn.decide(req);
+        let outcome = grant.and_then(|granted| {
+            self.conn.admit(&granted)?;
+            let project = self.conn.target.project().cloned();
+            let mut no_events = None;
+            let mut ctx = Ctx {
+                services: &self.conn.services,
+                project: project.as_ref(),
+                peer: &self.conn.peer,
+                out: &mut self.out,
+                events: &mut no_events,
+            };
+            handlers::run_read(&mut ctx, granted)
+        });
+        let (reply, tally) = self.conn.conclude(decided, outcome);
+        match tally {
+            Tally::Quiet => {}
+            Tally::Full => self.flush_summaries(),
+            Tally::Started(after) => {
+                self.summary_due
+                    .get_or_insert_with(|| Instant::now() + after);
+            }
+        }
+        match reply {
+            Reply::Message(response) => self.queue(&response),
+            Reply::Written => Ok(()),
+        }
+    }
+
+    fn flush_summaries(&mut self) {
+        self.conn.flush_summaries();
+        self.summary_due = None;
+    }
+
+    /// Between requests: the daemon stopping, a policy reload, summaries
+    /// due.
+    fn between_requests(&mut self) -> Result<(), End> {
+        if self.stopping.stopped() {
+            return Err(End::Protocol("the daemon is stopping".into()));
+        }
+        if self.reloads.has_changed().unwrap_or(false) {
+            self.reloads.borrow_and_update();
+            let identity = PeerIdentity::lookup(self.conn.peer.uid, self.conn.peer.gid);
+            if !self.conn.keeps_access(identity) {
+                return Err(End::Protocol("no role left after a policy reload".into()));
+            }
+        }
+        if self.summary_due.is_some_and(|due| Instant::now() >= due) {
+            self.flush_summaries();
+        }
+        Ok(())
+    }
+
+    /// Nothing whole to answer: ends a connection whose frame is not
+    /// finished within the frame timeout, or that idled out.
+    fn check_waiting(&self, limits: &crate::config::Limits) -> Result<(), End> {
+        let waited = self.since.elapsed();
+        if self.filled > self.start && waited >= limits.frame_timeout {
+            let msg = format!("incomplete frame for {:?}", limits.frame_timeout);
+            warn!("{msg}: closing");
+            return Err(End::Protocol(msg));
+        }
+        if waited >= limits.idle_timeout {
+            return Err(End::Protocol("idle timeout".into()));
+        }
+        Ok(())
+    }
+
+    /// The length of the whole frame at `start`, when it is all read; a
+    /// length prefix over the request limit is answered and ends the
+    /// connection.
+    fn whole_frame(&mut self) -> Result<Option<usize>, End> {
+        let pending = &self.read[self.start..self.filled];
+        if let Some(prefix) = pending.get(..4) {
+            let len = u32::from_be_bytes(prefix.try_into().expect("four bytes")) as usize;
+            if len > self.conn.services.config.limits.max_request_bytes {
+                let msg = too_large(&self.conn);
+                let _ = self.reply_now(ErrorCode::TooLarge, &msg);
+                return Err(End::Protocol(msg));
+            }
+        }
+        Ok(whole_frame_len(pending))
+    }
+
+    /// Reads what the client sent, waiting at most the receive timeout.
+    fn fill(&mut self) -> Result<Filled, End> {
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
+        }
+        if self.filled == self.read.len() {
+            if self.start > 0 {
+                // A started frame moves to the front; what it leaves
+                // behind is wiped.
+                self.read.copy_within(self.start..self.filled, 0);
+                self.filled -= self.start;
+                self.start = 0;
+                self.read[self.filled..].zeroize();
+            } else {
+                let grown = (self.read.len() * 2)
+                    .min(self.conn.services.config.limits.max_request_bytes + 4)
+                    .max(self.read.len() + 1);
+                let mut bigger = vec![0; grown];
+                bigger[..self.filled].copy_from_slice(&self.read[..self.filled]);
+                self.read.zeroize();
+                self.read = bigger;
+            }
+        }
+        match self.stream.read(&mut self.read[self.filled..]) {
+            Ok(0) => Ok(Filled::End),
+            Ok(n) => {
+                self.filled += n;
+                Ok(Filled::Data)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(Filled::Nothing)
+            }
+            Err(e) => Err(End::Io(e)),
+        }
+    }
+
+    /// Encodes one answer into the write buffer.
+    fn queue(&mut self, response: &Response) -> Result<(), End> {
+        let mut payload = payload(response).map_err(End::Protocol)?;
+        self.out.reserve(4 + payload.len());
+        self.out.put_u32(payload.len() as u32);
+        self.out.put_slice(&payload);
+        payload.zeroize();
+        Ok(())
+    }
+
+    /// Answers with an error at once.
+    fn reply_now(&mut self, code: ErrorCode, msg: &str) -> Result<(), End> {
+        self.queue(&error_response(code, msg.to_owned()))?;
+        self.write_out()
+    }
+
+    /// Writes out the write buffer; the client must take it within the
+    /// write timeout.
+    fn write_out(&mut self) -> Result<(), End> {
+        let mut done = 0;
+        let mut blocked_since: Option<Instant> = None;
+        while done < self.out.len() {
+            match self.stream.write(&self.out[done..]) {
+                Ok(0) => return Err(End::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(End::Io(e)),
+            }
+            if done < self.out.len() {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.conn.services.config.limits.write_timeout {
+                    return Err(write_timed_out(&self.conn));
+                }
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Gives the connection to the async session, which answers `first`
+    /// and serves the connection from then on.
+    fn hand_over(
+        self,
+        slot: Slot,
+        first: Request,
+        gauge: ConnectionGauge,
+        permit: OwnedSemaphorePermit,
+        handle: &tokio::runtime::Handle,
+        span: tracing::Span,
+    ) {
+        let Direct {
+            stream,
+            conn,
+            read,
+            start,
+            filled,
+            mut out,
+            reloads,
+            ..
+        } = self;
+        wipe(&mut out);
+        let mut rest = BytesMut::from(&read[start..filled]);
+        let mut read = read;
+        read.zeroize();
+        let _runtime = handle.enter();
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                let _entered = span.enter();
+                warn!(error = %e, "cannot hand the connection to the event loop; closing");
+                let mut conn = conn;
+                conn.flush_summaries();
+                wipe(&mut rest);
+                return;
+            }
+        };
+        let cancel = conn.services.runtime.shutdown().clone();
+        let tracker = conn.services.runtime.tracker().clone();
+        let session = Session::new(stream, conn, rest);
+        tracker.spawn_on(
+            async move {
+                session
+                    .run_to_end(cancel, reloads, Start::Resumed { slot, first }, gauge)
+                    .await;
+                drop(permit);
+            }
+            .instrument(span),
+            handle,
+        );
+    }
+}
