@@ -129,6 +129,10 @@ pub enum Error {
     },
     #[error("{}", not_found(project, name))]
     NotFound { project: String, name: String },
+    /// A secret whose own readers leave the peer out: to the peer, word
+    /// for word a name that is not set; to the audit log, a denial.
+    #[error("{}", not_found(project, name))]
+    Hidden { project: String, name: String },
     #[error(
         "unknown project {0}: list projects with `fluxctl projects list`, create it with `fluxctl projects create {0}`"
     )]
@@ -209,7 +213,7 @@ impl Error {
         match self {
             Self::InvalidName(_) => ErrorCode::InvalidName,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
-            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::NotFound { .. } | Self::Hidden { .. } => ErrorCode::NotFound,
             Self::UnknownProject(_) => ErrorCode::UnknownProject,
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::BadRequest(_) => ErrorCode::BadRequest,

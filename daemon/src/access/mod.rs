@@ -22,11 +22,12 @@
 pub mod audit;
 pub mod peer;
 pub mod policy;
+pub mod workload;
 
 use arc_swap::ArcSwap;
 use audit::Audit;
 use flux_protocol::message::Request;
-use policy::{PeerIdentity, Policy, Role};
+use policy::{Hidden, PeerIdentity, Policy, Role};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::warn;
@@ -120,6 +121,9 @@ impl Rule {
 pub struct Granted {
     request: Request,
     effect: Effect,
+    /// Secrets that do not exist for this peer (a project reader outside
+    /// a secret's own readers).
+    hidden: Hidden,
 }
 
 impl Granted {
@@ -128,9 +132,14 @@ impl Granted {
         self.effect
     }
 
-    /// The request, to run it.
-    pub fn into_request(self) -> Request {
-        self.request
+    /// The secrets its answer must leave out.
+    pub fn hidden(&self) -> &Hidden {
+        &self.hidden
+    }
+
+    /// The request, and the secrets its answer must leave out.
+    pub fn into_parts(self) -> (Request, Hidden) {
+        (self.request, self.hidden)
     }
 }
 
@@ -180,6 +189,12 @@ impl Access {
         self.policy.load_full()
     }
 
+    /// The policy in force, for one decision (cheaper than
+    /// [`Access::policy`]: no reference count is taken).
+    pub fn policy_guard(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.policy.load()
+    }
+
     /// Puts `policy` in force and tells every open connection to check
     /// itself against it.
     pub fn replace_policy(&self, policy: Policy) {
@@ -198,17 +213,6 @@ impl Access {
     /// The audit log.
     pub fn audit(&self) -> &Audit {
         &self.audit
-    }
-
-    /// [`decide`] under the policy in force.
-    pub fn decide(
-        &self,
-        peer: &PeerIdentity,
-        socket: Socket<'_>,
-        req: Request,
-        rule: Rule,
-    ) -> Result<Granted, Denied> {
-        decide(&self.policy.load(), peer, socket, req, rule)
     }
 }
 
@@ -262,9 +266,19 @@ pub fn decide(
         (Need::Reader | Need::Admin | Need::ReaderOrAdmin, Socket::Control) => false,
     };
     if allowed {
+        // What a reader's answer leaves out: values (`Reader`), and names
+        // in events for a peer that reads without managing (`ReaderOrAdmin`).
+        let hidden = match (need, socket) {
+            (Need::Reader, Socket::Project(p)) => policy.hidden_from(p, peer),
+            (Need::ReaderOrAdmin, Socket::Project(p)) if !policy.allows(p, peer, Role::Admin) => {
+                policy.hidden_from(p, peer)
+            }
+            _ => Hidden::default(),
+        };
         Ok(Granted {
             request: req,
             effect,
+            hidden,
         })
     } else {
         Err(Denied {

@@ -1,16 +1,26 @@
 //! The peer of a connection, as the kernel reports it.
 //!
 //! `SO_PEERCRED` gives the uid, gid and pid of the process that connected;
-//! a client cannot choose them. Authorization uses only the uid and the
-//! groups ([`super::policy::PeerIdentity`]). The pid and executable path are
-//! recorded for the audit log; where the kernel has `SO_PEERPIDFD`, the
-//! executable is read only if the pidfd confirms the pid still names the
-//! peer, so a recycled pid cannot put another program's name in the log.
+//! a client cannot choose them. `SO_PEERPIDFD` pins that very process, so
+//! what is read of it afterwards — its cgroup, systemd unit and program
+//! ([`super::workload`]) — is read of the peer and not of a later process
+//! that reused its pid: a peer that cannot be made sure of is refused.
+//! Authorization uses the uid, the groups and the workload
+//! ([`super::policy::PeerIdentity`]); the pid and executable path are also
+//! recorded for the audit log.
+//!
+//! A connected socket passed to another process (`SCM_RIGHTS`) keeps the
+//! identity of the process that connected: the kernel reports the
+//! connector, and so does fluxd. Handing a connection over is handing over
+//! the right to use it, as with any open file.
 
-use super::policy::PeerIdentity;
+use super::policy::{PeerIdentity, Policy};
+use super::workload::{Unidentified, Workload, now_ticks};
 use nix::sys::socket::getsockopt;
 use nix::sys::socket::sockopt::{PeerCredentials, PeerPidfd};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Once};
+use tracing::warn;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -20,39 +30,82 @@ pub struct Peer {
     pub pid: Option<u32>,
     pub exe: Option<String>,
     pub identity: PeerIdentity,
+    /// The peer process, pinned (none when the kernel gave no pid).
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl Peer {
     /// Asks the kernel who connected to `stream`, a connected Unix socket
-    /// (the blocking or the async kind).
-    pub fn of(stream: &impl AsFd) -> std::io::Result<Self> {
+    /// (the blocking or the async kind), and identifies its workload;
+    /// executables are hashed when `policy` names a hash. Fails when the
+    /// peer exited before it could be identified.
+    pub fn of(stream: &impl AsFd, policy: &Policy) -> std::io::Result<Self> {
+        let accepted = now_ticks();
         let cred = getsockopt(stream, PeerCredentials).map_err(std::io::Error::from)?;
         let pid = u32::try_from(cred.pid()).ok().filter(|&p| p > 0);
-        let exe = pid.and_then(|pid| exe_of(stream, pid));
+        let mut pidfd = None;
+        let workload = match pid {
+            Some(pid) => {
+                pidfd = getsockopt(stream, PeerPidfd).ok();
+                if pidfd.is_none() {
+                    static ONCE: Once = Once::new();
+                    ONCE.call_once(|| {
+                        warn!("this kernel has no SO_PEERPIDFD (Linux 6.5 and later): a peer's workload is pinned by its start time, which leaves the moment between its connect and fluxd's accept uncovered");
+                    });
+                }
+                let workload =
+                    Workload::identify(pid, pidfd.as_ref(), accepted, policy.names_hashes());
+                match workload {
+                    Ok(w) => w,
+                    Err(Unidentified::Gone) => {
+                        return Err(std::io::Error::other(Unidentified::Gone.to_string()));
+                    }
+                    Err(Unidentified::Io(e)) => return Err(e),
+                }
+            }
+            None => Workload::default(),
+        };
+        if pidfd.is_none()
+            && let Some(pid) = pid
+        {
+            pidfd = super::workload::pidfd_open(pid).ok();
+        }
+        let exe = workload.exe.as_ref().map(|e| e.path.clone());
         Ok(Self {
             uid: cred.uid(),
             gid: cred.gid(),
             pid,
             exe,
-            identity: PeerIdentity::lookup(cred.uid(), cred.gid()),
+            identity: PeerIdentity::lookup(cred.uid(), cred.gid(), Arc::new(workload)),
+            pidfd: pidfd.map(Arc::new),
         })
     }
-}
 
-fn exe_of(stream: &impl AsFd, pid: u32) -> Option<String> {
-    let pidfd = getsockopt(stream, PeerPidfd).ok();
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    if let Some(fd) = pidfd {
-        // The pidfd refers to the peer process itself; its fdinfo shows the
-        // pid it has now (-1 once it exited).
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-        let live = info
-            .lines()
-            .find_map(|l| l.strip_prefix("Pid:"))
-            .and_then(|v| v.trim().parse::<i64>().ok());
-        if live != Some(i64::from(pid)) {
-            return None;
+    /// When `policy` names executables: reads the program the peer runs
+    /// now, and identifies it again if it called `exec` since (a process
+    /// that exited is left with no program, which no executable rule
+    /// matches).
+    pub fn recheck_program(&mut self, policy: &Policy) {
+        let (Some(pid), Some(pidfd)) = (self.pid, self.pidfd.as_ref()) else {
+            return;
+        };
+        if !policy.names_executables() || !self.identity.workload.exe_changed(pid, pidfd) {
+            return;
         }
+        let mut workload = Workload::identify(pid, Some(pidfd), now_ticks(), policy.names_hashes())
+            .unwrap_or_default();
+        if workload.cgroup.is_none() {
+            workload.cgroup = self.identity.workload.cgroup.clone();
+            workload.unit = self.identity.workload.unit.clone();
+            workload.slice = self.identity.workload.slice.clone();
+        }
+        self.exe = workload.exe.as_ref().map(|e| e.path.clone());
+        self.identity.workload = Arc::new(workload);
     }
-    Some(exe.display().to_string())
+
+    /// The groups looked up again (after a policy reload), the workload
+    /// kept.
+    pub fn refresh_groups(&mut self) {
+        self.identity = PeerIdentity::lookup(self.uid, self.gid, self.identity.workload.clone());
+    }
 }

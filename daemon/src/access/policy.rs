@@ -16,11 +16,32 @@
 //!
 //! A peer is in a group when it is its primary gid (from the kernel) or one
 //! of its user's groups in the system's group database.
+//!
+//! **Workloads.** Beside `users` and `groups`, a list may name what the
+//! kernel says of the peer's process ([`super::workload`]): `units`
+//! (systemd units, `*` matching any run of characters: `"fn-*.service"`),
+//! `cgroups` (a cgroup path and everything under it) and `executables`
+//! (`{ path = "/usr/bin/node", sha256 = "…" }`, either or both). A list
+//! holds a peer when **every kind it names** matches: `users`/`groups`
+//! together are one kind (the uid is listed or one of the peer's groups
+//! is), each of the others a kind of its own. So `{ units =
+//! ["billing.service"] }` is whatever runs in that unit, under any uid
+//! (`DynamicUser=yes` included); `{ users = ["app"], units =
+//! ["billing.service"] }` is user `app` in that unit only. A list that
+//! names nothing holds no one.
+//!
+//! **Per secret.** `[projects.<name>.secrets.<SECRET>] readers = { … }`
+//! narrows who reads one secret: a project reader must also be in that
+//! list. To anyone else the secret does not exist: `get` answers it as not
+//! set, `get_all` (`fluxctl run`) and `diff` leave it out, change events
+//! leave its name out — and the audit log records the refusal.
 
+use super::workload::{self, Workload};
 use nix::unistd::{Gid, Group, Uid, User};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 /// A user or group, by name or by number.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -39,7 +60,8 @@ impl fmt::Display for Id {
     }
 }
 
-/// `{ users = [...], groups = [...] }` in the config file.
+/// `{ users = [...], groups = [...], units = [...], cgroups = [...],
+/// executables = [...] }` in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrincipalsFile {
@@ -47,6 +69,28 @@ pub struct PrincipalsFile {
     pub users: Vec<Id>,
     #[serde(default)]
     pub groups: Vec<Id>,
+    #[serde(default)]
+    pub units: Vec<String>,
+    #[serde(default)]
+    pub cgroups: Vec<String>,
+    #[serde(default)]
+    pub executables: Vec<ExecutableFile>,
+}
+
+/// `{ path = "...", sha256 = "..." }`: a program, by path, by content, or
+/// both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutableFile {
+    pub path: Option<String>,
+    pub sha256: Option<String>,
+}
+
+/// `[projects.<name>.secrets.<SECRET>]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretFile {
+    pub readers: PrincipalsFile,
 }
 
 /// `[defaults]` in the config file.
@@ -66,6 +110,9 @@ pub struct ProjectFile {
     /// Group that owns the project's socket (mode 0660); everyone who
     /// connects — readers and admins — must be in it.
     pub socket_group: Option<Id>,
+    /// Secrets whose readers are narrowed, by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretFile>,
 }
 
 /// Resolves a user to its uid.
@@ -92,15 +139,59 @@ pub fn resolve_group(id: &Id) -> Result<u32, String> {
     }
 }
 
-/// A set of users and groups, resolved to ids.
+/// A set of users and groups, resolved to ids, and the workloads named
+/// beside them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Principals {
     pub uids: BTreeSet<u32>,
     pub gids: BTreeSet<u32>,
+    pub units: Vec<String>,
+    pub cgroups: Vec<String>,
+    pub executables: Vec<ExecutableFile>,
 }
 
 impl Principals {
     fn resolve(file: &PrincipalsFile) -> Result<Self, String> {
+        for unit in &file.units {
+            if unit.is_empty() || unit.contains('/') {
+                return Err(format!(
+                    "units: {unit:?} is not a unit name (like \"billing.service\" or \"fn-*.service\")"
+                ));
+            }
+        }
+        for cgroup in &file.cgroups {
+            if !cgroup.starts_with('/') {
+                return Err(format!(
+                    "cgroups: {cgroup:?} is not a cgroup path from the root (like \"/system.slice/functions.slice\")"
+                ));
+            }
+        }
+        let mut executables = Vec::new();
+        for exe in &file.executables {
+            if exe.path.is_none() && exe.sha256.is_none() {
+                return Err("executables: an entry names neither a path nor a sha256".into());
+            }
+            if let Some(path) = &exe.path
+                && !path.starts_with('/')
+            {
+                return Err(format!("executables: path {path:?} is not absolute"));
+            }
+            let sha256 = match &exe.sha256 {
+                Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Some(h.to_ascii_lowercase())
+                }
+                Some(h) => {
+                    return Err(format!(
+                        "executables: sha256 {h:?} is not 64 hex digits (`sha256sum FILE` prints it)"
+                    ));
+                }
+                None => None,
+            };
+            executables.push(ExecutableFile {
+                path: exe.path.clone(),
+                sha256,
+            });
+        }
         Ok(Self {
             uids: file
                 .users
@@ -112,11 +203,70 @@ impl Principals {
                 .iter()
                 .map(resolve_group)
                 .collect::<Result<_, _>>()?,
+            units: file.units.clone(),
+            cgroups: file.cgroups.clone(),
+            executables,
         })
     }
 
+    /// Whether the list holds `peer`: every kind it names matches (see the
+    /// module docs); a list that names nothing holds no one.
     fn contains(&self, peer: &PeerIdentity) -> bool {
-        self.uids.contains(&peer.uid) || peer.gids.iter().any(|g| self.gids.contains(g))
+        let names_who = !self.uids.is_empty() || !self.gids.is_empty();
+        if !names_who
+            && self.units.is_empty()
+            && self.cgroups.is_empty()
+            && self.executables.is_empty()
+        {
+            return false;
+        }
+        let w = &peer.workload;
+        (!names_who
+            || self.uids.contains(&peer.uid)
+            || peer.gids.iter().any(|g| self.gids.contains(g)))
+            && (self.units.is_empty()
+                || w.unit
+                    .as_deref()
+                    .is_some_and(|u| self.units.iter().any(|p| workload::glob(p, u))))
+            && (self.cgroups.is_empty()
+                || w.cgroup
+                    .as_deref()
+                    .is_some_and(|c| self.cgroups.iter().any(|p| workload::cgroup_within(p, c))))
+            && (self.executables.is_empty()
+                || w.exe.as_ref().is_some_and(|e| {
+                    self.executables.iter().any(|rule| {
+                        rule.path.as_ref().is_none_or(|p| *p == e.path)
+                            && rule
+                                .sha256
+                                .as_ref()
+                                .is_none_or(|h| e.sha256.as_ref() == Some(h))
+                    })
+                }))
+    }
+
+    fn names_executables(&self) -> bool {
+        !self.executables.is_empty()
+    }
+
+    fn names_hashes(&self) -> bool {
+        self.executables.iter().any(|e| e.sha256.is_some())
+    }
+}
+
+/// Secrets of a project a reader may not read: to that reader they do not
+/// exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hidden(Vec<String>);
+
+impl Hidden {
+    /// Whether `name` is hidden.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n == name)
+    }
+
+    /// True when nothing is hidden.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -133,6 +283,8 @@ pub struct ProjectPolicy {
     pub readers: Option<Principals>,
     pub admins: Option<Principals>,
     pub socket_group: Option<u32>,
+    /// Per-secret readers, by secret name.
+    pub secrets: BTreeMap<String, Principals>,
 }
 
 /// A role a request needs.
@@ -142,17 +294,19 @@ pub enum Role {
     Admin,
 }
 
-/// Who a peer is, as far as policy cares: its uid and every group it is in.
+/// Who a peer is, as far as policy cares: its uid, every group it is in,
+/// and its workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
     pub uid: u32,
     pub gids: BTreeSet<u32>,
+    pub workload: Arc<Workload>,
 }
 
 impl PeerIdentity {
-    /// The peer's uid, its primary gid from the kernel, and its user's
-    /// groups from the group database.
-    pub fn lookup(uid: u32, gid: u32) -> Self {
+    /// The peer's uid, its primary gid from the kernel, its user's groups
+    /// from the group database, and `workload`.
+    pub fn lookup(uid: u32, gid: u32, workload: Arc<Workload>) -> Self {
         let mut gids = BTreeSet::from([gid]);
         if let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid))
             && let Ok(name) = std::ffi::CString::new(user.name.as_bytes())
@@ -160,7 +314,11 @@ impl PeerIdentity {
         {
             gids.extend(groups.into_iter().map(Gid::as_raw));
         }
-        Self { uid, gids }
+        Self {
+            uid,
+            gids,
+            workload,
+        }
     }
 }
 
@@ -223,6 +381,18 @@ impl Policy {
                         .map(resolve_group)
                         .transpose()
                         .map_err(ctx)?,
+                    secrets: p
+                        .secrets
+                        .iter()
+                        .map(|(secret, f)| {
+                            flux_protocol::limits::validate_secret_name(secret)
+                                .map_err(|e| format!("[projects.{name}.secrets.{secret}]: {e}"))?;
+                            let readers = Principals::resolve(&f.readers).map_err(|e| {
+                                format!("[projects.{name}.secrets.{secret}] readers: {e}")
+                            })?;
+                            Ok((secret.clone(), readers))
+                        })
+                        .collect::<Result<_, String>>()?,
                 },
             );
         }
@@ -255,6 +425,48 @@ impl Policy {
                 .unwrap_or(&self.defaults.admins),
         };
         list.contains(peer)
+    }
+
+    /// The secrets of `project` that `peer` may not read although it is a
+    /// reader of the project (the daemon's own uid reads everything).
+    pub fn hidden_from(&self, project: &str, peer: &PeerIdentity) -> Hidden {
+        let Some(p) = self.projects.get(project) else {
+            return Hidden::default();
+        };
+        if p.secrets.is_empty() || peer.uid == self.daemon_uid {
+            return Hidden::default();
+        }
+        Hidden(
+            p.secrets
+                .iter()
+                .filter(|(_, readers)| !readers.contains(peer))
+                .map(|(name, _)| name.clone())
+                .collect(),
+        )
+    }
+
+    /// Every list of the policy.
+    fn lists(&self) -> impl Iterator<Item = &Principals> {
+        [&self.defaults.readers, &self.defaults.admins]
+            .into_iter()
+            .chain(self.projects.values().flat_map(|p| {
+                p.readers
+                    .iter()
+                    .chain(p.admins.iter())
+                    .chain(p.secrets.values())
+            }))
+    }
+
+    /// True when some rule names executables: peers' programs are then
+    /// read at every request (a process may `exec` another).
+    pub fn names_executables(&self) -> bool {
+        self.lists().any(Principals::names_executables)
+    }
+
+    /// True when some rule names an executable's hash: peers' programs
+    /// are then hashed when they connect.
+    pub fn names_hashes(&self) -> bool {
+        self.lists().any(Principals::names_hashes)
     }
 
     /// Whether `peer` is an admin of some project, or of the daemon: what
@@ -316,6 +528,7 @@ mod tests {
         PeerIdentity {
             uid,
             gids: gids.iter().copied().collect(),
+            workload: Arc::default(),
         }
     }
 
@@ -390,12 +603,103 @@ mod tests {
         assert!(!p.admin_anywhere(&peer(2001, &[])), "a reader only");
     }
 
+    fn workload_peer(uid: u32, unit: &str, cgroup: &str, exe: (&str, &str)) -> PeerIdentity {
+        PeerIdentity {
+            uid,
+            gids: BTreeSet::new(),
+            workload: Arc::new(Workload {
+                cgroup: Some(cgroup.into()),
+                unit: Some(unit.into()),
+                slice: None,
+                exe: Some(workload::Exe {
+                    path: exe.0.into(),
+                    file: (1, 2),
+                    sha256: Some(exe.1.into()),
+                }),
+            }),
+        }
+    }
+
+    fn list(toml: &str) -> Result<Principals, String> {
+        Principals::resolve(&toml::from_str::<PrincipalsFile>(toml).unwrap())
+    }
+
+    #[test]
+    fn a_list_holds_a_peer_when_every_kind_it_names_matches() {
+        let hash = "ab".repeat(32);
+        let node = ("/usr/bin/node", hash.as_str());
+        let billing = workload_peer(
+            61234,
+            "billing.service",
+            "/system.slice/billing.service",
+            node,
+        );
+        let cron = workload_peer(61234, "cron.service", "/system.slice/cron.service", node);
+        // A unit alone: any uid in it (DynamicUser=yes), no other unit.
+        let l = list(r#"units = ["billing.service"]"#).unwrap();
+        assert!(l.contains(&billing));
+        assert!(!l.contains(&cron), "same uid, another unit");
+        // A user and a unit: both.
+        let l = list(
+            r#"users = [61234]
+units = ["fn-*.service"]"#,
+        )
+        .unwrap();
+        assert!(!l.contains(&billing), "the user, outside the units");
+        let fn_a = workload_peer(61234, "fn-a.service", "/system.slice/fn-a.service", node);
+        assert!(l.contains(&fn_a));
+        let fn_other_user = workload_peer(7, "fn-a.service", "/system.slice/fn-a.service", node);
+        assert!(!l.contains(&fn_other_user), "the unit, another user");
+        // A cgroup and everything under it.
+        let l = list(r#"cgroups = ["/system.slice/billing.service"]"#).unwrap();
+        assert!(l.contains(&billing) && !l.contains(&cron));
+        // Executables: by path, by hash, both.
+        let l = list(&format!(
+            r#"executables = [{{ path = "/usr/bin/node", sha256 = "{hash}" }}]"#
+        ))
+        .unwrap();
+        assert!(l.contains(&billing));
+        let python = workload_peer(61234, "billing.service", "/", ("/usr/bin/python3", &hash));
+        assert!(!l.contains(&python), "same content, another path");
+        let l = list(&format!(
+            r#"executables = [{{ sha256 = "{}" }}]"#,
+            "AB".repeat(32)
+        ))
+        .unwrap();
+        assert!(l.contains(&python), "hashes compare in any case");
+        let unknown = PeerIdentity {
+            uid: 61234,
+            gids: BTreeSet::new(),
+            workload: Arc::default(),
+        };
+        assert!(
+            !l.contains(&unknown),
+            "no program read: no executable rule holds"
+        );
+        // A list that names nothing holds no one.
+        assert!(!list("").unwrap().contains(&billing));
+    }
+
+    #[test]
+    fn workload_rules_that_cannot_match_are_config_errors() {
+        for (toml, says) in [
+            (r#"units = ["system.slice/a.service"]"#, "not a unit name"),
+            (r#"cgroups = ["system.slice"]"#, "from the root"),
+            (r#"executables = [{ }]"#, "neither a path nor a sha256"),
+            (r#"executables = [{ path = "node" }]"#, "not absolute"),
+            (r#"executables = [{ sha256 = "abc" }]"#, "64 hex digits"),
+        ] {
+            let err = list(toml).unwrap_err();
+            assert!(err.contains(says), "{toml}: {err}");
+        }
+    }
+
     #[test]
     fn unknown_names_are_config_errors() {
         let f = RolesFile {
             readers: Some(PrincipalsFile {
                 users: vec![Id::Name("no-such-user-here".into())],
-                groups: vec![],
+                ..PrincipalsFile::default()
             }),
             admins: None,
         };

@@ -23,6 +23,7 @@ mod serving;
 mod systemd;
 mod versions;
 mod walkthrough;
+mod workload;
 
 use flux_protocol::blocking::Client;
 

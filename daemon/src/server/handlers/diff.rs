@@ -9,10 +9,18 @@
 use super::Ctx;
 use crate::access::{Effect, Need, Rule};
 use crate::error::Result;
-use flux_protocol::message::{NamedValue, Response};
+use flux_protocol::message::{DiffState, NamedValue, Response};
 
 pub const RULE: Rule = Rule::project(Need::Reader, Effect::Read);
 
 pub fn handle(ctx: &mut Ctx<'_>, entries: Vec<NamedValue>) -> Result<Response> {
-    Ok(Response::Diff(ctx.project()?.diff(&entries)?))
+    let mut diff = ctx.project()?.diff(&entries)?;
+    if !ctx.hidden.is_empty() {
+        // A secret this reader may not read compares as one not set.
+        diff.retain(|d| !(ctx.hidden.contains(&d.name) && d.state == DiffState::OnlyInProject));
+        for d in diff.iter_mut().filter(|d| ctx.hidden.contains(&d.name)) {
+            d.state = DiffState::OnlyInRequest;
+        }
+    }
+    Ok(Response::Diff(diff))
 }

@@ -52,6 +52,7 @@ mod subscribe;
 
 use super::Services;
 use crate::access::peer::Peer;
+use crate::access::policy::Hidden;
 use crate::access::{Granted, Rule};
 use crate::error::{Error, Result};
 use crate::project::{Project, Writer};
@@ -72,6 +73,9 @@ pub struct Ctx<'a> {
     pub out: &'a mut BytesMut,
     /// The connection's change events, once it subscribed.
     pub events: &'a mut Option<broadcast::Receiver<Event>>,
+    /// Secrets that do not exist for this peer (set by [`run`] from the
+    /// grant).
+    pub hidden: Hidden,
 }
 
 impl<'a> Ctx<'a> {
@@ -143,7 +147,9 @@ pub fn rule(req: &Request) -> Rule {
 /// Runs a granted request's handler.
 pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
     let message = |r: Result<Response>| r.map(Reply::Message);
-    match granted.into_request() {
+    let (request, hidden) = granted.into_parts();
+    ctx.hidden = hidden;
+    match request {
         Request::Hello(_) => Err(Error::Internal(
             "a handshake was granted as a request".into(),
         )),
@@ -184,7 +190,9 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
 /// ([`super::session::direct`]); they never wait. Any other kind is
 /// refused, never run here.
 pub fn run_read(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
-    match granted.into_request() {
+    let (request, hidden) = granted.into_parts();
+    ctx.hidden = hidden;
+    match request {
         Request::Get(req) => get::handle(ctx, req),
         Request::GetAll => get_all::handle(ctx).map(Reply::Message),
         other => Err(Error::Internal(format!(
@@ -242,6 +250,7 @@ mod tests {
         PeerIdentity {
             uid,
             gids: BTreeSet::from([7000]),
+            workload: Default::default(),
         }
     }
 
@@ -400,6 +409,93 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every request kind, for a reader outside one secret's readers and a
+    /// workload-only reader list: the grant carries the hidden secret
+    /// exactly for the kinds that answer with values or event names, and
+    /// a unit rule holds a peer by its unit, under any uid.
+    #[test]
+    fn per_secret_readers_and_unit_rules() {
+        use crate::access::workload::Workload;
+        let toml = format!(
+            r#"
+            [projects.app]
+            readers = {{ units = ["fn-*.service"] }}
+            admins = {{ users = [{ADMIN}] }}
+            [projects.app.secrets.DB_PASSWORD]
+            readers = {{ units = ["billing.service"] }}
+            "#
+        );
+        let f: crate::config::FileConfig = toml::from_str(&toml).unwrap();
+        let policy = Policy::resolve(1, &f.defaults, &f.projects, None).unwrap();
+        let in_unit = |uid: u32, unit: &str| PeerIdentity {
+            uid,
+            gids: BTreeSet::new(),
+            workload: std::sync::Arc::new(Workload {
+                unit: Some(unit.into()),
+                ..Workload::default()
+            }),
+        };
+        let fn_a = in_unit(NOBODY, "fn-a.service");
+        let other_unit = in_unit(NOBODY, "billing-cron.service");
+        for req in samples() {
+            let hides = matches!(
+                req,
+                Request::Get(_) | Request::GetAll | Request::Diff(_) | Request::Subscribe
+            );
+            let reads = hides;
+            let granted = decide(
+                &policy,
+                &fn_a,
+                Socket::Project("app"),
+                req.clone(),
+                rule(&req),
+            );
+            match granted {
+                Ok(g) => {
+                    assert!(reads, "{} granted to a reader by unit", req.op());
+                    assert_eq!(g.hidden().contains("DB_PASSWORD"), hides, "{}", req.op());
+                }
+                Err(_) => assert!(!reads, "{} refused to a reader by unit", req.op()),
+            }
+            assert!(
+                !reads
+                    || decide(
+                        &policy,
+                        &other_unit,
+                        Socket::Project("app"),
+                        req.clone(),
+                        rule(&req)
+                    )
+                    .is_err(),
+                "{}: another unit, same uid, is no reader",
+                req.op()
+            );
+        }
+        // A reader in the secret's unit reads it; an admin subscribing sees
+        // every name.
+        let billing = PeerIdentity {
+            workload: std::sync::Arc::new(Workload {
+                unit: Some("fn-billing.service".into()),
+                ..Workload::default()
+            }),
+            ..in_unit(NOBODY, "")
+        };
+        assert!(policy.hidden_from("app", &billing).contains("DB_PASSWORD"));
+        let sub = Request::Subscribe;
+        let admin = decide(
+            &policy,
+            &peer(ADMIN),
+            Socket::Project("app"),
+            sub.clone(),
+            rule(&sub),
+        )
+        .unwrap();
+        assert!(
+            admin.hidden().is_empty(),
+            "an admin's events name everything"
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ use super::bucket::Bucket;
 use super::record::audit_names;
 use crate::access::audit::{ReadSummaries, bounded_name};
 use crate::access::peer::Peer;
-use crate::access::policy::PeerIdentity;
 use crate::access::{self, Denial, Denied, Effect, Granted, SocketKind};
 use crate::error::{Error, Limit, Result, Unavailable};
 use crate::metrics::{Outcome, op_index};
@@ -162,8 +161,8 @@ impl Conn {
     /// member removed from a group loses what the group gave): true when the
     /// peer still holds a role on this socket; when not, the connection
     /// must close.
-    pub(super) fn keeps_access(&mut self, identity: PeerIdentity) -> bool {
-        self.peer.identity = identity;
+    pub(super) fn keeps_access(&mut self, peer: Peer) -> bool {
+        self.peer = peer;
         let policy = self.services.access.policy();
         let keep = access::holds_a_role(&policy, &self.peer.identity, self.target.socket());
         if !keep {
@@ -175,14 +174,23 @@ impl Conn {
     /// Decides one request under the policy in force: the grant, or the
     /// error that answers it.
     pub(super) fn decide(&mut self, req: Request) -> (Decided, Result<Granted>) {
+        let policy = self.services.access.policy_guard();
+        // A peer that called `exec` since it connected is decided as the
+        // program it runs now (only read when some rule names programs).
+        if policy.names_executables() {
+            self.peer.recheck_program(&policy);
+        }
         let op = req.op();
         let op_slot = op_index(&req);
         let (name, detail) = audit_names(&req);
         let rule = handlers::rule(&req);
-        let decision =
-            self.services
-                .access
-                .decide(&self.peer.identity, self.target.socket(), req, rule);
+        let decision = access::decide(
+            &policy,
+            &self.peer.identity,
+            self.target.socket(),
+            req,
+            rule,
+        );
         let (allowed, effect, grant) = match decision {
             Ok(granted) => (true, granted.effect(), Ok(granted)),
             Err(denied) => (false, denied.effect, Err(self.denial_error(&denied))),
@@ -224,14 +232,26 @@ impl Conn {
             op,
             op_slot,
             name,
-            detail,
-            allowed,
+            mut detail,
+            mut allowed,
             effect,
         } = d;
         let (reply, result) = match outcome {
             Ok(reply) => {
                 debug!(op, "ok");
                 (reply, "ok")
+            }
+            Err(e @ Error::Hidden { .. }) => {
+                // Answered as not set; recorded as what it is, a denial.
+                debug!(op, "a secret this peer may not read: answered as not set");
+                allowed = false;
+                detail = Some(
+                    "the secret's own readers leave this peer out; answered as not set".into(),
+                );
+                (
+                    Reply::Message(error_response(e.code(), e.to_string())),
+                    "permission_denied",
+                )
             }
             Err(e) => {
                 debug!(op, code = %e.code(), error = %e, "refused");

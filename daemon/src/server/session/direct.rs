@@ -43,7 +43,7 @@ use super::conn::{Conn, Slot, Tally, error_response, payload};
 use super::{End, NEXT_CONNECTION, PIPELINED_ANSWERS, Session, Start, Target};
 use super::{too_large, whole_frame_len, wipe, write_timed_out};
 use crate::access::peer::Peer;
-use crate::access::policy::PeerIdentity;
+use crate::access::policy::Hidden;
 use crate::metrics::ConnectionGauge;
 use crate::server::Services;
 use crate::server::handlers::{self, Ctx, Reply};
@@ -167,7 +167,7 @@ fn run(
     handle: &tokio::runtime::Handle,
 ) {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let peer = match Peer::of(&stream) {
+    let peer = match Peer::of(&stream, &services.access.policy()) {
         Ok(peer) => peer,
         Err(e) => {
             warn!(error = %e, "cannot read the peer's credentials; closing");
@@ -341,6 +341,7 @@ impl Direct<'_> {
                 peer: &self.conn.peer,
                 out: &mut self.out,
                 events: &mut no_events,
+                hidden: Hidden::default(),
             };
             handlers::run_read(&mut ctx, granted)
         });
@@ -372,8 +373,9 @@ impl Direct<'_> {
         }
         if self.reloads.has_changed().unwrap_or(false) {
             self.reloads.borrow_and_update();
-            let identity = PeerIdentity::lookup(self.conn.peer.uid, self.conn.peer.gid);
-            if !self.conn.keeps_access(identity) {
+            let mut peer = self.conn.peer.clone();
+            peer.refresh_groups();
+            if !self.conn.keeps_access(peer) {
                 return Err(End::Protocol("no role left after a policy reload".into()));
             }
         }

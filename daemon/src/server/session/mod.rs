@@ -65,8 +65,9 @@ mod record;
 
 use super::Services;
 use super::handlers::{self, Ctx, Reply};
+use crate::access::Socket;
 use crate::access::peer::Peer;
-use crate::access::{self, Socket};
+use crate::access::policy::Hidden;
 use crate::metrics::{ConnectionGauge, ProjectMetrics};
 use crate::project::Project;
 use bytes::Bytes;
@@ -206,7 +207,7 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let peer = match Peer::of(&stream) {
+    let peer = match Peer::of(&stream, &services.access.policy()) {
         Ok(peer) => peer,
         Err(e) => {
             warn!(error = %e, "cannot read the peer's credentials; closing");
@@ -232,6 +233,9 @@ pub(super) struct Session {
     pub(super) conn: Conn,
     /// When the pending summaries must be written.
     summary_due: Option<Pin<Box<Sleep>>>,
+    /// Names left out of the change events (secrets this subscriber may
+    /// not read).
+    event_hidden: Hidden,
 }
 
 /// Why a connection was ended by the daemon.
@@ -257,6 +261,7 @@ impl Session {
             framed,
             conn,
             summary_due: None,
+            event_hidden: Hidden::default(),
         }
     }
 
@@ -435,14 +440,17 @@ impl Session {
     /// After a policy reload: true when the peer holds no role here any
     /// more, so the connection must close.
     async fn lost_access(&mut self) -> bool {
-        let (uid, gid) = (self.conn.peer.uid, self.conn.peer.gid);
-        match tokio::task::spawn_blocking(move || access::policy::PeerIdentity::lookup(uid, gid))
-            .await
+        let mut peer = self.conn.peer.clone();
+        match tokio::task::spawn_blocking(move || {
+            peer.refresh_groups();
+            peer
+        })
+        .await
         {
-            Ok(identity) => !self.conn.keeps_access(identity),
+            Ok(peer) => !self.conn.keeps_access(peer),
             Err(_) => {
-                let identity = self.conn.peer.identity.clone();
-                !self.conn.keeps_access(identity)
+                let peer = self.conn.peer.clone();
+                !self.conn.keeps_access(peer)
             }
         }
     }
@@ -458,14 +466,21 @@ impl Session {
             Ok(granted) => match self.conn.admit(&granted) {
                 Ok(()) => {
                     let project = self.conn.target.project().cloned();
+                    let subscribed = events.is_some();
+                    let hidden = granted.hidden().clone();
                     let mut ctx = Ctx {
                         services: &self.conn.services,
                         project: project.as_ref(),
                         peer: &self.conn.peer,
                         out: self.framed.write_buffer_mut(),
                         events,
+                        hidden: Hidden::default(),
                     };
-                    handlers::run(&mut ctx, granted).await
+                    let ran = handlers::run(&mut ctx, granted).await;
+                    if !subscribed && events.is_some() {
+                        self.event_hidden = hidden;
+                    }
+                    ran
                 }
                 Err(e) => Err(e),
             },
@@ -517,6 +532,15 @@ impl Session {
             }
         };
         let last = event.kind == EventKind::ProjectDeleted;
+        let mut event = event;
+        if !self.event_hidden.is_empty() && !event.names.is_empty() {
+            // A change of secrets this subscriber may not read only: no
+            // event at all, so that their names do not leak.
+            event.names.retain(|n| !self.event_hidden.contains(n));
+            if event.names.is_empty() {
+                return Ok(false);
+            }
+        }
         self.send(&Response::Event(event)).await?;
         Ok(last)
     }

@@ -1,0 +1,377 @@
+//! Access by workload: units, cgroups and executables from the kernel, and
+//! per-secret readers — each test plays a process of the same uid as the
+//! reader, holding only what such a process holds: another unit, another
+//! program after an `exec`, a socket passed to it by a reader.
+//!
+//! The workloads are real processes placed in real cgroups: each test makes
+//! `<unit>` folders in the cgroup hierarchies this machine mounts (v1's
+//! `name=systemd` and v2's, the layout systemd uses) and the client moves
+//! itself into one before it drops to an unprivileged uid and connects, as
+//! a process systemd starts in a unit would be. Needs root and a writable
+//! cgroup hierarchy; says SKIPPED otherwise.
+
+use flux_e2e::{TestDaemon, eventually};
+use flux_protocol::SecretValue;
+use flux_protocol::message::{AuditQuery, Get, Hello, Request};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The uid every workload here runs as: the same for all, so only the
+/// workload tells them apart.
+const UID: u32 = 65534;
+
+/// Cgroups made for one test (`/flux-e2e-<pid>.slice/<unit>` in every
+/// hierarchy that can hold one), removed on drop.
+struct Units {
+    slice: String,
+    roots: Vec<PathBuf>,
+}
+
+impl Units {
+    fn new(test: &str) -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED: {test}: needs root to place processes in cgroups and play other uids"
+            );
+            return None;
+        }
+        let slice = format!(
+            "flux-e2e-{}-{}.slice",
+            std::process::id(),
+            test.replace('_', "-")
+        );
+        let roots: Vec<PathBuf> = [
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|r| r.join("cgroup.procs").exists())
+        .filter(|r| std::fs::create_dir_all(r.join(&slice)).is_ok())
+        .collect();
+        if roots.is_empty() {
+            eprintln!("SKIPPED: {test}: no cgroup hierarchy here can be written");
+            return None;
+        }
+        Some(Self { slice, roots })
+    }
+
+    /// The `cgroup.procs` files of `unit`, made in every hierarchy.
+    fn unit(&self, unit: &str) -> Vec<String> {
+        self.roots
+            .iter()
+            .map(|r| {
+                let dir = r.join(&self.slice).join(unit);
+                std::fs::create_dir_all(&dir).unwrap();
+                dir.join("cgroup.procs").display().to_string()
+            })
+            .collect()
+    }
+
+    /// The unit's cgroup path, as fluxd reads it.
+    fn path(&self, unit: &str) -> String {
+        format!("/{}/{unit}", self.slice)
+    }
+}
+
+impl Drop for Units {
+    fn drop(&mut self) {
+        for root in &self.roots {
+            let slice = root.join(&self.slice);
+            if let Ok(entries) = std::fs::read_dir(&slice) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&slice);
+        }
+    }
+}
+
+/// A fluxd whose project `app` has `policy` (after `[projects.app]`),
+/// reachable by [`UID`]'s processes, with `API_KEY` and `DB_PASSWORD` set.
+fn daemon(policy: &str) -> TestDaemon {
+    let d =
+        TestDaemon::start_with_config(&format!("[projects.app]\nsocket_group = {UID}\n{policy}"));
+    std::fs::set_permissions(d.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    d.create_project("app");
+    let mut c = d.client("app");
+    c.set("API_KEY", SecretValue::from("api-key-value"))
+        .unwrap();
+    c.set("DB_PASSWORD", SecretValue::from("db-password-value"))
+        .unwrap();
+    d
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A request as one frame, in hex (for the Python workloads).
+fn frame_hex(req: &Request) -> String {
+    let payload = flux_protocol::codec::encode(req).unwrap();
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    hex(&frame)
+}
+
+fn hello_hex() -> String {
+    frame_hex(&Request::Hello(Hello {
+        version: flux_protocol::PROTOCOL_VERSION,
+        client: "workload".into(),
+    }))
+}
+
+fn get_hex(name: &str) -> String {
+    frame_hex(&Request::Get(Get { name: name.into() }))
+}
+
+/// Python that defines `become(procs)` — move into those cgroups, then
+/// drop to [`UID`] — and `ask(sock, hex)`, which sends a frame and prints
+/// its answer's kind: `value <length>` or `error <code> <message>` (never a
+/// value).
+fn defs() -> String {
+    format!(
+        r#"import os, socket, struct, sys
+def become(procs):
+    for f in procs:
+        open(f, "w").write("0")
+    os.setgroups([]); os.setgid({UID}); os.setuid({UID})
+def read_exact(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: raise SystemExit("closed")
+        b += c
+    return b
+def ask(s, frame):
+    s.sendall(bytes.fromhex(frame))
+    (n,) = struct.unpack(">I", read_exact(s, 4))
+    p = read_exact(s, n)
+    (kind,) = struct.unpack("<I", p[:4])
+    if kind == 2:
+        print("value", struct.unpack("<Q", p[4:12])[0], flush=True)
+    elif kind == 1:
+        (code,) = struct.unpack("<I", p[4:8])
+        (mlen,) = struct.unpack("<Q", p[8:16])
+        print("error", code, p[16:16 + mlen].decode(), flush=True)
+    else:
+        print("kind", kind, flush=True)
+"#
+    )
+}
+
+/// [`defs`], then `become(procs)`.
+fn prelude(procs: &[String]) -> String {
+    format!("{}become({procs:?})\n", defs())
+}
+
+/// Runs `script` with `python`; its output lines.
+fn run_python(python: &Path, script: &str) -> Vec<String> {
+    let out = Command::new(python).args(["-c", script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the workload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A Python interpreter's real path (not a shim or a link).
+fn python_binary(candidates: &[&str]) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .filter_map(|c| std::fs::canonicalize(c).ok())
+        .find(|p| {
+            Command::new(p)
+                .args(["-c", "import socket"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+fn system_python(test: &str) -> Option<PathBuf> {
+    let p = python_binary(&["/usr/bin/python3"]);
+    if p.is_none() {
+        eprintln!("SKIPPED: {test}: no /usr/bin/python3 to run workloads with");
+    }
+    p
+}
+
+/// `NOT_FOUND`'s code on the wire.
+const NOT_FOUND: &str = "1";
+/// `PERMISSION_DENIED`'s code on the wire.
+const PERMISSION_DENIED: &str = "4";
+
+fn code_of(line: &str) -> &str {
+    line.split(' ').nth(1).unwrap_or("")
+}
+
+#[test]
+fn a_unit_reads_what_its_unit_is_given_and_no_other_unit_of_the_same_uid_does() {
+    let test = "a_unit_reads_what_its_unit_is_given";
+    let Some(units) = Units::new(test) else {
+        return;
+    };
+    let Some(python) = system_python(test) else {
+        return;
+    };
+    let d = daemon(
+        "readers = { units = [\"fn-*.service\"] }\n\
+         [projects.app.secrets.DB_PASSWORD]\n\
+         readers = { units = [\"fn-billing.service\"] }\n",
+    );
+    let socket = d.project_socket("app").display().to_string();
+    let script = |unit: &str| {
+        format!(
+            "{}s = socket.socket(socket.AF_UNIX)\ns.connect({socket:?})\nask(s, {:?})\nfor f in {:?}:\n    ask(s, f)\n",
+            prelude(&units.unit(unit)),
+            hello_hex(),
+            [
+                get_hex("API_KEY"),
+                get_hex("DB_PASSWORD"),
+                get_hex("NO_SUCH")
+            ],
+        )
+    };
+    // The billing function reads both secrets.
+    let billing = run_python(&python, &script("fn-billing.service"));
+    assert_eq!(billing[1], format!("value {}", "api-key-value".len()));
+    assert_eq!(billing[2], format!("value {}", "db-password-value".len()));
+    assert_eq!(code_of(&billing[3]), NOT_FOUND);
+
+    // Another function of the same uid: its own secrets only, and the one
+    // it may not read is answered exactly as one that is not set.
+    let web = run_python(&python, &script("fn-web.service"));
+    assert_eq!(web[1], format!("value {}", "api-key-value".len()));
+    assert_eq!(code_of(&web[2]), NOT_FOUND, "a hidden secret: {}", web[2]);
+    assert_eq!(
+        web[2].replace("DB_PASSWORD", "X"),
+        web[3].replace("NO_SUCH", "X"),
+        "a hidden secret and a missing one read the same"
+    );
+
+    // A process of the same uid in another unit: no reader at all.
+    let other = run_python(&python, &script("cron.service"));
+    for line in &other[1..] {
+        assert_eq!(code_of(line), PERMISSION_DENIED, "{line}");
+    }
+
+    // The audit log says who was refused what.
+    eventually("the hidden read is audited as denied", || {
+        d.control()
+            .audit(AuditQuery {
+                project: Some("app".into()),
+                since_ms: 0,
+                limit: 0,
+            })
+            .unwrap()
+            .iter()
+            .any(|r| {
+                r.op == "get"
+                    && r.name.as_deref() == Some("DB_PASSWORD")
+                    && !r.allowed
+                    && r.uid == UID
+                    && r.result == "permission_denied"
+            })
+    });
+    let _ = units.path("fn-web.service");
+}
+
+#[test]
+fn a_reader_passing_its_connection_passes_its_rights_and_nothing_more() {
+    let test = "a_reader_passing_its_connection";
+    let Some(units) = Units::new(test) else {
+        return;
+    };
+    let Some(python) = system_python(test) else {
+        return;
+    };
+    let d = daemon("readers = { units = [\"fn-billing.service\"] }\n");
+    let socket = d.project_socket("app").display().to_string();
+    // The reader connects and hands its connected socket (SCM_RIGHTS) to a
+    // process in another unit, which reads through it; then that process
+    // connects on its own.
+    let receiver = format!(
+        "{}r = socket.socket(fileno=int(sys.argv[1]))\nmsg, fds, _, _ = socket.recv_fds(r, 16, 1)\ns = socket.socket(fileno=fds[0])\nask(s, {:?})\nt = socket.socket(socket.AF_UNIX)\nt.connect({socket:?})\nask(t, {:?})\nask(t, {:?})\n",
+        prelude(&units.unit("cron.service")),
+        get_hex("API_KEY"),
+        hello_hex(),
+        get_hex("API_KEY"),
+    );
+    // The receiver is started first, as root, so that it can place itself.
+    let giver = format!(
+        "{}import subprocess\na, b = socket.socketpair()\nchild = subprocess.Popen([sys.executable, '-c', {receiver:?}, str(b.fileno())], pass_fds=[b.fileno()])\nbecome({:?})\ns = socket.socket(socket.AF_UNIX)\ns.connect({socket:?})\nask(s, {:?})\nsocket.send_fds(a, [b'x'], [s.fileno()])\nsys.exit(child.wait())\n",
+        defs(),
+        units.unit("fn-billing.service"),
+        hello_hex(),
+    );
+    let out = run_python(&python, &giver);
+    // Welcome, then the receiver's three answers.
+    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(
+        out[1],
+        format!("value {}", "api-key-value".len()),
+        "the passed connection keeps the identity of the process that connected"
+    );
+    assert_eq!(
+        code_of(&out[3]),
+        PERMISSION_DENIED,
+        "its own connection is its own: {}",
+        out[3]
+    );
+}
+
+#[test]
+fn an_executable_rule_decides_the_program_a_peer_runs_now() {
+    let test = "an_executable_rule_decides_the_program_a_peer_runs_now";
+    let Some(units) = Units::new(test) else {
+        return;
+    };
+    let Some(allowed) = system_python(test) else {
+        return;
+    };
+    // A second program to `exec` into: the same interpreter, copied
+    // elsewhere (same content, another file).
+    let copy_dir = tempfile::Builder::new().prefix("fxw").tempdir().unwrap();
+    std::fs::set_permissions(copy_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let other = copy_dir.path().join("python3-copy");
+    std::fs::copy(&allowed, &other).unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = daemon(&format!(
+        "readers = {{ executables = [{{ path = {:?} }}] }}\n",
+        allowed.display().to_string()
+    ));
+    let socket = d.project_socket("app").display().to_string();
+    let after_exec = format!(
+        "{}s = socket.socket(fileno=int(sys.argv[1]))\nask(s, {:?})\n",
+        defs(),
+        get_hex("API_KEY"),
+    );
+    let before_exec = format!(
+        "{}s = socket.socket(socket.AF_UNIX)\ns.connect({socket:?})\nask(s, {:?})\nask(s, {:?})\nos.set_inheritable(s.fileno(), True)\nos.execv({:?}, [{:?}, '-c', {after_exec:?}, str(s.fileno())])\n",
+        prelude(&units.unit("fn-a.service")),
+        hello_hex(),
+        get_hex("API_KEY"),
+        other.display().to_string(),
+        other.display().to_string(),
+    );
+    let out = run_python(&allowed, &before_exec);
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(
+        out[1],
+        format!("value {}", "api-key-value".len()),
+        "the named program reads"
+    );
+    assert_eq!(
+        code_of(&out[2]),
+        PERMISSION_DENIED,
+        "after exec, the connection is decided as the program the process runs now: {}",
+        out[2]
+    );
+}
