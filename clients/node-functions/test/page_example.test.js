@@ -15,8 +15,11 @@ import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { TestDaemon } from '../../node/testing/fluxd.js';
 import { rejection } from '../../node/testing/assert.js';
-import { installedProject } from '../testing/install.js';
+import { PACKAGES, installedProject } from '../testing/install.js';
 import { pageExample } from '../testing/seed.js';
+
+/** The lines of `text` without their indentation, blank lines dropped. */
+const shape = (text) => text.split('\n').map((l) => l.trim()).filter(Boolean);
 
 const example = pageExample();
 const skip = example.skipped ? `SKIPPED: the product page's example: ${example.skipped}` : false;
@@ -103,5 +106,17 @@ describe("the product page's function, as printed", { skip }, () => {
     assert.equal(outcome.result.code, 'not_found');
     assert.match(outcome.result.message, /fluxctl secrets set OPENAI_API_KEY/);
     assert.ok(!outcome.result.message.includes(apiKey));
+  });
+
+  test("the READMEs show the page's example (indented, nothing else changed)", () => {
+    const readmes = [
+      path.join(PACKAGES['@flux/functions'], 'README.md'),
+      path.resolve(PACKAGES['@flux/secrets'], '..', '..', 'README.md'),
+    ];
+    for (const file of readmes) {
+      const shown = pageExample(file);
+      assert.ok(shown.source, `${file} shows no example importing @flux/functions`);
+      assert.deepEqual(shape(shown.source), shape(example.source), `${file}: the example differs from the page's`);
+    }
   });
 });
