@@ -247,6 +247,7 @@ try {
   console.log(`${e.name}: ${e.message}`);
 }
 delete process.env.FLUX_SECRETS_SOCKET;
+delete process.env.FLUX_PROJECT;
 const fn = defineFunction({ name: "call_openai", handler: ({ ctx }) => ctx.secrets.get("OPENAI_API_KEY") });
 await fn.invoke({}).catch((e) => console.log(`${e.code}: ${e.message.split(":")[0]}`));
 EOF
