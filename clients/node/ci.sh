@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Node.js package as users install it: `npm pack` of clients/node, the
 # tarball installed into fresh `npm init -y` projects, and scripts there
-# (CommonJS, ES modules, defineFunction as the product page writes it, the
-# README's examples copied verbatim) reading a secret from a real fluxd.
+# (CommonJS, ES modules, this package's defineFunction in the product
+# page's function shape, the README's examples copied verbatim) reading a
+# secret from a real fluxd. (The page's function as printed imports
+# @flux/functions: clients/node-functions/ci.sh runs it.)
 #
 # Run from the repository root:  bash clients/node/ci.sh
 #
@@ -200,7 +202,8 @@ import { createSecrets } from "@flux/secrets";
 const secrets = createSecrets();$read_body
 EOF
 cp "$esm/read.js" "$cjs/read.mjs"
-# The product page's function, as written there (the "..." filled in).
+# A function in the product page's shape, with this package's
+# defineFunction (the page imports @flux/functions).
 cat >"$esm/call_openai.js" <<'EOF'
 import { createHash } from "node:crypto";
 import { defineFunction } from "@flux/secrets";
@@ -220,7 +223,7 @@ console.log(await fn.invoke({ name: "OPENAI_API_KEY" }, { requestId: "ci-1" }));
 EOF
 check "import in a type-module project" "$digest" "$NODE" "$esm/read.js"
 check "import in a .mjs file of a default project" "$digest" "$NODE" "$cjs/read.mjs"
-check "defineFunction as the product page writes it" "$digest" "$NODE" "$esm/run.js"
+check "defineFunction of @flux/secrets, in the page's function shape" "$digest" "$NODE" "$esm/run.js"
 
 echo "::: the README's examples, copied verbatim into a default npm init -y project"
 readme=$work/readme

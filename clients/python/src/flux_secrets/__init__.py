@@ -15,6 +15,18 @@ and with asyncio::
 
     secrets = AsyncSecrets()
     api_key = await secrets.get("OPENAI_API_KEY")
+
+A function, written as on the product page (``async def`` works too)::
+
+    from flux_secrets import define_function
+
+    @define_function(name="call_openai")
+    def call_openai(input, ctx):
+        api_key = ctx.secrets.get("OPENAI_API_KEY")
+        region = ctx.env.get("AWS_REGION", "us-east-1")
+        ...
+
+    call_openai.invoke({"messages": []})
 """
 
 from ._async import AsyncSecrets
@@ -26,21 +38,33 @@ from ._errors import (
     SecretNotFound,
     UntrustedSocket,
 )
+from ._function import (
+    PROJECT_ENV,
+    AsyncFunctionContext,
+    FluxFunction,
+    FunctionContext,
+    define_function,
+)
 from ._sync import Secrets
 from ._trust import DAEMON_USER_ENV
 
 __version__ = VERSION
 
 __all__ = [
+    "AsyncFunctionContext",
     "AsyncSecrets",
     "CLIENT_NAME",
     "CODE_NAMES",
     "DAEMON_USER_ENV",
     "DaemonUnreachable",
+    "FluxFunction",
     "FluxSecretsError",
+    "FunctionContext",
+    "PROJECT_ENV",
     "SOCKET_ENV",
     "SecretNotFound",
     "Secrets",
     "UntrustedSocket",
     "__version__",
+    "define_function",
 ]
