@@ -143,6 +143,11 @@ pub fn rule(req: &Request) -> Rule {
 /// Runs a granted request's handler.
 pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
     let message = |r: Result<Response>| r.map(Reply::Message);
+    // A source the store says may have changed (`fluxd dev`'s `.env` file
+    // saved a moment ago) is re-read before the request is answered.
+    if let Some(project) = ctx.project {
+        project.refresh().await;
+    }
     match granted.into_request() {
         Request::Hello(_) => Err(Error::Internal(
             "a handshake was granted as a request".into(),
