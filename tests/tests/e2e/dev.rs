@@ -310,9 +310,9 @@ fn import_sets_a_whole_env_file_in_one_write() {
     let mut sub = d.client("app");
     sub.subscribe().unwrap();
     let out = d.ctl_ok(&["secrets", "import", env, "-p", "app"]);
-    assert!(out.contains("replaced: EXISTING\n"), "{out}");
+    assert!(out.contains("updated: EXISTING\n"), "{out}");
     assert!(
-        out.ends_with("2 created, 1 replaced (values not compared)\n"),
+        out.ends_with("2 created, 1 updated, 0 unchanged\n"),
         "{out}"
     );
     let mut c = d.client("app");
@@ -501,7 +501,7 @@ fn import_refuses_flagged_lines_unless_told_to_skip_them() {
     let out = d.run_ctl(&["secrets", "import", env, "--skip-invalid", "-p", "app"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).ends_with("3 created, 0 replaced\n"),
+        stdout(&out).ends_with("3 created, 0 updated, 0 unchanged\n"),
         "{}",
         stdout(&out)
     );
@@ -828,7 +828,10 @@ fn fluxd_dev_removes_the_folders_it_created_and_nothing_else() {
     let (child, socket) = spawn_dev(dir, &["--project", "app"]);
     assert!(std::path::Path::new(&socket).exists());
     stop(child);
-    assert!(!run.exists(), "the runtime folder it created is left behind");
+    assert!(
+        !run.exists(),
+        "the runtime folder it created is left behind"
+    );
     // The runtime folder and another project's dev folder were there
     // before: kept, with what they hold.
     std::fs::create_dir_all(run.join("dev/other")).unwrap();
