@@ -749,10 +749,13 @@ fn fluxd_dev_running_a_command_logs_only_warnings_unless_asked() {
     ];
     let out = dev_output(dir, &cmd, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        stderr(&out),
-        "from-the-app\n",
-        "fluxd's info lines mixed in"
+    let err = stderr(&out);
+    assert!(err.contains("from-the-app\n"), "{err}");
+    // Only warnings and errors (a machine that cannot lock memory, say).
+    assert!(
+        err.lines()
+            .all(|l| l == "from-the-app" || l.contains(" WARN ") || l.contains(" ERROR ")),
+        "fluxd's info lines mixed in: {err}"
     );
     // Asked for, the log is there.
     let out = dev_output(dir, &cmd, &[("RUST_LOG", "info")]);
