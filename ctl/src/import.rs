@@ -17,11 +17,10 @@
 //! `--dry-run` lists the same lines and what would be created, updated (a
 //! changed value) and left unchanged — the daemon compares the values, as
 //! for `fluxctl secrets diff`, and none is printed — and writes nothing.
-//! An import itself reports created and *replaced* names: fluxd's answer
-//! to a write names the new and the existing names without comparing
-//! values (a value set again unchanged makes no new version, but it is
-//! listed as replaced). The last line of a successful run is always the
-//! summary.
+//! An import itself reports the same three lists from fluxd's answer to
+//! the write (`WriteMany`): a name set again to the value it held is
+//! unchanged, as fluxd keeps no new version of it. The last line of a
+//! successful run is always the summary.
 //!
 //! The whole file goes to fluxd as one request, which is what makes an
 //! import all or nothing; a file over fluxd's request limit
@@ -50,9 +49,6 @@ pub(crate) struct Flags {
     pub allow_empty: bool,
     pub json: bool,
 }
-
-/// The summary's note on what "replaced" means.
-const NOT_COMPARED: &str = "values not compared";
 
 /// A `.env` file read as `import` and `diff` read it.
 pub(crate) struct EnvFile {
@@ -198,14 +194,13 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
     }
     let (project, mut client) = target.project_client()?;
     let mut text = String::new();
-    let mut unchanged = Vec::new();
     let mut kept = 0;
-    let (created, changed, generation) = if flags.dry_run {
+    let (created, changed, unchanged, generation) = if flags.dry_run {
         // The daemon compares the values; none is printed.
         let differences = client
             .diff(request(entries))
             .map_err(|e| one_request(e, &label, size))?;
-        let (mut created, mut updated) = (Vec::new(), Vec::new());
+        let (mut created, mut updated, mut unchanged) = (Vec::new(), Vec::new(), Vec::new());
         for d in differences {
             match d.state {
                 DiffState::OnlyInRequest => created.push(d.name),
@@ -217,16 +212,23 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
         text.push_str(&format!(
             "Dry run: nothing was written to project {project}.\n"
         ));
-        (created, updated, None)
+        (created, updated, unchanged, None)
     } else {
-        let stored = client
-            .set_many(request(entries))
+        let written = client
+            .write_many(request(entries))
             .map_err(|e| one_request(e, &label, size))?;
-        text.push_str(&done(&format!(
-            "Imported {} secrets into project {project} (live now)\n",
-            stored.created.len() + stored.updated.len()
-        )));
-        (stored.created, stored.updated, Some(stored.generation))
+        let changed = written.created.len() + written.updated.len();
+        text.push_str(&done(&if changed == 0 {
+            format!("Project {project} already holds every value in {label}: nothing changed\n")
+        } else {
+            format!("Imported {changed} secrets into project {project} (live now)\n")
+        }));
+        (
+            written.created,
+            written.updated,
+            written.unchanged,
+            Some(written.generation),
+        )
     };
     let skipped: Vec<&Issue> = issues.iter().filter(|i| i.skipped).collect();
     if flags.json {
@@ -246,16 +248,19 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
             "project": project,
             "dry_run": flags.dry_run,
             "created": created,
-            "values_compared": flags.dry_run,
+            "updated": changed,
+            "unchanged": unchanged,
+            "values_compared": true,
             "skipped": skipped,
             "generation": generation,
         });
         if flags.dry_run {
-            doc["updated"] = serde_json::json!(changed);
-            doc["unchanged"] = serde_json::json!(unchanged);
             doc["kept"] = serde_json::json!(kept);
         } else {
-            doc["replaced"] = serde_json::json!(changed);
+            // Every name that was already set, as earlier versions named it.
+            let mut replaced: Vec<&String> = changed.iter().chain(&unchanged).collect();
+            replaced.sort();
+            doc["replaced"] = serde_json::json!(replaced);
         }
         return out_json(&doc);
     }
@@ -271,7 +276,7 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
         let verb = if flags.dry_run {
             "would update"
         } else {
-            "replaced"
+            "updated"
         };
         text.push_str(&format!("{verb}: {}\n", changed.join(", ")));
     }
@@ -299,25 +304,12 @@ pub(crate) fn run(target: &Target, file: &Path, flags: Flags) -> Result<()> {
             plural(skipped.len(), "line", "lines")
         ));
     }
-    if flags.dry_run {
-        text.push_str(&format!(
-            "{} created, {} updated, {} unchanged\n",
-            created.len(),
-            changed.len(),
-            unchanged.len()
-        ));
-    } else {
-        text.push_str(&format!(
-            "{} created, {} replaced{}\n",
-            created.len(),
-            changed.len(),
-            if changed.is_empty() {
-                String::new()
-            } else {
-                format!(" ({NOT_COMPARED})")
-            }
-        ));
-    }
+    text.push_str(&format!(
+        "{} created, {} updated, {} unchanged\n",
+        created.len(),
+        changed.len(),
+        unchanged.len()
+    ));
     out(&text)
 }
 

@@ -6,7 +6,9 @@
 //! not echo. The value is held in a zeroizing buffer and never printed.
 //! An empty value — Enter at the prompt, `</dev/null`, `echo $UNSET |`, an
 //! empty file — is refused as a usage error unless `--allow-empty` says it
-//! is meant.
+//! is meant. It says whether the secret was created, updated, or left
+//! unchanged — the value given was already the current one, so fluxd kept
+//! no new version — as fluxd's answer (`Write`) says.
 //!
 //! `list` and `history` show each value as its keyed digest (12 hex
 //! digits the daemon computes with the project key): equal digests, equal
@@ -20,6 +22,7 @@ use crate::{SecretsCmd, columns, out, out_json};
 use flux_protocol::SecretValue;
 use flux_protocol::client::io_reason;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
+use flux_protocol::message::WriteOutcome;
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -116,22 +119,32 @@ fn set(
     }
     validate_value_len(value.len()).map_err(|e| Failure::usage(format!("secret {name}: {e}")))?;
     let (project, mut client) = target.project_client()?;
-    let stored = client.set(name, value)?;
+    let written = client.write(name, value)?;
     if flags.json {
         return out_json(&serde_json::json!({
             "project": project,
             "name": name,
-            "created": stored.created,
-            "generation": stored.generation,
+            "created": written.outcome == WriteOutcome::Created,
+            "outcome": match written.outcome {
+                WriteOutcome::Created => "created",
+                WriteOutcome::Updated => "updated",
+                WriteOutcome::Unchanged => "unchanged",
+            },
+            "generation": written.generation,
         }));
     }
-    if stored.created {
-        out(&format!("{}\n", done(&format!("Secret set: {name}"))))
-    } else {
-        out(&format!(
+    match written.outcome {
+        WriteOutcome::Created => out(&format!("{}\n", done(&format!("Secret set: {name}")))),
+        WriteOutcome::Updated => out(&format!(
             "{}\nNew value is live immediately — no redeploy needed.\n",
             done(&format!("Secret updated: {name}"))
-        ))
+        )),
+        WriteOutcome::Unchanged => out(&format!(
+            "{}\n",
+            done(&format!(
+                "Secret unchanged: {name} already holds this value (no new version)"
+            ))
+        )),
     }
 }
 

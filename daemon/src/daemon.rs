@@ -64,6 +64,9 @@ pub struct Daemon {
     services: Arc<Services>,
     server: Arc<Server>,
     _lock: Option<Flock<File>>,
+    /// `fluxd dev`: the folders it created for its sockets, deepest first,
+    /// removed when it stops (those that are empty by then).
+    created: Vec<std::path::PathBuf>,
 }
 
 impl Daemon {
@@ -110,15 +113,31 @@ impl Daemon {
         shutdown: CancellationToken,
         store: DevStore,
     ) -> Result<Self> {
-        prepare_runtime_dir(&config)?;
-        let feed = store.changes()?;
-        let opened = Opened {
-            store: Arc::new(store),
-            feed,
-            hosts: Arc::new(NoFleet),
+        // A file that cannot be read at all is refused before anything is
+        // created.
+        store.check()?;
+        let created = missing_folders(&config.runtime_dir.join(paths::PROJECTS_DIR));
+        let started = async {
+            prepare_runtime_dir(&config)?;
+            let feed = store.changes()?;
+            let opened = Opened {
+                store: Arc::new(store),
+                feed,
+                hosts: Arc::new(NoFleet),
+            };
+            let startup = Startup::default();
+            Self::serve(config, shutdown, startup, opened, None, Audit::disabled()).await
         };
-        let startup = Startup::default();
-        Self::serve(config, shutdown, startup, opened, None, Audit::disabled()).await
+        match started.await {
+            Ok(mut daemon) => {
+                daemon.created = created;
+                Ok(daemon)
+            }
+            Err(e) => {
+                remove_empty(&created);
+                Err(e)
+            }
+        }
     }
 
     /// Builds the owners around `opened` and serves (the part every mode
@@ -167,6 +186,7 @@ impl Daemon {
             services,
             server,
             _lock: lock,
+            created: Vec::new(),
         })
     }
 
@@ -198,7 +218,27 @@ impl Daemon {
         }
         services.control.retire_all();
         services.access.audit().flush().await;
+        remove_empty(&self.created);
         info!("stopped");
+    }
+}
+
+/// `dir` and those of its parents that do not exist yet, deepest first:
+/// the folders creating `dir` makes.
+fn missing_folders(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    dir.ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
+        .map(std::path::Path::to_path_buf)
+        .collect()
+}
+
+/// Removes `folders` (deepest first) that are empty: what fluxd dev
+/// created, never a folder that holds something another process put there.
+fn remove_empty(folders: &[std::path::PathBuf]) {
+    for dir in folders {
+        if std::fs::remove_dir(dir).is_err() {
+            return;
+        }
     }
 }
 

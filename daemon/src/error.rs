@@ -156,6 +156,13 @@ pub enum Error {
     /// served as unreadable until a good one is.
     #[error("project {project} cannot be served: {reason}")]
     Unreadable { project: String, reason: String },
+    /// `fluxd dev`'s `.env` file cannot be read at all (not UTF-8, too
+    /// large, not a regular file): answered `unavailable` until it is
+    /// fixed. The reason names `file:line:col`, never a value.
+    #[error(
+        "project {project} cannot be served: {reason}; fix the file: it is read again as soon as it is saved"
+    )]
+    EnvFile { project: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
     /// Nothing was done and a retry may work.
@@ -219,7 +226,7 @@ impl Error {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::LimitReached(_) => ErrorCode::LimitReached,
             Self::PermissionDenied { .. } => ErrorCode::PermissionDenied,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable(_) | Self::EnvFile { .. } => ErrorCode::Unavailable,
             // Storage that cannot take a write right now: nothing was
             // changed, and the same write succeeds once space returns.
             Self::Io { source, .. } if storage_refuses(source) => ErrorCode::Unavailable,

@@ -36,7 +36,8 @@ struct Args {
     #[arg(long)]
     check_config: bool,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
-    /// such as `fluxd=debug` [default: RUST_LOG, else info]
+    /// such as `fluxd=debug` [default: RUST_LOG, else info; warn under
+    /// `fluxd dev -- CMD`, which shares CMD's terminal]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
     /// Where keys and vaults are kept: `local` (the state folder) or `etcd`
@@ -73,7 +74,8 @@ enum Command {
         /// Project name [env: FLUX_PROJECT; default: "name" in ./flux.json]
         #[arg(long, short = 'p', value_name = "NAME")]
         project: Option<String>,
-        /// The .env file to serve; edits are live on the next get
+        /// The .env file to serve; a request that starts after a save
+        /// returned sees the save. A file that is not UTF-8 is refused
         #[arg(long, value_name = "PATH", default_value = ".env")]
         env_file: PathBuf,
         /// Expand $NAME, ${NAME} and ${NAME:-default} from the lines above
@@ -81,7 +83,9 @@ enum Command {
         #[arg(long)]
         expand: bool,
         /// Run this command with FLUX_SECRETS_SOCKET set, serve while it
-        /// runs, and exit with its status (put it after `--`)
+        /// runs, and exit with its status (put it after `--`); fluxd then
+        /// logs only warnings and errors unless --log-level or RUST_LOG says
+        /// otherwise
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
@@ -177,9 +181,14 @@ fn main() -> ExitCode {
     }
     // Before any thread starts: this reads and clears LISTEN_FDS.
     let inherited = fluxd::systemd::inherited_listeners();
+    // `fluxd dev -- CMD` shares its terminal with CMD: only warnings and
+    // errors, unless --log-level or RUST_LOG asks for more.
+    let runs_command =
+        matches!(&args.command, Some(Command::Dev { command, .. }) if !command.is_empty());
+    let default_level = if runs_command { "warn" } else { "info" };
     let filter = match &args.log_level {
         Some(level) => EnvFilter::try_new(level),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default_level)),
     };
     let filter = match filter {
         Ok(f) => f,

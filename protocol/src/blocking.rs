@@ -72,6 +72,16 @@ impl Client {
         self.rt.block_on(self.inner.set(name, value))
     }
 
+    /// See [`crate::Client::write`].
+    pub fn write(&mut self, name: &str, value: SecretValue) -> Result<Written, ClientError> {
+        self.rt.block_on(self.inner.write(name, value))
+    }
+
+    /// See [`crate::Client::write_many`].
+    pub fn write_many(&mut self, entries: Vec<NamedValue>) -> Result<WrittenMany, ClientError> {
+        self.rt.block_on(self.inner.write_many(entries))
+    }
+
     /// See [`crate::Client::set_many`].
     pub fn set_many(&mut self, entries: Vec<NamedValue>) -> Result<StoredMany, ClientError> {
         self.rt.block_on(self.inner.set_many(entries))

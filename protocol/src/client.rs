@@ -122,6 +122,8 @@ fn kind(resp: &Response) -> &'static str {
         Response::HostsChanged(_) => "hosts changed",
         Response::Rekeyed(_) => "rekeyed",
         Response::HostKey(_) => "host key",
+        Response::Written(_) => "written",
+        Response::WrittenMany(_) => "written many",
     }
 }
 
@@ -309,6 +311,29 @@ impl Client {
             value,
         });
         expect!(self.call(&req).await?, "set", Response::Stored)
+    }
+
+    /// Creates or replaces a secret, and says whether it was created,
+    /// updated or already held this value (no new version).
+    pub async fn write(&mut self, name: &str, value: SecretValue) -> Result<Written, ClientError> {
+        let req = Request::Write(Set {
+            name: name.into(),
+            value,
+        });
+        expect!(self.call(&req).await?, "write", Response::Written)
+    }
+
+    /// Sets several secrets in one vault write, all or none, and says which
+    /// were created, updated or already held their value.
+    pub async fn write_many(
+        &mut self,
+        entries: Vec<NamedValue>,
+    ) -> Result<WrittenMany, ClientError> {
+        expect!(
+            self.call(&Request::WriteMany(entries)).await?,
+            "write_many",
+            Response::WrittenMany
+        )
     }
 
     /// Sets several secrets in one vault write: all or none.

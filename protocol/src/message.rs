@@ -8,7 +8,7 @@
 //!
 //! Which project a request is about is decided by the socket it arrived on,
 //! never by a field in the request: project sockets serve the secret
-//! requests (`Get`, `GetAll`, `List`, `Set`, `Delete`, `History`, …); the
+//! requests (`Get`, `GetAll`, `List`, `Write`, `Delete`, `History`, …); the
 //! control socket serves the project and status requests.
 
 use crate::error::ErrorCode;
@@ -109,6 +109,13 @@ pub enum Request {
     /// 29: this host's next host key, created when there is none, for
     /// `fluxctl hosts rotate-key` (control socket, fleet mode).
     PrepareHostKey,
+    /// 30: `Set`, answered with what the write did — created, updated or
+    /// unchanged (the same value: no new version) — which `Stored` cannot
+    /// say (project socket). Supersedes `Set`.
+    Write(Set),
+    /// 31: `SetMany`, answered with the names created, updated and
+    /// unchanged (project socket). Supersedes `SetMany`.
+    WriteMany(Vec<NamedValue>),
 }
 
 impl Request {
@@ -145,6 +152,8 @@ impl Request {
             Self::ResumeRemoval => RequestKind::ResumeRemoval,
             Self::RekeyProject(_) => RequestKind::RekeyProject,
             Self::PrepareHostKey => RequestKind::PrepareHostKey,
+            Self::Write(_) => RequestKind::Write,
+            Self::WriteMany(_) => RequestKind::WriteMany,
         }
     }
 
@@ -188,11 +197,13 @@ pub enum RequestKind {
     ResumeRemoval,
     RekeyProject,
     PrepareHostKey,
+    Write,
+    WriteMany,
 }
 
 impl RequestKind {
     /// Every kind, in protocol order (a kind's index is its variant's).
-    pub const ALL: [RequestKind; 30] = [
+    pub const ALL: [RequestKind; 32] = [
         Self::Hello,
         Self::Get,
         Self::List,
@@ -223,6 +234,8 @@ impl RequestKind {
         Self::ResumeRemoval,
         Self::RekeyProject,
         Self::PrepareHostKey,
+        Self::Write,
+        Self::WriteMany,
     ];
 
     /// The operation's name, for logs, audit lines and the `op` label.
@@ -258,6 +271,8 @@ impl RequestKind {
             Self::ResumeRemoval => "resume_removal",
             Self::RekeyProject => "rekey_project",
             Self::PrepareHostKey => "prepare_host_key",
+            Self::Write => "write",
+            Self::WriteMany => "write_many",
         }
     }
 
@@ -332,6 +347,10 @@ pub enum Response {
     Rekeyed(Rekeyed),
     /// 29: answer to `PrepareHostKey`: the next host key's join token.
     HostKey(HostKeyToken),
+    /// 30: answer to `Write`.
+    Written(Written),
+    /// 31: answer to `WriteMany`.
+    WrittenMany(WrittenMany),
 }
 
 /// A secret's name: payload of [`Request::History`].
@@ -756,6 +775,40 @@ pub struct Stored {
     /// True when the name was new, false when an existing value was replaced.
     pub created: bool,
     /// The project's snapshot generation that holds the new value.
+    pub generation: u64,
+}
+
+/// Payload of [`Response::Written`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// What the write did to the name.
+    pub outcome: WriteOutcome,
+    /// The project's snapshot generation that holds the value.
+    pub generation: u64,
+}
+
+/// What a write did to one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOutcome {
+    /// 0: the name was new (version 1).
+    Created,
+    /// 1: the name held another value: the new one is a new version.
+    Updated,
+    /// 2: the name already held this value: no new version.
+    Unchanged,
+}
+
+/// Payload of [`Response::WrittenMany`]: every name given, in exactly one
+/// list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenMany {
+    /// Names that were new, sorted.
+    pub created: Vec<String>,
+    /// Names whose value changed (a new version each), sorted.
+    pub updated: Vec<String>,
+    /// Names that already held the value given (no new version), sorted.
+    pub unchanged: Vec<String>,
+    /// The project's snapshot generation that holds them all.
     pub generation: u64,
 }
 

@@ -63,6 +63,11 @@ pub fn sample(kind: RequestKind) -> Request {
         RequestKind::ResumeRemoval => Request::ResumeRemoval,
         RequestKind::RekeyProject => Request::RekeyProject(app()),
         RequestKind::PrepareHostKey => Request::PrepareHostKey,
+        RequestKind::Write => Request::Write(Set {
+            name: "A".into(),
+            value: SecretValue::from("v"),
+        }),
+        RequestKind::WriteMany => Request::WriteMany(values()),
     }
 }
 

@@ -143,6 +143,20 @@ fn requests() -> Vec<(&'static str, Request)> {
             }),
         ),
         ("request.prepare_host_key", Request::PrepareHostKey),
+        (
+            "request.write",
+            Request::Write(Set {
+                name: "OPENAI_API_KEY".into(),
+                value: SecretValue::from("sk-abc123"),
+            }),
+        ),
+        (
+            "request.write_many",
+            Request::WriteMany(vec![NamedValue {
+                name: "A".into(),
+                value: SecretValue::from("1"),
+            }]),
+        ),
     ]
 }
 
@@ -422,6 +436,22 @@ fn responses() -> Vec<(&'static str, Response)> {
             "response.host_key",
             Response::HostKey(HostKeyToken {
                 join_token: "age1x:Cd".into(),
+            }),
+        ),
+        (
+            "response.written",
+            Response::Written(Written {
+                outcome: WriteOutcome::Unchanged,
+                generation: 2,
+            }),
+        ),
+        (
+            "response.written_many",
+            Response::WrittenMany(WrittenMany {
+                created: vec!["A".into()],
+                updated: vec!["B".into()],
+                unchanged: vec!["C".into()],
+                generation: 8,
             }),
         ),
     ]

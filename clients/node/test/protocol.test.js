@@ -114,6 +114,12 @@ const NOT_ENCODED = new Set([
   'request.audit',
   'request.set_many',
   'response.stored_many',
+  // Writes are an operator's (fluxctl secrets set / import), never a
+  // function's: this client reads.
+  'request.write',
+  'request.write_many',
+  'response.written',
+  'response.written_many',
   // Fleet hosts are managed with fluxctl, not from functions.
   'request.list_hosts',
   'request.add_host',

@@ -94,6 +94,8 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.resume_removal": p.encode_resume_removal,
     "request.rekey_project": lambda: p.encode_rekey_project("my-app"),
     "request.prepare_host_key": p.encode_prepare_host_key,
+    "request.write": lambda: p.encode_write("OPENAI_API_KEY", "sk-abc123"),
+    "request.write_many": lambda: p.encode_write_many([("A", "1")]),
 }
 
 STATUS = p.DaemonStatus(
@@ -137,6 +139,10 @@ RESPONSES: Dict[str, p.Response] = {
         ]
     ),
     "response.stored_many": p.StoredMany(created=["A"], updated=[], generation=8),
+    "response.written": p.Written(outcome=p.WriteOutcome.UNCHANGED, generation=2),
+    "response.written_many": p.WrittenMany(
+        created=["A"], updated=["B"], unchanged=["C"], generation=8
+    ),
     "response.hosts": p.Hosts(this_host="age1host", hosts=["age1host"]),
     "response.host_updated": p.HostUpdated(recipient="age1host", projects=["my-app"]),
     "response.audit_log": p.AuditLog(
@@ -334,8 +340,12 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 30"):
-            p.decode_response(struct.pack("<I", 30))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 32"):
+            p.decode_response(struct.pack("<I", 32))
+
+    def test_an_unknown_write_outcome(self) -> None:
+        with self.assertRaisesRegex(p.DecodeError, "unknown write outcome 3"):
+            p.decode_response(struct.pack("<IIQ", 30, 3, 2))
 
     def test_a_huge_length_is_refused_without_allocating(self) -> None:
         for variant in (2, 3, 6):

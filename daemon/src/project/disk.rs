@@ -6,7 +6,11 @@
 //! are not loaded a second time. A file that cannot be used (missing,
 //! truncated, wrong key, bad seal, wrong schema, older than the one served)
 //! never replaces a good snapshot: the last good one keeps serving and the
-//! reason is kept in `last_error` for `fluxctl status`.
+//! reason is kept in `last_error` for `fluxctl status` — except for a store
+//! whose source is the truth being edited (`fluxd dev`'s `.env` file,
+//! [`Store::keeps_last_good`]), where the project answers `unavailable`
+//! with the reason until the file is fixed. [`Project::refresh`] re-reads a
+//! source the store says may have changed before a request is answered.
 
 use super::write::record_floor;
 use super::{Project, Snapshot};
@@ -146,6 +150,23 @@ pub(super) fn changed_names(old: &Secrets, new: &Secrets) -> Vec<String> {
 }
 
 impl Project {
+    /// Re-reads the project's source first when the store says it may have
+    /// changed since it was last read (`fluxd dev`'s `.env` file, see
+    /// [`Store::maybe_changed`]), so the request that follows sees a save
+    /// that returned before it started. Other stores answer from their
+    /// watcher alone, and this costs them nothing.
+    pub async fn refresh(&self) {
+        if self.may_have_changed() {
+            self.reload(false).await;
+        }
+    }
+
+    /// True when the source must be re-read before answering (see
+    /// [`Project::refresh`]); never for a store with a watcher.
+    pub fn may_have_changed(&self) -> bool {
+        self.store.maybe_changed(&self.name)
+    }
+
     /// Re-reads the key and vault files and swaps in the vault when it
     /// changed and is good (see the module docs). `force` re-opens the files
     /// even when their fingerprints match.
@@ -244,6 +265,35 @@ impl Project {
                     self.announce(generation, EventKind::Reloaded, names);
                 }
                 Reload::Swapped
+            }
+            Err(e) if !self.store.keeps_last_good() => {
+                // The source is the truth being edited (`fluxd dev`): what
+                // it held before is no longer served.
+                self.metrics.load_failures.fetch_add(1, Ordering::Relaxed);
+                let reason = e.to_string();
+                if disk.last_error.as_deref() != Some(reason.as_str()) {
+                    error!(project = %self.name, error = %reason, "file not loaded; requests answer unavailable until it is fixed");
+                }
+                disk.last_error = Some(reason.clone());
+                // The next good read is new, even when it is the file
+                // served before.
+                disk.vault = None;
+                let current = self.snapshot.load_full();
+                if current.unreadable.is_none() {
+                    let names = changed_names(&current.secrets, &Secrets::new());
+                    let generation = current.generation + 1;
+                    self.snapshot.store(Arc::new(Snapshot {
+                        generation,
+                        loaded_at_ms: now_ms(),
+                        revision: current.revision,
+                        secrets: Secrets::new(),
+                        unreadable: Some(reason),
+                    }));
+                    if !names.is_empty() {
+                        self.announce(generation, EventKind::Reloaded, names);
+                    }
+                }
+                Reload::Failed
             }
             Err(e) => {
                 self.metrics.load_failures.fetch_add(1, Ordering::Relaxed);

@@ -63,7 +63,9 @@ pub struct Snapshot {
     /// The current values only: the earlier versions stay in the vault
     /// (read back by writes and `History`), so history costs no memory.
     pub secrets: Secrets,
-    /// Set when no good vault was ever loaded: why it is unreadable.
+    /// Set when no good vault was ever loaded (or, for a store that does
+    /// not keep the last good one, since its source broke): why it is
+    /// unreadable.
     pub unreadable: Option<String>,
 }
 

@@ -15,10 +15,12 @@ impl Project {
         }
         let snap = self.snapshot.load();
         if let Some(reason) = &snap.unreadable {
-            return Err(Error::Internal(format!(
-                "project {} cannot be served: {reason}",
-                self.name
-            )));
+            let (project, reason) = (self.name.clone(), reason.clone());
+            return Err(if self.store.keeps_last_good() {
+                Error::Unreadable { project, reason }
+            } else {
+                Error::EnvFile { project, reason }
+            });
         }
         Ok(snap)
     }

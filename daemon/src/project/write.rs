@@ -21,6 +21,7 @@ use flux_protocol::SecretValue;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
 use flux_protocol::message::{
     Deleted, EventKind, NamedValue, Restored, RolledBack as RolledBackReply, Stored, StoredMany,
+    WriteOutcome, Written as WrittenReply, WrittenMany,
 };
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome, now_ms};
@@ -259,25 +260,73 @@ fn write_base(
 
 impl Project {
     /// Sets a secret as a new version; answers once the vault holding it is
-    /// durable. A value equal to the current one is no new version.
+    /// durable. A value equal to the current one is no new version
+    /// (`created` false, as for an updated one: [`Project::write_one`]
+    /// tells them apart).
     pub async fn set(&self, name: &str, value: SecretValue, w: &Writer<'_>) -> Result<Stored> {
-        validate_entry(name, &value, w.limits)?;
-        let (owned, keep, by) = (name.to_owned(), w.keep_versions, w.by.clone());
-        let (created, generation) = self
-            .write(EventKind::Set, vec![name.to_owned()], w, move |secrets| {
-                let outcome = secrets.set(&owned, value.clone(), now_ms(), by.clone(), keep);
-                Ok(outcome == SetOutcome::Created)
-            })
-            .await?;
+        let (outcome, generation) = self.set_one(name, value, w).await?;
         Ok(Stored {
-            created,
+            created: outcome == SetOutcome::Created,
             generation,
         })
     }
 
+    /// [`Project::set`], answering what the write did: created, updated, or
+    /// unchanged (the value was already current: no new version).
+    pub async fn write_one(
+        &self,
+        name: &str,
+        value: SecretValue,
+        w: &Writer<'_>,
+    ) -> Result<WrittenReply> {
+        let (outcome, generation) = self.set_one(name, value, w).await?;
+        Ok(WrittenReply {
+            outcome: match outcome {
+                SetOutcome::Created => WriteOutcome::Created,
+                SetOutcome::Updated => WriteOutcome::Updated,
+                SetOutcome::Unchanged => WriteOutcome::Unchanged,
+            },
+            generation,
+        })
+    }
+
+    async fn set_one(
+        &self,
+        name: &str,
+        value: SecretValue,
+        w: &Writer<'_>,
+    ) -> Result<(SetOutcome, u64)> {
+        validate_entry(name, &value, w.limits)?;
+        let (owned, keep, by) = (name.to_owned(), w.keep_versions, w.by.clone());
+        self.write(EventKind::Set, vec![name.to_owned()], w, move |secrets| {
+            Ok(secrets.set(&owned, value.clone(), now_ms(), by.clone(), keep))
+        })
+        .await
+    }
+
     /// Sets several secrets in one vault write, each as a new version: all
-    /// of them, or none when any name, value or limit is refused.
+    /// of them, or none when any name, value or limit is refused. Every
+    /// name already set is answered `updated`, its value changed or not
+    /// ([`Project::write_many`] tells them apart).
     pub async fn set_many(&self, entries: Vec<NamedValue>, w: &Writer<'_>) -> Result<StoredMany> {
+        let written = self.write_many(entries, w).await?;
+        let mut updated = written.updated;
+        updated.extend(written.unchanged);
+        updated.sort();
+        Ok(StoredMany {
+            created: written.created,
+            updated,
+            generation: written.generation,
+        })
+    }
+
+    /// [`Project::set_many`], answering which names were created, updated,
+    /// and unchanged (already holding the value given: no new version).
+    pub async fn write_many(
+        &self,
+        entries: Vec<NamedValue>,
+        w: &Writer<'_>,
+    ) -> Result<WrittenMany> {
         if entries.is_empty() {
             return Err(Error::BadRequest(
                 "set_many needs at least one secret".into(),
@@ -295,24 +344,28 @@ impl Project {
         }
         let names: Vec<String> = seen.into_iter().collect();
         let (keep, by) = (w.keep_versions, w.by.clone());
-        let ((created, updated), generation) = self
+        let ((created, updated, unchanged), generation) = self
             .write(EventKind::Set, names, w, move |secrets| {
                 let now = now_ms();
-                let (mut created, mut updated) = (Vec::new(), Vec::new());
+                let (mut created, mut updated, mut unchanged) =
+                    (Vec::new(), Vec::new(), Vec::new());
                 for e in &entries {
                     match secrets.set(&e.name, e.value.clone(), now, by.clone(), keep) {
                         SetOutcome::Created => created.push(e.name.clone()),
-                        SetOutcome::Updated | SetOutcome::Unchanged => updated.push(e.name.clone()),
+                        SetOutcome::Updated => updated.push(e.name.clone()),
+                        SetOutcome::Unchanged => unchanged.push(e.name.clone()),
                     }
                 }
                 created.sort();
                 updated.sort();
-                Ok((created, updated))
+                unchanged.sort();
+                Ok((created, updated, unchanged))
             })
             .await?;
-        Ok(StoredMany {
+        Ok(WrittenMany {
             created,
             updated,
+            unchanged,
             generation,
         })
     }

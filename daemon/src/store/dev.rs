@@ -5,9 +5,29 @@
 //! file: each load parses the file ([`flux_vault::dotenv`]) and seals it in
 //! memory with a key that lives only as long as the process, so the
 //! daemon's whole serving path — snapshots, change events, the watcher —
-//! is the production one. The watcher follows the file's folder, so an
-//! edit is live on the next `get`. Writes are refused: the file is the
-//! source of truth. A missing file serves no secrets until it appears.
+//! is the production one. Writes are refused: the file is the source of
+//! truth. A missing file serves no secrets until it appears.
+//!
+//! Every request re-reads the file first when a `stat` of it differs from
+//! the one taken just before it was last read ([`Store::maybe_changed`]):
+//! device, inode, size, modification and change time. So a request that
+//! starts after a save has returned is answered from what was saved,
+//! without waiting for the watcher (which follows the file's folder and
+//! tells subscribers). A save can keep the size, the inode (a write in
+//! place) and the modification time (`touch -d`, `cp -p`), but not the
+//! change time, which only the kernel sets — except within one tick of its
+//! coarse clock (1–10 ms). Until the last read started [`RACY`] after the
+//! file's change time, the `stat` is not trusted and every request
+//! re-reads and hashes the file (the check git makes for "racily clean"
+//! files). The bound holds on a local file system whose clock is this
+//! machine's; a clock set back can hide a save until the next one. The
+//! `stat` costs a few microseconds a request at most (docs/DOTENV.md).
+//!
+//! A file that cannot be read at all (not UTF-8, too large, not a regular
+//! file) is refused at start-up, and found later it makes every request
+//! answer `unavailable` with its `file:line:col` until it is fixed
+//! ([`Store::keeps_last_good`] is false): the developer is editing the
+//! truth, and values the file no longer holds would mislead.
 //!
 //! A line the parser flags ([`flux_vault::dotenv::Issue`]) never stops the rest
 //! of the file from being served: each load of a changed file logs one
@@ -24,14 +44,64 @@ use flux_vault::dotenv::Options;
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Entry, Secrets};
 use sha2::{Digest, Sha256};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::warn;
 use zeroize::Zeroizing;
 
 /// Largest `.env` file `fluxd dev` reads.
 pub const MAX_ENV_FILE: u64 = 64 * 1024 * 1024;
+
+/// How long after a file's change time its `stat` is not trusted to show
+/// the next save: more than one tick of the kernel's coarse clock, which
+/// file times come from (at most 10 ms).
+pub const RACY: Duration = Duration::from_millis(20);
+
+/// What a `stat` of the `.env` file showed: none when there was no file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat(Option<(u64, u64, u64, i64, i64, i64, i64)>);
+
+impl Stat {
+    fn of(path: &Path) -> Self {
+        Self(std::fs::metadata(path).ok().map(|m| {
+            (
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        }))
+    }
+
+    /// The change time, when there is a file.
+    fn changed_at(&self) -> Option<SystemTime> {
+        let (.., secs, nanos) = self.0?;
+        let secs = u64::try_from(secs).ok()?;
+        Some(UNIX_EPOCH + Duration::new(secs, u32::try_from(nanos).ok()?))
+    }
+}
+
+/// The `stat` taken just before the file was last read, and when.
+#[derive(Debug, Clone, Copy)]
+struct LastRead {
+    stat: Stat,
+    at: SystemTime,
+}
+
+impl LastRead {
+    /// True when a save after that read could have left the same `stat`:
+    /// the read started within [`RACY`] of the file's change time.
+    fn racy(&self) -> bool {
+        self.stat
+            .changed_at()
+            .is_some_and(|changed| changed + RACY > self.at)
+    }
+}
 
 /// One project backed by a `.env` file.
 #[derive(Debug)]
@@ -43,6 +113,9 @@ pub struct DevStore {
     /// The last file contents' hash and the vault sealed from them, so an
     /// unchanged file reloads as unchanged.
     last: Mutex<Option<([u8; 32], Vec<u8>)>>,
+    /// The `stat` before the last read: what [`Store::maybe_changed`]
+    /// compares with. None before the first read.
+    read: Mutex<Option<LastRead>>,
 }
 
 impl DevStore {
@@ -56,7 +129,20 @@ impl DevStore {
             options,
             key: ProjectKey::generate(),
             last: Mutex::new(None),
+            read: Mutex::new(None),
         }
+    }
+
+    /// Reads the file once, as serving it would: a file that cannot be
+    /// read at all is a configuration error naming `file:line:col`, so
+    /// `fluxd dev` refuses to start rather than serve nothing. A missing
+    /// file is fine (nothing is served until it appears).
+    pub fn check(&self) -> Result<()> {
+        self.load_vault(&self.project).map(drop).map_err(|e| {
+            Error::Config(format!(
+                "{e}: fluxd dev cannot serve this file; fix it and start again"
+            ))
+        })
     }
 
     /// The changes to the `.env` file (its folder is watched, so an editor
@@ -114,6 +200,13 @@ impl Store for DevStore {
         if project != self.project {
             return Err(self.unknown(project));
         }
+        // The stat first: a save between it and the read shows at the next
+        // request as a changed stat (re-read, found the same).
+        let read = LastRead {
+            at: SystemTime::now(),
+            stat: Stat::of(&self.env_file),
+        };
+        *self.read.lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
         // Like a vault: a regular file of bounded size, opened without
         // blocking (a FIFO in its place hangs nothing).
         let bytes = Zeroizing::new(
@@ -170,5 +263,79 @@ impl Store for DevStore {
 
     fn check_key_private(&self, _project: &str) -> Result<()> {
         Ok(())
+    }
+
+    fn maybe_changed(&self, project: &str) -> bool {
+        if project != self.project {
+            return false;
+        }
+        let last = *self.read.lock().unwrap_or_else(|e| e.into_inner());
+        match last {
+            Some(last) => last.racy() || Stat::of(&self.env_file) != last.stat,
+            None => true,
+        }
+    }
+
+    fn keeps_last_good(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_at(changed: Duration, read: Duration) -> LastRead {
+        let secs = i64::try_from(changed.as_secs()).unwrap();
+        let nanos = i64::from(changed.subsec_nanos());
+        LastRead {
+            stat: Stat(Some((1, 2, 3, secs, nanos, secs, nanos))),
+            at: UNIX_EPOCH + read,
+        }
+    }
+
+    #[test]
+    fn a_read_within_a_clock_tick_of_the_change_is_not_trusted() {
+        let changed = Duration::from_secs(1_764_000_000);
+        assert!(read_at(changed, changed).racy());
+        assert!(read_at(changed, changed + Duration::from_millis(5)).racy());
+        assert!(!read_at(changed, changed + RACY).racy());
+        assert!(!read_at(changed, changed + Duration::from_secs(60)).racy());
+        // No file: nothing to re-read until one appears.
+        let none = LastRead {
+            stat: Stat(None),
+            at: UNIX_EPOCH,
+        };
+        assert!(!none.racy());
+    }
+
+    #[test]
+    fn a_save_that_keeps_size_inode_and_mtime_still_changes_the_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        std::fs::write(&env, "A=1\n").unwrap();
+        let mtime = std::fs::metadata(&env).unwrap().modified().unwrap();
+        // Read once the change time is past the racy window: the stat is
+        // trusted.
+        std::thread::sleep(RACY);
+        let store = DevStore::new("app", &env, Options::default());
+        store.load_vault("app").unwrap();
+        assert!(!store.maybe_changed("app"), "nothing changed");
+        let before = Stat::of(&env).0.unwrap();
+        // Same size, in place, modification time put back (`cp -p`).
+        std::fs::write(&env, "A=2\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&env)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let after = Stat::of(&env).0.unwrap();
+        assert_eq!(
+            (before.0, before.1, before.2, before.3, before.4),
+            (after.0, after.1, after.2, after.3, after.4),
+            "device, inode, size and modification time kept"
+        );
+        assert!(store.maybe_changed("app"), "the change time tells");
     }
 }

@@ -116,6 +116,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn health(&self, _project: &str) -> Option<String> {
         None
     }
+    /// True when `project`'s source may have changed since it was last
+    /// loaded, so a request re-reads it before it is answered. Asked on
+    /// every project request: a store whose watcher is its only feed
+    /// answers false without a system call; the dev store compares a
+    /// `stat` of its `.env` file ([`DevStore`]).
+    fn maybe_changed(&self, project: &str) -> bool {
+        let _ = project;
+        false
+    }
+    /// True when a source that cannot be used leaves the last good
+    /// snapshot serving (vaults: an outside copy gone wrong must not stop
+    /// production). False when the source is the truth the developer is
+    /// editing (the dev store's `.env` file): the project answers
+    /// `unavailable` with the reason until the file is fixed, rather than
+    /// values the file no longer holds.
+    fn keeps_last_good(&self) -> bool {
+        true
+    }
 }
 
 /// A store as start-up picked it: the store, its change feed and its host

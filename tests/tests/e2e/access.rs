@@ -186,7 +186,7 @@ fn other_uids_get_exactly_what_the_policy_grants() {
     assert!(
         records
             .iter()
-            .any(|r| r["uid"] == OTHER && r["op"] == "set" && r["name"] == "ADMIN_SET")
+            .any(|r| r["uid"] == OTHER && r["op"] == "write" && r["name"] == "ADMIN_SET")
     );
     let log = std::fs::read(d.state_dir().join("audit.log")).unwrap();
     for v in [READER_VALUE, "closed-value", "by-admin"] {

@@ -185,7 +185,7 @@ keep = 2
     assert!(
         lines
             .iter()
-            .any(|e| e["op"] == "set" && e["name"] == "API_KEY" && e["allowed"] == true),
+            .any(|e| e["op"] == "write" && e["name"] == "API_KEY" && e["allowed"] == true),
         "the admin's set was pushed out of the audit log"
     );
     if root {

@@ -104,8 +104,11 @@ fn a_reader_or_a_group_member_with_no_role_cannot_write_by_any_request() {
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
     let evil = evil.display().to_string();
     let attempts: [(&[&str], &str); 10] = [
-        (&["secrets", "set", "API_KEY", PLANTED, "-p", "app"], "set"),
-        (&["secrets", "import", &evil, "-p", "app"], "set_many"),
+        (
+            &["secrets", "set", "API_KEY", PLANTED, "-p", "app"],
+            "write",
+        ),
+        (&["secrets", "import", &evil, "-p", "app"], "write_many"),
         (&["secrets", "delete", "API_KEY", "-p", "app"], "delete"),
         (&["secrets", "rollback", "API_KEY", "-p", "app"], "rollback"),
         (&["projects", "create", "planted"], "create_project"),
@@ -203,12 +206,16 @@ fn an_admin_writes_and_every_write_is_one_audit_entry() {
         .iter()
         .filter(|e| e["uid"] == ADMIN && e["allowed"] == true)
         .map(|e| e["op"].as_str().unwrap())
-        .filter(|op| ["set", "set_many", "delete"].contains(op))
+        .filter(|op| ["write", "write_many", "delete"].contains(op))
         .collect();
-    assert_eq!(ops, ["set", "set_many", "delete"], "one entry per write");
+    assert_eq!(
+        ops,
+        ["write", "write_many", "delete"],
+        "one entry per write"
+    );
     let import = entries
         .iter()
-        .find(|e| e["op"] == "set_many")
+        .find(|e| e["op"] == "write_many")
         .expect("the import is audited");
     assert_eq!(import["detail"], "1 names: FROM_IMPORT");
     assert_eq!(import["count"], 1);

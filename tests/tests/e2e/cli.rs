@@ -41,8 +41,17 @@ fn json_results_are_one_document_each() {
         &["secrets", "set", "K", "v2-value", "-p", "app", "--json"],
     );
     assert_eq!(again["created"], false);
+    assert_eq!(again["outcome"], "updated");
     assert!(again["generation"].as_u64() > set["generation"].as_u64());
-    for doc in [&set, &again] {
+    assert_eq!(set["outcome"], "created");
+    // The same value again: the daemon says it kept no new version.
+    let same = json(
+        &d,
+        &["secrets", "set", "K", "v2-value", "-p", "app", "--json"],
+    );
+    assert_eq!(same["created"], false);
+    assert_eq!(same["outcome"], "unchanged");
+    for doc in [&set, &again, &same] {
         let text = doc.to_string();
         assert!(!text.contains("v1-value") && !text.contains("v2-value"));
     }
@@ -64,6 +73,11 @@ fn json_results_are_one_document_each() {
     let imported = json(&d, &["secrets", "import", env, "-p", "app", "--json"]);
     assert_eq!(imported["dry_run"], false);
     assert_eq!(imported["replaced"], serde_json::json!(["K"]));
+    // The import says what the dry run said: K was already v2-value.
+    assert_eq!(imported["created"], serde_json::json!(["NEW"]));
+    assert_eq!(imported["updated"], serde_json::json!([]));
+    assert_eq!(imported["unchanged"], serde_json::json!(["K"]));
+    assert_eq!(imported["values_compared"], true);
     assert!(imported["generation"].as_u64().is_some(), "{imported}");
 
     let deleted = json(&d, &["secrets", "delete", "NEW", "-p", "app", "--json"]);
@@ -184,7 +198,10 @@ fn empty_values_need_allow_empty() {
     assert!(err.contains("--allow-empty"), "{err}");
     assert_eq!(d.client("app").list().unwrap().len(), 1, "nothing imported");
     let out = d.ctl_ok(&["secrets", "import", env, "--allow-empty", "-p", "app"]);
-    assert!(out.ends_with("3 created, 0 replaced\n"), "{out}");
+    assert!(
+        out.ends_with("3 created, 0 updated, 0 unchanged\n"),
+        "{out}"
+    );
     assert_value(&mut d.client("app"), "BLANK", "");
 }
 
@@ -234,4 +251,93 @@ fn fluxd_colours_its_log_only_on_a_terminal_without_no_color() {
         .output()
         .unwrap();
     assert!(!out.stderr.contains(&0x1b), "{}", stderr(&out));
+}
+
+#[test]
+fn set_and_import_say_unchanged_when_the_value_is_already_current() {
+    let d = TestDaemon::start();
+    d.create_project("app");
+    d.ctl_ok(&["secrets", "set", "DB_PASSWORD", "pw-current-1", "-p", "app"]);
+    let versions = || {
+        d.client("app")
+            .history("DB_PASSWORD")
+            .unwrap()
+            .versions
+            .len()
+    };
+
+    // `echo pw | fluxctl secrets set`: the same value, no new version, and
+    // fluxctl says so instead of "updated … live immediately".
+    let mut child = d
+        .ctl()
+        .args(["secrets", "set", "DB_PASSWORD", "-p", "app"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pw-current-1\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "Secret unchanged: DB_PASSWORD already holds this value (no new version)\n"
+    );
+    assert_eq!(versions(), 1);
+
+    // import agrees with its own dry run: unchanged, not "replaced".
+    let env = d.dir().join("prod.env");
+    std::fs::write(&env, "DB_PASSWORD=pw-current-1\n").unwrap();
+    let env = env.to_str().unwrap();
+    let plan = d.ctl_ok(&["secrets", "import", env, "--dry-run", "-p", "app"]);
+    let out = d.ctl_ok(&["secrets", "import", env, "-p", "app"]);
+    let listed = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("unchanged") || l.ends_with(" unchanged"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        listed(&out),
+        listed(&plan),
+        "import: {out}\ndry run: {plan}"
+    );
+    assert!(
+        out.contains("unchanged (same value, no new version): DB_PASSWORD\n"),
+        "{out}"
+    );
+    assert!(
+        out.starts_with(&format!(
+            "Project app already holds every value in {env}: nothing changed\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("0 created, 0 updated, 1 unchanged\n"),
+        "{out}"
+    );
+    assert!(!out.contains("replaced"), "{out}");
+    assert_eq!(versions(), 1);
+
+    // A changed value is still an update, in both.
+    let out = d.ctl_ok(&["secrets", "set", "DB_PASSWORD", "pw-current-2", "-p", "app"]);
+    assert!(out.starts_with("Secret updated: DB_PASSWORD\n"), "{out}");
+    std::fs::write(env, "DB_PASSWORD=pw-current-3\nNEW_ONE=n\n").unwrap();
+    let out = d.ctl_ok(&["secrets", "import", env, "-p", "app"]);
+    assert!(
+        out.starts_with("Imported 2 secrets into project app (live now)\n"),
+        "{out}"
+    );
+    assert!(out.contains("updated: DB_PASSWORD\n"), "{out}");
+    assert!(
+        out.ends_with("1 created, 1 updated, 0 unchanged\n"),
+        "{out}"
+    );
+    assert_eq!(versions(), 3);
 }

@@ -601,7 +601,7 @@ fn the_dashboard_in_chromium_shows_names_live_and_never_a_value() {
     browser.screenshot(&target_dir().join("dashboard.png"));
 
     // The audit page with its filters.
-    browser.navigate(&format!("{origin}#/audit?project=app&op=set"));
+    browser.navigate(&format!("{origin}#/audit?project=app&op=write"));
     browser.wait_for_text("the audit entries", Duration::from_secs(10), |t| {
         t.contains("NEW_LIVE_SECRET") && t.contains("allowed")
     });

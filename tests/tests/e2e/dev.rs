@@ -114,28 +114,44 @@ fn fluxd_dev_serves_the_env_file_live() {
     );
     assert_value(&mut c, "OPENAI_API_KEY", "sk-edited");
 
-    // A file that cannot be read at all (not UTF-8) keeps the last good
-    // values; the error names the file, line and column, never the value.
+    // A file that cannot be read at all (not UTF-8) is served as what it
+    // is: every request answers `unavailable` naming the file, line and
+    // column (never the value, never `internal`), and subscribers hear
+    // that the names went away.
     std::fs::write(d.dir.join(".env"), b"OPENAI_API_KEY=sk-broken-\xff\n").unwrap();
-    let control = d.socket.replace("/projects/app.sock", "/control.sock");
-    eventually("the read error is reported", || {
-        Client::connect(&control)
-            .unwrap()
-            .status()
-            .unwrap()
-            .projects[0]
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains(".env:1:26") && e.contains("not UTF-8"))
-    });
-    let status = Client::connect(&control).unwrap().status().unwrap();
+    let err = c.get("OPENAI_API_KEY").unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    let text = err.to_string();
     assert!(
-        !status.projects[0]
-            .last_error
-            .as_deref()
-            .unwrap()
-            .contains("sk-broken")
+        text.contains("project app cannot be served: .env:1:26: not UTF-8 text; fix the file"),
+        "{text}"
     );
+    assert!(!text.contains("internal"), "{text}");
+    assert!(!text.contains("sk-broken"), "the message holds a value");
+    let event = c
+        .next_event(Duration::from_secs(10))
+        .unwrap()
+        .expect("an event for the broken file");
+    assert_eq!(
+        (event.kind, event.names),
+        (
+            EventKind::Reloaded,
+            ["OPENAI_API_KEY", "PEM", "STRIPE_SECRET_KEY"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+    let control = d.socket.replace("/projects/app.sock", "/control.sock");
+    let status = Client::connect(&control).unwrap().status().unwrap();
+    let last_error = status.projects[0].last_error.clone().unwrap_or_default();
+    assert!(last_error.contains(".env:1:26"), "{last_error}");
+    assert!(!last_error.contains("sk-broken"), "status holds a value");
+    // Fixed, it is served again at once.
+    std::fs::write(
+        d.dir.join(".env"),
+        "OPENAI_API_KEY=sk-edited\nSTRIPE_SECRET_KEY='sk_test_xyz'\nPEM=\"a\nb\"\n",
+    )
+    .unwrap();
     assert_value(&mut c, "OPENAI_API_KEY", "sk-edited");
 
     // The file is the source of truth: writes are refused.
@@ -294,9 +310,9 @@ fn import_sets_a_whole_env_file_in_one_write() {
     let mut sub = d.client("app");
     sub.subscribe().unwrap();
     let out = d.ctl_ok(&["secrets", "import", env, "-p", "app"]);
-    assert!(out.contains("replaced: EXISTING\n"), "{out}");
+    assert!(out.contains("updated: EXISTING\n"), "{out}");
     assert!(
-        out.ends_with("2 created, 1 replaced (values not compared)\n"),
+        out.ends_with("2 created, 1 updated, 0 unchanged\n"),
         "{out}"
     );
     let mut c = d.client("app");
@@ -485,7 +501,7 @@ fn import_refuses_flagged_lines_unless_told_to_skip_them() {
     let out = d.run_ctl(&["secrets", "import", env, "--skip-invalid", "-p", "app"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).ends_with("3 created, 0 replaced\n"),
+        stdout(&out).ends_with("3 created, 0 updated, 0 unchanged\n"),
         "{}",
         stdout(&out)
     );
@@ -659,4 +675,180 @@ fn a_file_over_the_request_limit_is_refused_whole_with_what_to_do() {
         "{err}"
     );
     assert!(!err.contains("vvvvvvvv"), "the value was printed");
+}
+
+/// `fluxd dev --runtime-dir DIR/run ARGS` in `dir`, run to the end.
+fn dev_output(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(bin("fluxd"));
+    cmd.args(["--runtime-dir", dir.join("run").to_str().unwrap(), "dev"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FLUX_PROJECT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn fluxd_dev_refuses_a_file_that_is_not_utf8_at_start() {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path();
+    // Latin-1: "DB_PASSWORD=café-latin-secret".
+    std::fs::write(
+        dir.join("latin1.env"),
+        b"A=1\nDB_PASSWORD=caf\xe9-latin-secret\n",
+    )
+    .unwrap();
+    let out = dev_output(
+        dir,
+        &[
+            "--project",
+            "my-app",
+            "--env-file",
+            "latin1.env",
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("latin1.env:2:16: not UTF-8 text: fluxd dev cannot serve this file"),
+        "{err}"
+    );
+    flux_e2e::assert_no_secret(&out.stderr, "caf", "fluxd dev's error");
+    flux_e2e::assert_no_secret(&out.stderr, "latin-secret", "fluxd dev's error");
+    assert!(
+        !dir.join("run").exists(),
+        "nothing is created for a refused file"
+    );
+}
+
+#[test]
+fn fluxd_dev_running_a_command_logs_only_warnings_unless_asked() {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join(".env"), "K=v\n").unwrap();
+    let cmd = [
+        "--project",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        "echo from-the-app >&2",
+    ];
+    let out = dev_output(dir, &cmd, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("from-the-app\n"), "{err}");
+    // Only warnings and errors (a machine that cannot lock memory, say).
+    assert!(
+        err.lines()
+            .all(|l| l == "from-the-app" || l.contains(" WARN ") || l.contains(" ERROR ")),
+        "fluxd's info lines mixed in: {err}"
+    );
+    // Asked for, the log is there.
+    let out = dev_output(dir, &cmd, &[("RUST_LOG", "info")]);
+    assert!(stderr(&out).contains("fluxd ready"), "{}", stderr(&out));
+    let mut with_flag = Command::new(bin("fluxd"));
+    with_flag
+        .args([
+            "--runtime-dir",
+            dir.join("run").to_str().unwrap(),
+            "--log-level",
+            "info",
+            "dev",
+        ])
+        .args(cmd)
+        .current_dir(dir)
+        .env_remove("RUST_LOG");
+    let out = with_flag.output().unwrap();
+    assert!(stderr(&out).contains("fluxd ready"), "{}", stderr(&out));
+    // Serving for a shell, it still says what it does.
+    let (child, _) = spawn_dev_logged(dir, &["--project", "app"], Stdio::piped());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(stderr(&out).contains("fluxd ready"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_request_after_a_save_sees_it() {
+    let d = dev("V=0000\n");
+    let mut c = Client::connect(&d.socket).unwrap();
+    let env = d.dir.join(".env");
+    let staged = d.dir.join(".env.swp");
+    for i in 1..=400 {
+        // Same size every time. Half the saves are written in place (same
+        // inode), half renamed over the file as editors do.
+        let want = format!("{i:04}");
+        let text = format!("V={want}\n");
+        if i % 2 == 0 {
+            std::fs::write(&env, &text).unwrap();
+        } else {
+            std::fs::write(&staged, &text).unwrap();
+            std::fs::rename(&staged, &env).unwrap();
+        }
+        let got = c.get("V").unwrap();
+        assert!(
+            got.expose() == want,
+            "save {i}: a get after it saw an older value"
+        );
+    }
+}
+
+#[test]
+fn fluxd_dev_removes_the_folders_it_created_and_nothing_else() {
+    let tmp = tempfile::Builder::new()
+        .prefix("fxd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join(".env"), "K=v\n").unwrap();
+    let run = dir.join("run");
+    let stop = |mut child: Child| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    // It created every folder from the runtime folder down: all gone.
+    let (child, socket) = spawn_dev(dir, &["--project", "app"]);
+    assert!(std::path::Path::new(&socket).exists());
+    stop(child);
+    assert!(
+        !run.exists(),
+        "the runtime folder it created is left behind"
+    );
+    // The runtime folder and another project's dev folder were there
+    // before: kept, with what they hold.
+    std::fs::create_dir_all(run.join("dev/other")).unwrap();
+    std::fs::write(run.join("dev/other/keep"), "").unwrap();
+    let (child, _) = spawn_dev(dir, &["--project", "app"]);
+    assert!(run.join("dev/app/projects").is_dir());
+    stop(child);
+    assert!(!run.join("dev/app").exists(), "its own folder is removed");
+    assert!(
+        run.join("dev/other/keep").exists(),
+        "another's file is kept"
+    );
+    // A run by the command's exit cleans up too.
+    let out = dev_output(dir, &["--project", "app", "--", "true"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!run.join("dev/app").exists());
 }

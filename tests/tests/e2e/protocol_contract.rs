@@ -3,7 +3,8 @@
 //! guess — `RestoreVault` of a vault that cannot be used, the host requests
 //! outside fleet mode, how the audit log records names, digests across
 //! restarts, `History` and `Rollback` of malformed names, the metrics
-//! families, `ProjectDeleted`, and which refusal another user gets.
+//! families, `ProjectDeleted`, which refusal another user gets, and what
+//! `Write` and `WriteMany` answer.
 
 use crate::{key_of, secrets};
 use flux_e2e::{TestDaemon, eventually};
@@ -809,4 +810,84 @@ socket_group = {GROUP}
             "{op} on {project:?}"
         );
     }
+}
+
+// `Write` and `WriteMany`: `Set` and `SetMany` in every respect but the
+// answer, which says what each name got — created, updated, or unchanged
+// (no new version). `Stored` keeps its version 1 layout.
+#[test]
+fn write_and_write_many_answer_created_updated_or_unchanged() {
+    use flux_protocol::message::{EventKind, NamedValue, WriteOutcome};
+    let d = TestDaemon::start();
+    d.create_project("app");
+    let mut app = d.client("app");
+    let mut sub = d.client("app");
+    sub.subscribe().unwrap();
+    let v = |s: &str| SecretValue::from(s);
+
+    let first = app.write("K", v("contract-v1")).unwrap();
+    assert_eq!(first.outcome, WriteOutcome::Created);
+    let same = app.write("K", v("contract-v1")).unwrap();
+    assert_eq!(same.outcome, WriteOutcome::Unchanged);
+    // Still a write: a new generation, and an event naming it.
+    assert!(same.generation > first.generation);
+    for _ in 0..2 {
+        let event = sub.next_event(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(
+            (event.kind, event.names),
+            (EventKind::Set, vec!["K".to_owned()])
+        );
+    }
+    assert_eq!(
+        app.history("K").unwrap().versions.len(),
+        1,
+        "no new version"
+    );
+    let other = app.write("K", v("contract-v2")).unwrap();
+    assert_eq!(other.outcome, WriteOutcome::Updated);
+    assert_eq!(app.history("K").unwrap().versions.len(), 2);
+    // `Set` answers an unchanged value as it always did.
+    let stored = app.set("K", v("contract-v2")).unwrap();
+    assert!(!stored.created);
+
+    let entries = |pairs: &[(&str, &str)]| -> Vec<NamedValue> {
+        pairs
+            .iter()
+            .map(|(n, val)| NamedValue {
+                name: (*n).to_owned(),
+                value: v(val),
+            })
+            .collect()
+    };
+    let many = app
+        .write_many(entries(&[("NEW", "n"), ("K", "contract-v2"), ("B", "b")]))
+        .unwrap();
+    assert_eq!(many.created, ["B", "NEW"]);
+    assert!(many.updated.is_empty());
+    assert_eq!(many.unchanged, ["K"]);
+    let many = app
+        .write_many(entries(&[("NEW", "n2"), ("K", "contract-v2")]))
+        .unwrap();
+    assert_eq!(
+        (many.created.len(), many.updated, many.unchanged),
+        (0, vec!["NEW".to_owned()], vec!["K".to_owned()])
+    );
+    // The rules of `SetMany`: an empty list or a name twice is refused.
+    assert_eq!(code(app.write_many(Vec::new())), ErrorCode::BadRequest);
+    assert_eq!(
+        code(app.write_many(entries(&[("A", "1"), ("A", "2")]))),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(code(app.write("1BAD", v("x"))), ErrorCode::InvalidName);
+
+    // Audited under their own op, with the name or the names' detail.
+    drop(app);
+    eventually("the writes are in the audit log", || {
+        let log = audit_log(&d, Some("app"));
+        log.iter()
+            .any(|e| e.op == "write" && e.name.as_deref() == Some("K") && e.result == "ok")
+            && log
+                .iter()
+                .any(|e| e.op == "write_many" && e.detail.as_deref() == Some("3 names: NEW, K, B"))
+    });
 }

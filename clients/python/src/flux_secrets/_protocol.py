@@ -68,6 +68,11 @@ class RequestKind(enum.IntEnum):
     RESUME_REMOVAL = 27
     REKEY_PROJECT = 28
     PREPARE_HOST_KEY = 29
+    #: ``Set``, answered with what the write did (``Written``).
+    WRITE = 30
+    #: ``SetMany``, answered with the names created, updated and unchanged
+    #: (``WrittenMany``).
+    WRITE_MANY = 31
 
 
 class EventKind(enum.IntEnum):
@@ -77,6 +82,17 @@ class EventKind(enum.IntEnum):
     DELETED = 1
     RELOADED = 2
     PROJECT_DELETED = 3
+
+
+class WriteOutcome(enum.IntEnum):
+    """What a ``Write`` did to its name."""
+
+    #: The name was new.
+    CREATED = 0
+    #: It held another value: the new one is a new version.
+    UPDATED = 1
+    #: It already held this value: no new version.
+    UNCHANGED = 2
 
 
 class DiffState(enum.IntEnum):
@@ -425,6 +441,27 @@ class Rekeyed:
 
 
 @dataclass(frozen=True)
+class Written:
+    """The ``Written`` response to ``Write``."""
+
+    outcome: WriteOutcome
+    #: The snapshot generation that holds the value.
+    generation: int
+
+
+@dataclass(frozen=True)
+class WrittenMany:
+    """The ``WrittenMany`` response to ``WriteMany``: every name given is in
+    exactly one list, each sorted."""
+
+    created: List[str]
+    updated: List[str]
+    #: Names that already held the value given (no new version).
+    unchanged: List[str]
+    generation: int
+
+
+@dataclass(frozen=True)
 class HostKey:
     """The ``HostKey`` response to ``PrepareHostKey``."""
 
@@ -463,6 +500,8 @@ Response = Union[
     HostsChanged,
     Rekeyed,
     HostKey,
+    Written,
+    WrittenMany,
 ]
 
 #: A short name per response type, for error messages.
@@ -497,6 +536,8 @@ RESPONSE_NAMES = {
     HostsChanged: "hosts changed",
     Rekeyed: "rekeyed",
     HostKey: "host key",
+    Written: "written",
+    WrittenMany: "written many",
 }
 
 
@@ -598,6 +639,19 @@ def encode_set_many(entries: Iterable[Tuple[str, str]]) -> bytes:
         parts.append(_str(name))
         parts.append(_str(value))
     return _request(RequestKind.SET_MANY, *parts)
+
+
+def encode_write(name: str, value: str) -> bytes:
+    return _request(RequestKind.WRITE, _str(name), _str(value))
+
+
+def encode_write_many(entries: Iterable[Tuple[str, str]]) -> bytes:
+    items = list(entries)
+    parts = [_u64(len(items))]
+    for name, value in items:
+        parts.append(_str(name))
+        parts.append(_str(value))
+    return _request(RequestKind.WRITE_MANY, *parts)
 
 
 def encode_list_hosts() -> bytes:
@@ -880,6 +934,15 @@ def _difference(r: _Reader) -> Difference:
     return Difference(name=name, state=state)
 
 
+def _written(r: _Reader) -> Written:
+    k = r.u32("write outcome")
+    try:
+        outcome = WriteOutcome(k)
+    except ValueError:
+        raise DecodeError(f"unknown write outcome {k}") from None
+    return Written(outcome=outcome, generation=r.u64("generation"))
+
+
 _DECODERS: List[Callable[[_Reader], Response]] = [
     _welcome,
     lambda r: ErrorReply(code=r.u32("error code"), message=r.string("error message")),
@@ -954,6 +1017,13 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
         name=r.string("name"), revision=r.u64("revision"), generation=r.u64("generation")
     ),
     lambda r: HostKey(join_token=r.string("join token")),
+    _written,
+    lambda r: WrittenMany(
+        created=r.strings("created"),
+        updated=r.strings("updated"),
+        unchanged=r.strings("unchanged"),
+        generation=r.u64("generation"),
+    ),
 ]
 
 

@@ -14,7 +14,7 @@
 //! | `Get`, `GetAll`, `Diff` (it compares values: an oracle for anyone else) | project | reader | read |
 //! | `Subscribe` | project | reader or admin (events carry names only) | read |
 //! | `List`, `ListDigests`, `History` | project | admin | read |
-//! | `Set`, `SetMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
+//! | `Set`, `SetMany`, `Write`, `WriteMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
 //! | `CreateProject`, `PublishHosts`, `ResumeRemoval`, `PrepareHostKey`, `AddHost` and `RemoveHost` (refused: superseded) | control | daemon admin | write |
 //! | `DeleteProject`, `RekeyProject` | control | daemon admin, or admin of that project | write |
 //! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet`, `HostsHead`, `Metrics` | control | daemon admin | read |
@@ -49,6 +49,8 @@ mod set;
 mod set_many;
 mod status;
 mod subscribe;
+mod write;
+mod write_many;
 
 use super::Services;
 use crate::access::peer::Peer;
@@ -141,12 +143,19 @@ pub fn rule(req: &Request) -> Rule {
         Request::ResumeRemoval => resume_removal::RULE,
         Request::RekeyProject(_) => rekey_project::RULE,
         Request::PrepareHostKey => prepare_host_key::RULE,
+        Request::Write(_) => write::RULE,
+        Request::WriteMany(_) => write_many::RULE,
     }
 }
 
 /// Runs a granted request's handler.
 pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
     let message = |r: Result<Response>| r.map(Reply::Message);
+    // A source the store says may have changed (`fluxd dev`'s `.env` file
+    // saved a moment ago) is re-read before the request is answered.
+    if let Some(project) = ctx.project {
+        project.refresh().await;
+    }
     let (request, hidden) = granted.into_parts();
     ctx.hidden = hidden;
     match request {
@@ -182,12 +191,15 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
         Request::ResumeRemoval => message(resume_removal::handle(ctx).await),
         Request::RekeyProject(req) => message(rekey_project::handle(ctx, req).await),
         Request::PrepareHostKey => message(prepare_host_key::handle(ctx).await),
+        Request::Write(req) => message(write::handle(ctx, req).await),
+        Request::WriteMany(req) => message(write_many::handle(ctx, req).await),
     }
 }
 
 /// Runs a granted `Get` or `GetAll` on the caller's thread: the reads a
 /// project socket's connection thread serves itself
-/// ([`super::session::direct`]); they never wait. Any other kind is
+/// ([`super::session::direct`]); they never wait (the caller re-reads a
+/// source that may have changed first, as [`run`] does). Any other kind is
 /// refused, never run here.
 pub fn run_read(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
     let (request, hidden) = granted.into_parts();
@@ -270,6 +282,8 @@ mod tests {
         ("list", "--+-", "ssss"),
         ("set", "--+-", "ssss"),
         ("set_many", "--+-", "ssss"),
+        ("write", "--+-", "ssss"),
+        ("write_many", "--+-", "ssss"),
         ("delete", "--+-", "ssss"),
         ("create_project", "ssss", "---+"),
         ("delete_project", "ssss", "--++"),

@@ -194,6 +194,7 @@ fn run(
         conn: Conn::new(target, services, peer),
         reloads,
         stopping,
+        handle,
     };
     let next = direct.serve();
     stopping.leave(id);
@@ -202,7 +203,7 @@ fn run(
         Err(e) => debug!(reason = %e, "connection ended"),
         Ok(Next::Handover { slot, first }) => {
             drop(entered);
-            direct.hand_over(slot, first, gauge, permit, handle, span);
+            direct.hand_over(slot, first, gauge, permit, span);
             return;
         }
     }
@@ -237,6 +238,8 @@ struct Direct<'a> {
     summary_due: Option<Instant>,
     reloads: tokio::sync::watch::Receiver<u64>,
     stopping: &'a Stopping,
+    /// The async runtime, for the rare read that has to wait on it.
+    handle: &'a tokio::runtime::Handle,
 }
 
 impl Direct<'_> {
@@ -334,6 +337,10 @@ impl Direct<'_> {
         let outcome = grant.and_then(|granted| {
             self.conn.admit(&granted)?;
             let project = self.conn.target.project().cloned();
+            // `fluxd dev`'s `.env` saved a moment ago: re-read first.
+            if let Some(p) = project.as_ref().filter(|p| p.may_have_changed()) {
+                self.handle.block_on(p.refresh());
+            }
             let mut no_events = None;
             let mut ctx = Ctx {
                 services: &self.conn.services,
@@ -512,7 +519,6 @@ impl Direct<'_> {
         first: Request,
         gauge: ConnectionGauge,
         permit: OwnedSemaphorePermit,
-        handle: &tokio::runtime::Handle,
         span: tracing::Span,
     ) {
         let Direct {
@@ -523,6 +529,7 @@ impl Direct<'_> {
             filled,
             mut out,
             reloads,
+            handle,
             ..
         } = self;
         wipe(&mut out);

@@ -37,7 +37,7 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
             )
         }
         Request::Diff(entries) => (None, Some(names_detail(entries))),
-        Request::Set(s) => one(&s.name),
+        Request::Set(s) | Request::Write(s) => one(&s.name),
         Request::Delete(d) => one(&d.name),
         Request::CreateProject(p) | Request::DeleteProject(p) | Request::RekeyProject(p) => {
             one(&p.name)
@@ -57,7 +57,9 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
                 },
             ),
         ),
-        Request::SetMany(entries) => (None, Some(names_detail(entries))),
+        Request::SetMany(entries) | Request::WriteMany(entries) => {
+            (None, Some(names_detail(entries)))
+        }
         Request::Hello(_)
         | Request::List
         | Request::GetAll
