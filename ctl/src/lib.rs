@@ -128,7 +128,8 @@ pub enum Command {
     /// Offline break-glass: open or seal a vault file with a project key
     #[command(subcommand)]
     Vault(VaultCmd),
-    /// Show the daemon's state and each project's health
+    /// Show the daemon's state and each project's health; exit 7 when a
+    /// project cannot be served as stored or the daemon reports a problem
     Status {
         /// Print the status as one JSON document
         #[arg(long)]
@@ -224,6 +225,8 @@ Exit status:
   4  fluxd is not reachable (the message names every socket tried)
   5  permission denied
   6  unavailable: nothing was changed, retry later
+  7  `fluxctl status`: a project cannot be served as stored (its last load
+     error is shown), or fluxd reports a daemon-wide problem
   126, 127  `fluxctl run`: the command could not be run / was not found
 
 Environment:
@@ -484,7 +487,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
         Command::Run(args) => run::run(&target, args),
         Command::Render(args) => render::run(&target, args),
-        Command::Status { json } => status::run(&target, json).map(|()| 0),
+        Command::Status { json } => status::run(&target, json),
         Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
         Command::Fleet(cmd) => fleet::run(&target, cmd).map(|()| 0),
         Command::Metrics => metrics::run(&target).map(|()| 0),
