@@ -4,7 +4,7 @@
 //! names only, the listing never carries a value.
 //!
 //! The scripts `fluxctl completions SHELL` prints (bash, zsh, fish) call
-//! the binary back on every TAB (`COMPLETE=SHELL fluxctl -- WORDS…`,
+//! the binary back on every TAB (`FLUX_COMPLETE=SHELL fluxctl -- WORDS…`,
 //! clap_complete's dynamic completion), so subcommands and flags always
 //! match the installed binary and names come from the running daemon.
 //! The project and the daemon's folder are read from the words typed so
@@ -20,6 +20,10 @@ use clap_complete::CompletionCandidate;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The variable that makes the program answer a completion request
+/// (named for Flux, so that a `COMPLETE` set for something else does not).
+pub(crate) const VAR: &str = "FLUX_COMPLETE";
 
 /// How long a TAB waits for the daemon.
 pub(crate) const PATIENCE: Duration = Duration::from_millis(800);
@@ -105,7 +109,7 @@ pub(crate) fn script(shell: clap_complete::Shell, name: &str) -> String {
     };
     let mut buf = Vec::new();
     completer
-        .write_registration("COMPLETE", name, name, name, &mut buf)
+        .write_registration(VAR, name, name, name, &mut buf)
         .expect("writing to memory");
     let mut text = String::from_utf8_lossy(&buf).into_owned();
     if shell == clap_complete::Shell::Zsh {

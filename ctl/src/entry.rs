@@ -4,7 +4,7 @@
 //! errors, man pages and completion scripts say ([`program`]).
 //!
 //! Before clap parses anything, [`main`]:
-//! - answers a shell's completion request (`COMPLETE=bash fluxctl -- …`,
+//! - answers a shell's completion request (`FLUX_COMPLETE=bash fluxctl -- …`,
 //!   sent by the scripts `fluxctl completions SHELL` prints; see
 //!   [`crate::complete`]);
 //! - hands `dev` to the daemon: `flux dev ARGS…` runs `fluxd dev ARGS…`
@@ -43,6 +43,7 @@ pub fn command() -> clap::Command {
 pub fn main(name: &'static str) -> ExitCode {
     let _ = PROGRAM.set(name);
     clap_complete::CompleteEnv::with_factory(command)
+        .var(crate::complete::VAR)
         .bin(name)
         .completer(name)
         .complete();

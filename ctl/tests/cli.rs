@@ -340,6 +340,14 @@ fn completions_for_bash_zsh_and_fish() {
         // No `get`: it is not a command (it only explains why).
         assert!(bash_completes(&script, &["fluxctl", "secrets", "g"]).is_empty());
     }
+    // Only its own variable makes fluxctl answer as a completer: a
+    // COMPLETE exported for another program changes nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxctl"))
+        .arg("--version")
+        .env("COMPLETE", "bash")
+        .output()
+        .unwrap();
+    assert!(stdout(&out).starts_with("fluxctl "), "{}", stdout(&out));
     let out = fluxctl(&["completions", "tcsh"], dir.path());
     assert_eq!(
         out.status.code(),
