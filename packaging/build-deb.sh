@@ -5,10 +5,12 @@
 #   bash packaging/build-deb.sh        (from anywhere; needs cargo-deb:
 #                                       `cargo install cargo-deb --locked`)
 #
-# 1. `cargo build --release` of fluxd and fluxctl;
+# 1. `cargo build --release` of fluxd and fluxctl (the fluxctl package
+#    builds `flux` too: the same CLI under the product page's name);
 # 2. the man pages and shell completions, rendered by those binaries from
 #    their own command-line definitions (`fluxd --write-man-pages`,
-#    `fluxctl man --out-dir`, `fluxctl completions SHELL`) into
+#    `fluxctl man --out-dir`, `fluxctl completions SHELL`, and the same
+#    for `flux`, whose pages and scripts say `flux`) into
 #    target/release/dist/, so they always describe the binaries shipped,
 #    and CHANGELOG.md compressed as the upstream changelog;
 # 3. `cargo deb -p fluxd --no-build --strip`, with the metadata in
@@ -39,6 +41,10 @@ mkdir -p "$dist/completions"
 "$target/release/fluxctl" completions bash >"$dist/completions/fluxctl.bash"
 "$target/release/fluxctl" completions zsh >"$dist/completions/_fluxctl"
 "$target/release/fluxctl" completions fish >"$dist/completions/fluxctl.fish"
+"$target/release/flux" man --out-dir "$dist/man"
+"$target/release/flux" completions bash >"$dist/completions/flux.bash"
+"$target/release/flux" completions zsh >"$dist/completions/_flux"
+"$target/release/flux" completions fish >"$dist/completions/flux.fish"
 # Debian installs man pages compressed; -n keeps the archive reproducible.
 gzip -9n "$dist"/man/*.1 "$dist"/man8/*.8
 # The project's CHANGELOG.md, under the name Debian gives an upstream

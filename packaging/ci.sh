@@ -19,8 +19,9 @@
 #    example config is valid (as shipped and uncommented), every man page
 #    formats without a warning.
 # 5. `dpkg -i`: the postinst made the fluxd user and enabled the units;
-#    /usr/bin/fluxd --version, /usr/bin/fluxctl --help, `man` finds the
-#    pages, bash loads the completion. The installed fluxd, run as the
+#    /usr/bin/fluxd --version, /usr/bin/fluxctl --help, /usr/bin/flux
+#    --help, `man` finds the pages (with EXIT STATUS and EXAMPLES), bash
+#    loads the completions of fluxctl and flux. The installed fluxd, run as the
 #    fluxd user on /run/flux, is found by a fluxctl that names no folder.
 # 6. `dpkg --purge`: every file of the package, the enablement links and
 #    /run/flux are gone (the fluxd user stays, as Debian keeps system
@@ -126,6 +127,7 @@ printf '%s\n' "$listing" | grep -v '/$' | sed 's/^/        /'
 expect=(
   /usr/bin/fluxd
   /usr/bin/fluxctl
+  /usr/bin/flux
   /usr/lib/systemd/system/fluxd.service
   /usr/lib/systemd/system/fluxd.socket
   /usr/lib/systemd/system/fluxd-project@.socket
@@ -139,9 +141,18 @@ expect=(
   /usr/share/man/man1/fluxctl-secrets-import.1.gz
   /usr/share/man/man1/fluxctl-run.1.gz
   /usr/share/man/man1/fluxctl-completions.1.gz
+  /usr/share/man/man1/fluxctl-dev.1.gz
+  /usr/share/man/man1/flux.1.gz
+  /usr/share/man/man1/flux-secrets-set.1.gz
+  /usr/share/man/man1/flux-secrets-list.1.gz
+  /usr/share/man/man1/flux-secrets-delete.1.gz
+  /usr/share/man/man1/flux-dev.1.gz
   /usr/share/bash-completion/completions/fluxctl
   /usr/share/zsh/vendor-completions/_fluxctl
   /usr/share/fish/vendor_completions.d/fluxctl.fish
+  /usr/share/bash-completion/completions/flux
+  /usr/share/zsh/vendor-completions/_flux
+  /usr/share/fish/vendor_completions.d/flux.fish
   /usr/share/doc/fluxd/copyright
   /usr/share/doc/fluxd/changelog.Debian.gz
   /usr/share/doc/fluxd/changelog.gz
@@ -153,7 +164,7 @@ for path in "${expect[@]}"; do
 done
 pages=$(grep -c '^/usr/share/man/man1/fluxctl.*\.1\.gz$' <<<"$listing" || true)
 check "a man page for fluxctl and each subcommand ($pages pages)" test "$pages" -ge 20
-unexpected=$(grep -v '/$' <<<"$listing" | grep -vE '^/(usr/bin/(fluxd|fluxctl)|usr/lib/(systemd/system|sysusers\.d|tmpfiles\.d)/|etc/flux/fluxd\.toml$|usr/share/(man|bash-completion|zsh|fish|doc/fluxd)/|usr/share/lintian/overrides/fluxd$)' || true)
+unexpected=$(grep -v '/$' <<<"$listing" | grep -vE '^/(usr/bin/(fluxd|fluxctl|flux)|usr/lib/(systemd/system|sysusers\.d|tmpfiles\.d)/|etc/flux/fluxd\.toml$|usr/share/(man|bash-completion|zsh|fish|doc/fluxd)/|usr/share/lintian/overrides/fluxd$)' || true)
 check "no file outside the expected places${unexpected:+: $unexpected}" test -z "$unexpected"
 
 # lintian runs as root here (CI); it only reads the package.
@@ -227,14 +238,21 @@ files=$(dpkg-query -L fluxd)
 check "/usr/bin/fluxd --version" bash -c '/usr/bin/fluxd --version | grep -qx "fluxd $0"' "$version"
 check "/usr/bin/fluxctl --help" bash -c '/usr/bin/fluxctl --help | grep -q "secrets"'
 check "/usr/bin/fluxctl --version" bash -c '/usr/bin/fluxctl --version | grep -qx "fluxctl $0"' "$version"
+check "/usr/bin/flux --help says flux" bash -c '/usr/bin/flux --help | grep -q "^Usage: flux "'
 check "the postinst made the fluxd user" id fluxd
 check "the postinst enabled fluxd.service" test -L /etc/systemd/system/multi-user.target.wants/fluxd.service
 check "the postinst enabled fluxd.socket" test -L /etc/systemd/system/sockets.target.wants/fluxd.socket
 check "man finds fluxd(8)" man -w 8 fluxd
 check "man finds fluxctl-secrets-set(1)" man -w fluxctl-secrets-set
 check "man renders fluxctl(1)" bash -c 'MANPAGER=cat MANWIDTH=80 man fluxctl 2>/dev/null | grep -q "Flux Secrets operator CLI"'
+for section in "EXIT STATUS" EXAMPLES; do
+  check "fluxctl(1), flux(1) and fluxd(8) have $section" bash -c 'for p in fluxctl flux "8 fluxd"; do MANPAGER=cat MANWIDTH=80 man $p 2>/dev/null | grep -qx "$0" || exit 1; done' "$section"
+done
+check "man finds flux-secrets-set(1)" man -w flux-secrets-set
 check "bash loads the completion" \
   bash -c 'source /usr/share/bash-completion/completions/fluxctl && complete -p fluxctl | grep -q _fluxctl'
+check "bash loads flux's completion" \
+  bash -c 'source /usr/share/bash-completion/completions/flux && complete -p flux | grep -q _clap_complete_flux'
 
 # The installed daemon as the service runs it (user fluxd, /run/flux),
 # found by a fluxctl that names no folder.
@@ -254,6 +272,10 @@ check "fluxctl finds the service's fluxd in /run/flux unasked" \
   bash -c "$(declare -f ctl); ctl projects create ci-smoke >/dev/null && ctl status | grep -q '^runtime: /run/flux$'"
 check "fluxctl secrets set/list through it" \
   bash -c "$(declare -f ctl); printf 'v' | ctl secrets set K -p ci-smoke >/dev/null && ctl secrets list -p ci-smoke | grep -q '^K '"
+check "flux secrets list through it" \
+  bash -c "env -u FLUX_RUNTIME_DIR -u RUNTIME_DIRECTORY -u XDG_RUNTIME_DIR /usr/bin/flux secrets list -p ci-smoke | grep -q '^K '"
+check "the installed completion offers the service's projects" \
+  bash -c 'source /usr/share/bash-completion/completions/fluxctl; COMP_WORDS=(fluxctl --project ""); COMP_CWORD=2; unset FLUX_RUNTIME_DIR RUNTIME_DIRECTORY XDG_RUNTIME_DIR; _clap_complete_fluxctl fluxctl "" --project; printf "%s\n" "${COMPREPLY[@]}" | grep -qx ci-smoke'
 kill "$smoke_pid"
 wait "$smoke_pid" || true
 smoke_pid=""

@@ -4,8 +4,13 @@
 //! `fluxctl audit [--project P] [--since DURATION] [--json]`: the daemon's
 //! record of access decisions, read through the control socket (admins
 //! only), rotated files included. Entries hold names, peers and outcomes —
-//! never values. A summary of reads shows how many it stands for
-//! (`COUNT`) and spans from its first to its last (`TIME`).
+//! never values. `--json` prints every field of every record; the text
+//! table is laid out for a terminal (see [`table`]): the time in UTC to
+//! the second, a summary of reads as `get ×120` (how many it stands for,
+//! timed at its last), the peer as `exe[pid]` with the executable's file
+//! name, the decision and result in one column (`ok`, `denied: why`), and
+//! cells cut with `…` so that each line fits the terminal's width (or
+//! `COLUMNS`); piped with no `COLUMNS`, cells are whole.
 
 use crate::failure::{Failure, Result};
 use crate::target::Target;
@@ -155,34 +160,169 @@ pub(crate) fn run(
         eprintln!("No audit records match.");
         return Ok(());
     }
+    out(&table(&records, line_width()))
+}
+
+/// The width to fit lines to: the terminal's (stdout is a terminal), else
+/// `COLUMNS`, else none.
+fn line_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    if stdout.is_terminal()
+        && let Ok(size) = rustix::termios::tcgetwinsize(&stdout)
+        && size.ws_col > 0
+    {
+        return Some(size.ws_col.into());
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|c| *c > 0)
+}
+
+/// A time as the table shows it: `MM-DD HH:MM:SS`, UTC.
+fn short_time(ms: u64) -> String {
+    // 2026-12-07T14:55:47.123Z
+    let full = rfc3339_ms(ms);
+    format!("{} {}", &full[5..10], &full[11..19])
+}
+
+/// The last part of an executable's path.
+fn file_name(exe: &str) -> &str {
+    exe.rsplit('/').next().unwrap_or(exe)
+}
+
+/// Columns that give way, widest first, when a line is too long; the
+/// others (time, op, uid) are short and kept whole.
+const SHRINKS: [usize; 4] = [1, 3, 5, 6];
+/// A column is never cut below this many characters.
+const NARROWEST: usize = 8;
+
+/// The text table of `records`, each line at most `width` characters when
+/// a width is given.
+fn table(records: &[flux_protocol::message::AuditEntry], width: Option<usize>) -> String {
     let mut rows = vec![vec![
-        "TIME".into(),
-        "COUNT".into(),
+        "TIME (UTC)".to_owned(),
         "PROJECT".into(),
         "OP".into(),
         "NAME".into(),
         "UID".into(),
-        "PID".into(),
-        "DECISION".into(),
+        "PEER".into(),
         "RESULT".into(),
-        "EXE".into(),
     ]];
     rows.extend(records.iter().map(|r| {
+        let op = if r.count > 1 {
+            format!("{} ×{}", r.op, r.count)
+        } else {
+            r.op.clone()
+        };
+        let peer = match (&r.exe, r.pid) {
+            (Some(exe), Some(pid)) => format!("{}[{pid}]", file_name(exe)),
+            (Some(exe), None) => file_name(exe).to_owned(),
+            (None, Some(pid)) => format!("[{pid}]"),
+            (None, None) => "-".into(),
+        };
+        let result = match (r.allowed, &r.detail) {
+            (true, None) => r.result.clone(),
+            (true, Some(d)) => format!("{}: {d}", r.result),
+            (false, Some(d)) => format!("denied: {d}"),
+            (false, None) => format!("denied: {}", r.result),
+        };
         vec![
-            rfc3339_ms(r.time_ms),
-            r.count.to_string(),
+            short_time(r.time_ms),
             r.project.clone().unwrap_or_else(|| "-".into()),
-            r.op.clone(),
+            op,
             r.name.clone().unwrap_or_else(|| "-".into()),
             r.uid.to_string(),
-            r.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-            if r.allowed { "allowed" } else { "denied" }.into(),
-            match &r.detail {
-                Some(d) => format!("{} ({d})", r.result),
-                None => r.result.clone(),
-            },
-            r.exe.clone().unwrap_or_else(|| "-".into()),
+            peer,
+            result,
         ]
     }));
-    out(&columns(&rows))
+    if let Some(width) = width {
+        fit(&mut rows, width);
+    }
+    columns(&rows)
+}
+
+/// Cuts cells of the [`SHRINKS`] columns (with `…`) until a line of
+/// `rows`, as [`columns`] lays it out, fits in `width`.
+fn fit(rows: &mut [Vec<String>], width: usize) {
+    let len = |s: &str| crate::style::clean(s).chars().count();
+    let mut widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| len(&r[i])).max().unwrap_or(0))
+        .collect();
+    let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len() - 1);
+    while total(&widths) > width {
+        let Some(&widest) = SHRINKS
+            .iter()
+            .filter(|&&i| widths[i] > NARROWEST)
+            .max_by_key(|&&i| widths[i])
+        else {
+            break;
+        };
+        widths[widest] -= 1;
+    }
+    for row in rows.iter_mut() {
+        for &i in &SHRINKS {
+            let cell = crate::style::clean(&row[i]).into_owned();
+            if cell.chars().count() > widths[i] {
+                let cut: String = cell.chars().take(widths[i] - 1).collect();
+                row[i] = format!("{cut}…");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flux_protocol::message::AuditEntry;
+
+    fn entry(name: &str, exe: &str, allowed: bool) -> AuditEntry {
+        AuditEntry {
+            time_ms: 1_796_000_000_000,
+            first_ms: 1_796_000_000_000,
+            count: 120,
+            project: Some("billing-service-production".into()),
+            op: "get".into(),
+            name: Some(name.into()),
+            uid: 1000,
+            gid: 1000,
+            pid: Some(4_194_304),
+            exe: Some(exe.into()),
+            allowed,
+            result: if allowed { "ok" } else { "permission_denied" }.into(),
+            detail: (!allowed).then(|| "uid 1000 is not a reader of billing-service-production (access.projects.billing-service-production.readers)".into()),
+        }
+    }
+
+    #[test]
+    fn lines_fit_the_width_and_keep_the_short_columns_whole() {
+        let records = [
+            entry(
+                "STRIPE_SECRET_KEY",
+                "/home/someone/.local/share/nvm/v20.11.1/bin/node",
+                true,
+            ),
+            entry(
+                "OPENAI_API_KEY_FOR_THE_SUMMARISER_WORKER",
+                "/usr/bin/python3.12",
+                false,
+            ),
+        ];
+        for width in [80, 100, 120] {
+            let text = super::table(&records, Some(width));
+            for line in text.lines() {
+                assert!(line.chars().count() <= width, "{width}: {line}");
+            }
+            assert!(text.contains("get ×120"), "{text}");
+            assert!(text.contains("1000"), "{text}");
+        }
+        let whole = super::table(&records, None);
+        assert!(whole.contains("node[4194304]"), "{whole}");
+        assert!(
+            whole.contains("denied: uid 1000 is not a reader"),
+            "{whole}"
+        );
+        assert!(!whole.contains('…'), "{whole}");
+    }
 }

@@ -11,6 +11,7 @@
 //! | 4 | fluxd is not reachable (the message names every socket tried) |
 //! | 5 | permission denied |
 //! | 6 | unavailable: nothing was changed, retry later (etcd unreachable, audit log not writable, disk full or read-only) |
+//! | 7 | `status` only: a project cannot be served as stored, or fluxd reports a problem ([`crate::status`]) |
 
 use flux_protocol::{ClientError, ErrorCode};
 use std::fmt;

@@ -1,5 +1,7 @@
 //! `fluxctl`, the operator CLI for Flux Secrets, as a library: `main.rs`
-//! parses the command line with [`Cli`] and calls [`run`].
+//! (`fluxctl`) and `flux.rs` (`flux`, the product page's name) call
+//! [`entry::main`], which parses the command line with [`Cli`] under the
+//! name it runs as and calls [`run`].
 //!
 //! Every command talks to the daemon through the blocking client in
 //! `flux-protocol`: project commands on the project's own socket, the rest
@@ -16,14 +18,18 @@
 //! `fluxctl completions SHELL` and `fluxctl man` render the shell
 //! completions and man pages from [`Cli`] itself, so they always describe
 //! the binary that prints them; the Debian package is built from them.
+//! The completion scripts call the binary back, which asks fluxd for
+//! project and secret names (the `complete` module).
 
 #![forbid(unsafe_code)]
 
 mod argv;
 mod audit;
+mod complete;
 pub mod dashboard;
 mod diff;
 mod docs;
+pub mod entry;
 pub mod failure;
 mod fleet;
 mod hosts;
@@ -42,6 +48,7 @@ pub mod timefmt;
 mod vault;
 
 use clap::{Parser, Subcommand};
+use clap_complete::ArgValueCompleter;
 use failure::Result;
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,7 +69,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
     /// Project to act on [env: FLUX_PROJECT; default: "name" in ./flux.json]
-    #[arg(long, short = 'p', global = true, value_name = "NAME")]
+    #[arg(long, short = 'p', global = true, value_name = "NAME",
+          add = ArgValueCompleter::new(complete::projects))]
     pub project: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -85,6 +93,22 @@ pub enum Command {
     /// with changes; with --mask values are redacted from its output. The
     /// exit status is the command's.
     Run(run::RunArgs),
+    /// Develop locally: `fluxd dev`, serving ./.env as the project
+    ///
+    /// Every argument after `dev` goes to `fluxd dev` as it is (see
+    /// fluxd-dev(8)): `dev -- node app.js` runs the command with
+    /// FLUX_SECRETS_SOCKET set, so ctx.secrets.get reads the .env file's
+    /// values. The fluxd beside this program is run, else the one on PATH.
+    #[command(disable_help_flag = true)]
+    Dev {
+        /// fluxd dev's arguments: [--env-file PATH] [--expand] [-- CMD…]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Fill a template with the project's secrets and write the file
     ///
     /// {{ secret "NAME" }} tags name secrets; the file is written
@@ -128,7 +152,8 @@ pub enum Command {
     /// Offline break-glass: open or seal a vault file with a project key
     #[command(subcommand)]
     Vault(VaultCmd),
-    /// Show the daemon's state and each project's health
+    /// Show the daemon's state and each project's health; exit 7 when a
+    /// project cannot be served as stored or the daemon reports a problem
     Status {
         /// Print the status as one JSON document
         #[arg(long)]
@@ -208,7 +233,7 @@ pub enum FleetCmd {
     },
 }
 
-const AFTER_LONG_HELP: &str = "\
+pub(crate) const AFTER_LONG_HELP: &str = "\
 Output:
   With --json, a command prints exactly one JSON document on stdout;
   `fluxctl audit --json` prints JSON Lines, one object per record. Text
@@ -224,6 +249,8 @@ Exit status:
   4  fluxd is not reachable (the message names every socket tried)
   5  permission denied
   6  unavailable: nothing was changed, retry later
+  7  `fluxctl status`: a project cannot be served as stored (its last load
+     error is shown), or fluxd reports a daemon-wide problem
   126, 127  `fluxctl run`: the command could not be run / was not found
 
 Environment:
@@ -231,11 +258,15 @@ Environment:
   FLUX_RUNTIME_DIR  fluxd's socket folder, when --runtime-dir is not given
   NO_COLOR          plain text output, no marks";
 
-const COMPLETIONS_HELP: &str = "\
+pub(crate) const COMPLETIONS_HELP: &str = "\
 Install for your user:
   bash  fluxctl completions bash > ~/.local/share/bash-completion/completions/fluxctl
   zsh   fluxctl completions zsh > ~/.zfunc/_fluxctl   (with fpath+=~/.zfunc before compinit)
   fish  fluxctl completions fish > ~/.config/fish/completions/fluxctl.fish
+The scripts call fluxctl back on each TAB, so subcommands and flags match
+the installed fluxctl, --project offers the projects fluxd serves and a
+secret name the project's names (never a value). No answer from fluxd
+within a second: no names, and no error.
 The Debian package installs all three.";
 
 /// `fluxctl hosts …`.
@@ -313,6 +344,7 @@ pub enum SecretsCmd {
     /// Create or rotate a secret; the new value is live immediately
     Set {
         /// Secret name, e.g. OPENAI_API_KEY
+        #[arg(add = ArgValueCompleter::new(complete::secret_names))]
         name: String,
         /// The value; omit it to read stdin or be prompted (keeps it out of shell history)
         value: Option<String>,
@@ -337,6 +369,7 @@ pub enum SecretsCmd {
     /// Delete a secret, and every earlier version kept of it
     Delete {
         /// Secret name
+        #[arg(add = ArgValueCompleter::new(complete::secret_names))]
         name: String,
         /// Print the result as one JSON document
         #[arg(long)]
@@ -346,6 +379,7 @@ pub enum SecretsCmd {
     /// digest of each value (never values)
     History {
         /// Secret name
+        #[arg(add = ArgValueCompleter::new(complete::secret_names))]
         name: String,
         /// Print the versions as one JSON document
         #[arg(long)]
@@ -355,6 +389,7 @@ pub enum SecretsCmd {
     /// version; live immediately
     Rollback {
         /// Secret name
+        #[arg(add = ArgValueCompleter::new(complete::secret_names))]
         name: String,
         /// The version to make current again [default: the one before the
         /// current one]
@@ -478,13 +513,15 @@ pub enum ProjectsCmd {
 
 /// Runs a parsed command line; returns the exit status.
 pub fn run(cli: Cli) -> Result<u8> {
+    let runtime_dir = cli.runtime_dir.clone();
     let target = Target::new(cli.runtime_dir.as_deref(), cli.project);
     match cli.command {
         Command::Secrets(cmd) => secrets::run(&target, cmd),
         Command::Projects(cmd) => projects::run(&target, cmd).map(|()| 0),
         Command::Run(args) => run::run(&target, args),
         Command::Render(args) => render::run(&target, args),
-        Command::Status { json } => status::run(&target, json).map(|()| 0),
+        Command::Status { json } => status::run(&target, json),
+        Command::Dev { args } => Ok(entry::dev(target.project_flag(), runtime_dir, args)),
         Command::Hosts(cmd) => hosts::run(&target, cmd).map(|()| 0),
         Command::Fleet(cmd) => fleet::run(&target, cmd).map(|()| 0),
         Command::Metrics => metrics::run(&target).map(|()| 0),

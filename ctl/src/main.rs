@@ -1,19 +1,6 @@
-//! `fluxctl`: parses the command line, runs it, prints errors as
-//! `fluxctl: error: …` on stderr, and exits with the documented status.
+//! `fluxctl`: the operator CLI (see [`fluxctl::entry`]; `flux` is the same
+//! program under the product page's name).
 
-use clap::Parser;
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    let cli = fluxctl::Cli::parse();
-    match fluxctl::run(cli) {
-        Ok(status) => ExitCode::from(status),
-        Err(failure) => {
-            eprintln!(
-                "fluxctl: error: {}",
-                fluxctl::clean_error(&failure.to_string())
-            );
-            ExitCode::from(failure.exit)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    fluxctl::entry::main("fluxctl")
 }

@@ -1,16 +1,28 @@
 //! `fluxctl status`: the daemon, the audit log's health and any daemon-wide
 //! problem, and per project its socket, secret count, snapshot generation,
 //! when it was loaded and the last load error.
+//!
+//! The exit status is for health checks: 0 when every project is served
+//! as stored and fluxd reports no problem, [`EXIT_UNHEALTHY`] (7) when a
+//! project has a load error (a vault that does not decrypt, a missing
+//! key…) or fluxd reports a daemon-wide problem — the same text or JSON is
+//! printed either way.
 
 use crate::failure::Result;
+
+/// `fluxctl status`'s exit status when something is unhealthy.
+pub const EXIT_UNHEALTHY: u8 = 7;
 use crate::target::Target;
 use crate::timefmt::{ago, now_ms, rfc3339_ms};
 use crate::{columns, out};
 
-pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
+pub(crate) fn run(target: &Target, json: bool) -> Result<u8> {
     let health = target.control()?.health()?;
     let status = &health.status;
     let audit = &health.audit;
+    let healthy =
+        health.problems.is_empty() && status.projects.iter().all(|p| p.last_error.is_none());
+    let exit = if healthy { 0 } else { EXIT_UNHEALTHY };
     if json {
         let projects: Vec<serde_json::Value> =
             status.projects.iter().map(crate::project_json).collect();
@@ -29,8 +41,9 @@ pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
                 "writes_refused": audit.writes_refused,
             },
             "problems": health.problems,
+            "healthy": healthy,
         });
-        return crate::out_json(&doc);
+        return crate::out_json(&doc).map(|()| exit);
     }
     let now = now_ms();
     let mut text = format!(
@@ -56,7 +69,7 @@ pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
     }
     if status.projects.is_empty() {
         text.push_str("no projects\n");
-        return out(&text);
+        return out(&text).map(|()| exit);
     }
     let mut rows = vec![vec![
         "PROJECT".into(),
@@ -83,5 +96,5 @@ pub(crate) fn run(target: &Target, json: bool) -> Result<()> {
             p.last_error.as_deref().unwrap_or_default()
         ));
     }
-    out(&text)
+    out(&text).map(|()| exit)
 }

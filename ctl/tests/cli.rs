@@ -273,6 +273,42 @@ fn seal_writes_to_a_relative_output_path() {
     );
 }
 
+/// What bash completes for `line` (its last word the one completed),
+/// with the script `fluxctl completions bash` prints loaded.
+fn bash_completes(script: &std::path::Path, line: &[&str]) -> Vec<String> {
+    let words: Vec<String> = line.iter().map(|w| format!("'{w}'")).collect();
+    let code = format!(
+        "source {}\nCOMP_WORDS=({}); COMP_CWORD={}; COMP_TYPE=9\n_clap_complete_fluxctl fluxctl {} {}\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display(),
+        words.join(" "),
+        line.len() - 1,
+        words[line.len() - 1],
+        words[line.len() - 2],
+    );
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_fluxctl"))
+        .parent()
+        .unwrap();
+    let out = Command::new("bash")
+        .args(["-c", &code])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("FLUX_RUNTIME_DIR", script.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn completions_for_bash_zsh_and_fish() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,9 +316,9 @@ fn completions_for_bash_zsh_and_fish() {
         let out = fluxctl(&["completions", shell], dir.path());
         assert!(out.status.success(), "{shell}: {}", stderr(&out));
         let script = stdout(&out);
-        for word in ["fluxctl", "secrets", "import", "allow-empty", "completions"] {
-            assert!(script.contains(word), "{shell} completion lacks {word}");
-        }
+        // The script calls fluxctl back for every completion.
+        assert!(script.contains("COMPLETE"), "{shell}: {script}");
+        assert!(script.contains("fluxctl"), "{shell}: {script}");
         // Each script parses in its own shell, where that shell is here.
         if have_tool(shell, &format!("completions_{shell}_parse")) {
             let path = dir.path().join(format!("fluxctl.{shell}"));
@@ -291,6 +327,27 @@ fn completions_for_bash_zsh_and_fish() {
             assert!(check.status.success(), "{shell} -n: {}", stderr(&check));
         }
     }
+    if have_tool("bash", "completions_complete_in_bash") {
+        let script = dir.path().join("fluxctl.bash");
+        assert_eq!(
+            bash_completes(&script, &["fluxctl", "secrets", "im"]),
+            ["import"]
+        );
+        assert_eq!(
+            bash_completes(&script, &["fluxctl", "secrets", "set", "--allow"]),
+            ["--allow-empty"]
+        );
+        // No `get`: it is not a command (it only explains why).
+        assert!(bash_completes(&script, &["fluxctl", "secrets", "g"]).is_empty());
+    }
+    // Only its own variable makes fluxctl answer as a completer: a
+    // COMPLETE exported for another program changes nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxctl"))
+        .arg("--version")
+        .env("COMPLETE", "bash")
+        .output()
+        .unwrap();
+    assert!(stdout(&out).starts_with("fluxctl "), "{}", stdout(&out));
     let out = fluxctl(&["completions", "tcsh"], dir.path());
     assert_eq!(
         out.status.code(),
@@ -307,6 +364,21 @@ fn man_pages_for_fluxctl_and_every_subcommand() {
     let page = stdout(&out);
     assert!(page.contains(".TH fluxctl 1 "), "{page}");
     assert!(page.contains("Flux Secrets"), "the manual: {page}");
+    for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH EXAMPLES"] {
+        assert!(page.contains(section), "{section}: {page}");
+    }
+    assert!(
+        !page.contains(".SH EXTRA"),
+        "exit codes have their own section: {page}"
+    );
+    assert!(
+        page.contains("\\fB7\\fR"),
+        "status's unhealthy exit: {page}"
+    );
+    assert!(
+        page.contains("fluxctl secrets set OPENAI_API_KEY"),
+        "{page}"
+    );
 
     let man = dir.path().join("man");
     let out = fluxctl(&["man", "--out-dir", man.to_str().unwrap()], dir.path());
@@ -343,6 +415,8 @@ fn man_pages_for_fluxctl_and_every_subcommand() {
     assert!(!pages.iter().any(|p| p.contains("help")), "{pages:?}");
     let set = std::fs::read_to_string(man.join("fluxctl-secrets-set.1")).unwrap();
     assert!(set.contains("allow\\-empty"), "{set}");
+    let top = std::fs::read_to_string(man.join("fluxctl.1")).unwrap();
+    assert_eq!(top, page, "the same top page, printed or written");
 
     // Every page formats without a warning, where groff is here.
     if have_tool("groff", "man_pages_format_cleanly") {
@@ -449,4 +523,59 @@ fn marks_on_a_terminal_and_none_with_no_color() {
     // NO_COLOR set but empty does not count (no-color.org).
     let screen = on_a_terminal("init my-app", dir.path(), &[("NO_COLOR", "")]);
     assert!(screen.contains('✔'), "{screen}");
+}
+
+#[test]
+fn flux_is_the_same_cli_under_the_product_pages_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let flux = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flux"))
+            .args(args)
+            .env("FLUX_RUNTIME_DIR", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = flux(&["--version"]);
+    assert!(stdout(&out).starts_with("flux "), "{}", stdout(&out));
+    let out = flux(&["projects", "list"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).starts_with("flux: error: cannot connect to "),
+        "{}",
+        stderr(&out)
+    );
+
+    // Its own man pages: flux.1, a page per command, the page's examples.
+    let out = flux(&["man"]);
+    let page = stdout(&out);
+    assert!(page.contains(".TH flux 1 "), "{page}");
+    assert!(page.contains("flux secrets set OPENAI_API_KEY"), "{page}");
+    assert!(page.contains("flux dev \\-\\- node server.js"), "{page}");
+    let man = dir.path().join("man");
+    let out = flux(&["man", "--out-dir", man.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for want in [
+        "flux.1",
+        "flux-secrets-set.1",
+        "flux-dev.1",
+        "flux-status.1",
+    ] {
+        assert!(man.join(want).exists(), "{want}");
+    }
+
+    // Its own completion scripts, registered for `flux`.
+    let out = flux(&["completions", "bash"]);
+    let script = stdout(&out);
+    assert!(script.contains("_clap_complete_flux "), "{script}");
+    assert!(
+        script.contains("COMPLETE=\"bash\"") && script.contains("\"flux\" -- "),
+        "{script}"
+    );
+    let out = flux(&["completions", "zsh"]);
+    assert!(
+        stdout(&out).starts_with("#compdef flux\n"),
+        "{}",
+        stdout(&out)
+    );
 }

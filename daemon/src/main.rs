@@ -60,7 +60,7 @@ struct Args {
     publish_fleet: bool,
     /// Write fluxd's man pages (fluxd.8, fluxd-dev.8) into DIR and exit
     /// (the Debian package is built with it)
-    #[arg(long, value_name = "DIR", hide = true)]
+    #[arg(long, value_name = "DIR")]
     write_man_pages: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -91,6 +91,136 @@ enum Command {
     },
 }
 
+/// A man page's EXIT STATUS and EXAMPLES: (status, meaning) and (what,
+/// command line).
+struct Closing {
+    exit: &'static [(&'static str, &'static str)],
+    examples: &'static [(&'static str, &'static str)],
+}
+
+const FLUXD_CLOSING: Closing = Closing {
+    exit: &[
+        (
+            "0",
+            "A clean shutdown (SIGTERM or SIGINT), or --check-config found the configuration valid.",
+        ),
+        (
+            "1",
+            "Any other failure: the state or runtime folder cannot be used, a socket cannot be bound, a store cannot be reached.",
+        ),
+        (
+            "78",
+            "EX_CONFIG: the configuration or a flag is invalid (systemd does not restart fluxd for it).",
+        ),
+    ],
+    examples: &[
+        ("Run your own fluxd, on your user's folders:", "fluxd"),
+        (
+            "Check a configuration before reloading with it:",
+            "fluxd --config /etc/flux/fluxd.toml --check-config",
+        ),
+        (
+            "The system service, as the Debian package installs it:",
+            "systemctl enable --now fluxd",
+        ),
+        (
+            "Write these pages into a folder:",
+            "fluxd --write-man-pages ./man",
+        ),
+    ],
+};
+
+const DEV_CLOSING: Closing = Closing {
+    exit: &[
+        (
+            "CMD's",
+            "With -- CMD: CMD's exit status (128+N when a signal N ended it).",
+        ),
+        (
+            "0",
+            "Without a command: a clean shutdown (SIGTERM or SIGINT).",
+        ),
+        (
+            "1",
+            "A failure: the .env file cannot be read, the socket cannot be bound, CMD cannot be started.",
+        ),
+        (
+            "78",
+            "EX_CONFIG: no project named (--project, FLUX_PROJECT or flux.json), or an invalid flag.",
+        ),
+    ],
+    examples: &[
+        (
+            "Serve ./.env as the project flux.json names, until stopped:",
+            "fluxd dev",
+        ),
+        (
+            "Run a program against it (it gets FLUX_SECRETS_SOCKET):",
+            "fluxd dev -- node server.js",
+        ),
+        (
+            "Another file, with ${NAME} expanded, for project my-app:",
+            "fluxd dev -p my-app --env-file .env.local --expand -- npm start",
+        ),
+        ("The same through the CLI:", "flux dev -- node server.js"),
+    ],
+};
+
+/// `text` as roff body text: backslashes and hyphens escaped, a leading
+/// control character neutralised.
+fn roff(text: &str) -> String {
+    let text = text.replace('\\', "\\e").replace('-', "\\-");
+    if text.starts_with(['.', '\'']) {
+        format!("\\&{text}")
+    } else {
+        text
+    }
+}
+
+impl Closing {
+    fn roff(&self) -> String {
+        let mut out = String::from(".SH \"EXIT STATUS\"\n");
+        for (code, meaning) in self.exit {
+            out.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", roff(code), roff(meaning)));
+        }
+        out.push_str(".SH EXAMPLES\n");
+        for (what, example) in self.examples {
+            out.push_str(&format!(
+                ".PP\n{}\n.PP\n.RS 4\n.EX\n{}\n.EE\n.RE\n",
+                roff(what),
+                roff(example)
+            ));
+        }
+        out
+    }
+}
+
+/// A page: clap_mangen's sections, then EXIT STATUS and EXAMPLES before
+/// the version.
+fn render_page(
+    cmd: &clap::Command,
+    page: &clap_mangen::Man,
+    closing: &Closing,
+) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    page.render_title(&mut out)?;
+    page.render_name_section(&mut out)?;
+    page.render_synopsis_section(&mut out)?;
+    page.render_description_section(&mut out)?;
+    // As clap_mangen's own render: each section only when it has content.
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        page.render_options_section(&mut out)?;
+    }
+    if cmd.get_subcommands().any(|c| !c.is_hide_set()) {
+        page.render_subcommands_section(&mut out)?;
+    }
+    out.extend_from_slice(closing.roff().as_bytes());
+    if cmd.get_version().is_some() {
+        page.render_version_section(&mut out)?;
+    }
+    Ok(out)
+}
+
 /// `--write-man-pages DIR`: fluxd.8 and one page per subcommand.
 fn write_man_pages(dir: &Path) -> ExitCode {
     let mut cmd = Args::command().disable_help_subcommand(true);
@@ -107,13 +237,20 @@ fn write_man_pages(dir: &Path) -> ExitCode {
     let date = humantime::format_rfc3339_seconds(when).to_string()[..10].to_owned();
     let written = std::fs::create_dir_all(dir).and_then(|()| {
         pages.into_iter().try_for_each(|page| {
-            clap_mangen::Man::new(page)
+            let closing = if page.get_name() == "dev" {
+                &DEV_CLOSING
+            } else {
+                &FLUXD_CLOSING
+            };
+            let man = clap_mangen::Man::new(page.clone())
                 .section("8")
                 .date(&date)
                 .source(concat!("fluxd ", env!("CARGO_PKG_VERSION")))
-                .manual("Flux Secrets")
-                .generate_to(dir)
-                .map(drop)
+                .manual("Flux Secrets");
+            std::fs::write(
+                dir.join(man.get_filename()),
+                render_page(&page, &man, closing)?,
+            )
         })
     });
     match written {

@@ -192,15 +192,35 @@ pub async fn project(daemon: &ReadOnly, hub: &Hub, name: &str) -> Value {
     })
 }
 
+/// `/api/audit`'s filters.
+#[derive(Debug, Default)]
+pub struct AuditFilter<'a> {
+    pub project: Option<String>,
+    pub op: Option<&'a str>,
+    pub denied_only: bool,
+    /// Keep the dashboard's own requests: its polling of projects, status
+    /// and names (hidden unless asked for, as they would fill the page).
+    pub own: bool,
+    pub limit: usize,
+}
+
+/// Whether an entry is a request of this process: the dashboard's own
+/// polling, which the peer's pid names.
+fn is_own(e: &AuditEntry) -> bool {
+    e.pid == Some(std::process::id())
+}
+
 /// `/api/audit`: the newest `limit` entries, filtered by project, by
-/// operation and to denials.
-pub async fn audit(
-    daemon: &ReadOnly,
-    project: Option<String>,
-    op: Option<&str>,
-    denied_only: bool,
-    limit: usize,
-) -> Value {
+/// operation and to denials, without the dashboard's own requests unless
+/// `own`; `own_hidden` counts the entries left out as its own.
+pub async fn audit(daemon: &ReadOnly, filter: AuditFilter<'_>) -> Value {
+    let AuditFilter {
+        project,
+        op,
+        denied_only,
+        own,
+        limit,
+    } = filter;
     match daemon
         .audit(AuditQuery {
             project,
@@ -210,11 +230,18 @@ pub async fn audit(
         .await
     {
         Ok(entries) => {
-            let mut kept: Vec<&AuditEntry> = entries
+            let matching: Vec<&AuditEntry> = entries
                 .iter()
                 .filter(|e| op.is_none_or(|op| e.op == op))
                 .filter(|e| !denied_only || !e.allowed)
                 .collect();
+            let own_hidden = if own {
+                0
+            } else {
+                matching.iter().filter(|e| is_own(e)).count()
+            };
+            let mut kept: Vec<&AuditEntry> =
+                matching.into_iter().filter(|e| own || !is_own(e)).collect();
             let ops: std::collections::BTreeSet<&str> =
                 entries.iter().map(|e| e.op.as_str()).collect();
             let skip = kept.len().saturating_sub(limit);
@@ -222,10 +249,11 @@ pub async fn audit(
             json!({
                 "entries": kept.iter().map(|e| entry_json(e)).collect::<Vec<_>>(),
                 "ops": ops,
+                "own_hidden": own_hidden,
                 "error": Value::Null,
             })
         }
-        Err(e) => json!({ "entries": [], "ops": [], "error": error_json(&e) }),
+        Err(e) => json!({ "entries": [], "ops": [], "own_hidden": 0, "error": error_json(&e) }),
     }
 }
 

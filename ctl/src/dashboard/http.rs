@@ -347,7 +347,15 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Response<Body>
             let project = query_param(query, "project").filter(|p| !p.is_empty());
             let op = query_param(query, "op").filter(|o| !o.is_empty());
             let denied = query_param(query, "denied").is_some_and(|d| d == "1");
-            json(&api::audit(daemon, project, op.as_deref(), denied, limit).await)
+            let own = query_param(query, "own").is_some_and(|o| o == "1");
+            let filter = api::AuditFilter {
+                project,
+                op: op.as_deref(),
+                denied_only: denied,
+                own,
+                limit,
+            };
+            json(&api::audit(daemon, filter).await)
         }
         "/api/activity" => {
             let Some(project) = query_param(query, "project") else {

@@ -567,7 +567,9 @@ fn a_full_disk_under_the_audit_log_refuses_writes_and_serves_reads() {
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("audit log"), "{}", stderr(&out));
     assert_value(&mut app, "K", "before");
-    let status = d.ctl_ok(&["status"]);
+    let out = d.run_ctl(&["status"]);
+    assert_eq!(out.status.code(), Some(7), "status: a daemon-wide problem");
+    let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("cannot write the audit log"), "{status}");
     // Space again: writes are accepted, and the refusals are in the log.
     std::fs::remove_file(&filler).unwrap();

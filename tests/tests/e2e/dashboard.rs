@@ -1299,3 +1299,60 @@ fn the_dashboard_says_when_fluxd_is_not_running() {
         "names the socket: {stderr}"
     );
 }
+
+#[test]
+fn the_audit_page_hides_the_dashboards_own_reads_unless_asked() {
+    // The dashboard's connection stays open: its folded reads are handed
+    // over every summary_interval.
+    let d = TestDaemon::start_with_config("[audit]\nsummary_interval = \"1s\"\n");
+    d.create_project("app");
+    d.create_project("billing");
+    d.client("app")
+        .set("OPENAI_API_KEY", VALUE_A.into())
+        .unwrap();
+    d.client("billing")
+        .set("STRIPE_SECRET_KEY", VALUE_B.into())
+        .unwrap();
+    let dash = Dashboard::start(&d.runtime_dir());
+    let own = u64::from(dash.child.id());
+    let audit = |path: &str| -> serde_json::Value {
+        let a = dash.get(path);
+        assert_eq!(a.status, 200, "{path}");
+        serde_json::from_slice(&a.body).unwrap()
+    };
+    let pids = |doc: &serde_json::Value| -> Vec<Option<u64>> {
+        doc["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["pid"].as_u64())
+            .collect()
+    };
+    // The page polls fluxd (projects, status): asked for, those reads
+    // are there, under the dashboard's own pid.
+    flux_e2e::eventually("the dashboard's own reads are logged", || {
+        pids(&audit("/api/audit?own=1")).contains(&Some(own))
+    });
+    let shown = audit("/api/audit");
+    assert!(
+        !pids(&shown).contains(&Some(own)),
+        "the dashboard's own reads are hidden by default: {shown}"
+    );
+    assert!(
+        shown["own_hidden"].as_u64().unwrap_or(0) > 0,
+        "the page is told how many were hidden: {shown}"
+    );
+    // Everyone else's requests stay: the sets made by this test.
+    let names: Vec<&str> = shown["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"OPENAI_API_KEY") && names.contains(&"STRIPE_SECRET_KEY"),
+        "{names:?}"
+    );
+    let app = audit("/api/audit?project=app&own=0");
+    assert!(!pids(&app).contains(&Some(own)), "{app}");
+}

@@ -619,6 +619,20 @@ fn fluxd_writes_its_man_pages() {
     let dev = std::fs::read_to_string(tmp.path().join("fluxd-dev.8")).unwrap();
     assert!(dev.contains("FLUX_SECRETS_SOCKET"), "{dev}");
     assert!(!tmp.path().join("fluxd-help.8").exists());
+    for (file, text) in [("fluxd.8", &page), ("fluxd-dev.8", &dev)] {
+        for section in [".SH \"EXIT STATUS\"", ".SH EXAMPLES"] {
+            assert!(text.contains(section), "{file}: {section}: {text}");
+        }
+    }
+    assert!(page.contains("\\fB78\\fR"), "EX_CONFIG: {page}");
+    assert!(dev.contains("fluxd dev \\-\\- node server.js"), "{dev}");
+    // The option is in fluxd's help, as every other.
+    let help = Command::new(bin("fluxd")).arg("--help").output().unwrap();
+    assert!(
+        stdout(&help).contains("--write-man-pages <DIR>"),
+        "{}",
+        stdout(&help)
+    );
 }
 
 #[test]

@@ -368,7 +368,13 @@ fn an_older_vault_put_back_is_refused_while_running_and_after_a_restart() {
     d.restart();
     let err = d.client("app").get("K").unwrap_err();
     assert!(err.to_string().contains("refused as a rollback"), "{err}");
-    assert!(d.ctl_ok(&["status"]).contains("fluxctl vault restore"));
+    let status = d.run_ctl(&["status"]);
+    assert_eq!(
+        status.status.code(),
+        Some(7),
+        "status: a project is unhealthy"
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("fluxctl vault restore"));
     // Restoring it on purpose serves it, and a restart keeps it.
     let out = d.ctl_ok(&["vault", "restore", "-p", "app"]);
     assert!(out.contains("Vault restored"), "{out}");

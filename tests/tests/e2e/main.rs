@@ -13,6 +13,7 @@ mod dev;
 mod docs;
 mod dotenv_corpus;
 mod durability;
+mod flux;
 mod hardening;
 mod metrics;
 mod protocol_contract;

@@ -230,7 +230,9 @@ fn bad_files_keep_the_last_good_snapshot_serving() {
             last_error(&d, "app").is_some_and(|e| e.contains(reason))
         });
         assert_value(&mut reader, "KEY", "good");
-        let status = d.ctl_ok(&["status"]);
+        let out = d.run_ctl(&["status"]);
+        assert_eq!(out.status.code(), Some(7), "{what}: status exits 7");
+        let status = String::from_utf8_lossy(&out.stdout);
         assert!(
             status.contains(reason),
             "{what}: status shows the error:\n{status}"

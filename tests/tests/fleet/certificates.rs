@@ -199,8 +199,7 @@ fn store(etcd: &TlsEtcd, certs: &Path, client: &str, extra: &str) -> String {
 fn wait_status_problem(host: &TestDaemon, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let status: Value =
-            serde_json::from_str(&host.ctl_ok(&["status", "--json"])).expect("status JSON");
+        let status = crate::support::status_json(host);
         let problems = status["problems"].to_string();
         if problems.contains(needle) {
             return problems;

@@ -205,10 +205,22 @@ pub fn set(host: &TestDaemon, project: &str, name: &str, value: &str) {
     host.ctl_ok(&["secrets", "set", name, value, "--project", project]);
 }
 
+/// `fluxctl status --json` on `host`: exit 0, or 7 when a project or the
+/// daemon is unhealthy (which is what these tests look at).
+pub fn status_json(host: &TestDaemon) -> Value {
+    let out = host.run_ctl(&["status", "--json"]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 7)),
+        "fluxctl status: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
 /// `project`'s `last_error` in `fluxctl status --json` on `host`.
 pub fn last_error(host: &TestDaemon, project: &str) -> String {
-    let json: Value =
-        serde_json::from_str(&host.ctl_ok(&["status", "--json"])).expect("status JSON");
+    let json = status_json(host);
     json["projects"]
         .as_array()
         .into_iter()

@@ -285,7 +285,8 @@ async function viewAudit(params) {
   const project = params.get('project') || '';
   const op = params.get('op') || '';
   const denied = params.get('denied') === '1';
-  const q = new URLSearchParams({ project, op, denied: denied ? '1' : '0', limit: '300' });
+  const own = params.get('own') === '1';
+  const q = new URLSearchParams({ project, op, denied: denied ? '1' : '0', own: own ? '1' : '0', limit: '300' });
   const [a, o] = await Promise.all([api('/api/audit?' + q), api('/api/overview')]);
   const go = () => {
     const next = new URLSearchParams();
@@ -294,6 +295,7 @@ async function viewAudit(params) {
     if (pv) next.set('project', pv);
     if (ov) next.set('op', ov);
     if (document.getElementById('f-denied').checked) next.set('denied', '1');
+    if (document.getElementById('f-own').checked) next.set('own', '1');
     location.hash = '#/audit?' + next.toString();
   };
   const projects = (o.projects || []).map((p) => p.name);
@@ -304,19 +306,28 @@ async function viewAudit(params) {
     el('label', {}, 'Operation ', el('select', { id: 'f-op', onchange: go },
       el('option', { value: '' }, 'all'),
       (a.ops || []).map((n) => el('option', { value: n, selected: n === op }, n)))),
-    el('label', {}, el('input', { type: 'checkbox', id: 'f-denied', checked: denied, onchange: go }), ' denied only'));
+    el('label', {}, el('input', { type: 'checkbox', id: 'f-denied', checked: denied, onchange: go }), ' denied only'),
+    el('label', { title: 'The requests this dashboard makes to keep the page current' },
+      el('input', { type: 'checkbox', id: 'f-own', checked: own, onchange: go }), " this dashboard's own reads"),
+    a.own_hidden ? el('span', { class: 'muted', id: 'own-hidden' }, a.own_hidden + " of this dashboard's own reads hidden") : null);
+  // The peer in one short cell: uid, and the executable's file name with
+  // its pid; the full path shows on hover.
+  const peer = (e) => {
+    const exe = e.exe ? e.exe.split('/').pop() : '';
+    const proc = exe ? exe + (e.pid ? '[' + e.pid + ']' : '') : (e.pid ? 'pid ' + e.pid : '');
+    return el('td', { class: 'peer', title: e.exe || '' }, 'uid ' + e.uid + (proc ? ' ' + proc : ''));
+  };
   const rows = (a.entries || []).slice().reverse().map((e) => el('tr', { class: e.allowed ? '' : 'denied' },
     el('td', {}, when(e.time_ms)),
     el('td', { class: 'num' }, e.count),
     el('td', {}, e.project || '—'),
     el('td', {}, e.op),
     el('td', {}, el('code', {}, e.name || '—')),
-    el('td', {}, 'uid ' + e.uid + (e.pid ? ' pid ' + e.pid : '')),
-    el('td', {}, e.exe || '—'),
+    peer(e),
     el('td', {}, e.allowed ? 'allowed' : 'denied'),
     el('td', {}, e.result + (e.detail ? ' (' + e.detail + ')' : ''))));
   return [section('Audit', filters, errorNote(a.error),
-    table(['When', 'Count', 'Project', 'Operation', 'Name', 'Peer', 'Executable', 'Decision', 'Result'], rows, 'No entries match.'))];
+    table(['When', 'Count', 'Project', 'Operation', 'Name', 'Peer', 'Decision', 'Result'], rows, 'No entries match.'))];
 }
 
 async function viewMetrics() {
