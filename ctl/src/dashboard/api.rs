@@ -129,9 +129,9 @@ fn set_by<'a>(entries: &'a [AuditEntry], name: &str) -> Option<&'a AuditEntry> {
         e.allowed
             && e.result == "ok"
             && match e.op.as_str() {
-                "set" => e.name.as_deref() == Some(name),
+                "set" | "write" => e.name.as_deref() == Some(name),
                 // `N names: A, B, …` (the first 20).
-                "set_many" => e.detail.as_deref().is_some_and(|d| {
+                "set_many" | "write_many" => e.detail.as_deref().is_some_and(|d| {
                     d.split_once(": ")
                         .is_some_and(|(_, list)| list.split(", ").any(|n| n == name))
                 }),
@@ -263,7 +263,14 @@ fn is_read(op: &str) -> bool {
     op == "list" || op.split('_').next() == Some("get")
 }
 /// Operations that change a vault, for the rotation timeline.
-const ROTATIONS: [&str; 4] = ["set", "set_many", "delete", "restore_vault"];
+const ROTATIONS: [&str; 6] = [
+    "set",
+    "set_many",
+    "write",
+    "write_many",
+    "delete",
+    "restore_vault",
+];
 
 /// `/api/activity`: one project's reads and denials per bucket over the
 /// last `hours`, and its writes (the rotation timeline), from the audit

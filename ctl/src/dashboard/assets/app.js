@@ -265,7 +265,7 @@ async function viewProject(name) {
     el('td', {}, el('code', {}, s.name)),
     el('td', {}, when(s.set_at_ms)),
     el('td', {}, el('code', { title: 'keyed digest: equal digests mean equal values' }, s.digest)),
-    el('td', {}, s.set_by ? 'uid ' + s.set_by.uid + (s.set_by.exe ? ' (' + s.set_by.exe + ')' : '') + (s.set_by.op === 'set_many' ? ', import' : '') : '—')));
+    el('td', {}, s.set_by ? 'uid ' + s.set_by.uid + (s.set_by.exe ? ' (' + s.set_by.exe + ')' : '') + (s.set_by.op === 'set_many' || s.set_by.op === 'write_many' ? ', import' : '') : '—')));
   out.push(section('Secrets', table(['Name', 'Set', 'Digest', 'Set by'], rows, p.error ? 'Names cannot be listed.' : 'No secrets yet.'),
     el('p', { class: 'muted' }, 'Names and digests only. Values are never sent to this page.')));
   if (activity.error) {
