@@ -46,7 +46,15 @@ impl Peer {
         let mut pidfd = None;
         let workload = match pid {
             Some(pid) => {
-                pidfd = getsockopt(stream, PeerPidfd).ok();
+                pidfd = match getsockopt(stream, PeerPidfd) {
+                    Ok(fd) => Some(fd),
+                    // The peer exited (its pid may already be another
+                    // process's): nothing read of that pid is the peer's.
+                    Err(nix::errno::Errno::ESRCH) => {
+                        return Err(std::io::Error::other(Unidentified::Gone.to_string()));
+                    }
+                    Err(_) => None,
+                };
                 if pidfd.is_none() {
                     static ONCE: Once = Once::new();
                     ONCE.call_once(|| {

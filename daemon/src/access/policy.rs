@@ -329,6 +329,10 @@ pub struct Policy {
     defaults: Roles,
     projects: BTreeMap<String, ProjectPolicy>,
     control_group: Option<u32>,
+    /// Some rule names executables / an executable's hash (kept, since
+    /// every request asks).
+    executables: bool,
+    hashes: bool,
 }
 
 impl Policy {
@@ -340,6 +344,8 @@ impl Policy {
             defaults: Roles::default(),
             projects: BTreeMap::new(),
             control_group: None,
+            executables: false,
+            hashes: false,
         }
     }
 
@@ -396,7 +402,7 @@ impl Policy {
                 },
             );
         }
-        Ok(Self {
+        let mut policy = Self {
             daemon_uid,
             defaults: Roles {
                 readers: principals(&defaults.readers).map_err(|e| format!("[defaults]: {e}"))?,
@@ -407,7 +413,14 @@ impl Policy {
                 .map(resolve_group)
                 .transpose()
                 .map_err(|e| format!("control_group: {e}"))?,
-        })
+            executables: false,
+            hashes: false,
+        };
+        let executables = policy.lists().any(Principals::names_executables);
+        let hashes = policy.lists().any(Principals::names_hashes);
+        policy.executables = executables;
+        policy.hashes = hashes;
+        Ok(policy)
     }
 
     /// Whether `peer` has `role` on `project`.
@@ -460,13 +473,13 @@ impl Policy {
     /// True when some rule names executables: peers' programs are then
     /// read at every request (a process may `exec` another).
     pub fn names_executables(&self) -> bool {
-        self.lists().any(Principals::names_executables)
+        self.executables
     }
 
     /// True when some rule names an executable's hash: peers' programs
     /// are then hashed when they connect.
     pub fn names_hashes(&self) -> bool {
-        self.lists().any(Principals::names_hashes)
+        self.hashes
     }
 
     /// Whether `peer` is an admin of some project, or of the daemon: what

@@ -290,8 +290,8 @@ fn audit_lines_fit_the_terminal_and_json_keeps_everything() {
     let set = json
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|r| r["op"] == "set")
-        .expect("the set is logged");
+        .find(|r| r["op"] == "write")
+        .expect("the set (a Write) is logged");
     assert_eq!(set["name"], name);
     assert_eq!(set["project"], project);
     assert!(set["exe"].as_str().unwrap().ends_with("/fluxctl"), "{set}");

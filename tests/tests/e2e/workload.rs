@@ -148,6 +148,8 @@ def read_exact(s, n):
     return b
 def ask(s, frame):
     s.sendall(bytes.fromhex(frame))
+    answer(s)
+def answer(s):
     (n,) = struct.unpack(">I", read_exact(s, 4))
     p = read_exact(s, n)
     (kind,) = struct.unpack("<I", p[:4])
@@ -374,4 +376,109 @@ fn an_executable_rule_decides_the_program_a_peer_runs_now() {
         "after exec, the connection is decided as the program the process runs now: {}",
         out[2]
     );
+}
+
+#[test]
+fn a_peer_whose_pid_comes_back_as_a_reader_gets_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let test = "a_peer_whose_pid_comes_back_as_a_reader_gets_nothing";
+    let Some(units) = Units::new(test) else {
+        return;
+    };
+    let Some(python) = system_python(test) else {
+        return;
+    };
+    if std::fs::write("/proc/sys/kernel/ns_last_pid", "1000").is_err() {
+        eprintln!("SKIPPED: {test}: cannot choose the next pid (/proc/sys/kernel/ns_last_pid)");
+        return;
+    }
+    // One connection at a time: the attacker's waits in the listen backlog,
+    // not yet identified, while its pid is recycled.
+    let d =
+        daemon("readers = { units = [\"fn-trusted.service\"] }\n[limits]\nmax_connections = 1\n");
+    let socket = d.project_socket("app").display().to_string();
+    let mut hold = std::os::unix::net::UnixStream::connect(d.project_socket("app")).unwrap();
+    hold.write_all(&hex_bytes(&hello_hex())).unwrap();
+    let _ = flux_protocol::codec::read_frame(&mut hold, 1 << 20).unwrap();
+
+    // The attacker, in another unit: connects (queued), sends its requests,
+    // leaves the socket to a child and exits, freeing its pid.
+    let attacker_script = format!(
+        "{}s = socket.socket(socket.AF_UNIX)\ns.connect({socket:?})\ns.sendall(bytes.fromhex({:?} + {:?}))\nif os.fork() == 0:\n    sys.stdin.read()\n    try:\n        answer(s)\n        answer(s)\n    except (SystemExit, OSError):\n        print('closed', flush=True)\n    os._exit(0)\nprint(os.getpid(), flush=True)\nos._exit(0)\n",
+        prelude(&units.unit("cron.service")),
+        hello_hex(),
+        get_hex("API_KEY"),
+    );
+    let mut attacker = Command::new(&python)
+        .args(["-c", &attacker_script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(attacker.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let peer_pid: u32 = line.trim().parse().unwrap();
+    attacker.wait().unwrap();
+
+    // A reader — a process in the trusted unit — takes the pid.
+    let impostor_script = format!(
+        "{}print(os.getpid(), flush=True)\nsys.stdin.read()\n",
+        prelude(&units.unit("fn-trusted.service"))
+    );
+    let mut impostor = None;
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (peer_pid - 1).to_string()).unwrap();
+        let mut child = Command::new(&python)
+            .args(["-c", &impostor_script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if child.id() == peer_pid {
+            let mut ready = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut ready)
+                .unwrap();
+            assert_eq!(ready.trim(), peer_pid.to_string());
+            impostor = Some(child);
+            break;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let Some(mut impostor) = impostor else {
+        eprintln!("SKIPPED: {test}: the pid did not come back within 200 tries (a busy machine)");
+        return;
+    };
+    let cgroup = std::fs::read_to_string(format!("/proc/{peer_pid}/cgroup")).unwrap();
+    assert!(
+        cgroup.contains("fn-trusted.service"),
+        "the pid is now a reader's: {cgroup}"
+    );
+
+    // fluxd accepts the attacker's connection only now.
+    drop(hold);
+    drop(attacker.stdin.take());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    assert!(
+        !rest.contains("value"),
+        "the recycled pid's unit must not be the peer's: {rest}"
+    );
+    assert_eq!(
+        rest.trim(),
+        "closed",
+        "a peer that exited before it was identified is refused"
+    );
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }
