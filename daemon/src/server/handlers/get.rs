@@ -12,7 +12,7 @@ use flux_protocol::message::Get;
 pub const RULE: Rule = Rule::project(Need::Reader, Effect::Read);
 
 pub fn handle(ctx: &mut Ctx<'_>, req: Get) -> Result<Reply> {
-    let project = ctx.project()?.clone();
+    let project = ctx.project()?;
     if ctx.hidden.contains(&req.name) {
         // Not this reader's: answered exactly as a name that is not set,
         // after the same checks (so the same errors come first).

@@ -84,7 +84,7 @@ impl<'a> Ctx<'a> {
     /// The socket's project. A project request reaches a handler only on a
     /// project socket ([`crate::access::decide`] checks the socket); this
     /// answers rather than trusts that.
-    pub fn project(&self) -> Result<&Arc<Project>> {
+    pub fn project(&self) -> Result<&'a Arc<Project>> {
         self.project
             .ok_or_else(|| Error::Internal("a project request reached the control socket".into()))
     }

@@ -336,15 +336,17 @@ impl Direct<'_> {
         let (decided, grant) = self.conn.decide(req);
         let outcome = grant.and_then(|granted| {
             self.conn.admit(&granted)?;
-            let project = self.conn.target.project().cloned();
+            // Borrowed, not cloned: no shared reference count to bump per
+            // request.
+            let project = self.conn.target.project();
             // `fluxd dev`'s `.env` saved a moment ago: re-read first.
-            if let Some(p) = project.as_ref().filter(|p| p.may_have_changed()) {
+            if let Some(p) = project.filter(|p| p.may_have_changed()) {
                 self.handle.block_on(p.refresh());
             }
             let mut no_events = None;
             let mut ctx = Ctx {
                 services: &self.conn.services,
-                project: project.as_ref(),
+                project,
                 peer: &self.conn.peer,
                 out: &mut self.out,
                 events: &mut no_events,
