@@ -250,6 +250,11 @@ pub struct DaemonHandle {
 }
 
 impl DaemonHandle {
+    /// The project `name` as served now (`fluxd dev --watch` follows it).
+    pub(crate) fn project(&self, name: &str) -> Option<Arc<crate::project::Project>> {
+        self.services.control.registry().get(name)
+    }
+
     /// Re-reads the access policy, then re-scans the store and re-reads
     /// every vault and key (what SIGHUP does): new projects get sockets,
     /// changed vaults are swapped in, broken ones are reported and the last

@@ -6,6 +6,7 @@
 //! back:
 //!
 //! ```text
+//!  main ─► dev_command (`fluxd dev -- CMD`) ─► daemon handle, project
 //!  main ─► daemon (start-up: picks the store, wires the owners)
 //!            │
 //!            ├─► server ──► handlers (one per request kind, each with its rule)
@@ -19,7 +20,8 @@
 //! - [`config`]: folders, the config file and limits;
 //! - [`access`]: who may do what, from the kernel's peer credentials; the
 //!   audit log of every decision;
-//! - [`daemon`]: start-up and shutdown;
+//! - [`daemon`]: start-up and shutdown; [`dev_command`]: the command
+//!   `fluxd dev -- CMD` runs, restarted by `--watch` on a real change;
 //! - [`server`]: sockets, sessions and one handler per request kind;
 //! - [`control`]: the project lifecycle (store and sockets paired);
 //! - [`registry`]: the projects served;
@@ -43,6 +45,7 @@ mod access;
 pub mod config;
 mod control;
 pub mod daemon;
+pub mod dev_command;
 pub mod error;
 pub mod fleet;
 mod folders;

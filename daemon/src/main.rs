@@ -1,9 +1,12 @@
 //! `fluxd`: parses flags, sets up logging and signals, runs the daemon, and
 //! maps the outcome to an exit status: 0 after a clean shutdown, 78
 //! (EX_CONFIG) for bad configuration so systemd does not restart-loop, 1 for
-//! any other failure. `fluxd dev -- CMD` exits with CMD's status instead.
+//! any other failure. `fluxd dev -- CMD` exits with CMD's status instead
+//! (running CMD, and restarting it under `--watch`, is
+//! [`fluxd::dev_command`]'s).
 
 use clap::{CommandFactory, Parser, Subcommand};
+use fluxd::dev_command::{OnDelete, parse_duration, parse_signal};
 use fluxd::{Config, Error};
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -82,6 +85,32 @@ enum Command {
         /// (never the environment, never a command; see docs/DOTENV.md)
         #[arg(long)]
         expand: bool,
+        /// Restart CMD when a value in the file really changes: a changed
+        /// or added value after a burst of saves (--debounce) restarts it
+        /// (SIGTERM, SIGKILL after --grace, CMD again); a save that changes
+        /// no value restarts nothing
+        #[arg(long, requires = "command")]
+        watch: bool,
+        /// With --watch: how long saves must stay quiet before one restart
+        /// takes them all in (e.g. 300ms, 2s)
+        #[arg(long, value_name = "DURATION", default_value = "300ms",
+              value_parser = parse_duration, requires = "watch")]
+        debounce: std::time::Duration,
+        /// With --watch: how long a restart waits after SIGTERM before it
+        /// sends SIGKILL
+        #[arg(long, value_name = "DURATION", default_value = "10s",
+              value_parser = parse_duration, requires = "watch")]
+        grace: std::time::Duration,
+        /// With --watch: send this signal (e.g. HUP, USR1) instead of
+        /// restarting, for a command that reloads on it
+        #[arg(long, value_name = "SIGNAL", value_parser = parse_signal, requires = "watch")]
+        signal: Option<nix::sys::signal::Signal>,
+        /// With --watch: what a value the command started with does when
+        /// it is deleted from the file: stop the command (fluxd then exits
+        /// with 3), or keep it running
+        #[arg(long, value_name = "WHAT", value_enum, default_value_t = OnDelete::Stop,
+              requires = "watch")]
+        on_delete: OnDelete,
         /// Run this command with FLUX_SECRETS_SOCKET set, serve while it
         /// runs, and exit with its status (put it after `--`); fluxd then
         /// logs only warnings and errors unless --log-level or RUST_LOG says
@@ -142,7 +171,15 @@ const DEV_CLOSING: Closing = Closing {
         ),
         (
             "1",
-            "A failure: the .env file cannot be read, the socket cannot be bound, CMD cannot be started.",
+            "A failure: the .env file cannot be read, the socket cannot be bound.",
+        ),
+        (
+            "3",
+            "With --watch: a value CMD was started with was deleted from the file, so CMD was stopped (not with --on-delete keep).",
+        ),
+        (
+            "126, 127",
+            "CMD could not be run / was not found (also when a restart under --watch cannot start it).",
         ),
         (
             "78",
@@ -163,6 +200,10 @@ const DEV_CLOSING: Closing = Closing {
             "fluxd dev -p my-app --env-file .env.local --expand -- npm start",
         ),
         ("The same through the CLI:", "flux dev -- node server.js"),
+        (
+            "Restart it when a value in .env really changes:",
+            "fluxd dev --watch -- node server.js",
+        ),
     ],
 };
 
@@ -277,25 +318,6 @@ fn shell_word(path: &Path) -> String {
     }
 }
 
-/// `fluxd dev -- CMD`: starts CMD with `FLUX_SECRETS_SOCKET` set and the
-/// umask fluxd was started with (fluxd's own is 077).
-fn spawn_command(
-    command: &[OsString],
-    socket: &Path,
-    umask: nix::sys::stat::Mode,
-) -> std::io::Result<std::process::Child> {
-    let (program, args) = command.split_first().expect("a command");
-    let socket = std::path::absolute(socket)?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args).env(flux_protocol::paths::SOCKET_ENV, socket);
-    // The umask is per process: restored just around the spawn, when the
-    // dev daemon has bound its socket and creates no files.
-    let ours = nix::sys::stat::umask(umask);
-    let child = cmd.spawn();
-    nix::sys::stat::umask(ours);
-    child
-}
-
 /// The project for `fluxd dev`: the flag, `FLUX_PROJECT`, or the `name` in
 /// `./flux.json`.
 fn dev_project(flag: Option<String>) -> Result<String, Error> {
@@ -343,15 +365,27 @@ fn main() -> ExitCode {
     let started_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 
     let mut dev_command = Vec::new();
+    let mut dev_watch = None;
     let dev = match args.command {
         Some(Command::Dev {
             project,
             env_file,
             expand,
+            watch,
+            debounce,
+            grace,
+            signal,
+            on_delete,
             command,
         }) => match dev_project(project) {
             Ok(project) => {
                 dev_command = command;
+                dev_watch = watch.then_some(fluxd::dev_command::Watch {
+                    debounce,
+                    grace,
+                    signal,
+                    on_delete,
+                });
                 Some((project, env_file, flux_vault::dotenv::Options { expand }))
             }
             Err(e) => return fail(&e),
@@ -437,7 +471,7 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         let signals = Signals::install()
             .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
-        let mut child = None;
+        let mut plan = None;
         let daemon = match dev {
             Some((project, env_file, options)) => {
                 let socket = flux_protocol::paths::project_socket(&config.runtime_dir, &project);
@@ -455,44 +489,30 @@ fn main() -> ExitCode {
                     );
                 } else {
                     info!(project = %project, file = %env_file.display(), "fluxd dev: serving the .env file to the command");
-                    match spawn_command(&dev_command, &socket, started_umask) {
-                        Ok(c) => child = Some(c),
-                        Err(e) => {
-                            let name = dev_command[0].to_string_lossy().into_owned();
-                            error!("cannot run {name}: {e}");
-                            shutdown.cancel();
-                            daemon.wait().await;
-                            let status = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
-                            return Ok(Some(status));
-                        }
-                    }
+                    plan = Some(fluxd::dev_command::Plan {
+                        project,
+                        env_file,
+                        socket,
+                        command: dev_command,
+                        umask: started_umask,
+                        watch: dev_watch,
+                    });
                 }
                 daemon
             }
             None => fluxd::Daemon::start_with(config, shutdown.clone(), startup).await?,
         };
-        let Some(mut child) = child else {
+        let Some(plan) = plan else {
             let signals = signals.spawn(shutdown.clone(), daemon.handle());
             daemon.wait().await;
             signals.abort();
             return Ok(None);
         };
         // Serve until the command exits, then stop and take its status.
-        let forward = signals.forward(child.id(), daemon.handle());
-        let status = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .map_err(|e| Error::Internal(format!("waiting for the command: {e}")))?
-            .map_err(|e| Error::Internal(format!("waiting for the command: {e}")))?;
-        forward.abort();
+        let status = fluxd::dev_command::run(plan, daemon.handle(), signals.into_dev()).await;
         shutdown.cancel();
         daemon.wait().await;
-        use std::os::unix::process::ExitStatusExt;
-        let code = match (status.code(), status.signal()) {
-            (Some(code), _) => code,
-            (None, Some(signal)) => 128 + signal,
-            (None, None) => 1,
-        };
-        Ok(Some(u8::try_from(code).unwrap_or(1)))
+        Ok(Some(status))
     });
     match result {
         Ok(None) => ExitCode::SUCCESS,
@@ -521,7 +541,7 @@ fn fail(e: &Error) -> ExitCode {
 /// SIGTERM, SIGINT and SIGHUP, caught from before the daemon starts (so a
 /// reload or stop sent right after `READY=1` is never lost to the default
 /// action, which would kill the process). Under `fluxd dev -- CMD` they are
-/// [`Signals::forward`]ed instead.
+/// the command's supervisor's ([`Signals::into_dev`]).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -562,23 +582,13 @@ impl Signals {
         })
     }
 
-    /// `fluxd dev -- CMD`: fluxd serves until CMD exits. SIGTERM is passed
-    /// on to CMD; SIGINT is not, since Ctrl-C at a terminal reaches CMD
-    /// itself (it is in fluxd's process group) and CMD decides when to
-    /// stop; SIGHUP reloads.
-    fn forward(mut self, pid: u32, daemon: fluxd::DaemonHandle) -> tokio::task::JoinHandle<()> {
-        use nix::sys::signal::{Signal, kill};
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = self.term.recv() => {
-                        let _ = kill(pid, Signal::SIGTERM);
-                    }
-                    _ = self.int.recv() => {}
-                    _ = self.hup.recv() => daemon.reload().await,
-                }
-            }
-        })
+    /// `fluxd dev -- CMD`: the signals, for the command's supervisor
+    /// ([`fluxd::dev_command`] passes SIGTERM on and reloads on SIGHUP).
+    fn into_dev(self) -> fluxd::dev_command::Signals {
+        fluxd::dev_command::Signals {
+            term: self.term,
+            int: self.int,
+            hup: self.hup,
+        }
     }
 }

@@ -1,6 +1,15 @@
 //! Local development: `fluxd dev` serves a `.env` file on the production
 //! protocol, `fluxctl init` writes flux.json and .gitignore, and
 //! `fluxctl secrets import` sets a whole file in one write.
+//!
+//! `fluxd dev --watch -- CMD` (and `flux dev --watch`), with a command that
+//! reads TOKEN through its socket and records each start: a save that
+//! changes no value restarts nothing, a real change restarts once and the
+//! new command reads the new value, five quick saves restart once, a
+//! command that ignores SIGTERM is killed after `--grace`, `--signal HUP`
+//! signals instead, a deleted value stops the command (exit 3) unless
+//! `--on-delete keep`. `measure_env_edit_to_restarted_command` (ignored)
+//! measures a save → the restarted command serving the new value.
 
 use crate::{assert_value, stderr, stdout};
 use flux_e2e::eventually;
@@ -865,4 +874,473 @@ fn fluxd_dev_removes_the_folders_it_created_and_nothing_else() {
     let out = dev_output(dir, &["--project", "app", "--", "true"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!run.join("dev/app").exists());
+}
+
+/// The command every `--watch` test runs: it reads TOKEN through the
+/// socket it is handed (fluxctl run, on `$RT`, the dev runtime folder)
+/// and appends it to `$STARTS`, then runs `$THEN` (by default it sleeps,
+/// dying on SIGTERM).
+const RECORD: &str = r#""$FLUXCTL" --runtime-dir "$RT" -p app run -- sh -c 'echo "$TOKEN" >> "$STARTS"' || exit 9; eval "${THEN:-exec sleep 600}""#;
+
+/// How long any eventual state of a watch test may take: far beyond what
+/// it needs.
+const WATCH_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `fluxd dev --watch …` (or `flux dev`) in a fresh folder, its stderr
+/// collected.
+struct Watched {
+    child: Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    dir: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Watched {
+    /// Runs `PROGRAM --runtime-dir DIR/run dev FLAGS -- sh -c RECORD` in a
+    /// folder holding `env` as `.env` and a flux.json naming `app`, with
+    /// `env` variables added; returns once the command started once.
+    fn start(program: &str, flags: &[&str], env_file: &str, env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("fxd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
+        std::fs::write(dir.join(".env"), env_file).unwrap();
+        std::fs::write(dir.join("flux.json"), r#"{"name": "app"}"#).unwrap();
+        let mut child = Command::new(bin(program))
+            .args(["--runtime-dir", dir.join("run").to_str().unwrap(), "dev"])
+            .args(flags)
+            .args(["--", "sh", "-c", RECORD])
+            .current_dir(&dir)
+            .env_remove("FLUX_PROJECT")
+            .env("FLUXCTL", bin("fluxctl"))
+            .env("RT", dir.join("run/dev/app"))
+            .env("STARTS", dir.join("starts"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stream = child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let w = Self {
+            child,
+            stderr,
+            dir,
+            _tmp: tmp,
+        };
+        w.until_started(1);
+        w
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// How many lines of stderr contain `text`.
+    fn said(&self, text: &str) -> usize {
+        self.stderr().lines().filter(|l| l.contains(text)).count()
+    }
+
+    fn until_said(&self, text: &str, n: usize) {
+        flux_e2e::eventually_within(
+            WATCH_DEADLINE,
+            &format!("{n} × {text:?} on stderr"),
+            || self.said(text) >= n,
+        );
+    }
+
+    /// The values the command read, one per start.
+    fn starts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("starts"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn until_started(&self, n: usize) {
+        flux_e2e::eventually_within(WATCH_DEADLINE, &format!("{n} starts"), || {
+            self.starts().len() >= n
+        });
+    }
+
+    /// Asserts the starts so far read `want`, in order, without showing
+    /// a value.
+    fn assert_starts(&self, want: &[&str], what: &str) {
+        let starts = self.starts();
+        assert!(
+            starts.len() == want.len(),
+            "{what}: {} starts, expected {}; stderr:\n{}",
+            starts.len(),
+            want.len(),
+            self.stderr()
+        );
+        assert!(starts == want, "{what}: a start read another value");
+    }
+
+    /// Saves `.env` with `text`, in place.
+    fn save(&self, text: &str) {
+        std::fs::write(self.dir.join(".env"), text).unwrap();
+    }
+
+    /// A request through the socket: by its answer fluxd has read every
+    /// save that returned before it.
+    fn read_through(&self) {
+        let socket = self.dir.join("run/dev/app/projects/app.sock");
+        let mut c = Client::connect(&socket).unwrap();
+        let _ = c.get("TOKEN");
+    }
+
+    /// Waits for fluxd dev to exit; its status.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + WATCH_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fluxd dev did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to fluxd, which passes it on; its status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.wait()
+    }
+
+    /// No value reached fluxd's stderr.
+    fn assert_no_values(&self, values: &[&str]) {
+        let text = self.stderr();
+        for value in values {
+            flux_e2e::assert_no_secret(text.as_bytes(), value, "fluxd dev's stderr");
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn fluxd_dev_watch_restarts_once_on_a_real_change_and_never_on_a_save_that_changes_nothing() {
+    let text = "TOKEN=tok-value-1\nOTHER=other-value\n";
+    let mut w = Watched::start("fluxd", &["--watch", "--debounce", "100ms"], text, &[]);
+    w.assert_starts(&["tok-value-1"], "the first start");
+
+    // Saves that change no value: a touch, the same bytes written again,
+    // the same file renamed over it (how editors save), a comment added
+    // and the lines reordered. Each is read (a request after it), then
+    // given ten times the debounce.
+    let env = w.dir.join(".env");
+    let saves: [&dyn Fn(); 4] = [
+        &|| {
+            std::fs::File::options()
+                .write(true)
+                .open(&env)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now())
+                .unwrap();
+        },
+        &|| w.save(text),
+        &|| {
+            let tmp = w.dir.join(".env.tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &env).unwrap();
+        },
+        &|| w.save("# a comment\nOTHER=other-value\nTOKEN=tok-value-1\n"),
+    ];
+    for save in saves {
+        save();
+        w.read_through();
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    w.assert_starts(&["tok-value-1"], "saves that change no value");
+    assert_eq!(w.said("restarting"), 0, "{}", w.stderr());
+
+    // A file saved broken (not UTF-8) is no change: the command keeps
+    // running. Fixed with the same values, it is none either, though
+    // the names went away and came back.
+    std::fs::write(&env, b"TOKEN=tok-\xff\n").unwrap();
+    w.until_said("fluxd dev: .env cannot be served (see the error above): `sh` keeps running until it is fixed", 1);
+    w.save(text);
+    w.read_through();
+    std::thread::sleep(Duration::from_millis(1000));
+    w.assert_starts(&["tok-value-1"], "a broken save fixed with the same values");
+    assert_eq!(w.said("restarting"), 0, "{}", w.stderr());
+
+    // One real change: exactly one restart, and the new command reads the
+    // new value.
+    w.save("TOKEN=tok-value-2\nOTHER=other-value\n");
+    w.until_started(2);
+    w.until_said("fluxd dev: TOKEN changed in .env: restarting `sh`", 1);
+    w.until_said("fluxd dev: restarted `sh`", 1);
+    std::thread::sleep(Duration::from_millis(1000));
+    w.assert_starts(&["tok-value-1", "tok-value-2"], "one real change");
+
+    // A name added to the file is a value the command could not have
+    // read at start: one restart too.
+    w.save("TOKEN=tok-value-2\nOTHER=other-value\nADDED=added-value\n");
+    w.until_said("fluxd dev: ADDED changed in .env: restarting `sh`", 1);
+    w.until_started(3);
+
+    // Signals and exit status pass through as without --watch: SIGTERM
+    // ends the command (sleep), and fluxd exits 128+15.
+    assert_eq!(w.terminate().code(), Some(143), "{}", w.stderr());
+    w.assert_no_values(&["tok-value-1", "tok-value-2", "other-value", "added-value"]);
+}
+
+#[test]
+fn flux_dev_watch_takes_five_quick_saves_in_one_restart() {
+    let mut w = Watched::start(
+        "flux",
+        &["--watch", "--debounce", "1500ms"],
+        "TOKEN=tok-value-0\n",
+        &[],
+    );
+    // Five saves, each well within the debounce time of the one before.
+    for i in 1..=5 {
+        w.save(&format!("TOKEN=tok-value-{i}\n"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.until_started(2);
+    // Longer than the debounce time again: no second restart.
+    std::thread::sleep(Duration::from_millis(3000));
+    w.assert_starts(&["tok-value-0", "tok-value-5"], "five quick saves");
+    assert_eq!(w.said("restarting"), 1, "{}", w.stderr());
+    assert_eq!(w.terminate().code(), Some(143), "{}", w.stderr());
+}
+
+#[test]
+fn fluxd_dev_watch_kills_a_command_that_ignores_sigterm_after_the_grace_period() {
+    // After it recorded its start, the command ignores SIGTERM and says
+    // its pid.
+    let mut w = Watched::start(
+        "fluxd",
+        &["--watch", "--debounce", "50ms", "--grace", "1s"],
+        "TOKEN=tok-value-1\n",
+        &[(
+            "THEN",
+            r#"trap '' TERM; echo $$ > "$STARTS.pid"; while :; do sleep 0.1; done"#,
+        )],
+    );
+    let pid_file = w.dir.join("starts.pid");
+    let command_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+    };
+    flux_e2e::eventually_within(WATCH_DEADLINE, "the command ignores SIGTERM", || {
+        command_pid().is_some()
+    });
+    std::fs::remove_file(&pid_file).unwrap();
+    let started = std::time::Instant::now();
+    w.save("TOKEN=tok-value-2\n");
+    w.until_started(2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "restarted before the grace period was over"
+    );
+    w.until_said("did not exit within 1s of SIGTERM: sending SIGKILL", 1);
+    w.assert_starts(&["tok-value-1", "tok-value-2"], "the restart after SIGKILL");
+
+    // SIGTERM to fluxd reaches the restarted command, which ignores it:
+    // fluxd serves on until the command exits, and then exits with its
+    // status (128+9 here).
+    flux_e2e::eventually_within(WATCH_DEADLINE, "the restarted command's pid", || {
+        command_pid().is_some()
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "fluxd ended while its command still ran"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(command_pid().unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(w.wait().code(), Some(137), "{}", w.stderr());
+}
+
+#[test]
+fn fluxd_dev_watch_signal_hup_signals_the_command_instead_of_restarting() {
+    let mut w = Watched::start(
+        "fluxd",
+        &["--watch", "--debounce", "50ms", "--signal", "HUP"],
+        "TOKEN=tok-value-1\n",
+        &[(
+            "THEN",
+            r#"trap 'echo hup >> "$STARTS.hups"' HUP; touch "$STARTS.ready"; while :; do sleep 0.05; done"#,
+        )],
+    );
+    flux_e2e::eventually_within(WATCH_DEADLINE, "the command traps SIGHUP", || {
+        w.dir.join("starts.ready").exists()
+    });
+    let hups = || {
+        std::fs::read_to_string(w.dir.join("starts.hups"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    w.save("TOKEN=tok-value-2\n");
+    flux_e2e::eventually_within(WATCH_DEADLINE, "one SIGHUP", || hups() == 1);
+    w.until_said(
+        "fluxd dev: TOKEN changed in .env: sending SIGHUP to `sh`",
+        1,
+    );
+    // Signalled for that value: the same value saved again signals
+    // nothing; the next change signals again.
+    w.save("# again\nTOKEN=tok-value-2\n");
+    w.read_through();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(hups(), 1, "{}", w.stderr());
+    w.save("TOKEN=tok-value-3\n");
+    flux_e2e::eventually_within(WATCH_DEADLINE, "a second SIGHUP", || hups() == 2);
+    w.assert_starts(&["tok-value-1"], "--signal restarts nothing");
+    // The shell exits 143 on SIGTERM after its trap-free loop.
+    let status = w.terminate();
+    assert_eq!(status.code(), Some(143), "{}", w.stderr());
+}
+
+#[test]
+fn fluxd_dev_watch_stops_the_command_when_a_value_it_started_with_is_deleted() {
+    // By default: stopped, and fluxd exits 3.
+    let mut w = Watched::start(
+        "fluxd",
+        &["--watch", "--debounce", "50ms"],
+        "TOKEN=tok-value-1\nOTHER=other-value\n",
+        &[],
+    );
+    w.save("TOKEN=tok-value-1\n");
+    assert_eq!(w.wait().code(), Some(3), "{}", w.stderr());
+    assert_eq!(
+        w.said("fluxd dev: OTHER deleted from .env: stopping `sh`"),
+        1,
+        "{}",
+        w.stderr()
+    );
+    w.assert_starts(&["tok-value-1"], "stopped, not restarted");
+
+    // --on-delete keep: it keeps running, and the value back as it was
+    // restarts nothing.
+    let mut w = Watched::start(
+        "fluxd",
+        &["--watch", "--debounce", "50ms", "--on-delete", "keep"],
+        "TOKEN=tok-value-1\nOTHER=other-value\n",
+        &[],
+    );
+    w.save("TOKEN=tok-value-1\n");
+    w.until_said("OTHER deleted from .env: `sh` keeps running", 1);
+    w.save("TOKEN=tok-value-1\nOTHER=other-value\n");
+    w.read_through();
+    std::thread::sleep(Duration::from_millis(1000));
+    w.assert_starts(&["tok-value-1"], "--on-delete keep");
+    assert_eq!(w.terminate().code(), Some(143), "{}", w.stderr());
+}
+
+#[test]
+fn fluxd_dev_refuses_watch_options_without_watch_or_a_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["--watch"][..], "<CMD>"),
+        (&["--grace", "1s", "--", "true"][..], "--watch"),
+        (
+            &["--watch", "--signal", "KILL", "--", "true"][..],
+            "SIGKILL cannot be caught",
+        ),
+        (
+            &["--watch", "--debounce", "soon", "--", "true"][..],
+            "300ms or 10s",
+        ),
+    ] {
+        let out = dev_output(tmp.path(), &[&["-p", "app"][..], args].concat(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// Measures the time from a save of `.env` to the restarted command
+/// serving the new value, for README.md and docs/DOTENV.md:
+/// `cargo test -p flux-e2e --test e2e -- --ignored --nocapture
+/// measure_env_edit_to_restarted_command`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_env_edit_to_restarted_command() {
+    for debounce in ["300ms", "50ms"] {
+        let tmp = tempfile::Builder::new()
+            .prefix("fxd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join(".env"), "TOKEN=tok-value-0\n").unwrap();
+        let mut child = Command::new(bin("fluxd"))
+            .args(["--runtime-dir", dir.join("run").to_str().unwrap(), "dev"])
+            .args(["-p", "app", "--watch", "--debounce", debounce, "--"])
+            .arg(bin("fluxctl"))
+            .args(["--runtime-dir", dir.join("run/dev/app").to_str().unwrap()])
+            .args([
+                "-p",
+                "app",
+                "run",
+                "--",
+                "sh",
+                "-c",
+                r#"echo "$TOKEN"; exec sleep 600"#,
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first == "tok-value-0", "the first start read another value");
+        let mut times = Vec::new();
+        for i in 1..=20 {
+            let value = format!("tok-value-{i}");
+            let start = std::time::Instant::now();
+            std::fs::write(dir.join(".env"), format!("TOKEN={value}\n")).unwrap();
+            let line = lines.next().unwrap().unwrap();
+            assert!(line == value, "a restart read another value");
+            times.push(start.elapsed());
+        }
+        flux_e2e::terminate(&mut child, Duration::from_secs(10));
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "--debounce {debounce}: save → restarted command serving the new value over {} edits: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+            times.len(),
+            ms(times[0]),
+            ms(times[times.len() / 2]),
+            ms(times[times.len() - 1])
+        );
+    }
 }
