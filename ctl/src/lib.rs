@@ -101,7 +101,7 @@ pub enum Command {
     /// values. The fluxd beside this program is run, else the one on PATH.
     #[command(disable_help_flag = true)]
     Dev {
-        /// fluxd dev's arguments: [--env-file PATH] [--expand] [-- CMD…]
+        /// fluxd dev's arguments: [--env-file PATH] [--expand] [--watch [--signal SIG] [--grace D] [--debounce D] [--on-delete keep|stop]] [-- CMD…]
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
