@@ -12,7 +12,6 @@
 //! with the reason until the file is fixed. [`Project::refresh`] re-reads a
 //! source the store says may have changed before a request is answered.
 
-use super::write::record_floor;
 use super::{Project, Snapshot};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -23,6 +22,18 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tracing::{error, info};
+
+/// Records `revision` as the project's floor once its vault is served —
+/// written by fluxd, or swapped in by a reload. The vault already stands,
+/// so a failure here (a disk that filled up in between) is logged, not
+/// returned: the floor in memory still refuses an older vault until fluxd
+/// restarts, and the next revision recorded restores the refusal across
+/// restarts.
+pub(super) fn record_floor(store: &dyn Store, project: &str, revision: u64) {
+    if let Err(e) = store.raise_revision_floor(project, revision) {
+        error!(project, revision, error = %e, "the vault is served but its revision cannot be recorded; an older vault is refused until fluxd restarts");
+    }
+}
 
 /// SHA-256 of a file's bytes.
 pub(crate) type Fingerprint = [u8; 32];

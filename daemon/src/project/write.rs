@@ -12,7 +12,9 @@
 //! and revision, and only then swaps the snapshot and answers — so an
 //! acknowledged write is on disk and every later read sees it.
 
-use super::disk::{DiskRead, Fingerprint, Keep, changed_names, fingerprint, read_disk};
+use super::disk::{
+    DiskRead, Fingerprint, Keep, changed_names, fingerprint, read_disk, record_floor,
+};
 use super::{Project, Snapshot};
 use crate::config::Limits;
 use crate::error::{Error, Limit, Result, Unavailable};
@@ -27,7 +29,7 @@ use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome, now_ms};
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -744,18 +746,6 @@ impl Project {
             revision,
             generation: current.generation,
         })
-    }
-}
-
-/// Records `revision` as the project's floor once its vault is served —
-/// written by fluxd, or swapped in by a reload. The vault already stands,
-/// so a failure here (a disk that filled up in between) is logged, not
-/// returned: the floor in memory still refuses an older vault until fluxd
-/// restarts, and the next revision recorded restores the refusal across
-/// restarts.
-pub(super) fn record_floor(store: &dyn Store, project: &str, revision: u64) {
-    if let Err(e) = store.raise_revision_floor(project, revision) {
-        error!(project, revision, error = %e, "the vault is served but its revision cannot be recorded; an older vault is refused until fluxd restarts");
     }
 }
 
