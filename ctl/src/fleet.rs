@@ -85,7 +85,7 @@ fn read_folder(from: &Path) -> Result<Vec<Local>> {
         {
             Some(bytes) => {
                 vault::open(&bytes, &name, &key)
-                    .map_err(|e| unreadable(&vault_path, e.0))?
+                    .map_err(|e| unreadable(&vault_path, e.to_string()))?
                     .secrets
             }
             None => Secrets::new(),

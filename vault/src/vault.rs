@@ -79,10 +79,33 @@ pub struct Opened {
     pub secrets: Secrets,
 }
 
-/// Why a vault could not be opened. Never holds a value.
+/// Why a vault could not be opened, sealed or encrypted — by kind, so that
+/// a caller can tell a wrong key from a tampered document. Every message
+/// says what is wrong and where; none holds a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct VaultError(pub String);
+pub enum VaultError {
+    /// The file does not decrypt with the project's key: another key, not
+    /// an age file, truncated or corrupt.
+    #[error("{0}")]
+    Decrypt(String),
+    /// The document is not sealed by the project's key, or its seal does
+    /// not match: written by hand, altered, or sealed with another key.
+    #[error("{0}")]
+    BadSeal(String),
+    /// The document is another project's.
+    #[error("the document belongs to project {found:?}, not {expected:?}")]
+    WrongProject { found: String, expected: String },
+    /// Not a vault document this version reads: its format, version,
+    /// JSON or fields.
+    #[error("{0}")]
+    Schema(String),
+    /// Over the size a vault may hold.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Cannot encode or encrypt.
+    #[error("{0}")]
+    Encode(String),
+}
 
 /// A string of a parsed document: borrowed from the plaintext when it
 /// needs no unescaping, else owned — and then wiped when dropped, since it
@@ -258,7 +281,7 @@ fn json_error(e: &serde_json::Error) -> VaultError {
         serde_json::error::Category::Data => "wrong field or type for a vault document",
         serde_json::error::Category::Eof => "the JSON ends early",
     };
-    VaultError(format!("{what} at line {} column {}", e.line(), e.column()))
+    VaultError::Schema(format!("{what} at line {} column {}", e.line(), e.column()))
 }
 
 /// Feeds what serde_json writes straight into a MAC, so the canonical
@@ -281,7 +304,7 @@ fn mac(doc: &Document, key: &ProjectKey) -> Result<Hmac<Sha256>, VaultError> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.seal_key())
         .expect("HMAC takes a key of any length");
     serde_json::to_writer(MacWriter(&mut mac), doc)
-        .map_err(|e| VaultError(format!("cannot encode: {e}")))?;
+        .map_err(|e| VaultError::Encode(format!("cannot encode: {e}")))?;
     Ok(mac)
 }
 
@@ -413,7 +436,7 @@ pub fn seal_document(
     };
     let mut out = Zeroizing::new(Vec::with_capacity(room));
     serde_json::to_writer(&mut *out, &doc)
-        .map_err(|e| VaultError(format!("cannot encode: {e}")))?;
+        .map_err(|e| VaultError::Encode(format!("cannot encode: {e}")))?;
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.seal_key())
         .expect("HMAC takes a key of any length");
     mac.update(&out);
@@ -476,25 +499,25 @@ fn open_document_keeping(
 ) -> Result<Opened, VaultError> {
     let mut doc = parse(plaintext)?;
     if *doc.format != *FORMAT {
-        return Err(VaultError(format!(
+        return Err(VaultError::Schema(format!(
             "not a Flux Secrets vault document (format is {:?}, expected {FORMAT:?})",
             &*doc.format
         )));
     }
     if !(MIN_VERSION..=VERSION).contains(&doc.version) {
-        return Err(VaultError(format!(
+        return Err(VaultError::Schema(format!(
             "vault document version {} is not supported (this fluxd reads versions {MIN_VERSION} to {VERSION})",
             doc.version
         )));
     }
     match (doc.version, doc.revision) {
         (1, Some(_)) => {
-            return Err(VaultError(
+            return Err(VaultError::Schema(
                 "a version 1 document has no \"revision\" field".into(),
             ));
         }
         (2.., None) => {
-            return Err(VaultError(format!(
+            return Err(VaultError::Schema(format!(
                 "a version {} document needs a \"revision\" field",
                 doc.version
             )));
@@ -502,14 +525,14 @@ fn open_document_keeping(
         _ => {}
     }
     if *doc.project != *project {
-        return Err(VaultError(format!(
-            "the document belongs to project {:?}, not {project:?}",
-            &*doc.project
-        )));
+        return Err(VaultError::WrongProject {
+            found: doc.project.to_string(),
+            expected: project.to_owned(),
+        });
     }
     if let Some(key) = key {
         let seal = doc.seal.take().ok_or_else(|| {
-            VaultError(
+            VaultError::BadSeal(
                 "the document is not sealed by the project key (no \"seal\" field): \
                  write it with `fluxctl vault seal`, not plain `age -r`"
                     .into(),
@@ -518,7 +541,9 @@ fn open_document_keeping(
         let tag = seal
             .strip_prefix(SEAL_PREFIX)
             .and_then(unhex)
-            .ok_or_else(|| VaultError(format!("the seal is not {SEAL_PREFIX}<64 hex digits>")))?;
+            .ok_or_else(|| {
+                VaultError::BadSeal(format!("the seal is not {SEAL_PREFIX}<64 hex digits>"))
+            })?;
         // A document as fluxd writes it is its canonical form followed by
         // the seal: check those bytes as they are, and re-encode the parsed
         // document only when they are not (a re-indented document).
@@ -531,7 +556,7 @@ fn open_document_keeping(
         });
         if !sealed_as_is {
             mac(&doc, key)?.verify_slice(&tag).map_err(|_| {
-                VaultError(
+                VaultError::BadSeal(
                     "the seal does not match: the document was altered or sealed with another key"
                         .into(),
                 )
@@ -543,20 +568,20 @@ fn open_document_keeping(
     let mut all_versions = Vec::new();
     for (name, entry) in &doc.secrets {
         let name: &str = name;
-        validate_secret_name(name).map_err(|e| VaultError(e.to_string()))?;
+        validate_secret_name(name).map_err(|e| VaultError::Schema(e.to_string()))?;
         validate_value_len(entry.value.len())
-            .map_err(|e| VaultError(format!("secret {name}: {e}")))?;
+            .map_err(|e| VaultError::Schema(format!("secret {name}: {e}")))?;
         let set_at_ms = parse_time(name, "set_at", &entry.set_at)?;
         if version == 1
             && (entry.version.is_some() || entry.set_by.is_some() || entry.history.is_some())
         {
-            return Err(VaultError(format!(
+            return Err(VaultError::Schema(format!(
                 "secret {name}: a version 1 document has no \"version\", \"set_by\" or \"history\" field"
             )));
         }
         let current = entry.version.unwrap_or(1);
         if current == 0 {
-            return Err(VaultError(format!(
+            return Err(VaultError::Schema(format!(
                 "secret {name}: version numbers start at 1"
             )));
         }
@@ -564,14 +589,14 @@ fn open_document_keeping(
         let mut below = current;
         for old in entry.history.iter().flatten() {
             if old.version == 0 || old.version >= below {
-                return Err(VaultError(format!(
+                return Err(VaultError::Schema(format!(
                     "secret {name}: history version {} is out of order (each earlier version must be below the one before it, the current one is {current}, and numbers start at 1)",
                     old.version
                 )));
             }
             below = old.version;
             validate_value_len(old.value.len()).map_err(|e| {
-                VaultError(format!(
+                VaultError::Schema(format!(
                     "secret {name}: history version {}: {e}",
                     old.version
                 ))
@@ -612,7 +637,7 @@ fn open_document_keeping(
 
 fn parse_time(name: &str, field: &str, text: &str) -> Result<u64, VaultError> {
     parse_time_ms(text).ok_or_else(|| {
-        VaultError(format!(
+        VaultError::Schema(format!(
             "secret {name}: {field} is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z"
         ))
     })
@@ -637,24 +662,24 @@ pub fn encrypt_to(
     recipient: &age::x25519::Recipient,
 ) -> Result<Vec<u8>, VaultError> {
     let enc = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
-        .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
+        .map_err(|e| VaultError::Encode(format!("cannot encrypt: {e}")))?;
     let mut out = Vec::with_capacity(plaintext.len() + 256);
     let mut w = enc
         .wrap_output(&mut out)
-        .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
+        .map_err(|e| VaultError::Encode(format!("cannot encrypt: {e}")))?;
     w.write_all(plaintext)
         .and_then(|()| w.finish().map(drop))
-        .map_err(|e| VaultError(format!("cannot encrypt: {e}")))?;
+        .map_err(|e| VaultError::Encode(format!("cannot encrypt: {e}")))?;
     Ok(out)
 }
 
 /// Decrypts an age file (binary or armored) with the project's identity.
 pub fn decrypt(ciphertext: &[u8], key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let armored = age::armor::ArmoredReader::new(ciphertext);
-    let dec = age::Decryptor::new(armored).map_err(|e| VaultError(decrypt_reason(&e)))?;
+    let dec = age::Decryptor::new(armored).map_err(|e| VaultError::Decrypt(decrypt_reason(&e)))?;
     let reader = dec
         .decrypt(std::iter::once(key.identity() as &dyn age::Identity))
-        .map_err(|e| VaultError(decrypt_reason(&e)))?;
+        .map_err(|e| VaultError::Decrypt(decrypt_reason(&e)))?;
     // The plaintext is shorter than the ciphertext (binary) or its armor:
     // sized up front, the buffer never moves, leaving no copy behind.
     let room =
@@ -664,12 +689,12 @@ pub fn decrypt(ciphertext: &[u8], key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>
         .take(MAX_PLAINTEXT + 1)
         .read_to_end(&mut out)
         .map_err(|e| {
-            VaultError(format!(
+            VaultError::Decrypt(format!(
                 "cannot decrypt: the file is truncated or corrupt ({e})"
             ))
         })?;
     if out.len() as u64 > MAX_PLAINTEXT {
-        return Err(VaultError(format!(
+        return Err(VaultError::TooLarge(format!(
             "the plaintext exceeds {MAX_PLAINTEXT} bytes"
         )));
     }
@@ -695,7 +720,7 @@ pub fn seal(
     let doc = seal_document(project, secrets, revision, key)?;
     // What fluxd writes, fluxd (and `fluxctl vault open`) can read back.
     if doc.len() as u64 > MAX_PLAINTEXT {
-        return Err(VaultError(format!(
+        return Err(VaultError::TooLarge(format!(
             "the vault document would be {} bytes, over the {MAX_PLAINTEXT} bytes a vault may hold",
             doc.len()
         )));
@@ -765,7 +790,7 @@ mod tests {
         let err =
             open_document(&serde_json::to_vec(&older).unwrap(), "app", Some(&key)).unwrap_err();
         assert!(
-            err.0.contains("does not match"),
+            (matches!(err, VaultError::BadSeal(_)) && err.to_string().contains("does not match")),
             "the revision is sealed: {err}"
         );
 
@@ -773,16 +798,25 @@ mod tests {
         altered["secrets"]["B_KEY"]["value"] = "attacker".into();
         let err =
             open_document(&serde_json::to_vec(&altered).unwrap(), "app", Some(&key)).unwrap_err();
-        assert!(err.0.contains("does not match"), "{err}");
+        assert!(
+            (matches!(err, VaultError::BadSeal(_)) && err.to_string().contains("does not match")),
+            "{err}"
+        );
 
         json.as_object_mut().unwrap().remove("seal");
         let err =
             open_document(&serde_json::to_vec(&json).unwrap(), "app", Some(&key)).unwrap_err();
-        assert!(err.0.contains("not sealed"), "{err}");
+        assert!(
+            (matches!(err, VaultError::BadSeal(_)) && err.to_string().contains("not sealed")),
+            "{err}"
+        );
 
         let other = ProjectKey::generate();
         let err = open_document(&doc, "app", Some(&other)).unwrap_err();
-        assert!(err.0.contains("does not match"), "{err}");
+        assert!(
+            (matches!(err, VaultError::BadSeal(_)) && err.to_string().contains("does not match")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -797,7 +831,10 @@ mod tests {
         // The same bytes with a value changed: neither path accepts them.
         let text = std::str::from_utf8(&doc).unwrap().replace("sk-b3", "sk-b4");
         let err = open_document(text.as_bytes(), "app", Some(&key)).unwrap_err();
-        assert!(err.0.contains("does not match"), "{err}");
+        assert!(
+            (matches!(err, VaultError::BadSeal(_)) && err.to_string().contains("does not match")),
+            "{err}"
+        );
         // A field added before the seal breaks the canonical form; the
         // re-encoded document is what the seal is checked against.
         let text =
@@ -903,7 +940,10 @@ mod tests {
         altered["secrets"]["B_KEY"]["history"][1]["value"] = "attacker".into();
         let err =
             open_document(&serde_json::to_vec(&altered).unwrap(), "app", Some(&key)).unwrap_err();
-        assert!(err.0.contains("does not match"), "{err}");
+        assert!(
+            (matches!(err, VaultError::BadSeal(_)) && err.to_string().contains("does not match")),
+            "{err}"
+        );
         let mut dropped = json.clone();
         dropped["secrets"]["B_KEY"]
             .as_object_mut()
@@ -911,7 +951,10 @@ mod tests {
             .remove("history");
         let err =
             open_document(&serde_json::to_vec(&dropped).unwrap(), "app", Some(&key)).unwrap_err();
-        assert!(err.0.contains("does not match"), "{err}");
+        assert!(
+            (matches!(err, VaultError::BadSeal(_)) && err.to_string().contains("does not match")),
+            "{err}"
+        );
         // Re-indented, it still opens; re-sealed, the history is kept.
         let pretty = serde_json::to_vec_pretty(&json).unwrap();
         assert_eq!(
@@ -954,14 +997,24 @@ mod tests {
         json["secrets"]["B_KEY"]["history"][0]["version"] = 7.into();
         let bad = encrypt(&seal_anything(&json, &key), &key).unwrap();
         let err = open_current(&bad, "app", &key).unwrap_err();
-        assert!(err.0.contains("out of order"), "{err}");
+        assert!(
+            (matches!(err, VaultError::Schema(_)) && err.to_string().contains("out of order")),
+            "{err}"
+        );
         let err = open(&bad, "app", &key).unwrap_err();
-        assert!(err.0.contains("out of order"), "{err}");
+        assert!(
+            (matches!(err, VaultError::Schema(_)) && err.to_string().contains("out of order")),
+            "{err}"
+        );
     }
 
     #[test]
     fn history_out_of_order_or_in_version_1_is_refused() {
-        let bad = |doc: &str| open_document(doc.as_bytes(), "app", None).unwrap_err().0;
+        let bad = |doc: &str| {
+            open_document(doc.as_bytes(), "app", None)
+                .unwrap_err()
+                .to_string()
+        };
         let t = "2026-01-01T00:00:00Z";
         let err = bad(&format!(
             r#"{{"format":"flux-secrets-vault","version":2,"project":"app","revision":1,"secrets":{{"A":{{"value":"3","set_at":"{t}","version":3,"history":[{{"version":1,"value":"1","set_at":"{t}"}},{{"version":2,"value":"2","set_at":"{t}"}}]}}}}}}"#
@@ -1023,8 +1076,11 @@ mod tests {
         let bad = br#"{"format":"flux-secrets-vault","version":1,"project":"app",
             "secrets":{"A":{"value":12345678,"set_at":"2026-01-01T00:00:00Z"}}}"#;
         let err = open_document(bad, "app", Some(&key)).unwrap_err();
-        assert!(!err.0.contains("12345678"), "{err}");
-        assert!(err.0.contains("line"), "{err}");
+        assert!(!err.to_string().contains("12345678"), "{err}");
+        assert!(
+            (matches!(err, VaultError::Schema(_)) && err.to_string().contains("line")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1033,13 +1089,23 @@ mod tests {
         let file = seal("app", &sample(), 1, &key).unwrap();
         let err = open(&file, "app", &ProjectKey::generate()).unwrap_err();
         assert!(
-            err.0.contains("not encrypted to this project's key"),
+            (matches!(err, VaultError::Decrypt(_))
+                && err
+                    .to_string()
+                    .contains("not encrypted to this project's key")),
             "{err}"
         );
         let err = open(&file[..file.len() / 2], "app", &key).unwrap_err();
-        assert!(err.0.contains("cannot decrypt"), "{err}");
+        assert!(
+            (matches!(err, VaultError::Decrypt(_)) && err.to_string().contains("cannot decrypt")),
+            "{err}"
+        );
         assert!(open(b"garbage", "app", &key).is_err());
         let err = open(&file, "other", &key).unwrap_err();
-        assert!(err.0.contains("belongs to project"), "{err}");
+        assert!(
+            (matches!(err, VaultError::WrongProject { .. })
+                && err.to_string().contains("belongs to project")),
+            "{err}"
+        );
     }
 }

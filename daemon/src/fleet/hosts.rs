@@ -248,13 +248,13 @@ fn rotate(store: &EtcdStore, project: &str, removed: &[String]) -> Result<bool> 
     if let Some((held_vault, mod_revision)) = store.held_vault(project) {
         let opened = vault::open(&held_vault, project, &old).map_err(|e| Error::Vault {
             location: store.vault_location(project),
-            reason: e.0,
+            reason: e.to_string(),
         })?;
         let sealed =
             vault::seal(project, &opened.secrets, opened.revision + 1, &new).map_err(|e| {
                 Error::Vault {
                     location: store.vault_location(project),
-                    reason: e.0,
+                    reason: e.to_string(),
                 }
             })?;
         let env = store.sign(Kind::Vault, &vault_key, version, &sealed);

@@ -133,7 +133,7 @@ pub(super) fn read_disk(
         Keep::Versions => vault::open(&bytes, name, &key),
         Keep::Current => vault::open_current(&bytes, name, &key),
     }
-    .map_err(|e| vault_error(e.0))?;
+    .map_err(|e| vault_error(e.to_string()))?;
     if opened.revision < floor {
         return Err(vault_error(format!(
             "revision {} is older than revision {floor}, the newest this fluxd has served: refused as a rollback (an older copy put back). To serve it on purpose — a backup being restored — run `fluxctl vault restore -p {name}`",

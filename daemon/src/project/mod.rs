@@ -178,7 +178,7 @@ impl Project {
         let written = vault::seal(name, &Secrets::new(), 1, &key)
             .map_err(|e| Error::Vault {
                 location: store.vault_location(name),
-                reason: e.0,
+                reason: e.to_string(),
             })
             .and_then(|bytes| store.store_vault(name, &bytes).map(|()| bytes))
             .and_then(|bytes| store.raise_revision_floor(name, 1).map(|()| bytes));

@@ -498,7 +498,7 @@ impl Project {
                 let bytes =
                     vault::seal(&project, &secrets, revision, &key).map_err(|e| Error::Vault {
                         location: store.vault_location(&project),
-                        reason: e.0,
+                        reason: e.to_string(),
                     })?;
                 if store.store_vault_if(&project, base_fp.as_ref(), &bytes)? {
                     record_floor(&*store, &project, revision);
@@ -630,7 +630,7 @@ impl Project {
             let bytes = vault::seal(&name, &opened.secrets, revision, &key).map_err(|e| {
                 Error::Vault {
                         location: store.vault_location(&name),
-                    reason: e.0,
+                    reason: e.to_string(),
                 }
             })?;
             let on_disk = store
@@ -713,7 +713,7 @@ impl Project {
             let bytes =
                 vault::seal(&name, &opened.secrets, revision, &new).map_err(|e| Error::Vault {
                     location: store.vault_location(&name),
-                    reason: e.0,
+                    reason: e.to_string(),
                 })?;
             store.replace_key(&name, &new, &bytes)?;
             record_floor(&*store, &name, revision);
