@@ -3,7 +3,7 @@
 //! and names bounded before they reach the log.
 
 use super::Audit;
-use flux_protocol::message::AuditEntry;
+use flux_protocol::message::AuditTrailEntry;
 use std::collections::HashMap;
 
 /// Summaries one connection holds before handing them over.
@@ -41,7 +41,7 @@ pub fn bounded_name(name: &str) -> (String, Option<String>) {
 pub struct ReadSummaries {
     /// By name (`""` for requests that name nothing), then by operation,
     /// decision and result.
-    by_name: HashMap<String, Vec<AuditEntry>>,
+    by_name: HashMap<String, Vec<AuditTrailEntry>>,
     len: usize,
 }
 
@@ -56,7 +56,7 @@ impl ReadSummaries {
         allowed: bool,
         result: &str,
         time_ms: u64,
-        make: impl FnOnce() -> AuditEntry,
+        make: impl FnOnce() -> AuditTrailEntry,
     ) -> bool {
         let entries = match self.by_name.get_mut(name) {
             Some(e) => e,
@@ -124,7 +124,7 @@ mod tests {
         }
         s.count("A", "get", true, "not_found", 11, || entry("get", "A", 11));
         s.count("B", "get", true, "ok", 12, || entry("get", "B", 12));
-        let mut all: Vec<AuditEntry> = s.by_name.values().flatten().cloned().collect();
+        let mut all: Vec<AuditTrailEntry> = s.by_name.values().flatten().cloned().collect();
         all.sort_by_key(|e| (e.name.clone(), e.first_ms));
         assert_eq!(all.len(), 3);
         assert_eq!((all[0].count, all[0].first_ms, all[0].time_ms), (10, 0, 9));
