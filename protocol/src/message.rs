@@ -613,6 +613,29 @@ impl AuditTrailEntry {
     }
 }
 
+impl From<AuditEntry> for AuditTrailEntry {
+    /// An [`AuditEntry`] (from a daemon that predates `AuditTrail`), its
+    /// workload unknown.
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            time_ms: e.time_ms,
+            first_ms: e.first_ms,
+            count: e.count,
+            project: e.project,
+            op: e.op,
+            name: e.name,
+            uid: e.uid,
+            gid: e.gid,
+            pid: e.pid,
+            exe: e.exe,
+            allowed: e.allowed,
+            result: e.result,
+            detail: e.detail,
+            ..Self::default()
+        }
+    }
+}
+
 /// Payload of [`Request::AuditTrail`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditTrailQuery {
