@@ -482,3 +482,139 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+#[test]
+fn a_read_is_audited_with_the_readers_unit_and_fluxctl_audit_selects_by_unit() {
+    use flux_protocol::message::{AuditTrailEntry, AuditTrailQuery};
+    use sha2::{Digest, Sha256};
+    let test = "a_read_is_audited_with_the_readers_unit";
+    let Some(units) = Units::new(test) else {
+        return;
+    };
+    let Some(python) = system_python(test) else {
+        return;
+    };
+    let hash = hex(&Sha256::digest(std::fs::read(&python).unwrap()));
+    // Readers: the functions' units, running this interpreter (so fluxd
+    // hashes each peer's executable).
+    let d = daemon(&format!(
+        "readers = {{ units = [\"fn-*.service\"], executables = [{{ sha256 = \"{hash}\" }}] }}\n"
+    ));
+    let socket = d.project_socket("app").display().to_string();
+    let script = |unit: &str| {
+        format!(
+            "{}s = socket.socket(socket.AF_UNIX)\ns.connect({socket:?})\nask(s, {:?})\nask(s, {:?})\nask(s, {:?})\n",
+            prelude(&units.unit(unit)),
+            hello_hex(),
+            get_hex("API_KEY"),
+            get_hex("API_KEY"),
+        )
+    };
+    let billing = run_python(&python, &script("fn-billing.service"));
+    assert_eq!(billing[1], format!("value {}", "api-key-value".len()));
+    let cron = run_python(&python, &script("cron.service"));
+    assert_eq!(code_of(&cron[1]), PERMISSION_DENIED, "{}", cron[1]);
+
+    let trail = |unit: Option<&str>| -> Vec<AuditTrailEntry> {
+        d.control()
+            .audit_trail(AuditTrailQuery {
+                project: Some("app".into()),
+                since_ms: 0,
+                limit: 0,
+                unit: unit.map(str::to_owned),
+            })
+            .unwrap()
+    };
+    // The two reads of the billing function: one summary, with its unit,
+    // slice, cgroup and the hash fluxd checked.
+    let entries = trail(None);
+    let read = entries
+        .iter()
+        .find(|e| e.op == "get" && e.allowed && e.uid == UID)
+        .unwrap_or_else(|| panic!("no read by the function: {entries:?}"));
+    assert_eq!(read.count, 2);
+    assert_eq!(read.unit.as_deref(), Some("fn-billing.service"));
+    assert_eq!(read.slice.as_deref(), Some(units.slice.as_str()));
+    assert_eq!(
+        read.cgroup.as_deref(),
+        Some(units.path("fn-billing.service").as_str())
+    );
+    assert_eq!(read.exe_sha256.as_deref(), Some(hash.as_str()));
+    // The refusals of the other unit of the same uid and program: its own
+    // lines, its own unit.
+    let denied: Vec<&AuditTrailEntry> = entries
+        .iter()
+        .filter(|e| e.op == "get" && !e.allowed && e.uid == UID)
+        .collect();
+    assert!(!denied.is_empty(), "{entries:?}");
+    for e in &denied {
+        assert_eq!(e.unit.as_deref(), Some("cron.service"), "{e:?}");
+        assert_eq!(e.result, "permission_denied");
+    }
+    // Selected by unit, by the daemon.
+    let billing_only = trail(Some("fn-*.service"));
+    assert!(!billing_only.is_empty());
+    assert!(
+        billing_only
+            .iter()
+            .all(|e| e.unit.as_deref() == Some("fn-billing.service")),
+        "{billing_only:?}"
+    );
+    assert!(
+        trail(Some("cron.service"))
+            .iter()
+            .all(|e| e.unit.as_deref() == Some("cron.service") && !e.allowed)
+    );
+
+    // fluxctl audit --unit, as JSON Lines.
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["audit", "--project", "app", "--json"];
+        all.extend_from_slice(args);
+        d.ctl_ok(&all)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let lines = json(&["--unit", "fn-*.service"]);
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert_eq!(l["unit"], "fn-billing.service", "{l}");
+        assert_eq!(l["slice"], units.slice.as_str(), "{l}");
+        assert_eq!(
+            l["cgroup"],
+            units.path("fn-billing.service").as_str(),
+            "{l}"
+        );
+        assert_eq!(l["exe_sha256"], hash.as_str(), "{l}");
+    }
+    let cron_lines = json(&["--unit", "cron.service"]);
+    assert!(!cron_lines.is_empty());
+    assert!(
+        cron_lines.iter().all(|l| l["unit"] == "cron.service"),
+        "{cron_lines:?}"
+    );
+    assert!(json(&["--unit", "nothing-*.service"]).is_empty());
+    // Every line says what it knows and what it does not.
+    for l in json(&[]) {
+        for key in ["unit", "slice", "cgroup", "exe_sha256"] {
+            assert!(l.get(key).is_some(), "{key} missing: {l}");
+        }
+    }
+    // The table shows the unit.
+    let text = d.ctl_ok(&["audit", "--project", "app"]);
+    assert!(text.lines().next().unwrap().contains("UNIT"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("get ×2") && l.contains("fn-billing.service")),
+        "{text}"
+    );
+    // A pattern that cannot match a unit name is refused, not answered
+    // with nothing.
+    let out = d.run_ctl(&["audit", "--unit", "/system.slice/x.service"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unit pattern"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
