@@ -3,8 +3,9 @@
 //! guess — `RestoreVault` of a vault that cannot be used, the host requests
 //! outside fleet mode, how the audit log records names, digests across
 //! restarts, `History` and `Rollback` of malformed names, the metrics
-//! families, `ProjectDeleted`, which refusal another user gets, and what
-//! `Write` and `WriteMany` answer.
+//! families, `ProjectDeleted`, which refusal another user gets, what
+//! `Write` and `WriteMany` answer, and how fluxctl reads the audit log of
+//! a fluxd from before `AuditTrail`.
 
 use crate::{key_of, secrets};
 use flux_e2e::{TestDaemon, eventually};
