@@ -168,9 +168,13 @@ impl Conn {
         }
         let key = name.as_deref().unwrap_or("");
         let was_empty = self.summaries.is_empty();
+        let program = (
+            self.peer.exe.as_deref(),
+            workload.exe.as_ref().and_then(|e| e.sha256.as_deref()),
+        );
         let full = self
             .summaries
-            .count(key, op, allowed, result, time_ms, entry);
+            .count(key, op, allowed, result, program, time_ms, entry);
         if full {
             Tally::Full
         } else if was_empty {
