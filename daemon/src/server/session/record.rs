@@ -184,3 +184,41 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::audit_names;
+    use flux_protocol::message::{AuditTrailQuery, Request};
+
+    fn trail(project: Option<&str>, unit: Option<&str>) -> Request {
+        Request::AuditTrail(AuditTrailQuery {
+            project: project.map(str::to_owned),
+            unit: unit.map(str::to_owned),
+            ..AuditTrailQuery::default()
+        })
+    }
+
+    #[test]
+    fn an_audit_trail_is_recorded_with_its_project_and_unit_pattern() {
+        assert_eq!(audit_names(&trail(None, None)), (None, None));
+        assert_eq!(
+            audit_names(&trail(Some("app"), Some("fn-*.service"))),
+            (
+                Some("app".to_owned()),
+                Some("units matching fn-*.service".to_owned())
+            )
+        );
+        // A hostile pattern is bounded and escaped, as a name is.
+        let (name, detail) = audit_names(&trail(Some("a b"), Some(&"\n".repeat(100))));
+        assert_eq!(name.as_deref(), Some("a b"));
+        let detail = detail.unwrap();
+        assert!(!detail.contains('\n'), "{detail}");
+        assert_eq!(
+            detail,
+            format!(
+                "units matching {}…; invalid name of 3 bytes",
+                "\\n".repeat(64)
+            )
+        );
+    }
+}
