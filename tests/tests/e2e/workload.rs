@@ -23,13 +23,13 @@ const UID: u32 = 65534;
 
 /// Cgroups made for one test (`/flux-e2e-<pid>.slice/<unit>` in every
 /// hierarchy that can hold one), removed on drop.
-struct Units {
-    slice: String,
+pub(super) struct Units {
+    pub(super) slice: String,
     roots: Vec<PathBuf>,
 }
 
 impl Units {
-    fn new(test: &str) -> Option<Self> {
+    pub(super) fn new(test: &str) -> Option<Self> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!(
                 "SKIPPED: {test}: needs root to place processes in cgroups and play other uids"
@@ -59,7 +59,7 @@ impl Units {
     }
 
     /// The `cgroup.procs` files of `unit`, made in every hierarchy.
-    fn unit(&self, unit: &str) -> Vec<String> {
+    pub(super) fn unit(&self, unit: &str) -> Vec<String> {
         self.roots
             .iter()
             .map(|r| {
@@ -71,7 +71,7 @@ impl Units {
     }
 
     /// The unit's cgroup path, as fluxd reads it.
-    fn path(&self, unit: &str) -> String {
+    pub(super) fn path(&self, unit: &str) -> String {
         format!("/{}/{unit}", self.slice)
     }
 }
@@ -92,7 +92,7 @@ impl Drop for Units {
 
 /// A fluxd whose project `app` has `policy` (after `[projects.app]`),
 /// reachable by [`UID`]'s processes, with `API_KEY` and `DB_PASSWORD` set.
-fn daemon(policy: &str) -> TestDaemon {
+pub(super) fn daemon(policy: &str) -> TestDaemon {
     let d =
         TestDaemon::start_with_config(&format!("[projects.app]\nsocket_group = {UID}\n{policy}"));
     std::fs::set_permissions(d.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -117,14 +117,14 @@ fn frame_hex(req: &Request) -> String {
     hex(&frame)
 }
 
-fn hello_hex() -> String {
+pub(super) fn hello_hex() -> String {
     frame_hex(&Request::Hello(Hello {
         version: flux_protocol::PROTOCOL_VERSION,
         client: "workload".into(),
     }))
 }
 
-fn get_hex(name: &str) -> String {
+pub(super) fn get_hex(name: &str) -> String {
     frame_hex(&Request::Get(Get { name: name.into() }))
 }
 
@@ -166,12 +166,12 @@ def answer(s):
 }
 
 /// [`defs`], then `become(procs)`.
-fn prelude(procs: &[String]) -> String {
+pub(super) fn prelude(procs: &[String]) -> String {
     format!("{}become({procs:?})\n", defs())
 }
 
 /// Runs `script` with `python`; its output lines.
-fn run_python(python: &Path, script: &str) -> Vec<String> {
+pub(super) fn run_python(python: &Path, script: &str) -> Vec<String> {
     let out = Command::new(python).args(["-c", script]).output().unwrap();
     assert!(
         out.status.success(),
@@ -197,7 +197,7 @@ fn python_binary(candidates: &[&str]) -> Option<PathBuf> {
         })
 }
 
-fn system_python(test: &str) -> Option<PathBuf> {
+pub(super) fn system_python(test: &str) -> Option<PathBuf> {
     let p = python_binary(&["/usr/bin/python3"]);
     if p.is_none() {
         eprintln!("SKIPPED: {test}: no /usr/bin/python3 to run workloads with");
