@@ -1,22 +1,31 @@
 //! `fluxctl audit verify [FILE…]`: the audit log's MAC chain checked
 //! (`flux_vault::chain`), offline, with the audit key.
 //!
-//! `fluxctl audit [--project P] [--since DURATION] [--json]`: the daemon's
-//! record of access decisions, read through the control socket (admins
-//! only), rotated files included. Entries hold names, peers and outcomes —
-//! never values. `--json` prints every field of every record; the text
-//! table is laid out for a terminal (see [`table`]): the time in UTC to
-//! the second, a summary of reads as `get ×120` (how many it stands for,
-//! timed at its last), the peer as `exe[pid]` with the executable's file
-//! name, the decision and result in one column (`ok`, `denied: why`), and
-//! cells cut with `…` so that each line fits the terminal's width (or
-//! `COLUMNS`); piped with no `COLUMNS`, cells are whole.
+//! `fluxctl audit [--project P] [--since DURATION] [--unit PATTERN]
+//! [--json]`: the daemon's record of access decisions, read through the
+//! control socket (admins only), rotated files included, each with the
+//! peer's workload (`AuditTrail`): its systemd unit, slice, cgroup and the
+//! executable's SHA-256 when a rule checked it. `--unit` keeps the entries
+//! of units a pattern matches (`*` globs), chosen by the daemon, so
+//! `--limit` counts matching entries. A fluxd that predates `AuditTrail`
+//! answers `bad_request`: the entries are then read with `AuditLog`,
+//! without workloads, and a note says so (`--unit` is refused: nothing
+//! could match). Entries hold names, peers and outcomes — never values.
+//! `--json` prints every field of every record; the text table is laid
+//! out for a terminal (see [`table`]): the time in UTC to the second, a
+//! summary of reads as `get ×120` (how many it stands for, timed at its
+//! last), the unit (a column only when some entry has one), the peer as
+//! `exe[pid]` with the executable's file name, the decision and result in
+//! one column (`ok`, `denied: why`), and cells cut with `…` so that each
+//! line fits the terminal's width (or `COLUMNS`); piped with no `COLUMNS`,
+//! cells are whole.
 
 use crate::failure::{Failure, Result};
 use crate::target::Target;
 use crate::timefmt::{now_ms, rfc3339_ms};
 use crate::{columns, out, out_json};
-use flux_protocol::message::{Request, Response};
+use flux_protocol::message::{AuditTrailEntry, AuditTrailQuery, Request, Response};
+use flux_protocol::{ClientError, ErrorCode};
 use flux_vault::chain::{AuditKey, Finding};
 use std::path::PathBuf;
 
@@ -110,10 +119,14 @@ pub(crate) fn verify(
 }
 use flux_protocol::message::AuditQuery;
 
+/// The note printed when entries come without their workload.
+const NO_WORKLOADS: &str = "this fluxd predates workloads in the audit log: entries are shown without their unit (upgrade fluxd to see them)";
+
 pub(crate) fn run(
     target: &Target,
     project: Option<String>,
     since: Option<&str>,
+    unit: Option<String>,
     limit: u32,
     json: bool,
 ) -> Result<()> {
@@ -128,11 +141,39 @@ pub(crate) fn run(
             now_ms().saturating_sub(d.as_millis() as u64)
         }
     };
-    let records = target.control()?.audit_log(AuditQuery {
+    if let Some(pattern) = &unit {
+        check_pattern(pattern)?;
+    }
+    let mut control = target.control()?;
+    let query = AuditTrailQuery {
         project,
         since_ms,
         limit,
-    })?;
+        unit,
+    };
+    let records = match control.audit_trail(query.clone()) {
+        Ok(records) => records,
+        // A fluxd from before `AuditTrail` cannot decode it (or the log is
+        // off, which `AuditLog` says again).
+        Err(ClientError::Remote {
+            code: ErrorCode::BadRequest,
+            ..
+        }) => {
+            let entries = control.audit_log(AuditQuery {
+                project: query.project,
+                since_ms: query.since_ms,
+                limit: query.limit,
+            })?;
+            if query.unit.is_some() {
+                return Err(Failure::general(
+                    "this fluxd predates workloads in the audit log: it cannot select entries by --unit (upgrade fluxd)",
+                ));
+            }
+            eprintln!("{}", crate::style::caution(NO_WORKLOADS));
+            entries.into_iter().map(AuditTrailEntry::from).collect()
+        }
+        Err(e) => return Err(e.into()),
+    };
     if json {
         let mut text = String::new();
         for r in &records {
@@ -147,6 +188,10 @@ pub(crate) fn run(
                 "gid": r.gid,
                 "pid": r.pid,
                 "exe": r.exe,
+                "exe_sha256": r.exe_sha256,
+                "unit": r.unit,
+                "slice": r.slice,
+                "cgroup": r.cgroup,
                 "allowed": r.allowed,
                 "result": r.result,
                 "detail": r.detail,
@@ -161,6 +206,24 @@ pub(crate) fn run(
         return Ok(());
     }
     out(&table(&records, line_width()))
+}
+
+/// Refuses a `--unit` pattern that could match no unit name.
+fn check_pattern(pattern: &str) -> Result<()> {
+    let bad = pattern
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || *c == '/');
+    if pattern.is_empty() || bad.is_some() {
+        return Err(Failure::usage(format!(
+            "--unit {}: a unit pattern is a unit name such as billing.service, with * for any run of characters (fn-*.service); {}",
+            pattern.escape_debug(),
+            match bad {
+                Some(c) => format!("{} cannot be part of one", c.escape_debug()),
+                None => "it cannot be empty".to_owned(),
+            }
+        )));
+    }
+    Ok(())
 }
 
 /// The width to fit lines to: the terminal's (stdout is a terminal), else
@@ -194,22 +257,20 @@ fn file_name(exe: &str) -> &str {
 
 /// Columns that give way, widest first, when a line is too long; the
 /// others (time, op, uid) are short and kept whole.
-const SHRINKS: [usize; 4] = [1, 3, 5, 6];
+const SHRINKS: [&str; 5] = ["PROJECT", "NAME", "UNIT", "PEER", "RESULT"];
 /// A column is never cut below this many characters.
 const NARROWEST: usize = 8;
 
 /// The text table of `records`, each line at most `width` characters when
-/// a width is given.
-fn table(records: &[flux_protocol::message::AuditEntry], width: Option<usize>) -> String {
-    let mut rows = vec![vec![
-        "TIME (UTC)".to_owned(),
-        "PROJECT".into(),
-        "OP".into(),
-        "NAME".into(),
-        "UID".into(),
-        "PEER".into(),
-        "RESULT".into(),
-    ]];
+/// a width is given. The UNIT column is left out when no entry has a unit.
+fn table(records: &[AuditTrailEntry], width: Option<usize>) -> String {
+    let units = records.iter().any(|r| r.unit.is_some());
+    let mut head = vec!["TIME (UTC)", "PROJECT", "OP", "NAME", "UID"];
+    if units {
+        head.push("UNIT");
+    }
+    head.extend(["PEER", "RESULT"]);
+    let mut rows = vec![head.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
     rows.extend(records.iter().map(|r| {
         let op = if r.count > 1 {
             format!("{} ×{}", r.op, r.count)
@@ -228,32 +289,39 @@ fn table(records: &[flux_protocol::message::AuditEntry], width: Option<usize>) -
             (false, Some(d)) => format!("denied: {d}"),
             (false, None) => format!("denied: {}", r.result),
         };
-        vec![
+        let mut row = vec![
             short_time(r.time_ms),
             r.project.clone().unwrap_or_else(|| "-".into()),
             op,
             r.name.clone().unwrap_or_else(|| "-".into()),
             r.uid.to_string(),
-            peer,
-            result,
-        ]
+        ];
+        if units {
+            row.push(r.unit.clone().unwrap_or_else(|| "-".into()));
+        }
+        row.extend([peer, result]);
+        row
     }));
     if let Some(width) = width {
-        fit(&mut rows, width);
+        let shrinks: Vec<usize> = SHRINKS
+            .iter()
+            .filter_map(|s| head.iter().position(|h| h == s))
+            .collect();
+        fit(&mut rows, &shrinks, width);
     }
     columns(&rows)
 }
 
-/// Cuts cells of the [`SHRINKS`] columns (with `…`) until a line of
-/// `rows`, as [`columns`] lays it out, fits in `width`.
-fn fit(rows: &mut [Vec<String>], width: usize) {
+/// Cuts cells of the `shrinks` columns ([`SHRINKS`]) with `…` until a
+/// line of `rows`, as [`columns`] lays it out, fits in `width`.
+fn fit(rows: &mut [Vec<String>], shrinks: &[usize], width: usize) {
     let len = |s: &str| crate::style::clean(s).chars().count();
     let mut widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| len(&r[i])).max().unwrap_or(0))
         .collect();
     let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len() - 1);
     while total(&widths) > width {
-        let Some(&widest) = SHRINKS
+        let Some(&widest) = shrinks
             .iter()
             .filter(|&&i| widths[i] > NARROWEST)
             .max_by_key(|&&i| widths[i])
@@ -263,7 +331,7 @@ fn fit(rows: &mut [Vec<String>], width: usize) {
         widths[widest] -= 1;
     }
     for row in rows.iter_mut() {
-        for &i in &SHRINKS {
+        for &i in shrinks {
             let cell = crate::style::clean(&row[i]).into_owned();
             if cell.chars().count() > widths[i] {
                 let cut: String = cell.chars().take(widths[i] - 1).collect();
@@ -275,10 +343,10 @@ fn fit(rows: &mut [Vec<String>], width: usize) {
 
 #[cfg(test)]
 mod tests {
-    use flux_protocol::message::AuditEntry;
+    use flux_protocol::message::AuditTrailEntry;
 
-    fn entry(name: &str, exe: &str, allowed: bool) -> AuditEntry {
-        AuditEntry {
+    fn entry(name: &str, exe: &str, allowed: bool) -> AuditTrailEntry {
+        AuditTrailEntry {
             time_ms: 1_796_000_000_000,
             first_ms: 1_796_000_000_000,
             count: 120,
@@ -292,6 +360,7 @@ mod tests {
             allowed,
             result: if allowed { "ok" } else { "permission_denied" }.into(),
             detail: (!allowed).then(|| "uid 1000 is not a reader of billing-service-production (access.projects.billing-service-production.readers)".into()),
+            ..AuditTrailEntry::default()
         }
     }
 
@@ -324,5 +393,46 @@ mod tests {
             "{whole}"
         );
         assert!(!whole.contains('…'), "{whole}");
+    }
+
+    #[test]
+    fn the_unit_has_a_column_when_known_and_lines_still_fit() {
+        let mut billing = entry("STRIPE_SECRET_KEY", "/usr/bin/node", true);
+        billing.unit = Some("fn-billing-reconciliation-worker.service".into());
+        billing.slice = Some("functions.slice".into());
+        let unknown = entry("API_KEY", "/usr/bin/python3.12", false);
+        let records = [billing, unknown];
+        let whole = super::table(&records, None);
+        let head = whole.lines().next().unwrap();
+        assert!(
+            head.find("UID") < head.find("UNIT") && head.find("UNIT") < head.find("PEER"),
+            "{head}"
+        );
+        assert!(
+            whole.contains("fn-billing-reconciliation-worker.service"),
+            "{whole}"
+        );
+        for width in [80, 100, 120] {
+            let text = super::table(&records, Some(width));
+            for line in text.lines() {
+                assert!(line.chars().count() <= width, "{width}: {line}");
+            }
+            assert!(text.contains("fn-bill"), "{text}");
+            assert!(text.contains("get ×120"), "{text}");
+        }
+        // No entry with a unit (a peer outside systemd, an older fluxd):
+        // no column for it.
+        let text = super::table(&records[1..], None);
+        assert!(!text.contains("UNIT"), "{text}");
+    }
+
+    #[test]
+    fn a_unit_pattern_that_cannot_match_is_refused() {
+        for ok in ["billing.service", "fn-*.service", "*", "run-u12.scope"] {
+            assert!(super::check_pattern(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b.service", "/system.slice/a.service", "a\n"] {
+            assert!(super::check_pattern(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -94,6 +94,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "{p} status >/dev/null || echo unhealthy",
     ),
     ("Who read what in the last hour:", "{p} audit --since 1h"),
+    (
+        "What the functions' units read today:",
+        "{p} audit --since 24h --unit 'fn-*.service'",
+    ),
 ];
 
 /// `text` as roff body text: backslashes and hyphens escaped, a leading

@@ -141,6 +141,10 @@ pub enum Command {
         /// Only records newer than this, e.g. 1h, 30m, 7d
         #[arg(long, value_name = "DURATION")]
         since: Option<String>,
+        /// Only records of peers in a systemd unit this pattern matches
+        /// (* matches any run of characters: fn-*.service)
+        #[arg(long, value_name = "PATTERN")]
+        unit: Option<String>,
         /// At most this many records, the newest
         #[arg(long, default_value_t = 1000)]
         limit: u32,
@@ -541,13 +545,17 @@ pub fn run(cli: Cli) -> Result<u8> {
             ..
         } => audit::verify(&target, files, key, json),
         Command::Audit {
-            since, limit, json, ..
+            since,
+            unit,
+            limit,
+            json,
+            ..
         } => {
             // Only --project narrows the log: a FLUX_PROJECT exported for
             // project work (or a flux.json) must not hide other projects'
             // records from a daemon admin without a word.
             let project = target.project_flag().map(str::to_owned);
-            audit::run(&target, project, since.as_deref(), limit, json).map(|()| 0)
+            audit::run(&target, project, since.as_deref(), unit, limit, json).map(|()| 0)
         }
         Command::Vault(VaultCmd::Open { identity, vault }) => {
             vault::open(&identity, &vault).map(|()| 0)

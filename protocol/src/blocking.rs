@@ -133,6 +133,14 @@ impl Client {
         self.rt.block_on(self.inner.audit_log(query))
     }
 
+    /// See [`crate::Client::audit_trail`].
+    pub fn audit_trail(
+        &mut self,
+        query: AuditTrailQuery,
+    ) -> Result<Vec<AuditTrailEntry>, ClientError> {
+        self.rt.block_on(self.inner.audit_trail(query))
+    }
+
     /// See [`crate::Client::health`].
     pub fn health(&mut self) -> Result<Health, ClientError> {
         self.rt.block_on(self.inner.health())

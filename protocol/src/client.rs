@@ -124,6 +124,7 @@ fn kind(resp: &Response) -> &'static str {
         Response::HostKey(_) => "host key",
         Response::Written(_) => "written",
         Response::WrittenMany(_) => "written many",
+        Response::AuditTrail(_) => "audit trail",
     }
 }
 
@@ -395,6 +396,20 @@ impl Client {
             self.call(&Request::AuditLog(query)).await?,
             "audit_log",
             Response::AuditLog
+        )
+    }
+
+    /// Audit entries with each peer's workload, read summaries included
+    /// (control socket). A fluxd that predates it answers
+    /// [`ErrorCode::BadRequest`].
+    pub async fn audit_trail(
+        &mut self,
+        query: AuditTrailQuery,
+    ) -> Result<Vec<AuditTrailEntry>, ClientError> {
+        expect!(
+            self.call(&Request::AuditTrail(query)).await?,
+            "audit_trail",
+            Response::AuditTrail
         )
     }
 

@@ -116,6 +116,12 @@ pub enum Request {
     /// 31: `SetMany`, answered with the names created, updated and
     /// unchanged (project socket). Supersedes `SetMany`.
     WriteMany(Vec<NamedValue>),
+    /// 32: audit entries with the workload of each peer — its systemd
+    /// unit, slice and cgroup, and its executable's SHA-256 when a rule
+    /// checked it — newest last, optionally only those of units matching
+    /// a pattern (control socket). Supersedes `AuditLog`, whose entries
+    /// cannot carry a workload.
+    AuditTrail(AuditTrailQuery),
 }
 
 impl Request {
@@ -154,6 +160,7 @@ impl Request {
             Self::PrepareHostKey => RequestKind::PrepareHostKey,
             Self::Write(_) => RequestKind::Write,
             Self::WriteMany(_) => RequestKind::WriteMany,
+            Self::AuditTrail(_) => RequestKind::AuditTrail,
         }
     }
 
@@ -199,11 +206,12 @@ pub enum RequestKind {
     PrepareHostKey,
     Write,
     WriteMany,
+    AuditTrail,
 }
 
 impl RequestKind {
     /// Every kind, in protocol order (a kind's index is its variant's).
-    pub const ALL: [RequestKind; 32] = [
+    pub const ALL: [RequestKind; 33] = [
         Self::Hello,
         Self::Get,
         Self::List,
@@ -236,6 +244,7 @@ impl RequestKind {
         Self::PrepareHostKey,
         Self::Write,
         Self::WriteMany,
+        Self::AuditTrail,
     ];
 
     /// The operation's name, for logs, audit lines and the `op` label.
@@ -273,6 +282,7 @@ impl RequestKind {
             Self::PrepareHostKey => "prepare_host_key",
             Self::Write => "write",
             Self::WriteMany => "write_many",
+            Self::AuditTrail => "audit_trail",
         }
     }
 
@@ -351,6 +361,8 @@ pub enum Response {
     Written(Written),
     /// 31: answer to `WriteMany`.
     WrittenMany(WrittenMany),
+    /// 32: answer to `AuditTrail`, oldest first.
+    AuditTrail(Vec<AuditTrailEntry>),
 }
 
 /// A secret's name: payload of [`Request::History`].
@@ -534,6 +546,109 @@ impl AuditEntry {
             result: self.result.clone(),
         }
     }
+}
+
+/// One line of the audit log with the peer's workload: an [`AuditEntry`]'s
+/// fields, in its order, then the unit, slice, cgroup and executable hash.
+/// Answer of [`Request::AuditTrail`]. Never holds a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditTrailEntry {
+    /// When (the last of them, for a summary), ms since the epoch.
+    pub time_ms: u64,
+    /// When the first of them was decided; equals `time_ms` when `count`
+    /// is 1.
+    pub first_ms: u64,
+    /// How many decisions the entry stands for (at least 1).
+    pub count: u64,
+    /// The project (none for daemon-wide requests).
+    pub project: Option<String>,
+    /// The operation, as [`Request::op`] names it.
+    pub op: String,
+    /// The secret, project or host the request named (shortened as in
+    /// [`AuditEntry::name`]).
+    pub name: Option<String>,
+    /// The peer's uid, gid and pid, from the kernel.
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+    /// The peer's executable, when it could be read.
+    pub exe: Option<String>,
+    /// Whether the policy allowed the request.
+    pub allowed: bool,
+    /// `ok`, or the error code's name.
+    pub result: String,
+    /// More about the decision, for people: never a value.
+    pub detail: Option<String>,
+    /// The peer's systemd unit (`billing.service`), from its cgroup; none
+    /// when it is in no unit, or for entries recorded before fluxd read
+    /// workloads.
+    pub unit: Option<String>,
+    /// The slice the unit is in (`functions.slice`).
+    pub slice: Option<String>,
+    /// The peer's cgroup path (`/system.slice/billing.service`).
+    pub cgroup: Option<String>,
+    /// The SHA-256 of the peer's executable, hex, when a policy rule
+    /// naming a hash had it checked.
+    pub exe_sha256: Option<String>,
+}
+
+impl AuditTrailEntry {
+    /// The entry as a [`Response::AuditLog`] entry: the workload dropped.
+    pub fn to_entry(&self) -> AuditEntry {
+        AuditEntry {
+            time_ms: self.time_ms,
+            first_ms: self.first_ms,
+            count: self.count,
+            project: self.project.clone(),
+            op: self.op.clone(),
+            name: self.name.clone(),
+            uid: self.uid,
+            gid: self.gid,
+            pid: self.pid,
+            exe: self.exe.clone(),
+            allowed: self.allowed,
+            result: self.result.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl From<AuditEntry> for AuditTrailEntry {
+    /// An [`AuditEntry`] (from a daemon that predates `AuditTrail`), its
+    /// workload unknown.
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            time_ms: e.time_ms,
+            first_ms: e.first_ms,
+            count: e.count,
+            project: e.project,
+            op: e.op,
+            name: e.name,
+            uid: e.uid,
+            gid: e.gid,
+            pid: e.pid,
+            exe: e.exe,
+            allowed: e.allowed,
+            result: e.result,
+            detail: e.detail,
+            ..Self::default()
+        }
+    }
+}
+
+/// Payload of [`Request::AuditTrail`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditTrailQuery {
+    /// Only this project's entries.
+    pub project: Option<String>,
+    /// Only entries at or after this time, ms since the epoch (0: all).
+    pub since_ms: u64,
+    /// At most this many entries, the newest that match (0: the daemon's
+    /// default).
+    pub limit: u32,
+    /// Only entries of peers in a unit this pattern matches (`*` matches
+    /// any run of characters: `fn-*.service`).
+    pub unit: Option<String>,
 }
 
 /// Payload of [`Response::Health`].

@@ -68,6 +68,12 @@ pub fn sample(kind: RequestKind) -> Request {
             value: SecretValue::from("v"),
         }),
         RequestKind::WriteMany => Request::WriteMany(values()),
+        RequestKind::AuditTrail => Request::AuditTrail(AuditTrailQuery {
+            project: Some("app".into()),
+            since_ms: 0,
+            limit: 0,
+            unit: None,
+        }),
     }
 }
 

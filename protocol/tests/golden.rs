@@ -157,6 +157,15 @@ fn requests() -> Vec<(&'static str, Request)> {
                 value: SecretValue::from("1"),
             }]),
         ),
+        (
+            "request.audit_trail",
+            Request::AuditTrail(AuditTrailQuery {
+                project: None,
+                since_ms: 0,
+                limit: 10,
+                unit: Some("fn-*.service".into()),
+            }),
+        ),
     ]
 }
 
@@ -453,6 +462,28 @@ fn responses() -> Vec<(&'static str, Response)> {
                 unchanged: vec!["C".into()],
                 generation: 8,
             }),
+        ),
+        (
+            "response.audit_trail",
+            Response::AuditTrail(vec![AuditTrailEntry {
+                time_ms: 1_764_000_060_000,
+                first_ms: 1_764_000_000_000,
+                count: 42,
+                project: Some("my-app".into()),
+                op: "get".into(),
+                name: Some("OPENAI_API_KEY".into()),
+                uid: 1000,
+                gid: 1000,
+                pid: Some(4242),
+                exe: None,
+                allowed: true,
+                result: "ok".into(),
+                detail: None,
+                unit: Some("fn-billing.service".into()),
+                slice: Some("fn.slice".into()),
+                cgroup: Some("/fn.slice/fn-billing.service".into()),
+                exe_sha256: None,
+            }]),
         ),
     ]
 }

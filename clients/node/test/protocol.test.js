@@ -145,6 +145,8 @@ const NOT_ENCODED = new Set([
   // Daemon administration, done with fluxctl.
   'request.audit_log',
   'response.audit_log',
+  'request.audit_trail',
+  'response.audit_trail',
   'request.health',
   'response.health',
   'request.restore_vault',

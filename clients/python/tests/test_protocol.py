@@ -96,6 +96,7 @@ REQUESTS: Dict[str, Callable[[], bytes]] = {
     "request.prepare_host_key": p.encode_prepare_host_key,
     "request.write": lambda: p.encode_write("OPENAI_API_KEY", "sk-abc123"),
     "request.write_many": lambda: p.encode_write_many([("A", "1")]),
+    "request.audit_trail": lambda: p.encode_audit_trail(None, 0, 10, unit="fn-*.service"),
 }
 
 STATUS = p.DaemonStatus(
@@ -161,6 +162,29 @@ RESPONSES: Dict[str, p.Response] = {
                 allowed=True,
                 result="ok",
                 detail=None,
+            )
+        ]
+    ),
+    "response.audit_trail": p.AuditTrail(
+        [
+            p.AuditTrailEntry(
+                time_ms=1764000060000,
+                first_ms=1764000000000,
+                count=42,
+                project="my-app",
+                op="get",
+                name="OPENAI_API_KEY",
+                uid=1000,
+                gid=1000,
+                pid=4242,
+                exe=None,
+                allowed=True,
+                result="ok",
+                detail=None,
+                unit="fn-billing.service",
+                slice="fn.slice",
+                cgroup="/fn.slice/fn-billing.service",
+                exe_sha256=None,
             )
         ]
     ),
@@ -340,8 +364,8 @@ class MalformedPayloadTests(unittest.TestCase):
                     p.decode_response(whole[:cut])
 
     def test_an_unknown_variant(self) -> None:
-        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 32"):
-            p.decode_response(struct.pack("<I", 32))
+        with self.assertRaisesRegex(p.DecodeError, "unknown response variant 33"):
+            p.decode_response(struct.pack("<I", 33))
 
     def test_an_unknown_write_outcome(self) -> None:
         with self.assertRaisesRegex(p.DecodeError, "unknown write outcome 3"):

@@ -1,11 +1,12 @@
 //! The dashboard's JSON answers, built from what [`ReadOnly`] returns:
-//! projects and their health, names and set times, audit entries, and the
+//! projects and their health, names and set times, audit entries (with
+//! each peer's unit, slice, cgroup and executable hash), and the
 //! activity behind the charts. Names, times, peers and numbers — the types
 //! they are built from hold no value.
 
 use super::live::Hub;
 use super::readonly::{ReadError, ReadOnly};
-use flux_protocol::message::{AuditEntry, AuditQuery, ProjectInfo};
+use flux_protocol::message::{AuditTrailEntry, AuditTrailQuery, ProjectInfo};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -29,7 +30,7 @@ fn project_json(p: &ProjectInfo, hub: &Hub) -> Value {
     })
 }
 
-fn entry_json(e: &AuditEntry) -> Value {
+fn entry_json(e: &AuditTrailEntry) -> Value {
     json!({
         "time_ms": e.time_ms,
         "first_ms": e.first_ms,
@@ -41,6 +42,10 @@ fn entry_json(e: &AuditEntry) -> Value {
         "gid": e.gid,
         "pid": e.pid,
         "exe": e.exe,
+        "exe_sha256": e.exe_sha256,
+        "unit": e.unit,
+        "slice": e.slice,
+        "cgroup": e.cgroup,
         "allowed": e.allowed,
         "result": e.result,
         "detail": e.detail,
@@ -124,7 +129,7 @@ pub async fn overview(daemon: &ReadOnly, hub: &Hub, fallback: Option<&str>) -> V
 }
 
 /// Who last set `name`, from the newest allowed write naming it.
-fn set_by<'a>(entries: &'a [AuditEntry], name: &str) -> Option<&'a AuditEntry> {
+fn set_by<'a>(entries: &'a [AuditTrailEntry], name: &str) -> Option<&'a AuditTrailEntry> {
     entries.iter().rev().find(|e| {
         e.allowed
             && e.result == "ok"
@@ -149,10 +154,11 @@ pub async fn project(daemon: &ReadOnly, hub: &Hub, name: &str) -> Value {
         .ok()
         .and_then(|list| list.into_iter().find(|p| p.name == name));
     let writes = daemon
-        .audit(AuditQuery {
+        .audit(AuditTrailQuery {
             project: Some(name.to_owned()),
             since_ms: 0,
             limit: AUDIT_READ,
+            unit: None,
         })
         .await;
     let (secrets, error) = match daemon.names(name).await {
@@ -206,7 +212,7 @@ pub struct AuditFilter<'a> {
 
 /// Whether an entry is a request of this process: the dashboard's own
 /// polling, which the peer's pid names.
-fn is_own(e: &AuditEntry) -> bool {
+fn is_own(e: &AuditTrailEntry) -> bool {
     e.pid == Some(std::process::id())
 }
 
@@ -222,15 +228,16 @@ pub async fn audit(daemon: &ReadOnly, filter: AuditFilter<'_>) -> Value {
         limit,
     } = filter;
     match daemon
-        .audit(AuditQuery {
+        .audit(AuditTrailQuery {
             project,
             since_ms: 0,
             limit: AUDIT_READ,
+            unit: None,
         })
         .await
     {
         Ok(entries) => {
-            let matching: Vec<&AuditEntry> = entries
+            let matching: Vec<&AuditTrailEntry> = entries
                 .iter()
                 .filter(|e| op.is_none_or(|op| e.op == op))
                 .filter(|e| !denied_only || !e.allowed)
@@ -240,7 +247,7 @@ pub async fn audit(daemon: &ReadOnly, filter: AuditFilter<'_>) -> Value {
             } else {
                 matching.iter().filter(|e| is_own(e)).count()
             };
-            let mut kept: Vec<&AuditEntry> =
+            let mut kept: Vec<&AuditTrailEntry> =
                 matching.into_iter().filter(|e| own || !is_own(e)).collect();
             let ops: std::collections::BTreeSet<&str> =
                 entries.iter().map(|e| e.op.as_str()).collect();
@@ -282,10 +289,11 @@ pub async fn activity(daemon: &ReadOnly, project: &str, hours: u64, now_ms: u64)
     let start = now_ms.saturating_sub(span);
     let width = span / BUCKETS;
     let entries = match daemon
-        .audit(AuditQuery {
+        .audit(AuditTrailQuery {
             project: Some(project.to_owned()),
             since_ms: start,
             limit: AUDIT_READ,
+            unit: None,
         })
         .await
     {

@@ -13,7 +13,8 @@
 //! source names a value-carrying message or call.
 
 use flux_protocol::message::{
-    AuditEntry, AuditQuery, Event, FleetInfo, Health, ProjectInfo, Request, Response, SecretDigest,
+    AuditQuery, AuditTrailEntry, AuditTrailQuery, Event, FleetInfo, Health, ProjectInfo, Request,
+    Response, SecretDigest,
 };
 use flux_protocol::{Client, ClientError, ErrorCode, paths};
 use std::collections::HashMap;
@@ -30,8 +31,11 @@ enum Ask {
     Fleet,
     /// Control socket: every project.
     Projects,
-    /// Control socket: audit entries.
-    Audit(AuditQuery),
+    /// Control socket: audit entries with each peer's workload.
+    Audit(AuditTrailQuery),
+    /// Control socket: audit entries without workloads, from a fluxd that
+    /// predates them.
+    AuditWithoutWorkloads(AuditQuery),
     /// Control socket: counters and gauges.
     Metrics,
     /// Project socket: names, set times and keyed digests.
@@ -47,7 +51,8 @@ impl Ask {
             Self::Health => Request::Health,
             Self::Fleet => Request::Fleet,
             Self::Projects => Request::ListProjects,
-            Self::Audit(q) => Request::AuditLog(q.clone()),
+            Self::Audit(q) => Request::AuditTrail(q.clone()),
+            Self::AuditWithoutWorkloads(q) => Request::AuditLog(q.clone()),
             Self::Metrics => Request::Metrics,
             Self::Names => Request::ListDigests,
             Self::Subscribe => Request::Subscribe,
@@ -237,12 +242,28 @@ impl ReadOnly {
         }
     }
 
-    /// Audit entries (daemon admins).
-    pub async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, ReadError> {
-        let ask = Ask::Audit(query);
-        match self.control(ask.clone()).await? {
-            Response::AuditLog(entries) => Ok(entries),
-            other => Err(unexpected(&ask, &other)),
+    /// Audit entries with each peer's workload (daemon admins); from a
+    /// fluxd that predates workloads (it answers `bad_request`), the
+    /// entries without them.
+    pub async fn audit(&self, query: AuditTrailQuery) -> Result<Vec<AuditTrailEntry>, ReadError> {
+        let ask = Ask::Audit(query.clone());
+        match self.control(ask.clone()).await {
+            Ok(Response::AuditTrail(entries)) => Ok(entries),
+            Ok(other) => Err(unexpected(&ask, &other)),
+            Err(e) if e.code == Some(ErrorCode::BadRequest) => {
+                let ask = Ask::AuditWithoutWorkloads(AuditQuery {
+                    project: query.project,
+                    since_ms: query.since_ms,
+                    limit: query.limit,
+                });
+                match self.control(ask.clone()).await? {
+                    Response::AuditLog(entries) => {
+                        Ok(entries.into_iter().map(AuditTrailEntry::from).collect())
+                    }
+                    other => Err(unexpected(&ask, &other)),
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 

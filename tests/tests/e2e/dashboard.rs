@@ -2,7 +2,8 @@
 //! `fluxd dev`), looked at with a plain HTTP client — signing in with the
 //! printed link's one-time code, refusals without the session, from
 //! another Host or Origin, headers, no value in any answer — and with
-//! headless Chromium: names shown, a set made with fluxctl shown live, no
+//! headless Chromium: names shown, a set made with fluxctl shown live, the
+//! unit of a function's read shown beside its peer on the Audit page, no
 //! value anywhere in the page or in what it received, nothing fetched from
 //! elsewhere, no error logged. Screenshots are written to
 //! `target/dashboard.png` and `target/dashboard-projects.png`.
@@ -1355,4 +1356,72 @@ fn the_audit_page_hides_the_dashboards_own_reads_unless_asked() {
     );
     let app = audit("/api/audit?project=app&own=0");
     assert!(!pids(&app).contains(&Some(own)), "{app}");
+}
+
+#[test]
+fn the_audit_page_shows_the_unit_beside_the_peer() {
+    use super::workload::{Units, daemon, get_hex, hello_hex, prelude, run_python, system_python};
+    let test = "the_audit_page_shows_the_unit_beside_the_peer";
+    let Some(units) = Units::new(test) else {
+        return;
+    };
+    let Some(python) = system_python(test) else {
+        return;
+    };
+    let d = daemon("readers = { units = [\"fn-*.service\"] }\n");
+    // A function in its unit reads a secret.
+    let script = format!(
+        "{}s = socket.socket(socket.AF_UNIX)\ns.connect({:?})\nask(s, {:?})\nask(s, {:?})\n",
+        prelude(&units.unit("fn-billing.service")),
+        d.project_socket("app").display().to_string(),
+        hello_hex(),
+        get_hex("API_KEY"),
+    );
+    let out = run_python(&python, &script);
+    assert!(out[1].starts_with("value "), "the function reads");
+
+    // The JSON answer carries the workload.
+    let dash = Dashboard::start(&d.runtime_dir());
+    let a = dash.get("/api/audit?project=app");
+    assert_eq!(a.status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    let entries = doc["entries"].as_array().expect("entries");
+    let read = entries
+        .iter()
+        .find(|e| e["op"] == "get" && e["uid"] == 65534)
+        .unwrap_or_else(|| panic!("the function's read: {doc}"));
+    assert_eq!(read["unit"], "fn-billing.service", "{read}");
+    assert_eq!(read["slice"], units.slice.as_str(), "{read}");
+    assert_eq!(read["cgroup"], units.path("fn-billing.service").as_str());
+    assert!(read.get("exe_sha256").is_some(), "{read}");
+    drop(dash);
+
+    // The page shows it in the Unit column, next to the peer.
+    if !chromium_installed() {
+        eprintln!("SKIPPED: {test} (page): chromium is not installed");
+        return;
+    }
+    let dash = Dashboard::launch(&d.runtime_dir(), &["--no-open"]);
+    let origin = format!("http://127.0.0.1:{}/", dash.port);
+    let mut browser = Chromium::start();
+    browser.navigate(&dash.url);
+    browser.wait_for_text("the projects", Duration::from_secs(20), |t| {
+        t.contains("app")
+    });
+    browser.navigate(&format!("{origin}#/audit?project=app"));
+    browser.wait_for_text(
+        "the function's read with its unit",
+        Duration::from_secs(10),
+        |t| t.contains("fn-billing.service") && t.contains("uid 65534"),
+    );
+    let row = browser.eval(
+        "[...document.querySelectorAll('tr')].filter((r) => r.textContent.includes('fn-billing.service')).map((r) => [...r.cells].map((c) => c.className))[0]",
+    );
+    assert_eq!(
+        row,
+        serde_json::json!(["", "num", "", "", "", "peer", "unit", "", ""]),
+        "the unit's cell is the one after the peer's"
+    );
+    let errors = browser.errors();
+    assert!(errors.is_empty(), "the page logged errors: {errors:?}");
 }

@@ -3,8 +3,9 @@
 //! guess — `RestoreVault` of a vault that cannot be used, the host requests
 //! outside fleet mode, how the audit log records names, digests across
 //! restarts, `History` and `Rollback` of malformed names, the metrics
-//! families, `ProjectDeleted`, which refusal another user gets, and what
-//! `Write` and `WriteMany` answer.
+//! families, `ProjectDeleted`, which refusal another user gets, what
+//! `Write` and `WriteMany` answer, and how fluxctl reads the audit log of
+//! a fluxd from before `AuditTrail`.
 
 use crate::{key_of, secrets};
 use flux_e2e::{TestDaemon, eventually};
@@ -890,4 +891,104 @@ fn write_and_write_many_answer_created_updated_or_unchanged() {
                 .iter()
                 .any(|e| e.op == "write_many" && e.detail.as_deref() == Some("3 names: NEW, K, B"))
     });
+}
+
+/// A control socket answering as a fluxd from before `AuditTrail` would:
+/// `bad_request` for a request it cannot decode, `AuditLog` with one entry.
+/// Serves until the test ends.
+fn daemon_before_audit_trail(runtime_dir: &Path) {
+    use flux_protocol::message::{ErrorReply, Welcome};
+    let listener =
+        std::os::unix::net::UnixListener::bind(flux_protocol::paths::control_socket(runtime_dir))
+            .unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            while let Ok(Some(frame)) = read_frame(&mut s, 1 << 20) {
+                let answer = match decode::<Request>(&frame) {
+                    Ok(Request::Hello(_)) => Response::Welcome(Welcome {
+                        version: 1,
+                        server: "fluxd/0.9.0".into(),
+                        scope: Scope::Control,
+                    }),
+                    Ok(Request::AuditLog(q)) => {
+                        assert_eq!(q.project.as_deref(), Some("app"));
+                        Response::AuditLog(vec![AuditEntry {
+                            time_ms: 1_764_000_060_000,
+                            first_ms: 1_764_000_000_000,
+                            count: 3,
+                            project: Some("app".into()),
+                            op: "get".into(),
+                            name: Some("API_KEY".into()),
+                            uid: 1000,
+                            gid: 1000,
+                            pid: Some(42),
+                            exe: Some("/usr/bin/node".into()),
+                            allowed: true,
+                            result: "ok".into(),
+                            detail: None,
+                        }])
+                    }
+                    // What it cannot decode (`AuditTrail`, 32, is past its
+                    // last request); it serves nothing else here.
+                    _ => Response::Error(ErrorReply {
+                        code: ErrorCode::BadRequest,
+                        message: "malformed request: unknown variant index 32".into(),
+                    }),
+                };
+                if write_frame(&mut s, &encode(&answer).unwrap()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn fluxctl_audit_reads_a_fluxd_from_before_audit_trail_without_units() {
+    let dir = flux_e2e::launch::short_tempdir("fxold").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    daemon_before_audit_trail(dir.path());
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(flux_e2e::bin("fluxctl"))
+            .args(args)
+            .env("FLUX_RUNTIME_DIR", dir.path())
+            .env_remove("FLUX_PROJECT")
+            .env_remove("COLUMNS")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&["audit", "--project", "app", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("predates workloads"), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["name"], "API_KEY");
+    assert_eq!(lines[0]["count"], 3);
+    for key in ["unit", "slice", "cgroup", "exe_sha256"] {
+        assert_eq!(lines[0][key], serde_json::Value::Null, "{key}");
+    }
+    // The table: the entry, and no unit column.
+    let out = ctl(&["audit", "--project", "app"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("get ×3") && text.contains("node[42]"),
+        "{text}"
+    );
+    assert!(!text.contains("UNIT"), "{text}");
+    // Selecting by unit cannot be done: refused, not an empty answer.
+    let out = ctl(&["audit", "--project", "app", "--unit", "fn-*.service"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot select entries by --unit"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
 }

@@ -23,13 +23,13 @@ const UID: u32 = 65534;
 
 /// Cgroups made for one test (`/flux-e2e-<pid>.slice/<unit>` in every
 /// hierarchy that can hold one), removed on drop.
-struct Units {
-    slice: String,
+pub(super) struct Units {
+    pub(super) slice: String,
     roots: Vec<PathBuf>,
 }
 
 impl Units {
-    fn new(test: &str) -> Option<Self> {
+    pub(super) fn new(test: &str) -> Option<Self> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!(
                 "SKIPPED: {test}: needs root to place processes in cgroups and play other uids"
@@ -59,7 +59,7 @@ impl Units {
     }
 
     /// The `cgroup.procs` files of `unit`, made in every hierarchy.
-    fn unit(&self, unit: &str) -> Vec<String> {
+    pub(super) fn unit(&self, unit: &str) -> Vec<String> {
         self.roots
             .iter()
             .map(|r| {
@@ -71,7 +71,7 @@ impl Units {
     }
 
     /// The unit's cgroup path, as fluxd reads it.
-    fn path(&self, unit: &str) -> String {
+    pub(super) fn path(&self, unit: &str) -> String {
         format!("/{}/{unit}", self.slice)
     }
 }
@@ -92,7 +92,7 @@ impl Drop for Units {
 
 /// A fluxd whose project `app` has `policy` (after `[projects.app]`),
 /// reachable by [`UID`]'s processes, with `API_KEY` and `DB_PASSWORD` set.
-fn daemon(policy: &str) -> TestDaemon {
+pub(super) fn daemon(policy: &str) -> TestDaemon {
     let d =
         TestDaemon::start_with_config(&format!("[projects.app]\nsocket_group = {UID}\n{policy}"));
     std::fs::set_permissions(d.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -117,14 +117,14 @@ fn frame_hex(req: &Request) -> String {
     hex(&frame)
 }
 
-fn hello_hex() -> String {
+pub(super) fn hello_hex() -> String {
     frame_hex(&Request::Hello(Hello {
         version: flux_protocol::PROTOCOL_VERSION,
         client: "workload".into(),
     }))
 }
 
-fn get_hex(name: &str) -> String {
+pub(super) fn get_hex(name: &str) -> String {
     frame_hex(&Request::Get(Get { name: name.into() }))
 }
 
@@ -166,12 +166,12 @@ def answer(s):
 }
 
 /// [`defs`], then `become(procs)`.
-fn prelude(procs: &[String]) -> String {
+pub(super) fn prelude(procs: &[String]) -> String {
     format!("{}become({procs:?})\n", defs())
 }
 
 /// Runs `script` with `python`; its output lines.
-fn run_python(python: &Path, script: &str) -> Vec<String> {
+pub(super) fn run_python(python: &Path, script: &str) -> Vec<String> {
     let out = Command::new(python).args(["-c", script]).output().unwrap();
     assert!(
         out.status.success(),
@@ -197,7 +197,7 @@ fn python_binary(candidates: &[&str]) -> Option<PathBuf> {
         })
 }
 
-fn system_python(test: &str) -> Option<PathBuf> {
+pub(super) fn system_python(test: &str) -> Option<PathBuf> {
     let p = python_binary(&["/usr/bin/python3"]);
     if p.is_none() {
         eprintln!("SKIPPED: {test}: no /usr/bin/python3 to run workloads with");
@@ -481,4 +481,140 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
+}
+
+#[test]
+fn a_read_is_audited_with_the_readers_unit_and_fluxctl_audit_selects_by_unit() {
+    use flux_protocol::message::{AuditTrailEntry, AuditTrailQuery};
+    use sha2::{Digest, Sha256};
+    let test = "a_read_is_audited_with_the_readers_unit";
+    let Some(units) = Units::new(test) else {
+        return;
+    };
+    let Some(python) = system_python(test) else {
+        return;
+    };
+    let hash = hex(&Sha256::digest(std::fs::read(&python).unwrap()));
+    // Readers: the functions' units, running this interpreter (so fluxd
+    // hashes each peer's executable).
+    let d = daemon(&format!(
+        "readers = {{ units = [\"fn-*.service\"], executables = [{{ sha256 = \"{hash}\" }}] }}\n"
+    ));
+    let socket = d.project_socket("app").display().to_string();
+    let script = |unit: &str| {
+        format!(
+            "{}s = socket.socket(socket.AF_UNIX)\ns.connect({socket:?})\nask(s, {:?})\nask(s, {:?})\nask(s, {:?})\n",
+            prelude(&units.unit(unit)),
+            hello_hex(),
+            get_hex("API_KEY"),
+            get_hex("API_KEY"),
+        )
+    };
+    let billing = run_python(&python, &script("fn-billing.service"));
+    assert_eq!(billing[1], format!("value {}", "api-key-value".len()));
+    let cron = run_python(&python, &script("cron.service"));
+    assert_eq!(code_of(&cron[1]), PERMISSION_DENIED, "{}", cron[1]);
+
+    let trail = |unit: Option<&str>| -> Vec<AuditTrailEntry> {
+        d.control()
+            .audit_trail(AuditTrailQuery {
+                project: Some("app".into()),
+                since_ms: 0,
+                limit: 0,
+                unit: unit.map(str::to_owned),
+            })
+            .unwrap()
+    };
+    // The two reads of the billing function: one summary, with its unit,
+    // slice, cgroup and the hash fluxd checked.
+    let entries = trail(None);
+    let read = entries
+        .iter()
+        .find(|e| e.op == "get" && e.allowed && e.uid == UID)
+        .unwrap_or_else(|| panic!("no read by the function: {entries:?}"));
+    assert_eq!(read.count, 2);
+    assert_eq!(read.unit.as_deref(), Some("fn-billing.service"));
+    assert_eq!(read.slice.as_deref(), Some(units.slice.as_str()));
+    assert_eq!(
+        read.cgroup.as_deref(),
+        Some(units.path("fn-billing.service").as_str())
+    );
+    assert_eq!(read.exe_sha256.as_deref(), Some(hash.as_str()));
+    // The refusals of the other unit of the same uid and program: its own
+    // lines, its own unit.
+    let denied: Vec<&AuditTrailEntry> = entries
+        .iter()
+        .filter(|e| e.op == "get" && !e.allowed && e.uid == UID)
+        .collect();
+    assert!(!denied.is_empty(), "{entries:?}");
+    for e in &denied {
+        assert_eq!(e.unit.as_deref(), Some("cron.service"), "{e:?}");
+        assert_eq!(e.result, "permission_denied");
+    }
+    // Selected by unit, by the daemon.
+    let billing_only = trail(Some("fn-*.service"));
+    assert!(!billing_only.is_empty());
+    assert!(
+        billing_only
+            .iter()
+            .all(|e| e.unit.as_deref() == Some("fn-billing.service")),
+        "{billing_only:?}"
+    );
+    assert!(
+        trail(Some("cron.service"))
+            .iter()
+            .all(|e| e.unit.as_deref() == Some("cron.service") && !e.allowed)
+    );
+
+    // fluxctl audit --unit, as JSON Lines.
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["audit", "--project", "app", "--json"];
+        all.extend_from_slice(args);
+        d.ctl_ok(&all)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let lines = json(&["--unit", "fn-*.service"]);
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert_eq!(l["unit"], "fn-billing.service", "{l}");
+        assert_eq!(l["slice"], units.slice.as_str(), "{l}");
+        assert_eq!(
+            l["cgroup"],
+            units.path("fn-billing.service").as_str(),
+            "{l}"
+        );
+        assert_eq!(l["exe_sha256"], hash.as_str(), "{l}");
+    }
+    let cron_lines = json(&["--unit", "cron.service"]);
+    assert!(!cron_lines.is_empty());
+    assert!(
+        cron_lines.iter().all(|l| l["unit"] == "cron.service"),
+        "{cron_lines:?}"
+    );
+    assert!(json(&["--unit", "nothing-*.service"]).is_empty());
+    // Every line says what it knows and what it does not.
+    for l in json(&[]) {
+        for key in ["unit", "slice", "cgroup", "exe_sha256"] {
+            assert!(l.get(key).is_some(), "{key} missing: {l}");
+        }
+    }
+    // The table shows the unit.
+    let text = d.ctl_ok(&["audit", "--project", "app"]);
+    assert!(text.lines().next().unwrap().contains("UNIT"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("get ×2") && l.contains("fn-billing.service")),
+        "{text}"
+    );
+    // A pattern that cannot match a unit name is refused, not answered
+    // with nothing.
+    let out = d.run_ctl(&["audit", "--unit", "/system.slice/x.service"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unit pattern"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

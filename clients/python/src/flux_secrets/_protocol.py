@@ -73,6 +73,8 @@ class RequestKind(enum.IntEnum):
     #: ``SetMany``, answered with the names created, updated and unchanged
     #: (``WrittenMany``).
     WRITE_MANY = 31
+    #: ``AuditLog`` with each peer's workload (``AuditTrail``).
+    AUDIT_TRAIL = 32
 
 
 class EventKind(enum.IntEnum):
@@ -304,6 +306,39 @@ class AuditLog:
 
 
 @dataclass(frozen=True)
+class AuditTrailEntry:
+    """An :class:`AuditEntry` with the peer's workload, from the kernel:
+    its systemd unit, slice and cgroup, and its executable's SHA-256 (only
+    when a policy rule naming a hash had it checked). Each is ``None`` when
+    unknown."""
+
+    time_ms: int
+    first_ms: int
+    count: int
+    project: Optional[str]
+    op: str
+    name: Optional[str]
+    uid: int
+    gid: int
+    pid: Optional[int]
+    exe: Optional[str]
+    allowed: bool
+    result: str
+    detail: Optional[str]
+    unit: Optional[str]
+    slice: Optional[str]
+    cgroup: Optional[str]
+    exe_sha256: Optional[str]
+
+
+@dataclass(frozen=True)
+class AuditTrail:
+    """The ``AuditTrail`` response, oldest first."""
+
+    entries: List[AuditTrailEntry]
+
+
+@dataclass(frozen=True)
 class AuditHealth:
     path: Optional[str]
     reads: str
@@ -502,6 +537,7 @@ Response = Union[
     HostKey,
     Written,
     WrittenMany,
+    AuditTrail,
 ]
 
 #: A short name per response type, for error messages.
@@ -538,6 +574,7 @@ RESPONSE_NAMES = {
     HostKey: "host key",
     Written: "written",
     WrittenMany: "written many",
+    AuditTrail: "audit trail",
 }
 
 
@@ -668,6 +705,18 @@ def encode_remove_host(recipient: str) -> bytes:
 
 def encode_audit_log(project: Optional[str], since_ms: int = 0, limit: int = 0) -> bytes:
     return _request(RequestKind.AUDIT_LOG, _opt_str(project), _u64(since_ms), _u32(limit))
+
+
+def encode_audit_trail(
+    project: Optional[str], since_ms: int = 0, limit: int = 0, unit: Optional[str] = None
+) -> bytes:
+    """``AuditTrail``: as :func:`encode_audit_log`, the entries with each
+    peer's workload; ``unit`` keeps only entries of units it matches (``*``
+    matches any run of characters). A daemon that predates it answers
+    ``bad_request``: ask ``AuditLog`` then."""
+    return _request(
+        RequestKind.AUDIT_TRAIL, _opt_str(project), _u64(since_ms), _u32(limit), _opt_str(unit)
+    )
 
 
 def encode_health() -> bytes:
@@ -863,6 +912,32 @@ def _audit_entry(r: _Reader) -> AuditEntry:
     )
 
 
+_MIN_AUDIT_TRAIL_ENTRY = _MIN_AUDIT_ENTRY + 4
+
+
+def _audit_trail_entry(r: _Reader) -> AuditTrailEntry:
+    e = _audit_entry(r)
+    return AuditTrailEntry(
+        time_ms=e.time_ms,
+        first_ms=e.first_ms,
+        count=e.count,
+        project=e.project,
+        op=e.op,
+        name=e.name,
+        uid=e.uid,
+        gid=e.gid,
+        pid=e.pid,
+        exe=e.exe,
+        allowed=e.allowed,
+        result=e.result,
+        detail=e.detail,
+        unit=r.option("unit", lambda: r.string("unit")),
+        slice=r.option("slice", lambda: r.string("slice")),
+        cgroup=r.option("cgroup", lambda: r.string("cgroup")),
+        exe_sha256=r.option("exe_sha256", lambda: r.string("exe_sha256")),
+    )
+
+
 def _daemon_status(r: _Reader) -> DaemonStatus:
     return DaemonStatus(
         version=r.string("version"),
@@ -1023,6 +1098,9 @@ _DECODERS: List[Callable[[_Reader], Response]] = [
         updated=r.strings("updated"),
         unchanged=r.strings("unchanged"),
         generation=r.u64("generation"),
+    ),
+    lambda r: AuditTrail(
+        entries=r.vec("entries", _MIN_AUDIT_TRAIL_ENTRY, lambda: _audit_trail_entry(r))
     ),
 ]
 

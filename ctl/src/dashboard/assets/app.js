@@ -317,6 +317,13 @@ async function viewAudit(params) {
     const proc = exe ? exe + (e.pid ? '[' + e.pid + ']' : '') : (e.pid ? 'pid ' + e.pid : '');
     return el('td', { class: 'peer', title: e.exe || '' }, 'uid ' + e.uid + (proc ? ' ' + proc : ''));
   };
+  // The peer's systemd unit, from the kernel; its slice, cgroup and the
+  // executable's hash (when a rule checked it) show on hover.
+  const unit = (e) => {
+    const more = [e.slice ? 'slice ' + e.slice : '', e.cgroup ? 'cgroup ' + e.cgroup : '',
+      e.exe_sha256 ? 'sha256 ' + e.exe_sha256 : ''].filter((x) => x).join('\n');
+    return el('td', { class: 'unit', title: more }, e.unit || '—');
+  };
   const rows = (a.entries || []).slice().reverse().map((e) => el('tr', { class: e.allowed ? '' : 'denied' },
     el('td', {}, when(e.time_ms)),
     el('td', { class: 'num' }, e.count),
@@ -324,10 +331,11 @@ async function viewAudit(params) {
     el('td', {}, e.op),
     el('td', {}, el('code', {}, e.name || '—')),
     peer(e),
+    unit(e),
     el('td', {}, e.allowed ? 'allowed' : 'denied'),
     el('td', {}, e.result + (e.detail ? ' (' + e.detail + ')' : ''))));
   return [section('Audit', filters, errorNote(a.error),
-    table(['When', 'Count', 'Project', 'Operation', 'Name', 'Peer', 'Decision', 'Result'], rows, 'No entries match.'))];
+    table(['When', 'Count', 'Project', 'Operation', 'Name', 'Peer', 'Unit', 'Decision', 'Result'], rows, 'No entries match.'))];
 }
 
 async function viewMetrics() {

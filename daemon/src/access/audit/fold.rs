@@ -7,11 +7,13 @@
 //! connection. [`Folds`] runs in the writer thread and folds what sessions
 //! hand over ([`super::Audit::fold`]) once more, across connections:
 //!
-//! - **Key.** A peer is its uid, gid and executable; a line is kept per
-//!   peer, project, operation, name, detail (the names a `diff` compared,
-//!   a rollback's version…), decision and result ([`Key`]). The
-//!   pid is not part of the key: a line folded from several processes
-//!   records none, and its `detail` says how many.
+//! - **Key.** A peer is its uid, gid, executable and workload (systemd
+//!   unit, slice, cgroup, executable hash): two units of one uid are two
+//!   peers, never folded together. A line is kept per peer, project,
+//!   operation, name, detail (the names a `diff` compared, a rollback's
+//!   version…), decision and result ([`Key`]). The pid is not part of the
+//!   key: a line folded from several processes records none, and its
+//!   `detail` says how many.
 //! - **Interval.** A folded line is written `[audit] summary_interval` after
 //!   the first decision it counts, with `count`, `first` and `time` (the
 //!   last), or earlier when the log is read (`fluxctl audit`), fluxd stops,
@@ -26,14 +28,16 @@
 //!   most [`CHOSEN_PER_UID`] pending lines of them (and [`READS_PER_UID`]
 //!   of reads answered `ok`, whose names are the project's); past that its
 //!   decisions are folded under one line per project, operation, decision
-//!   and result with no name, detail or executable; its `detail` says so.
+//!   and result with no name, detail, executable or workload (a uid can
+//!   make up units as it makes up names: transient scopes); its `detail`
+//!   says so.
 //!
 //! So what one uid can make the log write is bounded by interval, not by
 //! how many connections or requests it makes: at most
 //! [`CHOSEN_PER_UID`] + a few overflow lines per interval for denials and
 //! errors, plus ten denials a minute in full. Writes are never folded.
 
-use flux_protocol::message::AuditEntry;
+use flux_protocol::message::AuditTrailEntry;
 use std::collections::{BTreeMap, HashMap};
 
 /// Denials a uid gets a line each for before its denials are folded.
@@ -58,6 +62,12 @@ struct Key {
     gid: u32,
     /// `None` for an overflow line (and when unknown).
     exe: Option<String>,
+    /// The workload: unit, slice, cgroup and executable hash; all `None`
+    /// for an overflow line (and when unknown).
+    unit: Option<String>,
+    slice: Option<String>,
+    cgroup: Option<String>,
+    exe_sha256: Option<String>,
     project: Option<String>,
     op: String,
     /// `None` for an overflow line (and for requests that name nothing).
@@ -67,19 +77,19 @@ struct Key {
     detail: Option<String>,
     allowed: bool,
     result: String,
-    /// Past the uid's bound: names and executables not kept.
+    /// Past the uid's bound: names, executables and workloads not kept.
     overflow: bool,
 }
 
 /// Whether a decision's name was chosen by the peer (denials, errors) or
 /// is one of the project's (reads answered `ok`).
-fn chosen(e: &AuditEntry) -> bool {
+fn chosen(e: &AuditTrailEntry) -> bool {
     !(e.allowed && e.result == "ok")
 }
 
 #[derive(Debug)]
 struct Fold {
-    entry: AuditEntry,
+    entry: AuditTrailEntry,
     /// Distinct pids seen, up to [`PIDS`]; `more` once past them.
     pids: Vec<u32>,
     more: bool,
@@ -139,7 +149,7 @@ impl Folds {
     /// to be written as is (a denial within its uid's budget); else folds
     /// it. Returns `None` then; [`Folds::len`] reaching [`MAX_PENDING`]
     /// means everything should be written ([`Folds::drain`]).
-    pub fn add(&mut self, entry: AuditEntry, now_ms: u64) -> Option<AuditEntry> {
+    pub fn add(&mut self, entry: AuditTrailEntry, now_ms: u64) -> Option<AuditTrailEntry> {
         let uid = self.uids.entry(entry.uid).or_insert_with(|| Uid {
             budget: DENIALS_IN_FULL,
             refilled_ms: now_ms,
@@ -161,6 +171,10 @@ impl Folds {
             uid: entry.uid,
             gid: entry.gid,
             exe: entry.exe.clone(),
+            unit: entry.unit.clone(),
+            slice: entry.slice.clone(),
+            cgroup: entry.cgroup.clone(),
+            exe_sha256: entry.exe_sha256.clone(),
             project: entry.project.clone(),
             op: entry.op.clone(),
             name: entry.name.clone(),
@@ -177,6 +191,10 @@ impl Folds {
             };
             if held >= bound {
                 key.exe = None;
+                key.unit = None;
+                key.slice = None;
+                key.cgroup = None;
+                key.exe_sha256 = None;
                 key.name = None;
                 key.detail = None;
                 key.overflow = true;
@@ -228,9 +246,13 @@ impl Folds {
                 let mut entry = entry;
                 if key.overflow {
                     entry.exe = None;
+                    entry.unit = None;
+                    entry.slice = None;
+                    entry.cgroup = None;
+                    entry.exe_sha256 = None;
                     entry.name = None;
                     entry.detail = Some(format!(
-                        "names and executables not recorded: this uid had more than {} different ones in one interval",
+                        "names, executables and units not recorded: this uid had more than {} different ones in one interval",
                         if chosen {
                             CHOSEN_PER_UID
                         } else {
@@ -254,7 +276,7 @@ impl Folds {
     }
 
     /// Moves the lines due at `now_ms` to `out`, oldest first.
-    pub fn take_due(&mut self, now_ms: u64, out: &mut Vec<AuditEntry>) {
+    pub fn take_due(&mut self, now_ms: u64, out: &mut Vec<AuditTrailEntry>) {
         while let Some(entry) = self.due.first_entry() {
             if entry.key().0 > now_ms {
                 break;
@@ -266,13 +288,13 @@ impl Folds {
     }
 
     /// Moves every pending line to `out`.
-    pub fn drain(&mut self, out: &mut Vec<AuditEntry>) {
+    pub fn drain(&mut self, out: &mut Vec<AuditTrailEntry>) {
         while let Some((_, key)) = self.due.pop_first() {
             self.finish(key, out);
         }
     }
 
-    fn finish(&mut self, key: Key, out: &mut Vec<AuditEntry>) {
+    fn finish(&mut self, key: Key, out: &mut Vec<AuditTrailEntry>) {
         let Some(fold) = self.pending.remove(&key) else {
             return;
         };
@@ -316,8 +338,8 @@ mod tests {
 
     const MIN: u64 = 60_000;
 
-    fn denial(uid: u32, pid: u32, name: &str, t: u64) -> AuditEntry {
-        AuditEntry {
+    fn denial(uid: u32, pid: u32, name: &str, t: u64) -> AuditTrailEntry {
+        AuditTrailEntry {
             time_ms: t,
             first_ms: t,
             count: 1,
@@ -331,11 +353,12 @@ mod tests {
             allowed: false,
             result: "permission_denied".into(),
             detail: None,
+            ..AuditTrailEntry::default()
         }
     }
 
-    fn read(uid: u32, name: &str, count: u64, first: u64, t: u64) -> AuditEntry {
-        AuditEntry {
+    fn read(uid: u32, name: &str, count: u64, first: u64, t: u64) -> AuditTrailEntry {
+        AuditTrailEntry {
             count,
             first_ms: first,
             allowed: true,
@@ -431,6 +454,80 @@ mod tests {
         assert_eq!(f.len(), 7);
         f.drain(&mut out);
         assert_eq!(out.iter().map(|e| e.count).sum::<u64>(), 8);
+    }
+
+    /// `entry` as a peer in `unit` of `functions.slice` would make it.
+    fn in_unit(mut entry: AuditTrailEntry, unit: &str) -> AuditTrailEntry {
+        entry.unit = Some(unit.into());
+        entry.slice = Some("functions.slice".into());
+        entry.cgroup = Some(format!("/functions.slice/{unit}"));
+        entry
+    }
+
+    #[test]
+    fn two_units_of_one_uid_are_never_folded_together() {
+        let mut f = Folds::new(MIN);
+        let mut out = Vec::new();
+        // The same program of the same uid reads the same name from two
+        // units, and from one of them again.
+        f.add(in_unit(read(5, "K", 3, 0, 0), "billing.service"), 0);
+        f.add(in_unit(read(5, "K", 4, 0, 0), "web.service"), 0);
+        f.add(in_unit(read(5, "K", 2, 0, 0), "billing.service"), 0);
+        // The same unit, another build of the program.
+        let mut other_build = in_unit(read(5, "K", 1, 0, 0), "billing.service");
+        other_build.exe_sha256 = Some("ab".repeat(32));
+        f.add(other_build, 0);
+        // No unit at all.
+        f.add(read(5, "K", 1, 0, 0), 0);
+        assert_eq!(f.len(), 4);
+        f.drain(&mut out);
+        let count = |unit: Option<&str>, hashed: bool| -> u64 {
+            out.iter()
+                .filter(|e| e.unit.as_deref() == unit && e.exe_sha256.is_some() == hashed)
+                .map(|e| e.count)
+                .sum()
+        };
+        assert_eq!(count(Some("billing.service"), false), 5);
+        assert_eq!(count(Some("web.service"), false), 4);
+        assert_eq!(count(Some("billing.service"), true), 1);
+        assert_eq!(count(None, false), 1);
+        let web = out
+            .iter()
+            .find(|e| e.unit.as_deref() == Some("web.service"))
+            .unwrap();
+        assert_eq!(web.slice.as_deref(), Some("functions.slice"));
+        assert_eq!(web.cgroup.as_deref(), Some("/functions.slice/web.service"));
+    }
+
+    #[test]
+    fn units_past_a_uids_bound_are_not_recorded() {
+        let mut f = Folds::new(MIN);
+        let mut out = Vec::new();
+        // A uid that makes up a unit per connection (transient scopes)
+        // fills its bound like one that makes up names.
+        for i in 0..DENIALS_IN_FULL {
+            assert!(f.add(denial(9, 1, "X", 0), 0).is_some(), "{i}");
+        }
+        for i in 0..100 {
+            let e = in_unit(denial(9, 1, "X", 1), &format!("run-u{i}.scope"));
+            assert!(f.add(e, 1).is_none());
+        }
+        assert_eq!(f.len(), CHOSEN_PER_UID + 1);
+        f.drain(&mut out);
+        let overflow = out.iter().find(|e| e.name.is_none()).unwrap();
+        assert_eq!(overflow.count, 100 - CHOSEN_PER_UID as u64);
+        assert_eq!(
+            (&overflow.unit, &overflow.slice, &overflow.cgroup),
+            (&None, &None, &None)
+        );
+        assert!(
+            overflow
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("units not recorded"),
+            "{overflow:?}"
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The audit log's file format and how it is read back: JSON lines, with
-//! rotated files read oldest first.
+//! rotated files read oldest first. A line holds the peer's workload
+//! (`unit`, `slice`, `cgroup`, `exe_sha256`) when it is known; a field that
+//! is not is left out, so lines written before workloads were recorded
+//! read (and verify) as they are.
 
 use crate::error::{Error, Result};
-use flux_protocol::message::AuditEntry;
+use flux_protocol::message::AuditTrailEntry;
 use flux_vault::vault::format_time_ms;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -14,7 +17,8 @@ pub const DEFAULT_LIMIT: usize = 1000;
 
 /// A line of the audit log as written: the entry, with its times also in
 /// RFC 3339 for people reading the file. Lines written before summaries
-/// existed (no `first_ms`, `count`, `detail`) still read.
+/// existed (no `first_ms`, `count`, `detail`) or before workloads were
+/// recorded (no `unit`, `slice`, `cgroup`, `exe_sha256`) still read.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Line {
     /// RFC 3339 with milliseconds (the last decision's, for a summary).
@@ -34,6 +38,16 @@ pub struct Line {
     pub gid: u32,
     pub pid: Option<u32>,
     pub exe: Option<String>,
+    /// The peer's workload: its systemd unit, slice and cgroup, and its
+    /// executable's SHA-256 when a rule had it checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<String>,
     pub allowed: bool,
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,7 +60,7 @@ fn one() -> u64 {
 
 impl Line {
     /// The line for `entry`.
-    pub fn of(entry: AuditEntry) -> Self {
+    pub fn of(entry: AuditTrailEntry) -> Self {
         let summary = entry.count > 1;
         Self {
             time: format_time_ms(entry.time_ms),
@@ -61,6 +75,10 @@ impl Line {
             gid: entry.gid,
             pid: entry.pid,
             exe: entry.exe,
+            unit: entry.unit,
+            slice: entry.slice,
+            cgroup: entry.cgroup,
+            exe_sha256: entry.exe_sha256,
             allowed: entry.allowed,
             result: entry.result,
             detail: entry.detail,
@@ -68,8 +86,8 @@ impl Line {
     }
 
     /// The entry this line records.
-    pub fn entry(self) -> AuditEntry {
-        AuditEntry {
+    pub fn entry(self) -> AuditTrailEntry {
+        AuditTrailEntry {
             time_ms: self.time_ms,
             first_ms: if self.first_ms == 0 {
                 self.time_ms
@@ -87,6 +105,10 @@ impl Line {
             allowed: self.allowed,
             result: self.result,
             detail: self.detail,
+            unit: self.unit,
+            slice: self.slice,
+            cgroup: self.cgroup,
+            exe_sha256: self.exe_sha256,
         }
     }
 }
@@ -137,18 +159,50 @@ pub(super) fn span(file: &Path, since_ms: u64) -> std::io::Result<Span> {
     Ok(span)
 }
 
-/// Reads entries back, rotated files included: those of `project` (all
-/// when `None`) whose last decision is at or after `since_ms`, the last
-/// `limit` written, sorted by the time of their last decision (oldest
+/// Which entries [`read`] returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// Only this project's (all when `None`).
+    pub project: Option<&'a str>,
+    /// Only those whose last decision is at or after this.
+    pub since_ms: u64,
+    /// Only those of peers in a unit this pattern matches (`*` globs,
+    /// [`crate::access::workload::glob`]); an entry with no unit matches
+    /// no pattern.
+    pub unit: Option<&'a str>,
+}
+
+impl<'a> Filter<'a> {
+    /// What an `Audit` or `AuditLog` query asks for (no unit pattern).
+    pub fn of(query: &'a flux_protocol::message::AuditQuery) -> Self {
+        Self {
+            project: query.project.as_deref(),
+            since_ms: query.since_ms,
+            unit: None,
+        }
+    }
+
+    fn admits(&self, line: &Line) -> bool {
+        line.time_ms >= self.since_ms
+            && (self.project.is_none() || line.project.as_deref() == self.project)
+            && self.unit.is_none_or(|pattern| {
+                line.unit
+                    .as_deref()
+                    .is_some_and(|unit| crate::access::workload::glob(pattern, unit))
+            })
+    }
+}
+
+/// Reads entries back, rotated files included: those `filter` admits, the
+/// last `limit` written, sorted by the time of their last decision (oldest
 /// first; a folded line is written when its interval ends, after entries
 /// of later decisions). Unparseable lines are skipped.
 pub fn read(
     path: &Path,
     keep: u32,
-    project: Option<&str>,
-    since_ms: u64,
+    filter: Filter<'_>,
     limit: usize,
-) -> Result<Vec<AuditEntry>> {
+) -> Result<Vec<AuditTrailEntry>> {
     let mut kept = std::collections::VecDeque::with_capacity(limit.min(4096));
     for file in files(path, keep) {
         let f = match File::open(&file) {
@@ -161,8 +215,7 @@ pub fn read(
             let Ok(line) = serde_json::from_slice::<Line>(&line) else {
                 continue;
             };
-            if line.time_ms < since_ms || (project.is_some() && line.project.as_deref() != project)
-            {
+            if !filter.admits(&line) {
                 continue;
             }
             if kept.len() == limit {
@@ -171,7 +224,7 @@ pub fn read(
             kept.push_back(line.entry());
         }
     }
-    let mut entries: Vec<AuditEntry> = kept.into();
+    let mut entries: Vec<AuditTrailEntry> = kept.into();
     // Stable: entries of the same millisecond stay in the order written.
     entries.sort_by_key(|e| e.time_ms);
     Ok(entries)
@@ -195,7 +248,7 @@ mod tests {
         }
         std::fs::write(&path, text).unwrap();
         let times = |limit| -> Vec<u64> {
-            read(&path, 0, None, 0, limit)
+            read(&path, 0, Filter::default(), limit)
                 .unwrap()
                 .iter()
                 .map(|e| e.time_ms)
@@ -217,6 +270,67 @@ mod tests {
         let old = r#"{"time":"2026-01-01T00:00:00.000Z","time_ms":7,"project":"app","op":"set","name":"A","uid":1,"gid":1,"pid":null,"exe":null,"allowed":true,"result":"ok"}"#;
         let e = serde_json::from_str::<Line>(old).unwrap().entry();
         assert_eq!((e.count, e.first_ms, e.time_ms), (1, 7, 7));
+    }
+
+    #[test]
+    fn the_workload_is_written_when_known_and_left_out_when_not() {
+        let mut e = entry("get", "A", 5);
+        e.unit = Some("billing.service".into());
+        e.slice = Some("functions.slice".into());
+        e.cgroup = Some("/functions.slice/billing.service".into());
+        e.exe_sha256 = Some("0f".repeat(32));
+        let text = serde_json::to_string(&Line::of(e.clone())).unwrap();
+        for field in [
+            r#""unit":"billing.service""#,
+            r#""slice":"functions.slice""#,
+            r#""cgroup":"/functions.slice/billing.service""#,
+            r#""exe_sha256":"0f0f"#,
+        ] {
+            assert!(text.contains(field), "{field} in {text}");
+        }
+        assert_eq!(serde_json::from_str::<Line>(&text).unwrap().entry(), e);
+        // Unknown: not written at all, so a line reads as before.
+        let text = serde_json::to_string(&Line::of(entry("get", "A", 5))).unwrap();
+        for field in ["unit", "slice", "cgroup", "exe_sha256"] {
+            assert!(!text.contains(&format!("\"{field}\"")), "{field} in {text}");
+        }
+    }
+
+    #[test]
+    fn read_filters_by_unit_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut text = String::new();
+        for (t, unit) in [
+            (1, Some("fn-billing.service")),
+            (2, Some("fn-web.service")),
+            (3, Some("cron.service")),
+            (4, None),
+            (5, Some("fn-billing.service")),
+        ] {
+            let mut e = entry("get", "A", t);
+            e.unit = unit.map(str::to_owned);
+            text.push_str(&serde_json::to_string(&Line::of(e)).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        let times = |unit: Option<&str>, limit| -> Vec<u64> {
+            let filter = Filter {
+                unit,
+                ..Filter::default()
+            };
+            read(&path, 0, filter, limit)
+                .unwrap()
+                .iter()
+                .map(|e| e.time_ms)
+                .collect()
+        };
+        assert_eq!(times(None, 10), [1, 2, 3, 4, 5]);
+        assert_eq!(times(Some("fn-*.service"), 10), [1, 2, 5]);
+        assert_eq!(times(Some("fn-billing.service"), 10), [1, 5]);
+        assert_eq!(times(Some("*"), 10), [1, 2, 3, 5], "no unit, no match");
+        assert_eq!(times(Some("fn-*"), 1), [5], "the newest that match");
+        assert!(times(Some("billing"), 10).is_empty(), "the whole name");
     }
 
     #[test]
@@ -257,11 +371,19 @@ mod tests {
         write(&rotated(&path, 1), &[3]);
         write(&path, &[4, 5]);
         let times = |keep, since, limit| -> Vec<u64> {
-            read(&path, keep, None, since, limit)
-                .unwrap()
-                .iter()
-                .map(|e| e.time_ms)
-                .collect()
+            read(
+                &path,
+                keep,
+                Filter {
+                    since_ms: since,
+                    ..Filter::default()
+                },
+                limit,
+            )
+            .unwrap()
+            .iter()
+            .map(|e| e.time_ms)
+            .collect()
         };
         assert_eq!(times(2, 0, 100), [1, 2, 3, 4, 5]);
         assert_eq!(times(1, 0, 100), [3, 4, 5]);

@@ -2,10 +2,12 @@
 //! *folded* lines for reads and denials.
 //!
 //! Each line records when, the project, the operation, the secret, project
-//! or host name, the peer (uid, gid, pid, executable), whether the policy
+//! or host name, the peer (uid, gid, pid, executable) and its workload
+//! (systemd unit, slice, cgroup, and the executable's SHA-256 when a rule
+//! had it checked; fields not known are left out), whether the policy
 //! allowed it and the result — never a value. A folded line stands for
-//! `count` identical decisions (same peer, project, operation, name and
-//! result) between `first` and `time`.
+//! `count` identical decisions (same peer and workload, project,
+//! operation, name and result) between `first` and `time`.
 //!
 //! **Folding, in two steps.** A session counts its connection's reads (and
 //! its denials past the first [`DENIALS_IN_FULL`]) into summaries
@@ -13,7 +15,7 @@
 //! connection closes, every `[audit] summary_interval` while it stays
 //! open, and whenever it holds [`summary::MAX_SUMMARIES`]; its first denials are
 //! handed over one by one. The writer then folds them again *per peer*
-//! (uid, gid and executable) across connections ([`fold`]): a line is
+//! (uid, gid, executable and workload) across connections ([`fold`]): a line is
 //! written `summary_interval` after the first decision it counts, or when
 //! the log is read (`fluxctl audit`) or fluxd stops. Denials get a line
 //! each within a per-uid budget (a hundred, then ten a minute), and the
@@ -59,11 +61,11 @@ mod log;
 mod summary;
 
 pub use fold::Folds;
-pub use log::{DEFAULT_LIMIT, Line, read};
+pub use log::{DEFAULT_LIMIT, Filter, Line, read};
 pub use summary::{DENIALS_IN_FULL, ReadSummaries, bounded_name};
 
 use crate::error::{Error, Result};
-use flux_protocol::message::{AuditEntry, AuditHealth};
+use flux_protocol::message::{AuditHealth, AuditTrailEntry};
 use flux_vault::chain::{self, AuditKey};
 use flux_vault::vault::{format_time_ms, now_ms};
 use log::rotated;
@@ -148,7 +150,7 @@ impl Default for AuditConfig {
 #[derive(Debug, Default)]
 struct Queue {
     /// Entries, each with whether it is to be folded.
-    entries: Vec<(AuditEntry, bool)>,
+    entries: Vec<(AuditTrailEntry, bool)>,
     /// Entries ever queued, and ever written, folded or dropped.
     queued: u64,
     done: u64,
@@ -285,17 +287,17 @@ impl Audit {
     /// Records one entry, written as its own line (writes; reads under
     /// `reads = "every"`); waits only when the writer is far behind (never
     /// when it fails).
-    pub fn record(&self, entry: AuditEntry) {
+    pub fn record(&self, entry: AuditTrailEntry) {
         self.push(entry, false);
     }
 
     /// Records a read summary or a denial, to be folded per peer and
     /// interval (see the module docs); the same wait as [`Audit::record`].
-    pub fn fold(&self, entry: AuditEntry) {
+    pub fn fold(&self, entry: AuditTrailEntry) {
         self.push(entry, true);
     }
 
-    fn push(&self, entry: AuditEntry, fold: bool) {
+    fn push(&self, entry: AuditTrailEntry, fold: bool) {
         let Some(shared) = &self.shared else { return };
         let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         while q.entries.len() >= QUEUE {
@@ -430,7 +432,7 @@ struct Writer {
     keep: u32,
     keep_for: Duration,
     /// Entries that could not be written yet, oldest first.
-    pending: Vec<AuditEntry>,
+    pending: Vec<AuditTrailEntry>,
     folds: Folds,
     /// Bytes each uid wrote to the current file (since fluxd started).
     by_uid: HashMap<u32, u64>,
@@ -787,8 +789,8 @@ mod tests {
     use super::*;
     use log::files;
 
-    pub(super) fn entry(op: &str, name: &str, t: u64) -> AuditEntry {
-        AuditEntry {
+    pub(super) fn entry(op: &str, name: &str, t: u64) -> AuditTrailEntry {
+        AuditTrailEntry {
             time_ms: t,
             first_ms: t,
             count: 1,
@@ -802,6 +804,7 @@ mod tests {
             allowed: true,
             result: "ok".into(),
             detail: None,
+            ..AuditTrailEntry::default()
         }
     }
 
@@ -830,8 +833,8 @@ mod tests {
             .block_on(f)
     }
 
-    fn lines(path: &Path, keep: u32) -> Vec<AuditEntry> {
-        read(path, keep, None, 0, usize::MAX).unwrap()
+    fn lines(path: &Path, keep: u32) -> Vec<AuditTrailEntry> {
+        read(path, keep, Filter::default(), usize::MAX).unwrap()
     }
 
     #[test]
@@ -1013,10 +1016,11 @@ mod tests {
         }
         block_on(audit.flush());
         let back = lines(&path, 1);
-        let denied: Vec<&AuditEntry> = back.iter().filter(|e| !e.allowed).collect();
+        let denied: Vec<&AuditTrailEntry> = back.iter().filter(|e| !e.allowed).collect();
         assert_eq!(denied.len(), 101, "a hundred in full, then one line");
         assert_eq!(denied.iter().map(|e| e.count).sum::<u64>(), 5000);
-        let reads: Vec<&AuditEntry> = back.iter().filter(|e| e.op == "get" && e.allowed).collect();
+        let reads: Vec<&AuditTrailEntry> =
+            back.iter().filter(|e| e.op == "get" && e.allowed).collect();
         assert_eq!(reads.len(), 1);
         assert_eq!(reads[0].count, 500);
         assert_eq!(back.iter().filter(|e| e.op == "set").count(), 1);

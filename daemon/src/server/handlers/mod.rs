@@ -17,12 +17,13 @@
 //! | `Set`, `SetMany`, `Write`, `WriteMany`, `Delete`, `Rollback`, `RestoreVault` | project | admin | write |
 //! | `CreateProject`, `PublishHosts`, `ResumeRemoval`, `PrepareHostKey`, `AddHost` and `RemoveHost` (refused: superseded) | control | daemon admin | write |
 //! | `DeleteProject`, `RekeyProject` | control | daemon admin, or admin of that project | write |
-//! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `ListHosts`, `Fleet`, `HostsHead`, `Metrics` | control | daemon admin | read |
+//! | `ListProjects`, `Status`, `Health`, `Audit`, `AuditLog`, `AuditTrail`, `ListHosts`, `Fleet`, `HostsHead`, `Metrics` | control | daemon admin | read |
 //! | `Hello` | — (the handshake only) | — | — |
 
 mod add_host;
 mod audit;
 mod audit_log;
+mod audit_trail;
 mod create_project;
 mod delete;
 mod delete_project;
@@ -145,6 +146,7 @@ pub fn rule(req: &Request) -> Rule {
         Request::PrepareHostKey => prepare_host_key::RULE,
         Request::Write(_) => write::RULE,
         Request::WriteMany(_) => write_many::RULE,
+        Request::AuditTrail(_) => audit_trail::RULE,
     }
 }
 
@@ -193,6 +195,7 @@ pub async fn run(ctx: &mut Ctx<'_>, granted: Granted) -> Result<Reply> {
         Request::PrepareHostKey => message(prepare_host_key::handle(ctx).await),
         Request::Write(req) => message(write::handle(ctx, req).await),
         Request::WriteMany(req) => message(write_many::handle(ctx, req).await),
+        Request::AuditTrail(req) => message(audit_trail::handle(ctx, req).await),
     }
 }
 
@@ -292,6 +295,7 @@ mod tests {
         ("health", "ssss", "---+"),
         ("audit", "ssss", "---+"),
         ("audit_log", "ssss", "---+"),
+        ("audit_trail", "ssss", "---+"),
         ("list_hosts", "ssss", "---+"),
         ("add_host", "ssss", "---+"),
         ("remove_host", "ssss", "---+"),

@@ -1,4 +1,7 @@
-//! What a session writes to the audit log: writes, one entry each; a
+//! What a session writes to the audit log: who asked — the peer's uid,
+//! gid, pid and executable, and its workload from the kernel (systemd
+//! unit, slice, cgroup, and the executable's SHA-256 when a rule had it
+//! checked) — and what. Writes, one entry each; a
 //! connection's first denials one by one, and its reads and later denials
 //! counted into summaries handed over when the connection ends, every
 //! `[audit] summary_interval`, or when too many are pending. Denials and
@@ -9,7 +12,7 @@
 use super::conn::{Conn, Tally};
 use crate::access::Effect;
 use crate::access::audit::{DENIALS_IN_FULL, ReadAudit, bounded_name};
-use flux_protocol::message::{AuditEntry, NamedValue, Request};
+use flux_protocol::message::{AuditTrailEntry, NamedValue, Request};
 use flux_vault::vault::now_ms;
 
 /// What the audit log records of a request: the name it names (bounded,
@@ -46,6 +49,23 @@ pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
             Some(p) => one(p),
             None => (None, None),
         },
+        Request::AuditTrail(q) => {
+            let (name, detail) = match &q.project {
+                Some(p) => one(p),
+                None => (None, None),
+            };
+            // The pattern, escaped and bounded as a name is.
+            let unit = q.unit.as_deref().map(|u| {
+                let kept: String = u.chars().take(64).collect();
+                let more = if kept.len() < u.len() { "…" } else { "" };
+                format!("units matching {}{more}", kept.escape_debug())
+            });
+            let detail = match (detail, unit) {
+                (Some(d), Some(u)) => Some(format!("{u}; {d}")),
+                (d, u) => u.or(d),
+            };
+            (name, detail)
+        }
         Request::AddHost(h) | Request::RemoveHost(h) => one(&h.recipient),
         Request::PublishHosts(signed) => (
             None,
@@ -112,7 +132,8 @@ impl Conn {
             return Tally::Quiet;
         }
         let time_ms = now_ms();
-        let entry = || AuditEntry {
+        let workload = &self.peer.identity.workload;
+        let entry = || AuditTrailEntry {
             time_ms,
             first_ms: time_ms,
             count: 1,
@@ -123,6 +144,10 @@ impl Conn {
             gid: self.peer.gid,
             pid: self.peer.pid,
             exe: self.peer.exe.clone(),
+            unit: workload.unit.clone(),
+            slice: workload.slice.clone(),
+            cgroup: workload.cgroup.clone(),
+            exe_sha256: workload.exe.as_ref().and_then(|e| e.sha256.clone()),
             allowed,
             result: result.to_owned(),
             detail: detail.clone(),
@@ -143,9 +168,13 @@ impl Conn {
         }
         let key = name.as_deref().unwrap_or("");
         let was_empty = self.summaries.is_empty();
+        let program = (
+            self.peer.exe.as_deref(),
+            workload.exe.as_ref().and_then(|e| e.sha256.as_deref()),
+        );
         let full = self
             .summaries
-            .count(key, op, allowed, result, time_ms, entry);
+            .count(key, op, allowed, result, program, time_ms, entry);
         if full {
             Tally::Full
         } else if was_empty {
@@ -153,5 +182,43 @@ impl Conn {
         } else {
             Tally::Quiet
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audit_names;
+    use flux_protocol::message::{AuditTrailQuery, Request};
+
+    fn trail(project: Option<&str>, unit: Option<&str>) -> Request {
+        Request::AuditTrail(AuditTrailQuery {
+            project: project.map(str::to_owned),
+            unit: unit.map(str::to_owned),
+            ..AuditTrailQuery::default()
+        })
+    }
+
+    #[test]
+    fn an_audit_trail_is_recorded_with_its_project_and_unit_pattern() {
+        assert_eq!(audit_names(&trail(None, None)), (None, None));
+        assert_eq!(
+            audit_names(&trail(Some("app"), Some("fn-*.service"))),
+            (
+                Some("app".to_owned()),
+                Some("units matching fn-*.service".to_owned())
+            )
+        );
+        // A hostile pattern is bounded and escaped, as a name is.
+        let (name, detail) = audit_names(&trail(Some("a b"), Some(&"\n".repeat(100))));
+        assert_eq!(name.as_deref(), Some("a b"));
+        let detail = detail.unwrap();
+        assert!(!detail.contains('\n'), "{detail}");
+        assert_eq!(
+            detail,
+            format!(
+                "units matching {}…; invalid name of 3 bytes",
+                "\\n".repeat(64)
+            )
+        );
     }
 }
