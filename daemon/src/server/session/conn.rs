@@ -9,7 +9,7 @@
 
 use super::Target;
 use super::bucket::Bucket;
-use super::record::audit_names;
+use super::names::audit_names;
 use crate::access::audit::{ReadSummaries, bounded_name};
 use crate::access::peer::Peer;
 use crate::access::{self, Denial, Denied, Effect, Granted, SocketKind};

@@ -61,6 +61,7 @@
 mod bucket;
 mod conn;
 pub(crate) mod direct;
+mod names;
 mod record;
 
 use super::Services;
