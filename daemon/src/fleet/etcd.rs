@@ -1141,6 +1141,102 @@ mod tests {
         }
     }
 
+    /// A fake etcd gateway on loopback answering range requests from
+    /// `keys` (sorted), `limit` at a time: a page of more than one key
+    /// starts its answer and stalls (a slow link). Returns its endpoint
+    /// and the requests it saw.
+    fn slow_gateway(keys: Vec<String>) -> (String, Arc<Mutex<Vec<Value>>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (keys, log) = (keys.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if let Some(v) = line.to_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let request: Value = serde_json::from_slice(&body).unwrap();
+                    log.lock().unwrap().push(request.clone());
+                    let start = String::from_utf8(unb64(&request["key"])).unwrap();
+                    let limit: usize = request["limit"].as_str().unwrap().parse().unwrap();
+                    let page: Vec<&String> =
+                        keys.iter().filter(|k| **k >= start).take(limit).collect();
+                    let more = keys.iter().filter(|k| **k >= start).count() > limit;
+                    let kvs: Vec<Value> = page
+                    .iter()
+                    .map(|k| json!({"key": b64(k.as_bytes()), "value": b64(b"v"), "mod_revision": "3"}))
+                    .collect();
+                    let answer =
+                        json!({"header": {"revision": "9"}, "kvs": kvs, "more": more}).to_string();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    if limit > 1 {
+                        // Half the answer, then nothing: too slow for the page.
+                        let _ = stream.write_all(&answer.as_bytes()[..answer.len() / 2]);
+                        std::thread::sleep(Duration::from_secs(3));
+                    } else {
+                        let _ = stream.write_all(answer.as_bytes());
+                    }
+                });
+            }
+        });
+        (endpoint, seen)
+    }
+
+    #[test]
+    fn a_read_too_slow_for_its_pages_goes_on_in_smaller_pages_at_one_revision() {
+        let keys: Vec<String> = (0..5).map(|i| format!("/p/k{i}")).collect();
+        let (endpoint, seen) = slow_gateway(keys.clone());
+        let etcd = Etcd::new(EtcdConfig {
+            endpoints: vec![endpoint],
+            reads: Reads {
+                page_keys: 4,
+                page_timeout: Duration::from_millis(300),
+                ..Reads::default()
+            },
+            ..EtcdConfig::default()
+        })
+        .unwrap();
+        let mut pages = Vec::new();
+        let revision = etcd
+            .range_paged("/p/", 0, |page| {
+                pages.push(page.into_iter().map(|kv| kv.key).collect::<Vec<_>>())
+            })
+            .unwrap();
+        assert_eq!(revision, 9);
+        assert_eq!(pages.concat(), keys, "every key, once, in order");
+        assert!(pages.iter().all(|p| p.len() == 1), "{pages:?}");
+        let (read, shrunk) = etcd.page_counts();
+        assert_eq!((read, shrunk), (5, 2), "4 → 2 → 1 keys a page");
+        let seen = seen.lock().unwrap();
+        // Every page after the first is read at the first one's revision,
+        // from just after the last key read.
+        let later: Vec<&Value> = seen.iter().filter(|r| r["revision"] == "9").collect();
+        assert_eq!(later.len(), 4, "{seen:?}");
+        assert_eq!(
+            String::from_utf8(unb64(&later[0]["key"])).unwrap(),
+            "/p/k0\u{0}"
+        );
+    }
+
     #[test]
     fn prefix_ends() {
         assert_eq!(prefix_end("/flux/v1/"), b"/flux/v10".to_vec());
