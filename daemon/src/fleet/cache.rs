@@ -1080,7 +1080,7 @@ mod tests {
         let mut out = Applied::default();
         f.cache.apply(&EtcdKey::Hosts(3), &v3, 6, &mut out);
         // The store reads what waited from etcd again, and applies it.
-        assert_eq!(out.reread, [key.clone()]);
+        assert_eq!(out.reread, std::slice::from_ref(&key));
         f.cache.apply(&key, &v1, 5, &mut Applied::default());
         assert_eq!(f.cache.vaults["app"].payload, b"by the late host");
     }

@@ -198,6 +198,8 @@ impl StoreFile {
 }
 
 /// Where keys and vaults are kept.
+// Built once from the configuration: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum StoreChoice {
     /// `<state>/keys` and `<state>/vaults`.
