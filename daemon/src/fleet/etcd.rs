@@ -24,6 +24,11 @@
 //!   hide a certificate problem get its cause and remedy added
 //!   (`known_cause`): a server certificate without `clientAuth`, a client
 //!   certificate with a CommonName while authentication is enabled.
+//! - **Big answers**: reads go in pages of a few keys at one revision,
+//!   each with its own deadline, halved when an answer is too slow
+//!   ([`Etcd::range_paged`]); every answer streams through `CapRead`,
+//!   which measures a string over the envelope cap instead of holding it
+//!   ([`Kv::oversize`]).
 //! - **History**: every answer's header (cluster id, revision) is checked:
 //!   a revision that goes backwards or a cluster id that changes means
 //!   etcd was restored from an older snapshot or replaced; the caller is

@@ -4,7 +4,8 @@
 //! any host serves.
 //!
 //! - [`etcd`]: a small blocking client for etcd's v3 JSON gateway (TLS,
-//!   authentication, deadlines, member retries);
+//!   authentication, deadlines, member retries, paged reads, the envelope
+//!   cap);
 //! - [`layout`]: where things are in etcd, as typed keys;
 //! - [`identity`]: this host's keys (age for wrapping, Ed25519 for
 //!   signing), join tokens and the fleet id;

@@ -15,6 +15,13 @@
 //! The local copy is written after the new vault is served, off the
 //! request path ([`EtcdStore::flush`]), in the order the changes were
 //! accepted.
+//!
+//! A full read ([`EtcdStore::resync`]) goes in pages at one revision and
+//! applies each page as it arrives; one that cannot finish is reported
+//! (`unsynced`, shown by `fluxctl hosts list` and `status`) while the host
+//! serves what it holds and the watch tries again. Objects refused for an
+//! unknown signer are not kept: their keys are read from etcd again when
+//! the host list changes ([`super::cache::Applied::reread`]).
 
 use super::cache::{Applied, Cache, Persist};
 use super::envelope::{self, Kind, Signing};

@@ -126,7 +126,7 @@ fn a_restart_reads_many_big_vaults_in_small_pages() {
 
 /// 100 envelopes of about 1.3 MB each, signed by a key no fleet lists,
 /// written straight to etcd under the fleet's vaults.
-fn write_junk(etcd: &Etcd, fleet: &str) {
+pub fn write_junk(etcd: &Etcd, fleet: &str) {
     let raw = etcd.raw();
     let stranger = HostIdentity::generate();
     for i in 0..100u32 {
