@@ -344,6 +344,47 @@ mod tests {
     }
 
     #[test]
+    fn reads_are_configured_and_bad_values_named() {
+        let parse = |extra: &str| {
+            let file: StoreFile = toml::from_str(&format!(
+                "kind = \"etcd\"\nendpoints = [\"http://127.0.0.1:1\"]\n{extra}"
+            ))
+            .unwrap();
+            StoreChoice::resolve(None, &[], &file)
+        };
+        let Ok(StoreChoice::Etcd(o)) = parse("") else {
+            panic!("etcd")
+        };
+        assert_eq!(o.etcd.reads, etcd::Reads::default());
+        // The cap follows [limits] max_project_bytes unless set.
+        let o = o.with_project_limit(1024 * 1024);
+        assert_eq!(o.etcd.reads.max_envelope_bytes, 3 * 1024 * 1024);
+        let Ok(StoreChoice::Etcd(o)) = parse(
+            "read_page_keys = 2\nread_page_timeout = \"250ms\"\nmax_envelope_bytes = 100000\n",
+        ) else {
+            panic!("etcd")
+        };
+        let o = o.with_project_limit(1024 * 1024);
+        assert_eq!(
+            o.etcd.reads,
+            etcd::Reads {
+                page_keys: 2,
+                page_timeout: std::time::Duration::from_millis(250),
+                max_envelope_bytes: 100_000,
+            }
+        );
+        for (bad, says) in [
+            ("read_page_keys = 0", "1 to 10000"),
+            ("read_page_timeout = \"soon\"", "not a duration"),
+            ("read_page_timeout = \"0s\"", "more than zero"),
+            ("max_envelope_bytes = 1000", "below 65536"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn the_config_file_has_a_store_section() {
         let f: crate::config::FileConfig = toml::from_str(
             "[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\", \"http://127.0.0.1:22379\"]\n",
