@@ -95,7 +95,10 @@ impl Daemon {
         let audit = Audit::open(&config.audit, audit_key)?;
         let opened = match &config.store {
             crate::fleet::StoreChoice::Etcd(options) => {
-                let (state, options) = (config.state_dir.clone(), options.clone());
+                let state = config.state_dir.clone();
+                let options = options
+                    .clone()
+                    .with_project_limit(config.limits.max_project_bytes);
                 tokio::task::spawn_blocking(move || crate::fleet::open(&state, &options))
                     .await
                     .map_err(|e| Error::Internal(format!("fleet start task failed: {e}")))??

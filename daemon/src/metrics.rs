@@ -246,6 +246,18 @@ pub struct FleetGauges {
     pub applied_revision: i64,
     /// How many fleet problems this host reports.
     pub problems: usize,
+    /// The last full read of etcd did not finish (the host serves what it
+    /// holds and keeps trying).
+    pub unsynced: bool,
+    /// Envelopes refused since the start (unsigned, stranger-signed,
+    /// forged, rolled back, over the envelope cap).
+    pub refused_envelopes: u64,
+    /// Bytes of verified envelopes held in memory.
+    pub held_bytes: u64,
+    /// etcd range pages read, and pages asked again smaller because an
+    /// answer was too slow.
+    pub read_pages: u64,
+    pub read_pages_shrunk: u64,
 }
 
 #[cfg(test)]

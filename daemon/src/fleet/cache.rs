@@ -21,10 +21,15 @@
 //! host stop serving a project. A host list without this host is held
 //! like any other — this host then writes nothing and reports it — but
 //! nothing is dropped or deleted for it. An object refused because its
-//! signer is not (yet) in the held list is tried again when the list
-//! changes (up to 256 such objects are kept). The mod_revision of whatever
-//! etcd holds under each key, accepted or not, is remembered: a write
-//! compares with it, so it goes over a refused object.
+//! signer is not (yet) in the held list is dropped at once — only its etcd
+//! key is kept (up to 4096 keys), and read from etcd again when the list
+//! changes ([`Applied::reread`]): an etcd writer who fills etcd with
+//! stranger-signed envelopes costs this host no memory. An envelope over
+//! the envelope cap arrives unread ([`super::etcd::Kv::oversize`]) and is
+//! refused as such. Every refusal is counted ([`Cache::refused_total`]).
+//! The mod_revision of whatever etcd holds under each key, accepted or
+//! not, is remembered: a write compares with it, so it goes over a
+//! refused object.
 
 use super::envelope::{self, Envelope, Kind};
 use super::identity::{HostIdentity, HostRecord, fleet_id};
@@ -34,8 +39,8 @@ use flux_vault::membership::{HostsDoc, digest_hex, open_hosts};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// Objects kept to be tried again when the host list changes, at most.
-const MAX_WAITING: usize = 256;
+/// Keys of objects to read again when the host list changes, at most.
+const MAX_WAITING: usize = 4096;
 /// Refusal reasons kept for `fluxctl status`, at most.
 const MAX_REFUSED: usize = 4096;
 /// How far above the version held a vault or deletion may jump: a host
@@ -121,6 +126,9 @@ pub struct Applied {
     /// etcd deleted something without a signed deletion: see
     /// [`super::store::EtcdStore::repair`].
     pub lost: bool,
+    /// Objects refused for a signer the host list did not know, to read
+    /// from etcd again now that the list changed.
+    pub reread: Vec<EtcdKey>,
 }
 
 /// The held state (see the module docs).
@@ -152,13 +160,18 @@ pub struct Cache {
     /// accepted or not (0: deleted): what a write compares against, so a
     /// refused object (a forgery, a replayed old version) is written over.
     pub seen: BTreeMap<String, i64>,
-    /// Objects refused for an unknown signer: tried again when the host
-    /// list changes.
-    waiting: BTreeMap<String, (EtcdKey, Vec<u8>, i64)>,
+    /// Keys of objects refused for an unknown signer (the objects are
+    /// dropped): read again when the host list changes.
+    waiting: BTreeMap<String, EtcdKey>,
+    /// Envelopes refused since the start (each refusal of each one).
+    pub refused_total: u64,
     /// A fleet-wide problem (the fleet id, the host list).
     pub problem: Option<String>,
     /// Why etcd cannot be reached, while it cannot.
     pub outage: Option<String>,
+    /// Why the last full read of etcd did not finish, until one does: the
+    /// host serves what it holds and keeps trying.
+    pub unsynced: Option<String>,
     /// The last etcd revision read in full.
     pub revision: i64,
 }
@@ -191,8 +204,10 @@ impl Cache {
             refused: BTreeMap::new(),
             seen: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            refused_total: 0,
             problem: None,
             outage: None,
+            unsynced: None,
             revision: 0,
         }
     }
@@ -402,6 +417,56 @@ impl Cache {
         self.seen.get(&key.to_string()).copied().unwrap_or(held)
     }
 
+    /// Applies a key-value pair read from etcd: [`Self::apply`], or the
+    /// refusal of a value over the envelope cap, which was not read.
+    pub fn apply_kv(&mut self, key: &EtcdKey, kv: &super::etcd::Kv, out: &mut Applied) {
+        let Some(size) = kv.oversize else {
+            return self.apply(key, &kv.value, kv.mod_revision, out);
+        };
+        let name = key.to_string();
+        if kv.mod_revision != 0 {
+            self.seen.insert(name.clone(), kv.mod_revision);
+        }
+        self.waiting.remove(&name);
+        self.note_refused(
+            name,
+            format!(
+                "an envelope of about {size} bytes, over this host's [store] max_envelope_bytes: refused unread"
+            ),
+        );
+    }
+
+    /// Bytes of envelopes held (vaults, keys, deletions, host lists, the
+    /// fleet id), each counted as etcd holds it and as opened: what the
+    /// fleet costs this host's memory.
+    pub fn held_bytes(&self) -> u64 {
+        let held = self
+            .vaults
+            .values()
+            .chain(self.keys.values())
+            .chain(self.deleted.values())
+            .map(|h| h.raw.len() + h.payload.len())
+            .sum::<usize>();
+        let lists = self.chain.values().map(Vec::len).sum::<usize>()
+            + self.hosts.as_ref().map_or(0, |(_, raw)| raw.len())
+            + self.id.as_ref().map_or(0, Vec::len);
+        (held + lists) as u64
+    }
+
+    /// Waits again for a host list change to read `key` (it could not be
+    /// read now).
+    pub fn wait_again(&mut self, key: EtcdKey) {
+        if self.waiting.len() < MAX_WAITING {
+            self.waiting.insert(key.to_string(), key);
+        }
+    }
+
+    /// How many refused objects wait for a host list change (their keys
+    /// only).
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Applies what etcd holds under `key`. Deletions are not applied:
     /// see the module docs.
     pub fn apply(&mut self, key: &EtcdKey, raw: &[u8], mod_revision: i64, out: &mut Applied) {
@@ -418,11 +483,11 @@ impl Cache {
                 self.refused.remove(&name);
             }
             Err(Refusal::Waiting(reason)) => {
-                // Bounded: an etcd writer could fill etcd with objects
-                // signed by strangers.
+                // The object is dropped: an etcd writer could fill etcd
+                // with objects signed by strangers. Its key (bounded) is
+                // what is read again.
                 if self.waiting.len() < MAX_WAITING || self.waiting.contains_key(&name) {
-                    self.waiting
-                        .insert(name.clone(), (key.clone(), raw.to_vec(), mod_revision));
+                    self.waiting.insert(name.clone(), key.clone());
                 }
                 self.note_refused(name, reason);
             }
@@ -612,16 +677,16 @@ impl Cache {
     }
 
     fn note_refused(&mut self, name: String, reason: String) {
+        self.refused_total += 1;
         if self.refused.len() < MAX_REFUSED || self.refused.contains_key(&name) {
             self.refused.insert(name, reason);
         }
     }
 
+    /// The host list changed: what waited for it is to be read again.
     fn retry_waiting(&mut self, out: &mut Applied) {
         let waiting = std::mem::take(&mut self.waiting);
-        for (_, (key, raw, rev)) in waiting {
-            self.apply(&key, &raw, rev, out);
-        }
+        out.reread.extend(waiting.into_values());
     }
 
     /// Why `project`'s newest data in etcd was refused, if it was.
@@ -1012,8 +1077,54 @@ mod tests {
         assert!(!f.cache.vaults.contains_key("app"));
         let v2 = f.cache.chain[&2].clone();
         let v3 = list(&f.op, 3, Some(&v2), &[&f.root, &f.other, &late]);
-        f.cache
-            .apply(&EtcdKey::Hosts(3), &v3, 6, &mut Applied::default());
+        let mut out = Applied::default();
+        f.cache.apply(&EtcdKey::Hosts(3), &v3, 6, &mut out);
+        // The store reads what waited from etcd again, and applies it.
+        assert_eq!(out.reread, std::slice::from_ref(&key));
+        f.cache.apply(&key, &v1, 5, &mut Applied::default());
         assert_eq!(f.cache.vaults["app"].payload, b"by the late host");
+    }
+
+    #[test]
+    fn stranger_signed_envelopes_are_dropped_and_only_their_keys_kept() {
+        let mut f = fleet();
+        let held = f.cache.held_bytes();
+        let junk = vec![b'x'; 256 * 1024];
+        for i in 0..100 {
+            let key = EtcdKey::vault(&format!("junk{i}"));
+            let env = signed(&f, Kind::Vault, &key, 1, &junk, &HostIdentity::generate());
+            f.cache.apply(&key, &env, 10 + i, &mut Applied::default());
+        }
+        assert_eq!(f.cache.refused_total, 100);
+        assert_eq!(f.cache.held_bytes(), held, "nothing of the junk is held");
+        assert_eq!(f.cache.waiting_len(), 100, "their keys only");
+        assert!(f.cache.projects().is_empty());
+        // A new host list asks for them to be read again, by key.
+        let v2 = f.cache.chain[&2].clone();
+        let v3 = list(&f.op, 3, Some(&v2), &[&f.root, &f.other]);
+        let mut out = Applied::default();
+        f.cache.apply(&EtcdKey::Hosts(3), &v3, 200, &mut out);
+        assert_eq!(out.reread.len(), 100);
+        assert_eq!(f.cache.waiting_len(), 0);
+    }
+
+    #[test]
+    fn an_oversize_envelope_is_refused_unread_and_written_over() {
+        let mut f = fleet();
+        let key = EtcdKey::vault("app");
+        let kv = crate::fleet::etcd::Kv {
+            key: key.to_string(),
+            value: Vec::new(),
+            mod_revision: 9,
+            oversize: Some(5_000_000),
+        };
+        f.cache.apply_kv(&key, &kv, &mut Applied::default());
+        assert_eq!(f.cache.refused_total, 1);
+        assert!(
+            f.cache.refused[&key.to_string()]
+                .contains("over this host's [store] max_envelope_bytes")
+        );
+        assert_eq!(f.cache.etcd_revision(&key, 0), 9, "a write goes over it");
+        assert!(f.cache.projects().is_empty());
     }
 }

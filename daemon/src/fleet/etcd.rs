@@ -24,6 +24,11 @@
 //!   hide a certificate problem get its cause and remedy added
 //!   (`known_cause`): a server certificate without `clientAuth`, a client
 //!   certificate with a CommonName while authentication is enabled.
+//! - **Big answers**: reads go in pages of a few keys at one revision,
+//!   each with its own deadline, halved when an answer is too slow
+//!   ([`Etcd::range_paged`]); every answer streams through `CapRead`,
+//!   which measures a string over the envelope cap instead of holding it
+//!   ([`Kv::oversize`]).
 //! - **History**: every answer's header (cluster id, revision) is checked:
 //!   a revision that goes backwards or a cluster id that changes means
 //!   etcd was restored from an older snapshot or replaced; the caller is
@@ -37,7 +42,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -73,12 +78,89 @@ pub enum EtcdError {
     /// etcd answered and refused, or answered something unusable.
     #[error("{0}")]
     Failed(String),
+    /// A read whose answer began and did not finish within its deadline
+    /// (a slow link, an answer too big for it).
+    #[error("{0}")]
+    Unfinished(String),
 }
 
 impl EtcdError {
-    /// True when no member could be reached (as opposed to a refusal).
+    /// True when no member could be reached, or none answered in time (as
+    /// opposed to a refusal).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::Unknown(_))
+        matches!(
+            self,
+            Self::Unreachable(_) | Self::Unknown(_) | Self::Unfinished(_)
+        )
+    }
+}
+
+/// How long one call may take: one try on one member, and all its tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub attempt: Duration,
+    pub call: Duration,
+}
+
+impl Deadlines {
+    /// A unary call's: [`TRY_TIMEOUT`] a try, [`CALL_TIMEOUT`] in all.
+    pub const UNARY: Self = Self {
+        attempt: TRY_TIMEOUT,
+        call: CALL_TIMEOUT,
+    };
+}
+
+/// How etcd is read (`[store] read_page_keys`, `read_page_timeout`,
+/// `max_envelope_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// Keys per range request at most.
+    pub page_keys: usize,
+    /// One try at one page (all tries: two and a half times this).
+    pub page_timeout: Duration,
+    /// The largest envelope this host reads; a larger value is refused
+    /// unread (see [`CapRead`]).
+    pub max_envelope_bytes: u64,
+}
+
+/// Keys per page by default: a page of the largest envelopes etcd accepts
+/// by default (1.5 MiB each) is about 30 MB of JSON.
+pub const DEFAULT_PAGE_KEYS: usize = 16;
+
+/// The default `[store] max_envelope_bytes` for a `[limits]
+/// max_project_bytes`: the envelope of the largest vault that limit
+/// allows — the vault's JSON (names, values and about 1 MiB of per-secret
+/// fields), armored by age (4/3 × 65/64) and base64 in the envelope (4/3),
+/// is at most 2 × max_project_bytes + 1 MiB for values that need no JSON
+/// escaping.
+pub fn default_max_envelope_bytes(max_project_bytes: usize) -> u64 {
+    (max_project_bytes as u64)
+        .saturating_mul(2)
+        .saturating_add(1024 * 1024)
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Self {
+            page_keys: DEFAULT_PAGE_KEYS,
+            page_timeout: TRY_TIMEOUT,
+            max_envelope_bytes: default_max_envelope_bytes(32 * 1024 * 1024),
+        }
+    }
+}
+
+impl Reads {
+    /// The longest JSON string an answer may carry: an envelope of
+    /// [`Self::max_envelope_bytes`], base64.
+    pub fn string_cap(&self) -> usize {
+        usize::try_from(self.max_envelope_bytes.div_ceil(3).saturating_mul(4)).unwrap_or(usize::MAX)
+    }
+
+    fn page_deadlines(&self) -> Deadlines {
+        Deadlines {
+            attempt: self.page_timeout,
+            call: self.page_timeout * 5 / 2,
+        }
     }
 }
 
@@ -97,14 +179,20 @@ pub struct EtcdConfig {
     pub username: Option<String>,
     /// A file holding that user's password.
     pub password_file: Option<PathBuf>,
+    /// Pages, their deadlines and the envelope cap.
+    pub reads: Reads,
 }
 
 /// One key-value pair.
 #[derive(Debug, Clone)]
 pub struct Kv {
     pub key: String,
+    /// Empty when [`Self::oversize`].
     pub value: Vec<u8>,
     pub mod_revision: i64,
+    /// The value was over [`Reads::max_envelope_bytes`]: its size (about),
+    /// and it was not read.
+    pub oversize: Option<u64>,
 }
 
 /// One watch event.
@@ -148,6 +236,8 @@ pub struct Etcd {
     token: Mutex<Option<String>>,
     header: Mutex<Header>,
     reset: AtomicBool,
+    pages: AtomicU64,
+    pages_shrunk: AtomicU64,
 }
 
 /// etcd's 64-bit numbers arrive as JSON strings (or are left out when 0).
@@ -182,10 +272,151 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 fn kv(v: &Value) -> Kv {
+    let oversize = v["value"]
+        .as_str()
+        .and_then(|s| s.strip_prefix(OVERSIZE))
+        .map(|len| len.parse::<u64>().unwrap_or(u64::MAX) / 4 * 3);
     Kv {
         key: String::from_utf8_lossy(&unb64(&v["key"])).into_owned(),
-        value: unb64(&v["value"]),
+        value: if oversize.is_some() {
+            Vec::new()
+        } else {
+            unb64(&v["value"])
+        },
         mod_revision: num(&v["mod_revision"]),
+        oversize,
+    }
+}
+
+/// What [`CapRead`] puts in place of a string over its cap, followed by
+/// the string's length (never base64, which has no `!`).
+const OVERSIZE: &str = "!oversize:";
+
+/// Reads a JSON answer of etcd's, replacing every string longer than `cap`
+/// bytes with `"!oversize:<its length>"` as the answer streams by: an
+/// oversize value is measured, never held whole (at most `cap` bytes of
+/// it are buffered, then dropped).
+struct CapRead<R> {
+    inner: R,
+    cap: usize,
+    /// In a string: its length so far, whether the next byte is escaped,
+    /// and whether it went over the cap.
+    string: Option<(usize, bool, bool)>,
+    /// The string's bytes so far, while under the cap.
+    held: Vec<u8>,
+    out: Vec<u8>,
+    at: usize,
+    buf: Box<[u8]>,
+}
+
+impl<R: Read> CapRead<R> {
+    fn new(inner: R, cap: usize) -> Self {
+        Self {
+            inner,
+            cap,
+            string: None,
+            held: Vec::new(),
+            out: Vec::new(),
+            at: 0,
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+        }
+    }
+
+    fn take(&mut self, b: u8) {
+        match &mut self.string {
+            None => {
+                self.out.push(b);
+                if b == b'"' {
+                    self.string = Some((0, false, false));
+                }
+            }
+            Some((len, escaped, over)) => {
+                if !*escaped && b == b'"' {
+                    if *over {
+                        self.out
+                            .extend_from_slice(format!("{OVERSIZE}{len}").as_bytes());
+                    } else {
+                        self.out.extend_from_slice(&self.held);
+                    }
+                    self.held.clear();
+                    self.out.push(b);
+                    self.string = None;
+                    return;
+                }
+                *escaped = !*escaped && b == b'\\';
+                *len += 1;
+                if !*over {
+                    if self.held.len() < self.cap {
+                        self.held.push(b);
+                    } else {
+                        *over = true;
+                        self.held = Vec::new();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for CapRead<R> {
+    fn read(&mut self, to: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.out.len() {
+            self.out.clear();
+            self.at = 0;
+            let n = self.inner.read(&mut self.buf)?;
+            if n == 0 {
+                // Cut off inside a string: what was held goes out, and the
+                // JSON parser reports the end it did not expect.
+                self.out.append(&mut self.held);
+                self.string = None;
+                if self.out.is_empty() {
+                    return Ok(0);
+                }
+                break;
+            }
+            let mut i = 0;
+            while i < n {
+                // Runs of plain bytes, in bulk: outside a string up to a
+                // quote, inside one up to a quote or a backslash.
+                let (inside, escaped) = match self.string {
+                    Some((_, escaped, _)) => (true, escaped),
+                    None => (false, false),
+                };
+                let plain = if escaped {
+                    0
+                } else {
+                    self.buf[i..n]
+                        .iter()
+                        .position(|&b| b == b'"' || (inside && b == b'\\'))
+                        .unwrap_or(n - i)
+                };
+                let run = &self.buf[i..i + plain];
+                match &mut self.string {
+                    None => self.out.extend_from_slice(run),
+                    Some((len, _, over)) => {
+                        *len += plain;
+                        if !*over {
+                            if self.held.len() + plain <= self.cap {
+                                self.held.extend_from_slice(run);
+                            } else {
+                                *over = true;
+                                self.held = Vec::new();
+                            }
+                        }
+                    }
+                }
+                i += plain;
+                if i < n {
+                    let b = self.buf[i];
+                    self.take(b);
+                    i += 1;
+                }
+            }
+        }
+        let n = to.len().min(self.out.len() - self.at);
+        to[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -401,6 +632,8 @@ impl Etcd {
             token: Mutex::new(None),
             header: Mutex::new(Header::default()),
             reset: AtomicBool::new(false),
+            pages: AtomicU64::new(0),
+            pages_shrunk: AtomicU64::new(0),
         })
     }
 
@@ -453,7 +686,13 @@ impl Etcd {
             return Ok(None);
         };
         let body = json!({"name": name, "password": password.as_str()});
-        let resp = self.send(&self.agent, "/v3/auth/authenticate", &body, None)?;
+        let resp = self.send(
+            &self.agent,
+            "/v3/auth/authenticate",
+            &body,
+            None,
+            Deadlines::UNARY,
+        )?;
         let v: Value = serde_json::from_reader(resp.into_reader().take(1 << 20)).map_err(|e| {
             EtcdError::Failed(format!("etcd's authentication answer is not JSON: {e}"))
         })?;
@@ -487,9 +726,10 @@ impl Etcd {
         path: &str,
         body: &Value,
         token: Option<&str>,
+        limits: Deadlines,
     ) -> Result<ureq::Response, EtcdError> {
         let unary = std::ptr::eq(agent, &self.agent);
-        let deadline = Instant::now() + CALL_TIMEOUT;
+        let deadline = Instant::now() + limits.call;
         let text = body.to_string();
         let endpoints = &self.config.endpoints;
         let mut reasons: Vec<String> = Vec::new();
@@ -511,7 +751,7 @@ impl Etcd {
                 let url = format!("{}{path}", endpoints[n].trim_end_matches('/'));
                 let mut request = agent.post(&url).set("Content-Type", "application/json");
                 if unary {
-                    request = request.timeout(left.min(TRY_TIMEOUT));
+                    request = request.timeout(left.min(limits.attempt));
                 }
                 if let Some(t) = token {
                     request = request.set("Authorization", t);
@@ -586,7 +826,8 @@ impl Etcd {
         let cause = cause.map(|c| format!(": {c}")).unwrap_or_default();
         if sent {
             Err(EtcdError::Unknown(format!(
-                "etcd did not answer within {CALL_TIMEOUT:?} at {}: the outcome is unknown ({detail}){cause}",
+                "etcd did not answer within {:?} at {}: the outcome is unknown ({detail}){cause}",
+                limits.call,
                 self.endpoints()
             )))
         } else {
@@ -603,40 +844,137 @@ impl Etcd {
         agent: &ureq::Agent,
         path: &str,
         body: &Value,
+        limits: Deadlines,
     ) -> Result<ureq::Response, EtcdError> {
         let token = self.current_token()?;
-        match self.send(agent, path, body, token.as_deref()) {
+        match self.send(agent, path, body, token.as_deref(), limits) {
             Err(EtcdError::Failed(reason)) if token.is_some() && is_expired_token(&reason) => {
                 // etcd forgets tokens (its TTL, a restart): get a new one.
                 let token = self.authenticate()?;
-                self.send(agent, path, body, token.as_deref())
+                self.send(agent, path, body, token.as_deref(), limits)
             }
             other => other,
         }
     }
 
     fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
-        let resp = self.post(&self.agent, path, body)?;
-        let v: Value = serde_json::from_reader(resp.into_reader().take(256 * 1024 * 1024))
-            .map_err(|e| {
+        self.call_within(path, body, Deadlines::UNARY)
+    }
+
+    /// A unary call within `limits`; its answer is read through
+    /// [`CapRead`], so no string in it is held longer than the envelope
+    /// cap. An answer that starts but does not finish in time is
+    /// [`EtcdError::Unfinished`].
+    fn call_within(&self, path: &str, body: &Value, limits: Deadlines) -> Result<Value, EtcdError> {
+        let resp = self.post(&self.agent, path, body, limits)?;
+        let reader = CapRead::new(resp.into_reader(), self.config.reads.string_cap());
+        let v: Value = serde_json::from_reader(reader).map_err(|e| {
+            if e.is_io() || e.is_eof() {
+                EtcdError::Unfinished(format!(
+                    "etcd at {} began its answer but did not finish it within {:?} ({e})",
+                    self.endpoints(),
+                    limits.attempt
+                ))
+            } else {
                 EtcdError::Failed(format!(
                     "etcd at {} answered with bad JSON: {e}",
                     self.endpoints()
                 ))
-            })?;
+            }
+        })?;
         self.saw(&v["header"]);
         Ok(v)
     }
 
-    /// Every key under `prefix`, and the store's revision at that moment.
+    /// Every key under `prefix`, and the store's revision at that moment
+    /// (read in pages: [`Self::range_paged`]).
     pub fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>), EtcdError> {
-        let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))});
-        let v = self.call("/v3/kv/range", &body)?;
-        let kvs = v["kvs"]
+        let mut all = Vec::new();
+        let revision = self.range_paged(prefix, 0, |page| all.extend(page))?;
+        Ok((revision, all))
+    }
+
+    /// Reads every key under `prefix` as etcd held it at `revision` (0:
+    /// now), in pages of at most [`Reads::page_keys`] keys, each page a
+    /// request of its own with its own deadline ([`Reads::page_timeout`]),
+    /// continuing after the last key of the page before at the same
+    /// revision — so the pages together are one consistent snapshot, and
+    /// at most one page is held at a time. `each` gets every page in key
+    /// order. A page whose answer starts but does not finish in time (a
+    /// slow link) is asked again at half as many keys, down to one, so a
+    /// slow link makes progress instead of failing a whole read. Returns
+    /// the revision read at.
+    pub fn range_paged(
+        &self,
+        prefix: &str,
+        revision: i64,
+        mut each: impl FnMut(Vec<Kv>),
+    ) -> Result<i64, EtcdError> {
+        let end = prefix_end(prefix);
+        let mut start = prefix.as_bytes().to_vec();
+        let mut revision = revision;
+        let mut limit = self.config.reads.page_keys.max(1);
+        let limits = self.config.reads.page_deadlines();
+        loop {
+            let mut body = json!({
+                "key": b64(&start),
+                "range_end": b64(&end),
+                "limit": limit.to_string(),
+            });
+            if revision > 0 {
+                body["revision"] = json!(revision.to_string());
+            }
+            let v = match self.call_within("/v3/kv/range", &body, limits) {
+                Ok(v) => v,
+                Err(EtcdError::Unfinished(reason)) if limit > 1 => {
+                    limit = (limit / 2).max(1);
+                    self.pages_shrunk.fetch_add(1, Ordering::Relaxed);
+                    warn!(%reason, keys = limit, "etcd's answer was too slow for its page; asking for smaller pages");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if revision == 0 {
+                revision = num(&v["header"]["revision"]);
+            }
+            let kvs: Vec<Kv> = v["kvs"]
+                .as_array()
+                .map(|a| a.iter().map(kv).collect())
+                .unwrap_or_default();
+            let more = v["more"].as_bool() == Some(true);
+            drop(v);
+            self.pages.fetch_add(1, Ordering::Relaxed);
+            let next = kvs.last().map(|kv| {
+                let mut next = kv.key.as_bytes().to_vec();
+                next.push(0);
+                next
+            });
+            each(kvs);
+            match next {
+                Some(next) if more => start = next,
+                _ => return Ok(revision),
+            }
+        }
+    }
+
+    /// The value etcd holds under exactly `key` (none when it holds none).
+    pub fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
+        let body = json!({"key": b64(key.as_bytes())});
+        let v = self.call_within("/v3/kv/range", &body, self.config.reads.page_deadlines())?;
+        Ok(v["kvs"]
             .as_array()
-            .map(|a| a.iter().map(kv).collect())
-            .unwrap_or_default();
-        Ok((num(&v["header"]["revision"]), kvs))
+            .and_then(|a| a.first())
+            .map(kv)
+            .filter(|kv| kv.key == key))
+    }
+
+    /// Range requests answered in pages so far, and pages asked again
+    /// smaller because an answer was too slow.
+    pub fn page_counts(&self) -> (u64, u64) {
+        (
+            self.pages.load(Ordering::Relaxed),
+            self.pages_shrunk.load(Ordering::Relaxed),
+        )
     }
 
     /// The keys under `prefix` (no values) and their mod_revisions.
@@ -714,8 +1052,9 @@ impl Etcd {
             "range_end": b64(&prefix_end(prefix)),
             "start_revision": start_revision.to_string(),
         }});
-        let resp = self.post(&self.watch_agent, "/v3/watch", &body)?;
-        let stream = serde_json::Deserializer::from_reader(resp.into_reader()).into_iter::<Value>();
+        let resp = self.post(&self.watch_agent, "/v3/watch", &body, Deadlines::UNARY)?;
+        let reader = CapRead::new(resp.into_reader(), self.config.reads.string_cap());
+        let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
         for item in stream {
             let v = item.map_err(|e| EtcdError::Failed(format!("etcd watch stream ended: {e}")))?;
             if let Some(err) = v.get("error") {
@@ -773,6 +1112,135 @@ impl Etcd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_over_the_cap_are_measured_not_held() {
+        let value = "QUJD".repeat(1000);
+        let answer = format!(
+            r#"{{"kvs":[{{"key":"a2V5","value":"{value}","mod_revision":"7"}},{{"key":"c21hbGw=","value":"QUJD","x":"a\"b"}}]}}"#
+        );
+        for chunk in [1, 3, 64 * 1024] {
+            // Read in small pieces too, so runs split anywhere.
+            let mut read = CapRead::new(std::io::Cursor::new(answer.clone()), 100);
+            let mut out = Vec::new();
+            let mut piece = vec![0; chunk];
+            loop {
+                let n = read.read(&mut piece).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&piece[..n]);
+            }
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            let big = kv(&v["kvs"][0]);
+            assert_eq!(big.oversize, Some(3000));
+            assert!(big.value.is_empty());
+            assert_eq!((big.key.as_str(), big.mod_revision), ("key", 7));
+            let small = kv(&v["kvs"][1]);
+            assert_eq!(
+                (small.value.as_slice(), small.oversize),
+                (&b"ABC"[..], None)
+            );
+            assert_eq!(v["kvs"][1]["x"], "a\"b", "escapes pass through");
+            assert!(read.held.capacity() <= 101, "at most the cap is buffered");
+        }
+    }
+
+    /// A fake etcd gateway on loopback answering range requests from
+    /// `keys` (sorted), `limit` at a time: a page of more than one key
+    /// starts its answer and stalls (a slow link). Returns its endpoint
+    /// and the requests it saw.
+    fn slow_gateway(keys: Vec<String>) -> (String, Arc<Mutex<Vec<Value>>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (keys, log) = (keys.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if let Some(v) = line.to_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let request: Value = serde_json::from_slice(&body).unwrap();
+                    log.lock().unwrap().push(request.clone());
+                    let start = String::from_utf8(unb64(&request["key"])).unwrap();
+                    let limit: usize = request["limit"].as_str().unwrap().parse().unwrap();
+                    let page: Vec<&String> =
+                        keys.iter().filter(|k| **k >= start).take(limit).collect();
+                    let more = keys.iter().filter(|k| **k >= start).count() > limit;
+                    let kvs: Vec<Value> = page
+                    .iter()
+                    .map(|k| json!({"key": b64(k.as_bytes()), "value": b64(b"v"), "mod_revision": "3"}))
+                    .collect();
+                    let answer =
+                        json!({"header": {"revision": "9"}, "kvs": kvs, "more": more}).to_string();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    if limit > 1 {
+                        // Half the answer, then nothing: too slow for the page.
+                        let _ = stream.write_all(&answer.as_bytes()[..answer.len() / 2]);
+                        std::thread::sleep(Duration::from_secs(3));
+                    } else {
+                        let _ = stream.write_all(answer.as_bytes());
+                    }
+                });
+            }
+        });
+        (endpoint, seen)
+    }
+
+    #[test]
+    fn a_read_too_slow_for_its_pages_goes_on_in_smaller_pages_at_one_revision() {
+        let keys: Vec<String> = (0..5).map(|i| format!("/p/k{i}")).collect();
+        let (endpoint, seen) = slow_gateway(keys.clone());
+        let etcd = Etcd::new(EtcdConfig {
+            endpoints: vec![endpoint],
+            reads: Reads {
+                page_keys: 4,
+                page_timeout: Duration::from_millis(300),
+                ..Reads::default()
+            },
+            ..EtcdConfig::default()
+        })
+        .unwrap();
+        let mut pages = Vec::new();
+        let revision = etcd
+            .range_paged("/p/", 0, |page| {
+                pages.push(page.into_iter().map(|kv| kv.key).collect::<Vec<_>>())
+            })
+            .unwrap();
+        assert_eq!(revision, 9);
+        assert_eq!(pages.concat(), keys, "every key, once, in order");
+        assert!(pages.iter().all(|p| p.len() == 1), "{pages:?}");
+        let (read, shrunk) = etcd.page_counts();
+        assert_eq!((read, shrunk), (5, 2), "4 → 2 → 1 keys a page");
+        let seen = seen.lock().unwrap();
+        // Every page after the first is read at the first one's revision,
+        // from just after the last key read.
+        let later: Vec<&Value> = seen.iter().filter(|r| r["revision"] == "9").collect();
+        assert_eq!(later.len(), 4, "{seen:?}");
+        assert_eq!(
+            String::from_utf8(unb64(&later[0]["key"])).unwrap(),
+            "/p/k0\u{0}"
+        );
+    }
 
     #[test]
     fn prefix_ends() {

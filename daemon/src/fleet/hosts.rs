@@ -154,10 +154,17 @@ impl Hosts for FleetHosts {
     }
 
     fn gauges(&self) -> Option<FleetGauges> {
+        let (read_pages, read_pages_shrunk) = self.store.page_counts();
+        let (unsynced, refused_envelopes, held_bytes) = self.store.memory_gauges();
         Some(FleetGauges {
             outage: self.store.has_outage(),
             applied_revision: self.store.applied_revision(),
             problems: self.store.problems().len(),
+            unsynced,
+            refused_envelopes,
+            held_bytes,
+            read_pages,
+            read_pages_shrunk,
         })
     }
 

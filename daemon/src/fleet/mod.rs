@@ -4,7 +4,8 @@
 //! any host serves.
 //!
 //! - [`etcd`]: a small blocking client for etcd's v3 JSON gateway (TLS,
-//!   authentication, deadlines, member retries);
+//!   authentication, deadlines, member retries, paged reads, the envelope
+//!   cap);
 //! - [`layout`]: where things are in etcd, as typed keys;
 //! - [`identity`]: this host's keys (age for wrapping, Ed25519 for
 //!   signing), join tokens and the fleet id;
@@ -117,6 +118,14 @@ pub struct StoreFile {
     pub fleet_id: Option<String>,
     /// Discard etcd's history past a project deletion (default true).
     pub compact_on_delete: Option<bool>,
+    /// The largest envelope (etcd value) this host reads; larger ones are
+    /// refused before they are read whole (default: from `[limits]
+    /// max_project_bytes`, [`etcd::default_max_envelope_bytes`]).
+    pub max_envelope_bytes: Option<u64>,
+    /// Keys per etcd range request at most (default 16).
+    pub read_page_keys: Option<usize>,
+    /// How long one page of a read may take (default "2s").
+    pub read_page_timeout: Option<String>,
 }
 
 /// How to run fleet mode.
@@ -128,9 +137,70 @@ pub struct FleetOptions {
     /// (`--publish-fleet`).
     pub publish_fleet: bool,
     pub compact_on_delete: bool,
+    /// `[store] max_envelope_bytes` was given (else it follows `[limits]
+    /// max_project_bytes`: [`FleetOptions::with_project_limit`]).
+    pub max_envelope_set: bool,
+}
+
+impl FleetOptions {
+    /// Derives the envelope cap from `[limits] max_project_bytes` unless
+    /// `[store] max_envelope_bytes` set it.
+    pub fn with_project_limit(mut self, max_project_bytes: usize) -> Self {
+        if !self.max_envelope_set {
+            self.etcd.reads.max_envelope_bytes =
+                etcd::default_max_envelope_bytes(max_project_bytes);
+        }
+        self
+    }
+}
+
+/// The smallest `[store] max_envelope_bytes`: a host list or wrapped key
+/// must always fit.
+pub const MIN_ENVELOPE_BYTES: u64 = 64 * 1024;
+
+impl StoreFile {
+    /// `read_page_keys`, `read_page_timeout` and `max_envelope_bytes`,
+    /// checked.
+    fn reads(&self) -> Result<etcd::Reads> {
+        let mut reads = etcd::Reads::default();
+        if let Some(keys) = self.read_page_keys {
+            if !(1..=10_000).contains(&keys) {
+                return Err(Error::Config(format!(
+                    "[store] read_page_keys = {keys}: give 1 to 10000 keys per page"
+                )));
+            }
+            reads.page_keys = keys;
+        }
+        if let Some(text) = &self.read_page_timeout {
+            reads.page_timeout = match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    return Err(Error::Config(
+                        "[store] read_page_timeout must be more than zero".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(Error::Config(format!(
+                        "[store] read_page_timeout = {text:?} is not a duration like \"2s\" or \"500ms\": {e}"
+                    )));
+                }
+            };
+        }
+        if let Some(bytes) = self.max_envelope_bytes {
+            if bytes < MIN_ENVELOPE_BYTES {
+                return Err(Error::Config(format!(
+                    "[store] max_envelope_bytes = {bytes} is below {MIN_ENVELOPE_BYTES}: host lists and wrapped keys would not fit"
+                )));
+            }
+            reads.max_envelope_bytes = bytes;
+        }
+        Ok(reads)
+    }
 }
 
 /// Where keys and vaults are kept.
+// Built once from the configuration: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum StoreChoice {
     /// `<state>/keys` and `<state>/vaults`.
@@ -193,10 +263,12 @@ impl StoreChoice {
                         key_file: file.key_file.clone(),
                         username: file.username.clone(),
                         password_file: file.password_file.clone(),
+                        reads: file.reads()?,
                     },
                     fleet_id: file.fleet_id.clone(),
                     publish_fleet: false,
                     compact_on_delete: file.compact_on_delete.unwrap_or(true),
+                    max_envelope_set: file.max_envelope_bytes.is_some(),
                 }))
             }
             other => Err(Error::Config(format!(
@@ -269,6 +341,47 @@ mod tests {
         assert!(StoreChoice::resolve(Some("etcd"), &["https://x:1".into()], &f).is_ok());
         assert!(StoreChoice::resolve(Some("etcd"), &["x:1".into()], &f).is_err());
         assert!(toml::from_str::<StoreFile>("kinds = 1").is_err());
+    }
+
+    #[test]
+    fn reads_are_configured_and_bad_values_named() {
+        let parse = |extra: &str| {
+            let file: StoreFile = toml::from_str(&format!(
+                "kind = \"etcd\"\nendpoints = [\"http://127.0.0.1:1\"]\n{extra}"
+            ))
+            .unwrap();
+            StoreChoice::resolve(None, &[], &file)
+        };
+        let Ok(StoreChoice::Etcd(o)) = parse("") else {
+            panic!("etcd")
+        };
+        assert_eq!(o.etcd.reads, etcd::Reads::default());
+        // The cap follows [limits] max_project_bytes unless set.
+        let o = o.with_project_limit(1024 * 1024);
+        assert_eq!(o.etcd.reads.max_envelope_bytes, 3 * 1024 * 1024);
+        let Ok(StoreChoice::Etcd(o)) = parse(
+            "read_page_keys = 2\nread_page_timeout = \"250ms\"\nmax_envelope_bytes = 100000\n",
+        ) else {
+            panic!("etcd")
+        };
+        let o = o.with_project_limit(1024 * 1024);
+        assert_eq!(
+            o.etcd.reads,
+            etcd::Reads {
+                page_keys: 2,
+                page_timeout: std::time::Duration::from_millis(250),
+                max_envelope_bytes: 100_000,
+            }
+        );
+        for (bad, says) in [
+            ("read_page_keys = 0", "1 to 10000"),
+            ("read_page_timeout = \"soon\"", "not a duration"),
+            ("read_page_timeout = \"0s\"", "more than zero"),
+            ("max_envelope_bytes = 1000", "below 65536"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -15,12 +15,19 @@
 //! The local copy is written after the new vault is served, off the
 //! request path ([`EtcdStore::flush`]), in the order the changes were
 //! accepted.
+//!
+//! A full read ([`EtcdStore::resync`]) goes in pages at one revision and
+//! applies each page as it arrives; one that cannot finish is reported
+//! (`unsynced`, shown by `fluxctl hosts list` and `status`) while the host
+//! serves what it holds and the watch tries again. Objects refused for an
+//! unknown signer are not kept: their keys are read from etcd again when
+//! the host list changes ([`super::cache::Applied::reread`]).
 
 use super::cache::{Applied, Cache, Persist};
 use super::envelope::{self, Kind, Signing};
 use super::etcd::{self, Etcd, EtcdError, Kv, WatchEvent};
 use super::identity::{HostIdentity, fleet_id, parse_fleet_id, parse_recipient, wrap_for};
-use super::layout::{EtcdKey, FLEET, HOSTS, keys_of};
+use super::layout::{DELETED, EtcdKey, FLEET, HOSTS, ID, VAULTS, keys_of};
 use super::{FleetOptions, MAX_TXN_OPS};
 use crate::error::{Error, Location, Result, Unavailable};
 use crate::store::Store;
@@ -34,7 +41,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 /// The etcd store. See the module docs.
@@ -262,7 +269,13 @@ impl EtcdStore {
     /// Fleet-wide problems, one sentence each.
     pub fn problems(&self) -> Vec<String> {
         let cache = self.cache();
-        let mut out: Vec<String> = cache.outage.iter().chain(&cache.problem).cloned().collect();
+        let mut out: Vec<String> = cache
+            .outage
+            .iter()
+            .chain(&cache.unsynced)
+            .chain(&cache.problem)
+            .cloned()
+            .collect();
         match cache.host_list() {
             Some(list) if !list.contains(&self.me) => out.push(format!(
                 "this host is not in the fleet's host list: it serves its local copies and writes nothing; with the fleet's operator key, run `fluxctl hosts add {} --operator-key FILE` on a host of the fleet",
@@ -339,6 +352,22 @@ impl EtcdStore {
     /// The newest etcd revision applied (0 before the first read).
     pub fn applied_revision(&self) -> i64 {
         self.applied.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the last full read did not finish, envelopes refused so
+    /// far, and bytes of envelopes held.
+    pub fn memory_gauges(&self) -> (bool, u64, u64) {
+        let cache = self.cache();
+        (
+            cache.unsynced.is_some(),
+            cache.refused_total,
+            cache.held_bytes(),
+        )
+    }
+
+    /// etcd range pages read, and pages asked again smaller.
+    pub fn page_counts(&self) -> (u64, u64) {
+        self.etcd.page_counts()
     }
 
     /// True while etcd is taken to be unreachable.
@@ -793,30 +822,101 @@ impl EtcdStore {
         Ok(written)
     }
 
-    /// Replaces what is held with a full read of etcd (verified). Returns
-    /// what changed and the revision read at.
+    /// Replaces what is held with a full read of etcd (verified), page by
+    /// page ([`Etcd::range_paged`]), all at the revision of its first
+    /// answer: the fleet id, the host lists, deletions, vaults, then this
+    /// host's wrapped keys — the order they are applied in. Each page is
+    /// applied (and written to the local copy) as it arrives, so memory
+    /// holds one page beyond what the host serves. A read that cannot
+    /// finish is reported ([`Self::note_unsynced`]) and leaves what was
+    /// applied so far — each object verified on its own. Returns what
+    /// changed and the revision read at.
     pub fn resync(&self) -> std::result::Result<(Applied, i64), EtcdError> {
-        let (revision, fleet) = self.etcd.range_prefix(FLEET)?;
-        let (_, keys) = self.etcd.range_prefix(&keys_of(&self.me))?;
-        let mut kvs: Vec<(EtcdKey, Kv)> = fleet
-            .into_iter()
-            .chain(keys)
-            .filter_map(|kv| EtcdKey::parse(&kv.key).map(|k| (k, kv)))
-            .collect();
-        apply_order(&mut kvs);
         let mut applied = Applied::default();
-        {
-            let mut cache = self.cache();
-            for (key, kv) in &kvs {
-                cache.apply(key, &kv.value, kv.mod_revision, &mut applied);
+        let mut tries = 0;
+        let revision = loop {
+            match self.read_everything(&mut applied) {
+                // Compacted between two pages: read again, now.
+                Err(EtcdError::Failed(reason)) if reason.contains("compacted") && tries < 3 => {
+                    tries += 1;
+                }
+                Err(e) => {
+                    self.note_unsynced(Some(&e));
+                    let applied = self.reread(applied);
+                    self.absorb(applied);
+                    return Err(e);
+                }
+                Ok(revision) => break revision,
             }
-            cache.revision = revision;
-        }
+        };
+        self.cache().revision = revision;
         self.note_applied(revision);
         self.set_outage(None);
+        self.note_unsynced(None);
+        let mut applied = self.reread(applied);
         self.queue(std::mem::take(&mut applied.persist));
         self.flush();
         Ok((applied, revision))
+    }
+
+    /// One full read (see [`Self::resync`]); returns its revision.
+    fn read_everything(&self, applied: &mut Applied) -> std::result::Result<i64, EtcdError> {
+        let mut apply = |page: Vec<Kv>| {
+            {
+                let mut cache = self.cache();
+                for kv in &page {
+                    if let Some(key) = EtcdKey::parse(&kv.key) {
+                        cache.apply_kv(&key, kv, applied);
+                    }
+                }
+            }
+            drop(page);
+            self.queue(std::mem::take(&mut applied.persist));
+            self.flush();
+        };
+        let revision = self.etcd.range_paged(ID, 0, &mut apply)?;
+        for prefix in [HOSTS, DELETED, VAULTS, &keys_of(&self.me)] {
+            self.etcd.range_paged(prefix, revision, &mut apply)?;
+        }
+        Ok(revision)
+    }
+
+    /// Records why a full read of etcd did not finish (`None`: one did).
+    pub fn note_unsynced(&self, error: Option<&EtcdError>) {
+        let mut cache = self.cache();
+        match (&cache.unsynced, error) {
+            (None, Some(e)) => {
+                warn!(error = %e, "cannot finish reading etcd; serving this host's copies and trying again")
+            }
+            (Some(_), None) => info!("read etcd in full again"),
+            _ => {}
+        }
+        cache.unsynced = error.map(|e| {
+            format!(
+                "this host could not finish reading etcd ({e}): it serves the copies it holds and keeps trying"
+            )
+        });
+    }
+
+    /// Reads again, from etcd, what waited for the host list that just
+    /// changed ([`Applied::reread`]), one key at a time, until nothing is
+    /// left to read.
+    fn reread(&self, mut applied: Applied) -> Applied {
+        let mut rounds = 0;
+        while !applied.reread.is_empty() && rounds < 8 {
+            rounds += 1;
+            for key in std::mem::take(&mut applied.reread) {
+                match self.etcd.get(&key.to_string()) {
+                    Ok(Some(kv)) => self.cache().apply_kv(&key, &kv, &mut applied),
+                    Ok(None) => self.cache().gone_from_etcd(&key),
+                    Err(e) => {
+                        debug!(error = %e, key = %key, "cannot read again what waited for the host list");
+                        self.cache().wait_again(key);
+                    }
+                }
+            }
+        }
+        applied
     }
 
     /// Applies watch events. A deletion changes nothing held (see
@@ -829,7 +929,7 @@ impl EtcdStore {
             match event {
                 WatchEvent::Put(kv) => {
                     if let Some(key) = EtcdKey::parse(&kv.key) {
-                        cache.apply(&key, &kv.value, kv.mod_revision, &mut applied);
+                        cache.apply_kv(&key, &kv, &mut applied);
                         // A forged host list where this host holds the real
                         // one, or a deleted project's vault put back: the
                         // repair writes over them.
@@ -852,6 +952,7 @@ impl EtcdStore {
             }
         }
         drop(cache);
+        let mut applied = self.reread(applied);
         self.queue(std::mem::take(&mut applied.persist));
         applied
     }
@@ -879,7 +980,8 @@ impl EtcdStore {
 
     /// Announces what a read outside the watch changed, and queues its
     /// local-copy writes.
-    fn absorb(&self, mut applied: Applied) {
+    fn absorb(&self, applied: Applied) {
+        let mut applied = self.reread(applied);
         self.queue(std::mem::take(&mut applied.persist));
         if let Some(tx) = self.feed.get() {
             if !applied.gone.is_empty() {
@@ -1030,7 +1132,7 @@ impl EtcdStore {
             match kvs.iter().find(|kv| kv.key == name) {
                 Some(kv) => {
                     found |= matches!(key, EtcdKey::Vault(_));
-                    cache.apply(&key, &kv.value, kv.mod_revision, &mut applied);
+                    cache.apply_kv(&key, kv, &mut applied);
                 }
                 None => cache.gone_from_etcd(&key),
             }
@@ -1051,7 +1153,7 @@ impl EtcdStore {
         apply_order(&mut lists);
         let mut cache = self.cache();
         for (key, kv) in &lists {
-            cache.apply(key, &kv.value, kv.mod_revision, &mut applied);
+            cache.apply_kv(key, kv, &mut applied);
         }
         Ok(applied)
     }
@@ -1388,6 +1490,7 @@ impl Store for EtcdStore {
         cache
             .outage
             .clone()
+            .or_else(|| cache.unsynced.clone())
             .or_else(|| cache.problem.clone())
             .or_else(|| cache.refusal(project))
     }

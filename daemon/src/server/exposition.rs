@@ -314,6 +314,44 @@ pub fn render(services: &Services) -> String {
             "Fleet problems this host reports (fluxctl hosts list shows them).",
         );
         out.sample("flux_fleet_problems", &[], f.problems as u64);
+        out.family(
+            "flux_fleet_unsynced",
+            "gauge",
+            "1 while the last full read of etcd did not finish (the host serves the copies it holds and keeps trying), else 0.",
+        );
+        out.sample("flux_fleet_unsynced", &[], u64::from(f.unsynced));
+        out.family(
+            "flux_fleet_refused_envelopes_total",
+            "counter",
+            "Envelopes read from etcd and refused (unsigned, signed by a stranger, forged, rolled back, over [store] max_envelope_bytes); none is kept.",
+        );
+        out.sample(
+            "flux_fleet_refused_envelopes_total",
+            &[],
+            f.refused_envelopes,
+        );
+        out.family(
+            "flux_fleet_held_bytes",
+            "gauge",
+            "Bytes of verified envelopes (vaults, keys, deletions, host lists) this host holds in memory.",
+        );
+        out.sample("flux_fleet_held_bytes", &[], f.held_bytes);
+        out.family(
+            "flux_fleet_read_pages_total",
+            "counter",
+            "etcd range requests answered (reads are paged: [store] read_page_keys keys each).",
+        );
+        out.sample("flux_fleet_read_pages_total", &[], f.read_pages);
+        out.family(
+            "flux_fleet_read_pages_shrunk_total",
+            "counter",
+            "etcd range pages asked again with half as many keys because the answer did not finish within [store] read_page_timeout.",
+        );
+        out.sample(
+            "flux_fleet_read_pages_shrunk_total",
+            &[],
+            f.read_pages_shrunk,
+        );
     }
     out.text
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod attacks;
+mod big_reads;
 mod certificates;
 mod cluster;
 mod measure;

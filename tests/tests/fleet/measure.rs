@@ -189,3 +189,49 @@ fn signing_cost() {
         );
     }
 }
+
+/// The resident memory of a quiet host before and after 100 envelopes of
+/// 1.3 MB signed by a stranger are written to etcd, and its peak while it
+/// reads them: `cargo test -p flux-e2e --test fleet -- --ignored
+/// --nocapture junk_memory`. docs/FLEET.md ("Big reads") records it.
+#[test]
+#[ignore = "a measurement, not a check: run with --ignored --nocapture"]
+fn junk_memory() {
+    if !have_etcd("junk_memory") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let a = QuietHost::start(&etcd, None);
+    let operator = a.dir.path().join("operator.key");
+    a.ctl(&[
+        "fleet",
+        "init",
+        "--operator-key",
+        operator.to_str().expect("UTF-8"),
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_str(&a.ctl(&["hosts", "list", "--json"])).expect("JSON");
+    let id = info["fleet_id"].as_str().expect("a fleet id").to_owned();
+    a.ctl(&["projects", "create", "app"]);
+    a.ctl(&["secrets", "set", "KEY", "k-honest", "--project", "app"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", a.child.id()))
+            .expect("/proc status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+    };
+    let before = rss();
+    crate::big_reads::write_junk(&etcd, &id);
+    let mut peak = before;
+    for _ in 0..300 {
+        peak = peak.max(rss());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "RSS before 100 junk envelopes of 1.3 MB: {before} KiB; peak {peak} KiB; 30 s after: {} KiB",
+        rss()
+    );
+}
