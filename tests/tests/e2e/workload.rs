@@ -618,3 +618,56 @@ fn a_read_is_audited_with_the_readers_unit_and_fluxctl_audit_selects_by_unit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_subscriber_is_not_told_of_changes_to_a_secret_it_may_not_read() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let test = "a_subscriber_is_not_told_of_changes_to_a_secret_it_may_not_read";
+    let Some(units) = Units::new(test) else {
+        return;
+    };
+    let Some(python) = system_python(test) else {
+        return;
+    };
+    let d = daemon(
+        "readers = { units = [\"fn-*.service\"] }\n\
+         [projects.app.secrets.DB_PASSWORD]\n\
+         readers = { units = [\"fn-billing.service\"] }\n",
+    );
+    let socket = d.project_socket("app").display().to_string();
+    // A reader outside DB_PASSWORD's readers subscribes, says so, and
+    // prints the names of the first event it gets.
+    let script = format!(
+        "{}s = socket.socket(socket.AF_UNIX)\ns.connect({socket:?})\nask(s, {:?})\ns.sendall(bytes.fromhex({:?}))\n(n,) = struct.unpack('>I', read_exact(s, 4))\nread_exact(s, n)\nprint('subscribed', flush=True)\n(n,) = struct.unpack('>I', read_exact(s, 4))\np = read_exact(s, n)\n(count,) = struct.unpack('<Q', p[16:24])\nat, names = 24, []\nfor _ in range(count):\n    (l,) = struct.unpack('<Q', p[at:at + 8])\n    names.append(p[at + 8:at + 8 + l].decode())\n    at += 8 + l\nprint('event', ','.join(names), flush=True)\n",
+        prelude(&units.unit("fn-web.service")),
+        hello_hex(),
+        frame_hex(&Request::Subscribe),
+    );
+    let mut child = Command::new(&python)
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap(); // the Welcome
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed");
+    let mut admin = d.client("app");
+    admin
+        .set("DB_PASSWORD", SecretValue::from("rotated-db-password"))
+        .unwrap();
+    admin
+        .set("API_KEY", SecretValue::from("rotated-api-key"))
+        .unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        line.trim(),
+        "event API_KEY",
+        "the rotation of a secret this reader may not read is not announced to it"
+    );
+}
