@@ -169,3 +169,23 @@ fn a_connection_thread_keeps_the_rate_limit_and_the_frame_timeout() {
         "cut off by the frame timeout, not the test's read timeout"
     );
 }
+
+#[test]
+fn a_frame_that_starts_after_a_long_idle_time_gets_the_whole_frame_timeout() {
+    let d = TestDaemon::start_with_config("[limits]\nframe_timeout = \"1s\"\n");
+    d.create_project("app");
+    d.client("app").set("A", SecretValue::from("one")).unwrap();
+    let mut s = connect(&d, "app");
+    // Idle for longer than the frame timeout (well within the idle one)…
+    std::thread::sleep(Duration::from_millis(1500));
+    // …then a request in two parts, the second a moment later.
+    let request = frame(&get("A"));
+    s.write_all(&request[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(&request[5..]).unwrap();
+    assert_value(
+        answer(&mut s),
+        "one",
+        "a request split across two writes after idling",
+    );
+}

@@ -189,6 +189,7 @@ fn run(
         filled: 0,
         out: BytesMut::new(),
         since: Instant::now(),
+        partial_since: None,
         summary_due: None,
         stream,
         conn: Conn::new(target, services, peer),
@@ -231,9 +232,13 @@ struct Direct<'a> {
     filled: usize,
     /// Answers not yet written.
     out: BytesMut,
-    /// The last request answered (or the connection's start): the frame
-    /// and idle timeouts count from it.
+    /// The last request answered (or the connection's start): the idle
+    /// timeout counts from it.
     since: Instant,
+    /// When the frame now waiting for its rest was first seen in part: the
+    /// frame timeout counts from it (a frame that starts after a long idle
+    /// time gets the whole frame timeout).
+    partial_since: Option<Instant>,
     /// When the pending audit summaries are due.
     summary_due: Option<Instant>,
     reloads: tokio::sync::watch::Receiver<u64>,
@@ -320,6 +325,7 @@ impl Direct<'_> {
             self.write_out()?;
             if answered {
                 self.since = Instant::now();
+                self.partial_since = None;
             }
             self.between_requests()?;
             match self.fill()? {
@@ -396,14 +402,17 @@ impl Direct<'_> {
 
     /// Nothing whole to answer: ends a connection whose frame is not
     /// finished within the frame timeout, or that idled out.
-    fn check_waiting(&self, limits: &crate::config::Limits) -> Result<(), End> {
-        let waited = self.since.elapsed();
-        if self.filled > self.start && waited >= limits.frame_timeout {
-            let msg = format!("incomplete frame for {:?}", limits.frame_timeout);
-            warn!("{msg}: closing");
-            return Err(End::Protocol(msg));
+    fn check_waiting(&mut self, limits: &crate::config::Limits) -> Result<(), End> {
+        if self.filled > self.start {
+            let started = *self.partial_since.get_or_insert_with(Instant::now);
+            if started.elapsed() >= limits.frame_timeout {
+                let msg = format!("incomplete frame for {:?}", limits.frame_timeout);
+                warn!("{msg}: closing");
+                return Err(End::Protocol(msg));
+            }
+            return Ok(());
         }
-        if waited >= limits.idle_timeout {
+        if self.since.elapsed() >= limits.idle_timeout {
             return Err(End::Protocol("idle timeout".into()));
         }
         Ok(())

@@ -641,6 +641,8 @@ async fn next_event(
 /// `since`; the timer, when it fires, is re-armed for what is left.
 struct Waiting {
     since: Instant,
+    /// When the timer first found a frame waiting for its rest.
+    partial_since: Option<Instant>,
     frame_timeout: std::time::Duration,
     idle_timeout: std::time::Duration,
 }
@@ -649,6 +651,7 @@ impl Waiting {
     fn new(limits: &crate::config::Limits) -> Self {
         Self {
             since: Instant::now(),
+            partial_since: None,
             frame_timeout: limits.frame_timeout,
             idle_timeout: limits.idle_timeout,
         }
@@ -657,6 +660,7 @@ impl Waiting {
     /// The connection did something: waiting starts again.
     fn restart(&mut self) {
         self.since = Instant::now();
+        self.partial_since = None;
     }
 
     /// When the frame timeout runs out, counted from the last restart.
@@ -667,16 +671,22 @@ impl Waiting {
     /// The timer fired: ends the connection when a frame was started and
     /// not finished within the frame timeout, or nothing came for the idle
     /// timeout; else says when to look again.
-    fn expired(&self, partial_frame: bool) -> Result<Instant, End> {
+    fn expired(&mut self, partial_frame: bool) -> Result<Instant, End> {
         let now = Instant::now();
         if now < self.due() {
             // Requests came since the timer was armed.
             return Ok(self.due());
         }
         if partial_frame {
-            let msg = format!("incomplete frame for {:?}", self.frame_timeout);
-            warn!("{msg}: closing");
-            return Err(End::Protocol(msg));
+            // A frame that started after a long idle time still gets the
+            // whole frame timeout, counted from when it was first seen.
+            let started = *self.partial_since.get_or_insert(now);
+            if now.duration_since(started) >= self.frame_timeout {
+                let msg = format!("incomplete frame for {:?}", self.frame_timeout);
+                warn!("{msg}: closing");
+                return Err(End::Protocol(msg));
+            }
+            return Ok(started + self.frame_timeout);
         }
         if now.duration_since(self.since) >= self.idle_timeout {
             return Err(End::Protocol("idle timeout".into()));
