@@ -71,7 +71,7 @@ impl Rotator for ExternalReplace {
             self.name.clone(),
             flux_vault::vault::Entry {
                 value: value.into(),
-                set_at_ms: flux_vault::vault::now_ms(),
+                set_at_ms: flux_vault::time::now_ms(),
             },
         );
         self.revision += 1;

@@ -1299,7 +1299,7 @@ impl Store for EtcdStore {
                 cache.etcd_revision(&my_key, 0),
             )
         };
-        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let created = flux_vault::time::created_stamp();
         let plain = key.to_file_contents(&created);
         let (mut ops, mine) = self.key_puts(
             project,
@@ -1437,7 +1437,7 @@ impl Store for EtcdStore {
             )
         };
         let env = self.sign(Kind::Vault, &vault_key, version, ciphertext);
-        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let created = flux_vault::time::created_stamp();
         let plain = key.to_file_contents(&created);
         // This host first: its new key lands in the transaction with the
         // vault it opens; every listed host gets it, at this list's epoch.

@@ -26,7 +26,8 @@ use flux_protocol::message::{
     WriteOutcome, Written as WrittenReply, WrittenMany,
 };
 use flux_vault::keys::ProjectKey;
-use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome, now_ms};
+use flux_vault::time::now_ms;
+use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{info, warn};

@@ -61,7 +61,7 @@ impl LocalStore {
     /// A key file's bytes for `key`: wrapped with the host key when there
     /// is one.
     fn key_contents(&self, path: &Path, key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>> {
-        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let created = flux_vault::time::created_stamp();
         let plain = key.to_file_contents(&created);
         Ok(match &self.host {
             Some(host) => Zeroizing::new(

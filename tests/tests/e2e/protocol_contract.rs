@@ -148,7 +148,7 @@ fn restore_vault_of_a_vault_it_cannot_use_answers_bad_request_and_changes_nothin
     let foreign = vault::seal(
         "app",
         &secrets(&[("K", "foreign")]),
-        vault::now_ms(),
+        flux_vault::time::now_ms(),
         &other,
     )
     .unwrap();
@@ -501,7 +501,7 @@ fn metrics_are_the_documented_families_with_their_types_and_labels() {
     let newer = vault::seal(
         "app",
         &secrets(&[("K", "v"), ("R", "r")]),
-        vault::now_ms(),
+        flux_vault::time::now_ms(),
         &key,
     )
     .unwrap();

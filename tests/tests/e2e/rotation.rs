@@ -22,7 +22,7 @@ fn next_revision(d: &TestDaemon, project: &str) -> u64 {
         .ok()
         .and_then(|bytes| vault::open(&bytes, project, &key_of(d, project)).ok())
         .map_or(0, |opened| opened.revision);
-    (on_disk + 1).max(vault::now_ms())
+    (on_disk + 1).max(flux_vault::time::now_ms())
 }
 
 /// A sealed vault file for `project` holding `pairs`, newer than the one
