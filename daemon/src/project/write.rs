@@ -914,7 +914,7 @@ mod tests {
         let w = writer(&limits, 5, 1);
         p.set("A", "1".into(), &w).await.unwrap();
         p.set("A", "2".into(), &w).await.unwrap();
-        std::fs::remove_file(dir.path().join("vaults/app.age")).unwrap();
+        std::fs::remove_file(flux_vault::layout::StateDir::new(dir.path()).vault("app")).unwrap();
         let err = p.history("A").await.unwrap_err();
         assert!(
             err.to_string().contains("no longer the one served"),
