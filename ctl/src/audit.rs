@@ -26,6 +26,7 @@ use crate::{columns, out, out_json};
 use flux_protocol::message::{AuditTrailEntry, AuditTrailQuery, Request, Response};
 use flux_protocol::{ClientError, ErrorCode};
 use flux_vault::chain::{AuditKey, Finding};
+use flux_vault::layout::StateDir;
 use flux_vault::time::{format_time_ms, now_ms};
 use std::path::PathBuf;
 
@@ -66,7 +67,7 @@ pub(crate) fn verify(
         } else {
             files
         };
-        let key = key.unwrap_or_else(|| PathBuf::from(&health.status.state_dir).join("audit.key"));
+        let key = key.unwrap_or_else(|| StateDir::new(&health.status.state_dir).audit_key());
         (files, key)
     };
     let key_bytes = zeroize::Zeroizing::new(std::fs::read(&key).map_err(|e| {
