@@ -113,6 +113,7 @@ fn restore_vault_of_a_vault_it_cannot_use_answers_bad_request_and_changes_nothin
 
     // Where a project's vault lives: `<state>/vaults/<project>.age`, with
     // its key and revision record beside it, `<state>` as `Status` says.
+    // The layout is spelled here on purpose: this checks it.
     let state = PathBuf::from(d.control().status().unwrap().state_dir);
     let vault_file = state.join("vaults").join("app.age");
     assert_eq!(vault_file, d.vault_path("app"));
