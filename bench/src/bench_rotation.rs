@@ -71,7 +71,7 @@ impl Rotator for ExternalReplace {
             self.name.clone(),
             flux_vault::vault::Entry {
                 value: value.into(),
-                set_at_ms: flux_vault::vault::now_ms(),
+                set_at_ms: flux_vault::time::now_ms(),
             },
         );
         self.revision += 1;
@@ -182,14 +182,10 @@ fn run_mode(
                 name: SECRET.into(),
             }),
             RotationMode::ExternalReplace => {
-                let keys = fluxd.state_dir().join("keys");
-                let text = std::fs::read_to_string(keys.join(format!("{PROJECT}.key")))?;
+                let text = std::fs::read_to_string(fluxd.layout().key(PROJECT))?;
                 let key = flux_vault::keys::ProjectKey::parse(&text)
                     .map_err(|e| anyhow::anyhow!("project key: {e}"))?;
-                let vault = fluxd
-                    .state_dir()
-                    .join("vaults")
-                    .join(format!("{PROJECT}.age"));
+                let vault = fluxd.layout().vault(PROJECT);
                 // The revision fluxd's own writes reached (the quiet sets
                 // above, the previous run's rotations): every rotation
                 // must be above it, or fluxd refuses it as a rollback.

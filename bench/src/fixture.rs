@@ -81,7 +81,7 @@ pub fn write_projects(
     value_len: usize,
 ) -> Result<()> {
     let store = LocalStore::open(state_dir).context("cannot open the state folder")?;
-    let now = vault::now_ms();
+    let now = flux_vault::time::now_ms();
     for p in 0..projects {
         let name = project_name(p);
         let key = ProjectKey::generate();

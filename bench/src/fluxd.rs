@@ -107,6 +107,11 @@ impl Fluxd {
         &self.state_dir
     }
 
+    /// The layout of [`Self::state_dir`].
+    pub fn layout(&self) -> flux_vault::layout::StateDir {
+        flux_vault::layout::StateDir::new(&self.state_dir)
+    }
+
     pub fn runtime_dir(&self) -> PathBuf {
         self.dir.path().join("run")
     }

@@ -22,11 +22,12 @@
 
 use crate::failure::{Failure, Result};
 use crate::target::Target;
-use crate::timefmt::{now_ms, rfc3339_ms};
 use crate::{columns, out, out_json};
 use flux_protocol::message::{AuditTrailEntry, AuditTrailQuery, Request, Response};
 use flux_protocol::{ClientError, ErrorCode};
 use flux_vault::chain::{AuditKey, Finding};
+use flux_vault::layout::StateDir;
+use flux_vault::time::{format_time_ms, now_ms};
 use std::path::PathBuf;
 
 /// `fluxctl audit verify`: 0 when the chain is whole, 1 at the first line
@@ -66,7 +67,7 @@ pub(crate) fn verify(
         } else {
             files
         };
-        let key = key.unwrap_or_else(|| PathBuf::from(&health.status.state_dir).join("audit.key"));
+        let key = key.unwrap_or_else(|| StateDir::new(&health.status.state_dir).audit_key());
         (files, key)
     };
     let key_bytes = zeroize::Zeroizing::new(std::fs::read(&key).map_err(|e| {
@@ -178,8 +179,8 @@ pub(crate) fn run(
         let mut text = String::new();
         for r in &records {
             let line = serde_json::json!({
-                "time": rfc3339_ms(r.time_ms),
-                "first": rfc3339_ms(r.first_ms),
+                "time": format_time_ms(r.time_ms),
+                "first": format_time_ms(r.first_ms),
                 "count": r.count,
                 "project": r.project,
                 "op": r.op,
@@ -246,7 +247,7 @@ fn line_width() -> Option<usize> {
 /// A time as the table shows it: `MM-DD HH:MM:SS`, UTC.
 fn short_time(ms: u64) -> String {
     // 2026-12-07T14:55:47.123Z
-    let full = rfc3339_ms(ms);
+    let full = format_time_ms(ms);
     format!("{} {}", &full[5..10], &full[11..19])
 }
 

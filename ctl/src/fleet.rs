@@ -11,18 +11,13 @@ use crate::failure::{Failure, Result};
 use crate::style::done;
 use crate::target::Target;
 use crate::{FleetCmd, out, out_json};
-use flux_protocol::limits::validate_project_name;
 use flux_protocol::message::{NamedValue, Request, Response};
 use flux_vault::files::read_regular;
 use flux_vault::keys::ProjectKey;
+use flux_vault::layout::{MAX_KEY_FILE, MAX_VAULT_FILE, StateDir};
 use flux_vault::vault::{self, Secrets};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-
-/// Largest key file read (as fluxd's own limit).
-const MAX_KEY_FILE: u64 = 64 * 1024;
-/// Largest vault file read.
-const MAX_VAULT_FILE: u64 = vault::MAX_PLAINTEXT / 3 * 4 * 65 / 64 + 1024 * 1024;
 
 pub(crate) fn run(target: &Target, cmd: FleetCmd) -> Result<()> {
     match cmd {
@@ -48,28 +43,18 @@ struct Local {
 /// Every project of the folder `from`: its key opens its vault (a project
 /// with no vault has no secrets yet).
 fn read_folder(from: &Path) -> Result<Vec<Local>> {
-    let keys = from.join("keys");
-    let entries = std::fs::read_dir(&keys).map_err(|e| {
+    let state = StateDir::new(from);
+    let names = state.projects().map_err(|e| {
         Failure::general(format!(
-            "cannot read {}: {e} (is {} a fluxd state folder, and may you read it?)",
-            keys.display(),
+            "cannot read {}: {} (is {} a fluxd state folder, and may you read it?)",
+            e.path.display(),
+            e.source,
             from.display()
         ))
     })?;
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".key"))
-                .filter(|n| validate_project_name(n).is_ok())
-                .map(str::to_owned)
-        })
-        .collect();
-    names.sort();
     let mut projects = Vec::new();
     for name in names {
-        let key_path = keys.join(format!("{name}.key"));
+        let key_path = state.key(&name);
         let unreadable =
             |path: &Path, why: String| Failure::general(format!("{}: {why}", path.display()));
         let text = read_regular(&key_path, MAX_KEY_FILE)
@@ -79,7 +64,7 @@ fn read_folder(from: &Path) -> Result<Vec<Local>> {
             String::from_utf8(text).map_err(|_| unreadable(&key_path, "not a key file".into()))?,
         );
         let key = ProjectKey::parse(&text).map_err(|e| unreadable(&key_path, e))?;
-        let vault_path = from.join("vaults").join(format!("{name}.age"));
+        let vault_path = state.vault(&name);
         let secrets = match read_regular(&vault_path, MAX_VAULT_FILE)
             .map_err(|e| unreadable(&vault_path, e.to_string()))?
         {
@@ -115,7 +100,7 @@ fn import(target: &Target, from: Option<PathBuf>, dry_run: bool, json: bool) -> 
     if projects.is_empty() && !json {
         return out(&format!(
             "No projects in {}: nothing to import.\n",
-            from.join("keys").display()
+            StateDir::new(&from).keys_dir().display()
         ));
     }
     let existing: BTreeSet<String> = control

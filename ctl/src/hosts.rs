@@ -416,7 +416,7 @@ pub(crate) fn init(target: &Target, path: &Path, key_only: bool, json: bool) -> 
         (read_operator_key(path)?, false)
     } else {
         let op = OperatorKey::generate();
-        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let stamp = flux_vault::time::created_stamp();
         write_new(path, op.to_file_contents(&stamp).as_bytes(), 0o600)
             .map_err(|e| Failure::general(e.to_string()))?;
         (op, true)

@@ -606,7 +606,7 @@ pub(crate) fn project_json(p: &flux_protocol::message::ProjectInfo) -> serde_jso
         "socket": p.socket,
         "secrets": p.secrets,
         "generation": p.generation,
-        "loaded_at": timefmt::rfc3339_ms(p.loaded_at_ms),
+        "loaded_at": flux_vault::time::format_time_ms(p.loaded_at_ms),
         "last_error": p.last_error,
     })
 }

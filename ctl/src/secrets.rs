@@ -17,12 +17,13 @@
 use crate::failure::{Failure, Result};
 use crate::style::done;
 use crate::target::Target;
-use crate::timefmt::{ago, now_ms, rfc3339_ms};
+use crate::timefmt::ago;
 use crate::{SecretsCmd, columns, out, out_json};
 use flux_protocol::SecretValue;
 use flux_protocol::client::io_reason;
 use flux_protocol::limits::{validate_secret_name, validate_value_len};
 use flux_protocol::message::WriteOutcome;
+use flux_vault::time::{format_time_ms, now_ms};
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -218,7 +219,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
             .map(|s| {
                 serde_json::json!({
                     "name": s.name,
-                    "set_at": rfc3339_ms(s.set_at_ms),
+                    "set_at": format_time_ms(s.set_at_ms),
                     "digest": s.digest,
                 })
             })
@@ -258,7 +259,7 @@ fn history(target: &Target, name: &str, json: bool) -> Result<()> {
                 serde_json::json!({
                     "version": v.version,
                     "current": i == 0,
-                    "set_at": rfc3339_ms(v.set_at_ms),
+                    "set_at": format_time_ms(v.set_at_ms),
                     "uid": v.uid,
                     "exe": v.exe,
                     "digest": v.digest,
@@ -283,7 +284,11 @@ fn history(target: &Target, name: &str, json: bool) -> Result<()> {
         };
         rows.push(vec![
             v.version.to_string(),
-            format!("{} ({})", rfc3339_ms(v.set_at_ms), ago(v.set_at_ms, now)),
+            format!(
+                "{} ({})",
+                format_time_ms(v.set_at_ms),
+                ago(v.set_at_ms, now)
+            ),
             by,
             v.digest.clone(),
             if i == 0 { "current" } else { "" }.to_owned(),

@@ -13,8 +13,9 @@ use crate::failure::Result;
 /// `fluxctl status`'s exit status when something is unhealthy.
 pub const EXIT_UNHEALTHY: u8 = 7;
 use crate::target::Target;
-use crate::timefmt::{ago, now_ms, rfc3339_ms};
+use crate::timefmt::ago;
 use crate::{columns, out};
+use flux_vault::time::{format_time_ms, now_ms};
 
 pub(crate) fn run(target: &Target, json: bool) -> Result<u8> {
     let health = target.control()?.health()?;
@@ -29,7 +30,7 @@ pub(crate) fn run(target: &Target, json: bool) -> Result<u8> {
         let doc = serde_json::json!({
             "version": status.version,
             "pid": status.pid,
-            "started_at": rfc3339_ms(status.started_at_ms),
+            "started_at": format_time_ms(status.started_at_ms),
             "state_dir": status.state_dir,
             "runtime_dir": status.runtime_dir,
             "projects": projects,

@@ -1,20 +1,5 @@
-//! Times as operators read them: "set 2 hours ago" in listings, RFC 3339 in
-//! `--json`.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// `ms` since the epoch as RFC 3339 UTC with milliseconds.
-pub fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+//! Times in words, as operators read them in listings: "set 2 hours ago".
+//! The clock and RFC 3339 (for `--json`) are [`flux_vault::time`]'s.
 
 /// How long before `now_ms` the time `then_ms` was, in words: `just now`
 /// under a minute (and for times in the future, from clock skew), then

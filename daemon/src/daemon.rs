@@ -339,7 +339,7 @@ fn audit_key(state_dir: &std::path::Path) -> Result<flux_vault::chain::AuditKey>
     {
         return Ok(key);
     }
-    let path = state_dir.join("audit.key");
+    let path = flux_vault::layout::StateDir::new(state_dir).audit_key();
     if let Some(key) = from(&path)? {
         check_private(&path, "audit key", 0o600)?;
         return Ok(key);

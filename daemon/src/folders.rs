@@ -97,7 +97,7 @@ pub fn check_private(path: &Path, what: &str, want: u32) -> Result<()> {
 /// daemon's pid) for as long as the returned guard lives: two daemons must
 /// never write one vault.
 pub fn lock_state_dir(state_dir: &Path) -> Result<Flock<File>> {
-    let path = state_dir.join("fluxd.lock");
+    let path = flux_vault::layout::StateDir::new(state_dir).lock();
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

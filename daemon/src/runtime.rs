@@ -8,7 +8,7 @@
 //! grace deadline.
 
 use crate::systemd::Notifier;
-use flux_vault::vault::now_ms;
+use flux_vault::time::now_ms;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

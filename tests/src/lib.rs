@@ -16,6 +16,7 @@ pub mod launch;
 
 use flux_protocol::blocking::Client;
 use flux_protocol::paths;
+use flux_vault::layout::StateDir;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -143,14 +144,17 @@ impl TestDaemon {
         paths::project_socket(&self.runtime_dir(), project)
     }
 
+    /// The layout of [`Self::state_dir`].
+    pub fn layout(&self) -> StateDir {
+        StateDir::new(self.state_dir())
+    }
+
     pub fn key_path(&self, project: &str) -> PathBuf {
-        self.state_dir().join("keys").join(format!("{project}.key"))
+        self.layout().key(project)
     }
 
     pub fn vault_path(&self, project: &str) -> PathBuf {
-        self.state_dir()
-            .join("vaults")
-            .join(format!("{project}.age"))
+        self.layout().vault(project)
     }
 
     /// Everything fluxd wrote to stderr so far (all runs).

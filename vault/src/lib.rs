@@ -15,7 +15,10 @@
 //! - [`membership`]: fleet mode's signed envelopes, host lists and the
 //!   operator key that alone changes them (`docs/FLEET.md`);
 //! - [`files`]: the durability rules every write follows (atomic replace,
-//!   atomic create, bounded reads of regular files only).
+//!   atomic create, bounded reads of regular files only);
+//! - [`layout`]: the state folder's layout ([`layout::StateDir`]), the one
+//!   place its file names are spelled;
+//! - [`time`]: times as fluxd and `fluxctl` write and read them.
 //!
 //! Secret values live in zeroizing buffers ([`flux_protocol::SecretValue`])
 //! and reach no error message: errors name paths, lines and reasons.
@@ -26,10 +29,13 @@ pub mod chain;
 pub mod dotenv;
 pub mod files;
 pub mod keys;
+pub mod layout;
 pub mod membership;
 pub mod secrets;
+pub mod time;
 pub mod vault;
 
 pub use files::FileError;
 pub use keys::ProjectKey;
-pub use vault::{Entry, Opened, Secrets, SetBy, VaultError, format_time_ms, now_ms};
+pub use time::{format_time_ms, now_ms};
+pub use vault::{Entry, Opened, Secrets, SetBy, VaultError};

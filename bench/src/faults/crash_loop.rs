@@ -161,7 +161,7 @@ pub fn run(bin: &FluxdBinary, smoke: bool) -> Result<Outcome> {
             kill_after.as_millis()
         );
     }
-    let leftovers = count_temp_files(&fluxd.state_dir().join("vaults"));
+    let leftovers = count_temp_files(&fluxd.layout().vaults_dir());
     fluxd.stop();
     let slowest = startups.iter().max().copied().unwrap_or_default();
     println!(

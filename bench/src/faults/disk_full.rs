@@ -209,7 +209,7 @@ fn phases(fluxd: &mut Fluxd, mount: &Mount, failures: &mut Vec<String>) -> Resul
     expect_served(fluxd, &mut client, &v2, "after freeing space", failures)?;
 
     // Phase 2: read-only.
-    let vaults = fluxd.state_dir().join("vaults");
+    let vaults = fluxd.layout().vaults_dir();
     let ro = Mount::read_only_bind(&vaults)?;
     println!(
         "disk-full: {} is now a read-only bind mount",

@@ -364,7 +364,7 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Response<Body>
             let hours = query_param(query, "hours")
                 .and_then(|h| h.parse().ok())
                 .unwrap_or(24);
-            json(&api::activity(daemon, &project, hours, crate::timefmt::now_ms()).await)
+            json(&api::activity(daemon, &project, hours, flux_vault::time::now_ms()).await)
         }
         "/api/metrics" => match daemon.metrics().await {
             Ok(text) => answer(StatusCode::OK, "text/plain; charset=utf-8", full(text)),

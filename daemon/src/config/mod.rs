@@ -259,7 +259,7 @@ impl AuditFile {
                 _ => Some(
                     self.path
                         .clone()
-                        .unwrap_or_else(|| state_dir.join("audit.log")),
+                        .unwrap_or_else(|| flux_vault::layout::StateDir::new(state_dir).audit_log()),
                 ),
             },
             reads,

@@ -35,6 +35,7 @@ use super::envelope::{self, Envelope, Kind};
 use super::identity::{HostIdentity, HostRecord, fleet_id};
 use super::layout::EtcdKey;
 use ed25519_dalek::VerifyingKey;
+use flux_vault::layout::fleet_copy;
 use flux_vault::membership::{HostsDoc, digest_hex, open_hosts};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -178,11 +179,11 @@ pub struct Cache {
 
 fn local_name(key: &EtcdKey) -> Option<String> {
     match key {
-        EtcdKey::Id => Some("id".into()),
-        EtcdKey::Hosts(v) => Some(format!("hosts/{v:020}")),
-        EtcdKey::Vault(p) => Some(format!("vaults/{p}")),
-        EtcdKey::Deleted(p) => Some(format!("deleted/{p}")),
-        EtcdKey::Key { project, .. } => Some(format!("keys/{project}")),
+        EtcdKey::Id => Some(fleet_copy::ID.into()),
+        EtcdKey::Hosts(v) => Some(fleet_copy::hosts(*v)),
+        EtcdKey::Vault(p) => Some(fleet_copy::file(fleet_copy::VAULTS, p)),
+        EtcdKey::Deleted(p) => Some(fleet_copy::file(fleet_copy::DELETED, p)),
+        EtcdKey::Key { project, .. } => Some(fleet_copy::file(fleet_copy::KEYS, project)),
     }
 }
 
@@ -539,7 +540,8 @@ impl Cache {
                     self.problem = None;
                 }
                 if self.id.as_deref() != Some(raw) {
-                    out.persist.push(Persist::Write("id".into(), raw.to_vec()));
+                    out.persist
+                        .push(Persist::Write(fleet_copy::ID.into(), raw.to_vec()));
                     self.id = Some(raw.to_vec());
                 }
                 Ok(())
@@ -550,7 +552,7 @@ impl Cache {
                     self.removal = Some((*version, doc.removed.clone()));
                 }
                 out.persist
-                    .push(Persist::Write(format!("hosts/{version:020}"), raw.to_vec()));
+                    .push(Persist::Write(fleet_copy::hosts(*version), raw.to_vec()));
                 self.chain.insert(*version, raw.to_vec());
                 self.hosts = Some((HostList::from_doc(doc), raw.to_vec()));
                 self.retry_waiting(out);
@@ -594,8 +596,10 @@ impl Cache {
                 }
                 out.persist.push(Persist::Remove(format!("vaults/{p}")));
                 out.persist.push(Persist::Remove(format!("keys/{p}")));
-                out.persist
-                    .push(Persist::Write(format!("deleted/{p}"), raw.to_vec()));
+                out.persist.push(Persist::Write(
+                    fleet_copy::file(fleet_copy::DELETED, p),
+                    raw.to_vec(),
+                ));
                 self.deleted
                     .insert(p.clone(), Held::from(env, raw, mod_revision));
                 Ok(())

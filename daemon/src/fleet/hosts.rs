@@ -274,7 +274,7 @@ fn rotate(store: &EtcdStore, project: &str, removed: &[String]) -> Result<bool> 
     for r in removed {
         ops.push(etcd::op_delete(&EtcdKey::key(r, project).to_string()));
     }
-    let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let created = flux_vault::time::created_stamp();
     let plain = new.to_file_contents(&created);
     // This host first, so that its new key is in the first transaction,
     // with the vault it opens.

@@ -97,8 +97,7 @@ impl HostIdentity {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = ProjectKey::generate();
-                let created =
-                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+                let created = flux_vault::time::created_stamp();
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)

@@ -31,11 +31,11 @@ use super::layout::{DELETED, EtcdKey, FLEET, HOSTS, ID, VAULTS, keys_of};
 use super::{FleetOptions, MAX_TXN_OPS};
 use crate::error::{Error, Location, Result, Unavailable};
 use crate::store::Store;
-use crate::store::local::MAX_VAULT_FILE;
 use flux_vault::files::{
     ensure_private_dir, read_regular, remove_durably, shred_durably, write_atomic,
 };
 use flux_vault::keys::ProjectKey;
+use flux_vault::layout::{MAX_VAULT_FILE, StateDir, fleet_copy, names_in};
 use flux_vault::membership::OPERATOR;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -77,14 +77,15 @@ fn sha(bytes: &[u8]) -> [u8; 32] {
 /// the old one overwritten and removed — a stop anywhere in between is
 /// finished at the next start. Until then the old key stays in use.
 fn adopt_next_key(state_dir: &Path) -> Result<()> {
-    let (key, next) = (state_dir.join("host.key"), state_dir.join("host.key.next"));
-    let old = state_dir.join(".host.key.old");
+    let state = StateDir::new(state_dir);
+    let (key, next) = (state.host_key(), state.next_host_key());
+    let old = state.old_host_key();
     if !next.exists() {
         return Ok(shred_durably(&old)?);
     }
     let recipient = HostIdentity::load_or_create(&next)?.recipient();
-    let hosts = state_dir.join("fleet").join("hosts");
-    let newest = crate::store::local::names_in(&hosts, "")?
+    let hosts = state.fleet_dir().join(fleet_copy::HOSTS);
+    let newest = names_in(&hosts, "")?
         .into_iter()
         .filter_map(|n| n.parse::<u64>().ok().map(|v| (v, n)))
         .max();
@@ -129,29 +130,30 @@ impl EtcdStore {
     /// ([`Self::start`]).
     pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Self> {
         adopt_next_key(state_dir)?;
-        let identity = HostIdentity::load_or_create(&state_dir.join("host.key"))?;
+        let state = StateDir::new(state_dir);
+        let identity = HostIdentity::load_or_create(&state.host_key())?;
         let me = identity.recipient();
-        let dir = state_dir.join("fleet");
-        for sub in ["", "hosts", "vaults", "keys", "deleted"] {
+        let dir = state.fleet_dir();
+        for sub in fleet_copy::DIRS {
             ensure_private_dir(&dir.join(sub))?;
         }
         let read = |name: &str| -> Result<Option<Vec<u8>>> {
             Ok(read_regular(&dir.join(name), MAX_VAULT_FILE)?)
         };
-        let local_id = read("id")?;
+        let local_id = read(fleet_copy::ID)?;
         let local_pin = match &local_id {
             Some(raw) => {
                 let env = envelope::parse(raw, Kind::Fleet, &EtcdKey::Id).map_err(|e| {
                     Error::Config(format!(
                         "{}: {e} (a fleet founded by an earlier fluxd: see docs/FLEET.md, \"Upgrading\")",
-                        dir.join("id").display()
+                        dir.join(fleet_copy::ID).display()
                     ))
                 })?;
                 let pin = parse_fleet_id(&String::from_utf8_lossy(&env.payload))?;
                 if env.signer != OPERATOR || !env.signed_by(&pin) {
                     return Err(Error::Config(format!(
                         "{}: not signed by the fleet it names",
-                        dir.join("id").display()
+                        dir.join(fleet_copy::ID).display()
                     )));
                 }
                 Some(pin)
@@ -178,10 +180,12 @@ impl EtcdStore {
         if let Some(raw) = local_id {
             cache.load_local_id(raw);
         }
-        for name in crate::store::local::names_in(&dir.join("hosts"), "")? {
-            let file = dir.join("hosts").join(&name);
-            let (Ok(version), Some(raw)) = (name.parse::<u64>(), read(&format!("hosts/{name}"))?)
-            else {
+        for name in names_in(&dir.join(fleet_copy::HOSTS), "")? {
+            let file = dir.join(fleet_copy::HOSTS).join(&name);
+            let (Ok(version), Some(raw)) = (
+                name.parse::<u64>(),
+                read(&fleet_copy::file(fleet_copy::HOSTS, &name))?,
+            ) else {
                 continue;
             };
             cache
@@ -189,22 +193,26 @@ impl EtcdStore {
                 .map_err(|e| Error::Config(format!("{}: {e}", file.display())))?;
         }
         for (sub, make) in [
-            ("vaults", EtcdKey::vault as fn(&str) -> EtcdKey),
-            ("deleted", |p: &str| EtcdKey::Deleted(p.to_owned())),
+            (fleet_copy::VAULTS, EtcdKey::vault as fn(&str) -> EtcdKey),
+            (fleet_copy::DELETED, |p: &str| {
+                EtcdKey::Deleted(p.to_owned())
+            }),
         ] {
-            for name in crate::store::local::names_in(&dir.join(sub), "")? {
-                if let Some(raw) = read(&format!("{sub}/{name}"))?
+            for name in names_in(&dir.join(sub), "")? {
+                let file = fleet_copy::file(sub, &name);
+                if let Some(raw) = read(&file)?
                     && let Err(e) = cache.load_local(&make(&name), raw)
                 {
-                    warn!(file = %format!("{sub}/{name}"), error = %e, "local sealed copy not used");
+                    warn!(file = %file, error = %e, "local sealed copy not used");
                 }
             }
         }
-        for name in crate::store::local::names_in(&dir.join("keys"), "")? {
-            if let Some(raw) = read(&format!("keys/{name}"))?
+        for name in names_in(&dir.join(fleet_copy::KEYS), "")? {
+            let file = fleet_copy::file(fleet_copy::KEYS, &name);
+            if let Some(raw) = read(&file)?
                 && let Err(e) = cache.load_local(&EtcdKey::key(&me, &name), raw)
             {
-                warn!(file = %format!("keys/{name}"), error = %e, "local sealed copy not used");
+                warn!(file = %file, error = %e, "local sealed copy not used");
             }
         }
         let etcd = Etcd::new(options.etcd.clone()).map_err(|e| Error::Config(e.to_string()))?;
@@ -226,10 +234,7 @@ impl EtcdStore {
     /// `<state>/host.key.next`: this host's next identity, while a key
     /// rotation is under way ([`adopt_next_key`]).
     pub fn next_key_path(&self) -> PathBuf {
-        self.dir.parent().map_or_else(
-            || PathBuf::from("host.key.next"),
-            |d| d.join("host.key.next"),
-        )
+        StateDir::new(self.dir.parent().unwrap_or(Path::new(""))).next_host_key()
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -1299,7 +1304,7 @@ impl Store for EtcdStore {
                 cache.etcd_revision(&my_key, 0),
             )
         };
-        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let created = flux_vault::time::created_stamp();
         let plain = key.to_file_contents(&created);
         let (mut ops, mine) = self.key_puts(
             project,
@@ -1437,7 +1442,7 @@ impl Store for EtcdStore {
             )
         };
         let env = self.sign(Kind::Vault, &vault_key, version, ciphertext);
-        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let created = flux_vault::time::created_stamp();
         let plain = key.to_file_contents(&created);
         // This host first: its new key lands in the transaction with the
         // vault it opens; every listed host gets it, at this list's epoch.

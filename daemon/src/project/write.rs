@@ -26,7 +26,8 @@ use flux_protocol::message::{
     WriteOutcome, Written as WrittenReply, WrittenMany,
 };
 use flux_vault::keys::ProjectKey;
-use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome, now_ms};
+use flux_vault::time::now_ms;
+use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{info, warn};
@@ -913,7 +914,7 @@ mod tests {
         let w = writer(&limits, 5, 1);
         p.set("A", "1".into(), &w).await.unwrap();
         p.set("A", "2".into(), &w).await.unwrap();
-        std::fs::remove_file(dir.path().join("vaults/app.age")).unwrap();
+        std::fs::remove_file(flux_vault::layout::StateDir::new(dir.path()).vault("app")).unwrap();
         let err = p.history("A").await.unwrap_err();
         assert!(
             err.to_string().contains("no longer the one served"),

@@ -223,7 +223,7 @@ impl Store for DevStore {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or_else(vault::now_ms, |d| d.as_millis() as u64);
+            .map_or_else(flux_vault::time::now_ms, |d| d.as_millis() as u64);
         let parsed =
             flux_vault::dotenv::parse(&bytes, &self.env_file.display().to_string(), &self.options)
                 .map_err(|e| Error::Config(e.to_string()))?;

@@ -1,7 +1,9 @@
 //! [`LocalStore`]: the state folder — `<state>/keys/<project>.key` and
 //! `<state>/vaults/<project>.age` (mode 0600), written with
 //! [`flux_vault::files::write_atomic`], and `<state>/revisions/<project>`,
-//! the highest vault revision served.
+//! the highest vault revision served. The names are
+//! [`flux_vault::layout::StateDir`]'s; this module owns what is done with
+//! the files.
 //!
 //! With a host key (systemd's `fluxd-host-key` credential, see
 //! `docs/DEPLOY.md`), new key files are themselves age files encrypted to
@@ -15,9 +17,9 @@
 use super::{ChangeFeed, Store};
 use crate::error::{Error, Location, Result};
 use crate::folders::check_private;
-use flux_protocol::limits::validate_project_name;
 use flux_vault::files::{self, ensure_private_dir, write_atomic};
 use flux_vault::keys::ProjectKey;
+use flux_vault::layout::{MAX_KEY_FILE, MAX_VAULT_FILE, StateDir};
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use zeroize::Zeroizing;
 /// A folder on the local disk: `keys/` and `vaults/` under the state dir.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
+    state: StateDir,
     keys: PathBuf,
     vaults: PathBuf,
     revisions: PathBuf,
@@ -36,10 +39,12 @@ impl LocalStore {
     /// Opens (creating with mode 0700 where missing) the store under
     /// `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self> {
+        let state = StateDir::new(state_dir);
         let store = Self {
-            keys: state_dir.join("keys"),
-            vaults: state_dir.join("vaults"),
-            revisions: state_dir.join("revisions"),
+            keys: state.keys_dir(),
+            vaults: state.vaults_dir(),
+            revisions: state.revisions_dir(),
+            state,
             host: None,
         };
         ensure_private_dir(&store.keys)?;
@@ -50,18 +55,18 @@ impl LocalStore {
 
     /// `keys/<project>.key.next`: a new key being put in place.
     fn next_key_path(&self, project: &str) -> PathBuf {
-        self.keys.join(format!("{project}.key.next"))
+        self.state.next_key(project)
     }
 
     /// `keys/.<project>.key.old`: the replaced key, until it is shredded.
     fn old_key_path(&self, project: &str) -> PathBuf {
-        self.keys.join(format!(".{project}.key.old"))
+        self.state.old_key(project)
     }
 
     /// A key file's bytes for `key`: wrapped with the host key when there
     /// is one.
     fn key_contents(&self, path: &Path, key: &ProjectKey) -> Result<Zeroizing<Vec<u8>>> {
-        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let created = flux_vault::time::created_stamp();
         let plain = key.to_file_contents(&created);
         Ok(match &self.host {
             Some(host) => Zeroizing::new(
@@ -118,7 +123,7 @@ impl LocalStore {
                 .file_name()
                 .to_string_lossy()
                 .into_owned();
-            if let Some(project) = name.strip_suffix(".key.next") {
+            if let Some(project) = StateDir::project_of_next_key(&name) {
                 let next = self.next_key_path(project);
                 let opens = self.key_at(&next).ok().is_some_and(|key| {
                     files::read_regular(&self.vault_path(project), MAX_VAULT_FILE)
@@ -151,7 +156,7 @@ impl LocalStore {
                 .file_name()
                 .to_string_lossy()
                 .into_owned();
-            if name.starts_with('.') && name.ends_with(".key.old") {
+            if StateDir::is_old_key(&name) {
                 files::shred_durably(&self.keys.join(&name))?;
             }
         }
@@ -220,17 +225,17 @@ impl LocalStore {
 
     /// `<state>/keys/<project>.key`.
     pub fn key_path(&self, project: &str) -> PathBuf {
-        self.keys.join(format!("{project}.key"))
+        self.state.key(project)
     }
 
     /// `<state>/vaults/<project>.age`.
     pub fn vault_path(&self, project: &str) -> PathBuf {
-        self.vaults.join(format!("{project}.age"))
+        self.state.vault(project)
     }
 
     /// `<state>/revisions/<project>`: the highest revision served.
     pub fn revision_path(&self, project: &str) -> PathBuf {
-        self.revisions.join(project)
+        self.state.revision(project)
     }
 
     /// The folder of vault files.
@@ -249,11 +254,6 @@ impl LocalStore {
     }
 }
 
-/// Largest key file fluxd reads (a wrapped key is well under 1 KiB).
-pub const MAX_KEY_FILE: u64 = 64 * 1024;
-/// Largest vault file fluxd reads: the largest plaintext, armored.
-pub const MAX_VAULT_FILE: u64 = flux_vault::vault::MAX_PLAINTEXT / 3 * 4 * 65 / 64 + 1024 * 1024;
-
 /// Reads a key file (see [`files::read_regular`]).
 fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     files::read_regular(path, MAX_KEY_FILE)?
@@ -267,31 +267,9 @@ fn is_wrapped(bytes: &[u8]) -> bool {
         || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
 }
 
-/// Project names found as `<name><ext>` in `dir`: names that are not valid
-/// project names (temp files start with a dot, which none does) are
-/// passed over.
-pub fn names_in(dir: &Path, ext: &str) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| Error::io("read folder", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read folder", dir, e))?;
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            continue;
-        };
-        if let Some(name) = file_name.strip_suffix(ext)
-            && validate_project_name(name).is_ok()
-        {
-            names.push(name.to_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
 impl Store for LocalStore {
     fn projects(&self) -> Result<Vec<String>> {
-        names_in(&self.keys, ".key")
+        Ok(self.state.projects()?)
     }
 
     fn load_key(&self, project: &str) -> Result<Zeroizing<String>> {

@@ -33,7 +33,6 @@
 
 use super::{Change, ChangeFeed};
 use crate::error::{Error, Result};
-use flux_protocol::limits::validate_project_name;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
@@ -132,11 +131,7 @@ impl Scope {
         if flux_vault::files::is_temp_file(name) {
             return Seen::Ignored;
         }
-        let project = name
-            .strip_suffix(".age")
-            .or_else(|| name.strip_suffix(".key"))
-            .filter(|p| validate_project_name(p).is_ok());
-        match project {
+        match flux_vault::layout::StateDir::project_of_file(name) {
             Some(p) => {
                 self.projects.insert(p.to_owned());
                 Seen::Project
@@ -246,6 +241,9 @@ fn coalesce(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The paths below spell the state folder's layout on purpose: the
+    // watcher is checked against the names fluxd writes.
 
     #[test]
     fn scope_from_paths() {

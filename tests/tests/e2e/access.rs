@@ -188,7 +188,7 @@ fn other_uids_get_exactly_what_the_policy_grants() {
             .iter()
             .any(|r| r["uid"] == OTHER && r["op"] == "write" && r["name"] == "ADMIN_SET")
     );
-    let log = std::fs::read(d.state_dir().join("audit.log")).unwrap();
+    let log = std::fs::read(d.layout().audit_log()).unwrap();
     for v in [READER_VALUE, "closed-value", "by-admin"] {
         assert_no_secret(&log, v, "the audit log");
     }

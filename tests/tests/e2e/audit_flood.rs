@@ -77,7 +77,7 @@ fn flood_helper() {
 
 /// Every line of the audit log, rotated files included, and their bytes.
 fn audit_files(d: &TestDaemon, keep: u32) -> (Vec<serde_json::Value>, u64) {
-    let log = d.state_dir().join("audit.log");
+    let log = d.layout().audit_log();
     let mut lines = Vec::new();
     let mut bytes = 0;
     for n in (0..=keep).rev() {
@@ -234,7 +234,7 @@ keep = 2
     assert!(metric(&d, "flux_audit_folded_total") >= 19_000.0);
     let status = d.ctl_ok(&["status"]);
     assert!(!status.contains("were lost"), "{status}");
-    let log = std::fs::read(d.state_dir().join("audit.log")).unwrap();
+    let log = std::fs::read(d.layout().audit_log()).unwrap();
     flux_e2e::assert_no_secret(&log, VALUE, "the audit log");
 }
 
@@ -259,7 +259,7 @@ fn rotation_that_removes_young_entries_says_so_and_no_file_passes_max_bytes() {
         }
     });
     let entries = audit(&d);
-    let log = d.state_dir().join("audit.log");
+    let log = d.layout().audit_log();
     for f in [log.clone(), format!("{}.1", log.display()).into()] {
         let len = std::fs::metadata(&f).unwrap().len();
         assert!(

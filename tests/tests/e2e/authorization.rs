@@ -145,7 +145,7 @@ fn a_reader_or_a_group_member_with_no_role_cannot_write_by_any_request() {
             );
         }
     }
-    let log = std::fs::read(d.state_dir().join("audit.log")).unwrap();
+    let log = std::fs::read(d.layout().audit_log()).unwrap();
     assert_no_secret(&log, PLANTED, "the audit log");
     assert_no_secret(&log, ORIGINAL, "the audit log");
 }
@@ -369,7 +369,7 @@ fn a_full_project_is_read_whole_over_the_socket_and_by_fluxctl_run() {
 fn a_huge_invalid_name_costs_the_audit_log_a_few_hundred_bytes() {
     let d = TestDaemon::start_with_config("[limits]\nmax_request_bytes = 300000\n");
     d.create_project("app");
-    let log = d.state_dir().join("audit.log");
+    let log = d.layout().audit_log();
     let mut app = d.client("app");
     let name = "N".repeat(256 * 1024);
     let err = app.get(&name).unwrap_err();
@@ -391,7 +391,7 @@ fn a_read_load_writes_a_few_lines_of_audit() {
     let d = TestDaemon::start();
     d.create_project("app");
     d.ctl_ok(&["secrets", "set", "K", "v", "-p", "app"]);
-    let log = d.state_dir().join("audit.log");
+    let log = d.layout().audit_log();
     const CLIENTS: usize = 16;
     const GETS: usize = 2000;
     std::thread::scope(|s| {
@@ -488,7 +488,7 @@ fn the_audit_log_rotates_and_fluxctl_audit_reads_the_rotated_files() {
     for i in 0..100 {
         app.set(&format!("K{i}"), SecretValue::from("v")).unwrap();
     }
-    let log = d.state_dir().join("audit.log");
+    let log = d.layout().audit_log();
     let entries = audit(&d);
     let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", log.display()));
     assert!(rotated(1).exists() && rotated(2).exists());

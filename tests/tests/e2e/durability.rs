@@ -98,7 +98,7 @@ fn kill_9_during_a_burst_loses_no_acknowledged_set() {
             status.projects[0].last_error, None,
             "the vault opens after a crash"
         );
-        let leftovers: Vec<_> = std::fs::read_dir(d.state_dir().join("vaults"))
+        let leftovers: Vec<_> = std::fs::read_dir(d.layout().vaults_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.ends_with(".tmp"))

@@ -396,7 +396,7 @@ fn an_older_vault_put_back_is_refused_while_running_and_after_a_restart() {
 #[test]
 fn a_project_whose_first_revision_cannot_be_recorded_is_not_created_and_leaves_nothing() {
     let d = TestDaemon::start();
-    let record = d.state_dir().join("revisions").join("app");
+    let record = d.layout().revision("app");
     std::fs::create_dir_all(record.join("blocker")).unwrap();
     let out = d.run_ctl(&["projects", "create", "app"]);
     assert!(!out.status.success(), "created without its revision record");
@@ -419,7 +419,7 @@ fn a_write_whose_revision_cannot_be_recorded_still_stands_and_rollbacks_stay_ref
     // The revision record cannot be replaced (a folder now stands where
     // the file was), as when the disk fills between the vault and the
     // record: the vault is already durable and newest, so the set stands.
-    let record = d.state_dir().join("revisions").join("app");
+    let record = d.layout().revision("app");
     std::fs::remove_file(&record).unwrap();
     std::fs::create_dir_all(record.join("blocker")).unwrap();
     d.ctl_ok(&["secrets", "set", "K", "new", "-p", "app"]);
@@ -894,7 +894,7 @@ fn fluxctl_audit_verify_catches_any_edit_to_the_audit_log() {
     d.ctl_ok(&["audit"]); // the log is written out
     let out = d.ctl_ok(&["audit", "verify"]);
     assert!(out.contains("The audit log is whole"), "{out}");
-    let log = d.state_dir().join("audit.log");
+    let log = d.layout().audit_log();
     let original = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = original.lines().collect();
     assert!(lines.len() >= 6, "{original}");

@@ -80,7 +80,7 @@ pub fn secrets(pairs: &[(&str, &str)]) -> flux_vault::vault::Secrets {
                 n.to_string(),
                 flux_vault::vault::Entry {
                     value: flux_protocol::SecretValue::from(*v),
-                    set_at_ms: flux_vault::vault::now_ms(),
+                    set_at_ms: flux_vault::time::now_ms(),
                 },
             )
         })

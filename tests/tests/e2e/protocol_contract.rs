@@ -113,6 +113,7 @@ fn restore_vault_of_a_vault_it_cannot_use_answers_bad_request_and_changes_nothin
 
     // Where a project's vault lives: `<state>/vaults/<project>.age`, with
     // its key and revision record beside it, `<state>` as `Status` says.
+    // The layout is spelled here on purpose: this checks it.
     let state = PathBuf::from(d.control().status().unwrap().state_dir);
     let vault_file = state.join("vaults").join("app.age");
     assert_eq!(vault_file, d.vault_path("app"));
@@ -148,7 +149,7 @@ fn restore_vault_of_a_vault_it_cannot_use_answers_bad_request_and_changes_nothin
     let foreign = vault::seal(
         "app",
         &secrets(&[("K", "foreign")]),
-        vault::now_ms(),
+        flux_vault::time::now_ms(),
         &other,
     )
     .unwrap();
@@ -501,7 +502,7 @@ fn metrics_are_the_documented_families_with_their_types_and_labels() {
     let newer = vault::seal(
         "app",
         &secrets(&[("K", "v"), ("R", "r")]),
-        vault::now_ms(),
+        flux_vault::time::now_ms(),
         &key,
     )
     .unwrap();

@@ -22,7 +22,7 @@ fn next_revision(d: &TestDaemon, project: &str) -> u64 {
         .ok()
         .and_then(|bytes| vault::open(&bytes, project, &key_of(d, project)).ok())
         .map_or(0, |opened| opened.revision);
-    (on_disk + 1).max(vault::now_ms())
+    (on_disk + 1).max(flux_vault::time::now_ms())
 }
 
 /// A sealed vault file for `project` holding `pairs`, newer than the one
@@ -76,8 +76,9 @@ fn outside_changes_reach_open_connections() {
     eventually("copy picked up", || value_is(&mut reader, "TOKEN", "v3"));
 
     // Kubernetes-style: app.age -> ..data/app.age, ..data -> ..v4, and the
-    // swap renames a new ..data symlink over the old one.
-    let vaults = d.state_dir().join("vaults");
+    // swap renames a new ..data symlink over the old one. The file names
+    // are spelled on purpose: this is another tool's tree of the layout.
+    let vaults = d.layout().vaults_dir();
     let v4 = vaults.join("..v4");
     std::fs::create_dir(&v4).unwrap();
     std::fs::write(v4.join("app.age"), sealed(&d, "app", &[("TOKEN", "v4")])).unwrap();
@@ -471,8 +472,9 @@ fn a_rekey_under_load_fails_no_read_and_leaves_the_old_key_useless() {
     assert!(vault::open(&new_vault, "app", &old_key).is_err());
     assert!(vault::open(&old_vault, "app", &old_key).is_ok());
     assert!(vault::open(&new_vault, "app", &key_of(&d, "app")).is_ok());
-    // Nothing else in keys/ holds a key.
-    let names: Vec<String> = std::fs::read_dir(d.state_dir().join("keys"))
+    // Nothing else in keys/ holds a key (the one name spelled on purpose:
+    // this checks the layout).
+    let names: Vec<String> = std::fs::read_dir(d.layout().keys_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

@@ -124,7 +124,7 @@ fn a_rollback_is_live_at_once_on_an_already_open_connection() {
     let detail = |e: &serde_json::Value| e["detail"].as_str().unwrap_or("").to_owned();
     assert_eq!(detail(&rollbacks[0]), "to the previous version");
     assert_eq!(detail(&rollbacks[1]), "to version 2");
-    let log = std::fs::read(d.state_dir().join("audit.log")).unwrap();
+    let log = std::fs::read(d.layout().audit_log()).unwrap();
     for v in [GOOD, BAD] {
         assert_no_secret(&log, v, "the audit log");
         assert_no_secret(d.log().as_bytes(), v, "fluxd's log");
@@ -446,7 +446,7 @@ fn diff_exits_0_when_equal_1_when_not_and_shows_no_value() {
         let audit = d.ctl_ok(&["audit", "--json", "--project", "app"]);
         audit.contains("\"op\":\"diff\"") && audit.contains("names: DB_URL, NEW_NAME")
     });
-    let log = std::fs::read(d.state_dir().join("audit.log")).unwrap();
+    let log = std::fs::read(d.layout().audit_log()).unwrap();
     for v in [GOOD, BAD, THIRD] {
         assert_no_secret(&log, v, "the audit log");
         assert_no_secret(d.log().as_bytes(), v, "fluxd's log");
@@ -494,9 +494,12 @@ fn a_version_1_vault_opens_and_is_upgraded_on_the_next_write() {
     // A state folder as the current release leaves it: a key, a version 1
     // vault, no revisions folder.
     let mut d = TestDaemon::unstarted(&[]);
-    let state = d.state_dir();
-    for sub in ["", "keys", "vaults"] {
-        let dir = state.join(sub);
+    let state = d.layout();
+    for dir in [
+        state.root().to_path_buf(),
+        state.keys_dir(),
+        state.vaults_dir(),
+    ] {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     }

@@ -8,6 +8,7 @@ use crate::cluster::{Etcd, EtcdHttp, have_etcd};
 use crate::support::*;
 use flux_protocol::SecretValue;
 use flux_vault::keys::ProjectKey;
+use flux_vault::layout::fleet_copy;
 use flux_vault::membership::HostsDoc;
 use flux_vault::vault::{Entry, Secrets};
 use fluxd::fleet::envelope::{Kind, Signing, parse as parse_envelope, seal};
@@ -324,7 +325,7 @@ fn a_removed_host_cannot_sign_or_replay_its_way_back() {
     let before = raw.list("/flux/v3/");
     let c = recipient(&hosts[2]);
     let c_identity =
-        HostIdentity::load_or_create(&hosts[2].state_dir().join("host.key")).expect("C's host key");
+        HostIdentity::load_or_create(&hosts[2].layout().host_key()).expect("C's host key");
     let c_key_env = raw
         .get(&EtcdKey::key(&c, "app").to_string())
         .expect("C's wrapped key");
@@ -406,7 +407,7 @@ fn deleting_a_project_leaves_nothing_a_host_key_can_read_in_etcd_history() {
     );
     let identities: Vec<HostIdentity> = hosts
         .iter()
-        .map(|h| HostIdentity::load_or_create(&h.state_dir().join("host.key")).unwrap())
+        .map(|h| HostIdentity::load_or_create(&h.layout().host_key()).unwrap())
         .collect();
 
     let out = hosts[0].ctl_ok(&["projects", "delete", "app", "--yes"]);
@@ -442,8 +443,15 @@ fn deleting_a_project_leaves_nothing_a_host_key_can_read_in_etcd_history() {
     // And no host keeps a copy.
     for h in &hosts {
         flux_e2e::eventually("the local copies removed", || {
-            !h.state_dir().join("fleet/vaults/app").exists()
-                && !h.state_dir().join("fleet/keys/app").exists()
+            !h.layout()
+                .fleet_dir()
+                .join(fleet_copy::file(fleet_copy::VAULTS, "app"))
+                .exists()
+                && !h
+                    .layout()
+                    .fleet_dir()
+                    .join(fleet_copy::file(fleet_copy::KEYS, "app"))
+                    .exists()
         });
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::cluster::{Etcd, have_etcd};
 use crate::support::*;
+use flux_vault::layout::fleet_copy;
 use fluxd::fleet::layout::EtcdKey;
 use std::time::{Duration, Instant};
 
@@ -68,7 +69,11 @@ fn a_host_pointed_at_an_empty_etcd_keeps_its_copies_and_writes_nothing() {
     let problems = wait_problem(&hosts[0], "holds no fleet");
     assert!(problems.contains("--publish-fleet"), "{problems}");
     assert!(
-        hosts[0].state_dir().join("fleet/vaults/app").exists(),
+        hosts[0]
+            .layout()
+            .fleet_dir()
+            .join(fleet_copy::file(fleet_copy::VAULTS, "app"))
+            .exists(),
         "the local sealed copy was wiped"
     );
     std::thread::sleep(Duration::from_millis(200));

@@ -5,6 +5,7 @@
 
 use crate::cluster::{Etcd, have_etcd};
 use crate::support::*;
+use flux_vault::layout::fleet_copy;
 use fluxd::fleet::envelope::{Kind, parse as parse_envelope};
 use fluxd::fleet::identity::HostIdentity;
 use fluxd::fleet::layout::EtcdKey;
@@ -213,9 +214,14 @@ fn a_removed_host_cannot_read_new_vaults() {
     });
     // What host C holds: its identity and its wrapped copy of the key.
     let c = recipient(&hosts[2]);
-    let c_state = hosts[2].state_dir();
-    let identity = HostIdentity::load_or_create(&c_state.join("host.key")).expect("C's host key");
-    let wrapped = std::fs::read(c_state.join("fleet/keys/app")).expect("C's wrapped key");
+    let c_state = hosts[2].layout();
+    let identity = HostIdentity::load_or_create(&c_state.host_key()).expect("C's host key");
+    let wrapped = std::fs::read(
+        c_state
+            .fleet_dir()
+            .join(fleet_copy::file(fleet_copy::KEYS, "app")),
+    )
+    .expect("C's wrapped key");
     let wrapped = parse_envelope(&wrapped, Kind::Key, &EtcdKey::key(&c, "app"))
         .expect("an envelope")
         .payload;

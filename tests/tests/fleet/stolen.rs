@@ -10,6 +10,7 @@ use crate::cluster::{Etcd, EtcdHttp, have_etcd};
 use crate::support::*;
 use flux_e2e::TestDaemon;
 use flux_vault::keys::ProjectKey;
+use flux_vault::layout::fleet_copy;
 use flux_vault::membership::{HostsDoc, digest_hex};
 use fluxd::fleet::envelope::{Kind, parse as parse_envelope};
 use fluxd::fleet::identity::HostIdentity;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// What the thief takes from a host: its host key.
 fn steal(host: &TestDaemon) -> HostIdentity {
-    HostIdentity::load_or_create(&host.state_dir().join("host.key")).expect("the host key")
+    HostIdentity::load_or_create(&host.layout().host_key()).expect("the host key")
 }
 
 /// The project key the thief unwraps from etcd with the stolen host key.
@@ -33,10 +34,11 @@ fn project_key_of(raw: &EtcdHttp, thief: &HostIdentity, project: &str) -> Projec
 
 /// Asserts that `host` still holds its sealed local copy of `project`.
 fn keeps_its_copies(host: &TestDaemon, project: &str, when: &str) {
-    for part in ["vaults", "keys"] {
+    for part in [fleet_copy::VAULTS, fleet_copy::KEYS] {
         assert!(
-            host.state_dir()
-                .join(format!("fleet/{part}/{project}"))
+            host.layout()
+                .fleet_dir()
+                .join(fleet_copy::file(part, project))
                 .exists(),
             "{} deleted its local {part} copy of {project} {when}",
             host.dir().display()
@@ -497,9 +499,9 @@ fn a_rotated_host_key_leaves_no_key_that_opens_what_is_set_afterwards() {
     assert!(out.contains(&new_recipient));
     hosts[0].stop();
     hosts[0].restart();
-    let state = hosts[0].state_dir();
+    let state = hosts[0].layout();
     assert_eq!(steal(&hosts[0]).recipient(), new_recipient, "not switched");
-    assert!(!state.join("host.key.next").exists() && !state.join(".host.key.old").exists());
+    assert!(!state.next_host_key().exists() && !state.old_host_key().exists());
     wait_for(&hosts[0], "app", "TOKEN under the new key", |c| {
         has_value(c, "TOKEN", "t-1")
     });

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use flux_protocol::message::AuditTrailEntry;
-use flux_vault::vault::format_time_ms;
+use flux_vault::time::format_time_ms;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader};

@@ -67,7 +67,7 @@ pub use summary::{DENIALS_IN_FULL, ReadSummaries, bounded_name};
 use crate::error::{Error, Result};
 use flux_protocol::message::{AuditHealth, AuditTrailEntry};
 use flux_vault::chain::{self, AuditKey};
-use flux_vault::vault::{format_time_ms, now_ms};
+use flux_vault::time::{format_time_ms, now_ms};
 use log::rotated;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};

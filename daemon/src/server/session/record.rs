@@ -13,7 +13,7 @@ use super::conn::{Conn, Tally};
 use crate::access::Effect;
 use crate::access::audit::{DENIALS_IN_FULL, ReadAudit};
 use flux_protocol::message::AuditTrailEntry;
-use flux_vault::vault::now_ms;
+use flux_vault::time::now_ms;
 
 impl Conn {
     /// Records a decision: writes one entry each; the first denials handed
