@@ -26,9 +26,11 @@
 //!    every secret; then `hosts remove` of it (every project re-keyed);
 //! 7. RSS of every host and of etcd; then the correctness check: every
 //!    remaining host serves every project with exactly the values set
-//!    (one `GetAll` per project and host), and etcd holds no key wrapped
-//!    for the removed host. A wrong or missing value anywhere is a
-//!    failure; values are never printed.
+//!    (one `GetAll` per project and host), reports no last error for any
+//!    project, and etcd holds no key wrapped for the removed host. A wrong
+//!    or missing value anywhere, or a project whose status shows an error,
+//!    is a failure (the table is printed all the same); values are never
+//!    printed.
 
 use crate::fixture::{project_name, secret_name, value};
 use crate::fluxd::{FluxdBinary, rss_kib, short_tempdir};
@@ -413,6 +415,16 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
             wrong += h.wrong_values(project, entries, PROPAGATION_LIMIT);
         }
     }
+    for (i, h) in hosts.iter().enumerate() {
+        let errors = h.errors()?;
+        if let Some(first) = errors.first() {
+            report.failures.push(format!(
+                "host {} reports a last error for {} project(s) it serves correctly, e.g. {first}",
+                i + 1,
+                errors.len()
+            ));
+        }
+    }
     if wrong > 0 {
         report.failures.push(format!(
             "{wrong} (host, project) pair(s) did not serve exactly the values set"
@@ -563,7 +575,7 @@ impl Host {
     }
 
     /// Waits until this host serves `projects` projects of `secrets`
-    /// secrets each, none with a last error.
+    /// secrets each (a project's last error is read by [`Host::errors`]).
     fn wait_serving(&self, projects: usize, secrets: usize) -> Result<()> {
         let t = Instant::now();
         loop {
@@ -571,20 +583,32 @@ impl Host {
                 let ready = status
                     .projects
                     .iter()
-                    .filter(|p| p.last_error.is_none() && p.secrets == secrets as u64)
+                    .filter(|p| p.secrets == secrets as u64)
                     .count();
                 if ready == projects {
                     return Ok(());
                 }
                 if t.elapsed() > PROPAGATION_LIMIT * 3 {
                     bail!(
-                        "a host serves {ready} of {projects} projects with all {secrets} secrets after {:?}",
-                        t.elapsed()
+                        "a host serves {ready} of {projects} projects with all {secrets} secrets after {:?}; its log:\n{}",
+                        t.elapsed(),
+                        launch::tail(&self.dir.path().join("fluxd.log"), 20)
                     );
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The projects this host reports a last error for, with it (a path
+    /// and a reason, never a value).
+    fn errors(&self) -> Result<Vec<String>> {
+        let status = self.control()?.status().context("Status")?;
+        Ok(status
+            .projects
+            .into_iter()
+            .filter_map(|p| Some(format!("{}: {}", p.name, p.last_error?)))
+            .collect())
     }
 
     fn control(&self) -> Result<Client> {
