@@ -3,6 +3,7 @@
 //! ```text
 //! flux-bench all      [--smoke] [--runs N] [--json PATH] [--fluxd PATH]   one table
 //! flux-bench get | client-check | rotation | scale                        one part of it
+//! flux-bench fleet    [--smoke] [--hosts N] [--projects N] [--secrets N]  etcd and many hosts
 //! flux-bench faults   soak|crash-loop|disk-full|bad-clients|all [--smoke]
 //! ```
 //!
@@ -32,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 mod bench_client;
+mod bench_fleet;
 mod bench_get;
 mod bench_rotation;
 mod bench_scale;
@@ -77,6 +79,8 @@ enum Cmd {
     Rotation(BenchArgs),
     /// Start-up time, memory and `set` latency at scale.
     Scale(BenchArgs),
+    /// Fleet mode at scale: real etcd and many hosts (docs/FLEET.md).
+    Fleet(FleetArgs),
     /// The load-and-fault suite (docs/RELIABILITY.md).
     Faults(FaultArgs),
     /// The floor server the `get` benchmark runs as a child process: the
@@ -142,6 +146,21 @@ struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
+struct FleetArgs {
+    #[command(flatten)]
+    common: Common,
+    /// fluxd hosts in the fleet, one more joins and leaves [default: 6; 3 with --smoke].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=500))]
+    hosts: Option<u16>,
+    /// Projects, each wrapped for every host [default: 50; 4 with --smoke].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    projects: Option<u32>,
+    /// Secrets per project [default: 10; 3 with --smoke].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    secrets: Option<u32>,
+}
+
+#[derive(Debug, Args)]
 struct FaultArgs {
     /// Which suite to run.
     #[arg(value_enum)]
@@ -177,6 +196,7 @@ fn main() -> ExitCode {
         Cmd::ClientCheck(a) => bench(a, Parts::only(1), "client-check"),
         Cmd::Rotation(a) => bench(a, Parts::only(2), "rotation"),
         Cmd::Scale(a) => bench(a, Parts::only(3), "scale"),
+        Cmd::Fleet(a) => fleet_cmd(a),
         Cmd::Faults(a) => faults_cmd(a),
         Cmd::FloorServer(_) => unreachable!("served above"),
     };
@@ -324,6 +344,27 @@ fn load_average() -> Option<String> {
             .collect::<Vec<_>>()
             .join(" "),
     )
+}
+
+fn fleet_cmd(a: FleetArgs) -> Result<bool> {
+    let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
+    let n = |v: Option<u32>| v.map(|v| v as usize);
+    let cfg = bench_fleet::FleetConfig::new(
+        a.common.smoke,
+        a.hosts.map(usize::from),
+        n(a.projects),
+        n(a.secrets),
+    );
+    let mut report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        smoke: a.common.smoke,
+        runs: 1,
+        machine: Machine::detect(),
+        ..Report::default()
+    };
+    bench_fleet::run(&bin, &cfg, &mut report).context("fleet benchmark")?;
+    println!("{}", report.render());
+    Ok(report.failures.is_empty())
 }
 
 fn faults_cmd(a: FaultArgs) -> Result<bool> {
