@@ -32,7 +32,12 @@
 //! - **History**: every answer's header (cluster id, revision) is checked:
 //!   a revision that goes backwards or a cluster id that changes means
 //!   etcd was restored from an older snapshot or replaced; the caller is
-//!   told ([`Etcd::take_reset`]) so it reads everything again.
+//!   told ([`Etcd::take_reset`]) so it reads everything again. "Backwards"
+//!   is judged against what was seen **before the request was sent** (a
+//!   watch stream: against its own earlier messages): answers to requests
+//!   in flight together may arrive in any order, and a watch that catches
+//!   up reports the revisions of the events it delivers, older than the
+//!   store's — neither is a rollback.
 //!
 //! Keys and values are base64 in the JSON and 64-bit numbers are strings;
 //! this module hides both. Messages name the endpoints; never a value.
@@ -649,8 +654,19 @@ impl Etcd {
         self.reset.swap(false, Ordering::AcqRel)
     }
 
-    /// Notes an answer's header (see the module docs).
-    fn saw(&self, header: &Value) {
+    /// The highest revision seen so far: what an answer to a request sent
+    /// now must not go below.
+    fn seen_revision(&self) -> i64 {
+        self.header
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revision
+    }
+
+    /// Notes an answer's header (see the module docs); `floor` is the
+    /// revision seen before its request was sent (for a watch stream, the
+    /// stream's own last revision).
+    fn saw(&self, header: &Value, floor: i64) {
         let revision = num(&header["revision"]);
         let cluster = header["cluster_id"]
             .as_str()
@@ -664,19 +680,20 @@ impl Etcd {
             self.reset.store(true, Ordering::Release);
             h.revision = 0;
         }
-        if revision > 0 && revision < h.revision {
+        if revision > 0 && revision < floor {
             warn!(
-                was = h.revision,
+                was = floor,
                 now = revision,
                 "etcd's revision went backwards (restored from an older snapshot?): reading everything again"
             );
             self.reset.store(true, Ordering::Release);
+            // The new history is the one to hold answers to from now on.
+            h.revision = revision;
+        } else if revision > h.revision {
+            h.revision = revision;
         }
         if cluster.is_some() {
             h.cluster_id = cluster;
-        }
-        if revision > 0 {
-            h.revision = revision;
         }
     }
 
@@ -866,6 +883,7 @@ impl Etcd {
     /// cap. An answer that starts but does not finish in time is
     /// [`EtcdError::Unfinished`].
     fn call_within(&self, path: &str, body: &Value, limits: Deadlines) -> Result<Value, EtcdError> {
+        let floor = self.seen_revision();
         let resp = self.post(&self.agent, path, body, limits)?;
         let reader = CapRead::new(resp.into_reader(), self.config.reads.string_cap());
         let v: Value = serde_json::from_reader(reader).map_err(|e| {
@@ -882,7 +900,7 @@ impl Etcd {
                 ))
             }
         })?;
-        self.saw(&v["header"]);
+        self.saw(&v["header"], floor);
         Ok(v)
     }
 
@@ -1055,16 +1073,18 @@ impl Etcd {
         let resp = self.post(&self.watch_agent, "/v3/watch", &body, Deadlines::UNARY)?;
         let reader = CapRead::new(resp.into_reader(), self.config.reads.string_cap());
         let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
+        // The stream's own last revision: a watch's messages only go up.
+        let mut stream_floor = 0;
         for item in stream {
             let v = item.map_err(|e| EtcdError::Failed(format!("etcd watch stream ended: {e}")))?;
             if let Some(err) = v.get("error") {
                 return Err(EtcdError::Failed(format!("etcd watch failed: {err}")));
             }
             let r = &v["result"];
-            self.saw(&r["header"]);
             let compact = num(&r["compact_revision"]);
             let revision = num(&r["header"]["revision"]);
-            self.saw(&r["header"]);
+            self.saw(&r["header"], stream_floor);
+            stream_floor = stream_floor.max(revision);
             let message = if compact > 0 {
                 WatchMessage::Compacted {
                     compact_revision: compact,
@@ -1323,13 +1343,31 @@ mod tests {
             ..EtcdConfig::default()
         })
         .unwrap();
-        etcd.saw(&json!({"cluster_id": "7", "revision": "49"}));
+        let seen = |etcd: &Etcd| etcd.seen_revision();
+        etcd.saw(&json!({"cluster_id": "7", "revision": "49"}), seen(&etcd));
         assert!(!etcd.take_reset());
-        etcd.saw(&json!({"cluster_id": "7", "revision": "50"}));
-        assert!(!etcd.take_reset());
-        etcd.saw(&json!({"cluster_id": "7", "revision": "14"}));
-        assert!(etcd.take_reset(), "revision 50 → 14");
-        etcd.saw(&json!({"cluster_id": "8", "revision": "20"}));
+        // Two requests sent at 49 come back out of order: no rollback.
+        let sent_at = seen(&etcd);
+        etcd.saw(&json!({"cluster_id": "7", "revision": "52"}), sent_at);
+        etcd.saw(&json!({"cluster_id": "7", "revision": "50"}), sent_at);
+        assert!(
+            !etcd.take_reset(),
+            "answers in flight together, out of order"
+        );
+        assert_eq!(seen(&etcd), 52, "the highest revision is kept");
+        // A watch catching up reports its events' older revisions.
+        etcd.saw(&json!({"cluster_id": "7", "revision": "30"}), 0);
+        etcd.saw(&json!({"cluster_id": "7", "revision": "31"}), 30);
+        assert!(!etcd.take_reset(), "a lagging watch is no rollback");
+        // A request sent after 52 was seen, answered at 14: restored.
+        etcd.saw(&json!({"cluster_id": "7", "revision": "14"}), seen(&etcd));
+        assert!(etcd.take_reset(), "revision 52 → 14");
+        etcd.saw(&json!({"cluster_id": "7", "revision": "15"}), seen(&etcd));
+        assert!(
+            !etcd.take_reset(),
+            "the restored history is held from then on"
+        );
+        etcd.saw(&json!({"cluster_id": "8", "revision": "20"}), seen(&etcd));
         assert!(etcd.take_reset(), "another cluster");
     }
 }
