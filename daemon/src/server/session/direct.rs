@@ -40,9 +40,8 @@
 //! `max_connections_per_project`) bound how many there are.
 
 use super::conn::{Conn, Slot, Tally, error_response, payload};
-use super::{End, NEXT_CONNECTION, PIPELINED_ANSWERS, Session, Start, Target};
+use super::{End, Opened, PIPELINED_ANSWERS, Session, Start, Target};
 use super::{too_large, whole_frame_len, wipe, write_timed_out};
-use crate::access::peer::Peer;
 use crate::access::policy::Hidden;
 use crate::metrics::ConnectionGauge;
 use crate::server::Services;
@@ -59,7 +58,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, warn};
 use zeroize::Zeroize;
 
 /// How long an idle connection's thread sleeps before it looks at its
@@ -166,20 +165,17 @@ fn run(
     stopping: &Stopping,
     handle: &tokio::runtime::Handle,
 ) {
-    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let peer = match Peer::of(&stream, &services.access.policy()) {
-        Ok(peer) => peer,
-        Err(e) => {
-            warn!(error = %e, "cannot read the peer's credentials; closing");
-            return;
-        }
+    let Some(Opened {
+        id,
+        peer,
+        gauge,
+        span,
+        reloads,
+    }) = Opened::of(&stream, &target, &services)
+    else {
+        return;
     };
-    let gauge = ConnectionGauge::open(services.metrics.clone(), target.project_metrics());
-    let span =
-        info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
     let entered = span.enter();
-    // Taken before the handshake: a reload from then on is seen.
-    let reloads = services.access.reloads();
     if !stopping.enter(id, stream.as_raw_fd()) {
         return;
     }

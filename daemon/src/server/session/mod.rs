@@ -199,6 +199,46 @@ pub(super) enum Start {
     Resumed { slot: Slot, first: Request },
 }
 
+/// A connection just accepted, on either path: its number, its peer as
+/// the kernel identifies it, its place in the gauges, its log span, and
+/// the policy reloads it will see.
+pub(super) struct Opened {
+    pub(super) id: u64,
+    pub(super) peer: Peer,
+    pub(super) gauge: ConnectionGauge,
+    pub(super) span: tracing::Span,
+    pub(super) reloads: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Opened {
+    /// Identifies the peer of `stream`; `None` (logged) when the kernel
+    /// cannot say who it is or it exited before it could be identified.
+    pub(super) fn of(
+        stream: &impl std::os::fd::AsFd,
+        target: &Target,
+        services: &Services,
+    ) -> Option<Self> {
+        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        let peer = match Peer::of(stream, &services.access.policy()) {
+            Ok(peer) => peer,
+            Err(e) => {
+                warn!(error = %e, "cannot identify the peer; closing");
+                return None;
+            }
+        };
+        let gauge = ConnectionGauge::open(services.metrics.clone(), target.project_metrics());
+        let span = info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
+        Some(Self {
+            id,
+            peer,
+            gauge,
+            span,
+            // Taken before the handshake: a reload from then on is seen.
+            reloads: services.access.reloads(),
+        })
+    }
+}
+
 /// Serves one connection on the async runtime until the client closes,
 /// misbehaves, idles out, or `cancel` fires.
 pub(crate) async fn serve(
@@ -207,19 +247,16 @@ pub(crate) async fn serve(
     services: Arc<Services>,
     cancel: CancellationToken,
 ) {
-    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let peer = match Peer::of(&stream, &services.access.policy()) {
-        Ok(peer) => peer,
-        Err(e) => {
-            warn!(error = %e, "cannot read the peer's credentials; closing");
-            return;
-        }
+    let Some(opened) = Opened::of(&stream, &target, &services) else {
+        return;
     };
-    let gauge = ConnectionGauge::open(services.metrics.clone(), target.project_metrics());
-    let span =
-        info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
-    // Taken before the handshake: a reload from then on is seen.
-    let reloads = services.access.reloads();
+    let Opened {
+        peer,
+        gauge,
+        span,
+        reloads,
+        ..
+    } = opened;
     let conn = Conn::new(target, services, peer);
     let session = Session::new(stream, conn, bytes::BytesMut::new());
     session
