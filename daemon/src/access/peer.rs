@@ -15,7 +15,7 @@
 //! the right to use it, as with any open file.
 
 use super::policy::{PeerIdentity, Policy};
-use super::workload::{Unidentified, Workload, now_ticks};
+use super::workload::{Unidentified, Workload, now_ticks, pin};
 use nix::sys::socket::getsockopt;
 use nix::sys::socket::sockopt::{PeerCredentials, PeerPidfd};
 use std::os::fd::{AsFd, OwnedFd};
@@ -43,41 +43,32 @@ impl Peer {
         let accepted = now_ticks();
         let cred = getsockopt(stream, PeerCredentials).map_err(std::io::Error::from)?;
         let pid = u32::try_from(cred.pid()).ok().filter(|&p| p > 0);
-        let mut pidfd = None;
-        let workload = match pid {
+        let gone = || std::io::Error::other(Unidentified::Gone.to_string());
+        let identified = |e: Unidentified| match e {
+            Unidentified::Gone => gone(),
+            Unidentified::Io(e) => e,
+        };
+        let (workload, pidfd) = match pid {
             Some(pid) => {
-                pidfd = match getsockopt(stream, PeerPidfd) {
-                    Ok(fd) => Some(fd),
+                let pidfd = match getsockopt(stream, PeerPidfd) {
+                    Ok(fd) => fd,
                     // The peer exited (its pid may already be another
                     // process's): nothing read of that pid is the peer's.
-                    Err(nix::errno::Errno::ESRCH) => {
-                        return Err(std::io::Error::other(Unidentified::Gone.to_string()));
+                    Err(nix::errno::Errno::ESRCH) => return Err(gone()),
+                    Err(_) => {
+                        static ONCE: Once = Once::new();
+                        ONCE.call_once(|| {
+                            warn!("this kernel has no SO_PEERPIDFD (Linux 6.5 and later): a peer's workload is pinned by its start time, which leaves the moment between its connect and fluxd's accept uncovered");
+                        });
+                        pin(pid, accepted).map_err(identified)?
                     }
-                    Err(_) => None,
                 };
-                if pidfd.is_none() {
-                    static ONCE: Once = Once::new();
-                    ONCE.call_once(|| {
-                        warn!("this kernel has no SO_PEERPIDFD (Linux 6.5 and later): a peer's workload is pinned by its start time, which leaves the moment between its connect and fluxd's accept uncovered");
-                    });
-                }
                 let workload =
-                    Workload::identify(pid, pidfd.as_ref(), accepted, policy.names_hashes());
-                match workload {
-                    Ok(w) => w,
-                    Err(Unidentified::Gone) => {
-                        return Err(std::io::Error::other(Unidentified::Gone.to_string()));
-                    }
-                    Err(Unidentified::Io(e)) => return Err(e),
-                }
+                    Workload::identify(pid, &pidfd, policy.names_hashes()).map_err(identified)?;
+                (workload, Some(pidfd))
             }
-            None => Workload::default(),
+            None => (Workload::default(), None),
         };
-        if pidfd.is_none()
-            && let Some(pid) = pid
-        {
-            pidfd = super::workload::pidfd_open(pid).ok();
-        }
         let exe = workload.exe.as_ref().map(|e| e.path.clone());
         Ok(Self {
             uid: cred.uid(),
@@ -100,8 +91,8 @@ impl Peer {
         if !policy.names_executables() || !self.identity.workload.exe_changed(pid, pidfd) {
             return;
         }
-        let mut workload = Workload::identify(pid, Some(pidfd), now_ticks(), policy.names_hashes())
-            .unwrap_or_default();
+        let mut workload =
+            Workload::identify(pid, pidfd, policy.names_hashes()).unwrap_or_default();
         if workload.cgroup.is_none() {
             workload.cgroup = self.identity.workload.cgroup.clone();
             workload.unit = self.identity.workload.unit.clone();

@@ -71,27 +71,8 @@ pub enum Unidentified {
 
 impl Workload {
     /// Identifies process `pid`, pinned by `pidfd` (the peer itself, from
-    /// `SO_PEERPIDFD`) or, without one, by a pidfd opened now on a process
-    /// that must have started before `accepted_ticks` (clock ticks since
-    /// boot, as `/proc/<pid>/stat` counts them).
-    pub fn identify(
-        pid: u32,
-        pidfd: Option<&OwnedFd>,
-        accepted_ticks: u64,
-        with_hash: bool,
-    ) -> Result<Self, Unidentified> {
-        let opened;
-        let pidfd = match pidfd {
-            Some(fd) => fd,
-            None => {
-                opened = pidfd_open(pid)?;
-                let started = start_ticks(pid).ok_or(Unidentified::Gone)?;
-                if started > accepted_ticks {
-                    return Err(Unidentified::Gone);
-                }
-                &opened
-            }
-        };
+    /// `SO_PEERPIDFD`, or one from [`pin`]).
+    pub fn identify(pid: u32, pidfd: &OwnedFd, with_hash: bool) -> Result<Self, Unidentified> {
         let cgroup_text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok();
         let exe = Exe::of(pid, with_hash);
         // Trusted only if the pidfd's process still holds this pid now:
@@ -144,6 +125,18 @@ impl Exe {
     }
 }
 
+/// A pidfd on process `pid`, for a kernel without `SO_PEERPIDFD`: the
+/// process must have started before `accepted_ticks` (clock ticks since
+/// boot, as `/proc/<pid>/stat` counts them), else it is not the peer.
+pub fn pin(pid: u32, accepted_ticks: u64) -> Result<OwnedFd, Unidentified> {
+    let pidfd = pidfd_open(pid)?;
+    let started = start_ticks(pid).ok_or(Unidentified::Gone)?;
+    if started > accepted_ticks {
+        return Err(Unidentified::Gone);
+    }
+    Ok(pidfd)
+}
+
 /// SHA-256 of an executable, cached by file identity.
 fn hash_cached(mut file: std::fs::File, meta: &std::fs::Metadata) -> Option<String> {
     type Key = (u64, u64, u64, i64, i64);
@@ -186,7 +179,7 @@ fn live_pid(pidfd: BorrowedFd<'_>) -> Option<u32> {
     u32::try_from(pid).ok().filter(|&p| p > 0)
 }
 
-pub(super) fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid as i32)
         .ok_or_else(|| std::io::Error::other("pid 0 names no process"))?;
     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(Into::into)
@@ -358,15 +351,13 @@ mod tests {
     #[test]
     fn this_process_is_identified_and_a_stale_start_time_is_refused() {
         let pid = std::process::id();
-        let w = Workload::identify(pid, None, now_ticks(), true).unwrap();
+        let pidfd = pin(pid, now_ticks()).unwrap();
+        let w = Workload::identify(pid, &pidfd, true).unwrap();
         assert!(w.cgroup.is_some());
         let exe = w.exe.expect("the test's own executable");
         assert_eq!(exe.sha256.as_deref().map(str::len), Some(64));
         // A process that started after the connection was accepted is not
         // the peer.
-        assert!(matches!(
-            Workload::identify(pid, None, 0, false),
-            Err(Unidentified::Gone)
-        ));
+        assert!(matches!(pin(pid, 0), Err(Unidentified::Gone)));
     }
 }
