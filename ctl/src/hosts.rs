@@ -14,9 +14,12 @@ use crate::failure::{EXIT_UNAVAILABLE, Failure, Result};
 use crate::style::{caution, done};
 use crate::target::Target;
 use crate::{HostsCmd, out, out_json};
+use flux_protocol::limits::validate_project_name;
 use flux_protocol::message::{HostsReport, Request, Response, SignedHosts};
 use flux_vault::files::{read_regular, write_new};
-use flux_vault::membership::{Envelope, HostRecord, HostsDoc, OperatorKey, open_hosts};
+use flux_vault::membership::{
+    Envelope, HostRecord, HostsDoc, OperatorKey, open_hosts, parse_fleet_id,
+};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -29,6 +32,17 @@ pub(crate) fn run(target: &Target, cmd: HostsCmd) -> Result<()> {
             json,
         } => add(target, &token, &operator_key, json),
         HostsCmd::RotateKey { operator_key, json } => rotate_key(target, &operator_key, json),
+        HostsCmd::Assign {
+            project,
+            hosts,
+            all,
+            operator_key,
+            json,
+        } => {
+            let on = (!all).then_some(hosts.as_slice());
+            let change = assign(target, &project, on, &operator_key, false)?;
+            assigned(&change, json)
+        }
         HostsCmd::Remove {
             resume: true, json, ..
         } => {
@@ -118,9 +132,41 @@ fn publish(target: &Target, list: Vec<u8>, id: Vec<u8>) -> Result<HostsReport> {
     Ok(report)
 }
 
+/// The assignments of the host list the local fluxd holds, checked
+/// against the fleet id it reports (empty when it holds none).
+fn assignments(
+    target: &Target,
+    fleet_id: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let Some(pin) = fleet_id.and_then(|id| parse_fleet_id(id).ok()) else {
+        return Ok(Default::default());
+    };
+    let Response::HostsHead(head) = target.control()?.call(&Request::HostsHead)? else {
+        return Err(unexpected("hosts_head"));
+    };
+    if head.list.is_empty() {
+        return Ok(Default::default());
+    }
+    let version = Envelope::peek_version(&head.list).map_err(Failure::general)?;
+    let doc = open_hosts(&head.list, version, &pin).map_err(|e| {
+        Failure::general(format!(
+            "the host list this fluxd holds does not check against its fleet id: {e}"
+        ))
+    })?;
+    Ok(doc.assigned)
+}
+
 fn list(target: &Target, json: bool) -> Result<()> {
     let Response::Fleet(fleet) = target.control()?.call(&Request::Fleet)? else {
         return Err(unexpected("fleet"));
+    };
+    let assigned = assignments(target, fleet.fleet_id.as_deref())?;
+    let assigned_to = |r: &str| -> Vec<&String> {
+        assigned
+            .iter()
+            .filter(|(_, on)| on.iter().any(|h| h == r))
+            .map(|(p, _)| p)
+            .collect()
     };
     if json {
         let me = fleet.this_host.as_deref();
@@ -132,6 +178,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
                     "recipient": recipient_of(t),
                     "join_token": t,
                     "this_host": Some(t.as_str()) == me,
+                    "assigned_projects": assigned_to(recipient_of(t)),
                 })
             })
             .collect();
@@ -142,6 +189,7 @@ fn list(target: &Target, json: bool) -> Result<()> {
             "member": fleet.member,
             "hosts_version": fleet.hosts_version,
             "hosts": hosts,
+            "assigned": assigned,
             "problems": fleet.problems,
         }));
     }
@@ -169,7 +217,25 @@ fn list(target: &Target, json: bool) -> Result<()> {
     text.push_str(&format!("Hosts (list version {}):\n", fleet.hosts_version));
     for h in &fleet.hosts {
         let mark = if *h == me { "  (this host)" } else { "" };
-        text.push_str(&format!("  {}{mark}\n", recipient_of(h)));
+        let only = assigned_to(recipient_of(h));
+        let also = if only.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  assigned: {}",
+                only.iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        text.push_str(&format!("  {}{mark}{also}\n", recipient_of(h)));
+    }
+    if !assigned.is_empty() {
+        text.push_str("Projects served by some hosts only (every other project: by every host):\n");
+        for (project, on) in &assigned {
+            text.push_str(&format!("  {project}: {}\n", on.join(", ")));
+        }
     }
     for p in &fleet.problems {
         text.push_str(&format!("{}\n", caution(p)));
@@ -261,11 +327,14 @@ fn rotate_key(target: &Target, key: &Path, json: bool) -> Result<()> {
     } else {
         let mut hosts = doc.hosts.clone();
         hosts.push(host.clone());
-        let report = publish(
-            target,
-            op.sign_hosts(&doc.next(&raw, hosts, vec![]).map_err(Failure::general)?),
-            Vec::new(),
-        )?;
+        let mut next = doc.next(&raw, hosts, vec![]).map_err(Failure::general)?;
+        // The new key serves what the current one serves.
+        for on in next.assigned.values_mut() {
+            if on.contains(&current) {
+                on.push(host.recipient.clone());
+            }
+        }
+        let report = publish(target, op.sign_hosts(&next), Vec::new())?;
         if !report.failures.is_empty() {
             return Err(Failure::new(
                 EXIT_UNAVAILABLE,
@@ -326,6 +395,8 @@ fn remove(target: &Target, recipient: &str, key: &Path, json: bool) -> Result<()
     let next = doc
         .next(&raw, hosts, vec![recipient.clone()])
         .map_err(Failure::general)?;
+    next.check()
+        .map_err(|e| Failure::usage(format!("{recipient} cannot be removed yet: {e}")))?;
     // The same host list signs to the same bytes: a removal whose answer
     // was lost is finished by --resume, or written again by running this.
     let report = publish(target, op.sign_hosts(&next), Vec::new()).map_err(|mut f| {
@@ -447,6 +518,7 @@ pub(crate) fn init(target: &Target, path: &Path, key_only: bool, json: bool) -> 
             previous: String::new(),
             hosts: vec![me],
             removed: Vec::new(),
+            assigned: Default::default(),
         };
         publish(target, op.sign_hosts(&v1), op.sign_id())?;
         founded = true;
@@ -482,4 +554,211 @@ pub(crate) fn init(target: &Target, path: &Path, key_only: bool, json: bool) -> 
         )
     ));
     out(&text)
+}
+
+/// What `hosts assign` changed.
+pub(crate) struct Assigned {
+    project: String,
+    /// The hosts that serve it now (`None`: every host).
+    on: Option<Vec<String>>,
+    /// The hosts that stopped serving it.
+    lost: Vec<String>,
+    report: HostsReport,
+}
+
+/// `fluxctl projects create P --hosts …`: assigns a project that does not
+/// exist yet, before it is created (so its key is wrapped for its hosts
+/// only from the start).
+pub(crate) fn assign_new(
+    target: &Target,
+    project: &str,
+    hosts: &[String],
+    key: &Path,
+) -> Result<()> {
+    let change = assign(target, project, Some(hosts), key, true)?;
+    if change.report.failures.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        EXIT_UNAVAILABLE,
+        format!(
+            "the assignment of {project} was published, but: {}",
+            change.report.failures.join("; ")
+        ),
+    ))
+}
+
+/// Signs the next host list with `project` served by `hosts` (`None`:
+/// every host) and publishes it through the local fluxd, which must serve
+/// the project before (unless `new`) and after: it wraps the key for the
+/// hosts that gain it and re-keys it away from those that lose it.
+fn assign(
+    target: &Target,
+    project: &str,
+    hosts: Option<&[String]>,
+    key: &Path,
+    new: bool,
+) -> Result<Assigned> {
+    validate_project_name(project).map_err(|e| Failure::usage(e.to_string()))?;
+    let op = read_operator_key(key)?;
+    let Response::Fleet(fleet) = target.control()?.call(&Request::Fleet)? else {
+        return Err(unexpected("fleet"));
+    };
+    let me = fleet
+        .this_host
+        .as_deref()
+        .map(recipient_of)
+        .ok_or_else(|| {
+            Failure::usage(
+                "this fluxd keeps its vaults in a local folder: projects are assigned to hosts in fleet mode only",
+            )
+        })?
+        .to_owned();
+    let (doc, raw) = head(target, &op)?;
+    let serving = |d: &HostsDoc| -> Vec<String> {
+        d.hosts
+            .iter()
+            .filter(|h| d.serves(&h.recipient, project))
+            .map(|h| h.recipient.clone())
+            .collect()
+    };
+    let on = match hosts {
+        None => None,
+        Some([]) => {
+            return Err(Failure::usage(format!(
+                "name the hosts that serve {project}, or pass --all for every host"
+            )));
+        }
+        Some(names) => {
+            let mut on: Vec<String> = Vec::new();
+            for name in names {
+                let r = recipient_of(name.trim()).to_owned();
+                if !doc.contains(&r) {
+                    return Err(Failure::usage(format!(
+                        "{r} is not in the fleet's host list (version {}): add it first with `fluxctl hosts add`",
+                        doc.version
+                    )));
+                }
+                if !on.contains(&r) {
+                    on.push(r);
+                }
+            }
+            Some(on)
+        }
+    };
+    if new && doc.assigned.contains_key(project) {
+        return Err(Failure::usage(format!(
+            "project {project} is assigned already ({}): it exists in the fleet; choose its hosts with `fluxctl hosts assign`",
+            doc.assigned[project].join(", ")
+        )));
+    }
+    let before = serving(&doc);
+    if !new && !before.contains(&me) {
+        return Err(Failure::usage(format!(
+            "this host ({me}) does not serve {project}: run this on one of its hosts ({}), which holds its key",
+            before.join(", ")
+        )));
+    }
+    if on.as_ref().is_some_and(|on| !on.contains(&me)) {
+        return Err(Failure::usage(format!(
+            "this host ({me}) would not serve {project}: run this on a host that keeps it{}, which wraps its key for the others and re-keys it",
+            on.as_ref()
+                .map(|on| format!(" ({})", on.join(", ")))
+                .unwrap_or_default()
+        )));
+    }
+    let mut next = doc
+        .next(&raw, doc.hosts.clone(), vec![])
+        .map_err(Failure::general)?;
+    match &on {
+        Some(on) => next.assigned.insert(project.to_owned(), on.clone()),
+        None => next.assigned.remove(project),
+    };
+    next.check().map_err(Failure::usage)?;
+    let after = serving(&next);
+    let lost = before
+        .iter()
+        .filter(|r| !after.contains(r))
+        .cloned()
+        .collect();
+    // Unchanged: publishing the held version again finishes its wrapping
+    // and re-keying, should an earlier run have stopped half-way.
+    let list = if next.assigned == doc.assigned {
+        raw
+    } else {
+        op.sign_hosts(&next)
+    };
+    let report = publish(target, list, Vec::new())?;
+    Ok(Assigned {
+        project: project.to_owned(),
+        on,
+        lost,
+        report,
+    })
+}
+
+/// Prints what `hosts assign` did; fails (exit 6) while a host that lost
+/// the project may still open its key, or a host that gained it has none.
+fn assigned(change: &Assigned, json: bool) -> Result<()> {
+    let Assigned {
+        project,
+        on,
+        lost,
+        report,
+    } = change;
+    let pending = report.pending.contains(project);
+    if json {
+        out_json(&serde_json::json!({
+            "project": project,
+            "hosts": on,
+            "hosts_version": report.version,
+            "lost": lost,
+            "pending": report.pending,
+            "failures": report.failures,
+            "complete": !pending && report.failures.is_empty(),
+        }))?;
+    } else {
+        let mut text = format!(
+            "{}\n",
+            done(&match on {
+                Some(on) => format!(
+                    "Project {project} is served by {} host(s) (host list version {}): {}",
+                    on.len(),
+                    report.version,
+                    on.join(", ")
+                ),
+                None => format!(
+                    "Project {project} is served by every host (host list version {})",
+                    report.version
+                ),
+            })
+        );
+        if !lost.is_empty() && !pending {
+            text.push_str(&format!(
+                "Re-keyed {project}: {} dropped it and no key they hold opens a value set from now on.\n",
+                lost.join(", ")
+            ));
+        }
+        for f in &report.failures {
+            text.push_str(&format!("{}\n", caution(f)));
+        }
+        out(&text)?;
+    }
+    if pending {
+        return Err(Failure::new(
+            EXIT_UNAVAILABLE,
+            format!(
+                "{project} is not re-keyed yet: a host that lost it may still open its key; `fluxctl hosts remove --resume` finishes"
+            ),
+        ));
+    }
+    if !report.failures.is_empty() {
+        return Err(Failure::new(
+            EXIT_UNAVAILABLE,
+            format!(
+                "{project} was not wrapped for every host that gained it: run the same `fluxctl hosts assign` again to finish"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -295,6 +295,27 @@ pub enum HostsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Choose the hosts that serve a project (by default every host does):
+    /// signs the assignment into the host list with the operator key, wraps
+    /// the project's key for hosts that gain it and re-keys it away from
+    /// hosts that lose it, which drop their copies. Run it on a host that
+    /// serves the project before and after
+    Assign {
+        /// The project
+        project: String,
+        /// The hosts that serve it: recipients (age1…) or join tokens
+        #[arg(required_unless_present = "all")]
+        hosts: Vec<String>,
+        /// Every host of the fleet serves it (the default for a project)
+        #[arg(long, conflicts_with = "hosts")]
+        all: bool,
+        /// The fleet's operator key (`fluxctl fleet init` wrote it)
+        #[arg(long, value_name = "FILE", env = "FLUX_OPERATOR_KEY")]
+        operator_key: PathBuf,
+        /// Print the result as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Give this host a new host key: its project keys are wrapped for it
     /// now; a restart of fluxd switches to it and destroys the old one;
     /// then `hosts remove OLD` re-keys every project away from the old one
@@ -483,6 +504,14 @@ pub enum ProjectsCmd {
     Create {
         /// Project name, e.g. my-app
         name: String,
+        /// Fleet mode: the hosts that serve it, recipients (age1…) or join
+        /// tokens, comma-separated, this host among them [default: every
+        /// host]; needs --operator-key
+        #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+        hosts: Vec<String>,
+        /// The fleet's operator key, which signs the assignment of --hosts
+        #[arg(long, value_name = "FILE", env = "FLUX_OPERATOR_KEY")]
+        operator_key: Option<PathBuf>,
         /// Print the project as one JSON document
         #[arg(long)]
         json: bool,

@@ -14,7 +14,33 @@ use std::io::{BufRead, IsTerminal, Write};
 
 pub(crate) fn run(target: &Target, cmd: ProjectsCmd) -> Result<()> {
     match cmd {
-        ProjectsCmd::Create { name, json } => create(target, &name, json),
+        ProjectsCmd::Create {
+            name,
+            hosts,
+            operator_key,
+            json,
+        } => {
+            if !hosts.is_empty() {
+                check_name(name.as_str())?;
+                let key = operator_key.ok_or_else(|| {
+                    Failure::usage(
+                        "assigning a project to hosts is signed with the fleet's operator key: pass --operator-key FILE (or set FLUX_OPERATOR_KEY)",
+                    )
+                })?;
+                if target
+                    .control()?
+                    .list_projects()?
+                    .iter()
+                    .any(|p| p.name == name)
+                {
+                    return Err(Failure::usage(format!(
+                        "project {name} exists already: choose its hosts with `fluxctl hosts assign {name} HOST…`"
+                    )));
+                }
+                crate::hosts::assign_new(target, &name, &hosts, &key)?;
+            }
+            create(target, &name, json)
+        }
         ProjectsCmd::List { json } => list(target, json),
         ProjectsCmd::Rekey { name, json } => rekey(target, &name, json),
         ProjectsCmd::Delete { name, yes, json } => delete(target, &name, yes, json),

@@ -38,6 +38,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 /// Domain of every envelope signature.
@@ -293,6 +294,12 @@ pub struct HostsDoc {
     /// host re-keys every project whose key is older than this version.
     #[serde(default)]
     pub removed: Vec<String>,
+    /// Projects served by some of the hosts only: project → recipients,
+    /// each a listed host. A project not named here is served by every
+    /// listed host. A host holds nothing of a project it does not serve:
+    /// no key is wrapped for it, and it keeps no vault of it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assigned: BTreeMap<String, Vec<String>>,
 }
 
 impl HostsDoc {
@@ -309,14 +316,34 @@ impl HostsDoc {
             .and_then(|h| h.verifying_key().ok())
     }
 
-    /// The version after this one, as `hosts` with `removed` gone. Fails
-    /// past the last version (checked arithmetic).
+    /// True when `recipient` serves `project` under this list: it is
+    /// listed, and the project is assigned to it or to no host in
+    /// particular.
+    pub fn serves(&self, recipient: &str, project: &str) -> bool {
+        serves(&self.hosts, &self.assigned, recipient, project)
+    }
+
+    /// The version after this one, as `hosts` with `removed` gone (and
+    /// gone from every assignment). Fails past the last version (checked
+    /// arithmetic).
     pub fn next(
         &self,
         this_envelope: &[u8],
         hosts: Vec<HostRecord>,
         removed: Vec<String>,
     ) -> Result<Self, String> {
+        let assigned = self
+            .assigned
+            .iter()
+            .map(|(project, on)| {
+                let on = on
+                    .iter()
+                    .filter(|r| hosts.iter().any(|h| h.recipient == **r))
+                    .cloned()
+                    .collect();
+                (project.clone(), on)
+            })
+            .collect();
         Ok(Self {
             fleet: self.fleet.clone(),
             version: self
@@ -326,8 +353,46 @@ impl HostsDoc {
             previous: digest_hex(this_envelope),
             hosts,
             removed,
+            assigned,
         })
     }
+
+    /// Checks what the operator is about to sign: every assigned host is
+    /// listed, once, and every assigned project keeps at least one host (a
+    /// project no host serves would be dropped by all of them).
+    pub fn check(&self) -> Result<(), String> {
+        for (project, on) in &self.assigned {
+            if on.is_empty() {
+                return Err(format!(
+                    "project {project} would be served by no host: assign it to another host first (`fluxctl hosts assign {project} HOST…`)"
+                ));
+            }
+            for (i, r) in on.iter().enumerate() {
+                if !self.contains(r) {
+                    return Err(format!(
+                        "project {project} is assigned to {r}, which is not in the host list"
+                    ));
+                }
+                if on[..i].contains(r) {
+                    return Err(format!("project {project} names {r} twice"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`HostsDoc::serves`], for the parts of a host list.
+pub fn serves(
+    hosts: &[HostRecord],
+    assigned: &BTreeMap<String, Vec<String>>,
+    recipient: &str,
+    project: &str,
+) -> bool {
+    hosts.iter().any(|h| h.recipient == recipient)
+        && assigned
+            .get(project)
+            .is_none_or(|on| on.iter().any(|r| r == recipient))
 }
 
 /// SHA-256 of `bytes`, lowercase hex: how a host list names the one
@@ -557,6 +622,7 @@ mod tests {
             previous: String::new(),
             hosts: vec![host()],
             removed: vec![],
+            assigned: BTreeMap::new(),
         };
         let raw1 = op.sign_hosts(&v1);
         assert_eq!(open_hosts(&raw1, 1, &op.verifying_key()).unwrap(), v1);
@@ -576,6 +642,53 @@ mod tests {
             ..v1.clone()
         };
         assert!(last.next(&raw1, vec![], vec![]).is_err());
+    }
+
+    #[test]
+    fn assignments_say_who_serves_a_project_and_follow_removals() {
+        let op = OperatorKey::generate();
+        let (a, b) = (
+            host(),
+            HostRecord {
+                recipient: "age1b".into(),
+                ..host()
+            },
+        );
+        let mut doc = HostsDoc {
+            fleet: op.fleet_id(),
+            version: 1,
+            previous: String::new(),
+            hosts: vec![a.clone(), b.clone()],
+            removed: vec![],
+            assigned: BTreeMap::new(),
+        };
+        // Without assignments the document is what it always was.
+        let plain = String::from_utf8(serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert!(!plain.contains("assigned"), "{plain}");
+        assert!(doc.serves(&a.recipient, "api") && doc.serves("age1b", "api"));
+        assert!(!doc.serves("age1stranger", "api"));
+        doc.assigned.insert("api".into(), vec!["age1b".into()]);
+        doc.check().unwrap();
+        assert!(!doc.serves(&a.recipient, "api") && doc.serves("age1b", "api"));
+        assert!(doc.serves(&a.recipient, "web"));
+        let raw = op.sign_hosts(&doc);
+        assert_eq!(open_hosts(&raw, 1, &op.verifying_key()).unwrap(), doc);
+        // Removing api's only host leaves it no host: refused before signing.
+        let next = doc
+            .next(&raw, vec![a.clone()], vec!["age1b".into()])
+            .unwrap();
+        assert_eq!(next.assigned["api"], Vec::<String>::new());
+        let err = next.check().unwrap_err();
+        assert!(
+            err.contains("project api would be served by no host"),
+            "{err}"
+        );
+        let mut bad = doc.clone();
+        bad.assigned.insert("web".into(), vec!["age1gone".into()]);
+        assert!(bad.check().unwrap_err().contains("not in the host list"));
+        bad.assigned
+            .insert("web".into(), vec!["age1b".into(), "age1b".into()]);
+        assert!(bad.check().unwrap_err().contains("twice"));
     }
 
     #[test]

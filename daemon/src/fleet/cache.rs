@@ -36,7 +36,7 @@ use super::identity::{HostIdentity, HostRecord, fleet_id};
 use super::layout::EtcdKey;
 use ed25519_dalek::VerifyingKey;
 use flux_vault::layout::fleet_copy;
-use flux_vault::membership::{HostsDoc, digest_hex, open_hosts};
+use flux_vault::membership::{HostsDoc, digest_hex, open_hosts, serves};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -83,15 +83,40 @@ pub struct HostList {
     pub hosts: Vec<HostRecord>,
     /// The recipients this version removed (empty for most versions).
     pub removed: Vec<String>,
+    /// Projects served by some hosts only (see [`HostsDoc::assigned`]).
+    pub assigned: BTreeMap<String, Vec<String>>,
 }
 
 impl HostList {
-    fn from_doc(doc: HostsDoc) -> Self {
+    pub fn from_doc(doc: HostsDoc) -> Self {
         Self {
             version: doc.version,
             hosts: doc.hosts,
             removed: doc.removed,
+            assigned: doc.assigned,
         }
+    }
+
+    /// True when `recipient` serves `project` under this list.
+    pub fn serves(&self, recipient: &str, project: &str) -> bool {
+        serves(&self.hosts, &self.assigned, recipient, project)
+    }
+
+    /// The hosts that serve `project` under this list.
+    pub fn serving(&self, project: &str) -> Vec<HostRecord> {
+        self.hosts
+            .iter()
+            .filter(|h| self.serves(&h.recipient, project))
+            .cloned()
+            .collect()
+    }
+
+    /// The recipients of the hosts that serve `project`.
+    fn recipients_of(&self, project: &str) -> BTreeSet<String> {
+        self.serving(project)
+            .into_iter()
+            .map(|h| h.recipient)
+            .collect()
     }
 
     /// The signing key of the host with this recipient.
@@ -147,9 +172,14 @@ pub struct Cache {
     /// back when etcd lost it.
     pub chain: BTreeMap<u64, Vec<u8>>,
     /// The newest host list version that removed a host, and whom: every
-    /// project keyed before it is re-keyed (`fluxctl hosts remove
-    /// --resume` finishes an interrupted removal).
+    /// project assigned to no host in particular and keyed before it is
+    /// re-keyed (`fluxctl hosts remove --resume` finishes an interrupted
+    /// removal).
     pub removal: Option<(u64, Vec<String>)>,
+    /// Assigned projects whose hosts lost one: the newest host list
+    /// version that took one away, and every host taken away. A project
+    /// keyed before that version is re-keyed, as after a removal.
+    pub revoked: BTreeMap<String, (u64, BTreeSet<String>)>,
     /// The fleet id's envelope, once accepted.
     pub id: Option<Vec<u8>>,
     pub vaults: BTreeMap<String, Held>,
@@ -198,6 +228,7 @@ impl Cache {
             hosts: None,
             chain: BTreeMap::new(),
             removal: None,
+            revoked: BTreeMap::new(),
             id: None,
             vaults: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -255,17 +286,109 @@ impl Cache {
             })
     }
 
-    /// Projects whose key is older than the newest removal: a removed host
-    /// may hold their key until they are re-keyed.
+    /// Projects whose key is older than the last host list that took a
+    /// host away from them (a removal, or an assignment without it): that
+    /// host may hold their key until they are re-keyed.
     pub fn pending_rekeys(&self) -> Vec<String> {
-        let Some((version, _)) = &self.removal else {
-            return Vec::new();
-        };
         self.keys
             .iter()
-            .filter(|(_, h)| h.epoch < *version)
+            .filter(|(p, h)| h.epoch < self.revoked_at(p).0)
             .map(|(p, _)| p.clone())
             .collect()
+    }
+
+    /// The newest host list version that took a host away from `project`
+    /// (0: none), and the hosts it took away since.
+    pub fn revoked_at(&self, project: &str) -> (u64, BTreeSet<String>) {
+        let assigned = self
+            .host_list()
+            .is_some_and(|l| l.assigned.contains_key(project));
+        let mut at = match (&self.removal, assigned) {
+            (Some((v, hosts)), false) => (*v, hosts.iter().cloned().collect()),
+            _ => (0, BTreeSet::new()),
+        };
+        if let Some((v, hosts)) = self.revoked.get(project) {
+            at.0 = at.0.max(*v);
+            at.1.extend(hosts.iter().cloned());
+        }
+        // A host given the project back since is owed no new key.
+        if let Some(list) = self.host_list() {
+            at.1.retain(|r| !list.serves(r, project));
+        }
+        if at.1.is_empty() {
+            return (0, at.1);
+        }
+        at
+    }
+
+    /// Notes what the host list `new` takes away from the one before it,
+    /// `prev`, project by project ([`Self::revoked`]; a removal of a host
+    /// is [`Self::removal`] for the projects assigned to no host in
+    /// particular).
+    fn note_list(&mut self, prev: Option<&HostList>, new: &HostList) {
+        if !new.removed.is_empty() && self.removal.as_ref().is_none_or(|(v, _)| *v < new.version) {
+            self.removal = Some((new.version, new.removed.clone()));
+        }
+        let Some(prev) = prev.filter(|p| p.version.checked_add(1) == Some(new.version)) else {
+            return;
+        };
+        let named: BTreeSet<&String> = prev.assigned.keys().chain(new.assigned.keys()).collect();
+        for project in named {
+            let lost: BTreeSet<String> = prev
+                .recipients_of(project)
+                .difference(&new.recipients_of(project))
+                .cloned()
+                .collect();
+            let entry = self.revoked.entry(project.clone()).or_default();
+            // Assigned from now on: a removal while it was not still
+            // applies to its key.
+            if !prev.assigned.contains_key(project)
+                && let Some((v, hosts)) = &self.removal
+                && *v < new.version
+            {
+                entry.0 = entry.0.max(*v);
+                entry.1.extend(hosts.iter().cloned());
+            }
+            if !lost.is_empty() {
+                entry.0 = new.version;
+                entry.1.extend(lost);
+            }
+            if entry.0 == 0 {
+                self.revoked.remove(project);
+            }
+        }
+    }
+
+    /// Drops every project the held list no longer lets this host serve —
+    /// its key and vault, here and in the local copy — while the list
+    /// names this host and gives the project another host (a list without
+    /// this host, or one that leaves a project no host, drops nothing).
+    pub fn drop_unserved(&mut self, out: &mut Applied) {
+        let Some(list) = self.host_list().filter(|l| l.contains(&self.me)) else {
+            return;
+        };
+        let unserved: Vec<String> = self
+            .keys
+            .keys()
+            .chain(self.vaults.keys())
+            .filter(|p| !list.serves(&self.me, p) && !list.serving(p).is_empty())
+            .cloned()
+            .collect();
+        for p in unserved {
+            if self.keys.remove(&p).is_some() {
+                out.gone.insert(p.clone());
+                out.persist.push(Persist::Remove(format!("keys/{p}")));
+            }
+            if self.vaults.remove(&p).is_some() {
+                out.persist.push(Persist::Remove(format!("vaults/{p}")));
+            }
+        }
+    }
+
+    /// True when the held list lets this host serve `project`.
+    fn serves_here(&self, project: &str) -> bool {
+        self.host_list()
+            .is_some_and(|l| l.serves(&self.me, project))
     }
 
     /// The version the next vault write of `project` gets (saturating: a
@@ -381,11 +504,11 @@ impl Cache {
             .pin
             .ok_or("a host list is kept, but no fleet id: the local copy is incomplete")?;
         let doc = open_hosts(&raw, version, &pin)?;
-        if !doc.removed.is_empty() && self.removal.as_ref().is_none_or(|(v, _)| *v < version) {
-            self.removal = Some((version, doc.removed.clone()));
-        }
-        if self.host_list().is_none_or(|l| l.version < version) {
-            self.hosts = Some((HostList::from_doc(doc), raw.clone()));
+        let list = HostList::from_doc(doc);
+        let prev = self.host_list().cloned();
+        self.note_list(prev.as_ref(), &list);
+        if prev.is_none_or(|l| l.version < version) {
+            self.hosts = Some((list, raw.clone()));
         }
         self.chain.insert(version, raw);
         Ok(())
@@ -548,18 +671,24 @@ impl Cache {
             }
             EtcdKey::Hosts(version) => {
                 let doc = self.next_hosts(*version, raw)?;
-                if !doc.removed.is_empty() {
-                    self.removal = Some((*version, doc.removed.clone()));
-                }
+                let list = HostList::from_doc(doc);
+                let prev = self.host_list().cloned();
+                self.note_list(prev.as_ref(), &list);
                 out.persist
                     .push(Persist::Write(fleet_copy::hosts(*version), raw.to_vec()));
                 self.chain.insert(*version, raw.to_vec());
-                self.hosts = Some((HostList::from_doc(doc), raw.to_vec()));
+                self.hosts = Some((list, raw.to_vec()));
+                self.drop_unserved(out);
                 self.retry_waiting(out);
                 Ok(())
             }
             EtcdKey::Vault(p) => {
                 self.check_signer(&env)?;
+                if !self.serves_here(p) {
+                    // Not this host's project: nothing of it is held (the
+                    // key, when one is wrapped for this host, fetches it).
+                    return Err(Refusal::Ignore);
+                }
                 let floor = self.next_version(p) - 1;
                 if let Some(h) = self.vaults.get_mut(p)
                     && h.version == env.version
@@ -609,6 +738,13 @@ impl Cache {
                     return Err(Refusal::Ignore);
                 }
                 self.check_signer(&env)?;
+                if !self.serves_here(project) {
+                    // The list that assigns it may be on its way.
+                    return Err(Refusal::Waiting(format!(
+                        "project {project} is not assigned to this host by host list version {}: its key is not held",
+                        self.hosts_version()
+                    )));
+                }
                 let deleted = self.deleted.get(project).map_or(0, |h| h.version);
                 if env.version <= deleted {
                     return Err(Refusal::Final(format!(
@@ -661,6 +797,10 @@ impl Cache {
                     .push(Persist::Write(format!("keys/{project}"), raw.to_vec()));
                 self.keys
                     .insert(project.clone(), Held::from(env, raw, mod_revision));
+                if !self.vaults.contains_key(project) {
+                    // Newly assigned: its vault was not held until now.
+                    out.reread.push(EtcdKey::vault(project));
+                }
                 Ok(())
             }
         }
@@ -808,6 +948,7 @@ mod tests {
             previous: previous.map(digest_hex).unwrap_or_default(),
             hosts: hosts.iter().map(|h| h.record()).collect(),
             removed: vec![],
+            assigned: BTreeMap::new(),
         })
     }
 
@@ -926,6 +1067,7 @@ mod tests {
                 previous: digest_hex(&held),
                 hosts: hosts.iter().map(|h| h.record()).collect(),
                 removed: vec![],
+                assigned: BTreeMap::new(),
             };
             let payload = serde_json::to_vec(&doc).unwrap();
             let by_host = signed(&f, Kind::Hosts, &EtcdKey::Hosts(3), 3, &payload, &f.root);
@@ -982,6 +1124,7 @@ mod tests {
             previous: digest_hex(&v2),
             hosts: vec![f.root.record()],
             removed: vec![me.clone()],
+            assigned: BTreeMap::new(),
         };
         let mut out = Applied::default();
         f.cache
@@ -993,6 +1136,131 @@ mod tests {
         assert_eq!(f.cache.projects(), ["app"], "still served from the copy");
         assert_eq!(f.cache.removal, Some((3, vec![me])));
         assert_eq!(f.cache.pending_rekeys(), ["app"], "keyed at epoch 2 < 3");
+    }
+
+    /// The next host list after the held one, with `assigned`.
+    fn assigning(f: &Fleet, assigned: &[(&str, &[&HostIdentity])]) -> (u64, Vec<u8>) {
+        let (held, raw) = f.cache.hosts.clone().unwrap();
+        let doc = HostsDoc {
+            fleet: f.op.fleet_id(),
+            version: held.version + 1,
+            previous: digest_hex(&raw),
+            hosts: held.hosts.clone(),
+            removed: vec![],
+            assigned: assigned
+                .iter()
+                .map(|(p, on)| (p.to_string(), on.iter().map(|h| h.recipient()).collect()))
+                .collect(),
+        };
+        (doc.version, f.op.sign_hosts(&doc))
+    }
+
+    #[test]
+    fn a_project_assigned_to_other_hosts_is_not_held_and_one_taken_away_is_dropped() {
+        let mut f = fleet();
+        let me = f.other.recipient();
+        // "api" on root only: this host keeps neither its vault nor its key.
+        let (v3, list3) = assigning(&f, &[("api", &[&f.root])]);
+        f.cache
+            .apply(&EtcdKey::Hosts(v3), &list3, 3, &mut Applied::default());
+        assert_eq!(f.cache.hosts_version(), 3, "{:?}", f.cache.refused);
+        let vault = EtcdKey::vault("api");
+        let sealed = signed(&f, Kind::Vault, &vault, 1, b"ciphertext", &f.root);
+        let mut out = Applied::default();
+        f.cache.apply(&vault, &sealed, 4, &mut out);
+        assert!(!f.cache.vaults.contains_key("api") && out.persist.is_empty());
+        let key = EtcdKey::key(&me, "api");
+        let pk = flux_vault::ProjectKey::generate();
+        let wrapped = signed(&f, Kind::Key, &key, 1, &wrapped_for(&f, &pk), &f.root);
+        f.cache.apply(&key, &wrapped, 5, &mut out);
+        assert!(f.cache.projects().is_empty() && out.persist.is_empty());
+        assert!(
+            f.cache.is_waiting(&key.to_string()),
+            "read again when assigned"
+        );
+        // Assigned to both: the key is read again, and its arrival fetches
+        // the vault.
+        let (v4, list4) = assigning(&f, &[("api", &[&f.root, &*f.other])]);
+        let mut out = Applied::default();
+        f.cache.apply(&EtcdKey::Hosts(v4), &list4, 6, &mut out);
+        assert_eq!(out.reread, std::slice::from_ref(&key));
+        let mut out = Applied::default();
+        f.cache.apply(&key, &wrapped, 5, &mut out);
+        assert_eq!(f.cache.projects(), ["api"]);
+        assert_eq!(out.reread, std::slice::from_ref(&vault));
+        f.cache.apply(&vault, &sealed, 4, &mut out);
+        assert!(f.cache.vaults.contains_key("api"));
+        assert!(f.cache.pending_rekeys().is_empty());
+        // Taken away from this host again: dropped, here and on disk.
+        let (v5, list5) = assigning(&f, &[("api", &[&f.root])]);
+        let mut out = Applied::default();
+        f.cache.apply(&EtcdKey::Hosts(v5), &list5, 7, &mut out);
+        assert!(out.gone.contains("api") && f.cache.projects().is_empty());
+        assert!(!f.cache.vaults.contains_key("api"));
+        for file in ["keys/api", "vaults/api"] {
+            assert!(
+                out.persist.contains(&Persist::Remove(file.into())),
+                "{file}"
+            );
+        }
+        // The host that keeps it sees the loss: its key is re-keyed, and
+        // the wrapped key of the host taken away is what it deletes.
+        assert_eq!(f.cache.revoked_at("api"), (v5, [me.clone()].into()));
+        assert_eq!(f.cache.revoked_at("web"), (0, BTreeSet::new()));
+    }
+
+    #[test]
+    fn a_removal_re_keys_only_the_projects_the_removed_host_served() {
+        let mut f = fleet();
+        let me = f.other.recipient();
+        let third = HostIdentity::generate();
+        let (held, raw) = f.cache.hosts.clone().unwrap();
+        let mut doc = HostsDoc {
+            fleet: f.op.fleet_id(),
+            version: 3,
+            previous: digest_hex(&raw),
+            hosts: vec![f.root.record(), f.other.record(), third.record()],
+            removed: vec![],
+            assigned: [
+                ("api".to_string(), vec![me.clone(), f.root.recipient()]),
+                ("web".to_string(), vec![me.clone(), third.recipient()]),
+            ]
+            .into(),
+        };
+        assert_eq!(held.version, 2);
+        let raw3 = f.op.sign_hosts(&doc);
+        f.cache
+            .apply(&EtcdKey::Hosts(3), &raw3, 3, &mut Applied::default());
+        for p in ["api", "web", "all"] {
+            let key = EtcdKey::key(&me, p);
+            let pk = flux_vault::ProjectKey::generate();
+            let wrapped = signed(&f, Kind::Key, &key, 1, &wrapped_for(&f, &pk), &f.root);
+            f.cache.apply(&key, &wrapped, 4, &mut Applied::default());
+        }
+        assert_eq!(f.cache.projects(), ["all", "api", "web"]);
+        // The third host goes: "web" (its project) and "all" (every
+        // host's) are re-keyed; "api" never was on it.
+        doc = doc
+            .next(
+                &raw3,
+                vec![f.root.record(), f.other.record()],
+                vec![third.recipient()],
+            )
+            .unwrap();
+        f.cache.apply(
+            &EtcdKey::Hosts(4),
+            &f.op.sign_hosts(&doc),
+            5,
+            &mut Applied::default(),
+        );
+        assert_eq!(f.cache.hosts_version(), 4, "{:?}", f.cache.refused);
+        assert_eq!(f.cache.pending_rekeys(), ["all", "web"]);
+        // "web" left root when it was first assigned (version 3), and now
+        // the third host.
+        assert_eq!(
+            f.cache.revoked_at("web"),
+            (4, [f.root.recipient(), third.recipient()].into())
+        );
     }
 
     #[test]

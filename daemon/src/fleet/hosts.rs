@@ -12,17 +12,21 @@
 //! After publishing, this host does the work the change implies, past any
 //! project that fails:
 //!
-//! - for each **added** host, every project key this host holds is wrapped
-//!   for it (at the key's own generation and epoch);
-//! - a list that **removes** hosts is the removal's signed intent: every
-//!   project whose key is older than that list (its epoch) gets a new key —
-//!   the vault, current and kept versions, re-sealed with it in the same
-//!   transaction as the first wrapped keys, the removed hosts' wrapped keys
-//!   deleted. [`HostsReport::pending`] names what is left, and
+//! - for each **added** host, every project key this host holds that the
+//!   list lets it serve is wrapped for it (at the key's own generation and
+//!   epoch); so is every project newly **assigned** to a listed host;
+//! - a list that **removes** hosts is the removal's signed intent, and one
+//!   that assigns a project to fewer hosts takes it away from the others:
+//!   every project that lost a host and whose key is older than that list
+//!   (its epoch) gets a new key — the vault, current and kept versions,
+//!   re-sealed with it in the same transaction as the first wrapped keys
+//!   (for the hosts serving it only), the wrapped keys of the hosts it lost
+//!   deleted. A host removal re-keys only the projects that host served. [`HostsReport::pending`] names what is left, and
 //!   `ResumeRemoval` (`fluxctl hosts remove --resume`, on any host) finishes
 //!   it; it is idempotent.
 
 use super::MAX_TXN_OPS;
+use super::cache::HostList;
 use super::envelope::Kind;
 use super::etcd;
 use super::identity::{HostRecord, parse_recipient, wrap_for};
@@ -52,10 +56,21 @@ impl FleetHosts {
         Self { store }
     }
 
-    /// Wraps every project key this host holds for `host`.
-    fn wrap_all_for(&self, host: &HostRecord, report: &mut HostsReport) -> Result<()> {
+    /// Wraps for `host` every project key this host holds that `after`
+    /// lets it serve and `before` did not.
+    fn wrap_for_new(
+        &self,
+        host: &HostRecord,
+        before: Option<&HostList>,
+        after: &HostList,
+        report: &mut HostsReport,
+    ) -> Result<()> {
         let recipient = parse_recipient(&host.recipient)?;
-        for project in self.store.projects()? {
+        let new = self.store.projects()?.into_iter().filter(|p| {
+            after.serves(&host.recipient, p)
+                && !before.is_some_and(|b| b.serves(&host.recipient, p))
+        });
+        for project in new {
             let result = (|| {
                 let (generation, epoch) = self.store.key_generation(&project);
                 let plain = self.store.plain_key(&project)?;
@@ -78,15 +93,14 @@ impl FleetHosts {
         Ok(())
     }
 
-    /// Re-keys every project whose key predates the newest removal.
+    /// Re-keys every project whose key predates the last host list that
+    /// took a host away from it.
     fn rekey_pending(&self, report: &mut HostsReport) -> Result<()> {
-        let Some((version, removed)) = self.store.removal() else {
-            return Ok(());
-        };
+        let version = self.store.host_list().map_or(0, |l| l.version);
         for project in self.store.pending_rekeys() {
             let mut tries = 0;
             let result = loop {
-                match rotate(&self.store, &project, &removed) {
+                match rotate(&self.store, &project) {
                     Ok(true) => break Ok(()),
                     Ok(false) if tries + 1 < TRIES => tries += 1,
                     Ok(false) => {
@@ -115,7 +129,7 @@ impl FleetHosts {
             version,
             rekeyed = report.projects.len(),
             pending = report.pending.len(),
-            "re-keyed projects after a host removal"
+            "re-keyed projects after a host list took hosts away"
         );
         Ok(())
     }
@@ -207,12 +221,15 @@ impl Hosts for FleetHosts {
             // This host is off the list: it writes nothing more.
             return Ok(report);
         }
+        // Added hosts get every project they serve; listed ones, the
+        // projects newly assigned to them.
         for host in after
             .hosts
             .iter()
-            .filter(|h| !was(&h.recipient) && h.recipient != self.store.recipient())
+            .filter(|h| h.recipient != self.store.recipient())
         {
-            self.wrap_all_for(host, &mut report)?;
+            let before = before.as_ref().filter(|_| was(&host.recipient));
+            self.wrap_for_new(host, before, &after, &mut report)?;
         }
         self.rekey_pending(&mut report)?;
         report.projects.sort();
@@ -237,11 +254,17 @@ impl Hosts for FleetHosts {
     }
 }
 
-/// One rotation of `project` to a new key for the listed hosts (the
-/// removed hosts' wrapped keys deleted); false when the vault changed
-/// meanwhile.
-fn rotate(store: &EtcdStore, project: &str, removed: &[String]) -> Result<bool> {
+/// One rotation of `project` to a new key for the hosts serving it (the
+/// wrapped keys of the hosts taken away from it deleted); false when the
+/// vault changed meanwhile.
+fn rotate(store: &EtcdStore, project: &str) -> Result<bool> {
     let list = store.my_host_list()?;
+    // A host given the project back since gets the new key instead.
+    let removed: Vec<String> = store
+        .revoked_hosts(project)
+        .into_iter()
+        .filter(|r| !list.serves(r, project))
+        .collect();
     let old = ProjectKey::parse(&store.plain_key(project)?).map_err(|reason| Error::Key {
         location: store.key_location(project),
         reason,
@@ -271,14 +294,14 @@ fn rotate(store: &EtcdStore, project: &str, removed: &[String]) -> Result<bool> 
             compare.push(etcd::cmp_mod(&vault_key.to_string(), mod_revision));
         }
     }
-    for r in removed {
+    for r in &removed {
         ops.push(etcd::op_delete(&EtcdKey::key(r, project).to_string()));
     }
     let created = flux_vault::time::created_stamp();
     let plain = new.to_file_contents(&created);
     // This host first, so that its new key is in the first transaction,
     // with the vault it opens.
-    let mut hosts = list.hosts.clone();
+    let mut hosts = list.serving(project);
     hosts.sort_by_key(|h| h.recipient != store.recipient());
     let (mut keys, mine) =
         store.key_puts(project, plain.as_bytes(), version, list.version, &hosts)?;

@@ -215,20 +215,26 @@ impl EtcdStore {
                 warn!(file = %file, error = %e, "local sealed copy not used");
             }
         }
+        // A list accepted just before a stop may have taken projects away
+        // from this host: what it no longer serves goes now.
+        let mut dropped = Applied::default();
+        cache.drop_unserved(&mut dropped);
         let etcd = Etcd::new(options.etcd.clone()).map_err(|e| Error::Config(e.to_string()))?;
-        Ok(Self {
+        let store = Self {
             etcd,
             identity,
             me,
             dir,
             cache: Mutex::new(cache),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(dropped.persist),
             flushing: Mutex::new(()),
             compact_on_delete: options.compact_on_delete,
             feed: std::sync::OnceLock::new(),
             remains: Mutex::new(std::collections::BTreeMap::new()),
             applied: std::sync::atomic::AtomicI64::new(0),
-        })
+        };
+        store.flush();
+        Ok(store)
     }
 
     /// `<state>/host.key.next`: this host's next identity, while a key
@@ -293,13 +299,19 @@ impl EtcdStore {
         }
         let pending = cache.pending_rekeys();
         let member = cache.host_list().is_some_and(|l| l.contains(&self.me));
-        if let (Some((version, removed)), false, true) =
-            (&cache.removal, pending.is_empty(), member)
-        {
+        if !pending.is_empty() && member {
+            let mut who = std::collections::BTreeSet::new();
+            let mut version = 0;
+            for p in &pending {
+                let (v, hosts) = cache.revoked_at(p);
+                version = version.max(v);
+                who.extend(hosts);
+            }
+            let who: Vec<String> = who.into_iter().collect();
             out.push(format!(
-                "{} project(s) still have the key {} could open (host list version {version} removed it): run `fluxctl hosts remove --resume` — {}",
+                "{} project(s) still have the key {} could open (host list version {version} took it away): run `fluxctl hosts remove --resume` — {}",
                 pending.len(),
-                removed.join(", "),
+                who.join(", "),
                 pending.join(", ")
             ));
         }
@@ -1190,11 +1202,7 @@ impl EtcdStore {
         let pin = cache.pin?;
         let doc =
             flux_vault::membership::open_hosts(cache.chain.get(&version)?, version, &pin).ok()?;
-        Some(super::cache::HostList {
-            version,
-            hosts: doc.hosts,
-            removed: doc.removed,
-        })
+        Some(super::cache::HostList::from_doc(doc))
     }
 
     /// The newest host removal: its list version and whom it removed.
@@ -1202,9 +1210,16 @@ impl EtcdStore {
         self.cache().removal.clone()
     }
 
-    /// Projects whose key predates the newest removal.
+    /// Projects whose key predates the last host list that took a host
+    /// away from them.
     pub(super) fn pending_rekeys(&self) -> Vec<String> {
         self.cache().pending_rekeys()
+    }
+
+    /// The hosts taken away from `project` since its key was made: whose
+    /// wrapped keys a re-key deletes.
+    pub(super) fn revoked_hosts(&self, project: &str) -> Vec<String> {
+        self.cache().revoked_at(project).1.into_iter().collect()
     }
 
     /// Holds what this host just wrote for `project` and tells the
@@ -1286,6 +1301,19 @@ impl Store for EtcdStore {
 
     fn create_key(&self, project: &str, key: &ProjectKey) -> Result<()> {
         let list = self.my_host_list()?;
+        if !list.serves(&self.me, project) {
+            let on: Vec<String> = list
+                .serving(project)
+                .into_iter()
+                .map(|h| h.recipient)
+                .collect();
+            return Err(Error::BadRequest(format!(
+                "project {project} is assigned to {} by host list version {}, not to this host ({}): create it on one of them",
+                on.join(", "),
+                list.version,
+                self.me
+            )));
+        }
         let (vault_key, my_key) = (EtcdKey::vault(project), EtcdKey::key(&self.me, project));
         let (generation, vault_revision, key_revision) = {
             let cache = self.cache();
@@ -1311,7 +1339,7 @@ impl Store for EtcdStore {
             plain.as_bytes(),
             generation,
             list.version,
-            &list.hosts,
+            &list.serving(project),
         )?;
         let mine = mine.expect("this host is listed");
         let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
@@ -1445,8 +1473,9 @@ impl Store for EtcdStore {
         let created = flux_vault::time::created_stamp();
         let plain = key.to_file_contents(&created);
         // This host first: its new key lands in the transaction with the
-        // vault it opens; every listed host gets it, at this list's epoch.
-        let mut hosts = list.hosts.clone();
+        // vault it opens; every host serving the project gets it, at this
+        // list's epoch.
+        let mut hosts = list.serving(project);
         hosts.sort_by_key(|h| h.recipient != self.me);
         let (mut keys, mine) =
             self.key_puts(project, plain.as_bytes(), version, list.version, &hosts)?;
@@ -1524,8 +1553,13 @@ impl EtcdStore {
             )
         };
         let env = self.sign(Kind::Vault, &key, version, ciphertext);
-        let (mut ops, mine) =
-            self.key_puts(project, plain.as_bytes(), generation, epoch, &list.hosts)?;
+        let (mut ops, mine) = self.key_puts(
+            project,
+            plain.as_bytes(),
+            generation,
+            epoch,
+            &list.serving(project),
+        )?;
         let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
         ops.insert(0, etcd::op_put(&key.to_string(), &env));
         let (ok, revision, _) = self.txn(

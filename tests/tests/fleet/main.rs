@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod assigned;
 mod attacks;
 mod big_reads;
 mod certificates;

@@ -223,6 +223,7 @@ fn a_removed_host_cannot_fork_the_list_that_removed_it() {
         previous: digest_hex(&before_raw),
         hosts: before.hosts.clone(),
         removed: vec![],
+        assigned: Default::default(),
     };
     let key = EtcdKey::Hosts(fork.version);
     for claim in [c.as_str(), "operator"] {

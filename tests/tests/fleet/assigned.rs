@@ -1,0 +1,281 @@
+//! Projects assigned to hosts: a host holds nothing of a project it does
+//! not serve — no wrapped key in etcd, no key, no vault, not even
+//! ciphertext, on its disk or in its memory — so a stolen host key opens
+//! its own projects only. Taking a project away from a host drops its
+//! copies there and re-keys the project; a host removal re-keys only what
+//! the removed host served. docs/FLEET.md ("Projects assigned to hosts")
+//! names these tests.
+
+use crate::attacks::vault_in_etcd;
+use crate::cluster::{Etcd, have_etcd};
+use crate::support::*;
+use flux_e2e::TestDaemon;
+use flux_vault::keys::ProjectKey;
+use flux_vault::layout::fleet_copy;
+use fluxd::fleet::envelope::{Kind, parse as parse_envelope};
+use fluxd::fleet::identity::HostIdentity;
+use fluxd::fleet::layout::EtcdKey;
+use std::time::{Duration, Instant};
+
+/// `fluxctl hosts assign PROJECT ARGS… --operator-key …` on `by`.
+fn assign(by: &TestDaemon, project: &str, args: &[&str]) -> std::process::Output {
+    let key = operator_key(by);
+    let mut all = vec!["hosts", "assign", project];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--operator-key", &key]);
+    by.run_ctl(&all)
+}
+
+/// True when anything of `project` is in `host`'s local copy.
+fn holds_a_copy(host: &TestDaemon, project: &str) -> bool {
+    [fleet_copy::VAULTS, fleet_copy::KEYS].iter().any(|part| {
+        host.layout()
+            .fleet_dir()
+            .join(fleet_copy::file(part, project))
+            .exists()
+    })
+}
+
+/// True when `host` lists `project` among the projects it serves.
+fn lists(host: &TestDaemon, project: &str) -> bool {
+    host.ctl_ok(&["projects", "list", "--json"])
+        .contains(&format!("\"name\":\"{project}\""))
+}
+
+/// Waits until `host` neither serves `project` nor keeps a copy of it.
+fn wait_dropped(host: &TestDaemon, project: &str) {
+    let started = Instant::now();
+    while lists(host, project) || holds_a_copy(host, project) {
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "{} still holds {project}\n{}",
+            host.dir().display(),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The project key `thief`'s wrapped key in etcd opens, if etcd holds one.
+fn unwrap_in_etcd(etcd: &Etcd, thief: &HostIdentity, project: &str) -> Option<ProjectKey> {
+    let key = EtcdKey::key(&thief.recipient(), project);
+    let env = etcd.raw().get(&key.to_string())?;
+    let wrapped = parse_envelope(&env, Kind::Key, &key).unwrap().payload;
+    let plain = flux_vault::vault::decrypt(&wrapped, thief.age()).expect("unwrap");
+    Some(ProjectKey::parse(std::str::from_utf8(&plain).unwrap()).unwrap())
+}
+
+#[test]
+fn a_host_not_assigned_a_project_holds_nothing_of_it() {
+    if !have_etcd("a_host_not_assigned_a_project_holds_nothing_of_it") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let hosts = fleet(&etcd, 3, "app");
+    let (a, b, c) = (
+        recipient(&hosts[0]),
+        recipient(&hosts[1]),
+        recipient(&hosts[2]),
+    );
+    let key = operator_key(&hosts[0]);
+    // Without the operator key, no assignment.
+    let out = hosts[0].run_ctl(&["projects", "create", "api", "--hosts", &a]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an assignment without the operator key"
+    );
+    // A host outside the list, or one that would leave the creating host
+    // out, is refused before anything is signed.
+    for (on, says) in [
+        ("age1notlisted", "not in the fleet's host list"),
+        (b.as_str(), "would not serve api"),
+    ] {
+        let out = hosts[0].run_ctl(&[
+            "projects",
+            "create",
+            "api",
+            "--hosts",
+            on,
+            "--operator-key",
+            &key,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    hosts[0].ctl_ok(&[
+        "projects",
+        "create",
+        "api",
+        "--hosts",
+        &format!("{a},{b}"),
+        "--operator-key",
+        &key,
+    ]);
+    set(&hosts[0], "api", "TOKEN", "t-1");
+    set(&hosts[0], "app", "TOKEN", "a-1");
+    wait_for(&hosts[1], "api", "api on B", |cl| {
+        has_value(cl, "TOKEN", "t-1")
+    });
+    // C serves app (every host's) and nothing of api.
+    wait_for(&hosts[2], "app", "app on C", |cl| {
+        has_value(cl, "TOKEN", "a-1")
+    });
+    assert!(!lists(&hosts[2], "api"), "C serves api");
+    assert!(!holds_a_copy(&hosts[2], "api"), "C keeps a copy of api");
+    assert!(
+        !hosts[2].project_socket("api").exists(),
+        "C has a socket for api"
+    );
+    // The stolen key of C: etcd holds no key of api wrapped for it.
+    let thief = HostIdentity::load_or_create(&hosts[2].layout().host_key()).unwrap();
+    assert!(
+        unwrap_in_etcd(&etcd, &thief, "api").is_none(),
+        "api wrapped for C"
+    );
+    assert!(
+        unwrap_in_etcd(&etcd, &thief, "app").is_some(),
+        "app not wrapped for C"
+    );
+    // C cannot create it either, and says where it lives.
+    let out = hosts[2].run_ctl(&["projects", "create", "api"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is assigned to") && err.contains(&a), "{err}");
+    // Every host shows the assignment.
+    for h in &hosts {
+        let info = fleet_info(h);
+        assert_eq!(info["assigned"]["api"], serde_json::json!([a, b]), "{info}");
+    }
+    let text = hosts[2].ctl_ok(&["hosts", "list"]);
+    assert!(text.contains(&format!("api: {a}, {b}")), "{text}");
+    // Not even ciphertext: no file of C's holds any of api's sealed vault,
+    // after a restart too (a full read of etcd).
+    let sealed = vault_in_etcd(&etcd.raw(), "api");
+    let mut hosts = hosts;
+    hosts[2].stop();
+    hosts[2].restart();
+    wait_for(&hosts[2], "app", "app on C after a restart", |cl| {
+        has_value(cl, "TOKEN", "a-1")
+    });
+    assert!(!lists(&hosts[2], "api"), "C serves api after a restart");
+    assert_nowhere(
+        hosts[2].dir(),
+        &sealed[sealed.len() / 2..][..64],
+        "api's ciphertext",
+    );
+    let _ = c;
+}
+
+/// Asserts that no file under `dir` contains `needle`.
+fn assert_nowhere(dir: &std::path::Path, needle: &[u8], what: &str) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            assert_nowhere(&path, needle, what);
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds {what}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_project_taken_away_from_a_host_is_dropped_there_and_re_keyed() {
+    if !have_etcd("a_project_taken_away_from_a_host_is_dropped_there_and_re_keyed") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let hosts = fleet(&etcd, 3, "app");
+    let (a, b, c) = (
+        recipient(&hosts[0]),
+        recipient(&hosts[1]),
+        recipient(&hosts[2]),
+    );
+    set(&hosts[0], "app", "TOKEN", "t-1");
+    wait_for(&hosts[2], "app", "app on C", |cl| {
+        has_value(cl, "TOKEN", "t-1")
+    });
+    let thief = HostIdentity::load_or_create(&hosts[2].layout().host_key()).unwrap();
+    let old_key = unwrap_in_etcd(&etcd, &thief, "app").expect("app wrapped for C");
+
+    // Only a host that keeps the project may move it (it re-keys it).
+    let out = assign(&hosts[2], "app", &[&a, &b]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("would not serve app"), "{err}");
+
+    let out = assign(&hosts[0], "app", &[&a, &b, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["lost"], serde_json::json!([c]), "{doc}");
+    assert_eq!(doc["complete"], true, "{doc}");
+    // C drops it: no socket, no copy; etcd holds no key wrapped for C.
+    wait_dropped(&hosts[2], "app");
+    assert!(
+        unwrap_in_etcd(&etcd, &thief, "app").is_none(),
+        "app still wrapped for C"
+    );
+    // Re-keyed: what is set from now on does not open with the key C had.
+    set(&hosts[0], "app", "TOKEN", "t-2");
+    wait_for(&hosts[1], "app", "t-2 on B", |cl| {
+        has_value(cl, "TOKEN", "t-2")
+    });
+    let sealed = vault_in_etcd(&etcd.raw(), "app");
+    assert!(
+        flux_vault::vault::open(&sealed, "app", &old_key).is_err(),
+        "the key C held opens the vault set after its assignment ended"
+    );
+
+    // Every host again: C is given the current key and fetches the vault.
+    let out = assign(&hosts[0], "app", &["--all"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(&hosts[2], "app", "t-2 on C", |cl| {
+        has_value(cl, "TOKEN", "t-2")
+    });
+
+    // A removal re-keys only what the removed host served: "solo" lives
+    // on A and B, so removing C re-keys "app" alone.
+    let key = operator_key(&hosts[0]);
+    hosts[0].ctl_ok(&[
+        "projects",
+        "create",
+        "solo",
+        "--hosts",
+        &format!("{a},{b}"),
+        "--operator-key",
+        &key,
+    ]);
+    let out = hosts[0].ctl_ok(&["hosts", "remove", &c, "--operator-key", &key, "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["rekeyed_projects"], serde_json::json!(["app"]), "{doc}");
+    assert_eq!(doc["complete"], true, "{doc}");
+    // A project's last host cannot be removed.
+    let out = assign(&hosts[0], "solo", &[&a]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_dropped(&hosts[1], "solo");
+    let out = hosts[1].run_ctl(&["hosts", "remove", &a, "--operator-key", &key]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("project solo would be served by no host"),
+        "{err}"
+    );
+}
