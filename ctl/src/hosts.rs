@@ -20,6 +20,7 @@ use flux_vault::files::{read_regular, write_new};
 use flux_vault::membership::{
     Envelope, HostRecord, HostsDoc, OperatorKey, open_hosts, parse_fleet_id,
 };
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -40,7 +41,8 @@ pub(crate) fn run(target: &Target, cmd: HostsCmd) -> Result<()> {
             json,
         } => {
             let on = (!all).then_some(hosts.as_slice());
-            let change = assign(target, &project, on, &operator_key, false)?;
+            let projects: Vec<String> = project.split(',').map(|p| p.trim().to_owned()).collect();
+            let change = assign(target, &projects, on, &operator_key, false)?;
             assigned(&change, json)
         }
         HostsCmd::Remove {
@@ -558,11 +560,11 @@ pub(crate) fn init(target: &Target, path: &Path, key_only: bool, json: bool) -> 
 
 /// What `hosts assign` changed.
 pub(crate) struct Assigned {
-    project: String,
-    /// The hosts that serve it now (`None`: every host).
+    projects: Vec<String>,
+    /// The hosts that serve them now (`None`: every host).
     on: Option<Vec<String>>,
-    /// The hosts that stopped serving it.
-    lost: Vec<String>,
+    /// The hosts that stopped serving each project.
+    lost: BTreeMap<String, Vec<String>>,
     report: HostsReport,
 }
 
@@ -575,7 +577,7 @@ pub(crate) fn assign_new(
     hosts: &[String],
     key: &Path,
 ) -> Result<()> {
-    let change = assign(target, project, Some(hosts), key, true)?;
+    let change = assign(target, &[project.to_owned()], Some(hosts), key, true)?;
     if change.report.failures.is_empty() {
         return Ok(());
     }
@@ -588,18 +590,26 @@ pub(crate) fn assign_new(
     ))
 }
 
-/// Signs the next host list with `project` served by `hosts` (`None`:
-/// every host) and publishes it through the local fluxd, which must serve
-/// the project before (unless `new`) and after: it wraps the key for the
-/// hosts that gain it and re-keys it away from those that lose it.
+/// Signs the next host list with `projects` served by `hosts` (`None`:
+/// every host) and publishes it through the local fluxd. A project the
+/// local fluxd holds must stay on it (it wraps the key for the hosts that
+/// gain the project and re-keys it away from those that lose it); one it
+/// does not hold must exist nowhere yet (assigned to no host, or to this
+/// one), or `new` (`projects create --hosts`) be given with this host
+/// among `hosts`.
 fn assign(
     target: &Target,
-    project: &str,
+    projects: &[String],
     hosts: Option<&[String]>,
     key: &Path,
     new: bool,
 ) -> Result<Assigned> {
-    validate_project_name(project).map_err(|e| Failure::usage(e.to_string()))?;
+    if projects.is_empty() {
+        return Err(Failure::usage("name the project(s) to assign"));
+    }
+    for p in projects {
+        validate_project_name(p).map_err(|e| Failure::usage(e.to_string()))?;
+    }
     let op = read_operator_key(key)?;
     let Response::Fleet(fleet) = target.control()?.call(&Request::Fleet)? else {
         return Err(unexpected("fleet"));
@@ -614,8 +624,14 @@ fn assign(
             )
         })?
         .to_owned();
+    let held: Vec<String> = target
+        .control()?
+        .list_projects()?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     let (doc, raw) = head(target, &op)?;
-    let serving = |d: &HostsDoc| -> Vec<String> {
+    let serving = |d: &HostsDoc, project: &str| -> Vec<String> {
         d.hosts
             .iter()
             .filter(|h| d.serves(&h.recipient, project))
@@ -625,9 +641,9 @@ fn assign(
     let on = match hosts {
         None => None,
         Some([]) => {
-            return Err(Failure::usage(format!(
-                "name the hosts that serve {project}, or pass --all for every host"
-            )));
+            return Err(Failure::usage(
+                "name the hosts that serve the project(s), or pass --all for every host",
+            ));
         }
         Some(names) => {
             let mut on: Vec<String> = Vec::new();
@@ -646,41 +662,43 @@ fn assign(
             Some(on)
         }
     };
-    if new && doc.assigned.contains_key(project) {
-        return Err(Failure::usage(format!(
-            "project {project} is assigned already ({}): it exists in the fleet; choose its hosts with `fluxctl hosts assign`",
-            doc.assigned[project].join(", ")
-        )));
-    }
-    let before = serving(&doc);
-    if !new && !before.contains(&me) {
-        return Err(Failure::usage(format!(
-            "this host ({me}) does not serve {project}: run this on one of its hosts ({}), which holds its key",
-            before.join(", ")
-        )));
-    }
-    if on.as_ref().is_some_and(|on| !on.contains(&me)) {
-        return Err(Failure::usage(format!(
-            "this host ({me}) would not serve {project}: run this on a host that keeps it{}, which wraps its key for the others and re-keys it",
-            on.as_ref()
-                .map(|on| format!(" ({})", on.join(", ")))
-                .unwrap_or_default()
-        )));
-    }
+    let keeps_me = on.as_ref().is_none_or(|on| on.contains(&me));
     let mut next = doc
         .next(&raw, doc.hosts.clone(), vec![])
         .map_err(Failure::general)?;
-    match &on {
-        Some(on) => next.assigned.insert(project.to_owned(), on.clone()),
-        None => next.assigned.remove(project),
-    };
+    let mut lost = BTreeMap::new();
+    for project in projects {
+        let before = serving(&doc, project);
+        if new && (doc.assigned.contains_key(project) || held.contains(project)) {
+            return Err(Failure::usage(format!(
+                "project {project} exists already: choose its hosts with `fluxctl hosts assign {project} HOST…`"
+            )));
+        }
+        if (new || held.contains(project)) && !keeps_me {
+            return Err(Failure::usage(format!(
+                "this host ({me}) would not serve {project}: run this on a host that keeps it{}, which wraps its key for the others and re-keys it",
+                on.as_ref()
+                    .map(|on| format!(" ({})", on.join(", ")))
+                    .unwrap_or_default()
+            )));
+        }
+        if !new && !held.contains(project) && !before.contains(&me) {
+            return Err(Failure::usage(format!(
+                "this host ({me}) does not serve {project}: run this on one of its hosts ({}), which holds its key",
+                before.join(", ")
+            )));
+        }
+        match &on {
+            Some(on) => next.assigned.insert(project.clone(), on.clone()),
+            None => next.assigned.remove(project),
+        };
+        let after = serving(&next, project);
+        let gone: Vec<String> = before.into_iter().filter(|r| !after.contains(r)).collect();
+        if !gone.is_empty() {
+            lost.insert(project.clone(), gone);
+        }
+    }
     next.check().map_err(Failure::usage)?;
-    let after = serving(&next);
-    let lost = before
-        .iter()
-        .filter(|r| !after.contains(r))
-        .cloned()
-        .collect();
     // Unchanged: publishing the held version again finishes its wrapping
     // and re-keying, should an earlier run have stopped half-way.
     let list = if next.assigned == doc.assigned {
@@ -690,7 +708,7 @@ fn assign(
     };
     let report = publish(target, list, Vec::new())?;
     Ok(Assigned {
-        project: project.to_owned(),
+        projects: projects.to_vec(),
         on,
         lost,
         report,
@@ -698,45 +716,49 @@ fn assign(
 }
 
 /// Prints what `hosts assign` did; fails (exit 6) while a host that lost
-/// the project may still open its key, or a host that gained it has none.
+/// a project may still open its key, or a host that gained one has none.
 fn assigned(change: &Assigned, json: bool) -> Result<()> {
     let Assigned {
-        project,
+        projects,
         on,
         lost,
         report,
     } = change;
-    let pending = report.pending.contains(project);
+    let pending: Vec<&String> = projects
+        .iter()
+        .filter(|p| report.pending.contains(p))
+        .collect();
     if json {
         out_json(&serde_json::json!({
-            "project": project,
+            "projects": projects,
             "hosts": on,
             "hosts_version": report.version,
             "lost": lost,
-            "pending": report.pending,
+            "pending": pending,
             "failures": report.failures,
-            "complete": !pending && report.failures.is_empty(),
+            "complete": pending.is_empty() && report.failures.is_empty(),
         }))?;
     } else {
+        let names = projects.join(", ");
         let mut text = format!(
             "{}\n",
             done(&match on {
                 Some(on) => format!(
-                    "Project {project} is served by {} host(s) (host list version {}): {}",
+                    "{names}: served by {} host(s) (host list version {}): {}",
                     on.len(),
                     report.version,
                     on.join(", ")
                 ),
                 None => format!(
-                    "Project {project} is served by every host (host list version {})",
+                    "{names}: served by every host (host list version {})",
                     report.version
                 ),
             })
         );
-        if !lost.is_empty() && !pending {
+        for (project, gone) in lost.iter().filter(|(p, _)| !pending.contains(p)) {
             text.push_str(&format!(
-                "Re-keyed {project}: {} dropped it and no key they hold opens a value set from now on.\n",
-                lost.join(", ")
+                "Re-keyed {project}: {} dropped it, and no key they hold opens a value set from now on.\n",
+                gone.join(", ")
             ));
         }
         for f in &report.failures {
@@ -744,20 +766,23 @@ fn assigned(change: &Assigned, json: bool) -> Result<()> {
         }
         out(&text)?;
     }
-    if pending {
+    if !pending.is_empty() {
         return Err(Failure::new(
             EXIT_UNAVAILABLE,
             format!(
-                "{project} is not re-keyed yet: a host that lost it may still open its key; `fluxctl hosts remove --resume` finishes"
+                "not re-keyed yet: {} (a host that lost it may still open its key); `fluxctl hosts remove --resume` finishes",
+                pending
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
     if !report.failures.is_empty() {
         return Err(Failure::new(
             EXIT_UNAVAILABLE,
-            format!(
-                "{project} was not wrapped for every host that gained it: run the same `fluxctl hosts assign` again to finish"
-            ),
+            "not every host that gained a project got its key: run the same `fluxctl hosts assign` again to finish",
         ));
     }
     Ok(())

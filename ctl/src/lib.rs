@@ -301,7 +301,8 @@ pub enum HostsCmd {
     /// hosts that lose it, which drop their copies. Run it on a host that
     /// serves the project before and after
     Assign {
-        /// The project
+        /// The project, or several, comma-separated (one host list version
+        /// for all of them)
         project: String,
         /// The hosts that serve it: recipients (age1…) or join tokens
         #[arg(required_unless_present = "all")]

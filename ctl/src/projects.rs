@@ -27,16 +27,6 @@ pub(crate) fn run(target: &Target, cmd: ProjectsCmd) -> Result<()> {
                         "assigning a project to hosts is signed with the fleet's operator key: pass --operator-key FILE (or set FLUX_OPERATOR_KEY)",
                     )
                 })?;
-                if target
-                    .control()?
-                    .list_projects()?
-                    .iter()
-                    .any(|p| p.name == name)
-                {
-                    return Err(Failure::usage(format!(
-                        "project {name} exists already: choose its hosts with `fluxctl hosts assign {name} HOST…`"
-                    )));
-                }
                 crate::hosts::assign_new(target, &name, &hosts, &key)?;
             }
             create(target, &name, json)

@@ -149,6 +149,26 @@ fn a_host_not_assigned_a_project_holds_nothing_of_it() {
     }
     let text = hosts[2].ctl_ok(&["hosts", "list"]);
     assert!(text.contains(&format!("api: {a}, {b}")), "{text}");
+    // Projects that exist nowhere yet may be assigned from any host, many
+    // in one host list version, and are then created on one of theirs.
+    let version = fleet_info(&hosts[0])["hosts_version"].as_u64().unwrap();
+    let out = assign(&hosts[0], "jobs,cron", &[&b, &c, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["hosts_version"], version + 1, "{doc}");
+    hosts[1].ctl_ok(&["projects", "create", "jobs"]);
+    let out = hosts[0].run_ctl(&["projects", "create", "cron"]);
+    assert!(
+        !out.status.success(),
+        "cron created on a host it is not assigned to"
+    );
+    wait_for(&hosts[2], "jobs", "jobs on C", |cl| cl.list().is_ok());
+    assert!(!lists(&hosts[0], "jobs") && !holds_a_copy(&hosts[0], "jobs"));
+
     // Not even ciphertext: no file of C's holds any of api's sealed vault,
     // after a restart too (a full read of etcd).
     let sealed = vault_in_etcd(&etcd.raw(), "api");
@@ -217,7 +237,7 @@ fn a_project_taken_away_from_a_host_is_dropped_there_and_re_keyed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["lost"], serde_json::json!([c]), "{doc}");
+    assert_eq!(doc["lost"], serde_json::json!({ "app": [c] }), "{doc}");
     assert_eq!(doc["complete"], true, "{doc}");
     // C drops it: no socket, no copy; etcd holds no key wrapped for C.
     wait_dropped(&hosts[2], "app");
