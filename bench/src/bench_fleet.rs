@@ -70,6 +70,18 @@ pub struct FleetConfig {
     /// Sets whose propagation is timed.
     pub sets: usize,
     pub smoke: bool,
+    /// Hosts per project (`--per-project-hosts`); `None`: every host.
+    pub per_project_hosts: Option<usize>,
+}
+
+impl FleetConfig {
+    /// The hosts (indexes) that serve project `i`.
+    pub fn hosts_of(&self, i: usize) -> Vec<usize> {
+        match self.per_project_hosts {
+            None => (0..self.hosts).collect(),
+            Some(k) => (0..k).map(|j| (i + j) % self.hosts).collect(),
+        }
+    }
 }
 
 impl FleetConfig {
@@ -92,6 +104,7 @@ impl FleetConfig {
             secrets: secrets.unwrap_or(s).max(1),
             sets,
             smoke,
+            per_project_hosts: None,
         }
     }
 }
@@ -148,21 +161,67 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         Measure::of(&adds).median,
     ));
 
-    // The projects and their secrets.
+    // Assignments: one host list version per first host, naming every
+    // project created there (none exists yet, so host 0 may sign them all).
+    let recipients: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            h.info()?["this_host"]
+                .as_str()
+                .map(str::to_owned)
+                .context("no recipient: not in fleet mode")
+        })
+        .collect::<Result<_>>()?;
+    if let Some(k) = cfg.per_project_hosts {
+        let mut assigns = Vec::new();
+        for first in 0..n {
+            let names: Vec<String> = (first..p).step_by(n).map(project_name).collect();
+            if names.is_empty() {
+                continue;
+            }
+            let on: Vec<&str> = cfg
+                .hosts_of(first)
+                .into_iter()
+                .map(|h| recipients[h].as_str())
+                .collect();
+            let list = names.join(",");
+            let mut args = vec!["hosts", "assign", &list];
+            args.extend(on);
+            args.extend(["--operator-key", path_str(&operator)?]);
+            let t = Instant::now();
+            hosts[0].ctl(&args)?;
+            assigns.push(ms(t.elapsed()));
+        }
+        report.rows.push(row(
+            format!(
+                "hosts assign of {} projects to {k} hosts each (median of {})",
+                p.div_ceil(n),
+                assigns.len()
+            ),
+            "ms",
+            Measure::of(&assigns).median,
+        ));
+    }
+
+    // The projects and their secrets, each created on its first host.
     let mut expected: HashMap<String, Vec<(String, String)>> = HashMap::new();
     let (mut creates, mut fills) = (Vec::new(), Vec::new());
-    let mut control = hosts[0].control()?;
+    let mut controls = hosts
+        .iter()
+        .map(Host::control)
+        .collect::<Result<Vec<_>>>()?;
     for i in 0..p {
         let project = project_name(i);
+        let first = cfg.hosts_of(i)[0];
         let t = Instant::now();
-        control
+        controls[first]
             .create_project(&project)
             .with_context(|| format!("create project {project}"))?;
         creates.push(ms(t.elapsed()));
         let entries: Vec<(String, String)> = (0..cfg.secrets)
             .map(|s| (secret_name(s), value(&project, s as u64, VALUE_LEN)))
             .collect();
-        let mut c = hosts[0].client(&project)?;
+        let mut c = hosts[first].client(&project)?;
         let t = Instant::now();
         c.set_many(
             entries
@@ -177,9 +236,10 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         fills.push(ms(t.elapsed()));
         expected.insert(project, entries);
     }
-    drop(control);
+    drop(controls);
+    let per = cfg.per_project_hosts.unwrap_or(n);
     report.rows.push(row(
-        format!("projects create, wrapped for {n} hosts (median)"),
+        format!("projects create, wrapped for {per} hosts (median)"),
         "ms",
         Measure::of(&creates).median,
     ));
@@ -191,8 +251,9 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         "ms",
         Measure::of(&fills).median,
     ));
-    for h in &hosts {
-        h.wait_serving(p, cfg.secrets)?;
+    let served = |h: usize| (0..p).filter(|&i| cfg.hosts_of(i).contains(&h)).count();
+    for (i, h) in hosts.iter().enumerate() {
+        h.wait_serving(served(i), cfg.secrets)?;
     }
 
     // What etcd holds.
@@ -218,11 +279,11 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
             total.0
         ));
     }
-    let expected_keys = (n * p) as u64;
+    let expected_keys = (per * p) as u64;
     let wrapped = etcd.count("/flux/v3/keys/")?.0;
     if wrapped != expected_keys {
         report.failures.push(format!(
-            "etcd holds {wrapped} wrapped keys, not hosts × projects = {expected_keys}"
+            "etcd holds {wrapped} wrapped keys, not hosts per project × projects = {expected_keys}"
         ));
     }
     report.rows.push(row(
@@ -260,11 +321,12 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         let project = project_name(i % p);
         let name = secret_name(i % cfg.secrets);
         let v = value(&project, (1_000_000 + i) as u64, VALUE_LEN);
-        let mut others = hosts[1..]
+        let on = cfg.hosts_of(i % p);
+        let mut others = on[1..]
             .iter()
-            .map(|h| h.client(&project))
+            .map(|&h| hosts[h].client(&project))
             .collect::<Result<Vec<_>>>()?;
-        let mut writer = hosts[0].client(&project)?;
+        let mut writer = hosts[on[0]].client(&project)?;
         let t = Instant::now();
         writer
             .set(&name, v.as_str().into())
@@ -315,18 +377,18 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         msf(percentile(&writes, 50.0)),
     ));
     report.rows.push(row(
-        format!("propagation to {} other hosts p50", n - 1),
+        format!("propagation to {} other hosts p50", per - 1),
         "ms",
         msf(percentile(&delays, 50.0)),
     ));
     report.rows.push(row(
-        format!("propagation to {} other hosts p99", n - 1),
+        format!("propagation to {} other hosts p99", per - 1),
         "ms",
         msf(percentile(&delays, 99.0)),
     ));
     for pct in [50.0, 99.0] {
         report.rows.push(row(
-            format!("set sent → served by all {n} hosts p{pct:.0}"),
+            format!("set sent → served by all {per} hosts p{pct:.0}"),
             "ms",
             msf(percentile(&everywhere, pct)),
         ));
@@ -347,39 +409,62 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         idle_rate.1 / 1024.0,
     ));
 
-    // One more host joins, then is removed.
+    // One more host joins (it serves every project no one assigned: all of
+    // them, or none), then a host is removed: that one, or — with projects
+    // assigned — the fleet's last host, with its share of the projects.
     let extra = Host::start(bin, &ctl, &etcd, Some(&fleet_id))?;
+    let joins = if cfg.per_project_hosts.is_some() {
+        0
+    } else {
+        p
+    };
     let t = Instant::now();
     hosts[0].add(&extra, &operator)?;
     let add = t.elapsed();
-    extra.wait_serving(p, cfg.secrets)?;
+    extra.wait_member()?;
+    extra.wait_serving(joins, cfg.secrets)?;
     let join = t.elapsed();
     report.rows.push(row(
-        format!("hosts add of host {} ({p} projects to wrap)", n + 1),
+        format!("hosts add of host {} ({joins} projects to wrap)", n + 1),
         "ms",
         ms(add),
     ));
     report.rows.push(row(
-        format!("join until host {} serves all {p} projects", n + 1),
+        format!("join until host {} serves its {joins} projects", n + 1),
         "ms",
         ms(join),
     ));
-    let recipient = extra.info()?["this_host"]
-        .as_str()
-        .context("no recipient for the joined host")?
-        .to_owned();
+    let (recipient, rekeyed) = match cfg.per_project_hosts {
+        None => (
+            extra.info()?["this_host"]
+                .as_str()
+                .context("no recipient for the joined host")?
+                .to_owned(),
+            p,
+        ),
+        Some(_) => (recipients[n - 1].clone(), served(n - 1)),
+    };
     let t = Instant::now();
-    hosts[0].ctl(&[
+    let out = hosts[0].ctl(&[
         "hosts",
         "remove",
         &recipient,
         "--operator-key",
         path_str(&operator)?,
+        "--json",
     ])?;
+    let took = t.elapsed();
+    let done: Value = serde_json::from_str(&out).context("hosts remove --json")?;
+    let count = done["rekeyed_projects"].as_array().map_or(0, Vec::len);
+    if count != rekeyed {
+        report.failures.push(format!(
+            "hosts remove re-keyed {count} project(s), not the {rekeyed} the removed host served"
+        ));
+    }
     report.rows.push(row(
-        format!("hosts remove ({p} projects re-keyed for {n} hosts)"),
+        format!("hosts remove ({rekeyed} projects re-keyed)"),
         "ms",
-        ms(t.elapsed()),
+        ms(took),
     ));
     let left = etcd.count(&format!("/flux/v3/keys/{recipient}/"))?.0;
     if left != 0 {
@@ -408,14 +493,24 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
     ));
     drop(extra);
 
-    // Every value everywhere.
+    // Every value everywhere it is served (the removed host left aside).
+    let kept = if cfg.per_project_hosts.is_some() {
+        n - 1
+    } else {
+        n
+    };
     let mut wrong = 0usize;
-    for h in &hosts {
-        for (project, entries) in &expected {
-            wrong += h.wrong_values(project, entries, PROPAGATION_LIMIT);
+    for (i, h) in hosts[..kept].iter().enumerate() {
+        for (j, project) in (0..p).map(|j| (j, project_name(j))) {
+            if !cfg.hosts_of(j).contains(&i) {
+                continue;
+            }
+            if let Some(entries) = expected.get(&project) {
+                wrong += h.wrong_values(&project, entries, PROPAGATION_LIMIT);
+            }
         }
     }
-    for (i, h) in hosts.iter().enumerate() {
+    for (i, h) in hosts[..kept].iter().enumerate() {
         let errors = h.errors()?;
         if let Some(first) = errors.first() {
             report.failures.push(format!(
@@ -431,7 +526,7 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         ));
     }
     report.notes.push(format!(
-        "fleet: {n} hosts × {p} projects × {} secrets of {VALUE_LEN} B on one etcd member (loopback); \
+        "fleet: {n} hosts × {p} projects × {} secrets of {VALUE_LEN} B on one etcd member (loopback), each project on {per} host(s); \
          propagation: {} sets on one host, each polled on every other host after the set answered; \
          etcd events and bytes per set are less the idle rate",
         cfg.secrets, cfg.sets

@@ -158,6 +158,12 @@ struct FleetArgs {
     /// Secrets per project [default: 10; 3 with --smoke].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     secrets: Option<u32>,
+    /// Assign each project to this many hosts (2 or more, fewer than
+    /// --hosts) instead of every host: project i on hosts i, i+1, … (mod
+    /// hosts), created on the first of them; the host removed is then one
+    /// of the fleet's, serving its share of the projects.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(2..=500))]
+    per_project_hosts: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -349,12 +355,22 @@ fn load_average() -> Option<String> {
 fn fleet_cmd(a: FleetArgs) -> Result<bool> {
     let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
     let n = |v: Option<u32>| v.map(|v| v as usize);
-    let cfg = bench_fleet::FleetConfig::new(
+    let mut cfg = bench_fleet::FleetConfig::new(
         a.common.smoke,
         a.hosts.map(usize::from),
         n(a.projects),
         n(a.secrets),
     );
+    if let Some(k) = a.per_project_hosts {
+        let k = usize::from(k);
+        if k >= cfg.hosts {
+            anyhow::bail!(
+                "--per-project-hosts {k} must be below --hosts {}: every host serves every project by default",
+                cfg.hosts
+            );
+        }
+        cfg.per_project_hosts = Some(k);
+    }
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         smoke: a.common.smoke,

@@ -297,6 +297,27 @@ impl Cache {
             .collect()
     }
 
+    /// The pending re-keys this host takes on by itself, without being
+    /// asked: assigned projects whose first host in the list is this one
+    /// (so that every host re-keys its share of a removal at once, and no
+    /// two race for one project). The others — projects served by every
+    /// host — are re-keyed by the host that publishes the list.
+    pub fn designated_rekeys(&self) -> Vec<String> {
+        let Some(list) = self.host_list().filter(|l| l.contains(&self.me)) else {
+            return Vec::new();
+        };
+        self.pending_rekeys()
+            .into_iter()
+            .filter(|p| {
+                list.assigned.contains_key(p)
+                    && list
+                        .serving(p)
+                        .first()
+                        .is_some_and(|h| h.recipient == self.me)
+            })
+            .collect()
+    }
+
     /// The newest host list version that took a host away from `project`
     /// (0: none), and the hosts it took away since.
     pub fn revoked_at(&self, project: &str) -> (u64, BTreeSet<String>) {

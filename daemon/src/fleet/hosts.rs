@@ -43,6 +43,53 @@ use tracing::{info, warn};
 
 /// Tries of one project's transaction before giving up on a busy project.
 const TRIES: usize = 20;
+/// How long a removal waits for the other hosts to re-key the projects
+/// they were given to re-key ([`rekey_designated`]) before it reports
+/// them as pending.
+const FLEET_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Re-keys `project` (retried while the vault changes under it); done
+/// when it is re-keyed here or by another host meanwhile.
+fn rekey_one(store: &EtcdStore, project: &str) -> Result<()> {
+    for _ in 0..TRIES {
+        if rotate(store, project)? || !store.pending_rekeys().iter().any(|p| p == project) {
+            return Ok(());
+        }
+    }
+    Err(Error::Unavailable(Unavailable::Contended {
+        project: project.to_owned(),
+    }))
+}
+
+/// Re-keys, unasked, the pending projects this host is the first host of
+/// ([`super::cache::Cache::designated_rekeys`]): a removal of a host of
+/// assigned projects is re-keyed by their own hosts, in parallel. Called
+/// by the watch's prober; false when a project could not be re-keyed (the
+/// prober then waits before trying again).
+pub(super) fn rekey_designated(store: &EtcdStore) -> bool {
+    if store.designated_rekeys().is_empty() {
+        return true;
+    }
+    let _one = store.rekeying();
+    let (mut done, mut all) = (0, true);
+    for project in store.designated_rekeys() {
+        match rekey_one(store, &project) {
+            Ok(()) => done += 1,
+            Err(e) => {
+                all = false;
+                warn!(project, error = %e, "cannot re-key the project after a host list took a host away from it");
+                if store.has_outage() {
+                    break;
+                }
+            }
+        }
+    }
+    info!(
+        rekeyed = done,
+        "re-keyed the assigned projects this host is first host of"
+    );
+    all
+}
 
 /// Fleet host administration on the etcd store.
 #[derive(Debug)]
@@ -93,24 +140,16 @@ impl FleetHosts {
         Ok(())
     }
 
-    /// Re-keys every project whose key predates the last host list that
-    /// took a host away from it.
+    /// Re-keys every project this host holds whose key predates the last
+    /// host list that took a host away from it; then, after a removal,
+    /// waits (up to [`FLEET_WAIT`]) for the other hosts to re-key theirs
+    /// ([`rekey_designated`]), and reports as pending every project etcd
+    /// still holds a key of wrapped for a removed host.
     fn rekey_pending(&self, report: &mut HostsReport) -> Result<()> {
         let version = self.store.host_list().map_or(0, |l| l.version);
+        let _one = self.store.rekeying();
         for project in self.store.pending_rekeys() {
-            let mut tries = 0;
-            let result = loop {
-                match rotate(&self.store, &project) {
-                    Ok(true) => break Ok(()),
-                    Ok(false) if tries + 1 < TRIES => tries += 1,
-                    Ok(false) => {
-                        break Err(Error::Unavailable(Unavailable::Contended {
-                            project: project.clone(),
-                        }));
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
+            let result = rekey_one(&self.store, &project);
             match result {
                 Ok(()) => report.projects.push(project),
                 Err(e) => {
@@ -124,7 +163,23 @@ impl FleetHosts {
                 }
             }
         }
+        drop(_one);
         report.pending = self.store.pending_rekeys();
+        if !report.removed.is_empty() && !self.store.has_outage() {
+            let waited = std::time::Instant::now();
+            loop {
+                let mut left = std::collections::BTreeSet::new();
+                for host in &report.removed {
+                    left.extend(self.store.keys_left_for(host)?);
+                }
+                left.extend(report.pending.iter().cloned());
+                if left.is_empty() || waited.elapsed() >= FLEET_WAIT {
+                    report.pending = left.into_iter().collect();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
         info!(
             version,
             rekeyed = report.projects.len(),

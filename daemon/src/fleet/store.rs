@@ -65,6 +65,8 @@ pub struct EtcdStore {
     /// The newest etcd revision applied from a watch or a full read, for
     /// the `flux_fleet_applied_revision` gauge.
     applied: std::sync::atomic::AtomicI64,
+    /// Held while re-keying ([`EtcdStore::rekeying`]).
+    rekeying: Mutex<()>,
 }
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -232,6 +234,7 @@ impl EtcdStore {
             feed: std::sync::OnceLock::new(),
             remains: Mutex::new(std::collections::BTreeMap::new()),
             applied: std::sync::atomic::AtomicI64::new(0),
+            rekeying: Mutex::new(()),
         };
         store.flush();
         Ok(store)
@@ -1214,6 +1217,33 @@ impl EtcdStore {
     /// away from them.
     pub(super) fn pending_rekeys(&self) -> Vec<String> {
         self.cache().pending_rekeys()
+    }
+
+    /// The pending re-keys this host takes on by itself
+    /// ([`super::cache::Cache::designated_rekeys`]).
+    pub(super) fn designated_rekeys(&self) -> Vec<String> {
+        self.cache().designated_rekeys()
+    }
+
+    /// Held while this host re-keys projects: the publisher's re-keys and
+    /// its own background ones never race.
+    pub(super) fn rekeying(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.rekeying.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The projects etcd still holds a key of wrapped for `host`.
+    pub(super) fn keys_left_for(&self, host: &str) -> Result<Vec<String>> {
+        let keys = self
+            .etcd
+            .keys_prefix(&keys_of(host))
+            .map_err(|e| self.fail(e))?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|(k, _)| match EtcdKey::parse(&k) {
+                Some(EtcdKey::Key { project, .. }) => Some(project),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The hosts taken away from `project` since its key was made: whose

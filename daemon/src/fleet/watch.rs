@@ -13,8 +13,11 @@
 //! (a restore from an older snapshot): the verified versions then keep
 //! this host from moving backwards with it. While etcd is unreachable it
 //! backs off, and the reason shows in each project's `last_error` until a
-//! third thread's probe (every 250 ms while it lasts) gets an answer. The
-//! threads stop when the feed is dropped.
+//! third thread's probe (every 250 ms while it lasts) gets an answer. That
+//! thread also re-keys, unasked, the assigned projects a host list took a
+//! host away from and of which this host is the first host
+//! ([`super::hosts::rekey_designated`]). The threads stop when the feed is
+//! dropped.
 
 use super::cache::Applied;
 use super::etcd::WatchMessage;
@@ -32,6 +35,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// status` clears within this of it answering (an open watch on a member
 /// that lost quorum sees nothing change).
 const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How long the prober waits to re-key again after a project failed.
+const REKEY_RETRY: Duration = Duration::from_secs(10);
 
 /// The change feed, and its sender for [`spawn`].
 pub fn channel(store: &Arc<EtcdStore>) -> (mpsc::UnboundedSender<Change>, ChangeFeed) {
@@ -59,12 +64,20 @@ pub fn spawn(
         .name("fluxd-etcd-probe".into())
         .spawn(move || {
             let mut ticks = 0u32;
+            let mut rekey_after = std::time::Instant::now();
             while !tx.is_closed() {
                 std::thread::sleep(PROBE_EVERY);
                 ticks = ticks.wrapping_add(1);
                 if probe.has_outage() {
                     probe.probe();
-                } else if ticks % 40 == 0 && probe.has_remains() {
+                    continue;
+                }
+                if std::time::Instant::now() >= rekey_after
+                    && !super::hosts::rekey_designated(&probe)
+                {
+                    rekey_after = std::time::Instant::now() + REKEY_RETRY;
+                }
+                if ticks % 40 == 0 && probe.has_remains() {
                     // Every 10 s: has anyone compacted etcd since?
                     probe.check_remains();
                 }

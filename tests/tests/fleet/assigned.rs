@@ -268,7 +268,9 @@ fn a_project_taken_away_from_a_host_is_dropped_there_and_re_keyed() {
     });
 
     // A removal re-keys only what the removed host served: "solo" lives
-    // on A and B, so removing C re-keys "app" alone.
+    // on A and B, so A re-keys "app" alone; "bc" lives on B and C, which A
+    // does not hold: B, its first host, re-keys it unasked, and the removal
+    // waits for it before it says C is locked out.
     let key = operator_key(&hosts[0]);
     hosts[0].ctl_ok(&[
         "projects",
@@ -279,10 +281,34 @@ fn a_project_taken_away_from_a_host_is_dropped_there_and_re_keyed() {
         "--operator-key",
         &key,
     ]);
+    hosts[1].ctl_ok(&[
+        "projects",
+        "create",
+        "bc",
+        "--hosts",
+        &format!("{b},{c}"),
+        "--operator-key",
+        &key,
+    ]);
+    set(&hosts[1], "bc", "TOKEN", "bc-1");
+    wait_for(&hosts[2], "bc", "bc on C", |cl| {
+        has_value(cl, "TOKEN", "bc-1")
+    });
+    let old_bc = unwrap_in_etcd(&etcd, &thief, "bc").expect("bc wrapped for C");
     let out = hosts[0].ctl_ok(&["hosts", "remove", &c, "--operator-key", &key, "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["rekeyed_projects"], serde_json::json!(["app"]), "{doc}");
     assert_eq!(doc["complete"], true, "{doc}");
+    assert!(
+        etcd.raw().list(&format!("/flux/v3/keys/{c}/")).is_empty(),
+        "etcd holds keys wrapped for the removed host"
+    );
+    set(&hosts[1], "bc", "TOKEN", "bc-2");
+    let sealed = vault_in_etcd(&etcd.raw(), "bc");
+    assert!(
+        flux_vault::vault::open(&sealed, "bc", &old_bc).is_err(),
+        "the key the removed host had opens bc's vault set after its removal"
+    );
     // A project's last host cannot be removed.
     let out = assign(&hosts[0], "solo", &[&a]);
     assert!(
