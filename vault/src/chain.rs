@@ -16,6 +16,7 @@
 //! The first line ever written follows 32 zero bytes; a new file after a
 //! rotation carries the chain on from the last line of the file before.
 
+use crate::hex;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -65,7 +66,7 @@ impl AuditKey {
     pub fn generate_hex() -> Zeroizing<String> {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         getrandom::fill(key.as_mut()).expect("the operating system's random numbers");
-        Zeroizing::new(hex(key.as_ref()))
+        Zeroizing::new(hex::encode(key.as_ref()))
     }
 
     fn mac(&self, prev: &Link, body: &[u8]) -> Link {
@@ -83,7 +84,7 @@ impl AuditKey {
         let link = self.mac(prev, object);
         object.pop();
         object.extend_from_slice(MAC_MEMBER);
-        object.extend_from_slice(hex(&link).as_bytes());
+        object.extend_from_slice(hex::encode(&link).as_bytes());
         object.extend_from_slice(b"\"}");
         link
     }
@@ -122,9 +123,7 @@ fn split(line: &[u8]) -> Option<(Vec<u8>, Link)> {
     }
     let text = std::str::from_utf8(hex_mac).ok()?;
     let mut mac = [0u8; 32];
-    for (i, byte) in mac.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_into(text, &mut mac)?;
     let mut body = line[..at].to_vec();
     body.push(b'}');
     Some((body, mac))
@@ -225,10 +224,6 @@ pub fn verify(key: &AuditKey, files: &[Vec<u8>]) -> Finding {
         lines: lines.len(),
         unchained,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
