@@ -1,9 +1,10 @@
-//! [`VaultError`]: what this crate's vault functions fail with, by kind,
-//! so that a caller can tell a wrong key from a tampered document. Every
-//! message says what is wrong and where; none holds a value.
+//! [`VaultError`]: what this crate's vault and key functions fail with, by
+//! kind, so that a caller can tell a wrong key from a tampered document.
+//! Every message says what is wrong and where; none holds a value or a
+//! key.
 
-/// Why a vault could not be opened, sealed or encrypted. The message
-/// alone is what users see.
+/// Why a vault could not be opened, sealed or encrypted, or a key file
+/// not read. The message alone is what users see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
     /// The file does not decrypt with the project's key: another key, not
@@ -27,4 +28,8 @@ pub enum VaultError {
     /// Cannot encode or encrypt.
     #[error("{0}")]
     Encode(String),
+    /// A key file does not hold the key it should (the audit key's
+    /// length).
+    #[error("{0}")]
+    Key(String),
 }

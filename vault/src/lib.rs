@@ -9,7 +9,7 @@
 //!   private files it re-exports from: the document's JSON shape
 //!   (`document.rs`), the checks of an open (`checks.rs`), the HMAC seal
 //!   (`seal.rs`), age encryption (`crypt.rs`) and [`VaultError`]
-//!   (`error.rs`);
+//!   (`error.rs`), which key files' errors share;
 //! - [`secrets`]: a project's secrets in memory, with the earlier versions
 //!   of each;
 //! - [`dotenv`]: `.env` files as `fluxd dev` and `fluxctl secrets import`
