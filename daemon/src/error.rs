@@ -7,29 +7,28 @@ use flux_protocol::ErrorCode;
 use flux_protocol::limits::NameError;
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 
-/// The `.env` file `fluxd dev` serves, set once when it starts
-/// ([`crate::store::DevStore::new`]). A process serves either a dev store or
-/// the production one, never both; with it set, a missing secret's hint
-/// says to add it to that file, since dev mode refuses `fluxctl secrets
-/// set`.
-static DEV_ENV_FILE: OnceLock<PathBuf> = OnceLock::new();
-
-/// Makes [`Error::NotFound`]'s hint point to `env_file` (`fluxd dev`).
-pub(crate) fn hint_env_file(env_file: &Path) {
-    let _ = DEV_ENV_FILE.set(env_file.to_path_buf());
+/// What a missing secret's message tells the user to do: set it with
+/// `fluxctl`, or, when the store is a `.env` file (`fluxd dev`, which
+/// refuses `fluxctl secrets set`), add it to that file. The store says
+/// which ([`crate::store::Store::not_found_hint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotFoundHint {
+    /// `fluxctl secrets set` (production and fleet mode).
+    Fluxctl,
+    /// A line of this `.env` file (`fluxd dev`).
+    EnvFile(PathBuf),
 }
 
-/// [`Error::NotFound`]'s message, with the remedy that works here.
-fn not_found(project: &str, name: &str) -> String {
-    match DEV_ENV_FILE.get() {
-        Some(file) => format!(
+/// [`Error::NotFound`]'s message, with the remedy `hint` gives.
+fn not_found(project: &str, name: &str, hint: &NotFoundHint) -> String {
+    match hint {
+        NotFoundHint::EnvFile(file) => format!(
             "secret {name} is not set in {file} (fluxd dev, project {project}): add it to {file} as {name}=…; edits are live at once",
             file = file.display()
         ),
-        None => format!(
+        NotFoundHint::Fluxctl => format!(
             "secret {name} is not set in project {project}; set it with `fluxctl secrets set {name} --project {project}`"
         ),
     }
@@ -127,11 +126,18 @@ pub enum Error {
         /// Names the limit and where it comes from.
         limit_text: String,
     },
-    #[error("{}", not_found(project, name))]
-    NotFound { project: String, name: String },
+    /// A secret that is not set; `hint` says how to set it.
+    #[error("{}", not_found(project, name, hint))]
+    NotFound {
+        project: String,
+        name: String,
+        hint: NotFoundHint,
+    },
     /// A secret whose own readers leave the peer out: to the peer, word
-    /// for word a name that is not set; to the audit log, a denial.
-    #[error("{}", not_found(project, name))]
+    /// for word a name that is not set; to the audit log, a denial. Only
+    /// a config file's policy names per-secret readers, and `fluxd dev`
+    /// reads none, so the hint is always `fluxctl`'s.
+    #[error("{}", not_found(project, name, &NotFoundHint::Fluxctl))]
     Hidden { project: String, name: String },
     #[error(
         "unknown project {0}: list projects with `fluxctl projects list`, create it with `fluxctl projects create {0}`"
@@ -286,6 +292,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hidden_secret_reads_as_one_not_set() {
+        let hidden = Error::Hidden {
+            project: "app".into(),
+            name: "K".into(),
+        };
+        let not_set = Error::NotFound {
+            project: "app".into(),
+            name: "K".into(),
+            hint: NotFoundHint::Fluxctl,
+        };
+        assert_eq!(hidden.to_string(), not_set.to_string());
+        assert_eq!(hidden.code(), not_set.code());
+    }
 
     #[test]
     fn an_errno_is_the_disk_and_a_refused_file_is_not() {

@@ -16,6 +16,8 @@
 //! The first line ever written follows 32 zero bytes; a new file after a
 //! rotation carries the chain on from the last line of the file before.
 
+use crate::error::VaultError;
+use crate::hex;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -42,30 +44,28 @@ impl std::fmt::Debug for AuditKey {
 
 impl AuditKey {
     /// A key from its bytes (a key file holds exactly these, or their hex).
-    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, VaultError> {
         let text = std::str::from_utf8(bytes).map(str::trim).unwrap_or("");
-        let raw: Vec<u8> =
-            if text.len() == 2 * KEY_LEN && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-                (0..KEY_LEN)
-                    .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap_or(0))
-                    .collect()
-            } else {
-                bytes.to_vec()
-            };
-        let key: [u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| {
-            format!(
-                "an audit key is {KEY_LEN} bytes (or {} hex digits)",
-                2 * KEY_LEN
-            )
-        })?;
-        Ok(Self(Zeroizing::new(key)))
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        let from_hex = text.bytes().all(|b| b.is_ascii_hexdigit())
+            && hex::decode_into(text, key.as_mut()).is_some();
+        if !from_hex {
+            let raw: &[u8; KEY_LEN] = bytes.try_into().map_err(|_| {
+                VaultError::Key(format!(
+                    "an audit key is {KEY_LEN} bytes (or {} hex digits)",
+                    2 * KEY_LEN
+                ))
+            })?;
+            key.copy_from_slice(raw);
+        }
+        Ok(Self(key))
     }
 
     /// A new random key, as the hex text its file holds.
     pub fn generate_hex() -> Zeroizing<String> {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         getrandom::fill(key.as_mut()).expect("the operating system's random numbers");
-        Zeroizing::new(hex(key.as_ref()))
+        Zeroizing::new(hex::encode(key.as_ref()))
     }
 
     fn mac(&self, prev: &Link, body: &[u8]) -> Link {
@@ -83,7 +83,7 @@ impl AuditKey {
         let link = self.mac(prev, object);
         object.pop();
         object.extend_from_slice(MAC_MEMBER);
-        object.extend_from_slice(hex(&link).as_bytes());
+        object.extend_from_slice(hex::encode(&link).as_bytes());
         object.extend_from_slice(b"\"}");
         link
     }
@@ -122,9 +122,7 @@ fn split(line: &[u8]) -> Option<(Vec<u8>, Link)> {
     }
     let text = std::str::from_utf8(hex_mac).ok()?;
     let mut mac = [0u8; 32];
-    for (i, byte) in mac.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_into(text, &mut mac)?;
     let mut body = line[..at].to_vec();
     body.push(b'}');
     Some((body, mac))
@@ -227,10 +225,6 @@ pub fn verify(key: &AuditKey, files: &[Vec<u8>]) -> Finding {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +249,23 @@ mod tests {
             .iter()
             .flat_map(|l| l.iter().copied().chain([b'\n']))
             .collect()
+    }
+
+    #[test]
+    fn an_audit_key_is_its_bytes_or_their_hex_and_nothing_else() {
+        let raw = [0xa5u8; KEY_LEN];
+        let link = |k: &AuditKey| k.chain(&START, &mut b"{}".to_vec());
+        let from_raw = AuditKey::from_file_bytes(&raw).unwrap();
+        let from_hex =
+            AuditKey::from_file_bytes(format!("{}\n", "a5".repeat(KEY_LEN)).as_bytes()).unwrap();
+        assert!(link(&from_raw) == link(&from_hex), "the same key both ways");
+        for bad in [&raw[1..], &[b'a'; 2 * KEY_LEN - 1][..], b""] {
+            let err = AuditKey::from_file_bytes(bad).unwrap_err();
+            assert_eq!(
+                err,
+                VaultError::Key("an audit key is 32 bytes (or 64 hex digits)".into())
+            );
+        }
     }
 
     #[test]

@@ -117,10 +117,7 @@ impl ProjectKey {
             .expect("HMAC takes a key of any length");
         mac.update(value.as_bytes());
         let tag = mac.finalize().into_bytes();
-        tag[..DIGEST_HEX_LEN / 2]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::hex::encode(&tag[..DIGEST_HEX_LEN / 2])
     }
 }
 

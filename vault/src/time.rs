@@ -1,9 +1,9 @@
 //! Times as Flux Secrets writes and reads them: milliseconds since the
 //! epoch in memory and on the wire, RFC 3339 UTC with milliseconds in vault
-//! documents, the audit log and `--json` output ([`format_time_ms`],
-//! [`parse_time_ms`]), and the `# created:` stamp of a key file
-//! ([`created_stamp`]). fluxd and `fluxctl` both take their times from
-//! here.
+//! documents, the audit log and `--json` output ([`format_time_ms`], and
+//! `parse_time_ms` inside this crate), and the `# created:` stamp of a key
+//! file ([`created_stamp`]). fluxd and `fluxctl` both take their times
+//! from here.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -19,10 +19,7 @@ impl Project {
         let _writer = self.writer.lock().await;
         let current = Arc::clone(&*self.readable()?);
         if !current.secrets.contains_key(name) {
-            return Err(Error::NotFound {
-                project: self.name.clone(),
-                name: name.to_owned(),
-            });
+            return Err(self.not_found(name));
         }
         let served_fp = self.disk().vault;
         let (key, store, project, owned) = (

@@ -261,6 +261,16 @@ impl Project {
         &self.name
     }
 
+    /// The error for `name`, which is not set here: its hint is the one
+    /// this project's store gives.
+    fn not_found(&self, name: &str) -> Error {
+        Error::NotFound {
+            project: self.name.clone(),
+            name: name.to_owned(),
+            hint: self.store.not_found_hint(),
+        }
+    }
+
     /// The project's socket path.
     pub fn socket(&self) -> &Path {
         &self.socket

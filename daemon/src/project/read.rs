@@ -33,10 +33,7 @@ impl Project {
         snap.secrets
             .get(name)
             .map(|e| f(e.value.expose()))
-            .ok_or_else(|| Error::NotFound {
-                project: self.name.clone(),
-                name: name.to_owned(),
-            })
+            .ok_or_else(|| self.not_found(name))
     }
 
     /// Every secret with its value, sorted by name, from one snapshot.
@@ -127,4 +124,57 @@ fn same_value(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DevStore, LocalStore, Store};
+    use flux_vault::dotenv::Options;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn a_missing_secret_s_hint_comes_from_the_project_s_own_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("dev.env");
+        std::fs::write(&env, "A=1\n").unwrap();
+        let store: Arc<dyn Store> = Arc::new(DevStore::new("app", &env, Options::default()));
+        let dev = Project::load(
+            "app",
+            dir.path().join("dev.sock"),
+            store,
+            CancellationToken::new(),
+        )
+        .unwrap();
+        assert!(
+            dev.read_value("A", |v| v == "1").unwrap(),
+            "the file is served"
+        );
+        let err = dev.read_value("MISSING", |_| ()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "secret MISSING is not set in {f} (fluxd dev, project app): add it to {f} as MISSING=…; edits are live at once",
+                f = env.display()
+            )
+        );
+
+        // A production project in the same process keeps `fluxctl`'s hint:
+        // the dev store's hint is its own, not the process's.
+        let state = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::open(state.path()).unwrap());
+        let prod = Project::create(
+            "app",
+            state.path().join("app.sock"),
+            store,
+            CancellationToken::new(),
+        )
+        .unwrap();
+        let err = prod.read_value("MISSING", |_| ()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "secret MISSING is not set in project app; set it with `fluxctl secrets set MISSING --project app`"
+        );
+    }
 }

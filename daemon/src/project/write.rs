@@ -377,7 +377,11 @@ impl Project {
     /// vault without it is durable.
     pub async fn delete(&self, name: &str, w: &Writer<'_>) -> Result<Deleted> {
         validate_secret_name(name)?;
-        let (project, owned) = (self.name.clone(), name.to_owned());
+        let (project, owned, hint) = (
+            self.name.clone(),
+            name.to_owned(),
+            self.store.not_found_hint(),
+        );
         let ((), generation) = self
             .write(
                 EventKind::Deleted,
@@ -388,6 +392,7 @@ impl Project {
                     None => Err(Error::NotFound {
                         project: project.clone(),
                         name: owned.clone(),
+                        hint: hint.clone(),
                     }),
                 },
             )
@@ -410,11 +415,12 @@ impl Project {
                 "secret {name}: version numbers start at 1"
             )));
         }
-        let (project, owned, keep, by) = (
+        let (project, owned, keep, by, hint) = (
             self.name.clone(),
             name.to_owned(),
             w.keep_versions,
             w.by.clone(),
+            self.store.not_found_hint(),
         );
         let (rolled, generation) = self
             .write(EventKind::Set, vec![name.to_owned()], w, move |secrets| {
@@ -424,6 +430,7 @@ impl Project {
                         RollbackError::NotSet => Error::NotFound {
                             project: project.clone(),
                             name: owned.clone(),
+                            hint: hint.clone(),
                         },
                         other => Error::BadRequest(format!("secret {owned}: {other}")),
                     })

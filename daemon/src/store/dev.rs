@@ -6,7 +6,9 @@
 //! memory with a key that lives only as long as the process, so the
 //! daemon's whole serving path — snapshots, change events, the watcher —
 //! is the production one. Writes are refused: the file is the source of
-//! truth. A missing file serves no secrets until it appears.
+//! truth, and a secret that is not set is answered with a hint to add it
+//! to the file ([`Store::not_found_hint`]). A missing file serves no
+//! secrets until it appears.
 //!
 //! Every request re-reads the file first when a `stat` of it differs from
 //! the one taken just before it was last read ([`Store::maybe_changed`]):
@@ -39,7 +41,7 @@
 //! `fluxd dev` creates it.
 
 use super::{ChangeFeed, Store};
-use crate::error::{Error, Location, Result};
+use crate::error::{Error, Location, NotFoundHint, Result};
 use flux_vault::dotenv::Options;
 use flux_vault::keys::ProjectKey;
 use flux_vault::vault::{self, Entry, Secrets};
@@ -119,10 +121,10 @@ pub struct DevStore {
 }
 
 impl DevStore {
-    /// Serves `project` from `env_file`, read with `options`. From then
-    /// on a missing secret's error says to add it to `env_file`.
+    /// Serves `project` from `env_file`, read with `options`. A missing
+    /// secret's error says to add it to `env_file`
+    /// ([`Store::not_found_hint`]).
     pub fn new(project: &str, env_file: &Path, options: Options) -> Self {
-        crate::error::hint_env_file(env_file);
         Self {
             project: project.to_owned(),
             env_file: env_file.to_path_buf(),
@@ -278,6 +280,12 @@ impl Store for DevStore {
 
     fn keeps_last_good(&self) -> bool {
         false
+    }
+
+    /// Dev mode refuses `fluxctl secrets set`: a missing secret is added
+    /// to the file.
+    fn not_found_hint(&self) -> NotFoundHint {
+        NotFoundHint::EnvFile(self.env_file.clone())
     }
 }
 

@@ -27,7 +27,7 @@ mod watch;
 pub use dev::DevStore;
 pub use local::LocalStore;
 
-use crate::error::{Location, Result};
+use crate::error::{Location, NotFoundHint, Result};
 use flux_protocol::message::HostList;
 use flux_vault::keys::ProjectKey;
 use std::collections::BTreeSet;
@@ -133,6 +133,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// values the file no longer holds.
     fn keeps_last_good(&self) -> bool {
         true
+    }
+    /// What the message for a secret that is not set tells the user to
+    /// do: `fluxctl secrets set`, unless the store's source is a file the
+    /// developer edits ([`DevStore`] names its `.env` file).
+    fn not_found_hint(&self) -> NotFoundHint {
+        NotFoundHint::Fluxctl
     }
 }
 
