@@ -17,8 +17,10 @@ import threading
 import time
 import unittest
 from typing import Callable, List, Optional
+from unittest import mock
 
 from flux_secrets import AsyncSecrets, DaemonUnreachable, FluxSecretsError, SecretNotFound, Secrets
+from flux_secrets import _async, _sync
 from flux_secrets import _protocol as proto
 
 from secret_asserts import assert_value
@@ -288,6 +290,38 @@ class StubPeerTests(unittest.TestCase):
             self.assertEqual((err.code, err.code_name), (3, "too_large"))
             self.assertIn("over the 67108864-byte limit", str(err))
         self.assertEqual(peer.connections, 2, "not retried")
+
+    def test_the_answer_to_a_hello_that_could_not_be_sent_is_still_read(self) -> None:
+        # fluxd may answer a connection and close it before reading anything
+        # (a limit reached): whatever it sent is the answer, even though
+        # writing the Hello then fails. Both clients read that frame the same
+        # way: here one over the limit, so too_large, not a lost connection.
+        answered = threading.Event()
+
+        def answer_and_close(conn: socket.socket) -> bool:
+            conn.sendall(struct.pack(">I", proto.MAX_RESPONSE_FRAME_LEN + 1))
+            conn.close()
+            answered.set()
+            return False
+
+        peer = self.stub("answers-first", on_connect=answer_and_close)
+        real_check_peer = _sync.check_peer
+
+        def once_the_peer_closed(sock: socket.socket, path: str, trust: object) -> None:
+            # Holds the Hello back until the peer is gone, so writing it fails.
+            self.assertTrue(answered.wait(5), "the peer answered")
+            answered.clear()
+            real_check_peer(sock, path, trust)  # type: ignore[arg-type]
+
+        with mock.patch.object(_sync, "check_peer", once_the_peer_closed), mock.patch.object(
+            _async, "check_peer", once_the_peer_closed
+        ):
+            errs = self.both(peer.path, lambda c: c.get("A", "fb"), reconnect_delay=0)
+        for which, err in zip(("sync", "async"), errs):
+            assert isinstance(err, FluxSecretsError), f"{which}: {type(err).__name__}"
+            self.assertEqual((err.code, err.code_name), (3, "too_large"), which)
+            self.assertIn("over the 67108864-byte limit", str(err))
+        self.assertEqual(peer.connections, 2, "one connection per client, not retried")
 
     def test_answers_split_byte_by_byte_and_events_first(self) -> None:
         def dribble(conn: socket.socket, req: Request, number: int) -> None:

@@ -1,8 +1,9 @@
-"""The blocking client, safe to share between threads."""
+"""The blocking client, safe to share between threads: the socket I/O, the
+lock and the timeouts around the shared core (``_core.py``), which builds
+the requests and reads the answers."""
 
 from __future__ import annotations
 
-import collections
 import os
 import select
 import socket
@@ -10,30 +11,21 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Deque, Dict, Optional, Type, TypeVar, Union, overload
+from typing import Dict, Optional, Type, TypeVar, Union, overload
 
 from . import _protocol as p
-from ._common import (
-    CLIENT_NAME,
-    DEFAULT_RECONNECT_DELAY,
-    MAX_SET_ASIDE_EVENTS,
-    MISSING,
-    Missing,
-    PathArg,
-    bad_response,
-    check_delay,
-    check_name,
-    check_timeout,
-    check_welcome,
-    closed_error,
-    socket_path_from,
-    timed_out,
-    too_large,
-    value_of,
-    values_of,
+from ._common import DEFAULT_RECONNECT_DELAY, MISSING, Missing, PathArg, closed_error
+from ._core import (
+    GET_ALL,
+    HEADER_LEN,
+    Broken,
+    ClientCore,
+    Exchange,
+    Greeting,
+    socket_target,
 )
-from ._errors import ConnectionLost, FluxSecretsError, SecretNotFound, unreachable
-from ._trust import Trust, check_peer, check_socket_path
+from ._errors import ConnectionLost
+from ._trust import check_peer
 
 D = TypeVar("D")
 S = TypeVar("S", bound="Secrets")
@@ -45,43 +37,51 @@ class _Timeout(Exception):
     pass
 
 
-class _Conn:
-    """One connection: the socket, after the trust checks and the handshake."""
+def _send(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except socket.timeout:
+        raise _Timeout() from None
+    except OSError as e:
+        raise ConnectionLost(e, connecting=False) from None
 
-    def __init__(self, sock: socket.socket, welcome: p.Welcome) -> None:
-        self.sock = sock
-        self.welcome = welcome
-        self.pid = os.getpid()
-        self.closed_by_user = False
 
-    def send(self, data: bytes) -> None:
+def _recv(sock: socket.socket, n: int) -> bytearray:
+    """Exactly `n` bytes, in a buffer the core zeroes once it has decoded it."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    while len(view):
         try:
-            self.sock.sendall(data)
+            got = sock.recv_into(view)
         except socket.timeout:
             raise _Timeout() from None
         except OSError as e:
             raise ConnectionLost(e, connecting=False) from None
+        if got == 0:
+            raise ConnectionLost(None, connecting=False)
+        view = view[got:]
+    return buf
 
-    def _recv_into(self, view: memoryview) -> None:
-        while len(view):
-            try:
-                n = self.sock.recv_into(view)
-            except socket.timeout:
-                raise _Timeout() from None
-            except OSError as e:
-                raise ConnectionLost(e, connecting=False) from None
-            if n == 0:
-                raise ConnectionLost(None, connecting=False)
-            view = view[n:]
 
-    def read_frame(self) -> bytearray:
-        """One payload. The length is checked before the payload is allocated."""
-        header = bytearray(4)
-        self._recv_into(memoryview(header))
-        n = p.frame_length(header)
-        payload = bytearray(n)
-        self._recv_into(memoryview(payload))
-        return payload
+class _Conn:
+    """One connection: the socket, after the trust checks and the handshake."""
+
+    def __init__(self, sock: socket.socket, exchange: "Exchange[None]") -> None:
+        self.sock = sock
+        self.exchange = exchange
+        self.pid = os.getpid()
+        self.closed_by_user = False
+
+    def ask(self, frame: bytes, key: Optional[str]) -> p.Response:
+        """Sends one request and returns its answer; events pushed first are set aside."""
+        _send(self.sock, frame)
+        exchange = self.exchange
+        exchange.sent(None, key)
+        while True:
+            length = exchange.length(_recv(self.sock, HEADER_LEN))
+            answered = exchange.receive(_recv(self.sock, length))
+            if answered is not None:
+                return answered[1]
 
     def peer_closed(self) -> bool:
         """True when fluxd closed this idle connection (a restart, or its idle
@@ -126,7 +126,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class Secrets:
+class Secrets(ClientCore):
     """A project's secrets, read from fluxd over the project's Unix socket.
 
     ``Secrets()`` uses the socket in ``FLUX_SECRETS_SOCKET``;
@@ -146,6 +146,8 @@ class Secrets:
     ``"timeout"`` and the connection is closed.
     """
 
+    _api_name = "Secrets"
+
     def __init__(
         self,
         socket_path: PathArg = None,
@@ -153,34 +155,10 @@ class Secrets:
         reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
         timeout: Optional[float] = None,
     ) -> None:
-        self._path = socket_path_from(socket_path)
-        self._reconnect_delay = check_delay(reconnect_delay)
-        self._timeout = check_timeout(timeout)
+        super().__init__(socket_path, reconnect_delay=reconnect_delay, timeout=timeout)
         self._lock = threading.Lock()
         self._conn: Optional[_Conn] = None
-        self._project: Optional[str] = None
-        self._events: Deque[p.Event] = collections.deque(maxlen=MAX_SET_ASIDE_EVENTS)
         _clients.add(self)
-
-    @classmethod
-    def from_env(
-        cls: Type[S],
-        *,
-        reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
-        timeout: Optional[float] = None,
-    ) -> S:
-        """The secrets served on the socket named by ``FLUX_SECRETS_SOCKET``."""
-        return cls(None, reconnect_delay=reconnect_delay, timeout=timeout)
-
-    @property
-    def socket_path(self) -> str:
-        """The project socket this client talks to."""
-        return self._path
-
-    @property
-    def project(self) -> Optional[str]:
-        """The project fluxd said this socket serves, once connected."""
-        return self._project
 
     @overload
     def get(self, key: str) -> str: ...
@@ -196,18 +174,12 @@ class Secrets:
         not set. Every other failure (an invalid name, a denied request, an
         unreachable daemon) raises a :class:`FluxSecretsError` all the same.
         """
-        check_name(key)
-        msg = self._call(p.encode_get(key), key)
-        try:
-            return value_of(msg, key, self._path)
-        except SecretNotFound:
-            if isinstance(default, Missing):
-                raise
-            return default
+        frame = self._get_request(key)
+        return self._get_answer(self._call(frame, key), key, default)
 
     def get_all(self) -> Dict[str, str]:
         """Every secret of the project with its value (fluxd's policy may refuse it)."""
-        return values_of(self._call(p.encode_get_all(), None), self._path)
+        return self._get_all_answer(self._call(GET_ALL, None))
 
     def close(self) -> None:
         """Closes the connection. A call waiting on it in another thread fails
@@ -237,11 +209,7 @@ class Secrets:
         self.close()
 
     def __repr__(self) -> str:
-        state = "connected" if self._conn is not None else "idle"
-        return (
-            f"<flux_secrets.Secrets socket_path={self._path!r} project={self._project!r} "
-            f"state={state!r}>"
-        )
+        return self._describe("connected" if self._conn is not None else "idle")
 
     # ------------------------------------------------------------ internals
 
@@ -249,24 +217,26 @@ class Secrets:
         """Sends one request and returns its answer, retrying once on a new
         connection when the connection could not be made or broke."""
         with self._lock:
-            lost: Optional[ConnectionLost] = None
-            for attempt in (0, 1):
-                if attempt:
-                    time.sleep(self._reconnect_delay)
+            attempts = self._attempts(key)
+            for pause in attempts:
+                if pause is not None:
+                    time.sleep(pause)
                 conn: Optional[_Conn] = None
                 try:
                     conn = self._connected()
-                    conn.send(frame)
-                    return self._receive(conn, key)
+                    return conn.ask(frame, key)
                 except ConnectionLost as e:
                     self._drop()
                     if conn is not None and conn.closed_by_user:
                         raise closed_error(self._path, key) from None
-                    lost = e
+                    attempts.lost(e)
+                except Broken as e:
+                    self._drop()
+                    raise e.error_for(key) from None
                 except _Timeout:
                     self._drop()
-                    raise timed_out(self._path, self._timeout, key) from None
-            raise unreachable(self._path, lost, key=key, retried=True)
+                    raise self._timed_out(key) from None
+            raise attempts.unreachable()
 
     def _connected(self) -> _Conn:
         conn = self._conn
@@ -281,16 +251,11 @@ class Secrets:
                 return conn
         conn = self._open()
         self._conn = conn
-        self._project = conn.welcome.project
         return conn
 
     def _open(self) -> _Conn:
         path = self._path
-        trust = Trust()
-        try:
-            target = check_socket_path(path, trust)
-        except OSError as e:
-            raise ConnectionLost(e, connecting=True) from None
+        target, trust = socket_target(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self._timeout)
@@ -301,56 +266,22 @@ class Secrets:
             except OSError as e:
                 raise ConnectionLost(e, connecting=True) from None
             check_peer(sock, path, trust)
-            probe = _Conn(sock, p.Welcome(0, "", None))
+            greeting = Greeting(path)
             try:
-                probe.send(p.encode_hello(CLIENT_NAME))
+                _send(sock, greeting.hello)
             except ConnectionLost as lost:
-                # fluxd may have refused the connection (a limit) with an
-                # error and closed it before reading: that error is the answer.
-                try:
-                    payload = probe.read_frame()
-                except (ConnectionLost, p.FrameTooLarge):
-                    raise lost from None
-            else:
-                payload = self._read(probe, None)
+                greeting.send_failed(lost)
             try:
-                msg = p.decode_response(payload)
-            except p.DecodeError as e:
-                raise bad_response(path, str(e)) from None
-            finally:
-                payload[:] = bytes(len(payload))
-            return _Conn(sock, check_welcome(msg, path))
+                length = greeting.length(_recv(sock, HEADER_LEN))
+                payload = _recv(sock, length)
+            except ConnectionLost as lost:
+                raise greeting.read_failed(lost) from None
+            welcome = greeting.welcome(payload)
         except BaseException:
             sock.close()
             raise
-
-    def _read(self, conn: _Conn, key: Optional[str]) -> bytearray:
-        try:
-            return conn.read_frame()
-        except p.FrameTooLarge as e:
-            err = too_large(self._path, e)
-            err.key = key
-            raise err from None
-
-    def _receive(self, conn: _Conn, key: Optional[str]) -> p.Response:
-        """The answer to the request just sent; events pushed first are set aside."""
-        while True:
-            try:
-                payload = self._read(conn, key)
-            except FluxSecretsError:
-                self._drop()
-                raise
-            try:
-                msg = p.decode_response(payload)
-            except p.DecodeError as e:
-                self._drop()
-                raise bad_response(self._path, str(e), key) from None
-            finally:
-                payload[:] = bytes(len(payload))
-            if isinstance(msg, p.Event):
-                self._events.append(msg)
-                continue
-            return msg
+        self._welcomed(welcome)
+        return _Conn(sock, Exchange(path, self._events))
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
