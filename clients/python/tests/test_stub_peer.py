@@ -348,23 +348,32 @@ class StubPeerTests(unittest.TestCase):
 
         asyncio.run(run())
 
-    def test_an_answer_nobody_asked_for_is_a_bad_response(self) -> None:
+    def test_an_answer_nobody_asked_for_drops_the_connection(self) -> None:
+        # Each get is answered twice: the second answer must never be taken
+        # for the next get's.
         def twice(conn: socket.socket, req: Request, number: int) -> None:
-            conn.sendall(value("one") + value("two"))
+            conn.sendall(value(f"v-{req.name}") + value("stray"))
 
         peer = self.stub("twice", on_request=welcoming(twice))
+        c = Secrets(peer.path)
+        self.addCleanup(c.close)
+        assert_value(c.get("A"), "v-A", "A")
+        assert_value(c.get("B"), "v-B", "B")
+        self.assertEqual(peer.connections, 2, "the connection out of step was dropped")
 
         async def run() -> None:
             a = AsyncSecrets(peer.path)
             self.addCleanup(asyncio.run, a.close())
-            assert_value(await a.get("A"), "one", "A")
+            assert_value(await a.get("A"), "v-A", "A")
             for _ in range(100):
                 if a._conn is None:
                     break
                 await asyncio.sleep(0.01)
             self.assertIsNone(a._conn, "the connection out of step was dropped")
+            assert_value(await a.get("B"), "v-B", "B")
 
         asyncio.run(run())
+        self.assertEqual(peer.connections, 4)
 
     def test_a_peer_that_never_answers_times_out(self) -> None:
         peer = self.stub("silent", on_request=welcoming(lambda conn, req, n: None))

@@ -83,26 +83,38 @@ class _Conn:
             if answered is not None:
                 return answered[1]
 
-    def peer_closed(self) -> bool:
-        """True when fluxd closed this idle connection (a restart, or its idle
-        timeout): checked without blocking before a request is sent on it."""
+    def usable(self) -> bool:
+        """Whether this idle connection can carry the next request, checked
+        before it is sent. Not when fluxd closed it (a restart, or its idle
+        timeout), nor when the stream is out of step (a frame that is no
+        event arrived unasked: it would be taken for the next answer). Events
+        that arrived meanwhile are set aside."""
+        while self._readable():
+            # Readable: fluxd closed it, or a frame waits to be read.
+            try:
+                if self.sock.recv(1, _PEEK_FLAGS) == b"":
+                    return False
+            except (BlockingIOError, InterruptedError, socket.timeout):
+                return True
+            except OSError:
+                return False
+            try:
+                length = self.exchange.length(_recv(self.sock, HEADER_LEN))
+                self.exchange.receive(_recv(self.sock, length))
+            except (Broken, ConnectionLost):
+                return False
+        return True
+
+    def _readable(self) -> bool:
+        """Without blocking: whether a read would return at once."""
         fd = self.sock.fileno()
         if fd < 0:
             return True
         if hasattr(select, "poll"):
             poller = select.poll()
             poller.register(fd, select.POLLIN)
-            if not poller.poll(0):
-                return False
-        elif not select.select([fd], [], [], 0)[0]:
-            return False
-        # Readable: either fluxd closed it, or an event waits to be read.
-        try:
-            return self.sock.recv(1, _PEEK_FLAGS) == b""
-        except (BlockingIOError, InterruptedError, socket.timeout):
-            return False
-        except OSError:
-            return True
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
 
     def close(self) -> None:
         try:
@@ -245,7 +257,7 @@ class Secrets(ClientCore):
                 # A forked child must not share its parent's connection.
                 self._conn = None
                 conn.close()
-            elif conn.closed_by_user or conn.peer_closed():
+            elif conn.closed_by_user or not conn.usable():
                 self._drop()
             else:
                 return conn
