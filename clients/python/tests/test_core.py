@@ -1,6 +1,6 @@
 """The core both clients share, without a socket: the handshake's rules, a
 connection's conversation (answers in order, events set aside, a stream out
-of step), the retry rule and the deadline. No daemon needed."""
+of step, each waiting call failing with its own key). No daemon needed."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import struct
 import unittest
 from typing import Deque, List
 
-from flux_secrets import DaemonUnreachable, FluxSecretsError
+from flux_secrets import FluxSecretsError
 from flux_secrets import _protocol as p
-from flux_secrets._core import Attempts, Broken, Deadline, Exchange, Greeting
+from flux_secrets._core import Broken, Exchange, Greeting
 from flux_secrets._errors import ConnectionLost
 
 from secret_asserts import assert_value
@@ -127,31 +127,6 @@ class ExchangeTests(unittest.TestCase):
         assert isinstance(err, FluxSecretsError)
         self.assertEqual(err.code_name, "bad_response")
         self.assertIn("unknown response variant 99", str(err))
-
-
-class RuleTests(unittest.TestCase):
-    def test_a_call_is_sent_at_most_twice_then_unreachable(self) -> None:
-        attempts = Attempts(PATH, "K", 0.25)
-        pauses = []
-        for pause in attempts:
-            pauses.append(pause)
-            attempts.lost(ConnectionLost(None, connecting=False))
-        self.assertEqual(pauses, [None, 0.25])
-        err = attempts.unreachable()
-        self.assertIsInstance(err, DaemonUnreachable)
-        self.assertEqual(err.key, "K")
-        self.assertIn("also after one reconnect", str(err))
-        self.assertIn("closed the connection", str(err))
-
-    def test_a_deadline_counts_down_from_the_start_of_the_attempt(self) -> None:
-        now = [100.0]
-        deadline = Deadline(2.0, lambda: now[0])
-        self.assertEqual(deadline.remaining(), 2.0)
-        now[0] = 101.5
-        self.assertEqual(deadline.remaining(), 0.5)
-        now[0] = 103.0
-        self.assertEqual(deadline.remaining(), 0.0)
-        self.assertIsNone(Deadline(None).remaining())
 
 
 if __name__ == "__main__":

@@ -385,6 +385,28 @@ class StubPeerTests(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 3)
         self.assertEqual(peer.connections, 2, "a timeout is not retried")
 
+    def test_the_timeout_bounds_the_whole_answer_not_each_read(self) -> None:
+        # An answer trickling in a byte at a time, each byte well within the
+        # timeout, the whole answer well past it.
+        def trickle(conn: socket.socket, req: Request, number: int) -> None:
+            data = value(f"v-{req.name}")
+            for i in range(len(data)):
+                time.sleep(0.1)
+                try:
+                    conn.sendall(data[i : i + 1])
+                except OSError:
+                    return
+
+        peer = self.stub("trickle", on_request=welcoming(trickle))
+        started = time.monotonic()
+        for which, err in zip(
+            ("sync", "async"), self.both(peer.path, lambda c: c.get("A", "fb"), timeout=0.3)
+        ):
+            assert isinstance(err, FluxSecretsError), f"{which}: {type(err).__name__}"
+            self.assertEqual((err.code_name, err.key), ("timeout", "A"), which)
+            self.assertIn("did not answer get A within 0.3 s", str(err))
+        self.assertLess(time.monotonic() - started, 2.5, "the whole answer takes 1.9 s")
+
     def test_close_from_another_thread_ends_a_waiting_get(self) -> None:
         peer = self.stub("silent2", on_request=welcoming(lambda conn, req, n: None))
         c = Secrets(peer.path)

@@ -18,7 +18,6 @@ from ._core import (
     HEADER_LEN,
     Broken,
     ClientCore,
-    Deadline,
     Exchange,
     Greeting,
     MakeError,
@@ -247,8 +246,8 @@ class AsyncSecrets(ClientCore):
     async def _call(self, frame: bytes, key: Optional[str]) -> p.Response:
         """Sends one request and returns its answer, retrying once on a new
         connection when the connection could not be made or broke."""
-        attempts = self._attempts(key)
-        for pause in attempts:
+        lost: Optional[ConnectionLost] = None
+        for pause in self._pauses:
             if pause is not None:
                 await asyncio.sleep(pause)
             try:
@@ -257,18 +256,19 @@ class AsyncSecrets(ClientCore):
                     return await conn.submit(frame, key)
                 return await self._call_within(frame, key, self._timeout)
             except ConnectionLost as e:
-                attempts.lost(e)
-        raise attempts.unreachable()
+                lost = e
+        raise self._unreachable(lost, key)
 
     async def _call_within(self, frame: bytes, key: Optional[str], timeout: float) -> p.Response:
-        deadline = Deadline(timeout, asyncio.get_running_loop().time)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            conn = await asyncio.wait_for(self._connected(), deadline.remaining())
+            conn = await asyncio.wait_for(self._connected(), timeout)
         except asyncio.TimeoutError:
             raise self._timed_out(key) from None
         fut = conn.submit(frame, key)
         try:
-            return await asyncio.wait_for(fut, deadline.remaining())
+            return await asyncio.wait_for(fut, max(deadline - loop.time(), 0))
         except asyncio.TimeoutError:
             # The answer may still come: the stream can no longer be trusted.
             conn.lost(None)

@@ -14,21 +14,18 @@ It owns:
   them: the answer to the oldest, an event to set aside, or a stream that
   can no longer be used (:class:`Broken`) and the error each waiting call
   raises then;
-- the rules around a call: one retry on a new connection after the
-  reconnect delay (:class:`Attempts`), and a deadline per attempt
-  (:class:`Deadline`).
+- the retry rule: one retry on a new connection after the reconnect delay
+  (``ClientCore._pauses``), then :class:`DaemonUnreachable`.
 """
 
 from __future__ import annotations
 
 import collections
-import time
 from typing import (
     Callable,
     Deque,
     Dict,
     Generic,
-    Iterator,
     List,
     Optional,
     Tuple,
@@ -102,6 +99,12 @@ class ClientCore:
         self._path = socket_path_from(socket_path)
         self._reconnect_delay = check_delay(reconnect_delay)
         self._timeout = check_timeout(timeout)
+        # The retry rule: a call is sent at most twice, the second time on a
+        # new connection after the reconnect delay, and only when connecting
+        # failed or the connection broke before the answer (ConnectionLost);
+        # when that fails too, the call raises _unreachable(): no retry loop.
+        # What to do before each attempt: nothing, then pause this long.
+        self._pauses: Tuple[Optional[float], ...] = (None, self._reconnect_delay)
         self._project: Optional[str] = None
         self._events: Deque[p.Event] = collections.deque(maxlen=MAX_SET_ASIDE_EVENTS)
 
@@ -154,8 +157,9 @@ class ClientCore:
 
     # ----------------------------------------------------------- the rules
 
-    def _attempts(self, key: Optional[str]) -> "Attempts":
-        return Attempts(self._path, key, self._reconnect_delay)
+    def _unreachable(self, lost: Optional[ConnectionLost], key: Optional[str]) -> DaemonUnreachable:
+        """The error once every attempt failed, the last one this way."""
+        return unreachable(self._path, lost, key=key, retried=True)
 
     def _timed_out(self, key: Optional[str]) -> FluxSecretsError:
         return timed_out(self._path, self._timeout, key)
@@ -301,49 +305,3 @@ class Exchange(Generic[W]):
         failed = [(waiter, error_for(key)) for waiter, key in self.pending]
         self.pending.clear()
         return failed
-
-
-class Attempts:
-    """The retry rule: a call is sent at most twice, the second time on a new
-    connection after the reconnect delay, and only when connecting failed or
-    the connection broke before the answer (:class:`ConnectionLost`). When
-    the retry fails too, the call raises :meth:`unreachable`; there is no
-    retry loop.
-
-    Iterating gives what to do before each attempt: None before the first,
-    the pause in seconds before the retry."""
-
-    def __init__(self, socket_path: str, key: Optional[str], delay: float) -> None:
-        self._path = socket_path
-        self._key = key
-        self._delay = delay
-        self._lost: Optional[ConnectionLost] = None
-
-    def __iter__(self) -> Iterator[Optional[float]]:
-        yield None
-        yield self._delay
-
-    def lost(self, err: ConnectionLost) -> None:
-        """An attempt failed this way: the next one, if any, may retry."""
-        self._lost = err
-
-    def unreachable(self) -> DaemonUnreachable:
-        """The error once every attempt failed."""
-        return unreachable(self._path, self._lost, key=self._key, retried=True)
-
-
-class Deadline:
-    """When an attempt runs out of time: `timeout` seconds after it started,
-    by `clock`; never without a timeout."""
-
-    def __init__(
-        self, timeout: Optional[float], clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._clock = clock
-        self._end = None if timeout is None else clock() + timeout
-
-    def remaining(self) -> Optional[float]:
-        """Seconds left (0.0 once passed); None without a timeout."""
-        if self._end is None:
-            return None
-        return max(self._end - self._clock(), 0.0)

@@ -37,8 +37,26 @@ class _Timeout(Exception):
     pass
 
 
-def _send(sock: socket.socket, data: bytes) -> None:
+#: How far a socket's own timeout may stray from an attempt's deadline
+#: before it is set again (setting it costs a system call).
+_TIMEOUT_SLACK = 0.001
+
+
+def _bound(sock: socket.socket, deadline: float) -> None:
+    """Gives the next socket operation what is left of the attempt's time
+    (`deadline` is a time of the monotonic clock)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Timeout()
+    current = sock.gettimeout()
+    if current is None or abs(current - left) > _TIMEOUT_SLACK:
+        sock.settimeout(left)
+
+
+def _send(sock: socket.socket, data: bytes, deadline: Optional[float]) -> None:
     try:
+        if deadline is not None:
+            _bound(sock, deadline)
         sock.sendall(data)
     except socket.timeout:
         raise _Timeout() from None
@@ -46,12 +64,14 @@ def _send(sock: socket.socket, data: bytes) -> None:
         raise ConnectionLost(e, connecting=False) from None
 
 
-def _recv(sock: socket.socket, n: int) -> bytearray:
+def _recv(sock: socket.socket, n: int, deadline: Optional[float]) -> bytearray:
     """Exactly `n` bytes, in a buffer the core zeroes once it has decoded it."""
     buf = bytearray(n)
     view = memoryview(buf)
     while len(view):
         try:
+            if deadline is not None:
+                _bound(sock, deadline)
             got = sock.recv_into(view)
         except socket.timeout:
             raise _Timeout() from None
@@ -72,18 +92,18 @@ class _Conn:
         self.pid = os.getpid()
         self.closed_by_user = False
 
-    def ask(self, frame: bytes, key: Optional[str]) -> p.Response:
+    def ask(self, frame: bytes, key: Optional[str], deadline: Optional[float]) -> p.Response:
         """Sends one request and returns its answer; events pushed first are set aside."""
-        _send(self.sock, frame)
+        _send(self.sock, frame, deadline)
         exchange = self.exchange
         exchange.sent(None, key)
         while True:
-            length = exchange.length(_recv(self.sock, HEADER_LEN))
-            answered = exchange.receive(_recv(self.sock, length))
+            length = exchange.length(_recv(self.sock, HEADER_LEN, deadline))
+            answered = exchange.receive(_recv(self.sock, length, deadline))
             if answered is not None:
                 return answered[1]
 
-    def usable(self) -> bool:
+    def usable(self, deadline: Optional[float]) -> bool:
         """Whether this idle connection can carry the next request, checked
         before it is sent. Not when fluxd closed it (a restart, or its idle
         timeout), nor when the stream is out of step (a frame that is no
@@ -99,8 +119,8 @@ class _Conn:
             except OSError:
                 return False
             try:
-                length = self.exchange.length(_recv(self.sock, HEADER_LEN))
-                self.exchange.receive(_recv(self.sock, length))
+                length = self.exchange.length(_recv(self.sock, HEADER_LEN, deadline))
+                self.exchange.receive(_recv(self.sock, length, deadline))
             except (Broken, ConnectionLost):
                 return False
         return True
@@ -229,49 +249,53 @@ class Secrets(ClientCore):
         """Sends one request and returns its answer, retrying once on a new
         connection when the connection could not be made or broke."""
         with self._lock:
-            attempts = self._attempts(key)
-            for pause in attempts:
+            lost: Optional[ConnectionLost] = None
+            for pause in self._pauses:
                 if pause is not None:
                     time.sleep(pause)
                 conn: Optional[_Conn] = None
+                # Each attempt, connecting included, has `timeout` seconds.
+                deadline = None if self._timeout is None else time.monotonic() + self._timeout
                 try:
-                    conn = self._connected()
-                    return conn.ask(frame, key)
+                    conn = self._connected(deadline)
+                    return conn.ask(frame, key, deadline)
                 except ConnectionLost as e:
                     self._drop()
                     if conn is not None and conn.closed_by_user:
                         raise closed_error(self._path, key) from None
-                    attempts.lost(e)
+                    lost = e
                 except Broken as e:
                     self._drop()
                     raise e.error_for(key) from None
                 except _Timeout:
                     self._drop()
                     raise self._timed_out(key) from None
-            raise attempts.unreachable()
+            raise self._unreachable(lost, key)
 
-    def _connected(self) -> _Conn:
+    def _connected(self, deadline: Optional[float]) -> _Conn:
         conn = self._conn
         if conn is not None:
             if conn.pid != os.getpid():
                 # A forked child must not share its parent's connection.
                 self._conn = None
                 conn.close()
-            elif conn.closed_by_user or not conn.usable():
+            elif conn.closed_by_user or not conn.usable(deadline):
                 self._drop()
             else:
                 return conn
-        conn = self._open()
+        conn = self._open(deadline)
         self._conn = conn
         return conn
 
-    def _open(self) -> _Conn:
+    def _open(self, deadline: Optional[float]) -> _Conn:
         path = self._path
         target, trust = socket_target(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(self._timeout)
+            sock.settimeout(None)
             try:
+                if deadline is not None:
+                    _bound(sock, deadline)
                 sock.connect(target)
             except socket.timeout:
                 raise _Timeout() from None
@@ -280,12 +304,12 @@ class Secrets(ClientCore):
             check_peer(sock, path, trust)
             greeting = Greeting(path)
             try:
-                _send(sock, greeting.hello)
+                _send(sock, greeting.hello, deadline)
             except ConnectionLost as lost:
                 greeting.send_failed(lost)
             try:
-                length = greeting.length(_recv(sock, HEADER_LEN))
-                payload = _recv(sock, length)
+                length = greeting.length(_recv(sock, HEADER_LEN, deadline))
+                payload = _recv(sock, length, deadline)
             except ConnectionLost as lost:
                 raise greeting.read_failed(lost) from None
             welcome = greeting.welcome(payload)
