@@ -17,8 +17,10 @@ import threading
 import time
 import unittest
 from typing import Callable, List, Optional
+from unittest import mock
 
 from flux_secrets import AsyncSecrets, DaemonUnreachable, FluxSecretsError, SecretNotFound, Secrets
+from flux_secrets import _async, _sync
 from flux_secrets import _protocol as proto
 
 from secret_asserts import assert_value
@@ -289,6 +291,38 @@ class StubPeerTests(unittest.TestCase):
             self.assertIn("over the 67108864-byte limit", str(err))
         self.assertEqual(peer.connections, 2, "not retried")
 
+    def test_the_answer_to_a_hello_that_could_not_be_sent_is_still_read(self) -> None:
+        # fluxd may answer a connection and close it before reading anything
+        # (a limit reached): whatever it sent is the answer, even though
+        # writing the Hello then fails. Both clients read that frame the same
+        # way: here one over the limit, so too_large, not a lost connection.
+        answered = threading.Event()
+
+        def answer_and_close(conn: socket.socket) -> bool:
+            conn.sendall(struct.pack(">I", proto.MAX_RESPONSE_FRAME_LEN + 1))
+            conn.close()
+            answered.set()
+            return False
+
+        peer = self.stub("answers-first", on_connect=answer_and_close)
+        real_check_peer = _sync.check_peer
+
+        def once_the_peer_closed(sock: socket.socket, path: str, trust: object) -> None:
+            # Holds the Hello back until the peer is gone, so writing it fails.
+            self.assertTrue(answered.wait(5), "the peer answered")
+            answered.clear()
+            real_check_peer(sock, path, trust)  # type: ignore[arg-type]
+
+        with mock.patch.object(_sync, "check_peer", once_the_peer_closed), mock.patch.object(
+            _async, "check_peer", once_the_peer_closed
+        ):
+            errs = self.both(peer.path, lambda c: c.get("A", "fb"), reconnect_delay=0)
+        for which, err in zip(("sync", "async"), errs):
+            assert isinstance(err, FluxSecretsError), f"{which}: {type(err).__name__}"
+            self.assertEqual((err.code, err.code_name), (3, "too_large"), which)
+            self.assertIn("over the 67108864-byte limit", str(err))
+        self.assertEqual(peer.connections, 2, "one connection per client, not retried")
+
     def test_answers_split_byte_by_byte_and_events_first(self) -> None:
         def dribble(conn: socket.socket, req: Request, number: int) -> None:
             data = event(7, [req.name or ""]) + event(8, []) + value(f"v-{req.name}")
@@ -314,23 +348,32 @@ class StubPeerTests(unittest.TestCase):
 
         asyncio.run(run())
 
-    def test_an_answer_nobody_asked_for_is_a_bad_response(self) -> None:
+    def test_an_answer_nobody_asked_for_drops_the_connection(self) -> None:
+        # Each get is answered twice: the second answer must never be taken
+        # for the next get's.
         def twice(conn: socket.socket, req: Request, number: int) -> None:
-            conn.sendall(value("one") + value("two"))
+            conn.sendall(value(f"v-{req.name}") + value("stray"))
 
         peer = self.stub("twice", on_request=welcoming(twice))
+        c = Secrets(peer.path)
+        self.addCleanup(c.close)
+        assert_value(c.get("A"), "v-A", "A")
+        assert_value(c.get("B"), "v-B", "B")
+        self.assertEqual(peer.connections, 2, "the connection out of step was dropped")
 
         async def run() -> None:
             a = AsyncSecrets(peer.path)
             self.addCleanup(asyncio.run, a.close())
-            assert_value(await a.get("A"), "one", "A")
+            assert_value(await a.get("A"), "v-A", "A")
             for _ in range(100):
                 if a._conn is None:
                     break
                 await asyncio.sleep(0.01)
             self.assertIsNone(a._conn, "the connection out of step was dropped")
+            assert_value(await a.get("B"), "v-B", "B")
 
         asyncio.run(run())
+        self.assertEqual(peer.connections, 4)
 
     def test_a_peer_that_never_answers_times_out(self) -> None:
         peer = self.stub("silent", on_request=welcoming(lambda conn, req, n: None))
@@ -341,6 +384,28 @@ class StubPeerTests(unittest.TestCase):
             self.assertIn("did not answer get A within 0.2 s", str(err))
         self.assertLess(time.monotonic() - started, 3)
         self.assertEqual(peer.connections, 2, "a timeout is not retried")
+
+    def test_the_timeout_bounds_the_whole_answer_not_each_read(self) -> None:
+        # An answer trickling in a byte at a time, each byte well within the
+        # timeout, the whole answer well past it.
+        def trickle(conn: socket.socket, req: Request, number: int) -> None:
+            data = value(f"v-{req.name}")
+            for i in range(len(data)):
+                time.sleep(0.1)
+                try:
+                    conn.sendall(data[i : i + 1])
+                except OSError:
+                    return
+
+        peer = self.stub("trickle", on_request=welcoming(trickle))
+        started = time.monotonic()
+        for which, err in zip(
+            ("sync", "async"), self.both(peer.path, lambda c: c.get("A", "fb"), timeout=0.3)
+        ):
+            assert isinstance(err, FluxSecretsError), f"{which}: {type(err).__name__}"
+            self.assertEqual((err.code_name, err.key), ("timeout", "A"), which)
+            self.assertIn("did not answer get A within 0.3 s", str(err))
+        self.assertLess(time.monotonic() - started, 2.5, "the whole answer takes 1.9 s")
 
     def test_close_from_another_thread_ends_a_waiting_get(self) -> None:
         peer = self.stub("silent2", on_request=welcoming(lambda conn, req, n: None))

@@ -1,47 +1,39 @@
-"""The asyncio client: one pipelined connection shared by every coroutine."""
+"""The asyncio client: one pipelined connection shared by every coroutine.
+This module owns the socket I/O, the reader task and the timeouts around the
+shared core (``_core.py``), which builds the requests and reads the
+answers."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import socket
 from types import TracebackType
-from typing import Callable, Deque, Dict, Optional, Tuple, Type, TypeVar, Union, overload
+from typing import Dict, Optional, Type, TypeVar, Union, overload
 
 from . import _protocol as p
-from ._common import (
-    CLIENT_NAME,
-    DEFAULT_RECONNECT_DELAY,
-    MAX_SET_ASIDE_EVENTS,
-    MISSING,
-    Missing,
-    PathArg,
-    bad_response,
-    check_delay,
-    check_name,
-    check_timeout,
-    check_welcome,
-    closed_error,
-    socket_path_from,
-    timed_out,
-    too_large,
-    value_of,
-    values_of,
+from ._common import DEFAULT_RECONNECT_DELAY, MISSING, Missing, PathArg, closed_error
+from ._core import (
+    GET_ALL,
+    HEADER_LEN,
+    Broken,
+    ClientCore,
+    Exchange,
+    Greeting,
+    MakeError,
+    socket_target,
 )
-from ._errors import ConnectionLost, FluxSecretsError, SecretNotFound, unreachable
-from ._trust import Trust, check_peer, check_socket_path
+from ._errors import ConnectionLost
+from ._trust import check_peer
 
 D = TypeVar("D")
 A = TypeVar("A", bound="AsyncSecrets")
 
-_Waiter = Tuple["asyncio.Future[p.Response]", Optional[str]]
-
 
 class _AsyncConn:
     """One connection after the trust checks and the handshake. Requests are
-    written at once; a reader task hands each answer to the oldest waiter,
-    since fluxd answers one response per request, in order."""
+    written at once; a reader task hands each frame to the core's exchange,
+    which gives each answer to the oldest waiting call."""
 
     def __init__(
         self,
@@ -49,16 +41,16 @@ class _AsyncConn:
         sock: socket.socket,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        welcome: p.Welcome,
     ) -> None:
         self.owner = owner
         self.sock = sock
         self.reader = reader
         self.writer = writer
-        self.welcome = welcome
         self.loop = asyncio.get_running_loop()
         self.pid = os.getpid()
-        self.pending: Deque[_Waiter] = collections.deque()
+        self.exchange: Exchange["asyncio.Future[p.Response]"] = Exchange(
+            owner.socket_path, owner._events
+        )
         self.dead = False
         self.task = self.loop.create_task(self._read_loop())
 
@@ -66,7 +58,7 @@ class _AsyncConn:
         if self.dead:
             raise ConnectionLost(None, connecting=False)
         fut: asyncio.Future[p.Response] = self.loop.create_future()
-        self.pending.append((fut, key))
+        self.exchange.sent(fut, key)
         try:
             self.writer.write(frame)
         except (OSError, RuntimeError) as e:
@@ -74,38 +66,24 @@ class _AsyncConn:
         return fut
 
     async def _read_loop(self) -> None:
-        path = self.owner.socket_path
+        exchange = self.exchange
         try:
             while True:
-                header = await self.reader.readexactly(4)
-                n = p.frame_length(header)
-                payload = await self.reader.readexactly(n) if n else b""
-                msg = p.decode_response(payload)
-                del payload
-                if isinstance(msg, p.Event):
-                    self.owner._events.append(msg)
-                    continue
-                if not self.pending:
-                    self.fail(
-                        lambda key: bad_response(
-                            path, f"a {p.kind_of(msg)} message nobody asked for", key
-                        )
-                    )
-                    return
-                fut, _key = self.pending.popleft()
-                if not fut.done():
-                    fut.set_result(msg)
+                length = exchange.length(await self.reader.readexactly(HEADER_LEN))
+                payload = await self.reader.readexactly(length) if length else b""
+                answered = exchange.receive(payload)
+                if answered is not None:
+                    fut, msg = answered
+                    if not fut.done():
+                        fut.set_result(msg)
         except asyncio.IncompleteReadError:
             self.lost(None)
         except OSError as e:
             self.lost(e)
-        except p.FrameTooLarge as e:
-            oversized = e
-            self.fail(lambda key: _with_key(too_large(path, oversized), key))
-        except p.DecodeError as e:
-            reason = str(e)
-            self.fail(lambda key: bad_response(path, reason, key))
+        except Broken as e:
+            self.fail(e.error_for)
         except asyncio.CancelledError:
+            path = self.owner.socket_path
             self.fail(lambda key: closed_error(path, key))
             raise
 
@@ -122,23 +100,17 @@ class _AsyncConn:
         """The connection broke: every waiter retries once."""
         self.fail(lambda key: ConnectionLost(cause, connecting=False))
 
-    def fail(self, make: Callable[[Optional[str]], BaseException]) -> None:
+    def fail(self, error_for: MakeError) -> None:
         self._shut()
-        while self.pending:
-            fut, key = self.pending.popleft()
+        for fut, err in self.exchange.fail(error_for):
             if not fut.done():
-                fut.set_exception(make(key))
+                fut.set_exception(err)
 
     def close_by_user(self) -> None:
         path = self.owner.socket_path
         self.fail(lambda key: closed_error(path, key))
         if not self.task.done() and self.task.get_loop() is _running_loop():
             self.task.cancel()
-
-
-def _with_key(err: FluxSecretsError, key: Optional[str]) -> FluxSecretsError:
-    err.key = key
-    return err
 
 
 def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
@@ -151,7 +123,10 @@ def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
 async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
-        chunk = await loop.sock_recv(sock, n - len(buf))
+        try:
+            chunk = await loop.sock_recv(sock, n - len(buf))
+        except OSError as e:
+            raise ConnectionLost(e, connecting=False) from None
         if not chunk:
             raise ConnectionLost(None, connecting=False)
         buf += chunk
@@ -159,31 +134,21 @@ async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n:
 
 
 async def _handshake(loop: asyncio.AbstractEventLoop, sock: socket.socket, path: str) -> p.Welcome:
-    """Hello, then the Welcome, on the raw socket: a refusal that fluxd sent
-    before reading anything (a connection limit) is still read and reported."""
-    lost: Optional[ConnectionLost] = None
+    """Hello, then the Welcome, on the raw socket (see :class:`Greeting`)."""
+    greeting = Greeting(path)
     try:
-        await loop.sock_sendall(sock, p.encode_hello(CLIENT_NAME))
+        await loop.sock_sendall(sock, greeting.hello)
     except OSError as e:
-        lost = ConnectionLost(e, connecting=False)
+        greeting.send_failed(ConnectionLost(e, connecting=False))
     try:
-        header = await _recv_exactly(loop, sock, 4)
-        n = p.frame_length(header)
-        payload = await _recv_exactly(loop, sock, n) if n else b""
-    except OSError as e:
-        raise lost or ConnectionLost(e, connecting=False) from None
+        length = greeting.length(await _recv_exactly(loop, sock, HEADER_LEN))
+        payload = await _recv_exactly(loop, sock, length) if length else b""
     except ConnectionLost as e:
-        raise lost or e from None
-    except p.FrameTooLarge as e:
-        raise too_large(path, e) from None
-    try:
-        msg = p.decode_response(payload)
-    except p.DecodeError as e:
-        raise bad_response(path, str(e)) from None
-    return check_welcome(msg, path)
+        raise greeting.read_failed(e) from None
+    return greeting.welcome(payload)
 
 
-class AsyncSecrets:
+class AsyncSecrets(ClientCore):
     """A project's secrets for asyncio code, read from fluxd over the project's
     Unix socket.
 
@@ -208,6 +173,8 @@ class AsyncSecrets:
     ``asyncio.run`` calls): a connection made on another loop is dropped.
     """
 
+    _api_name = "AsyncSecrets"
+
     def __init__(
         self,
         socket_path: PathArg = None,
@@ -215,33 +182,9 @@ class AsyncSecrets:
         reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
         timeout: Optional[float] = None,
     ) -> None:
-        self._path = socket_path_from(socket_path)
-        self._reconnect_delay = check_delay(reconnect_delay)
-        self._timeout = check_timeout(timeout)
+        super().__init__(socket_path, reconnect_delay=reconnect_delay, timeout=timeout)
         self._conn: Optional[_AsyncConn] = None
         self._opening: Optional["asyncio.Task[_AsyncConn]"] = None
-        self._project: Optional[str] = None
-        self._events: Deque[p.Event] = collections.deque(maxlen=MAX_SET_ASIDE_EVENTS)
-
-    @classmethod
-    def from_env(
-        cls: Type[A],
-        *,
-        reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
-        timeout: Optional[float] = None,
-    ) -> A:
-        """The secrets served on the socket named by ``FLUX_SECRETS_SOCKET``."""
-        return cls(None, reconnect_delay=reconnect_delay, timeout=timeout)
-
-    @property
-    def socket_path(self) -> str:
-        """The project socket this client talks to."""
-        return self._path
-
-    @property
-    def project(self) -> Optional[str]:
-        """The project fluxd said this socket serves, once connected."""
-        return self._project
 
     @overload
     async def get(self, key: str) -> str: ...
@@ -257,18 +200,12 @@ class AsyncSecrets:
         not set. Every other failure (an invalid name, a denied request, an
         unreachable daemon) raises a :class:`FluxSecretsError` all the same.
         """
-        check_name(key)
-        msg = await self._call(p.encode_get(key), key)
-        try:
-            return value_of(msg, key, self._path)
-        except SecretNotFound:
-            if isinstance(default, Missing):
-                raise
-            return default
+        frame = self._get_request(key)
+        return self._get_answer(await self._call(frame, key), key, default)
 
     async def get_all(self) -> Dict[str, str]:
         """Every secret of the project with its value (fluxd's policy may refuse it)."""
-        return values_of(await self._call(p.encode_get_all(), None), self._path)
+        return self._get_all_answer(await self._call(GET_ALL, None))
 
     async def close(self) -> None:
         """Closes the connection. Calls waiting on it fail with code_name
@@ -301,11 +238,8 @@ class AsyncSecrets:
             state = "connecting"
         else:
             state = "idle"
-        pending = len(conn.pending) if conn is not None else 0
-        return (
-            f"<flux_secrets.AsyncSecrets socket_path={self._path!r} project={self._project!r} "
-            f"state={state!r} pending={pending}>"
-        )
+        pending = len(conn.exchange.pending) if conn is not None else 0
+        return self._describe(state, f" pending={pending}")
 
     # ------------------------------------------------------------ internals
 
@@ -313,9 +247,9 @@ class AsyncSecrets:
         """Sends one request and returns its answer, retrying once on a new
         connection when the connection could not be made or broke."""
         lost: Optional[ConnectionLost] = None
-        for attempt in (0, 1):
-            if attempt:
-                await asyncio.sleep(self._reconnect_delay)
+        for pause in self._pauses:
+            if pause is not None:
+                await asyncio.sleep(pause)
             try:
                 if self._timeout is None:
                     conn = await self._connected()
@@ -323,7 +257,7 @@ class AsyncSecrets:
                 return await self._call_within(frame, key, self._timeout)
             except ConnectionLost as e:
                 lost = e
-        raise unreachable(self._path, lost, key=key, retried=True)
+        raise self._unreachable(lost, key)
 
     async def _call_within(self, frame: bytes, key: Optional[str], timeout: float) -> p.Response:
         loop = asyncio.get_running_loop()
@@ -331,14 +265,14 @@ class AsyncSecrets:
         try:
             conn = await asyncio.wait_for(self._connected(), timeout)
         except asyncio.TimeoutError:
-            raise timed_out(self._path, timeout, key) from None
+            raise self._timed_out(key) from None
         fut = conn.submit(frame, key)
         try:
             return await asyncio.wait_for(fut, max(deadline - loop.time(), 0))
         except asyncio.TimeoutError:
             # The answer may still come: the stream can no longer be trusted.
             conn.lost(None)
-            raise timed_out(self._path, timeout, key) from None
+            raise self._timed_out(key) from None
 
     async def _connected(self) -> _AsyncConn:
         loop = asyncio.get_running_loop()
@@ -373,11 +307,7 @@ class AsyncSecrets:
     async def _open(self) -> _AsyncConn:
         path = self._path
         loop = asyncio.get_running_loop()
-        trust = Trust()
-        try:
-            target = check_socket_path(path, trust)
-        except OSError as e:
-            raise ConnectionLost(e, connecting=True) from None
+        target, trust = socket_target(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
@@ -391,7 +321,7 @@ class AsyncSecrets:
         except BaseException:
             sock.close()
             raise
-        conn = _AsyncConn(self, sock, reader, writer, welcome)
+        conn = _AsyncConn(self, sock, reader, writer)
         self._conn = conn
-        self._project = welcome.project
+        self._welcomed(welcome)
         return conn

@@ -148,11 +148,14 @@ def bad_response(socket_path: str, what: str, key: Optional[str] = None) -> Flux
     )
 
 
-def too_large(socket_path: str, err: p.FrameTooLarge) -> FluxSecretsError:
+def too_large(
+    socket_path: str, err: p.FrameTooLarge, key: Optional[str] = None
+) -> FluxSecretsError:
     return FluxSecretsError(
         f"{err}; closing the connection to {socket_path}",
         code_name="too_large",
         code=3,
+        key=key,
         socket_path=socket_path,
     )
 

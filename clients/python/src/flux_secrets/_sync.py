@@ -1,8 +1,9 @@
-"""The blocking client, safe to share between threads."""
+"""The blocking client, safe to share between threads: the socket I/O, the
+lock and the timeouts around the shared core (``_core.py``), which builds
+the requests and reads the answers."""
 
 from __future__ import annotations
 
-import collections
 import os
 import select
 import socket
@@ -10,30 +11,21 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Deque, Dict, Optional, Type, TypeVar, Union, overload
+from typing import Dict, Optional, Type, TypeVar, Union, overload
 
 from . import _protocol as p
-from ._common import (
-    CLIENT_NAME,
-    DEFAULT_RECONNECT_DELAY,
-    MAX_SET_ASIDE_EVENTS,
-    MISSING,
-    Missing,
-    PathArg,
-    bad_response,
-    check_delay,
-    check_name,
-    check_timeout,
-    check_welcome,
-    closed_error,
-    socket_path_from,
-    timed_out,
-    too_large,
-    value_of,
-    values_of,
+from ._common import DEFAULT_RECONNECT_DELAY, MISSING, Missing, PathArg, closed_error
+from ._core import (
+    GET_ALL,
+    HEADER_LEN,
+    Broken,
+    ClientCore,
+    Exchange,
+    Greeting,
+    socket_target,
 )
-from ._errors import ConnectionLost, FluxSecretsError, SecretNotFound, unreachable
-from ._trust import Trust, check_peer, check_socket_path
+from ._errors import ConnectionLost
+from ._trust import check_peer
 
 D = TypeVar("D")
 S = TypeVar("S", bound="Secrets")
@@ -45,64 +37,104 @@ class _Timeout(Exception):
     pass
 
 
-class _Conn:
-    """One connection: the socket, after the trust checks and the handshake."""
+#: How far a socket's own timeout may stray from an attempt's deadline
+#: before it is set again (setting it costs a system call).
+_TIMEOUT_SLACK = 0.001
 
-    def __init__(self, sock: socket.socket, welcome: p.Welcome) -> None:
-        self.sock = sock
-        self.welcome = welcome
-        self.pid = os.getpid()
-        self.closed_by_user = False
 
-    def send(self, data: bytes) -> None:
+def _bound(sock: socket.socket, deadline: float) -> None:
+    """Gives the next socket operation what is left of the attempt's time
+    (`deadline` is a time of the monotonic clock)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Timeout()
+    current = sock.gettimeout()
+    if current is None or abs(current - left) > _TIMEOUT_SLACK:
+        sock.settimeout(left)
+
+
+def _send(sock: socket.socket, data: bytes, deadline: Optional[float]) -> None:
+    try:
+        if deadline is not None:
+            _bound(sock, deadline)
+        sock.sendall(data)
+    except socket.timeout:
+        raise _Timeout() from None
+    except OSError as e:
+        raise ConnectionLost(e, connecting=False) from None
+
+
+def _recv(sock: socket.socket, n: int, deadline: Optional[float]) -> bytearray:
+    """Exactly `n` bytes, in a buffer the core zeroes once it has decoded it."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    while len(view):
         try:
-            self.sock.sendall(data)
+            if deadline is not None:
+                _bound(sock, deadline)
+            got = sock.recv_into(view)
         except socket.timeout:
             raise _Timeout() from None
         except OSError as e:
             raise ConnectionLost(e, connecting=False) from None
+        if got == 0:
+            raise ConnectionLost(None, connecting=False)
+        view = view[got:]
+    return buf
 
-    def _recv_into(self, view: memoryview) -> None:
-        while len(view):
+
+class _Conn:
+    """One connection: the socket, after the trust checks and the handshake."""
+
+    def __init__(self, sock: socket.socket, exchange: "Exchange[None]") -> None:
+        self.sock = sock
+        self.exchange = exchange
+        self.pid = os.getpid()
+        self.closed_by_user = False
+
+    def ask(self, frame: bytes, key: Optional[str], deadline: Optional[float]) -> p.Response:
+        """Sends one request and returns its answer; events pushed first are set aside."""
+        _send(self.sock, frame, deadline)
+        exchange = self.exchange
+        exchange.sent(None, key)
+        while True:
+            length = exchange.length(_recv(self.sock, HEADER_LEN, deadline))
+            answered = exchange.receive(_recv(self.sock, length, deadline))
+            if answered is not None:
+                return answered[1]
+
+    def usable(self, deadline: Optional[float]) -> bool:
+        """Whether this idle connection can carry the next request, checked
+        before it is sent. Not when fluxd closed it (a restart, or its idle
+        timeout), nor when the stream is out of step (a frame that is no
+        event arrived unasked: it would be taken for the next answer). Events
+        that arrived meanwhile are set aside."""
+        while self._readable():
+            # Readable: fluxd closed it, or a frame waits to be read.
             try:
-                n = self.sock.recv_into(view)
-            except socket.timeout:
-                raise _Timeout() from None
-            except OSError as e:
-                raise ConnectionLost(e, connecting=False) from None
-            if n == 0:
-                raise ConnectionLost(None, connecting=False)
-            view = view[n:]
+                if self.sock.recv(1, _PEEK_FLAGS) == b"":
+                    return False
+            except (BlockingIOError, InterruptedError, socket.timeout):
+                return True
+            except OSError:
+                return False
+            try:
+                length = self.exchange.length(_recv(self.sock, HEADER_LEN, deadline))
+                self.exchange.receive(_recv(self.sock, length, deadline))
+            except (Broken, ConnectionLost):
+                return False
+        return True
 
-    def read_frame(self) -> bytearray:
-        """One payload. The length is checked before the payload is allocated."""
-        header = bytearray(4)
-        self._recv_into(memoryview(header))
-        n = p.frame_length(header)
-        payload = bytearray(n)
-        self._recv_into(memoryview(payload))
-        return payload
-
-    def peer_closed(self) -> bool:
-        """True when fluxd closed this idle connection (a restart, or its idle
-        timeout): checked without blocking before a request is sent on it."""
+    def _readable(self) -> bool:
+        """Without blocking: whether a read would return at once."""
         fd = self.sock.fileno()
         if fd < 0:
             return True
         if hasattr(select, "poll"):
             poller = select.poll()
             poller.register(fd, select.POLLIN)
-            if not poller.poll(0):
-                return False
-        elif not select.select([fd], [], [], 0)[0]:
-            return False
-        # Readable: either fluxd closed it, or an event waits to be read.
-        try:
-            return self.sock.recv(1, _PEEK_FLAGS) == b""
-        except (BlockingIOError, InterruptedError, socket.timeout):
-            return False
-        except OSError:
-            return True
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
 
     def close(self) -> None:
         try:
@@ -126,7 +158,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class Secrets:
+class Secrets(ClientCore):
     """A project's secrets, read from fluxd over the project's Unix socket.
 
     ``Secrets()`` uses the socket in ``FLUX_SECRETS_SOCKET``;
@@ -146,6 +178,8 @@ class Secrets:
     ``"timeout"`` and the connection is closed.
     """
 
+    _api_name = "Secrets"
+
     def __init__(
         self,
         socket_path: PathArg = None,
@@ -153,34 +187,10 @@ class Secrets:
         reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
         timeout: Optional[float] = None,
     ) -> None:
-        self._path = socket_path_from(socket_path)
-        self._reconnect_delay = check_delay(reconnect_delay)
-        self._timeout = check_timeout(timeout)
+        super().__init__(socket_path, reconnect_delay=reconnect_delay, timeout=timeout)
         self._lock = threading.Lock()
         self._conn: Optional[_Conn] = None
-        self._project: Optional[str] = None
-        self._events: Deque[p.Event] = collections.deque(maxlen=MAX_SET_ASIDE_EVENTS)
         _clients.add(self)
-
-    @classmethod
-    def from_env(
-        cls: Type[S],
-        *,
-        reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
-        timeout: Optional[float] = None,
-    ) -> S:
-        """The secrets served on the socket named by ``FLUX_SECRETS_SOCKET``."""
-        return cls(None, reconnect_delay=reconnect_delay, timeout=timeout)
-
-    @property
-    def socket_path(self) -> str:
-        """The project socket this client talks to."""
-        return self._path
-
-    @property
-    def project(self) -> Optional[str]:
-        """The project fluxd said this socket serves, once connected."""
-        return self._project
 
     @overload
     def get(self, key: str) -> str: ...
@@ -196,18 +206,12 @@ class Secrets:
         not set. Every other failure (an invalid name, a denied request, an
         unreachable daemon) raises a :class:`FluxSecretsError` all the same.
         """
-        check_name(key)
-        msg = self._call(p.encode_get(key), key)
-        try:
-            return value_of(msg, key, self._path)
-        except SecretNotFound:
-            if isinstance(default, Missing):
-                raise
-            return default
+        frame = self._get_request(key)
+        return self._get_answer(self._call(frame, key), key, default)
 
     def get_all(self) -> Dict[str, str]:
         """Every secret of the project with its value (fluxd's policy may refuse it)."""
-        return values_of(self._call(p.encode_get_all(), None), self._path)
+        return self._get_all_answer(self._call(GET_ALL, None))
 
     def close(self) -> None:
         """Closes the connection. A call waiting on it in another thread fails
@@ -237,11 +241,7 @@ class Secrets:
         self.close()
 
     def __repr__(self) -> str:
-        state = "connected" if self._conn is not None else "idle"
-        return (
-            f"<flux_secrets.Secrets socket_path={self._path!r} project={self._project!r} "
-            f"state={state!r}>"
-        )
+        return self._describe("connected" if self._conn is not None else "idle")
 
     # ------------------------------------------------------------ internals
 
@@ -250,107 +250,74 @@ class Secrets:
         connection when the connection could not be made or broke."""
         with self._lock:
             lost: Optional[ConnectionLost] = None
-            for attempt in (0, 1):
-                if attempt:
-                    time.sleep(self._reconnect_delay)
+            for pause in self._pauses:
+                if pause is not None:
+                    time.sleep(pause)
                 conn: Optional[_Conn] = None
+                # Each attempt, connecting included, has `timeout` seconds.
+                deadline = None if self._timeout is None else time.monotonic() + self._timeout
                 try:
-                    conn = self._connected()
-                    conn.send(frame)
-                    return self._receive(conn, key)
+                    conn = self._connected(deadline)
+                    return conn.ask(frame, key, deadline)
                 except ConnectionLost as e:
                     self._drop()
                     if conn is not None and conn.closed_by_user:
                         raise closed_error(self._path, key) from None
                     lost = e
+                except Broken as e:
+                    self._drop()
+                    raise e.error_for(key) from None
                 except _Timeout:
                     self._drop()
-                    raise timed_out(self._path, self._timeout, key) from None
-            raise unreachable(self._path, lost, key=key, retried=True)
+                    raise self._timed_out(key) from None
+            raise self._unreachable(lost, key)
 
-    def _connected(self) -> _Conn:
+    def _connected(self, deadline: Optional[float]) -> _Conn:
         conn = self._conn
         if conn is not None:
             if conn.pid != os.getpid():
                 # A forked child must not share its parent's connection.
                 self._conn = None
                 conn.close()
-            elif conn.closed_by_user or conn.peer_closed():
+            elif conn.closed_by_user or not conn.usable(deadline):
                 self._drop()
             else:
                 return conn
-        conn = self._open()
+        conn = self._open(deadline)
         self._conn = conn
-        self._project = conn.welcome.project
         return conn
 
-    def _open(self) -> _Conn:
+    def _open(self, deadline: Optional[float]) -> _Conn:
         path = self._path
-        trust = Trust()
-        try:
-            target = check_socket_path(path, trust)
-        except OSError as e:
-            raise ConnectionLost(e, connecting=True) from None
+        target, trust = socket_target(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(self._timeout)
+            sock.settimeout(None)
             try:
+                if deadline is not None:
+                    _bound(sock, deadline)
                 sock.connect(target)
             except socket.timeout:
                 raise _Timeout() from None
             except OSError as e:
                 raise ConnectionLost(e, connecting=True) from None
             check_peer(sock, path, trust)
-            probe = _Conn(sock, p.Welcome(0, "", None))
+            greeting = Greeting(path)
             try:
-                probe.send(p.encode_hello(CLIENT_NAME))
+                _send(sock, greeting.hello, deadline)
             except ConnectionLost as lost:
-                # fluxd may have refused the connection (a limit) with an
-                # error and closed it before reading: that error is the answer.
-                try:
-                    payload = probe.read_frame()
-                except (ConnectionLost, p.FrameTooLarge):
-                    raise lost from None
-            else:
-                payload = self._read(probe, None)
+                greeting.send_failed(lost)
             try:
-                msg = p.decode_response(payload)
-            except p.DecodeError as e:
-                raise bad_response(path, str(e)) from None
-            finally:
-                payload[:] = bytes(len(payload))
-            return _Conn(sock, check_welcome(msg, path))
+                length = greeting.length(_recv(sock, HEADER_LEN, deadline))
+                payload = _recv(sock, length, deadline)
+            except ConnectionLost as lost:
+                raise greeting.read_failed(lost) from None
+            welcome = greeting.welcome(payload)
         except BaseException:
             sock.close()
             raise
-
-    def _read(self, conn: _Conn, key: Optional[str]) -> bytearray:
-        try:
-            return conn.read_frame()
-        except p.FrameTooLarge as e:
-            err = too_large(self._path, e)
-            err.key = key
-            raise err from None
-
-    def _receive(self, conn: _Conn, key: Optional[str]) -> p.Response:
-        """The answer to the request just sent; events pushed first are set aside."""
-        while True:
-            try:
-                payload = self._read(conn, key)
-            except FluxSecretsError:
-                self._drop()
-                raise
-            try:
-                msg = p.decode_response(payload)
-            except p.DecodeError as e:
-                self._drop()
-                raise bad_response(self._path, str(e), key) from None
-            finally:
-                payload[:] = bytes(len(payload))
-            if isinstance(msg, p.Event):
-                self._events.append(msg)
-                continue
-            return msg
+        self._welcomed(welcome)
+        return _Conn(sock, Exchange(path, self._events))
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
