@@ -407,7 +407,7 @@ impl Cache {
     }
 
     /// True when the held list lets this host serve `project`.
-    fn serves_here(&self, project: &str) -> bool {
+    pub fn serves_here(&self, project: &str) -> bool {
         self.host_list()
             .is_some_and(|l| l.serves(&self.me, project))
     }

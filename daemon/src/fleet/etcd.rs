@@ -977,7 +977,15 @@ impl Etcd {
 
     /// The value etcd holds under exactly `key` (none when it holds none).
     pub fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
-        let body = json!({"key": b64(key.as_bytes())});
+        self.get_at(key, 0)
+    }
+
+    /// The value etcd held under exactly `key` at `revision` (0: now).
+    pub fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, EtcdError> {
+        let mut body = json!({"key": b64(key.as_bytes())});
+        if revision > 0 {
+            body["revision"] = json!(revision.to_string());
+        }
         let v = self.call_within("/v3/kv/range", &body, self.config.reads.page_deadlines())?;
         Ok(v["kvs"]
             .as_array()
@@ -997,7 +1005,15 @@ impl Etcd {
 
     /// The keys under `prefix` (no values) and their mod_revisions.
     pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<(String, i64)>, EtcdError> {
-        let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)), "keys_only": true});
+        self.keys_at(prefix, 0)
+    }
+
+    /// The keys under `prefix` at `revision` (0: now), no values.
+    pub fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, EtcdError> {
+        let mut body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)), "keys_only": true});
+        if revision > 0 {
+            body["revision"] = json!(revision.to_string());
+        }
         let v = self.call("/v3/kv/range", &body)?;
         Ok(v["kvs"]
             .as_array()

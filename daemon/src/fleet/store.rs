@@ -895,9 +895,35 @@ impl EtcdStore {
             self.flush();
         };
         let revision = self.etcd.range_paged(ID, 0, &mut apply)?;
-        for prefix in [HOSTS, DELETED, VAULTS, &keys_of(&self.me)] {
+        for prefix in [HOSTS, DELETED] {
             self.etcd.range_paged(prefix, revision, &mut apply)?;
         }
+        if self
+            .cache()
+            .host_list()
+            .is_some_and(|l| !l.assigned.is_empty())
+        {
+            // Projects are assigned: only the vaults this host serves are
+            // read (their names first), not every project's.
+            let mut page = Vec::new();
+            for (key, _) in self.etcd.keys_at(VAULTS, revision)? {
+                let serves = match EtcdKey::parse(&key) {
+                    Some(EtcdKey::Vault(p)) => self.cache().serves_here(&p),
+                    _ => false,
+                };
+                if serves && let Some(kv) = self.etcd.get_at(&key, revision)? {
+                    page.push(kv);
+                    if page.len() >= etcd::DEFAULT_PAGE_KEYS {
+                        apply(std::mem::take(&mut page));
+                    }
+                }
+            }
+            apply(page);
+        } else {
+            self.etcd.range_paged(VAULTS, revision, &mut apply)?;
+        }
+        self.etcd
+            .range_paged(&keys_of(&self.me), revision, &mut apply)?;
         Ok(revision)
     }
 
