@@ -155,7 +155,7 @@ fn assignments(
             "the host list this fluxd holds does not check against its fleet id: {e}"
         ))
     })?;
-    Ok(doc.assigned)
+    Ok(doc.assignments())
 }
 
 fn list(target: &Target, json: bool) -> Result<()> {
@@ -331,9 +331,10 @@ fn rotate_key(target: &Target, key: &Path, json: bool) -> Result<()> {
         hosts.push(host.clone());
         let mut next = doc.next(&raw, hosts, vec![]).map_err(Failure::general)?;
         // The new key serves what the current one serves.
-        for on in next.assigned.values_mut() {
+        for (project, mut on) in next.assignments() {
             if on.contains(&current) {
                 on.push(host.recipient.clone());
+                next.assign(&project, &on).map_err(Failure::general)?;
             }
         }
         let report = publish(target, op.sign_hosts(&next), Vec::new())?;
@@ -689,9 +690,11 @@ fn assign(
             )));
         }
         match &on {
-            Some(on) => next.assigned.insert(project.clone(), on.clone()),
-            None => next.assigned.remove(project),
-        };
+            Some(on) => next.assign(project, on).map_err(Failure::general)?,
+            None => {
+                next.assigned.remove(project);
+            }
+        }
         let after = serving(&next, project);
         let gone: Vec<String> = before.into_iter().filter(|r| !after.contains(r)).collect();
         if !gone.is_empty() {

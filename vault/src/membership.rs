@@ -294,12 +294,14 @@ pub struct HostsDoc {
     /// host re-keys every project whose key is older than this version.
     #[serde(default)]
     pub removed: Vec<String>,
-    /// Projects served by some of the hosts only: project → recipients,
-    /// each a listed host. A project not named here is served by every
-    /// listed host. A host holds nothing of a project it does not serve:
-    /// no key is wrapped for it, and it keeps no vault of it.
+    /// Projects served by some of the hosts only: project → the hosts
+    /// serving it, as positions in `hosts` (a few bytes each, so that a
+    /// list naming thousands of projects stays small). A project not named
+    /// here is served by every listed host. A host holds nothing of a
+    /// project it does not serve: no key is wrapped for it, and it keeps no
+    /// vault of it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub assigned: BTreeMap<String, Vec<String>>,
+    pub assigned: BTreeMap<String, Vec<u32>>,
 }
 
 impl HostsDoc {
@@ -316,16 +318,53 @@ impl HostsDoc {
             .and_then(|h| h.verifying_key().ok())
     }
 
+    /// The assignments by recipient (positions that name no host are left
+    /// out: [`Self::check`] refuses them).
+    pub fn assignments(&self) -> BTreeMap<String, Vec<String>> {
+        self.assigned
+            .iter()
+            .map(|(project, on)| {
+                let on = on
+                    .iter()
+                    .filter_map(|&i| self.hosts.get(i as usize))
+                    .map(|h| h.recipient.clone())
+                    .collect();
+                (project.clone(), on)
+            })
+            .collect()
+    }
+
+    /// Assigns `project` to the listed hosts `recipients`.
+    pub fn assign(&mut self, project: &str, recipients: &[String]) -> Result<(), String> {
+        let on = recipients
+            .iter()
+            .map(|r| {
+                self.hosts
+                    .iter()
+                    .position(|h| h.recipient == *r)
+                    .and_then(|i| u32::try_from(i).ok())
+                    .ok_or_else(|| format!("{r} is not in the host list"))
+            })
+            .collect::<Result<Vec<u32>, String>>()?;
+        self.assigned.insert(project.to_owned(), on);
+        Ok(())
+    }
+
     /// True when `recipient` serves `project` under this list: it is
     /// listed, and the project is assigned to it or to no host in
     /// particular.
     pub fn serves(&self, recipient: &str, project: &str) -> bool {
-        serves(&self.hosts, &self.assigned, recipient, project)
+        let Some(i) = self.hosts.iter().position(|h| h.recipient == recipient) else {
+            return false;
+        };
+        self.assigned
+            .get(project)
+            .is_none_or(|on| on.iter().any(|&j| j as usize == i))
     }
 
     /// The version after this one, as `hosts` with `removed` gone (and
-    /// gone from every assignment). Fails past the last version (checked
-    /// arithmetic).
+    /// gone from every assignment, whose positions follow `hosts`). Fails
+    /// past the last version (checked arithmetic).
     pub fn next(
         &self,
         this_envelope: &[u8],
@@ -333,15 +372,15 @@ impl HostsDoc {
         removed: Vec<String>,
     ) -> Result<Self, String> {
         let assigned = self
-            .assigned
-            .iter()
+            .assignments()
+            .into_iter()
             .map(|(project, on)| {
                 let on = on
                     .iter()
-                    .filter(|r| hosts.iter().any(|h| h.recipient == **r))
-                    .cloned()
+                    .filter_map(|r| hosts.iter().position(|h| h.recipient == *r))
+                    .filter_map(|i| u32::try_from(i).ok())
                     .collect();
-                (project.clone(), on)
+                (project, on)
             })
             .collect();
         Ok(Self {
@@ -367,14 +406,17 @@ impl HostsDoc {
                     "project {project} would be served by no host: assign it to another host first (`fluxctl hosts assign {project} HOST…`)"
                 ));
             }
-            for (i, r) in on.iter().enumerate() {
-                if !self.contains(r) {
+            for (k, &i) in on.iter().enumerate() {
+                if i as usize >= self.hosts.len() {
                     return Err(format!(
-                        "project {project} is assigned to {r}, which is not in the host list"
+                        "project {project} is assigned to host {i}, which is not in the host list"
                     ));
                 }
-                if on[..i].contains(r) {
-                    return Err(format!("project {project} names {r} twice"));
+                if on[..k].contains(&i) {
+                    return Err(format!(
+                        "project {project} names {} twice",
+                        self.hosts[i as usize].recipient
+                    ));
                 }
             }
         }
@@ -382,7 +424,8 @@ impl HostsDoc {
     }
 }
 
-/// [`HostsDoc::serves`], for the parts of a host list.
+/// [`HostsDoc::serves`], for a host list's hosts and its assignments by
+/// recipient ([`HostsDoc::assignments`]).
 pub fn serves(
     hosts: &[HostRecord],
     assigned: &BTreeMap<String, Vec<String>>,
@@ -667,27 +710,31 @@ mod tests {
         assert!(!plain.contains("assigned"), "{plain}");
         assert!(doc.serves(&a.recipient, "api") && doc.serves("age1b", "api"));
         assert!(!doc.serves("age1stranger", "api"));
-        doc.assigned.insert("api".into(), vec!["age1b".into()]);
+        doc.assign("api", &["age1b".into()]).unwrap();
         doc.check().unwrap();
         assert!(!doc.serves(&a.recipient, "api") && doc.serves("age1b", "api"));
         assert!(doc.serves(&a.recipient, "web"));
+        assert!(doc.assign("web", &["age1gone".into()]).is_err());
         let raw = op.sign_hosts(&doc);
         assert_eq!(open_hosts(&raw, 1, &op.verifying_key()).unwrap(), doc);
+        // Positions follow the hosts from one version to the next.
+        let next = doc.next(&raw, vec![b.clone(), a.clone()], vec![]).unwrap();
+        assert_eq!(next.assigned["api"], [0]);
+        assert_eq!(next.assignments()["api"], ["age1b"]);
         // Removing api's only host leaves it no host: refused before signing.
         let next = doc
             .next(&raw, vec![a.clone()], vec!["age1b".into()])
             .unwrap();
-        assert_eq!(next.assigned["api"], Vec::<String>::new());
+        assert_eq!(next.assigned["api"], Vec::<u32>::new());
         let err = next.check().unwrap_err();
         assert!(
             err.contains("project api would be served by no host"),
             "{err}"
         );
         let mut bad = doc.clone();
-        bad.assigned.insert("web".into(), vec!["age1gone".into()]);
+        bad.assigned.insert("web".into(), vec![7]);
         assert!(bad.check().unwrap_err().contains("not in the host list"));
-        bad.assigned
-            .insert("web".into(), vec!["age1b".into(), "age1b".into()]);
+        bad.assigned.insert("web".into(), vec![1, 1]);
         assert!(bad.check().unwrap_err().contains("twice"));
     }
 

@@ -90,10 +90,10 @@ pub struct HostList {
 impl HostList {
     pub fn from_doc(doc: HostsDoc) -> Self {
         Self {
+            assigned: doc.assignments(),
             version: doc.version,
             hosts: doc.hosts,
             removed: doc.removed,
-            assigned: doc.assigned,
         }
     }
 
@@ -1162,17 +1162,18 @@ mod tests {
     /// The next host list after the held one, with `assigned`.
     fn assigning(f: &Fleet, assigned: &[(&str, &[&HostIdentity])]) -> (u64, Vec<u8>) {
         let (held, raw) = f.cache.hosts.clone().unwrap();
-        let doc = HostsDoc {
+        let mut doc = HostsDoc {
             fleet: f.op.fleet_id(),
             version: held.version + 1,
             previous: digest_hex(&raw),
             hosts: held.hosts.clone(),
             removed: vec![],
-            assigned: assigned
-                .iter()
-                .map(|(p, on)| (p.to_string(), on.iter().map(|h| h.recipient()).collect()))
-                .collect(),
+            assigned: BTreeMap::new(),
         };
+        for (p, on) in assigned {
+            let on: Vec<String> = on.iter().map(|h| h.recipient()).collect();
+            doc.assign(p, &on).unwrap();
+        }
         (doc.version, f.op.sign_hosts(&doc))
     }
 
@@ -1242,12 +1243,11 @@ mod tests {
             previous: digest_hex(&raw),
             hosts: vec![f.root.record(), f.other.record(), third.record()],
             removed: vec![],
-            assigned: [
-                ("api".to_string(), vec![me.clone(), f.root.recipient()]),
-                ("web".to_string(), vec![me.clone(), third.recipient()]),
-            ]
-            .into(),
+            assigned: BTreeMap::new(),
         };
+        doc.assign("api", &[me.clone(), f.root.recipient()])
+            .unwrap();
+        doc.assign("web", &[me.clone(), third.recipient()]).unwrap();
         assert_eq!(held.version, 2);
         let raw3 = f.op.sign_hosts(&doc);
         f.cache

@@ -41,6 +41,9 @@ use flux_vault::vault;
 use std::sync::Arc;
 use tracing::{info, warn};
 
+/// Wrapped keys written per transaction when a host gains projects (each
+/// about 1 KiB: far below etcd's request limit and its op limit).
+const WRAP_BATCH: usize = 64;
 /// Tries of one project's transaction before giving up on a busy project.
 const TRIES: usize = 20;
 /// How long a removal waits for the other hosts to re-key the projects
@@ -117,8 +120,25 @@ impl FleetHosts {
             after.serves(&host.recipient, p)
                 && !before.is_some_and(|b| b.serves(&host.recipient, p))
         });
+        // Wrapped one by one, written in batches: a join of a thousand
+        // projects is a few transactions, not a thousand.
+        let mut batch: Vec<(String, serde_json::Value)> = Vec::new();
+        let flush = |batch: &mut Vec<(String, serde_json::Value)>, report: &mut HostsReport| {
+            if batch.is_empty() {
+                return;
+            }
+            let (names, ops): (Vec<String>, Vec<serde_json::Value>) = batch.drain(..).unzip();
+            match self.store.put_all(ops) {
+                Ok(_) => report.projects.extend(names),
+                Err(e) => report.failures.extend(
+                    names
+                        .into_iter()
+                        .map(|p| format!("{p}: not wrapped for {}: {e}", host.recipient)),
+                ),
+            }
+        };
         for project in new {
-            let result = (|| {
+            let op = (|| {
                 let (generation, epoch) = self.store.key_generation(&project);
                 let plain = self.store.plain_key(&project)?;
                 let key = EtcdKey::key(&host.recipient, &project);
@@ -126,17 +146,20 @@ impl FleetHosts {
                 let env = self
                     .store
                     .sign_at(Kind::Key, &key, generation, epoch, &wrapped);
-                self.store
-                    .put_all(vec![etcd::op_put(&key.to_string(), &env)])
+                Ok::<_, Error>(etcd::op_put(&key.to_string(), &env))
             })();
-            match result {
-                Ok(_) => report.projects.push(project),
+            match op {
+                Ok(op) => batch.push((project, op)),
                 Err(e) => report.failures.push(format!(
                     "{project}: not wrapped for {}: {e}",
                     host.recipient
                 )),
             }
+            if batch.len() >= WRAP_BATCH {
+                flush(&mut batch, report);
+            }
         }
+        flush(&mut batch, report);
         Ok(())
     }
 
