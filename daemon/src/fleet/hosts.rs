@@ -170,6 +170,12 @@ impl FleetHosts {
     /// still holds a key of wrapped for a removed host.
     fn rekey_pending(&self, report: &mut HostsReport) -> Result<()> {
         let version = self.store.host_list().map_or(0, |l| l.version);
+        // What the removed hosts could open before: re-keyed by this host
+        // or by the projects' own hosts, all of it is reported.
+        let mut had = std::collections::BTreeSet::new();
+        for host in &report.removed {
+            had.extend(self.store.keys_left_for(host).unwrap_or_default());
+        }
         let _one = self.store.rekeying();
         for project in self.store.pending_rekeys() {
             let result = rekey_one(&self.store, &project);
@@ -197,6 +203,13 @@ impl FleetHosts {
                 }
                 left.extend(report.pending.iter().cloned());
                 if left.is_empty() || waited.elapsed() >= FLEET_WAIT {
+                    report.projects.extend(
+                        had.difference(&left)
+                            .filter(|p| !report.projects.contains(p))
+                            .cloned()
+                            .collect::<Vec<_>>(),
+                    );
+                    report.projects.sort();
                     report.pending = left.into_iter().collect();
                     break;
                 }

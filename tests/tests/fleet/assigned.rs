@@ -268,7 +268,7 @@ fn a_project_taken_away_from_a_host_is_dropped_there_and_re_keyed() {
     });
 
     // A removal re-keys only what the removed host served: "solo" lives
-    // on A and B, so A re-keys "app" alone; "bc" lives on B and C, which A
+    // on A and B and is left alone; A re-keys "app"; "bc" lives on B and C, which A
     // does not hold: B, its first host, re-keys it unasked, and the removal
     // waits for it before it says C is locked out.
     let key = operator_key(&hosts[0]);
@@ -297,7 +297,12 @@ fn a_project_taken_away_from_a_host_is_dropped_there_and_re_keyed() {
     let old_bc = unwrap_in_etcd(&etcd, &thief, "bc").expect("bc wrapped for C");
     let out = hosts[0].ctl_ok(&["hosts", "remove", &c, "--operator-key", &key, "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["rekeyed_projects"], serde_json::json!(["app"]), "{doc}");
+    // "app" re-keyed by A, "bc" by B; "solo" left alone.
+    assert_eq!(
+        doc["rekeyed_projects"],
+        serde_json::json!(["app", "bc"]),
+        "{doc}"
+    );
     assert_eq!(doc["complete"], true, "{doc}");
     assert!(
         etcd.raw().list(&format!("/flux/v3/keys/{c}/")).is_empty(),
