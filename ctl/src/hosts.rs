@@ -134,13 +134,27 @@ fn publish(target: &Target, list: Vec<u8>, id: Vec<u8>) -> Result<HostsReport> {
     Ok(report)
 }
 
-/// The assignments of the host list the local fluxd holds, checked
-/// against the fleet id it reports (empty when it holds none).
-fn assignments(
+/// The assignments of the signed host list `list` (project → the
+/// recipients serving it), checked against `fleet_id`.
+pub(crate) fn assignments_in(
+    fleet_id: &str,
+    list: &[u8],
+) -> std::result::Result<BTreeMap<String, Vec<String>>, String> {
+    let pin = parse_fleet_id(fleet_id)?;
+    let version = Envelope::peek_version(list)?;
+    let doc = open_hosts(list, version, &pin).map_err(|e| {
+        format!("the host list this fluxd holds does not check against its fleet id: {e}")
+    })?;
+    Ok(doc.assignments())
+}
+
+/// The assignments of the host list the local fluxd holds (empty when it
+/// holds none).
+pub(crate) fn assignments(
     target: &Target,
     fleet_id: Option<&str>,
-) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
-    let Some(pin) = fleet_id.and_then(|id| parse_fleet_id(id).ok()) else {
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let Some(id) = fleet_id else {
         return Ok(Default::default());
     };
     let Response::HostsHead(head) = target.control()?.call(&Request::HostsHead)? else {
@@ -149,13 +163,7 @@ fn assignments(
     if head.list.is_empty() {
         return Ok(Default::default());
     }
-    let version = Envelope::peek_version(&head.list).map_err(Failure::general)?;
-    let doc = open_hosts(&head.list, version, &pin).map_err(|e| {
-        Failure::general(format!(
-            "the host list this fluxd holds does not check against its fleet id: {e}"
-        ))
-    })?;
-    Ok(doc.assignments())
+    assignments_in(id, &head.list).map_err(Failure::general)
 }
 
 fn list(target: &Target, json: bool) -> Result<()> {
@@ -789,4 +797,37 @@ fn assigned(change: &Assigned, json: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flux_vault::membership::key_text;
+
+    #[test]
+    fn assignments_are_read_from_a_list_only_under_its_fleet_id() {
+        let op = OperatorKey::generate();
+        let host = |r: &str| HostRecord {
+            recipient: r.into(),
+            signing_key: key_text(&OperatorKey::generate().verifying_key()),
+        };
+        let mut doc = HostsDoc {
+            fleet: op.fleet_id(),
+            version: 1,
+            previous: String::new(),
+            hosts: vec![host("age1a"), host("age1b")],
+            removed: vec![],
+            assigned: Default::default(),
+        };
+        doc.assign("api", &["age1b".into()]).unwrap();
+        let raw = op.sign_hosts(&doc);
+        let got = assignments_in(&op.fleet_id(), &raw).unwrap();
+        assert_eq!(got["api"], ["age1b"]);
+        let other = OperatorKey::generate().fleet_id();
+        assert!(
+            assignments_in(&other, &raw)
+                .unwrap_err()
+                .contains("does not check")
+        );
+    }
 }

@@ -10,6 +10,7 @@ use crate::{ProjectsCmd, columns, out, out_json};
 use flux_protocol::limits::validate_project_name;
 use flux_protocol::message::{Request, Response};
 use flux_protocol::paths::SOCKET_ENV;
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 pub(crate) fn run(target: &Target, cmd: ProjectsCmd) -> Result<()> {
@@ -80,22 +81,65 @@ fn create(target: &Target, name: &str, json: bool) -> Result<()> {
     ))
 }
 
+/// In fleet mode, which hosts serve which project (`None` in local mode).
+fn fleet_assignments(target: &Target) -> Result<Option<BTreeMap<String, Vec<String>>>> {
+    let Response::Fleet(fleet) = target.control()?.call(&Request::Fleet)? else {
+        return Ok(None);
+    };
+    if fleet.this_host.is_none() {
+        return Ok(None);
+    }
+    crate::hosts::assignments(target, fleet.fleet_id.as_deref()).map(Some)
+}
+
+/// `age1qyqszqgp…3290gq`: a recipient short enough for a column.
+fn short(recipient: &str) -> String {
+    match (
+        recipient.get(..12),
+        recipient.get(recipient.len().saturating_sub(6)..),
+    ) {
+        (Some(head), Some(tail)) if recipient.len() > 20 => format!("{head}…{tail}"),
+        _ => recipient.to_owned(),
+    }
+}
+
 fn list(target: &Target, json: bool) -> Result<()> {
     let projects = target.control()?.list_projects()?;
+    let assigned = fleet_assignments(target)?;
+    let hosts_of = |name: &str| assigned.as_ref().and_then(|a| a.get(name));
     if json {
-        let items: Vec<serde_json::Value> = projects.iter().map(crate::project_json).collect();
+        let items: Vec<serde_json::Value> = projects
+            .iter()
+            .map(|p| {
+                let mut item = crate::project_json(p);
+                if assigned.is_some() {
+                    // Fleet mode: null when every host serves it.
+                    item["hosts"] = serde_json::json!(hosts_of(&p.name));
+                }
+                item
+            })
+            .collect();
         return out_json(&serde_json::Value::Array(items));
     }
     if projects.is_empty() {
         eprintln!("No projects yet. Create one with `fluxctl projects create NAME`.");
         return Ok(());
     }
-    let mut rows = vec![vec!["NAME".into(), "SECRETS".into(), "SOCKET".into()]];
-    rows.extend(
-        projects
-            .iter()
-            .map(|p| vec![p.name.clone(), p.secrets.to_string(), p.socket.clone()]),
-    );
+    let mut header = vec!["NAME".into(), "SECRETS".into(), "SOCKET".into()];
+    if assigned.is_some() {
+        header.push("HOSTS".into());
+    }
+    let mut rows = vec![header];
+    rows.extend(projects.iter().map(|p| {
+        let mut row = vec![p.name.clone(), p.secrets.to_string(), p.socket.clone()];
+        if assigned.is_some() {
+            row.push(match hosts_of(&p.name) {
+                Some(on) => on.iter().map(|r| short(r)).collect::<Vec<_>>().join(", "),
+                None => "every host".into(),
+            });
+        }
+        row
+    }));
     out(&columns(&rows))
 }
 

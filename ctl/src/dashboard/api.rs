@@ -106,15 +106,31 @@ pub async fn overview(daemon: &ReadOnly, hub: &Hub, fallback: Option<&str>) -> V
         ),
         Err(_) => (Value::Null, json!([])),
     };
+    let mut projects = projects;
     let fleet = match daemon.fleet().await {
-        Ok(f) if f.fleet_id.is_some() || !f.hosts.is_empty() || f.this_host.is_some() => json!({
-            "fleet_id": f.fleet_id,
-            "this_host": f.this_host,
-            "member": f.member,
-            "hosts_version": f.hosts_version,
-            "hosts": f.hosts,
-            "problems": f.problems,
-        }),
+        Ok(f) if f.fleet_id.is_some() || !f.hosts.is_empty() || f.this_host.is_some() => {
+            // Which hosts serve which project: from the signed host list,
+            // checked against the fleet id.
+            let assigned = match (&f.fleet_id, daemon.hosts_head().await) {
+                (Some(id), Ok(list)) if !list.is_empty() => {
+                    crate::hosts::assignments_in(id, &list).unwrap_or_default()
+                }
+                _ => BTreeMap::new(),
+            };
+            for p in &mut projects {
+                let on = p["name"].as_str().and_then(|n| assigned.get(n));
+                p["hosts"] = json!(on);
+            }
+            json!({
+                "fleet_id": f.fleet_id,
+                "this_host": f.this_host,
+                "member": f.member,
+                "hosts_version": f.hosts_version,
+                "hosts": f.hosts,
+                "assigned": assigned,
+                "problems": f.problems,
+            })
+        }
         _ => Value::Null,
     };
     json!({

@@ -29,6 +29,9 @@ enum Ask {
     Health,
     /// Control socket: the fleet as this host sees it.
     Fleet,
+    /// Control socket: the signed host list this host holds (its
+    /// assignments of projects to hosts).
+    HostsHead,
     /// Control socket: every project.
     Projects,
     /// Control socket: audit entries with each peer's workload.
@@ -50,6 +53,7 @@ impl Ask {
         match self {
             Self::Health => Request::Health,
             Self::Fleet => Request::Fleet,
+            Self::HostsHead => Request::HostsHead,
             Self::Projects => Request::ListProjects,
             Self::Audit(q) => Request::AuditTrail(q.clone()),
             Self::AuditWithoutWorkloads(q) => Request::AuditLog(q.clone()),
@@ -229,6 +233,16 @@ impl ReadOnly {
         let ask = Ask::Fleet;
         match self.control(ask.clone()).await? {
             Response::Fleet(f) => Ok(f),
+            other => Err(unexpected(&ask, &other)),
+        }
+    }
+
+    /// The signed host list this host holds (daemon admins; empty when it
+    /// holds none).
+    pub async fn hosts_head(&self) -> Result<Vec<u8>, ReadError> {
+        let ask = Ask::HostsHead;
+        match self.control(ask.clone()).await? {
+            Response::HostsHead(h) => Ok(h.list),
             other => Err(unexpected(&ask, &other)),
         }
     }

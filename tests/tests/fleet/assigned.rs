@@ -149,6 +149,24 @@ fn a_host_not_assigned_a_project_holds_nothing_of_it() {
     }
     let text = hosts[2].ctl_ok(&["hosts", "list"]);
     assert!(text.contains(&format!("api: {a}, {b}")), "{text}");
+    // And `projects list`, on a host of the project.
+    let listed: serde_json::Value =
+        serde_json::from_str(&hosts[0].ctl_ok(&["projects", "list", "--json"])).unwrap();
+    let hosts_of = |p: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == p)
+            .map(|i| i["hosts"].clone())
+    };
+    assert_eq!(hosts_of("api"), Some(serde_json::json!([a, b])), "{listed}");
+    assert_eq!(hosts_of("app"), Some(serde_json::Value::Null), "{listed}");
+    let text = hosts[0].ctl_ok(&["projects", "list"]);
+    assert!(
+        text.contains("HOSTS") && text.contains("every host"),
+        "{text}"
+    );
     // Projects that exist nowhere yet may be assigned from any host, many
     // in one host list version, and are then created on one of theirs.
     let version = fleet_info(&hosts[0])["hosts_version"].as_u64().unwrap();

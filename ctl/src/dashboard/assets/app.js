@@ -194,9 +194,10 @@ async function viewProjects() {
     el('td', { class: 'wrap' }, p.last_error || '—'),
     el('td', {}, p.loaded_at_ms ? when(p.loaded_at_ms) : '—'),
     el('td', {}, p.live ? el('span', { class: 'pill ok', title: 'change events followed' }, 'live') : el('span', { class: 'pill', title: 'refreshed from the project list' }, 'polled')),
-    el('td', {}, el('code', {}, p.socket))));
+    el('td', {}, el('code', {}, p.socket)),
+    o.fleet ? el('td', { title: (p.hosts || []).join('\n') }, p.hosts ? p.hosts.length + ' host(s)' : 'every host') : null));
   out.push(section('Projects', table(
-    ['Project', 'Secrets', 'Health', 'Last error', 'Loaded', 'Updates', 'Socket'], rows,
+    ['Project', 'Secrets', 'Health', 'Last error', 'Loaded', 'Updates', 'Socket'].concat(o.fleet ? ['Hosts'] : []), rows,
     o.error ? 'No project can be listed.' : 'No projects yet: fluxctl projects create NAME')));
   if (o.fleet) {
     const f = o.fleet;
@@ -205,7 +206,10 @@ async function viewProjects() {
         ' · this host ', f.member ? 'is' : 'is not', ' a member'),
       (f.problems || []).map((p) => el('p', { class: 'error' }, p)),
       table(['Host (join token)', ''], (f.hosts || []).map((h) => el('tr', {},
-        el('td', {}, el('code', {}, h)), el('td', {}, h === f.this_host ? 'this host' : ''))), 'No hosts.')));
+        el('td', {}, el('code', {}, h)), el('td', {}, h === f.this_host ? 'this host' : ''))), 'No hosts.'),
+      el('p', { class: 'muted' }, 'Projects served by some hosts only (every other project: by every host):'),
+      table(['Project', 'Hosts'], Object.entries(f.assigned || {}).map(([p, on]) => el('tr', {},
+        el('td', {}, p), el('td', {}, on.map((r) => el('code', {}, r))))), 'None.')));
   }
   return out;
 }
