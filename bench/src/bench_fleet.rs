@@ -10,7 +10,10 @@
 //!    init`), the others are added by their join tokens (`fluxctl hosts
 //!    add`), as an operator does;
 //! 3. `--projects` projects created on the first host (each wrapped for
-//!    every host), each given `--secrets` secrets in one `SetMany`;
+//!    every host), each given `--secrets` secrets in one `SetMany`; with
+//!    `--per-project-hosts K`, project i is first assigned to hosts i, i+1,
+//!    … (mod hosts) — one `fluxctl hosts assign` per first host — and
+//!    created on the first of them;
 //! 4. what etcd holds: keys and bytes (key + value) by prefix, from range
 //!    requests on etcd's JSON gateway, and its database size;
 //! 5. propagation: sets on the first host, each on another project; after
@@ -23,7 +26,10 @@
 //!    answer and watch event is counted), per set, less the idle rate
 //!    measured just before;
 //! 6. one more host joins: `hosts add` until it serves every project with
-//!    every secret; then `hosts remove` of it (every project re-keyed);
+//!    every secret; then `hosts remove` of it (every project re-keyed).
+//!    With assignments, the joining host is given the first host's
+//!    projects (`hosts assign`), and the host removed is the fleet's last
+//!    one, whose projects its co-hosts re-key;
 //! 7. RSS of every host and of etcd; then the correctness check: every
 //!    remaining host serves every project with exactly the values set
 //!    (one `GetAll` per project and host), reports no last error for any
@@ -409,12 +415,17 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         idle_rate.1 / 1024.0,
     ));
 
-    // One more host joins (it serves every project no one assigned: all of
-    // them, or none), then a host is removed: that one, or — with projects
-    // assigned — the fleet's last host, with its share of the projects.
+    // One more host joins. Without assignments it serves every project;
+    // with them, it is given the share of the first host (the projects
+    // created there, each then on one more host) — a host joining to take
+    // load.
     let extra = Host::start(bin, &ctl, &etcd, Some(&fleet_id))?;
+    let share: Vec<String> = match cfg.per_project_hosts {
+        None => Vec::new(),
+        Some(_) => (0..p).step_by(n).map(project_name).collect(),
+    };
     let joins = if cfg.per_project_hosts.is_some() {
-        0
+        share.len()
     } else {
         p
     };
@@ -422,15 +433,46 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
     hosts[0].add(&extra, &operator)?;
     let add = t.elapsed();
     extra.wait_member()?;
+    if !share.is_empty() {
+        let extra_recipient = extra.info()?["this_host"]
+            .as_str()
+            .context("no recipient for the joined host")?
+            .to_owned();
+        let list = share.join(",");
+        let mut args = vec!["hosts", "assign", &list];
+        args.extend(cfg.hosts_of(0).into_iter().map(|h| recipients[h].as_str()));
+        args.extend([
+            extra_recipient.as_str(),
+            "--operator-key",
+            path_str(&operator)?,
+        ]);
+        hosts[0].ctl(&args)?;
+    }
     extra.wait_serving(joins, cfg.secrets)?;
     let join = t.elapsed();
     report.rows.push(row(
-        format!("hosts add of host {} ({joins} projects to wrap)", n + 1),
+        format!(
+            "hosts add of host {}{}",
+            n + 1,
+            if share.is_empty() {
+                format!(" ({p} projects to wrap)")
+            } else {
+                String::new()
+            }
+        ),
         "ms",
         ms(add),
     ));
     report.rows.push(row(
-        format!("join until host {} serves its {joins} projects", n + 1),
+        format!(
+            "join until host {} serves its {joins} projects{}",
+            n + 1,
+            if share.is_empty() {
+                ""
+            } else {
+                " (hosts add, then hosts assign)"
+            }
+        ),
         "ms",
         ms(join),
     ));
