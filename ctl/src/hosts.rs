@@ -530,6 +530,7 @@ pub(crate) fn init(target: &Target, path: &Path, key_only: bool, json: bool) -> 
             hosts: vec![me],
             removed: Vec::new(),
             assigned: Default::default(),
+            oldest: 0,
         };
         publish(target, op.sign_hosts(&v1), op.sign_id())?;
         founded = true;
@@ -818,6 +819,7 @@ mod tests {
             hosts: vec![host("age1a"), host("age1b")],
             removed: vec![],
             assigned: Default::default(),
+            oldest: 0,
         };
         doc.assign("api", &["age1b".into()]).unwrap();
         let raw = op.sign_hosts(&doc);

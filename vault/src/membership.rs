@@ -302,6 +302,21 @@ pub struct HostsDoc {
     /// vault of it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assigned: BTreeMap<String, Vec<u32>>,
+    /// The oldest version kept (0: every version): the versions before it
+    /// are retired — deleted from etcd and from every host's copy — and a
+    /// host that missed them (offline, or joining) takes a list naming it
+    /// as its new starting point. [`Self::next`] keeps the newest
+    /// [`KEPT_VERSIONS`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oldest: u64,
+}
+
+/// Host list versions kept in etcd and on every host: the history is
+/// bounded, not one whole copy per version forever.
+pub const KEPT_VERSIONS: u64 = 16;
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl HostsDoc {
@@ -383,16 +398,23 @@ impl HostsDoc {
                 (project, on)
             })
             .collect();
+        let version = self
+            .version
+            .checked_add(1)
+            .ok_or("the host list has no version after this one")?;
+        let oldest = if version > KEPT_VERSIONS {
+            version - KEPT_VERSIONS + 1
+        } else {
+            0
+        };
         Ok(Self {
             fleet: self.fleet.clone(),
-            version: self
-                .version
-                .checked_add(1)
-                .ok_or("the host list has no version after this one")?,
+            version,
             previous: digest_hex(this_envelope),
             hosts,
             removed,
             assigned,
+            oldest,
         })
     }
 
@@ -666,6 +688,7 @@ mod tests {
             hosts: vec![host()],
             removed: vec![],
             assigned: BTreeMap::new(),
+            oldest: 0,
         };
         let raw1 = op.sign_hosts(&v1);
         assert_eq!(open_hosts(&raw1, 1, &op.verifying_key()).unwrap(), v1);
@@ -704,6 +727,7 @@ mod tests {
             hosts: vec![a.clone(), b.clone()],
             removed: vec![],
             assigned: BTreeMap::new(),
+            oldest: 0,
         };
         // Without assignments the document is what it always was.
         let plain = String::from_utf8(serde_json::to_vec(&doc).unwrap()).unwrap();
@@ -736,6 +760,34 @@ mod tests {
         assert!(bad.check().unwrap_err().contains("not in the host list"));
         bad.assigned.insert("web".into(), vec![1, 1]);
         assert!(bad.check().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn the_newest_versions_are_kept_and_the_older_retired() {
+        let op = OperatorKey::generate();
+        let mut doc = HostsDoc {
+            fleet: op.fleet_id(),
+            version: 1,
+            previous: String::new(),
+            hosts: vec![host()],
+            removed: vec![],
+            assigned: BTreeMap::new(),
+            oldest: 0,
+        };
+        let mut raw = op.sign_hosts(&doc);
+        assert!(!String::from_utf8_lossy(&raw).contains("oldest"));
+        for _ in 1..KEPT_VERSIONS {
+            doc = doc.next(&raw, doc.hosts.clone(), vec![]).unwrap();
+            raw = op.sign_hosts(&doc);
+            assert_eq!(doc.oldest, 0, "version {}", doc.version);
+        }
+        doc = doc.next(&raw, doc.hosts.clone(), vec![]).unwrap();
+        assert_eq!((doc.version, doc.oldest), (KEPT_VERSIONS + 1, 2));
+        let raw = op.sign_hosts(&doc);
+        assert_eq!(
+            open_hosts(&raw, doc.version, &op.verifying_key()).unwrap(),
+            doc
+        );
     }
 
     #[test]

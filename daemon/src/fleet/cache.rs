@@ -85,12 +85,15 @@ pub struct HostList {
     pub removed: Vec<String>,
     /// Projects served by some hosts only (see [`HostsDoc::assigned`]).
     pub assigned: BTreeMap<String, Vec<String>>,
+    /// The oldest version kept ([`HostsDoc::oldest`]).
+    pub oldest: u64,
 }
 
 impl HostList {
     pub fn from_doc(doc: HostsDoc) -> Self {
         Self {
             assigned: doc.assignments(),
+            oldest: doc.oldest,
             version: doc.version,
             hosts: doc.hosts,
             removed: doc.removed,
@@ -350,7 +353,9 @@ impl Cache {
         if !new.removed.is_empty() && self.removal.as_ref().is_none_or(|(v, _)| *v < new.version) {
             self.removal = Some((new.version, new.removed.clone()));
         }
-        let Some(prev) = prev.filter(|p| p.version.checked_add(1) == Some(new.version)) else {
+        // Against the list held before: the one before it, or — after a
+        // starting point past retired versions — an older one.
+        let Some(prev) = prev.filter(|p| p.version < new.version) else {
             return;
         };
         let named: BTreeSet<&String> = prev.assigned.keys().chain(new.assigned.keys()).collect();
@@ -403,6 +408,18 @@ impl Cache {
             if self.vaults.remove(&p).is_some() {
                 out.persist.push(Persist::Remove(format!("vaults/{p}")));
             }
+        }
+    }
+
+    /// Forgets the host list versions the held list retires
+    /// ([`HostsDoc::oldest`]), here and in the local copy: they are never
+    /// written back to etcd.
+    pub fn retire_lists(&mut self, out: &mut Applied) {
+        let oldest = self.host_list().map_or(0, |l| l.oldest);
+        let retired: Vec<u64> = self.chain.range(..oldest).map(|(v, _)| *v).collect();
+        for v in retired {
+            self.chain.remove(&v);
+            out.persist.push(Persist::Remove(fleet_copy::hosts(v)));
         }
     }
 
@@ -477,11 +494,21 @@ impl Cache {
             if self.chain.get(&version).is_some_and(|r| r == raw) {
                 return Err(Refusal::Ignore);
             }
+            if version < held && !self.chain.contains_key(&version) {
+                // Retired, or passed over from a starting point: older than
+                // the list held, it decides nothing.
+                return Err(Refusal::Ignore);
+            }
             return Err(Refusal::Final(format!(
                 "a second host list version {version}, different from the one this host holds: a fork of the host list, refused"
             )));
         }
         if Some(version) != held.checked_add(1) {
+            if doc.oldest > held.saturating_add(1) {
+                // The operator retired the version this host needs next: a
+                // list naming that is a starting point, as version 1 is.
+                return Ok(doc);
+            }
             return Err(Refusal::Waiting(format!(
                 "host list version {version} follows {held} with versions missing"
             )));
@@ -699,6 +726,7 @@ impl Cache {
                     .push(Persist::Write(fleet_copy::hosts(*version), raw.to_vec()));
                 self.chain.insert(*version, raw.to_vec());
                 self.hosts = Some((list, raw.to_vec()));
+                self.retire_lists(out);
                 self.drop_unserved(out);
                 self.retry_waiting(out);
                 Ok(())
@@ -970,6 +998,7 @@ mod tests {
             hosts: hosts.iter().map(|h| h.record()).collect(),
             removed: vec![],
             assigned: BTreeMap::new(),
+            oldest: 0,
         })
     }
 
@@ -1089,6 +1118,7 @@ mod tests {
                 hosts: hosts.iter().map(|h| h.record()).collect(),
                 removed: vec![],
                 assigned: BTreeMap::new(),
+                oldest: 0,
             };
             let payload = serde_json::to_vec(&doc).unwrap();
             let by_host = signed(&f, Kind::Hosts, &EtcdKey::Hosts(3), 3, &payload, &f.root);
@@ -1146,6 +1176,7 @@ mod tests {
             hosts: vec![f.root.record()],
             removed: vec![me.clone()],
             assigned: BTreeMap::new(),
+            oldest: 0,
         };
         let mut out = Applied::default();
         f.cache
@@ -1169,6 +1200,7 @@ mod tests {
             hosts: held.hosts.clone(),
             removed: vec![],
             assigned: BTreeMap::new(),
+            oldest: 0,
         };
         for (p, on) in assigned {
             let on: Vec<String> = on.iter().map(|h| h.recipient()).collect();
@@ -1244,6 +1276,7 @@ mod tests {
             hosts: vec![f.root.record(), f.other.record(), third.record()],
             removed: vec![],
             assigned: BTreeMap::new(),
+            oldest: 0,
         };
         doc.assign("api", &[me.clone(), f.root.recipient()])
             .unwrap();
@@ -1281,6 +1314,68 @@ mod tests {
         assert_eq!(
             f.cache.revoked_at("web"),
             (4, [f.root.recipient(), third.recipient()].into())
+        );
+    }
+
+    #[test]
+    fn a_host_that_missed_retired_versions_starts_again_from_a_list_that_retires_them() {
+        let mut f = fleet();
+        let (held, raw) = f.cache.hosts.clone().unwrap();
+        let mut doc = HostsDoc {
+            fleet: f.op.fleet_id(),
+            version: held.version,
+            previous: String::new(),
+            hosts: held.hosts.clone(),
+            removed: vec![],
+            assigned: BTreeMap::new(),
+            oldest: 0,
+        };
+        // Versions 3 to 20, signed by the operator while this host was away.
+        let (mut lists, mut prev) = (BTreeMap::new(), raw);
+        for _ in 3..=20 {
+            doc = doc.next(&prev, doc.hosts.clone(), vec![]).unwrap();
+            prev = f.op.sign_hosts(&doc);
+            lists.insert(doc.version, prev.clone());
+        }
+        // Version 3 is retired by version 18 on: a gap before that waits.
+        let mut out = Applied::default();
+        f.cache
+            .apply(&EtcdKey::Hosts(10), &lists[&10], 10, &mut out);
+        assert_eq!(f.cache.hosts_version(), 2);
+        assert!(f.cache.is_waiting(&EtcdKey::Hosts(10).to_string()));
+        // Version 19 retires everything before 4: it is a starting point.
+        f.cache
+            .apply(&EtcdKey::Hosts(19), &lists[&19], 19, &mut out);
+        assert_eq!(f.cache.hosts_version(), 19, "{:?}", f.cache.refused);
+        // What it passed over is older, and no fork.
+        f.cache
+            .apply(&EtcdKey::Hosts(10), &lists[&10], 10, &mut out);
+        assert!(
+            !f.cache
+                .refused
+                .contains_key(&EtcdKey::Hosts(10).to_string())
+        );
+        f.cache
+            .apply(&EtcdKey::Hosts(20), &lists[&20], 20, &mut out);
+        assert_eq!(f.cache.hosts_version(), 20);
+        // Only the kept versions are held; the retired ones leave the copy.
+        assert_eq!(f.cache.chain.keys().copied().collect::<Vec<_>>(), [19, 20]);
+        for v in [1, 2] {
+            assert!(
+                out.persist.contains(&Persist::Remove(fleet_copy::hosts(v))),
+                "version {v} kept"
+            );
+        }
+        // Another list at a version held is still a fork.
+        let mut other = doc.clone();
+        other.removed = vec!["age1someone".into()];
+        let forged = f.op.sign_hosts(&other);
+        f.cache
+            .apply(&EtcdKey::Hosts(20), &forged, 21, &mut Applied::default());
+        assert!(
+            f.cache.refused[&EtcdKey::Hosts(20).to_string()].contains("fork"),
+            "{:?}",
+            f.cache.refused
         );
     }
 

@@ -440,6 +440,11 @@ pub fn op_delete_prefix(prefix: &str) -> Value {
     json!({"request_delete_range": {"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))}})
 }
 
+/// A delete of every key from `start` up to, not including, `end`.
+pub fn op_delete_range(start: &str, end: &str) -> Value {
+    json!({"request_delete_range": {"key": b64(start.as_bytes()), "range_end": b64(end.as_bytes())}})
+}
+
 /// A read of every key under `prefix`.
 pub fn op_range_prefix(prefix: &str) -> Value {
     json!({"request_range": {"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))}})

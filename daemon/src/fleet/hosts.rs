@@ -44,12 +44,43 @@ use tracing::{info, warn};
 /// Wrapped keys written per transaction when a host gains projects (each
 /// about 1 KiB: far below etcd's request limit and its op limit).
 const WRAP_BATCH: usize = 64;
+/// Projects re-keyed at the same time by one host.
+const REKEY_WORKERS: usize = 8;
 /// Tries of one project's transaction before giving up on a busy project.
 const TRIES: usize = 20;
 /// How long a removal waits for the other hosts to re-key the projects
 /// they were given to re-key ([`rekey_designated`]) before it reports
 /// them as pending.
 const FLEET_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Re-keys `projects`, [`REKEY_WORKERS`] at a time: each is its own etcd
+/// transaction, and etcd commits transactions that arrive together in one
+/// write to its disk. Once etcd is unreachable the rest are not tried
+/// (each would wait out its own deadline): they stay pending, unreported.
+fn rekey_all(store: &EtcdStore, projects: Vec<String>) -> Vec<(String, Result<()>)> {
+    let queue = std::sync::Mutex::new(projects.into_iter());
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..REKEY_WORKERS {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(project) = next else { break };
+                    if store.has_outage() {
+                        break;
+                    }
+                    let result = rekey_one(store, &project);
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((project, result));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by(|a, b| a.0.cmp(&b.0));
+    done
+}
 
 /// Re-keys `project` (retried while the vault changes under it); done
 /// when it is re-keyed here or by another host meanwhile.
@@ -75,15 +106,12 @@ pub(super) fn rekey_designated(store: &EtcdStore) -> bool {
     }
     let _one = store.rekeying();
     let (mut done, mut all) = (0, true);
-    for project in store.designated_rekeys() {
-        match rekey_one(store, &project) {
+    for (project, result) in rekey_all(store, store.designated_rekeys()) {
+        match result {
             Ok(()) => done += 1,
             Err(e) => {
                 all = false;
                 warn!(project, error = %e, "cannot re-key the project after a host list took a host away from it");
-                if store.has_outage() {
-                    break;
-                }
             }
         }
     }
@@ -168,27 +196,22 @@ impl FleetHosts {
     /// waits (up to [`FLEET_WAIT`]) for the other hosts to re-key theirs
     /// ([`rekey_designated`]), and reports as pending every project etcd
     /// still holds a key of wrapped for a removed host.
-    fn rekey_pending(&self, report: &mut HostsReport) -> Result<()> {
+    /// `had`: the projects etcd held a key of for the removed hosts before
+    /// the removal was published — re-keyed by this host or by the
+    /// projects' own hosts, all of them are reported.
+    fn rekey_pending(
+        &self,
+        report: &mut HostsReport,
+        had: std::collections::BTreeSet<String>,
+    ) -> Result<()> {
         let version = self.store.host_list().map_or(0, |l| l.version);
-        // What the removed hosts could open before: re-keyed by this host
-        // or by the projects' own hosts, all of it is reported.
-        let mut had = std::collections::BTreeSet::new();
-        for host in &report.removed {
-            had.extend(self.store.keys_left_for(host).unwrap_or_default());
-        }
         let _one = self.store.rekeying();
-        for project in self.store.pending_rekeys() {
-            let result = rekey_one(&self.store, &project);
+        for (project, result) in rekey_all(&self.store, self.store.pending_rekeys()) {
             match result {
                 Ok(()) => report.projects.push(project),
                 Err(e) => {
                     warn!(project, error = %e, "cannot re-key the project after a host removal");
                     report.failures.push(format!("{project}: {e}"));
-                    if self.store.has_outage() {
-                        // etcd is unreachable: every other project would
-                        // wait out its own deadline. They stay pending.
-                        break;
-                    }
                 }
             }
         }
@@ -280,6 +303,21 @@ impl Hosts for FleetHosts {
 
     fn publish(&self, signed: SignedHosts) -> Result<HostsReport> {
         let held = self.store.host_list();
+        // What the hosts this list removes could open, read before it is
+        // published: their co-hosts start re-keying the moment it lands.
+        let leaving: Vec<String> = match (&held, self.store.incoming_hosts(&signed.list)) {
+            (Some(h), Some(next)) => h
+                .hosts
+                .iter()
+                .filter(|x| !next.contains(&x.recipient))
+                .map(|x| x.recipient.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut had = std::collections::BTreeSet::new();
+        for host in &leaving {
+            had.extend(self.store.keys_left_for(host).unwrap_or_default());
+        }
         let after = self.store.publish_hosts(&signed.list, &signed.id)?;
         // What changed is against the version before the one published (the
         // held one, unless the held version itself was published again).
@@ -322,7 +360,7 @@ impl Hosts for FleetHosts {
             let before = before.as_ref().filter(|_| was(&host.recipient));
             self.wrap_for_new(host, before, &after, &mut report)?;
         }
-        self.rekey_pending(&mut report)?;
+        self.rekey_pending(&mut report, had)?;
         report.projects.sort();
         report.projects.dedup();
         Ok(report)
@@ -340,7 +378,11 @@ impl Hosts for FleetHosts {
             removed: self.store.removal().map(|(_, r)| r).unwrap_or_default(),
             ..HostsReport::default()
         };
-        self.rekey_pending(&mut report)?;
+        let mut had = std::collections::BTreeSet::new();
+        for host in &report.removed {
+            had.extend(self.store.keys_left_for(host).unwrap_or_default());
+        }
+        self.rekey_pending(&mut report, had)?;
         Ok(report)
     }
 }

@@ -220,6 +220,7 @@ impl EtcdStore {
         // A list accepted just before a stop may have taken projects away
         // from this host: what it no longer serves goes now.
         let mut dropped = Applied::default();
+        cache.retire_lists(&mut dropped);
         cache.drop_unserved(&mut dropped);
         let etcd = Etcd::new(options.etcd.clone()).map_err(|e| Error::Config(e.to_string()))?;
         let store = Self {
@@ -628,6 +629,18 @@ impl EtcdStore {
             self.cache().apply(&key, raw, revision, &mut applied);
             self.absorb(applied);
             self.flush();
+            // The versions this one retires leave etcd (every host forgets
+            // them as it takes this one).
+            let oldest = self.host_list().map_or(0, |l| l.oldest);
+            if oldest > 1 {
+                let retire = etcd::op_delete_range(
+                    &EtcdKey::Hosts(0).to_string(),
+                    &EtcdKey::Hosts(oldest).to_string(),
+                );
+                if let Err(e) = self.txn(vec![], vec![retire], vec![]) {
+                    warn!(error = %e, oldest, "cannot delete the retired host list versions from etcd; the next list tries again");
+                }
+            }
         }
         self.host_list()
             .filter(|l| l.version >= version)
@@ -1243,6 +1256,14 @@ impl EtcdStore {
     /// away from them.
     pub(super) fn pending_rekeys(&self) -> Vec<String> {
         self.cache().pending_rekeys()
+    }
+
+    /// The host list `raw` would be, were it published now (checked as
+    /// [`Self::publish_hosts`] checks it); `None` when it would not be
+    /// taken.
+    pub(super) fn incoming_hosts(&self, raw: &[u8]) -> Option<flux_vault::membership::HostsDoc> {
+        let version = flux_vault::membership::Envelope::peek_version(raw).ok()?;
+        self.cache().check_next_hosts(version, raw).ok()
     }
 
     /// The pending re-keys this host takes on by itself

@@ -348,3 +348,53 @@ fn a_project_taken_away_from_a_host_is_dropped_there_and_re_keyed() {
         "{err}"
     );
 }
+
+#[test]
+fn host_lists_keep_a_bounded_history_and_a_host_that_missed_it_catches_up() {
+    if !have_etcd("host_lists_keep_a_bounded_history_and_a_host_that_missed_it_catches_up") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let mut hosts = fleet(&etcd, 3, "app");
+    let (a, b) = (recipient(&hosts[0]), recipient(&hosts[1]));
+    hosts[2].stop();
+    // Twenty host list versions while C is away.
+    for i in 0..20 {
+        let on: &[&str] = if i % 2 == 0 { &[&a] } else { &[&a, &b] };
+        let out = assign(&hosts[0], "ghost", on);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    set(&hosts[0], "app", "TOKEN", "while-away");
+    let version = fleet_info(&hosts[0])["hosts_version"].as_u64().unwrap();
+    assert!(version > 20, "version {version}");
+    let kept = flux_vault::membership::KEPT_VERSIONS as usize;
+    let in_etcd = etcd.raw().list("/flux/v3/fleet/hosts/").len();
+    assert!(in_etcd <= kept, "etcd keeps {in_etcd} host list versions");
+    let on_disk = std::fs::read_dir(hosts[0].layout().fleet_dir().join(fleet_copy::HOSTS))
+        .unwrap()
+        .count();
+    assert!(on_disk <= kept, "A keeps {on_disk} host list versions");
+    // C comes back past the retired versions: it starts again from a kept
+    // one, serves what was set, and reports no problem.
+    hosts[2].restart();
+    wait_for(&hosts[2], "app", "the value set while C was away", |cl| {
+        has_value(cl, "TOKEN", "while-away")
+    });
+    let started = Instant::now();
+    while fleet_info(&hosts[2])["hosts_version"].as_u64() != Some(version) {
+        assert!(started.elapsed() < PROPAGATION, "{}", fleet_info(&hosts[2]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let problems = fleet_info(&hosts[2])["problems"].clone();
+    assert_eq!(problems, serde_json::json!([]), "{problems}");
+    // And a new host joins from the kept versions alone.
+    let d = joiner(&etcd, &fleet_id(&hosts[0]));
+    join(&hosts[0], &d);
+    wait_for(&d, "app", "app on a host that joined later", |cl| {
+        has_value(cl, "TOKEN", "while-away")
+    });
+}

@@ -224,6 +224,7 @@ fn a_removed_host_cannot_fork_the_list_that_removed_it() {
         hosts: before.hosts.clone(),
         removed: vec![],
         assigned: Default::default(),
+        oldest: 0,
     };
     let key = EtcdKey::Hosts(fork.version);
     for claim in [c.as_str(), "operator"] {
