@@ -8,9 +8,9 @@
 //! | key | accepted when |
 //! |---|---|
 //! | `fleet/id` | it names the fleet this host pinned, signed by that fleet's operator key |
-//! | `fleet/hosts/<v>` | signed by the operator key; v = 1 names no predecessor, v = held + 1 names the SHA-256 of the held version's envelope; any other list at a version already held is a fork, refused and reported |
-//! | `fleet/vaults/<p>` | signed by a host of the held list, a version above the held vault's and any deletion of `p`, at most [`MAX_STEP`] above them |
-//! | `keys/<me>/<p>` | signed by a host of the held list; it unwraps with this host's identity; a generation at least the held key's (the same generation only with the same key), an epoch no later than the held list |
+//! | `fleet/hosts/<v>` | signed by the operator key; v = 1 names no predecessor, v = held + 1 names the SHA-256 of the held version's envelope, and a list that retires version held + 1 (its `oldest` is above it) is a new starting point; any other list at a version already held is a fork, refused and reported (one below the held version that this host passed over decides nothing) |
+//! | `fleet/vaults/<p>` | signed by a host of the held list, a version above the held vault's and any deletion of `p`, at most [`MAX_STEP`] above them; of a project the held list does not let this host serve, dropped unread |
+//! | `keys/<me>/<p>` | signed by a host of the held list, for a project the held list lets this host serve; it unwraps with this host's identity; a generation at least the held key's (the same generation only with the same key), an epoch no later than the held list |
 //! | `fleet/deleted/<p>` | signed by a host of the held list, a version above the held vault's, at most [`MAX_STEP`] above it |
 //!
 //! Anything else — unsigned, signed by an unknown or removed host or for
@@ -18,9 +18,13 @@
 //! refused: the held copy keeps serving and the reason is kept for
 //! `fluxctl status`. A key that disappears from etcd changes nothing held
 //! (its refusal, if any, is forgotten): only a signed deletion makes a
-//! host stop serving a project. A host list without this host is held
-//! like any other — this host then writes nothing and reports it — but
-//! nothing is dropped or deleted for it. An object refused because its
+//! host stop serving a project — or a host list that names this host and
+//! assigns the project to other hosts only: its key and vault are then
+//! dropped ([`Cache::drop_unserved`]). A host list without this host is
+//! held like any other — this host then writes nothing and reports it —
+//! but nothing is dropped or deleted for it. Each host list that takes a
+//! host away from a project (a removal, a narrower assignment) is noted
+//! ([`Cache::revoked_at`]): a project keyed before it is re-keyed. An object refused because its
 //! signer is not (yet) in the held list is dropped at once — only its etcd
 //! key is kept (up to 4096 keys), and read from etcd again when the list
 //! changes ([`Applied::reread`]): an etcd writer who fills etcd with
