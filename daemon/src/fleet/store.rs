@@ -44,6 +44,9 @@ use std::sync::{Arc, Mutex};
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
+/// Vaults read again one request each, at most; more are read in pages.
+const REREAD_ONE_BY_ONE: usize = 32;
+
 /// The etcd store. See the module docs.
 #[derive(Debug)]
 pub struct EtcdStore {
@@ -964,7 +967,31 @@ impl EtcdStore {
         let mut rounds = 0;
         while !applied.reread.is_empty() && rounds < 8 {
             rounds += 1;
-            for key in std::mem::take(&mut applied.reread) {
+            let mut keys = std::mem::take(&mut applied.reread);
+            // Many vaults at once (a host given many projects): one paged
+            // read of the vaults rather than a request each.
+            let vaults: std::collections::BTreeSet<String> = keys
+                .iter()
+                .filter(|k| matches!(k, EtcdKey::Vault(_)))
+                .map(|k| k.to_string())
+                .collect();
+            if vaults.len() > REREAD_ONE_BY_ONE {
+                let read = self.etcd.range_paged(VAULTS, 0, |page| {
+                    let mut cache = self.cache();
+                    for kv in page.iter().filter(|kv| vaults.contains(&kv.key)) {
+                        if let Some(key) = EtcdKey::parse(&kv.key) {
+                            cache.apply_kv(&key, kv, &mut applied);
+                        }
+                    }
+                });
+                match read {
+                    Ok(_) => keys.retain(|k| !matches!(k, EtcdKey::Vault(_))),
+                    Err(e) => {
+                        debug!(error = %e, "cannot read the vaults again in pages; one by one")
+                    }
+                }
+            }
+            for key in keys {
                 match self.etcd.get(&key.to_string()) {
                     Ok(Some(kv)) => self.cache().apply_kv(&key, &kv, &mut applied),
                     Ok(None) => self.cache().gone_from_etcd(&key),

@@ -398,3 +398,47 @@ fn host_lists_keep_a_bounded_history_and_a_host_that_missed_it_catches_up() {
         has_value(cl, "TOKEN", "while-away")
     });
 }
+
+#[test]
+fn a_host_holds_nothing_until_it_is_added_and_then_serves_every_project() {
+    if !have_etcd("a_host_holds_nothing_until_it_is_added_and_then_serves_every_project") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let hosts = fleet(&etcd, 2, "p0");
+    // More projects than a host reads again one by one when it is given
+    // them all at once.
+    let names: Vec<String> = (1..40).map(|i| format!("p{i}")).collect();
+    for name in &names {
+        hosts[0].create_project(name);
+    }
+    set(&hosts[0], "p39", "TOKEN", "last");
+    wait_for(&hosts[1], "p39", "p39 on B", |cl| {
+        has_value(cl, "TOKEN", "last")
+    });
+    // A host started for the fleet but not added keeps nothing of it.
+    let newcomer = joiner(&etcd, &fleet_id(&hosts[0]));
+    let sealed = vault_in_etcd(&etcd.raw(), "p39");
+    std::thread::sleep(Duration::from_millis(300));
+    for name in names.iter().chain(["p0".to_string()].iter()) {
+        assert!(
+            !holds_a_copy(&newcomer, name),
+            "a host not added keeps {name}"
+        );
+    }
+    assert_nowhere(
+        newcomer.dir(),
+        &sealed[sealed.len() / 2..][..64],
+        "p39's ciphertext",
+    );
+    // Added: it serves every project, with its values.
+    join(&hosts[0], &newcomer);
+    wait_for(&newcomer, "p39", "p39 on the new host", |cl| {
+        has_value(cl, "TOKEN", "last")
+    });
+    for name in &names {
+        wait_for(&newcomer, name, "every project on the new host", |cl| {
+            cl.list().is_ok()
+        });
+    }
+}
