@@ -931,10 +931,22 @@ impl Etcd {
         &self,
         prefix: &str,
         revision: i64,
+        each: impl FnMut(Vec<Kv>),
+    ) -> Result<i64, EtcdError> {
+        self.range_between(prefix.as_bytes(), &prefix_end(prefix), revision, each)
+    }
+
+    /// [`Self::range_paged`] for the keys from `start` up to, not
+    /// including, `end`.
+    pub fn range_between(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
         mut each: impl FnMut(Vec<Kv>),
     ) -> Result<i64, EtcdError> {
-        let end = prefix_end(prefix);
-        let mut start = prefix.as_bytes().to_vec();
+        let end = end.to_vec();
+        let mut start = start.to_vec();
         let mut revision = revision;
         let mut limit = self.config.reads.page_keys.max(1);
         let limits = self.config.reads.page_deadlines();

@@ -968,15 +968,21 @@ impl EtcdStore {
         while !applied.reread.is_empty() && rounds < 8 {
             rounds += 1;
             let mut keys = std::mem::take(&mut applied.reread);
-            // Many vaults at once (a host given many projects): one paged
-            // read of the vaults rather than a request each.
+            // Many vaults at once (a host given many projects): a paged
+            // read rather than a request each.
             let vaults: std::collections::BTreeSet<String> = keys
                 .iter()
                 .filter(|k| matches!(k, EtcdKey::Vault(_)))
                 .map(|k| k.to_string())
                 .collect();
-            if vaults.len() > REREAD_ONE_BY_ONE {
-                let read = self.etcd.range_paged(VAULTS, 0, |page| {
+            if vaults.len() > REREAD_ONE_BY_ONE
+                && let (Some(first), Some(last)) = (vaults.first(), vaults.last())
+            {
+                // From the first to the last of them: a host is given
+                // projects in name order, so little else is read.
+                let mut end = last.as_bytes().to_vec();
+                end.push(0);
+                let read = self.etcd.range_between(first.as_bytes(), &end, 0, |page| {
                     let mut cache = self.cache();
                     for kv in page.iter().filter(|kv| vaults.contains(&kv.key)) {
                         if let Some(key) = EtcdKey::parse(&kv.key) {
