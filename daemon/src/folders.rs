@@ -6,7 +6,7 @@
 //! folder or a key file is open to group or others ([`check_private`]), and
 //! when its runtime or state folder is not its own ([`own_dir`]).
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, FolderProblem, Result};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -26,26 +26,26 @@ pub fn own_dir(dir: &Path, what: &str) -> Result<()> {
     flux_vault::files::ensure_private_dir(dir)?;
     let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
     let me = nix::unistd::geteuid().as_raw();
-    let refuse = |why: String| {
-        Error::Config(format!(
-            "{what} {} {why}; remove it (fluxd creates it) or choose another folder",
-            dir.display()
-        ))
+    let refuse = |problem| {
+        Error::from(ConfigError::NotOwnFolder {
+            what: what.to_owned(),
+            dir: dir.to_owned(),
+            problem,
+        })
     };
     if meta.file_type().is_symlink() || !meta.is_dir() {
-        return Err(refuse("is not a folder (a symbolic link or a file)".into()));
+        return Err(refuse(FolderProblem::NotAFolder));
     }
     if meta.uid() != me {
-        return Err(refuse(format!(
-            "is owned by uid {}, not by fluxd's uid {me}: another user may have created it",
-            meta.uid()
-        )));
+        return Err(refuse(FolderProblem::OwnedBy {
+            owner: meta.uid(),
+            me,
+        }));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(refuse(format!(
-            "can be written by other users (mode {:04o})",
-            meta.mode() & 0o777
-        )));
+        return Err(refuse(FolderProblem::WritableByOthers {
+            mode: meta.mode() & 0o777,
+        }));
     }
     if let Some(parent) = dir.parent() {
         flux_protocol::trust::Trust::only_me()
@@ -131,14 +131,26 @@ mod tests {
         assert_eq!(fs::metadata(&run).unwrap().mode() & 0o777, 0o700);
         fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
         let err = own_dir(&run, "the runtime folder").unwrap_err().to_string();
-        assert!(err.contains("can be written by other users"), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "the runtime folder {} can be written by other users (mode 0777); remove it (fluxd creates it) or choose another folder",
+                run.display()
+            )
+        );
         fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&run, &link).unwrap();
         let err = own_dir(&link, "the runtime folder")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not a folder"), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "the runtime folder {} is not a folder (a symbolic link or a file); remove it (fluxd creates it) or choose another folder",
+                link.display()
+            )
+        );
         chmod_own_dir(&run, 0o711).unwrap();
         assert_eq!(fs::metadata(&run).unwrap().mode() & 0o777, 0o711);
         assert!(
