@@ -6,8 +6,8 @@
 //! Configuration and environment problems (exit 78) are
 //! [`Error::Configuration`], typed by kind in [`ConfigError`] (a bad
 //! duration, a number out of range, a key's bad value, a file that cannot
-//! be read, a folder someone else could change), or [`Error::Config`] in
-//! words for the rarer ones.
+//! be read, a folder or key file someone else could change or is using),
+//! or [`Error::Config`] in words for the rarer ones.
 
 use flux_protocol::ErrorCode;
 use flux_protocol::limits::NameError;
@@ -180,6 +180,41 @@ pub enum ConfigError {
         what: String,
         dir: PathBuf,
         problem: FolderProblem,
+    },
+    /// A folder of the daemon under a folder another user could swap
+    /// ([`flux_protocol::trust`]).
+    #[error("{what} {}: {reason}", dir.display())]
+    UntrustedParent {
+        what: String,
+        dir: PathBuf,
+        reason: String,
+    },
+    /// A folder whose mode fluxd would set but that is not its own.
+    #[error("{} is not owned by fluxd's uid: its mode is left alone", dir.display())]
+    NotOwned { dir: PathBuf },
+    /// A folder or key file that group or others may read or write;
+    /// `want` is the mode the message suggests.
+    #[error(
+        "{what} {} has mode {mode:04o}: it must not be readable or writable by group or others; fix it with: chmod {want:o} {}",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate {
+        what: String,
+        path: PathBuf,
+        mode: u32,
+        want: u32,
+    },
+    /// The state folder's lock (`lock`) is held by another process.
+    #[error(
+        "another fluxd is using the state folder {} ({}: {errno}); stop it, or pass another --state-dir",
+        state_dir.display(),
+        lock.display()
+    )]
+    StateFolderInUse {
+        state_dir: PathBuf,
+        lock: PathBuf,
+        errno: nix::errno::Errno,
     },
 }
 
