@@ -39,7 +39,7 @@
 //!    printed.
 
 use crate::fixture::{project_name, secret_name, value};
-use crate::fluxd::{FluxdBinary, rss_kib, short_tempdir};
+use crate::fluxd_process::{FluxdBinary, rss_kib, short_tempdir};
 use crate::report::{Report, Row};
 use crate::stats::{Measure, percentile};
 use anyhow::{Context, Result, bail};

@@ -36,7 +36,7 @@
 
 use crate::fixture::bench_value;
 use crate::floor::{Floor, FramedTarget};
-use crate::fluxd::{Fluxd, FluxdBinary};
+use crate::fluxd_process::{Fluxd, FluxdBinary};
 use crate::load::{self, LoadResult, LoadSpec, Target};
 use crate::redis::RedisServer;
 use crate::report::{Cell, Report, Row, run_ratios, verdict};

@@ -28,7 +28,7 @@
 //! watcher's). `all` runs both.
 
 use crate::fixture::{describe, seq_of, value};
-use crate::fluxd::{Fluxd, FluxdBinary};
+use crate::fluxd_process::{Fluxd, FluxdBinary};
 use crate::report::{Report, Row, verdict};
 use crate::stats::{Measure, latency_of};
 use anyhow::{Context, Result, bail};

@@ -22,7 +22,7 @@
 //! of 100) / 9.9.
 
 use crate::fixture::{project_name, secret_name, value, write_projects};
-use crate::fluxd::{Fluxd, FluxdBinary};
+use crate::fluxd_process::{Fluxd, FluxdBinary};
 use crate::report::{Report, Row, verdict};
 use crate::stats::{Measure, latency_of};
 use anyhow::{Context, Result};

@@ -14,7 +14,7 @@
 //! needs no build script and runs from any folder. Without a C compiler
 //! [`CClient::build`] says why, and the caller prints SKIPPED.
 
-use crate::fluxd::short_tempdir;
+use crate::fluxd_process::short_tempdir;
 use crate::load::LoadResult;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};

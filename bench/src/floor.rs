@@ -22,7 +22,7 @@
 //! audit) over the bare socket round trip.
 
 use crate::fixture::{bench_value, describe};
-use crate::fluxd::short_tempdir;
+use crate::fluxd_process::short_tempdir;
 use crate::load::{Exchange, Target};
 use anyhow::{Context, Result, bail};
 use flux_protocol::codec;
@@ -72,7 +72,7 @@ impl Floor {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if crate::fluxd::handshake(&floor.socket).is_ok() {
+            if crate::fluxd_process::handshake(&floor.socket).is_ok() {
                 return Ok(floor);
             }
             if let Ok(Some(status)) = floor.child.try_wait() {
@@ -222,7 +222,7 @@ impl Target for FramedTarget {
     }
 
     fn connect(&self) -> Result<UnixStream> {
-        crate::fluxd::handshake(&self.socket)
+        crate::fluxd_process::handshake(&self.socket)
             .with_context(|| format!("{}: cannot connect and complete a handshake", self.name))
     }
 

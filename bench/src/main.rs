@@ -23,8 +23,8 @@
 //! arguments. A missed speed target is printed as MISS and never changes
 //! the exit status.
 //!
-//! Modules: [`fluxd`] runs the daemon; [`redis`] and [`floor`] are the
-//! comparison points; [`load`] is the load client, [`cload`] the same
+//! Modules: [`fluxd_process`] runs the daemon; [`redis`] and [`floor`] are
+//! the comparison points; [`load`] is the load client, [`cload`] the same
 //! client in C that checks it; [`cpu`] reads a
 //! process's CPU time; [`stats`] the numbers; [`fixture`] the test data;
 //! `bench_*` the benchmarks; [`report`] the table; [`faults`] the fault
@@ -42,7 +42,7 @@ mod cpu;
 mod faults;
 mod fixture;
 mod floor;
-mod fluxd;
+mod fluxd_process;
 mod load;
 mod redis;
 mod report;
@@ -50,7 +50,7 @@ mod stats;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use fluxd::FluxdBinary;
+use fluxd_process::FluxdBinary;
 use report::{Machine, Report};
 use std::path::PathBuf;
 use std::process::ExitCode;

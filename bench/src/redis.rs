@@ -10,7 +10,7 @@
 //! RESP client.
 
 use crate::fixture::describe;
-use crate::fluxd::short_tempdir;
+use crate::fluxd_process::short_tempdir;
 use crate::load::{Exchange, Target};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -10,8 +10,8 @@
 //! ```text
 //!  Services ─┬─ Config
 //!            ├─ Access   (policy + audit)
-//!            ├─ Control ─┬─ Registry (projects in the store)
-//!            │           └─ Listeners = Server (sockets, accept loops)
+//!            ├─ Lifecycle ─┬─ Registry (projects in the store)
+//!            │             └─ Listeners = Server (sockets, accept loops)
 //!            ├─ Hosts    (fleet administration, or NoFleet)
 //!            └─ Runtime  (shutdown, tasks, systemd)
 //! ```
@@ -33,9 +33,9 @@
 use crate::access::Access;
 use crate::access::audit::Audit;
 use crate::config::Config;
-use crate::control::{Control, Listeners};
 use crate::error::{Error, Result};
 use crate::folders::{check_private, chmod_own_dir, lock_state_dir, own_dir};
+use crate::lifecycle::{Lifecycle, Listeners};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::server::sockets::Sockets;
@@ -159,7 +159,7 @@ impl Daemon {
         let listeners: Arc<dyn Listeners> = server.clone();
         let services = Arc::new(Services {
             access: Access::new(config.policy.clone(), audit),
-            control: Control::new(registry, listeners),
+            lifecycle: Lifecycle::new(registry, listeners),
             hosts: opened.hosts,
             runtime,
             config,
@@ -167,7 +167,7 @@ impl Daemon {
         });
         server.attach(&services);
         apply_runtime_mode(&services)?;
-        services.control.serve_all().await?;
+        services.lifecycle.serve_all().await?;
         follow(&services, opened.feed);
         // The control socket opens last: once it answers, every other
         // listener (project sockets, the metrics listener) is open too.
@@ -182,7 +182,7 @@ impl Daemon {
         info!(
             control = %services.config.control_socket().display(),
             state = %services.config.state_dir.display(),
-            projects = services.control.registry().all().len(),
+            projects = services.lifecycle.registry().all().len(),
             "fluxd ready"
         );
         Ok(Self {
@@ -219,7 +219,7 @@ impl Daemon {
         if let Some(crate::config::MetricsListen::Unix(path)) = &services.config.metrics_listen {
             self.server.sockets().retire(path);
         }
-        services.control.retire_all();
+        services.lifecycle.retire_all();
         services.access.audit().flush().await;
         remove_empty(&self.created);
         info!("stopped");
@@ -255,7 +255,7 @@ pub struct DaemonHandle {
 impl DaemonHandle {
     /// The project `name` as served now (`fluxd dev --watch` follows it).
     pub(crate) fn project(&self, name: &str) -> Option<Arc<crate::project::Project>> {
-        self.services.control.registry().get(name)
+        self.services.lifecycle.registry().get(name)
     }
 
     /// Re-reads the access policy, then re-scans the store and re-reads
@@ -267,7 +267,7 @@ impl DaemonHandle {
         let services = &self.services;
         services.runtime.notifier().reloading();
         self.reload_policy();
-        services.control.apply(Change::All, true).await;
+        services.lifecycle.apply(Change::All, true).await;
         services.runtime.notifier().ready();
     }
 
@@ -293,7 +293,7 @@ impl DaemonHandle {
         {
             error!(error = %e, "cannot apply the policy to the control socket");
         }
-        for project in services.control.registry().all() {
+        for project in services.lifecycle.registry().all() {
             if let Err(e) =
                 sockets.apply_policy(project.socket(), policy.socket_group(project.name()))
             {
@@ -395,7 +395,7 @@ fn follow(services: &Arc<Services>, mut feed: ChangeFeed) {
                     None => return,
                 },
             };
-            services2.control.apply(change, false).await;
+            services2.lifecycle.apply(change, false).await;
         }
     });
 }

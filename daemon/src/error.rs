@@ -2,6 +2,12 @@
 //! carrying its context (the path or etcd key, the project, the name, the
 //! limit) and mapping to a wire [`ErrorCode`]. No variant holds a secret
 //! value.
+//!
+//! Configuration and environment problems (exit 78) are
+//! [`Error::Configuration`], typed by kind in [`ConfigError`] (a bad
+//! duration, a number out of range, a key's bad value, a file that cannot
+//! be read, a folder or key file someone else could change or is using),
+//! or [`Error::Config`] in words for the rarer ones.
 
 use flux_protocol::ErrorCode;
 use flux_protocol::limits::NameError;
@@ -101,14 +107,155 @@ impl fmt::Display for Limit {
     }
 }
 
+/// What is wrong with the configuration or the environment, by kind: the
+/// key or file at fault and what was found, printed as one sentence that
+/// says what to do. `fluxd` exits 78 on any of them ([`Error::is_config`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A duration key whose text is not a duration; `like` gives examples
+    /// (and what a special value means, if any).
+    #[error("{key} = {text:?} is not a duration like {like}: {source}")]
+    NotADuration {
+        key: &'static str,
+        text: String,
+        like: &'static str,
+        source: humantime::DurationError,
+    },
+    /// A duration key set to zero where zero would mean "never".
+    #[error("{key} must be more than zero")]
+    ZeroDuration { key: &'static str },
+    /// A number below the least that works.
+    #[error("{key} must be at least {min}")]
+    AtLeast { key: &'static str, min: u64 },
+    /// A number outside the bounds that `must_be` states (which may name
+    /// other keys).
+    #[error("{key} must be {must_be}")]
+    OutOfRange { key: &'static str, must_be: String },
+    /// `[limits] max_secrets_per_project` and `max_project_bytes` that
+    /// together allow a project larger than one answer may carry.
+    #[error(
+        "[limits] max_secrets_per_project and max_project_bytes together allow a project larger than one 64 MiB answer: lower one of them"
+    )]
+    ProjectOverAnswer,
+    /// A key set to a value it does not take: `value` as written in TOML
+    /// (strings quoted), `help` what to give instead.
+    #[error("{key} = {value}: {help}")]
+    BadValue {
+        key: &'static str,
+        value: String,
+        help: String,
+    },
+    /// A file named by the configuration that cannot be read (`what`:
+    /// "the config file", "the host key").
+    #[error("cannot read {what} {}: {source}", path.display())]
+    CannotRead {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A config file that is not valid TOML or has an unknown key.
+    #[error("config file {}: {source}", path.display())]
+    Syntax {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    /// A config file whose access policy cannot be resolved (an unknown
+    /// user or group, a role that is not one).
+    #[error("config file {}: {reason}", path.display())]
+    Policy { path: PathBuf, reason: String },
+    /// A problem with a setting of the config file at `path`.
+    #[error("config file {}: {error}", path.display())]
+    InFile { path: PathBuf, error: Box<Error> },
+    /// A folder of the daemon that is not absolute (`what`: "state",
+    /// "runtime").
+    #[error("the {what} folder must be an absolute path, not {}", dir.display())]
+    NotAbsolute { what: &'static str, dir: PathBuf },
+    /// A folder of the daemon that someone else could change.
+    #[error(
+        "{what} {} {problem}; remove it (fluxd creates it) or choose another folder",
+        dir.display()
+    )]
+    NotOwnFolder {
+        what: String,
+        dir: PathBuf,
+        problem: FolderProblem,
+    },
+    /// A folder of the daemon under a folder another user could swap
+    /// ([`flux_protocol::trust`]).
+    #[error("{what} {}: {reason}", dir.display())]
+    UntrustedParent {
+        what: String,
+        dir: PathBuf,
+        reason: String,
+    },
+    /// A folder whose mode fluxd would set but that is not its own.
+    #[error("{} is not owned by fluxd's uid: its mode is left alone", dir.display())]
+    NotOwned { dir: PathBuf },
+    /// A folder or key file that group or others may read or write;
+    /// `want` is the mode the message suggests.
+    #[error(
+        "{what} {} has mode {mode:04o}: it must not be readable or writable by group or others; fix it with: chmod {want:o} {}",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate {
+        what: String,
+        path: PathBuf,
+        mode: u32,
+        want: u32,
+    },
+    /// The state folder's lock (`lock`) is held by another process.
+    #[error(
+        "another fluxd is using the state folder {} ({}: {errno}); stop it, or pass another --state-dir",
+        state_dir.display(),
+        lock.display()
+    )]
+    StateFolderInUse {
+        state_dir: PathBuf,
+        lock: PathBuf,
+        errno: nix::errno::Errno,
+    },
+}
+
+/// Why a folder of the daemon is refused ([`ConfigError::NotOwnFolder`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderProblem {
+    /// A symbolic link or a file.
+    NotAFolder,
+    /// Owned by `owner`, not by fluxd's uid `me`.
+    OwnedBy { owner: u32, me: u32 },
+    /// Writable by group or others (`mode`: its permission bits).
+    WritableByOthers { mode: u32 },
+}
+
+impl fmt::Display for FolderProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAFolder => write!(f, "is not a folder (a symbolic link or a file)"),
+            Self::OwnedBy { owner, me } => write!(
+                f,
+                "is owned by uid {owner}, not by fluxd's uid {me}: another user may have created it"
+            ),
+            Self::WritableByOthers { mode } => {
+                write!(f, "can be written by other users (mode {mode:04o})")
+            }
+        }
+    }
+}
+
 /// A daemon failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Bad configuration or environment: `fluxd` exits 78 (EX_CONFIG) so
-    /// systemd does not restart it in a loop.
+    /// Bad configuration or environment, said in words: `fluxd` exits 78
+    /// (EX_CONFIG) so systemd does not restart it in a loop. The kinds
+    /// that recur are [`Error::Configuration`]'s.
     #[error("{0}")]
     Config(String),
+    /// Bad configuration or environment, by kind (exit 78 too).
+    #[error(transparent)]
+    Configuration(#[from] ConfigError),
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -237,6 +384,7 @@ impl Error {
             // changed, and the same write succeeds once space returns.
             Self::Io { source, .. } if storage_refuses(source) => ErrorCode::Unavailable,
             Self::Config(_)
+            | Self::Configuration(_)
             | Self::Io { .. }
             | Self::Bind { .. }
             | Self::Vault { .. }
@@ -248,7 +396,7 @@ impl Error {
 
     /// True for errors that `fluxd` reports with exit status 78.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Config(_))
+        matches!(self, Self::Config(_) | Self::Configuration(_))
     }
 
     /// True for an I/O error that says the file is not there.

@@ -6,7 +6,7 @@
 //! folder or a key file is open to group or others ([`check_private`]), and
 //! when its runtime or state folder is not its own ([`own_dir`]).
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, FolderProblem, Result};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -26,31 +26,35 @@ pub fn own_dir(dir: &Path, what: &str) -> Result<()> {
     flux_vault::files::ensure_private_dir(dir)?;
     let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
     let me = nix::unistd::geteuid().as_raw();
-    let refuse = |why: String| {
-        Error::Config(format!(
-            "{what} {} {why}; remove it (fluxd creates it) or choose another folder",
-            dir.display()
-        ))
+    let refuse = |problem| {
+        Error::from(ConfigError::NotOwnFolder {
+            what: what.to_owned(),
+            dir: dir.to_owned(),
+            problem,
+        })
     };
     if meta.file_type().is_symlink() || !meta.is_dir() {
-        return Err(refuse("is not a folder (a symbolic link or a file)".into()));
+        return Err(refuse(FolderProblem::NotAFolder));
     }
     if meta.uid() != me {
-        return Err(refuse(format!(
-            "is owned by uid {}, not by fluxd's uid {me}: another user may have created it",
-            meta.uid()
-        )));
+        return Err(refuse(FolderProblem::OwnedBy {
+            owner: meta.uid(),
+            me,
+        }));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(refuse(format!(
-            "can be written by other users (mode {:04o})",
-            meta.mode() & 0o777
-        )));
+        return Err(refuse(FolderProblem::WritableByOthers {
+            mode: meta.mode() & 0o777,
+        }));
     }
     if let Some(parent) = dir.parent() {
         flux_protocol::trust::Trust::only_me()
             .check_folders(parent)
-            .map_err(|e| Error::Config(format!("{what} {}: {e}", dir.display())))?;
+            .map_err(|reason| ConfigError::UntrustedParent {
+                what: what.to_owned(),
+                dir: dir.to_owned(),
+                reason,
+            })?;
     }
     Ok(())
 }
@@ -68,10 +72,10 @@ pub fn chmod_own_dir(dir: &Path, mode: u32) -> Result<()> {
     .map_err(|e| Error::io("open", dir, e.into()))?;
     let st = fstat(&fd).map_err(|e| Error::io("inspect", dir, e.into()))?;
     if st.st_uid != nix::unistd::geteuid().as_raw() {
-        return Err(Error::Config(format!(
-            "{} is not owned by fluxd's uid: its mode is left alone",
-            dir.display()
-        )));
+        return Err(ConfigError::NotOwned {
+            dir: dir.to_owned(),
+        }
+        .into());
     }
     fchmod(&fd, Mode::from_bits_truncate(mode))
         .map_err(|e| Error::io("set the mode of", dir, e.into()))
@@ -84,11 +88,13 @@ pub fn check_private(path: &Path, what: &str, want: u32) -> Result<()> {
     let meta = fs::metadata(path).map_err(|e| Error::io("inspect", path, e))?;
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(Error::Config(format!(
-            "{what} {} has mode {mode:04o}: it must not be readable or writable by group or others; fix it with: chmod {want:o} {}",
-            path.display(),
-            path.display()
-        )));
+        return Err(ConfigError::NotPrivate {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            mode,
+            want,
+        }
+        .into());
     }
     Ok(())
 }
@@ -107,11 +113,11 @@ pub fn lock_state_dir(state_dir: &Path) -> Result<Flock<File>> {
         .open(&path)
         .map_err(|e| Error::io("open lock file", &path, e))?;
     let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        Error::Config(format!(
-            "another fluxd is using the state folder {} ({}: {errno}); stop it, or pass another --state-dir",
-            state_dir.display(),
-            path.display()
-        ))
+        ConfigError::StateFolderInUse {
+            state_dir: state_dir.to_owned(),
+            lock: path.clone(),
+            errno,
+        }
     })?;
     let _ = lock.set_len(0);
     let _ = writeln!(&mut *lock, "{}", std::process::id());
@@ -131,19 +137,99 @@ mod tests {
         assert_eq!(fs::metadata(&run).unwrap().mode() & 0o777, 0o700);
         fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
         let err = own_dir(&run, "the runtime folder").unwrap_err().to_string();
-        assert!(err.contains("can be written by other users"), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "the runtime folder {} can be written by other users (mode 0777); remove it (fluxd creates it) or choose another folder",
+                run.display()
+            )
+        );
         fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&run, &link).unwrap();
         let err = own_dir(&link, "the runtime folder")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not a folder"), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "the runtime folder {} is not a folder (a symbolic link or a file); remove it (fluxd creates it) or choose another folder",
+                link.display()
+            )
+        );
         chmod_own_dir(&run, 0o711).unwrap();
         assert_eq!(fs::metadata(&run).unwrap().mode() & 0o777, 0o711);
         assert!(
             chmod_own_dir(&link, 0o700).is_err(),
             "a symlink is not followed"
         );
+    }
+
+    #[test]
+    fn folders_others_could_change_or_use_are_refused_with_their_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let run = open.join("run");
+        let err = own_dir(&run, "the runtime folder").unwrap_err();
+        let reason = flux_protocol::trust::Trust::only_me()
+            .check_folders(&open)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("the runtime folder {}: {reason}", run.display())
+        );
+        assert!(err.is_config(), "{err}");
+
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o750)).unwrap();
+        let err = check_private(&state, "the state folder", 0o700).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the state folder {0} has mode 0750: it must not be readable or writable by group or others; fix it with: chmod 700 {0}",
+                state.display()
+            )
+        );
+        assert!(err.is_config(), "{err}");
+
+        let _held = lock_state_dir(&state).unwrap();
+        let err = lock_state_dir(&state).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another fluxd is using the state folder {} ({}: {}); stop it, or pass another --state-dir",
+                state.display(),
+                flux_vault::layout::StateDir::new(&state).lock().display(),
+                nix::errno::Errno::EWOULDBLOCK
+            )
+        );
+        assert!(err.is_config(), "{err}");
+    }
+
+    /// Needs root, to give a folder to another user.
+    #[test]
+    fn a_folder_of_another_user_keeps_its_mode() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED: a_folder_of_another_user_keeps_its_mode: needs root to give a folder to another uid"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let err = chmod_own_dir(&theirs, 0o700).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is not owned by fluxd's uid: its mode is left alone",
+                theirs.display()
+            )
+        );
+        assert!(err.is_config(), "{err}");
     }
 }

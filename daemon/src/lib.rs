@@ -10,7 +10,7 @@
 //!  main ─► daemon (start-up: picks the store, wires the owners)
 //!            │
 //!            ├─► server ──► handlers (one per request kind, each with its rule)
-//!            │     │            └─► control ─► registry ─► project ─► store
+//!            │     │            └─► lifecycle ─► registry ─► project ─► store
 //!            │     ├─► session ─► access (policy, audit, decide)
 //!            │     └─► sockets
 //!            ├─► store (local, dev, and their folder watcher) / fleet (etcd)
@@ -23,7 +23,7 @@
 //! - [`daemon`]: start-up and shutdown; [`dev_command`]: the command
 //!   `fluxd dev -- CMD` runs, restarted by `--watch` on a real change;
 //! - [`server`]: sockets, sessions and one handler per request kind;
-//! - [`control`]: the project lifecycle (store and sockets paired);
+//! - [`lifecycle`]: the project lifecycle (store and sockets paired);
 //! - [`registry`]: the projects served;
 //! - [`project`]: in-memory snapshots and the serialized write path;
 //! - [`store`]: where keys and ciphertext live, and their change feeds;
@@ -43,13 +43,13 @@
 
 mod access;
 pub mod config;
-mod control;
 pub mod daemon;
 pub mod dev_command;
 pub mod error;
 pub mod fleet;
 mod folders;
 pub mod hardening;
+mod lifecycle;
 mod metrics;
 mod project;
 mod registry;

@@ -2,7 +2,7 @@
 //!
 //! It loads, creates and deletes projects in the store and hands out
 //! [`Project`]s (with their snapshots). It knows nothing of sockets:
-//! [`crate::control::Control`] pairs each project with its listener.
+//! [`crate::lifecycle::Lifecycle`] pairs each project with its listener.
 //!
 //! The map is a read-mostly `RwLock` that no request holds across an
 //! await; creations, deletions and re-reads are serialized by one async

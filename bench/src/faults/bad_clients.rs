@@ -33,7 +33,7 @@
 
 use super::{Outcome, Rng};
 use crate::fixture::{describe, value};
-use crate::fluxd::{Fluxd, FluxdBinary, handshake, hello_payload};
+use crate::fluxd_process::{Fluxd, FluxdBinary, handshake, hello_payload};
 use crate::stats::Latency;
 use anyhow::Result;
 use flux_protocol::codec::{self, read_frame, write_frame};

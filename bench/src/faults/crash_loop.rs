@@ -21,7 +21,7 @@
 
 use super::{Outcome, Rng};
 use crate::fixture::{describe, seq_of, value};
-use crate::fluxd::{Fluxd, FluxdBinary};
+use crate::fluxd_process::{Fluxd, FluxdBinary};
 use anyhow::{Context, Result};
 use flux_protocol::ErrorCode;
 use std::collections::BTreeMap;

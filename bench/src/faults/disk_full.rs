@@ -22,7 +22,7 @@
 
 use super::Outcome;
 use crate::fixture::{describe, value};
-use crate::fluxd::{Fluxd, FluxdBinary, short_tempdir};
+use crate::fluxd_process::{Fluxd, FluxdBinary, short_tempdir};
 use anyhow::{Context, Result, bail};
 use flux_protocol::ErrorCode;
 use flux_protocol::blocking::Client;

@@ -19,7 +19,7 @@
 
 use super::Outcome;
 use crate::fixture::{describe, seq_of, value};
-use crate::fluxd::{Fluxd, FluxdBinary};
+use crate::fluxd_process::{Fluxd, FluxdBinary};
 use crate::stats::Latency;
 use anyhow::{Context, Result};
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! `[limits]`: bounds on what clients may cost the daemon, and the checks
 //! that keep them consistent with the protocol's own limits.
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use flux_protocol::limits::{MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, MAX_VALUE_LEN};
 use serde::Deserialize;
 use std::time::Duration;
@@ -94,15 +94,23 @@ pub struct LimitsFile {
     pub shutdown_grace: Option<String>,
 }
 
-pub(super) fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration> {
+pub(super) fn duration(
+    key: &'static str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration> {
     match value {
         None => Ok(default),
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(Error::Config(format!("{key} must be more than zero"))),
-            Err(e) => Err(Error::Config(format!(
-                "{key} = {text:?} is not a duration like \"5s\" or \"15m\": {e}"
-            ))),
+            Ok(_) => Err(ConfigError::ZeroDuration { key }.into()),
+            Err(source) => Err(ConfigError::NotADuration {
+                key,
+                text: text.clone(),
+                like: "\"5s\" or \"15m\"",
+                source,
+            }
+            .into()),
         },
     }
 }
@@ -150,50 +158,57 @@ impl LimitsFile {
                 d.shutdown_grace,
             )?,
         };
-        let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(Error::Config(msg)) };
+        let check = |ok: bool, error: ConfigError| if ok { Ok(()) } else { Err(error) };
+        let at_least_one =
+            |key, value: usize| check(value >= 1, ConfigError::AtLeast { key, min: 1 });
         check(
             (1..=MAX_VALUE_LEN).contains(&limits.max_value_bytes),
-            format!("[limits] max_value_bytes must be 1 to {MAX_VALUE_LEN} (the protocol's limit)"),
+            ConfigError::OutOfRange {
+                key: "[limits] max_value_bytes",
+                must_be: format!("1 to {MAX_VALUE_LEN} (the protocol's limit)"),
+            },
         )?;
         check(
             limits.max_request_bytes >= limits.max_value_bytes + 1024
                 && limits.max_request_bytes <= 16 * 1024 * 1024,
-            "[limits] max_request_bytes must be at least max_value_bytes + 1024 and at most 16 MiB"
-                .into(),
+            ConfigError::OutOfRange {
+                key: "[limits] max_request_bytes",
+                must_be: "at least max_value_bytes + 1024 and at most 16 MiB".into(),
+            },
         )?;
-        check(
-            limits.max_secrets_per_project >= 1,
-            "[limits] max_secrets_per_project must be at least 1".into(),
+        at_least_one(
+            "[limits] max_secrets_per_project",
+            limits.max_secrets_per_project,
         )?;
         check(
             limits.max_project_bytes >= limits.max_value_bytes
                 && limits.max_project_bytes <= MAX_PROJECT_BYTES,
-            format!(
-                "[limits] max_project_bytes must be at least max_value_bytes and at most {MAX_PROJECT_BYTES} (40 MiB)"
-            ),
+            ConfigError::OutOfRange {
+                key: "[limits] max_project_bytes",
+                must_be: format!(
+                    "at least max_value_bytes and at most {MAX_PROJECT_BYTES} (40 MiB)"
+                ),
+            },
         )?;
         // A whole project's GetAll answer: 12 bytes, then 16 per secret
         // (two lengths) plus its name and value.
         check(
             12 + 16 * limits.max_secrets_per_project + limits.max_project_bytes
                 <= MAX_RESPONSE_FRAME_LEN,
-            "[limits] max_secrets_per_project and max_project_bytes together allow a project larger than one 64 MiB answer: lower one of them".into(),
+            ConfigError::ProjectOverAnswer,
         )?;
-        check(
-            limits.max_connections >= 1,
-            "[limits] max_connections must be at least 1".into(),
+        at_least_one("[limits] max_connections", limits.max_connections)?;
+        at_least_one(
+            "[limits] max_control_connections",
+            limits.max_control_connections,
         )?;
-        check(
-            limits.max_control_connections >= 1,
-            "[limits] max_control_connections must be at least 1".into(),
+        at_least_one(
+            "[limits] max_control_connections_per_peer",
+            limits.max_control_connections_per_peer,
         )?;
-        check(
-            limits.max_control_connections_per_peer >= 1,
-            "[limits] max_control_connections_per_peer must be at least 1".into(),
-        )?;
-        check(
-            limits.max_connections_per_project >= 1,
-            "[limits] max_connections_per_project must be at least 1".into(),
+        at_least_one(
+            "[limits] max_connections_per_project",
+            limits.max_connections_per_project,
         )?;
         Ok(limits)
     }
@@ -204,6 +219,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Limits> {
+        use crate::error::Error;
         let f: crate::config::FileConfig =
             toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         f.limits.resolve()

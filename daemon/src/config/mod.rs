@@ -22,7 +22,7 @@ pub use limits::{Limits, LimitsFile, MAX_PROJECT_BYTES};
 
 use crate::access::audit::{AuditConfig, ReadAudit};
 use crate::access::policy::{Id, Policy, ProjectFile, RolesFile};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use flux_protocol::paths::{self, env_path, systemd_dir};
 use limits::duration;
 use serde::Deserialize;
@@ -85,10 +85,15 @@ impl ServerFile {
         match self.workers {
             None => Ok(default_workers()),
             Some(n @ 1..=MAX_WORKERS) => Ok(n),
-            Some(n) => Err(Error::Config(format!(
-                "[server] workers = {n}: give 1 to {MAX_WORKERS} threads (leave it out for one per CPU, here {})",
-                default_workers()
-            ))),
+            Some(n) => Err(ConfigError::BadValue {
+                key: "[server] workers",
+                value: n.to_string(),
+                help: format!(
+                    "give 1 to {MAX_WORKERS} threads (leave it out for one per CPU, here {})",
+                    default_workers()
+                ),
+            }
+            .into()),
         }
     }
 }
@@ -125,9 +130,14 @@ impl VaultsFile {
     fn resolve(&self) -> Result<Vaults> {
         let keep_versions = self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS);
         if keep_versions > MAX_KEEP_VERSIONS {
-            return Err(Error::Config(format!(
-                "[vaults] keep_versions = {keep_versions}: at most {MAX_KEEP_VERSIONS} earlier values are kept per secret (0 keeps none)"
-            )));
+            return Err(ConfigError::BadValue {
+                key: "[vaults] keep_versions",
+                value: keep_versions.to_string(),
+                help: format!(
+                    "at most {MAX_KEEP_VERSIONS} earlier values are kept per secret (0 keeps none)"
+                ),
+            }
+            .into());
         }
         Ok(Vaults { keep_versions })
     }
@@ -158,9 +168,12 @@ impl MetricsFile {
         };
         if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
             if !addr.ip().is_loopback() {
-                return Err(Error::Config(format!(
-                    "[metrics] listen = {listen:?}: only a loopback address (127.0.0.1, ::1) or a Unix socket is allowed; scrape from this host, or use node_exporter's textfile collector (docs/DEPLOY.md)"
-                )));
+                return Err(ConfigError::BadValue {
+                    key: "[metrics] listen",
+                    value: format!("{listen:?}"),
+                    help: "only a loopback address (127.0.0.1, ::1) or a Unix socket is allowed; scrape from this host, or use node_exporter's textfile collector (docs/DEPLOY.md)".into(),
+                }
+                .into());
             }
             return Ok(Some(MetricsListen::Tcp(addr)));
         }
@@ -171,10 +184,15 @@ impl MetricsFile {
             path.components().count() == 1 && !listen.contains(':')
         };
         if !in_runtime {
-            return Err(Error::Config(format!(
-                "[metrics] listen = {listen:?}: give a loopback address and port (\"127.0.0.1:9464\") or a socket file name in the runtime folder (\"metrics.sock\", or {})",
-                runtime_dir.join("metrics.sock").display()
-            )));
+            return Err(ConfigError::BadValue {
+                key: "[metrics] listen",
+                value: format!("{listen:?}"),
+                help: format!(
+                    "give a loopback address and port (\"127.0.0.1:9464\") or a socket file name in the runtime folder (\"metrics.sock\", or {})",
+                    runtime_dir.join("metrics.sock").display()
+                ),
+            }
+            .into());
         }
         Ok(Some(MetricsListen::Unix(
             runtime_dir.join(path.file_name().unwrap_or_default()),
@@ -242,25 +260,30 @@ impl AuditFile {
             None | Some("summary") => ReadAudit::Summary,
             Some("every") => ReadAudit::Every,
             Some(other) => {
-                return Err(Error::Config(format!(
-                    "[audit] reads = {other:?}: use \"summary\" or \"every\""
-                )));
+                return Err(ConfigError::BadValue {
+                    key: "[audit] reads",
+                    value: format!("{other:?}"),
+                    help: "use \"summary\" or \"every\"".into(),
+                }
+                .into());
             }
         };
         let max_bytes = self.max_bytes.unwrap_or(d.max_bytes);
         if max_bytes < 4096 {
-            return Err(Error::Config(
-                "[audit] max_bytes must be at least 4096".into(),
-            ));
+            return Err(ConfigError::AtLeast {
+                key: "[audit] max_bytes",
+                min: 4096,
+            }
+            .into());
         }
         Ok(AuditConfig {
             path: match self.enabled {
                 Some(false) => None,
-                _ => Some(
-                    self.path
-                        .clone()
-                        .unwrap_or_else(|| flux_vault::layout::StateDir::new(state_dir).audit_log()),
-                ),
+                _ => {
+                    Some(self.path.clone().unwrap_or_else(|| {
+                        flux_vault::layout::StateDir::new(state_dir).audit_log()
+                    }))
+                }
             },
             reads,
             summary_interval: duration(
@@ -272,11 +295,14 @@ impl AuditFile {
             keep: self.keep.unwrap_or(d.keep),
             keep_for: match self.keep_for.as_deref() {
                 None => d.keep_for,
-                Some(text) => humantime::parse_duration(text).map_err(|e| {
-                    Error::Config(format!(
-                        "[audit] keep_for = {text:?} is not a duration like \"7d\" or \"24h\" (\"0s\" turns the check off): {e}"
-                    ))
-                })?,
+                Some(text) => {
+                    humantime::parse_duration(text).map_err(|source| ConfigError::NotADuration {
+                        key: "[audit] keep_for",
+                        text: text.to_owned(),
+                        like: "\"7d\" or \"24h\" (\"0s\" turns the check off)",
+                        source,
+                    })?
+                }
             },
         })
     }
@@ -285,14 +311,18 @@ impl AuditFile {
 impl FileConfig {
     /// Reads and parses a config file.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!(
-                "cannot read the config file {}: {e}",
-                path.display()
-            ))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::CannotRead {
+            what: "the config file",
+            path: path.to_owned(),
+            source,
         })?;
-        toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|source| {
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                source,
+            }
+            .into()
+        })
     }
 
     /// The access policy it describes, names resolved.
@@ -303,7 +333,13 @@ impl FileConfig {
             &self.projects,
             self.control_group.as_ref(),
         )
-        .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
+        .map_err(|reason| {
+            ConfigError::Policy {
+                path: path.to_owned(),
+                reason,
+            }
+            .into()
+        })
     }
 }
 
@@ -347,10 +383,11 @@ impl Config {
         let runtime_dir = paths::runtime_dir(runtime_dir);
         for (what, dir) in [("state", &state_dir), ("runtime", &runtime_dir)] {
             if !dir.is_absolute() {
-                return Err(Error::Config(format!(
-                    "the {what} folder must be an absolute path, not {}",
-                    dir.display()
-                )));
+                return Err(ConfigError::NotAbsolute {
+                    what,
+                    dir: dir.clone(),
+                }
+                .into());
             }
         }
         // Unix socket paths are limited to 107 bytes; leave room for a
@@ -373,11 +410,13 @@ impl Config {
             None => Policy::default_for(nix::unistd::geteuid().as_raw()),
         };
         // A configuration error names the file it came from.
-        let in_file = |e: Error| match (e, &config_file) {
-            (Error::Config(msg), Some(p)) => {
-                Error::Config(format!("config file {}: {msg}", p.display()))
+        let in_file = |e: Error| match &config_file {
+            Some(path) if e.is_config() => ConfigError::InFile {
+                path: path.clone(),
+                error: Box::new(e),
             }
-            (e, _) => e,
+            .into(),
+            _ => e,
         };
         let limits = file.limits.resolve().map_err(in_file)?;
         let audit = file.audit.resolve(&state_dir).map_err(in_file)?;
@@ -387,7 +426,11 @@ impl Config {
             .filter(|p| p.exists());
         let store = crate::fleet::StoreChoice::resolve(None, &[], &file.store).map_err(|e| {
             match &config_file {
-                Some(p) => Error::Config(format!("config file {}: {e}", p.display())),
+                Some(path) => ConfigError::InFile {
+                    path: path.clone(),
+                    error: Box::new(e),
+                }
+                .into(),
                 None => e,
             }
         })?;
@@ -416,10 +459,11 @@ impl Config {
             .map_err(|e| Error::Config(e.to_string()))?;
         let base = paths::runtime_dir(runtime_dir);
         if !base.is_absolute() {
-            return Err(Error::Config(format!(
-                "the runtime folder must be an absolute path, not {}",
-                base.display()
-            )));
+            return Err(ConfigError::NotAbsolute {
+                what: "runtime",
+                dir: base,
+            }
+            .into());
         }
         let runtime_dir = base.join("dev").join(project);
         let socket = paths::project_socket(&runtime_dir, project);
@@ -553,5 +597,173 @@ mod tests {
             assert!(resolve(bad).is_err(), "{bad} was accepted");
         }
         assert_eq!(MetricsFile::default().resolve(run).unwrap(), None);
+    }
+
+    /// Every kind of configuration error prints the sentence operators
+    /// (and scripts grepping fluxd's log) have always seen, and makes
+    /// fluxd exit 78.
+    #[test]
+    fn configuration_errors_keep_their_exact_messages_and_exit_78() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let run = dir.path().join("run");
+        let file = dir.path().join("fluxd.toml");
+        let config = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::resolve(Some(&state), Some(&run), Some(&file))
+                .map(drop)
+                .unwrap_err()
+        };
+        let in_file = |msg: &str| format!("config file {}: {msg}", file.display());
+        let soon = humantime::parse_duration("soon").unwrap_err();
+        let week = humantime::parse_duration("a week").unwrap_err();
+        let cases: Vec<(Error, String)> = vec![
+            (
+                config("[limits]\nidle_timeout = \"soon\"\n"),
+                in_file(&format!(
+                    "[limits] idle_timeout = \"soon\" is not a duration like \"5s\" or \"15m\": {soon}"
+                )),
+            ),
+            (
+                config("[limits]\nframe_timeout = \"0s\"\n"),
+                in_file("[limits] frame_timeout must be more than zero"),
+            ),
+            (
+                config("[audit]\nsummary_interval = \"soon\"\n"),
+                in_file(&format!(
+                    "[audit] summary_interval = \"soon\" is not a duration like \"5s\" or \"15m\": {soon}"
+                )),
+            ),
+            (
+                config("[audit]\nkeep_for = \"a week\"\n"),
+                in_file(&format!(
+                    "[audit] keep_for = \"a week\" is not a duration like \"7d\" or \"24h\" (\"0s\" turns the check off): {week}"
+                )),
+            ),
+            (
+                config("[audit]\nmax_bytes = 100\n"),
+                in_file("[audit] max_bytes must be at least 4096"),
+            ),
+            (
+                config("[audit]\nreads = \"some\"\n"),
+                in_file("[audit] reads = \"some\": use \"summary\" or \"every\""),
+            ),
+            (
+                config("[limits]\nmax_value_bytes = 0\n"),
+                in_file(&format!(
+                    "[limits] max_value_bytes must be 1 to {MAX_VALUE} (the protocol's limit)",
+                    MAX_VALUE = flux_protocol::limits::MAX_VALUE_LEN
+                )),
+            ),
+            (
+                config("[limits]\nmax_request_bytes = 100\n"),
+                in_file(
+                    "[limits] max_request_bytes must be at least max_value_bytes + 1024 and at most 16 MiB",
+                ),
+            ),
+            (
+                config("[limits]\nmax_project_bytes = 1\n"),
+                in_file(&format!(
+                    "[limits] max_project_bytes must be at least max_value_bytes and at most {MAX_PROJECT_BYTES} (40 MiB)"
+                )),
+            ),
+            (
+                config("[limits]\nmax_secrets_per_project = 5000000\n"),
+                in_file(
+                    "[limits] max_secrets_per_project and max_project_bytes together allow a project larger than one 64 MiB answer: lower one of them",
+                ),
+            ),
+            (
+                config("[limits]\nmax_secrets_per_project = 0\n"),
+                in_file("[limits] max_secrets_per_project must be at least 1"),
+            ),
+            (
+                config("[limits]\nmax_connections = 0\n"),
+                in_file("[limits] max_connections must be at least 1"),
+            ),
+            (
+                config("[limits]\nmax_control_connections = 0\n"),
+                in_file("[limits] max_control_connections must be at least 1"),
+            ),
+            (
+                config("[limits]\nmax_control_connections_per_peer = 0\n"),
+                in_file("[limits] max_control_connections_per_peer must be at least 1"),
+            ),
+            (
+                config("[limits]\nmax_connections_per_project = 0\n"),
+                in_file("[limits] max_connections_per_project must be at least 1"),
+            ),
+            (
+                config("[vaults]\nkeep_versions = 101\n"),
+                in_file(
+                    "[vaults] keep_versions = 101: at most 100 earlier values are kept per secret (0 keeps none)",
+                ),
+            ),
+            (
+                config("[server]\nworkers = 0\n"),
+                in_file(&format!(
+                    "[server] workers = 0: give 1 to 256 threads (leave it out for one per CPU, here {})",
+                    default_workers()
+                )),
+            ),
+            (
+                config("[metrics]\nlisten = \"0.0.0.0:9464\"\n"),
+                in_file(
+                    "[metrics] listen = \"0.0.0.0:9464\": only a loopback address (127.0.0.1, ::1) or a Unix socket is allowed; scrape from this host, or use node_exporter's textfile collector (docs/DEPLOY.md)",
+                ),
+            ),
+            (
+                config("[metrics]\nlisten = \"sub/m.sock\"\n"),
+                in_file(&format!(
+                    "[metrics] listen = \"sub/m.sock\": give a loopback address and port (\"127.0.0.1:9464\") or a socket file name in the runtime folder (\"metrics.sock\", or {})",
+                    run.join("metrics.sock").display()
+                )),
+            ),
+            (
+                config("[defaults]\nreaders = { users = [\"no-such-user-x\"] }\n"),
+                in_file(&{
+                    let f: FileConfig =
+                        toml::from_str("[defaults]\nreaders = { users = [\"no-such-user-x\"] }\n")
+                            .unwrap();
+                    let uid = nix::unistd::geteuid().as_raw();
+                    Policy::resolve(uid, &f.defaults, &f.projects, None).unwrap_err()
+                }),
+            ),
+            (
+                config("typo = 1\n"),
+                in_file(
+                    &toml::from_str::<FileConfig>("typo = 1\n")
+                        .unwrap_err()
+                        .to_string(),
+                ),
+            ),
+            (
+                FileConfig::read(&dir.path().join("missing.toml")).unwrap_err(),
+                format!(
+                    "cannot read the config file {}: {}",
+                    dir.path().join("missing.toml").display(),
+                    std::fs::read_to_string(dir.path().join("missing.toml")).unwrap_err()
+                ),
+            ),
+            (
+                Config::resolve(Some(Path::new("state")), Some(&run), None)
+                    .map(drop)
+                    .unwrap_err(),
+                "the state folder must be an absolute path, not state".into(),
+            ),
+            (
+                Config::dev(Some(Path::new("run")), "app")
+                    .map(drop)
+                    .unwrap_err(),
+                "the runtime folder must be an absolute path, not run".into(),
+            ),
+        ];
+        for (i, (error, want)) in cases.iter().enumerate() {
+            assert_eq!(error.to_string(), *want, "case {i}");
+            assert!(
+                error.is_config(),
+                "case {i}: {error} is not a configuration error"
+            );
+        }
     }
 }

@@ -73,7 +73,7 @@ pub fn render(services: &Services) -> String {
         );
     }
 
-    let projects = services.control.registry().all();
+    let projects = services.lifecycle.registry().all();
     out.family(
         "flux_requests_total",
         "counter",
@@ -138,7 +138,7 @@ pub fn render(services: &Services) -> String {
         );
     }
 
-    let infos = services.control.registry().infos();
+    let infos = services.lifecycle.registry().infos();
     out.family(
         "flux_project_secrets",
         "gauge",

@@ -30,8 +30,8 @@ pub mod sockets;
 
 use crate::access::Access;
 use crate::config::Config;
-use crate::control::{Control, Listeners};
 use crate::error::Result;
+use crate::lifecycle::{Lifecycle, Listeners};
 use crate::metrics::DaemonMetrics;
 use crate::project::Project;
 use crate::runtime::Runtime;
@@ -50,7 +50,7 @@ use tracing::{Instrument, error, info_span};
 pub struct Services {
     pub config: Config,
     pub access: Access,
-    pub control: Control,
+    pub lifecycle: Lifecycle,
     pub hosts: Arc<dyn Hosts>,
     pub runtime: Runtime,
     /// Daemon-wide counters (each project keeps its own).
@@ -67,7 +67,7 @@ pub struct Server {
     /// The control socket's connections by peer.
     control_peers: Arc<session::PeerSlots>,
     /// Set once the services exist (they hold this server, through
-    /// [`Control`]).
+    /// [`Lifecycle`]).
     services: OnceLock<Weak<Services>>,
     /// Ends the project sockets' connection threads at shutdown.
     stopping: Arc<session::direct::Stopping>,

@@ -15,7 +15,7 @@
 //! `vaults/`.
 
 use super::{ChangeFeed, Store};
-use crate::error::{Error, Location, Result};
+use crate::error::{ConfigError, Error, Location, Result};
 use crate::folders::check_private;
 use flux_vault::files::{self, ensure_private_dir, write_atomic};
 use flux_vault::keys::ProjectKey;
@@ -174,8 +174,12 @@ impl LocalStore {
     /// Wraps key files with the host key in the file at `path`, if any.
     pub fn with_host_key(mut self, path: Option<PathBuf>) -> Result<Self> {
         if let Some(path) = path {
-            let text = Zeroizing::new(fs::read_to_string(&path).map_err(|e| {
-                Error::Config(format!("cannot read the host key {}: {e}", path.display()))
+            let text = Zeroizing::new(fs::read_to_string(&path).map_err(|source| {
+                ConfigError::CannotRead {
+                    what: "the host key",
+                    path: path.clone(),
+                    source,
+                }
             })?);
             let key = ProjectKey::parse(&text).map_err(|reason| {
                 Error::Config(format!("host key {}: {reason}", path.display()))
@@ -421,5 +425,23 @@ mod tests {
             fs::write(store.keys_dir().join(f), "").unwrap();
         }
         assert_eq!(store.projects().unwrap(), vec!["a", "c"]);
+    }
+
+    #[test]
+    fn a_host_key_that_cannot_be_read_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("fluxd-host-key");
+        let err = LocalStore::open(dir.path())
+            .unwrap()
+            .with_host_key(Some(missing.clone()))
+            .map(drop)
+            .unwrap_err();
+        let want = format!(
+            "cannot read the host key {}: {}",
+            missing.display(),
+            fs::read_to_string(&missing).unwrap_err()
+        );
+        assert_eq!(err.to_string(), want);
+        assert!(err.is_config(), "{err}");
     }
 }

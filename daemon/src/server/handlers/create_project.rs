@@ -8,6 +8,6 @@ use flux_protocol::message::{ProjectName, Response};
 pub const RULE: Rule = Rule::control(Need::DaemonAdmin, Effect::Write);
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: ProjectName) -> Result<Response> {
-    let info = ctx.services.control.create_project(&req.name).await?;
+    let info = ctx.services.lifecycle.create_project(&req.name).await?;
     Ok(Response::ProjectCreated(info))
 }

@@ -8,6 +8,6 @@ use flux_protocol::message::{ProjectName, Response};
 pub const RULE: Rule = Rule::control(Need::DaemonAdminOrAdminOfNamed, Effect::Write);
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: ProjectName) -> Result<Response> {
-    ctx.services.control.delete_project(&req.name).await?;
+    ctx.services.lifecycle.delete_project(&req.name).await?;
     Ok(Response::ProjectDeleted(req))
 }

@@ -8,5 +8,7 @@ use flux_protocol::message::Response;
 pub const RULE: Rule = Rule::control(Need::DaemonAdmin, Effect::Read);
 
 pub fn handle(ctx: &mut Ctx<'_>) -> Result<Response> {
-    Ok(Response::Projects(ctx.services.control.registry().infos()))
+    Ok(Response::Projects(
+        ctx.services.lifecycle.registry().infos(),
+    ))
 }

@@ -11,6 +11,6 @@ pub const RULE: Rule = Rule::control(Need::DaemonAdminOrAdminOfNamed, Effect::Wr
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: ProjectName) -> Result<Response> {
     Ok(Response::Rekeyed(
-        ctx.services.control.rekey_project(&req.name).await?,
+        ctx.services.lifecycle.rekey_project(&req.name).await?,
     ))
 }

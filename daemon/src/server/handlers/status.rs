@@ -20,6 +20,6 @@ pub fn status(services: &Services) -> DaemonStatus {
         started_at_ms: services.runtime.started_at_ms(),
         state_dir: services.config.state_dir.display().to_string(),
         runtime_dir: services.config.runtime_dir.display().to_string(),
-        projects: services.control.registry().infos(),
+        projects: services.lifecycle.registry().infos(),
     }
 }

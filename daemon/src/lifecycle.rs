@@ -1,4 +1,4 @@
-//! Control: the project lifecycle, pairing the [`Registry`] (projects in
+//! The project lifecycle, pairing the [`Registry`] (projects in
 //! the store) with the [`Listeners`] (their sockets).
 //!
 //! - creating a project makes its key and vault, then its listener — and
@@ -32,12 +32,12 @@ pub trait Listeners: Send + Sync + std::fmt::Debug {
 
 /// The project lifecycle (see the module docs).
 #[derive(Debug)]
-pub struct Control {
+pub struct Lifecycle {
     registry: Registry,
     listeners: Arc<dyn Listeners>,
 }
 
-impl Control {
+impl Lifecycle {
     /// Lifecycle of `registry`'s projects, served by `listeners`.
     pub fn new(registry: Registry, listeners: Arc<dyn Listeners>) -> Self {
         Self {
