@@ -81,15 +81,14 @@ fn create(target: &Target, name: &str, json: bool) -> Result<()> {
     ))
 }
 
-/// In fleet mode, which hosts serve which project (`None` in local mode).
-fn fleet_assignments(target: &Target) -> Result<Option<BTreeMap<String, Vec<String>>>> {
-    let Response::Fleet(fleet) = target.control()?.call(&Request::Fleet)? else {
-        return Ok(None);
+/// In fleet mode, which hosts serve which project (`None` in local mode,
+/// or when the daemon cannot say: the list is shown without them).
+fn fleet_assignments(target: &Target) -> Option<BTreeMap<String, Vec<String>>> {
+    let Ok(Response::Fleet(fleet)) = target.control().ok()?.call(&Request::Fleet) else {
+        return None;
     };
-    if fleet.this_host.is_none() {
-        return Ok(None);
-    }
-    crate::hosts::assignments(target, fleet.fleet_id.as_deref()).map(Some)
+    fleet.this_host.as_ref()?;
+    crate::hosts::assignments(target, fleet.fleet_id.as_deref()).ok()
 }
 
 /// `age1qyqszqgp…3290gq`: a recipient short enough for a column.
@@ -105,7 +104,7 @@ fn short(recipient: &str) -> String {
 
 fn list(target: &Target, json: bool) -> Result<()> {
     let projects = target.control()?.list_projects()?;
-    let assigned = fleet_assignments(target)?;
+    let assigned = fleet_assignments(target);
     let hosts_of = |name: &str| assigned.as_ref().and_then(|a| a.get(name));
     if json {
         let items: Vec<serde_json::Value> = projects
