@@ -358,10 +358,23 @@ impl Cache {
             self.removal = Some((new.version, new.removed.clone()));
         }
         // Against the list held before: the one before it, or — after a
-        // starting point past retired versions — an older one.
+        // starting point past retired versions — an older one, whose hosts
+        // missing from the new list were removed in between.
         let Some(prev) = prev.filter(|p| p.version < new.version) else {
             return;
         };
+        let gone: Vec<String> = prev
+            .hosts
+            .iter()
+            .filter(|h| !new.contains(&h.recipient))
+            .map(|h| h.recipient.clone())
+            .collect();
+        if prev.version.saturating_add(1) < new.version
+            && !gone.is_empty()
+            && self.removal.as_ref().is_none_or(|(v, _)| *v < new.version)
+        {
+            self.removal = Some((new.version, gone));
+        }
         let named: BTreeSet<&String> = prev.assigned.keys().chain(new.assigned.keys()).collect();
         for project in named {
             let lost: BTreeSet<String> = prev
@@ -1334,10 +1347,16 @@ mod tests {
             assigned: BTreeMap::new(),
             oldest: 0,
         };
-        // Versions 3 to 20, signed by the operator while this host was away.
+        // Versions 3 to 20, signed by the operator while this host was away;
+        // version 6 removes the root host.
         let (mut lists, mut prev) = (BTreeMap::new(), raw);
-        for _ in 3..=20 {
-            doc = doc.next(&prev, doc.hosts.clone(), vec![]).unwrap();
+        for v in 3..=20 {
+            let (hosts, removed) = if v == 6 {
+                (vec![f.other.record()], vec![f.root.recipient()])
+            } else {
+                (doc.hosts.clone(), vec![])
+            };
+            doc = doc.next(&prev, hosts, removed).unwrap();
             prev = f.op.sign_hosts(&doc);
             lists.insert(doc.version, prev.clone());
         }
@@ -1351,6 +1370,8 @@ mod tests {
         f.cache
             .apply(&EtcdKey::Hosts(19), &lists[&19], 19, &mut out);
         assert_eq!(f.cache.hosts_version(), 19, "{:?}", f.cache.refused);
+        // The removal it passed over is known all the same.
+        assert_eq!(f.cache.removal, Some((19, vec![f.root.recipient()])));
         // What it passed over is older, and no fork.
         f.cache
             .apply(&EtcdKey::Hosts(10), &lists[&10], 10, &mut out);

@@ -21,9 +21,12 @@
 //!   (its epoch) gets a new key — the vault, current and kept versions,
 //!   re-sealed with it in the same transaction as the first wrapped keys
 //!   (for the hosts serving it only), the wrapped keys of the hosts it lost
-//!   deleted. A host removal re-keys only the projects that host served. [`HostsReport::pending`] names what is left, and
-//!   `ResumeRemoval` (`fluxctl hosts remove --resume`, on any host) finishes
-//!   it; it is idempotent.
+//!   deleted. A host removal re-keys only the projects that host served:
+//!   this host the ones it holds, and each assigned project's first host
+//!   its own, unasked ([`rekey_designated`]); this host waits for those.
+//!   [`HostsReport::pending`] names what is left, and `ResumeRemoval`
+//!   (`fluxctl hosts remove --resume`, on a host serving it) finishes it;
+//!   it is idempotent.
 
 use super::MAX_TXN_OPS;
 use super::cache::HostList;
