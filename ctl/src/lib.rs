@@ -299,7 +299,8 @@ pub enum HostsCmd {
     /// signs the assignment into the host list with the operator key, wraps
     /// the project's key for hosts that gain it and re-keys it away from
     /// hosts that lose it, which drop their copies. Run it on a host that
-    /// serves the project before and after
+    /// serves the project before and after (any host, for a project that
+    /// exists nowhere yet)
     Assign {
         /// The project, or several, comma-separated (one host list version
         /// for all of them)
