@@ -42,6 +42,7 @@
 //! Keys and values are base64 in the JSON and 64-bit numbers are strings;
 //! this module hides both. Messages name the endpoints; never a value.
 
+use super::kv::{Compare, Op};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
@@ -264,17 +265,7 @@ fn unb64(v: &Value) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// The end of the range of keys starting with `prefix`.
-pub fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use super::kv::prefix_end;
 
 fn kv(v: &Value) -> Kv {
     let oversize = v["value"]
@@ -425,42 +416,22 @@ impl<R: Read> Read for CapRead<R> {
     }
 }
 
-/// A put operation, for [`Etcd::txn`].
-pub fn op_put(key: &str, value: &[u8]) -> Value {
-    json!({"request_put": {"key": b64(key.as_bytes()), "value": b64(value)}})
+/// An operation as etcd's JSON gateway spells it.
+fn op_json(op: &Op) -> Value {
+    match op {
+        Op::Put { key, value } => {
+            json!({"request_put": {"key": b64(key.as_bytes()), "value": b64(value)}})
+        }
+        Op::Delete { key } => json!({"request_delete_range": {"key": b64(key.as_bytes())}}),
+        Op::DeleteRange { start, end } => {
+            json!({"request_delete_range": {"key": b64(start.as_bytes()), "range_end": b64(end)}})
+        }
+    }
 }
 
-/// A delete of one key.
-pub fn op_delete(key: &str) -> Value {
-    json!({"request_delete_range": {"key": b64(key.as_bytes())}})
-}
-
-/// A delete of every key under `prefix`.
-pub fn op_delete_prefix(prefix: &str) -> Value {
-    json!({"request_delete_range": {"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))}})
-}
-
-/// A delete of every key from `start` up to, not including, `end`.
-pub fn op_delete_range(start: &str, end: &str) -> Value {
-    json!({"request_delete_range": {"key": b64(start.as_bytes()), "range_end": b64(end.as_bytes())}})
-}
-
-/// A read of every key under `prefix`.
-pub fn op_range_prefix(prefix: &str) -> Value {
-    json!({"request_range": {"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))}})
-}
-
-/// Compares a key's mod_revision (0: the key does not exist).
-pub fn cmp_mod(key: &str, revision: i64) -> Value {
-    json!({"key": b64(key.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": revision.to_string()})
-}
-
-/// The key-value pairs in a txn's `request_range` response.
-pub fn range_kvs(response: &Value) -> Vec<Kv> {
-    response["response_range"]["kvs"]
-        .as_array()
-        .map(|a| a.iter().map(kv).collect())
-        .unwrap_or_default()
+/// A compare of a key's mod_revision, as etcd's JSON gateway spells it.
+fn compare_json(c: &Compare) -> Value {
+    json!({"key": b64(c.key.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": c.mod_revision.to_string()})
 }
 
 /// An error answer's body. etcd sends it chunked with gRPC trailers, which
@@ -1047,22 +1018,16 @@ impl Etcd {
             .unwrap_or_default())
     }
 
-    /// A transaction: `success` runs when every `compare` holds, else
-    /// `failure`. Returns whether it succeeded, the revision after it, and
-    /// the responses of the branch that ran.
-    pub fn txn(
-        &self,
-        compare: Vec<Value>,
-        success: Vec<Value>,
-        failure: Vec<Value>,
-    ) -> Result<(bool, i64, Vec<Value>), EtcdError> {
-        let body = json!({"compare": compare, "success": success, "failure": failure});
+    /// A transaction: `success` runs when every `compare` holds. Returns
+    /// whether it ran, and the revision after it.
+    pub fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError> {
+        let compare: Vec<Value> = compare.iter().map(compare_json).collect();
+        let success: Vec<Value> = success.iter().map(op_json).collect();
+        let body = json!({"compare": compare, "success": success, "failure": []});
         let v = self.call("/v3/kv/txn", &body)?;
-        let responses = v["responses"].as_array().cloned().unwrap_or_default();
         Ok((
             v["succeeded"].as_bool().unwrap_or(false),
             num(&v["header"]["revision"]),
-            responses,
         ))
     }
 

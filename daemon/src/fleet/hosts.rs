@@ -31,8 +31,9 @@
 use super::MAX_TXN_OPS;
 use super::cache::HostList;
 use super::envelope::Kind;
-use super::etcd;
+
 use super::identity::{HostRecord, parse_recipient, wrap_for};
+use super::kv::{Compare, Op};
 use super::layout::EtcdKey;
 use super::store::EtcdStore;
 use crate::error::{Error, Result, Unavailable};
@@ -153,12 +154,12 @@ impl FleetHosts {
         });
         // Wrapped one by one, written in batches: a join of a thousand
         // projects is a few transactions, not a thousand.
-        let mut batch: Vec<(String, serde_json::Value)> = Vec::new();
-        let flush = |batch: &mut Vec<(String, serde_json::Value)>, report: &mut HostsReport| {
+        let mut batch: Vec<(String, Op)> = Vec::new();
+        let flush = |batch: &mut Vec<(String, Op)>, report: &mut HostsReport| {
             if batch.is_empty() {
                 return;
             }
-            let (names, ops): (Vec<String>, Vec<serde_json::Value>) = batch.drain(..).unzip();
+            let (names, ops): (Vec<String>, Vec<Op>) = batch.drain(..).unzip();
             match self.store.put_all(ops) {
                 Ok(_) => report.projects.extend(names),
                 Err(e) => report.failures.extend(
@@ -177,7 +178,7 @@ impl FleetHosts {
                 let env = self
                     .store
                     .sign_at(Kind::Key, &key, generation, epoch, &wrapped);
-                Ok::<_, Error>(etcd::op_put(&key.to_string(), &env))
+                Ok::<_, Error>(Op::put(&key.to_string(), &env))
             })();
             match op {
                 Ok(op) => batch.push((project, op)),
@@ -424,14 +425,14 @@ fn rotate(store: &EtcdStore, project: &str) -> Result<bool> {
                 }
             })?;
         let env = store.sign(Kind::Vault, &vault_key, version, &sealed);
-        ops.push(etcd::op_put(&vault_key.to_string(), &env));
+        ops.push(Op::put(&vault_key.to_string(), &env));
         vault_env = Some(env);
         if mod_revision != 0 {
-            compare.push(etcd::cmp_mod(&vault_key.to_string(), mod_revision));
+            compare.push(Compare::mod_revision(&vault_key.to_string(), mod_revision));
         }
     }
     for r in &removed {
-        ops.push(etcd::op_delete(&EtcdKey::key(r, project).to_string()));
+        ops.push(Op::delete(&EtcdKey::key(r, project).to_string()));
     }
     let created = flux_vault::time::created_stamp();
     let plain = new.to_file_contents(&created);
@@ -444,7 +445,7 @@ fn rotate(store: &EtcdStore, project: &str) -> Result<bool> {
     let mine = mine.expect("this host is listed");
     let rest = keys.split_off(keys.len().min(MAX_TXN_OPS.saturating_sub(ops.len())));
     ops.extend(keys);
-    let (ok, revision, _) = store.txn(compare, ops, vec![])?;
+    let (ok, revision) = store.txn(compare, ops)?;
     if !ok {
         store.refresh_held(project)?;
         return Ok(false);

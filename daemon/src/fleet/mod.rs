@@ -6,6 +6,8 @@
 //! - [`etcd`]: a small blocking client for etcd's v3 JSON gateway (TLS,
 //!   authentication, deadlines, member retries, paged reads, the envelope
 //!   cap);
+//! - [`kv`]: the writes fleet mode asks of its store (puts, deletes and
+//!   compares), which each backend spells its own way;
 //! - [`layout`]: where things are in etcd, as typed keys;
 //! - [`identity`]: this host's keys (age for wrapping, Ed25519 for
 //!   signing), join tokens and the fleet id;
@@ -26,6 +28,7 @@ pub mod envelope;
 pub mod etcd;
 pub mod hosts;
 pub mod identity;
+pub mod kv;
 pub mod layout;
 pub mod store;
 mod watch;

@@ -27,6 +27,7 @@ use super::cache::{Applied, Cache, Persist};
 use super::envelope::{self, Kind, Signing};
 use super::etcd::{self, Etcd, EtcdError, Kv, WatchEvent};
 use super::identity::{HostIdentity, fleet_id, parse_fleet_id, parse_recipient, wrap_for};
+use super::kv::{Compare, Op};
 use super::layout::{DELETED, EtcdKey, FLEET, HOSTS, ID, VAULTS, keys_of};
 use super::{FleetOptions, MAX_TXN_OPS};
 use crate::error::{Error, Location, Result, Unavailable};
@@ -37,7 +38,6 @@ use flux_vault::files::{
 use flux_vault::keys::ProjectKey;
 use flux_vault::layout::{MAX_VAULT_FILE, StateDir, fleet_copy, names_in};
 use flux_vault::membership::OPERATOR;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -429,15 +429,10 @@ impl EtcdStore {
     }
 
     /// A transaction, its failure mapped ([`Self::fail`]).
-    pub(super) fn txn(
-        &self,
-        compare: Vec<Value>,
-        success: Vec<Value>,
-        failure: Vec<Value>,
-    ) -> Result<(bool, i64, Vec<Value>)> {
+    pub(super) fn txn(&self, compare: Vec<Compare>, success: Vec<Op>) -> Result<(bool, i64)> {
         let answer = self
             .etcd
-            .txn(compare, success, failure)
+            .txn(&compare, &success)
             .map_err(|e| self.fail(e))?;
         self.set_outage(None);
         Ok(answer)
@@ -445,10 +440,10 @@ impl EtcdStore {
 
     /// Runs `ops` unconditionally in transactions of at most
     /// [`MAX_TXN_OPS`] operations (etcd's default `--max-txn-ops` is 128).
-    pub(super) fn put_all(&self, ops: Vec<Value>) -> Result<i64> {
+    pub(super) fn put_all(&self, ops: Vec<Op>) -> Result<i64> {
         let mut revision = 0;
         for chunk in ops.chunks(MAX_TXN_OPS) {
-            revision = self.txn(vec![], chunk.to_vec(), vec![])?.1;
+            revision = self.txn(vec![], chunk.to_vec())?.1;
         }
         Ok(revision)
     }
@@ -610,10 +605,9 @@ impl EtcdStore {
             // A refused object in that slot (a forged list) is written over; a
             // version not seen yet, or accepted, is not.
             let base = self.refused_revision(&key);
-            let (ok, revision, _) = self.txn(
-                vec![etcd::cmp_mod(&key.to_string(), base)],
-                vec![etcd::op_put(&key.to_string(), raw)],
-                vec![],
+            let (ok, revision) = self.txn(
+                vec![Compare::mod_revision(&key.to_string(), base)],
+                vec![Op::put(&key.to_string(), raw)],
             )?;
             // Not written: unless etcd holds this very list already (an
             // earlier try whose answer was lost), another one came first.
@@ -636,11 +630,11 @@ impl EtcdStore {
             // them as it takes this one).
             let oldest = self.host_list().map_or(0, |l| l.oldest);
             if oldest > 1 {
-                let retire = etcd::op_delete_range(
+                let retire = Op::delete_range(
                     &EtcdKey::Hosts(0).to_string(),
                     &EtcdKey::Hosts(oldest).to_string(),
                 );
-                if let Err(e) = self.txn(vec![], vec![retire], vec![]) {
+                if let Err(e) = self.txn(vec![], vec![retire]) {
                     warn!(error = %e, oldest, "cannot delete the retired host list versions from etcd; the next list tries again");
                 }
             }
@@ -689,20 +683,19 @@ impl EtcdStore {
         }
         // Host lists left by an older fleet go: this one starts at 1. (etcd
         // refuses a txn that deletes a range it also writes into.)
-        let (ok, _, _) = self.txn(
-            vec![etcd::cmp_mod(&EtcdKey::Id.to_string(), 0)],
+        let (ok, _) = self.txn(
+            vec![Compare::mod_revision(&EtcdKey::Id.to_string(), 0)],
             vec![
-                etcd::op_delete_prefix(HOSTS),
-                etcd::op_put(&EtcdKey::Id.to_string(), id),
+                Op::delete_prefix(HOSTS),
+                Op::put(&EtcdKey::Id.to_string(), id),
             ],
-            vec![],
         )?;
         if !ok {
             return Err(Error::Unavailable(Unavailable::Store(
                 "etcd holds a fleet already (founded at the same moment, or the endpoints name another fleet's etcd): nothing was founded".into(),
             )));
         }
-        let revision = self.put_all(vec![etcd::op_put(&EtcdKey::Hosts(1).to_string(), raw)])?;
+        let revision = self.put_all(vec![Op::put(&EtcdKey::Hosts(1).to_string(), raw)])?;
         let mut applied = Applied::default();
         {
             let mut cache = self.cache();
@@ -813,10 +806,9 @@ impl EtcdStore {
         let mut written = 0;
         for (key, raw, base) in objects {
             let name = key.to_string();
-            let (ok, revision, _) = self.txn(
-                vec![etcd::cmp_mod(&name, base)],
-                vec![etcd::op_put(&name, &raw)],
-                vec![],
+            let (ok, revision) = self.txn(
+                vec![Compare::mod_revision(&name, base)],
+                vec![Op::put(&name, &raw)],
             )?;
             if ok {
                 if base == 0 {
@@ -833,14 +825,14 @@ impl EtcdStore {
         let hosts = self.host_list().map(|l| l.hosts).unwrap_or_default();
         for (project, revision) in resurrected {
             let vault = EtcdKey::vault(&project).to_string();
-            let mut ops = vec![etcd::op_delete(&vault)];
+            let mut ops = vec![Op::delete(&vault)];
             ops.extend(
                 hosts
                     .iter()
-                    .map(|h| etcd::op_delete(&EtcdKey::key(&h.recipient, &project).to_string())),
+                    .map(|h| Op::delete(&EtcdKey::key(&h.recipient, &project).to_string())),
             );
             ops.truncate(MAX_TXN_OPS);
-            let (ok, _, _) = self.txn(vec![etcd::cmp_mod(&vault, revision)], ops, vec![])?;
+            let (ok, _) = self.txn(vec![Compare::mod_revision(&vault, revision)], ops)?;
             if ok {
                 warn!(
                     project,
@@ -1157,7 +1149,7 @@ impl EtcdStore {
         generation: u64,
         epoch: u64,
         hosts: &[super::identity::HostRecord],
-    ) -> Result<(Vec<Value>, Option<Vec<u8>>)> {
+    ) -> Result<(Vec<Op>, Option<Vec<u8>>)> {
         let mut ops = Vec::new();
         let mut mine = None;
         for h in hosts {
@@ -1179,7 +1171,7 @@ impl EtcdStore {
             if h.recipient == self.me {
                 mine = Some(env.clone());
             }
-            ops.push(etcd::op_put(&key.to_string(), &env));
+            ops.push(Op::put(&key.to_string(), &env));
         }
         Ok((ops, mine))
     }
@@ -1453,13 +1445,12 @@ impl Store for EtcdStore {
         )?;
         let mine = mine.expect("this host is listed");
         let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
-        let (ok, revision, _) = self.txn(
+        let (ok, revision) = self.txn(
             vec![
-                etcd::cmp_mod(&vault_key.to_string(), vault_revision),
-                etcd::cmp_mod(&my_key.to_string(), key_revision),
+                Compare::mod_revision(&vault_key.to_string(), vault_revision),
+                Compare::mod_revision(&my_key.to_string(), key_revision),
             ],
             ops,
-            vec![],
         )?;
         if !ok {
             return Err(Error::AlreadyExists(project.to_owned()));
@@ -1476,13 +1467,13 @@ impl Store for EtcdStore {
         let tomb_key = EtcdKey::Deleted(project.to_owned());
         let tomb = self.sign(Kind::Deleted, &tomb_key, version, b"");
         let mut ops = vec![
-            etcd::op_put(&tomb_key.to_string(), &tomb),
-            etcd::op_delete(&EtcdKey::vault(project).to_string()),
+            Op::put(&tomb_key.to_string(), &tomb),
+            Op::delete(&EtcdKey::vault(project).to_string()),
         ];
         ops.extend(
             list.hosts
                 .iter()
-                .map(|h| etcd::op_delete(&EtcdKey::key(&h.recipient, project).to_string())),
+                .map(|h| Op::delete(&EtcdKey::key(&h.recipient, project).to_string())),
         );
         let revision = self.put_all(ops)?;
         self.held(&tomb_key, tomb, revision);
@@ -1551,10 +1542,9 @@ impl Store for EtcdStore {
         // Compared with what etcd holds, accepted or not: a forgery or a
         // replayed old version there is written over.
         let env = self.sign(Kind::Vault, &key, version, ciphertext);
-        let (ok, revision, _) = self.txn(
-            vec![etcd::cmp_mod(&key.to_string(), base)],
-            vec![etcd::op_put(&key.to_string(), &env)],
-            vec![],
+        let (ok, revision) = self.txn(
+            vec![Compare::mod_revision(&key.to_string(), base)],
+            vec![Op::put(&key.to_string(), &env)],
         )?;
         if ok {
             self.held(&key, env, revision);
@@ -1591,14 +1581,14 @@ impl Store for EtcdStore {
             self.key_puts(project, plain.as_bytes(), version, list.version, &hosts)?;
         let mine = mine.expect("this host is listed");
         let rest = keys.split_off(keys.len().min(MAX_TXN_OPS - 1));
-        let mut ops = vec![etcd::op_put(&vault_key.to_string(), &env)];
+        let mut ops = vec![Op::put(&vault_key.to_string(), &env)];
         ops.extend(keys);
         let compare = if base == 0 {
             vec![]
         } else {
-            vec![etcd::cmp_mod(&vault_key.to_string(), base)]
+            vec![Compare::mod_revision(&vault_key.to_string(), base)]
         };
-        let (ok, revision, _) = self.txn(compare, ops, vec![])?;
+        let (ok, revision) = self.txn(compare, ops)?;
         if !ok {
             self.refresh(project)?;
             return Err(Error::Unavailable(Unavailable::Contended {
@@ -1671,14 +1661,13 @@ impl EtcdStore {
             &list.serving(project),
         )?;
         let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
-        ops.insert(0, etcd::op_put(&key.to_string(), &env));
-        let (ok, revision, _) = self.txn(
+        ops.insert(0, Op::put(&key.to_string(), &env));
+        let (ok, revision) = self.txn(
             vec![
-                etcd::cmp_mod(&key.to_string(), 0),
-                etcd::cmp_mod(&tomb.to_string(), tomb_revision),
+                Compare::mod_revision(&key.to_string(), 0),
+                Compare::mod_revision(&tomb.to_string(), tomb_revision),
             ],
             ops,
-            vec![],
         )?;
         if !ok {
             self.refresh(project)?;
