@@ -42,7 +42,8 @@
 //! Keys and values are base64 in the JSON and 64-bit numbers are strings;
 //! this module hides both. Messages name the endpoints; never a value.
 
-use super::kv::{Compare, Op};
+use super::kv::{Backend, Compare, Op};
+pub use super::kv::{Kv, WatchEvent, WatchMessage};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
@@ -187,41 +188,6 @@ pub struct EtcdConfig {
     pub password_file: Option<PathBuf>,
     /// Pages, their deadlines and the envelope cap.
     pub reads: Reads,
-}
-
-/// One key-value pair.
-#[derive(Debug, Clone)]
-pub struct Kv {
-    pub key: String,
-    /// Empty when [`Self::oversize`].
-    pub value: Vec<u8>,
-    pub mod_revision: i64,
-    /// The value was over [`Reads::max_envelope_bytes`]: its size (about),
-    /// and it was not read.
-    pub oversize: Option<u64>,
-}
-
-/// One watch event.
-#[derive(Debug, Clone)]
-pub enum WatchEvent {
-    Put(Kv),
-    Delete { key: String, mod_revision: i64 },
-}
-
-/// What one watch message carried.
-#[derive(Debug)]
-pub enum WatchMessage {
-    /// The watch is open; events after `revision` follow.
-    Created { revision: i64 },
-    /// Events, all of the same revision or ascending.
-    Events {
-        revision: i64,
-        events: Vec<WatchEvent>,
-    },
-    /// The requested start revision was compacted away: resync.
-    Compacted { compact_revision: i64 },
-    /// A progress notification or anything else without events.
-    Other,
 }
 
 /// What the answers' headers said last.
@@ -1124,6 +1090,59 @@ impl Etcd {
             "etcd watch stream at {} closed",
             self.endpoints()
         )))
+    }
+}
+
+impl Backend for Etcd {
+    fn endpoints(&self) -> String {
+        Etcd::endpoints(self)
+    }
+
+    fn range_between(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
+        each: &mut dyn FnMut(Vec<Kv>),
+    ) -> Result<i64, EtcdError> {
+        Etcd::range_between(self, start, end, revision, each)
+    }
+
+    fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, EtcdError> {
+        Etcd::get_at(self, key, revision)
+    }
+
+    fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, EtcdError> {
+        Etcd::keys_at(self, prefix, revision)
+    }
+
+    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError> {
+        Etcd::txn(self, compare, success)
+    }
+
+    fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        Etcd::compact(self, revision)
+    }
+
+    fn compacted_past(&self, revision: i64) -> Option<bool> {
+        Etcd::compacted_past(self, revision)
+    }
+
+    fn watch(
+        &self,
+        prefix: &str,
+        start: i64,
+        on_message: &mut dyn FnMut(WatchMessage) -> bool,
+    ) -> Result<(), EtcdError> {
+        Etcd::watch(self, prefix, start, on_message)
+    }
+
+    fn take_reset(&self) -> bool {
+        Etcd::take_reset(self)
+    }
+
+    fn page_counts(&self) -> (u64, u64) {
+        Etcd::page_counts(self)
     }
 }
 

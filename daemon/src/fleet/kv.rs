@@ -1,8 +1,129 @@
-//! The writes fleet mode asks of its key-value store, in its own terms:
-//! puts and deletes ([`Op`]) run together only when every compare of a
-//! key's last-modified revision holds ([`Compare`]). How a backend says
-//! them on the wire — etcd's JSON gateway in [`super::etcd`] — stays in
-//! that backend.
+//! The key-value store fleet mode keeps its envelopes in, as one trait
+//! ([`Backend`]): ranges by key (in pages, at one revision), transactions
+//! of puts and deletes ([`Op`]) that run only when every compare of a
+//! key's last-modified revision holds ([`Compare`]), and a watch from a
+//! revision. etcd ([`super::etcd::Etcd`]) is its one implementation, and
+//! spells all of it in its JSON gateway's terms; the store above it
+//! ([`super::store`]) knows none of them. A test double in memory
+//! implements it too (`store::tests`).
+
+use super::etcd::EtcdError;
+
+/// One key-value pair.
+#[derive(Debug, Clone)]
+pub struct Kv {
+    pub key: String,
+    /// Empty when [`Self::oversize`].
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+    /// The value was over [`Reads::max_envelope_bytes`]: its size (about),
+    /// and it was not read.
+    pub oversize: Option<u64>,
+}
+
+/// One watch event.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    Put(Kv),
+    Delete { key: String, mod_revision: i64 },
+}
+
+/// What one watch message carried.
+#[derive(Debug)]
+pub enum WatchMessage {
+    /// The watch is open; events after `revision` follow.
+    Created { revision: i64 },
+    /// Events, all of the same revision or ascending.
+    Events {
+        revision: i64,
+        events: Vec<WatchEvent>,
+    },
+    /// The requested start revision was compacted away: resync.
+    Compacted { compact_revision: i64 },
+    /// A progress notification or anything else without events.
+    Other,
+}
+
+/// What fleet mode needs of a key-value store. Revisions are the store's:
+/// one number that goes up with every transaction, each key remembering
+/// the revision that last changed it.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Where the store is, for messages.
+    fn endpoints(&self) -> String;
+
+    /// Every key from `start` up to, not including, `end`, as held at
+    /// `revision` (0: now), to `each` in pages in key order; returns the
+    /// revision read at.
+    fn range_between(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
+        each: &mut dyn FnMut(Vec<Kv>),
+    ) -> Result<i64, EtcdError>;
+
+    /// The value under exactly `key` at `revision` (0: now).
+    fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, EtcdError>;
+
+    /// The keys under `prefix` at `revision` (0: now), no values, with the
+    /// revision that last changed each.
+    fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, EtcdError>;
+
+    /// Runs `success` when every `compare` holds; returns whether it ran,
+    /// and the revision after it.
+    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError>;
+
+    /// Discards history up to `revision`.
+    fn compact(&self, revision: i64) -> Result<(), EtcdError>;
+
+    /// Whether history up to `revision` is gone (`None`: cannot tell).
+    fn compacted_past(&self, revision: i64) -> Option<bool>;
+
+    /// Follows every change under `prefix` from revision `start`, until
+    /// `on_message` answers false or the stream breaks.
+    fn watch(
+        &self,
+        prefix: &str,
+        start: i64,
+        on_message: &mut dyn FnMut(WatchMessage) -> bool,
+    ) -> Result<(), EtcdError>;
+
+    /// True (once) after the store's history went backwards: read
+    /// everything again.
+    fn take_reset(&self) -> bool;
+
+    /// Range requests answered in pages, and pages asked again smaller.
+    fn page_counts(&self) -> (u64, u64);
+}
+
+impl dyn Backend {
+    /// Every key under `prefix` at `revision` (0: now), in pages.
+    pub fn range_paged(
+        &self,
+        prefix: &str,
+        revision: i64,
+        mut each: impl FnMut(Vec<Kv>),
+    ) -> Result<i64, EtcdError> {
+        self.range_between(prefix.as_bytes(), &prefix_end(prefix), revision, &mut each)
+    }
+
+    /// Every key under `prefix`, and the revision read at.
+    pub fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>), EtcdError> {
+        let mut all = Vec::new();
+        let revision = self.range_paged(prefix, 0, |page| all.extend(page))?;
+        Ok((revision, all))
+    }
+
+    /// The value under exactly `key`, now.
+    pub fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
+        self.get_at(key, 0)
+    }
+
+    /// The keys under `prefix`, now.
+    pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<(String, i64)>, EtcdError> {
+        self.keys_at(prefix, 0)
+    }
+}
 
 /// One write of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,9 @@
 //! - [`etcd`]: a small blocking client for etcd's v3 JSON gateway (TLS,
 //!   authentication, deadlines, member retries, paged reads, the envelope
 //!   cap);
-//! - [`kv`]: the writes fleet mode asks of its store (puts, deletes and
-//!   compares), which each backend spells its own way;
+//! - [`kv`]: the key-value store fleet mode runs on, as one trait
+//!   (`Backend`: ranges, compared transactions, a watch); [`etcd`] is its
+//!   implementation, and a store in memory is the tests' (`memory`);
 //! - [`layout`]: where things are in etcd, as typed keys;
 //! - [`identity`]: this host's keys (age for wrapping, Ed25519 for
 //!   signing), join tokens and the fleet id;
@@ -30,6 +31,8 @@ pub mod hosts;
 pub mod identity;
 pub mod kv;
 pub mod layout;
+#[cfg(test)]
+mod memory;
 pub mod store;
 mod watch;
 

@@ -27,7 +27,7 @@ use super::cache::{Applied, Cache, Persist};
 use super::envelope::{self, Kind, Signing};
 use super::etcd::{self, Etcd, EtcdError, Kv, WatchEvent};
 use super::identity::{HostIdentity, fleet_id, parse_fleet_id, parse_recipient, wrap_for};
-use super::kv::{Compare, Op};
+use super::kv::{Backend, Compare, Op};
 use super::layout::{DELETED, EtcdKey, FLEET, HOSTS, ID, VAULTS, keys_of};
 use super::{FleetOptions, MAX_TXN_OPS};
 use crate::error::{Error, Location, Result, Unavailable};
@@ -50,7 +50,8 @@ const REREAD_ONE_BY_ONE: usize = 32;
 /// The etcd store. See the module docs.
 #[derive(Debug)]
 pub struct EtcdStore {
-    etcd: Etcd,
+    /// The key-value store: etcd, or a test double ([`super::kv::Backend`]).
+    etcd: Box<dyn Backend>,
     identity: Arc<HostIdentity>,
     me: String,
     dir: PathBuf,
@@ -134,6 +135,16 @@ impl EtcdStore {
     /// local sealed copy under `state_dir`. Nothing is read from etcd yet
     /// ([`Self::start`]).
     pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Self> {
+        let etcd = Etcd::new(options.etcd.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        Self::with_backend(state_dir, options, Box::new(etcd))
+    }
+
+    /// [`Self::open`] on any key-value store ([`Backend`]).
+    pub fn with_backend(
+        state_dir: &Path,
+        options: &FleetOptions,
+        etcd: Box<dyn Backend>,
+    ) -> Result<Self> {
         adopt_next_key(state_dir)?;
         let state = StateDir::new(state_dir);
         let identity = HostIdentity::load_or_create(&state.host_key())?;
@@ -225,7 +236,6 @@ impl EtcdStore {
         let mut dropped = Applied::default();
         cache.retire_lists(&mut dropped);
         cache.drop_unserved(&mut dropped);
-        let etcd = Etcd::new(options.etcd.clone()).map_err(|e| Error::Config(e.to_string()))?;
         let store = Self {
             etcd,
             identity,
@@ -974,14 +984,16 @@ impl EtcdStore {
                 // projects in name order, so little else is read.
                 let mut end = last.as_bytes().to_vec();
                 end.push(0);
-                let read = self.etcd.range_between(first.as_bytes(), &end, 0, |page| {
-                    let mut cache = self.cache();
-                    for kv in page.iter().filter(|kv| vaults.contains(&kv.key)) {
-                        if let Some(key) = EtcdKey::parse(&kv.key) {
-                            cache.apply_kv(&key, kv, &mut applied);
+                let read = self
+                    .etcd
+                    .range_between(first.as_bytes(), &end, 0, &mut |page| {
+                        let mut cache = self.cache();
+                        for kv in page.iter().filter(|kv| vaults.contains(&kv.key)) {
+                            if let Some(key) = EtcdKey::parse(&kv.key) {
+                                cache.apply_kv(&key, kv, &mut applied);
+                            }
                         }
-                    }
-                });
+                    });
                 match read {
                     Ok(_) => keys.retain(|k| !matches!(k, EtcdKey::Vault(_))),
                     Err(e) => {
@@ -1054,7 +1066,8 @@ impl EtcdStore {
         start: i64,
         on_message: impl FnMut(etcd::WatchMessage) -> bool,
     ) -> std::result::Result<(), EtcdError> {
-        self.etcd.watch(prefix, start, on_message)
+        let mut on_message = on_message;
+        self.etcd.watch(prefix, start, &mut on_message)
     }
 
     /// Sets the change feed ([`super::watch`]).

@@ -1,0 +1,227 @@
+//! A key-value store in memory ([`Backend`]), for tests: fleet mode's
+//! store, cache and host administration run on it exactly as on etcd —
+//! ranges, revisions, compared transactions — without an etcd process.
+//! It keeps no history (a read at an older revision reads the newest) and
+//! has no watch: the tests read it in full ([`EtcdStore::resync`]).
+
+use super::etcd::EtcdError;
+use super::kv::{Backend, Compare, Kv, Op, WatchMessage};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// The revision counter, and each key with its value and the revision
+/// that last changed it.
+type State = (i64, BTreeMap<String, (Vec<u8>, i64)>);
+
+/// The store.
+#[derive(Debug, Default)]
+pub struct Memory {
+    state: Mutex<State>,
+}
+
+impl Memory {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The keys it holds under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.state()
+            .1
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+fn kv(key: &str, (value, revision): &(Vec<u8>, i64)) -> Kv {
+    Kv {
+        key: key.to_owned(),
+        value: value.clone(),
+        mod_revision: *revision,
+        oversize: None,
+    }
+}
+
+/// Shared by every host of a test fleet.
+impl Backend for Arc<Memory> {
+    fn endpoints(&self) -> String {
+        "memory".into()
+    }
+
+    fn range_between(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        _revision: i64,
+        each: &mut dyn FnMut(Vec<Kv>),
+    ) -> Result<i64, EtcdError> {
+        let (revision, page) = {
+            let state = self.state();
+            let page: Vec<Kv> = state
+                .1
+                .iter()
+                .filter(|(k, _)| k.as_bytes() >= start && (end == [0] || k.as_bytes() < end))
+                .map(|(k, v)| kv(k, v))
+                .collect();
+            (state.0, page)
+        };
+        for chunk in page.chunks(16) {
+            each(chunk.to_vec());
+        }
+        Ok(revision)
+    }
+
+    fn get_at(&self, key: &str, _revision: i64) -> Result<Option<Kv>, EtcdError> {
+        Ok(self.state().1.get(key).map(|v| kv(key, v)))
+    }
+
+    fn keys_at(&self, prefix: &str, _revision: i64) -> Result<Vec<(String, i64)>, EtcdError> {
+        Ok(self
+            .state()
+            .1
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (_, r))| (k.clone(), *r))
+            .collect())
+    }
+
+    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError> {
+        let mut state = self.state();
+        let holds = compare
+            .iter()
+            .all(|c| state.1.get(&c.key).map_or(0, |(_, r)| *r) == c.mod_revision);
+        if !holds {
+            return Ok((false, state.0));
+        }
+        state.0 += 1;
+        let revision = state.0;
+        for op in success {
+            match op {
+                Op::Put { key, value } => {
+                    state.1.insert(key.clone(), (value.clone(), revision));
+                }
+                Op::Delete { key } => {
+                    state.1.remove(key);
+                }
+                Op::DeleteRange { start, end } => {
+                    state
+                        .1
+                        .retain(|k, _| !(k >= start && k.as_bytes() < end.as_slice()));
+                }
+            }
+        }
+        Ok((true, revision))
+    }
+
+    fn compact(&self, _revision: i64) -> Result<(), EtcdError> {
+        Ok(())
+    }
+
+    fn compacted_past(&self, _revision: i64) -> Option<bool> {
+        Some(true)
+    }
+
+    fn watch(
+        &self,
+        _prefix: &str,
+        _start: i64,
+        _on_message: &mut dyn FnMut(WatchMessage) -> bool,
+    ) -> Result<(), EtcdError> {
+        Err(EtcdError::Unreachable(
+            "the memory store has no watch".into(),
+        ))
+    }
+
+    fn take_reset(&self) -> bool {
+        false
+    }
+
+    fn page_counts(&self) -> (u64, u64) {
+        (0, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::FleetOptions;
+    use crate::fleet::hosts::FleetHosts;
+    use crate::fleet::store::EtcdStore;
+    use crate::store::{Hosts, SignedHosts, Store};
+    use flux_vault::ProjectKey;
+    use flux_vault::membership::{HostsDoc, OperatorKey};
+    use flux_vault::vault::{Secrets, seal};
+
+    /// A host of the fleet on `kv`, pinned to `op`'s fleet.
+    fn host(kv: &Arc<Memory>, op: &OperatorKey) -> (tempfile::TempDir, Arc<EtcdStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FleetOptions {
+            fleet_id: Some(op.fleet_id()),
+            compact_on_delete: true,
+            ..FleetOptions::default()
+        };
+        let store = EtcdStore::with_backend(dir.path(), &options, Box::new(kv.clone())).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn publish(on: &Arc<EtcdStore>, list: Vec<u8>, id: Vec<u8>) {
+        let report = FleetHosts::new(on.clone())
+            .publish(SignedHosts { list, id })
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+    }
+
+    #[test]
+    fn a_fleet_runs_on_the_memory_store_and_keeps_assigned_projects_to_their_hosts() {
+        let kv = Arc::new(Memory::default());
+        let op = OperatorKey::generate();
+        let (_a_dir, a) = host(&kv, &op);
+        let (_b_dir, b) = host(&kv, &op);
+        // Founded on A, then B added: each list signed by the operator.
+        let mut doc = HostsDoc {
+            fleet: op.fleet_id(),
+            version: 1,
+            previous: String::new(),
+            hosts: vec![a.identity().record()],
+            removed: vec![],
+            assigned: Default::default(),
+            oldest: 0,
+        };
+        let v1 = op.sign_hosts(&doc);
+        publish(&a, v1.clone(), op.sign_id());
+        doc = doc
+            .next(
+                &v1,
+                vec![a.identity().record(), b.identity().record()],
+                vec![],
+            )
+            .unwrap();
+        let v2 = op.sign_hosts(&doc);
+        publish(&a, v2.clone(), Vec::new());
+        // "app" on every host, "solo" on A alone.
+        let mut next = doc.next(&v2, doc.hosts.clone(), vec![]).unwrap();
+        next.assign("solo", &[a.recipient().to_owned()]).unwrap();
+        publish(&a, op.sign_hosts(&next), Vec::new());
+        for project in ["app", "solo"] {
+            let key = ProjectKey::generate();
+            a.create_key(project, &key).unwrap();
+            a.store_vault(project, &seal(project, &Secrets::new(), 1, &key).unwrap())
+                .unwrap();
+        }
+        // B reads the store in full: it serves "app", and holds nothing
+        // of "solo" — no key, no vault; the store holds no key of it
+        // wrapped for B.
+        b.resync().unwrap();
+        assert_eq!(b.projects().unwrap(), ["app"]);
+        assert!(b.load_vault("app").unwrap().is_some());
+        assert!(b.load_vault("solo").unwrap().is_none());
+        assert!(b.load_key("solo").is_err());
+        assert_eq!(
+            kv.keys(&format!("/flux/v3/keys/{}/", b.recipient())),
+            [format!("/flux/v3/keys/{}/app", b.recipient())]
+        );
+        assert_eq!(a.projects().unwrap(), ["app", "solo"]);
+    }
+}
