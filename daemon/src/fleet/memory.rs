@@ -1,13 +1,15 @@
 //! A key-value store in memory ([`Backend`]), for tests: fleet mode's
-//! store, cache and host administration run on it exactly as on etcd —
-//! ranges, revisions, compared transactions — without an etcd process.
-//! It keeps no history (a read at an older revision reads the newest) and
-//! has no watch: the tests read it in full ([`EtcdStore::resync`]).
+//! store, cache, host administration and watch run on it exactly as on
+//! etcd — ranges, revisions, compared transactions, a watch from a
+//! revision — without an etcd process. It keeps no history of values (a
+//! read at an older revision reads the newest); the watch replays every
+//! change since the revision asked for.
 
 use super::etcd::EtcdError;
-use super::kv::{Backend, Compare, Kv, Op, WatchMessage};
+use super::kv::{Backend, Compare, Kv, Op, WatchEvent, WatchMessage};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// The revision counter, and each key with its value and the revision
 /// that last changed it.
@@ -17,6 +19,9 @@ type State = (i64, BTreeMap<String, (Vec<u8>, i64)>);
 #[derive(Debug, Default)]
 pub struct Memory {
     state: Mutex<State>,
+    /// Every change, with its revision, for watches.
+    log: Mutex<Vec<(i64, WatchEvent)>>,
+    changed: Condvar,
 }
 
 impl Memory {
@@ -97,21 +102,41 @@ impl Backend for Arc<Memory> {
         }
         state.0 += 1;
         let revision = state.0;
+        let mut events = Vec::new();
         for op in success {
             match op {
                 Op::Put { key, value } => {
                     state.1.insert(key.clone(), (value.clone(), revision));
+                    events.push(WatchEvent::Put(kv(key, &(value.clone(), revision))));
                 }
                 Op::Delete { key } => {
-                    state.1.remove(key);
+                    if state.1.remove(key).is_some() {
+                        events.push(WatchEvent::Delete {
+                            key: key.clone(),
+                            mod_revision: revision,
+                        });
+                    }
                 }
                 Op::DeleteRange { start, end } => {
-                    state
+                    let gone: Vec<String> = state
                         .1
-                        .retain(|k, _| !(k >= start && k.as_bytes() < end.as_slice()));
+                        .keys()
+                        .filter(|k| *k >= start && k.as_bytes() < end.as_slice())
+                        .cloned()
+                        .collect();
+                    for key in gone {
+                        state.1.remove(&key);
+                        events.push(WatchEvent::Delete {
+                            key,
+                            mod_revision: revision,
+                        });
+                    }
                 }
             }
         }
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.extend(events.into_iter().map(|e| (revision, e)));
+        self.changed.notify_all();
         Ok((true, revision))
     }
 
@@ -125,13 +150,55 @@ impl Backend for Arc<Memory> {
 
     fn watch(
         &self,
-        _prefix: &str,
-        _start: i64,
-        _on_message: &mut dyn FnMut(WatchMessage) -> bool,
+        prefix: &str,
+        start: i64,
+        on_message: &mut dyn FnMut(WatchMessage) -> bool,
     ) -> Result<(), EtcdError> {
-        Err(EtcdError::Unreachable(
-            "the memory store has no watch".into(),
-        ))
+        let revision = self.state().0;
+        if !on_message(WatchMessage::Created { revision }) {
+            return Ok(());
+        }
+        let mut next = start;
+        loop {
+            let events: Vec<(i64, WatchEvent)> = {
+                let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                let log = if log.iter().any(|(r, _)| *r >= next) {
+                    log
+                } else {
+                    // Nothing new: wait a moment, then let the watcher say
+                    // whether it still wants to watch.
+                    self.changed
+                        .wait_timeout(log, Duration::from_millis(50))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                };
+                log.iter()
+                    .filter(|(r, e)| {
+                        *r >= next
+                            && match e {
+                                WatchEvent::Put(kv) => kv.key.starts_with(prefix),
+                                WatchEvent::Delete { key, .. } => key.starts_with(prefix),
+                            }
+                    })
+                    .cloned()
+                    .collect()
+            };
+            if events.is_empty() {
+                if !on_message(WatchMessage::Other) {
+                    return Ok(());
+                }
+                continue;
+            }
+            let last = events.last().map_or(next, |(r, _)| *r);
+            let message = WatchMessage::Events {
+                revision: last,
+                events: events.into_iter().map(|(_, e)| e).collect(),
+            };
+            next = last + 1;
+            if !on_message(message) {
+                return Ok(());
+            }
+        }
     }
 
     fn take_reset(&self) -> bool {
@@ -153,6 +220,7 @@ mod tests {
     use flux_vault::ProjectKey;
     use flux_vault::membership::{HostsDoc, OperatorKey};
     use flux_vault::vault::{Secrets, seal};
+    use sha2::Digest;
 
     /// A host of the fleet on `kv`, pinned to `op`'s fleet.
     fn host(kv: &Arc<Memory>, op: &OperatorKey) -> (tempfile::TempDir, Arc<EtcdStore>) {
@@ -171,6 +239,55 @@ mod tests {
             .publish(SignedHosts { list, id })
             .unwrap();
         assert!(report.failures.is_empty(), "{:?}", report.failures);
+    }
+
+    /// Waits (up to 10 s) until `done` holds.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_set_on_one_host_reaches_another_through_the_watch() {
+        let kv = Arc::new(Memory::default());
+        let op = OperatorKey::generate();
+        let (_a_dir, a) = host(&kv, &op);
+        let (_b_dir, b) = host(&kv, &op);
+        let doc = HostsDoc {
+            fleet: op.fleet_id(),
+            version: 1,
+            previous: String::new(),
+            hosts: vec![a.identity().record(), b.identity().record()],
+            removed: vec![],
+            assigned: Default::default(),
+            oldest: 0,
+        };
+        publish(&a, op.sign_hosts(&doc), op.sign_id());
+        // B follows the store: a full read, then the watch.
+        let (tx, _feed) = crate::fleet::watch::channel(&b);
+        crate::fleet::watch::spawn(&b, &tx, 0).unwrap();
+        let key = ProjectKey::generate();
+        a.create_key("app", &key).unwrap();
+        let first = seal("app", &Secrets::new(), 1, &key).unwrap();
+        a.store_vault("app", &first).unwrap();
+        eventually("the new project on B", || {
+            b.load_vault("app").ok().flatten().as_deref() == Some(first.as_slice())
+        });
+        let second = seal("app", &Secrets::new(), 2, &key).unwrap();
+        let held: [u8; 32] = sha2::Sha256::digest(&first).into();
+        assert!(a.store_vault_if("app", Some(&held), &second).unwrap());
+        eventually("the rotated vault on B", || {
+            b.load_vault("app").ok().flatten().as_deref() == Some(second.as_slice())
+        });
+        // A vault deleted behind the hosts' backs is written back.
+        kv.txn(&[], &[Op::delete("/flux/v3/fleet/vaults/app")])
+            .unwrap();
+        eventually("the vault written back", || {
+            kv.get_at("/flux/v3/fleet/vaults/app", 0).unwrap().is_some()
+        });
     }
 
     #[test]
