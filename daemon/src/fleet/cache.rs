@@ -305,23 +305,16 @@ impl Cache {
     }
 
     /// The pending re-keys this host takes on by itself, without being
-    /// asked: assigned projects whose first host in the list is this one
-    /// (so that every host re-keys its share of a removal at once, and no
-    /// two race for one project). The others — projects served by every
-    /// host — are re-keyed by the host that publishes the list.
+    /// asked: the projects it is the designated host of
+    /// ([`designated_host`]), so that every host re-keys its share of a
+    /// removal at once and no two race for one project.
     pub fn designated_rekeys(&self) -> Vec<String> {
         let Some(list) = self.host_list().filter(|l| l.contains(&self.me)) else {
             return Vec::new();
         };
         self.pending_rekeys()
             .into_iter()
-            .filter(|p| {
-                list.assigned.contains_key(p)
-                    && list
-                        .serving(p)
-                        .first()
-                        .is_some_and(|h| h.recipient == self.me)
-            })
+            .filter(|p| designated_host(p, list).is_some_and(|h| h == self.me))
             .collect()
     }
 
@@ -946,6 +939,32 @@ impl Cache {
         }
         Some(Persist::Write(local, raw))
     }
+}
+
+/// The host that re-keys `project` when a host list takes a host away
+/// from it: an assigned project's first host in the list; for a project
+/// every host serves, one picked by the project's name (the first eight
+/// bytes of its SHA-256, modulo the hosts), so that the projects spread
+/// evenly over the hosts.
+pub fn designated_host<'a>(project: &str, list: &'a HostList) -> Option<&'a str> {
+    let serving: Vec<&HostRecord> = list
+        .hosts
+        .iter()
+        .filter(|h| list.serves(&h.recipient, project))
+        .collect();
+    if serving.is_empty() {
+        return None;
+    }
+    let at = if list.assigned.contains_key(project) {
+        0
+    } else {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(project.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        (u64::from_be_bytes(first) % serving.len() as u64) as usize
+    };
+    Some(serving[at].recipient.as_str())
 }
 
 /// The kind of envelope a key holds.

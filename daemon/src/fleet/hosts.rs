@@ -52,6 +52,10 @@ const WRAP_BATCH: usize = 64;
 const REKEY_WORKERS: usize = 8;
 /// Tries of one project's transaction before giving up on a busy project.
 const TRIES: usize = 20;
+/// How long the host publishing a removal leaves the other hosts to
+/// re-key their share of the projects it holds too, before it re-keys
+/// what is left itself.
+const HANDOFF: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a removal waits for the other hosts to re-key the projects
 /// they were given to re-key ([`rekey_designated`]) before it reports
 /// them as pending.
@@ -209,17 +213,32 @@ impl FleetHosts {
         had: std::collections::BTreeSet<String>,
     ) -> Result<()> {
         let version = self.store.host_list().map_or(0, |l| l.version);
-        let _one = self.store.rekeying();
-        for (project, result) in rekey_all(&self.store, self.store.pending_rekeys()) {
-            match result {
-                Ok(()) => report.projects.push(project),
-                Err(e) => {
-                    warn!(project, error = %e, "cannot re-key the project after a host removal");
-                    report.failures.push(format!("{project}: {e}"));
+        let rekey = |projects: Vec<String>, report: &mut HostsReport| {
+            let _one = self.store.rekeying();
+            for (project, result) in rekey_all(&self.store, projects) {
+                match result {
+                    Ok(()) => report.projects.push(project),
+                    Err(e) => {
+                        warn!(project, error = %e, "cannot re-key the project after a host removal");
+                        report.failures.push(format!("{project}: {e}"));
+                    }
                 }
             }
+        };
+        if !report.removed.is_empty() && !self.store.has_outage() {
+            // A removal: this host's share first, while every other host
+            // re-keys its own; what they have not done by HANDOFF, this
+            // host does (a host may be down).
+            rekey(self.store.designated_rekeys(), report);
+            let waited = std::time::Instant::now();
+            while !self.store.pending_rekeys().is_empty()
+                && waited.elapsed() < HANDOFF
+                && !self.store.has_outage()
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
-        drop(_one);
+        rekey(self.store.pending_rekeys(), report);
         report.pending = self.store.pending_rekeys();
         if !report.removed.is_empty() && !self.store.has_outage() {
             let waited = std::time::Instant::now();

@@ -442,3 +442,55 @@ fn a_host_holds_nothing_until_it_is_added_and_then_serves_every_project() {
         });
     }
 }
+
+#[test]
+fn a_removal_is_re_keyed_by_every_host_its_share() {
+    if !have_etcd("a_removal_is_re_keyed_by_every_host_its_share") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let hosts = fleet(&etcd, 3, "p0");
+    let names: Vec<String> = (0..12).map(|i| format!("p{i}")).collect();
+    for name in &names[1..] {
+        hosts[0].create_project(name);
+    }
+    for name in &names {
+        set(&hosts[0], name, "TOKEN", "before");
+    }
+    wait_for(&hosts[1], "p11", "p11 on B", |cl| {
+        has_value(cl, "TOKEN", "before")
+    });
+    let (a, b, c) = (
+        recipient(&hosts[0]),
+        recipient(&hosts[1]),
+        recipient(&hosts[2]),
+    );
+    let key = operator_key(&hosts[0]);
+    let out = hosts[0].ctl_ok(&["hosts", "remove", &c, "--operator-key", &key, "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["complete"], true, "{doc}");
+    assert_eq!(
+        doc["rekeyed_projects"],
+        serde_json::json!(names.iter().collect::<std::collections::BTreeSet<_>>()),
+        "{doc}"
+    );
+    // Each project's new vault is signed by its designated host: the
+    // hosts shared the work.
+    let (list, _) = crate::attacks::listed_hosts(&etcd.raw());
+    let list = fluxd::fleet::cache::HostList::from_doc(list);
+    let mut signers = std::collections::BTreeSet::new();
+    for name in &names {
+        let key = EtcdKey::vault(name);
+        let env = etcd.raw().get(&key.to_string()).expect("a vault");
+        let signer = parse_envelope(&env, Kind::Vault, &key).unwrap().signer;
+        let designated = fluxd::fleet::cache::designated_host(name, &list).unwrap();
+        assert_eq!(signer, designated, "{name}");
+        signers.insert(signer);
+    }
+    assert_eq!(signers, [a, b].into_iter().collect(), "one host did all");
+    for h in &hosts[..2] {
+        for name in &names {
+            serves(h, name, "TOKEN", "before", "after the removal");
+        }
+    }
+}
