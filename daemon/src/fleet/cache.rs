@@ -109,20 +109,22 @@ impl HostList {
         serves(&self.hosts, &self.assigned, recipient, project)
     }
 
-    /// The hosts that serve `project` under this list.
-    pub fn serving(&self, project: &str) -> Vec<HostRecord> {
+    /// The hosts that serve `project` under this list, in list order.
+    fn serving_iter<'a>(&'a self, project: &'a str) -> impl Iterator<Item = &'a HostRecord> {
         self.hosts
             .iter()
-            .filter(|h| self.serves(&h.recipient, project))
-            .cloned()
-            .collect()
+            .filter(move |h| self.serves(&h.recipient, project))
+    }
+
+    /// The hosts that serve `project` under this list.
+    pub fn serving(&self, project: &str) -> Vec<HostRecord> {
+        self.serving_iter(project).cloned().collect()
     }
 
     /// The recipients of the hosts that serve `project`.
     fn recipients_of(&self, project: &str) -> BTreeSet<String> {
-        self.serving(project)
-            .into_iter()
-            .map(|h| h.recipient)
+        self.serving_iter(project)
+            .map(|h| h.recipient.clone())
             .collect()
     }
 
@@ -299,7 +301,7 @@ impl Cache {
     pub fn pending_rekeys(&self) -> Vec<String> {
         self.keys
             .iter()
-            .filter(|(p, h)| h.epoch < self.revoked_at(p).0)
+            .filter(|(p, h)| h.epoch < self.revoked_version(p))
             .map(|(p, _)| p.clone())
             .collect()
     }
@@ -321,25 +323,38 @@ impl Cache {
     /// The newest host list version that took a host away from `project`
     /// (0: none), and the hosts it took away since.
     pub fn revoked_at(&self, project: &str) -> (u64, BTreeSet<String>) {
-        let assigned = self
-            .host_list()
-            .is_some_and(|l| l.assigned.contains_key(project));
-        let mut at = match (&self.removal, assigned) {
-            (Some((v, hosts)), false) => (*v, hosts.iter().cloned().collect()),
-            _ => (0, BTreeSet::new()),
-        };
-        if let Some((v, hosts)) = self.revoked.get(project) {
-            at.0 = at.0.max(*v);
-            at.1.extend(hosts.iter().cloned());
+        let (version, hosts) = self.revocations(project);
+        let hosts: BTreeSet<String> = hosts.cloned().collect();
+        if hosts.is_empty() {
+            return (0, hosts);
         }
-        // A host given the project back since is owed no new key.
-        if let Some(list) = self.host_list() {
-            at.1.retain(|r| !list.serves(r, project));
-        }
-        if at.1.is_empty() {
-            return (0, at.1);
-        }
-        at
+        (version, hosts)
+    }
+
+    /// [`Self::revoked_at`]'s version alone, without collecting the hosts:
+    /// what [`Self::pending_rekeys`] compares every key's epoch with.
+    fn revoked_version(&self, project: &str) -> u64 {
+        let (version, mut hosts) = self.revocations(project);
+        if hosts.next().is_some() { version } else { 0 }
+    }
+
+    /// The newest host list version that took a host away from `project`,
+    /// and the hosts taken away since that do not serve it again (a host
+    /// given the project back is owed no new key; they may repeat).
+    fn revocations<'a>(&'a self, project: &'a str) -> (u64, impl Iterator<Item = &'a String>) {
+        let list = self.host_list();
+        let assigned = list.is_some_and(|l| l.assigned.contains_key(project));
+        let removal = self.removal.as_ref().filter(|_| !assigned);
+        let revoked = self.revoked.get(project);
+        let version = removal
+            .map_or(0, |(v, _)| *v)
+            .max(revoked.map_or(0, |(v, _)| *v));
+        let hosts = removal
+            .into_iter()
+            .flat_map(|(_, hosts)| hosts.iter())
+            .chain(revoked.into_iter().flat_map(|(_, hosts)| hosts.iter()))
+            .filter(move |r| !list.is_some_and(|l| l.serves(r, project)));
+        (version, hosts)
     }
 
     /// Notes what the host list `new` takes away from the one before it,
@@ -407,7 +422,7 @@ impl Cache {
             .keys
             .keys()
             .chain(self.vaults.keys())
-            .filter(|p| !list.serves(&self.me, p) && !list.serving(p).is_empty())
+            .filter(|p| !list.serves(&self.me, p) && list.serving_iter(p).next().is_some())
             .cloned()
             .collect();
         for p in unserved {
@@ -946,12 +961,8 @@ impl Cache {
 /// every host serves, one picked by the project's name (the first eight
 /// bytes of its SHA-256, modulo the hosts), so that the projects spread
 /// evenly over the hosts.
-pub fn designated_host<'a>(project: &str, list: &'a HostList) -> Option<&'a str> {
-    let serving: Vec<&HostRecord> = list
-        .hosts
-        .iter()
-        .filter(|h| list.serves(&h.recipient, project))
-        .collect();
+pub fn designated_host<'a>(project: &'a str, list: &'a HostList) -> Option<&'a str> {
+    let serving: Vec<&HostRecord> = list.serving_iter(project).collect();
     if serving.is_empty() {
         return None;
     }

@@ -243,10 +243,7 @@ impl FleetHosts {
         if !report.removed.is_empty() && !self.store.has_outage() {
             let waited = std::time::Instant::now();
             loop {
-                let mut left = std::collections::BTreeSet::new();
-                for host in &report.removed {
-                    left.extend(self.store.keys_left_for(host)?);
-                }
+                let mut left = self.store.keys_left_for(&report.removed)?;
                 left.extend(report.pending.iter().cloned());
                 if left.is_empty() || waited.elapsed() >= FLEET_WAIT {
                     report.projects.extend(
@@ -337,10 +334,7 @@ impl Hosts for FleetHosts {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut had = std::collections::BTreeSet::new();
-        for host in &leaving {
-            had.extend(self.store.keys_left_for(host).unwrap_or_default());
-        }
+        let had = self.store.keys_left_for(&leaving).unwrap_or_default();
         let after = self.store.publish_hosts(&signed.list, &signed.id)?;
         // What changed is against the version before the one published (the
         // held one, unless the held version itself was published again).
@@ -401,10 +395,10 @@ impl Hosts for FleetHosts {
             removed: self.store.removal().map(|(_, r)| r).unwrap_or_default(),
             ..HostsReport::default()
         };
-        let mut had = std::collections::BTreeSet::new();
-        for host in &report.removed {
-            had.extend(self.store.keys_left_for(host).unwrap_or_default());
-        }
+        let had = self
+            .store
+            .keys_left_for(&report.removed)
+            .unwrap_or_default();
         self.rekey_pending(&mut report, had)?;
         Ok(report)
     }

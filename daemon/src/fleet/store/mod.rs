@@ -46,6 +46,7 @@ use flux_vault::keys::ProjectKey;
 use flux_vault::layout::{MAX_VAULT_FILE, StateDir, fleet_copy, names_in};
 use flux_vault::membership::OPERATOR;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing::{debug, info, warn};
@@ -655,19 +656,23 @@ impl EtcdStore {
         self.rekeying.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The projects etcd still holds a key of wrapped for `host`.
-    pub(super) fn keys_left_for(&self, host: &str) -> Result<Vec<String>> {
-        let keys = self
-            .etcd
-            .keys_prefix(&keys_of(host))
-            .map_err(|e| self.fail(e))?;
-        Ok(keys
-            .into_iter()
-            .filter_map(|(k, _)| match EtcdKey::parse(&k) {
-                Some(EtcdKey::Key { project, .. }) => Some(project),
-                _ => None,
-            })
-            .collect())
+    /// The projects etcd still holds a key of wrapped for any of `hosts`.
+    pub(super) fn keys_left_for(&self, hosts: &[String]) -> Result<BTreeSet<String>> {
+        let mut left = BTreeSet::new();
+        for host in hosts {
+            let keys = self
+                .etcd
+                .keys_prefix(&keys_of(host))
+                .map_err(|e| self.fail(e))?;
+            left.extend(
+                keys.into_iter()
+                    .filter_map(|(k, _)| match EtcdKey::parse(&k) {
+                        Some(EtcdKey::Key { project, .. }) => Some(project),
+                        _ => None,
+                    }),
+            );
+        }
+        Ok(left)
     }
 
     /// The hosts taken away from `project` since its key was made: whose
