@@ -29,7 +29,7 @@
 //! key is kept (up to 4096 keys), and read from etcd again when the list
 //! changes ([`Applied::reread`]): an etcd writer who fills etcd with
 //! stranger-signed envelopes costs this host no memory. An envelope over
-//! the envelope cap arrives unread ([`super::etcd::Kv::oversize`]) and is
+//! the envelope cap arrives unread ([`super::kv::Kv::oversize`]) and is
 //! refused as such. Every refusal is counted ([`Cache::refused_total`]).
 //! The mod_revision of whatever etcd holds under each key, accepted or
 //! not, is remembered: a write compares with it, so it goes over a
@@ -37,7 +37,7 @@
 
 use super::envelope::{self, Envelope, Kind};
 use super::identity::{HostIdentity, HostRecord, fleet_id};
-use super::layout::EtcdKey;
+use super::layout::FleetKey;
 use ed25519_dalek::VerifyingKey;
 use flux_vault::layout::fleet_copy;
 use flux_vault::membership::{HostsDoc, digest_hex, open_hosts, serves};
@@ -159,11 +159,11 @@ pub struct Applied {
     /// What the local copy must now hold.
     pub persist: Vec<Persist>,
     /// etcd deleted something without a signed deletion: see
-    /// [`super::store::EtcdStore::repair`].
+    /// [`super::store::FleetStore::repair`].
     pub lost: bool,
     /// Objects refused for a signer the host list did not know, to read
     /// from etcd again now that the list changed.
-    pub reread: Vec<EtcdKey>,
+    pub reread: Vec<FleetKey>,
 }
 
 /// The held state (see the module docs).
@@ -202,7 +202,7 @@ pub struct Cache {
     pub seen: BTreeMap<String, i64>,
     /// Keys of objects refused for an unknown signer (the objects are
     /// dropped): read again when the host list changes.
-    waiting: BTreeMap<String, EtcdKey>,
+    waiting: BTreeMap<String, FleetKey>,
     /// Envelopes refused since the start (each refusal of each one).
     pub refused_total: u64,
     /// A fleet-wide problem (the fleet id, the host list).
@@ -216,13 +216,13 @@ pub struct Cache {
     pub revision: i64,
 }
 
-fn local_name(key: &EtcdKey) -> Option<String> {
+fn local_name(key: &FleetKey) -> Option<String> {
     match key {
-        EtcdKey::Id => Some(fleet_copy::ID.into()),
-        EtcdKey::Hosts(v) => Some(fleet_copy::hosts(*v)),
-        EtcdKey::Vault(p) => Some(fleet_copy::file(fleet_copy::VAULTS, p)),
-        EtcdKey::Deleted(p) => Some(fleet_copy::file(fleet_copy::DELETED, p)),
-        EtcdKey::Key { project, .. } => Some(fleet_copy::file(fleet_copy::KEYS, project)),
+        FleetKey::Id => Some(fleet_copy::ID.into()),
+        FleetKey::Hosts(v) => Some(fleet_copy::hosts(*v)),
+        FleetKey::Vault(p) => Some(fleet_copy::file(fleet_copy::VAULTS, p)),
+        FleetKey::Deleted(p) => Some(fleet_copy::file(fleet_copy::DELETED, p)),
+        FleetKey::Key { project, .. } => Some(fleet_copy::file(fleet_copy::KEYS, project)),
     }
 }
 
@@ -287,8 +287,8 @@ impl Cache {
         let held = self.hosts_version();
         self.refused
             .iter()
-            .find_map(|(name, why)| match EtcdKey::parse(name) {
-                Some(EtcdKey::Hosts(v)) if v > held && !self.waiting.contains_key(name) => {
+            .find_map(|(name, why)| match FleetKey::parse(name) {
+                Some(FleetKey::Hosts(v)) if v > held && !self.waiting.contains_key(name) => {
                     Some(format!("host list version {v} in etcd is refused ({why})"))
                 }
                 _ => None,
@@ -551,19 +551,19 @@ impl Cache {
     }
 
     /// Loads what the local copy holds (verified when it was accepted).
-    pub fn load_local(&mut self, key: &EtcdKey, raw: Vec<u8>) -> Result<(), String> {
+    pub fn load_local(&mut self, key: &FleetKey, raw: Vec<u8>) -> Result<(), String> {
         let kind = kind_of(key);
         let env = envelope::parse(&raw, kind, key)?;
         let held = Held::from(env, &raw, 0);
         match key {
-            EtcdKey::Id | EtcdKey::Hosts(_) => unreachable!("loaded by the caller"),
-            EtcdKey::Vault(p) => {
+            FleetKey::Id | FleetKey::Hosts(_) => unreachable!("loaded by the caller"),
+            FleetKey::Vault(p) => {
                 self.vaults.insert(p.clone(), held);
             }
-            EtcdKey::Deleted(p) => {
+            FleetKey::Deleted(p) => {
                 self.deleted.insert(p.clone(), held);
             }
-            EtcdKey::Key { project, .. } => {
+            FleetKey::Key { project, .. } => {
                 self.keys.insert(project.clone(), held);
             }
         }
@@ -601,7 +601,7 @@ impl Cache {
     /// Notes that etcd no longer holds `key` (a deletion seen by the
     /// watch). Nothing held changes: see the module docs. A refusal of
     /// what was there is forgotten with it.
-    pub fn gone_from_etcd(&mut self, key: &EtcdKey) {
+    pub fn gone_from_etcd(&mut self, key: &FleetKey) {
         let name = key.to_string();
         self.refused.remove(&name);
         self.waiting.remove(&name);
@@ -610,13 +610,13 @@ impl Cache {
 
     /// The mod_revision a write of `key` compares against: what etcd was
     /// last seen holding, else what this host holds (0: nothing).
-    pub fn etcd_revision(&self, key: &EtcdKey, held: i64) -> i64 {
+    pub fn etcd_revision(&self, key: &FleetKey, held: i64) -> i64 {
         self.seen.get(&key.to_string()).copied().unwrap_or(held)
     }
 
     /// Applies a key-value pair read from etcd: [`Self::apply`], or the
     /// refusal of a value over the envelope cap, which was not read.
-    pub fn apply_kv(&mut self, key: &EtcdKey, kv: &super::etcd::Kv, out: &mut Applied) {
+    pub fn apply_kv(&mut self, key: &FleetKey, kv: &super::kv::Kv, out: &mut Applied) {
         let Some(size) = kv.oversize else {
             return self.apply(key, &kv.value, kv.mod_revision, out);
         };
@@ -652,7 +652,7 @@ impl Cache {
 
     /// Waits again for a host list change to read `key` (it could not be
     /// read now).
-    pub fn wait_again(&mut self, key: EtcdKey) {
+    pub fn wait_again(&mut self, key: FleetKey) {
         if self.waiting.len() < MAX_WAITING {
             self.waiting.insert(key.to_string(), key);
         }
@@ -666,7 +666,7 @@ impl Cache {
 
     /// Applies what etcd holds under `key`. Deletions are not applied:
     /// see the module docs.
-    pub fn apply(&mut self, key: &EtcdKey, raw: &[u8], mod_revision: i64, out: &mut Applied) {
+    pub fn apply(&mut self, key: &FleetKey, raw: &[u8], mod_revision: i64, out: &mut Applied) {
         let name = key.to_string();
         if mod_revision != 0 {
             self.seen.insert(name.clone(), mod_revision);
@@ -707,7 +707,7 @@ impl Cache {
 
     fn accept(
         &mut self,
-        key: &EtcdKey,
+        key: &FleetKey,
         raw: &[u8],
         mod_revision: i64,
         out: &mut Applied,
@@ -715,7 +715,7 @@ impl Cache {
         let kind = kind_of(key);
         let env = envelope::parse(raw, kind, key).map_err(Refusal::Final)?;
         match key {
-            EtcdKey::Id => {
+            FleetKey::Id => {
                 let Some(pin) = self.pin else {
                     return Err(Refusal::Final(
                         "this host pinned no fleet: start it with the fleet id".into(),
@@ -742,7 +742,7 @@ impl Cache {
                 }
                 Ok(())
             }
-            EtcdKey::Hosts(version) => {
+            FleetKey::Hosts(version) => {
                 let doc = self.next_hosts(*version, raw)?;
                 let list = HostList::from_doc(doc);
                 let prev = self.host_list().cloned();
@@ -756,7 +756,7 @@ impl Cache {
                 self.retry_waiting(out);
                 Ok(())
             }
-            EtcdKey::Vault(p) => {
+            FleetKey::Vault(p) => {
                 self.check_signer(&env)?;
                 if !self.serves_here(p) {
                     // Not this host's project: nothing of it is held (the
@@ -785,7 +785,7 @@ impl Cache {
                     .insert(p.clone(), Held::from(env, raw, mod_revision));
                 Ok(())
             }
-            EtcdKey::Deleted(p) => {
+            FleetKey::Deleted(p) => {
                 self.check_signer(&env)?;
                 let vault = self.vaults.get(p).map_or(0, |h| h.version);
                 let known = self.deleted.get(p).map_or(0, |h| h.version);
@@ -807,7 +807,7 @@ impl Cache {
                     .insert(p.clone(), Held::from(env, raw, mod_revision));
                 Ok(())
             }
-            EtcdKey::Key { host, project } => {
+            FleetKey::Key { host, project } => {
                 if *host != self.me {
                     return Err(Refusal::Ignore);
                 }
@@ -873,7 +873,7 @@ impl Cache {
                     .insert(project.clone(), Held::from(env, raw, mod_revision));
                 if !self.vaults.contains_key(project) {
                     // Newly assigned: its vault was not held until now.
-                    out.reread.push(EtcdKey::vault(project));
+                    out.reread.push(FleetKey::vault(project));
                 }
                 Ok(())
             }
@@ -910,9 +910,9 @@ impl Cache {
     /// Why `project`'s newest data in etcd was refused, if it was.
     pub fn refusal(&self, project: &str) -> Option<String> {
         [
-            EtcdKey::vault(project),
-            EtcdKey::key(&self.me, project),
-            EtcdKey::Deleted(project.to_owned()),
+            FleetKey::vault(project),
+            FleetKey::key(&self.me, project),
+            FleetKey::Deleted(project.to_owned()),
         ]
         .iter()
         .find_map(|k| {
@@ -926,7 +926,7 @@ impl Cache {
     /// host list checked by [`Self::check_next_hosts`]).
     pub fn held_written(
         &mut self,
-        key: &EtcdKey,
+        key: &FleetKey,
         raw: Vec<u8>,
         mod_revision: i64,
     ) -> Option<Persist> {
@@ -935,13 +935,13 @@ impl Cache {
         let held = Held::from(env, &raw, mod_revision);
         let local = local_name(key)?;
         match key {
-            EtcdKey::Vault(p) => {
+            FleetKey::Vault(p) => {
                 self.vaults.insert(p.clone(), held);
             }
-            EtcdKey::Key { host, project } if *host == self.me => {
+            FleetKey::Key { host, project } if *host == self.me => {
                 self.keys.insert(project.clone(), held);
             }
-            EtcdKey::Deleted(p) => {
+            FleetKey::Deleted(p) => {
                 self.vaults.remove(p);
                 self.keys.remove(p);
                 self.deleted.insert(p.clone(), held);
@@ -979,13 +979,13 @@ pub fn designated_host<'a>(project: &'a str, list: &'a HostList) -> Option<&'a s
 }
 
 /// The kind of envelope a key holds.
-pub fn kind_of(key: &EtcdKey) -> Kind {
+pub fn kind_of(key: &FleetKey) -> Kind {
     match key {
-        EtcdKey::Id => Kind::Fleet,
-        EtcdKey::Hosts(_) => Kind::Hosts,
-        EtcdKey::Vault(_) => Kind::Vault,
-        EtcdKey::Deleted(_) => Kind::Deleted,
-        EtcdKey::Key { .. } => Kind::Key,
+        FleetKey::Id => Kind::Fleet,
+        FleetKey::Hosts(_) => Kind::Hosts,
+        FleetKey::Vault(_) => Kind::Vault,
+        FleetKey::Deleted(_) => Kind::Deleted,
+        FleetKey::Key { .. } => Kind::Key,
     }
 }
 
@@ -1017,7 +1017,7 @@ mod tests {
     fn signed(
         f: &Fleet,
         kind: Kind,
-        key: &EtcdKey,
+        key: &FleetKey,
         version: u64,
         payload: &[u8],
         by: &HostIdentity,
@@ -1058,9 +1058,9 @@ mod tests {
             Cache::new(other.recipient(), Some(op.verifying_key())).with_identity(other.clone());
         let mut out = Applied::default();
         let v1 = list(&op, 1, None, &[&root]);
-        cache.apply(&EtcdKey::Hosts(1), &v1, 1, &mut out);
+        cache.apply(&FleetKey::Hosts(1), &v1, 1, &mut out);
         let v2 = list(&op, 2, Some(&v1), &[&root, &other]);
-        cache.apply(&EtcdKey::Hosts(2), &v2, 2, &mut out);
+        cache.apply(&FleetKey::Hosts(2), &v2, 2, &mut out);
         assert_eq!(cache.hosts_version(), 2, "{:?}", cache.refused);
         Fleet {
             op,
@@ -1078,7 +1078,7 @@ mod tests {
     #[test]
     fn vaults_signed_by_a_host_are_held_and_older_ones_refused() {
         let mut f = fleet();
-        let key = EtcdKey::vault("app");
+        let key = FleetKey::vault("app");
         let mut out = Applied::default();
         let v5 = signed(&f, Kind::Vault, &key, 5, b"five", &f.root);
         f.cache.apply(&key, &v5, 10, &mut out);
@@ -1096,7 +1096,7 @@ mod tests {
     #[test]
     fn a_version_that_would_exhaust_the_counter_is_refused() {
         let mut f = fleet();
-        let key = EtcdKey::vault("app");
+        let key = FleetKey::vault("app");
         let v1 = signed(&f, Kind::Vault, &key, 1, b"one", &f.root);
         f.cache.apply(&key, &v1, 1, &mut Applied::default());
         let max = signed(&f, Kind::Vault, &key, u64::MAX, b"evil", &f.root);
@@ -1104,7 +1104,7 @@ mod tests {
         assert_eq!(f.cache.vaults["app"].version, 1);
         assert!(f.cache.refusal("app").unwrap().contains("jumps more than"));
         assert_eq!(f.cache.next_version("app"), 2, "honest writes go on");
-        let tomb = EtcdKey::Deleted("app".into());
+        let tomb = FleetKey::Deleted("app".into());
         let del = signed(&f, Kind::Deleted, &tomb, u64::MAX - 1, b"", &f.root);
         f.cache.apply(&tomb, &del, 3, &mut Applied::default());
         assert!(
@@ -1116,7 +1116,7 @@ mod tests {
     #[test]
     fn forged_moved_foreign_and_unknown_signers_are_refused() {
         let mut f = fleet();
-        let key = EtcdKey::vault("app");
+        let key = FleetKey::vault("app");
         let stranger = HostIdentity::generate();
         let forged = signed(&f, Kind::Vault, &key, 9, b"evil", &stranger);
         f.cache.apply(&key, &forged, 1, &mut Applied::default());
@@ -1127,7 +1127,7 @@ mod tests {
                 .unwrap()
                 .contains("not a host of the fleet")
         );
-        let other = signed(&f, Kind::Vault, &EtcdKey::vault("other"), 9, b"x", &f.root);
+        let other = signed(&f, Kind::Vault, &FleetKey::vault("other"), 9, b"x", &f.root);
         f.cache.apply(&key, &other, 1, &mut Applied::default());
         assert!(!f.cache.vaults.contains_key("app"), "bound to another key");
         // The same host's envelope from another fleet (a host moved
@@ -1168,11 +1168,11 @@ mod tests {
                 oldest: 0,
             };
             let payload = serde_json::to_vec(&doc).unwrap();
-            let by_host = signed(&f, Kind::Hosts, &EtcdKey::Hosts(3), 3, &payload, &f.root);
+            let by_host = signed(&f, Kind::Hosts, &FleetKey::Hosts(3), 3, &payload, &f.root);
             f.cache
-                .apply(&EtcdKey::Hosts(3), &by_host, 3, &mut Applied::default());
+                .apply(&FleetKey::Hosts(3), &by_host, 3, &mut Applied::default());
             assert_eq!(f.cache.hosts_version(), 2);
-            let why = &f.cache.refused[&EtcdKey::Hosts(3).to_string()];
+            let why = &f.cache.refused[&FleetKey::Hosts(3).to_string()];
             assert!(
                 why.contains("not signed by the fleet's operator key"),
                 "{why}"
@@ -1187,30 +1187,34 @@ mod tests {
         // Version 2 again, different: a fork.
         let fork = list(&f.op, 2, Some(&v1), &[&f.root]);
         f.cache
-            .apply(&EtcdKey::Hosts(2), &fork, 5, &mut Applied::default());
+            .apply(&FleetKey::Hosts(2), &fork, 5, &mut Applied::default());
         assert!(f.cache.host_list().unwrap().contains(&f.other.recipient()));
-        assert!(f.cache.refused[&EtcdKey::Hosts(2).to_string()].contains("fork"));
+        assert!(f.cache.refused[&FleetKey::Hosts(2).to_string()].contains("fork"));
         // Version 3 that does not name version 2 as its predecessor.
         let off = list(&f.op, 3, Some(&fork), &[&f.root]);
         f.cache
-            .apply(&EtcdKey::Hosts(3), &off, 6, &mut Applied::default());
+            .apply(&FleetKey::Hosts(3), &off, 6, &mut Applied::default());
         assert_eq!(f.cache.hosts_version(), 2);
-        assert!(f.cache.refused[&EtcdKey::Hosts(3).to_string()].contains("does not follow"));
+        assert!(f.cache.refused[&FleetKey::Hosts(3).to_string()].contains("does not follow"));
         // Version 5 after 2: waits, reported as a gap.
         let gap = list(&f.op, 5, Some(&v1), &[&f.root]);
         f.cache
-            .apply(&EtcdKey::Hosts(5), &gap, 7, &mut Applied::default());
-        assert!(f.cache.refused[&EtcdKey::Hosts(5).to_string()].contains("missing"));
+            .apply(&FleetKey::Hosts(5), &gap, 7, &mut Applied::default());
+        assert!(f.cache.refused[&FleetKey::Hosts(5).to_string()].contains("missing"));
         // The forged object gone from etcd: its refusal goes too.
-        f.cache.gone_from_etcd(&EtcdKey::Hosts(3));
-        assert!(!f.cache.refused.contains_key(&EtcdKey::Hosts(3).to_string()));
+        f.cache.gone_from_etcd(&FleetKey::Hosts(3));
+        assert!(
+            !f.cache
+                .refused
+                .contains_key(&FleetKey::Hosts(3).to_string())
+        );
     }
 
     #[test]
     fn a_list_without_this_host_drops_nothing_and_records_the_removal() {
         let mut f = fleet();
         let me = f.other.recipient();
-        let key = EtcdKey::key(&me, "app");
+        let key = FleetKey::key(&me, "app");
         let pk = flux_vault::ProjectKey::generate();
         let wrapped = signed(&f, Kind::Key, &key, 1, &wrapped_for(&f, &pk), &f.root);
         f.cache.apply(&key, &wrapped, 1, &mut Applied::default());
@@ -1227,7 +1231,7 @@ mod tests {
         };
         let mut out = Applied::default();
         f.cache
-            .apply(&EtcdKey::Hosts(3), &f.op.sign_hosts(&doc), 4, &mut out);
+            .apply(&FleetKey::Hosts(3), &f.op.sign_hosts(&doc), 4, &mut out);
         assert_eq!(f.cache.hosts_version(), 3);
         assert!(
             out.gone.is_empty() && !out.persist.iter().any(|p| matches!(p, Persist::Remove(_)))
@@ -1263,14 +1267,14 @@ mod tests {
         // "api" on root only: this host keeps neither its vault nor its key.
         let (v3, list3) = assigning(&f, &[("api", &[&f.root])]);
         f.cache
-            .apply(&EtcdKey::Hosts(v3), &list3, 3, &mut Applied::default());
+            .apply(&FleetKey::Hosts(v3), &list3, 3, &mut Applied::default());
         assert_eq!(f.cache.hosts_version(), 3, "{:?}", f.cache.refused);
-        let vault = EtcdKey::vault("api");
+        let vault = FleetKey::vault("api");
         let sealed = signed(&f, Kind::Vault, &vault, 1, b"ciphertext", &f.root);
         let mut out = Applied::default();
         f.cache.apply(&vault, &sealed, 4, &mut out);
         assert!(!f.cache.vaults.contains_key("api") && out.persist.is_empty());
-        let key = EtcdKey::key(&me, "api");
+        let key = FleetKey::key(&me, "api");
         let pk = flux_vault::ProjectKey::generate();
         let wrapped = signed(&f, Kind::Key, &key, 1, &wrapped_for(&f, &pk), &f.root);
         f.cache.apply(&key, &wrapped, 5, &mut out);
@@ -1283,7 +1287,7 @@ mod tests {
         // the vault.
         let (v4, list4) = assigning(&f, &[("api", &[&f.root, &*f.other])]);
         let mut out = Applied::default();
-        f.cache.apply(&EtcdKey::Hosts(v4), &list4, 6, &mut out);
+        f.cache.apply(&FleetKey::Hosts(v4), &list4, 6, &mut out);
         assert_eq!(out.reread, std::slice::from_ref(&key));
         let mut out = Applied::default();
         f.cache.apply(&key, &wrapped, 5, &mut out);
@@ -1295,7 +1299,7 @@ mod tests {
         // Taken away from this host again: dropped, here and on disk.
         let (v5, list5) = assigning(&f, &[("api", &[&f.root])]);
         let mut out = Applied::default();
-        f.cache.apply(&EtcdKey::Hosts(v5), &list5, 7, &mut out);
+        f.cache.apply(&FleetKey::Hosts(v5), &list5, 7, &mut out);
         assert!(out.gone.contains("api") && f.cache.projects().is_empty());
         assert!(!f.cache.vaults.contains_key("api"));
         for file in ["keys/api", "vaults/api"] {
@@ -1331,9 +1335,9 @@ mod tests {
         assert_eq!(held.version, 2);
         let raw3 = f.op.sign_hosts(&doc);
         f.cache
-            .apply(&EtcdKey::Hosts(3), &raw3, 3, &mut Applied::default());
+            .apply(&FleetKey::Hosts(3), &raw3, 3, &mut Applied::default());
         for p in ["api", "web", "all"] {
-            let key = EtcdKey::key(&me, p);
+            let key = FleetKey::key(&me, p);
             let pk = flux_vault::ProjectKey::generate();
             let wrapped = signed(&f, Kind::Key, &key, 1, &wrapped_for(&f, &pk), &f.root);
             f.cache.apply(&key, &wrapped, 4, &mut Applied::default());
@@ -1349,7 +1353,7 @@ mod tests {
             )
             .unwrap();
         f.cache.apply(
-            &EtcdKey::Hosts(4),
+            &FleetKey::Hosts(4),
             &f.op.sign_hosts(&doc),
             5,
             &mut Applied::default(),
@@ -1393,25 +1397,25 @@ mod tests {
         // Version 3 is retired by version 18 on: a gap before that waits.
         let mut out = Applied::default();
         f.cache
-            .apply(&EtcdKey::Hosts(10), &lists[&10], 10, &mut out);
+            .apply(&FleetKey::Hosts(10), &lists[&10], 10, &mut out);
         assert_eq!(f.cache.hosts_version(), 2);
-        assert!(f.cache.is_waiting(&EtcdKey::Hosts(10).to_string()));
+        assert!(f.cache.is_waiting(&FleetKey::Hosts(10).to_string()));
         // Version 19 retires everything before 4: it is a starting point.
         f.cache
-            .apply(&EtcdKey::Hosts(19), &lists[&19], 19, &mut out);
+            .apply(&FleetKey::Hosts(19), &lists[&19], 19, &mut out);
         assert_eq!(f.cache.hosts_version(), 19, "{:?}", f.cache.refused);
         // The removal it passed over is known all the same.
         assert_eq!(f.cache.removal, Some((19, vec![f.root.recipient()])));
         // What it passed over is older, and no fork.
         f.cache
-            .apply(&EtcdKey::Hosts(10), &lists[&10], 10, &mut out);
+            .apply(&FleetKey::Hosts(10), &lists[&10], 10, &mut out);
         assert!(
             !f.cache
                 .refused
-                .contains_key(&EtcdKey::Hosts(10).to_string())
+                .contains_key(&FleetKey::Hosts(10).to_string())
         );
         f.cache
-            .apply(&EtcdKey::Hosts(20), &lists[&20], 20, &mut out);
+            .apply(&FleetKey::Hosts(20), &lists[&20], 20, &mut out);
         assert_eq!(f.cache.hosts_version(), 20);
         // Only the kept versions are held; the retired ones leave the copy.
         assert_eq!(f.cache.chain.keys().copied().collect::<Vec<_>>(), [19, 20]);
@@ -1426,9 +1430,9 @@ mod tests {
         other.removed = vec!["age1someone".into()];
         let forged = f.op.sign_hosts(&other);
         f.cache
-            .apply(&EtcdKey::Hosts(20), &forged, 21, &mut Applied::default());
+            .apply(&FleetKey::Hosts(20), &forged, 21, &mut Applied::default());
         assert!(
-            f.cache.refused[&EtcdKey::Hosts(20).to_string()].contains("fork"),
+            f.cache.refused[&FleetKey::Hosts(20).to_string()].contains("fork"),
             "{:?}",
             f.cache.refused
         );
@@ -1438,7 +1442,7 @@ mod tests {
     fn a_swapped_or_unopenable_wrapped_key_is_refused() {
         let mut f = fleet();
         let me = f.other.recipient();
-        let key = EtcdKey::key(&me, "app");
+        let key = FleetKey::key(&me, "app");
         let pk = flux_vault::ProjectKey::generate();
         let good = signed(&f, Kind::Key, &key, 4, &wrapped_for(&f, &pk), &f.root);
         f.cache.apply(&key, &good, 1, &mut Applied::default());
@@ -1489,11 +1493,11 @@ mod tests {
     fn only_a_signed_deletion_stops_a_project() {
         let mut f = fleet();
         let me = f.other.recipient();
-        let key = EtcdKey::key(&me, "app");
+        let key = FleetKey::key(&me, "app");
         let pk = flux_vault::ProjectKey::generate();
         let wrapped = signed(&f, Kind::Key, &key, 1, &wrapped_for(&f, &pk), &f.root);
         f.cache.apply(&key, &wrapped, 1, &mut Applied::default());
-        let tomb = EtcdKey::Deleted("app".into());
+        let tomb = FleetKey::Deleted("app".into());
         let forged = signed(&f, Kind::Deleted, &tomb, 2, b"", &HostIdentity::generate());
         f.cache.apply(&tomb, &forged, 2, &mut Applied::default());
         assert_eq!(f.cache.projects(), ["app"]);
@@ -1514,14 +1518,14 @@ mod tests {
     fn a_host_added_later_is_trusted_once_the_list_arrives() {
         let mut f = fleet();
         let late = HostIdentity::generate();
-        let key = EtcdKey::vault("app");
+        let key = FleetKey::vault("app");
         let v1 = signed(&f, Kind::Vault, &key, 1, b"by the late host", &late);
         f.cache.apply(&key, &v1, 5, &mut Applied::default());
         assert!(!f.cache.vaults.contains_key("app"));
         let v2 = f.cache.chain[&2].clone();
         let v3 = list(&f.op, 3, Some(&v2), &[&f.root, &f.other, &late]);
         let mut out = Applied::default();
-        f.cache.apply(&EtcdKey::Hosts(3), &v3, 6, &mut out);
+        f.cache.apply(&FleetKey::Hosts(3), &v3, 6, &mut out);
         // The store reads what waited from etcd again, and applies it.
         assert_eq!(out.reread, std::slice::from_ref(&key));
         f.cache.apply(&key, &v1, 5, &mut Applied::default());
@@ -1534,7 +1538,7 @@ mod tests {
         let held = f.cache.held_bytes();
         let junk = vec![b'x'; 256 * 1024];
         for i in 0..100 {
-            let key = EtcdKey::vault(&format!("junk{i}"));
+            let key = FleetKey::vault(&format!("junk{i}"));
             let env = signed(&f, Kind::Vault, &key, 1, &junk, &HostIdentity::generate());
             f.cache.apply(&key, &env, 10 + i, &mut Applied::default());
         }
@@ -1546,7 +1550,7 @@ mod tests {
         let v2 = f.cache.chain[&2].clone();
         let v3 = list(&f.op, 3, Some(&v2), &[&f.root, &f.other]);
         let mut out = Applied::default();
-        f.cache.apply(&EtcdKey::Hosts(3), &v3, 200, &mut out);
+        f.cache.apply(&FleetKey::Hosts(3), &v3, 200, &mut out);
         assert_eq!(out.reread.len(), 100);
         assert_eq!(f.cache.waiting_len(), 0);
     }
@@ -1554,8 +1558,8 @@ mod tests {
     #[test]
     fn an_oversize_envelope_is_refused_unread_and_written_over() {
         let mut f = fleet();
-        let key = EtcdKey::vault("app");
-        let kv = crate::fleet::etcd::Kv {
+        let key = FleetKey::vault("app");
+        let kv = crate::fleet::kv::Kv {
             key: key.to_string(),
             value: Vec::new(),
             mod_revision: 9,

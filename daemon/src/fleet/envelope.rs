@@ -6,11 +6,11 @@
 //! business.
 
 use super::identity::HostIdentity;
-use super::layout::EtcdKey;
+use super::layout::FleetKey;
 pub use flux_vault::membership::{Envelope, Header, Kind};
 
 /// Parses what etcd holds at `key`, expecting `kind`.
-pub fn parse(bytes: &[u8], kind: Kind, key: &EtcdKey) -> Result<Envelope, String> {
+pub fn parse(bytes: &[u8], kind: Kind, key: &FleetKey) -> Result<Envelope, String> {
     Envelope::parse(bytes, kind, &key.to_string())
 }
 
@@ -24,7 +24,7 @@ pub struct Signing<'a> {
 }
 
 /// Signs `payload` for `key` as the host `by`: the bytes to put.
-pub fn seal(s: Signing<'_>, key: &EtcdKey, payload: &[u8], by: &HostIdentity) -> Vec<u8> {
+pub fn seal(s: Signing<'_>, key: &FleetKey, payload: &[u8], by: &HostIdentity) -> Vec<u8> {
     let key = key.to_string();
     let header = Header {
         fleet: s.fleet,
@@ -43,7 +43,7 @@ mod tests {
     #[test]
     fn a_host_envelope_verifies_under_its_key_only() {
         let host = HostIdentity::generate();
-        let key = EtcdKey::vault("app");
+        let key = FleetKey::vault("app");
         let s = Signing {
             fleet: "fleet:x",
             kind: Kind::Vault,
@@ -59,6 +59,6 @@ mod tests {
         assert_eq!(env.signer, host.recipient());
         assert!(env.signed_by(&host.signing_key().verifying_key()));
         assert!(!env.signed_by(&HostIdentity::generate().signing_key().verifying_key()));
-        assert!(parse(&bytes, Kind::Vault, &EtcdKey::vault("other")).is_err());
+        assert!(parse(&bytes, Kind::Vault, &FleetKey::vault("other")).is_err());
     }
 }

@@ -15,9 +15,9 @@
 //!   connection. A member that answers 408/503 or "the client connection is
 //!   closing" (a member restarting) is treated like one that is down.
 //! - **Deadlines**: each call has its own deadline. A call that could not
-//!   reach any member changed nothing ([`EtcdError::Unreachable`]); one that
+//!   reach any member changed nothing ([`KvError::Unreachable`]); one that
 //!   reached a member and got no answer in time may or may not have been
-//!   applied ([`EtcdError::Unknown`]) — a write says so rather than guess.
+//!   applied ([`KvError::Unknown`]) — a write says so rather than guess.
 //! - **Reasons**: etcd's own reason (a refused auth, a request over
 //!   `--max-request-bytes`, too many operations in one transaction) is passed
 //!   through in the error. Two answers of etcd's JSON gateway over TLS that
@@ -42,8 +42,8 @@
 //! Keys and values are base64 in the JSON and 64-bit numbers are strings;
 //! this module hides both. Messages name the endpoints; never a value.
 
-use super::kv::{Backend, Compare, Op};
-pub use super::kv::{Kv, WatchEvent, WatchMessage};
+use super::kv::{Backend, Compare, KvError, Op};
+use super::kv::{Kv, WatchEvent, WatchMessage};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
@@ -69,38 +69,6 @@ const ROUND_PAUSE_MAX: Duration = Duration::from_millis(500);
 /// A watch with no traffic for this long is re-opened (from the last
 /// revision seen), so a silently dropped connection is noticed.
 pub const WATCH_IDLE: Duration = Duration::from_secs(30);
-
-/// An etcd call that failed. The message names the endpoints and etcd's
-/// own reason; never a value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EtcdError {
-    /// No endpoint answered (each one's reason in the message): nothing
-    /// was changed.
-    #[error("{0}")]
-    Unreachable(String),
-    /// A member took the request and did not answer within the deadline:
-    /// a write may or may not have been applied.
-    #[error("{0}")]
-    Unknown(String),
-    /// etcd answered and refused, or answered something unusable.
-    #[error("{0}")]
-    Failed(String),
-    /// A read whose answer began and did not finish within its deadline
-    /// (a slow link, an answer too big for it).
-    #[error("{0}")]
-    Unfinished(String),
-}
-
-impl EtcdError {
-    /// True when no member could be reached, or none answered in time (as
-    /// opposed to a refusal).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            Self::Unreachable(_) | Self::Unknown(_) | Self::Unfinished(_)
-        )
-    }
-}
 
 /// How long one call may take: one try on one member, and all its tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -490,9 +458,9 @@ fn is_expired_token(reason: &str) -> bool {
         || reason.contains("token") && reason.contains("expired")
 }
 
-fn tls_config(config: &EtcdConfig) -> Result<Arc<rustls::ClientConfig>, EtcdError> {
-    let fail = |what: String| EtcdError::Failed(format!("etcd TLS: {what}"));
-    let read = |path: &PathBuf| -> Result<Vec<u8>, EtcdError> {
+fn tls_config(config: &EtcdConfig) -> Result<Arc<rustls::ClientConfig>, KvError> {
+    let fail = |what: String| KvError::Failed(format!("etcd TLS: {what}"));
+    let read = |path: &PathBuf| -> Result<Vec<u8>, KvError> {
         std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))
     };
     let mut roots = rustls::RootCertStore::empty();
@@ -542,7 +510,7 @@ fn tls_config(config: &EtcdConfig) -> Result<Arc<rustls::ClientConfig>, EtcdErro
 impl Etcd {
     /// A client for `config`. Fails when a TLS or password file cannot be
     /// read.
-    pub fn new(config: EtcdConfig) -> Result<Self, EtcdError> {
+    pub fn new(config: EtcdConfig) -> Result<Self, KvError> {
         let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT);
@@ -558,7 +526,7 @@ impl Etcd {
         let password = match (&config.username, &config.password_file) {
             (Some(_), Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    EtcdError::Failed(format!(
+                    KvError::Failed(format!(
                         "cannot read the etcd password file {}: {e}",
                         path.display()
                     ))
@@ -640,7 +608,7 @@ impl Etcd {
     }
 
     /// A fresh token for an auth-enabled cluster.
-    fn authenticate(&self) -> Result<Option<String>, EtcdError> {
+    fn authenticate(&self) -> Result<Option<String>, KvError> {
         let (Some(name), Some(password)) = (&self.config.username, &self.password) else {
             return Ok(None);
         };
@@ -653,16 +621,17 @@ impl Etcd {
             Deadlines::UNARY,
         )?;
         let v: Value = serde_json::from_reader(resp.into_reader().take(1 << 20)).map_err(|e| {
-            EtcdError::Failed(format!("etcd's authentication answer is not JSON: {e}"))
+            KvError::Failed(format!("etcd's authentication answer is not JSON: {e}"))
         })?;
-        let token = v["token"].as_str().map(str::to_owned).ok_or_else(|| {
-            EtcdError::Failed("etcd's authentication answer holds no token".into())
-        })?;
+        let token = v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| KvError::Failed("etcd's authentication answer holds no token".into()))?;
         *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
         Ok(Some(token))
     }
 
-    fn current_token(&self) -> Result<Option<String>, EtcdError> {
+    fn current_token(&self) -> Result<Option<String>, KvError> {
         if self.config.username.is_none() {
             return Ok(None);
         }
@@ -686,7 +655,7 @@ impl Etcd {
         body: &Value,
         token: Option<&str>,
         limits: Deadlines,
-    ) -> Result<ureq::Response, EtcdError> {
+    ) -> Result<ureq::Response, KvError> {
         let unary = std::ptr::eq(agent, &self.agent);
         let deadline = Instant::now() + limits.call;
         let text = body.to_string();
@@ -732,7 +701,7 @@ impl Etcd {
                             };
                         }
                         if !is_transient(code, &reason) {
-                            return Err(EtcdError::Failed(match known {
+                            return Err(KvError::Failed(match known {
                                 Some(cause) => format!(
                                     "etcd at {} refused the request (HTTP {code}: {reason}): {cause}",
                                     endpoints[n]
@@ -784,13 +753,13 @@ impl Etcd {
         let detail = reasons.join("; ");
         let cause = cause.map(|c| format!(": {c}")).unwrap_or_default();
         if sent {
-            Err(EtcdError::Unknown(format!(
+            Err(KvError::Unknown(format!(
                 "etcd did not answer within {:?} at {}: the outcome is unknown ({detail}){cause}",
                 limits.call,
                 self.endpoints()
             )))
         } else {
-            Err(EtcdError::Unreachable(format!(
+            Err(KvError::Unreachable(format!(
                 "etcd is unreachable at {} ({detail}){cause}",
                 self.endpoints()
             )))
@@ -804,10 +773,10 @@ impl Etcd {
         path: &str,
         body: &Value,
         limits: Deadlines,
-    ) -> Result<ureq::Response, EtcdError> {
+    ) -> Result<ureq::Response, KvError> {
         let token = self.current_token()?;
         match self.send(agent, path, body, token.as_deref(), limits) {
-            Err(EtcdError::Failed(reason)) if token.is_some() && is_expired_token(&reason) => {
+            Err(KvError::Failed(reason)) if token.is_some() && is_expired_token(&reason) => {
                 // etcd forgets tokens (its TTL, a restart): get a new one.
                 let token = self.authenticate()?;
                 self.send(agent, path, body, token.as_deref(), limits)
@@ -816,27 +785,27 @@ impl Etcd {
         }
     }
 
-    fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+    fn call(&self, path: &str, body: &Value) -> Result<Value, KvError> {
         self.call_within(path, body, Deadlines::UNARY)
     }
 
     /// A unary call within `limits`; its answer is read through
     /// [`CapRead`], so no string in it is held longer than the envelope
     /// cap. An answer that starts but does not finish in time is
-    /// [`EtcdError::Unfinished`].
-    fn call_within(&self, path: &str, body: &Value, limits: Deadlines) -> Result<Value, EtcdError> {
+    /// [`KvError::Unfinished`].
+    fn call_within(&self, path: &str, body: &Value, limits: Deadlines) -> Result<Value, KvError> {
         let floor = self.seen_revision();
         let resp = self.post(&self.agent, path, body, limits)?;
         let reader = CapRead::new(resp.into_reader(), self.config.reads.string_cap());
         let v: Value = serde_json::from_reader(reader).map_err(|e| {
             if e.is_io() || e.is_eof() {
-                EtcdError::Unfinished(format!(
+                KvError::Unfinished(format!(
                     "etcd at {} began its answer but did not finish it within {:?} ({e})",
                     self.endpoints(),
                     limits.attempt
                 ))
             } else {
-                EtcdError::Failed(format!(
+                KvError::Failed(format!(
                     "etcd at {} answered with bad JSON: {e}",
                     self.endpoints()
                 ))
@@ -848,7 +817,7 @@ impl Etcd {
 
     /// Every key under `prefix`, and the store's revision at that moment
     /// (read in pages: [`Self::range_paged`]).
-    pub fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>), EtcdError> {
+    pub fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>), KvError> {
         let mut all = Vec::new();
         let revision = self.range_paged(prefix, 0, |page| all.extend(page))?;
         Ok((revision, all))
@@ -869,7 +838,7 @@ impl Etcd {
         prefix: &str,
         revision: i64,
         each: impl FnMut(Vec<Kv>),
-    ) -> Result<i64, EtcdError> {
+    ) -> Result<i64, KvError> {
         self.range_between(prefix.as_bytes(), &prefix_end(prefix), revision, each)
     }
 
@@ -881,7 +850,7 @@ impl Etcd {
         end: &[u8],
         revision: i64,
         mut each: impl FnMut(Vec<Kv>),
-    ) -> Result<i64, EtcdError> {
+    ) -> Result<i64, KvError> {
         let end = end.to_vec();
         let mut start = start.to_vec();
         let mut revision = revision;
@@ -898,7 +867,7 @@ impl Etcd {
             }
             let v = match self.call_within("/v3/kv/range", &body, limits) {
                 Ok(v) => v,
-                Err(EtcdError::Unfinished(reason)) if limit > 1 => {
+                Err(KvError::Unfinished(reason)) if limit > 1 => {
                     limit = (limit / 2).max(1);
                     self.pages_shrunk.fetch_add(1, Ordering::Relaxed);
                     warn!(%reason, keys = limit, "etcd's answer was too slow for its page; asking for smaller pages");
@@ -930,12 +899,12 @@ impl Etcd {
     }
 
     /// The value etcd holds under exactly `key` (none when it holds none).
-    pub fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
+    pub fn get(&self, key: &str) -> Result<Option<Kv>, KvError> {
         self.get_at(key, 0)
     }
 
     /// The value etcd held under exactly `key` at `revision` (0: now).
-    pub fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, EtcdError> {
+    pub fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, KvError> {
         let mut body = json!({"key": b64(key.as_bytes())});
         if revision > 0 {
             body["revision"] = json!(revision.to_string());
@@ -958,12 +927,12 @@ impl Etcd {
     }
 
     /// The keys under `prefix` (no values) and their mod_revisions.
-    pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<(String, i64)>, EtcdError> {
+    pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<(String, i64)>, KvError> {
         self.keys_at(prefix, 0)
     }
 
     /// The keys under `prefix` at `revision` (0: now), no values.
-    pub fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, EtcdError> {
+    pub fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, KvError> {
         let mut body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)), "keys_only": true});
         if revision > 0 {
             body["revision"] = json!(revision.to_string());
@@ -986,7 +955,7 @@ impl Etcd {
 
     /// A transaction: `success` runs when every `compare` holds. Returns
     /// whether it ran, and the revision after it.
-    pub fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError> {
+    pub fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), KvError> {
         let compare: Vec<Value> = compare.iter().map(compare_json).collect();
         let success: Vec<Value> = success.iter().map(op_json).collect();
         let body = json!({"compare": compare, "success": success, "failure": []});
@@ -1003,19 +972,19 @@ impl Etcd {
         let body = json!({"key": b64(b"/flux/"), "revision": revision.to_string(), "limit": "1"});
         match self.call("/v3/kv/range", &body) {
             Ok(_) => Some(false),
-            Err(EtcdError::Failed(reason)) if reason.contains("compacted") => Some(true),
+            Err(KvError::Failed(reason)) if reason.contains("compacted") => Some(true),
             Err(_) => None,
         }
     }
 
     /// Discards etcd's history before `revision` (physically, so older
     /// revisions can no longer be read).
-    pub fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+    pub fn compact(&self, revision: i64) -> Result<(), KvError> {
         let body = json!({"revision": revision.to_string(), "physical": true});
         match self.call("/v3/kv/compaction", &body) {
             Ok(_) => Ok(()),
             // Someone compacted further already: the goal is met.
-            Err(EtcdError::Failed(reason)) if reason.contains("compacted") => Ok(()),
+            Err(KvError::Failed(reason)) if reason.contains("compacted") => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -1028,7 +997,7 @@ impl Etcd {
         prefix: &str,
         start_revision: i64,
         mut on_message: impl FnMut(WatchMessage) -> bool,
-    ) -> Result<(), EtcdError> {
+    ) -> Result<(), KvError> {
         let body = json!({"create_request": {
             "key": b64(prefix.as_bytes()),
             "range_end": b64(&prefix_end(prefix)),
@@ -1040,9 +1009,9 @@ impl Etcd {
         // The stream's own last revision: a watch's messages only go up.
         let mut stream_floor = 0;
         for item in stream {
-            let v = item.map_err(|e| EtcdError::Failed(format!("etcd watch stream ended: {e}")))?;
+            let v = item.map_err(|e| KvError::Failed(format!("etcd watch stream ended: {e}")))?;
             if let Some(err) = v.get("error") {
-                return Err(EtcdError::Failed(format!("etcd watch failed: {err}")));
+                return Err(KvError::Failed(format!("etcd watch failed: {err}")));
             }
             let r = &v["result"];
             let compact = num(&r["compact_revision"]);
@@ -1054,7 +1023,7 @@ impl Etcd {
                     compact_revision: compact,
                 }
             } else if r["canceled"].as_bool() == Some(true) {
-                return Err(EtcdError::Failed(format!(
+                return Err(KvError::Failed(format!(
                     "etcd cancelled the watch: {}",
                     r["cancel_reason"].as_str().unwrap_or("no reason given")
                 )));
@@ -1086,7 +1055,7 @@ impl Etcd {
                 return Ok(());
             }
         }
-        Err(EtcdError::Failed(format!(
+        Err(KvError::Failed(format!(
             "etcd watch stream at {} closed",
             self.endpoints()
         )))
@@ -1104,23 +1073,23 @@ impl Backend for Etcd {
         end: &[u8],
         revision: i64,
         each: &mut dyn FnMut(Vec<Kv>),
-    ) -> Result<i64, EtcdError> {
+    ) -> Result<i64, KvError> {
         Etcd::range_between(self, start, end, revision, each)
     }
 
-    fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, EtcdError> {
+    fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, KvError> {
         Etcd::get_at(self, key, revision)
     }
 
-    fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, EtcdError> {
+    fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, KvError> {
         Etcd::keys_at(self, prefix, revision)
     }
 
-    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError> {
+    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), KvError> {
         Etcd::txn(self, compare, success)
     }
 
-    fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+    fn compact(&self, revision: i64) -> Result<(), KvError> {
         Etcd::compact(self, revision)
     }
 
@@ -1133,7 +1102,7 @@ impl Backend for Etcd {
         prefix: &str,
         start: i64,
         on_message: &mut dyn FnMut(WatchMessage) -> bool,
-    ) -> Result<(), EtcdError> {
+    ) -> Result<(), KvError> {
         Etcd::watch(self, prefix, start, on_message)
     }
 

@@ -34,8 +34,8 @@ use super::envelope::Kind;
 
 use super::identity::{HostRecord, parse_recipient, wrap_for};
 use super::kv::{Compare, Op};
-use super::layout::EtcdKey;
-use super::store::EtcdStore;
+use super::layout::FleetKey;
+use super::store::FleetStore;
 use crate::error::{Error, Result, Unavailable};
 use crate::metrics::FleetGauges;
 use crate::store::{FleetInfo, Hosts, HostsReport, SignedHosts, Store};
@@ -65,7 +65,7 @@ const FLEET_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// transaction, and etcd commits transactions that arrive together in one
 /// write to its disk. Once etcd is unreachable the rest are not tried
 /// (each would wait out its own deadline): they stay pending, unreported.
-fn rekey_all(store: &EtcdStore, projects: Vec<String>) -> Vec<(String, Result<()>)> {
+fn rekey_all(store: &FleetStore, projects: Vec<String>) -> Vec<(String, Result<()>)> {
     let queue = std::sync::Mutex::new(projects.into_iter());
     let done = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -92,7 +92,7 @@ fn rekey_all(store: &EtcdStore, projects: Vec<String>) -> Vec<(String, Result<()
 
 /// Re-keys `project` (retried while the vault changes under it); done
 /// when it is re-keyed here or by another host meanwhile.
-fn rekey_one(store: &EtcdStore, project: &str) -> Result<()> {
+fn rekey_one(store: &FleetStore, project: &str) -> Result<()> {
     for _ in 0..TRIES {
         if rotate(store, project)? || !store.pending_rekeys().iter().any(|p| p == project) {
             return Ok(());
@@ -108,7 +108,7 @@ fn rekey_one(store: &EtcdStore, project: &str) -> Result<()> {
 /// assigned projects is re-keyed by their own hosts, in parallel. Called
 /// by the watch's prober; false when a project could not be re-keyed (the
 /// prober then waits before trying again).
-pub(super) fn rekey_designated(store: &EtcdStore) -> bool {
+pub(super) fn rekey_designated(store: &FleetStore) -> bool {
     if store.designated_rekeys().is_empty() {
         return true;
     }
@@ -133,12 +133,12 @@ pub(super) fn rekey_designated(store: &EtcdStore) -> bool {
 /// Fleet host administration on the etcd store.
 #[derive(Debug)]
 pub struct FleetHosts {
-    store: Arc<EtcdStore>,
+    store: Arc<FleetStore>,
 }
 
 impl FleetHosts {
     /// Administration of `store`'s hosts.
-    pub fn new(store: Arc<EtcdStore>) -> Self {
+    pub fn new(store: Arc<FleetStore>) -> Self {
         Self { store }
     }
 
@@ -177,7 +177,7 @@ impl FleetHosts {
             let op = (|| {
                 let (generation, epoch) = self.store.key_generation(&project);
                 let plain = self.store.plain_key(&project)?;
-                let key = EtcdKey::key(&host.recipient, &project);
+                let key = FleetKey::key(&host.recipient, &project);
                 let wrapped = wrap_for(plain.as_bytes(), &recipient)?;
                 let env = self
                     .store
@@ -407,7 +407,7 @@ impl Hosts for FleetHosts {
 /// One rotation of `project` to a new key for the hosts serving it (the
 /// wrapped keys of the hosts taken away from it deleted); false when the
 /// vault changed meanwhile.
-fn rotate(store: &EtcdStore, project: &str) -> Result<bool> {
+fn rotate(store: &FleetStore, project: &str) -> Result<bool> {
     let list = store.my_host_list()?;
     // A host given the project back since gets the new key instead.
     let removed: Vec<String> = store
@@ -423,7 +423,7 @@ fn rotate(store: &EtcdStore, project: &str) -> Result<bool> {
     let version = store.next_version(project);
     let mut ops = Vec::new();
     let mut compare = Vec::new();
-    let vault_key = EtcdKey::vault(project);
+    let vault_key = FleetKey::vault(project);
     let mut vault_env = None;
     if let Some((held_vault, mod_revision)) = store.held_vault(project) {
         let opened = vault::open(&held_vault, project, &old).map_err(|e| Error::Vault {
@@ -445,7 +445,7 @@ fn rotate(store: &EtcdStore, project: &str) -> Result<bool> {
         }
     }
     for r in &removed {
-        ops.push(Op::delete(&EtcdKey::key(r, project).to_string()));
+        ops.push(Op::delete(&FleetKey::key(r, project).to_string()));
     }
     let created = flux_vault::time::created_stamp();
     let plain = new.to_file_contents(&created);
@@ -466,7 +466,7 @@ fn rotate(store: &EtcdStore, project: &str) -> Result<bool> {
     store.put_all(rest)?;
     // Held and served here at once (the project reloads with the new key),
     // so that this host's next write is sealed with it.
-    let mut written = vec![(EtcdKey::key(store.recipient(), project), mine)];
+    let mut written = vec![(FleetKey::key(store.recipient(), project), mine)];
     if let Some(env) = vault_env {
         written.push((vault_key, env));
     }

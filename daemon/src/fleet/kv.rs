@@ -7,7 +7,37 @@
 //! ([`super::store`]) knows none of them. A test double in memory
 //! implements it too (`store::tests`).
 
-use super::etcd::EtcdError;
+/// A call to the store that failed. The message names the endpoints and
+/// the store's own reason; never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// No endpoint answered (each one's reason in the message): nothing
+    /// was changed.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A member took the request and did not answer within the deadline:
+    /// a write may or may not have been applied.
+    #[error("{0}")]
+    Unknown(String),
+    /// etcd answered and refused, or answered something unusable.
+    #[error("{0}")]
+    Failed(String),
+    /// A read whose answer began and did not finish within its deadline
+    /// (a slow link, an answer too big for it).
+    #[error("{0}")]
+    Unfinished(String),
+}
+
+impl KvError {
+    /// True when no member could be reached, or none answered in time (as
+    /// opposed to a refusal).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable(_) | Self::Unknown(_) | Self::Unfinished(_)
+        )
+    }
+}
 
 /// One key-value pair.
 #[derive(Debug, Clone)]
@@ -60,21 +90,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         end: &[u8],
         revision: i64,
         each: &mut dyn FnMut(Vec<Kv>),
-    ) -> Result<i64, EtcdError>;
+    ) -> Result<i64, KvError>;
 
     /// The value under exactly `key` at `revision` (0: now).
-    fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, EtcdError>;
+    fn get_at(&self, key: &str, revision: i64) -> Result<Option<Kv>, KvError>;
 
     /// The keys under `prefix` at `revision` (0: now), no values, with the
     /// revision that last changed each.
-    fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, EtcdError>;
+    fn keys_at(&self, prefix: &str, revision: i64) -> Result<Vec<(String, i64)>, KvError>;
 
     /// Runs `success` when every `compare` holds; returns whether it ran,
     /// and the revision after it.
-    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError>;
+    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), KvError>;
 
     /// Discards history up to `revision`.
-    fn compact(&self, revision: i64) -> Result<(), EtcdError>;
+    fn compact(&self, revision: i64) -> Result<(), KvError>;
 
     /// Whether history up to `revision` is gone (`None`: cannot tell).
     fn compacted_past(&self, revision: i64) -> Option<bool>;
@@ -86,7 +116,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         prefix: &str,
         start: i64,
         on_message: &mut dyn FnMut(WatchMessage) -> bool,
-    ) -> Result<(), EtcdError>;
+    ) -> Result<(), KvError>;
 
     /// True (once) after the store's history went backwards: read
     /// everything again.
@@ -103,24 +133,24 @@ impl dyn Backend {
         prefix: &str,
         revision: i64,
         mut each: impl FnMut(Vec<Kv>),
-    ) -> Result<i64, EtcdError> {
+    ) -> Result<i64, KvError> {
         self.range_between(prefix.as_bytes(), &prefix_end(prefix), revision, &mut each)
     }
 
     /// Every key under `prefix`, and the revision read at.
-    pub fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>), EtcdError> {
+    pub fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>), KvError> {
         let mut all = Vec::new();
         let revision = self.range_paged(prefix, 0, |page| all.extend(page))?;
         Ok((revision, all))
     }
 
     /// The value under exactly `key`, now.
-    pub fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
+    pub fn get(&self, key: &str) -> Result<Option<Kv>, KvError> {
         self.get_at(key, 0)
     }
 
     /// The keys under `prefix`, now.
-    pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<(String, i64)>, EtcdError> {
+    pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<(String, i64)>, KvError> {
         self.keys_at(prefix, 0)
     }
 }

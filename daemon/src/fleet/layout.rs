@@ -26,7 +26,7 @@ pub const KEYS: &str = "/flux/v3/keys/";
 
 /// A key of the layout above.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum EtcdKey {
+pub enum FleetKey {
     /// The fleet's id.
     Id,
     /// The host list at one version.
@@ -39,7 +39,7 @@ pub enum EtcdKey {
     Key { host: String, project: String },
 }
 
-impl fmt::Display for EtcdKey {
+impl fmt::Display for FleetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Id => f.write_str(ID),
@@ -55,7 +55,7 @@ fn project(name: &str) -> Option<String> {
     validate_project_name(name).ok().map(|()| name.to_owned())
 }
 
-impl EtcdKey {
+impl FleetKey {
     /// Parses a key; `None` for one outside the layout.
     pub fn parse(key: &str) -> Option<Self> {
         if key == ID {
@@ -108,17 +108,17 @@ mod tests {
     #[test]
     fn keys_parse_and_print_back() {
         for key in [
-            EtcdKey::Id,
-            EtcdKey::Hosts(7),
-            EtcdKey::vault("app"),
-            EtcdKey::Deleted("app".into()),
-            EtcdKey::key("age1x", "app"),
+            FleetKey::Id,
+            FleetKey::Hosts(7),
+            FleetKey::vault("app"),
+            FleetKey::Deleted("app".into()),
+            FleetKey::key("age1x", "app"),
         ] {
-            assert_eq!(EtcdKey::parse(&key.to_string()), Some(key));
+            assert_eq!(FleetKey::parse(&key.to_string()), Some(key));
         }
-        assert_eq!(EtcdKey::parse("/flux/v3/fleet/vaults/-bad"), None);
-        assert_eq!(EtcdKey::parse("/flux/v3/fleet/hosts/7"), None);
-        assert_eq!(EtcdKey::parse("/flux/v3/keys//app"), None);
-        assert_eq!(EtcdKey::parse("/elsewhere"), None);
+        assert_eq!(FleetKey::parse("/flux/v3/fleet/vaults/-bad"), None);
+        assert_eq!(FleetKey::parse("/flux/v3/fleet/hosts/7"), None);
+        assert_eq!(FleetKey::parse("/flux/v3/keys//app"), None);
+        assert_eq!(FleetKey::parse("/elsewhere"), None);
     }
 }

@@ -5,7 +5,7 @@
 //! read at an older revision reads the newest); the watch replays every
 //! change since the revision asked for.
 
-use super::etcd::EtcdError;
+use super::kv::KvError;
 use super::kv::{Backend, Compare, Kv, Op, WatchEvent, WatchMessage};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -61,7 +61,7 @@ impl Backend for Arc<Memory> {
         end: &[u8],
         _revision: i64,
         each: &mut dyn FnMut(Vec<Kv>),
-    ) -> Result<i64, EtcdError> {
+    ) -> Result<i64, KvError> {
         let (revision, page) = {
             let state = self.state();
             let page: Vec<Kv> = state
@@ -78,11 +78,11 @@ impl Backend for Arc<Memory> {
         Ok(revision)
     }
 
-    fn get_at(&self, key: &str, _revision: i64) -> Result<Option<Kv>, EtcdError> {
+    fn get_at(&self, key: &str, _revision: i64) -> Result<Option<Kv>, KvError> {
         Ok(self.state().1.get(key).map(|v| kv(key, v)))
     }
 
-    fn keys_at(&self, prefix: &str, _revision: i64) -> Result<Vec<(String, i64)>, EtcdError> {
+    fn keys_at(&self, prefix: &str, _revision: i64) -> Result<Vec<(String, i64)>, KvError> {
         Ok(self
             .state()
             .1
@@ -92,7 +92,7 @@ impl Backend for Arc<Memory> {
             .collect())
     }
 
-    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError> {
+    fn txn(&self, compare: &[Compare], success: &[Op]) -> Result<(bool, i64), KvError> {
         let mut state = self.state();
         let holds = compare
             .iter()
@@ -140,7 +140,7 @@ impl Backend for Arc<Memory> {
         Ok((true, revision))
     }
 
-    fn compact(&self, _revision: i64) -> Result<(), EtcdError> {
+    fn compact(&self, _revision: i64) -> Result<(), KvError> {
         Ok(())
     }
 
@@ -153,7 +153,7 @@ impl Backend for Arc<Memory> {
         prefix: &str,
         start: i64,
         on_message: &mut dyn FnMut(WatchMessage) -> bool,
-    ) -> Result<(), EtcdError> {
+    ) -> Result<(), KvError> {
         let revision = self.state().0;
         if !on_message(WatchMessage::Created { revision }) {
             return Ok(());
@@ -215,7 +215,7 @@ mod tests {
     use super::*;
     use crate::fleet::FleetOptions;
     use crate::fleet::hosts::FleetHosts;
-    use crate::fleet::store::EtcdStore;
+    use crate::fleet::store::FleetStore;
     use crate::store::{Hosts, SignedHosts, Store};
     use flux_vault::ProjectKey;
     use flux_vault::membership::{HostsDoc, OperatorKey};
@@ -223,18 +223,18 @@ mod tests {
     use sha2::Digest;
 
     /// A host of the fleet on `kv`, pinned to `op`'s fleet.
-    fn host(kv: &Arc<Memory>, op: &OperatorKey) -> (tempfile::TempDir, Arc<EtcdStore>) {
+    fn host(kv: &Arc<Memory>, op: &OperatorKey) -> (tempfile::TempDir, Arc<FleetStore>) {
         let dir = tempfile::tempdir().unwrap();
         let options = FleetOptions {
             fleet_id: Some(op.fleet_id()),
             compact_on_delete: true,
             ..FleetOptions::default()
         };
-        let store = EtcdStore::with_backend(dir.path(), &options, Box::new(kv.clone())).unwrap();
+        let store = FleetStore::with_backend(dir.path(), &options, Box::new(kv.clone())).unwrap();
         (dir, Arc::new(store))
     }
 
-    fn publish(on: &Arc<EtcdStore>, list: Vec<u8>, id: Vec<u8>) {
+    fn publish(on: &Arc<FleetStore>, list: Vec<u8>, id: Vec<u8>) {
         let report = FleetHosts::new(on.clone())
             .publish(SignedHosts { list, id })
             .unwrap();

@@ -15,7 +15,7 @@
 //! - [`envelope`]: the signed envelope every etcd value is;
 //! - [`cache`]: what this host holds, every piece verified against the
 //!   fleet's host list and the versions it already accepted;
-//! - [`store`]: [`EtcdStore`], the [`crate::store::Store`] kept in etcd with
+//! - [`store`]: [`FleetStore`], the [`crate::store::Store`] kept in etcd with
 //!   a sealed local copy;
 //! - [`hosts`]: adding and removing the hosts that may serve projects
 //!   ([`crate::store::Hosts`]);
@@ -42,7 +42,7 @@ pub use etcd::EtcdConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-pub use store::EtcdStore;
+pub use store::FleetStore;
 use tracing::{info, warn};
 
 /// Operations per etcd transaction fluxd sends at most: etcd refuses more
@@ -60,7 +60,7 @@ pub const MAX_TXN_OPS: usize = 100;
 /// serves the local copies at once and takes etcd's changes when it
 /// answers — an unreachable or slow etcd never delays the sockets.
 pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Opened> {
-    let store = Arc::new(EtcdStore::open(state_dir, options)?);
+    let store = Arc::new(FleetStore::open(state_dir, options)?);
     info!(
         recipient = %store.recipient(),
         endpoints = %store.endpoints(),

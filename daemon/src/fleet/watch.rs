@@ -20,8 +20,8 @@
 //! dropped.
 
 use super::cache::Applied;
-use super::etcd::WatchMessage;
-use super::store::EtcdStore;
+use super::kv::WatchMessage;
+use super::store::FleetStore;
 use crate::error::{Error, Result};
 use crate::store::{Change, ChangeFeed};
 use std::sync::Arc;
@@ -39,7 +39,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(250);
 const REKEY_RETRY: Duration = Duration::from_secs(10);
 
 /// The change feed, and its sender for [`spawn`].
-pub fn channel(store: &Arc<EtcdStore>) -> (mpsc::UnboundedSender<Change>, ChangeFeed) {
+pub fn channel(store: &Arc<FleetStore>) -> (mpsc::UnboundedSender<Change>, ChangeFeed) {
     let (tx, rx) = mpsc::unbounded_channel::<Change>();
     store.set_feed(tx.clone());
     (tx, ChangeFeed::new(rx, None))
@@ -48,7 +48,7 @@ pub fn channel(store: &Arc<EtcdStore>) -> (mpsc::UnboundedSender<Change>, Change
 /// Starts following etcd from `revision` (0: read everything first), on
 /// the feed `tx` of [`channel`].
 pub fn spawn(
-    store: &Arc<EtcdStore>,
+    store: &Arc<FleetStore>,
     tx: &mpsc::UnboundedSender<Change>,
     revision: i64,
 ) -> Result<()> {
@@ -99,7 +99,7 @@ fn send(tx: &mpsc::UnboundedSender<Change>, applied: Applied) -> bool {
     !tx.is_closed()
 }
 
-fn run(store: &EtcdStore, prefix: &str, revision: i64, tx: &mpsc::UnboundedSender<Change>) {
+fn run(store: &FleetStore, prefix: &str, revision: i64, tx: &mpsc::UnboundedSender<Change>) {
     let mut start = revision + 1;
     let mut need_resync = revision == 0;
     let mut backoff = BACKOFF_MIN;

@@ -18,7 +18,7 @@
 //! |---|---|---|
 //! | [`LocalStore`] | `<state>/keys`, `<state>/vaults` | the folder watcher |
 //! | [`DevStore`] | a key in memory, the `.env` file | the folder watcher on the file's folder |
-//! | [`crate::fleet::EtcdStore`] | etcd, with a sealed local copy | the etcd watch |
+//! | [`crate::fleet::FleetStore`] | etcd, with a sealed local copy | the etcd watch |
 
 pub mod dev;
 pub mod local;

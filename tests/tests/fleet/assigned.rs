@@ -14,7 +14,7 @@ use flux_vault::keys::ProjectKey;
 use flux_vault::layout::fleet_copy;
 use fluxd::fleet::envelope::{Kind, parse as parse_envelope};
 use fluxd::fleet::identity::HostIdentity;
-use fluxd::fleet::layout::EtcdKey;
+use fluxd::fleet::layout::FleetKey;
 use std::time::{Duration, Instant};
 
 /// `fluxctl hosts assign PROJECT ARGS… --operator-key …` on `by`.
@@ -58,7 +58,7 @@ fn wait_dropped(host: &TestDaemon, project: &str) {
 
 /// The project key `thief`'s wrapped key in etcd opens, if etcd holds one.
 fn unwrap_in_etcd(etcd: &Etcd, thief: &HostIdentity, project: &str) -> Option<ProjectKey> {
-    let key = EtcdKey::key(&thief.recipient(), project);
+    let key = FleetKey::key(&thief.recipient(), project);
     let env = etcd.raw().get(&key.to_string())?;
     let wrapped = parse_envelope(&env, Kind::Key, &key).unwrap().payload;
     let plain = flux_vault::vault::decrypt(&wrapped, thief.age()).expect("unwrap");
@@ -480,7 +480,7 @@ fn a_removal_is_re_keyed_by_every_host_its_share() {
     let list = fluxd::fleet::cache::HostList::from_doc(list);
     let mut signers = std::collections::BTreeSet::new();
     for name in &names {
-        let key = EtcdKey::vault(name);
+        let key = FleetKey::vault(name);
         let env = etcd.raw().get(&key.to_string()).expect("a vault");
         let signer = parse_envelope(&env, Kind::Vault, &key).unwrap().signer;
         let designated = fluxd::fleet::cache::designated_host(name, &list).unwrap();

@@ -13,7 +13,7 @@ use flux_vault::membership::HostsDoc;
 use flux_vault::vault::{Entry, Secrets};
 use fluxd::fleet::envelope::{Kind, Signing, parse as parse_envelope, seal};
 use fluxd::fleet::identity::{HostIdentity, parse_recipient, wrap_for};
-use fluxd::fleet::layout::EtcdKey;
+use fluxd::fleet::layout::FleetKey;
 use std::time::Duration;
 
 /// The newest host list the attacker reads from etcd (no signature
@@ -25,7 +25,7 @@ pub fn listed_hosts(raw: &EtcdHttp) -> (HostsDoc, Vec<u8>) {
         .last()
         .expect("a host list in etcd");
     let version: u64 = key.rsplit('/').next().unwrap().parse().expect("a version");
-    let env = parse_envelope(&value, Kind::Hosts, &EtcdKey::Hosts(version)).expect("an envelope");
+    let env = parse_envelope(&value, Kind::Hosts, &FleetKey::Hosts(version)).expect("an envelope");
     (
         serde_json::from_slice(&env.payload).expect("a host list"),
         value,
@@ -36,7 +36,7 @@ pub fn listed_hosts(raw: &EtcdHttp) -> (HostsDoc, Vec<u8>) {
 pub fn signed(
     fleet: &str,
     kind: Kind,
-    key: &EtcdKey,
+    key: &FleetKey,
     version: u64,
     payload: &[u8],
     by: &HostIdentity,
@@ -54,7 +54,7 @@ pub fn signed(
 pub fn forged(
     fleet: &str,
     kind: Kind,
-    key: &EtcdKey,
+    key: &FleetKey,
     version: u64,
     payload: &[u8],
     by: &HostIdentity,
@@ -80,7 +80,7 @@ pub fn vault_with(project: &str, name: &str, value: &str, key: &ProjectKey) -> V
 
 /// The payload of the vault envelope etcd holds for `project`.
 pub fn vault_in_etcd(raw: &EtcdHttp, project: &str) -> Vec<u8> {
-    let key = EtcdKey::vault(project);
+    let key = FleetKey::vault(project);
     let env = raw.get(&key.to_string()).expect("a vault in etcd");
     parse_envelope(&env, Kind::Vault, &key)
         .expect("an envelope")
@@ -113,7 +113,7 @@ fn forged_keys_and_vaults_are_refused_and_the_next_set_writes_over_them() {
     let b = recipient(&hosts[1]);
     for h in &listed {
         let wrapped = wrap_for(plain.as_bytes(), &parse_recipient(&h.recipient).unwrap()).unwrap();
-        let key = EtcdKey::key(&h.recipient, "app");
+        let key = FleetKey::key(&h.recipient, "app");
         let value = if h.recipient == b {
             wrapped
         } else {
@@ -123,11 +123,11 @@ fn forged_keys_and_vaults_are_refused_and_the_next_set_writes_over_them() {
     }
     let evil_vault = vault_with("app", "API_KEY", "v-evil", &evil_key);
     raw.put(
-        &EtcdKey::vault("app").to_string(),
+        &FleetKey::vault("app").to_string(),
         &signed(
             &fleet,
             Kind::Vault,
-            &EtcdKey::vault("app"),
+            &FleetKey::vault("app"),
             99,
             &evil_vault,
             &attacker,
@@ -168,14 +168,14 @@ fn a_replayed_older_vault_is_refused_even_after_a_restart() {
     let raw = etcd.raw();
     set(&hosts[0], "app", "TOKEN", "t-old");
     let old = raw
-        .get(&EtcdKey::vault("app").to_string())
+        .get(&FleetKey::vault("app").to_string())
         .expect("the vault");
     set(&hosts[0], "app", "TOKEN", "t-new");
     wait_for(&hosts[1], "app", "TOKEN", |c| {
         has_value(c, "TOKEN", "t-new")
     });
 
-    raw.put(&EtcdKey::vault("app").to_string(), &old);
+    raw.put(&FleetKey::vault("app").to_string(), &old);
     for h in &hosts {
         wait_status(h, "app", "rollback");
         serves(h, "app", "TOKEN", "t-new", "after the replay");
@@ -205,7 +205,7 @@ fn a_rogue_host_list_is_refused_and_never_gets_a_key() {
     let mut listed = doc.hosts.clone();
     listed.push(attacker.record());
     let next = doc.next(&held, listed, vec![]).unwrap();
-    let key = EtcdKey::Hosts(next.version);
+    let key = FleetKey::Hosts(next.version);
     // Signed by a stranger claiming to be the operator.
     raw.put(
         &key.to_string(),
@@ -220,7 +220,7 @@ fn a_rogue_host_list_is_refused_and_never_gets_a_key() {
         ),
     );
     // A junk key under the attacker's name for an existing project.
-    let junk = EtcdKey::key(&attacker.recipient(), "app").to_string();
+    let junk = FleetKey::key(&attacker.recipient(), "app").to_string();
     raw.put(&junk, b"junk");
     for h in &hosts {
         wait_problem(h, "not signed by the fleet's operator key");
@@ -279,7 +279,7 @@ fn a_range_delete_of_everything_loses_nothing() {
     let raw = etcd.raw();
 
     // Only host B's wrapped key: B keeps serving and writes it back.
-    let b_key = EtcdKey::key(&recipient(&hosts[1]), "app").to_string();
+    let b_key = FleetKey::key(&recipient(&hosts[1]), "app").to_string();
     raw.delete(&b_key);
     flux_e2e::eventually("B's key written back to etcd", || raw.get(&b_key).is_some());
     serves(&hosts[1], "app", "DB", "d-1", "after its key was deleted");
@@ -291,8 +291,8 @@ fn a_range_delete_of_everything_loses_nothing() {
     }
     // The hosts write back what they hold: the fleet, the vault, the keys.
     flux_e2e::eventually("the fleet written back to etcd", || {
-        raw.get(&EtcdKey::Id.to_string()).is_some()
-            && raw.get(&EtcdKey::vault("app").to_string()).is_some()
+        raw.get(&FleetKey::Id.to_string()).is_some()
+            && raw.get(&FleetKey::vault("app").to_string()).is_some()
             && raw.get(&b_key).is_some()
     });
     set(&hosts[1], "app", "DB", "d-2");
@@ -327,9 +327,9 @@ fn a_removed_host_cannot_sign_or_replay_its_way_back() {
     let c_identity =
         HostIdentity::load_or_create(&hosts[2].layout().host_key()).expect("C's host key");
     let c_key_env = raw
-        .get(&EtcdKey::key(&c, "app").to_string())
+        .get(&FleetKey::key(&c, "app").to_string())
         .expect("C's wrapped key");
-    let c_wrapped = parse_envelope(&c_key_env, Kind::Key, &EtcdKey::key(&c, "app"))
+    let c_wrapped = parse_envelope(&c_key_env, Kind::Key, &FleetKey::key(&c, "app"))
         .unwrap()
         .payload;
     let old_key = ProjectKey::parse(
@@ -355,11 +355,11 @@ fn a_removed_host_cannot_sign_or_replay_its_way_back() {
     // ...then a vault C signs itself, sealed with the key it still knows.
     let evil = vault_with("app", "TOKEN", "t-evil", &old_key);
     raw.put(
-        &EtcdKey::vault("app").to_string(),
+        &FleetKey::vault("app").to_string(),
         &signed(
             &fleet_id(&hosts[0]),
             Kind::Vault,
-            &EtcdKey::vault("app"),
+            &FleetKey::vault("app"),
             1_000_000,
             &evil,
             &c_identity,

@@ -12,7 +12,7 @@ use crate::support::*;
 use flux_e2e::TestDaemon;
 use fluxd::fleet::envelope::Kind;
 use fluxd::fleet::identity::HostIdentity;
-use fluxd::fleet::layout::EtcdKey;
+use fluxd::fleet::layout::FleetKey;
 use std::time::{Duration, Instant};
 
 /// One unlabelled sample of `fluxctl metrics` on `host`.
@@ -130,7 +130,7 @@ pub fn write_junk(etcd: &Etcd, fleet: &str) {
     let raw = etcd.raw();
     let stranger = HostIdentity::generate();
     for i in 0..100u32 {
-        let key = EtcdKey::vault(&format!("junk{i:03}"));
+        let key = FleetKey::vault(&format!("junk{i:03}"));
         let payload: Vec<u8> = (0..1_000_000u32)
             .map(|n| (n.wrapping_mul(2_654_435_761).wrapping_add(i) >> 24) as u8)
             .collect();
@@ -208,9 +208,9 @@ fn junk_envelopes_are_dropped_and_memory_stays_bounded() {
     a.restart();
     let raw = etcd.raw();
     let junk = raw
-        .get(&EtcdKey::vault("junk000").to_string())
+        .get(&FleetKey::vault("junk000").to_string())
         .expect("the junk in etcd");
-    raw.put(&EtcdKey::vault("app").to_string(), &junk);
+    raw.put(&FleetKey::vault("app").to_string(), &junk);
     let why = wait_status(a, "app", "max_envelope_bytes");
     assert!(why.contains("refused unread"), "{why}");
     serves(

@@ -8,7 +8,7 @@ use crate::support::{PROPAGATION, has_value};
 use flux_protocol::blocking::Client;
 use fluxd::fleet::envelope::{Kind, Signing, parse, seal};
 use fluxd::fleet::identity::HostIdentity;
-use fluxd::fleet::layout::EtcdKey;
+use fluxd::fleet::layout::FleetKey;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,7 +159,7 @@ fn propagation_latency() {
 #[ignore = "a measurement, not a check: run with --ignored --nocapture"]
 fn signing_cost() {
     let host = HostIdentity::generate();
-    let key = EtcdKey::vault("app");
+    let key = FleetKey::vault("app");
     let signer = host.signing_key().verifying_key();
     for size in [1usize << 10, 64 << 10, 1 << 20] {
         let payload = vec![0x5a; size];

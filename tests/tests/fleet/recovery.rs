@@ -5,7 +5,7 @@
 use crate::cluster::{Etcd, have_etcd};
 use crate::support::*;
 use flux_vault::layout::fleet_copy;
-use fluxd::fleet::layout::EtcdKey;
+use fluxd::fleet::layout::FleetKey;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -92,7 +92,7 @@ fn a_host_pointed_at_an_empty_etcd_keeps_its_copies_and_writes_nothing() {
     hosts[0].restart();
     assert_eq!(fleet_id(&hosts[0]), id);
     flux_e2e::eventually("the fleet written back", || {
-        empty.raw().get(&EtcdKey::Id.to_string()).is_some()
+        empty.raw().get(&FleetKey::Id.to_string()).is_some()
     });
     serves(&hosts[0], "app", "KEY", "k-1", "after --publish-fleet");
     set(&hosts[0], "app", "KEY", "k-2");
@@ -106,7 +106,7 @@ fn a_host_pointed_at_an_empty_etcd_keeps_its_copies_and_writes_nothing() {
     assert!(
         empty
             .raw()
-            .get(&EtcdKey::vault("app").to_string())
+            .get(&FleetKey::vault("app").to_string())
             .is_some()
     );
 }

@@ -8,7 +8,7 @@ use crate::support::*;
 use flux_vault::layout::fleet_copy;
 use fluxd::fleet::envelope::{Kind, parse as parse_envelope};
 use fluxd::fleet::identity::HostIdentity;
-use fluxd::fleet::layout::EtcdKey;
+use fluxd::fleet::layout::FleetKey;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -222,7 +222,7 @@ fn a_removed_host_cannot_read_new_vaults() {
             .join(fleet_copy::file(fleet_copy::KEYS, "app")),
     )
     .expect("C's wrapped key");
-    let wrapped = parse_envelope(&wrapped, Kind::Key, &EtcdKey::key(&c, "app"))
+    let wrapped = parse_envelope(&wrapped, Kind::Key, &FleetKey::key(&c, "app"))
         .expect("an envelope")
         .payload;
     let old_key = flux_vault::keys::ProjectKey::parse(
@@ -243,9 +243,9 @@ fn a_removed_host_cannot_read_new_vaults() {
     // wrapped for C any more.
     let raw = etcd.raw();
     let vault = raw
-        .get(&EtcdKey::vault("app").to_string())
+        .get(&FleetKey::vault("app").to_string())
         .expect("the vault");
-    let vault = parse_envelope(&vault, Kind::Vault, &EtcdKey::vault("app"))
+    let vault = parse_envelope(&vault, Kind::Vault, &FleetKey::vault("app"))
         .expect("an envelope")
         .payload;
     assert!(
@@ -349,7 +349,7 @@ fn a_project_is_wrapped_for_more_hosts_than_one_etcd_transaction_holds() {
     assert_eq!(wrapped, 131, "one wrapped key per host");
     // Each host can unwrap its own copy.
     let last = &others[129];
-    let key = EtcdKey::key(&last.recipient(), "wide");
+    let key = FleetKey::key(&last.recipient(), "wide");
     let env = raw.get(&key.to_string()).expect("the last host's key");
     let payload = parse_envelope(&env, Kind::Key, &key)
         .expect("an envelope")

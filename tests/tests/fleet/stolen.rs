@@ -14,7 +14,7 @@ use flux_vault::layout::fleet_copy;
 use flux_vault::membership::{HostsDoc, digest_hex};
 use fluxd::fleet::envelope::{Kind, parse as parse_envelope};
 use fluxd::fleet::identity::HostIdentity;
-use fluxd::fleet::layout::EtcdKey;
+use fluxd::fleet::layout::FleetKey;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ fn steal(host: &TestDaemon) -> HostIdentity {
 
 /// The project key the thief unwraps from etcd with the stolen host key.
 fn project_key_of(raw: &EtcdHttp, thief: &HostIdentity, project: &str) -> ProjectKey {
-    let key = EtcdKey::key(&thief.recipient(), project);
+    let key = FleetKey::key(&thief.recipient(), project);
     let env = raw.get(&key.to_string()).expect("the thief's wrapped key");
     let wrapped = parse_envelope(&env, Kind::Key, &key).unwrap().payload;
     let plain = flux_vault::vault::decrypt(&wrapped, thief.age()).expect("unwrap");
@@ -84,7 +84,7 @@ fn a_stolen_host_key_can_add_no_host_and_evict_no_host() {
         (only_c, "operator"),
     ] {
         let next = doc.next(&held, list, vec![]).unwrap();
-        let key = EtcdKey::Hosts(next.version);
+        let key = FleetKey::Hosts(next.version);
         let payload = serde_json::to_vec(&next).unwrap();
         let env = forged(
             &fleet,
@@ -164,11 +164,11 @@ fn a_vault_version_at_the_end_of_the_counter_is_refused() {
     // listed host: only its version is hostile.
     let evil = vault_with("app", "TOKEN", "t-evil", &key);
     raw.put(
-        &EtcdKey::vault("app").to_string(),
+        &FleetKey::vault("app").to_string(),
         &signed(
             &fleet_id(&hosts[0]),
             Kind::Vault,
-            &EtcdKey::vault("app"),
+            &FleetKey::vault("app"),
             u64::MAX,
             &evil,
             &thief,
@@ -226,7 +226,7 @@ fn a_removed_host_cannot_fork_the_list_that_removed_it() {
         assigned: Default::default(),
         oldest: 0,
     };
-    let key = EtcdKey::Hosts(fork.version);
+    let key = FleetKey::Hosts(fork.version);
     for claim in [c.as_str(), "operator"] {
         raw.put(
             &key.to_string(),
@@ -247,11 +247,11 @@ fn a_removed_host_cannot_fork_the_list_that_removed_it() {
     }
     let evil = vault_with("app", "TOKEN", "t-evil", &old_key);
     raw.put(
-        &EtcdKey::vault("app").to_string(),
+        &FleetKey::vault("app").to_string(),
         &signed(
             &fleet,
             Kind::Vault,
-            &EtcdKey::vault("app"),
+            &FleetKey::vault("app"),
             1_000,
             &evil,
             &thief,
@@ -322,7 +322,7 @@ fn an_interrupted_removal_says_what_is_left_and_resume_locks_the_host_out() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("fluxctl");
-    let intent = EtcdKey::Hosts(before.version + 1).to_string();
+    let intent = FleetKey::Hosts(before.version + 1).to_string();
     let started = Instant::now();
     while raw.get(&intent).is_none() {
         assert!(started.elapsed() < PROPAGATION, "the removal never started");
@@ -431,9 +431,9 @@ fn a_deleted_project_stays_deleted_when_etcd_is_restored_from_before_the_delete(
     // The hosts apply the deletion again: etcd loses the restored vault
     // and keys, and no host serves the project.
     flux_e2e::eventually("the restored vault deleted again", || {
-        raw.get(&EtcdKey::vault("gone").to_string()).is_none()
+        raw.get(&FleetKey::vault("gone").to_string()).is_none()
             && raw
-                .get(&EtcdKey::Deleted("gone".into()).to_string())
+                .get(&FleetKey::Deleted("gone".into()).to_string())
                 .is_some()
     });
     std::thread::sleep(Duration::from_millis(300));

@@ -1,10 +1,10 @@
 //! The sealed local copy (`<state>/fleet/`): changes queued as they are
 //! accepted and written, durably and in order, off the request path
-//! ([`EtcdStore::flush`]).
+//! ([`FleetStore::flush`]).
 
 use super::*;
 
-impl EtcdStore {
+impl FleetStore {
     pub(super) fn queue(&self, persist: Vec<Persist>) {
         if !persist.is_empty() {
             self.pending

@@ -1,4 +1,4 @@
-//! [`EtcdStore`]: project keys and sealed vaults kept in etcd as signed
+//! [`FleetStore`]: project keys and sealed vaults kept in etcd as signed
 //! envelopes, verified before use ([`super::cache`]), with a sealed local
 //! copy (`<state>/fleet/`, the accepted envelopes, mode 0600) that serves
 //! while etcd is unreachable and remembers, across restarts, the highest
@@ -13,10 +13,10 @@
 //! (with every host's wrapped key) by the next write.
 //!
 //! The local copy is written after the new vault is served, off the
-//! request path ([`EtcdStore::flush`]), in the order the changes were
+//! request path ([`FleetStore::flush`]), in the order the changes were
 //! accepted.
 //!
-//! A full read ([`EtcdStore::resync`]) goes in pages at one revision and
+//! A full read ([`FleetStore::resync`]) goes in pages at one revision and
 //! applies each page as it arrives; one that cannot finish is reported
 //! (`unsynced`, shown by `fluxctl hosts list` and `status`) while the host
 //! serves what it holds and the watch tries again. Objects refused for an
@@ -32,10 +32,11 @@
 
 use super::cache::{Applied, Cache, Persist};
 use super::envelope::{self, Kind, Signing};
-use super::etcd::{self, Etcd, EtcdError, Kv, WatchEvent};
+use super::etcd::{self, Etcd};
 use super::identity::{HostIdentity, fleet_id, parse_fleet_id, parse_recipient, wrap_for};
 use super::kv::{Backend, Compare, Op};
-use super::layout::{DELETED, EtcdKey, FLEET, HOSTS, ID, VAULTS, keys_of};
+use super::kv::{Kv, KvError, WatchEvent};
+use super::layout::{DELETED, FLEET, FleetKey, HOSTS, ID, VAULTS, keys_of};
 use super::{FleetOptions, MAX_TXN_OPS};
 use crate::error::{Error, Location, Result, Unavailable};
 use crate::store::Store;
@@ -63,7 +64,7 @@ const REREAD_ONE_BY_ONE: usize = 32;
 
 /// The etcd store. See the module docs.
 #[derive(Debug)]
-pub struct EtcdStore {
+pub struct FleetStore {
     /// The key-value store: etcd, or a test double ([`super::kv::Backend`]).
     etcd: Box<dyn Backend>,
     identity: Arc<HostIdentity>,
@@ -83,7 +84,7 @@ pub struct EtcdStore {
     /// The newest etcd revision applied from a watch or a full read, for
     /// the `flux_fleet_applied_revision` gauge.
     applied: std::sync::atomic::AtomicI64,
-    /// Held while re-keying ([`EtcdStore::rekeying`]).
+    /// Held while re-keying ([`FleetStore::rekeying`]).
     rekeying: Mutex<()>,
 }
 
@@ -113,7 +114,7 @@ fn adopt_next_key(state_dir: &Path) -> Result<()> {
         read_regular(&hosts.join(name), MAX_VAULT_FILE)
             .ok()
             .flatten()
-            .and_then(|raw| envelope::parse(&raw, Kind::Hosts, &EtcdKey::Hosts(version)).ok())
+            .and_then(|raw| envelope::parse(&raw, Kind::Hosts, &FleetKey::Hosts(version)).ok())
             .and_then(|env| {
                 serde_json::from_slice::<flux_vault::membership::HostsDoc>(&env.payload).ok()
             })
@@ -134,17 +135,17 @@ fn adopt_next_key(state_dir: &Path) -> Result<()> {
 
 /// The order a full read is applied in: the fleet id, the host lists by
 /// version, then the rest.
-fn apply_order(kvs: &mut [(EtcdKey, Kv)]) {
+fn apply_order(kvs: &mut [(FleetKey, Kv)]) {
     kvs.sort_by_key(|(k, _)| match k {
-        EtcdKey::Id => (0, 0),
-        EtcdKey::Hosts(v) => (1, *v),
-        EtcdKey::Deleted(_) => (2, 0),
-        EtcdKey::Vault(_) => (3, 0),
-        EtcdKey::Key { .. } => (4, 0),
+        FleetKey::Id => (0, 0),
+        FleetKey::Hosts(v) => (1, *v),
+        FleetKey::Deleted(_) => (2, 0),
+        FleetKey::Vault(_) => (3, 0),
+        FleetKey::Key { .. } => (4, 0),
     });
 }
 
-impl EtcdStore {
+impl FleetStore {
     /// Opens the store: this host's identity, the pinned fleet, and the
     /// local sealed copy under `state_dir`. Nothing is read from etcd yet
     /// ([`Self::start`]).
@@ -173,7 +174,7 @@ impl EtcdStore {
         let local_id = read(fleet_copy::ID)?;
         let local_pin = match &local_id {
             Some(raw) => {
-                let env = envelope::parse(raw, Kind::Fleet, &EtcdKey::Id).map_err(|e| {
+                let env = envelope::parse(raw, Kind::Fleet, &FleetKey::Id).map_err(|e| {
                     Error::Config(format!(
                         "{}: {e} (a fleet founded by an earlier fluxd: see docs/FLEET.md, \"Upgrading\")",
                         dir.join(fleet_copy::ID).display()
@@ -223,9 +224,9 @@ impl EtcdStore {
                 .map_err(|e| Error::Config(format!("{}: {e}", file.display())))?;
         }
         for (sub, make) in [
-            (fleet_copy::VAULTS, EtcdKey::vault as fn(&str) -> EtcdKey),
+            (fleet_copy::VAULTS, FleetKey::vault as fn(&str) -> FleetKey),
             (fleet_copy::DELETED, |p: &str| {
-                EtcdKey::Deleted(p.to_owned())
+                FleetKey::Deleted(p.to_owned())
             }),
         ] {
             for name in names_in(&dir.join(sub), "")? {
@@ -240,7 +241,7 @@ impl EtcdStore {
         for name in names_in(&dir.join(fleet_copy::KEYS), "")? {
             let file = fleet_copy::file(fleet_copy::KEYS, &name);
             if let Some(raw) = read(&file)?
-                && let Err(e) = cache.load_local(&EtcdKey::key(&me, &name), raw)
+                && let Err(e) = cache.load_local(&FleetKey::key(&me, &name), raw)
             {
                 warn!(file = %file, error = %e, "local sealed copy not used");
             }
@@ -425,7 +426,7 @@ impl EtcdStore {
 
     /// Asks etcd for the fleet id: clears the outage when it answers.
     pub fn probe(&self) {
-        let _ = self.range_prefix(&EtcdKey::Id.to_string());
+        let _ = self.range_prefix(&FleetKey::Id.to_string());
     }
 
     /// Records that etcd answered, or why it did not.
@@ -442,12 +443,12 @@ impl EtcdStore {
     }
 
     /// Maps an etcd failure to a daemon error, noting an outage.
-    pub(super) fn fail(&self, e: EtcdError) -> Error {
+    pub(super) fn fail(&self, e: KvError) -> Error {
         if e.is_unreachable() {
             self.set_outage(Some(e.to_string()));
         }
         match e {
-            EtcdError::Unknown(reason) => Error::Unavailable(Unavailable::Unknown(reason)),
+            KvError::Unknown(reason) => Error::Unavailable(Unavailable::Unknown(reason)),
             other => Error::Unavailable(Unavailable::Store(other.to_string())),
         }
     }
@@ -481,7 +482,7 @@ impl EtcdStore {
 
     /// Signs `payload` for `key` as this host, at the held host list's
     /// version as its epoch.
-    pub(super) fn sign(&self, kind: Kind, key: &EtcdKey, version: u64, payload: &[u8]) -> Vec<u8> {
+    pub(super) fn sign(&self, kind: Kind, key: &FleetKey, version: u64, payload: &[u8]) -> Vec<u8> {
         let epoch = self.cache().hosts_version();
         self.sign_at(kind, key, version, epoch, payload)
     }
@@ -490,7 +491,7 @@ impl EtcdStore {
     pub(super) fn sign_at(
         &self,
         kind: Kind,
-        key: &EtcdKey,
+        key: &FleetKey,
         version: u64,
         epoch: u64,
         payload: &[u8],
@@ -556,7 +557,7 @@ impl EtcdStore {
                     continue;
                 }
             };
-            let key = EtcdKey::key(&h.recipient, project);
+            let key = FleetKey::key(&h.recipient, project);
             let env = self.sign_at(
                 Kind::Key,
                 &key,
@@ -597,7 +598,7 @@ impl EtcdStore {
 
     /// The mod_revision of what etcd holds under `key` when this host
     /// refused it for good (a forgery), else 0.
-    pub(super) fn refused_revision(&self, key: &EtcdKey) -> i64 {
+    pub(super) fn refused_revision(&self, key: &FleetKey) -> i64 {
         let cache = self.cache();
         let name = key.to_string();
         if cache.refused.contains_key(&name) && !cache.is_waiting(&name) {
@@ -666,8 +667,8 @@ impl EtcdStore {
                 .map_err(|e| self.fail(e))?;
             left.extend(
                 keys.into_iter()
-                    .filter_map(|(k, _)| match EtcdKey::parse(&k) {
-                        Some(EtcdKey::Key { project, .. }) => Some(project),
+                    .filter_map(|(k, _)| match FleetKey::parse(&k) {
+                        Some(FleetKey::Key { project, .. }) => Some(project),
                         _ => None,
                     }),
             );
@@ -686,7 +687,7 @@ impl EtcdStore {
     pub(super) fn keep_and_announce(
         &self,
         project: &str,
-        written: Vec<(EtcdKey, Vec<u8>)>,
+        written: Vec<(FleetKey, Vec<u8>)>,
         revision: i64,
     ) {
         for (key, raw) in written {
@@ -719,7 +720,7 @@ impl EtcdStore {
     }
 
     /// Keeps what this host wrote, and queues it for the local copy.
-    fn held(&self, key: &EtcdKey, raw: Vec<u8>, revision: i64) {
+    fn held(&self, key: &FleetKey, raw: Vec<u8>, revision: i64) {
         let persist = self.cache().held_written(key, raw, revision);
         self.queue(persist.into_iter().collect());
     }
@@ -749,7 +750,7 @@ impl EtcdStore {
     }
 }
 
-impl EtcdStore {
+impl FleetStore {
     /// Prefixes this host watches.
     pub fn watched(&self) -> [String; 2] {
         [FLEET.to_owned(), keys_of(&self.me)]

@@ -1,10 +1,10 @@
-//! The host list: what this host holds ([`EtcdStore::head`]), publishing
-//! the next version the operator signed ([`EtcdStore::publish_hosts`]),
+//! The host list: what this host holds ([`FleetStore::head`]), publishing
+//! the next version the operator signed ([`FleetStore::publish_hosts`]),
 //! and founding a fleet.
 
 use super::*;
 
-impl EtcdStore {
+impl FleetStore {
     /// The signed envelopes of the held host list and fleet id (empty
     /// when none), for `fluxctl` to check against the operator key and
     /// sign the next version over.
@@ -46,7 +46,7 @@ impl EtcdStore {
             self.cache()
                 .check_next_hosts(version, raw)
                 .map_err(Error::BadRequest)?;
-            let key = EtcdKey::Hosts(version);
+            let key = FleetKey::Hosts(version);
             // A refused object in that slot (a forged list) is written over; a
             // version not seen yet, or accepted, is not.
             let base = self.refused_revision(&key);
@@ -76,8 +76,8 @@ impl EtcdStore {
             let oldest = self.host_list().map_or(0, |l| l.oldest);
             if oldest > 1 {
                 let retire = Op::delete_range(
-                    &EtcdKey::Hosts(0).to_string(),
-                    &EtcdKey::Hosts(oldest).to_string(),
+                    &FleetKey::Hosts(0).to_string(),
+                    &FleetKey::Hosts(oldest).to_string(),
                 );
                 if let Err(e) = self.txn(vec![], vec![retire]) {
                     warn!(error = %e, oldest, "cannot delete the retired host list versions from etcd; the next list tries again");
@@ -92,7 +92,7 @@ impl EtcdStore {
     /// Founds the fleet whose operator signed `id` and host list version 1
     /// (`raw`) in an etcd that holds no fleet.
     pub(super) fn found(&self, raw: &[u8], id: &[u8], version: u64) -> Result<()> {
-        let env = envelope::parse(id, Kind::Fleet, &EtcdKey::Id)
+        let env = envelope::parse(id, Kind::Fleet, &FleetKey::Id)
             .map_err(|e| Error::BadRequest(format!("not a signed fleet id: {e}")))?;
         let pin = parse_fleet_id(&String::from_utf8_lossy(&env.payload))
             .map_err(|e| Error::BadRequest(e.to_string()))?;
@@ -129,10 +129,10 @@ impl EtcdStore {
         // Host lists left by an older fleet go: this one starts at 1. (etcd
         // refuses a txn that deletes a range it also writes into.)
         let (ok, _) = self.txn(
-            vec![Compare::mod_revision(&EtcdKey::Id.to_string(), 0)],
+            vec![Compare::mod_revision(&FleetKey::Id.to_string(), 0)],
             vec![
                 Op::delete_prefix(HOSTS),
-                Op::put(&EtcdKey::Id.to_string(), id),
+                Op::put(&FleetKey::Id.to_string(), id),
             ],
         )?;
         if !ok {
@@ -140,14 +140,14 @@ impl EtcdStore {
                 "etcd holds a fleet already (founded at the same moment, or the endpoints name another fleet's etcd): nothing was founded".into(),
             )));
         }
-        let revision = self.put_all(vec![Op::put(&EtcdKey::Hosts(1).to_string(), raw)])?;
+        let revision = self.put_all(vec![Op::put(&FleetKey::Hosts(1).to_string(), raw)])?;
         let mut applied = Applied::default();
         {
             let mut cache = self.cache();
             cache.pin = Some(pin);
             cache.problem = None;
-            cache.apply(&EtcdKey::Id, id, revision, &mut applied);
-            cache.apply(&EtcdKey::Hosts(1), raw, revision, &mut applied);
+            cache.apply(&FleetKey::Id, id, revision, &mut applied);
+            cache.apply(&FleetKey::Hosts(1), raw, revision, &mut applied);
             cache.revision = revision;
         }
         self.absorb(applied);

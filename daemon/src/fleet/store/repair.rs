@@ -1,10 +1,10 @@
 //! Writing back what etcd lost: the fleet id, host lists, deletions, this
-//! host's wrapped keys and the vaults it holds ([`EtcdStore::repair`]), and
+//! host's wrapped keys and the vaults it holds ([`FleetStore::repair`]), and
 //! a deleted project's vault put back deleted again.
 
 use super::*;
 
-impl EtcdStore {
+impl FleetStore {
     /// Writes back what etcd lost and this host holds — the fleet id, host
     /// list versions, deletions, its own wrapped keys, and vaults (re-signed
     /// as a new version, with every listed host's key) — each only where
@@ -31,45 +31,45 @@ impl EtcdStore {
             .map_err(|e| self.fail(e))?
             .into_iter()
             .collect();
-        let id = EtcdKey::Id.to_string();
+        let id = FleetKey::Id.to_string();
         let (objects, lost_vaults, resurrected) = {
             let cache = self.cache();
             let saw_id_go = cache.seen.get(&id) == Some(&0);
             if !publish && !present.contains_key(&id) && !saw_id_go {
                 return Ok(0);
             }
-            let mut objects: Vec<(EtcdKey, Vec<u8>)> = Vec::new();
+            let mut objects: Vec<(FleetKey, Vec<u8>)> = Vec::new();
             if let Some(raw) = &cache.id {
-                objects.push((EtcdKey::Id, raw.clone()));
+                objects.push((FleetKey::Id, raw.clone()));
             }
             for (v, raw) in &cache.chain {
-                objects.push((EtcdKey::Hosts(*v), raw.clone()));
+                objects.push((FleetKey::Hosts(*v), raw.clone()));
             }
             for (p, held) in &cache.deleted {
-                objects.push((EtcdKey::Deleted(p.clone()), held.raw.clone()));
+                objects.push((FleetKey::Deleted(p.clone()), held.raw.clone()));
             }
             for (p, held) in &cache.keys {
                 // Not a key whose project etcd shows deleted: this host's
                 // own deletion may be applied here a moment after etcd's.
-                if !present.contains_key(&EtcdKey::Deleted(p.clone()).to_string()) {
-                    objects.push((EtcdKey::key(&self.me, p), held.raw.clone()));
+                if !present.contains_key(&FleetKey::Deleted(p.clone()).to_string()) {
+                    objects.push((FleetKey::key(&self.me, p), held.raw.clone()));
                 }
             }
             let lost_vaults: Vec<(String, Vec<u8>)> = cache
                 .vaults
                 .iter()
                 .filter(|(p, _)| {
-                    !present.contains_key(&EtcdKey::vault(p).to_string())
-                        && !present.contains_key(&EtcdKey::Deleted((*p).clone()).to_string())
+                    !present.contains_key(&FleetKey::vault(p).to_string())
+                        && !present.contains_key(&FleetKey::Deleted((*p).clone()).to_string())
                 })
                 .map(|(p, h)| (p.clone(), h.payload.clone()))
                 .collect();
             // What etcd holds but this host refused for good where it holds
             // the real thing: a forged host list version (a fork), written
             // back over with the version this host accepted.
-            let mut overwrite: Vec<(EtcdKey, Vec<u8>, i64)> = Vec::new();
+            let mut overwrite: Vec<(FleetKey, Vec<u8>, i64)> = Vec::new();
             for (v, raw) in &cache.chain {
-                let key = EtcdKey::Hosts(*v);
+                let key = FleetKey::Hosts(*v);
                 let name = key.to_string();
                 if let Some(revision) = present.get(&name)
                     && cache.refused.contains_key(&name)
@@ -85,7 +85,7 @@ impl EtcdStore {
                 .keys()
                 .filter_map(|p| {
                     present
-                        .get(&EtcdKey::vault(p).to_string())
+                        .get(&FleetKey::vault(p).to_string())
                         .map(|r| (p.clone(), *r))
                 })
                 .collect();
@@ -118,12 +118,12 @@ impl EtcdStore {
         }
         let hosts = self.host_list().map(|l| l.hosts).unwrap_or_default();
         for (project, revision) in resurrected {
-            let vault = EtcdKey::vault(&project).to_string();
+            let vault = FleetKey::vault(&project).to_string();
             let mut ops = vec![Op::delete(&vault)];
             ops.extend(
                 hosts
                     .iter()
-                    .map(|h| Op::delete(&EtcdKey::key(&h.recipient, &project).to_string())),
+                    .map(|h| Op::delete(&FleetKey::key(&h.recipient, &project).to_string())),
             );
             ops.truncate(MAX_TXN_OPS);
             let (ok, _) = self.txn(vec![Compare::mod_revision(&vault, revision)], ops)?;
@@ -151,8 +151,8 @@ impl EtcdStore {
     pub(super) fn restore_to_etcd(&self, project: &str, ciphertext: &[u8]) -> Result<bool> {
         let list = self.my_host_list()?;
         let plain = self.plain_key(project)?;
-        let key = EtcdKey::vault(project);
-        let tomb = EtcdKey::Deleted(project.to_owned());
+        let key = FleetKey::vault(project);
+        let tomb = FleetKey::Deleted(project.to_owned());
         let (version, generation, epoch, tomb_revision) = {
             let cache = self.cache();
             (
@@ -193,7 +193,7 @@ impl EtcdStore {
         );
         self.held(&key, env, revision);
         if let Some(mine) = mine {
-            self.held(&EtcdKey::key(&self.me, project), mine, revision);
+            self.held(&FleetKey::key(&self.me, project), mine, revision);
         }
         self.flush();
         Ok(true)

@@ -1,10 +1,10 @@
-//! Keeping up with etcd: the first read at start ([`EtcdStore::start`]),
-//! full reads in pages ([`EtcdStore::resync`]), the watch's events
-//! ([`EtcdStore::apply`]), and reading again what waited for a host list.
+//! Keeping up with etcd: the first read at start ([`FleetStore::start`]),
+//! full reads in pages ([`FleetStore::resync`]), the watch's events
+//! ([`FleetStore::apply`]), and reading again what waited for a host list.
 
 use super::*;
 
-impl EtcdStore {
+impl FleetStore {
     /// Joins the fleet as etcd holds it, founds a new one, or reports why
     /// it does neither; then reads everything. Returns whether the cache is
     /// in step with etcd (else the watch starts with a full read).
@@ -14,7 +14,7 @@ impl EtcdStore {
     /// says so, until restarted with `publish` (`--publish-fleet`), which
     /// writes its fleet (the same fleet id, host lists and projects) back.
     pub fn start(&self, publish: bool) -> Result<bool> {
-        let (_, kvs) = match self.etcd.range_prefix(&EtcdKey::Id.to_string()) {
+        let (_, kvs) = match self.etcd.range_prefix(&FleetKey::Id.to_string()) {
             Ok(answer) => answer,
             Err(e) => {
                 warn!(error = %e, "etcd is unreachable at start; serving the local sealed copies until it is back");
@@ -93,13 +93,13 @@ impl EtcdStore {
     /// finish is reported ([`Self::note_unsynced`]) and leaves what was
     /// applied so far — each object verified on its own. Returns what
     /// changed and the revision read at.
-    pub fn resync(&self) -> std::result::Result<(Applied, i64), EtcdError> {
+    pub fn resync(&self) -> std::result::Result<(Applied, i64), KvError> {
         let mut applied = Applied::default();
         let mut tries = 0;
         let revision = loop {
             match self.read_everything(&mut applied) {
                 // Compacted between two pages: read again, now.
-                Err(EtcdError::Failed(reason)) if reason.contains("compacted") && tries < 3 => {
+                Err(KvError::Failed(reason)) if reason.contains("compacted") && tries < 3 => {
                     tries += 1;
                 }
                 Err(e) => {
@@ -125,12 +125,12 @@ impl EtcdStore {
     pub(super) fn read_everything(
         &self,
         applied: &mut Applied,
-    ) -> std::result::Result<i64, EtcdError> {
+    ) -> std::result::Result<i64, KvError> {
         let mut apply = |page: Vec<Kv>| {
             {
                 let mut cache = self.cache();
                 for kv in &page {
-                    if let Some(key) = EtcdKey::parse(&kv.key) {
+                    if let Some(key) = FleetKey::parse(&kv.key) {
                         cache.apply_kv(&key, kv, applied);
                     }
                 }
@@ -152,8 +152,8 @@ impl EtcdStore {
             // read (their names first), not every project's.
             let mut page = Vec::new();
             for (key, _) in self.etcd.keys_at(VAULTS, revision)? {
-                let serves = match EtcdKey::parse(&key) {
-                    Some(EtcdKey::Vault(p)) => self.cache().serves_here(&p),
+                let serves = match FleetKey::parse(&key) {
+                    Some(FleetKey::Vault(p)) => self.cache().serves_here(&p),
                     _ => false,
                 };
                 if serves && let Some(kv) = self.etcd.get_at(&key, revision)? {
@@ -173,7 +173,7 @@ impl EtcdStore {
     }
 
     /// Records why a full read of etcd did not finish (`None`: one did).
-    pub fn note_unsynced(&self, error: Option<&EtcdError>) {
+    pub fn note_unsynced(&self, error: Option<&KvError>) {
         let mut cache = self.cache();
         match (&cache.unsynced, error) {
             (None, Some(e)) => {
@@ -201,7 +201,7 @@ impl EtcdStore {
             // read rather than a request each.
             let vaults: std::collections::BTreeSet<String> = keys
                 .iter()
-                .filter(|k| matches!(k, EtcdKey::Vault(_)))
+                .filter(|k| matches!(k, FleetKey::Vault(_)))
                 .map(|k| k.to_string())
                 .collect();
             if vaults.len() > REREAD_ONE_BY_ONE
@@ -216,13 +216,13 @@ impl EtcdStore {
                     .range_between(first.as_bytes(), &end, 0, &mut |page| {
                         let mut cache = self.cache();
                         for kv in page.iter().filter(|kv| vaults.contains(&kv.key)) {
-                            if let Some(key) = EtcdKey::parse(&kv.key) {
+                            if let Some(key) = FleetKey::parse(&kv.key) {
                                 cache.apply_kv(&key, kv, &mut applied);
                             }
                         }
                     });
                 match read {
-                    Ok(_) => keys.retain(|k| !matches!(k, EtcdKey::Vault(_))),
+                    Ok(_) => keys.retain(|k| !matches!(k, FleetKey::Vault(_))),
                     Err(e) => {
                         debug!(error = %e, "cannot read the vaults again in pages; one by one")
                     }
@@ -251,14 +251,14 @@ impl EtcdStore {
         for event in events {
             match event {
                 WatchEvent::Put(kv) => {
-                    if let Some(key) = EtcdKey::parse(&kv.key) {
+                    if let Some(key) = FleetKey::parse(&kv.key) {
                         cache.apply_kv(&key, &kv, &mut applied);
                         // A forged host list where this host holds the real
                         // one, or a deleted project's vault put back: the
                         // repair writes over them.
                         let repairable = match &key {
-                            EtcdKey::Hosts(v) => cache.chain.contains_key(v),
-                            EtcdKey::Vault(p) => cache.deleted.contains_key(p),
+                            FleetKey::Hosts(v) => cache.chain.contains_key(v),
+                            FleetKey::Vault(p) => cache.deleted.contains_key(p),
                             _ => false,
                         };
                         if repairable && cache.refused.contains_key(&kv.key) {
@@ -267,7 +267,7 @@ impl EtcdStore {
                     }
                 }
                 WatchEvent::Delete { key, .. } => {
-                    if let Some(key) = EtcdKey::parse(&key) {
+                    if let Some(key) = FleetKey::parse(&key) {
                         cache.gone_from_etcd(&key);
                         applied.lost = true;
                     }
@@ -291,8 +291,8 @@ impl EtcdStore {
         &self,
         prefix: &str,
         start: i64,
-        on_message: impl FnMut(etcd::WatchMessage) -> bool,
-    ) -> std::result::Result<(), EtcdError> {
+        on_message: impl FnMut(crate::fleet::kv::WatchMessage) -> bool,
+    ) -> std::result::Result<(), KvError> {
         let mut on_message = on_message;
         self.etcd.watch(prefix, start, &mut on_message)
     }
@@ -327,16 +327,16 @@ impl EtcdStore {
         let mut found = false;
         let mut applied = self.read_host_lists()?;
         for key in [
-            EtcdKey::Deleted(project.to_owned()),
-            EtcdKey::vault(project),
-            EtcdKey::key(&self.me, project),
+            FleetKey::Deleted(project.to_owned()),
+            FleetKey::vault(project),
+            FleetKey::key(&self.me, project),
         ] {
             let name = key.to_string();
             let (_, kvs) = self.range_prefix(&name)?;
             let mut cache = self.cache();
             match kvs.iter().find(|kv| kv.key == name) {
                 Some(kv) => {
-                    found |= matches!(key, EtcdKey::Vault(_));
+                    found |= matches!(key, FleetKey::Vault(_));
                     cache.apply_kv(&key, kv, &mut applied);
                 }
                 None => cache.gone_from_etcd(&key),
@@ -351,9 +351,9 @@ impl EtcdStore {
     pub(super) fn read_host_lists(&self) -> Result<Applied> {
         let mut applied = Applied::default();
         let (_, lists) = self.range_prefix(HOSTS)?;
-        let mut lists: Vec<(EtcdKey, Kv)> = lists
+        let mut lists: Vec<(FleetKey, Kv)> = lists
             .into_iter()
-            .filter_map(|kv| EtcdKey::parse(&kv.key).map(|k| (k, kv)))
+            .filter_map(|kv| FleetKey::parse(&kv.key).map(|k| (k, kv)))
             .collect();
         apply_order(&mut lists);
         let mut cache = self.cache();

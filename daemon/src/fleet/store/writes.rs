@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Store for EtcdStore {
+impl Store for FleetStore {
     fn projects(&self) -> Result<Vec<String>> {
         Ok(self.cache().projects())
     }
@@ -28,7 +28,7 @@ impl Store for EtcdStore {
                 self.me
             )));
         }
-        let (vault_key, my_key) = (EtcdKey::vault(project), EtcdKey::key(&self.me, project));
+        let (vault_key, my_key) = (FleetKey::vault(project), FleetKey::key(&self.me, project));
         let (generation, vault_revision, key_revision) = {
             let cache = self.cache();
             if cache.keys.contains_key(project) {
@@ -68,7 +68,7 @@ impl Store for EtcdStore {
             return Err(Error::AlreadyExists(project.to_owned()));
         }
         self.put_all(rest)?;
-        self.held(&EtcdKey::key(&self.me, project), mine, revision);
+        self.held(&FleetKey::key(&self.me, project), mine, revision);
         self.flush();
         Ok(())
     }
@@ -76,16 +76,16 @@ impl Store for EtcdStore {
     fn delete_key(&self, project: &str) -> Result<()> {
         let list = self.my_host_list()?;
         let version = self.cache().next_version(project);
-        let tomb_key = EtcdKey::Deleted(project.to_owned());
+        let tomb_key = FleetKey::Deleted(project.to_owned());
         let tomb = self.sign(Kind::Deleted, &tomb_key, version, b"");
         let mut ops = vec![
             Op::put(&tomb_key.to_string(), &tomb),
-            Op::delete(&EtcdKey::vault(project).to_string()),
+            Op::delete(&FleetKey::vault(project).to_string()),
         ];
         ops.extend(
             list.hosts
                 .iter()
-                .map(|h| Op::delete(&EtcdKey::key(&h.recipient, project).to_string())),
+                .map(|h| Op::delete(&FleetKey::key(&h.recipient, project).to_string())),
         );
         let revision = self.put_all(ops)?;
         self.held(&tomb_key, tomb, revision);
@@ -129,7 +129,7 @@ impl Store for EtcdStore {
         ciphertext: &[u8],
     ) -> Result<bool> {
         self.my_host_list()?;
-        let key = EtcdKey::vault(project);
+        let key = FleetKey::vault(project);
         let (matches, held, base, version) = {
             let cache = self.cache();
             let held = cache.vaults.get(project);
@@ -172,7 +172,7 @@ impl Store for EtcdStore {
 
     fn replace_key(&self, project: &str, key: &ProjectKey, ciphertext: &[u8]) -> Result<()> {
         let list = self.my_host_list()?;
-        let vault_key = EtcdKey::vault(project);
+        let vault_key = FleetKey::vault(project);
         let (version, base) = {
             let cache = self.cache();
             let held = cache.vaults.get(project).map_or(0, |h| h.mod_revision);
@@ -208,7 +208,7 @@ impl Store for EtcdStore {
             }));
         }
         self.put_all(rest)?;
-        self.held(&EtcdKey::key(&self.me, project), mine, revision);
+        self.held(&FleetKey::key(&self.me, project), mine, revision);
         self.held(&vault_key, env, revision);
         self.flush();
         Ok(())
@@ -220,11 +220,11 @@ impl Store for EtcdStore {
     }
 
     fn vault_location(&self, project: &str) -> Location {
-        Location::Etcd(EtcdKey::vault(project).to_string())
+        Location::Etcd(FleetKey::vault(project).to_string())
     }
 
     fn key_location(&self, project: &str) -> Location {
-        Location::Etcd(EtcdKey::key(&self.me, project).to_string())
+        Location::Etcd(FleetKey::key(&self.me, project).to_string())
     }
 
     fn check_key_private(&self, _project: &str) -> Result<()> {
