@@ -531,6 +531,7 @@ pub(crate) fn init(target: &Target, path: &Path, key_only: bool, json: bool) -> 
             removed: Vec::new(),
             assigned: Default::default(),
             oldest: 0,
+            notices: false,
         };
         publish(target, op.sign_hosts(&v1), op.sign_id())?;
         founded = true;
@@ -820,6 +821,7 @@ mod tests {
             removed: vec![],
             assigned: Default::default(),
             oldest: 0,
+            notices: false,
         };
         doc.assign("api", &["age1b".into()]).unwrap();
         let raw = op.sign_hosts(&doc);

@@ -21,7 +21,8 @@
 //! socket is already listening. [`Daemon::wait`] returns after the
 //! shutdown token fires and the daemon has drained: accept loops stopped,
 //! in-flight requests answered (within the grace period), socket files
-//! removed, the audit log flushed.
+//! removed, what the store owes its disk written ([`Store::finish`]: fleet
+//! mode's local copy), the audit log flushed.
 //!
 //! Socket files carry the access policy: a project socket is mode 0660 and
 //! group-owned by the project's `socket_group` when the config names one,
@@ -220,6 +221,7 @@ impl Daemon {
             self.server.sockets().retire(path);
         }
         services.lifecycle.retire_all();
+        services.lifecycle.registry().store().finish();
         services.access.audit().flush().await;
         remove_empty(&self.created);
         info!("stopped");

@@ -309,6 +309,14 @@ pub struct HostsDoc {
     /// [`KEPT_VERSIONS`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub oldest: u64,
+    /// Sets reach a project's other hosts as notices (a small key per host
+    /// under that host's own prefix, written in the set's transaction),
+    /// not as the vault's watch event every host receives: on from the
+    /// first version that assigns a project ([`Self::assign`]), and kept
+    /// on by every later version ([`Self::next`]), so that a host never
+    /// waits for notices no writer sends.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub notices: bool,
 }
 
 /// Host list versions kept in etcd and on every host: the history is
@@ -317,6 +325,10 @@ pub const KEPT_VERSIONS: u64 = 16;
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl HostsDoc {
@@ -362,6 +374,7 @@ impl HostsDoc {
             })
             .collect::<Result<Vec<u32>, String>>()?;
         self.assigned.insert(project.to_owned(), on);
+        self.notices = true;
         Ok(())
     }
 
@@ -415,6 +428,7 @@ impl HostsDoc {
             removed,
             assigned,
             oldest,
+            notices: self.notices || !self.assigned.is_empty(),
         })
     }
 
@@ -689,6 +703,7 @@ mod tests {
             removed: vec![],
             assigned: BTreeMap::new(),
             oldest: 0,
+            notices: false,
         };
         let raw1 = op.sign_hosts(&v1);
         assert_eq!(open_hosts(&raw1, 1, &op.verifying_key()).unwrap(), v1);
@@ -728,14 +743,28 @@ mod tests {
             removed: vec![],
             assigned: BTreeMap::new(),
             oldest: 0,
+            notices: false,
         };
         // Without assignments the document is what it always was.
         let plain = String::from_utf8(serde_json::to_vec(&doc).unwrap()).unwrap();
-        assert!(!plain.contains("assigned"), "{plain}");
+        assert!(
+            !plain.contains("assigned") && !plain.contains("notices"),
+            "{plain}"
+        );
         assert!(doc.serves(&a.recipient, "api") && doc.serves("age1b", "api"));
         assert!(!doc.serves("age1stranger", "api"));
+        assert!(!doc.notices);
         doc.assign("api", &["age1b".into()]).unwrap();
         doc.check().unwrap();
+        // The first assignment turns notices on, and every later version
+        // keeps them, even one that assigns nothing any more.
+        assert!(doc.notices);
+        let mut unassigned = doc.clone();
+        unassigned.assigned.clear();
+        let after = unassigned
+            .next(&op.sign_hosts(&unassigned), doc.hosts.clone(), vec![])
+            .unwrap();
+        assert!(after.assigned.is_empty() && after.notices);
         assert!(!doc.serves(&a.recipient, "api") && doc.serves("age1b", "api"));
         assert!(doc.serves(&a.recipient, "web"));
         assert!(doc.assign("web", &["age1gone".into()]).is_err());
@@ -773,6 +802,7 @@ mod tests {
             removed: vec![],
             assigned: BTreeMap::new(),
             oldest: 0,
+            notices: false,
         };
         let mut raw = op.sign_hosts(&doc);
         assert!(!String::from_utf8_lossy(&raw).contains("oldest"));

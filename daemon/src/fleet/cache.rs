@@ -91,6 +91,9 @@ pub struct HostList {
     pub assigned: BTreeMap<String, Vec<String>>,
     /// The oldest version kept ([`HostsDoc::oldest`]).
     pub oldest: u64,
+    /// Sets reach a project's other hosts as notices
+    /// ([`HostsDoc::notices`]; on wherever projects are assigned).
+    pub notices: bool,
 }
 
 impl HostList {
@@ -98,6 +101,7 @@ impl HostList {
         Self {
             assigned: doc.assignments(),
             oldest: doc.oldest,
+            notices: doc.notices || !doc.assigned.is_empty(),
             version: doc.version,
             hosts: doc.hosts,
             removed: doc.removed,
@@ -164,6 +168,9 @@ pub struct Applied {
     /// Objects refused for a signer the host list did not know, to read
     /// from etcd again now that the list changed.
     pub reread: Vec<FleetKey>,
+    /// A notice's vault could not be read: the watch goes back to the
+    /// notice ([`super::store::FleetStore::apply`]).
+    pub unread: bool,
 }
 
 /// The held state (see the module docs).
@@ -751,6 +758,14 @@ impl Cache {
                     .push(Persist::Write(fleet_copy::hosts(*version), raw.to_vec()));
                 self.chain.insert(*version, raw.to_vec());
                 self.hosts = Some((list, raw.to_vec()));
+                // Versions passed over decide nothing: what was refused of
+                // them while they looked missing goes at once.
+                let passed_over = |key: &str| {
+                    matches!(FleetKey::parse(key), Some(FleetKey::Hosts(v))
+                        if v < *version && !self.chain.contains_key(&v))
+                };
+                self.refused.retain(|key, _| !passed_over(key));
+                self.waiting.retain(|key, _| !passed_over(key));
                 self.retire_lists(out);
                 self.drop_unserved(out);
                 self.retry_waiting(out);
@@ -1046,6 +1061,7 @@ mod tests {
             removed: vec![],
             assigned: BTreeMap::new(),
             oldest: 0,
+            notices: false,
         })
     }
 
@@ -1166,6 +1182,7 @@ mod tests {
                 removed: vec![],
                 assigned: BTreeMap::new(),
                 oldest: 0,
+                notices: false,
             };
             let payload = serde_json::to_vec(&doc).unwrap();
             let by_host = signed(&f, Kind::Hosts, &FleetKey::Hosts(3), 3, &payload, &f.root);
@@ -1228,6 +1245,7 @@ mod tests {
             removed: vec![me.clone()],
             assigned: BTreeMap::new(),
             oldest: 0,
+            notices: false,
         };
         let mut out = Applied::default();
         f.cache
@@ -1252,6 +1270,7 @@ mod tests {
             removed: vec![],
             assigned: BTreeMap::new(),
             oldest: 0,
+            notices: false,
         };
         for (p, on) in assigned {
             let on: Vec<String> = on.iter().map(|h| h.recipient()).collect();
@@ -1328,6 +1347,7 @@ mod tests {
             removed: vec![],
             assigned: BTreeMap::new(),
             oldest: 0,
+            notices: false,
         };
         doc.assign("api", &[me.clone(), f.root.recipient()])
             .unwrap();
@@ -1380,6 +1400,7 @@ mod tests {
             removed: vec![],
             assigned: BTreeMap::new(),
             oldest: 0,
+            notices: false,
         };
         // Versions 3 to 20, signed by the operator while this host was away;
         // version 6 removes the root host.
@@ -1404,6 +1425,10 @@ mod tests {
         f.cache
             .apply(&FleetKey::Hosts(19), &lists[&19], 19, &mut out);
         assert_eq!(f.cache.hosts_version(), 19, "{:?}", f.cache.refused);
+        // The version that waited is passed over: its refusal goes at once,
+        // not when it is read again.
+        assert!(f.cache.refused.is_empty(), "{:?}", f.cache.refused);
+        assert!(!f.cache.is_waiting(&FleetKey::Hosts(10).to_string()));
         // The removal it passed over is known all the same.
         assert_eq!(f.cache.removal, Some((19, vec![f.root.recipient()])));
         // What it passed over is older, and no fork.

@@ -42,7 +42,7 @@
 //! Keys and values are base64 in the JSON and 64-bit numbers are strings;
 //! this module hides both. Messages name the endpoints; never a value.
 
-use super::kv::{Backend, Compare, KvError, Op};
+use super::kv::{Backend, Compare, KvError, Op, Watched};
 use super::kv::{Kv, WatchEvent, WatchMessage};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -989,20 +989,24 @@ impl Etcd {
         }
     }
 
-    /// Opens a watch on every key under `prefix` from `start_revision`, and
+    /// Opens a watch on what `watched` names from `start_revision`, and
     /// calls `on_message` for each message until the stream ends or
     /// `on_message` returns false.
     pub fn watch(
         &self,
-        prefix: &str,
+        watched: &Watched,
         start_revision: i64,
         mut on_message: impl FnMut(WatchMessage) -> bool,
     ) -> Result<(), KvError> {
-        let body = json!({"create_request": {
-            "key": b64(prefix.as_bytes()),
-            "range_end": b64(&prefix_end(prefix)),
+        let mut create = json!({
+            "key": b64(watched.start.as_bytes()),
+            "range_end": b64(&watched.end),
             "start_revision": start_revision.to_string(),
-        }});
+        });
+        if !watched.puts {
+            create["filters"] = json!(["NOPUT"]);
+        }
+        let body = json!({ "create_request": create });
         let resp = self.post(&self.watch_agent, "/v3/watch", &body, Deadlines::UNARY)?;
         let reader = CapRead::new(resp.into_reader(), self.config.reads.string_cap());
         let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
@@ -1099,11 +1103,11 @@ impl Backend for Etcd {
 
     fn watch(
         &self,
-        prefix: &str,
+        watched: &Watched,
         start: i64,
         on_message: &mut dyn FnMut(WatchMessage) -> bool,
     ) -> Result<(), KvError> {
-        Etcd::watch(self, prefix, start, on_message)
+        Etcd::watch(self, watched, start, on_message)
     }
 
     fn take_reset(&self) -> bool {

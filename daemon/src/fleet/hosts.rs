@@ -444,20 +444,28 @@ fn rotate(store: &FleetStore, project: &str) -> Result<bool> {
             compare.push(Compare::mod_revision(&vault_key.to_string(), mod_revision));
         }
     }
-    for r in &removed {
-        ops.push(Op::delete(&FleetKey::key(r, project).to_string()));
-    }
     let created = flux_vault::time::created_stamp();
     let plain = new.to_file_contents(&created);
     // This host first, so that its new key is in the first transaction,
     // with the vault it opens.
     let mut hosts = list.serving(project);
     hosts.sort_by_key(|h| h.recipient != store.recipient());
-    let (mut keys, mine) =
-        store.key_puts(project, plain.as_bytes(), version, list.version, &hosts)?;
+    let (keys, mine) = store.key_puts(project, plain.as_bytes(), version, list.version, &hosts)?;
     let mine = mine.expect("this host is listed");
-    let rest = keys.split_off(keys.len().min(MAX_TXN_OPS.saturating_sub(ops.len())));
     ops.extend(keys);
+    for r in &removed {
+        ops.push(Op::delete(&FleetKey::key(r, project).to_string()));
+    }
+    ops.extend(FleetStore::notice_deletes(
+        &list,
+        removed.iter().map(String::as_str),
+        project,
+    ));
+    if vault_env.is_some() {
+        ops.extend(store.notice_puts(&list, project, version));
+    }
+    let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
+    compare.extend(store.no_newer_list(&list));
     let (ok, revision) = store.txn(compare, ops)?;
     if !ok {
         store.refresh_held(project)?;

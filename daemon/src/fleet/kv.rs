@@ -109,11 +109,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Whether history up to `revision` is gone (`None`: cannot tell).
     fn compacted_past(&self, revision: i64) -> Option<bool>;
 
-    /// Follows every change under `prefix` from revision `start`, until
+    /// Follows the changes `watched` names from revision `start`, until
     /// `on_message` answers false or the stream breaks.
     fn watch(
         &self,
-        prefix: &str,
+        watched: &Watched,
         start: i64,
         on_message: &mut dyn FnMut(WatchMessage) -> bool,
     ) -> Result<(), KvError>;
@@ -152,6 +152,55 @@ impl dyn Backend {
     /// The keys under `prefix`, now.
     pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<(String, i64)>, KvError> {
         self.keys_at(prefix, 0)
+    }
+}
+
+/// What one watch follows: every key from `start` up to, not including,
+/// `end` — all their changes, or (`puts` false) their deletions only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub start: String,
+    pub end: Vec<u8>,
+    pub puts: bool,
+}
+
+impl Watched {
+    /// Every change under `prefix`.
+    pub fn prefix(prefix: &str) -> Self {
+        Self {
+            start: prefix.to_owned(),
+            end: prefix_end(prefix),
+            puts: true,
+        }
+    }
+
+    /// Every change from `start` up to, not including, `end`.
+    pub fn between(start: &str, end: &str) -> Self {
+        Self {
+            start: start.to_owned(),
+            end: end.as_bytes().to_vec(),
+            puts: true,
+        }
+    }
+
+    /// The same keys, their deletions only.
+    pub fn deletions(self) -> Self {
+        Self {
+            puts: false,
+            ..self
+        }
+    }
+
+    /// True when `event` is one this watch is sent.
+    pub fn sends(&self, event: &WatchEvent) -> bool {
+        let (key, put) = match event {
+            WatchEvent::Put(kv) => (&kv.key, true),
+            WatchEvent::Delete { key, .. } => (key, false),
+        };
+        let key = key.as_bytes();
+        (self.puts || !put)
+            && key >= self.start.as_bytes()
+            && (self.end == [0] || key < self.end.as_slice())
     }
 }
 

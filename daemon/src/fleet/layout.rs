@@ -7,11 +7,16 @@
 //! /flux/v3/fleet/vaults/<project>        the project's sealed age vault
 //! /flux/v3/fleet/deleted/<project>       a project's deletion
 //! /flux/v3/keys/<host>/<project>         the project's key, age-encrypted to that host
+//! /flux/v3/keys/<host>/<project>/changed a notice: the vault's version, written with each
+//!                                        set for the project's other hosts (once projects
+//!                                        are assigned)
 //! ```
 //!
-//! A host watches two prefixes: `/flux/v3/fleet/` (what every host needs)
-//! and `/flux/v3/keys/<its recipient>/` (its own keys only), so it never
-//! receives another host's key writes.
+//! A host watches `/flux/v3/fleet/` (what every host needs; once projects
+//! are assigned, vaults' deletions only) and `/flux/v3/keys/<its
+//! recipient>/` (its own keys and notices only), so it never receives
+//! another host's key writes, nor — once projects are assigned — a set on
+//! a project it does not serve ([`Notice`]).
 
 use flux_protocol::limits::validate_project_name;
 use std::fmt;
@@ -96,9 +101,55 @@ impl FleetKey {
     }
 }
 
-/// `/flux/v3/keys/<host>/`: the keys wrapped for one host.
+/// `/flux/v3/keys/<host>/`: the keys wrapped for one host, and its
+/// notices.
 pub fn keys_of(host: &str) -> String {
     format!("{KEYS}{host}/")
+}
+
+/// What a notice's key ends with.
+const CHANGED: &str = "/changed";
+
+/// A notice: `project`'s vault changed, for `host`, one of the project's
+/// hosts. Its value is the new vault's version (decimal). It is not signed
+/// and carries nothing to trust: it only tells the host which vault to
+/// read, and the vault read is verified like any other
+/// ([`super::cache`]). [`FleetKey::parse`] sees no key in it, so a fluxd
+/// that does not know notices passes over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub host: String,
+    pub project: String,
+}
+
+impl Notice {
+    /// The notice of `project` for `host`.
+    pub fn new(host: &str, project: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+            project: project.to_owned(),
+        }
+    }
+
+    /// Parses a notice's key; `None` for any other key.
+    pub fn parse(key: &str) -> Option<Self> {
+        let (host, rest) = key.strip_prefix(KEYS)?.split_once('/')?;
+        let name = rest.strip_suffix(CHANGED)?;
+        (!host.is_empty())
+            .then(|| project(name).map(|project| Self::new(host, &project)))
+            .flatten()
+    }
+
+    /// The version a notice's value names (`None`: not a number).
+    pub fn version(value: &[u8]) -> Option<u64> {
+        std::str::from_utf8(value).ok()?.parse().ok()
+    }
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{KEYS}{}/{}{CHANGED}", self.host, self.project)
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +171,21 @@ mod tests {
         assert_eq!(FleetKey::parse("/flux/v3/fleet/hosts/7"), None);
         assert_eq!(FleetKey::parse("/flux/v3/keys//app"), None);
         assert_eq!(FleetKey::parse("/elsewhere"), None);
+    }
+
+    #[test]
+    fn notices_parse_and_print_back_and_are_no_key() {
+        let notice = Notice::new("age1x", "app");
+        assert_eq!(notice.to_string(), "/flux/v3/keys/age1x/app/changed");
+        assert_eq!(Notice::parse(&notice.to_string()), Some(notice.clone()));
+        assert_eq!(FleetKey::parse(&notice.to_string()), None);
+        assert_eq!(
+            Notice::parse(&FleetKey::key("age1x", "app").to_string()),
+            None
+        );
+        assert_eq!(Notice::parse("/flux/v3/keys/age1x/a/b/changed"), None);
+        assert_eq!(Notice::parse("/flux/v3/keys//app/changed"), None);
+        assert_eq!(Notice::version(b"17"), Some(17));
+        assert_eq!(Notice::version(b"x"), None);
     }
 }

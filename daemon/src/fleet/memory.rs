@@ -6,7 +6,7 @@
 //! change since the revision asked for.
 
 use super::kv::KvError;
-use super::kv::{Backend, Compare, Kv, Op, WatchEvent, WatchMessage};
+use super::kv::{Backend, Compare, Kv, Op, WatchEvent, WatchMessage, Watched};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -22,11 +22,32 @@ pub struct Memory {
     /// Every change, with its revision, for watches.
     log: Mutex<Vec<(i64, WatchEvent)>>,
     changed: Condvar,
+    /// Events sent to watches, by the first key they follow.
+    delivered: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Memory {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Events sent so far to the watches that follow keys from `start`
+    /// (a host's own prefix: what it was sent).
+    pub fn delivered(&self, start: &str) -> usize {
+        self.delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(start)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// True once a watch follows keys from `start`.
+    pub fn watching(&self, start: &str) -> bool {
+        self.delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(start)
     }
 
     /// The keys it holds under `prefix`.
@@ -150,7 +171,7 @@ impl Backend for Arc<Memory> {
 
     fn watch(
         &self,
-        prefix: &str,
+        watched: &Watched,
         start: i64,
         on_message: &mut dyn FnMut(WatchMessage) -> bool,
     ) -> Result<(), KvError> {
@@ -173,16 +194,16 @@ impl Backend for Arc<Memory> {
                         .0
                 };
                 log.iter()
-                    .filter(|(r, e)| {
-                        *r >= next
-                            && match e {
-                                WatchEvent::Put(kv) => kv.key.starts_with(prefix),
-                                WatchEvent::Delete { key, .. } => key.starts_with(prefix),
-                            }
-                    })
+                    .filter(|(r, e)| *r >= next && watched.sends(e))
                     .cloned()
                     .collect()
             };
+            *self
+                .delivered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(watched.start.clone())
+                .or_default() += events.len();
             if events.is_empty() {
                 if !on_message(WatchMessage::Other) {
                     return Ok(());
@@ -215,6 +236,7 @@ mod tests {
     use super::*;
     use crate::fleet::FleetOptions;
     use crate::fleet::hosts::FleetHosts;
+    use crate::fleet::layout::{VAULTS, keys_of};
     use crate::fleet::store::FleetStore;
     use crate::store::{Hosts, SignedHosts, Store};
     use flux_vault::ProjectKey;
@@ -264,6 +286,7 @@ mod tests {
             removed: vec![],
             assigned: Default::default(),
             oldest: 0,
+            notices: false,
         };
         publish(&a, op.sign_hosts(&doc), op.sign_id());
         // B follows the store: a full read, then the watch.
@@ -305,6 +328,7 @@ mod tests {
             removed: vec![],
             assigned: Default::default(),
             oldest: 0,
+            notices: false,
         };
         let v1 = op.sign_hosts(&doc);
         publish(&a, v1.clone(), op.sign_id());
@@ -335,10 +359,119 @@ mod tests {
         assert!(b.load_vault("app").unwrap().is_some());
         assert!(b.load_vault("solo").unwrap().is_none());
         assert!(b.load_key("solo").is_err());
+        // What B is sent: its key of "app" and the notice of its vault (the
+        // list assigns projects: notices are on), nothing of "solo".
         assert_eq!(
             kv.keys(&format!("/flux/v3/keys/{}/", b.recipient())),
-            [format!("/flux/v3/keys/{}/app", b.recipient())]
+            [
+                format!("/flux/v3/keys/{}/app", b.recipient()),
+                format!("/flux/v3/keys/{}/app/changed", b.recipient())
+            ]
         );
         assert_eq!(a.projects().unwrap(), ["app", "solo"]);
+    }
+
+    #[test]
+    fn once_projects_are_assigned_a_set_is_sent_to_the_projects_hosts_only() {
+        let kv = Arc::new(Memory::default());
+        let op = OperatorKey::generate();
+        let (_a_dir, a) = host(&kv, &op);
+        let (_b_dir, b) = host(&kv, &op);
+        let (_c_dir, c) = host(&kv, &op);
+        let mut doc = HostsDoc {
+            fleet: op.fleet_id(),
+            version: 1,
+            previous: String::new(),
+            hosts: vec![a.identity().record()],
+            removed: vec![],
+            assigned: Default::default(),
+            oldest: 0,
+            notices: false,
+        };
+        let v1 = op.sign_hosts(&doc);
+        publish(&a, v1.clone(), op.sign_id());
+        let all = vec![
+            a.identity().record(),
+            b.identity().record(),
+            c.identity().record(),
+        ];
+        doc = doc.next(&v1, all.clone(), vec![]).unwrap();
+        let v2 = op.sign_hosts(&doc);
+        publish(&a, v2.clone(), Vec::new());
+        // Sealing is randomized: each vault sealed once.
+        let (app_key, duo_key) = (ProjectKey::generate(), ProjectKey::generate());
+        let vaults = |project: &str, key: &ProjectKey| -> Vec<Vec<u8>> {
+            (1..=3)
+                .map(|revision| seal(project, &Secrets::new(), revision, key).unwrap())
+                .collect()
+        };
+        let (app, duo) = (vaults("app", &app_key), vaults("duo", &duo_key));
+        let digest = |vault: &[u8]| -> [u8; 32] { sha2::Sha256::digest(vault).into() };
+        a.create_key("app", &app_key).unwrap();
+        a.store_vault("app", &app[0]).unwrap();
+        b.resync().unwrap();
+        c.resync().unwrap();
+        // Without assignments every host watches the vaults: no notices.
+        let notices = || -> Vec<String> {
+            kv.keys("/flux/v3/keys/")
+                .into_iter()
+                .filter(|k| k.ends_with("/changed"))
+                .collect()
+        };
+        assert!(notices().is_empty());
+        // "duo" (not created yet) goes to A and B: notices are on from
+        // this list on; "app" stays on every host.
+        let mut next = doc.next(&v2, all, vec![]).unwrap();
+        next.assign("duo", &[a.recipient().to_owned(), b.recipient().to_owned()])
+            .unwrap();
+        publish(&a, op.sign_hosts(&next), Vec::new());
+        // B, still holding the list before, writes "app": the newer list
+        // fails the write, B reads it, and its next try tells A and C.
+        assert!(!b.notices());
+        assert!(
+            !b.store_vault_if("app", Some(&digest(&app[0])), &app[1])
+                .unwrap()
+        );
+        assert!(b.notices());
+        assert!(
+            b.store_vault_if("app", Some(&digest(&app[0])), &app[1])
+                .unwrap()
+        );
+        let mut told =
+            [a.recipient(), c.recipient()].map(|h| format!("/flux/v3/keys/{h}/app/changed"));
+        told.sort();
+        assert_eq!(notices(), told);
+        // B and C follow the store; sets of "duo" on A reach B by its
+        // notice alone, and C is sent nothing.
+        for host in [&b, &c] {
+            let (tx, feed) = crate::fleet::watch::channel(host);
+            crate::fleet::watch::spawn(host, &tx, 0).unwrap();
+            std::mem::forget(feed);
+        }
+        eventually("B and C watching", || {
+            [&b, &c]
+                .iter()
+                .all(|h| kv.watching(&keys_of(h.recipient())))
+        });
+        a.create_key("duo", &duo_key).unwrap();
+        let on_b = |vault: &Vec<u8>| {
+            let (b, vault) = (b.clone(), vault.clone());
+            move || b.load_vault("duo").ok().flatten() == Some(vault.clone())
+        };
+        a.store_vault("duo", &duo[0]).unwrap();
+        eventually("duo on B", on_b(&duo[0]));
+        // B is sent duo's key and the notice of its vault: two events.
+        let sent = |h: &Arc<FleetStore>| kv.delivered(&keys_of(h.recipient()));
+        eventually("B sent duo's key and notice", || sent(&b) == 2);
+        assert!(
+            a.store_vault_if("duo", Some(&digest(&duo[0])), &duo[1])
+                .unwrap()
+        );
+        eventually("duo's next vault on B", on_b(&duo[1]));
+        eventually("B sent one more notice", || sent(&b) == 3);
+        assert_eq!(sent(&c), 0, "C is sent nothing of duo");
+        assert_eq!(kv.delivered(VAULTS), 0, "no host is sent a vault");
+        assert_eq!(sent(&b), 3, "B is sent nothing more");
+        assert!(c.load_vault("duo").unwrap().is_none() && c.load_key("duo").is_err());
     }
 }

@@ -1,9 +1,16 @@
-//! The etcd watch: the change feed of fleet mode. Each host follows two
-//! prefixes — `/flux/v3/fleet/` (the fleet id, host lists, vaults,
-//! deletions) and `/flux/v3/keys/<its recipient>/` (its own wrapped keys),
-//! never another host's keys — one thread each, and verifies everything it
-//! receives before it is held ([`super::cache`]): new vaults are swapped in
-//! exactly as the folder watcher's are.
+//! The etcd watch: the change feed of fleet mode. Each host follows three
+//! ranges, one thread each ([`FleetStore::watched`]): the fleet id, host
+//! lists and deletions; the vaults; and `/flux/v3/keys/<its recipient>/`
+//! (its own wrapped keys and notices), never another host's. Once the host
+//! list turns notices on (projects are assigned), the vaults' watch is
+//! sent their deletions only, and a set reaches a host as a notice under
+//! its own prefix — only the project's hosts are sent anything — whose
+//! vault it then reads ([`FleetStore::apply`]). The vaults' thread
+//! switches at its next message after the list that turns them on, and a
+//! write under an older list fails and is decided again
+//! ([`FleetStore::no_newer_list`]), so no set goes unseen in between.
+//! Everything received is verified before it is held ([`super::cache`]):
+//! new vaults are swapped in exactly as the folder watcher's are.
 //!
 //! After each batch, a thread sends the projects that changed, and those a
 //! signed deletion removed as [`Change::Gone`]. When a stream breaks, the
@@ -52,11 +59,11 @@ pub fn spawn(
     tx: &mpsc::UnboundedSender<Change>,
     revision: i64,
 ) -> Result<()> {
-    for prefix in store.watched() {
+    for which in 0..store.watched().len() {
         let (store, tx) = (store.clone(), tx.clone());
         std::thread::Builder::new()
             .name("fluxd-etcd-watch".into())
-            .spawn(move || run(&store, &prefix, revision, &tx))
+            .spawn(move || run(&store, which, revision, &tx))
             .map_err(|e| Error::Internal(format!("cannot start the etcd watcher: {e}")))?;
     }
     let (probe, tx) = (store.clone(), tx.clone());
@@ -99,7 +106,9 @@ fn send(tx: &mpsc::UnboundedSender<Change>, applied: Applied) -> bool {
     !tx.is_closed()
 }
 
-fn run(store: &FleetStore, prefix: &str, revision: i64, tx: &mpsc::UnboundedSender<Change>) {
+/// Follows the range `which` of [`FleetStore::watched`], as it is now: it
+/// starts again from where it was when the range changes.
+fn run(store: &FleetStore, which: usize, revision: i64, tx: &mpsc::UnboundedSender<Change>) {
     let mut start = revision + 1;
     let mut need_resync = revision == 0;
     let mut backoff = BACKOFF_MIN;
@@ -125,7 +134,8 @@ fn run(store: &FleetStore, prefix: &str, revision: i64, tx: &mpsc::UnboundedSend
                 }
             }
         }
-        let result = store.watch(prefix, start, |message| {
+        let watched = store.watched()[which].clone();
+        let result = store.watch(&watched, start, |message| {
             if tx.is_closed() {
                 return false;
             }
@@ -149,15 +159,27 @@ fn run(store: &FleetStore, prefix: &str, revision: i64, tx: &mpsc::UnboundedSend
                 }
                 WatchMessage::Events { revision, events } => {
                     let applied = store.apply(events);
-                    store.note_applied(revision);
-                    let lost = applied.lost;
-                    start = revision + 1;
+                    let (lost, unread) = (applied.lost, applied.unread);
                     if !send(tx, applied) {
                         return false;
                     }
+                    if unread {
+                        // Back to these events: what a notice named is
+                        // read again (what was applied stays applied).
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        return false;
+                    }
+                    store.note_applied(revision);
+                    start = revision + 1;
                     store.flush();
                     if lost && let Err(e) = store.repair(false) {
                         warn!(error = %e, "cannot write back what etcd lost; trying again with the next write");
+                    }
+                    if store.watched()[which] != watched {
+                        // The host list turned notices on: follow the
+                        // range as it is now, from here.
+                        return false;
                     }
                 }
                 WatchMessage::Compacted { compact_revision } => {

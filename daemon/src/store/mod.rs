@@ -140,6 +140,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn not_found_hint(&self) -> NotFoundHint {
         NotFoundHint::Fluxctl
     }
+
+    /// Writes what the store still owes its disk — fleet mode's local copy
+    /// of what it last took from etcd, which is written after it is served —
+    /// at shutdown, once no request runs: what a host served before it
+    /// stopped is what it serves from its copy after a restart.
+    fn finish(&self) {}
 }
 
 /// A store as start-up picked it: the store, its change feed and its host

@@ -3,8 +3,9 @@
 //! ciphertext, on its disk or in its memory — so a stolen host key opens
 //! its own projects only. Taking a project away from a host drops its
 //! copies there and re-keys the project; a host removal re-keys only what
-//! the removed host served. docs/FLEET.md ("Projects assigned to hosts")
-//! names these tests.
+//! the removed host served. Once projects are assigned, a set is sent to
+//! the project's hosts only, as notices. docs/FLEET.md ("Projects assigned
+//! to hosts") names these tests.
 
 use crate::attacks::vault_in_etcd;
 use crate::cluster::{Etcd, have_etcd};
@@ -373,7 +374,12 @@ fn host_lists_keep_a_bounded_history_and_a_host_that_missed_it_catches_up() {
     assert!(version > 20, "version {version}");
     let kept = flux_vault::membership::KEPT_VERSIONS as usize;
     let in_etcd = etcd.raw().list("/flux/v3/fleet/hosts/").len();
-    assert!(in_etcd <= kept, "etcd keeps {in_etcd} host list versions");
+    assert!(
+        in_etcd <= kept,
+        "etcd keeps {in_etcd} host list versions\nA:\n{}\nB:\n{}",
+        hosts[0].log(),
+        hosts[1].log()
+    );
     let on_disk = std::fs::read_dir(hosts[0].layout().fleet_dir().join(fleet_copy::HOSTS))
         .unwrap()
         .count();
@@ -390,7 +396,12 @@ fn host_lists_keep_a_bounded_history_and_a_host_that_missed_it_catches_up() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let problems = fleet_info(&hosts[2])["problems"].clone();
-    assert_eq!(problems, serde_json::json!([]), "{problems}");
+    assert_eq!(
+        problems,
+        serde_json::json!([]),
+        "{problems}\n{}",
+        hosts[2].log()
+    );
     // And a new host joins from the kept versions alone.
     let d = joiner(&etcd, &fleet_id(&hosts[0]));
     join(&hosts[0], &d);
@@ -493,4 +504,86 @@ fn a_removal_is_re_keyed_by_every_host_its_share() {
             serves(h, name, "TOKEN", "before", "after the removal");
         }
     }
+}
+
+/// Watch events etcd sends for one set of `project` on `by`, once the
+/// fleet is quiet, and checks that `hosts` all serve the new value.
+fn events_per_set(
+    etcd: &Etcd,
+    by: &TestDaemon,
+    hosts: &[&TestDaemon],
+    project: &str,
+    value: &str,
+) -> u64 {
+    let member = &etcd.members[0];
+    // Quiet: nothing sent for a moment (the hosts' probes send no events).
+    let mut before = member.watch_events_sent();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = member.watch_events_sent();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    set(by, project, "TOKEN", value);
+    for h in hosts {
+        wait_for(h, project, "the set", |c| has_value(c, "TOKEN", value));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    member.watch_events_sent() - before
+}
+
+#[test]
+fn once_projects_are_assigned_a_set_is_sent_to_the_projects_hosts_only() {
+    if !have_etcd("once_projects_are_assigned_a_set_is_sent_to_the_projects_hosts_only") {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let hosts = fleet(&etcd, 3, "app");
+    let (a, b) = (recipient(&hosts[0]), recipient(&hosts[1]));
+    let all: Vec<&TestDaemon> = hosts.iter().collect();
+    // Every project on every host: each host watches the vaults, and is
+    // sent each set's vault.
+    assert_eq!(events_per_set(&etcd, &hosts[0], &all, "app", "v1"), 3);
+    // "duo" on A and B: from this list on, a set is a notice to each of
+    // the project's other hosts, under that host's own prefix.
+    let out = assign(&hosts[0], "duo", &[&a, &b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hosts[0].create_project("duo");
+    set(&hosts[0], "duo", "TOKEN", "d0");
+    wait_for(&hosts[1], "duo", "duo", |c| has_value(c, "TOKEN", "d0"));
+    assert_eq!(
+        events_per_set(&etcd, &hosts[0], &all[..2], "duo", "d1"),
+        1,
+        "one notice, to B"
+    );
+    assert_eq!(
+        events_per_set(&etcd, &hosts[1], &all[..2], "duo", "d2"),
+        1,
+        "one notice, to A"
+    );
+    assert!(!lists(&hosts[2], "duo") && !holds_a_copy(&hosts[2], "duo"));
+    // A project every host serves: a notice to each other host.
+    assert_eq!(events_per_set(&etcd, &hosts[2], &all, "app", "v2"), 2);
+    let mut told: Vec<String> = etcd
+        .raw()
+        .list("/flux/v3/keys/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.ends_with("/changed"))
+        .collect();
+    told.sort();
+    let mut expected = vec![
+        format!("/flux/v3/keys/{a}/duo/changed"),
+        format!("/flux/v3/keys/{b}/duo/changed"),
+        format!("/flux/v3/keys/{a}/app/changed"),
+        format!("/flux/v3/keys/{b}/app/changed"),
+    ];
+    expected.sort();
+    assert_eq!(told, expected, "no notice for C of duo, none for a writer");
 }

@@ -114,6 +114,16 @@ impl EtcdMember {
         format!("{scheme}://127.0.0.1:{}", self.client)
     }
 
+    /// Watch events this member has sent so far
+    /// (`etcd_debugging_mvcc_events_total` of its `/metrics`).
+    pub fn watch_events_sent(&self) -> u64 {
+        let (_, text) = http(self.client, "GET", "/metrics", None, None).expect("etcd's /metrics");
+        text.lines()
+            .filter_map(|l| l.strip_prefix("etcd_debugging_mvcc_events_total"))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.join(&self.name)
     }

@@ -225,6 +225,7 @@ fn a_removed_host_cannot_fork_the_list_that_removed_it() {
         removed: vec![],
         assigned: Default::default(),
         oldest: 0,
+        notices: false,
     };
     let key = FleetKey::Hosts(fork.version);
     for claim in [c.as_str(), "operator"] {

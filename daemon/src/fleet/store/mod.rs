@@ -34,9 +34,8 @@ use super::cache::{Applied, Cache, Persist};
 use super::envelope::{self, Kind, Signing};
 use super::etcd::{self, Etcd};
 use super::identity::{HostIdentity, fleet_id, parse_fleet_id, parse_recipient, wrap_for};
-use super::kv::{Backend, Compare, Op};
-use super::kv::{Kv, KvError, WatchEvent};
-use super::layout::{DELETED, FLEET, FleetKey, HOSTS, ID, VAULTS, keys_of};
+use super::kv::{Backend, Compare, Kv, KvError, Op, WatchEvent, Watched};
+use super::layout::{DELETED, FLEET, FleetKey, HOSTS, ID, Notice, VAULTS, keys_of};
 use super::{FleetOptions, MAX_TXN_OPS};
 use crate::error::{Error, Location, Result, Unavailable};
 use crate::store::Store;
@@ -751,8 +750,79 @@ impl FleetStore {
 }
 
 impl FleetStore {
-    /// Prefixes this host watches.
-    pub fn watched(&self) -> [String; 2] {
-        [FLEET.to_owned(), keys_of(&self.me)]
+    /// What this host watches, one watch each: the fleet id, host lists and
+    /// deletions (every key of `/flux/v3/fleet/` before the vaults); the
+    /// vaults (their deletions only once the host list turned notices on);
+    /// and its own prefix under `/flux/v3/keys/` (its keys and notices).
+    pub fn watched(&self) -> [Watched; 3] {
+        let vaults = Watched::prefix(VAULTS);
+        [
+            Watched::between(FLEET, VAULTS),
+            if self.notices() {
+                vaults.deletions()
+            } else {
+                vaults
+            },
+            Watched::prefix(&keys_of(&self.me)),
+        ]
+    }
+
+    /// True when sets reach this host as notices (the held host list turned
+    /// them on: [`super::cache::HostList::notices`]): its watch of the
+    /// vaults is sent their deletions only.
+    pub fn notices(&self) -> bool {
+        self.cache().host_list().is_some_and(|l| l.notices)
+    }
+
+    /// The notices of a write of `project`'s vault at `version`, for the
+    /// project's hosts under `list` but this one — when `list` turned
+    /// notices on; none otherwise (every host watches the vaults).
+    pub(super) fn notice_puts(
+        &self,
+        list: &super::cache::HostList,
+        project: &str,
+        version: u64,
+    ) -> Vec<Op> {
+        if !list.notices {
+            return Vec::new();
+        }
+        list.serving(project)
+            .iter()
+            .filter(|h| h.recipient != self.me)
+            .map(|h| {
+                Op::put(
+                    &Notice::new(&h.recipient, project).to_string(),
+                    version.to_string().as_bytes(),
+                )
+            })
+            .collect()
+    }
+
+    /// Deletes `project`'s notices for `hosts` (when `list` turned notices
+    /// on): a deleted project, or hosts it was taken from.
+    pub(super) fn notice_deletes<'a>(
+        list: &super::cache::HostList,
+        hosts: impl IntoIterator<Item = &'a str>,
+        project: &str,
+    ) -> Vec<Op> {
+        if !list.notices {
+            return Vec::new();
+        }
+        hosts
+            .into_iter()
+            .map(|h| Op::delete(&Notice::new(h, project).to_string()))
+            .collect()
+    }
+
+    /// The compare that fails when the store holds a host list newer than
+    /// `list` that this host has not read: a write decided under an older
+    /// list (whom to wrap keys for, whom to send notices) is decided again
+    /// after reading it. `None` when this host saw something there and
+    /// refused it (that refusal already holds writes back:
+    /// [`Self::my_host_list`]).
+    pub(super) fn no_newer_list(&self, list: &super::cache::HostList) -> Option<Compare> {
+        let next = FleetKey::Hosts(list.version.saturating_add(1));
+        (self.cache().etcd_revision(&next, 0) == 0)
+            .then(|| Compare::mod_revision(&next.to_string(), 0))
     }
 }

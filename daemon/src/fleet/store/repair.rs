@@ -116,7 +116,8 @@ impl FleetStore {
                 written += 1;
             }
         }
-        let hosts = self.host_list().map(|l| l.hosts).unwrap_or_default();
+        let list = self.host_list();
+        let hosts = list.as_ref().map(|l| l.hosts.clone()).unwrap_or_default();
         for (project, revision) in resurrected {
             let vault = FleetKey::vault(&project).to_string();
             let mut ops = vec![Op::delete(&vault)];
@@ -125,6 +126,13 @@ impl FleetStore {
                     .iter()
                     .map(|h| Op::delete(&FleetKey::key(&h.recipient, &project).to_string())),
             );
+            if let Some(list) = &list {
+                ops.extend(Self::notice_deletes(
+                    list,
+                    hosts.iter().map(|h| h.recipient.as_str()),
+                    &project,
+                ));
+            }
             ops.truncate(MAX_TXN_OPS);
             let (ok, _) = self.txn(vec![Compare::mod_revision(&vault, revision)], ops)?;
             if ok {
@@ -173,15 +181,17 @@ impl FleetStore {
             epoch,
             &list.serving(project),
         )?;
-        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS - 2));
         ops.insert(0, Op::put(&key.to_string(), &env));
-        let (ok, revision) = self.txn(
-            vec![
-                Compare::mod_revision(&key.to_string(), 0),
-                Compare::mod_revision(&tomb.to_string(), tomb_revision),
-            ],
-            ops,
-        )?;
+        ops.extend(self.notice_puts(&list, project, version));
+        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
+        let compare = [
+            Compare::mod_revision(&key.to_string(), 0),
+            Compare::mod_revision(&tomb.to_string(), tomb_revision),
+        ]
+        .into_iter()
+        .chain(self.no_newer_list(&list))
+        .collect();
+        let (ok, revision) = self.txn(compare, ops)?;
         if !ok {
             self.refresh(project)?;
             return Ok(false);

@@ -204,25 +204,9 @@ impl FleetStore {
                 .filter(|k| matches!(k, FleetKey::Vault(_)))
                 .map(|k| k.to_string())
                 .collect();
-            if vaults.len() > REREAD_ONE_BY_ONE
-                && let (Some(first), Some(last)) = (vaults.first(), vaults.last())
-            {
-                // From the first to the last of them: a host is given
-                // projects in name order, so little else is read.
-                let mut end = last.as_bytes().to_vec();
-                end.push(0);
-                let read = self
-                    .etcd
-                    .range_between(first.as_bytes(), &end, 0, &mut |page| {
-                        let mut cache = self.cache();
-                        for kv in page.iter().filter(|kv| vaults.contains(&kv.key)) {
-                            if let Some(key) = FleetKey::parse(&kv.key) {
-                                cache.apply_kv(&key, kv, &mut applied);
-                            }
-                        }
-                    });
-                match read {
-                    Ok(_) => keys.retain(|k| !matches!(k, FleetKey::Vault(_))),
+            if vaults.len() > REREAD_ONE_BY_ONE {
+                match self.read_vault_pages(&vaults, &mut applied) {
+                    Ok(()) => keys.retain(|k| !matches!(k, FleetKey::Vault(_))),
                     Err(e) => {
                         debug!(error = %e, "cannot read the vaults again in pages; one by one")
                     }
@@ -242,14 +226,77 @@ impl FleetStore {
         applied
     }
 
+    /// Reads the vaults `keys` names in pages, from the first to the last
+    /// of them (a host is given projects in name order, so little else is
+    /// read), and applies them.
+    fn read_vault_pages(
+        &self,
+        keys: &BTreeSet<String>,
+        applied: &mut Applied,
+    ) -> std::result::Result<(), KvError> {
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+            return Ok(());
+        };
+        let mut end = last.as_bytes().to_vec();
+        end.push(0);
+        self.etcd
+            .range_between(first.as_bytes(), &end, 0, &mut |page| {
+                let mut cache = self.cache();
+                for kv in page.iter().filter(|kv| keys.contains(&kv.key)) {
+                    if let Some(key) = FleetKey::parse(&kv.key) {
+                        cache.apply_kv(&key, kv, applied);
+                    }
+                }
+            })
+            .map(drop)
+    }
+
+    /// Reads the vaults that notices named (see [`Self::apply`]): one
+    /// request each, or in pages when there are many.
+    fn read_noticed(
+        &self,
+        projects: &BTreeSet<String>,
+        applied: &mut Applied,
+    ) -> std::result::Result<(), KvError> {
+        if projects.len() > REREAD_ONE_BY_ONE {
+            let keys = projects
+                .iter()
+                .map(|p| FleetKey::vault(p).to_string())
+                .collect();
+            return self.read_vault_pages(&keys, applied);
+        }
+        for project in projects {
+            let key = FleetKey::vault(project);
+            if let Some(kv) = self.etcd.get(&key.to_string())? {
+                self.cache().apply_kv(&key, &kv, applied);
+            }
+        }
+        Ok(())
+    }
+
     /// Applies watch events. A deletion changes nothing held (see
     /// [`super::cache`]); it is noted, and [`Applied::lost`] set so the
-    /// caller runs [`Self::repair`].
+    /// caller runs [`Self::repair`]. A notice for this host of a project
+    /// it serves, naming a version newer than the vault it holds, has that
+    /// vault read and applied (verified like any other); when it cannot
+    /// be read, [`Applied::unread`] sends the watch back to the notice.
     pub fn apply(&self, events: Vec<WatchEvent>) -> Applied {
         let mut applied = Applied::default();
+        let mut noticed = BTreeSet::new();
         let mut cache = self.cache();
         for event in events {
             match event {
+                WatchEvent::Put(kv) if FleetKey::parse(&kv.key).is_none() => {
+                    if let Some(notice) = Notice::parse(&kv.key)
+                        && notice.host == self.me
+                        && cache.serves_here(&notice.project)
+                    {
+                        let held = cache.vaults.get(&notice.project).map_or(0, |h| h.version);
+                        if Notice::version(&kv.value).is_none_or(|v| v > held) {
+                            noticed.insert(notice.project);
+                        }
+                    }
+                }
                 WatchEvent::Put(kv) => {
                     if let Some(key) = FleetKey::parse(&kv.key) {
                         cache.apply_kv(&key, &kv, &mut applied);
@@ -275,6 +322,10 @@ impl FleetStore {
             }
         }
         drop(cache);
+        if let Err(e) = self.read_noticed(&noticed, &mut applied) {
+            debug!(error = %e, "cannot read the vaults notices named; the watch goes back to them");
+            applied.unread = true;
+        }
         let mut applied = self.reread(applied);
         self.queue(std::mem::take(&mut applied.persist));
         applied
@@ -286,15 +337,15 @@ impl FleetStore {
         self.etcd.take_reset()
     }
 
-    /// Follows `prefix` from `start` (see [`Etcd::watch`]).
+    /// Follows `watched` from `start` (see [`Etcd::watch`]).
     pub(in crate::fleet) fn watch(
         &self,
-        prefix: &str,
+        watched: &Watched,
         start: i64,
         on_message: impl FnMut(crate::fleet::kv::WatchMessage) -> bool,
     ) -> std::result::Result<(), KvError> {
         let mut on_message = on_message;
-        self.etcd.watch(prefix, start, &mut on_message)
+        self.etcd.watch(watched, start, &mut on_message)
     }
 
     /// Sets the change feed ([`super::watch`]).

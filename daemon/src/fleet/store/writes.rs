@@ -87,6 +87,11 @@ impl Store for FleetStore {
                 .iter()
                 .map(|h| Op::delete(&FleetKey::key(&h.recipient, project).to_string())),
         );
+        ops.extend(Self::notice_deletes(
+            &list,
+            list.hosts.iter().map(|h| h.recipient.as_str()),
+            project,
+        ));
         let revision = self.put_all(ops)?;
         self.held(&tomb_key, tomb, revision);
         self.queue(vec![
@@ -128,7 +133,7 @@ impl Store for FleetStore {
         expected: Option<&[u8; 32]>,
         ciphertext: &[u8],
     ) -> Result<bool> {
-        self.my_host_list()?;
+        let list = self.my_host_list()?;
         let key = FleetKey::vault(project);
         let (matches, held, base, version) = {
             let cache = self.cache();
@@ -153,12 +158,20 @@ impl Store for FleetStore {
         }
         // Compared with what etcd holds, accepted or not: a forgery or a
         // replayed old version there is written over.
+        // The project's other hosts are told in the same transaction
+        // (once the list turned notices on); a list newer than the one
+        // they were chosen by fails it, and the write is decided again.
         let env = self.sign(Kind::Vault, &key, version, ciphertext);
-        let (ok, revision) = self.txn(
-            vec![Compare::mod_revision(&key.to_string(), base)],
-            vec![Op::put(&key.to_string(), &env)],
-        )?;
+        let mut ops = vec![Op::put(&key.to_string(), &env)];
+        ops.extend(self.notice_puts(&list, project, version));
+        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
+        let compare = [Compare::mod_revision(&key.to_string(), base)]
+            .into_iter()
+            .chain(self.no_newer_list(&list))
+            .collect();
+        let (ok, revision) = self.txn(compare, ops)?;
         if ok {
+            self.put_all(rest)?;
             self.held(&key, env, revision);
             self.flush();
             return Ok(true);
@@ -189,17 +202,17 @@ impl Store for FleetStore {
         // list's epoch.
         let mut hosts = list.serving(project);
         hosts.sort_by_key(|h| h.recipient != self.me);
-        let (mut keys, mine) =
+        let (keys, mine) =
             self.key_puts(project, plain.as_bytes(), version, list.version, &hosts)?;
         let mine = mine.expect("this host is listed");
-        let rest = keys.split_off(keys.len().min(MAX_TXN_OPS - 1));
         let mut ops = vec![Op::put(&vault_key.to_string(), &env)];
         ops.extend(keys);
-        let compare = if base == 0 {
-            vec![]
-        } else {
-            vec![Compare::mod_revision(&vault_key.to_string(), base)]
-        };
+        ops.extend(self.notice_puts(&list, project, version));
+        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
+        let mut compare: Vec<Compare> = self.no_newer_list(&list).into_iter().collect();
+        if base != 0 {
+            compare.push(Compare::mod_revision(&vault_key.to_string(), base));
+        }
         let (ok, revision) = self.txn(compare, ops)?;
         if !ok {
             self.refresh(project)?;
@@ -229,6 +242,10 @@ impl Store for FleetStore {
 
     fn check_key_private(&self, _project: &str) -> Result<()> {
         Ok(())
+    }
+
+    fn finish(&self) {
+        self.flush();
     }
 
     fn health(&self, project: &str) -> Option<String> {
