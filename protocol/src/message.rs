@@ -65,7 +65,7 @@ macro_rules! request_kinds {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum RequestKind {
             $(
-                #[doc = concat!("[`Request::", stringify!($variant), "`]: `", $op, "`.")]
+                #[doc = concat!("A [`Request::", stringify!($variant), "`], named `", $op, "`.")]
                 $variant,
             )*
         }
