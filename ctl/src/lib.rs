@@ -1,7 +1,7 @@
 //! `fluxctl`, the operator CLI for Flux Secrets, as a library: `main.rs`
 //! (`fluxctl`) and `flux.rs` (`flux`, the product page's name) call
 //! [`entry::main`], which parses the command line with [`Cli`] under the
-//! name it runs as and calls [`run`]. The command line's grammar is
+//! name it runs as and calls [`run()`]. The command line's grammar is
 //! declared in `cli.rs`; what goes to stdout (JSON, text, columns) is
 //! written by `output.rs`; each command lives in its own module.
 //!
