@@ -23,7 +23,7 @@
 use crate::failure::{Failure, Result};
 use crate::target::Target;
 use crate::{columns, out, out_json};
-use flux_protocol::message::{AuditTrailEntry, AuditTrailQuery, Request, Response};
+use flux_protocol::message::{AuditTrailEntry, AuditTrailQuery, Request, RequestKind, Response};
 use flux_protocol::{ClientError, ErrorCode};
 use flux_vault::chain::{AuditKey, Finding};
 use flux_vault::layout::StateDir;
@@ -44,9 +44,7 @@ pub(crate) fn verify(
         // What fluxd reports: its state folder, its log and how many
         // rotated files it keeps.
         let Response::Health(health) = target.control()?.call(&Request::Health)? else {
-            return Err(Failure::general(
-                "fluxd answered health with an unexpected message",
-            ));
+            return Err(Failure::unexpected(RequestKind::Health));
         };
         let log = health
             .audit

@@ -13,6 +13,7 @@
 //! | 6 | unavailable: nothing was changed, retry later (etcd unreachable, audit log not writable, disk full or read-only) |
 //! | 7 | `status` only: a project cannot be served as stored, or fluxd reports a problem ([`crate::status`]) |
 
+use flux_protocol::message::RequestKind;
 use flux_protocol::{ClientError, ErrorCode};
 use std::fmt;
 
@@ -44,6 +45,14 @@ impl Failure {
 
     pub fn general(message: impl Into<String>) -> Self {
         Self::new(EXIT_FAILURE, message)
+    }
+
+    /// fluxd answered a request of `kind` with a message of another kind.
+    pub fn unexpected(kind: RequestKind) -> Self {
+        Self::general(format!(
+            "fluxd answered {} with an unexpected message",
+            kind.op()
+        ))
     }
 }
 
@@ -83,3 +92,18 @@ impl From<ClientError> for Failure {
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Failure> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_answer_names_the_request_by_its_op() {
+        let f = Failure::unexpected(RequestKind::PrepareHostKey);
+        assert_eq!(f.exit, EXIT_FAILURE);
+        assert_eq!(
+            f.message,
+            "fluxd answered prepare_host_key with an unexpected message"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use crate::failure::{Failure, Result};
 use crate::style::done;
 use crate::target::Target;
 use crate::{FleetCmd, out, out_json};
-use flux_protocol::message::{NamedValue, Request, Response};
+use flux_protocol::message::{NamedValue, Request, RequestKind, Response};
 use flux_vault::files::read_regular;
 use flux_vault::keys::ProjectKey;
 use flux_vault::layout::{MAX_KEY_FILE, MAX_VAULT_FILE, StateDir};
@@ -83,9 +83,7 @@ fn read_folder(from: &Path) -> Result<Vec<Local>> {
 fn import(target: &Target, from: Option<PathBuf>, dry_run: bool, json: bool) -> Result<()> {
     let mut control = target.control()?;
     let Response::Fleet(fleet) = control.call(&Request::Fleet)? else {
-        return Err(Failure::general(
-            "fluxd answered fleet with an unexpected message",
-        ));
+        return Err(Failure::unexpected(RequestKind::Fleet));
     };
     let Some(fleet_id) = fleet.fleet_id.filter(|_| fleet.member) else {
         return Err(Failure::usage(

@@ -8,7 +8,7 @@ use crate::style::{caution, done};
 use crate::target::Target;
 use crate::{ProjectsCmd, columns, out, out_json};
 use flux_protocol::limits::validate_project_name;
-use flux_protocol::message::{Request, Response};
+use flux_protocol::message::{Request, RequestKind, Response};
 use flux_protocol::paths::SOCKET_ENV;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -44,9 +44,7 @@ fn rekey(target: &Target, name: &str, json: bool) -> Result<()> {
         name: name.to_owned(),
     });
     let Response::Rekeyed(done_) = target.control()?.call(&req)? else {
-        return Err(Failure::general(
-            "fluxd answered rekey_project with an unexpected message",
-        ));
+        return Err(Failure::unexpected(RequestKind::RekeyProject));
     };
     if json {
         return out_json(&serde_json::json!({

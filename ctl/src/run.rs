@@ -30,6 +30,8 @@ mod output;
 mod supervise;
 pub(crate) mod watch;
 
+pub(crate) use flux_supervise::{OnDelete, parse_duration, parse_signal};
+
 use crate::failure::{Failure, Result};
 use crate::target::Target;
 use flux_protocol::SecretValue;
@@ -88,15 +90,6 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-/// `--on-delete`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnDelete {
-    /// Stop the command (SIGTERM, then SIGKILL after --grace) and exit 3
-    Stop,
-    /// Say so and keep the command running with the value it has
-    Keep,
-}
-
 const AFTER_LONG_HELP: &str = "\
 Without --watch or --mask, fluxctl reads every value once and replaces
 itself with the command (exec): the command gets fluxctl's pid, signals
@@ -121,30 +114,6 @@ running; fluxctl reconnects and catches up.
 terminal), and every value of the project, as fluxctl has read it,
 becomes <redacted:NAME> — also when a value is split across writes. A
 value cut off where the output pauses for 200 ms is let go as it is.";
-
-/// `--debounce` and `--grace`: `300ms`, `10s`, `1m`…
-pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e} (write a duration such as 300ms or 10s)"))
-}
-
-/// `--signal`: a signal's name with or without `SIG`, in any case.
-pub(crate) fn parse_signal(text: &str) -> std::result::Result<nix::sys::signal::Signal, String> {
-    use nix::sys::signal::Signal;
-    let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    match name.parse::<Signal>() {
-        Ok(Signal::SIGKILL | Signal::SIGSTOP) => Err(format!(
-            "{name} cannot be caught: leave out --signal to restart the command"
-        )),
-        Ok(signal) => Ok(signal),
-        Err(_) => Err(format!("not a signal name: {text} (e.g. HUP, USR1)")),
-    }
-}
 
 pub(crate) fn run(target: &Target, args: RunArgs) -> Result<u8> {
     let RunArgs {
@@ -238,25 +207,6 @@ mod tests {
     use super::*;
     use clap::Parser;
     use nix::sys::signal::Signal;
-
-    #[test]
-    fn signals_by_name_in_any_case() {
-        assert_eq!(parse_signal("HUP"), Ok(Signal::SIGHUP));
-        assert_eq!(parse_signal("sighup"), Ok(Signal::SIGHUP));
-        assert_eq!(parse_signal("usr1"), Ok(Signal::SIGUSR1));
-        assert!(
-            parse_signal("KILL")
-                .unwrap_err()
-                .contains("cannot be caught")
-        );
-        assert!(parse_signal("STOP").is_err());
-        assert!(
-            parse_signal("NOPE")
-                .unwrap_err()
-                .contains("not a signal name")
-        );
-        assert!(parse_signal("1").is_err());
-    }
 
     #[test]
     fn watch_flags_and_their_defaults() {

@@ -31,58 +31,38 @@
 //! - while the file cannot be served (not UTF-8) the command keeps
 //!   running, and the comparison waits for a good file.
 //!
-//! These are `fluxctl run --watch`'s options, defaults and messages. That
-//! supervisor is a client of the socket (it reconnects, re-reads over the
-//! protocol, masks output) inside the CLI crate; fluxd follows its own
-//! project in process instead ([`crate::project::Project::subscribe`] and
-//! its snapshot), so this small loop is fluxd's own rather than a CLI
-//! crate linked into the daemon.
+//! These are `fluxctl run --watch`'s options, defaults and messages, and
+//! what the two supervisors share — the options and their parsers, the
+//! stop with its grace period, the exit status — is one crate both use
+//! (`flux-supervise`). The loops stay apart: that supervisor is a client
+//! of the socket (it reconnects, re-reads over the protocol, masks output)
+//! inside the CLI crate; fluxd follows its own project in process instead
+//! ([`crate::project::Project::subscribe`] and its snapshot), and the CLI
+//! crate is not linked into the daemon.
 //!
 //! The comparison keeps a SHA-256 digest of each value, not the value: no
 //! copy of an old value outlives the snapshot that served it. Messages
 //! name secrets, never show them.
 
+pub use flux_supervise::{
+    EXIT_DELETED, MAX_DEBOUNCES, OnDelete, Watch, parse_duration, parse_signal,
+};
+
 use crate::daemon::DaemonHandle;
 use crate::project::Project;
+use flux_supervise::{Phase, Then, exit_code, list, pid, sleep_until};
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::SignalKind;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tracing::error;
-
-/// A burst of events ends at the latest this many debounce times after
-/// its first event, so changes that never stop still get through.
-pub const MAX_DEBOUNCES: u32 = 10;
-
-/// The exit status after `--on-delete stop` stopped the command: a value
-/// it was started with was deleted (`fluxctl run --watch`'s status too).
-pub const EXIT_DELETED: u8 = 3;
-
-/// `--on-delete`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnDelete {
-    /// Stop the command (SIGTERM, then SIGKILL after --grace) and exit 3
-    Stop,
-    /// Say so and keep the command running
-    Keep,
-}
-
-/// `--watch` and its options.
-#[derive(Debug, Clone, Copy)]
-pub struct Watch {
-    pub debounce: Duration,
-    pub grace: Duration,
-    pub signal: Option<Signal>,
-    pub on_delete: OnDelete,
-}
 
 /// What to run, and how.
 #[derive(Debug)]
@@ -106,30 +86,6 @@ pub struct Signals {
     pub term: tokio::signal::unix::Signal,
     pub int: tokio::signal::unix::Signal,
     pub hup: tokio::signal::unix::Signal,
-}
-
-/// `--debounce` and `--grace`: `300ms`, `10s`, `1m`…
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e} (write a duration such as 300ms or 10s)"))
-}
-
-/// `--signal`: a signal's name with or without `SIG`, in any case; not
-/// one that cannot be caught.
-pub fn parse_signal(text: &str) -> std::result::Result<Signal, String> {
-    let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    match name.parse::<Signal>() {
-        Ok(Signal::SIGKILL | Signal::SIGSTOP) => Err(format!(
-            "{name} cannot be caught: leave out --signal to restart the command"
-        )),
-        Ok(signal) => Ok(signal),
-        Err(_) => Err(format!("not a signal name: {text} (e.g. HUP, USR1)")),
-    }
 }
 
 /// Runs the command until it exits (restarting it under `--watch`);
@@ -184,23 +140,6 @@ pub async fn run(plan: Plan, daemon: DaemonHandle, signals: Signals) -> u8 {
     supervisor.run(daemon, signals, sigchld, events).await
 }
 
-/// What a stop leads to.
-#[derive(Debug, Clone, Copy)]
-enum Then {
-    Restart,
-    Exit(u8),
-}
-
-#[derive(Debug)]
-enum Phase {
-    Running,
-    /// SIGTERM was sent; SIGKILL follows at `kill_at` (`None`: sent).
-    Stopping {
-        kill_at: Option<Instant>,
-        then: Then,
-    },
-}
-
 /// Each value's digest, by name.
 type Digests = BTreeMap<String, [u8; 32]>;
 
@@ -249,12 +188,7 @@ impl Supervisor {
             }
         };
         let status = loop {
-            let kill_at = match self.phase {
-                Phase::Stopping {
-                    kill_at: Some(at), ..
-                } => Some(at),
-                _ => None,
-            };
+            let kill_at = self.phase.kill_at();
             tokio::select! {
                 _ = sigchld.recv() => {
                     let status = match child.try_wait() {
@@ -286,9 +220,7 @@ impl Supervisor {
                 _ = signals.hup.recv() => daemon.reload().await,
                 Some(()) = bursts.recv() => self.update(&mut child).await,
                 () = sleep_until(kill_at), if kill_at.is_some() => {
-                    if let Phase::Stopping { kill_at, .. } = &mut self.phase {
-                        *kill_at = None;
-                    }
+                    self.phase.killed();
                     eprintln!(
                         "fluxd dev: {} (pid {}) did not exit within {} of SIGTERM: sending SIGKILL",
                         self.shown,
@@ -468,15 +400,7 @@ impl Supervisor {
 
     /// SIGTERM now, SIGKILL after the grace period (at once without one).
     fn stop(&mut self, child: &mut Child, then: Then) {
-        let grace = self.grace();
-        let kill_at = if grace.is_zero() {
-            let _ = child.kill();
-            None
-        } else {
-            let _ = kill(pid(child), Signal::SIGTERM);
-            Some(Instant::now() + grace)
-        };
-        self.phase = Phase::Stopping { kill_at, then };
+        self.phase = Phase::stop(child, self.grace(), then);
     }
 }
 
@@ -526,70 +450,9 @@ fn spawn_command(
     child
 }
 
-/// The child's pid, for signals. The child is reaped only by the
-/// supervisor's loop, which then stops signalling it, so the pid is never
-/// another process's.
-fn pid(child: &Child) -> Pid {
-    Pid::from_raw(i32::try_from(child.id()).expect("pids fit in an i32"))
-}
-
-/// A status as a shell reports it: the exit code, or 128+N for signal N.
-fn exit_code(status: ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
-        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
-        (None, None) => 1,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Names as a message lists them.
-fn list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
-    names
-        .into_iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::process::ExitStatusExt;
-
-    #[test]
-    fn exit_codes_as_a_shell_shows_them() {
-        assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
-        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
-        assert_eq!(exit_code(ExitStatus::from_raw(Signal::SIGTERM as i32)), 143);
-        assert_eq!(exit_code(ExitStatus::from_raw(Signal::SIGKILL as i32)), 137);
-    }
-
-    #[test]
-    fn signals_by_name_in_any_case_but_not_uncatchable_ones() {
-        assert_eq!(parse_signal("HUP"), Ok(Signal::SIGHUP));
-        assert_eq!(parse_signal("sigusr1"), Ok(Signal::SIGUSR1));
-        assert!(
-            parse_signal("KILL")
-                .unwrap_err()
-                .contains("cannot be caught")
-        );
-        assert!(parse_signal("STOP").is_err());
-        assert!(
-            parse_signal("NOPE")
-                .unwrap_err()
-                .contains("not a signal name")
-        );
-        assert!(parse_duration("soon").unwrap_err().contains("300ms or 10s"));
-        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
-    }
 
     fn event() -> flux_protocol::message::Event {
         flux_protocol::message::Event {

@@ -151,6 +151,16 @@ macro_rules! expect {
     };
 }
 
+/// Sends a request and turns its answer into `Ok(payload)` for the
+/// expected variant; any other answer is [`ClientError::Unexpected`], named
+/// by the request's [`Request::op`].
+macro_rules! ask {
+    ($client:expr, $req:expr, $variant:path) => {{
+        let req: Request = $req;
+        expect!($client.call(&req).await?, req.op(), $variant)
+    }};
+}
+
 impl Client {
     /// Checks that the socket can be trusted ([`crate::trust`]), connects
     /// to it and performs the handshake. Nothing is sent to a socket that
@@ -195,7 +205,7 @@ impl Client {
             version: PROTOCOL_VERSION,
             client: format!("flux-protocol/{}", env!("CARGO_PKG_VERSION")),
         });
-        client.welcome = expect!(client.call(&hello).await?, "hello", Response::Welcome)?;
+        client.welcome = ask!(client, hello, Response::Welcome)?;
         Ok(client)
     }
 
@@ -241,11 +251,7 @@ impl Client {
     /// Subscribes this connection to the project's change events; returns
     /// the generation served at that moment.
     pub async fn subscribe(&mut self) -> Result<u64, ClientError> {
-        let sub = expect!(
-            self.call(&Request::Subscribe).await?,
-            "subscribe",
-            Response::Subscribed
-        )?;
+        let sub = ask!(self, Request::Subscribe, Response::Subscribed)?;
         Ok(sub.generation)
     }
 
@@ -255,7 +261,11 @@ impl Client {
         if let Some(event) = self.events.pop_front() {
             return Ok(event);
         }
-        expect!(self.recv().await?, "subscribe", Response::Event)
+        expect!(
+            self.recv().await?,
+            RequestKind::Subscribe.op(),
+            Response::Event
+        )
     }
 
     /// Sends one request without waiting for the answer.
@@ -288,21 +298,17 @@ impl Client {
     /// A secret's value.
     pub async fn get(&mut self, name: &str) -> Result<SecretValue, ClientError> {
         let req = Request::Get(Get { name: name.into() });
-        expect!(self.call(&req).await?, "get", Response::Value)
+        ask!(self, req, Response::Value)
     }
 
     /// Every secret with its value, sorted by name.
     pub async fn get_all(&mut self) -> Result<Vec<NamedValue>, ClientError> {
-        expect!(
-            self.call(&Request::GetAll).await?,
-            "get_all",
-            Response::Values
-        )
+        ask!(self, Request::GetAll, Response::Values)
     }
 
     /// Names and set times, sorted by name.
     pub async fn list(&mut self) -> Result<Vec<SecretInfo>, ClientError> {
-        expect!(self.call(&Request::List).await?, "list", Response::Secrets)
+        ask!(self, Request::List, Response::Secrets)
     }
 
     /// Creates or replaces a secret.
@@ -311,7 +317,7 @@ impl Client {
             name: name.into(),
             value,
         });
-        expect!(self.call(&req).await?, "set", Response::Stored)
+        ask!(self, req, Response::Stored)
     }
 
     /// Creates or replaces a secret, and says whether it was created,
@@ -321,7 +327,7 @@ impl Client {
             name: name.into(),
             value,
         });
-        expect!(self.call(&req).await?, "write", Response::Written)
+        ask!(self, req, Response::Written)
     }
 
     /// Sets several secrets in one vault write, all or none, and says which
@@ -330,73 +336,45 @@ impl Client {
         &mut self,
         entries: Vec<NamedValue>,
     ) -> Result<WrittenMany, ClientError> {
-        expect!(
-            self.call(&Request::WriteMany(entries)).await?,
-            "write_many",
-            Response::WrittenMany
-        )
+        ask!(self, Request::WriteMany(entries), Response::WrittenMany)
     }
 
     /// Sets several secrets in one vault write: all or none.
     pub async fn set_many(&mut self, entries: Vec<NamedValue>) -> Result<StoredMany, ClientError> {
-        expect!(
-            self.call(&Request::SetMany(entries)).await?,
-            "set_many",
-            Response::StoredMany
-        )
+        ask!(self, Request::SetMany(entries), Response::StoredMany)
     }
 
     /// Removes a secret.
     pub async fn delete(&mut self, name: &str) -> Result<Deleted, ClientError> {
         let req = Request::Delete(Delete { name: name.into() });
-        expect!(self.call(&req).await?, "delete", Response::Deleted)
+        ask!(self, req, Response::Deleted)
     }
 
     /// Creates a project (control socket).
     pub async fn create_project(&mut self, name: &str) -> Result<ProjectInfo, ClientError> {
         let req = Request::CreateProject(ProjectName { name: name.into() });
-        expect!(
-            self.call(&req).await?,
-            "create_project",
-            Response::ProjectCreated
-        )
+        ask!(self, req, Response::ProjectCreated)
     }
 
     /// Deletes a project with all its secrets (control socket).
     pub async fn delete_project(&mut self, name: &str) -> Result<ProjectName, ClientError> {
         let req = Request::DeleteProject(ProjectName { name: name.into() });
-        expect!(
-            self.call(&req).await?,
-            "delete_project",
-            Response::ProjectDeleted
-        )
+        ask!(self, req, Response::ProjectDeleted)
     }
 
     /// The projects served, sorted by name (control socket).
     pub async fn list_projects(&mut self) -> Result<Vec<ProjectInfo>, ClientError> {
-        expect!(
-            self.call(&Request::ListProjects).await?,
-            "list_projects",
-            Response::Projects
-        )
+        ask!(self, Request::ListProjects, Response::Projects)
     }
 
     /// Audit records (control socket).
     pub async fn audit(&mut self, query: AuditQuery) -> Result<Vec<AuditRecord>, ClientError> {
-        expect!(
-            self.call(&Request::Audit(query)).await?,
-            "audit",
-            Response::AuditRecords
-        )
+        ask!(self, Request::Audit(query), Response::AuditRecords)
     }
 
     /// Audit entries, read summaries included (control socket).
     pub async fn audit_log(&mut self, query: AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
-        expect!(
-            self.call(&Request::AuditLog(query)).await?,
-            "audit_log",
-            Response::AuditLog
-        )
+        ask!(self, Request::AuditLog(query), Response::AuditLog)
     }
 
     /// Audit entries with each peer's workload, read summaries included
@@ -406,39 +384,26 @@ impl Client {
         &mut self,
         query: AuditTrailQuery,
     ) -> Result<Vec<AuditTrailEntry>, ClientError> {
-        expect!(
-            self.call(&Request::AuditTrail(query)).await?,
-            "audit_trail",
-            Response::AuditTrail
-        )
+        ask!(self, Request::AuditTrail(query), Response::AuditTrail)
     }
 
     /// Daemon status with the health of the audit log and the store
     /// (control socket).
     pub async fn health(&mut self) -> Result<Health, ClientError> {
-        expect!(
-            self.call(&Request::Health).await?,
-            "health",
-            Response::Health
-        )
-        .map(|h| *h)
+        ask!(self, Request::Health, Response::Health).map(|h| *h)
     }
 
     /// Serves the vault now in the store although it is older than the one
     /// served (project socket).
     pub async fn restore_vault(&mut self) -> Result<Restored, ClientError> {
-        expect!(
-            self.call(&Request::RestoreVault).await?,
-            "restore_vault",
-            Response::Restored
-        )
+        ask!(self, Request::RestoreVault, Response::Restored)
     }
 
     /// Every version kept of a secret, the current one first; never a
     /// value.
     pub async fn history(&mut self, name: &str) -> Result<SecretHistory, ClientError> {
         let req = Request::History(SecretName { name: name.into() });
-        expect!(self.call(&req).await?, "history", Response::History)
+        ask!(self, req, Response::History)
     }
 
     /// Makes earlier version `to` of a secret (the newest earlier one when
@@ -452,48 +417,32 @@ impl Client {
             name: name.into(),
             to,
         });
-        expect!(self.call(&req).await?, "rollback", Response::RolledBack)
+        ask!(self, req, Response::RolledBack)
     }
 
     /// Compares names and values with the project's, sorted by name.
     pub async fn diff(&mut self, entries: Vec<NamedValue>) -> Result<Vec<Difference>, ClientError> {
-        expect!(
-            self.call(&Request::Diff(entries)).await?,
-            "diff",
-            Response::Diff
-        )
+        ask!(self, Request::Diff(entries), Response::Diff)
     }
 
     /// Names, set times and keyed value digests, sorted by name.
     pub async fn list_digests(&mut self) -> Result<Vec<SecretDigest>, ClientError> {
-        expect!(
-            self.call(&Request::ListDigests).await?,
-            "list_digests",
-            Response::SecretDigests
-        )
+        ask!(self, Request::ListDigests, Response::SecretDigests)
     }
 
     /// The fleet as this host sees it (control socket).
     pub async fn fleet(&mut self) -> Result<FleetInfo, ClientError> {
-        expect!(self.call(&Request::Fleet).await?, "fleet", Response::Fleet)
+        ask!(self, Request::Fleet, Response::Fleet)
     }
 
     /// The daemon's counters and gauges, Prometheus text format (control
     /// socket).
     pub async fn metrics(&mut self) -> Result<String, ClientError> {
-        expect!(
-            self.call(&Request::Metrics).await?,
-            "metrics",
-            Response::Metrics
-        )
+        ask!(self, Request::Metrics, Response::Metrics)
     }
 
     /// Daemon status (control socket).
     pub async fn status(&mut self) -> Result<DaemonStatus, ClientError> {
-        expect!(
-            self.call(&Request::Status).await?,
-            "status",
-            Response::Status
-        )
+        ask!(self, Request::Status, Response::Status)
     }
 }

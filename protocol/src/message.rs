@@ -10,6 +10,19 @@
 //! never by a field in the request: project sockets serve the secret
 //! requests (`Get`, `GetAll`, `List`, `Write`, `Delete`, `History`, …); the
 //! control socket serves the project and status requests.
+//!
+//! The request kinds are declared once, in the `request_kinds!` list below:
+//! each kind's doc, variant, payload and operation name, from which
+//! [`Request`], [`RequestKind`] (with [`RequestKind::ALL`] and
+//! [`RequestKind::op`]) and [`Request::kind`] are made. A new kind is one
+//! entry appended to that list (and its payload struct, if new); what else
+//! it needs does not compile or fails its tests until it is there: a sample
+//! in `samples.rs`, golden bytes in `protocol/tests/golden.rs` and
+//! `PROTOCOL.md`, the daemon's handler and rule
+//! (`daemon/src/server/handlers/`), the names its audit line records
+//! (`daemon/src/server/session/names.rs`) and a row of the authorization
+//! matrix; then the client calls (`client.rs`, `blocking.rs`, the Python
+//! and Node clients).
 
 use crate::error::ErrorCode;
 use crate::secret::SecretValue;
@@ -19,273 +32,171 @@ use serde::{Deserialize, Serialize};
 /// different version with [`ErrorCode::VersionMismatch`] and closes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Everything a client can ask. The first request on a connection must be
-/// `Hello`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
+/// Declares the request kinds, once each, in protocol order: every kind's
+/// doc, variant, payload (if any) and operation name. From that one list it
+/// makes the wire enum [`Request`], the payload-free [`RequestKind`], its
+/// [`RequestKind::ALL`] and [`RequestKind::op`], and [`Request::kind`].
+macro_rules! request_kinds {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $(($payload:ty))? => $op:literal,
+    )*) => {
+        /// Everything a client can ask. The first request on a connection
+        /// must be `Hello`.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Request {
+            $(
+                $(#[$doc])*
+                $variant $(($payload))?,
+            )*
+        }
+
+        impl Request {
+            /// The request's kind.
+            pub fn kind(&self) -> RequestKind {
+                match self {
+                    $(Self::$variant { .. } => RequestKind::$variant,)*
+                }
+            }
+        }
+
+        /// Every request kind, in protocol order: what `op()` names, what
+        /// the daemon's per-kind counters and authorization matrix iterate.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum RequestKind {
+            $(
+                #[doc = concat!("A [`Request::", stringify!($variant), "`], named `", $op, "`.")]
+                $variant,
+            )*
+        }
+
+        impl RequestKind {
+            /// Every kind, in protocol order (a kind's index is its
+            /// variant's).
+            pub const ALL: [RequestKind; [$(stringify!($variant)),*].len()] =
+                [$(Self::$variant),*];
+
+            /// The operation's name, for logs, audit lines and the `op`
+            /// label.
+            pub fn op(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $op,)*
+                }
+            }
+        }
+    };
+}
+
+request_kinds! {
     /// 0: opens the conversation.
-    Hello(Hello),
+    Hello(Hello) => "hello",
     /// 1: a secret's value (project socket).
-    Get(Get),
+    Get(Get) => "get",
     /// 2: names and set times, never values (project socket).
-    List,
+    List => "list",
     /// 3: create or replace a secret (project socket).
-    Set(Set),
+    Set(Set) => "set",
     /// 4: remove a secret (project socket).
-    Delete(Delete),
+    Delete(Delete) => "delete",
     /// 5: every name with its value, for `fluxctl run` (project socket).
-    GetAll,
+    GetAll => "get_all",
     /// 6: create a project with a new key and an empty vault (control socket).
-    CreateProject(ProjectName),
+    CreateProject(ProjectName) => "create_project",
     /// 7: delete a project: key, vault and socket (control socket).
-    DeleteProject(ProjectName),
+    DeleteProject(ProjectName) => "delete_project",
     /// 8: the projects this daemon serves (control socket).
-    ListProjects,
+    ListProjects => "list_projects",
     /// 9: daemon and per-project health (control socket).
-    Status,
+    Status => "status",
     /// 10: push an [`Event`] on this connection whenever the project's
     /// secrets change (project socket).
-    Subscribe,
+    Subscribe => "subscribe",
     /// 11: audit records, newest last (control socket).
-    Audit(AuditQuery),
+    Audit(AuditQuery) => "audit",
     /// 12: set several secrets in one vault write, all or nothing (project
     /// socket).
-    SetMany(Vec<NamedValue>),
+    SetMany(Vec<NamedValue>) => "set_many",
     /// 13: the hosts of the fleet and this host's recipient (control
     /// socket).
-    ListHosts,
+    ListHosts => "list_hosts",
     /// 14: let a host serve every project this daemon holds a key for
     /// (control socket, fleet mode).
-    AddHost(HostRecipient),
+    AddHost(HostRecipient) => "add_host",
     /// 15: remove a host from the fleet: its wrapped keys are deleted and
     /// its projects get new keys (control socket, fleet mode).
-    RemoveHost(HostRecipient),
+    RemoveHost(HostRecipient) => "remove_host",
     /// 16: audit entries, read summaries included, newest last (control
     /// socket). Supersedes `Audit`, whose records cannot carry a count.
-    AuditLog(AuditQuery),
+    AuditLog(AuditQuery) => "audit_log",
     /// 17: daemon status with the health of what every project depends on:
     /// the audit log, the store (control socket).
-    Health,
+    Health => "health",
     /// 18: serve the vault now in the store although it is older than the
     /// one served — a backup put back on purpose — re-sealed at a new
     /// revision (project socket).
-    RestoreVault,
+    RestoreVault => "restore_vault",
     /// 19: the fleet as this host sees it: its id, this host's join token,
     /// the host list (control socket).
-    Fleet,
+    Fleet => "fleet",
     /// 20: every version kept of a secret — number, when, who, digest —
     /// never a value (project socket).
-    History(SecretName),
+    History(SecretName) => "history",
     /// 21: make an earlier version of a secret current again, as a new
     /// version (project socket).
-    Rollback(Rollback),
+    Rollback(Rollback) => "rollback",
     /// 22: compare names and values with the project's; the answer says
     /// per name whether they match, never a value (project socket).
-    Diff(Vec<NamedValue>),
+    Diff(Vec<NamedValue>) => "diff",
     /// 23: names, set times and keyed value digests, never values (project
     /// socket).
-    ListDigests,
+    ListDigests => "list_digests",
     /// 24: the daemon's counters and gauges in the Prometheus text
     /// exposition format (control socket). Names and numbers, never a
     /// value.
-    Metrics,
+    Metrics => "metrics",
     /// 25: the signed host list this host holds, and the fleet id, for a
     /// client to check against the operator key and sign the next version
     /// over (control socket, fleet mode).
-    HostsHead,
+    HostsHead => "hosts_head",
     /// 26: publish a host list signed by the operator key (or found a
     /// fleet with version 1 and the signed fleet id); keys are wrapped for
     /// added hosts and projects re-keyed away from removed ones (control
     /// socket, fleet mode). Supersedes `AddHost` and `RemoveHost`.
-    PublishHosts(SignedHosts),
+    PublishHosts(SignedHosts) => "publish_hosts",
     /// 27: re-key the projects still keyed from before the newest host
     /// removal: finishes an interrupted removal (control socket, fleet
     /// mode).
-    ResumeRemoval,
+    ResumeRemoval => "resume_removal",
     /// 28: give a project a new key: its vault, current values and kept
     /// versions, re-sealed with it; the old key destroyed (control
     /// socket).
-    RekeyProject(ProjectName),
+    RekeyProject(ProjectName) => "rekey_project",
     /// 29: this host's next host key, created when there is none, for
     /// `fluxctl hosts rotate-key` (control socket, fleet mode).
-    PrepareHostKey,
+    PrepareHostKey => "prepare_host_key",
     /// 30: `Set`, answered with what the write did — created, updated or
     /// unchanged (the same value: no new version) — which `Stored` cannot
     /// say (project socket). Supersedes `Set`.
-    Write(Set),
+    Write(Set) => "write",
     /// 31: `SetMany`, answered with the names created, updated and
     /// unchanged (project socket). Supersedes `SetMany`.
-    WriteMany(Vec<NamedValue>),
+    WriteMany(Vec<NamedValue>) => "write_many",
     /// 32: audit entries with the workload of each peer — its systemd
     /// unit, slice and cgroup, and its executable's SHA-256 when a rule
     /// checked it — newest last, optionally only those of units matching
     /// a pattern (control socket). Supersedes `AuditLog`, whose entries
     /// cannot carry a workload.
-    AuditTrail(AuditTrailQuery),
+    AuditTrail(AuditTrailQuery) => "audit_trail",
 }
 
 impl Request {
-    /// The request's kind.
-    pub fn kind(&self) -> RequestKind {
-        match self {
-            Self::Hello(_) => RequestKind::Hello,
-            Self::Get(_) => RequestKind::Get,
-            Self::List => RequestKind::List,
-            Self::Set(_) => RequestKind::Set,
-            Self::Delete(_) => RequestKind::Delete,
-            Self::GetAll => RequestKind::GetAll,
-            Self::CreateProject(_) => RequestKind::CreateProject,
-            Self::DeleteProject(_) => RequestKind::DeleteProject,
-            Self::ListProjects => RequestKind::ListProjects,
-            Self::Status => RequestKind::Status,
-            Self::Subscribe => RequestKind::Subscribe,
-            Self::Audit(_) => RequestKind::Audit,
-            Self::SetMany(_) => RequestKind::SetMany,
-            Self::ListHosts => RequestKind::ListHosts,
-            Self::AddHost(_) => RequestKind::AddHost,
-            Self::RemoveHost(_) => RequestKind::RemoveHost,
-            Self::AuditLog(_) => RequestKind::AuditLog,
-            Self::Health => RequestKind::Health,
-            Self::RestoreVault => RequestKind::RestoreVault,
-            Self::Fleet => RequestKind::Fleet,
-            Self::History(_) => RequestKind::History,
-            Self::Rollback(_) => RequestKind::Rollback,
-            Self::Diff(_) => RequestKind::Diff,
-            Self::ListDigests => RequestKind::ListDigests,
-            Self::Metrics => RequestKind::Metrics,
-            Self::HostsHead => RequestKind::HostsHead,
-            Self::PublishHosts(_) => RequestKind::PublishHosts,
-            Self::ResumeRemoval => RequestKind::ResumeRemoval,
-            Self::RekeyProject(_) => RequestKind::RekeyProject,
-            Self::PrepareHostKey => RequestKind::PrepareHostKey,
-            Self::Write(_) => RequestKind::Write,
-            Self::WriteMany(_) => RequestKind::WriteMany,
-            Self::AuditTrail(_) => RequestKind::AuditTrail,
-        }
-    }
-
     /// The operation's name, for logs and audit lines (never a value).
     pub fn op(&self) -> &'static str {
         self.kind().op()
     }
 }
 
-/// Every request kind, in protocol order: what `op()` names, what the
-/// daemon's per-kind counters and authorization matrix iterate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RequestKind {
-    Hello,
-    Get,
-    List,
-    Set,
-    Delete,
-    GetAll,
-    CreateProject,
-    DeleteProject,
-    ListProjects,
-    Status,
-    Subscribe,
-    Audit,
-    SetMany,
-    ListHosts,
-    AddHost,
-    RemoveHost,
-    AuditLog,
-    Health,
-    RestoreVault,
-    Fleet,
-    History,
-    Rollback,
-    Diff,
-    ListDigests,
-    Metrics,
-    HostsHead,
-    PublishHosts,
-    ResumeRemoval,
-    RekeyProject,
-    PrepareHostKey,
-    Write,
-    WriteMany,
-    AuditTrail,
-}
-
 impl RequestKind {
-    /// Every kind, in protocol order (a kind's index is its variant's).
-    pub const ALL: [RequestKind; 33] = [
-        Self::Hello,
-        Self::Get,
-        Self::List,
-        Self::Set,
-        Self::Delete,
-        Self::GetAll,
-        Self::CreateProject,
-        Self::DeleteProject,
-        Self::ListProjects,
-        Self::Status,
-        Self::Subscribe,
-        Self::Audit,
-        Self::SetMany,
-        Self::ListHosts,
-        Self::AddHost,
-        Self::RemoveHost,
-        Self::AuditLog,
-        Self::Health,
-        Self::RestoreVault,
-        Self::Fleet,
-        Self::History,
-        Self::Rollback,
-        Self::Diff,
-        Self::ListDigests,
-        Self::Metrics,
-        Self::HostsHead,
-        Self::PublishHosts,
-        Self::ResumeRemoval,
-        Self::RekeyProject,
-        Self::PrepareHostKey,
-        Self::Write,
-        Self::WriteMany,
-        Self::AuditTrail,
-    ];
-
-    /// The operation's name, for logs, audit lines and the `op` label.
-    pub fn op(self) -> &'static str {
-        match self {
-            Self::Hello => "hello",
-            Self::Get => "get",
-            Self::List => "list",
-            Self::Set => "set",
-            Self::Delete => "delete",
-            Self::GetAll => "get_all",
-            Self::CreateProject => "create_project",
-            Self::DeleteProject => "delete_project",
-            Self::ListProjects => "list_projects",
-            Self::Status => "status",
-            Self::Subscribe => "subscribe",
-            Self::Audit => "audit",
-            Self::SetMany => "set_many",
-            Self::ListHosts => "list_hosts",
-            Self::AddHost => "add_host",
-            Self::RemoveHost => "remove_host",
-            Self::AuditLog => "audit_log",
-            Self::Health => "health",
-            Self::RestoreVault => "restore_vault",
-            Self::Fleet => "fleet",
-            Self::History => "history",
-            Self::Rollback => "rollback",
-            Self::Diff => "diff",
-            Self::ListDigests => "list_digests",
-            Self::Metrics => "metrics",
-            Self::HostsHead => "hosts_head",
-            Self::PublishHosts => "publish_hosts",
-            Self::ResumeRemoval => "resume_removal",
-            Self::RekeyProject => "rekey_project",
-            Self::PrepareHostKey => "prepare_host_key",
-            Self::Write => "write",
-            Self::WriteMany => "write_many",
-            Self::AuditTrail => "audit_trail",
-        }
-    }
-
     /// The kind's position in [`Self::ALL`] (its variant index).
     pub fn index(self) -> usize {
         self as usize

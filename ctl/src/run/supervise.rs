@@ -17,27 +17,33 @@
 //!
 //! Values stay in [`SecretValue`]s (wiped when dropped) and never reach a
 //! message: messages name secrets, never show them.
+//!
+//! What this supervisor shares with `fluxd dev --watch` — the `--watch`
+//! options and their parsers, the stop with its grace period, how an exit
+//! status is reported — is the `flux-supervise` crate; the loop, the
+//! socket it follows and the messages are fluxctl's own.
 
 use super::mask::{Added, MIN_MASKED_LEN, Patterns};
 use super::output::Filter;
 use super::watch::{self, Update};
 use super::{OnDelete, SOCKET_ENV, cannot_run, keep, secret_vars};
+use flux_supervise::{Phase, Then, exit_code, list, pid, sleep_until};
+
 use crate::failure::{EXIT_NOT_FOUND, Failure, Result};
 use crate::style::clean;
 use flux_protocol::SecretValue;
 use flux_protocol::message::NamedValue;
+pub(crate) use flux_supervise::Watch;
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// What to run and how.
 #[derive(Debug)]
@@ -50,15 +56,6 @@ pub(crate) struct Plan {
     pub no_override: bool,
     pub mask: bool,
     pub watch: Option<Watch>,
-}
-
-/// `--watch` and its options.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Watch {
-    pub debounce: Duration,
-    pub grace: Duration,
-    pub signal: Option<Signal>,
-    pub on_delete: OnDelete,
 }
 
 /// The signals passed on to the child.
@@ -80,25 +77,6 @@ pub(crate) fn run(plan: Plan, values: Vec<NamedValue>) -> Result<u8> {
         .build()
         .map_err(|e| Failure::general(format!("cannot start the supervisor: {e}")))?;
     rt.block_on(Supervisor::new(plan).run(values))
-}
-
-/// What a stop leads to.
-#[derive(Debug, Clone, Copy)]
-enum Then {
-    /// Start the command again with the newest values.
-    Restart,
-    /// Exit with this status.
-    Exit(u8),
-}
-
-#[derive(Debug)]
-enum Phase {
-    Running,
-    /// SIGTERM was sent; SIGKILL follows at `kill_at` (`None`: sent).
-    Stopping {
-        kill_at: Option<Instant>,
-        then: Then,
-    },
 }
 
 struct Supervisor {
@@ -190,12 +168,7 @@ impl Supervisor {
             drop(update_tx);
         }
         loop {
-            let kill_at = match self.phase {
-                Phase::Stopping {
-                    kill_at: Some(at), ..
-                } => Some(at),
-                _ => None,
-            };
+            let kill_at = self.phase.kill_at();
             tokio::select! {
                 _ = sigchld.recv() => {
                     let status = match child.try_wait() {
@@ -224,9 +197,7 @@ impl Supervisor {
                 Some(sig) = signals.recv() => self.forward(&child, sig),
                 Some(update) = updates.recv() => self.update(&mut child, update),
                 () = sleep_until(kill_at), if kill_at.is_some() => {
-                    if let Phase::Stopping { kill_at, .. } = &mut self.phase {
-                        *kill_at = None;
-                    }
+                    self.phase.killed();
                     eprintln!(
                         "fluxctl: {} (pid {}) did not exit within {} of SIGTERM: sending SIGKILL",
                         self.shown,
@@ -449,15 +420,7 @@ impl Supervisor {
 
     /// SIGTERM now, SIGKILL after the grace period.
     fn stop(&mut self, child: &mut Child, then: Then) {
-        let grace = self.grace();
-        let kill_at = if grace.is_zero() {
-            let _ = child.kill();
-            None
-        } else {
-            let _ = kill(pid(child), Signal::SIGTERM);
-            Some(Instant::now() + grace)
-        };
-        self.phase = Phase::Stopping { kill_at, then };
+        self.phase = Phase::stop(child, self.grace(), then);
     }
 
     /// Lets the masked output drain; returns `code`.
@@ -474,23 +437,6 @@ impl Supervisor {
     }
 }
 
-/// The child's pid, for signals. The child is reaped only by the
-/// supervisor's loop, which then stops signalling it, so the pid is never
-/// another process's.
-fn pid(child: &Child) -> Pid {
-    Pid::from_raw(i32::try_from(child.id()).expect("pids fit in an i32"))
-}
-
-/// A status as a shell reports it: the exit code, or 128+N for signal N.
-fn exit_code(status: ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
-        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
-        (None, None) => 1,
-    }
-}
-
 /// True when fluxctl is in the foreground process group of the terminal
 /// on its stdin, stdout or stderr: then a key's signal reached the child
 /// directly.
@@ -503,36 +449,4 @@ fn in_foreground() -> bool {
     ]
     .into_iter()
     .any(|fd| nix::unistd::tcgetpgrp(fd) == Ok(me))
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Names as a message lists them.
-fn list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
-    names
-        .into_iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::process::ExitStatusExt;
-
-    #[test]
-    fn exit_codes_as_a_shell_shows_them() {
-        // Raw wait statuses: the code in the second byte, or the signal.
-        assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
-        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
-        assert_eq!(exit_code(ExitStatus::from_raw(255 << 8)), 255);
-        assert_eq!(exit_code(ExitStatus::from_raw(Signal::SIGTERM as i32)), 143);
-        assert_eq!(exit_code(ExitStatus::from_raw(Signal::SIGKILL as i32)), 137);
-    }
 }

@@ -20,15 +20,13 @@
 
 use flux_protocol::message::{Event, EventKind, NamedValue};
 use flux_protocol::{Client, ClientError};
+use flux_supervise::MAX_DEBOUNCES;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-/// A burst of events ends at the latest this many debounce times after
-/// its first event.
-pub(crate) const MAX_DEBOUNCES: u32 = 10;
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 

@@ -3,7 +3,7 @@
 //! by its number, when and by whom it was set, and its keyed digest.
 
 use super::Project;
-use super::write::served_vault;
+use super::base::served_vault;
 use crate::error::{Error, Result};
 use flux_protocol::limits::validate_secret_name;
 use flux_protocol::message::{SecretHistory, VersionInfo};

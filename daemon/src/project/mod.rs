@@ -27,9 +27,12 @@
 //! Every change is announced on a broadcast channel as an [`Event`] with the
 //! names that changed (never values), for subscribed connections.
 
+mod base;
+mod capacity;
 mod disk;
 mod history;
 mod read;
+mod reseal;
 mod write;
 
 pub use write::Writer;
@@ -84,9 +87,9 @@ pub struct Project {
     events: broadcast::Sender<Event>,
     cancel: CancellationToken,
     /// The vault last written, earlier versions included, for a few
-    /// seconds after the write ([`write::KEEP_WRITTEN`]): a burst of writes
+    /// seconds after the write ([`base::KEEP_WRITTEN`]): a burst of writes
     /// does not read the vault back each time.
-    written: Arc<Mutex<Option<write::Written>>>,
+    written: Arc<Mutex<Option<base::Written>>>,
     /// Requests, connections, load failures and apply latencies.
     metrics: Arc<ProjectMetrics>,
 }

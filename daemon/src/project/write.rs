@@ -11,26 +11,28 @@
 //! thread) with the key that decrypts them, records the file's fingerprint
 //! and revision, and only then swaps the snapshot and answers — so an
 //! acknowledged write is on disk and every later read sees it.
+//!
+//! What a write starts from is in `base.rs`, what it may hold in
+//! `capacity.rs`; `restore` and `rekey`, which re-seal the stored vault
+//! rather than change it, in `reseal.rs`.
 
-use super::disk::{
-    DiskRead, Fingerprint, Keep, changed_names, fingerprint, read_disk, record_floor,
-};
+use super::base::{Base, Written, write_base};
+use super::capacity::{Capacity, Held, validate_entry};
+use super::disk::{DiskRead, Keep, changed_names, fingerprint, read_disk, record_floor};
 use super::{Project, Snapshot};
 use crate::config::Limits;
-use crate::error::{Error, Limit, Result, Unavailable};
-use crate::store::Store;
+use crate::error::{Error, Result, Unavailable};
 use flux_protocol::SecretValue;
-use flux_protocol::limits::{validate_secret_name, validate_value_len};
+use flux_protocol::limits::validate_secret_name;
 use flux_protocol::message::{
-    Deleted, EventKind, NamedValue, Restored, RolledBack as RolledBackReply, Stored, StoredMany,
+    Deleted, EventKind, NamedValue, RolledBack as RolledBackReply, Stored, StoredMany,
     WriteOutcome, Written as WrittenReply, WrittenMany,
 };
-use flux_vault::keys::ProjectKey;
 use flux_vault::time::now_ms;
 use flux_vault::vault::{self, Opened, RollbackError, Secrets, SetBy, SetOutcome};
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::{info, warn};
+use tracing::info;
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -38,35 +40,6 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Writes tried before giving up when other writers keep winning.
 const WRITE_TRIES: usize = 50;
-
-/// Checks a secret's name and value against the grammar and `limits`: the
-/// one check every write of a value goes through.
-pub fn validate_entry(name: &str, value: &SecretValue, limits: &Limits) -> Result<()> {
-    validate_secret_name(name)?;
-    let too_large = |limit_text: String| Error::TooLarge {
-        name: name.to_owned(),
-        len: value.len(),
-        limit_text,
-    };
-    if validate_value_len(value.len()).is_err() {
-        return Err(too_large(format!(
-            "the limit is {} bytes (64 KiB)",
-            flux_protocol::limits::MAX_VALUE_LEN
-        )));
-    }
-    if value.len() > limits.max_value_bytes {
-        return Err(too_large(format!(
-            "this fluxd's limit is {} bytes ([limits] max_value_bytes)",
-            limits.max_value_bytes
-        )));
-    }
-    if value.expose().contains('\0') {
-        return Err(Error::BadRequest(format!(
-            "secret {name}: the value contains a NUL byte, which no environment variable can hold (`fluxctl run`); store binary data encoded, e.g. as base64"
-        )));
-    }
-    Ok(())
-}
 
 /// Who writes, and within what: what every write goes by.
 #[derive(Debug, Clone)]
@@ -76,189 +49,6 @@ pub struct Writer<'a> {
     pub keep_versions: usize,
     /// Who asks, recorded with each new version.
     pub by: Option<SetBy>,
-}
-
-/// How much one project may hold: a write may not take it past either
-/// bound, nor further past one it is already over (a lowered limit never
-/// blocks a delete). The bytes counted are names and values — the current
-/// values and every earlier one kept — so a vault never grows past what can
-/// be read back; to stay within them, the oldest earlier values are dropped
-/// first, and only a write whose current values alone would cross the
-/// bound is refused.
-#[derive(Debug, Clone, Copy)]
-struct Capacity {
-    secrets: usize,
-    bytes: usize,
-}
-
-/// How many secrets and bytes a vault held before a change.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    secrets: usize,
-    bytes: usize,
-}
-
-impl Held {
-    fn of(secrets: &Secrets) -> Self {
-        Self {
-            secrets: secrets.len(),
-            bytes: secrets.stored_bytes(),
-        }
-    }
-}
-
-impl Capacity {
-    fn of(limits: &Limits) -> Self {
-        Self {
-            secrets: limits.max_secrets_per_project,
-            bytes: limits.max_project_bytes,
-        }
-    }
-
-    /// Checks `after` against the bounds, dropping its oldest earlier
-    /// values to fit; returns how many were dropped.
-    fn fit(&self, project: &str, before: Held, after: &mut Secrets) -> Result<usize> {
-        if after.len() > self.secrets && after.len() > before.secrets {
-            return Err(Error::LimitReached(Limit::Secrets {
-                project: project.to_owned(),
-                would_hold: after.len(),
-                limit: self.secrets,
-            }));
-        }
-        let dropped = after.drop_oldest_versions(self.bytes);
-        let now = after.stored_bytes();
-        if now > self.bytes && now > before.bytes {
-            return Err(Error::LimitReached(Limit::ProjectBytes {
-                project: project.to_owned(),
-                would_hold: now,
-                limit: self.bytes,
-            }));
-        }
-        Ok(dropped)
-    }
-}
-
-/// How long the vault last written is kept whole in memory after the
-/// write, for the next write to build on without reading it back.
-pub(super) const KEEP_WRITTEN: std::time::Duration = if cfg!(test) {
-    std::time::Duration::from_millis(300)
-} else {
-    std::time::Duration::from_secs(5)
-};
-
-/// The vault last written, earlier versions included.
-#[derive(Debug)]
-pub(super) struct Written {
-    fingerprint: Fingerprint,
-    secrets: Secrets,
-    /// The generation that wrote it: a later write replaces it.
-    generation: u64,
-}
-
-/// The vault a write starts from.
-struct Base {
-    secrets: Secrets,
-    fingerprint: Option<Fingerprint>,
-    /// Another writer's vault, not the one served: its changes are
-    /// announced with the write's.
-    merged: bool,
-    new_key: Option<(Arc<ProjectKey>, Fingerprint)>,
-    floor: u64,
-}
-
-/// Reads back the vault served — `served_fp` is its fingerprint — for the
-/// earlier versions it keeps (fluxd serves current values from memory and
-/// leaves the rest in the vault); when it is the vault `written` holds,
-/// that copy is used instead of opening it again. `None` when the store
-/// holds another vault, or none, or one it cannot hand over; an error only
-/// when the store cannot be reached (nothing may be written then).
-pub(super) fn served_vault(
-    store: &dyn Store,
-    project: &str,
-    key: &ProjectKey,
-    served_fp: Option<Fingerprint>,
-    written: Option<Written>,
-) -> Result<Option<Secrets>> {
-    let bytes = match store.load_vault(project) {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return Ok(None),
-        Err(e @ Error::Unavailable(_)) => return Err(e),
-        Err(_) => return Ok(None),
-    };
-    if served_fp != Some(fingerprint(&bytes)) {
-        return Ok(None);
-    }
-    // Still the vault this daemon wrote last: no need to open it again.
-    if let Some(w) = written.filter(|w| Some(w.fingerprint) == served_fp) {
-        return Ok(Some(w.secrets));
-    }
-    match vault::open(&bytes, project, key) {
-        Ok(opened) => Ok(Some(opened.secrets)),
-        Err(e) => {
-            warn!(project, error = %e, "the vault served does not open again");
-            Ok(None)
-        }
-    }
-}
-
-/// The base of a write: the vault served, read back with its versions (or
-/// as this daemon just wrote it, `written`); or, when the store holds
-/// another one, that vault if it is good and not older than `floor`
-/// (another writer's, or one put in place and not loaded yet); or else the
-/// values served, without earlier versions (they were in a vault that is
-/// gone or cannot be used).
-fn write_base(
-    store: &dyn Store,
-    project: &str,
-    key: &Arc<ProjectKey>,
-    served: &Snapshot,
-    served_fp: Option<Fingerprint>,
-    floor: u64,
-    written: Option<Written>,
-) -> Result<Base> {
-    if let Some(secrets) = served_vault(store, project, key, served_fp, written)? {
-        return Ok(Base {
-            secrets,
-            fingerprint: served_fp,
-            merged: false,
-            new_key: None,
-            floor,
-        });
-    }
-    match read_disk(
-        store,
-        project,
-        Some(key.clone()),
-        (None, None),
-        floor,
-        Keep::Versions,
-    ) {
-        Ok(DiskRead::New {
-            key: new_key,
-            vault,
-            opened,
-        }) => Ok(Base {
-            secrets: opened.secrets,
-            fingerprint: Some(vault),
-            merged: true,
-            new_key,
-            floor: floor.max(opened.revision),
-        }),
-        Ok(DiskRead::Same) => unreachable!("no fingerprint was known"),
-        Err(e @ Error::Unavailable(_)) => Err(e),
-        Err(e) => {
-            if served_fp.is_some() {
-                warn!(project, error = %e, "the vault in the store is not the one served: this write keeps the values served, without their earlier versions");
-            }
-            Ok(Base {
-                secrets: served.secrets.clone(),
-                fingerprint: served_fp,
-                merged: false,
-                new_key: None,
-                floor,
-            })
-        }
-    }
 }
 
 impl Project {
@@ -583,184 +373,14 @@ impl Project {
         self.announce(generation, kind, names);
         Ok((out, generation))
     }
-
-    /// Keeps the vault just written for [`KEEP_WRITTEN`], unless another
-    /// write replaces it first.
-    fn keep_written(&self, written: Written) {
-        let generation = written.generation;
-        *lock(&self.written) = Some(written);
-        let (slot, cancel) = (Arc::clone(&self.written), self.cancel.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(KEEP_WRITTEN) => {}
-                () = cancel.cancelled() => {}
-            }
-            let mut slot = lock(&slot);
-            if slot.as_ref().is_some_and(|w| w.generation == generation) {
-                *slot = None;
-            }
-        });
-    }
-
-    /// Serves the vault now in the store although it is older than the one
-    /// served — a backup put back on purpose — by sealing its secrets again
-    /// at a revision above every one served, so the rollback check accepts
-    /// it from then on (after a restart too). The vault must still open
-    /// with the project's key and carry a valid seal.
-    pub async fn restore(&self) -> Result<Restored> {
-        let started = Instant::now();
-        let _writer = self.writer.lock().await;
-        if self.is_deleted() {
-            return Err(Error::UnknownProject(self.name.clone()));
-        }
-        let current = self.snapshot.load_full();
-        let floor = self.disk().floor.max(current.revision);
-        let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
-        let restored = tokio::task::spawn_blocking(move || {
-            let (new_key, opened) =
-                match read_disk(&*store, &name, Some(key.clone()), (None, None), 0, Keep::Versions) {
-                    Ok(DiskRead::New { key, opened, .. }) => (key, opened),
-                    Ok(DiskRead::Same) => unreachable!("no fingerprint was known"),
-                    // The disk failing (an errno: EIO, EACCES, …) is the
-                    // daemon's problem, not the backup's: it keeps its code.
-                    Err(e @ Error::Io { .. }) if e.os_error() => return Err(e),
-                    Err(e @ Error::Unavailable(_)) => return Err(e),
-                    Err(e) => return Err(Error::BadRequest(e.to_string())),
-                };
-            if opened.revision >= floor {
-                return Err(Error::BadRequest(format!(
-                    "the vault of project {name} (revision {}) is not older than the one served (revision {floor}): nothing to restore",
-                    opened.revision
-                )));
-            }
-            let key = new_key.as_ref().map_or(key, |(k, _)| k.clone());
-            let revision = floor + 1;
-            let bytes = vault::seal(&name, &opened.secrets, revision, &key).map_err(|e| {
-                Error::Vault {
-                        location: store.vault_location(&name),
-                    reason: e.to_string(),
-                }
-            })?;
-            let on_disk = store
-                .load_vault(&name)?
-                .map(|b| fingerprint(&b));
-            if !store.store_vault_if(&name, on_disk.as_ref(), &bytes)? {
-                return Err(Error::Unavailable(Unavailable::Contended { project: name }));
-            }
-            record_floor(&*store, &name, revision);
-            Ok((new_key, fingerprint(&bytes), Opened {
-                revision,
-                // Served from memory without the earlier versions.
-                secrets: opened.secrets.without_versions(),
-            }))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("vault restore task failed: {e}")))?;
-        let (new_key, vault_fp, opened) = restored?;
-        {
-            let mut disk = self.disk();
-            if let Some((key, key_fp)) = new_key {
-                self.key.store(key);
-                disk.key = Some(key_fp);
-            }
-            disk.vault = Some(vault_fp);
-            disk.floor = opened.revision;
-            disk.last_error = None;
-        }
-        let names = changed_names(&current.secrets, &opened.secrets);
-        let generation = current.generation + 1;
-        let (revision, secrets) = (opened.revision, opened.secrets.len() as u64);
-        info!(project = %self.name, revision, "vault restored from the store on request");
-        self.snapshot.store(Arc::new(Snapshot {
-            generation,
-            loaded_at_ms: now_ms(),
-            revision,
-            secrets: opened.secrets,
-            unreadable: None,
-        }));
-        self.metrics.apply_write.observe(started.elapsed());
-        self.announce(generation, EventKind::Reloaded, names);
-        Ok(Restored {
-            revision,
-            generation,
-            secrets,
-        })
-    }
-}
-
-impl Project {
-    /// Gives the project a new key: the vault as stored — current values
-    /// and every kept version — re-sealed with it at a new revision, both
-    /// durable before this returns, the old key destroyed by the store
-    /// ([`Store::replace_key`]). Reads are served from the snapshot
-    /// throughout: the values do not change, so neither does the
-    /// generation. Digests change with the key (they are keyed by it).
-    pub async fn rekey(&self) -> Result<flux_protocol::message::Rekeyed> {
-        let started = Instant::now();
-        let _writer = self.writer.lock().await;
-        if self.is_deleted() {
-            return Err(Error::UnknownProject(self.name.clone()));
-        }
-        let current = self.snapshot.load_full();
-        let floor = self.disk().floor.max(current.revision);
-        let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
-        let done = tokio::task::spawn_blocking(move || {
-            let opened = match read_disk(
-                &*store,
-                &name,
-                Some(key),
-                (None, None),
-                floor,
-                Keep::Versions,
-            )? {
-                DiskRead::New { opened, .. } => opened,
-                DiskRead::Same => unreachable!("no fingerprint was known"),
-            };
-            let new = ProjectKey::generate();
-            let revision = floor + 1;
-            let bytes =
-                vault::seal(&name, &opened.secrets, revision, &new).map_err(|e| Error::Vault {
-                    location: store.vault_location(&name),
-                    reason: e.to_string(),
-                })?;
-            store.replace_key(&name, &new, &bytes)?;
-            record_floor(&*store, &name, revision);
-            let key_fp = fingerprint(store.load_key(&name)?.as_bytes());
-            Ok::<_, Error>((new, key_fp, fingerprint(&bytes), revision))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("rekey task failed: {e}")))?;
-        let (new, key_fp, vault_fp, revision) = done?;
-        self.key.store(Arc::new(new));
-        {
-            let mut disk = self.disk();
-            disk.key = Some(key_fp);
-            disk.vault = Some(vault_fp);
-            disk.floor = revision;
-            disk.last_error = None;
-        }
-        // The same values, at the vault's new revision.
-        self.snapshot.store(Arc::new(Snapshot {
-            generation: current.generation,
-            loaded_at_ms: now_ms(),
-            revision,
-            secrets: current.secrets.clone(),
-            unreadable: None,
-        }));
-        self.metrics.apply_write.observe(started.elapsed());
-        info!(project = %self.name, revision, "project re-keyed: its old key is destroyed");
-        Ok(flux_protocol::message::Rekeyed {
-            name: self.name.clone(),
-            revision,
-            generation: current.generation,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LocalStore;
+    use crate::error::Limit;
+    use crate::project::base::KEEP_WRITTEN;
+    use crate::store::{LocalStore, Store};
     use tokio_util::sync::CancellationToken;
 
     fn project(dir: &std::path::Path) -> Project {

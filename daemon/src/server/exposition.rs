@@ -27,12 +27,13 @@
 
 use super::Services;
 use crate::metrics::{BUCKETS, HistogramSnapshot, Outcome, RequestCounters};
+use flux_protocol::message::RequestKind;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 /// Request kinds always shown for every project, even at zero, so a rate
 /// can be taken from the first scrape on.
-const ALWAYS: [&str; 2] = ["get", "set"];
+const ALWAYS: [RequestKind; 2] = [RequestKind::Get, RequestKind::Set];
 
 /// The daemon's metrics, as one exposition.
 pub fn render(services: &Services) -> String {
@@ -359,14 +360,11 @@ pub fn render(services: &Services) -> String {
 /// One counter family's samples for a socket's requests: every kind and
 /// result counted so far, and the [`ALWAYS`] kinds of a project at zero.
 fn requests(out: &mut Exposition, family: &str, project: Option<&str>, c: &RequestCounters) {
-    for (i, op) in flux_protocol::message::RequestKind::ALL
-        .iter()
-        .map(|k| k.op())
-        .enumerate()
-    {
+    for kind in RequestKind::ALL {
+        let op = kind.op();
         for outcome in Outcome::ALL {
-            let n = c.get(i, outcome);
-            if n == 0 && !(project.is_some() && ALWAYS.contains(&op)) {
+            let n = c.get(kind.index(), outcome);
+            if n == 0 && !(project.is_some() && ALWAYS.contains(&kind)) {
                 continue;
             }
             let result = outcome.name();

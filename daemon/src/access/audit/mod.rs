@@ -27,7 +27,7 @@
 //!
 //! Recording is cheap on the request path: an entry is pushed onto a queue
 //! under a mutex (no system call, no wake-up). A writer thread drains the
-//! queue every [`BATCH`] — or at once when it passes [`HIGH_WATER`] or
+//! queue every [`BATCH`](state::BATCH) — or at once when it passes [`HIGH_WATER`] or
 //! someone waits for a flush — folds what is to be folded, formats the
 //! lines and appends them to the file (mode 0600), one write per file.
 //!
@@ -50,154 +50,37 @@
 //!
 //! **Failure.** When a write fails (disk full, read-only file system), the
 //! file is cut back to its last whole line, the batch is kept (up to
-//! [`RETRY_LIMIT`] entries, past which entries are counted as dropped) and
-//! retried every [`RETRY`]; [`Audit::writable`] turns false, the reason
+//! [`RETRY_LIMIT`](state::RETRY_LIMIT) entries, past which entries are counted as dropped) and
+//! retried every [`RETRY`](state::RETRY); [`Audit::writable`] turns false, the reason
 //! shows in `fluxctl status`, and the daemon refuses writes to vaults,
 //! projects and hosts until the log can be written again — reads keep
 //! being served. Recording never blocks a request on a failing disk.
+//!
+//! Files: the recording side ([`Audit`], here), `[audit]` resolved
+//! (`config.rs`), what it shares with the writer (`state.rs`), the writer
+//! thread (`writer.rs`) and its rotation (`rotate.rs`), reading the log
+//! back (`log.rs`), a connection's summaries (`summary.rs`) and the
+//! writer's folding per peer (`fold.rs`).
 
+mod config;
 pub mod fold;
 mod log;
+mod rotate;
+mod state;
 mod summary;
+mod writer;
 
-pub use fold::Folds;
-pub use log::{DEFAULT_LIMIT, Filter, Line, read};
+pub use config::{AuditConfig, ReadAudit};
+pub use log::{DEFAULT_LIMIT, Filter, read};
 pub use summary::{DENIALS_IN_FULL, ReadSummaries, bounded_name};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use flux_protocol::message::{AuditHealth, AuditTrailEntry};
-use flux_vault::chain::{self, AuditKey};
-use flux_vault::time::{format_time_ms, now_ms};
-use log::rotated;
-use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
-use tracing::{error, info, warn};
-
-/// How often the writer drains the queue when nothing hurries it.
-pub const BATCH: Duration = Duration::from_millis(5);
-/// How often a failing log is tried again.
-pub const RETRY: Duration = Duration::from_millis(250);
-/// Queue length that wakes the writer early.
-pub const HIGH_WATER: usize = 4096;
-/// Queue length at which requests wait for the writer (only a writer that
-/// is slow, not one that fails, makes a request wait).
-pub const QUEUE: usize = 64 * 1024;
-/// Entries kept for a retry while the log cannot be written.
-pub const RETRY_LIMIT: usize = 16 * 1024;
-/// Uids `flux_audit_rotation_drivers_total` names; others count as
-/// `uid="other"`.
-pub const DRIVER_UIDS: usize = 32;
-
-/// How reads are recorded (`[audit] reads`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadAudit {
-    /// Folded: per connection, then per peer and interval.
-    #[default]
-    Summary,
-    /// One line per read.
-    Every,
-}
-
-impl ReadAudit {
-    /// The name in the config file and in `fluxctl status`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Summary => "summary",
-            Self::Every => "every",
-        }
-    }
-}
-
-/// Default of `[audit] keep_for`.
-pub const DEFAULT_KEEP_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// `[audit]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditConfig {
-    /// The log file; `None` when auditing is disabled.
-    pub path: Option<PathBuf>,
-    pub reads: ReadAudit,
-    /// Longest a summary waits before it is written.
-    pub summary_interval: Duration,
-    /// Size a file does not pass.
-    pub max_bytes: u64,
-    /// Rotated files kept.
-    pub keep: u32,
-    /// Age below which a file removed by rotation is reported as a loss
-    /// (zero: never).
-    pub keep_for: Duration,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            path: None,
-            reads: ReadAudit::Summary,
-            summary_interval: Duration::from_secs(60),
-            max_bytes: 64 * 1024 * 1024,
-            keep: 5,
-            keep_for: DEFAULT_KEEP_FOR,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    /// Entries, each with whether it is to be folded.
-    entries: Vec<(AuditTrailEntry, bool)>,
-    /// Entries ever queued, and ever written, folded or dropped.
-    queued: u64,
-    done: u64,
-    /// Someone waits for everything queued to be written.
-    hurry: bool,
-    /// Flushes asked for, and the last one whose folded lines were
-    /// written.
-    drains_asked: u64,
-    drained: u64,
-}
-
-/// What rotation did, since start.
-#[derive(Debug, Default)]
-struct Rotation {
-    rotations: AtomicU64,
-    /// Files removed while younger than `keep_for`, and the entries of the
-    /// last `keep_for` they held.
-    dropped_files: AtomicU64,
-    dropped_young_entries: AtomicU64,
-    /// Rotations driven by one uid (more than half of the file), by uid.
-    drivers: Mutex<Drivers>,
-}
-
-#[derive(Debug, Default)]
-struct Drivers {
-    by_uid: BTreeMap<u32, u64>,
-    other: u64,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    queue: Mutex<Queue>,
-    /// Signals the writer (work to do) and the waiters (work done).
-    changed: Condvar,
-    /// False while the file cannot be written.
-    failing: AtomicBool,
-    /// Why, while it cannot.
-    error: Mutex<Option<String>>,
-    /// Entries lost to a failing log.
-    dropped: AtomicU64,
-    /// Entries the writer holds for a retry.
-    pending: AtomicU64,
-    /// Folded lines waiting for their interval, and decisions folded.
-    folds: AtomicU64,
-    folded: AtomicU64,
-    rotation: Rotation,
-}
+use flux_vault::chain::AuditKey;
+use state::{HIGH_WATER, QUEUE, Shared};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The audit log's counters, for the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -240,34 +123,7 @@ impl Audit {
         let Some(path) = &config.path else {
             return Ok(Self::disabled());
         };
-        // The chain goes on from the last line written, in this file or,
-        // when it is new, the one before it.
-        let link = [path.clone(), rotated(path, 1)]
-            .iter()
-            .find_map(|p| last_link(p))
-            .unwrap_or(chain::START);
-        let file = open_log(path)?;
-        let shared = Arc::new(Shared::default());
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut writer = Writer {
-            shared: shared.clone(),
-            path: path.clone(),
-            size,
-            file,
-            max_bytes: config.max_bytes,
-            keep: config.keep,
-            keep_for: config.keep_for,
-            pending: Vec::new(),
-            folds: Folds::new(config.summary_interval.as_millis() as u64),
-            by_uid: HashMap::new(),
-            started_ms: (size == 0).then(now_ms),
-            rotate_failing: false,
-            chain: key.map(|k| (k, link)),
-        };
-        std::thread::Builder::new()
-            .name("fluxd-audit".into())
-            .spawn(move || writer.run())
-            .map_err(|e| Error::Internal(format!("cannot start the audit writer: {e}")))?;
+        let shared = writer::start(path, config, key)?;
         Ok(Self {
             shared: Some(shared),
             config: config.clone(),
@@ -405,389 +261,14 @@ impl Audit {
     }
 }
 
-/// The MAC the last line of the file at `path` carries, if any.
-fn last_link(path: &Path) -> Option<chain::Link> {
-    let bytes = std::fs::read(path).ok()?;
-    let last = bytes.split(|&b| b == b'\n').rfind(|l| !l.is_empty())?;
-    chain::carried(last)
-}
-
-fn open_log(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io("open audit log", path, e))
-}
-
-/// The writer thread's state.
-struct Writer {
-    shared: Arc<Shared>,
-    path: PathBuf,
-    file: File,
-    /// Bytes in the file, all of them whole lines.
-    size: u64,
-    max_bytes: u64,
-    keep: u32,
-    keep_for: Duration,
-    /// Entries that could not be written yet, oldest first.
-    pending: Vec<AuditTrailEntry>,
-    folds: Folds,
-    /// Bytes each uid wrote to the current file (since fluxd started).
-    by_uid: HashMap<u32, u64>,
-    /// When the current file was started, if by this fluxd.
-    started_ms: Option<u64>,
-    /// The last rotation failed (logged once until one succeeds).
-    rotate_failing: bool,
-    /// The audit key and the MAC of the last line written.
-    chain: Option<(AuditKey, chain::Link)>,
-}
-
-impl Writer {
-    /// Drain, fold, format, append; forever (the process ends it).
-    fn run(&mut self) {
-        let mut batch = Vec::new();
-        let mut bytes = Vec::new();
-        let mut ends = Vec::new();
-        loop {
-            let wait = if self.pending.is_empty() {
-                BATCH
-            } else {
-                RETRY
-            };
-            let drain = {
-                let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if !q.hurry && q.entries.len() < HIGH_WATER {
-                    q = self
-                        .shared
-                        .changed
-                        .wait_timeout(q, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                q.hurry = false;
-                std::mem::swap(&mut batch, &mut q.entries);
-                (q.drains_asked > q.drained).then_some(q.drains_asked)
-            };
-            let count = batch.len() as u64;
-            let now = now_ms();
-            for (entry, fold) in batch.drain(..) {
-                if !fold {
-                    self.pending.push(entry);
-                } else if let Some(entry) = self.folds.add(entry, now) {
-                    self.pending.push(entry);
-                }
-            }
-            if drain.is_some() || self.folds.len() >= fold::MAX_PENDING {
-                self.folds.drain(&mut self.pending);
-            } else {
-                self.folds.take_due(now, &mut self.pending);
-            }
-            self.shared
-                .folds
-                .store(self.folds.len() as u64, Ordering::Relaxed);
-            self.shared
-                .folded
-                .store(self.folds.folded(), Ordering::Relaxed);
-            if !self.pending.is_empty() {
-                self.write_pending(&mut bytes, &mut ends);
-            }
-            self.shared
-                .pending
-                .store(self.pending.len() as u64, Ordering::Relaxed);
-            let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.done += count;
-            if let Some(drain) = drain {
-                q.drained = q.drained.max(drain);
-            }
-            self.shared.changed.notify_all();
-        }
-    }
-
-    /// Writes every pending entry, rotating before a line that would take
-    /// the file past `max_bytes`; keeps what could not be written (bounded)
-    /// when the file cannot be written.
-    fn write_pending(&mut self, bytes: &mut Vec<u8>, ends: &mut Vec<usize>) {
-        bytes.clear();
-        ends.clear();
-        let mut links = Vec::with_capacity(self.pending.len());
-        let mut link = self.chain.as_ref().map(|(_, l)| *l);
-        let mut line = Vec::new();
-        for entry in &self.pending {
-            // Serializing plain strings and numbers cannot fail.
-            line.clear();
-            let _ = serde_json::to_writer(&mut line, &Line::of(entry.clone()));
-            if let (Some((key, _)), Some(prev)) = (&self.chain, link.as_mut()) {
-                *prev = key.chain(prev, &mut line);
-                links.push(*prev);
-            }
-            bytes.extend_from_slice(&line);
-            bytes.push(b'\n');
-            ends.push(bytes.len());
-        }
-        let mut written = 0;
-        let mut rotation_failed = false;
-        let result = loop {
-            if written == ends.len() {
-                break Ok(());
-            }
-            let start = if written == 0 { 0 } else { ends[written - 1] };
-            let room = self.max_bytes.saturating_sub(self.size);
-            let mut end = written;
-            while end < ends.len() && (ends[end] - start) as u64 <= room {
-                end += 1;
-            }
-            if end == written {
-                // The next line does not fit: a new file first.
-                if self.size > 0 && !rotation_failed {
-                    rotation_failed = !self.rotate();
-                    continue;
-                }
-                // A line longer than `max_bytes` alone in a new file, or a
-                // log that cannot be rotated keeps growing.
-                end = if self.size == 0 {
-                    written + 1
-                } else {
-                    ends.len()
-                };
-            }
-            if let Err(e) = self.append(&bytes[start..ends[end - 1]]) {
-                break Err(e);
-            }
-            let mut from = start;
-            for (entry, &to) in self.pending[written..end].iter().zip(&ends[written..end]) {
-                *self.by_uid.entry(entry.uid).or_default() += (to - from) as u64;
-                from = to;
-            }
-            written = end;
-        };
-        self.pending.drain(..written);
-        if let (Some((_, link)), Some(last)) = (
-            self.chain.as_mut(),
-            written.checked_sub(1).and_then(|i| links.get(i)),
-        ) {
-            *link = *last;
-        }
-        match result {
-            Ok(()) => {
-                if self.shared.failing.swap(false, Ordering::AcqRel) {
-                    *self.shared.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    info!(path = %self.path.display(), "the audit log can be written again; writes are accepted");
-                }
-            }
-            Err(e) => {
-                let reason = format!("cannot write the audit log {}: {e}", self.path.display());
-                if !self.shared.failing.swap(true, Ordering::AcqRel) {
-                    error!("{reason}; writes are refused and reads served until it can be written");
-                }
-                *self.shared.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-                if self.pending.len() > RETRY_LIMIT {
-                    let lost = self.pending.len() - RETRY_LIMIT;
-                    self.pending.drain(..lost);
-                    self.shared
-                        .dropped
-                        .fetch_add(lost as u64, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    /// Appends whole lines; on failure cuts the file back to its last whole
-    /// line, so a retry never leaves half a line behind.
-    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self.file.write_all(bytes) {
-            Ok(()) => {
-                self.size += bytes.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.file.set_len(self.size);
-                Err(e)
-            }
-        }
-    }
-
-    /// `audit.log` → `audit.log.1` → … → `audit.log.<keep>`, removing the
-    /// oldest (loudly when it is younger than `keep_for`); then a new,
-    /// empty `audit.log`. False when the log could not be rotated (it keeps
-    /// growing; the next batch tries again).
-    fn rotate(&mut self) -> bool {
-        let now = now_ms();
-        let top = self.top_writer(now);
-        let victim = match self.keep {
-            0 => self.path.clone(),
-            n => rotated(&self.path, n),
-        };
-        let young = self.young(&victim, now);
-        let result = (|| -> std::io::Result<()> {
-            match std::fs::remove_file(&victim) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            for n in (1..self.keep).rev() {
-                match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
-            if self.keep > 0 {
-                std::fs::rename(&self.path, rotated(&self.path, 1))?;
-            }
-            Ok(())
-        })();
-        if let Some(lost) = young.filter(|_| result.is_ok()) {
-            self.report_young(&victim, &lost, top.as_ref());
-        }
-        if let Err(e) = result {
-            if !self.rotate_failing {
-                error!(path = %self.path.display(), error = %e, "cannot rotate the audit log; it keeps growing past [audit] max_bytes until it can");
-            }
-            self.rotate_failing = true;
-            return false;
-        }
-        match open_log(&self.path) {
-            Ok(file) => {
-                self.file = file;
-                self.size = 0;
-                self.by_uid.clear();
-                self.started_ms = Some(now);
-                self.rotate_failing = false;
-                self.shared
-                    .rotation
-                    .rotations
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(top) = &top {
-                    self.report_top(top);
-                }
-                info!(path = %self.path.display(), keep = self.keep, "audit log rotated");
-                true
-            }
-            Err(e) => {
-                error!(error = %e, "cannot reopen the audit log after rotating it");
-                false
-            }
-        }
-    }
-
-    /// Who wrote most of the file being rotated.
-    fn top_writer(&self, now: u64) -> Option<TopWriter> {
-        let (&uid, &bytes) = self.by_uid.iter().max_by_key(|(_, b)| **b)?;
-        Some(TopWriter {
-            uid,
-            bytes,
-            size: self.size.max(1),
-            filled_in: self
-                .started_ms
-                .map(|s| Duration::from_millis(now.saturating_sub(s))),
-        })
-    }
-
-    /// Logs the top writer of a rotated file; counts it as driving
-    /// rotation when it wrote more than half of it.
-    fn report_top(&self, top: &TopWriter) {
-        let filled = match top.filled_in {
-            Some(d) => format!(
-                " in {}",
-                humantime::format_duration(Duration::from_secs(d.as_secs()))
-            ),
-            None => String::new(),
-        };
-        if top.bytes * 2 <= top.size {
-            info!(
-                uid = top.uid,
-                "the audit log filled{filled}; uid {} wrote the most of it ({}%)",
-                top.uid,
-                top.percent()
-            );
-            return;
-        }
-        warn!(
-            uid = top.uid,
-            "uid {} drives the audit log's rotation: it wrote {}% of the {} bytes rotated{filled} (fluxctl audit shows what it did)",
-            top.uid,
-            top.percent(),
-            top.size
-        );
-        let mut d = self
-            .shared
-            .rotation
-            .drivers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if d.by_uid.contains_key(&top.uid) || d.by_uid.len() < DRIVER_UIDS {
-            *d.by_uid.entry(top.uid).or_default() += 1;
-        } else {
-            d.other += 1;
-        }
-    }
-
-    /// When `victim` exists and its newest entry is younger than
-    /// `keep_for`: what removing it loses.
-    fn young(&self, victim: &Path, now: u64) -> Option<log::Span> {
-        if self.keep_for.is_zero() {
-            return None;
-        }
-        let meta = std::fs::metadata(victim).ok()?;
-        let age = meta.modified().ok()?.elapsed().unwrap_or_default();
-        if age >= self.keep_for {
-            return None;
-        }
-        let since = now.saturating_sub(self.keep_for.as_millis() as u64);
-        Some(log::span(victim, since).unwrap_or_default())
-    }
-
-    /// Says loudly that rotation removed entries younger than `keep_for`.
-    fn report_young(&self, victim: &Path, lost: &log::Span, top: Option<&TopWriter>) {
-        let r = &self.shared.rotation;
-        r.dropped_files.fetch_add(1, Ordering::Relaxed);
-        r.dropped_young_entries
-            .fetch_add(lost.young, Ordering::Relaxed);
-        let keep_for = humantime::format_duration(self.keep_for);
-        let who = match top {
-            Some(t) => format!(
-                "uid {} wrote {}% of the file rotated now",
-                t.uid,
-                t.percent()
-            ),
-            None => "who wrote it is not known (it was written before fluxd started)".into(),
-        };
-        let span = match (lost.first_ms, lost.last_ms) {
-            (Some(f), Some(l)) => format!(" ({} to {})", format_time_ms(f), format_time_ms(l)),
-            _ => String::new(),
-        };
-        error!(
-            file = %victim.display(),
-            lost = lost.young,
-            "audit entries younger than [audit] keep_for ({keep_for}) are lost: rotation removed {} with {} entries{span}, {} of them from the last {keep_for}; {who}. Raise [audit] max_bytes or keep, or stop what writes so much",
-            victim.display(),
-            lost.entries,
-            lost.young
-        );
-    }
-}
-
-/// The uid that wrote the most of a file.
-#[derive(Debug)]
-struct TopWriter {
-    uid: u32,
-    bytes: u64,
-    /// The file's size (its lines from before fluxd started included).
-    size: u64,
-    /// How long the file took to fill, when fluxd started it.
-    filled_in: Option<Duration>,
-}
-
-impl TopWriter {
-    fn percent(&self) -> u64 {
-        self.bytes * 100 / self.size
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use log::files;
+    use config::DEFAULT_KEEP_FOR;
+    use flux_vault::chain;
+    use flux_vault::time::now_ms;
+    use log::{files, rotated};
+    use std::time::Duration;
 
     pub(super) fn entry(op: &str, name: &str, t: u64) -> AuditTrailEntry {
         AuditTrailEntry {

@@ -235,7 +235,6 @@ mod tests {
     use super::*;
     use crate::access::policy::{PeerIdentity, Policy};
     use crate::access::{Denial, Denied, Effect, Granted, Socket, decide};
-    use flux_protocol::codec::{decode, encode};
     use flux_protocol::message::*;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -276,41 +275,41 @@ mod tests {
 
     /// Expected decisions for peers (nobody, reader, admin, daemon admin):
     /// `+` allowed, `-` denied by role, `s` wrong socket, `h` handshake.
-    const MATRIX: &[(&str, &str, &str)] = &[
-        // op              project  control
-        ("hello", "hhhh", "hhhh"),
-        ("get", "-+--", "ssss"),
-        ("get_all", "-+--", "ssss"),
-        ("subscribe", "-++-", "ssss"),
-        ("list", "--+-", "ssss"),
-        ("set", "--+-", "ssss"),
-        ("set_many", "--+-", "ssss"),
-        ("write", "--+-", "ssss"),
-        ("write_many", "--+-", "ssss"),
-        ("delete", "--+-", "ssss"),
-        ("create_project", "ssss", "---+"),
-        ("delete_project", "ssss", "--++"),
-        ("list_projects", "ssss", "---+"),
-        ("status", "ssss", "---+"),
-        ("health", "ssss", "---+"),
-        ("audit", "ssss", "---+"),
-        ("audit_log", "ssss", "---+"),
-        ("audit_trail", "ssss", "---+"),
-        ("list_hosts", "ssss", "---+"),
-        ("add_host", "ssss", "---+"),
-        ("remove_host", "ssss", "---+"),
-        ("restore_vault", "--+-", "ssss"),
-        ("fleet", "ssss", "---+"),
-        ("history", "--+-", "ssss"),
-        ("rollback", "--+-", "ssss"),
-        ("diff", "-+--", "ssss"),
-        ("list_digests", "--+-", "ssss"),
-        ("metrics", "ssss", "---+"),
-        ("hosts_head", "ssss", "---+"),
-        ("publish_hosts", "ssss", "---+"),
-        ("resume_removal", "ssss", "---+"),
-        ("rekey_project", "ssss", "--++"),
-        ("prepare_host_key", "ssss", "---+"),
+    const MATRIX: &[(RequestKind, &str, &str)] = &[
+        // kind                              project  control
+        (RequestKind::Hello, "hhhh", "hhhh"),
+        (RequestKind::Get, "-+--", "ssss"),
+        (RequestKind::GetAll, "-+--", "ssss"),
+        (RequestKind::Subscribe, "-++-", "ssss"),
+        (RequestKind::List, "--+-", "ssss"),
+        (RequestKind::Set, "--+-", "ssss"),
+        (RequestKind::SetMany, "--+-", "ssss"),
+        (RequestKind::Write, "--+-", "ssss"),
+        (RequestKind::WriteMany, "--+-", "ssss"),
+        (RequestKind::Delete, "--+-", "ssss"),
+        (RequestKind::CreateProject, "ssss", "---+"),
+        (RequestKind::DeleteProject, "ssss", "--++"),
+        (RequestKind::ListProjects, "ssss", "---+"),
+        (RequestKind::Status, "ssss", "---+"),
+        (RequestKind::Health, "ssss", "---+"),
+        (RequestKind::Audit, "ssss", "---+"),
+        (RequestKind::AuditLog, "ssss", "---+"),
+        (RequestKind::AuditTrail, "ssss", "---+"),
+        (RequestKind::ListHosts, "ssss", "---+"),
+        (RequestKind::AddHost, "ssss", "---+"),
+        (RequestKind::RemoveHost, "ssss", "---+"),
+        (RequestKind::RestoreVault, "--+-", "ssss"),
+        (RequestKind::Fleet, "ssss", "---+"),
+        (RequestKind::History, "--+-", "ssss"),
+        (RequestKind::Rollback, "--+-", "ssss"),
+        (RequestKind::Diff, "-+--", "ssss"),
+        (RequestKind::ListDigests, "--+-", "ssss"),
+        (RequestKind::Metrics, "ssss", "---+"),
+        (RequestKind::HostsHead, "ssss", "---+"),
+        (RequestKind::PublishHosts, "ssss", "---+"),
+        (RequestKind::ResumeRemoval, "ssss", "---+"),
+        (RequestKind::RekeyProject, "ssss", "--++"),
+        (RequestKind::PrepareHostKey, "ssss", "---+"),
     ];
 
     fn outcome(d: &Result<Granted, Denied>) -> char {
@@ -331,58 +330,27 @@ mod tests {
         }
     }
 
-    /// How many variants `Request` has, from the decoder's own error for an
-    /// index past the last one ("expected variant index 0 <= i < N").
-    fn variant_count() -> u32 {
-        let err = decode::<Request>(&u32::MAX.to_le_bytes())
-            .unwrap_err()
-            .to_string();
-        err.split("0 <= i < ")
-            .nth(1)
-            .and_then(|rest| {
-                rest.chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect::<String>()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no variant count in {err:?}"))
-    }
-
     #[test]
-    fn every_request_kind_has_a_sample_and_rows() {
-        let samples = samples();
-        let indexes: BTreeSet<u32> = samples
-            .iter()
-            .map(|r| u32::from_le_bytes(encode(r).unwrap()[..4].try_into().unwrap()))
-            .collect();
-        let n = variant_count();
-        assert_eq!(
-            indexes,
-            (0..n).collect(),
-            "samples() must hold one request of each of the {n} kinds"
-        );
-        let rows: BTreeSet<&str> = MATRIX.iter().map(|r| r.0).collect();
+    fn every_request_kind_has_rows() {
+        let rows: BTreeSet<RequestKind> = MATRIX.iter().map(|r| r.0).collect();
         assert_eq!(rows.len(), MATRIX.len(), "one row per request kind");
-        for r in &samples {
-            assert!(rows.contains(r.op()), "no MATRIX row for {}", r.op());
-        }
-        assert_eq!(
-            rows.len(),
-            samples.len(),
-            "a MATRIX row for a kind that does not exist"
-        );
+        let missing: Vec<&str> = RequestKind::ALL
+            .iter()
+            .filter(|k| !rows.contains(k))
+            .map(|k| k.op())
+            .collect();
+        assert!(missing.is_empty(), "no MATRIX row for {missing:?}");
     }
 
     #[test]
     fn authorization_matrix() {
         let policy = policy();
         let peers = [NOBODY, READER, ADMIN, DAEMON_ADMIN].map(peer);
-        let rows: BTreeMap<&str, (&str, &str)> =
-            MATRIX.iter().map(|(op, p, c)| (*op, (*p, *c))).collect();
+        let rows: BTreeMap<RequestKind, (&str, &str)> =
+            MATRIX.iter().map(|(k, p, c)| (*k, (*p, *c))).collect();
         let mut wrong = Vec::new();
         for req in samples() {
-            let (on_project, on_control) = rows[req.op()];
+            let (on_project, on_control) = rows[&req.kind()];
             for (socket, want) in [
                 (Socket::Project("app"), on_project),
                 (Socket::Control, on_control),

@@ -7,9 +7,9 @@
 //! reads or writes the stream, so the two paths cannot drift apart in what
 //! they allow.
 
-use super::Target;
 use super::bucket::Bucket;
 use super::names::audit_names;
+use super::target::Target;
 use crate::access::audit::{ReadSummaries, bounded_name};
 use crate::access::peer::Peer;
 use crate::access::{self, Denial, Denied, Effect, Granted, SocketKind};
@@ -43,7 +43,7 @@ pub(crate) struct Conn {
 #[allow(dead_code)] // held for its drop
 pub(crate) enum Slot {
     Project(OwnedSemaphorePermit),
-    Peer(super::PeerSlot),
+    Peer(super::target::PeerSlot),
 }
 
 /// A request decided, not yet run: what its metrics and audit record say

@@ -39,9 +39,11 @@
 //! connection budgets (`[limits] max_connections`,
 //! `max_connections_per_project`) bound how many there are.
 
+use super::Session;
 use super::conn::{Conn, Slot, Tally, error_response, payload};
-use super::{End, Opened, PIPELINED_ANSWERS, Session, Start, Target};
-use super::{too_large, whole_frame_len, wipe, write_timed_out};
+use super::frames::{End, PIPELINED_ANSWERS, too_large, whole_frame_len, wipe, write_timed_out};
+use super::opened::{Opened, Start};
+use super::target::Target;
 use crate::access::policy::Hidden;
 use crate::metrics::ConnectionGauge;
 use crate::server::Services;

@@ -57,187 +57,48 @@
 //! Request frames are wiped once decoded, since a `Set` carries a value.
 //! Nothing here logs or audits a value: requests are recorded by operation
 //! and name.
+//!
+//! Files: the async session ([`Session`], here), the connection thread
+//! ([`direct`]), the rules both apply ([`conn`]), what a socket serves
+//! (`target.rs`), a connection just accepted (`opened.rs`), frames and
+//! how a connection ends (`frames.rs`), the request budget (`bucket.rs`),
+//! the names a request is recorded by (`names.rs`) and its record
+//! (`record.rs`).
 
 mod bucket;
 mod conn;
 pub(crate) mod direct;
+mod frames;
 mod names;
+mod opened;
 mod record;
+mod target;
+
+pub(crate) use target::{PeerSlots, Target};
 
 use super::Services;
 use super::handlers::{self, Ctx, Reply};
-use crate::access::Socket;
-use crate::access::peer::Peer;
 use crate::access::policy::Hidden;
-use crate::metrics::{ConnectionGauge, ProjectMetrics};
-use crate::project::Project;
+use crate::metrics::ConnectionGauge;
 use bytes::Bytes;
-use conn::{Conn, Slot, Tally, error_response, payload};
+use conn::{Conn, Tally, error_response, payload};
 use flux_protocol::ErrorCode;
 use flux_protocol::codec::{ServerCodec, decode};
-use flux_protocol::message::{Event, EventKind, Request, Response, Scope};
+use flux_protocol::message::{Event, EventKind, Request, Response};
+use frames::{End, PIPELINED_ANSWERS, too_large, whole_frame_len, wipe, write_timed_out};
 use futures_util::{SinkExt, StreamExt};
+use opened::{Opened, Start};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::net::UnixStream;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::broadcast;
 use tokio::time::Sleep;
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, warn};
 use zeroize::Zeroize;
-
-/// What a socket serves.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    Control {
-        /// Control connections open, by peer uid.
-        peers: Arc<PeerSlots>,
-    },
-    Project {
-        project: Arc<Project>,
-        /// Connection slots of this project's socket.
-        slots: Arc<Semaphore>,
-    },
-}
-
-impl Target {
-    pub(crate) fn label(&self) -> String {
-        match self {
-            Self::Control { .. } => "control".into(),
-            Self::Project { project, .. } => format!("project:{}", project.name()),
-        }
-    }
-
-    fn scope(&self) -> Scope {
-        match self {
-            Self::Control { .. } => Scope::Control,
-            Self::Project { project, .. } => Scope::Project(project.name().to_owned()),
-        }
-    }
-
-    fn socket(&self) -> Socket<'_> {
-        match self {
-            Self::Control { .. } => Socket::Control,
-            Self::Project { project, .. } => Socket::Project(project.name()),
-        }
-    }
-
-    fn project_name(&self) -> Option<&str> {
-        self.project().map(|p| p.name())
-    }
-
-    fn project(&self) -> Option<&Arc<Project>> {
-        match self {
-            Self::Control { .. } => None,
-            Self::Project { project, .. } => Some(project),
-        }
-    }
-
-    fn project_metrics(&self) -> Option<Arc<ProjectMetrics>> {
-        self.project().map(|p| p.metrics().clone())
-    }
-}
-
-static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
-
-/// Control connections open per peer uid, so that one user holding many
-/// cannot keep other operators out ([`crate::config::Limits`]'s
-/// `max_control_connections_per_peer`).
-#[derive(Debug, Default)]
-pub(crate) struct PeerSlots {
-    open: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
-}
-
-impl PeerSlots {
-    /// One more connection for `uid`, unless it holds `limit` already.
-    fn take(self: &Arc<Self>, uid: u32, limit: usize) -> Option<PeerSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let held = open.entry(uid).or_insert(0);
-        if *held >= limit {
-            return None;
-        }
-        *held += 1;
-        Some(PeerSlot {
-            slots: self.clone(),
-            uid,
-        })
-    }
-}
-
-/// One control connection of one peer, given back when dropped.
-#[derive(Debug)]
-pub(crate) struct PeerSlot {
-    slots: Arc<PeerSlots>,
-    uid: u32,
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = open.get_mut(&self.uid) {
-            *held -= 1;
-            if *held == 0 {
-                open.remove(&self.uid);
-            }
-        }
-    }
-}
-
-/// Most bytes of answers held back while pipelined requests are answered.
-const PIPELINED_ANSWERS: usize = 64 * 1024;
-
-/// How a connection comes to the async session.
-pub(super) enum Start {
-    /// Just accepted: the slot and the handshake are still to come.
-    Fresh,
-    /// Handed over by [`direct`] after its handshake, with the connection's
-    /// slot and the request it does not serve itself, to answer first.
-    Resumed { slot: Slot, first: Request },
-}
-
-/// A connection just accepted, on either path: its number, its peer as
-/// the kernel identifies it, its place in the gauges, its log span, and
-/// the policy reloads it will see.
-pub(super) struct Opened {
-    pub(super) id: u64,
-    pub(super) peer: Peer,
-    pub(super) gauge: ConnectionGauge,
-    pub(super) span: tracing::Span,
-    pub(super) reloads: tokio::sync::watch::Receiver<u64>,
-}
-
-impl Opened {
-    /// Identifies the peer of `stream`; `None` (logged) when the kernel
-    /// cannot say who it is or it exited before it could be identified.
-    pub(super) fn of(
-        stream: &impl std::os::fd::AsFd,
-        target: &Target,
-        services: &Services,
-    ) -> Option<Self> {
-        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-        let peer = match Peer::of(stream, &services.access.policy()) {
-            Ok(peer) => peer,
-            Err(e) => {
-                warn!(error = %e, "cannot identify the peer; closing");
-                return None;
-            }
-        };
-        let gauge = ConnectionGauge::open(services.metrics.clone(), target.project_metrics());
-        let span = info_span!("conn", id, socket = %target.label(), peer_uid = peer.uid, peer_pid = peer.pid);
-        Some(Self {
-            id,
-            peer,
-            gauge,
-            span,
-            // Taken before the handshake: a reload from then on is seen.
-            reloads: services.access.reloads(),
-        })
-    }
-}
 
 /// Serves one connection on the async runtime until the client closes,
 /// misbehaves, idles out, or `cancel` fires.
@@ -274,15 +135,6 @@ pub(super) struct Session {
     /// Names left out of the change events (secrets this subscriber may
     /// not read).
     event_hidden: Hidden,
-}
-
-/// Why a connection was ended by the daemon.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum End {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("{0}")]
-    Protocol(String),
 }
 
 impl Session {
@@ -625,42 +477,6 @@ impl Session {
             Err(_) => Err(write_timed_out(&self.conn)),
         }
     }
-}
-
-/// The length of the whole request frame at the start of `buf` (prefix
-/// included), when all of it is there.
-pub(super) fn whole_frame_len(buf: &[u8]) -> Option<usize> {
-    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    (buf.len() - 4 >= len).then_some(4 + len)
-}
-
-/// Clears a buffer and zeroes everything it ever held.
-pub(super) fn wipe(buf: &mut bytes::BytesMut) {
-    let cap = buf.capacity();
-    buf.clear();
-    buf.resize(cap, 0);
-    buf.as_mut().zeroize();
-    buf.clear();
-}
-
-/// The message a frame over the request limit is answered with.
-pub(super) fn too_large(conn: &Conn) -> String {
-    let msg = format!(
-        "frame exceeds the limit of {} bytes; closing the connection",
-        conn.services.config.limits.max_request_bytes
-    );
-    warn!("{msg}");
-    msg
-}
-
-pub(super) fn write_timed_out(conn: &Conn) -> End {
-    let msg = format!(
-        "the client took no answer for {:?}; closing",
-        conn.services.config.limits.write_timeout
-    );
-    warn!("{msg}");
-    End::Protocol(msg)
 }
 
 /// The next event of a subscribed connection; never resolves otherwise.
