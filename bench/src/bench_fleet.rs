@@ -576,20 +576,20 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn path_str(p: &Path) -> Result<&str> {
+pub(crate) fn path_str(p: &Path) -> Result<&str> {
     p.to_str()
         .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
-fn on_path(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false)
@@ -597,7 +597,7 @@ fn on_path(tool: &str) -> bool {
 
 /// `fluxctl` beside the daemon, built first under cargo (as
 /// [`FluxdBinary::locate`] does for fluxd).
-fn locate_fluxctl(bin: &FluxdBinary) -> Result<PathBuf> {
+pub(crate) fn locate_fluxctl(bin: &FluxdBinary) -> Result<PathBuf> {
     let dir = bin.0.parent().context("fluxd has no folder")?;
     let path = dir.join("fluxctl");
     if let Some(cargo) = std::env::var_os("CARGO") {
@@ -624,25 +624,36 @@ fn locate_fluxctl(bin: &FluxdBinary) -> Result<PathBuf> {
 }
 
 /// One fluxd host in fleet mode, stopped on drop.
-struct Host {
-    dir: tempfile::TempDir,
+pub(crate) struct Host {
+    pub(crate) dir: tempfile::TempDir,
     ctl: PathBuf,
-    child: Child,
+    pub(crate) child: Child,
 }
 
 impl Host {
     fn start(bin: &FluxdBinary, ctl: &Path, etcd: &Etcd, fleet_id: Option<&str>) -> Result<Self> {
+        Self::start_with(bin, ctl, etcd, fleet_id, None, "warn")
+    }
+
+    /// [`Host::start`] with a config file (`<dir>/fluxd.toml`, passed with
+    /// `--config`) and a log level.
+    pub(crate) fn start_with(
+        bin: &FluxdBinary,
+        ctl: &Path,
+        etcd: &Etcd,
+        fleet_id: Option<&str>,
+        config: Option<&str>,
+        level: &str,
+    ) -> Result<Self> {
         let dir = short_tempdir("fxf")?;
-        let run = dir.path().join("run");
-        let mut cmd = launch::fluxd_command(&bin.0, &dir.path().join("state"), &run, "warn");
-        cmd.args(["--store", "etcd", "--etcd-endpoints", &etcd.url()]);
-        if let Some(id) = fleet_id {
-            cmd.args(["--fleet-id", id]);
+        if let Some(toml) = config {
+            std::fs::write(dir.path().join("fluxd.toml"), toml).context("write fluxd.toml")?;
         }
+        let mut cmd = Self::command(bin, dir.path(), &etcd.url(), fleet_id, level);
         let (child, _) = launch::spawn_ready(
             &mut cmd,
             &dir.path().join("fluxd.log"),
-            &flux_protocol::paths::control_socket(&run),
+            &flux_protocol::paths::control_socket(&dir.path().join("run")),
             Duration::from_secs(60),
             20,
         )?;
@@ -653,13 +664,35 @@ impl Host {
         })
     }
 
-    fn run_dir(&self) -> PathBuf {
+    /// The fluxd command of a host in `dir` (its config file used when
+    /// there is one): what [`Host::start_with`] runs, and what a restart
+    /// runs again.
+    pub(crate) fn command(
+        bin: &FluxdBinary,
+        dir: &Path,
+        etcd_url: &str,
+        fleet_id: Option<&str>,
+        level: &str,
+    ) -> Command {
+        let mut cmd = launch::fluxd_command(&bin.0, &dir.join("state"), &dir.join("run"), level);
+        cmd.args(["--store", "etcd", "--etcd-endpoints", etcd_url]);
+        if let Some(id) = fleet_id {
+            cmd.args(["--fleet-id", id]);
+        }
+        let config = dir.join("fluxd.toml");
+        if config.is_file() {
+            cmd.arg("--config").arg(config);
+        }
+        cmd
+    }
+
+    pub(crate) fn run_dir(&self) -> PathBuf {
         self.dir.path().join("run")
     }
 
     /// `fluxctl ARGS` against this host: its output, or an error with
     /// fluxctl's message (fluxctl never prints a value here).
-    fn ctl(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn ctl(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(&self.ctl)
             .env("FLUX_RUNTIME_DIR", self.run_dir())
             .args(args)
@@ -678,13 +711,13 @@ impl Host {
     }
 
     /// `fluxctl hosts list --json`.
-    fn info(&self) -> Result<Value> {
+    pub(crate) fn info(&self) -> Result<Value> {
         serde_json::from_str(&self.ctl(&["hosts", "list", "--json"])?)
             .context("hosts list --json is not JSON")
     }
 
     /// `fluxctl hosts add <other's join token>` on this host.
-    fn add(&self, other: &Host, operator: &Path) -> Result<()> {
+    pub(crate) fn add(&self, other: &Host, operator: &Path) -> Result<()> {
         let token = other.info()?["join_token"]
             .as_str()
             .context("no join token: not in fleet mode")?
@@ -700,7 +733,7 @@ impl Host {
     }
 
     /// Waits until this host sees itself in the host list.
-    fn wait_member(&self) -> Result<()> {
+    pub(crate) fn wait_member(&self) -> Result<()> {
         let t = Instant::now();
         while self.info()?["member"] != Value::Bool(true) {
             if t.elapsed() > PROPAGATION_LIMIT {
@@ -739,7 +772,7 @@ impl Host {
 
     /// The projects this host reports a last error for, with it (a path
     /// and a reason, never a value).
-    fn errors(&self) -> Result<Vec<String>> {
+    pub(crate) fn errors(&self) -> Result<Vec<String>> {
         let status = self.control()?.status().context("Status")?;
         Ok(status
             .projects
@@ -748,12 +781,12 @@ impl Host {
             .collect())
     }
 
-    fn control(&self) -> Result<Client> {
+    pub(crate) fn control(&self) -> Result<Client> {
         Client::connect(flux_protocol::paths::control_socket(&self.run_dir()))
             .context("connect to a host's control socket")
     }
 
-    fn client(&self, project: &str) -> Result<Client> {
+    pub(crate) fn client(&self, project: &str) -> Result<Client> {
         let path = flux_protocol::paths::project_socket(&self.run_dir(), project);
         Client::connect(path).with_context(|| format!("connect to {project} on a host"))
     }
@@ -790,14 +823,19 @@ impl Drop for Host {
 }
 
 /// One etcd member on loopback ports, in a temp dir, stopped on drop.
-struct Etcd {
+pub(crate) struct Etcd {
     _dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
+    pub(crate) port: u16,
+    pub(crate) child: Child,
 }
 
 impl Etcd {
     fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`Etcd::start`] with more flags (`--quota-backend-bytes`, …).
+    pub(crate) fn start_with(flags: &[&str]) -> Result<Self> {
         let dir = short_tempdir("fxe")?;
         let free = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
         let (port, peer) = (free()?, free()?);
@@ -814,6 +852,7 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("bench={peer}")])
+            .args(flags)
             .env_remove("ETCD_NAME")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -835,13 +874,13 @@ impl Etcd {
         Ok(etcd)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Keys under `prefix` and their total size, keys plus values, in
     /// bytes (from the base64 lengths etcd's gateway answers with).
-    fn count(&self, prefix: &str) -> Result<(u64, u64)> {
+    pub(crate) fn count(&self, prefix: &str) -> Result<(u64, u64)> {
         let mut end = prefix.as_bytes().to_vec();
         if let Some(last) = end.last_mut() {
             *last += 1;
@@ -860,7 +899,7 @@ impl Etcd {
     }
 
     /// etcd's database size and the part of it in use, in bytes.
-    fn status(&self) -> Result<(u64, u64)> {
+    pub(crate) fn status(&self) -> Result<(u64, u64)> {
         let answer: Value =
             serde_json::from_str(&http(self.port, "POST", "/v3/maintenance/status", "{}")?)
                 .context("etcd's status answer is not JSON")?;
@@ -895,7 +934,7 @@ impl Drop for Etcd {
 }
 
 /// One HTTP/1.0 exchange with etcd on loopback: the body of a 200 answer.
-fn http(port: u16, method: &str, path: &str, body: &str) -> Result<String> {
+pub(crate) fn http(port: u16, method: &str, path: &str, body: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect to etcd")?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
@@ -913,7 +952,7 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Result<String> {
     Ok(body.to_owned())
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
@@ -935,7 +974,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// The decoded length of base64 text.
-fn b64_len(text: &str) -> u64 {
+pub(crate) fn b64_len(text: &str) -> u64 {
     let pad = text.bytes().rev().take_while(|&b| b == b'=').count();
     (text.len() / 4 * 3).saturating_sub(pad) as u64
 }

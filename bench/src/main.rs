@@ -4,6 +4,7 @@
 //! flux-bench all      [--smoke] [--runs N] [--json PATH] [--fluxd PATH]   one table
 //! flux-bench get | client-check | rotation | scale                        one part of it
 //! flux-bench fleet    [--smoke] [--hosts N] [--projects N] [--secrets N]  etcd and many hosts
+//! flux-bench fleet-restart [--smoke] [--hosts N] [--bytes SIZE]          a host restarting with 1 GB in etcd
 //! flux-bench faults   soak|crash-loop|disk-full|bad-clients|all [--smoke]
 //! ```
 //!
@@ -34,6 +35,7 @@
 
 mod bench_client;
 mod bench_fleet;
+mod bench_fleet_restart;
 mod bench_get;
 mod bench_rotation;
 mod bench_scale;
@@ -81,6 +83,9 @@ enum Cmd {
     Scale(BenchArgs),
     /// Fleet mode at scale: real etcd and many hosts (docs/FLEET.md).
     Fleet(FleetArgs),
+    /// Fleet mode: a host restarting while etcd holds 1 GB of vaults
+    /// (docs/FLEET.md, "Big reads").
+    FleetRestart(FleetRestartArgs),
     /// The load-and-fault suite (docs/RELIABILITY.md).
     Faults(FaultArgs),
     /// The floor server the `get` benchmark runs as a child process: the
@@ -167,6 +172,29 @@ struct FleetArgs {
 }
 
 #[derive(Debug, Args)]
+struct FleetRestartArgs {
+    #[command(flatten)]
+    common: Common,
+    /// fluxd hosts in the fleet; the last one is restarted [default: 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=16))]
+    hosts: Option<u16>,
+    /// Vault envelopes to put in etcd, in vaults of about 1.39 MB (64 KB
+    /// with --smoke): 50M, 1G, 512Mi… [default: 1G; 1M with --smoke].
+    #[arg(long, value_name = "SIZE", value_parser = bench_fleet_restart::parse_bytes)]
+    bytes: Option<u64>,
+    /// The restarted host's log level (debug: its start-up, step by step).
+    #[arg(long, value_name = "LEVEL", default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+    /// Copy the restarted host's log to PATH at the end.
+    #[arg(long, value_name = "PATH")]
+    save_log: Option<PathBuf>,
+    /// Write the report as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct FaultArgs {
     /// Which suite to run.
     #[arg(value_enum)]
@@ -203,6 +231,7 @@ fn main() -> ExitCode {
         Cmd::Rotation(a) => bench(a, Parts::only(2), "rotation"),
         Cmd::Scale(a) => bench(a, Parts::only(3), "scale"),
         Cmd::Fleet(a) => fleet_cmd(a),
+        Cmd::FleetRestart(a) => fleet_restart_cmd(a),
         Cmd::Faults(a) => faults_cmd(a),
         Cmd::FloorServer(_) => unreachable!("served above"),
     };
@@ -380,6 +409,37 @@ fn fleet_cmd(a: FleetArgs) -> Result<bool> {
     };
     bench_fleet::run(&bin, &cfg, &mut report).context("fleet benchmark")?;
     println!("{}", report.render());
+    Ok(report.failures.is_empty())
+}
+
+fn fleet_restart_cmd(a: FleetRestartArgs) -> Result<bool> {
+    let bin = FluxdBinary::locate(a.common.fluxd.as_deref())?;
+    let mut cfg =
+        bench_fleet_restart::RestartConfig::new(a.common.smoke, a.hosts.map(usize::from), a.bytes);
+    cfg.log_level = a.log_level;
+    cfg.save_log = a.save_log;
+    let mut report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        smoke: a.common.smoke,
+        runs: 1,
+        machine: Machine::detect(),
+        ..Report::default()
+    };
+    let load_before = load_average();
+    bench_fleet_restart::run(&bin, &cfg, &mut report).context("fleet restart benchmark")?;
+    if let Some(before) = &load_before {
+        report.notes.push(format!(
+            "load average (1, 5, 15 min) from /proc/loadavg: {before} at the start, {} at the end",
+            load_average().unwrap_or_else(|| "?".into())
+        ));
+    }
+    println!("{}", report.render());
+    if let Some(path) = &a.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(report.failures.is_empty())
 }
 
