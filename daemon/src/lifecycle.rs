@@ -53,51 +53,51 @@ impl Lifecycle {
 
     /// Loads and serves every project of the store (at start). One that
     /// cannot be served is recorded and the others are. Loading — reading,
-    /// decrypting and checking each vault — is spread over the CPUs;
-    /// serving them follows, in name order.
+    /// decrypting and checking each vault — is spread over the CPUs, and
+    /// each project is served as soon as it is loaded.
     pub async fn serve_all(&self) -> Result<()> {
         let _exclusive = self.registry.exclusive().await;
         let names = self.registry.store().projects()?;
-        for (name, loaded) in names.iter().zip(self.load_all(&names)) {
-            self.serve_loaded(name, loaded);
-        }
+        self.load_all(&names, |name, loaded| self.serve_loaded(name, loaded));
         Ok(())
     }
 
-    /// Loads `names` on one thread per CPU (at most one per project).
-    fn load_all(&self, names: &[String]) -> Vec<Result<Arc<Project>>> {
+    /// Loads `names` on one thread per CPU (at most one per project), and
+    /// hands each to `serve` on this thread as soon as it is loaded: with
+    /// many big vaults the first projects are served long before the last
+    /// is decrypted.
+    fn load_all(&self, names: &[String], mut serve: impl FnMut(&str, Result<Arc<Project>>)) {
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .min(names.len());
         if threads <= 1 {
-            return names.iter().map(|n| self.registry.load(n)).collect();
+            for name in names {
+                serve(name, self.registry.load(name));
+            }
+            return;
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut loaded: Vec<(usize, Result<Arc<Project>>)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(name) = names.get(i) else {
-                                return mine;
-                            };
-                            mine.push((i, self.registry.load(name)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (tx, next) = (tx.clone(), &next);
+                scope.spawn(move || {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(name) = names.get(i) else {
+                            return;
+                        };
+                        if tx.send((name, self.registry.load(name))).is_err() {
+                            return;
                         }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| {
-                    w.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
+                    }
+                });
+            }
+            drop(tx);
+            for (name, loaded) in rx {
+                serve(name, loaded);
+            }
         });
-        loaded.sort_by_key(|(i, _)| *i);
-        loaded.into_iter().map(|(_, r)| r).collect()
     }
 
     fn load_and_serve(&self, name: &str) {

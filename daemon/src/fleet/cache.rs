@@ -435,10 +435,12 @@ impl Cache {
         for p in unserved {
             if self.keys.remove(&p).is_some() {
                 out.gone.insert(p.clone());
-                out.persist.push(Persist::Remove(format!("keys/{p}")));
+                out.persist
+                    .push(Persist::Remove(fleet_copy::file(fleet_copy::KEYS, &p)));
             }
             if self.vaults.remove(&p).is_some() {
-                out.persist.push(Persist::Remove(format!("vaults/{p}")));
+                out.persist
+                    .push(Persist::Remove(fleet_copy::file(fleet_copy::VAULTS, &p)));
             }
         }
     }
@@ -559,9 +561,20 @@ impl Cache {
 
     /// Loads what the local copy holds (verified when it was accepted).
     pub fn load_local(&mut self, key: &FleetKey, raw: Vec<u8>) -> Result<(), String> {
-        let kind = kind_of(key);
-        let env = envelope::parse(&raw, kind, key)?;
-        let held = Held::from(env, &raw, 0);
+        let held = Self::parse_local(key, &raw)?;
+        self.insert_local(key, held);
+        Ok(())
+    }
+
+    /// Parses one envelope of the local copy (needs no held state: copies
+    /// are parsed on several threads at start).
+    pub fn parse_local(key: &FleetKey, raw: &[u8]) -> Result<Held, String> {
+        let env = envelope::parse(raw, kind_of(key), key)?;
+        Ok(Held::from(env, raw, 0))
+    }
+
+    /// Holds what [`Self::parse_local`] parsed.
+    pub fn insert_local(&mut self, key: &FleetKey, held: Held) {
         match key {
             FleetKey::Id | FleetKey::Hosts(_) => unreachable!("loaded by the caller"),
             FleetKey::Vault(p) => {
@@ -574,7 +587,6 @@ impl Cache {
                 self.keys.insert(project.clone(), held);
             }
         }
-        Ok(())
     }
 
     /// Loads one host list version of the local copy, checked against the
@@ -794,8 +806,10 @@ impl Cache {
                 }
                 Self::check_step(env.version, floor, "vault")?;
                 out.changed.insert(p.clone());
-                out.persist
-                    .push(Persist::Write(format!("vaults/{p}"), raw.to_vec()));
+                out.persist.push(Persist::Write(
+                    fleet_copy::file(fleet_copy::VAULTS, &p),
+                    raw.to_vec(),
+                ));
                 self.vaults
                     .insert(p.clone(), Held::from(env, raw, mod_revision));
                 Ok(())
@@ -812,8 +826,10 @@ impl Cache {
                 if self.keys.remove(p).is_some() {
                     out.gone.insert(p.clone());
                 }
-                out.persist.push(Persist::Remove(format!("vaults/{p}")));
-                out.persist.push(Persist::Remove(format!("keys/{p}")));
+                out.persist
+                    .push(Persist::Remove(fleet_copy::file(fleet_copy::VAULTS, &p)));
+                out.persist
+                    .push(Persist::Remove(fleet_copy::file(fleet_copy::KEYS, &p)));
                 out.persist.push(Persist::Write(
                     fleet_copy::file(fleet_copy::DELETED, p),
                     raw.to_vec(),
@@ -882,8 +898,10 @@ impl Cache {
                     None => Self::check_step(env.version, deleted, "key")?,
                 }
                 out.changed.insert(project.clone());
-                out.persist
-                    .push(Persist::Write(format!("keys/{project}"), raw.to_vec()));
+                out.persist.push(Persist::Write(
+                    fleet_copy::file(fleet_copy::KEYS, &project),
+                    raw.to_vec(),
+                ));
                 self.keys
                     .insert(project.clone(), Held::from(env, raw, mod_revision));
                 if !self.vaults.contains_key(project) {

@@ -796,7 +796,11 @@ impl Etcd {
     fn call_within(&self, path: &str, body: &Value, limits: Deadlines) -> Result<Value, KvError> {
         let floor = self.seen_revision();
         let resp = self.post(&self.agent, path, body, limits)?;
-        let reader = CapRead::new(resp.into_reader(), self.config.reads.string_cap());
+        // Buffered: the JSON parser asks for a byte at a time.
+        let reader = std::io::BufReader::with_capacity(
+            64 * 1024,
+            CapRead::new(resp.into_reader(), self.config.reads.string_cap()),
+        );
         let v: Value = serde_json::from_reader(reader).map_err(|e| {
             if e.is_io() || e.is_eof() {
                 KvError::Unfinished(format!(
@@ -1008,7 +1012,12 @@ impl Etcd {
         }
         let body = json!({ "create_request": create });
         let resp = self.post(&self.watch_agent, "/v3/watch", &body, Deadlines::UNARY)?;
-        let reader = CapRead::new(resp.into_reader(), self.config.reads.string_cap());
+        // Buffered (a read returns what has arrived; it never waits to
+        // fill the buffer, so each message is parsed as it comes).
+        let reader = std::io::BufReader::with_capacity(
+            64 * 1024,
+            CapRead::new(resp.into_reader(), self.config.reads.string_cap()),
+        );
         let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
         // The stream's own last revision: a watch's messages only go up.
         let mut stream_floor = 0;

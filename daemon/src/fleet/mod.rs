@@ -89,7 +89,14 @@ pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Opened> {
             let _ = started.send(());
         })
         .map_err(|e| Error::Internal(format!("cannot start reading etcd: {e}")))?;
-    if wait.recv_timeout(START_WAIT).is_err() {
+    // A host holding many copies serves them at once: a full read of as
+    // much would not finish within the wait anyway.
+    let wait_for = if store.memory_gauges().2 > START_WAIT_HELD {
+        std::time::Duration::ZERO
+    } else {
+        START_WAIT
+    };
+    if wait.recv_timeout(wait_for).is_err() {
         warn!(
             waited = ?START_WAIT,
             "etcd has not answered yet: serving the local sealed copies; changes follow when it does"
@@ -101,6 +108,10 @@ pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Opened> {
 
 /// How long start-up waits for etcd before serving the local copies.
 pub const START_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Above this many bytes of local copies, start-up does not wait for etcd
+/// ([`START_WAIT`]) before serving them.
+pub const START_WAIT_HELD: u64 = 64 * 1024 * 1024;
 
 /// `[store]` in the config file.
 #[derive(Debug, Default, Deserialize)]

@@ -26,7 +26,9 @@ impl FleetStore {
                 Persist::Write(name, bytes) => write_atomic(&self.dir.join(name), &bytes, 0o600),
                 // A wrapped key opens with host.key, which stays: its
                 // blocks are overwritten before they are freed.
-                Persist::Remove(name) if name.starts_with("keys/") => {
+                Persist::Remove(name)
+                    if name.starts_with(&fleet_copy::file(fleet_copy::KEYS, "")) =>
+                {
                     shred_durably(&self.dir.join(name))
                 }
                 Persist::Remove(name) => remove_durably(&self.dir.join(name)),

@@ -132,6 +132,42 @@ fn adopt_next_key(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A parsed envelope of the local copy, why it is not used, or nothing
+/// (no such file); an error reading it fails the start.
+type Parsed = Result<Option<std::result::Result<super::cache::Held, String>>>;
+
+/// Reads and parses the local copy's files `names` of `sub` (vaults,
+/// deletions) on one thread per CPU, in `names`' order: with a gigabyte of
+/// vaults, decoding them is most of what a restart does before it serves.
+fn parse_copies(
+    dir: &Path,
+    sub: &str,
+    names: &[String],
+    make: fn(&str) -> FleetKey,
+) -> Vec<Parsed> {
+    let parse = |name: &String| -> Parsed {
+        let raw = read_regular(&dir.join(fleet_copy::file(sub, name)), MAX_VAULT_FILE)?;
+        Ok(raw.map(|raw| Cache::parse_local(&make(name), &raw)))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(names.len());
+    if threads <= 1 {
+        return names.iter().map(parse).collect();
+    }
+    let chunk = names.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(parse).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// The order a full read is applied in: the fleet id, the host lists by
 /// version, then the rest.
 fn apply_order(kvs: &mut [(FleetKey, Kv)]) {
@@ -228,12 +264,16 @@ impl FleetStore {
                 FleetKey::Deleted(p.to_owned())
             }),
         ] {
-            for name in names_in(&dir.join(sub), "")? {
-                let file = fleet_copy::file(sub, &name);
-                if let Some(raw) = read(&file)?
-                    && let Err(e) = cache.load_local(&make(&name), raw)
-                {
-                    warn!(file = %file, error = %e, "local sealed copy not used");
+            let names = names_in(&dir.join(sub), "")?;
+            for (name, parsed) in names.iter().zip(parse_copies(&dir, sub, &names, make)) {
+                let key = make(name);
+                match parsed? {
+                    Some(Ok(held)) => cache.insert_local(&key, held),
+                    Some(Err(e)) => {
+                        let file = fleet_copy::file(sub, name);
+                        warn!(file = %file, error = %e, "local sealed copy not used");
+                    }
+                    None => {}
                 }
             }
         }
