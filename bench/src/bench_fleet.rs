@@ -59,13 +59,25 @@ const VALUE_LEN: usize = 40;
 /// How long a change may take to reach a host before it counts as lost.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(20);
 /// etcd's prefixes, as fluxd lays them out (daemon/src/fleet/layout.rs).
-const PREFIXES: [(&str, &str); 5] = [
-    ("fleet id", "/flux/v3/fleet/id"),
-    ("host lists", "/flux/v3/fleet/hosts/"),
-    ("vaults", "/flux/v3/fleet/vaults/"),
-    ("deletions", "/flux/v3/fleet/deleted/"),
-    ("wrapped keys", "/flux/v3/keys/"),
+/// Each with the keys of it counted: a host's prefix under
+/// `/flux/v3/keys/` holds its wrapped keys and its notices
+/// (`<project>/changed`, once projects are assigned).
+const PREFIXES: [(&str, &str, KeyFilter); 6] = [
+    ("fleet id", "/flux/v3/fleet/id", |_| true),
+    ("host lists", "/flux/v3/fleet/hosts/", |_| true),
+    ("vaults", "/flux/v3/fleet/vaults/", |_| true),
+    ("deletions", "/flux/v3/fleet/deleted/", |_| true),
+    ("wrapped keys", "/flux/v3/keys/", |k| !is_notice(k)),
+    ("notices", "/flux/v3/keys/", is_notice),
 ];
+
+/// Which keys of a prefix a row counts.
+type KeyFilter = fn(&str) -> bool;
+
+/// A notice's key (daemon/src/fleet/layout.rs).
+fn is_notice(key: &str) -> bool {
+    key.ends_with("/changed")
+}
 
 /// How the fleet bench is shaped.
 #[derive(Debug, Clone)]
@@ -264,8 +276,8 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
 
     // What etcd holds.
     let mut total = (0u64, 0u64);
-    for (what, prefix) in PREFIXES {
-        let (keys, bytes) = etcd.count(prefix)?;
+    for (what, prefix, counted) in PREFIXES {
+        let (keys, bytes) = etcd.count_where(prefix, counted)?;
         total = (total.0 + keys, total.1 + bytes);
         report
             .rows
@@ -286,7 +298,7 @@ pub fn run(bin: &FluxdBinary, cfg: &FleetConfig, report: &mut Report) -> Result<
         ));
     }
     let expected_keys = (per * p) as u64;
-    let wrapped = etcd.count("/flux/v3/keys/")?.0;
+    let wrapped = etcd.count_where("/flux/v3/keys/", |k| !is_notice(k))?.0;
     if wrapped != expected_keys {
         report.failures.push(format!(
             "etcd holds {wrapped} wrapped keys, not hosts per project × projects = {expected_keys}"
@@ -881,6 +893,11 @@ impl Etcd {
     /// Keys under `prefix` and their total size, keys plus values, in
     /// bytes (from the base64 lengths etcd's gateway answers with).
     pub(crate) fn count(&self, prefix: &str) -> Result<(u64, u64)> {
+        self.count_where(prefix, |_| true)
+    }
+
+    /// [`Self::count`] of the keys under `prefix` that `counted` keeps.
+    pub(crate) fn count_where(&self, prefix: &str, counted: KeyFilter) -> Result<(u64, u64)> {
         let mut end = prefix.as_bytes().to_vec();
         if let Some(last) = end.last_mut() {
             *last += 1;
@@ -889,7 +906,18 @@ impl Etcd {
         let answer: Value =
             serde_json::from_str(&http(self.port, "POST", "/v3/kv/range", &body.to_string())?)
                 .context("etcd's range answer is not JSON")?;
-        let kvs = answer["kvs"].as_array().cloned().unwrap_or_default();
+        let kvs: Vec<Value> = answer["kvs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|kv| {
+                kv["key"]
+                    .as_str()
+                    .and_then(unb64)
+                    .is_some_and(|k| counted(&String::from_utf8_lossy(&k)))
+            })
+            .collect();
         let size = |v: &Value| v.as_str().map_or(0, b64_len);
         let bytes = kvs
             .iter()
@@ -971,6 +999,32 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Decodes base64 (with padding), as etcd's gateway answers keys.
+pub(crate) fn unb64(text: &str) -> Option<Vec<u8>> {
+    let sextet = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= sextet(c)? << (18 - 6 * i);
+        }
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
 }
 
 /// The decoded length of base64 text.

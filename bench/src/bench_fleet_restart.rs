@@ -49,7 +49,7 @@
 //! keeps their SHA-256 and compares those.
 
 use crate::bench_fleet::{
-    Etcd, Host, b64, b64_len, http, locate_fluxctl, mib, ms, on_path, path_str,
+    Etcd, Host, b64, b64_len, http, locate_fluxctl, mib, ms, on_path, path_str, unb64,
 };
 use crate::fixture::{project_name, secret_name};
 use crate::fluxd_process::{FluxdBinary, rss_kib};
@@ -849,32 +849,6 @@ impl Etcd {
             }
         }
     }
-}
-
-/// Decodes base64 (with padding), as etcd's gateway answers keys.
-fn unb64(text: &str) -> Option<Vec<u8>> {
-    let sextet = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = text.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= sextet(c)? << (18 - 6 * i);
-        }
-        for i in 0..chunk.len().saturating_sub(1) {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -807,7 +807,7 @@ impl Cache {
                 Self::check_step(env.version, floor, "vault")?;
                 out.changed.insert(p.clone());
                 out.persist.push(Persist::Write(
-                    fleet_copy::file(fleet_copy::VAULTS, &p),
+                    fleet_copy::file(fleet_copy::VAULTS, p),
                     raw.to_vec(),
                 ));
                 self.vaults
@@ -827,9 +827,9 @@ impl Cache {
                     out.gone.insert(p.clone());
                 }
                 out.persist
-                    .push(Persist::Remove(fleet_copy::file(fleet_copy::VAULTS, &p)));
+                    .push(Persist::Remove(fleet_copy::file(fleet_copy::VAULTS, p)));
                 out.persist
-                    .push(Persist::Remove(fleet_copy::file(fleet_copy::KEYS, &p)));
+                    .push(Persist::Remove(fleet_copy::file(fleet_copy::KEYS, p)));
                 out.persist.push(Persist::Write(
                     fleet_copy::file(fleet_copy::DELETED, p),
                     raw.to_vec(),
@@ -899,7 +899,7 @@ impl Cache {
                 }
                 out.changed.insert(project.clone());
                 out.persist.push(Persist::Write(
-                    fleet_copy::file(fleet_copy::KEYS, &project),
+                    fleet_copy::file(fleet_copy::KEYS, project),
                     raw.to_vec(),
                 ));
                 self.keys

@@ -95,8 +95,8 @@ impl Store for FleetStore {
         let revision = self.put_all(ops)?;
         self.held(&tomb_key, tomb, revision);
         self.queue(vec![
-            Persist::Remove(fleet_copy::file(fleet_copy::VAULTS, &project)),
-            Persist::Remove(fleet_copy::file(fleet_copy::KEYS, &project)),
+            Persist::Remove(fleet_copy::file(fleet_copy::VAULTS, project)),
+            Persist::Remove(fleet_copy::file(fleet_copy::KEYS, project)),
         ]);
         self.flush();
         if let Some(note) = self.compact(revision) {
