@@ -23,12 +23,14 @@
 //! unknown signer are not kept: their keys are read from etcd again when
 //! the host list changes ([`super::cache::Applied::reread`]).
 //!
-//! Here: the store's state, opening it, and what the rest of fleet mode
-//! asks of it. Beside it: `sync` (reading etcd: at start, in full, the
-//! watch's events), `publish` (the host list), `writes` (the [`Store`]
-//! implementation), `repair` (writing back what etcd lost) and
-//! `local_copy` (the sealed copy on disk). etcd itself is behind
-//! [`super::kv::Backend`].
+//! Here: the store's state and what the rest of fleet mode asks of it.
+//! Beside it: `open` (opening the store and reading the local copy back),
+//! `sync` (reading etcd: at start, in full, the watch's events),
+//! `notices` (what this host watches, and the notices a set sends),
+//! `publish` (the host list), `writes` (the [`Store`] implementation),
+//! `sign` (signing envelopes, wrapping and unwrapping project keys),
+//! `repair` (writing back what etcd lost) and `local_copy` (the sealed
+//! copy on disk). etcd itself is behind [`super::kv::Backend`].
 
 use super::cache::{Applied, Cache, Persist};
 use super::envelope::{self, Kind, Signing};
@@ -53,13 +55,13 @@ use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 mod local_copy;
+mod notices;
+mod open;
 mod publish;
 mod repair;
+mod sign;
 mod sync;
 mod writes;
-
-/// Vaults read again one request each, at most; more are read in pages.
-const REREAD_ONE_BY_ONE: usize = 32;
 
 /// The etcd store. See the module docs.
 #[derive(Debug)]
@@ -87,233 +89,7 @@ pub struct FleetStore {
     rekeying: Mutex<()>,
 }
 
-fn sha(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-/// Switches to `<state>/host.key.next` when the newest host list this host
-/// keeps lists it (`fluxctl hosts rotate-key` published one that does):
-/// the old `host.key` is linked aside, the new one renamed into place, and
-/// the old one overwritten and removed — a stop anywhere in between is
-/// finished at the next start. Until then the old key stays in use.
-fn adopt_next_key(state_dir: &Path) -> Result<()> {
-    let state = StateDir::new(state_dir);
-    let (key, next) = (state.host_key(), state.next_host_key());
-    let old = state.old_host_key();
-    if !next.exists() {
-        return Ok(shred_durably(&old)?);
-    }
-    let recipient = HostIdentity::load_or_create(&next)?.recipient();
-    let hosts = state.fleet_dir().join(fleet_copy::HOSTS);
-    let newest = names_in(&hosts, "")?
-        .into_iter()
-        .filter_map(|n| n.parse::<u64>().ok().map(|v| (v, n)))
-        .max();
-    let listed = newest.is_some_and(|(version, name)| {
-        read_regular(&hosts.join(name), MAX_VAULT_FILE)
-            .ok()
-            .flatten()
-            .and_then(|raw| envelope::parse(&raw, Kind::Hosts, &FleetKey::Hosts(version)).ok())
-            .and_then(|env| {
-                serde_json::from_slice::<flux_vault::membership::HostsDoc>(&env.payload).ok()
-            })
-            .is_some_and(|doc| doc.contains(&recipient))
-    });
-    if !listed {
-        return Ok(());
-    }
-    if key.exists() && !old.exists() {
-        std::fs::hard_link(&key, &old).map_err(|e| Error::io("keep", &old, e))?;
-    }
-    std::fs::rename(&next, &key).map_err(|e| Error::io("replace", &key, e))?;
-    flux_vault::files::sync_dir(state_dir)?;
-    shred_durably(&old)?;
-    info!(recipient = %recipient, "switched to this host's new key (listed by the fleet); the old one is destroyed");
-    Ok(())
-}
-
-/// A parsed envelope of the local copy, why it is not used, or nothing
-/// (no such file); an error reading it fails the start.
-type Parsed = Result<Option<std::result::Result<super::cache::Held, String>>>;
-
-/// Reads and parses the local copy's files `names` of `sub` (vaults,
-/// deletions) on one thread per CPU, in `names`' order: with a gigabyte of
-/// vaults, decoding them is most of what a restart does before it serves.
-fn parse_copies(
-    dir: &Path,
-    sub: &str,
-    names: &[String],
-    make: fn(&str) -> FleetKey,
-) -> Vec<Parsed> {
-    let parse = |name: &String| -> Parsed {
-        let raw = read_regular(&dir.join(fleet_copy::file(sub, name)), MAX_VAULT_FILE)?;
-        Ok(raw.map(|raw| Cache::parse_local(&make(name), &raw)))
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(names.len());
-    if threads <= 1 {
-        return names.iter().map(parse).collect();
-    }
-    let chunk = names.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(parse).collect::<Vec<_>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
-}
-
-/// The order a full read is applied in: the fleet id, the host lists by
-/// version, then the rest.
-fn apply_order(kvs: &mut [(FleetKey, Kv)]) {
-    kvs.sort_by_key(|(k, _)| match k {
-        FleetKey::Id => (0, 0),
-        FleetKey::Hosts(v) => (1, *v),
-        FleetKey::Deleted(_) => (2, 0),
-        FleetKey::Vault(_) => (3, 0),
-        FleetKey::Key { .. } => (4, 0),
-    });
-}
-
 impl FleetStore {
-    /// Opens the store: this host's identity, the pinned fleet, and the
-    /// local sealed copy under `state_dir`. Nothing is read from etcd yet
-    /// ([`Self::start`]).
-    pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Self> {
-        let etcd = Etcd::new(options.etcd.clone()).map_err(|e| Error::Config(e.to_string()))?;
-        Self::with_backend(state_dir, options, Box::new(etcd))
-    }
-
-    /// [`Self::open`] on any key-value store ([`Backend`]).
-    pub fn with_backend(
-        state_dir: &Path,
-        options: &FleetOptions,
-        etcd: Box<dyn Backend>,
-    ) -> Result<Self> {
-        adopt_next_key(state_dir)?;
-        let state = StateDir::new(state_dir);
-        let identity = HostIdentity::load_or_create(&state.host_key())?;
-        let me = identity.recipient();
-        let dir = state.fleet_dir();
-        for sub in fleet_copy::DIRS {
-            ensure_private_dir(&dir.join(sub))?;
-        }
-        let read = |name: &str| -> Result<Option<Vec<u8>>> {
-            Ok(read_regular(&dir.join(name), MAX_VAULT_FILE)?)
-        };
-        let local_id = read(fleet_copy::ID)?;
-        let local_pin = match &local_id {
-            Some(raw) => {
-                let env = envelope::parse(raw, Kind::Fleet, &FleetKey::Id).map_err(|e| {
-                    Error::Config(format!(
-                        "{}: {e} (a fleet founded by an earlier fluxd: see docs/FLEET.md, \"Upgrading\")",
-                        dir.join(fleet_copy::ID).display()
-                    ))
-                })?;
-                let pin = parse_fleet_id(&String::from_utf8_lossy(&env.payload))?;
-                if env.signer != OPERATOR || !env.signed_by(&pin) {
-                    return Err(Error::Config(format!(
-                        "{}: not signed by the fleet it names",
-                        dir.join(fleet_copy::ID).display()
-                    )));
-                }
-                Some(pin)
-            }
-            None => None,
-        };
-        let pin = match (&options.fleet_id, local_pin) {
-            (Some(id), Some(local)) => {
-                let wanted = parse_fleet_id(id)?;
-                if wanted != local {
-                    return Err(Error::Config(format!(
-                        "this host belongs to fleet {}, not {id}: remove [store] fleet_id (or --fleet-id), or move {} away to leave the old fleet",
-                        fleet_id(&local),
-                        dir.display()
-                    )));
-                }
-                Some(local)
-            }
-            (Some(id), None) => Some(parse_fleet_id(id)?),
-            (None, local) => local,
-        };
-        let identity = Arc::new(identity);
-        let mut cache = Cache::new(me.clone(), pin).with_identity(identity.clone());
-        if let Some(raw) = local_id {
-            cache.load_local_id(raw);
-        }
-        for name in names_in(&dir.join(fleet_copy::HOSTS), "")? {
-            let file = dir.join(fleet_copy::HOSTS).join(&name);
-            let (Ok(version), Some(raw)) = (
-                name.parse::<u64>(),
-                read(&fleet_copy::file(fleet_copy::HOSTS, &name))?,
-            ) else {
-                continue;
-            };
-            cache
-                .load_local_hosts(version, raw)
-                .map_err(|e| Error::Config(format!("{}: {e}", file.display())))?;
-        }
-        for (sub, make) in [
-            (fleet_copy::VAULTS, FleetKey::vault as fn(&str) -> FleetKey),
-            (fleet_copy::DELETED, |p: &str| {
-                FleetKey::Deleted(p.to_owned())
-            }),
-        ] {
-            let names = names_in(&dir.join(sub), "")?;
-            for (name, parsed) in names.iter().zip(parse_copies(&dir, sub, &names, make)) {
-                let key = make(name);
-                match parsed? {
-                    Some(Ok(held)) => cache.insert_local(&key, held),
-                    Some(Err(e)) => {
-                        let file = fleet_copy::file(sub, name);
-                        warn!(file = %file, error = %e, "local sealed copy not used");
-                    }
-                    None => {}
-                }
-            }
-        }
-        for name in names_in(&dir.join(fleet_copy::KEYS), "")? {
-            let file = fleet_copy::file(fleet_copy::KEYS, &name);
-            if let Some(raw) = read(&file)?
-                && let Err(e) = cache.load_local(&FleetKey::key(&me, &name), raw)
-            {
-                warn!(file = %file, error = %e, "local sealed copy not used");
-            }
-        }
-        // A list accepted just before a stop may have taken projects away
-        // from this host: what it no longer serves goes now.
-        let mut dropped = Applied::default();
-        cache.retire_lists(&mut dropped);
-        cache.drop_unserved(&mut dropped);
-        let store = Self {
-            etcd,
-            identity,
-            me,
-            dir,
-            cache: Mutex::new(cache),
-            pending: Mutex::new(dropped.persist),
-            flushing: Mutex::new(()),
-            compact_on_delete: options.compact_on_delete,
-            feed: std::sync::OnceLock::new(),
-            remains: Mutex::new(std::collections::BTreeMap::new()),
-            applied: std::sync::atomic::AtomicI64::new(0),
-            rekeying: Mutex::new(()),
-        };
-        store.flush();
-        Ok(store)
-    }
-
-    /// `<state>/host.key.next`: this host's next identity, while a key
-    /// rotation is under way ([`adopt_next_key`]).
-    pub fn next_key_path(&self) -> PathBuf {
-        StateDir::new(self.dir.parent().unwrap_or(Path::new(""))).next_host_key()
-    }
-
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -519,99 +295,6 @@ impl FleetStore {
         Ok(answer)
     }
 
-    /// Signs `payload` for `key` as this host, at the held host list's
-    /// version as its epoch.
-    pub(super) fn sign(&self, kind: Kind, key: &FleetKey, version: u64, payload: &[u8]) -> Vec<u8> {
-        let epoch = self.cache().hosts_version();
-        self.sign_at(kind, key, version, epoch, payload)
-    }
-
-    /// Signs `payload` for `key` as this host, at `epoch`.
-    pub(super) fn sign_at(
-        &self,
-        kind: Kind,
-        key: &FleetKey,
-        version: u64,
-        epoch: u64,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let fleet = self.fleet_id().unwrap_or_default();
-        let s = Signing {
-            fleet: &fleet,
-            kind,
-            version,
-            epoch,
-        };
-        envelope::seal(s, key, payload, &self.identity)
-    }
-
-    /// Unwraps this host's copy of a project key.
-    pub fn unwrap_key(&self, name: &str, wrapped: &[u8]) -> Result<Zeroizing<String>> {
-        let plain =
-            flux_vault::vault::decrypt(wrapped, self.identity.age()).map_err(|e| Error::Key {
-                location: self.key_location(name),
-                reason: format!("cannot unwrap with this host's identity: {e}"),
-            })?;
-        let text = std::str::from_utf8(&plain).map_err(|_| Error::Key {
-            location: self.key_location(name),
-            reason: "not a text key".into(),
-        })?;
-        Ok(Zeroizing::new(text.to_owned()))
-    }
-
-    /// This host's plain copy of `project`'s key, as held.
-    pub(super) fn plain_key(&self, project: &str) -> Result<Zeroizing<String>> {
-        let wrapped = self
-            .cache()
-            .keys
-            .get(project)
-            .map(|h| h.payload.clone())
-            .ok_or_else(|| Error::Key {
-                location: self.key_location(project),
-                reason: format!(
-                    "this host ({}) holds no key for the project; add it with `fluxctl hosts add` on a host that serves it",
-                    self.me
-                ),
-            })?;
-        self.unwrap_key(project, &wrapped)
-    }
-
-    /// The signed key envelopes that give `plain` (generation `generation`)
-    /// to every host of the held list.
-    pub(super) fn key_puts(
-        &self,
-        project: &str,
-        plain: &[u8],
-        generation: u64,
-        epoch: u64,
-        hosts: &[super::identity::HostRecord],
-    ) -> Result<(Vec<Op>, Option<Vec<u8>>)> {
-        let mut ops = Vec::new();
-        let mut mine = None;
-        for h in hosts {
-            let recipient = match parse_recipient(&h.recipient) {
-                Ok(r) => r,
-                Err(_) => {
-                    warn!(host = %h.recipient, "skipping a listed host that is not an age recipient");
-                    continue;
-                }
-            };
-            let key = FleetKey::key(&h.recipient, project);
-            let env = self.sign_at(
-                Kind::Key,
-                &key,
-                generation,
-                epoch,
-                &wrap_for(plain, &recipient)?,
-            );
-            if h.recipient == self.me {
-                mine = Some(env.clone());
-            }
-            ops.push(Op::put(&key.to_string(), &env));
-        }
-        Ok((ops, mine))
-    }
-
     /// The held host list, which must list this host, with no fleet-wide
     /// problem (etcd holding no fleet, or another one): what every write
     /// needs.
@@ -786,83 +469,5 @@ impl FleetStore {
                 Some(remains(&format!("compacting failed: {e}")))
             }
         }
-    }
-}
-
-impl FleetStore {
-    /// What this host watches, one watch each: the fleet id, host lists and
-    /// deletions (every key of `/flux/v3/fleet/` before the vaults); the
-    /// vaults (their deletions only once the host list turned notices on);
-    /// and its own prefix under `/flux/v3/keys/` (its keys and notices).
-    pub fn watched(&self) -> [Watched; 3] {
-        let vaults = Watched::prefix(VAULTS);
-        [
-            Watched::between(FLEET, VAULTS),
-            if self.notices() {
-                vaults.deletions()
-            } else {
-                vaults
-            },
-            Watched::prefix(&keys_of(&self.me)),
-        ]
-    }
-
-    /// True when sets reach this host as notices (the held host list turned
-    /// them on: [`super::cache::HostList::notices`]): its watch of the
-    /// vaults is sent their deletions only.
-    pub fn notices(&self) -> bool {
-        self.cache().host_list().is_some_and(|l| l.notices)
-    }
-
-    /// The notices of a write of `project`'s vault at `version`, for the
-    /// project's hosts under `list` but this one — when `list` turned
-    /// notices on; none otherwise (every host watches the vaults).
-    pub(super) fn notice_puts(
-        &self,
-        list: &super::cache::HostList,
-        project: &str,
-        version: u64,
-    ) -> Vec<Op> {
-        if !list.notices {
-            return Vec::new();
-        }
-        list.serving(project)
-            .iter()
-            .filter(|h| h.recipient != self.me)
-            .map(|h| {
-                Op::put(
-                    &Notice::new(&h.recipient, project).to_string(),
-                    version.to_string().as_bytes(),
-                )
-            })
-            .collect()
-    }
-
-    /// Deletes `project`'s notices for `hosts` (when `list` turned notices
-    /// on): a deleted project, or hosts it was taken from.
-    pub(super) fn notice_deletes<'a>(
-        list: &super::cache::HostList,
-        hosts: impl IntoIterator<Item = &'a str>,
-        project: &str,
-    ) -> Vec<Op> {
-        if !list.notices {
-            return Vec::new();
-        }
-        hosts
-            .into_iter()
-            .map(|h| Op::delete(&Notice::new(h, project).to_string()))
-            .collect()
-    }
-
-    /// The compare that fails when the store holds a host list newer than
-    /// `list` that this host has not read: a write decided under an older
-    /// list (whom to wrap keys for, whom to send notices) is decided again
-    /// after reading it. `None` when this host saw something there and
-    /// refused it (that refusal already holds writes back:
-    /// [`Self::my_host_list`]).
-    pub(super) fn no_newer_list(&self, list: &super::cache::HostList) -> Option<Compare> {
-        let next = FleetKey::Hosts(list.version.saturating_add(1));
-        (self.cache().etcd_revision(&next, 0) == 0)
-            .then(|| Compare::mod_revision(&next.to_string(), 0))
     }
 }

@@ -4,6 +4,21 @@
 
 use super::*;
 
+/// Vaults read again one request each, at most; more are read in pages.
+const REREAD_ONE_BY_ONE: usize = 32;
+
+/// The order a full read is applied in: the fleet id, the host lists by
+/// version, then the rest.
+fn apply_order(kvs: &mut [(FleetKey, Kv)]) {
+    kvs.sort_by_key(|(k, _)| match k {
+        FleetKey::Id => (0, 0),
+        FleetKey::Hosts(v) => (1, *v),
+        FleetKey::Deleted(_) => (2, 0),
+        FleetKey::Vault(_) => (3, 0),
+        FleetKey::Key { .. } => (4, 0),
+    });
+}
+
 impl FleetStore {
     /// Joins the fleet as etcd holds it, founds a new one, or reports why
     /// it does neither; then reads everything. Returns whether the cache is

@@ -4,6 +4,10 @@
 
 use super::*;
 
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
 impl Store for FleetStore {
     fn projects(&self) -> Result<Vec<String>> {
         Ok(self.cache().projects())

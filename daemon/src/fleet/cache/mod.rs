@@ -34,13 +34,26 @@
 //! The mod_revision of whatever etcd holds under each key, accepted or
 //! not, is remembered: a write compares with it, so it goes over a
 //! refused object.
+//!
+//! Its parts: `held` (what is held, and what applying reports), `host_list`
+//! (one version of the host list, and a project's designated host),
+//! `accept` (the rules above, enforced) and `revocations` (what the host
+//! lists took away, and the re-keys it calls for); this file holds the
+//! cache's state and what it answers about it.
 
-use super::envelope::{self, Envelope, Kind};
-use super::identity::{HostIdentity, HostRecord, fleet_id};
+mod accept;
+mod held;
+mod host_list;
+mod revocations;
+
+use super::envelope::{self, Kind};
+use super::identity::{HostIdentity, fleet_id};
 use super::layout::FleetKey;
 use ed25519_dalek::VerifyingKey;
 use flux_vault::layout::fleet_copy;
-use flux_vault::membership::{HostsDoc, digest_hex, open_hosts, serves};
+use flux_vault::membership::open_hosts;
+pub use held::{Applied, Held, Persist};
+pub use host_list::{HostList, designated_host};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -53,125 +66,6 @@ const MAX_REFUSED: usize = 4096;
 /// a version near 2^64 — which would leave honest writes nowhere to go —
 /// is refused.
 pub const MAX_STEP: u64 = 1 << 32;
-
-/// One verified envelope held.
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub version: u64,
-    /// The envelope's epoch: for a wrapped key, the host list version
-    /// under which the project key was generated.
-    pub epoch: u64,
-    pub payload: Vec<u8>,
-    /// The envelope as etcd holds it (what the local copy keeps).
-    pub raw: Vec<u8>,
-    /// Its etcd mod_revision (0: read from the local copy, unknown).
-    pub mod_revision: i64,
-}
-
-impl Held {
-    fn from(env: Envelope, raw: &[u8], mod_revision: i64) -> Self {
-        Self {
-            version: env.version,
-            epoch: env.epoch,
-            payload: env.payload,
-            raw: raw.to_vec(),
-            mod_revision,
-        }
-    }
-}
-
-/// The fleet's hosts at one version of the list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostList {
-    pub version: u64,
-    pub hosts: Vec<HostRecord>,
-    /// The recipients this version removed (empty for most versions).
-    pub removed: Vec<String>,
-    /// Projects served by some hosts only (see [`HostsDoc::assigned`]).
-    pub assigned: BTreeMap<String, Vec<String>>,
-    /// The oldest version kept ([`HostsDoc::oldest`]).
-    pub oldest: u64,
-    /// Sets reach a project's other hosts as notices
-    /// ([`HostsDoc::notices`]; on wherever projects are assigned).
-    pub notices: bool,
-}
-
-impl HostList {
-    pub fn from_doc(doc: HostsDoc) -> Self {
-        Self {
-            assigned: doc.assignments(),
-            oldest: doc.oldest,
-            notices: doc.notices || !doc.assigned.is_empty(),
-            version: doc.version,
-            hosts: doc.hosts,
-            removed: doc.removed,
-        }
-    }
-
-    /// True when `recipient` serves `project` under this list.
-    pub fn serves(&self, recipient: &str, project: &str) -> bool {
-        serves(&self.hosts, &self.assigned, recipient, project)
-    }
-
-    /// The hosts that serve `project` under this list, in list order.
-    fn serving_iter<'a>(&'a self, project: &'a str) -> impl Iterator<Item = &'a HostRecord> {
-        self.hosts
-            .iter()
-            .filter(move |h| self.serves(&h.recipient, project))
-    }
-
-    /// The hosts that serve `project` under this list.
-    pub fn serving(&self, project: &str) -> Vec<HostRecord> {
-        self.serving_iter(project).cloned().collect()
-    }
-
-    /// The recipients of the hosts that serve `project`.
-    fn recipients_of(&self, project: &str) -> BTreeSet<String> {
-        self.serving_iter(project)
-            .map(|h| h.recipient.clone())
-            .collect()
-    }
-
-    /// The signing key of the host with this recipient.
-    pub fn key_of(&self, recipient: &str) -> Option<VerifyingKey> {
-        self.hosts
-            .iter()
-            .find(|h| h.recipient == recipient)
-            .and_then(|h| h.verifying_key().ok())
-    }
-
-    /// True when the host is listed.
-    pub fn contains(&self, recipient: &str) -> bool {
-        self.hosts.iter().any(|h| h.recipient == recipient)
-    }
-}
-
-/// A change to the local copy, relative to `<state>/fleet/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Persist {
-    Write(String, Vec<u8>),
-    Remove(String),
-}
-
-/// What applying something changed.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// Projects whose vault or key changed.
-    pub changed: BTreeSet<String>,
-    /// Projects deleted (by a signed deletion).
-    pub gone: BTreeSet<String>,
-    /// What the local copy must now hold.
-    pub persist: Vec<Persist>,
-    /// etcd deleted something without a signed deletion: see
-    /// [`super::store::FleetStore::repair`].
-    pub lost: bool,
-    /// Objects refused for a signer the host list did not know, to read
-    /// from etcd again now that the list changed.
-    pub reread: Vec<FleetKey>,
-    /// A notice's vault could not be read: the watch goes back to the
-    /// notice ([`super::store::FleetStore::apply`]).
-    pub unread: bool,
-}
 
 /// The held state (see the module docs).
 #[derive(Debug)]
@@ -302,121 +196,6 @@ impl Cache {
             })
     }
 
-    /// Projects whose key is older than the last host list that took a
-    /// host away from them (a removal, or an assignment without it): that
-    /// host may hold their key until they are re-keyed.
-    pub fn pending_rekeys(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .filter(|(p, h)| h.epoch < self.revoked_version(p))
-            .map(|(p, _)| p.clone())
-            .collect()
-    }
-
-    /// The pending re-keys this host takes on by itself, without being
-    /// asked: the projects it is the designated host of
-    /// ([`designated_host`]), so that every host re-keys its share of a
-    /// removal at once and no two race for one project.
-    pub fn designated_rekeys(&self) -> Vec<String> {
-        let Some(list) = self.host_list().filter(|l| l.contains(&self.me)) else {
-            return Vec::new();
-        };
-        self.pending_rekeys()
-            .into_iter()
-            .filter(|p| designated_host(p, list).is_some_and(|h| h == self.me))
-            .collect()
-    }
-
-    /// The newest host list version that took a host away from `project`
-    /// (0: none), and the hosts it took away since.
-    pub fn revoked_at(&self, project: &str) -> (u64, BTreeSet<String>) {
-        let (version, hosts) = self.revocations(project);
-        let hosts: BTreeSet<String> = hosts.cloned().collect();
-        if hosts.is_empty() {
-            return (0, hosts);
-        }
-        (version, hosts)
-    }
-
-    /// [`Self::revoked_at`]'s version alone, without collecting the hosts:
-    /// what [`Self::pending_rekeys`] compares every key's epoch with.
-    fn revoked_version(&self, project: &str) -> u64 {
-        let (version, mut hosts) = self.revocations(project);
-        if hosts.next().is_some() { version } else { 0 }
-    }
-
-    /// The newest host list version that took a host away from `project`,
-    /// and the hosts taken away since that do not serve it again (a host
-    /// given the project back is owed no new key; they may repeat).
-    fn revocations<'a>(&'a self, project: &'a str) -> (u64, impl Iterator<Item = &'a String>) {
-        let list = self.host_list();
-        let assigned = list.is_some_and(|l| l.assigned.contains_key(project));
-        let removal = self.removal.as_ref().filter(|_| !assigned);
-        let revoked = self.revoked.get(project);
-        let version = removal
-            .map_or(0, |(v, _)| *v)
-            .max(revoked.map_or(0, |(v, _)| *v));
-        let hosts = removal
-            .into_iter()
-            .flat_map(|(_, hosts)| hosts.iter())
-            .chain(revoked.into_iter().flat_map(|(_, hosts)| hosts.iter()))
-            .filter(move |r| !list.is_some_and(|l| l.serves(r, project)));
-        (version, hosts)
-    }
-
-    /// Notes what the host list `new` takes away from the one before it,
-    /// `prev`, project by project ([`Self::revoked`]; a removal of a host
-    /// is [`Self::removal`] for the projects assigned to no host in
-    /// particular).
-    fn note_list(&mut self, prev: Option<&HostList>, new: &HostList) {
-        if !new.removed.is_empty() && self.removal.as_ref().is_none_or(|(v, _)| *v < new.version) {
-            self.removal = Some((new.version, new.removed.clone()));
-        }
-        // Against the list held before: the one before it, or — after a
-        // starting point past retired versions — an older one, whose hosts
-        // missing from the new list were removed in between.
-        let Some(prev) = prev.filter(|p| p.version < new.version) else {
-            return;
-        };
-        let gone: Vec<String> = prev
-            .hosts
-            .iter()
-            .filter(|h| !new.contains(&h.recipient))
-            .map(|h| h.recipient.clone())
-            .collect();
-        if prev.version.saturating_add(1) < new.version
-            && !gone.is_empty()
-            && self.removal.as_ref().is_none_or(|(v, _)| *v < new.version)
-        {
-            self.removal = Some((new.version, gone));
-        }
-        let named: BTreeSet<&String> = prev.assigned.keys().chain(new.assigned.keys()).collect();
-        for project in named {
-            let lost: BTreeSet<String> = prev
-                .recipients_of(project)
-                .difference(&new.recipients_of(project))
-                .cloned()
-                .collect();
-            let entry = self.revoked.entry(project.clone()).or_default();
-            // Assigned from now on: a removal while it was not still
-            // applies to its key.
-            if !prev.assigned.contains_key(project)
-                && let Some((v, hosts)) = &self.removal
-                && *v < new.version
-            {
-                entry.0 = entry.0.max(*v);
-                entry.1.extend(hosts.iter().cloned());
-            }
-            if !lost.is_empty() {
-                entry.0 = new.version;
-                entry.1.extend(lost);
-            }
-            if entry.0 == 0 {
-                self.revoked.remove(project);
-            }
-        }
-    }
-
     /// Drops every project the held list no longer lets this host serve —
     /// its key and vault, here and in the local copy — while the list
     /// names this host and gives the project another host (a list without
@@ -446,8 +225,8 @@ impl Cache {
     }
 
     /// Forgets the host list versions the held list retires
-    /// ([`HostsDoc::oldest`]), here and in the local copy: they are never
-    /// written back to etcd.
+    /// ([`HostsDoc::oldest`](flux_vault::membership::HostsDoc::oldest)),
+    /// here and in the local copy: they are never written back to etcd.
     pub fn retire_lists(&mut self, out: &mut Applied) {
         let oldest = self.host_list().map_or(0, |l| l.oldest);
         let retired: Vec<u64> = self.chain.range(..oldest).map(|(v, _)| *v).collect();
@@ -469,94 +248,6 @@ impl Cache {
         let vault = self.vaults.get(project).map_or(0, |h| h.version);
         let deleted = self.deleted.get(project).map_or(0, |h| h.version);
         vault.max(deleted).saturating_add(1)
-    }
-
-    /// Checks an envelope's fleet and signer against the held list.
-    fn check_signer(&self, env: &Envelope) -> Result<(), Refusal> {
-        self.check_fleet(env)?;
-        let Some(list) = self.host_list() else {
-            return Err(Refusal::Waiting(
-                "this host holds no verified host list yet".into(),
-            ));
-        };
-        let Some(key) = list.key_of(&env.signer) else {
-            return Err(Refusal::Waiting(format!(
-                "signed by {}, which is not a host of the fleet (host list version {})",
-                env.signer, list.version
-            )));
-        };
-        if !env.signed_by(&key) {
-            return Err(Refusal::Final(format!(
-                "the signature does not match {}'s key: forged or altered",
-                env.signer
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_fleet(&self, env: &Envelope) -> Result<(), Refusal> {
-        match self.fleet() {
-            Some(fleet) if fleet == env.fleet => Ok(()),
-            Some(fleet) => Err(Refusal::Final(format!(
-                "signed for fleet {}, not this host's fleet {fleet}",
-                env.fleet
-            ))),
-            None => Err(Refusal::Final(
-                "this host pinned no fleet: start it with the fleet id".into(),
-            )),
-        }
-    }
-
-    /// Checks that `raw` is the next host list version this host may
-    /// accept (see the module docs).
-    pub fn check_next_hosts(&self, version: u64, raw: &[u8]) -> Result<HostsDoc, String> {
-        self.next_hosts(version, raw).map_err(|r| match r {
-            Refusal::Ignore => format!("host list version {version} is held already"),
-            Refusal::Waiting(reason) | Refusal::Final(reason) => reason,
-        })
-    }
-
-    fn next_hosts(&self, version: u64, raw: &[u8]) -> Result<HostsDoc, Refusal> {
-        let Some(pin) = self.pin else {
-            return Err(Refusal::Final(
-                "this host pinned no fleet: start it with the fleet id".into(),
-            ));
-        };
-        let doc = open_hosts(raw, version, &pin).map_err(Refusal::Final)?;
-        let held = self.hosts_version();
-        if version <= held {
-            if self.chain.get(&version).is_some_and(|r| r == raw) {
-                return Err(Refusal::Ignore);
-            }
-            if version < held && !self.chain.contains_key(&version) {
-                // Retired, or passed over from a starting point: older than
-                // the list held, it decides nothing.
-                return Err(Refusal::Ignore);
-            }
-            return Err(Refusal::Final(format!(
-                "a second host list version {version}, different from the one this host holds: a fork of the host list, refused"
-            )));
-        }
-        if Some(version) != held.checked_add(1) {
-            if doc.oldest > held.saturating_add(1) {
-                // The operator retired the version this host needs next: a
-                // list naming that is a starting point, as version 1 is.
-                return Ok(doc);
-            }
-            return Err(Refusal::Waiting(format!(
-                "host list version {version} follows {held} with versions missing"
-            )));
-        }
-        let expected = match &self.hosts {
-            None => String::new(),
-            Some((_, raw)) => digest_hex(raw),
-        };
-        if doc.previous != expected {
-            return Err(Refusal::Final(format!(
-                "host list version {version} does not follow version {held}, which this host holds: a fork of the host list, refused"
-            )));
-        }
-        Ok(doc)
     }
 
     /// Loads what the local copy holds (verified when it was accepted).
@@ -633,25 +324,6 @@ impl Cache {
         self.seen.get(&key.to_string()).copied().unwrap_or(held)
     }
 
-    /// Applies a key-value pair read from etcd: [`Self::apply`], or the
-    /// refusal of a value over the envelope cap, which was not read.
-    pub fn apply_kv(&mut self, key: &FleetKey, kv: &super::kv::Kv, out: &mut Applied) {
-        let Some(size) = kv.oversize else {
-            return self.apply(key, &kv.value, kv.mod_revision, out);
-        };
-        let name = key.to_string();
-        if kv.mod_revision != 0 {
-            self.seen.insert(name.clone(), kv.mod_revision);
-        }
-        self.waiting.remove(&name);
-        self.note_refused(
-            name,
-            format!(
-                "an envelope of about {size} bytes, over this host's [store] max_envelope_bytes: refused unread"
-            ),
-        );
-    }
-
     /// Bytes of envelopes held (vaults, keys, deletions, host lists, the
     /// fleet id), each counted as etcd holds it and as opened: what the
     /// fleet costs this host's memory.
@@ -681,263 +353,6 @@ impl Cache {
     /// only).
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
-    }
-
-    /// Applies what etcd holds under `key`. Deletions are not applied:
-    /// see the module docs.
-    pub fn apply(&mut self, key: &FleetKey, raw: &[u8], mod_revision: i64, out: &mut Applied) {
-        let name = key.to_string();
-        if mod_revision != 0 {
-            self.seen.insert(name.clone(), mod_revision);
-        }
-        match self.accept(key, raw, mod_revision, out) {
-            Ok(()) => {
-                self.refused.remove(&name);
-                self.waiting.remove(&name);
-            }
-            Err(Refusal::Ignore) => {
-                self.refused.remove(&name);
-            }
-            Err(Refusal::Waiting(reason)) => {
-                // The object is dropped: an etcd writer could fill etcd
-                // with objects signed by strangers. Its key (bounded) is
-                // what is read again.
-                if self.waiting.len() < MAX_WAITING || self.waiting.contains_key(&name) {
-                    self.waiting.insert(name.clone(), key.clone());
-                }
-                self.note_refused(name, reason);
-            }
-            Err(Refusal::Final(reason)) => {
-                self.waiting.remove(&name);
-                self.note_refused(name, reason);
-            }
-        }
-    }
-
-    /// A version above `floor` by at most [`MAX_STEP`], or why not.
-    fn check_step(version: u64, floor: u64, what: &str) -> Result<(), Refusal> {
-        if version > floor.saturating_add(MAX_STEP) {
-            return Err(Refusal::Final(format!(
-                "{what} version {version} jumps more than {MAX_STEP} past version {floor}, which this host holds: refused (it would leave later writes no version to take)"
-            )));
-        }
-        Ok(())
-    }
-
-    fn accept(
-        &mut self,
-        key: &FleetKey,
-        raw: &[u8],
-        mod_revision: i64,
-        out: &mut Applied,
-    ) -> Result<(), Refusal> {
-        let kind = kind_of(key);
-        let env = envelope::parse(raw, kind, key).map_err(Refusal::Final)?;
-        match key {
-            FleetKey::Id => {
-                let Some(pin) = self.pin else {
-                    return Err(Refusal::Final(
-                        "this host pinned no fleet: start it with the fleet id".into(),
-                    ));
-                };
-                let named = String::from_utf8_lossy(&env.payload).into_owned();
-                if named != fleet_id(&pin) || !env.signed_by(&pin) || env.fleet != named {
-                    let problem = format!(
-                        "etcd holds fleet {named}, but this host belongs to fleet {}: check [store] endpoints",
-                        fleet_id(&pin)
-                    );
-                    self.problem = Some(problem.clone());
-                    return Err(Refusal::Final(problem));
-                }
-                if self.problem.as_deref().is_some_and(|p| {
-                    p.starts_with("etcd holds fleet") || p.starts_with("etcd holds no fleet")
-                }) {
-                    self.problem = None;
-                }
-                if self.id.as_deref() != Some(raw) {
-                    out.persist
-                        .push(Persist::Write(fleet_copy::ID.into(), raw.to_vec()));
-                    self.id = Some(raw.to_vec());
-                }
-                Ok(())
-            }
-            FleetKey::Hosts(version) => {
-                let doc = self.next_hosts(*version, raw)?;
-                let list = HostList::from_doc(doc);
-                let prev = self.host_list().cloned();
-                self.note_list(prev.as_ref(), &list);
-                out.persist
-                    .push(Persist::Write(fleet_copy::hosts(*version), raw.to_vec()));
-                self.chain.insert(*version, raw.to_vec());
-                self.hosts = Some((list, raw.to_vec()));
-                // Versions passed over decide nothing: what was refused of
-                // them while they looked missing goes at once.
-                let passed_over = |key: &str| {
-                    matches!(FleetKey::parse(key), Some(FleetKey::Hosts(v))
-                        if v < *version && !self.chain.contains_key(&v))
-                };
-                self.refused.retain(|key, _| !passed_over(key));
-                self.waiting.retain(|key, _| !passed_over(key));
-                self.retire_lists(out);
-                self.drop_unserved(out);
-                self.retry_waiting(out);
-                Ok(())
-            }
-            FleetKey::Vault(p) => {
-                self.check_signer(&env)?;
-                if !self.serves_here(p) {
-                    // Not this host's project: nothing of it is held (the
-                    // key, when one is wrapped for this host, fetches it).
-                    return Err(Refusal::Ignore);
-                }
-                let floor = self.next_version(p) - 1;
-                if let Some(h) = self.vaults.get_mut(p)
-                    && h.version == env.version
-                    && h.raw == raw
-                {
-                    h.mod_revision = mod_revision;
-                    return Ok(());
-                }
-                if env.version <= floor {
-                    return Err(Refusal::Final(format!(
-                        "version {} is not newer than version {floor}, which this host already served: refused as a rollback",
-                        env.version
-                    )));
-                }
-                Self::check_step(env.version, floor, "vault")?;
-                out.changed.insert(p.clone());
-                out.persist.push(Persist::Write(
-                    fleet_copy::file(fleet_copy::VAULTS, p),
-                    raw.to_vec(),
-                ));
-                self.vaults
-                    .insert(p.clone(), Held::from(env, raw, mod_revision));
-                Ok(())
-            }
-            FleetKey::Deleted(p) => {
-                self.check_signer(&env)?;
-                let vault = self.vaults.get(p).map_or(0, |h| h.version);
-                let known = self.deleted.get(p).map_or(0, |h| h.version);
-                if env.version <= vault || env.version <= known {
-                    return Err(Refusal::Ignore);
-                }
-                Self::check_step(env.version, vault.max(known), "deletion")?;
-                self.vaults.remove(p);
-                if self.keys.remove(p).is_some() {
-                    out.gone.insert(p.clone());
-                }
-                out.persist
-                    .push(Persist::Remove(fleet_copy::file(fleet_copy::VAULTS, p)));
-                out.persist
-                    .push(Persist::Remove(fleet_copy::file(fleet_copy::KEYS, p)));
-                out.persist.push(Persist::Write(
-                    fleet_copy::file(fleet_copy::DELETED, p),
-                    raw.to_vec(),
-                ));
-                self.deleted
-                    .insert(p.clone(), Held::from(env, raw, mod_revision));
-                Ok(())
-            }
-            FleetKey::Key { host, project } => {
-                if *host != self.me {
-                    return Err(Refusal::Ignore);
-                }
-                self.check_signer(&env)?;
-                if !self.serves_here(project) {
-                    // The list that assigns it may be on its way.
-                    return Err(Refusal::Waiting(format!(
-                        "project {project} is not assigned to this host by host list version {}: its key is not held",
-                        self.hosts_version()
-                    )));
-                }
-                let deleted = self.deleted.get(project).map_or(0, |h| h.version);
-                if env.version <= deleted {
-                    return Err(Refusal::Final(format!(
-                        "generation {} is from before project {project} was deleted",
-                        env.version
-                    )));
-                }
-                if env.epoch > self.hosts_version() {
-                    // The list it names may be on its way (another watch).
-                    return Err(Refusal::Waiting(format!(
-                        "generation {} claims host list version {}, which does not exist yet",
-                        env.version, env.epoch
-                    )));
-                }
-                let plain = self.unwrap(&env.payload).map_err(Refusal::Final)?;
-                let held = self
-                    .keys
-                    .get(project)
-                    .map(|h| (h.version, h.payload.clone()));
-                match held {
-                    Some((version, _)) if version > env.version => {
-                        return Err(Refusal::Final(format!(
-                            "generation {} is older than generation {version}, which this host holds: refused as a rollback",
-                            env.version
-                        )));
-                    }
-                    Some((version, payload)) if version == env.version => {
-                        let same = payload == env.payload
-                            || match (self.unwrap(&payload), &plain) {
-                                (Ok(Some(a)), Some(b)) => a.as_str() == b.as_str(),
-                                _ => false,
-                            };
-                        if !same {
-                            return Err(Refusal::Final(format!(
-                                "a different key at generation {}, which this host already holds: refused",
-                                env.version
-                            )));
-                        }
-                        // The same key (wrapped again): nothing changes.
-                        if let Some(h) = self.keys.get_mut(project) {
-                            h.mod_revision = mod_revision;
-                        }
-                        return Ok(());
-                    }
-                    Some(_) => {}
-                    None => Self::check_step(env.version, deleted, "key")?,
-                }
-                out.changed.insert(project.clone());
-                out.persist.push(Persist::Write(
-                    fleet_copy::file(fleet_copy::KEYS, project),
-                    raw.to_vec(),
-                ));
-                self.keys
-                    .insert(project.clone(), Held::from(env, raw, mod_revision));
-                if !self.vaults.contains_key(project) {
-                    // Newly assigned: its vault was not held until now.
-                    out.reread.push(FleetKey::vault(project));
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// A wrapped key opened with this host's identity (`None` when the
-    /// cache has none, as in unit tests that check signatures only).
-    fn unwrap(&self, wrapped: &[u8]) -> Result<Option<zeroize::Zeroizing<String>>, String> {
-        let Some(identity) = &self.identity else {
-            return Ok(None);
-        };
-        let plain = flux_vault::vault::decrypt(wrapped, identity.age()).map_err(|e| {
-            format!("the key does not open with this host's identity ({e}): refused, serving the key held")
-        })?;
-        String::from_utf8(plain.to_vec())
-            .map(|s| Some(zeroize::Zeroizing::new(s)))
-            .map_err(|_| "the key is not text: refused".to_owned())
-    }
-
-    fn note_refused(&mut self, name: String, reason: String) {
-        self.refused_total += 1;
-        if self.refused.len() < MAX_REFUSED || self.refused.contains_key(&name) {
-            self.refused.insert(name, reason);
-        }
-    }
-
-    /// The host list changed: what waited for it is to be read again.
-    fn retry_waiting(&mut self, out: &mut Applied) {
-        let waiting = std::mem::take(&mut self.waiting);
-        out.reread.extend(waiting.into_values());
     }
 
     /// Why `project`'s newest data in etcd was refused, if it was.
@@ -989,28 +404,6 @@ impl Cache {
     }
 }
 
-/// The host that re-keys `project` when a host list takes a host away
-/// from it: an assigned project's first host in the list; for a project
-/// every host serves, one picked by the project's name (the first eight
-/// bytes of its SHA-256, modulo the hosts), so that the projects spread
-/// evenly over the hosts.
-pub fn designated_host<'a>(project: &'a str, list: &'a HostList) -> Option<&'a str> {
-    let serving: Vec<&HostRecord> = list.serving_iter(project).collect();
-    if serving.is_empty() {
-        return None;
-    }
-    let at = if list.assigned.contains_key(project) {
-        0
-    } else {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(project.as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        (u64::from_be_bytes(first) % serving.len() as u64) as usize
-    };
-    Some(serving[at].recipient.as_str())
-}
-
 /// The kind of envelope a key holds.
 pub fn kind_of(key: &FleetKey) -> Kind {
     match key {
@@ -1022,21 +415,12 @@ pub fn kind_of(key: &FleetKey) -> Kind {
     }
 }
 
-/// Why something was not accepted.
-enum Refusal {
-    /// Nothing to do (already held, or older than a deletion).
-    Ignore,
-    /// Not acceptable now; may be once the host list changes.
-    Waiting(String),
-    /// Not acceptable.
-    Final(String),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fleet::envelope::{Signing, seal};
     use flux_vault::membership::OperatorKey;
+    use flux_vault::membership::{HostsDoc, digest_hex};
 
     const FLEET_V: u64 = 2;
 

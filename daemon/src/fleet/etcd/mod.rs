@@ -41,122 +41,36 @@
 //!
 //! Keys and values are base64 in the JSON and 64-bit numbers are strings;
 //! this module hides both. Messages name the endpoints; never a value.
+//!
+//! Its parts: `config` (deadlines, reads, [`EtcdConfig`]), `json` (the
+//! gateway's spelling of keys, values, numbers and operations),
+//! `cap_read` (the envelope cap on answers as they stream in), `answers`
+//! (what error answers mean) and `tls`; this file holds the client itself.
+
+mod answers;
+mod cap_read;
+mod config;
+mod json;
+mod tls;
 
 use super::kv::{Backend, Compare, KvError, Op, Watched};
 use super::kv::{Kv, WatchEvent, WatchMessage};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use answers::{error_body, is_expired_token, is_transient, known_cause, reason_in};
+use cap_read::CapRead;
+pub use config::{
+    CALL_TIMEOUT, DEFAULT_PAGE_KEYS, Deadlines, EtcdConfig, Reads, WATCH_IDLE,
+    default_max_envelope_bytes,
+};
+use config::{CONNECT_TIMEOUT, ROUND_PAUSE_MAX, ROUND_PAUSE_MIN};
+pub use json::num;
+use json::{b64, compare_json, kv, op_json, unb64};
 use serde_json::{Value, json};
 use std::io::Read;
-use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+use tls::tls_config;
 use tracing::warn;
-
-/// Time to open a TCP connection to one endpoint.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Time one unary call may take, whatever happens, all tries included.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time one try on one member may take: a member that holds a request
-/// longer (no leader yet) is left for another, within [`CALL_TIMEOUT`].
-/// Trying a write again is safe: fluxd's writes compare revisions or put
-/// the same values.
-const TRY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pauses between rounds over the members while none answers.
-const ROUND_PAUSE_MIN: Duration = Duration::from_millis(20);
-const ROUND_PAUSE_MAX: Duration = Duration::from_millis(500);
-/// A watch with no traffic for this long is re-opened (from the last
-/// revision seen), so a silently dropped connection is noticed.
-pub const WATCH_IDLE: Duration = Duration::from_secs(30);
-
-/// How long one call may take: one try on one member, and all its tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadlines {
-    pub attempt: Duration,
-    pub call: Duration,
-}
-
-impl Deadlines {
-    /// A unary call's: [`TRY_TIMEOUT`] a try, [`CALL_TIMEOUT`] in all.
-    pub const UNARY: Self = Self {
-        attempt: TRY_TIMEOUT,
-        call: CALL_TIMEOUT,
-    };
-}
-
-/// How etcd is read (`[store] read_page_keys`, `read_page_timeout`,
-/// `max_envelope_bytes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reads {
-    /// Keys per range request at most.
-    pub page_keys: usize,
-    /// One try at one page (all tries: two and a half times this).
-    pub page_timeout: Duration,
-    /// The largest envelope this host reads; a larger value is refused
-    /// unread (see [`CapRead`]).
-    pub max_envelope_bytes: u64,
-}
-
-/// Keys per page by default: a page of the largest envelopes etcd accepts
-/// by default (1.5 MiB each) is about 30 MB of JSON.
-pub const DEFAULT_PAGE_KEYS: usize = 16;
-
-/// The default `[store] max_envelope_bytes` for a `[limits]
-/// max_project_bytes`: the envelope of the largest vault that limit
-/// allows — the vault's JSON (names, values and about 1 MiB of per-secret
-/// fields), armored by age (4/3 × 65/64) and base64 in the envelope (4/3),
-/// is at most 2 × max_project_bytes + 1 MiB for values that need no JSON
-/// escaping.
-pub fn default_max_envelope_bytes(max_project_bytes: usize) -> u64 {
-    (max_project_bytes as u64)
-        .saturating_mul(2)
-        .saturating_add(1024 * 1024)
-}
-
-impl Default for Reads {
-    fn default() -> Self {
-        Self {
-            page_keys: DEFAULT_PAGE_KEYS,
-            page_timeout: TRY_TIMEOUT,
-            max_envelope_bytes: default_max_envelope_bytes(32 * 1024 * 1024),
-        }
-    }
-}
-
-impl Reads {
-    /// The longest JSON string an answer may carry: an envelope of
-    /// [`Self::max_envelope_bytes`], base64.
-    pub fn string_cap(&self) -> usize {
-        usize::try_from(self.max_envelope_bytes.div_ceil(3).saturating_mul(4)).unwrap_or(usize::MAX)
-    }
-
-    fn page_deadlines(&self) -> Deadlines {
-        Deadlines {
-            attempt: self.page_timeout,
-            call: self.page_timeout * 5 / 2,
-        }
-    }
-}
-
-/// How to reach etcd: endpoints, TLS and authentication (`[store]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EtcdConfig {
-    /// `http://host:port` or `https://host:port`.
-    pub endpoints: Vec<String>,
-    /// CA certificates (PEM) that sign etcd's server certificates.
-    pub ca_file: Option<PathBuf>,
-    /// This host's client certificate and key (PEM), for etcd's
-    /// `--client-cert-auth`.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// etcd user, for `auth enable`d clusters.
-    pub username: Option<String>,
-    /// A file holding that user's password.
-    pub password_file: Option<PathBuf>,
-    /// Pages, their deadlines and the envelope cap.
-    pub reads: Reads,
-}
 
 /// What the answers' headers said last.
 #[derive(Debug, Default)]
@@ -180,332 +94,7 @@ pub struct Etcd {
     pages_shrunk: AtomicU64,
 }
 
-/// etcd's 64-bit numbers arrive as JSON strings (or are left out when 0).
-pub fn num(v: &Value) -> i64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    B64.encode(bytes)
-}
-
-fn unb64(v: &Value) -> Vec<u8> {
-    v.as_str()
-        .and_then(|s| B64.decode(s).ok())
-        .unwrap_or_default()
-}
-
 pub use super::kv::prefix_end;
-
-fn kv(v: &Value) -> Kv {
-    let oversize = v["value"]
-        .as_str()
-        .and_then(|s| s.strip_prefix(OVERSIZE))
-        .map(|len| len.parse::<u64>().unwrap_or(u64::MAX) / 4 * 3);
-    Kv {
-        key: String::from_utf8_lossy(&unb64(&v["key"])).into_owned(),
-        value: if oversize.is_some() {
-            Vec::new()
-        } else {
-            unb64(&v["value"])
-        },
-        mod_revision: num(&v["mod_revision"]),
-        oversize,
-    }
-}
-
-/// What [`CapRead`] puts in place of a string over its cap, followed by
-/// the string's length (never base64, which has no `!`).
-const OVERSIZE: &str = "!oversize:";
-
-/// Reads a JSON answer of etcd's, replacing every string longer than `cap`
-/// bytes with `"!oversize:<its length>"` as the answer streams by: an
-/// oversize value is measured, never held whole (at most `cap` bytes of
-/// it are buffered, then dropped).
-struct CapRead<R> {
-    inner: R,
-    cap: usize,
-    /// In a string: its length so far, whether the next byte is escaped,
-    /// and whether it went over the cap.
-    string: Option<(usize, bool, bool)>,
-    /// The string's bytes so far, while under the cap.
-    held: Vec<u8>,
-    out: Vec<u8>,
-    at: usize,
-    buf: Box<[u8]>,
-}
-
-impl<R: Read> CapRead<R> {
-    fn new(inner: R, cap: usize) -> Self {
-        Self {
-            inner,
-            cap,
-            string: None,
-            held: Vec::new(),
-            out: Vec::new(),
-            at: 0,
-            buf: vec![0; 64 * 1024].into_boxed_slice(),
-        }
-    }
-
-    fn take(&mut self, b: u8) {
-        match &mut self.string {
-            None => {
-                self.out.push(b);
-                if b == b'"' {
-                    self.string = Some((0, false, false));
-                }
-            }
-            Some((len, escaped, over)) => {
-                if !*escaped && b == b'"' {
-                    if *over {
-                        self.out
-                            .extend_from_slice(format!("{OVERSIZE}{len}").as_bytes());
-                    } else {
-                        self.out.extend_from_slice(&self.held);
-                    }
-                    self.held.clear();
-                    self.out.push(b);
-                    self.string = None;
-                    return;
-                }
-                *escaped = !*escaped && b == b'\\';
-                *len += 1;
-                if !*over {
-                    if self.held.len() < self.cap {
-                        self.held.push(b);
-                    } else {
-                        *over = true;
-                        self.held = Vec::new();
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl<R: Read> Read for CapRead<R> {
-    fn read(&mut self, to: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.out.len() {
-            self.out.clear();
-            self.at = 0;
-            let n = self.inner.read(&mut self.buf)?;
-            if n == 0 {
-                // Cut off inside a string: what was held goes out, and the
-                // JSON parser reports the end it did not expect.
-                self.out.append(&mut self.held);
-                self.string = None;
-                if self.out.is_empty() {
-                    return Ok(0);
-                }
-                break;
-            }
-            let mut i = 0;
-            while i < n {
-                // Runs of plain bytes, in bulk: outside a string up to a
-                // quote, inside one up to a quote or a backslash.
-                let (inside, escaped) = match self.string {
-                    Some((_, escaped, _)) => (true, escaped),
-                    None => (false, false),
-                };
-                let plain = if escaped {
-                    0
-                } else {
-                    self.buf[i..n]
-                        .iter()
-                        .position(|&b| b == b'"' || (inside && b == b'\\'))
-                        .unwrap_or(n - i)
-                };
-                let run = &self.buf[i..i + plain];
-                match &mut self.string {
-                    None => self.out.extend_from_slice(run),
-                    Some((len, _, over)) => {
-                        *len += plain;
-                        if !*over {
-                            if self.held.len() + plain <= self.cap {
-                                self.held.extend_from_slice(run);
-                            } else {
-                                *over = true;
-                                self.held = Vec::new();
-                            }
-                        }
-                    }
-                }
-                i += plain;
-                if i < n {
-                    let b = self.buf[i];
-                    self.take(b);
-                    i += 1;
-                }
-            }
-        }
-        let n = to.len().min(self.out.len() - self.at);
-        to[..n].copy_from_slice(&self.out[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// An operation as etcd's JSON gateway spells it.
-fn op_json(op: &Op) -> Value {
-    match op {
-        Op::Put { key, value } => {
-            json!({"request_put": {"key": b64(key.as_bytes()), "value": b64(value)}})
-        }
-        Op::Delete { key } => json!({"request_delete_range": {"key": b64(key.as_bytes())}}),
-        Op::DeleteRange { start, end } => {
-            json!({"request_delete_range": {"key": b64(start.as_bytes()), "range_end": b64(end)}})
-        }
-    }
-}
-
-/// A compare of a key's mod_revision, as etcd's JSON gateway spells it.
-fn compare_json(c: &Compare) -> Value {
-    json!({"key": b64(c.key.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": c.mod_revision.to_string()})
-}
-
-/// An error answer's body. etcd sends it chunked with gRPC trailers, which
-/// the HTTP client's chunked reader stops at with an error: what was read
-/// before that is the body.
-fn error_body(resp: ureq::Response) -> String {
-    let mut buf = Vec::new();
-    let _ = resp.into_reader().take(64 * 1024).read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// etcd's reason in an error body (`message` or `error`), else the body.
-fn reason_in(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            [&v["message"], &v["error"]]
-                .into_iter()
-                .filter_map(Value::as_str)
-                .find(|s| !s.is_empty())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| body.trim().to_owned())
-}
-
-/// What an answer means when etcd's own reason does not say: etcd's JSON
-/// gateway forwards each request over gRPC to etcd itself, presenting
-/// etcd's *server* certificate as its client certificate. With
-/// `--client-cert-auth`, a server certificate without the `clientAuth`
-/// extended key usage is refused, and every call then gets HTTP 503 with
-/// gRPC code 14 (unavailable) and the gateway's own connection error:
-/// from etcd 3.4, "connection closed" or "… failed to write client
-/// preface: … connection reset by peer" (etcd refused the certificate
-/// after the TLS 1.3 handshake, before gRPC's first bytes); from later
-/// releases, "… error reading server preface: remote error: tls: bad
-/// certificate".
-const GATEWAY_CANNOT_DIAL_ETCD: &str = "etcd's JSON gateway could not reach etcd itself: \
-     with --client-cert-auth, etcd's server certificate must carry the clientAuth extended \
-     key usage as well as serverAuth (the gateway presents it to etcd as its client certificate)";
-
-/// With `--client-cert-auth` and authentication enabled (`etcdctl auth
-/// enable`), etcd's JSON gateway answers HTTP 400 to any request whose
-/// client certificate carries a CommonName — whatever user, password or
-/// token comes with it — since it cannot pass the name on as the etcd user
-/// (only etcd's gRPC port can).
-const GATEWAY_REFUSES_COMMON_NAME: &str = "with authentication enabled, etcd's JSON gateway \
-     refuses every request made with a client certificate that carries a CommonName, with or \
-     without a password: issue fluxd's client certificate without a CommonName and log in with \
-     [store] username and password_file";
-
-/// The likely cause and remedy of an error answer from `endpoint` that
-/// etcd's reason leaves out, recognized from the answer (`code`, `body`)
-/// etcd gives in that case and no other.
-fn known_cause(endpoint: &str, code: u16, body: &str) -> Option<&'static str> {
-    if !endpoint.starts_with("https://") {
-        return None;
-    }
-    match code {
-        503 => {
-            let v: Value = serde_json::from_str(body).ok()?;
-            let reason = reason_in(body);
-            // The gateway's connection to etcd failed as it opened, not a
-            // member without a leader or shutting down.
-            let refused = reason == "connection closed"
-                || reason.contains("client preface")
-                || reason.contains("server preface")
-                || reason.contains("authentication handshake failed")
-                || reason.contains("tls: bad certificate");
-            (num(&v["code"]) == 14 && refused).then_some(GATEWAY_CANNOT_DIAL_ETCD)
-        }
-        400 => body
-            .trim()
-            .starts_with("CommonName of client sending a request against gateway will be ignored")
-            .then_some(GATEWAY_REFUSES_COMMON_NAME),
-        _ => None,
-    }
-}
-
-/// A member that is restarting, or overloaded: try another.
-fn is_transient(code: u16, reason: &str) -> bool {
-    matches!(code, 408 | 429 | 502 | 503 | 504)
-        || reason.contains("the client connection is closing")
-        || reason.contains("leader changed")
-        || reason.contains("no leader")
-}
-
-fn is_expired_token(reason: &str) -> bool {
-    reason.contains("(HTTP 401)")
-        || reason.contains("invalid auth token")
-        || reason.contains("token") && reason.contains("expired")
-}
-
-fn tls_config(config: &EtcdConfig) -> Result<Arc<rustls::ClientConfig>, KvError> {
-    let fail = |what: String| KvError::Failed(format!("etcd TLS: {what}"));
-    let read = |path: &PathBuf| -> Result<Vec<u8>, KvError> {
-        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.ca_file {
-        Some(path) => {
-            let pem = read(path)?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| fail(format!("{}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| fail(format!("{}: {e}", path.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(fail(format!("{} holds no PEM certificate", path.display())));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail(e.to_string()))?
-        .with_root_certificates(roots);
-    let tls = match (&config.cert_file, &config.key_file) {
-        (Some(cert), Some(key)) => {
-            let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| fail(format!("{}: {e}", cert.display())))?;
-            let key_pem = zeroize::Zeroizing::new(read(key)?);
-            let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-                .map_err(|e| fail(format!("{}: {e}", key.display())))?
-                .ok_or_else(|| fail(format!("{} holds no private key", key.display())))?;
-            builder
-                .with_client_auth_cert(certs, key_der)
-                .map_err(|e| fail(e.to_string()))?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => {
-            return Err(fail(
-                "cert_file and key_file go together: give both or neither".into(),
-            ));
-        }
-    };
-    Ok(Arc::new(tls))
-}
 
 impl Etcd {
     /// A client for `config`. Fails when a TLS or password file cannot be
@@ -1131,39 +720,8 @@ impl Backend for Etcd {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strings_over_the_cap_are_measured_not_held() {
-        let value = "QUJD".repeat(1000);
-        let answer = format!(
-            r#"{{"kvs":[{{"key":"a2V5","value":"{value}","mod_revision":"7"}},{{"key":"c21hbGw=","value":"QUJD","x":"a\"b"}}]}}"#
-        );
-        for chunk in [1, 3, 64 * 1024] {
-            // Read in small pieces too, so runs split anywhere.
-            let mut read = CapRead::new(std::io::Cursor::new(answer.clone()), 100);
-            let mut out = Vec::new();
-            let mut piece = vec![0; chunk];
-            loop {
-                let n = read.read(&mut piece).unwrap();
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&piece[..n]);
-            }
-            let v: Value = serde_json::from_slice(&out).unwrap();
-            let big = kv(&v["kvs"][0]);
-            assert_eq!(big.oversize, Some(3000));
-            assert!(big.value.is_empty());
-            assert_eq!((big.key.as_str(), big.mod_revision), ("key", 7));
-            let small = kv(&v["kvs"][1]);
-            assert_eq!(
-                (small.value.as_slice(), small.oversize),
-                (&b"ABC"[..], None)
-            );
-            assert_eq!(v["kvs"][1]["x"], "a\"b", "escapes pass through");
-            assert!(read.held.capacity() <= 101, "at most the cap is buffered");
-        }
-    }
+    use std::sync::Arc;
+    use std::time::Duration;
 
     /// A fake etcd gateway on loopback answering range requests from
     /// `keys` (sorted), `limit` at a time: a page of more than one key
@@ -1258,80 +816,6 @@ mod tests {
         assert_eq!(
             String::from_utf8(unb64(&later[0]["key"])).unwrap(),
             "/p/k0\u{0}"
-        );
-    }
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end("/flux/v1/"), b"/flux/v10".to_vec());
-        assert_eq!(prefix_end("a\u{7f}"), vec![b'a', 0x80]);
-        assert_eq!(num(&json!("42")), 42);
-        assert_eq!(num(&Value::Null), 0);
-    }
-
-    #[test]
-    fn reasons_are_passed_through_and_restarts_retried() {
-        assert_eq!(
-            reason_in(r#"{"error":"etcdserver: request is too large","code":3}"#),
-            "etcdserver: request is too large"
-        );
-        assert_eq!(reason_in("plain text\n"), "plain text");
-        assert!(is_transient(503, ""));
-        assert!(is_transient(500, "grpc: the client connection is closing"));
-        assert!(!is_transient(
-            400,
-            "etcdserver: too many operations in txn request"
-        ));
-        assert!(is_expired_token("etcdserver: invalid auth token"));
-    }
-
-    #[test]
-    fn a_gateway_that_cannot_reach_etcd_names_the_server_certificate() {
-        let tls = "https://10.0.0.1:2379";
-        // etcd 3.4.23's answers, its server certificate serverAuth only
-        // (either, at random).
-        let closed = r#"{"error":"connection closed","message":"connection closed","code":14}"#;
-        let reset = r#"{"error":"connection error: desc = \"transport: failed to write client preface: write tcp 127.0.0.1:47574-\u003e127.0.0.1:37049: write: connection reset by peer\"","message":"connection error: desc = \"transport: failed to write client preface: write tcp 127.0.0.1:47574-\u003e127.0.0.1:37049: write: connection reset by peer\"","code":14}"#;
-        // Later releases' wording of the same refusal.
-        let bad_certificate = r#"{"error":"connection error: desc = \"error reading server preface: remote error: tls: bad certificate\"","message":"connection error: desc = \"error reading server preface: remote error: tls: bad certificate\"","code":14}"#;
-        for body in [closed, reset, bad_certificate] {
-            let cause = known_cause(tls, 503, body).expect(body);
-            assert!(cause.contains("clientAuth extended key usage"), "{cause}");
-            assert!(cause.contains("--client-cert-auth"), "{cause}");
-            assert_eq!(known_cause("http://10.0.0.1:2379", 503, body), None);
-            assert_eq!(known_cause(tls, 500, body), None);
-        }
-        // A member restarting or without a leader is no certificate problem.
-        for body in [
-            r#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#,
-            r#"{"error":"etcdserver: request timed out","message":"etcdserver: request timed out","code":14}"#,
-            r#"{"error":"grpc: the client connection is closing","code":1}"#,
-            r#"{"error":"connection closed","message":"connection closed","code":1}"#,
-            "",
-            "connection closed",
-        ] {
-            assert_eq!(known_cause(tls, 503, body), None, "{body}");
-        }
-    }
-
-    #[test]
-    fn a_common_name_refused_on_the_gateway_says_to_issue_one_without() {
-        let tls = "https://10.0.0.1:2379";
-        // etcd's answer, a plain-text body.
-        let body = "CommonName of client sending a request against gateway will be ignored and not used as expected\n";
-        let cause = known_cause(tls, 400, body).unwrap();
-        assert!(
-            cause.contains("without a CommonName") && cause.contains("[store] username"),
-            "{cause}"
-        );
-        assert_eq!(known_cause("http://10.0.0.1:2379", 400, body), None);
-        assert_eq!(
-            known_cause(
-                tls,
-                400,
-                r#"{"error":"etcdserver: user name is empty","code":3}"#
-            ),
-            None
         );
     }
 
