@@ -46,7 +46,7 @@ pub struct Kv {
     /// Empty when [`Self::oversize`].
     pub value: Vec<u8>,
     pub mod_revision: i64,
-    /// The value was over [`Reads::max_envelope_bytes`]: its size (about),
+    /// The value was over [`super::etcd::Reads::max_envelope_bytes`]: its size (about),
     /// and it was not read.
     pub oversize: Option<u64>,
 }

@@ -290,7 +290,7 @@ impl FleetStore {
     }
 
     /// Applies watch events. A deletion changes nothing held (see
-    /// [`super::cache`]); it is noted, and [`Applied::lost`] set so the
+    /// [`crate::fleet::cache`]); it is noted, and [`Applied::lost`] set so the
     /// caller runs [`Self::repair`]. A notice for this host of a project
     /// it serves, naming a version newer than the vault it holds, has that
     /// vault read and applied (verified like any other); when it cannot
