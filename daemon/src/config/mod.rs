@@ -1,5 +1,5 @@
 //! Configuration: where the daemon keeps its state and sockets, who may do
-//! what ([`crate::policy`]), the audit log, and the limits that keep one bad
+//! what ([`crate::access::policy`]), the audit log, and the limits that keep one bad
 //! client from hurting the others.
 //!
 //! Folders resolve in this order (the first that is set wins):
