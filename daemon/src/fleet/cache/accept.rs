@@ -230,7 +230,7 @@ impl Cache {
                 let floor = self.next_version(p) - 1;
                 if let Some(h) = self.vaults.get_mut(p)
                     && h.version == env.version
-                    && h.raw == raw
+                    && h.payload == env.payload
                 {
                     h.mod_revision = mod_revision;
                     return Ok(());
@@ -248,7 +248,7 @@ impl Cache {
                     raw.to_vec(),
                 ));
                 self.vaults
-                    .insert(p.clone(), Held::from(env, raw, mod_revision));
+                    .insert(p.clone(), Held::from(key, env, raw, mod_revision));
                 Ok(())
             }
             FleetKey::Deleted(p) => {
@@ -272,7 +272,7 @@ impl Cache {
                     raw.to_vec(),
                 ));
                 self.deleted
-                    .insert(p.clone(), Held::from(env, raw, mod_revision));
+                    .insert(p.clone(), Held::from(key, env, raw, mod_revision));
                 Ok(())
             }
             FleetKey::Key { host, project } => {
@@ -340,7 +340,7 @@ impl Cache {
                     raw.to_vec(),
                 ));
                 self.keys
-                    .insert(project.clone(), Held::from(env, raw, mod_revision));
+                    .insert(project.clone(), Held::from(key, env, raw, mod_revision));
                 if !self.vaults.contains_key(project) {
                     // Newly assigned: its vault was not held until now.
                     out.reread.push(FleetKey::vault(project));

@@ -14,19 +14,26 @@ pub struct Held {
     /// under which the project key was generated.
     pub epoch: u64,
     pub payload: Vec<u8>,
-    /// The envelope as etcd holds it (what the local copy keeps).
+    /// The envelope as etcd holds it (what the local copy keeps) — empty
+    /// for a vault: its envelope is kept on disk (the local copy) and in
+    /// etcd, not a second time in memory beside its payload.
     pub raw: Vec<u8>,
     /// Its etcd mod_revision (0: read from the local copy, unknown).
     pub mod_revision: i64,
 }
 
 impl Held {
-    pub(super) fn from(env: Envelope, raw: &[u8], mod_revision: i64) -> Self {
+    /// What `key`'s envelope `env` (as `raw`) holds: all of it, but a
+    /// vault's payload only.
+    pub(super) fn from(key: &FleetKey, env: Envelope, raw: &[u8], mod_revision: i64) -> Self {
         Self {
             version: env.version,
             epoch: env.epoch,
             payload: env.payload,
-            raw: raw.to_vec(),
+            raw: match key {
+                FleetKey::Vault(_) => Vec::new(),
+                _ => raw.to_vec(),
+            },
             mod_revision,
         }
     }

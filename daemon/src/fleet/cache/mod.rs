@@ -261,7 +261,7 @@ impl Cache {
     /// are parsed on several threads at start).
     pub fn parse_local(key: &FleetKey, raw: &[u8]) -> Result<Held, String> {
         let env = envelope::parse(raw, kind_of(key), key)?;
-        Ok(Held::from(env, raw, 0))
+        Ok(Held::from(key, env, raw, 0))
     }
 
     /// Holds what [`Self::parse_local`] parsed.
@@ -325,8 +325,9 @@ impl Cache {
     }
 
     /// Bytes of envelopes held (vaults, keys, deletions, host lists, the
-    /// fleet id), each counted as etcd holds it and as opened: what the
-    /// fleet costs this host's memory.
+    /// fleet id), each counted as etcd holds it and as opened — a vault as
+    /// opened only ([`Held::raw`]): what the fleet costs this host's
+    /// memory.
     pub fn held_bytes(&self) -> u64 {
         let held = self
             .vaults
@@ -380,7 +381,7 @@ impl Cache {
     ) -> Option<Persist> {
         let kind = kind_of(key);
         let env = envelope::parse(&raw, kind, key).ok()?;
-        let held = Held::from(env, &raw, mod_revision);
+        let held = Held::from(key, env, &raw, mod_revision);
         let local = local_name(key)?;
         match key {
             FleetKey::Vault(p) => {
@@ -509,6 +510,37 @@ mod tests {
             "a rollback is refused"
         );
         assert!(f.cache.refusal("app").unwrap().contains("rollback"));
+    }
+
+    #[test]
+    fn a_vault_is_held_once_as_its_payload_and_read_again_changes_nothing() {
+        let mut f = fleet();
+        let key = FleetKey::vault("app");
+        let v1 = signed(&f, Kind::Vault, &key, 1, &[7u8; 4096], &f.root);
+        f.cache.apply(&key, &v1, 10, &mut Applied::default());
+        let held = &f.cache.vaults["app"];
+        assert!(held.raw.is_empty(), "the envelope is not kept beside it");
+        assert_eq!(
+            f.cache.held_bytes() as usize,
+            held.payload.len()
+                + f.cache.chain.values().map(Vec::len).sum::<usize>()
+                + f.cache.hosts.as_ref().map_or(0, |(_, r)| r.len())
+        );
+        // The same envelope again (the watch after a full read, etcd after
+        // a restart): nothing changes, its revision is taken.
+        let mut again = Applied::default();
+        f.cache.apply(&key, &v1, 12, &mut again);
+        assert!(again.changed.is_empty() && again.persist.is_empty());
+        assert_eq!(f.cache.vaults["app"].mod_revision, 12);
+        assert!(f.cache.refusal("app").is_none());
+        // The local copy still gets the whole envelope.
+        let mut out = Applied::default();
+        let v2 = signed(&f, Kind::Vault, &key, 2, b"two", &f.root);
+        f.cache.apply(&key, &v2, 13, &mut out);
+        assert!(out.persist.contains(&Persist::Write(
+            fleet_copy::file(fleet_copy::VAULTS, "app"),
+            v2.clone()
+        )));
     }
 
     #[test]
