@@ -26,14 +26,76 @@ use tracing::{error, info};
 pub trait Listeners: Send + Sync + std::fmt::Debug {
     /// Starts serving `project` on its socket.
     fn serve(&self, project: &Arc<Project>) -> Result<()>;
+    /// Binds the socket of a project not loaded yet, and serves it once
+    /// [`Pending::settled`]: a client's connection loads it at once
+    /// ([`Pending::get`]); if it cannot be loaded, the socket is retired.
+    fn serve_pending(&self, pending: Pending) -> Result<()>;
     /// Stops serving `project` and removes its socket file.
     fn retire(&self, project: &Project);
+    /// Removes a socket file bound for a project that was never served.
+    fn retire_socket(&self, socket: &std::path::Path);
+}
+
+/// A project whose socket is bound before it is loaded (a store holding
+/// much: [`crate::store::Store::serves_before_loading`]): loaded once, by
+/// the first of its first client and the loader in the background.
+#[derive(Clone)]
+pub struct Pending {
+    name: String,
+    socket: std::path::PathBuf,
+    loaded: Arc<tokio::sync::OnceCell<Option<Arc<Project>>>>,
+    settled: tokio::sync::watch::Sender<bool>,
+    load: Arc<dyn Fn() -> Option<Arc<Project>> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// The project's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its socket path.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    /// The project, loaded now unless it was already (`None`: it cannot be
+    /// served; the registry says why).
+    pub async fn get(&self) -> Option<Arc<Project>> {
+        let load = self.load.clone();
+        let project = self
+            .loaded
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || load())
+                    .await
+                    .ok()
+                    .flatten()
+            })
+            .await
+            .clone();
+        self.settled.send_replace(true);
+        project
+    }
+
+    /// Resolves once the project was loaded, or could not be.
+    pub async fn settled(&self) {
+        let mut rx = self.settled.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
 }
 
 /// The project lifecycle (see the module docs).
 #[derive(Debug)]
 pub struct Lifecycle {
-    registry: Registry,
+    registry: Arc<Registry>,
     listeners: Arc<dyn Listeners>,
 }
 
@@ -41,7 +103,7 @@ impl Lifecycle {
     /// Lifecycle of `registry`'s projects, served by `listeners`.
     pub fn new(registry: Registry, listeners: Arc<dyn Listeners>) -> Self {
         Self {
-            registry,
+            registry: Arc::new(registry),
             listeners,
         }
     }
@@ -56,9 +118,82 @@ impl Lifecycle {
     /// decrypting and checking each vault — is spread over the CPUs, and
     /// each project is served as soon as it is loaded.
     pub async fn serve_all(&self) -> Result<()> {
-        let _exclusive = self.registry.exclusive().await;
+        let exclusive = self.registry.exclusive_owned().await;
         let names = self.registry.store().projects()?;
+        if self.registry.store().serves_before_loading() {
+            return self.serve_before_loading(names, exclusive);
+        }
         self.load_all(&names, |name, loaded| self.serve_loaded(name, loaded));
+        Ok(())
+    }
+
+    /// Binds every project's socket first, then loads the projects in the
+    /// background, one task per CPU, in name order — a client's connection
+    /// loads its project at once, ahead of its turn — holding `exclusive`
+    /// until all are loaded, so no change from the store's feed and no
+    /// creation or deletion runs meanwhile. A project that cannot be loaded
+    /// is recorded, and its socket retired.
+    fn serve_before_loading(
+        &self,
+        names: Vec<String>,
+        exclusive: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<()> {
+        info!(
+            projects = names.len(),
+            "the store holds much: every project's socket is served first, and the projects load in the background"
+        );
+        let mut pending = Vec::with_capacity(names.len());
+        for name in names {
+            let (registry, owned) = (self.registry.clone(), name.clone());
+            let load = move || match registry.load(&owned) {
+                Ok(project) => {
+                    registry.insert(project.clone());
+                    Some(project)
+                }
+                Err(e) => {
+                    error!(project = %owned, error = %e, "project not served; the others are");
+                    registry.not_served(&owned, e.to_string());
+                    None
+                }
+            };
+            let p = Pending {
+                socket: self.registry.socket_path(&name),
+                name,
+                loaded: Arc::default(),
+                settled: tokio::sync::watch::Sender::new(false),
+                load: Arc::new(load),
+            };
+            if let Err(e) = self.listeners.serve_pending(p.clone()) {
+                error!(project = %p.name, error = %e, "project not served; the others are");
+                self.registry.not_served(&p.name, e.to_string());
+                continue;
+            }
+            pending.push(p);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let pending = Arc::new(pending);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (pending, next) = (pending.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = pending.get(i) else {
+                            return;
+                        };
+                        p.get().await;
+                    }
+                })
+            })
+            .collect();
+        tokio::spawn(async move {
+            for w in workers {
+                let _ = w.await;
+            }
+            info!(projects = pending.len(), "every project is loaded");
+            drop(exclusive);
+        });
         Ok(())
     }
 
@@ -191,6 +326,12 @@ impl Lifecycle {
         for project in self.registry.all().into_iter().filter(|p| wanted(p.name())) {
             project.reload(force).await;
         }
+    }
+
+    /// Removes the socket file of a project bound before it loaded, which
+    /// could not be loaded ([`Listeners::serve_pending`]).
+    pub fn retire_socket(&self, socket: &std::path::Path) {
+        self.listeners.retire_socket(socket);
     }
 
     /// Stops serving every project's socket (at shutdown).

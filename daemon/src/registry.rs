@@ -32,7 +32,7 @@ pub struct Registry {
     projects: RwLock<BTreeMap<String, Arc<Project>>>,
     /// Projects with a key that are not served, and why.
     unserved: Mutex<BTreeMap<String, String>>,
-    exclusive: tokio::sync::Mutex<()>,
+    exclusive: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Registry {
@@ -45,7 +45,7 @@ impl Registry {
             shutdown,
             projects: RwLock::new(BTreeMap::new()),
             unserved: Mutex::new(BTreeMap::new()),
-            exclusive: tokio::sync::Mutex::new(()),
+            exclusive: Arc::default(),
         }
     }
 
@@ -57,6 +57,12 @@ impl Registry {
     /// Held while projects are created, deleted or re-read.
     pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.exclusive.lock().await
+    }
+
+    /// [`Self::exclusive`], held by a task of its own (the projects
+    /// loaded in the background at start).
+    pub async fn exclusive_owned(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.exclusive.clone().lock_owned().await
     }
 
     fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Project>>> {

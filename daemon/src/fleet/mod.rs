@@ -91,7 +91,7 @@ pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Opened> {
         .map_err(|e| Error::Internal(format!("cannot start reading etcd: {e}")))?;
     // A host holding many copies serves them at once: a full read of as
     // much would not finish within the wait anyway.
-    let wait_for = if store.memory_gauges().2 > START_WAIT_HELD {
+    let wait_for = if store.holds_much() {
         std::time::Duration::ZERO
     } else {
         START_WAIT
@@ -109,9 +109,11 @@ pub fn open(state_dir: &Path, options: &FleetOptions) -> Result<Opened> {
 /// How long start-up waits for etcd before serving the local copies.
 pub const START_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Above this many bytes of local copies, start-up does not wait for etcd
-/// ([`START_WAIT`]) before serving them.
-pub const START_WAIT_HELD: u64 = 64 * 1024 * 1024;
+/// `[store] load_in_background_above` by default: above this many bytes of
+/// local copies, start-up does not wait for etcd ([`START_WAIT`]) before
+/// serving them, and binds every project's socket before loading the
+/// projects ([`crate::store::Store::serves_before_loading`]).
+pub const LOAD_IN_BACKGROUND_ABOVE: u64 = 64 * 1024 * 1024;
 
 /// `[store]` in the config file.
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +145,10 @@ pub struct StoreFile {
     pub read_page_keys: Option<usize>,
     /// How long one page of a read may take (default "2s").
     pub read_page_timeout: Option<String>,
+    /// Bytes of local copies above which a starting host serves them
+    /// without waiting for etcd, and loads its projects after binding
+    /// their sockets (default 64 MiB).
+    pub load_in_background_above: Option<u64>,
 }
 
 /// How to run fleet mode.
@@ -157,6 +163,9 @@ pub struct FleetOptions {
     /// `[store] max_envelope_bytes` was given (else it follows `[limits]
     /// max_project_bytes`: [`FleetOptions::with_project_limit`]).
     pub max_envelope_set: bool,
+    /// `[store] load_in_background_above` (`None`:
+    /// [`LOAD_IN_BACKGROUND_ABOVE`]).
+    pub load_in_background_above: Option<u64>,
 }
 
 impl FleetOptions {
@@ -286,6 +295,7 @@ impl StoreChoice {
                     publish_fleet: false,
                     compact_on_delete: file.compact_on_delete.unwrap_or(true),
                     max_envelope_set: file.max_envelope_bytes.is_some(),
+                    load_in_background_above: file.load_in_background_above,
                 }))
             }
             other => Err(Error::Config(format!(

@@ -31,7 +31,7 @@ pub mod sockets;
 use crate::access::Access;
 use crate::config::Config;
 use crate::error::Result;
-use crate::lifecycle::{Lifecycle, Listeners};
+use crate::lifecycle::{Lifecycle, Listeners, Pending};
 use crate::metrics::DaemonMetrics;
 use crate::project::Project;
 use crate::runtime::Runtime;
@@ -147,10 +147,9 @@ impl Server {
         };
         let weak = Arc::downgrade(services);
         let stopping = self.stopping.clone();
-        services
-            .runtime
-            .tracker()
-            .spawn(accept_loop(weak, listener, target, slots, cancel, stopping).instrument(span));
+        services.runtime.tracker().spawn(
+            accept_loop(weak, listener, target, slots, cancel, stopping, None).instrument(span),
+        );
     }
 }
 
@@ -174,8 +173,57 @@ impl Listeners for Server {
         Ok(())
     }
 
+    fn serve_pending(&self, pending: Pending) -> Result<()> {
+        let services = self.services().expect("attached before serving");
+        let group = services.access.policy().socket_group(pending.name());
+        let listener = self.sockets.listen(
+            pending.socket(),
+            &format!("project.{}", pending.name()),
+            group,
+        )?;
+        let (budget, stopping) = (self.projects.clone(), self.stopping.clone());
+        let per_project = services.config.limits.max_connections_per_project;
+        let weak = Arc::downgrade(&services);
+        let cancel = services.runtime.shutdown().clone();
+        let span = info_span!("listener", socket = %format!("project:{}", pending.name()));
+        services.runtime.tracker().spawn(
+            async move {
+                // Until a client connects or the project is loaded anyway;
+                // that first client is served once it is.
+                let first = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return,
+                    accepted = listener.accept() => accepted.ok().map(|(stream, _)| stream),
+                    _ = pending.settled() => None,
+                };
+                let project = pending.get().await;
+                let Some(project) = project else {
+                    // Not loaded (the registry says why): its clients are
+                    // refused rather than left waiting.
+                    drop((first, listener));
+                    if let Some(services) = weak.upgrade() {
+                        services.lifecycle.retire_socket(pending.socket());
+                    }
+                    return;
+                };
+                let target = Target::Project {
+                    project: project.clone(),
+                    slots: Arc::new(Semaphore::new(per_project)),
+                };
+                let cancel = project.cancel_token().clone();
+                accept_loop(weak, listener, target, budget, cancel, stopping, first).await;
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
     fn retire(&self, project: &Project) {
         self.sockets.retire(project.socket());
+    }
+
+    fn retire_socket(&self, socket: &std::path::Path) {
+        self.sockets.retire(socket);
     }
 }
 
@@ -186,6 +234,7 @@ async fn accept_loop(
     slots: Arc<Semaphore>,
     cancel: CancellationToken,
     stopping: Arc<session::direct::Stopping>,
+    mut first: Option<tokio::net::UnixStream>,
 ) {
     loop {
         let permit = tokio::select! {
@@ -196,7 +245,10 @@ async fn accept_loop(
                 Err(_) => return,
             },
         };
-        let stream = tokio::select! {
+        let stream = if let Some(stream) = first.take() {
+            stream
+        } else {
+            tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -209,6 +261,7 @@ async fn accept_loop(
                     continue;
                 }
             },
+            }
         };
         let Some(services) = services.upgrade() else {
             return;

@@ -146,6 +146,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// at shutdown, once no request runs: what a host served before it
     /// stopped is what it serves from its copy after a restart.
     fn finish(&self) {}
+
+    /// True when the store holds so much that a starting daemon binds every
+    /// project's socket first and loads the projects in the background, a
+    /// client's connection loading its project ahead of its turn (fleet
+    /// mode past `[store] load_in_background_above`); false: each project
+    /// is served once loaded.
+    fn serves_before_loading(&self) -> bool {
+        false
+    }
 }
 
 /// A store as start-up picked it: the store, its change feed and its host

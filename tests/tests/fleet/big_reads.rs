@@ -124,6 +124,87 @@ fn a_restart_reads_many_big_vaults_in_small_pages() {
     );
 }
 
+#[test]
+fn a_host_holding_much_binds_every_socket_first_and_loads_a_project_on_its_first_request() {
+    if !have_etcd(
+        "a_host_holding_much_binds_every_socket_first_and_loads_a_project_on_its_first_request",
+    ) {
+        return;
+    }
+    let etcd = Etcd::start(1);
+    let config = |extra: &str| {
+        format!(
+            "[store]\nkind = \"etcd\"\nendpoints = [\"{}\"]\n{extra}",
+            etcd.endpoints()
+        )
+    };
+    let a = TestDaemon::start_with_config(&config(""));
+    found(&a);
+    let id = fleet_id(&a);
+    // B counts any copy as much: it binds first and loads afterwards.
+    let mut b = TestDaemon::start_with_config(&config(&format!(
+        "fleet_id = \"{id}\"\nload_in_background_above = 0\n"
+    )));
+    join(&a, &b);
+    let projects: Vec<String> = (0..6).map(|i| format!("lazy{i}")).collect();
+    for (i, p) in projects.iter().enumerate() {
+        a.create_project(p);
+        set(&a, p, "K", &format!("v{i}"));
+    }
+    for (i, p) in projects.iter().enumerate() {
+        let want = format!("v{i}");
+        wait_for(&b, p, "the value", |c| has_value(c, "K", &want));
+    }
+    // B restarts on its local copy while etcd answers nothing: the last
+    // project first, then every other, each loaded by its request.
+    b.stop();
+    etcd.members[0].pause();
+    b.restart();
+    let last = projects.len() - 1;
+    wait_for(
+        &b,
+        &projects[last],
+        "the last project, from the copy",
+        |c| has_value(c, "K", &format!("v{last}")),
+    );
+    for (i, p) in projects.iter().enumerate() {
+        serves(
+            &b,
+            p,
+            "K",
+            &format!("v{i}"),
+            "after a restart that loaded it on request",
+        );
+    }
+    assert!(
+        b.log().contains("every project's socket is served first"),
+        "B did not bind before loading"
+    );
+    // Every project is listed once loaded, and changes still follow.
+    let started = Instant::now();
+    while fleet_projects(&b) != projects.len() {
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "projects list: {}",
+            b.ctl_ok(&["projects", "list"])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    etcd.members[0].resume();
+    set_eventually(&a, &projects[0], "K", "after");
+    wait_for(&b, &projects[0], "a set after the restart", |c| {
+        has_value(c, "K", "after")
+    });
+}
+
+/// How many projects `host` lists.
+fn fleet_projects(host: &TestDaemon) -> usize {
+    serde_json::from_str::<serde_json::Value>(&host.ctl_ok(&["projects", "list", "--json"]))
+        .ok()
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
 /// 100 envelopes of about 1.3 MB each, signed by a key no fleet lists,
 /// written straight to etcd under the fleet's vaults.
 pub fn write_junk(etcd: &Etcd, fleet: &str) {

@@ -76,6 +76,10 @@ pub struct FleetStore {
     pending: Mutex<Vec<Persist>>,
     flushing: Mutex<()>,
     compact_on_delete: bool,
+    /// Bytes of local copies above which this host serves them without
+    /// waiting for etcd and loads its projects in the background
+    /// ([`Self::holds_much`]).
+    load_in_background_above: u64,
     /// The change feed, once the watch runs: what a write's or a repair's
     /// read of etcd changed is announced on it too.
     feed: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::store::Change>>,
@@ -216,6 +220,14 @@ impl FleetStore {
     /// The newest etcd revision applied (0 before the first read).
     pub fn applied_revision(&self) -> i64 {
         self.applied.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True when this host holds more than `[store]
+    /// load_in_background_above` of envelopes: it serves its copies
+    /// without waiting for etcd, and binds every project's socket before
+    /// loading the projects.
+    pub fn holds_much(&self) -> bool {
+        self.cache().held_bytes() > self.load_in_background_above
     }
 
     /// Whether the last full read did not finish, envelopes refused so

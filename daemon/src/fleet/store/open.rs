@@ -201,6 +201,9 @@ impl FleetStore {
             pending: Mutex::new(dropped.persist),
             flushing: Mutex::new(()),
             compact_on_delete: options.compact_on_delete,
+            load_in_background_above: options
+                .load_in_background_above
+                .unwrap_or(super::super::LOAD_IN_BACKGROUND_ABOVE),
             feed: std::sync::OnceLock::new(),
             remains: Mutex::new(std::collections::BTreeMap::new()),
             applied: std::sync::atomic::AtomicI64::new(0),

@@ -252,6 +252,10 @@ impl Store for FleetStore {
         self.flush();
     }
 
+    fn serves_before_loading(&self) -> bool {
+        self.holds_much()
+    }
+
     fn health(&self, project: &str) -> Option<String> {
         let cache = self.cache();
         cache
