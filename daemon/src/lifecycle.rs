@@ -7,9 +7,15 @@
 //! - deleting one destroys key and vault (key first), then its listener;
 //! - a [`Change`] from the store's feed re-reads the projects it names,
 //!   serves those that appeared, and stops serving those this host may no
-//!   longer serve.
+//!   longer serve;
+//! - at start, each project is served as soon as it is loaded; a store
+//!   holding much ([`crate::store::Store::serves_before_loading`]) has
+//!   every socket bound first and the projects loaded in the background,
+//!   a client's connection loading its project ahead of its turn
+//!   ([`Pending`]).
 //!
-//! All of these are serialized ([`Registry::exclusive`]). The listeners are
+//! All of these are serialized ([`Registry::exclusive`]; the background
+//! loading holds it until every project is loaded). The listeners are
 //! a trait so this module does not depend on the server, which depends on
 //! it (its handlers create and delete projects).
 
