@@ -48,10 +48,8 @@
 //! 1 GB or more outside `--smoke`. Values are never printed: the bench
 //! keeps their SHA-256 and compares those.
 
-use crate::bench_fleet::{
-    Etcd, Host, b64, b64_len, http, locate_fluxctl, mib, ms, on_path, path_str, unb64,
-};
 use crate::fixture::{project_name, secret_name};
+use crate::fleet_cluster::{Etcd, Host, locate_fluxctl, mib, ms, on_path, path_str, revision_at};
 use crate::fluxd_process::{FluxdBinary, rss_kib};
 use crate::report::{Report, Row, Verdict};
 use crate::stats::Measure;
@@ -60,7 +58,6 @@ use flux_protocol::blocking::Client;
 use flux_protocol::message::NamedValue;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;
@@ -91,8 +88,6 @@ const SERVE_TARGET: Duration = Duration::from_secs(1);
 const JUDGED_FROM: u64 = 1_000_000_000;
 /// etcd's vault prefix (daemon/src/fleet/layout.rs).
 const VAULTS: &str = "/flux/v3/fleet/vaults/";
-/// Keys per range request when etcd's contents are counted.
-const COUNT_PAGE: usize = 16;
 
 /// How the restart bench is shaped.
 #[derive(Debug, Clone)]
@@ -783,16 +778,6 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// etcd's current revision.
-fn revision_at(port: u16) -> Result<i64> {
-    let answer: Value = serde_json::from_str(&http(port, "POST", "/v3/maintenance/status", "{}")?)
-        .context("etcd's status answer is not JSON")?;
-    answer["header"]["revision"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .context("etcd's status answer has no revision")
-}
-
 /// Waits until `host` serves `projects` projects of [`SECRETS`] secrets.
 fn wait_serving(host: &Host, projects: usize, limit: Duration) -> Result<()> {
     let t = Instant::now();
@@ -813,41 +798,6 @@ fn wait_serving(host: &Host, projects: usize, limit: Duration) -> Result<()> {
             );
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-impl Etcd {
-    /// Keys under `prefix` and their total size, keys plus values, in
-    /// bytes, read [`COUNT_PAGE`] keys a request (one answer of 1 GB
-    /// would not do).
-    pub(crate) fn count_paged(&self, prefix: &str) -> Result<(u64, u64)> {
-        let mut end = prefix.as_bytes().to_vec();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let mut from = prefix.as_bytes().to_vec();
-        let (mut keys, mut bytes) = (0u64, 0u64);
-        loop {
-            let body = json!({"key": b64(&from), "range_end": b64(&end), "limit": COUNT_PAGE});
-            let answer: Value =
-                serde_json::from_str(&http(self.port, "POST", "/v3/kv/range", &body.to_string())?)
-                    .context("etcd's range answer is not JSON")?;
-            let kvs = answer["kvs"].as_array().cloned().unwrap_or_default();
-            let size = |v: &Value| v.as_str().map_or(0, b64_len);
-            keys += kvs.len() as u64;
-            bytes += kvs
-                .iter()
-                .map(|kv| size(&kv["key"]) + size(&kv["value"]))
-                .sum::<u64>();
-            let last = kvs.last().and_then(|kv| kv["key"].as_str());
-            match (answer["more"].as_bool(), last) {
-                (Some(true), Some(last)) => {
-                    from = unb64(last).context("etcd answered a key that is not base64")?;
-                    from.push(0);
-                }
-                _ => return Ok((keys, bytes)),
-            }
-        }
     }
 }
 
@@ -881,14 +831,6 @@ mod tests {
         assert_eq!(metric(text, "flux_fleet_unsynced"), Some(1.0));
         assert_eq!(metric(text, "flux_fleet_applied_revision"), Some(1234.0));
         assert_eq!(metric(text, "flux_fleet_held_bytes"), None);
-    }
-
-    #[test]
-    fn base64_keys_decode_back() {
-        for key in ["/flux/v3/fleet/vaults/p0001", "a", "ab", "abc", ""] {
-            assert_eq!(unb64(&b64(key.as_bytes())).as_deref(), Some(key.as_bytes()));
-        }
-        assert_eq!(unb64("a*=="), None);
     }
 
     #[test]

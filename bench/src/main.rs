@@ -43,6 +43,7 @@ mod cload;
 mod cpu;
 mod faults;
 mod fixture;
+mod fleet_cluster;
 mod floor;
 mod fluxd_process;
 mod load;
