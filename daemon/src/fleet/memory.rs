@@ -473,5 +473,25 @@ mod tests {
         assert_eq!(kv.delivered(VAULTS), 0, "no host is sent a vault");
         assert_eq!(sent(&b), 3, "B is sent nothing more");
         assert!(c.load_vault("duo").unwrap().is_none() && c.load_key("duo").is_err());
+
+        // Notices are not signed: anyone who can write the store can write
+        // one. A notice for C of a project it does not serve is passed
+        // over; one for B makes it read the vault — verified like any:
+        // junk there is refused, and B keeps serving what it held.
+        let notice = |h: &Arc<FleetStore>| format!("{}duo/changed", keys_of(h.recipient()));
+        kv.txn(
+            &[],
+            &[
+                Op::put(&format!("{VAULTS}duo"), b"junk"),
+                Op::put(&notice(&c), b"999"),
+                Op::put(&notice(&b), b"not a version"),
+            ],
+        )
+        .unwrap();
+        eventually("B refuses the junk the notice pointed at", || {
+            b.health("duo").is_some_and(|h| h.contains("refused"))
+        });
+        assert!(b.load_vault("duo").unwrap().as_deref() == Some(duo[1].as_slice()));
+        assert!(c.load_vault("duo").unwrap().is_none() && c.load_key("duo").is_err());
     }
 }
