@@ -263,6 +263,36 @@ mod tests {
         assert!(report.failures.is_empty(), "{:?}", report.failures);
     }
 
+    /// Founds a fleet on `founder` (version 1: it alone), then adds
+    /// `others` (version 2), each list signed by the operator; returns
+    /// version 2 and its envelope.
+    fn found(
+        op: &OperatorKey,
+        founder: &Arc<FleetStore>,
+        others: &[&Arc<FleetStore>],
+    ) -> (HostsDoc, Vec<u8>) {
+        let doc = HostsDoc {
+            fleet: op.fleet_id(),
+            version: 1,
+            previous: String::new(),
+            hosts: vec![founder.identity().record()],
+            removed: vec![],
+            assigned: Default::default(),
+            oldest: 0,
+            notices: false,
+        };
+        let v1 = op.sign_hosts(&doc);
+        publish(founder, v1.clone(), op.sign_id());
+        let all = std::iter::once(founder)
+            .chain(others.iter().copied())
+            .map(|h| h.identity().record())
+            .collect();
+        let doc = doc.next(&v1, all, vec![]).unwrap();
+        let v2 = op.sign_hosts(&doc);
+        publish(founder, v2.clone(), Vec::new());
+        (doc, v2)
+    }
+
     /// Waits (up to 10 s) until `done` holds.
     fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         let started = std::time::Instant::now();
@@ -320,27 +350,7 @@ mod tests {
         let (_a_dir, a) = host(&kv, &op);
         let (_b_dir, b) = host(&kv, &op);
         // Founded on A, then B added: each list signed by the operator.
-        let mut doc = HostsDoc {
-            fleet: op.fleet_id(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![a.identity().record()],
-            removed: vec![],
-            assigned: Default::default(),
-            oldest: 0,
-            notices: false,
-        };
-        let v1 = op.sign_hosts(&doc);
-        publish(&a, v1.clone(), op.sign_id());
-        doc = doc
-            .next(
-                &v1,
-                vec![a.identity().record(), b.identity().record()],
-                vec![],
-            )
-            .unwrap();
-        let v2 = op.sign_hosts(&doc);
-        publish(&a, v2.clone(), Vec::new());
+        let (doc, v2) = found(&op, &a, &[&b]);
         // "app" on every host, "solo" on A alone.
         let mut next = doc.next(&v2, doc.hosts.clone(), vec![]).unwrap();
         next.assign("solo", &[a.recipient().to_owned()]).unwrap();
@@ -378,26 +388,7 @@ mod tests {
         let (_a_dir, a) = host(&kv, &op);
         let (_b_dir, b) = host(&kv, &op);
         let (_c_dir, c) = host(&kv, &op);
-        let mut doc = HostsDoc {
-            fleet: op.fleet_id(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![a.identity().record()],
-            removed: vec![],
-            assigned: Default::default(),
-            oldest: 0,
-            notices: false,
-        };
-        let v1 = op.sign_hosts(&doc);
-        publish(&a, v1.clone(), op.sign_id());
-        let all = vec![
-            a.identity().record(),
-            b.identity().record(),
-            c.identity().record(),
-        ];
-        doc = doc.next(&v1, all.clone(), vec![]).unwrap();
-        let v2 = op.sign_hosts(&doc);
-        publish(&a, v2.clone(), Vec::new());
+        let (doc, v2) = found(&op, &a, &[&b, &c]);
         // Sealing is randomized: each vault sealed once.
         let (app_key, duo_key) = (ProjectKey::generate(), ProjectKey::generate());
         let vaults = |project: &str, key: &ProjectKey| -> Vec<Vec<u8>> {
@@ -421,7 +412,7 @@ mod tests {
         assert!(notices().is_empty());
         // "duo" (not created yet) goes to A and B: notices are on from
         // this list on; "app" stays on every host.
-        let mut next = doc.next(&v2, all, vec![]).unwrap();
+        let mut next = doc.next(&v2, doc.hosts.clone(), vec![]).unwrap();
         next.assign("duo", &[a.recipient().to_owned(), b.recipient().to_owned()])
             .unwrap();
         publish(&a, op.sign_hosts(&next), Vec::new());
