@@ -346,16 +346,26 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         };
         bench_scale::run(bin, &cfg, &mut report).context("scale benchmark")?;
     }
-    if let Some(before) = &load_before {
+    finish(report, load_before.as_deref(), a.json.as_deref())
+}
+
+/// Notes the load average now beside `load_before`, prints the table,
+/// writes it as JSON to `json` when asked; true when nothing failed.
+fn finish(
+    mut report: Report,
+    load_before: Option<&str>,
+    json: Option<&std::path::Path>,
+) -> Result<bool> {
+    if let Some(before) = load_before {
         report.notes.push(format!(
             "load average (1, 5, 15 min) from /proc/loadavg: {before} at the start, {} at the end",
             load_average().unwrap_or_else(|| "?".into())
         ));
     }
     println!("{}", report.render());
-    if let Some(path) = &a.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json + "\n")
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -428,20 +438,7 @@ fn fleet_restart_cmd(a: FleetRestartArgs) -> Result<bool> {
     };
     let load_before = load_average();
     bench_fleet_restart::run(&bin, &cfg, &mut report).context("fleet restart benchmark")?;
-    if let Some(before) = &load_before {
-        report.notes.push(format!(
-            "load average (1, 5, 15 min) from /proc/loadavg: {before} at the start, {} at the end",
-            load_average().unwrap_or_else(|| "?".into())
-        ));
-    }
-    println!("{}", report.render());
-    if let Some(path) = &a.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(report.failures.is_empty())
+    finish(report, load_before.as_deref(), a.json.as_deref())
 }
 
 fn faults_cmd(a: FaultArgs) -> Result<bool> {
