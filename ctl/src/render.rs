@@ -24,6 +24,7 @@ use crate::run::{parse_duration, parse_signal};
 use crate::target::Target;
 use flux_protocol::SecretValue;
 use flux_protocol::message::NamedValue;
+use flux_supervise::list;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -438,15 +439,6 @@ fn read_pid(path: &std::path::Path) -> std::result::Result<nix::unistd::Pid, Str
         Ok(pid) if pid > 1 => Ok(nix::unistd::Pid::from_raw(pid)),
         _ => Err(format!("{} does not hold a pid", path.display())),
     }
-}
-
-/// Names as a message lists them.
-fn list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
-    names
-        .into_iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
