@@ -332,6 +332,21 @@ fn is_false(v: &bool) -> bool {
 }
 
 impl HostsDoc {
+    /// Version 1 of `fleet`'s host list: `hosts`, nothing removed or
+    /// assigned — what founding a fleet signs.
+    pub fn first(fleet: String, hosts: Vec<HostRecord>) -> Self {
+        Self {
+            fleet,
+            version: 1,
+            previous: String::new(),
+            hosts,
+            removed: Vec::new(),
+            assigned: BTreeMap::new(),
+            oldest: 0,
+            notices: false,
+        }
+    }
+
     /// True when the host is listed.
     pub fn contains(&self, recipient: &str) -> bool {
         self.hosts.iter().any(|h| h.recipient == recipient)
@@ -695,16 +710,7 @@ mod tests {
     #[test]
     fn host_lists_open_only_under_the_operator_key_and_name_their_predecessor() {
         let op = OperatorKey::generate();
-        let v1 = HostsDoc {
-            fleet: op.fleet_id(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![host()],
-            removed: vec![],
-            assigned: BTreeMap::new(),
-            oldest: 0,
-            notices: false,
-        };
+        let v1 = HostsDoc::first(op.fleet_id(), vec![host()]);
         let raw1 = op.sign_hosts(&v1);
         assert_eq!(open_hosts(&raw1, 1, &op.verifying_key()).unwrap(), v1);
         let other = OperatorKey::generate();
@@ -735,16 +741,7 @@ mod tests {
                 ..host()
             },
         );
-        let mut doc = HostsDoc {
-            fleet: op.fleet_id(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![a.clone(), b.clone()],
-            removed: vec![],
-            assigned: BTreeMap::new(),
-            oldest: 0,
-            notices: false,
-        };
+        let mut doc = HostsDoc::first(op.fleet_id(), vec![a.clone(), b.clone()]);
         // Without assignments the document is what it always was.
         let plain = String::from_utf8(serde_json::to_vec(&doc).unwrap()).unwrap();
         assert!(
@@ -794,16 +791,7 @@ mod tests {
     #[test]
     fn the_newest_versions_are_kept_and_the_older_retired() {
         let op = OperatorKey::generate();
-        let mut doc = HostsDoc {
-            fleet: op.fleet_id(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![host()],
-            removed: vec![],
-            assigned: BTreeMap::new(),
-            oldest: 0,
-            notices: false,
-        };
+        let mut doc = HostsDoc::first(op.fleet_id(), vec![host()]);
         let mut raw = op.sign_hosts(&doc);
         assert!(!String::from_utf8_lossy(&raw).contains("oldest"));
         for _ in 1..KEPT_VERSIONS {

@@ -287,16 +287,7 @@ mod tests {
             recipient: r.into(),
             signing_key: key_text(&OperatorKey::generate().verifying_key()),
         };
-        let mut doc = HostsDoc {
-            fleet: op.fleet_id(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![host("age1a"), host("age1b")],
-            removed: vec![],
-            assigned: Default::default(),
-            oldest: 0,
-            notices: false,
-        };
+        let mut doc = HostsDoc::first(op.fleet_id(), vec![host("age1a"), host("age1b")]);
         doc.assign("api", &["age1b".into()]).unwrap();
         let raw = op.sign_hosts(&doc);
         let got = assignments_in(&op.fleet_id(), &raw).unwrap();

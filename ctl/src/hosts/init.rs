@@ -42,16 +42,7 @@ pub(crate) fn init(target: &Target, path: &Path, key_only: bool, json: bool) -> 
             )));
         }
         let me = HostRecord::parse_join_token(&token).map_err(Failure::general)?;
-        let v1 = HostsDoc {
-            fleet: fleet.clone(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![me],
-            removed: Vec::new(),
-            assigned: Default::default(),
-            oldest: 0,
-            notices: false,
-        };
+        let v1 = HostsDoc::first(fleet.clone(), vec![me]);
         publish(target, op.sign_hosts(&v1), op.sign_id())?;
         founded = true;
     }

@@ -271,16 +271,7 @@ mod tests {
         founder: &Arc<FleetStore>,
         others: &[&Arc<FleetStore>],
     ) -> (HostsDoc, Vec<u8>) {
-        let doc = HostsDoc {
-            fleet: op.fleet_id(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![founder.identity().record()],
-            removed: vec![],
-            assigned: Default::default(),
-            oldest: 0,
-            notices: false,
-        };
+        let doc = HostsDoc::first(op.fleet_id(), vec![founder.identity().record()]);
         let v1 = op.sign_hosts(&doc);
         publish(founder, v1.clone(), op.sign_id());
         let all = std::iter::once(founder)
@@ -308,16 +299,10 @@ mod tests {
         let op = OperatorKey::generate();
         let (_a_dir, a) = host(&kv, &op);
         let (_b_dir, b) = host(&kv, &op);
-        let doc = HostsDoc {
-            fleet: op.fleet_id(),
-            version: 1,
-            previous: String::new(),
-            hosts: vec![a.identity().record(), b.identity().record()],
-            removed: vec![],
-            assigned: Default::default(),
-            oldest: 0,
-            notices: false,
-        };
+        let doc = HostsDoc::first(
+            op.fleet_id(),
+            vec![a.identity().record(), b.identity().record()],
+        );
         publish(&a, op.sign_hosts(&doc), op.sign_id());
         // B follows the store: a full read, then the watch.
         let (tx, _feed) = crate::fleet::watch::channel(&b);

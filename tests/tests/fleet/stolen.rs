@@ -218,14 +218,9 @@ fn a_removed_host_cannot_fork_the_list_that_removed_it() {
     // C signs its own version of that number, still listing itself, and a
     // vault with the key it knows.
     let fork = HostsDoc {
-        fleet: fleet.clone(),
         version: removal.version,
         previous: digest_hex(&before_raw),
-        hosts: before.hosts.clone(),
-        removed: vec![],
-        assigned: Default::default(),
-        oldest: 0,
-        notices: false,
+        ..HostsDoc::first(fleet.clone(), before.hosts.clone())
     };
     let key = FleetKey::Hosts(fork.version);
     for claim in [c.as_str(), "operator"] {

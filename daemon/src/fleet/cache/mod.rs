@@ -457,14 +457,9 @@ mod tests {
         hosts: &[&HostIdentity],
     ) -> Vec<u8> {
         op.sign_hosts(&HostsDoc {
-            fleet: op.fleet_id(),
             version,
             previous: previous.map(digest_hex).unwrap_or_default(),
-            hosts: hosts.iter().map(|h| h.record()).collect(),
-            removed: vec![],
-            assigned: BTreeMap::new(),
-            oldest: 0,
-            notices: false,
+            ..HostsDoc::first(op.fleet_id(), hosts.iter().map(|h| h.record()).collect())
         })
     }
 
@@ -609,14 +604,9 @@ mod tests {
         // nothing is dropped.
         for hosts in [vec![&f.root, &*f.other, &rogue], vec![&f.root]] {
             let doc = HostsDoc {
-                fleet: f.op.fleet_id(),
                 version: 3,
                 previous: digest_hex(&held),
-                hosts: hosts.iter().map(|h| h.record()).collect(),
-                removed: vec![],
-                assigned: BTreeMap::new(),
-                oldest: 0,
-                notices: false,
+                ..HostsDoc::first(f.op.fleet_id(), hosts.iter().map(|h| h.record()).collect())
             };
             let payload = serde_json::to_vec(&doc).unwrap();
             let by_host = signed(&f, Kind::Hosts, &FleetKey::Hosts(3), 3, &payload, &f.root);
@@ -672,14 +662,10 @@ mod tests {
         assert_eq!(f.cache.projects(), ["app"]);
         let v2 = f.cache.chain[&2].clone();
         let doc = HostsDoc {
-            fleet: f.op.fleet_id(),
             version: 3,
             previous: digest_hex(&v2),
-            hosts: vec![f.root.record()],
             removed: vec![me.clone()],
-            assigned: BTreeMap::new(),
-            oldest: 0,
-            notices: false,
+            ..HostsDoc::first(f.op.fleet_id(), vec![f.root.record()])
         };
         let mut out = Applied::default();
         f.cache
@@ -697,14 +683,9 @@ mod tests {
     fn assigning(f: &Fleet, assigned: &[(&str, &[&HostIdentity])]) -> (u64, Vec<u8>) {
         let (held, raw) = f.cache.hosts.clone().unwrap();
         let mut doc = HostsDoc {
-            fleet: f.op.fleet_id(),
             version: held.version + 1,
             previous: digest_hex(&raw),
-            hosts: held.hosts.clone(),
-            removed: vec![],
-            assigned: BTreeMap::new(),
-            oldest: 0,
-            notices: false,
+            ..HostsDoc::first(f.op.fleet_id(), held.hosts.clone())
         };
         for (p, on) in assigned {
             let on: Vec<String> = on.iter().map(|h| h.recipient()).collect();
@@ -774,14 +755,12 @@ mod tests {
         let third = HostIdentity::generate();
         let (held, raw) = f.cache.hosts.clone().unwrap();
         let mut doc = HostsDoc {
-            fleet: f.op.fleet_id(),
             version: 3,
             previous: digest_hex(&raw),
-            hosts: vec![f.root.record(), f.other.record(), third.record()],
-            removed: vec![],
-            assigned: BTreeMap::new(),
-            oldest: 0,
-            notices: false,
+            ..HostsDoc::first(
+                f.op.fleet_id(),
+                vec![f.root.record(), f.other.record(), third.record()],
+            )
         };
         doc.assign("api", &[me.clone(), f.root.recipient()])
             .unwrap();
@@ -827,14 +806,9 @@ mod tests {
         let mut f = fleet();
         let (held, raw) = f.cache.hosts.clone().unwrap();
         let mut doc = HostsDoc {
-            fleet: f.op.fleet_id(),
             version: held.version,
             previous: String::new(),
-            hosts: held.hosts.clone(),
-            removed: vec![],
-            assigned: BTreeMap::new(),
-            oldest: 0,
-            notices: false,
+            ..HostsDoc::first(f.op.fleet_id(), held.hosts.clone())
         };
         // Versions 3 to 20, signed by the operator while this host was away;
         // version 6 removes the root host.
