@@ -570,14 +570,17 @@ fn once_projects_are_assigned_a_set_is_sent_to_the_projects_hosts_only() {
     assert!(!lists(&hosts[2], "duo") && !holds_a_copy(&hosts[2], "duo"));
     // A project every host serves: a notice to each other host.
     assert_eq!(events_per_set(&etcd, &hosts[2], &all, "app", "v2"), 2);
-    let mut told: Vec<String> = etcd
-        .raw()
-        .list("/flux/v3/keys/")
-        .into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| k.ends_with("/changed"))
-        .collect();
-    told.sort();
+    let notices = || -> Vec<String> {
+        let mut told: Vec<String> = etcd
+            .raw()
+            .list("/flux/v3/keys/")
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.ends_with("/changed"))
+            .collect();
+        told.sort();
+        told
+    };
     let mut expected = vec![
         format!("/flux/v3/keys/{a}/duo/changed"),
         format!("/flux/v3/keys/{b}/duo/changed"),
@@ -585,5 +588,24 @@ fn once_projects_are_assigned_a_set_is_sent_to_the_projects_hosts_only() {
         format!("/flux/v3/keys/{b}/app/changed"),
     ];
     expected.sort();
-    assert_eq!(told, expected, "no notice for C of duo, none for a writer");
+    assert_eq!(
+        notices(),
+        expected,
+        "no notice for C of duo, none for a writer"
+    );
+    // B removed: the re-key of what it served deletes its notices, and a
+    // later set tells the hosts that remain only.
+    remove_host(&hosts[0], &b);
+    set(&hosts[0], "app", "TOKEN", "v3");
+    wait_for(&hosts[2], "app", "the set after the removal", |c| {
+        has_value(c, "TOKEN", "v3")
+    });
+    let c = recipient(&hosts[2]);
+    let mut expected = vec![
+        format!("/flux/v3/keys/{a}/duo/changed"),
+        format!("/flux/v3/keys/{a}/app/changed"),
+        format!("/flux/v3/keys/{c}/app/changed"),
+    ];
+    expected.sort();
+    assert_eq!(notices(), expected, "no notice left for the removed host");
 }
