@@ -20,6 +20,14 @@
 //! fluxd / floor, both measured with the same [`FramedTarget`] client, is
 //! the daemon's own cost (decode, access check, lookup, encode, runtime,
 //! audit) over the bare socket round trip.
+//!
+//! The same do-nothing server also comes in the other shapes a server of
+//! this protocol could take ([`Design`], `--design`): one event loop
+//! (epoll, level-triggered, every connection non-blocking, like Redis), and
+//! one event loop per CPU with the connections dealt out in turn and each
+//! loop's thread pinned to its CPU. `flux-bench floors`
+//! ([`crate::bench_floors`]) measures them beside the thread per
+//! connection and Redis: what any server design reaches on this machine.
 
 use crate::fixture::{bench_value, describe};
 use crate::fluxd_process::short_tempdir;
@@ -39,18 +47,48 @@ use std::time::{Duration, Instant};
 /// read are answered in several writes of this many.
 const BATCH: usize = 64;
 
+/// How a floor server waits on its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Design {
+    /// A blocking thread per connection: the `get` benchmark's floor.
+    Threads,
+    /// One event loop for every connection.
+    EventLoop,
+    /// One event loop per CPU, each pinned to its CPU; connections dealt
+    /// out in turn.
+    LoopPerCpu,
+}
+
+impl Design {
+    pub const ALL: [Design; 3] = [Design::Threads, Design::EventLoop, Design::LoopPerCpu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::Threads => "threads",
+            Design::EventLoop => "event-loop",
+            Design::LoopPerCpu => "loop-per-cpu",
+        }
+    }
+}
+
 /// A floor server process; killed when dropped.
 #[derive(Debug)]
 pub struct Floor {
     child: Child,
     _dir: tempfile::TempDir,
     socket: PathBuf,
+    design: Design,
 }
 
 impl Floor {
     /// Starts `flux-bench floor-server` for values of `value_len` bytes
     /// and waits until it completes a handshake.
     pub fn start(value_len: usize) -> Result<Self> {
+        Self::start_design(value_len, Design::Threads)
+    }
+
+    /// [`Floor::start`] for a floor server of another [`Design`].
+    pub fn start_design(value_len: usize, design: Design) -> Result<Self> {
         let dir = short_tempdir("fxf")?;
         let socket = dir.path().join("floor.sock");
         let exe = std::env::current_exe().context("cannot find this executable's path")?;
@@ -60,6 +98,8 @@ impl Floor {
             .arg(&socket)
             .arg("--value-len")
             .arg(value_len.to_string())
+            .arg("--design")
+            .arg(design.name())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -69,6 +109,7 @@ impl Floor {
             child,
             _dir: dir,
             socket,
+            design,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -88,7 +129,11 @@ impl Floor {
     /// A load target on this server.
     pub fn target(&self) -> FramedTarget {
         FramedTarget {
-            name: "floor",
+            name: match self.design {
+                Design::Threads => "floor",
+                Design::EventLoop => "floor (event loop)",
+                Design::LoopPerCpu => "floor (loop per CPU)",
+            },
             socket: self.socket.clone(),
             pid: Some(self.child.id()),
         }
@@ -112,27 +157,51 @@ fn frame<T: serde::Serialize>(msg: &T) -> Result<Vec<u8>> {
 
 /// The floor server itself (`flux-bench floor-server`): serves `socket`
 /// until standard input closes.
-pub fn serve(socket: &Path, value_len: usize) -> Result<()> {
+pub fn serve(socket: &Path, value_len: usize, design: Design) -> Result<()> {
     let listener =
         UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
     std::thread::spawn(|| {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
         std::process::exit(0);
     });
-    accept_loop(listener, value_len)
+    let answers = Answers::new(value_len)?;
+    match design {
+        Design::Threads => accept_loop(listener, &answers),
+        Design::EventLoop => event_loop::serve(listener, answers, 1, false),
+        Design::LoopPerCpu => {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            event_loop::serve(listener, answers, cpus, true)
+        }
+    }
+}
+
+/// What a floor server answers, encoded once.
+#[derive(Debug, Clone)]
+struct Answers {
+    welcome: Arc<[u8]>,
+    /// [`BATCH`] `Value` frames back to back.
+    replies: Arc<[u8]>,
+    reply_len: usize,
+}
+
+impl Answers {
+    fn new(value_len: usize) -> Result<Self> {
+        let welcome = frame(&Response::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            server: "floor/0".into(),
+            scope: Scope::Project("floor".into()),
+        }))?;
+        let reply = frame(&Response::Value(bench_value(value_len).into()))?;
+        Ok(Self {
+            welcome: welcome.into(),
+            reply_len: reply.len(),
+            replies: reply.repeat(BATCH).into(),
+        })
+    }
 }
 
 /// Accepts connections forever, one thread each.
-fn accept_loop(listener: UnixListener, value_len: usize) -> Result<()> {
-    let welcome: Arc<[u8]> = frame(&Response::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
-        server: "floor/0".into(),
-        scope: Scope::Project("floor".into()),
-    }))?
-    .into();
-    let reply = frame(&Response::Value(bench_value(value_len).into()))?;
-    let reply_len = reply.len();
-    let replies: Arc<[u8]> = reply.repeat(BATCH).into();
+fn accept_loop(listener: UnixListener, answers: &Answers) -> Result<()> {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -142,11 +211,11 @@ fn accept_loop(listener: UnixListener, value_len: usize) -> Result<()> {
                 continue;
             }
         };
-        let (welcome, replies) = (welcome.clone(), replies.clone());
+        let answers = answers.clone();
         let spawned = std::thread::Builder::new()
             .name("floor-conn".into())
             .stack_size(128 * 1024)
-            .spawn(move || serve_connection(stream, &welcome, &replies, reply_len));
+            .spawn(move || serve_connection(stream, &answers));
         if spawned.is_err() {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -155,54 +224,237 @@ fn accept_loop(listener: UnixListener, value_len: usize) -> Result<()> {
 
 /// Answers every complete frame: the first with `welcome`, the others with
 /// one reply each (`replies` holds [`BATCH`] of them back to back).
-fn serve_connection(mut stream: UnixStream, welcome: &[u8], replies: &[u8], reply_len: usize) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut greeted = false;
+fn serve_connection(mut stream: UnixStream, answers: &Answers) {
+    let mut conn = Framed::default();
     loop {
-        match stream.read(&mut buf[end..]) {
+        match stream.read(conn.unfilled()) {
             Ok(0) => return,
-            Ok(n) => end += n,
+            Ok(n) => conn.filled(n),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return,
         }
+        if conn.answer(&mut stream, answers).is_err() {
+            return;
+        }
+    }
+}
+
+/// One connection's bytes read and not yet answered.
+#[derive(Debug)]
+struct Framed {
+    buf: Vec<u8>,
+    end: usize,
+    greeted: bool,
+}
+
+impl Default for Framed {
+    fn default() -> Self {
+        Self {
+            buf: vec![0u8; 64 * 1024],
+            end: 0,
+            greeted: false,
+        }
+    }
+}
+
+impl Framed {
+    /// Where the next read goes.
+    fn unfilled(&mut self) -> &mut [u8] {
+        &mut self.buf[self.end..]
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// Answers every complete frame read so far: the first of the
+    /// connection with the `Welcome`, the others with a `Value` each, up to
+    /// [`BATCH`] answers per `write`. An error ends the connection (a
+    /// frame over the limit, or a failed write).
+    fn answer(&mut self, stream: &mut UnixStream, answers: &Answers) -> std::io::Result<()> {
+        let (buf, end) = (&mut self.buf, &mut self.end);
+        let mut start = 0;
         let mut frames = 0usize;
-        while end - start >= 4 {
+        while *end - start >= 4 {
             let len =
                 u32::from_be_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]])
                     as usize;
             if len > MAX_REQUEST_FRAME_LEN {
-                return;
+                return Err(ErrorKind::InvalidData.into());
             }
-            if end - start < 4 + len {
+            if *end - start < 4 + len {
                 break;
             }
             start += 4 + len;
             frames += 1;
         }
-        if frames > 0 && !greeted {
-            if stream.write_all(welcome).is_err() {
-                return;
-            }
-            greeted = true;
+        if frames > 0 && !self.greeted {
+            write_all(stream, &answers.welcome)?;
+            self.greeted = true;
             frames -= 1;
         }
         while frames > 0 {
             let k = frames.min(BATCH);
-            if stream.write_all(&replies[..k * reply_len]).is_err() {
-                return;
-            }
+            write_all(stream, &answers.replies[..k * answers.reply_len])?;
             frames -= k;
         }
         // Keep a partial frame at the front; grow when it does not fit.
-        if start == end {
-            (start, end) = (0, 0);
-        } else if start > 0 {
-            buf.copy_within(start..end, 0);
-            (start, end) = (0, end - start);
-        }
-        if end == buf.len() {
+        buf.copy_within(start..*end, 0);
+        *end -= start;
+        if *end == buf.len() {
             buf.resize(buf.len() * 2, 0);
+        }
+        Ok(())
+    }
+}
+
+/// `write_all` that also works on a non-blocking socket (an event loop's):
+/// a full socket buffer is waited out by yielding. The load client always
+/// reads its answers, so the wait is short; a server for real clients
+/// would keep the rest and wait for the socket to be writable.
+fn write_all(stream: &mut UnixStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The event-loop designs: each loop waits on its connections with
+/// `epoll_wait`, reads whatever a ready socket holds and answers it at
+/// once; the accepting thread deals new connections out to the loops in
+/// turn and wakes the loop through an eventfd.
+mod event_loop {
+    use super::{Answers, Framed};
+    use anyhow::{Context, Result};
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use std::io::{ErrorKind, Read};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::Arc;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    /// The eventfd's token; a connection's is its index in the loop's slab.
+    const WAKE: u64 = u64::MAX;
+
+    struct Loop {
+        wake: Arc<EventFd>,
+        new: Sender<UnixStream>,
+    }
+
+    pub(super) fn serve(
+        listener: UnixListener,
+        answers: Answers,
+        loops: usize,
+        pin: bool,
+    ) -> Result<()> {
+        let cpus = allowed_cpus();
+        let mut started = Vec::new();
+        for i in 0..loops.max(1) {
+            let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?);
+            let wake = Arc::new(EventFd::from_flags(
+                EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+            )?);
+            epoll.add(&*wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
+            let (new, arrived) = channel();
+            let cpu = (pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let (e, w, a) = (epoll.clone(), wake.clone(), answers.clone());
+            std::thread::Builder::new()
+                .name("floor-loop".into())
+                .spawn(move || run(&e, &w, &arrived, &a, cpu))
+                .context("cannot start an event loop")?;
+            started.push(Loop { wake, new });
+        }
+        let mut next = 0;
+        loop {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let l = &started[next % started.len()];
+            next += 1;
+            if l.new.send(stream).is_ok() {
+                l.wake.write(1)?;
+            }
+        }
+    }
+
+    fn allowed_cpus() -> Vec<usize> {
+        let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+            return Vec::new();
+        };
+        (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect()
+    }
+
+    fn run(
+        epoll: &Epoll,
+        wake: &EventFd,
+        arrived: &Receiver<UnixStream>,
+        answers: &Answers,
+        cpu: Option<usize>,
+    ) {
+        if let Some(cpu) = cpu {
+            let mut set = nix::sched::CpuSet::new();
+            if set.set(cpu).is_ok() {
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+            }
+        }
+        let mut conns: Vec<Option<(UnixStream, Framed)>> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        let mut events = vec![EpollEvent::empty(); 256];
+        loop {
+            let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            for ev in &events[..n] {
+                let token = ev.data();
+                if token == WAKE {
+                    let _ = wake.read();
+                    while let Ok(stream) = arrived.try_recv() {
+                        let slot = free.pop().unwrap_or_else(|| {
+                            conns.push(None);
+                            conns.len() - 1
+                        });
+                        let event = EpollEvent::new(EpollFlags::EPOLLIN, slot as u64);
+                        if epoll.add(&stream, event).is_ok() {
+                            conns[slot] = Some((stream, Framed::default()));
+                        } else {
+                            free.push(slot);
+                        }
+                    }
+                    continue;
+                }
+                let slot = token as usize;
+                let Some(Some((stream, conn))) = conns.get_mut(slot) else {
+                    continue;
+                };
+                let alive = match stream.read(conn.unfilled()) {
+                    Ok(0) => false,
+                    Ok(n) => {
+                        conn.filled(n);
+                        conn.answer(stream, answers).is_ok()
+                    }
+                    Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
+                };
+                if !alive {
+                    if let Some((stream, _)) = conns[slot].take() {
+                        let _ = epoll.delete(&stream);
+                    }
+                    free.push(slot);
+                }
+            }
         }
     }
 }
@@ -291,31 +543,49 @@ mod tests {
         assert!(explain_frame(&[0, 0]).contains("less than"));
     }
 
+    /// Serves `listener` as a floor of `design` on threads of this test
+    /// process (a test has no floor-server subcommand to run); they end
+    /// with the test process.
+    fn serve_here(listener: UnixListener, design: Design) {
+        let answers = Answers::new(40).unwrap();
+        std::thread::spawn(move || match design {
+            Design::Threads => accept_loop(listener, &answers),
+            Design::EventLoop => event_loop::serve(listener, answers, 1, false),
+            Design::LoopPerCpu => event_loop::serve(listener, answers, 2, true),
+        });
+    }
+
     #[test]
-    fn the_floor_answers_like_fluxd() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("f.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        // In a thread here (a test has no floor-server subcommand to run);
-        // it ends with the test process.
-        std::thread::spawn(move || accept_loop(listener, 40));
-        let target = FramedTarget {
-            name: "floor",
-            socket,
-            pid: None,
-        };
-        let ex = target.exchange("BENCH_40", &bench_value(40)).unwrap();
-        for depth in [1, 16] {
-            let spec = crate::load::LoadSpec {
-                clients: 2,
-                depth,
-                warmup: 3,
-                duration: Duration::from_millis(50),
+    fn every_floor_design_answers_like_fluxd() {
+        for design in Design::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("f.sock");
+            serve_here(UnixListener::bind(&socket).unwrap(), design);
+            let target = FramedTarget {
+                name: "floor",
+                socket,
+                pid: None,
             };
-            let r = crate::load::run(&target, spec, &ex).unwrap();
-            assert_eq!(r.errors + r.wrong_values, 0, "{:?}", r.first_problem);
-            assert!(r.requests >= depth as u64 * 2, "{}", r.requests);
-            assert_eq!(r.client_rps.len(), 2);
+            let ex = target.exchange("BENCH_40", &bench_value(40)).unwrap();
+            // Closed loop and pipelined, on more connections than loops,
+            // twice (connections closed and their slots reused).
+            for depth in [1, 16, 1] {
+                let spec = crate::load::LoadSpec {
+                    clients: 3,
+                    depth,
+                    warmup: 3,
+                    duration: Duration::from_millis(50),
+                };
+                let r = crate::load::run(&target, spec, &ex).unwrap();
+                assert_eq!(
+                    r.errors + r.wrong_values,
+                    0,
+                    "{design:?}: {:?}",
+                    r.first_problem
+                );
+                assert!(r.requests >= depth as u64 * 3, "{design:?}: {}", r.requests);
+                assert_eq!(r.client_rps.len(), 3);
+            }
         }
     }
 
@@ -330,8 +600,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("f.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        std::thread::spawn(move || accept_loop(listener, 40));
+        serve_here(UnixListener::bind(&socket).unwrap(), Design::Threads);
         let value = bench_value(40);
         let r = c
             .run(&socket, "BENCH_40", &value, 2, Duration::from_millis(50), 3)

@@ -3,6 +3,7 @@
 //! ```text
 //! flux-bench all      [--smoke] [--runs N] [--json PATH] [--fluxd PATH]   one table
 //! flux-bench get | client-check | rotation | scale                        one part of it
+//! flux-bench floors   [--smoke] [--runs N] [--json PATH]                  every server design's floor beside Redis
 //! flux-bench fleet    [--smoke] [--hosts N] [--projects N] [--secrets N]  etcd and many hosts
 //! flux-bench fleet-restart [--smoke] [--hosts N] [--bytes SIZE]          a host restarting with 1 GB in etcd
 //! flux-bench faults   soak|crash-loop|disk-full|bad-clients|all [--smoke]
@@ -36,6 +37,7 @@
 mod bench_client;
 mod bench_fleet;
 mod bench_fleet_restart;
+mod bench_floors;
 mod bench_get;
 mod bench_rotation;
 mod bench_scale;
@@ -82,6 +84,10 @@ enum Cmd {
     Rotation(BenchArgs),
     /// Start-up time, memory and `set` latency at scale.
     Scale(BenchArgs),
+    /// The floor server in each design — a thread per connection, one
+    /// event loop, an event loop per CPU — beside Redis, in the `get`
+    /// benchmark's closed-loop cells: what any server reaches here.
+    Floors(BenchArgs),
     /// Fleet mode at scale: real etcd and many hosts (docs/FLEET.md).
     Fleet(FleetArgs),
     /// Fleet mode: a host restarting while etcd holds 1 GB of vaults
@@ -103,6 +109,9 @@ struct FloorArgs {
     /// The length of the value every `Get` is answered with.
     #[arg(long, value_name = "BYTES")]
     value_len: usize,
+    /// How it waits on its connections.
+    #[arg(long, value_enum, default_value = "threads")]
+    design: floor::Design,
 }
 
 #[derive(Debug, Args)]
@@ -216,7 +225,7 @@ enum FaultSuite {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Cmd::FloorServer(a) = &cli.command {
-        return match floor::serve(&a.socket, a.value_len.clamp(24, 65536)) {
+        return match floor::serve(&a.socket, a.value_len.clamp(24, 65536), a.design) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flux-bench floor-server: {e:#}");
@@ -231,6 +240,7 @@ fn main() -> ExitCode {
         Cmd::ClientCheck(a) => bench(a, Parts::only(1), "client-check"),
         Cmd::Rotation(a) => bench(a, Parts::only(2), "rotation"),
         Cmd::Scale(a) => bench(a, Parts::only(3), "scale"),
+        Cmd::Floors(a) => bench(a, Parts::only(4), "floors"),
         Cmd::Fleet(a) => fleet_cmd(a),
         Cmd::FleetRestart(a) => fleet_restart_cmd(a),
         Cmd::Faults(a) => faults_cmd(a),
@@ -253,15 +263,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Which benchmarks to run: get, client-check, rotation, scale.
-struct Parts([bool; 4]);
+/// Which benchmarks to run: get, client-check, rotation, scale, floors
+/// (`all` runs the first four).
+struct Parts([bool; 5]);
 
 impl Parts {
     fn all() -> Self {
-        Self([true; 4])
+        Self([true, true, true, true, false])
     }
     fn only(i: usize) -> Self {
-        let mut p = [false; 4];
+        let mut p = [false; 5];
         p[i] = true;
         Self(p)
     }
@@ -269,7 +280,8 @@ impl Parts {
 
 fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
     let smoke = a.common.smoke;
-    // The client check loads the floor server only: no daemon to find.
+    // The client check and the floors load floor servers (and Redis)
+    // only: no daemon to find.
     let bin = if parts.0[0] || parts.0[2] || parts.0[3] {
         Some(FluxdBinary::locate(a.common.fluxd.as_deref())?)
     } else {
@@ -310,6 +322,18 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
             smoke,
         };
         bench_get::run(bin, &cfg, &mut report).context("get benchmark")?;
+    }
+    if parts.0[4] {
+        let cfg = bench_floors::FloorsConfig {
+            runs,
+            duration,
+            slices,
+            warmup,
+            clients: clients.clone(),
+            sizes: sizes.clone(),
+            redis: redis::RedisServer::find(a.redis_server.as_deref()),
+        };
+        bench_floors::run(&cfg, &mut report).context("floors")?;
     }
     if parts.0[1] {
         let cfg = bench_client::CheckConfig {

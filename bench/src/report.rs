@@ -155,6 +155,21 @@ impl CheckRow {
     }
 }
 
+/// One line of `flux-bench floors`: a figure of Redis and of each floor
+/// design ([`crate::bench_floors::COLUMNS`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct DesignRow {
+    pub metric: String,
+    pub unit: &'static str,
+    /// Redis, then each design.
+    pub cells: Vec<Cell>,
+    /// Each design's figure over Redis's, run by run.
+    pub vs_redis: Vec<Option<Measure>>,
+    /// Run by run, the best design's figure over Redis's (totals: the
+    /// highest; latency and CPU: the lowest).
+    pub best_vs_redis: Option<Measure>,
+}
+
 /// Judges `ok` unless `smoke` (then not judged).
 pub fn verdict(ok: Option<bool>, smoke: bool) -> Verdict {
     match (smoke, ok) {
@@ -174,6 +189,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The client check (`flux-bench client-check`), when it ran.
     pub client_check: Vec<CheckRow>,
+    /// The floor designs beside Redis (`flux-bench floors`), when it ran.
+    pub designs: Vec<DesignRow>,
     /// Notes printed under the table (skips, caveats).
     pub notes: Vec<String>,
     /// Correctness failures: any makes the exit status non-zero.
@@ -379,6 +396,49 @@ impl Report {
                     "C client",
                     "bench/C",
                     "target",
+                ],
+                &lines,
+                &[0],
+            );
+        }
+        if !self.designs.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let runs = |m: &Option<Measure>| ratio(m.as_ref().map(|m| m.median));
+            let lines: Vec<[String; 10]> = self
+                .designs
+                .iter()
+                .map(|r| {
+                    let c = |i: usize| r.cells.get(i).map_or(String::new(), cell);
+                    let v = |i: usize| r.vs_redis.get(i).map_or(String::new(), runs);
+                    [
+                        r.metric.clone(),
+                        r.unit.into(),
+                        c(0),
+                        c(1),
+                        c(2),
+                        c(3),
+                        v(0),
+                        v(1),
+                        v(2),
+                        runs(&r.best_vs_redis),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                [
+                    "floors (do-nothing servers)",
+                    "unit",
+                    "redis",
+                    "threads",
+                    "event loop",
+                    "loop per CPU",
+                    "thr/redis",
+                    "loop/redis",
+                    "per-CPU/redis",
+                    "best/redis",
                 ],
                 &lines,
                 &[0],
