@@ -72,7 +72,7 @@ mod writer;
 
 pub use config::{AuditConfig, ReadAudit};
 pub use log::{DEFAULT_LIMIT, Filter, read};
-pub use summary::{DENIALS_IN_FULL, ReadSummaries, bounded_name};
+pub use summary::{DENIALS_IN_FULL, ReadSummaries, bounded_name, bounded_name_into};
 
 use crate::error::Result;
 use flux_protocol::message::{AuditHealth, AuditTrailEntry};

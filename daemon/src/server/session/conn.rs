@@ -8,7 +8,7 @@
 //! they allow.
 
 use super::bucket::Bucket;
-use super::names::audit_names;
+use super::names::audit_names_into;
 use super::target::Target;
 use crate::access::audit::{ReadSummaries, bounded_name};
 use crate::access::peer::Peer;
@@ -36,6 +36,9 @@ pub(crate) struct Conn {
     pub(super) summaries: ReadSummaries,
     /// Denials on this connection so far.
     pub(super) denials: u32,
+    /// The buffer of the last request's audit name, reused by the next
+    /// (see [`crate::access::audit::bounded_name_into`]).
+    spare_name: String,
 }
 
 /// What a connection holds of its socket's budget while it is open.
@@ -77,6 +80,7 @@ impl Conn {
             bucket: (rate > 0).then(|| Bucket::new(rate)),
             summaries: ReadSummaries::default(),
             denials: 0,
+            spare_name: String::new(),
         }
     }
 
@@ -182,7 +186,7 @@ impl Conn {
         }
         let op = req.op();
         let op_slot = op_index(&req);
-        let (name, detail) = audit_names(&req);
+        let (name, detail) = audit_names_into(&req, &mut self.spare_name);
         let rule = handlers::rule(&req);
         let decision = access::decide(
             &policy,
@@ -271,7 +275,10 @@ impl Conn {
             Target::Project { project, .. } => project.metrics().requests.count(op_slot, outcome),
             Target::Control { .. } => self.services.metrics.control.count(op_slot, outcome),
         }
-        let tally = self.audit(op, name, detail, allowed, effect, result);
+        let tally = self.audit(op, name.as_deref(), detail, allowed, effect, result);
+        if let Some(name) = name {
+            self.spare_name = name;
+        }
         (reply, tally)
     }
 

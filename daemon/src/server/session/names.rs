@@ -3,14 +3,24 @@
 //! value. Read by the decision ([`super::conn`]), written by the record
 //! ([`super::record`]).
 
-use crate::access::audit::bounded_name;
+use crate::access::audit::{bounded_name, bounded_name_into};
 use flux_protocol::message::{NamedValue, Request};
 
 /// What the audit log records of a request: the name it names (bounded,
 /// see [`bounded_name`]) and a detail.
+#[cfg(test)]
 pub(super) fn audit_names(req: &Request) -> (Option<String>, Option<String>) {
-    let one = |name: &str| {
-        let (shown, detail) = bounded_name(name);
+    audit_names_into(req, &mut String::new())
+}
+
+/// [`audit_names`], a plain name written into `spare`'s buffer (see
+/// [`bounded_name_into`]).
+pub(super) fn audit_names_into(
+    req: &Request,
+    spare: &mut String,
+) -> (Option<String>, Option<String>) {
+    let mut one = |name: &str| {
+        let (shown, detail) = bounded_name_into(name, spare);
         (Some(shown), detail)
     };
     match req {

@@ -23,7 +23,7 @@ impl Conn {
     pub(super) fn audit(
         &mut self,
         op: &'static str,
-        name: Option<String>,
+        name: Option<&str>,
         detail: Option<String>,
         allowed: bool,
         effect: Effect,
@@ -41,7 +41,7 @@ impl Conn {
             count: 1,
             project: self.target.project_name().map(str::to_owned),
             op: op.to_owned(),
-            name: name.clone(),
+            name: name.map(str::to_owned),
             uid: self.peer.uid,
             gid: self.peer.gid,
             pid: self.peer.pid,
@@ -68,7 +68,7 @@ impl Conn {
             }
             return Tally::Quiet;
         }
-        let key = name.as_deref().unwrap_or("");
+        let key = name.unwrap_or("");
         let was_empty = self.summaries.is_empty();
         let program = (
             self.peer.exe.as_deref(),
