@@ -140,6 +140,11 @@ impl Folds {
         self.pending.len()
     }
 
+    /// When the first pending line is due, if any is pending.
+    pub fn next_due(&self) -> Option<u64> {
+        self.due.first_key_value().map(|(&(at, _), _)| at)
+    }
+
     /// Decisions that did not get a line of their own, since start.
     pub fn folded(&self) -> u64 {
         self.folded

@@ -26,10 +26,14 @@
 //! folded; `[audit] reads = "every"` writes a line per read.
 //!
 //! Recording is cheap on the request path: an entry is pushed onto a queue
-//! under a mutex (no system call, no wake-up). A writer thread drains the
-//! queue every [`BATCH`](state::BATCH) — or at once when it passes [`HIGH_WATER`] or
-//! someone waits for a flush — folds what is to be folded, formats the
-//! lines and appends them to the file (mode 0600), one write per file.
+//! under a mutex (no system call, and no wake-up unless the writer sleeps).
+//! A writer thread drains the queue [`BATCH`](state::BATCH) after an entry
+//! arrives — or at once when it passes [`HIGH_WATER`] or someone waits for
+//! a flush — folds what is to be folded, formats the lines and appends
+//! them to the file (mode 0600), one write per file. With nothing queued,
+//! held for a retry or folded, the writer sleeps until the first entry
+//! wakes it (or until the next folded line is due): an idle daemon does not
+//! wake at all.
 //!
 //! **Size.** A line that would take the file past `[audit] max_bytes` goes
 //! to a new file: `audit.log` becomes `audit.log.1`, `audit.log.1` becomes
@@ -163,7 +167,8 @@ impl Audit {
         }
         q.entries.push((entry, fold));
         q.queued += 1;
-        if q.entries.len() == HIGH_WATER {
+        if q.asleep || q.entries.len() == HIGH_WATER {
+            q.asleep = false;
             shared.changed.notify_all();
         }
     }
@@ -510,6 +515,58 @@ mod tests {
         assert!(
             bytes < 40_000,
             "{bytes} bytes for 5000 denials and 500 reads"
+        );
+    }
+
+    /// Times the writer thread woke so far.
+    fn wakes(audit: &Audit) -> u64 {
+        let shared = audit.shared.as_ref().unwrap();
+        shared.queue.lock().unwrap().wakes
+    }
+
+    /// Waits until `ok` holds, at most 5 s.
+    fn until(mut ok: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "not within 5 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn an_idle_writer_sleeps_and_the_first_entry_wakes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::open(
+            &AuditConfig {
+                path: Some(path.clone()),
+                summary_interval: Duration::from_millis(300),
+                ..AuditConfig::default()
+            },
+            Some(test_key()),
+        )
+        .unwrap();
+        // Nothing to write: no wake-ups (a writer polling every 5 ms would
+        // have woken about 40 times).
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(wakes(&audit) <= 1, "{} wake-ups while idle", wakes(&audit));
+        // A write's entry wakes it and is written, with no flush asked.
+        audit.record(entry("set", "A", now_ms()));
+        until(|| lines(&path, 1).len() == 1);
+        // A read summary is folded and written when its interval is up,
+        // with nothing else happening.
+        let mut e = entry("get", "A", now_ms());
+        e.count = 3;
+        audit.fold(e);
+        until(|| lines(&path, 1).len() == 2);
+        assert_eq!(lines(&path, 1)[1].count, 3);
+        // Idle again: asleep again.
+        let after = wakes(&audit);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            wakes(&audit) <= after + 1,
+            "{} wake-ups while idle",
+            wakes(&audit) - after
         );
     }
 

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-/// How often the writer drains the queue when nothing hurries it.
+/// How long entries gather in the queue before the writer drains them,
+/// when nothing hurries it. With nothing queued, held for a retry or
+/// folded, the writer sleeps until an entry arrives: an idle daemon does
+/// not wake for its audit log.
 pub const BATCH: Duration = Duration::from_millis(5);
 /// How often a failing log is tried again.
 pub const RETRY: Duration = Duration::from_millis(250);
@@ -36,6 +39,11 @@ pub(super) struct Queue {
     /// written.
     pub(super) drains_asked: u64,
     pub(super) drained: u64,
+    /// The writer sleeps with nothing to do: the first entry queued wakes
+    /// it.
+    pub(super) asleep: bool,
+    /// Times the writer woke (for the tests: an idle log does not wake).
+    pub(super) wakes: u64,
 }
 
 /// What rotation did, since start.

@@ -113,6 +113,35 @@ impl Writer {
             };
             let drain = {
                 let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                // Nothing to write and nothing coming due: sleep until an
+                // entry or a flush arrives (`Audit::push` wakes a sleeping
+                // writer), else until the next folded line is due.
+                while !q.hurry && q.entries.is_empty() && self.pending.is_empty() {
+                    let now = now_ms();
+                    let due = self.folds.next_due();
+                    if due.is_some_and(|due| due <= now) {
+                        break;
+                    }
+                    q.asleep = true;
+                    q = match due {
+                        Some(due) => {
+                            let until = Duration::from_millis(due - now);
+                            let changed = &self.shared.changed;
+                            changed
+                                .wait_timeout(q, until)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
+                        }
+                        None => self
+                            .shared
+                            .changed
+                            .wait(q)
+                            .unwrap_or_else(|e| e.into_inner()),
+                    };
+                    q.asleep = false;
+                }
+                q.wakes += 1;
+                // Entries gather for a moment, to be written together.
                 if !q.hurry && q.entries.len() < HIGH_WATER {
                     q = self
                         .shared
