@@ -10,6 +10,10 @@
 //! `last_error` (a fixture the daemon does not accept is a failure, not a
 //! fast start).
 //!
+//! With one project it also counts how often the idle daemon's threads
+//! wake: their context switches over 1 s of doing nothing (target: under
+//! one a second).
+//!
 //! Idle connections: fluxd on one project of 100 secrets, RSS read once it
 //! settled, then again after 1,000 connections each completed the
 //! handshake and one `get` and went idle; the difference over 1,000 is the
@@ -80,6 +84,7 @@ pub fn run(bin: &FluxdBinary, cfg: &ScaleConfig, report: &mut Report) -> Result<
         );
         let mut startups = Vec::new();
         let mut rss = Vec::new();
+        let mut wakes = Vec::new();
         for run in 0..cfg.runs {
             let startup = fluxd.start()?;
             if run == 0 {
@@ -87,6 +92,9 @@ pub fn run(bin: &FluxdBinary, cfg: &ScaleConfig, report: &mut Report) -> Result<
             }
             std::thread::sleep(Duration::from_millis(300));
             let kib = fluxd.rss_kib()?;
+            if n == 1 {
+                wakes.push(idle_wakeups(&fluxd, cfg.smoke)?);
+            }
             fluxd.stop();
             eprintln!(
                 "run {}/{} scale: {n} project(s): start-up {:.1} ms, RSS {:.1} MiB",
@@ -122,6 +130,18 @@ pub fn run(bin: &FluxdBinary, cfg: &ScaleConfig, report: &mut Report) -> Result<
         }
         report.rows.push(start_row);
         report.rows.push(rss_row);
+        if !wakes.is_empty() {
+            let row = Row::fluxd(
+                "scale",
+                format!("wake-ups idle, {label}"),
+                "/s",
+                Measure::of(&wakes),
+            );
+            let ok = row.fluxd.median < 1.0;
+            report
+                .rows
+                .push(row.with_goal("< 1/s (idle)", verdict(Some(ok), cfg.smoke)));
+        }
     }
 
     idle_connections(bin, cfg, report)?;
@@ -310,4 +330,37 @@ fn check_loaded(fluxd: &Fluxd, projects: usize, secrets: usize, report: &mut Rep
         ));
     }
     Ok(())
+}
+
+/// How often an idle fluxd's threads wake, per second: the context
+/// switches of every thread (`/proc/<pid>/task/*/status`, voluntary and
+/// not) over 1 s of doing nothing (0.2 s with `--smoke`).
+fn idle_wakeups(fluxd: &Fluxd, smoke: bool) -> Result<f64> {
+    let pid = fluxd.pid().context("fluxd is not running")?;
+    let window = Duration::from_millis(if smoke { 200 } else { 1000 });
+    let before = context_switches(pid)?;
+    std::thread::sleep(window);
+    let after = context_switches(pid)?;
+    Ok(after.saturating_sub(before) as f64 / window.as_secs_f64())
+}
+
+/// Context switches of every thread of `pid` so far.
+fn context_switches(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("cannot list /proc/{pid}/task"))?;
+    for task in tasks {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue; // a thread that just ended
+        };
+        total += status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
 }
