@@ -19,7 +19,8 @@
 //! Without `redis-server` nothing is compared: the command says SKIPPED
 //! and measures the floors alone.
 
-use crate::bench_get::size_label;
+use crate::bench_client::CheckConfig;
+use crate::bench_get::{key, size_label};
 use crate::fixture::bench_value;
 use crate::floor::{Design, Floor};
 use crate::load::{self, LoadResult, LoadSpec, Target};
@@ -29,18 +30,12 @@ use crate::stats::Measure;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-/// How the comparison is shaped (the `get` benchmark's closed-loop cells).
+/// How the comparison is shaped: the `get` benchmark's closed-loop cells,
+/// as the client check runs them, and Redis.
 #[derive(Debug, Clone)]
 pub struct FloorsConfig {
-    pub runs: usize,
-    /// How long each target is timed per cell and run (cut into `slices`).
-    pub duration: Duration,
-    pub slices: usize,
-    pub warmup: u64,
-    pub clients: Vec<usize>,
-    pub sizes: Vec<usize>,
+    pub cells: CheckConfig,
     pub redis: Option<PathBuf>,
 }
 
@@ -49,33 +44,24 @@ pub const COLUMNS: [&str; 4] = ["redis", "threads", "event loop", "loop per CPU"
 
 /// Runs the comparison and appends its rows to `report`.
 pub fn run(cfg: &FloorsConfig, report: &mut Report) -> Result<()> {
-    let redis = match cfg.redis.as_deref() {
-        Some(bin) => Some(RedisServer::start(bin)?),
-        None => {
-            eprintln!("SKIPPED: redis-server not found: the floors are not compared with Redis");
-            report
-                .notes
-                .push("redis-server not found: the floors are not compared with Redis".into());
-            None
-        }
-    };
-    if let Some(r) = &redis {
-        for &size in &cfg.sizes {
-            r.set(&key(size), bench_value(size).as_bytes())?;
-        }
-    }
+    let redis = RedisServer::start_with_values(
+        cfg.redis.as_deref(),
+        &cfg.cells.sizes,
+        report,
+        "the floors are not compared with Redis",
+    )?;
     let redis_target = redis.as_ref().map(RedisServer::target);
     let mut floors: BTreeMap<(usize, Design), Floor> = BTreeMap::new();
-    for &size in &cfg.sizes {
+    for &size in &cfg.cells.sizes {
         for design in Design::ALL {
             floors.insert((size, design), Floor::start_design(size, design)?);
         }
     }
-    let slices = cfg.slices.max(1);
+    let slices = cfg.cells.slices.max(1);
     // results[(size, clients, column)] = one merged result per run.
     let mut results: BTreeMap<(usize, usize, usize), Vec<LoadResult>> = BTreeMap::new();
-    for run in 0..cfg.runs {
-        for &size in &cfg.sizes {
+    for run in 0..cfg.cells.runs {
+        for &size in &cfg.cells.sizes {
             let value = bench_value(size);
             let floor_targets: Vec<_> = Design::ALL
                 .iter()
@@ -93,12 +79,12 @@ pub fn run(cfg: &FloorsConfig, report: &mut Report) -> Result<()> {
                 .iter()
                 .map(|(_, t)| t.exchange(&key(size), &value))
                 .collect::<Result<Vec<_>>>()?;
-            for &clients in &cfg.clients {
+            for &clients in &cfg.cells.clients {
                 let spec = LoadSpec {
                     clients,
                     depth: 1,
-                    warmup: cfg.warmup,
-                    duration: cfg.duration / slices as u32,
+                    warmup: cfg.cells.warmup,
+                    duration: cfg.cells.duration / slices as u32,
                 };
                 let mut parts: Vec<Vec<LoadResult>> = vec![Vec::new(); targets.len()];
                 for slice in 0..slices {
@@ -116,7 +102,7 @@ pub fn run(cfg: &FloorsConfig, report: &mut Report) -> Result<()> {
                     eprintln!(
                         "run {}/{} floors {:>6} ×{:<3} {:<21} {:>7.0} req/s (per client {:.0} / {:.0} / {:.0})  p99 {:>7.1} µs  CPU/req server {:>5.2} µs",
                         run + 1,
-                        cfg.runs,
+                        cfg.cells.runs,
                         size_label(size),
                         clients,
                         target.name(),
@@ -142,16 +128,12 @@ pub fn run(cfg: &FloorsConfig, report: &mut Report) -> Result<()> {
             }
         }
     }
-    for &size in &cfg.sizes {
-        for &clients in &cfg.clients {
+    for &size in &cfg.cells.sizes {
+        for &clients in &cfg.cells.clients {
             add_rows(report, &results, size, clients);
         }
     }
     Ok(())
-}
-
-fn key(size: usize) -> String {
-    format!("BENCH_{size}")
 }
 
 type Pick = fn(&LoadResult) -> f64;

@@ -91,7 +91,8 @@ impl Shape {
     }
 }
 
-fn key(size: usize) -> String {
+/// The key of the value of `size` bytes, in fluxd, Redis and the floor.
+pub(crate) fn key(size: usize) -> String {
     format!("BENCH_{size}")
 }
 
@@ -125,21 +126,12 @@ pub fn run(bin: &FluxdBinary, cfg: &GetConfig, report: &mut Report) -> Result<()
         pid: fluxd.pid(),
     };
 
-    let redis = match cfg.redis.as_deref() {
-        Some(bin) => Some(RedisServer::start(bin)?),
-        None => {
-            eprintln!("SKIPPED: redis-server not found: the redis column is SKIPPED");
-            report
-                .notes
-                .push("redis-server not found: every redis figure is SKIPPED".into());
-            None
-        }
-    };
-    if let Some(r) = &redis {
-        for &size in &cfg.sizes {
-            r.set(&key(size), bench_value(size).as_bytes())?;
-        }
-    }
+    let redis = RedisServer::start_with_values(
+        cfg.redis.as_deref(),
+        &cfg.sizes,
+        report,
+        "every redis figure is SKIPPED",
+    )?;
     let redis_target = redis.as_ref().map(RedisServer::target);
     let floors: BTreeMap<usize, Floor> = cfg
         .sizes

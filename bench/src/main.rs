@@ -323,29 +323,24 @@ fn bench(a: BenchArgs, parts: Parts, name: &str) -> Result<bool> {
         };
         bench_get::run(bin, &cfg, &mut report).context("get benchmark")?;
     }
+    let cells = bench_client::CheckConfig {
+        runs,
+        duration,
+        slices,
+        warmup,
+        clients,
+        sizes,
+        smoke,
+    };
     if parts.0[4] {
         let cfg = bench_floors::FloorsConfig {
-            runs,
-            duration,
-            slices,
-            warmup,
-            clients: clients.clone(),
-            sizes: sizes.clone(),
+            cells: cells.clone(),
             redis: redis::RedisServer::find(a.redis_server.as_deref()),
         };
         bench_floors::run(&cfg, &mut report).context("floors")?;
     }
     if parts.0[1] {
-        let cfg = bench_client::CheckConfig {
-            runs,
-            duration,
-            slices,
-            warmup,
-            clients,
-            sizes,
-            smoke,
-        };
-        bench_client::run(&cfg, &mut report).context("client check")?;
+        bench_client::run(&cells, &mut report).context("client check")?;
     }
     if let (true, Some(bin)) = (parts.0[2], &bin) {
         let cfg = bench_rotation::RotationConfig {

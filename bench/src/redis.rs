@@ -89,6 +89,30 @@ impl RedisServer {
         }
     }
 
+    /// Redis holding the `get` benchmark's value of each size under
+    /// [`crate::bench_get::key`]; without a `redis-server` binary, `None`,
+    /// said on stderr (SKIPPED) and in the report's notes as `skipped`.
+    pub fn start_with_values(
+        bin: Option<&Path>,
+        sizes: &[usize],
+        report: &mut crate::report::Report,
+        skipped: &str,
+    ) -> Result<Option<Self>> {
+        let Some(bin) = bin else {
+            eprintln!("SKIPPED: redis-server not found: {skipped}");
+            report
+                .notes
+                .push(format!("redis-server not found: {skipped}"));
+            return Ok(None);
+        };
+        let redis = Self::start(bin)?;
+        for &size in sizes {
+            let value = crate::fixture::bench_value(size);
+            redis.set(&crate::bench_get::key(size), value.as_bytes())?;
+        }
+        Ok(Some(redis))
+    }
+
     /// Stores `value` under `key`.
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         let mut c = RespConn::connect(&self.socket)?;
