@@ -69,8 +69,9 @@ pub struct Server {
     /// Set once the services exist (they hold this server, through
     /// [`Lifecycle`]).
     services: OnceLock<Weak<Services>>,
-    /// Ends the project sockets' connection threads at shutdown.
-    stopping: Arc<session::direct::Stopping>,
+    /// Watches the project sockets' connection threads, and ends them at
+    /// shutdown.
+    stopping: Arc<session::watchdog::Watchdog>,
 }
 
 impl Server {
@@ -233,7 +234,7 @@ async fn accept_loop(
     target: Target,
     slots: Arc<Semaphore>,
     cancel: CancellationToken,
-    stopping: Arc<session::direct::Stopping>,
+    stopping: Arc<session::watchdog::Watchdog>,
     mut first: Option<tokio::net::UnixStream>,
 ) {
     loop {

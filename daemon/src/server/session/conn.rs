@@ -21,7 +21,7 @@ use flux_protocol::codec::{decode, encode};
 use flux_protocol::limits::MAX_RESPONSE_FRAME_LEN;
 use flux_protocol::message::{ErrorReply, Request, Response, Welcome};
 use flux_protocol::{ErrorCode, PROTOCOL_VERSION};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 use zeroize::Zeroize;
@@ -32,8 +32,10 @@ pub(crate) struct Conn {
     pub(super) services: Arc<Services>,
     pub(super) peer: Peer,
     pub(super) bucket: Option<Bucket>,
-    /// Reads (and repeated denials) counted but not yet in the audit log.
-    pub(super) summaries: ReadSummaries,
+    /// Reads (and repeated denials) counted but not yet in the audit log;
+    /// shared with the watchdog on a connection's own thread
+    /// ([`super::watchdog`]), which hands them over when they are due.
+    pub(super) summaries: Arc<Mutex<ReadSummaries>>,
     /// Denials on this connection so far.
     pub(super) denials: u32,
     /// The buffer of the last request's audit name, reused by the next
@@ -78,7 +80,7 @@ impl Conn {
             services,
             peer,
             bucket: (rate > 0).then(|| Bucket::new(rate)),
-            summaries: ReadSummaries::default(),
+            summaries: Arc::default(),
             denials: 0,
             spare_name: String::new(),
         }
@@ -284,7 +286,10 @@ impl Conn {
 
     /// Hands the pending summaries to the audit log.
     pub(super) fn flush_summaries(&mut self) {
-        self.summaries.flush(self.services.access.audit());
+        self.summaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush(self.services.access.audit());
     }
 
     /// The error a denied request is answered with.

@@ -12,21 +12,22 @@
 //! access decision, its metrics and audit record, a policy reload. What
 //! differs is only how the stream is waited on:
 //!
-//! - The socket's receive timeout ([`WAKE`], or the frame or handshake
-//!   timeout when shorter) wakes an idle thread to look at its deadlines:
-//!   the handshake timeout, a frame started and not finished within the
-//!   frame timeout, the idle timeout, pending audit summaries that are due,
-//!   and a policy reload (the peer's groups are looked up again; a peer with
-//!   no role left is cut off). So an idle connection sees a reload within
-//!   [`WAKE`]; a busy one at its next request.
+//! - The thread waits for a request in a read with no timeout (a timed
+//!   wait costs a kernel timer per request); the [`Watchdog`] wakes it when
+//!   a deadline passes — the handshake timeout, a frame started and not
+//!   finished within the frame timeout, the idle timeout — or when a
+//!   policy reload leaves its peer no role, by shutting the connection's
+//!   reading side, and hands its pending audit summaries over when they are
+//!   due. So an idle connection sees a reload within a tick of the
+//!   watchdog (a second at most); a busy one at its next request.
 //! - Answers are written with the socket's send timeout; the client must
 //!   take them within the write timeout, counted from the first write that
 //!   could not finish at once.
 //! - Requests that arrived together are answered together: one `write` for
 //!   every whole request read (or for [`PIPELINED_ANSWERS`] bytes).
-//! - At shutdown, [`Stopping`] shuts every connection's reading side: a
-//!   thread waiting for a request wakes at once and ends; a request in
-//!   flight is still answered.
+//! - At shutdown, [`Watchdog::stop`] shuts every connection's reading
+//!   side: a thread waiting for a request wakes at once and ends; a request
+//!   in flight is still answered.
 //! - Any other request — `Set`, `List`, `Subscribe`, … — hands the
 //!   connection, with its slot, its budget, its audit tally and the bytes
 //!   already read, over to the async [`Session`], which answers that
@@ -44,6 +45,7 @@ use super::conn::{Conn, Slot, Tally, error_response, payload};
 use super::frames::{End, PIPELINED_ANSWERS, too_large, whole_frame_len, wipe, write_timed_out};
 use super::opened::{Opened, Start};
 use super::target::Target;
+use super::watchdog::{Ended, NEVER, WAKE, Watchdog, Watched, at_us, now_us};
 use crate::access::policy::Hidden;
 use crate::metrics::ConnectionGauge;
 use crate::server::Services;
@@ -52,70 +54,21 @@ use bytes::{BufMut, BytesMut};
 use flux_protocol::ErrorCode;
 use flux_protocol::codec::decode;
 use flux_protocol::message::{Request, Response};
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug, warn};
 use zeroize::Zeroize;
-
-/// How long an idle connection's thread sleeps before it looks at its
-/// deadlines and at policy reloads.
-pub const WAKE: Duration = Duration::from_secs(1);
 
 /// Stack reserved for a connection's thread.
 pub const STACK: usize = 256 * 1024;
 
 /// Bytes read at a time; the buffer grows for a longer request.
 const READ_CHUNK: usize = 4096;
-
-/// The daemon is stopping: connections waiting for a request are woken and
-/// end.
-#[derive(Debug, Default)]
-pub(crate) struct Stopping {
-    stopped: AtomicBool,
-    /// The sockets of the connections served here, by connection id. A
-    /// connection leaves before its socket is closed, so no descriptor here
-    /// is ever another file's.
-    open: Mutex<HashMap<u64, RawFd>>,
-}
-
-impl Stopping {
-    /// Wakes and ends every connection: their reading side is shut, so a
-    /// thread waiting for a request reads the end of the stream.
-    pub(crate) fn stop(&self) {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        self.stopped.store(true, Ordering::Release);
-        for &fd in open.values() {
-            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
-        }
-    }
-
-    fn stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
-    }
-
-    /// Counts a connection in; false once the daemon is stopping.
-    fn enter(&self, id: u64, fd: RawFd) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if self.stopped() {
-            return false;
-        }
-        open.insert(id, fd);
-        true
-    }
-
-    fn leave(&self, id: u64) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-    }
-}
 
 /// Serves a project socket's connection on a thread of its own; `permit`
 /// is its place in the daemon's connection budget, given back when the
@@ -125,7 +78,7 @@ pub(crate) fn start(
     target: Target,
     services: Arc<Services>,
     permit: OwnedSemaphorePermit,
-    stopping: Arc<Stopping>,
+    watchdog: Arc<Watchdog>,
 ) {
     let stream = match stream
         .into_std()
@@ -143,7 +96,7 @@ pub(crate) fn start(
         .name("fluxd-conn".into())
         .stack_size(STACK)
         .spawn(move || {
-            run(stream, target, services, permit, &stopping, &handle);
+            run(stream, target, services, permit, &watchdog, &handle);
             drop(token);
         });
     if let Err(e) = spawned {
@@ -164,7 +117,7 @@ fn run(
     target: Target,
     services: Arc<Services>,
     permit: OwnedSemaphorePermit,
-    stopping: &Stopping,
+    watchdog: &Arc<Watchdog>,
     handle: &tokio::runtime::Handle,
 ) {
     let Some(Opened {
@@ -178,7 +131,15 @@ fn run(
         return;
     };
     let entered = span.enter();
-    if !stopping.enter(id, stream.as_raw_fd()) {
+    let project = target.project_name().unwrap_or_default().to_owned();
+    let conn = Conn::new(target, services.clone(), peer);
+    let watch = Arc::new(Watched::new(
+        stream.as_raw_fd(),
+        conn.peer.clone(),
+        project,
+        conn.summaries.clone(),
+    ));
+    if !watchdog.enter(id, watch.clone(), &services) {
         return;
     }
     let mut direct = Direct {
@@ -188,15 +149,15 @@ fn run(
         out: BytesMut::new(),
         since: Instant::now(),
         partial_since: None,
-        summary_due: None,
         stream,
-        conn: Conn::new(target, services, peer),
+        conn,
+        watch,
         reloads,
-        stopping,
+        watchdog,
         handle,
     };
     let next = direct.serve();
-    stopping.leave(id);
+    watchdog.leave(id);
     match next {
         Ok(Next::Closed) => debug!("connection closed"),
         Err(e) => debug!(reason = %e, "connection ended"),
@@ -214,9 +175,10 @@ fn run(
 /// What one read brought.
 enum Filled {
     Data,
-    /// Nothing within the receive timeout.
+    /// Nothing: the read was interrupted.
     Nothing,
-    /// The client closed its side (or the daemon is stopping).
+    /// The client closed its side, or the watchdog or the daemon's stop
+    /// shut the reading side ([`Watched::ended`] says which).
     End,
 }
 
@@ -237,10 +199,11 @@ struct Direct<'a> {
     /// frame timeout counts from it (a frame that starts after a long idle
     /// time gets the whole frame timeout).
     partial_since: Option<Instant>,
-    /// When the pending audit summaries are due.
-    summary_due: Option<Instant>,
+    /// What the watchdog knows of this connection: its next deadline, its
+    /// summaries' due time, why it shut the connection.
+    watch: Arc<Watched>,
     reloads: tokio::sync::watch::Receiver<u64>,
-    stopping: &'a Stopping,
+    watchdog: &'a Watchdog,
     /// The async runtime, for the rare read that has to wait on it.
     handle: &'a tokio::runtime::Handle,
 }
@@ -248,11 +211,8 @@ struct Direct<'a> {
 impl Direct<'_> {
     fn serve(&mut self) -> Result<Next, End> {
         let limits = self.conn.services.config.limits.clone();
-        let wake = WAKE
-            .min(limits.frame_timeout)
-            .min(limits.handshake_timeout)
-            .max(Duration::from_millis(1));
-        self.stream.set_read_timeout(Some(wake))?;
+        // Reads wait with no timeout: the watchdog wakes the thread.
+        self.stream.set_read_timeout(None)?;
         self.stream.set_write_timeout(Some(
             limits.write_timeout.clamp(Duration::from_millis(1), WAKE),
         ))?;
@@ -266,17 +226,20 @@ impl Direct<'_> {
 
         // The handshake.
         let hello_by = self.since + limits.handshake_timeout;
+        self.watch
+            .deadline
+            .store(at_us(hello_by), Ordering::Release);
         let len = loop {
             if let Some(len) = self.whole_frame()? {
                 break len;
             }
-            if self.stopping.stopped() {
+            if self.watchdog.stopped() {
                 return Ok(Next::Closed);
             }
             if let Filled::End = self.fill()? {
-                return Ok(Next::Closed);
-            }
-            if Instant::now() >= hello_by {
+                if self.watch.ended() != Ended::Deadline {
+                    return Ok(Next::Closed);
+                }
                 let msg = format!(
                     "no handshake within {:?}: send Hello first (see PROTOCOL.md)",
                     limits.handshake_timeout
@@ -326,11 +289,39 @@ impl Direct<'_> {
                 self.partial_since = None;
             }
             self.between_requests()?;
-            match self.fill()? {
-                Filled::End => return Ok(Next::Closed),
-                Filled::Data if self.whole_frame()?.is_some() => {}
-                Filled::Data | Filled::Nothing => self.check_waiting(&limits)?,
+            self.publish_deadline(&limits);
+            if let Filled::End = self.fill()? {
+                return self.ended(&limits);
             }
+        }
+    }
+
+    /// Tells the watchdog when to wake this connection: the frame timeout
+    /// after a frame was first seen in part, else the idle timeout after
+    /// the last answer.
+    fn publish_deadline(&mut self, limits: &crate::config::Limits) {
+        let deadline = if self.filled > self.start {
+            *self.partial_since.get_or_insert_with(Instant::now) + limits.frame_timeout
+        } else {
+            self.since + limits.idle_timeout
+        };
+        self.watch
+            .deadline
+            .store(at_us(deadline), Ordering::Release);
+    }
+
+    /// The reading side is closed: by the client, by the daemon's stop, or
+    /// by the watchdog — the connection ends, and says why.
+    fn ended(&mut self, limits: &crate::config::Limits) -> Result<Next, End> {
+        match self.watch.ended() {
+            Ended::No => Ok(Next::Closed),
+            Ended::NoRole => Err(End::Protocol("no role left after a policy reload".into())),
+            Ended::Deadline if self.filled > self.start => {
+                let msg = format!("incomplete frame for {:?}", limits.frame_timeout);
+                warn!("{msg}: closing");
+                Err(End::Protocol(msg))
+            }
+            Ended::Deadline => Err(End::Protocol("idle timeout".into())),
         }
     }
 
@@ -363,8 +354,8 @@ impl Direct<'_> {
             Tally::Quiet => {}
             Tally::Full => self.flush_summaries(),
             Tally::Started(after) => {
-                self.summary_due
-                    .get_or_insert_with(|| Instant::now() + after);
+                let due = now_us().saturating_add(after.as_micros() as u64);
+                self.watch.summary_due.fetch_min(due, Ordering::Relaxed);
             }
         }
         match reply {
@@ -374,14 +365,14 @@ impl Direct<'_> {
     }
 
     fn flush_summaries(&mut self) {
+        self.watch.summary_due.store(NEVER, Ordering::Relaxed);
         self.conn.flush_summaries();
-        self.summary_due = None;
     }
 
     /// Between requests: the daemon stopping, a policy reload, summaries
     /// due.
     fn between_requests(&mut self) -> Result<(), End> {
-        if self.stopping.stopped() {
+        if self.watchdog.stopped() {
             return Err(End::Protocol("the daemon is stopping".into()));
         }
         if self.reloads.has_changed().unwrap_or(false) {
@@ -392,26 +383,9 @@ impl Direct<'_> {
                 return Err(End::Protocol("no role left after a policy reload".into()));
             }
         }
-        if self.summary_due.is_some_and(|due| Instant::now() >= due) {
+        // `since` is the time of the last answer: no clock read here.
+        if self.watch.summary_due.load(Ordering::Relaxed) <= at_us(self.since) {
             self.flush_summaries();
-        }
-        Ok(())
-    }
-
-    /// Nothing whole to answer: ends a connection whose frame is not
-    /// finished within the frame timeout, or that idled out.
-    fn check_waiting(&mut self, limits: &crate::config::Limits) -> Result<(), End> {
-        if self.filled > self.start {
-            let started = *self.partial_since.get_or_insert_with(Instant::now);
-            if started.elapsed() >= limits.frame_timeout {
-                let msg = format!("incomplete frame for {:?}", limits.frame_timeout);
-                warn!("{msg}: closing");
-                return Err(End::Protocol(msg));
-            }
-            return Ok(());
-        }
-        if self.since.elapsed() >= limits.idle_timeout {
-            return Err(End::Protocol("idle timeout".into()));
         }
         Ok(())
     }
@@ -432,7 +406,8 @@ impl Direct<'_> {
         Ok(whole_frame_len(pending))
     }
 
-    /// Reads what the client sent, waiting at most the receive timeout.
+    /// Reads what the client sent, waiting until something comes or the
+    /// reading side is shut.
     fn fill(&mut self) -> Result<Filled, End> {
         if self.start == self.filled {
             self.start = 0;

@@ -73,6 +73,7 @@ mod names;
 mod opened;
 mod record;
 mod target;
+pub(crate) mod watchdog;
 
 pub(crate) use target::{PeerSlots, Target};
 

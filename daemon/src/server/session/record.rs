@@ -69,14 +69,13 @@ impl Conn {
             return Tally::Quiet;
         }
         let key = name.unwrap_or("");
-        let was_empty = self.summaries.is_empty();
         let program = (
             self.peer.exe.as_deref(),
             workload.exe.as_ref().and_then(|e| e.sha256.as_deref()),
         );
-        let full = self
-            .summaries
-            .count(key, op, allowed, result, program, time_ms, entry);
+        let mut summaries = self.summaries.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = summaries.is_empty();
+        let full = summaries.count(key, op, allowed, result, program, time_ms, entry);
         if full {
             Tally::Full
         } else if was_empty {
