@@ -944,3 +944,61 @@ fn fluxctl_audit_verify_catches_any_edit_to_the_audit_log() {
     let out = d.run_ctl(&["audit", "verify", "--key", other.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "a wrong key verified the log");
 }
+
+#[test]
+fn a_reload_before_a_connection_opened_does_not_close_it() {
+    if !is_root("a_reload_before_a_connection_opened_does_not_close_it") {
+        return;
+    }
+    if !flux_e2e::have_tool(
+        "python3",
+        "a_reload_before_a_connection_opened_does_not_close_it",
+    ) {
+        return;
+    }
+    // The other user may connect to the socket but holds no role on app:
+    // its requests are denied, its connection stays open.
+    let config = format!("[projects.app]\nsocket_group = {ATTACKER}\nreaders = {{ users = [] }}\n");
+    let d = TestDaemon::start_with_config(&config);
+    std::fs::set_permissions(d.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    d.create_project("app");
+    // A connection served on its own thread, then closed: the connection
+    // watchdog is running from now on.
+    assert!(d.client("app").list().unwrap().is_empty());
+    // A reload while no connection is open…
+    d.sighup();
+    std::thread::sleep(Duration::from_millis(500));
+    // …then a connection of the user with no role, idle for longer than
+    // two of the watchdog's ticks, then a request: answered (denied), not
+    // cut off by a reload that happened before it connected.
+    let frame = |req: &flux_protocol::Request| {
+        let payload = flux_protocol::codec::encode(req).unwrap();
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        frame.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let hello = frame(&flux_protocol::Request::Hello(
+        flux_protocol::message::Hello {
+            version: flux_protocol::PROTOCOL_VERSION,
+            client: "t".into(),
+        },
+    ));
+    let get = frame(&flux_protocol::Request::Get(flux_protocol::message::Get {
+        name: "K".into(),
+    }));
+    let script = format!(
+        "import socket,time\nc=socket.socket(socket.AF_UNIX)\nc.connect({:?})\nc.sendall(bytes.fromhex('{hello}'))\nc.recv(4096)\ntime.sleep(2.5)\ntry:\n  c.sendall(bytes.fromhex('{get}'))\n  c.settimeout(10)\n  print('answered' if c.recv(4096) else 'closed',flush=True)\nexcept Exception as e:\n  print('closed',flush=True)\n",
+        d.project_socket("app").display().to_string()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .uid(ATTACKER)
+        .gid(ATTACKER)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "answered",
+        "a connection opened after a reload is decided by that policy, not cut by its reload"
+    );
+}

@@ -137,6 +137,7 @@ fn run(
         stream.as_raw_fd(),
         conn.peer.clone(),
         project,
+        *reloads.borrow(),
         conn.summaries.clone(),
     ));
     if !watchdog.enter(id, watch.clone(), &services) {

@@ -14,10 +14,11 @@
 //!   [`Watched::deadline`]): the connection's reading side is shut, so its
 //!   thread's read returns at once; the thread sees [`Ended::Deadline`],
 //!   answers as it always did (an error for a missing handshake) and ends.
-//! - **A policy reload**: each connection's peer, its groups looked up
-//!   again, is decided anew; one with no role left on its socket is shut
-//!   the same way ([`Ended::NoRole`]). A busy connection also sees the
-//!   reload itself, at its next request.
+//! - **A policy reload** since a connection opened: its peer, its groups
+//!   looked up again, is decided anew; one with no role left on its socket
+//!   is shut the same way ([`Ended::NoRole`]). A reload from before the
+//!   connection opened is not its (it was decided under that policy). A
+//!   busy connection also sees the reload itself, at its next request.
 //! - **Audit summaries due**: a connection's pending read summaries are
 //!   shared with the watchdog ([`Watched::summaries`]) and handed to the
 //!   audit log when due, though the connection be idle.
@@ -82,6 +83,9 @@ pub struct Watched {
     /// When its pending audit summaries are due; [`NEVER`]: none pending.
     pub summary_due: AtomicU64,
     ended: AtomicU8,
+    /// The last policy reload this connection was decided under (the
+    /// reloads' generation): one from before it opened is not its.
+    reloads_seen: AtomicU64,
     /// The connection's pending audit summaries, counted by its thread.
     pub summaries: Arc<Mutex<ReadSummaries>>,
     peer: Peer,
@@ -89,12 +93,14 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// A connection on `fd` of `peer` to `project`'s socket, whose pending
+    /// A connection on `fd` of `peer` to `project`'s socket, opened under
+    /// the policy of reload generation `reloads_seen`, whose pending
     /// summaries are `summaries` (its [`super::conn::Conn`]'s).
     pub fn new(
         fd: RawFd,
         peer: Peer,
         project: String,
+        reloads_seen: u64,
         summaries: Arc<Mutex<ReadSummaries>>,
     ) -> Self {
         Self {
@@ -102,6 +108,7 @@ impl Watched {
             deadline: AtomicU64::new(NEVER),
             summary_due: AtomicU64::new(NEVER),
             ended: AtomicU8::new(Ended::No as u8),
+            reloads_seen: AtomicU64::new(reloads_seen),
             summaries,
             peer,
             project,
@@ -223,17 +230,17 @@ impl Watchdog {
     fn tick(&self, services: &Services, reloads: &mut tokio::sync::watch::Receiver<u64>) {
         let watched: Vec<(u64, Arc<Watched>)> =
             self.open().iter().map(|(&id, w)| (id, w.clone())).collect();
-        let reloaded = reloads.has_changed().unwrap_or(false);
-        let policy = reloaded.then(|| {
-            reloads.borrow_and_update();
-            services.access.policy()
-        });
+        let generation = *reloads.borrow_and_update();
+        let mut policy = None;
         let now = now_us();
         let mut to_end = Vec::new();
         for (id, w) in &watched {
-            if let Some(policy) = &policy
-                && !w.keeps_role(policy)
-            {
+            // Only a reload since the connection opened is news to it.
+            let reloaded = w.reloads_seen.load(Ordering::Relaxed) < generation;
+            if reloaded {
+                w.reloads_seen.store(generation, Ordering::Relaxed);
+            }
+            if reloaded && !w.keeps_role(policy.get_or_insert_with(|| services.access.policy())) {
                 warn!(
                     conn = id,
                     "the reloaded policy gives this peer no role here: closing its connection"
