@@ -338,29 +338,12 @@ fn check_loaded(fluxd: &Fluxd, projects: usize, secrets: usize, report: &mut Rep
 fn idle_wakeups(fluxd: &Fluxd, smoke: bool) -> Result<f64> {
     let pid = fluxd.pid().context("fluxd is not running")?;
     let window = Duration::from_millis(if smoke { 200 } else { 1000 });
-    let before = context_switches(pid)?;
+    let switches = || {
+        flux_e2e::context_switches(pid)
+            .with_context(|| format!("cannot read the threads of fluxd (pid {pid})"))
+    };
+    let before = switches()?;
     std::thread::sleep(window);
-    let after = context_switches(pid)?;
+    let after = switches()?;
     Ok(after.saturating_sub(before) as f64 / window.as_secs_f64())
-}
-
-/// Context switches of every thread of `pid` so far.
-fn context_switches(pid: u32) -> Result<u64> {
-    let mut total = 0;
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .with_context(|| format!("cannot list /proc/{pid}/task"))?;
-    for task in tasks {
-        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
-            continue; // a thread that just ended
-        };
-        total += status
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("voluntary_ctxt_switches:")
-                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-            })
-            .filter_map(|v| v.trim().parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    Ok(total)
 }

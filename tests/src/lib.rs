@@ -264,6 +264,27 @@ impl Drop for TestDaemon {
 }
 
 /// Stops a process: SIGTERM, then SIGKILL if it has not exited within
+/// Context switches (voluntary and not) of every thread of process `pid`
+/// so far, from `/proc/<pid>/task/*/status`: how often its threads woke.
+/// A thread that ends while it is read is left out.
+pub fn context_switches(pid: u32) -> std::io::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 /// `grace`; reaps it either way.
 pub fn terminate(child: &mut Child, grace: Duration) {
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);

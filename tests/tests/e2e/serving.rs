@@ -190,25 +190,6 @@ fn a_frame_that_starts_after_a_long_idle_time_gets_the_whole_frame_timeout() {
     );
 }
 
-/// Context switches of every thread of `pid` so far.
-fn context_switches(pid: u32) -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
-            continue;
-        };
-        total += status
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("voluntary_ctxt_switches:")
-                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-            })
-            .filter_map(|v| v.trim().parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    total
-}
-
 #[test]
 fn idle_connections_do_not_wake_the_daemon_one_by_one() {
     let d = TestDaemon::start();
@@ -224,9 +205,9 @@ fn idle_connections_do_not_wake_the_daemon_one_by_one() {
     // Over two seconds of idling, the daemon's threads wake a few times
     // (the watchdog's tick), not once a second per connection (100 or
     // more when each thread woke to look at its own deadlines).
-    let before = context_switches(d.pid());
+    let before = flux_e2e::context_switches(d.pid()).unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let woke = context_switches(d.pid()) - before;
+    let woke = flux_e2e::context_switches(d.pid()).unwrap() - before;
     assert!(woke < 20, "{woke} wake-ups in 2 s with 50 idle connections");
     // Still served.
     for s in &mut open {
