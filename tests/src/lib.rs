@@ -263,7 +263,6 @@ impl Drop for TestDaemon {
     }
 }
 
-/// Stops a process: SIGTERM, then SIGKILL if it has not exited within
 /// Context switches (voluntary and not) of every thread of process `pid`
 /// so far, from `/proc/<pid>/task/*/status`: how often its threads woke.
 /// A thread that ends while it is read is left out.
@@ -285,6 +284,7 @@ pub fn context_switches(pid: u32) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// Stops a process: SIGTERM, then SIGKILL if it has not exited within
 /// `grace`; reaps it either way.
 pub fn terminate(child: &mut Child, grace: Duration) {
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
