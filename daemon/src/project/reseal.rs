@@ -14,7 +14,32 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::info;
 
+/// What a re-seal starts from: the project's writer lock, held until the
+/// re-seal is done; the snapshot served; and the revision the new seal must
+/// pass (above every one served or recorded).
+struct Reseal<'a> {
+    _writer: tokio::sync::MutexGuard<'a, ()>,
+    current: Arc<Snapshot>,
+    floor: u64,
+}
+
 impl Project {
+    /// Takes the writer lock and checks the project still exists: where
+    /// [`Project::restore`] and [`Project::rekey`] begin.
+    async fn begin_reseal(&self) -> Result<Reseal<'_>> {
+        let writer = self.writer.lock().await;
+        if self.is_deleted() {
+            return Err(Error::UnknownProject(self.name.clone()));
+        }
+        let current = self.snapshot.load_full();
+        let floor = self.disk().floor.max(current.revision);
+        Ok(Reseal {
+            _writer: writer,
+            current,
+            floor,
+        })
+    }
+
     /// Serves the vault now in the store although it is older than the one
     /// served — a backup put back on purpose — by sealing its secrets again
     /// at a revision above every one served, so the rollback check accepts
@@ -22,12 +47,11 @@ impl Project {
     /// with the project's key and carry a valid seal.
     pub async fn restore(&self) -> Result<Restored> {
         let started = Instant::now();
-        let _writer = self.writer.lock().await;
-        if self.is_deleted() {
-            return Err(Error::UnknownProject(self.name.clone()));
-        }
-        let current = self.snapshot.load_full();
-        let floor = self.disk().floor.max(current.revision);
+        let Reseal {
+            _writer,
+            current,
+            floor,
+        } = self.begin_reseal().await?;
         let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
         let restored = tokio::task::spawn_blocking(move || {
             let (new_key, opened) =
@@ -110,12 +134,11 @@ impl Project {
     /// generation. Digests change with the key (they are keyed by it).
     pub async fn rekey(&self) -> Result<flux_protocol::message::Rekeyed> {
         let started = Instant::now();
-        let _writer = self.writer.lock().await;
-        if self.is_deleted() {
-            return Err(Error::UnknownProject(self.name.clone()));
-        }
-        let current = self.snapshot.load_full();
-        let floor = self.disk().floor.max(current.revision);
+        let Reseal {
+            _writer,
+            current,
+            floor,
+        } = self.begin_reseal().await?;
         let (store, name, key) = (self.store.clone(), self.name.clone(), self.key.load_full());
         let done = tokio::task::spawn_blocking(move || {
             let opened = match read_disk(
